@@ -1,0 +1,272 @@
+"""Building a partitioned catalog from streams of rows: split (map) and reduce worker functions.
+
+Split: each input chunk is read in bounded batches; every row gets ``_healpix_29`` and its
+destination partition, and rows are appended, grouped by partition, to one Arrow IPC shard file
+per chunk (plus one for margin rows). Reduce: each partition memory-maps its slices of every
+shard, sorts by ``_healpix_29`` (then id) and writes ``Norder=K/Dir=D/Npix=N.parquet``.
+Peak memory is one batch in split and one partition in reduce, whatever the input size.
+Every file is written under a temporary name and renamed into place, so a killed run leaves
+either a whole file or none; the index file written last is the shard's done-marker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, radec_to_healpix
+from survey_engine.catalog.layout import partition_path
+from survey_engine.catalog.margins import MarginPlan
+from survey_engine.catalog.partitioning import PartitionPlan
+
+RESERVED_COLUMNS = (SPATIAL_INDEX_COLUMN, "Norder", "Dir", "Npix")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """What the split step needs to know, shipped once to every worker."""
+
+    plan: PartitionPlan
+    ra_column: str
+    dec_column: str
+    schema: pa.Schema  # output schema, ``_healpix_29`` first
+    margin: MarginPlan | None = None
+    write_main: bool = True
+    id_column: str | None = None
+
+
+@dataclass
+class ShardIndex:
+    """Which partition each record batch of a shard file belongs to."""
+
+    path: str
+    batch_parts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    batch_rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    @property
+    def index_path(self) -> str:
+        return self.path + ".index.npz"
+
+    def save(self) -> None:
+        tmp = self.index_path + ".tmp.npz"
+        np.savez(tmp, parts=self.batch_parts, rows=self.batch_rows)
+        os.replace(tmp, self.index_path)
+
+    @classmethod
+    def load(cls, path: str) -> "ShardIndex | None":
+        idx = path + ".index.npz"
+        if not os.path.exists(idx) or not os.path.exists(path):
+            return None
+        data = np.load(idx)
+        return cls(path, data["parts"], data["rows"])
+
+
+def output_schema(input_schema: pa.Schema) -> pa.Schema:
+    """Catalog schema: ``_healpix_29`` first, then the input columns (hive columns dropped)."""
+    fields = [pa.field(SPATIAL_INDEX_COLUMN, pa.int64())]
+    fields += [f for f in input_schema if f.name not in RESERVED_COLUMNS]
+    return pa.schema(fields, metadata=_strip_pandas(input_schema.metadata))
+
+
+def _strip_pandas(meta):
+    if not meta:
+        return None
+    meta = {k: v for k, v in meta.items() if k != b"pandas"}
+    return meta or None
+
+
+def prepare_batch(batch: pa.Table, spec: SplitSpec, clean: Callable[[pa.Table], pa.Table] | None = None) -> tuple[pa.Table, np.ndarray]:
+    """Add ``_healpix_29`` (first column), cast to the output schema; returns (table, partition idx)."""
+    if clean is not None:
+        batch = clean(batch)
+    ra = batch.column(spec.ra_column).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    dec = batch.column(spec.dec_column).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    hp29 = radec_to_healpix(ra, dec)
+    drop = [c for c in RESERVED_COLUMNS if c in batch.column_names]
+    if drop:
+        batch = batch.drop_columns(drop)
+    batch = batch.add_column(0, SPATIAL_INDEX_COLUMN, pa.array(hp29, pa.int64()))
+    batch = batch.select(spec.schema.names).cast(spec.schema)
+    part = spec.plan.partition_of(hp29)
+    return batch, part
+
+
+def split_batches(
+    batches: Iterable[pa.Table],
+    spec: SplitSpec,
+    main_shard: str | None,
+    margin_shard: str | None,
+    clean: Callable[[pa.Table], pa.Table] | None = None,
+) -> dict:
+    """Write one chunk's rows, grouped by partition, into shard files. Returns row counts."""
+    main = _ShardWriter(main_shard, spec.schema) if spec.write_main and main_shard else None
+    margin = _ShardWriter(margin_shard, spec.schema) if spec.margin is not None and margin_shard else None
+    rows = margin_rows = 0
+    try:
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            table, part = prepare_batch(batch, spec, clean)
+            rows += table.num_rows
+            if main is not None:
+                main.write_grouped(table, part)
+            if margin is not None:
+                hp29 = table.column(0).to_numpy()
+                ra = table.column(spec.ra_column).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                dec = table.column(spec.dec_column).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                mrows, mparts = spec.margin.assign(hp29, ra, dec, part)
+                if len(mrows):
+                    margin.write_grouped(table.take(pa.array(mrows)), mparts)
+                    margin_rows += len(mrows)
+        for writer in (main, margin):
+            if writer is not None:
+                writer.close()
+    except BaseException:
+        for writer in (main, margin):
+            if writer is not None:
+                writer.abort()
+        raise
+    return {"rows": rows, "margin_rows": margin_rows}
+
+
+class _ShardWriter:
+    """Appends partition-grouped record batches to an Arrow IPC file; index saved on close."""
+
+    def __init__(self, path: str, schema: pa.Schema):
+        self.index = ShardIndex(path)
+        self.tmp = path + ".tmp"
+        self.sink = pa.OSFile(self.tmp, "wb")
+        self.writer = pa.ipc.new_file(self.sink, schema.remove_metadata())
+        self.parts: list[int] = []
+        self.rows: list[int] = []
+
+    def write_grouped(self, table: pa.Table, part: np.ndarray) -> None:
+        order = np.argsort(part, kind="stable")
+        sorted_parts = part[order]
+        table = table.take(pa.array(order))
+        bounds = np.flatnonzero(np.diff(sorted_parts)) + 1
+        starts = np.concatenate([[0], bounds])
+        stops = np.concatenate([bounds, [len(order)]])
+        for lo, hi in zip(starts.tolist(), stops.tolist()):
+            for rb in table.slice(lo, hi - lo).to_batches():
+                self.writer.write_batch(rb)
+                self.parts.append(int(sorted_parts[lo]))
+                self.rows.append(rb.num_rows)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.sink.close()
+        os.replace(self.tmp, self.index.path)
+        self.index.batch_parts = np.array(self.parts, dtype=np.int64)
+        self.index.batch_rows = np.array(self.rows, dtype=np.int64)
+        self.index.save()
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+            self.sink.close()
+        finally:
+            if os.path.exists(self.tmp):
+                os.remove(self.tmp)
+
+
+def gather_partition_slices(indexes: list[ShardIndex]) -> dict[int, list[tuple[str, list[int]]]]:
+    """partition -> [(shard path, batch numbers)] over all shards, in shard order."""
+    out: dict[int, list[tuple[str, list[int]]]] = {}
+    for idx in indexes:
+        if len(idx.batch_parts) == 0:
+            continue
+        order = np.argsort(idx.batch_parts, kind="stable")
+        parts = idx.batch_parts[order]
+        bounds = np.flatnonzero(np.diff(parts)) + 1
+        for group in np.split(order, bounds):
+            out.setdefault(int(idx.batch_parts[group[0]]), []).append((idx.path, group.tolist()))
+    return out
+
+
+def reduce_partition(
+    slices: list[tuple[str, list[int]]],
+    schema: pa.Schema,
+    catalog_dir: str,
+    order: int,
+    pix: int,
+    id_column: str | None = None,
+) -> int:
+    """Concatenate a partition's slices, sort by ``_healpix_29`` (then id), write its parquet file."""
+    batches = []
+    for path, numbers in slices:
+        reader = pa.ipc.open_file(pa.memory_map(path, "r"))
+        batches.extend(reader.get_batch(i) for i in numbers)
+    table = pa.Table.from_batches(batches, schema=schema.remove_metadata()) if batches else schema.empty_table()
+    table = sort_by_healpix(table, id_column)
+    write_partition_file(table.replace_schema_metadata(schema.metadata), catalog_dir, order, pix)
+    return table.num_rows
+
+
+def sort_by_healpix(table: pa.Table, id_column: str | None = None) -> pa.Table:
+    keys = [(SPATIAL_INDEX_COLUMN, "ascending")]
+    if id_column and id_column in table.column_names:
+        keys.append((id_column, "ascending"))
+    if table.num_rows < 2:
+        return table
+    return table.take(pc.sort_indices(table, sort_keys=keys))
+
+
+def write_partition_file(table: pa.Table, catalog_dir: str | Path, order: int, pix: int) -> Path:
+    """Write one partition atomically, with the sorting column recorded as hats does."""
+    final = partition_path(catalog_dir, order, pix)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    pq.write_table(
+        table,
+        tmp,
+        compression="snappy",
+        row_group_size=max(table.num_rows, 1),
+        sorting_columns=[pq.SortingColumn(0)],
+        write_statistics=True,
+    )
+    os.replace(tmp, final)
+    return final
+
+
+def finish_catalog(
+    catalog_dir: str | Path,
+    *,
+    name: str,
+    product: str,
+    orders: np.ndarray,
+    pixels: np.ndarray,
+    schema: pa.Schema,
+    ra_column: str,
+    dec_column: str,
+    histogram: np.ndarray | None = None,
+    extra_properties: dict[str, object] | None = None,
+) -> dict[str, object]:
+    """Write _metadata, _common_metadata, partition_info.csv, point map and hats.properties."""
+    from survey_engine.catalog import layout
+
+    catalog_dir = Path(catalog_dir)
+    (catalog_dir / layout.DATASET_DIR).mkdir(parents=True, exist_ok=True)
+    nrows = layout.write_dataset_metadata(catalog_dir, orders, pixels, schema)
+    layout.write_partition_info(catalog_dir, orders, pixels)
+    extra = dict(extra_properties or {})
+    if histogram is not None:
+        layout.write_point_map(catalog_dir, histogram)
+        extra.setdefault("hats_skymap_order", int(np.log2(len(histogram) // 12) // 2))
+    return layout.write_catalog_properties(
+        catalog_dir,
+        name=name,
+        product=product,
+        nrows=nrows,
+        ra_column=ra_column,
+        dec_column=dec_column,
+        orders=np.asarray(orders),
+        extra=extra,
+    )

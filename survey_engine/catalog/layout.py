@@ -1,0 +1,208 @@
+"""The HATS v1.0 directory layout: paths, properties, partition info, point map, metadata.
+
+A catalog folder holds ``hats.properties`` (and a ``properties`` copy), ``partition_info.csv``,
+``point_map.fits`` / ``skymap.fits`` and ``dataset/`` with ``_metadata``, ``_common_metadata`` and
+``Norder=K/Dir=D/Npix=N.parquet``. A collection folder holds ``collection.properties`` naming
+its main catalog and margin catalogs, each in a subfolder. hats, hats-import and LSDB read and
+write exactly this, so catalogs move freely between them and survey_engine.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+HATS_VERSION = "v1.0"
+PROPERTIES_FILE = "hats.properties"
+COLLECTION_FILE = "collection.properties"
+PARTITION_INFO_FILE = "partition_info.csv"
+POINT_MAP_FILE = "point_map.fits"
+DATASET_DIR = "dataset"
+
+
+def partition_relpath(order: int, pix: int) -> str:
+    """Path of one partition's file relative to ``dataset/`` (HATS: Dir = Npix // 10000 * 10000)."""
+    return f"Norder={order}/Dir={(pix // 10000) * 10000}/Npix={pix}.parquet"
+
+
+def partition_path(catalog_dir: str | Path, order: int, pix: int) -> Path:
+    return Path(catalog_dir) / DATASET_DIR / partition_relpath(order, pix)
+
+
+def read_properties(path: str | Path) -> dict[str, str]:
+    """Parse a Java-style key=value properties file (comments start with #)."""
+    props: dict[str, str] = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        props[key.strip()] = value.strip()
+    return props
+
+
+def write_properties(path: str | Path, props: dict[str, object], header: str = "#HATS catalog") -> None:
+    lines = [header] + [f"{k}={v}" for k, v in props.items() if v is not None]
+    atomic_write_text(Path(path), "\n".join(lines) + "\n")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a small text file so that readers see either the old or the new content."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def now_utc() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%MUTC")
+
+
+def builder_string() -> str:
+    from survey_engine import __version__
+
+    return f"survey_engine v{__version__}"
+
+
+def write_partition_info(catalog_dir: Path, orders: np.ndarray, pixels: np.ndarray) -> None:
+    df = pd.DataFrame({"Norder": np.asarray(orders, dtype=np.int64), "Npix": np.asarray(pixels, dtype=np.int64)})
+    tmp = catalog_dir / f".{PARTITION_INFO_FILE}.tmp"
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, catalog_dir / PARTITION_INFO_FILE)
+
+
+def read_partition_info(catalog_dir: str | Path) -> pd.DataFrame:
+    """Partitions as a DataFrame (Norder, Npix), from partition_info.csv or else _metadata."""
+    catalog_dir = Path(catalog_dir)
+    info = catalog_dir / PARTITION_INFO_FILE
+    if info.exists():
+        df = pd.read_csv(info)
+        return df[["Norder", "Npix"]].astype(np.int64)
+    meta = catalog_dir / DATASET_DIR / "_metadata"
+    if not meta.exists():
+        raise FileNotFoundError(f"{catalog_dir}: neither {PARTITION_INFO_FILE} nor dataset/_metadata found")
+    md = pq.read_metadata(meta)
+    pixels = set()
+    for i in range(md.num_row_groups):
+        pixels.add(pixel_from_path(md.row_group(i).column(0).file_path))
+    orders, pix = zip(*sorted(pixels)) if pixels else ((), ())
+    return pd.DataFrame({"Norder": np.array(orders, dtype=np.int64), "Npix": np.array(pix, dtype=np.int64)})
+
+
+def pixel_from_path(path: str) -> tuple[int, int]:
+    """(order, pix) from a ``.../Norder=K/Dir=D/Npix=N.parquet`` path."""
+    parts = dict(p.split("=", 1) for p in Path(path).parts if "=" in p)
+    npix = parts["Npix"].split(".")[0]
+    return int(parts["Norder"]), int(npix)
+
+
+def write_point_map(catalog_dir: Path, histogram: np.ndarray) -> None:
+    """Row counts per pixel at the histogram order, as hats writes them (cdshealpix skymap FITS)."""
+    from cdshealpix.skymap.skymap import SkymapImplicit
+
+    skymap = SkymapImplicit(np.asarray(histogram, dtype=np.int64), null_value=0)
+    if np.count_nonzero(histogram == 0) / len(histogram) > 0.5:
+        skymap = skymap.to_explicit()
+    for name in (POINT_MAP_FILE, "skymap.fits"):
+        tmp = catalog_dir / f".{name}.tmp"
+        skymap.to_fits(str(tmp))
+        os.replace(tmp, catalog_dir / name)
+
+
+def read_point_map(catalog_dir: str | Path) -> np.ndarray | None:
+    from cdshealpix.skymap.skymap import Scheme, Skymap
+
+    path = Path(catalog_dir) / POINT_MAP_FILE
+    if not path.exists():
+        return None
+    skymap = Skymap.from_fits(str(path))
+    if skymap.scheme == Scheme.EXPLICIT:
+        return skymap.skymap.to_implicit(null_value=0).values
+    return skymap.skymap.values
+
+
+def write_dataset_metadata(catalog_dir: Path, orders, pixels, schema: pa.Schema) -> int:
+    """Write ``_metadata`` (all row-group footers, paths relative to dataset/) and ``_common_metadata``.
+
+    Returns the total number of rows found in the partition files.
+    """
+    dataset_dir = catalog_dir / DATASET_DIR
+    total = 0
+    collected = []
+    for order, pix in zip(orders, pixels):
+        rel = partition_relpath(int(order), int(pix))
+        md = pq.read_metadata(dataset_dir / rel)
+        md.set_file_path(rel)
+        total += md.num_rows
+        collected.append(md)
+    schema = schema.remove_metadata() if schema.metadata and b"pandas" in schema.metadata else schema
+    tmp_meta = dataset_dir / "._metadata.tmp"
+    tmp_common = dataset_dir / "._common_metadata.tmp"
+    pq.write_metadata(schema, tmp_common)
+    if collected:
+        pq.write_metadata(schema, tmp_meta, metadata_collector=collected)
+    else:
+        pq.write_metadata(schema, tmp_meta)
+    os.replace(tmp_common, dataset_dir / "_common_metadata")
+    os.replace(tmp_meta, dataset_dir / "_metadata")
+    return total
+
+
+def write_catalog_properties(
+    catalog_dir: Path,
+    *,
+    name: str,
+    product: str,
+    nrows: int,
+    ra_column: str,
+    dec_column: str,
+    orders: np.ndarray,
+    extra: dict[str, object] | None = None,
+) -> dict[str, object]:
+    """Write hats.properties (and its ``properties`` twin) the way hats 0.11 expects them."""
+    props: dict[str, object] = {
+        "obs_collection": name,
+        "dataproduct_type": product,
+        "hats_nrows": int(nrows),
+        "hats_col_ra": ra_column,
+        "hats_col_dec": dec_column,
+        "hats_col_healpix": "_healpix_29",
+        "hats_col_healpix_order": 29,
+        "hats_npix_suffix": ".parquet",
+    }
+    props.update(extra or {})
+    props.update(
+        {
+            "hats_order": int(np.max(orders)) if len(orders) else 0,
+            "moc_sky_fraction": f"{_sky_fraction(orders):.5f}",
+            "hats_builder": builder_string(),
+            "hats_creation_date": now_utc(),
+            "hats_version": HATS_VERSION,
+        }
+    )
+    write_properties(catalog_dir / PROPERTIES_FILE, props)
+    write_properties(catalog_dir / "properties", props)
+    return props
+
+
+def _sky_fraction(orders) -> float:
+    orders = np.asarray(orders, dtype=np.float64)
+    return float(np.sum(1.0 / (12 * 4.0**orders))) if len(orders) else 0.0
+
+
+def write_collection_properties(collection_dir: Path, name: str, main: str, margins: list[str]) -> None:
+    props = {
+        "obs_collection": name,
+        "hats_primary_table_url": main,
+        "all_margins": " ".join(margins) if margins else None,
+        "default_margin": margins[0] if margins else None,
+        "hats_builder": builder_string(),
+        "hats_creation_date": now_utc(),
+        "hats_version": HATS_VERSION,
+    }
+    write_properties(collection_dir / COLLECTION_FILE, props, header="#HATS Collection")

@@ -1,0 +1,83 @@
+"""Adaptive HEALPix partitioning: split a pixel until it holds at most ``max_rows`` rows.
+
+The plan is computed from a histogram of row counts at a fine order (the histogram pass of an
+import), so the data never has to be in memory at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from survey_engine.catalog.healpix import SPATIAL_INDEX_ORDER
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    """Partitions sorted by their nested range, and a lookup from order-29 index to partition."""
+
+    orders: np.ndarray  # int64, one per partition
+    pixels: np.ndarray  # int64
+    counts: np.ndarray  # rows expected in each partition
+    starts29: np.ndarray  # first order-29 index of each partition (sorted)
+
+    def __len__(self) -> int:
+        return len(self.orders)
+
+    def partition_of(self, hp29: np.ndarray) -> np.ndarray:
+        """Index of the partition holding each order-29 index (rows must be in planned pixels)."""
+        return np.searchsorted(self.starts29, hp29, side="right") - 1
+
+    def to_json(self) -> dict:
+        return {"orders": self.orders.tolist(), "pixels": self.pixels.tolist(), "counts": self.counts.tolist()}
+
+    @classmethod
+    def from_arrays(cls, orders, pixels, counts) -> "PartitionPlan":
+        orders = np.asarray(orders, dtype=np.int64)
+        pixels = np.asarray(pixels, dtype=np.int64)
+        counts = np.asarray(counts, dtype=np.int64)
+        starts = pixels << (2 * (SPATIAL_INDEX_ORDER - orders))
+        order = np.argsort(starts, kind="stable")
+        return cls(orders[order], pixels[order], counts[order], starts[order])
+
+    @classmethod
+    def from_json(cls, data: dict) -> "PartitionPlan":
+        return cls.from_arrays(data["orders"], data["pixels"], data["counts"])
+
+
+def plan_partitions(histogram: np.ndarray, histogram_order: int, max_rows: int, min_order: int = 0) -> PartitionPlan:
+    """Adaptive partitions from a row-count histogram at ``histogram_order``.
+
+    A pixel is kept whole when it holds at most ``max_rows`` rows or it is already at
+    ``histogram_order`` (the highest order); empty pixels get no partition.
+    """
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+    if len(histogram) != 12 * 4**histogram_order:
+        raise ValueError(f"histogram has {len(histogram)} bins, expected {12 * 4**histogram_order} for order {histogram_order}")
+    if not 0 <= min_order <= histogram_order:
+        raise ValueError(f"min_order must be within [0, {histogram_order}], got {min_order}")
+    counts_by_order = [np.asarray(histogram, dtype=np.int64)]
+    for _ in range(histogram_order):
+        counts_by_order.append(counts_by_order[-1].reshape(-1, 4).sum(axis=1))
+    counts_by_order.reverse()  # index = order
+
+    out_orders, out_pixels, out_counts = [], [], []
+    candidates = np.arange(12 * 4**min_order, dtype=np.int64)
+    for order in range(min_order, histogram_order + 1):
+        counts = counts_by_order[order][candidates]
+        if order == histogram_order:
+            keep = counts > 0
+            split = np.zeros_like(keep)
+        else:
+            keep = (counts > 0) & (counts <= max_rows)
+            split = counts > max_rows
+        out_orders.append(np.full(int(keep.sum()), order, dtype=np.int64))
+        out_pixels.append(candidates[keep])
+        out_counts.append(counts[keep])
+        parents = candidates[split]
+        candidates = (parents[:, None] * 4 + np.arange(4)).ravel()
+        if candidates.size == 0:
+            break
+    return PartitionPlan.from_arrays(np.concatenate(out_orders), np.concatenate(out_pixels), np.concatenate(out_counts))

@@ -1,0 +1,70 @@
+"""Resume plan of an import: a staging folder of done-markers beside the output.
+
+``OUT.partial/`` holds ``fingerprint`` (the arguments' hash), ``histograms/`` (one ``.npz`` per
+finished chunk), ``shards/`` (Arrow IPC shards whose ``.index.npz`` marks them done) and
+``collection/`` (the catalog being written; a partition file exists only once complete). A
+re-run with the same arguments reuses every finished piece; a different fingerprint starts over.
+Only when everything is written is ``collection/`` renamed to ``OUT``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+
+class ResumePlan:
+    def __init__(self, staging: Path, fingerprint: str):
+        self.root = Path(staging)
+        self.fingerprint = fingerprint
+        marker = self.root / "fingerprint"
+        if self.root.exists() and (not marker.exists() or marker.read_text().strip() != fingerprint):
+            shutil.rmtree(self.root)
+        self.resumed = self.root.exists()
+        for sub in ("histograms", "shards", "collection"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        if not marker.exists():
+            marker.write_text(fingerprint)
+
+    @property
+    def collection_dir(self) -> Path:
+        return self.root / "collection"
+
+    def histogram_path(self, chunk: int) -> Path:
+        return self.root / "histograms" / f"chunk_{chunk:06d}.npz"
+
+    def load_histogram(self, chunk: int):
+        path = self.histogram_path(chunk)
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+    def main_shard(self, chunk: int) -> str:
+        return str(self.root / "shards" / f"main_{chunk:06d}.arrow")
+
+    def margin_shard(self, chunk: int) -> str:
+        return str(self.root / "shards" / f"margin_{chunk:06d}.arrow")
+
+    def done_marker(self, name: str) -> Path:
+        return self.root / f"{name}.done"
+
+    def is_done(self, name: str) -> bool:
+        return self.done_marker(name).exists()
+
+    def mark_done(self, name: str) -> None:
+        self.done_marker(name).write_text("")
+
+    def clean_shards(self) -> None:
+        shutil.rmtree(self.root / "shards", ignore_errors=True)
+
+    def publish(self, out: Path) -> None:
+        """Move the finished collection into place and drop the staging folder."""
+        out = Path(out)
+        if out.exists():
+            out.rmdir()  # only an empty folder gets here (checked before the import started)
+        os.replace(self.collection_dir, out)
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,197 @@
+"""Import pipeline: files -> histogram -> partition plan -> split -> reduce -> HATS collection."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from survey_engine.catalog import build, layout
+from survey_engine.catalog.margins import MarginPlan, margin_catalog_name
+from survey_engine.catalog.partitioning import PartitionPlan, plan_partitions
+from survey_engine.ingest.file_import import map_reduce
+from survey_engine.ingest.file_import.arguments import ImportArguments
+from survey_engine.ingest.file_import.resume_plan import ResumePlan
+from survey_engine.ingest.readers import InputError, plan_chunks
+from survey_engine.runtime import dask_client, run_tasks
+
+STATE_FILE = "survey_engine.json"
+
+
+@dataclass
+class ImportResult:
+    out: Path
+    rows: int = 0
+    partitions: int = 0
+    margin_rows: int = 0
+    dropped: int = 0
+    wrapped_ra: int = 0
+    up_to_date: bool = False
+    resumed: bool = False
+    catalog_dir: Path | None = None
+    margin_dir: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if self.up_to_date:
+            return f"{self.out}: already up to date ({self.rows} rows), nothing to do"
+        parts = [f"{self.rows} rows in {self.partitions} partitions -> {self.out}"]
+        if self.margin_dir is not None:
+            parts.append(f"margin: {self.margin_rows} rows")
+        if self.dropped:
+            parts.append(f"dropped {self.dropped} rows with invalid coordinates")
+        if self.wrapped_ra:
+            parts.append(f"wrapped {self.wrapped_ra} RA values into [0, 360)")
+        if self.resumed:
+            parts.append("resumed from an earlier interrupted run")
+        return "; ".join(parts)
+
+
+def check_output(out: Path, fingerprint: str) -> dict | None:
+    """The state of an existing output: None if free; its state if it is this very import."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    if not any(out.iterdir()):
+        return None
+    state_file = out / STATE_FILE
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+        if state.get("fingerprint") == fingerprint:
+            return state
+        raise InputError(f"{out}: already holds a different catalog (built from other inputs or parameters); choose another --out or remove it")
+    what = "a catalog" if (out / layout.PROPERTIES_FILE).exists() or (out / layout.COLLECTION_FILE).exists() else "other files"
+    raise InputError(f"{out}: already holds {what}; choose another --out or remove it")
+
+
+def run_import(args: ImportArguments, client=None, progress: bool = True) -> ImportResult:
+    """Import the files named by ``args`` into a HATS collection at ``args.out`` (resumable)."""
+    out = Path(args.out)
+    fingerprint = args.fingerprint()
+    state = check_output(out, fingerprint)
+    if state is not None:
+        return ImportResult(out=out, rows=state["rows"], partitions=state["partitions"], up_to_date=True)
+    resume = ResumePlan(args.staging, fingerprint)
+    chunks = plan_chunks(args.files, args.chunk_rows)
+    with dask_client(client) as client:
+        histogram, stats, schema = _histograms(client, args, chunks, resume, progress)
+        rows, dropped, wrapped = (int(x) for x in stats)
+        if rows == 0:
+            raise InputError(f"{', '.join(args.files[:3])}: no rows to import" + (f" ({dropped} dropped as invalid)" if dropped else ""))
+        plan = plan_partitions(histogram, args.highest_order, args.max_rows)
+        margin = MarginPlan.build(plan, args.margin_arcsec) if args.margin_arcsec else None
+        spec = build.SplitSpec(plan, args.ra_column, args.dec_column, build.output_schema(schema), margin, True, args.id_column)
+        main_idx, margin_idx = _split(client, args, chunks, spec, resume, progress)
+        collection = resume.collection_dir
+        main_dir = collection / args.name
+        main_rows = _reduce(client, main_idx, plan, spec, main_dir, "reduce", progress)
+        if main_rows != rows:
+            raise RuntimeError(f"internal check failed: histogram counted {rows} rows but {main_rows} were written")
+        result = ImportResult(out=out, rows=rows, partitions=len(plan), dropped=dropped, wrapped_ra=wrapped, resumed=resume.resumed)
+        props_extra = {"hats_max_rows": args.max_rows}
+        if args.id_column:
+            props_extra["se_col_id"] = args.id_column
+        build.finish_catalog(
+            main_dir, name=args.name, product="object", orders=plan.orders, pixels=plan.pixels,
+            schema=spec.schema, ra_column=args.ra_column, dec_column=args.dec_column,
+            histogram=histogram, extra_properties=props_extra,
+        )
+        margins = []
+        if margin is not None:
+            mname = margin_catalog_name(args.name, args.margin_arcsec)
+            result.margin_rows, mplan = _reduce_margin(client, margin_idx, plan, spec, collection / mname, progress)
+            build.finish_catalog(
+                collection / mname, name=mname, product="margin", orders=mplan.orders, pixels=mplan.pixels,
+                schema=spec.schema, ra_column=args.ra_column, dec_column=args.dec_column,
+                extra_properties={"hats_primary_table_url": args.name, "hats_margin_threshold": float(args.margin_arcsec)},
+            )
+            margins.append(mname)
+            result.margin_dir = out / mname
+        layout.write_collection_properties(collection, args.name, args.name, margins)
+        state = {"fingerprint": fingerprint, "rows": rows, "partitions": len(plan), "margin_rows": result.margin_rows,
+                 "dropped": dropped, "wrapped_ra": wrapped, "inputs": args.files}
+        layout.atomic_write_text(collection / STATE_FILE, json.dumps(state, indent=1))
+    resume.publish(out)
+    result.catalog_dir = out / args.name
+    return result
+
+
+def _histograms(client, args, chunks, resume, progress):
+    todo = [i for i in range(len(chunks)) if resume.load_histogram(i) is None]
+    calls = [(chunks[i], args.ra_column, args.dec_column, args.highest_order, args.drop_invalid, args.id_column, str(resume.histogram_path(i))) for i in todo]
+    run_tasks(client, _histogram_task, calls, "histogram", progress)
+    histogram = np.zeros(12 * 4**args.highest_order, dtype=np.int64)
+    stats = np.zeros(3, dtype=np.int64)
+    schemas = []
+    for i, chunk in enumerate(chunks):
+        h = resume.load_histogram(i)
+        np.add.at(histogram, h["pixels"], h["counts"])
+        stats += h["stats"]
+        schemas.append((chunk, pa.ipc.read_schema(pa.py_buffer(h["schema"].tobytes()))))
+    return histogram, stats, _unify(schemas)
+
+
+def _histogram_task(chunk, ra, dec, order, drop_invalid, id_column, out_path):
+    map_reduce.histogram_chunk(chunk, ra, dec, order, drop_invalid, id_column, out_path)
+    return True
+
+
+def _unify(schemas) -> pa.Schema:
+    base_chunk, base = schemas[0]
+    names = set(base.names)
+    for chunk, schema in schemas[1:]:
+        if set(schema.names) != names:
+            extra = sorted(set(schema.names) - names)
+            missing = sorted(names - set(schema.names))
+            raise InputError(f"{chunk.path}: columns differ from {base_chunk.path} (extra: {extra}, missing: {missing})")
+    try:
+        return pa.unify_schemas([s for _, s in schemas], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InputError(f"input files have incompatible column types: {exc}") from exc
+
+
+def _split(client, args, chunks, spec, resume, progress):
+    def done(i):
+        main_ok = build.ShardIndex.load(resume.main_shard(i)) is not None
+        margin_ok = spec.margin is None or build.ShardIndex.load(resume.margin_shard(i)) is not None
+        return main_ok and margin_ok
+
+    todo = [i for i in range(len(chunks)) if not done(i)]
+    if todo:
+        [spec_future] = client.scatter([spec], broadcast=True)
+        calls = [(chunks[i], spec_future, args.drop_invalid, resume.main_shard(i), resume.margin_shard(i)) for i in todo]
+        run_tasks(client, map_reduce.split_chunk, calls, "split", progress)
+    main_idx = [build.ShardIndex.load(resume.main_shard(i)) for i in range(len(chunks))]
+    margin_idx = [build.ShardIndex.load(resume.margin_shard(i)) for i in range(len(chunks))] if spec.margin else []
+    return main_idx, margin_idx
+
+
+def _reduce(client, indexes, plan: PartitionPlan, spec, catalog_dir: Path, desc: str, progress) -> int:
+    """Reduce every planned partition (skipping finished files); returns the rows written."""
+    slices = build.gather_partition_slices(indexes)
+    calls = []
+    for p in range(len(plan)):
+        order, pix = int(plan.orders[p]), int(plan.pixels[p])
+        if not layout.partition_path(catalog_dir, order, pix).exists():
+            calls.append((slices.get(p, []), spec.schema, str(catalog_dir), order, pix, spec.id_column))
+    run_tasks(client, map_reduce.reduce_partition, calls, desc, progress)
+    return sum(int(r) for idx in indexes for r in idx.batch_rows)
+
+
+def _reduce_margin(client, indexes, plan: PartitionPlan, spec, margin_dir: Path, progress):
+    slices = build.gather_partition_slices(indexes)
+    parts = sorted(slices)
+    mplan = PartitionPlan.from_arrays(plan.orders[parts], plan.pixels[parts], [0] * len(parts))
+    sub = {i: slices[p] for i, p in enumerate(parts)}
+    calls = []
+    for i in range(len(mplan)):
+        order, pix = int(mplan.orders[i]), int(mplan.pixels[i])
+        if not layout.partition_path(margin_dir, order, pix).exists():
+            calls.append((sub.get(i, []), spec.schema, str(margin_dir), order, pix, spec.id_column))
+    run_tasks(client, map_reduce.reduce_partition, calls, "margin", progress)
+    margin_dir.mkdir(parents=True, exist_ok=True)
+    return sum(int(r) for idx in indexes for r in idx.batch_rows), mplan

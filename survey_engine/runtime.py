@@ -1,0 +1,66 @@
+"""Shared run-time plumbing: getting a Dask client and running tasks with a progress bar."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from tqdm.auto import tqdm
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+@contextmanager
+def dask_client(client=None, n_workers: int | None = None, memory_limit: str | None = "auto") -> Iterator:
+    """Use the given client, else the current one, else a LocalCluster (processes) for the block."""
+    from distributed import Client, LocalCluster, get_client
+
+    if client is not None:
+        yield client
+        return
+    try:
+        yield get_client()
+        return
+    except ValueError:
+        pass
+    cluster = LocalCluster(
+        n_workers=n_workers or default_workers(),
+        threads_per_worker=1,
+        processes=True,
+        memory_limit=memory_limit,
+        dashboard_address=":0",
+    )
+    try:
+        with Client(cluster) as new_client:
+            yield new_client
+    finally:
+        cluster.close()
+
+
+def run_tasks(client, func, calls: Sequence[tuple], desc: str, progress: bool = True, key_prefix: str = "se") -> list:
+    """Submit ``func(*args)`` for each tuple in ``calls``; return results in call order.
+
+    The first failure cancels the rest and re-raises the worker's exception unchanged.
+    """
+    from distributed import as_completed
+
+    if not calls:
+        return []
+    futures = [client.submit(func, *args, pure=False, key=f"{key_prefix}-{desc.replace(' ', '_')}-{i}") for i, args in enumerate(calls)]
+    position = {f.key: i for i, f in enumerate(futures)}
+    results: list = [None] * len(futures)
+    bar = tqdm(total=len(futures), desc=desc, disable=not progress, leave=False, unit="task")
+    try:
+        for fut in as_completed(futures):
+            if fut.status == "error":
+                exc = fut.exception()
+                client.cancel(futures)
+                raise exc
+            results[position[fut.key]] = fut.result()
+            bar.update(1)
+    finally:
+        bar.close()
+    return results
