@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,12 +27,15 @@ def dask_client(client=None, n_workers: int | None = None, memory_limit: str | N
         return
     except ValueError:
         pass
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core", "distributed.worker"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     cluster = LocalCluster(
         n_workers=n_workers or default_workers(),
         threads_per_worker=1,
         processes=True,
         memory_limit=memory_limit,
         dashboard_address=":0",
+        silence_logs=logging.WARNING,
     )
     try:
         with Client(cluster) as new_client:

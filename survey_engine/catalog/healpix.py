@@ -124,22 +124,31 @@ def pixel_boundary_xyz(order: int, pix: int) -> np.ndarray:
     return radec_to_xyz(lon.to_value(u.deg)[0], lat.to_value(u.deg)[0])
 
 
-def distance_to_polyline_rad(points: np.ndarray, ring: np.ndarray, tree=None) -> np.ndarray:
+def distance_to_polyline_rad(points: np.ndarray, ring: np.ndarray, tree=None, max_distance_rad: float | None = None) -> np.ndarray:
     """Angular distance (radians) from unit vectors ``points`` (N, 3) to a closed polyline.
 
     Segments are great-circle arcs between consecutive samples of ``ring``. The nearest sample
     is found with a KD-tree and the exact distance to its two adjacent arcs is returned.
+    Points farther than ``max_distance_rad`` (plus the sample spacing) get ``inf``, which keeps
+    the tree search short for far points.
     """
     from scipy.spatial import cKDTree
 
     if len(points) == 0:
         return np.empty(0)
     tree = tree or cKDTree(ring)
-    _, nearest = tree.query(points, k=1)
+    bound = np.inf
+    if max_distance_rad is not None:
+        bound = 2 * np.sin(min(max_distance_rad + 2 * _MAX_BOUNDARY_SPACING_RAD, np.pi) / 2)
+    _, nearest = tree.query(points, k=1, distance_upper_bound=bound)
     m = len(ring)
+    found = nearest < m
     best = np.full(len(points), np.inf)
-    for a_idx, b_idx in ((nearest - 1) % m, nearest), (nearest, (nearest + 1) % m):
-        best = np.minimum(best, _point_arc_distance(points, ring[a_idx], ring[b_idx]))
+    p, near = points[found], nearest[found]
+    sub = np.full(len(p), np.inf)
+    for a_idx, b_idx in ((near - 1) % m, near), (near, (near + 1) % m):
+        sub = np.minimum(sub, _point_arc_distance(p, ring[a_idx], ring[b_idx]))
+    best[found] = sub
     return best
 
 

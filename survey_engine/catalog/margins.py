@@ -75,7 +75,7 @@ class MarginPlan:
         for group in np.split(order, bounds):
             part = int(parts[group[0]])
             ring, tree = _boundary(int(self.part_orders[part]), int(self.part_pixels[part]))
-            keep[group] = distance_to_polyline_rad(xyz[group], ring, tree) <= radius_rad
+            keep[group] = distance_to_polyline_rad(xyz[group], ring, tree, radius_rad) <= radius_rad
         return rows[keep], parts[keep]
 
     def candidates(self, hp29: np.ndarray, own_part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

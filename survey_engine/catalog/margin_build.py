@@ -1,0 +1,78 @@
+"""Build a margin catalog later, for an existing catalog or collection (``survey-engine margin``)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from survey_engine.catalog import build, layout
+from survey_engine.catalog.catalog import open_catalog
+from survey_engine.catalog.margins import MarginPlan, margin_catalog_name
+from survey_engine.catalog.partitioning import PartitionPlan
+from survey_engine.runtime import dask_client, run_tasks
+
+
+def _split_partition_file(path: str, spec: build.SplitSpec, shard: str) -> dict:
+    batches = (b for b in _iter_tables(path))
+    return build.split_batches(batches, spec, None, shard)
+
+
+def _iter_tables(path: str):
+    import pyarrow as pa
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=262_144):
+        yield pa.Table.from_batches([batch])
+
+
+def build_margin(path: str | Path, radius_arcsec: float, client=None, progress: bool = True) -> Path:
+    """Add a margin of ``radius_arcsec`` to the catalog at ``path``; returns the margin's folder.
+
+    In a collection the margin lands inside it and is listed in ``collection.properties``
+    (becoming the default margin if there was none); beside a lone catalog it is written as a
+    sibling folder. Written under a temporary name and renamed when complete.
+    """
+    path = Path(path)
+    catalog = open_catalog(path, margin=None)
+    is_collection = (path / layout.COLLECTION_FILE).exists()
+    parent = path if is_collection else path.parent
+    mname = margin_catalog_name(catalog.name, radius_arcsec)
+    final = parent / mname
+    if final.exists():
+        raise FileExistsError(f"{final}: a margin of {radius_arcsec:g} arcsec already exists")
+    staging = parent / f".{mname}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "shards").mkdir(parents=True)
+    orders = catalog.partitions.Norder.to_numpy()
+    pixels = catalog.partitions.Npix.to_numpy()
+    plan = PartitionPlan.from_arrays(orders, pixels, np.zeros(len(orders)))
+    margin = MarginPlan.build(plan, radius_arcsec)
+    schema = catalog.schema
+    spec = build.SplitSpec(plan, catalog.ra_column, catalog.dec_column, schema, margin, write_main=False)
+    files = [str(layout.partition_path(catalog.path, int(o), int(p))) for o, p in zip(plan.orders, plan.pixels)]
+    shards = [str(staging / "shards" / f"margin_{i:06d}.arrow") for i in range(len(files))]
+    with dask_client(client) as client:
+        [spec_f] = client.scatter([spec], broadcast=True)
+        run_tasks(client, _split_partition_file, [(f, spec_f, s) for f, s in zip(files, shards)], "margin split", progress)
+        indexes = [build.ShardIndex.load(s) for s in shards]
+        slices = build.gather_partition_slices(indexes)
+        parts = sorted(slices)
+        out_dir = staging / "catalog"
+        calls = [(slices[p], schema, str(out_dir), int(plan.orders[p]), int(plan.pixels[p]), None) for p in parts]
+        run_tasks(client, build.reduce_partition, calls, "margin reduce", progress)
+    (out_dir / layout.DATASET_DIR).mkdir(parents=True, exist_ok=True)
+    build.finish_catalog(
+        out_dir, name=mname, product="margin", orders=plan.orders[parts], pixels=plan.pixels[parts], schema=schema,
+        ra_column=catalog.ra_column, dec_column=catalog.dec_column,
+        extra_properties={"hats_primary_table_url": catalog.name, "hats_margin_threshold": float(radius_arcsec)},
+    )
+    out_dir.rename(final)
+    shutil.rmtree(staging, ignore_errors=True)
+    if is_collection:
+        props = layout.read_properties(path / layout.COLLECTION_FILE)
+        margins = props.get("all_margins", "").split() + [mname]
+        default = props.get("default_margin") or mname
+        layout.write_collection_properties(path, props.get("obs_collection", catalog.name), props["hats_primary_table_url"], [default] + [m for m in margins if m != default])
+    return final

@@ -1,0 +1,126 @@
+"""The ``survey-engine`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from survey_engine import __version__
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="survey-engine", description="Distributed batch engine for astronomical survey catalogs.")
+    parser.add_argument("--version", action="version", version=f"survey_engine {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("import", help="import CSV / Parquet / FITS / VOTable files into a HATS collection")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or globs")
+    p.add_argument("--out", required=True, help="output collection folder")
+    p.add_argument("--ra", default="ra", help="RA column (degrees; default ra)")
+    p.add_argument("--dec", default="dec", help="Dec column (degrees; default dec)")
+    p.add_argument("--id", default=None, help="id column (optional; must have no empty values)")
+    p.add_argument("--max-rows", type=int, default=1_000_000, help="most rows per partition (default 1,000,000)")
+    p.add_argument("--highest-order", type=int, default=10, help="highest HEALPix order of a partition (default 10)")
+    p.add_argument("--margin", type=float, default=5.0, help="margin radius in arcsec (default 5; 0 for none)")
+    p.add_argument("--name", default=None, help="catalog name (default: the output folder's name)")
+    p.add_argument("--drop-invalid", action="store_true", help="drop rows with missing/NaN RA/Dec or Dec outside [-90, 90] (counted) instead of failing")
+    p.add_argument("--workers", type=_positive_int, default=None, help="local Dask workers (default: one per core)")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("margin", help="add a margin catalog to an existing catalog or collection")
+    p.add_argument("catalog")
+    p.add_argument("--radius", type=float, required=True, help="margin radius in arcsec")
+    p.add_argument("--workers", type=_positive_int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("mock", help="write a deterministic mock sky (Parquet files) of any size")
+    p.add_argument("--rows", type=_positive_int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--workers", type=_positive_int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("demo", help="the main job on its embedded default: mock sky -> catalog with margins -> cone query")
+    p.add_argument("--rows", type=_positive_int, default=500_000)
+    p.add_argument("--out", default="survey-engine-demo")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--workers", type=_positive_int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("info", help="describe a catalog or collection")
+    p.add_argument("catalog")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from survey_engine.ingest.readers import InputError
+
+    try:
+        return _dispatch(args)
+    except (InputError, FileExistsError, FileNotFoundError, KeyError, ValueError) as exc:
+        print(f"survey-engine {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"survey-engine {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    progress = not getattr(args, "no_progress", False)
+    if args.command == "import":
+        from survey_engine.ingest.file_import.arguments import ImportArguments
+        from survey_engine.ingest.file_import.run import run_import
+        from survey_engine.runtime import dask_client
+
+        import_args = ImportArguments(
+            inputs=args.inputs, out=args.out, ra_column=args.ra, dec_column=args.dec, id_column=args.id,
+            max_rows=args.max_rows, highest_order=args.highest_order, margin_arcsec=args.margin,
+            name=args.name, drop_invalid=args.drop_invalid,
+        )
+        with dask_client(n_workers=args.workers) as client:
+            result = run_import(import_args, client=client, progress=progress)
+        print(result.summary())
+    elif args.command == "margin":
+        from survey_engine.catalog.margin_build import build_margin
+        from survey_engine.runtime import dask_client
+
+        with dask_client(n_workers=args.workers) as client:
+            path = build_margin(args.catalog, args.radius, client=client, progress=progress)
+        print(f"margin of {args.radius:g} arcsec written to {path}")
+    elif args.command == "mock":
+        from survey_engine.mock.sky import write_mock_sky
+        from survey_engine.runtime import dask_client
+
+        with dask_client(n_workers=args.workers) as client:
+            files = write_mock_sky(args.rows, args.out, seed=args.seed, client=client, progress=progress)
+        print(f"{args.rows:,} mock rows (seed {args.seed}) in {len(files)} Parquet files under {args.out}")
+    elif args.command == "demo":
+        from survey_engine.jobs.demo import run_demo
+
+        run_demo(rows=args.rows, out=args.out, seed=args.seed, workers=args.workers, progress=progress)
+    elif args.command == "info":
+        from survey_engine.catalog.catalog import open_catalog
+
+        cat = open_catalog(args.catalog)
+        print(cat)
+        print(f"rows: {cat.row_count():,}; partitions: {cat.npartitions}; orders: {sorted(set(cat.partitions.Norder))}")
+        if cat.margin is not None:
+            print(f"margin: {cat.margin_radius_arcsec:g} arcsec, {cat.margin.row_count():,} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Shared fixtures: a real Dask LocalCluster (processes) and the real data in ../shared/data."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_path(relative: str) -> Path:
+    """A file from ../shared/data; in CI a missing file fails the test, elsewhere it skips it."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        message = f"real data file missing: {path}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def client():
+    from distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.WARNING) as cluster:
+        with Client(cluster) as c:
+            yield c
+
+
+@pytest.fixture(scope="session")
+def gaia_allsky() -> pd.DataFrame:
+    """The 482k-row all-sky Gaia DR3 G<10 table."""
+    return pd.read_parquet(shared_path("clusters_xmatch/gaia_dr3_allsky_G10.parquet"))
+
+
+@pytest.fixture(scope="session")
+def gaia_allsky_collection(tmp_path_factory, client, gaia_allsky):
+    """The all-sky table imported once (max 20k rows per partition, 60 arcsec margin)."""
+    from survey_engine.ingest.file_import.arguments import ImportArguments
+    from survey_engine.ingest.file_import.run import run_import
+
+    out = tmp_path_factory.mktemp("allsky") / "gaia_g10"
+    src = shared_path("clusters_xmatch/gaia_dr3_allsky_G10.parquet")
+    run_import(ImportArguments([str(src)], str(out), id_column="source_id", max_rows=20_000, margin_arcsec=60.0, chunk_rows=100_000), client=client, progress=False)
+    return out
+
+
+def random_sky(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "id": np.arange(n, dtype=np.int64),
+            "ra": rng.uniform(0, 360, n),
+            "dec": np.degrees(np.arcsin(rng.uniform(-1, 1, n))),
+            "mag": rng.normal(17, 1, n).astype(np.float32),
+        }
+    )
