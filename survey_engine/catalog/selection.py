@@ -104,7 +104,8 @@ def box_coverage(ra_min: float, ra_max: float, dec_min: float, dec_max: float):
     starts, stops = [], []
     for lo, hi in spans:
         ipix, d, _ = cdsn.zone_search(
-            Longitude(lo, u.deg), Latitude(dec_min, u.deg), Longitude(hi, u.deg) if hi < 360 else 360 * u.deg, Latitude(dec_max, u.deg), depth
+            # Longitude(360) wraps to 0; the neighbour ring added by _coverage covers the sliver.
+            Longitude(lo, u.deg), Latitude(dec_min, u.deg), Longitude(min(hi, 360.0 - 1e-9), u.deg), Latitude(dec_max, u.deg), depth
         )
         s, e = _coverage(ipix, d)
         starts.append(s)
