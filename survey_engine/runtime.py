@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -53,7 +54,8 @@ def run_tasks(client, func, calls: Sequence[tuple], desc: str, progress: bool = 
 
     if not calls:
         return []
-    futures = [client.submit(func, *args, pure=False, key=f"{key_prefix}-{desc.replace(' ', '_')}-{i}") for i, args in enumerate(calls)]
+    run_id = uuid.uuid4().hex[:10]  # unique per run: a key reused from an earlier (failed) run would return its result
+    futures = [client.submit(func, *args, pure=False, key=f"{key_prefix}-{desc.replace(' ', '_')}-{run_id}-{i}") for i, args in enumerate(calls)]
     position = {f.key: i for i, f in enumerate(futures)}
     results: list = [None] * len(futures)
     bar = tqdm(total=len(futures), desc=desc, disable=not progress, leave=False, unit="task")
