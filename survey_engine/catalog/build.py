@@ -202,12 +202,20 @@ def reduce_partition(
     """Concatenate a partition's slices, sort by ``_healpix_29`` (then id), write its parquet file."""
     batches = []
     for path, numbers in slices:
-        reader = pa.ipc.open_file(pa.memory_map(path, "r"))
-        batches.extend(reader.get_batch(i) for i in numbers)
+        # plain positioned reads of just this partition's batches: a memory map would leave every
+        # touched page of every shard resident in the worker, growing with the input
+        with pa.OSFile(path, "rb") as source:
+            reader = pa.ipc.open_file(source)
+            batches.extend(_copy_batch(reader.get_batch(i)) for i in numbers)
     table = pa.Table.from_batches(batches, schema=schema.remove_metadata()) if batches else schema.empty_table()
     table = sort_by_healpix(table, id_column)
     write_partition_file(table.replace_schema_metadata(schema.metadata), catalog_dir, order, pix)
     return table.num_rows
+
+
+def _copy_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Detach a batch from its reader's buffers so the file can be closed."""
+    return pa.RecordBatch.from_arrays([pa.concat_arrays([col]) for col in batch.columns], schema=batch.schema)
 
 
 def sort_by_healpix(table: pa.Table, id_column: str | None = None) -> pa.Table:

@@ -14,12 +14,17 @@ from functools import lru_cache
 
 import numpy as np
 
+import astropy.units as u
+import cdshealpix.nested as cdsn
+
 from survey_engine.catalog.healpix import (
     SPATIAL_INDEX_ORDER,
+    _point_arc_distance,
     border_descendants,
     degrade,
     distance_to_polyline_rad,
     margin_order_for_radius,
+    mean_pixel_size_rad,
     neighbours,
     pixel_boundary_xyz,
     radec_to_xyz,
@@ -67,15 +72,20 @@ class MarginPlan:
         rows, parts = self.candidates(hp29, own_part)
         if len(rows) == 0:
             return rows, parts
-        keep = np.zeros(len(rows), dtype=bool)
         radius_rad = np.radians(self.radius_arcsec / 3600.0)
         xyz = radec_to_xyz(ra[rows], dec[rows])
-        order = np.argsort(parts, kind="stable")
-        bounds = np.flatnonzero(np.diff(parts[order])) + 1
-        for group in np.split(order, bounds):
-            part = int(parts[group[0]])
+        dist = np.full(len(rows), np.inf)
+        orders = self.part_orders[parts]
+        local = orders <= self.order
+        if local.any():
+            q = degrade(hp29[rows[local]], SPATIAL_INDEX_ORDER, self.order)
+            dist[local] = _distance_via_border_pixels(xyz[local], q, self.order, orders[local], self.part_pixels[parts[local]])
+        for part in np.unique(parts[~local]):
+            # a partition finer than the margin order (large radius): its whole, short boundary
+            group = np.flatnonzero((parts == part) & ~local)
             ring, tree = _boundary(int(self.part_orders[part]), int(self.part_pixels[part]))
-            keep[group] = distance_to_polyline_rad(xyz[group], ring, tree, radius_rad) <= radius_rad
+            dist[group] = distance_to_polyline_rad(xyz[group], ring, tree, radius_rad)
+        keep = dist <= radius_rad
         return rows[keep], parts[keep]
 
     def candidates(self, hp29: np.ndarray, own_part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +105,41 @@ class MarginPlan:
         return rows[other], parts[other]
 
 
-@lru_cache(maxsize=512)
+def _distance_via_border_pixels(xyz: np.ndarray, q: np.ndarray, m: int, part_order: np.ndarray, part_pix: np.ndarray) -> np.ndarray:
+    """Exact distance from points (in margin-order pixels ``q``) to partitions of order <= m.
+
+    The nearest point of the partition lies in one of its order-m pixels adjacent to ``q``
+    (the radius is below the narrowest pixel width), so the distance is the smallest distance to
+    the edges of those few small pixels, each sampled every few arcseconds and measured along
+    great-circle arcs. Nothing is cached, so memory does not grow with the number of partitions.
+    """
+    nb = cdsn.neighbours(q.astype(np.uint64), m).astype(np.int64)  # (n, 9), centre included
+    shift = (2 * (m - part_order))[:, None]
+    inside = (nb >= 0) & (np.right_shift(np.maximum(nb, 0), shift) == part_pix[:, None])
+    pair, col = np.nonzero(inside)
+    out = np.full(len(q), np.inf)
+    if len(pair) == 0:
+        return out
+    pixels, inverse = np.unique(nb[pair, col], return_inverse=True)
+    step = int(max(1, np.ceil(1.6 * mean_pixel_size_rad(m) / _EDGE_SPACING_RAD)))
+    lon, lat = cdsn.vertices(pixels.astype(np.uint64), m, step=step)
+    verts = radec_to_xyz(lon.to_value(u.deg).ravel(), lat.to_value(u.deg).ravel()).reshape(len(pixels), 4 * step, 3)
+    points = xyz[pair]
+    best = np.full(len(pair), np.inf)
+    for j in range(4 * step):
+        a = verts[inverse, j]
+        b = verts[inverse, (j + 1) % (4 * step)]
+        best = np.minimum(best, _point_arc_distance(points, a, b))
+    np.minimum.at(out, pair, best)
+    return out
+
+
+# Edge samples of margin-order pixels are at most this far apart (radians, ~10"): over such a
+# short arc a HEALPix edge departs from the great circle by far less than a milliarcsecond.
+_EDGE_SPACING_RAD = 5e-5
+
+
+@lru_cache(maxsize=32)
 def _boundary(order: int, pix: int):
     from scipy.spatial import cKDTree
 

@@ -1,0 +1,64 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from survey_engine.mock.sky import CLUSTERS, block_sizes, generate_block, icrs_to_galactic, write_mock_sky
+
+
+def test_same_seed_same_sky_and_different_seed_differs():
+    a = generate_block(7, 3, 20_000)
+    b = generate_block(7, 3, 20_000)
+    c = generate_block(8, 3, 20_000)
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a.ra.to_numpy(), c.ra.to_numpy())
+
+
+def test_write_is_deterministic_whatever_the_workers(tmp_path, client):
+    files1 = write_mock_sky(600_000, tmp_path / "one", seed=5, client=client, progress=False)
+    files2 = write_mock_sky(600_000, tmp_path / "two", seed=5, client=client, progress=False)
+    assert len(files1) == len(block_sizes(600_000)) == 3
+    d1 = pd.concat(pd.read_parquet(f) for f in files1)
+    d2 = pd.concat(pd.read_parquet(f) for f in files2)
+    assert len(d1) == 600_000
+    pd.testing.assert_frame_equal(d1, d2)
+    assert d1.source_id.is_unique
+    with pytest.raises(FileExistsError):
+        write_mock_sky(10, tmp_path / "one", seed=6, client=client, progress=False)
+
+
+def test_sky_is_astrophysically_sensible():
+    df = generate_block(1, 0, 200_000)
+    frac = df.obj_class.value_counts(normalize=True)
+    assert 0.5 < frac["STAR"] < 0.6 and 0.33 < frac["GALAXY"] < 0.43 and 0.05 < frac["QSO"] < 0.09
+    stars = df[df.obj_class == "STAR"]
+    # stars crowd toward the Galactic plane: |b| < 10 deg is 17% of the sky
+    assert (np.abs(stars.b) < 10).mean() > 0.35
+    # the stellar locus: u-g rises with g-r for blue stars
+    bright = stars[stars.r < 20]
+    assert np.corrcoef(bright.g - bright.r, bright.u - bright.g)[0, 1] > 0.6
+    # galaxy colours carry redshift: g-r reddens up to z ~ 0.4, then r-i takes over
+    gal = df[(df.obj_class == "GALAXY") & (df.r < 21)]
+    lo, mid, hi = gal[gal.redshift < 0.1], gal[(gal.redshift > 0.3) & (gal.redshift < 0.45)], gal[gal.redshift > 0.6]
+    assert (mid.g - mid.r).median() > (lo.g - lo.r).median() - 0.2
+    assert (hi.r - hi.i).median() > (mid.r - mid.i).median() + 0.1
+    # QSOs are at higher redshift than galaxies; stars have none
+    assert df[df.obj_class == "QSO"].redshift.median() > 1.0 and (stars.redshift == 0).all()
+    # stars have parallaxes, extragalactic sources scatter around zero
+    assert stars.parallax.median() > 0.2
+    assert abs(df[df.obj_class == "QSO"].parallax.median()) < 0.05
+    # magnitudes are finite, errors grow toward faint magnitudes
+    mags = df[["u", "g", "r", "i", "z"]].to_numpy()
+    assert np.isfinite(mags).all()
+    assert df[df.r > 22].r_err.median() > df[df.r < 18].r_err.median()
+
+
+def test_open_clusters_share_distance_and_motion():
+    df = generate_block(2, 0, 250_000)
+    for cid, cl in enumerate(CLUSTERS):
+        members = df[df.cluster_id == cid]
+        assert len(members) > 100
+        l, b = icrs_to_galactic(members.ra.to_numpy(), members.dec.to_numpy())
+        assert abs(np.median(b) - cl.b) < 0.3
+        good = members[members.parallax_error < 0.1]
+        assert abs(good.parallax.median() - 1000 / cl.distance_pc) < 0.1
+        assert abs(good.pmra.median() - cl.pmra) < 0.3 and good.pmra.std() < 1.0
