@@ -118,10 +118,16 @@ def main(argv=None) -> dict:
 
     work = Path(args.work)
     rows_out = []
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, silence_logs=logging.ERROR, dashboard_address=":0") as cluster, Client(cluster) as client:
+
+    def fresh_cluster():
+        # a new cluster per measured run: same start for every tool, and its memory counted alone
+        return LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, silence_logs=logging.ERROR, dashboard_address=":0")
+
+    if True:
         for n in args.rows:
             src = work / f"mock_{n}"
-            write_mock_sky(n, src, seed=1, client=client, progress=False)
+            with fresh_cluster() as cluster, Client(cluster) as client:
+                write_mock_sky(n, src, seed=1, client=client, progress=False)
             input_bytes = sum(f.stat().st_size for f in src.glob("*.parquet"))
             in_memory = sum(_uncompressed_bytes(f) for f in src.glob("*.parquet"))
             tools = {"survey_engine": run_survey_engine, "hats_import": run_hats_import}
@@ -131,8 +137,7 @@ def main(argv=None) -> dict:
                     out = work / f"{tool}_{n}"
                     shutil.rmtree(out, ignore_errors=True)
                     shutil.rmtree(str(out) + ".partial", ignore_errors=True)
-                    client.restart()
-                    with PeakMemory() as mem:
+                    with fresh_cluster() as cluster, Client(cluster) as client, PeakMemory() as mem:
                         t0 = time.perf_counter()
                         info = fn(src, out, client, args.max_rows, args.margin)
                         times.append(time.perf_counter() - t0)

@@ -210,6 +210,12 @@ class Catalog:
             raise ValueError(f"{len(df)} rows is more than max_rows={max_rows} for an astropy Table; select first")
         return Table.from_pandas(df.reset_index())
 
+    def crossmatch(self, other: "Catalog", radius_arcsec: float, **kwargs):
+        """Lazy cross-match with ``other`` (see ``survey_engine.crossmatch.crossmatch`` for options)."""
+        from survey_engine.crossmatch import crossmatch
+
+        return crossmatch(self, other, radius_arcsec, **kwargs)
+
     def write(self, out: str | Path, name: str | None = None, client=None, progress: bool = False) -> Path:
         """Write this (derived) catalog, and its margin if any, as a new HATS collection at ``out``."""
         from survey_engine.catalog.writer import write_catalog

@@ -32,6 +32,19 @@ from survey_engine.catalog.healpix import (
 from survey_engine.catalog.partitioning import PartitionPlan
 
 
+def margin_ring(order: int, pix: int, m: int) -> np.ndarray:
+    """Pixels at margin order ``m`` outside (order, pix) that hold every point within the radius of it.
+
+    For a partition coarser than ``m``: the 8-neighbours of its border pixels; for a finer one:
+    its order-m ancestor and the ancestor's neighbours.
+    """
+    if order <= m:
+        ring = neighbours(border_descendants(order, pix, m), m)
+        return ring[degrade(ring, m, order) != pix]
+    ancestor = pix >> (2 * (order - m))
+    return np.union1d(neighbours(np.array([ancestor]), m), [ancestor])
+
+
 @dataclass(frozen=True)
 class MarginPlan:
     """Which partitions each margin-order pixel may contribute margin rows to."""
@@ -51,12 +64,7 @@ class MarginPlan:
         m = margin_order_for_radius(radius_arcsec)
         pix_chunks, part_chunks = [], []
         for idx, (k, p) in enumerate(zip(plan.orders.tolist(), plan.pixels.tolist())):
-            if k <= m:
-                ring = neighbours(border_descendants(k, p, m), m)
-                ring = ring[degrade(ring, m, k) != p]
-            else:
-                ancestor = p >> (2 * (k - m))
-                ring = np.union1d(neighbours(np.array([ancestor]), m), [ancestor])
+            ring = margin_ring(k, p, m)
             pix_chunks.append(ring)
             part_chunks.append(np.full(len(ring), idx, dtype=np.int64))
         pixels = np.concatenate(pix_chunks) if pix_chunks else np.empty(0, np.int64)

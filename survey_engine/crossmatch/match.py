@@ -1,0 +1,274 @@
+"""Cross-matching two catalogs partition by partition on Dask.
+
+``crossmatch(left, right, radius_arcsec, how=..., join=...)`` returns a lazy ``CrossmatchResult``;
+nothing runs until ``compute()``, ``to_dask()`` is computed, or ``write()``. The output has the
+left columns (suffix 1), the right columns (suffix 2) and ``sep_arcsec``, indexed by the left
+row's ``_healpix_29`` and partitioned like the left catalog.
+
+how:  ``nearest`` (the closest right row within the radius), ``knn`` (up to ``k`` closest),
+      ``all`` (every pair within the radius).
+join: ``inner`` (matched left rows only) or ``left`` (every left row; unmatched ones get nulls).
+``min_radius_arcsec`` drops pairs closer than it; ``exclude_self`` drops a row matched with
+itself (same ``_healpix_29`` and identical coordinates), for self-matches.
+Ties in separation are broken by the right row's ``_healpix_29``, then its order in its partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from survey_engine.catalog.catalog import Catalog, read_partition
+from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, radec_to_xyz
+from survey_engine.crossmatch.algorithms import get_algorithm
+from survey_engine.crossmatch.plan import MatchTask, plan_crossmatch
+
+HOWS = ("nearest", "knn", "all")
+JOINS = ("inner", "left")
+
+
+@dataclass(frozen=True)
+class MatchParams:
+    radius_arcsec: float
+    how: str = "nearest"
+    k: int = 1
+    join: str = "inner"
+    min_radius_arcsec: float = 0.0
+    exclude_self: bool = False
+    suffixes: tuple[str, str] = ("_1", "_2")
+    algorithm: str = "kdtree"
+    left_columns: tuple[str, ...] | None = None
+    right_columns: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if not self.radius_arcsec > 0:
+            raise ValueError(f"radius must be positive, got {self.radius_arcsec}")
+        if self.how not in HOWS:
+            raise ValueError(f"how must be one of {HOWS}, got {self.how!r}")
+        if self.join not in JOINS:
+            raise ValueError(f"join must be one of {JOINS}, got {self.join!r} (outer joins are not implemented yet)")
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+        if not 0 <= self.min_radius_arcsec < self.radius_arcsec:
+            raise ValueError(f"min radius must be within [0, radius), got {self.min_radius_arcsec}")
+        if len(self.suffixes) != 2 or self.suffixes[0] == self.suffixes[1]:
+            raise ValueError(f"suffixes must be two different strings, got {self.suffixes}")
+        get_algorithm(self.algorithm)
+
+
+def _read(files, columns, ra: str, dec: str) -> pd.DataFrame:
+    cols = None if columns is None else list(dict.fromkeys([*columns, ra, dec]))
+    frames = [read_partition(f, cols) for f in files]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames) if frames else (read_partition(files[0], cols).iloc[:0] if files else pd.DataFrame())
+
+
+def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchParams):
+    """Pairs (left idx, right idx, sep) after radius, min radius, self and k rules."""
+    if len(left) == 0 or len(right) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    lxyz = radec_to_xyz(left[lcoords[0]].to_numpy(float), left[lcoords[1]].to_numpy(float))
+    rxyz = radec_to_xyz(right[rcoords[0]].to_numpy(float), right[rcoords[1]].to_numpy(float))
+    algo = get_algorithm(p.algorithm)
+    k = 1 if p.how == "nearest" else p.k
+    if p.how == "all" or p.min_radius_arcsec > 0:
+        li, ri, sep = algo.all_pairs(lxyz, rxyz, p.radius_arcsec)
+    else:
+        li, ri, sep = algo.nearest(lxyz, rxyz, k + (1 if p.exclude_self else 0), p.radius_arcsec)
+    keep = sep >= p.min_radius_arcsec
+    if p.exclude_self:
+        lhp, rhp = left.index.to_numpy(), right.index.to_numpy()
+        same = (lhp[li] == rhp[ri]) & (left[lcoords[0]].to_numpy()[li] == right[rcoords[0]].to_numpy()[ri]) & (
+            left[lcoords[1]].to_numpy()[li] == right[rcoords[1]].to_numpy()[ri]
+        )
+        keep &= ~same
+    li, ri, sep = li[keep], ri[keep], sep[keep]
+    rhp = right.index.to_numpy()
+    order = np.lexsort((ri, rhp[ri], sep, li))
+    li, ri, sep = li[order], ri[order], sep[order]
+    if p.how != "all":
+        rank = _rank_within(li)
+        keep = rank < k
+        li, ri, sep = li[keep], ri[keep], sep[keep]
+    return li, ri, sep
+
+
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within runs of equal values of a sorted array."""
+    if len(groups) == 0:
+        return np.empty(0, np.int64)
+    starts = np.r_[0, np.flatnonzero(np.diff(groups)) + 1]
+    counts = np.diff(np.r_[starts, len(groups)])
+    return np.arange(len(groups)) - np.repeat(starts, counts)
+
+
+def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.DataFrame) -> pd.DataFrame:
+    """Cross-match one left partition (run on a worker); ``empty`` is the output's empty frame."""
+    left = _read([task.left_file], p.left_columns, *lcoords)
+    if len(left) == 0:
+        return empty
+    lhp = left.index.to_numpy()
+    jobs = [((lhp >= g.start29) & (lhp < g.stop29), g.files) for g in task.groups]
+    assigned = np.logical_or.reduce([mask for mask, _ in jobs]) if jobs else np.zeros(len(left), dtype=bool)
+    if task.orphan_files and not assigned.all():
+        jobs.append((~assigned, task.orphan_files))
+    matched = np.zeros(len(left), dtype=bool)
+    pieces = []
+    for mask, files in jobs:
+        rows = np.flatnonzero(mask)
+        if len(rows) == 0:
+            continue
+        sub = left.iloc[rows]
+        right = _read(list(files), p.right_columns, *rcoords)
+        li, ri, sep = _pairs(sub, right, lcoords, rcoords, p)
+        matched[rows[li]] = True
+        pieces.append(_assemble(sub, right, li, ri, sep, p, empty))
+    if p.join == "left" and not matched.all():
+        unmatched = left.iloc[np.flatnonzero(~matched)]
+        pieces.append(_assemble(unmatched, None, np.arange(len(unmatched)), None, None, p, empty))
+    out = pd.concat(pieces) if pieces else empty
+    return _sorted(out, empty)
+
+
+def _assemble(left, right, li, ri, sep, p: MatchParams, meta: pd.DataFrame) -> pd.DataFrame:
+    s1, s2 = p.suffixes
+    lpart = left.iloc[li]
+    data = {f"{c}{s1}": lpart[c].to_numpy() for c in left.columns}
+    if right is not None:
+        rpart = right.iloc[ri]
+        data.update({f"{c}{s2}": rpart[c].to_numpy() for c in right.columns})
+        data[f"{SPATIAL_INDEX_COLUMN}{s2}"] = right.index.to_numpy()[ri]
+        data["sep_arcsec"] = sep
+    frame = pd.DataFrame(data, index=pd.Index(lpart.index.to_numpy(), name=SPATIAL_INDEX_COLUMN))
+    frame = frame.reindex(columns=meta.columns)
+    return frame.astype(meta.dtypes.to_dict())
+
+
+def _sorted(out: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    if len(out) == 0:
+        return meta
+    order = np.lexsort((out["sep_arcsec"].to_numpy(dtype=float, na_value=np.inf), out.index.to_numpy()))
+    return out.iloc[order]
+
+
+@dataclass
+class CrossmatchResult:
+    """A lazy cross-match: ``to_dask()``, ``compute()``, ``write(out)``."""
+
+    left: Catalog
+    right: Catalog
+    params: MatchParams
+    tasks: list[MatchTask] = field(default_factory=list)
+
+    @property
+    def ra_column(self) -> str:
+        return self.left.ra_column + self.params.suffixes[0]
+
+    @property
+    def dec_column(self) -> str:
+        return self.left.dec_column + self.params.suffixes[0]
+
+    def meta(self) -> pd.DataFrame:
+        s1, s2 = self.params.suffixes
+        lmeta = _read_meta(self.left, self.params.left_columns)
+        rmeta = _read_meta(self.right, self.params.right_columns)
+        data = {f"{c}{s1}": lmeta[c] for c in lmeta.columns}
+        data.update({f"{c}{s2}": rmeta[c] for c in rmeta.columns})
+        data[f"{SPATIAL_INDEX_COLUMN}{s2}"] = pd.Series([], dtype="int64")
+        data["sep_arcsec"] = pd.Series([], dtype="float64")
+        frame = pd.DataFrame(data)
+        frame.index = pd.Index([], dtype="int64", name=SPATIAL_INDEX_COLUMN)
+        if self.params.join == "left":
+            frame = frame.astype({c: _nullable(t) for c, t in frame.dtypes.items() if c.endswith(s2) or c == "sep_arcsec"})
+        return frame
+
+    def to_dask(self):
+        import dask.dataframe as dd
+
+        meta = self.meta()
+        lcoords = (self.left.ra_column, self.left.dec_column)
+        rcoords = (self.right.ra_column, self.right.dec_column)
+        if not self.tasks:
+            return dd.from_pandas(meta, npartitions=1)
+        return dd.from_map(match_task, self.tasks, p=self.params, lcoords=lcoords, rcoords=rcoords, empty=meta, meta=meta, label="crossmatch", enforce_metadata=False)
+
+    def compute(self) -> pd.DataFrame:
+        return self.to_dask().compute()
+
+    def write(self, out: str | Path, name: str | None = None, client=None, progress: bool = False) -> Path:
+        """Write the result as a HATS collection partitioned like the left catalog."""
+        from survey_engine.crossmatch.output import write_result
+
+        return write_result(self, Path(out), name=name, client=client, progress=progress)
+
+
+def _nullable(dtype):
+    if pd.api.types.is_integer_dtype(dtype):
+        return "Int64"
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    return dtype
+
+
+def _read_meta(catalog: Catalog, columns) -> pd.DataFrame:
+    frame = catalog.schema.empty_table().to_pandas()
+    frame = frame.drop(columns=[c for c in (SPATIAL_INDEX_COLUMN, "Norder", "Dir", "Npix") if c in frame.columns])
+    if columns is not None:
+        keep = list(dict.fromkeys([*columns, catalog.ra_column, catalog.dec_column]))
+        frame = frame[keep]
+    return frame
+
+
+def crossmatch(
+    left: Catalog,
+    right: Catalog,
+    radius_arcsec: float,
+    how: str = "nearest",
+    k: int = 1,
+    join: str = "inner",
+    min_radius_arcsec: float = 0.0,
+    exclude_self: bool = False,
+    suffixes: tuple[str, str] = ("_1", "_2"),
+    algorithm: str = "kdtree",
+    left_columns: list[str] | None = None,
+    right_columns: list[str] | None = None,
+    build_margin: bool = False,
+    client=None,
+) -> CrossmatchResult:
+    """Plan a partition-aligned cross-match of ``left`` against ``right`` (lazy)."""
+    params = MatchParams(radius_arcsec, how, k, join, min_radius_arcsec, exclude_self, tuple(suffixes), algorithm,
+                         tuple(left_columns) if left_columns else None, tuple(right_columns) if right_columns else None)
+    if left.transforms or right.transforms:
+        raise ValueError("cross-match works on stored catalogs; write a derived catalog first (Catalog.write) and open it")
+    from survey_engine.crossmatch.plan import MarginTooSmallError, check_margin
+
+    try:
+        check_margin(right, radius_arcsec)
+    except MarginTooSmallError:
+        if not build_margin:
+            raise
+        right = _with_margin(right, radius_arcsec, client)
+    return CrossmatchResult(left, right, params, plan_crossmatch(left, right, radius_arcsec))
+
+
+def _with_margin(right: Catalog, radius_arcsec: float, client) -> Catalog:
+    from survey_engine.catalog.catalog import open_catalog
+    from survey_engine.catalog.margin_build import build_margin
+    from survey_engine.catalog.margins import margin_catalog_name
+
+    collection = right.path.parent if (right.path.parent / "collection.properties").exists() else right.path
+    name = margin_catalog_name(right.name, radius_arcsec)
+    if not (collection / name).exists():
+        build_margin(collection, radius_arcsec, client=client, progress=False)
+    return open_catalog(collection, margin=name) if (collection / "collection.properties").exists() else _attach(right, collection.parent / name)
+
+
+def _attach(right: Catalog, margin_path: Path) -> Catalog:
+    from dataclasses import replace
+
+    from survey_engine.catalog.catalog import open_catalog
+
+    return replace(right, margin=open_catalog(margin_path, margin=None))

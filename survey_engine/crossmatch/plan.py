@@ -1,0 +1,86 @@
+"""Aligning two partitionings for a cross-match, so that every pair at every edge is found once.
+
+Each left partition is one task. Inside it, left rows are grouped by the right partition that
+contains them, and each group is matched against that right partition plus its margin (which
+holds every right row within the margin radius of it). Left rows that no right partition
+contains are matched against all right partitions within the radius of the left partition.
+Every left row is matched exactly once and sees every right row within the radius.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from survey_engine.catalog import layout
+from survey_engine.catalog.catalog import Catalog
+from survey_engine.catalog.healpix import margin_order_for_radius, pixel_range29
+from survey_engine.catalog.margins import margin_ring
+from survey_engine.catalog.selection import normalise_ranges, ranges_overlap
+
+
+class MarginTooSmallError(ValueError):
+    """The right catalog's margin is narrower than the match radius: edge pairs would be lost."""
+
+
+@dataclass(frozen=True)
+class RightGroup:
+    start29: int  # the left rows in [start29, stop29) are matched against ``files``
+    stop29: int
+    files: tuple[str, ...]  # a right partition and its margin partition (if it has one)
+
+
+@dataclass(frozen=True)
+class MatchTask:
+    left_file: str
+    left_order: int
+    left_pix: int
+    groups: tuple[RightGroup, ...]
+    orphan_files: tuple[str, ...] = field(default=())  # right partitions near uncovered left rows
+
+
+def check_margin(right: Catalog, radius_arcsec: float) -> None:
+    if right.margin is None:
+        raise MarginTooSmallError(
+            f"{right.path}: the right catalog has no margin, so matches across its partition edges would be lost; "
+            f"build one with `survey-engine margin {right.path} --radius {radius_arcsec:g}` (or pass build_margin=True)"
+        )
+    if right.margin_radius_arcsec < radius_arcsec:
+        raise MarginTooSmallError(
+            f"{right.path}: its margin is {right.margin_radius_arcsec:g} arcsec, smaller than the match radius {radius_arcsec:g} arcsec; "
+            f"build a wider one with `survey-engine margin {right.path} --radius {radius_arcsec:g}` (or pass build_margin=True)"
+        )
+
+
+def plan_crossmatch(left: Catalog, right: Catalog, radius_arcsec: float) -> list[MatchTask]:
+    check_margin(right, radius_arcsec)
+    r_orders = right.partitions.Norder.to_numpy()
+    r_pixels = right.partitions.Npix.to_numpy()
+    r_start, r_stop = pixel_range29(r_orders, r_pixels)
+    r_files = [str(f) for f in right.partition_files()]
+    margin_files = {}
+    for o, p in zip(right.margin.partitions.Norder, right.margin.partitions.Npix):
+        margin_files[(int(o), int(p))] = str(layout.partition_path(right.margin.path, int(o), int(p)))
+    m = margin_order_for_radius(radius_arcsec)
+    tasks = []
+    for l_order, l_pix, l_file in zip(left.partitions.Norder.tolist(), left.partitions.Npix.tolist(), left.partition_files()):
+        l_start, l_stop = (int(v) for v in pixel_range29(l_order, l_pix))
+        first = int(np.searchsorted(r_stop, l_start, side="right"))
+        groups, covered = [], 0
+        for i in range(first, len(r_start)):
+            if r_start[i] >= l_stop:
+                break
+            s, e = max(l_start, int(r_start[i])), min(l_stop, int(r_stop[i]))
+            covered += e - s
+            files = (r_files[i],) + ((margin_files[(int(r_orders[i]), int(r_pixels[i]))],) if (int(r_orders[i]), int(r_pixels[i])) in margin_files else ())
+            groups.append(RightGroup(s, e, files))
+        orphans: tuple[str, ...] = ()
+        if covered < l_stop - l_start:
+            ring = margin_ring(l_order, l_pix, m)
+            cov = normalise_ranges(*pixel_range29(np.full(len(ring), m), ring))
+            cov = normalise_ranges(np.append(cov[0], l_start), np.append(cov[1], l_stop))
+            near = np.flatnonzero(ranges_overlap(r_start, r_stop, cov))
+            orphans = tuple(r_files[i] for i in near)
+        tasks.append(MatchTask(str(l_file), l_order, l_pix, tuple(groups), orphans))
+    return tasks
