@@ -58,6 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=None)
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("crossmatch", help="cross-match two catalogs (exact at every partition edge)")
+    p.add_argument("left")
+    p.add_argument("right")
+    p.add_argument("--radius", type=float, required=True, help="match radius in arcsec")
+    p.add_argument("--how", choices=["nearest", "knn", "all"], default="nearest")
+    p.add_argument("--k", type=_positive_int, default=1, help="neighbours per left row with --how knn")
+    p.add_argument("--join", choices=["inner", "left"], default="inner")
+    p.add_argument("--min-radius", type=float, default=0.0, help="drop pairs closer than this (arcsec)")
+    p.add_argument("--self", dest="exclude_self", action="store_true", help="self-match: never match a row with itself")
+    p.add_argument("--suffixes", default="_1,_2", help="column suffixes for left,right (default _1,_2)")
+    p.add_argument("--build-margin", action="store_true", help="build a right margin as wide as the radius if the stored one is narrower")
+    p.add_argument("--out", required=True)
+    p.add_argument("--workers", type=_positive_int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("info", help="describe a catalog or collection")
     p.add_argument("catalog")
     return parser
@@ -111,6 +126,23 @@ def _dispatch(args) -> int:
         from survey_engine.jobs.demo import run_demo
 
         run_demo(rows=args.rows, out=args.out, seed=args.seed, workers=args.workers, progress=progress)
+    elif args.command == "crossmatch":
+        from survey_engine.catalog.catalog import open_catalog
+        from survey_engine.crossmatch import crossmatch
+        from survey_engine.runtime import dask_client
+
+        suffixes = tuple(args.suffixes.split(","))
+        if len(suffixes) != 2:
+            raise ValueError(f"--suffixes takes two comma-separated suffixes, got {args.suffixes!r}")
+        with dask_client(n_workers=args.workers) as client:
+            result = crossmatch(
+                open_catalog(args.left), open_catalog(args.right), args.radius, how=args.how, k=args.k, join=args.join,
+                min_radius_arcsec=args.min_radius, exclude_self=args.exclude_self, suffixes=suffixes,
+                build_margin=args.build_margin, client=client,
+            )
+            out = result.write(args.out, client=client, progress=progress)
+        matched = open_catalog(out)
+        print(f"{matched.row_count():,} rows ({args.how}, {args.join} join, radius {args.radius:g} arcsec) -> {out}")
     elif args.command == "info":
         from survey_engine.catalog.catalog import open_catalog
 

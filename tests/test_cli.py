@@ -29,3 +29,21 @@ def test_mock_import_info_margin(tmp_path):
     assert len(wide.margin.compute()) > len(cat.margin.compute())
     bad = _cli("info", "nowhere", cwd=tmp_path)
     assert bad.returncode == 2 and "not a HATS catalog" in bad.stderr
+
+
+def test_crossmatch_command(tmp_path):
+    import pandas as pd
+
+    for name, seed in (("a", 1), ("b", 1)):
+        assert _cli("mock", "--rows", "60000", "--out", f"sky_{name}", "--seed", str(seed), "--workers", "1", "--no-progress", cwd=tmp_path).returncode == 0
+        assert _cli("import", f"sky_{name}", "--out", f"cat_{name}", "--id", "source_id", "--max-rows", "8000", "--margin", "2", "--workers", "1", "--no-progress", cwd=tmp_path).returncode == 0
+    too_wide = _cli("crossmatch", "cat_a", "cat_b", "--radius", "5", "--out", "m", "--workers", "1", cwd=tmp_path)
+    assert too_wide.returncode == 2 and "smaller than the match radius 5" in too_wide.stderr
+    done = _cli("crossmatch", "cat_a", "cat_b", "--radius", "1", "--self", "--suffixes", "_x,_y", "--out", "m", "--workers", "1", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    frame = open_catalog(tmp_path / "m").compute()
+    # the same sky matched with itself, excluding each row itself: only true close pairs remain
+    assert (frame.source_id_x != frame.source_id_y).all() and (frame.sep_arcsec <= 1.0).all()
+    same = _cli("crossmatch", "cat_a", "cat_b", "--radius", "1", "--out", "m2", "--workers", "1", "--no-progress", cwd=tmp_path)
+    assert same.returncode == 0 and "60,000 rows" in same.stdout
+    assert (open_catalog(tmp_path / "m2").compute().pipe(lambda f: f.source_id_1 == f.source_id_2)).all()

@@ -195,8 +195,8 @@ def _stars(n: int, rng) -> pd.DataFrame:
     l = rng.uniform(0, 360, n)
     sinb = np.empty(n)
     thin, thick, bulge = comp == 0, comp == 1, comp == 2
-    sinb[thin] = np.clip(rng.laplace(0, 0.09, thin.sum()), -1, 1)
-    sinb[thick] = np.clip(rng.laplace(0, 0.35, thick.sum()), -1, 1)
+    sinb[thin] = _truncated_laplace(0.09, int(thin.sum()), rng)
+    sinb[thick] = _truncated_laplace(0.35, int(thick.sum()), rng)
     l[bulge] = rng.normal(0, 8, bulge.sum()) % 360
     sinb[bulge] = np.clip(rng.normal(0, 0.1, bulge.sum()), -1, 1)
     b = np.degrees(np.arcsin(sinb))
@@ -245,6 +245,13 @@ def _stars(n: int, rng) -> pd.DataFrame:
     _gaia_columns(frame, g_gaia + 2.74 * ebv * 0.86, bp_rp + 1.34 * ebv, 1000.0 / dist, pmra, pmdec, rng)
     frame["cluster_id"] = cluster_id
     return frame
+
+
+def _truncated_laplace(scale: float, n: int, rng) -> np.ndarray:
+    """Laplace(0, scale) restricted to (-1, 1), by inverse CDF (clipping would pile rows up at +-1)."""
+    u = rng.uniform(size=n)
+    magnitude = -scale * np.log1p(-u * (1 - np.exp(-1 / scale)))
+    return np.where(rng.uniform(size=n) < 0.5, -magnitude, magnitude)
 
 
 def _rotate_pm(ra, dec, pm_l, pm_b):

@@ -62,3 +62,8 @@ def test_open_clusters_share_distance_and_motion():
         good = members[members.parallax_error < 0.1]
         assert abs(good.parallax.median() - 1000 / cl.distance_pc) < 0.1
         assert abs(good.pmra.median() - cl.pmra) < 0.3 and good.pmra.std() < 1.0
+
+
+def test_no_two_rows_share_a_position():
+    df = generate_block(4, 0, 250_000)
+    assert not df.duplicated(["ra", "dec"]).any()
