@@ -30,7 +30,7 @@ class PeakMemory:
     """Peak summed RSS of this process and all its children, sampled in a thread."""
 
     def __init__(self, interval: float = 0.05):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self.interval, self.peak, self.baseline, self._stop = interval, 0, None, threading.Event()
 
     def __enter__(self):
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -47,6 +47,8 @@ class PeakMemory:
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
+            if self.baseline is None:
+                self.baseline = total  # the idle cluster, before the run starts
             time.sleep(self.interval)
 
     def __exit__(self, *exc):
@@ -132,20 +134,24 @@ def main(argv=None) -> dict:
             in_memory = sum(_uncompressed_bytes(f) for f in src.glob("*.parquet"))
             tools = {"survey_engine": run_survey_engine, "hats_import": run_hats_import}
             for tool, fn in ((t, tools[t]) for t in args.tools):
-                times, peaks, info = [], [], {}
+                times, peaks, baselines, info = [], [], [], {}
                 for rep in range(args.repeat):
                     out = work / f"{tool}_{n}"
                     shutil.rmtree(out, ignore_errors=True)
                     shutil.rmtree(str(out) + ".partial", ignore_errors=True)
                     with fresh_cluster() as cluster, Client(cluster) as client, PeakMemory() as mem:
+                        time.sleep(0.2)  # let the sampler record the idle baseline
                         t0 = time.perf_counter()
                         info = fn(src, out, client, args.max_rows, args.margin)
                         times.append(time.perf_counter() - t0)
                     peaks.append(mem.peak)
+                    baselines.append(mem.baseline or 0)
                 rows_out.append({"tool": tool, "rows": n, "input_bytes": input_bytes, "input_uncompressed_bytes": in_memory, "seconds": times, "median_s": statistics.median(times),
-                                 "peak_rss_bytes": max(peaks), **info})
+                                 "peak_rss_bytes": max(peaks),
+                                 "peak_above_idle_bytes": max(p - b for p, b in zip(peaks, baselines)), **info})
                 print(f"{tool:14s} {n:>11,} rows: {statistics.median(times):7.2f} s (runs {', '.join(f'{t:.1f}' for t in times)}), "
-                      f"peak {max(peaks) / 2**30:.2f} GiB (input {in_memory / 2**30:.2f} GiB uncompressed)")
+                      f"peak {max(peaks) / 2**30:.2f} GiB, {rows_out[-1]['peak_above_idle_bytes'] / 2**30:.2f} GiB above the idle cluster "
+                      f"(input {in_memory / 2**30:.2f} GiB uncompressed)")
             if len(args.tools) < 2:
                 continue
             agree = agreement(work / f"survey_engine_{n}", work / f"hats_import_{n}")

@@ -254,10 +254,13 @@ def finish_catalog(
     schema: pa.Schema,
     ra_column: str,
     dec_column: str,
-    histogram: np.ndarray | None = None,
+    histogram: tuple[int, np.ndarray, np.ndarray] | None = None,
     extra_properties: dict[str, object] | None = None,
 ) -> dict[str, object]:
-    """Write _metadata, _common_metadata, partition_info.csv, point map and hats.properties."""
+    """Write _metadata, _common_metadata, partition_info.csv, point map and hats.properties.
+
+    ``histogram`` is (order, pixels, counts): the sparse row counts for the point map.
+    """
     from survey_engine.catalog import layout
 
     catalog_dir = Path(catalog_dir)
@@ -265,9 +268,10 @@ def finish_catalog(
     nrows = layout.write_dataset_metadata(catalog_dir, orders, pixels, schema)
     layout.write_partition_info(catalog_dir, orders, pixels)
     extra = dict(extra_properties or {})
-    if histogram is not None:
-        layout.write_point_map(catalog_dir, histogram)
-        extra.setdefault("hats_skymap_order", int(np.log2(len(histogram) // 12) // 2))
+    if histogram is not None:  # (order, pixels, counts), sparse
+        order, pix, cnt = histogram
+        layout.write_point_map(catalog_dir, order=order, pixels=pix, counts=cnt)
+        extra.setdefault("hats_skymap_order", int(order))
     return layout.write_catalog_properties(
         catalog_dir,
         name=name,

@@ -101,17 +101,38 @@ def pixel_from_path(path: str) -> tuple[int, int]:
     return int(parts["Norder"]), int(npix)
 
 
-def write_point_map(catalog_dir: Path, histogram: np.ndarray) -> None:
-    """Row counts per pixel at the histogram order, as hats writes them (cdshealpix skymap FITS)."""
-    from cdshealpix.skymap.skymap import SkymapImplicit
+def write_point_map(catalog_dir: Path, histogram: np.ndarray | None = None, *, order: int | None = None,
+                    pixels: np.ndarray | None = None, counts: np.ndarray | None = None) -> None:
+    """Row counts per pixel at the histogram order, as hats writes them.
 
-    skymap = SkymapImplicit(np.asarray(histogram, dtype=np.int64), null_value=0)
-    if np.count_nonzero(histogram == 0) / len(histogram) > 0.5:
-        skymap = skymap.to_explicit()
+    Give a dense ``histogram`` or sparse ``pixels``/``counts`` at ``order``. Sparse maps are
+    written in the HEALPix explicit (PIXEL, VALUE) FITS form that hats and cdshealpix read.
+    """
+    if histogram is not None:
+        from cdshealpix.skymap.skymap import SkymapImplicit
+
+        skymap = SkymapImplicit(np.asarray(histogram, dtype=np.int64), null_value=0)
+        if np.count_nonzero(histogram == 0) / len(histogram) > 0.5:
+            skymap = skymap.to_explicit()
+        writer = lambda path: skymap.to_fits(str(path))  # noqa: E731
+    else:
+        writer = lambda path: _write_explicit_skymap(path, order, pixels, counts)  # noqa: E731
     for name in (POINT_MAP_FILE, "skymap.fits"):
         tmp = catalog_dir / f".{name}.tmp"
-        skymap.to_fits(str(tmp))
+        writer(tmp)
         os.replace(tmp, catalog_dir / name)
+
+
+def _write_explicit_skymap(path: Path, order: int, pixels: np.ndarray, counts: np.ndarray) -> None:
+    from astropy.io import fits
+
+    cols = fits.ColDefs([fits.Column(name="PIXEL", format="K", array=np.asarray(pixels, np.int64)),
+                         fits.Column(name="VALUE", format="K", array=np.asarray(counts, np.int64))])
+    hdu = fits.BinTableHDU.from_columns(cols, name="xtension")
+    for key, value in (("PIXTYPE", "HEALPIX"), ("INDXSCHM", "EXPLICIT"), ("ORDERING", "NESTED"), ("COORDSYS", "C"),
+                       ("NSIDE", 2**order), ("OBS_NPIX", len(pixels))):
+        hdu.header[key] = value
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)
 
 
 def read_point_map(catalog_dir: str | Path) -> np.ndarray | None:

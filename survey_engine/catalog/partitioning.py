@@ -47,37 +47,47 @@ class PartitionPlan:
 
 
 def plan_partitions(histogram: np.ndarray, histogram_order: int, max_rows: int, min_order: int = 0) -> PartitionPlan:
-    """Adaptive partitions from a row-count histogram at ``histogram_order``.
+    """Adaptive partitions from a dense row-count histogram at ``histogram_order``."""
+    histogram = np.asarray(histogram)
+    if len(histogram) != 12 * 4**histogram_order:
+        raise ValueError(f"histogram has {len(histogram)} bins, expected {12 * 4**histogram_order} for order {histogram_order}")
+    pixels = np.flatnonzero(histogram)
+    return plan_partitions_sparse(pixels, histogram[pixels], histogram_order, max_rows, min_order)
+
+
+def plan_partitions_sparse(pixels: np.ndarray, counts: np.ndarray, histogram_order: int, max_rows: int, min_order: int = 0) -> PartitionPlan:
+    """Adaptive partitions from sparse counts (sorted unique ``pixels`` at ``histogram_order``).
 
     A pixel is kept whole when it holds at most ``max_rows`` rows or it is already at
-    ``histogram_order`` (the highest order); empty pixels get no partition.
+    ``histogram_order`` (the highest order); empty pixels get no partition. Memory is
+    proportional to the occupied pixels, not to the 12 * 4**order pixels of the sphere.
     """
     if max_rows < 1:
         raise ValueError(f"max_rows must be at least 1, got {max_rows}")
-    if len(histogram) != 12 * 4**histogram_order:
-        raise ValueError(f"histogram has {len(histogram)} bins, expected {12 * 4**histogram_order} for order {histogram_order}")
     if not 0 <= min_order <= histogram_order:
         raise ValueError(f"min_order must be within [0, {histogram_order}], got {min_order}")
-    counts_by_order = [np.asarray(histogram, dtype=np.int64)]
-    for _ in range(histogram_order):
-        counts_by_order.append(counts_by_order[-1].reshape(-1, 4).sum(axis=1))
-    counts_by_order.reverse()  # index = order
+    pixels = np.asarray(pixels, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    by_order = {histogram_order: (pixels, counts)}
+    for order in range(histogram_order - 1, min_order - 1, -1):
+        fine_pix, fine_cnt = by_order[order + 1]
+        parent = fine_pix >> 2
+        uniq, first = np.unique(parent, return_index=True)
+        by_order[order] = (uniq, np.add.reduceat(fine_cnt, first) if len(fine_cnt) else fine_cnt)
 
     out_orders, out_pixels, out_counts = [], [], []
-    candidates = np.arange(12 * 4**min_order, dtype=np.int64)
+    split_parents = None  # pixels at the previous order that were split
     for order in range(min_order, histogram_order + 1):
-        counts = counts_by_order[order][candidates]
-        if order == histogram_order:
-            keep = counts > 0
-            split = np.zeros_like(keep)
-        else:
-            keep = (counts > 0) & (counts <= max_rows)
-            split = counts > max_rows
+        pix, cnt = by_order[order]
+        if split_parents is not None:
+            inside = np.isin(pix >> 2, split_parents)
+            pix, cnt = pix[inside], cnt[inside]
+        last = order == histogram_order
+        keep = np.ones(len(pix), dtype=bool) if last else cnt <= max_rows
         out_orders.append(np.full(int(keep.sum()), order, dtype=np.int64))
-        out_pixels.append(candidates[keep])
-        out_counts.append(counts[keep])
-        parents = candidates[split]
-        candidates = (parents[:, None] * 4 + np.arange(4)).ravel()
-        if candidates.size == 0:
+        out_pixels.append(pix[keep])
+        out_counts.append(cnt[keep])
+        split_parents = pix[~keep]
+        if len(split_parents) == 0:
             break
     return PartitionPlan.from_arrays(np.concatenate(out_orders), np.concatenate(out_pixels), np.concatenate(out_counts))

@@ -32,3 +32,21 @@ def test_plan_keeps_dense_pixel_at_highest_order():
 def test_plan_rejects_zero_threshold():
     with pytest.raises(ValueError, match="max_rows"):
         plan_partitions(np.zeros(12, dtype=np.int64), 0, 0)
+
+
+def test_sparse_planner_equals_dense_planner():
+    from survey_engine.catalog.partitioning import plan_partitions_sparse
+
+    rng = np.random.default_rng(3)
+    for trial in range(5):
+        order = int(rng.integers(2, 7))
+        hist = np.zeros(12 * 4**order, dtype=np.int64)
+        occupied = rng.choice(len(hist), size=len(hist) // 3, replace=False)
+        hist[occupied] = rng.integers(1, 400, size=len(occupied))
+        hist[int(rng.integers(len(hist)))] = 50_000  # one dense spot
+        for max_rows in (300, 5_000, 10**9):
+            dense = plan_partitions(hist, order, max_rows)
+            pix = np.flatnonzero(hist)
+            sparse = plan_partitions_sparse(pix, hist[pix], order, max_rows)
+            assert np.array_equal(dense.orders, sparse.orders) and np.array_equal(dense.pixels, sparse.pixels)
+            assert np.array_equal(dense.counts, sparse.counts) and dense.counts.sum() == hist.sum()

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from survey_engine.catalog import build, layout
 from survey_engine.catalog.margins import MarginPlan, margin_catalog_name
-from survey_engine.catalog.partitioning import PartitionPlan, plan_partitions
+from survey_engine.catalog.partitioning import PartitionPlan, plan_partitions_sparse
 from survey_engine.ingest.file_import import map_reduce
 from survey_engine.ingest.file_import.arguments import ImportArguments
 from survey_engine.ingest.file_import.resume_plan import ResumePlan
@@ -82,7 +82,7 @@ def run_import(args: ImportArguments, client=None, progress: bool = True) -> Imp
         rows, dropped, wrapped = (int(x) for x in stats)
         if rows == 0:
             raise InputError(f"{', '.join(args.files[:3])}: no rows to import" + (f" ({dropped} dropped as invalid)" if dropped else ""))
-        plan = plan_partitions(histogram, args.highest_order, args.max_rows)
+        plan = plan_partitions_sparse(histogram[1], histogram[2], args.highest_order, args.max_rows)
         margin = MarginPlan.build(plan, args.margin_arcsec) if args.margin_arcsec else None
         spec = build.SplitSpec(plan, args.ra_column, args.dec_column, build.output_schema(schema), margin, True, args.id_column)
         main_idx, margin_idx = _split(client, args, chunks, spec, resume, progress)
@@ -124,15 +124,21 @@ def _histograms(client, args, chunks, resume, progress):
     todo = [i for i in range(len(chunks)) if resume.load_histogram(i) is None]
     calls = [(chunks[i], args.ra_column, args.dec_column, args.highest_order, args.drop_invalid, args.id_column, str(resume.histogram_path(i))) for i in todo]
     run_tasks(client, _histogram_task, calls, "histogram", progress)
-    histogram = np.zeros(12 * 4**args.highest_order, dtype=np.int64)
+    # sparse: memory follows the occupied pixels, not the 12 * 4**order pixels of the sphere
+    all_pix, all_cnt = [], []
     stats = np.zeros(3, dtype=np.int64)
     schemas = []
     for i, chunk in enumerate(chunks):
         h = resume.load_histogram(i)
-        np.add.at(histogram, h["pixels"], h["counts"])
+        all_pix.append(h["pixels"])
+        all_cnt.append(h["counts"])
         stats += h["stats"]
         schemas.append((chunk, pa.ipc.read_schema(pa.py_buffer(h["schema"].tobytes()))))
-    return histogram, stats, _unify(schemas)
+    pix = np.concatenate(all_pix)
+    cnt = np.concatenate(all_cnt)
+    uniq, inverse = np.unique(pix, return_inverse=True)
+    counts = np.bincount(inverse, weights=cnt, minlength=len(uniq)).astype(np.int64)
+    return (args.highest_order, uniq, counts), stats, _unify(schemas)
 
 
 def _histogram_task(chunk, ra, dec, order, drop_invalid, id_column, out_path):
