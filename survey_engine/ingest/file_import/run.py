@@ -124,21 +124,20 @@ def _histograms(client, args, chunks, resume, progress):
     todo = [i for i in range(len(chunks)) if resume.load_histogram(i) is None]
     calls = [(chunks[i], args.ra_column, args.dec_column, args.highest_order, args.drop_invalid, args.id_column, str(resume.histogram_path(i))) for i in todo]
     run_tasks(client, _histogram_task, calls, "histogram", progress)
-    # sparse: memory follows the occupied pixels, not the 12 * 4**order pixels of the sphere
-    all_pix, all_cnt = [], []
+    # one fixed-size dense accumulator (chunk histograms arrive one at a time), then only the
+    # occupied pixels go on to planning and the point map
+    dense = np.zeros(12 * 4**args.highest_order, dtype=np.int64)
     stats = np.zeros(3, dtype=np.int64)
     schemas = []
     for i, chunk in enumerate(chunks):
         h = resume.load_histogram(i)
-        all_pix.append(h["pixels"])
-        all_cnt.append(h["counts"])
+        dense[h["pixels"]] += h["counts"]  # pixels are unique within a chunk
         stats += h["stats"]
         schemas.append((chunk, pa.ipc.read_schema(pa.py_buffer(h["schema"].tobytes()))))
-    pix = np.concatenate(all_pix)
-    cnt = np.concatenate(all_cnt)
-    uniq, inverse = np.unique(pix, return_inverse=True)
-    counts = np.bincount(inverse, weights=cnt, minlength=len(uniq)).astype(np.int64)
-    return (args.highest_order, uniq, counts), stats, _unify(schemas)
+    pixels = np.flatnonzero(dense)
+    counts = dense[pixels]
+    del dense
+    return (args.highest_order, pixels, counts), stats, _unify(schemas)
 
 
 def _histogram_task(chunk, ra, dec, order, drop_invalid, id_column, out_path):
