@@ -60,7 +60,8 @@ class MatchParams:
 
 
 def _read(files, columns, ra: str, dec: str) -> pd.DataFrame:
-    cols = None if columns is None else list(dict.fromkeys([*columns, ra, dec]))
+    # _healpix_29 is always read: it routes rows to partitions and breaks ties
+    cols = None if columns is None else list(dict.fromkeys([SPATIAL_INDEX_COLUMN, *columns, ra, dec]))
     frames = [read_partition(f, cols) for f in files]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames) if frames else (read_partition(files[0], cols).iloc[:0] if files else pd.DataFrame())

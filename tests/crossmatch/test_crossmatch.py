@@ -58,6 +58,10 @@ def test_nearest_equals_brute_force(edge_pair):
     assert set(zip(got.id_1, got.id_2)) == set(zip(truth.id_1, truth.id_2))
     merged = got.set_index("id_1").loc[truth.id_1]
     assert np.allclose(merged.sep_arcsec.to_numpy(), truth.sep.to_numpy(), atol=1e-6)
+    # projecting columns gives the same pairs and only the asked columns (plus coordinates)
+    slim = crossmatch(left, right, 10.0, left_columns=["id"], right_columns=["id"]).compute()
+    assert set(zip(slim.id_1, slim.id_2)) == set(zip(got.id_1, got.id_2))
+    assert "flux_1" not in slim.columns and {"ra_1", "dec_2", "sep_arcsec"} <= set(slim.columns)
 
 
 def test_all_pairs_and_knn_equal_brute_force(edge_pair):
