@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--self", dest="exclude_self", action="store_true", help="self-match: never match a row with itself")
     p.add_argument("--suffixes", default="_1,_2", help="column suffixes for left,right (default _1,_2)")
     p.add_argument("--build-margin", action="store_true", help="build a right margin as wide as the radius if the stored one is narrower")
+    p.add_argument("--epoch", type=float, default=None, help="compare positions at this epoch (Julian year, e.g. 2016.0)")
+    p.add_argument("--left-epoch", default=None, help="epoch of the left catalog: a year, or the name of a per-row epoch column")
+    p.add_argument("--right-epoch", default=None, help="epoch of the right catalog: a year, or a per-row epoch column")
+    p.add_argument("--pm-columns", default="pmra,pmdec", help="proper-motion columns (pmra including cos dec), mas/yr; default pmra,pmdec")
     p.add_argument("--out", required=True)
     p.add_argument("--workers", type=_positive_int, default=None)
     p.add_argument("--no-progress", action="store_true")
@@ -131,6 +135,19 @@ def _dispatch(args) -> int:
         from survey_engine.crossmatch import crossmatch
         from survey_engine.runtime import dask_client
 
+        from survey_engine.crossmatch.epochs import EpochSpec
+
+        def epoch_spec(value):
+            if value is None:
+                return None
+            pm = args.pm_columns.split(",")
+            if len(pm) != 2:
+                raise ValueError(f"--pm-columns takes two comma-separated names, got {args.pm_columns!r}")
+            try:
+                return EpochSpec(float(value), pm[0], pm[1])
+            except ValueError:
+                return EpochSpec(value, pm[0], pm[1])
+
         suffixes = tuple(args.suffixes.split(","))
         if len(suffixes) != 2:
             raise ValueError(f"--suffixes takes two comma-separated suffixes, got {args.suffixes!r}")
@@ -138,7 +155,8 @@ def _dispatch(args) -> int:
             result = crossmatch(
                 open_catalog(args.left), open_catalog(args.right), args.radius, how=args.how, k=args.k, join=args.join,
                 min_radius_arcsec=args.min_radius, exclude_self=args.exclude_self, suffixes=suffixes,
-                build_margin=args.build_margin, client=client,
+                build_margin=args.build_margin, epoch=args.epoch,
+                left_epoch=epoch_spec(args.left_epoch), right_epoch=epoch_spec(args.right_epoch), client=client,
             )
             out = result.write(args.out, client=client, progress=progress)
         matched = open_catalog(out)

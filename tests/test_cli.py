@@ -47,3 +47,12 @@ def test_crossmatch_command(tmp_path):
     same = _cli("crossmatch", "cat_a", "cat_b", "--radius", "1", "--out", "m2", "--workers", "1", "--no-progress", cwd=tmp_path)
     assert same.returncode == 0 and "60,000 rows" in same.stdout
     assert (open_catalog(tmp_path / "m2").compute().pipe(lambda f: f.source_id_1 == f.source_id_2)).all()
+    # epochs: both sides moved from 2016 to 2000 with their proper motions; the margin needed
+    # (radius + the fastest star's motion on both sides) is built on request
+    refused = _cli("crossmatch", "cat_a", "cat_b", "--radius", "1", "--epoch", "2000", "--left-epoch", "2016", "--right-epoch", "2016",
+                   "--out", "m3", "--workers", "1", "--no-progress", cwd=tmp_path)
+    assert refused.returncode == 2 and "proper-motion shift" in refused.stderr
+    moved = _cli("crossmatch", "cat_a", "cat_b", "--radius", "1", "--epoch", "2000", "--left-epoch", "2016", "--right-epoch", "2016",
+                 "--build-margin", "--out", "m3", "--workers", "1", "--no-progress", cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    assert "60,000 rows" in moved.stdout

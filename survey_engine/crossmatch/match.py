@@ -24,6 +24,7 @@ import pandas as pd
 from survey_engine.catalog.catalog import Catalog, read_partition
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, radec_to_xyz
 from survey_engine.crossmatch.algorithms import get_algorithm
+from survey_engine.crossmatch.epochs import EpochSpec, max_shift_arcsec
 from survey_engine.crossmatch.plan import MatchTask, plan_crossmatch
 
 HOWS = ("nearest", "knn", "all")
@@ -42,6 +43,9 @@ class MatchParams:
     algorithm: str = "kdtree"
     left_columns: tuple[str, ...] | None = None
     right_columns: tuple[str, ...] | None = None
+    target_epoch: float | None = None  # positions are compared at this epoch (Julian year)
+    left_epoch: EpochSpec | None = None  # how to move left rows there (None: already there)
+    right_epoch: EpochSpec | None = None
 
     def __post_init__(self):
         if not self.radius_arcsec > 0:
@@ -57,11 +61,14 @@ class MatchParams:
         if len(self.suffixes) != 2 or self.suffixes[0] == self.suffixes[1]:
             raise ValueError(f"suffixes must be two different strings, got {self.suffixes}")
         get_algorithm(self.algorithm)
+        if (self.left_epoch or self.right_epoch) and self.target_epoch is None:
+            raise ValueError("give the common epoch (target_epoch / --epoch) to propagate positions to")
 
 
-def _read(files, columns, ra: str, dec: str) -> pd.DataFrame:
+def _read(files, columns, ra: str, dec: str, epoch: EpochSpec | None = None) -> pd.DataFrame:
     # _healpix_29 is always read: it routes rows to partitions and breaks ties
-    cols = None if columns is None else list(dict.fromkeys([SPATIAL_INDEX_COLUMN, *columns, ra, dec]))
+    extra = epoch.columns() if epoch else []
+    cols = None if columns is None else list(dict.fromkeys([SPATIAL_INDEX_COLUMN, *columns, ra, dec, *extra]))
     frames = [read_partition(f, cols) for f in files]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames) if frames else (read_partition(files[0], cols).iloc[:0] if files else pd.DataFrame())
@@ -71,8 +78,8 @@ def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchPa
     """Pairs (left idx, right idx, sep) after radius, min radius, self and k rules."""
     if len(left) == 0 or len(right) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
-    lxyz = radec_to_xyz(left[lcoords[0]].to_numpy(float), left[lcoords[1]].to_numpy(float))
-    rxyz = radec_to_xyz(right[rcoords[0]].to_numpy(float), right[rcoords[1]].to_numpy(float))
+    lxyz = radec_to_xyz(*_positions(left, lcoords, p.left_epoch, p.target_epoch))
+    rxyz = radec_to_xyz(*_positions(right, rcoords, p.right_epoch, p.target_epoch))
     algo = get_algorithm(p.algorithm)
     k = 1 if p.how == "nearest" else p.k
     if p.how == "all" or p.min_radius_arcsec > 0:
@@ -97,6 +104,12 @@ def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchPa
     return li, ri, sep
 
 
+def _positions(frame: pd.DataFrame, coords, epoch: EpochSpec | None, target: float | None):
+    if epoch is None:
+        return frame[coords[0]].to_numpy(float), frame[coords[1]].to_numpy(float)
+    return epoch.positions_at(frame, coords[0], coords[1], target)
+
+
 def _rank_within(groups: np.ndarray) -> np.ndarray:
     """0, 1, 2, ... within runs of equal values of a sorted array."""
     if len(groups) == 0:
@@ -108,7 +121,7 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
 
 def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.DataFrame) -> pd.DataFrame:
     """Cross-match one left partition (run on a worker); ``empty`` is the output's empty frame."""
-    left = _read([task.left_file], p.left_columns, *lcoords)
+    left = _read([task.left_file], p.left_columns, *lcoords, p.left_epoch)
     if len(left) == 0:
         return empty
     lhp = left.index.to_numpy()
@@ -123,7 +136,7 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
         if len(rows) == 0:
             continue
         sub = left.iloc[rows]
-        right = _read(list(files), p.right_columns, *rcoords)
+        right = _read(list(files), p.right_columns, *rcoords, p.right_epoch)
         li, ri, sep = _pairs(sub, right, lcoords, rcoords, p)
         matched[rows[li]] = True
         pieces.append(_assemble(sub, right, li, ri, sep, p, empty))
@@ -174,8 +187,8 @@ class CrossmatchResult:
 
     def meta(self) -> pd.DataFrame:
         s1, s2 = self.params.suffixes
-        lmeta = _read_meta(self.left, self.params.left_columns)
-        rmeta = _read_meta(self.right, self.params.right_columns)
+        lmeta = _read_meta(self.left, self.params.left_columns, self.params.left_epoch)
+        rmeta = _read_meta(self.right, self.params.right_columns, self.params.right_epoch)
         data = {f"{c}{s1}": lmeta[c] for c in lmeta.columns}
         data.update({f"{c}{s2}": rmeta[c] for c in rmeta.columns})
         data[f"{SPATIAL_INDEX_COLUMN}{s2}"] = pd.Series([], dtype="int64")
@@ -214,11 +227,11 @@ def _nullable(dtype):
     return dtype
 
 
-def _read_meta(catalog: Catalog, columns) -> pd.DataFrame:
+def _read_meta(catalog: Catalog, columns, epoch: EpochSpec | None = None) -> pd.DataFrame:
     frame = catalog.schema.empty_table().to_pandas()
     frame = frame.drop(columns=[c for c in (SPATIAL_INDEX_COLUMN, "Norder", "Dir", "Npix") if c in frame.columns])
     if columns is not None:
-        keep = list(dict.fromkeys([*columns, catalog.ra_column, catalog.dec_column]))
+        keep = list(dict.fromkeys([*columns, catalog.ra_column, catalog.dec_column, *(epoch.columns() if epoch else [])]))
         frame = frame[keep]
     return frame
 
@@ -237,22 +250,38 @@ def crossmatch(
     left_columns: list[str] | None = None,
     right_columns: list[str] | None = None,
     build_margin: bool = False,
+    epoch: float | None = None,
+    left_epoch: EpochSpec | float | str | None = None,
+    right_epoch: EpochSpec | float | str | None = None,
     client=None,
 ) -> CrossmatchResult:
-    """Plan a partition-aligned cross-match of ``left`` against ``right`` (lazy)."""
+    """Plan a partition-aligned cross-match of ``left`` against ``right`` (lazy).
+
+    With ``epoch`` set, rows are compared at that epoch: a side given ``left_epoch`` /
+    ``right_epoch`` (a Julian year, a per-row epoch column name, or an ``EpochSpec`` naming the
+    proper-motion / parallax / RV columns) is moved there with its proper motions first; a side
+    without one is taken as already at ``epoch``. The right margin must then cover the radius
+    plus the largest motion of either side.
+    """
+    as_spec = lambda e: e if (e is None or isinstance(e, EpochSpec)) else EpochSpec(e)  # noqa: E731
     params = MatchParams(radius_arcsec, how, k, join, min_radius_arcsec, exclude_self, tuple(suffixes), algorithm,
-                         tuple(left_columns) if left_columns else None, tuple(right_columns) if right_columns else None)
+                         tuple(left_columns) if left_columns else None, tuple(right_columns) if right_columns else None,
+                         epoch, as_spec(left_epoch), as_spec(right_epoch))
     if left.transforms or right.transforms:
         raise ValueError("cross-match works on stored catalogs; write a derived catalog first (Catalog.write) and open it")
     from survey_engine.crossmatch.plan import MarginTooSmallError, check_margin
 
+    reach = radius_arcsec
+    for side, spec in ((left, params.left_epoch), (right, params.right_epoch)):
+        if spec is not None:
+            reach += max_shift_arcsec(side, spec, params.target_epoch)
     try:
-        check_margin(right, radius_arcsec)
+        check_margin(right, reach)
     except MarginTooSmallError:
         if not build_margin:
             raise
-        right = _with_margin(right, radius_arcsec, client)
-    return CrossmatchResult(left, right, params, plan_crossmatch(left, right, radius_arcsec))
+        right = _with_margin(right, float(np.ceil(reach)), client)
+    return CrossmatchResult(left, right, params, plan_crossmatch(left, right, reach))
 
 
 def _with_margin(right: Catalog, radius_arcsec: float, client) -> Catalog:

@@ -48,7 +48,8 @@ def check_margin(right: Catalog, radius_arcsec: float) -> None:
         )
     if right.margin_radius_arcsec < radius_arcsec:
         raise MarginTooSmallError(
-            f"{right.path}: its margin is {right.margin_radius_arcsec:g} arcsec, smaller than the match radius {radius_arcsec:g} arcsec; "
+            f"{right.path}: its margin is {right.margin_radius_arcsec:g} arcsec, smaller than the match radius {radius_arcsec:g} arcsec "
+            f"(radius plus the largest proper-motion shift, when propagating epochs); "
             f"build a wider one with `survey-engine margin {right.path} --radius {radius_arcsec:g}` (or pass build_margin=True)"
         )
 
