@@ -4,7 +4,7 @@ import astropy.units as u
 import numpy as np
 import pandas as pd
 import pytest
-from astropy.coordinates import SkyCoord, search_around_sky
+from astropy.coordinates import SkyCoord, match_coordinates_sky, search_around_sky
 
 from survey_engine import open_catalog
 from survey_engine.crossmatch import MarginTooSmallError, crossmatch
@@ -142,3 +142,25 @@ def test_blanco1_dr2_against_dr3_across_ra_zero(tmp_path, client):
     # most DR3 stars keep their DR2 source_id: where they do, the match agrees with the id
     same_id = got[got.SOURCE_ID_1 == got.source_id_2]
     assert len(same_id) > 0.9 * len(got)
+
+
+def test_ngc2323_gaia_against_simbad(tmp_path, client):
+    """Real FITS (Gaia) against a real VOTable (SIMBAD): pairs equal astropy's, and G magnitudes agree."""
+    from astropy.io.votable import parse_single_table
+    from astropy.table import Table
+
+    gaia_src = shared_path("clusters_xmatch/ngc2323/ngc2323_gaia_field.fits")
+    simbad_src = shared_path("clusters_xmatch/ngc2323/ngc2323_simbad_region.vot.xml")
+    run_import(ImportArguments([str(gaia_src)], str(tmp_path / "gaia"), max_rows=4000, margin_arcsec=2), client=client, progress=False)
+    run_import(ImportArguments([str(simbad_src)], str(tmp_path / "simbad"), ra_column="RA", dec_column="DEC", id_column="MAIN_ID", max_rows=500, margin_arcsec=2),
+               client=client, progress=False)
+    got = crossmatch(open_catalog(tmp_path / "simbad"), open_catalog(tmp_path / "gaia"), 1.0, right_columns=["phot_g_mean_mag"]).compute()
+    simbad = parse_single_table(str(simbad_src)).to_table().to_pandas()
+    gaia = Table.read(gaia_src).to_pandas()
+    idx, sep, _ = match_coordinates_sky(SkyCoord(simbad.RA.values * u.deg, simbad.DEC.values * u.deg), SkyCoord(gaia.ra.values * u.deg, gaia.dec.values * u.deg))
+    ok = sep.arcsec <= 1.0
+    truth = set(zip(simbad.MAIN_ID.values[ok].astype(str), np.round(gaia.ra.values[idx[ok]], 9)))
+    assert set(zip(got.MAIN_ID_1.astype(str), np.round(got.ra_2.to_numpy(), 9))) == truth
+    assert len(got) > 1500
+    with_g = got.dropna(subset=["FLUX_G_1"])
+    assert np.median(np.abs(with_g.FLUX_G_1 - with_g.phot_g_mean_mag_2)) < 0.01  # SIMBAD's G is Gaia's G
