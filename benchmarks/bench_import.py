@@ -125,42 +125,41 @@ def main(argv=None) -> dict:
         # a new cluster per measured run: same start for every tool, and its memory counted alone
         return LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, silence_logs=logging.ERROR, dashboard_address=":0")
 
-    if True:
-        for n in args.rows:
-            src = work / f"mock_{n}"
-            with fresh_cluster() as cluster, Client(cluster) as client:
-                write_mock_sky(n, src, seed=1, client=client, progress=False)
-            input_bytes = sum(f.stat().st_size for f in src.glob("*.parquet"))
-            in_memory = sum(_uncompressed_bytes(f) for f in src.glob("*.parquet"))
-            tools = {"survey_engine": run_survey_engine, "hats_import": run_hats_import}
-            for tool, fn in ((t, tools[t]) for t in args.tools):
-                times, peaks, baselines, info = [], [], [], {}
-                for rep in range(args.repeat):
-                    out = work / f"{tool}_{n}"
-                    shutil.rmtree(out, ignore_errors=True)
-                    shutil.rmtree(str(out) + ".partial", ignore_errors=True)
-                    with fresh_cluster() as cluster, Client(cluster) as client, PeakMemory() as mem:
-                        time.sleep(0.2)  # let the sampler record the idle baseline
-                        t0 = time.perf_counter()
-                        info = fn(src, out, client, args.max_rows, args.margin)
-                        times.append(time.perf_counter() - t0)
-                    peaks.append(mem.peak)
-                    baselines.append(mem.baseline or 0)
-                rows_out.append({"tool": tool, "rows": n, "input_bytes": input_bytes, "input_uncompressed_bytes": in_memory, "seconds": times, "median_s": statistics.median(times),
-                                 "peak_rss_bytes": max(peaks),
-                                 "peak_above_idle_bytes": max(p - b for p, b in zip(peaks, baselines)), **info})
-                print(f"{tool:14s} {n:>11,} rows: {statistics.median(times):7.2f} s (runs {', '.join(f'{t:.1f}' for t in times)}), "
-                      f"peak {max(peaks) / 2**30:.2f} GiB, {rows_out[-1]['peak_above_idle_bytes'] / 2**30:.2f} GiB above the idle cluster "
-                      f"(input {in_memory / 2**30:.2f} GiB uncompressed)")
-            if len(args.tools) < 2:
-                continue
-            agree = agreement(work / f"survey_engine_{n}", work / f"hats_import_{n}")
-            ours = next(r for r in rows_out if r["tool"] == "survey_engine" and r["rows"] == n)
-            theirs = next(r for r in rows_out if r["tool"] == "hats_import" and r["rows"] == n)
-            ours["agreement"] = agree
-            ours["speedup_vs_hats_import"] = theirs["median_s"] / ours["median_s"]
-            ours["memory_ratio_vs_hats_import"] = ours["peak_rss_bytes"] / theirs["peak_rss_bytes"]
-            print(f"  speed-up {ours['speedup_vs_hats_import']:.2f}x, memory ratio {ours['memory_ratio_vs_hats_import']:.2f}, agreement {agree}")
+    for n in args.rows:
+        src = work / f"mock_{n}"
+        with fresh_cluster() as cluster, Client(cluster) as client:
+            write_mock_sky(n, src, seed=1, client=client, progress=False)
+        input_bytes = sum(f.stat().st_size for f in src.glob("*.parquet"))
+        in_memory = sum(_uncompressed_bytes(f) for f in src.glob("*.parquet"))
+        tools = {"survey_engine": run_survey_engine, "hats_import": run_hats_import}
+        for tool, fn in ((t, tools[t]) for t in args.tools):
+            times, peaks, baselines, info = [], [], [], {}
+            for rep in range(args.repeat):
+                out = work / f"{tool}_{n}"
+                shutil.rmtree(out, ignore_errors=True)
+                shutil.rmtree(str(out) + ".partial", ignore_errors=True)
+                with fresh_cluster() as cluster, Client(cluster) as client, PeakMemory() as mem:
+                    time.sleep(0.2)  # let the sampler record the idle baseline
+                    t0 = time.perf_counter()
+                    info = fn(src, out, client, args.max_rows, args.margin)
+                    times.append(time.perf_counter() - t0)
+                peaks.append(mem.peak)
+                baselines.append(mem.baseline or 0)
+            rows_out.append({"tool": tool, "rows": n, "input_bytes": input_bytes, "input_uncompressed_bytes": in_memory, "seconds": times, "median_s": statistics.median(times),
+                             "peak_rss_bytes": max(peaks),
+                             "peak_above_idle_bytes": max(p - b for p, b in zip(peaks, baselines)), **info})
+            print(f"{tool:14s} {n:>11,} rows: {statistics.median(times):7.2f} s (runs {', '.join(f'{t:.1f}' for t in times)}), "
+                  f"peak {max(peaks) / 2**30:.2f} GiB, {rows_out[-1]['peak_above_idle_bytes'] / 2**30:.2f} GiB above the idle cluster "
+                  f"(input {in_memory / 2**30:.2f} GiB uncompressed)")
+        if len(args.tools) < 2:
+            continue
+        agree = agreement(work / f"survey_engine_{n}", work / f"hats_import_{n}")
+        ours = next(r for r in rows_out if r["tool"] == "survey_engine" and r["rows"] == n)
+        theirs = next(r for r in rows_out if r["tool"] == "hats_import" and r["rows"] == n)
+        ours["agreement"] = agree
+        ours["speedup_vs_hats_import"] = theirs["median_s"] / ours["median_s"]
+        ours["memory_ratio_vs_hats_import"] = ours["peak_rss_bytes"] / theirs["peak_rss_bytes"]
+        print(f"  speed-up {ours['speedup_vs_hats_import']:.2f}x, memory ratio {ours['memory_ratio_vs_hats_import']:.2f}, agreement {agree}")
     report = {"benchmark": "import+margin", "machine": machine_info(), "params": vars(args), "results": rows_out}
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 from survey_engine import open_catalog
-from tests.conftest import REPO
 
 
 def _cli(*args, cwd):
@@ -32,7 +31,6 @@ def test_mock_import_info_margin(tmp_path):
 
 
 def test_crossmatch_command(tmp_path):
-    import pandas as pd
 
     for name, seed in (("a", 1), ("b", 1)):
         assert _cli("mock", "--rows", "60000", "--out", f"sky_{name}", "--seed", str(seed), "--workers", "1", "--no-progress", cwd=tmp_path).returncode == 0

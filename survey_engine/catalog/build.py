@@ -218,6 +218,29 @@ def _copy_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.concat_arrays([col]) for col in batch.columns], schema=batch.schema)
 
 
+def reduce_all(client, indexes: list[ShardIndex], orders: np.ndarray, pixels: np.ndarray, schema: pa.Schema, catalog_dir: Path,
+               id_column: str | None, desc: str, progress: bool, only_with_rows: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """Reduce shards into one file per partition (files already written are kept: resume).
+
+    ``orders``/``pixels`` are the planned partitions, indexed as in the shards. With
+    ``only_with_rows`` (margins) partitions without rows get no file. Returns the orders and
+    pixels that have files, and the number of rows in the shards.
+    """
+    from survey_engine.runtime import run_tasks
+
+    slices = gather_partition_slices(indexes)
+    parts = sorted(slices) if only_with_rows else list(range(len(orders)))
+    calls = []
+    for p in parts:
+        order, pix = int(orders[p]), int(pixels[p])
+        if not partition_path(catalog_dir, order, pix).exists():
+            calls.append((slices.get(p, []), schema, str(catalog_dir), order, pix, id_column))
+    run_tasks(client, reduce_partition, calls, desc, progress)
+    Path(catalog_dir).mkdir(parents=True, exist_ok=True)
+    rows = sum(int(r) for idx in indexes for r in idx.batch_rows)
+    return np.asarray(orders)[parts], np.asarray(pixels)[parts], rows
+
+
 def sort_by_healpix(table: pa.Table, id_column: str | None = None) -> pa.Table:
     keys = [(SPATIAL_INDEX_COLUMN, "ascending")]
     if id_column and id_column in table.column_names:

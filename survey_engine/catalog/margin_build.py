@@ -57,14 +57,10 @@ def build_margin(path: str | Path, radius_arcsec: float, client=None, progress: 
         [spec_f] = client.scatter([spec], broadcast=True)
         run_tasks(client, _split_partition_file, [(f, spec_f, s) for f, s in zip(files, shards)], "margin split", progress)
         indexes = [build.ShardIndex.load(s) for s in shards]
-        slices = build.gather_partition_slices(indexes)
-        parts = sorted(slices)
         out_dir = staging / "catalog"
-        calls = [(slices[p], schema, str(out_dir), int(plan.orders[p]), int(plan.pixels[p]), None) for p in parts]
-        run_tasks(client, build.reduce_partition, calls, "margin reduce", progress)
-    (out_dir / layout.DATASET_DIR).mkdir(parents=True, exist_ok=True)
+        m_orders, m_pixels, _ = build.reduce_all(client, indexes, plan.orders, plan.pixels, schema, out_dir, None, "margin reduce", progress, only_with_rows=True)
     build.finish_catalog(
-        out_dir, name=mname, product="margin", orders=plan.orders[parts], pixels=plan.pixels[parts], schema=schema,
+        out_dir, name=mname, product="margin", orders=m_orders, pixels=m_pixels, schema=schema,
         ra_column=catalog.ra_column, dec_column=catalog.dec_column,
         extra_properties={"hats_primary_table_url": catalog.name, "hats_margin_threshold": float(radius_arcsec)},
     )

@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 
 from survey_engine.catalog import build, layout
-from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
 from survey_engine.crossmatch.match import match_task
 from survey_engine.runtime import dask_client, run_tasks
 

@@ -155,13 +155,6 @@ def read_batches(chunk: InputChunk, columns: list[str] | None = None, batch_rows
         raise InputError(f"{chunk.describe()}: cannot read {chunk.fmt} data ({type(exc).__name__}: {exc})") from exc
 
 
-def read_schema(chunk: InputChunk) -> pa.Schema:
-    """The Arrow schema of a chunk's file (reads at most one batch)."""
-    for batch in read_batches(chunk, batch_rows=1024):
-        return batch.schema
-    raise InputError(f"{chunk.path}: file holds no rows")
-
-
 def _check_columns(path: str, available: list[str], wanted: list[str] | None) -> None:
     if wanted is None:
         return

@@ -4,7 +4,6 @@ import logging
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from survey_engine import open_catalog
 from tests.conftest import shared_path

@@ -139,20 +139,22 @@ def test_cli_rejects_bad_parameters(tmp_path, args, message):
 
 def test_interrupted_import_leaves_no_complete_looking_catalog(tmp_path, client, monkeypatch):
     """An error in the middle (here: in the reduce step) publishes nothing; a re-run completes."""
-    from survey_engine.ingest.file_import import run as run_mod
+    from survey_engine.catalog import build
 
     src = tmp_path / "x.parquet"
     random_sky(20_000).to_parquet(src)
     out = tmp_path / "cat"
-    original = run_mod._reduce_margin
+    original = build.reduce_all
 
-    def boom(*a, **k):
-        raise KeyboardInterrupt
+    def interrupt_at_margin(*a, **k):
+        if k.get("only_with_rows"):  # the main catalog is written, the margin is not
+            raise KeyboardInterrupt
+        return original(*a, **k)
 
-    monkeypatch.setattr(run_mod, "_reduce_margin", boom)
+    monkeypatch.setattr(build, "reduce_all", interrupt_at_margin)
     with pytest.raises(KeyboardInterrupt):
         _run(client, [src], out, max_rows=2000)
     _assert_nothing_published(out)
-    monkeypatch.setattr(run_mod, "_reduce_margin", original)
+    monkeypatch.setattr(build, "reduce_all", original)
     result = _run(client, [src], out, max_rows=2000)
     assert result.resumed and open_catalog(out).row_count() == 20_000

@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from survey_engine import open_catalog

@@ -8,7 +8,6 @@ import sys
 import pandas as pd
 
 from survey_engine import open_catalog
-from tests.conftest import REPO
 
 
 def _cli():

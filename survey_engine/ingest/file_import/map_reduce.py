@@ -123,8 +123,3 @@ def split_chunk(chunk: InputChunk, spec: build.SplitSpec, drop_invalid: bool, ma
     """Split: route one chunk's rows into per-partition slices of its shard files."""
     cleaner = CoordinateCleaner(chunk, spec.ra_column, spec.dec_column, drop_invalid, spec.id_column)
     return build.split_batches(read_batches(chunk), spec, main_shard, margin_shard, clean=cleaner)
-
-
-def reduce_partition(slices, schema, catalog_dir, order, pix, id_column) -> int:
-    """Reduce: one partition's rows, sorted, written to its parquet file."""
-    return build.reduce_partition(slices, schema, catalog_dir, order, pix, id_column)

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from survey_engine.catalog import build, layout
 from survey_engine.catalog.margins import MarginPlan, margin_catalog_name
-from survey_engine.catalog.partitioning import PartitionPlan, plan_partitions_sparse
+from survey_engine.catalog.partitioning import plan_partitions_sparse
 from survey_engine.ingest.file_import import map_reduce
 from survey_engine.ingest.file_import.arguments import ImportArguments
 from survey_engine.ingest.file_import.resume_plan import ResumePlan
@@ -88,7 +88,7 @@ def run_import(args: ImportArguments, client=None, progress: bool = True) -> Imp
         main_idx, margin_idx = _split(client, args, chunks, spec, resume, progress)
         collection = resume.collection_dir
         main_dir = collection / args.name
-        main_rows = _reduce(client, main_idx, plan, spec, main_dir, "reduce", progress)
+        _, _, main_rows = build.reduce_all(client, main_idx, plan.orders, plan.pixels, spec.schema, main_dir, spec.id_column, "reduce", progress)
         if main_rows != rows:
             raise RuntimeError(f"internal check failed: histogram counted {rows} rows but {main_rows} were written")
         result = ImportResult(out=out, rows=rows, partitions=len(plan), dropped=dropped, wrapped_ra=wrapped, resumed=resume.resumed)
@@ -103,9 +103,11 @@ def run_import(args: ImportArguments, client=None, progress: bool = True) -> Imp
         margins = []
         if margin is not None:
             mname = margin_catalog_name(args.name, args.margin_arcsec)
-            result.margin_rows, mplan = _reduce_margin(client, margin_idx, plan, spec, collection / mname, progress)
+            m_orders, m_pixels, result.margin_rows = build.reduce_all(
+                client, margin_idx, plan.orders, plan.pixels, spec.schema, collection / mname, spec.id_column, "margin", progress, only_with_rows=True
+            )
             build.finish_catalog(
-                collection / mname, name=mname, product="margin", orders=mplan.orders, pixels=mplan.pixels,
+                collection / mname, name=mname, product="margin", orders=m_orders, pixels=m_pixels,
                 schema=spec.schema, ra_column=args.ra_column, dec_column=args.dec_column,
                 extra_properties={"hats_primary_table_url": args.name, "hats_margin_threshold": float(args.margin_arcsec)},
             )
@@ -173,30 +175,3 @@ def _split(client, args, chunks, spec, resume, progress):
     main_idx = [build.ShardIndex.load(resume.main_shard(i)) for i in range(len(chunks))]
     margin_idx = [build.ShardIndex.load(resume.margin_shard(i)) for i in range(len(chunks))] if spec.margin else []
     return main_idx, margin_idx
-
-
-def _reduce(client, indexes, plan: PartitionPlan, spec, catalog_dir: Path, desc: str, progress) -> int:
-    """Reduce every planned partition (skipping finished files); returns the rows written."""
-    slices = build.gather_partition_slices(indexes)
-    calls = []
-    for p in range(len(plan)):
-        order, pix = int(plan.orders[p]), int(plan.pixels[p])
-        if not layout.partition_path(catalog_dir, order, pix).exists():
-            calls.append((slices.get(p, []), spec.schema, str(catalog_dir), order, pix, spec.id_column))
-    run_tasks(client, map_reduce.reduce_partition, calls, desc, progress)
-    return sum(int(r) for idx in indexes for r in idx.batch_rows)
-
-
-def _reduce_margin(client, indexes, plan: PartitionPlan, spec, margin_dir: Path, progress):
-    slices = build.gather_partition_slices(indexes)
-    parts = sorted(slices)
-    mplan = PartitionPlan.from_arrays(plan.orders[parts], plan.pixels[parts], [0] * len(parts))
-    sub = {i: slices[p] for i, p in enumerate(parts)}
-    calls = []
-    for i in range(len(mplan)):
-        order, pix = int(mplan.orders[i]), int(mplan.pixels[i])
-        if not layout.partition_path(margin_dir, order, pix).exists():
-            calls.append((sub.get(i, []), spec.schema, str(margin_dir), order, pix, spec.id_column))
-    run_tasks(client, map_reduce.reduce_partition, calls, "margin", progress)
-    margin_dir.mkdir(parents=True, exist_ok=True)
-    return sum(int(r) for idx in indexes for r in idx.batch_rows), mplan
