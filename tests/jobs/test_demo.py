@@ -29,6 +29,9 @@ def test_demo_runs_and_reruns(tmp_path):
     assert len(cone) == summary["steps"]["cone"]["rows"] > 0
     assert summary["steps"]["cone"]["cluster_members"] > 100
     assert summary["steps"]["cone"]["partitions_read"] < summary["steps"]["cone"]["of_partitions"]
+    pairs = open_catalog(out / "close_pairs").compute()
+    assert len(pairs) == summary["steps"]["crossmatch"]["rows"] > 0
+    assert (pairs.sep_arcsec <= 2.0).all() and (pairs.source_id_1 != pairs.source_id_2).all()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "already up to date" in again.stdout
