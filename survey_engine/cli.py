@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("left")
     p.add_argument("right")
     p.add_argument("--radius", type=float, required=True, help="match radius in arcsec")
-    p.add_argument("--how", choices=["nearest", "knn", "all"], default="nearest")
+    p.add_argument("--how", choices=["nearest", "knn", "all", "one-to-one"], default="nearest")
     p.add_argument("--k", type=_positive_int, default=1, help="neighbours per left row with --how knn")
     p.add_argument("--join", choices=["inner", "left"], default="inner")
     p.add_argument("--min-radius", type=float, default=0.0, help="drop pairs closer than this (arcsec)")

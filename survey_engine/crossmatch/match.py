@@ -27,7 +27,7 @@ from survey_engine.crossmatch.algorithms import get_algorithm
 from survey_engine.crossmatch.epochs import EpochSpec, max_shift_arcsec
 from survey_engine.crossmatch.plan import MatchTask, plan_crossmatch
 
-HOWS = ("nearest", "knn", "all")
+HOWS = ("nearest", "knn", "all", "one-to-one")
 JOINS = ("inner", "left")
 
 
@@ -54,6 +54,8 @@ class MatchParams:
             raise ValueError(f"how must be one of {HOWS}, got {self.how!r}")
         if self.join not in JOINS:
             raise ValueError(f"join must be one of {JOINS}, got {self.join!r} (outer joins are not implemented yet)")
+        if self.how == "one-to-one" and self.join != "inner":
+            raise ValueError("one-to-one matching supports join='inner' only (for now)")
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
         if not 0 <= self.min_radius_arcsec < self.radius_arcsec:
@@ -82,7 +84,7 @@ def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchPa
     rxyz = radec_to_xyz(*_positions(right, rcoords, p.right_epoch, p.target_epoch))
     algo = get_algorithm(p.algorithm)
     k = 1 if p.how == "nearest" else p.k
-    if p.how == "all" or p.min_radius_arcsec > 0:
+    if p.how in ("all", "one-to-one") or p.min_radius_arcsec > 0:
         li, ri, sep = algo.all_pairs(lxyz, rxyz, p.radius_arcsec)
     else:
         li, ri, sep = algo.nearest(lxyz, rxyz, k + (1 if p.exclude_self else 0), p.radius_arcsec)
@@ -97,7 +99,7 @@ def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchPa
     rhp = right.index.to_numpy()
     order = np.lexsort((ri, rhp[ri], sep, li))
     li, ri, sep = li[order], ri[order], sep[order]
-    if p.how != "all":
+    if p.how in ("nearest", "knn"):
         rank = _rank_within(li)
         keep = rank < k
         li, ri, sep = li[keep], ri[keep], sep[keep]
@@ -200,6 +202,18 @@ class CrossmatchResult:
         return frame
 
     def to_dask(self):
+        """The result as a Dask dataframe, one partition per left partition.
+
+        For ``one-to-one`` the greedy choice needs every candidate pair, so the pairs are
+        computed first and the result comes back as an in-memory Dask dataframe.
+        """
+        import dask.dataframe as dd
+
+        if self.params.how == "one-to-one":
+            return dd.from_pandas(self.compute(), npartitions=max(1, len(self.tasks)), sort=False)
+        return self._all_pairs_dask()
+
+    def _all_pairs_dask(self):
         import dask.dataframe as dd
 
         meta = self.meta()
@@ -210,6 +224,12 @@ class CrossmatchResult:
         return dd.from_map(match_task, self.tasks, p=self.params, lcoords=lcoords, rcoords=rcoords, empty=meta, meta=meta, label="crossmatch", enforce_metadata=False)
 
     def compute(self) -> pd.DataFrame:
+        if self.params.how == "one-to-one":
+            from survey_engine.crossmatch.one_to_one import select_one_to_one
+
+            pairs = self._all_pairs_dask().compute()
+            return select_one_to_one(pairs, self.ra_column, self.dec_column,
+                                     self.right.ra_column + self.params.suffixes[1], self.right.dec_column + self.params.suffixes[1])
         return self.to_dask().compute()
 
     def write(self, out: str | Path, name: str | None = None, client=None, progress: bool = False) -> Path:

@@ -23,6 +23,24 @@ def _match_and_write(task, params, lcoords, rcoords, meta, out_dir: str):
     return table.schema
 
 
+def _write_frame_by_partition(frame, tasks, catalog_dir: Path) -> list:
+    """Write an in-memory result into the left catalog's partitions (one-to-one matching)."""
+    from survey_engine.catalog.healpix import pixel_range29
+
+    index = frame.index.to_numpy()
+    schemas = []
+    for t in tasks:
+        start, stop = pixel_range29(t.left_order, t.left_pix)
+        part = frame[(index >= start) & (index < stop)]
+        if len(part) == 0:
+            schemas.append(None)
+            continue
+        table = pa.Table.from_pandas(part.reset_index(), preserve_index=False)
+        build.write_partition_file(build.sort_by_healpix(table), catalog_dir, t.left_order, t.left_pix)
+        schemas.append(table.schema)
+    return schemas
+
+
 def write_result(result, out: Path, name: str | None = None, client=None, progress: bool = False) -> Path:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: already exists and is not empty; choose another output or remove it")
@@ -35,7 +53,11 @@ def write_result(result, out: Path, name: str | None = None, client=None, progre
     lcoords = (result.left.ra_column, result.left.dec_column)
     rcoords = (result.right.ra_column, result.right.dec_column)
     with dask_client(client) as client:
-        schemas = run_tasks(client, _match_and_write, [(t, result.params, lcoords, rcoords, meta, str(catalog_dir)) for t in result.tasks], "crossmatch", progress)
+        if result.params.how == "one-to-one":
+            schemas = _write_frame_by_partition(result.compute(), result.tasks, catalog_dir)
+        else:
+            calls = [(t, result.params, lcoords, rcoords, meta, str(catalog_dir)) for t in result.tasks]
+            schemas = run_tasks(client, _match_and_write, calls, "crossmatch", progress)
     written = [(t.left_order, t.left_pix) for t, s in zip(result.tasks, schemas) if s is not None]
     schema = next((s for s in schemas if s is not None), None) or pa.Schema.from_pandas(meta.reset_index(), preserve_index=False)
     (catalog_dir / layout.DATASET_DIR).mkdir(parents=True, exist_ok=True)

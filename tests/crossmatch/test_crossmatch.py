@@ -164,3 +164,29 @@ def test_ngc2323_gaia_against_simbad(tmp_path, client):
     assert len(got) > 1500
     with_g = got.dropna(subset=["FLUX_G_1"])
     assert np.median(np.abs(with_g.FLUX_G_1 - with_g.phot_g_mean_mag_2)) < 0.01  # SIMBAD's G is Gaia's G
+
+
+def _greedy(truth: pd.DataFrame) -> set:
+    """Reference one-to-one: best separations first, each id used once."""
+    used_l, used_r, keep = set(), set(), set()
+    for l, r in zip(*truth.sort_values(["sep", "id_1", "id_2"])[["id_1", "id_2"]].to_numpy().T):
+        if l not in used_l and r not in used_r:
+            used_l.add(l)
+            used_r.add(r)
+            keep.add((l, r))
+    return keep
+
+
+def test_one_to_one_equals_greedy_brute_force(edge_pair, tmp_path, client):
+    a, b, left, right, _ = edge_pair
+    res = crossmatch(left, right, 10.0, how="one-to-one")
+    got = res.compute()
+    assert got.id_1.is_unique and got.id_2.is_unique
+    truth = _greedy(_truth_all(a, b, 10.0))
+    assert set(zip(got.id_1, got.id_2)) == truth
+    # a right row claimed across a partition edge is not reused: fewer pairs than nearest
+    assert len(got) < len(crossmatch(left, right, 10.0).compute())
+    out = res.write(tmp_path / "o2o", client=client)
+    assert open_catalog(out).row_count() == len(got)
+    with pytest.raises(ValueError, match="one-to-one matching supports join='inner' only"):
+        crossmatch(left, right, 10.0, how="one-to-one", join="left")
