@@ -190,3 +190,43 @@ def test_one_to_one_equals_greedy_brute_force(edge_pair, tmp_path, client):
     assert open_catalog(out).row_count() == len(got)
     with pytest.raises(ValueError, match="one-to-one matching supports join='inner' only"):
         crossmatch(left, right, 10.0, how="one-to-one", join="left")
+
+
+def test_left_coarser_than_right_and_rows_outside_right_coverage(tmp_path, client):
+    """Right: dense clumps only (fine partitions, gaps between); left: sparse all-sky (coarse
+    partitions) plus points just outside the clumps, where no right partition covers them."""
+    rng = np.random.default_rng(21)
+    clumps = [(10.0, 20.0), (200.0, -45.0), (0.01, 0.0), (123.0, 89.5)]
+    right_parts, left_parts = [], []
+    for ra0, dec0 in clumps:
+        n = 6000
+        r = np.degrees(np.sqrt(rng.uniform(0, 1, n))) * 0.02  # 1.2 arcmin discs
+        t = rng.uniform(0, 2 * np.pi, n)
+        dec = np.clip(dec0 + r * np.sin(t), -90, 90)
+        ra = (ra0 + r * np.cos(t) / np.maximum(np.cos(np.radians(dec)), 1e-3)) % 360
+        right_parts.append(pd.DataFrame({"ra": ra, "dec": dec}))
+        # left: points near the clump (some inside, some just outside its rim)
+        k = 800
+        r2 = rng.uniform(0, 0.03, k)
+        t2 = rng.uniform(0, 2 * np.pi, k)
+        dec2 = np.clip(dec0 + r2 * np.sin(t2), -90, 90)
+        ra2 = (ra0 + r2 * np.cos(t2) / np.maximum(np.cos(np.radians(dec2)), 1e-3)) % 360
+        left_parts.append(pd.DataFrame({"ra": ra2, "dec": dec2}))
+    sky = edge_stress_sky(5000, seed=22)[["ra", "dec"]].iloc[:5000]
+    a = pd.concat([*left_parts, sky], ignore_index=True)
+    b = pd.concat(right_parts, ignore_index=True)
+    a.insert(0, "id", np.arange(len(a)))
+    b.insert(0, "id", np.arange(len(b)) + 10**7)
+    for name, df, max_rows in (("left", a, 20_000), ("right", b, 300)):
+        df.to_parquet(tmp_path / f"{name}.parquet")
+        run_import(ImportArguments([str(tmp_path / f"{name}.parquet")], str(tmp_path / name), id_column="id", max_rows=max_rows,
+                                   highest_order=12, margin_arcsec=30), client=client, progress=False)
+    left, right = open_catalog(tmp_path / "left"), open_catalog(tmp_path / "right")
+    assert left.partitions.Norder.max() < right.partitions.Norder.min()
+    from survey_engine.crossmatch.plan import plan_crossmatch
+
+    assert any(t.orphan_files for t in plan_crossmatch(left, right, 20.0))
+    got = crossmatch(left, right, 20.0, how="all").compute()
+    truth = _truth_all(a, b, 20.0)
+    assert len(truth) > 300
+    assert set(zip(got.id_1, got.id_2)) == set(zip(truth.id_1, truth.id_2))
