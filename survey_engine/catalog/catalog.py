@@ -8,7 +8,7 @@ then filter rows exactly.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,6 @@ class Catalog:
     margin: "Catalog | None" = None
     filtered: bool = False  # True once a row filter makes the metadata row count stale
     name: str = ""
-    _history: tuple[str, ...] = field(default=(), repr=False)
 
     # --- metadata -----------------------------------------------------------------------
     @property

@@ -23,6 +23,9 @@ def test_our_collection_is_valid_hats_and_opens_in_lsdb(gaia_allsky, gaia_allsky
 
     point_map = read_fits_image(gaia_allsky_collection / "gaia_g10" / "point_map.fits")
     assert len(point_map) == 12 * 4**10 and point_map.sum() == len(gaia_allsky)
+    from survey_engine.catalog.layout import read_point_map
+
+    assert np.array_equal(read_point_map(gaia_allsky_collection / "gaia_g10"), point_map)
     collection = hats.read_hats(gaia_allsky_collection)
     assert collection.main_catalog.catalog_info.total_rows == len(gaia_allsky)
     assert collection.main_catalog.catalog_info.ra_column == "ra"
