@@ -70,3 +70,23 @@ def run_tasks(client, func, calls: Sequence[tuple], desc: str, progress: bool = 
     finally:
         bar.close()
     return results
+
+
+def compute_frame(ddf):
+    """Compute a Dask dataframe to pandas, gathering its partitions straight to the driver.
+
+    With a distributed client this skips Dask's final concatenation on one worker (and the
+    transfer of one large frame from it): at millions of result rows that is a quarter of the
+    time. Without a client it is plain ``ddf.compute()``.
+    """
+    import pandas as pd
+
+    try:
+        from distributed import get_client
+
+        client = get_client()
+    except (ImportError, ValueError):
+        return ddf.compute()
+    parts = client.gather(client.compute(ddf.to_delayed()))
+    parts = [p for p in parts if len(p)] or parts[:1]
+    return pd.concat(parts) if parts else ddf._meta

@@ -198,7 +198,9 @@ class Catalog:
 
     def compute(self) -> pd.DataFrame:
         """Run the lazy plan and return pandas (on the current Dask client if there is one)."""
-        return self.to_dask().compute()
+        from survey_engine.runtime import compute_frame
+
+        return compute_frame(self.to_dask())
 
     def to_astropy(self, max_rows: int = 10_000_000):
         """The result as an astropy Table (for small results: refuses more than ``max_rows``)."""

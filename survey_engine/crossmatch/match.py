@@ -26,6 +26,7 @@ from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, radec_to_xyz
 from survey_engine.crossmatch.algorithms import get_algorithm
 from survey_engine.crossmatch.epochs import EpochSpec, max_shift_arcsec
 from survey_engine.crossmatch.plan import MatchTask, plan_crossmatch
+from survey_engine.runtime import compute_frame
 
 HOWS = ("nearest", "knn", "all", "one-to-one")
 JOINS = ("inner", "left")
@@ -227,10 +228,10 @@ class CrossmatchResult:
         if self.params.how == "one-to-one":
             from survey_engine.crossmatch.one_to_one import select_one_to_one
 
-            pairs = self._all_pairs_dask().compute()
+            pairs = compute_frame(self._all_pairs_dask())
             return select_one_to_one(pairs, self.ra_column, self.dec_column,
                                      self.right.ra_column + self.params.suffixes[1], self.right.dec_column + self.params.suffixes[1])
-        return self.to_dask().compute()
+        return compute_frame(self.to_dask())
 
     def write(self, out: str | Path, name: str | None = None, client=None, progress: bool = False) -> Path:
         """Write the result as a HATS collection partitioned like the left catalog."""
