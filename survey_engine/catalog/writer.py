@@ -1,18 +1,71 @@
-"""Writing a (derived) lazy catalog back to disk as a HATS collection, partition by partition."""
+"""Writing catalogs back to disk as HATS collections, partition by partition.
+
+``write_catalog`` writes a (derived) lazy catalog; the pieces below it (one frame into one
+partition file, a collection built beside its final place and renamed in, metadata from the
+partitions actually written) also serve other stages' outputs, such as cross-match results.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from survey_engine.catalog import build, layout
 from survey_engine.catalog.catalog import Catalog, read_partition
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
+from survey_engine.catalog.margins import margin_catalog_name
 from survey_engine.runtime import dask_client, run_tasks
+
+
+def write_frame_partition(frame: pd.DataFrame, catalog_dir: str | Path, order: int, pix: int) -> pa.Schema | None:
+    """Write a frame indexed by ``_healpix_29`` as one partition file (sorted); None if empty."""
+    if len(frame) == 0:
+        return None
+    table = pa.Table.from_pandas(frame.reset_index(), preserve_index=False)
+    if SPATIAL_INDEX_COLUMN not in table.column_names:
+        raise ValueError(f"a transform dropped the {SPATIAL_INDEX_COLUMN} index; keep it as the frame index")
+    table = table.select([SPATIAL_INDEX_COLUMN] + [c for c in table.column_names if c != SPATIAL_INDEX_COLUMN])
+    build.write_partition_file(build.sort_by_healpix(table), catalog_dir, order, pix)
+    return table.schema
+
+
+@contextmanager
+def staged_collection(out: Path) -> Iterator[Path]:
+    """Yield a staging folder beside ``out``; rename it to ``out`` only when the block completes."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: already exists and is not empty; choose another output or remove it")
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    yield staging
+    if out.exists():
+        out.rmdir()
+    staging.rename(out)
+
+
+def finish_written(catalog_dir: Path, written: list[tuple[int, int]], schemas: list, fallback: pa.Schema, *, name: str, product: str,
+                   ra_column: str, dec_column: str, extra: dict | None = None) -> dict:
+    """Catalog metadata for the partitions that got a file (``written``, with their schemas)."""
+    schema = next((s for s in schemas if s is not None), None) or fallback
+    (catalog_dir / layout.DATASET_DIR).mkdir(parents=True, exist_ok=True)
+    return build.finish_catalog(
+        catalog_dir, name=name, product=product,
+        orders=np.array([o for o, _ in written], dtype=np.int64), pixels=np.array([p for _, p in written], dtype=np.int64),
+        schema=schema.remove_metadata(), ra_column=ra_column, dec_column=dec_column, extra_properties=extra,
+    )
+
+
+def finish_collection(staging: Path, name: str, margins: list[str], state: dict) -> None:
+    layout.write_collection_properties(staging, name, name, margins)
+    layout.atomic_write_text(staging / "survey_engine.json", json.dumps(state))
 
 
 def _write_one(src: str, read_columns, keep_columns, transforms, out_dir: str, order: int, pix: int, ra: str, dec: str):
@@ -22,12 +75,7 @@ def _write_one(src: str, read_columns, keep_columns, transforms, out_dir: str, o
     for col in (ra, dec):
         if col not in frame.columns:
             raise ValueError(f"cannot write a catalog without its coordinate column {col!r} (columns: {list(frame.columns)})")
-    table = pa.Table.from_pandas(frame.reset_index(), preserve_index=False)
-    if SPATIAL_INDEX_COLUMN not in table.column_names:
-        raise ValueError(f"a transform dropped the {SPATIAL_INDEX_COLUMN} index; keep it as the frame index")
-    table = build.sort_by_healpix(table.select([SPATIAL_INDEX_COLUMN] + [c for c in table.column_names if c != SPATIAL_INDEX_COLUMN]))
-    build.write_partition_file(table, out_dir, order, pix)
-    return table.schema
+    return write_frame_partition(frame, out_dir, order, pix)
 
 
 def _write_single(catalog: Catalog, out_dir: Path, name: str, product: str, client, progress: bool, extra: dict) -> int:
@@ -39,42 +87,24 @@ def _write_single(catalog: Catalog, out_dir: Path, name: str, product: str, clie
     written = [(c[5], c[6]) for c, s in zip(calls, schemas) if s is not None]
     if not written and product == "object":
         raise ValueError(f"nothing to write to {out_dir}: the catalog selection is empty")
-    schema = next((s for s in schemas if s is not None), None)
-    if schema is None:
-        schema = catalog.schema
-    schema = schema.remove_metadata()
-    orders = np.array([o for o, _ in written], dtype=np.int64)
-    pixels = np.array([p for _, p in written], dtype=np.int64)
-    (out_dir / layout.DATASET_DIR).mkdir(parents=True, exist_ok=True)
-    props = build.finish_catalog(
-        out_dir, name=name, product=product, orders=orders, pixels=pixels, schema=schema,
-        ra_column=catalog.ra_column, dec_column=catalog.dec_column, extra_properties=extra,
-    )
+    props = finish_written(out_dir, written, schemas, catalog.schema, name=name, product=product,
+                           ra_column=catalog.ra_column, dec_column=catalog.dec_column, extra=extra)
     return int(props["hats_nrows"])
 
 
 def write_catalog(catalog: Catalog, out: Path, name: str | None = None, client=None, progress: bool = False) -> Path:
     """Write ``catalog`` (and its margin) as a collection at ``out``; atomic: built beside, then renamed."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out}: already exists and is not empty; choose another output or remove it")
     name = name or out.name
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    with dask_client(client) as client:
+    with staged_collection(out) as staging, dask_client(client) as client:
         rows = _write_single(catalog, staging / name, name, "object", client, progress, {})
         margins = []
         if catalog.margin is not None:
-            mname = f"{name}_{catalog.margin_radius_arcsec:g}arcsec".replace(".", "p")
+            mname = margin_catalog_name(name, catalog.margin_radius_arcsec)
             _write_single(
                 catalog.margin, staging / mname, mname, "margin", client, progress,
                 {"hats_primary_table_url": name, "hats_margin_threshold": catalog.margin_radius_arcsec},
             )
             margins.append(mname)
-    layout.write_collection_properties(staging, name, name, margins)
-    layout.atomic_write_text(staging / "survey_engine.json", json.dumps({"rows": rows, "derived_from": str(catalog.path)}))
-    if out.exists():
-        out.rmdir()
-    staging.rename(out)
+        finish_collection(staging, name, margins, {"rows": rows, "derived_from": str(catalog.path)})
     return out
