@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from survey_engine.catalog import layout
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, radec_to_healpix
 from survey_engine.catalog.layout import partition_path
 from survey_engine.catalog.margins import MarginPlan
@@ -72,14 +73,7 @@ def output_schema(input_schema: pa.Schema) -> pa.Schema:
     """Catalog schema: ``_healpix_29`` first, then the input columns (hive columns dropped)."""
     fields = [pa.field(SPATIAL_INDEX_COLUMN, pa.int64())]
     fields += [f for f in input_schema if f.name not in RESERVED_COLUMNS]
-    return pa.schema(fields, metadata=_strip_pandas(input_schema.metadata))
-
-
-def _strip_pandas(meta):
-    if not meta:
-        return None
-    meta = {k: v for k, v in meta.items() if k != b"pandas"}
-    return meta or None
+    return layout.without_pandas_metadata(pa.schema(fields, metadata=input_schema.metadata))
 
 
 def prepare_batch(batch: pa.Table, spec: SplitSpec, clean: Callable[[pa.Table], pa.Table] | None = None) -> tuple[pa.Table, np.ndarray]:
@@ -284,8 +278,6 @@ def finish_catalog(
 
     ``histogram`` is (order, pixels, counts): the sparse row counts for the point map.
     """
-    from survey_engine.catalog import layout
-
     catalog_dir = Path(catalog_dir)
     (catalog_dir / layout.DATASET_DIR).mkdir(parents=True, exist_ok=True)
     nrows = layout.write_dataset_metadata(catalog_dir, orders, pixels, schema)

@@ -171,9 +171,6 @@ class Catalog:
             frame = func(frame)
         return frame
 
-    def _load(self, file: Path) -> pd.DataFrame:
-        return read_partition(file, self._read_columns(), self.columns, self.transforms)
-
     def to_dask(self):
         """The Dask dataframe underneath: one partition per HEALPix partition, indexed by ``_healpix_29``."""
         import dask.dataframe as dd

@@ -5,8 +5,6 @@ Everything here works on numpy arrays and is vectorised; indices are int64 neste
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import astropy.units as u
 import cdshealpix.nested as cdsn
 import numpy as np
@@ -115,7 +113,6 @@ def angular_separation_deg(ra1, dec1, ra2, dec2) -> np.ndarray:
 _MAX_BOUNDARY_SPACING_RAD = 5e-5
 
 
-@lru_cache(maxsize=256)
 def pixel_boundary_xyz(order: int, pix: int) -> np.ndarray:
     """Closed polyline (M, 3) of unit vectors tracing the pixel's border, densely sampled."""
     edge_len = 1.6 * mean_pixel_size_rad(order)

@@ -101,25 +101,12 @@ def pixel_from_path(path: str) -> tuple[int, int]:
     return int(parts["Norder"]), int(npix)
 
 
-def write_point_map(catalog_dir: Path, histogram: np.ndarray | None = None, *, order: int | None = None,
-                    pixels: np.ndarray | None = None, counts: np.ndarray | None = None) -> None:
-    """Row counts per pixel at the histogram order, as hats writes them.
-
-    Give a dense ``histogram`` or sparse ``pixels``/``counts`` at ``order``. Sparse maps are
-    written in the HEALPix explicit (PIXEL, VALUE) FITS form that hats and cdshealpix read.
-    """
-    if histogram is not None:
-        from cdshealpix.skymap.skymap import SkymapImplicit
-
-        skymap = SkymapImplicit(np.asarray(histogram, dtype=np.int64), null_value=0)
-        if np.count_nonzero(histogram == 0) / len(histogram) > 0.5:
-            skymap = skymap.to_explicit()
-        writer = lambda path: skymap.to_fits(str(path))  # noqa: E731
-    else:
-        writer = lambda path: _write_explicit_skymap(path, order, pixels, counts)  # noqa: E731
+def write_point_map(catalog_dir: Path, *, order: int, pixels: np.ndarray, counts: np.ndarray) -> None:
+    """Row counts per pixel at the histogram order, as hats reads them: the HEALPix explicit
+    (PIXEL, VALUE) FITS form, holding only the occupied pixels."""
     for name in (POINT_MAP_FILE, "skymap.fits"):
         tmp = catalog_dir / f".{name}.tmp"
-        writer(tmp)
+        _write_explicit_skymap(tmp, order, pixels, counts)
         os.replace(tmp, catalog_dir / name)
 
 
@@ -147,6 +134,12 @@ def read_point_map(catalog_dir: str | Path) -> np.ndarray | None:
     return skymap.skymap.values
 
 
+def without_pandas_metadata(schema: pa.Schema) -> pa.Schema:
+    """Drop the pandas index/dtype blob (stale once rows are re-partitioned); keep other metadata."""
+    meta = {k: v for k, v in (schema.metadata or {}).items() if k != b"pandas"}
+    return schema.with_metadata(meta) if meta else schema.remove_metadata()
+
+
 def write_dataset_metadata(catalog_dir: Path, orders, pixels, schema: pa.Schema) -> int:
     """Write ``_metadata`` (all row-group footers, paths relative to dataset/) and ``_common_metadata``.
 
@@ -161,7 +154,7 @@ def write_dataset_metadata(catalog_dir: Path, orders, pixels, schema: pa.Schema)
         md.set_file_path(rel)
         total += md.num_rows
         collected.append(md)
-    schema = schema.remove_metadata() if schema.metadata and b"pandas" in schema.metadata else schema
+    schema = without_pandas_metadata(schema)
     tmp_meta = dataset_dir / "._metadata.tmp"
     tmp_common = dataset_dir / "._common_metadata.tmp"
     pq.write_metadata(schema, tmp_common)

@@ -29,9 +29,6 @@ class PartitionPlan:
         """Index of the partition holding each order-29 index (rows must be in planned pixels)."""
         return np.searchsorted(self.starts29, hp29, side="right") - 1
 
-    def to_json(self) -> dict:
-        return {"orders": self.orders.tolist(), "pixels": self.pixels.tolist(), "counts": self.counts.tolist()}
-
     @classmethod
     def from_arrays(cls, orders, pixels, counts) -> "PartitionPlan":
         orders = np.asarray(orders, dtype=np.int64)
@@ -40,10 +37,6 @@ class PartitionPlan:
         starts = pixels << (2 * (SPATIAL_INDEX_ORDER - orders))
         order = np.argsort(starts, kind="stable")
         return cls(orders[order], pixels[order], counts[order], starts[order])
-
-    @classmethod
-    def from_json(cls, data: dict) -> "PartitionPlan":
-        return cls.from_arrays(data["orders"], data["pixels"], data["counts"])
 
 
 def plan_partitions(histogram: np.ndarray, histogram_order: int, max_rows: int, min_order: int = 0) -> PartitionPlan:

@@ -306,20 +306,17 @@ def crossmatch(
 
 
 def _with_margin(right: Catalog, radius_arcsec: float, client) -> Catalog:
+    """``right`` with a margin of ``radius_arcsec``, built beside its main catalog if missing."""
+    from dataclasses import replace
+
+    from survey_engine.catalog import layout
     from survey_engine.catalog.catalog import open_catalog
     from survey_engine.catalog.margin_build import build_margin
     from survey_engine.catalog.margins import margin_catalog_name
 
-    collection = right.path.parent if (right.path.parent / "collection.properties").exists() else right.path
-    name = margin_catalog_name(right.name, radius_arcsec)
-    if not (collection / name).exists():
-        build_margin(collection, radius_arcsec, client=client, progress=False)
-    return open_catalog(collection, margin=name) if (collection / "collection.properties").exists() else _attach(right, collection.parent / name)
-
-
-def _attach(right: Catalog, margin_path: Path) -> Catalog:
-    from dataclasses import replace
-
-    from survey_engine.catalog.catalog import open_catalog
-
+    # in a collection and beside a lone catalog alike, the margin lands next to the main catalog
+    margin_path = right.path.parent / margin_catalog_name(right.name, radius_arcsec)
+    if not margin_path.exists():
+        in_collection = (right.path.parent / layout.COLLECTION_FILE).exists()
+        build_margin(right.path.parent if in_collection else right.path, radius_arcsec, client=client, progress=False)
     return replace(right, margin=open_catalog(margin_path, margin=None))

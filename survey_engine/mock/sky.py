@@ -143,14 +143,6 @@ def _qso_mags(r: np.ndarray, z: np.ndarray, rng) -> np.ndarray:
     return mags - mags[:, 2:3] + r[:, None]
 
 
-def _luminosity_distance_mpc(z: np.ndarray) -> np.ndarray:
-    """Flat LCDM (H0 = 70, Om = 0.3), by a fixed-grid integral (vectorised, deterministic)."""
-    grid = np.linspace(0, 7, 2801)
-    ez = np.sqrt(0.3 * (1 + grid) ** 3 + 0.7)
-    comoving = np.concatenate([[0], np.cumsum(0.5 * (1 / ez[1:] + 1 / ez[:-1]) * np.diff(grid))]) * 299792.458 / 70.0
-    return (1 + z) * np.interp(z, grid, comoving)
-
-
 def _counts_magnitudes(n: int, m_min: float, m_max: float, slope: float, rng) -> np.ndarray:
     """Magnitudes drawn from dN/dm ~ 10^(slope m) between m_min and m_max (inverse CDF)."""
     a, b = 10 ** (slope * m_min), 10 ** (slope * m_max)

@@ -49,18 +49,6 @@ class ResumePlan:
     def margin_shard(self, chunk: int) -> str:
         return str(self.root / "shards" / f"margin_{chunk:06d}.arrow")
 
-    def done_marker(self, name: str) -> Path:
-        return self.root / f"{name}.done"
-
-    def is_done(self, name: str) -> bool:
-        return self.done_marker(name).exists()
-
-    def mark_done(self, name: str) -> None:
-        self.done_marker(name).write_text("")
-
-    def clean_shards(self) -> None:
-        shutil.rmtree(self.root / "shards", ignore_errors=True)
-
     def publish(self, out: Path) -> None:
         """Move the finished collection into place and drop the staging folder."""
         out = Path(out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,6 @@ class ImportResult:
     resumed: bool = False
     catalog_dir: Path | None = None
     margin_dir: Path | None = None
-    extra: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         if self.up_to_date:
@@ -162,16 +161,17 @@ def _unify(schemas) -> pa.Schema:
 
 
 def _split(client, args, chunks, spec, resume, progress):
-    def done(i):
-        main_ok = build.ShardIndex.load(resume.main_shard(i)) is not None
-        margin_ok = spec.margin is None or build.ShardIndex.load(resume.margin_shard(i)) is not None
-        return main_ok and margin_ok
+    def load(i):
+        main = build.ShardIndex.load(resume.main_shard(i))
+        margin = build.ShardIndex.load(resume.margin_shard(i)) if spec.margin else None
+        return main, margin
 
-    todo = [i for i in range(len(chunks)) if not done(i)]
+    loaded = [load(i) for i in range(len(chunks))]
+    todo = [i for i, (main, margin) in enumerate(loaded) if main is None or (spec.margin is not None and margin is None)]
     if todo:
         [spec_future] = client.scatter([spec], broadcast=True)
         calls = [(chunks[i], spec_future, args.drop_invalid, resume.main_shard(i), resume.margin_shard(i)) for i in todo]
         run_tasks(client, map_reduce.split_chunk, calls, "split", progress)
-    main_idx = [build.ShardIndex.load(resume.main_shard(i)) for i in range(len(chunks))]
-    margin_idx = [build.ShardIndex.load(resume.margin_shard(i)) for i in range(len(chunks))] if spec.margin else []
-    return main_idx, margin_idx
+        for i in todo:
+            loaded[i] = load(i)
+    return [m for m, _ in loaded], ([g for _, g in loaded] if spec.margin else [])
