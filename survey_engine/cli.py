@@ -38,6 +38,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=None, help="local Dask workers (default: one per core)")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("ingest", help="ingest a table from a TAP service (paged ADQL) into a HATS collection")
+    p.add_argument("--tap", required=True, metavar="URL", help="TAP service URL, or a named service: gaia, vizier, simbad, irsa, noirlab")
+    p.add_argument("--table", required=True, help="table name, e.g. gaiadr3.gaia_source")
+    p.add_argument("--columns", default=None, help="comma-separated columns (default: all; ra/dec/id are always added)")
+    p.add_argument("--where", default=None, help="ADQL condition, ANDed with the paging predicate")
+    p.add_argument("--ra", default="ra", help="RA column (default ra)")
+    p.add_argument("--dec", default="dec", help="Dec column (default dec)")
+    p.add_argument("--id", default=None, help="unique id column (checked for duplicates; needed by id and keyset paging)")
+    p.add_argument("--order", type=int, default=3, help="HEALPix order the plan starts from (default 3)")
+    p.add_argument("--max-order", type=int, default=20, help="deepest order a dense page may split to (default 20)")
+    p.add_argument("--page-rows", type=_positive_int, default=100_000, help="most rows per query (MAXREC; default 100,000)")
+    p.add_argument("--workers", type=_positive_int, default=4, help="pages in flight at once (default 4)")
+    p.add_argument("--paging", choices=["auto", "healpix", "contains", "id", "keyset"], default="auto",
+                   help="how to cut the request (default auto: healpix if the service has ivo_healpix_index)")
+    p.add_argument("--async", dest="async_mode", action="store_true", help="use asynchronous (UWS) jobs instead of sync queries")
+    p.add_argument("--retries", type=int, default=6, help="retries per page on timeouts and 5xx answers (default 6)")
+    p.add_argument("--min-interval", type=float, default=0.0, help="politeness: seconds between query starts (default 0)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per request (default 300)")
+    p.add_argument("--token-env", default="SURVEY_ENGINE_TAP_TOKEN",
+                   help="environment variable holding a bearer token, if the service needs one (never logged)")
+    p.add_argument("--max-rows", type=int, default=1_000_000, help="most rows per catalog partition (default 1,000,000)")
+    p.add_argument("--margin", type=float, default=5.0, help="margin radius in arcsec (default 5; 0 for none)")
+    p.add_argument("--name", default=None, help="catalog name (default: the output folder's name)")
+    p.add_argument("--out", required=True, help="output collection folder")
+    p.add_argument("--dask-workers", type=_positive_int, default=None, help="local Dask workers for building the catalog")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("margin", help="add a margin catalog to an existing catalog or collection")
     p.add_argument("catalog")
     p.add_argument("--radius", type=float, required=True, help="margin radius in arcsec")
@@ -86,10 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from survey_engine.ingest.readers import InputError
+    from survey_engine.ingest.tap.client import TapError
 
     try:
         return _dispatch(args)
-    except (InputError, FileExistsError, FileNotFoundError, KeyError, ValueError) as exc:
+    except (InputError, TapError, FileExistsError, FileNotFoundError, KeyError, ValueError) as exc:
         print(f"survey-engine {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -111,6 +139,24 @@ def _dispatch(args) -> int:
         )
         with dask_client(n_workers=args.workers) as client:
             result = run_import(import_args, client=client, progress=progress)
+        print(result.summary())
+    elif args.command == "ingest":
+        import os
+
+        from survey_engine.ingest.tap.arguments import TapIngestArguments
+        from survey_engine.ingest.tap.run import run_ingest
+        from survey_engine.runtime import dask_client
+
+        ingest_args = TapIngestArguments(
+            tap_url=args.tap, table=args.table, out=args.out,
+            columns=args.columns.split(",") if args.columns is not None else None, where=args.where,
+            ra_column=args.ra, dec_column=args.dec, id_column=args.id, order=args.order, max_order=args.max_order,
+            page_rows=args.page_rows, workers=args.workers, paging=args.paging, mode="async" if args.async_mode else "sync",
+            retries=args.retries, min_interval=args.min_interval, timeout=args.timeout,
+            token=os.environ.get(args.token_env) or None, max_rows=args.max_rows, margin_arcsec=args.margin, name=args.name,
+        )
+        with dask_client(n_workers=args.dask_workers) as client:
+            result = run_ingest(ingest_args, client=client, progress=progress)
         print(result.summary())
     elif args.command == "margin":
         from survey_engine.catalog.margin_build import build_margin

@@ -60,3 +60,25 @@ def random_sky(n: int, seed: int = 0) -> pd.DataFrame:
             "mag": rng.normal(17, 1, n).astype(np.float32),
         }
     )
+
+
+TAP_URL = "http://127.0.0.1:8080/tap"
+TAP_TABLE = "segaia.main"
+
+
+@pytest.fixture(scope="session")
+def dachs() -> str:
+    """The real GAVO DaCHS server on loopback, serving the all-sky Gaia table as ``segaia.main``.
+
+    Started (and installed on first use) by the project's own script; a failure to bring it up
+    fails the tests that need it."""
+    import os
+    import subprocess
+    import sys
+
+    shared_path("clusters_xmatch/gaia_dr3_allsky_G10.parquet")
+    script = REPO / "tests" / "services" / "dachs" / "setup.sh"
+    proc = subprocess.run(["bash", str(script), "start"], env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"could not start the DaCHS test service ({script}):\n{proc.stdout}\n{proc.stderr}")
+    return TAP_URL

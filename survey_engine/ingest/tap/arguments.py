@@ -7,6 +7,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from survey_engine.ingest.file_import.arguments import DEFAULT_HIGHEST_ORDER, DEFAULT_MARGIN_ARCSEC, DEFAULT_MAX_ROWS
 from survey_engine.ingest.readers import InputError
@@ -53,6 +54,7 @@ class TapIngestArguments:
     margin_arcsec: float | None = DEFAULT_MARGIN_ARCSEC
     name: str | None = None
     where_sql: str | None = field(default=None, init=False, repr=False)
+    basic_auth: tuple[str, str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         preset = PRESETS.get(self.tap_url.lower()) if self.tap_url else None
@@ -63,7 +65,12 @@ class TapIngestArguments:
             if self.id_column is None and preset.get("id"):
                 self.id_column = preset["id"]
         if not self.tap_url or not re.match(r"^https?://[^\s/]+", self.tap_url):
-            raise InputError(f"--tap {self.tap_url!r}: not an http(s) URL or a known service ({', '.join(PRESETS)})")
+            raise InputError(f"--tap {redact(self.tap_url or '')!r}: not an http(s) URL or a known service ({', '.join(PRESETS)})")
+        # user:password@ in the URL becomes HTTP basic auth, kept out of the URL (and so out of logs)
+        parts = urlsplit(self.tap_url)
+        if parts.username is not None or parts.password is not None:
+            self.basic_auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+            self.tap_url = redact(self.tap_url)
         try:
             self.table = adql.table_name(self.table)
             if self.columns is not None:
@@ -117,7 +124,7 @@ class TapIngestArguments:
         """Hash of the request and of everything that shapes the pages and the catalog."""
         from survey_engine import __version__
 
-        skip = {"token", "workers", "mode", "retries", "backoff", "min_interval", "timeout", "out", "where_sql"}
+        skip = {"token", "basic_auth", "workers", "mode", "retries", "backoff", "min_interval", "timeout", "out", "where_sql"}
         params = {k: v for k, v in asdict(self).items() if k not in skip}
         params["tap_url"] = redact(self.tap_url)
         blob = json.dumps({"params": params, "version": __version__}, sort_keys=True)

@@ -57,9 +57,12 @@ class TapService:
     """A TAP endpoint with a politeness limit (``min_interval`` seconds between request starts)
     and retries (``retries`` more attempts, exponential backoff from ``backoff`` seconds)."""
 
-    def __init__(self, url: str, *, token: str | None = None, mode: str = "sync", timeout: float = 300.0,
+    def __init__(self, url: str, *, token: str | None = None, basic_auth: tuple[str, str] | None = None, mode: str = "sync", timeout: float = 300.0,
                  retries: int = 6, backoff: float = 0.5, min_interval: float = 0.0, fmt: str = "votable/b2"):
-        import pyvo
+        try:
+            import pyvo
+        except ImportError:
+            raise ImportError("TAP ingest needs pyvo: pip install 'survey_engine[tap]'") from None
 
         if mode not in ("sync", "async"):
             raise ValueError(f"query mode must be 'sync' or 'async', got {mode!r}")
@@ -71,6 +74,8 @@ class TapService:
         self.session.headers["User-Agent"] = "survey_engine TAP ingest"
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
+        elif basic_auth:
+            self.session.auth = basic_auth
         self.pyvo = pyvo.dal.TAPService(self.url, session=self.session)
         self._lock = threading.Lock()
         self._next_start = 0.0

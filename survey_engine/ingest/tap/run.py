@@ -72,7 +72,7 @@ class Ingest:
 
     def __init__(self, args: TapIngestArguments, progress: bool):
         self.args = args
-        self.service = TapService(args.tap_url, token=args.token, mode=args.mode, timeout=args.timeout,
+        self.service = TapService(args.tap_url, token=args.token, basic_auth=args.basic_auth, mode=args.mode, timeout=args.timeout,
                                   retries=args.retries, backoff=args.backoff, min_interval=args.min_interval)
         self.manifest = Manifest(args.pages_dir, args.fingerprint(), args.describe_source())
         self.progress = progress
