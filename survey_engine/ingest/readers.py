@@ -174,9 +174,9 @@ def _parquet_batches(chunk, columns, batch_rows):
 
 
 def _csv_batches(chunk, columns, batch_rows):
-    read_opts = pacsv.ReadOptions(block_size=1 << 24)
+    header, skip = _csv_header(chunk.path)
+    read_opts = pacsv.ReadOptions(block_size=1 << 24, column_names=header, skip_rows=skip)
     convert = pacsv.ConvertOptions(include_columns=columns) if columns else None
-    header = _csv_header(chunk.path)
     _check_columns(chunk.path, header, columns)
     reader = pacsv.open_csv(chunk.path, read_options=read_opts, convert_options=convert)
     rows = 0
@@ -193,17 +193,40 @@ def _csv_batches(chunk, columns, batch_rows):
             rows += piece.num_rows
 
 
-def _csv_header(path: str) -> list[str]:
+def _csv_header(path: str) -> tuple[list[str], int]:
+    """Column names and the number of lines before the data.
+
+    Besides a plain header line, accepts the commented headers of ANNZ-style catalogs:
+    ``#name,name,...`` or ``#F:name;F:name;D:name`` (type-prefixed), followed by any number of
+    ``#`` lines (e.g. a line of type codes)."""
+    import csv
     import gzip
 
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt") as fh:
         line = fh.readline()
-    if not line.strip():
+        skip = 1
+        if line.startswith("#"):
+            while True:
+                pos = fh.tell()
+                nxt = fh.readline()
+                if not nxt.startswith("#"):
+                    fh.seek(pos)
+                    break
+                skip += 1
+    if not line.strip().lstrip("#").strip():
         raise InputError(f"{path}: empty CSV file (no header line)")
-    import csv
-
-    return next(csv.reader([line]))
+    if line.startswith("#"):
+        body = line.strip().lstrip("#").strip()
+        if ";" in body and ":" in body:
+            names = [item.split(":", 1)[-1].strip() for item in body.split(";")]
+        else:
+            names = [n.strip() for n in next(csv.reader([body]))]
+    else:
+        names = [n.strip() for n in next(csv.reader([line]))]
+    if len(set(names)) != len(names) or not all(names):
+        raise InputError(f"{path}: the header line has empty or repeated column names: {names}")
+    return names, skip
 
 
 def _fits_batches(chunk, columns, batch_rows):

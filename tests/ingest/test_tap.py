@@ -383,3 +383,15 @@ def test_cli_ingest(dachs, tmp_path):
     assert open_catalog(out).row_count() == n
     bad = subprocess.run(cmd[:-2] + ["--where", "1=1) OR (1=1", "--out", str(tmp_path / "bad")], capture_output=True, text=True)
     assert bad.returncode == 2 and "WHERE clause" in bad.stderr
+
+
+def test_server_side_failures_are_told_from_refusals():
+    from survey_engine.ingest.tap.client import server_side_failure
+
+    # what DaCHS answered once under concurrent sync queries (a race in its job directories)
+    assert server_side_failure("Field query: [Errno 13] Permission denied: '/var/gavo/state/uwsjobs/8rajgr6s/tmp24gvf7ta'")
+    assert server_side_failure("Query timed out after 60 seconds")
+    for refusal in ("Field query: Could not locate table 'segaia.nope'",
+                    "Field query: No such field known: column 'nope' could not be located in table metadata",
+                    "Field query: Could not parse your query: Expected \"SELECT\", found 'S'  (at char 0), (line:1, col:1)"):
+        assert not server_side_failure(refusal)

@@ -101,8 +101,13 @@ class TapService:
             try:
                 table, overflow = self._sync(adql, maxrec) if self.mode == "sync" else self._async(adql, maxrec)
                 return Answer(table, overflow, time.monotonic() - start, attempt)
-            except pyvo.dal.DALQueryError as exc:  # the service understood and refused: no retry
-                raise TapError(f"{self.label}: page {page}: the service rejected the query: {exc}\n  query: {adql}") from None
+            except pyvo.dal.DALQueryError as exc:
+                if not server_side_failure(str(exc)) or attempt >= self.retries:  # a refusal of the query: no retry
+                    raise TapError(f"{self.label}: page {page}: the service rejected the query: {exc}\n  query: {adql}") from None
+                attempt += 1  # the service failed while running a good query (e.g. a file-system race): retry
+                with self._lock:
+                    self.retry_count += 1
+                time.sleep(self.backoff * 2 ** (attempt - 1) * (0.75 + 0.5 * random.random()))
             except _Permanent as exc:
                 raise TapError(f"{self.label}: page {page}: {exc}\n  query: {adql}") from None
             except (requests.ConnectionError, requests.Timeout, Truncated, _Transient, pyvo.dal.DALServiceError, pyvo.dal.DALFormatError) as exc:
@@ -169,6 +174,18 @@ class _Transient(Exception):
 
 class _Permanent(Exception):
     pass
+
+
+_SERVER_SIDE = re.compile(r"\[Errno \d+\]|internal (server )?error|traceback|timed? ?out|temporar|unavailable|too many|overload|try again", re.I)
+
+
+def server_side_failure(message: str) -> bool:
+    """Whether an ERROR answer reports the service failing (retry) rather than refusing the query.
+
+    DaCHS, for one, reports a file-system race in its own job directories as a query ERROR
+    ("[Errno 13] Permission denied: '/var/gavo/state/uwsjobs/...'"), seen here under several
+    concurrent sync queries; bad ADQL or unknown names never look like this."""
+    return bool(_SERVER_SIDE.search(message))
 
 
 def _overflowed(results) -> bool:
