@@ -104,6 +104,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=None)
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("train", help="train a model: photoz | classify | anomaly | pca")
+    p.add_argument("task", choices=["photoz", "classify", "anomaly", "pca"])
+    p.add_argument("--catalog", required=True, help="training data: a HATS catalog/collection, or files (CSV, Parquet, FITS, VOTable)")
+    p.add_argument("--features", required=True, help="comma-separated features: columns, colours like u-g, dered(r), snr(err), absmag(g), ...")
+    p.add_argument("--target", default=None, help="photoz: the spectroscopic redshift column")
+    p.add_argument("--label", default=None, help="classify: the class label column")
+    p.add_argument("--model-out", required=True, help="folder for the model, its report.html and metrics.json")
+    p.add_argument("--gpu", action="store_true", help="train XGBoost on the GPU (device=cuda); falls back to the CPU with a message")
+    p.add_argument("--where", default=None, help="pandas query selecting training rows, e.g. \"spec_class == 'GALAXY'\"")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share (spatial folds when positions exist; default 0.2)")
+    p.add_argument("--cv", type=int, default=0, help="also run K-fold cross-validation and report mean and spread")
+    p.add_argument("--search", action="store_true", help="small hyperparameter search on an inner validation fold")
+    p.add_argument("--baselines", action="store_true", help="compare with single-process XGBoost and a random forest on the same split")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--class-weight", choices=["none", "sqrt", "balanced"], default="none",
+                   help="classify: weight rare classes up (balanced = equal total weight per class; default none)")
+    p.add_argument("--ebv", default=None, help="E(B-V) column: colours and dered() are corrected for extinction")
+    p.add_argument("--missing", choices=["nan", "impute", "drop"], default="nan", help="missing/sentinel values: pass NaN to XGBoost (default), impute medians, or drop rows")
+    p.add_argument("--ra", default=None, help="RA column for spatial folds (default: the catalog's, or ra)")
+    p.add_argument("--dec", default=None)
+    p.add_argument("--components", type=_positive_int, default=3, help="pca: number of components")
+    p.add_argument("--workers", type=_positive_int, default=None)
+
+    p = sub.add_parser("predict", help="apply a model to a whole catalog, writing a new one with the prediction columns")
+    p.add_argument("--model", required=True)
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--workers", type=_positive_int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("evaluate", help="metrics of a model on a labelled catalog")
+    p.add_argument("--model", required=True)
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--truth", default=None, help="truth column (default: the model's target or label)")
+    p.add_argument("--out", default=None, help="also write the metrics as JSON here")
+    p.add_argument("--workers", type=_positive_int, default=None)
+
+    p = sub.add_parser("cluster", help="find clusters: kmeans (global) or dbscan / hdbscan (per tile + margin, merged)")
+    p.add_argument("--catalog", required=True, help="a HATS catalog or collection (with a margin for dbscan/hdbscan)")
+    p.add_argument("--features", required=True, help="e.g. pmra,pmdec,parallax,pos_x,pos_y,pos_z")
+    p.add_argument("--method", choices=["kmeans", "dbscan", "hdbscan"], default="hdbscan")
+    p.add_argument("--out", required=True)
+    p.add_argument("--id", default=None, help="unique id column (default: the catalog's)")
+    p.add_argument("--min-cluster-size", type=_positive_int, default=20, help="hdbscan (default 20)")
+    p.add_argument("--min-samples", type=_positive_int, default=None, help="dbscan / hdbscan")
+    p.add_argument("--eps", type=float, default=0.3, help="dbscan radius in robust-standardised units (default 0.3)")
+    p.add_argument("--max-cluster-fraction", type=float, default=0.5, help="hdbscan: largest share of a tile one cluster may hold")
+    p.add_argument("--n-clusters", type=_positive_int, default=8, help="kmeans")
+    p.add_argument("--workers", type=_positive_int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("info", help="describe a catalog or collection")
     p.add_argument("catalog")
     return parser
@@ -207,6 +258,69 @@ def _dispatch(args) -> int:
             out = result.write(args.out, client=client, progress=progress)
         matched = open_catalog(out)
         print(f"{matched.row_count():,} rows ({args.how}, {args.join} join, radius {args.radius:g} arcsec) -> {out}")
+    elif args.command == "train":
+        import json
+
+        from survey_engine.runtime import dask_client
+
+        features = [f.strip() for f in args.features.split(",") if f.strip()]
+        with dask_client(n_workers=args.workers) as client:
+            if args.task in ("photoz", "classify"):
+                from survey_engine.ml.supervised import CLASS_WEIGHTS, TrainOptions, train
+
+                opts = TrainOptions(args.task, features, target=args.target, label=args.label, seed=args.seed,
+                                    test_fraction=args.test_fraction, cv=args.cv, search=args.search, baselines=args.baselines,
+                                    gpu=args.gpu, ebv_column=args.ebv, missing=args.missing, ra_column=args.ra, dec_column=args.dec,
+                                    where=args.where, params={"class_weight_power": CLASS_WEIGHTS[args.class_weight]} if args.task == "classify" else {})
+                result = train(args.catalog, opts, args.model_out, client=client)
+                keys = ("n", "bias", "sigma_nmad", "sigma_iqr", "outlier_rate_015", "outlier_rate_lsst") if args.task == "photoz" else ("n", "accuracy", "macro_f1", "macro_roc_auc")
+                print(json.dumps({"held_out": {k: result["test"][k] for k in keys}, **({"baselines": result["baselines"]} if "baselines" in result else {})}, indent=1))
+            elif args.task == "anomaly":
+                from survey_engine.ml.unsupervised import train_anomaly
+
+                print(json.dumps(train_anomaly(args.catalog, features, args.model_out, seed=args.seed, ebv=args.ebv, client=client), indent=1))
+            else:
+                from survey_engine.ml.unsupervised import train_pca
+
+                print(json.dumps(train_pca(args.catalog, features, args.model_out, n_components=args.components, ebv=args.ebv, client=client), indent=1))
+        print(f"model written to {args.model_out} (report: {args.model_out}/report.html)" if args.task in ("photoz", "classify") else f"model written to {args.model_out}")
+    elif args.command == "predict":
+        from survey_engine.ml.apply import predict
+        from survey_engine.runtime import dask_client
+
+        with dask_client(n_workers=args.workers) as client:
+            out = predict(args.model, args.catalog, args.out, client=client, progress=progress)
+        print(f"predictions written to {out}")
+    elif args.command == "evaluate":
+        import json
+
+        from survey_engine.ml.supervised import evaluate
+        from survey_engine.runtime import dask_client
+
+        with dask_client(n_workers=args.workers) as client:
+            result = evaluate(args.model, args.catalog, client=client, truth=args.truth)
+        text = json.dumps(result, indent=1, default=float)
+        if args.out:
+            from pathlib import Path
+
+            from survey_engine.catalog.layout import atomic_write_text
+
+            atomic_write_text(Path(args.out), text)
+        print(text)
+    elif args.command == "cluster":
+        import json
+
+        from survey_engine.ml.cluster import cluster_catalog
+        from survey_engine.runtime import dask_client
+
+        params = {"min_cluster_size": args.min_cluster_size, "min_samples": args.min_samples, "eps": args.eps,
+                  "max_cluster_fraction": args.max_cluster_fraction, "n_clusters": args.n_clusters}
+        if args.min_samples is None:
+            params.pop("min_samples")
+        with dask_client(n_workers=args.workers) as client:
+            summary = cluster_catalog(args.catalog, [f.strip() for f in args.features.split(",") if f.strip()], args.method, args.out,
+                                      id_column=args.id, params=params, client=client, progress=progress)
+        print(json.dumps({k: summary[k] for k in ("rows", "noise", "n_clusters")} | {"largest": summary["clusters"][:5]}, indent=1, default=float))
     elif args.command == "info":
         from survey_engine.catalog.catalog import open_catalog
 

@@ -30,6 +30,8 @@ def dask_client(client=None, n_workers: int | None = None, memory_limit: str | N
         pass
     for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core", "distributed.worker"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # a hash-partitioned value_counts starts a P2P shuffle, which logs its life cycle as warnings
+    logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
     cluster = LocalCluster(
         n_workers=n_workers or default_workers(),
         threads_per_worker=1,

@@ -1,0 +1,81 @@
+"""Apply a saved model to a whole catalog, partition by partition on the cluster.
+
+A HATS catalog becomes a new HATS collection (margin included) with the prediction columns; plain
+files become a folder of Parquet files, one per input chunk. Either is written under a temporary
+name and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from survey_engine.ml.artifact import ModelError, load_model
+from survey_engine.ml.data import open_table
+
+
+def apply_frame(frame: pd.DataFrame, meta: dict, models: dict) -> pd.DataFrame:
+    if meta["task"] in ("photoz", "classify"):
+        from survey_engine.ml.supervised import predict_frame
+
+        return predict_frame(frame, meta, models)
+    if meta["task"] in ("anomaly", "pca"):
+        from survey_engine.ml.unsupervised import apply_unsupervised
+
+        return apply_unsupervised(frame, meta, models)
+    raise ModelError(f"unknown model task {meta['task']!r}")
+
+
+def predict(model_dir: str, table_path: str, out: str, client=None, progress: bool = True) -> Path:
+    from survey_engine.features.spec import FeatureError, FeatureSpec
+    from survey_engine.runtime import dask_client
+
+    meta, models = load_model(model_dir)
+    table = open_table(table_path)
+    try:
+        FeatureSpec.from_json(meta["feature_spec"]).plan(table.columns)
+    except FeatureError as exc:
+        raise ModelError(f"{table.path}: cannot apply the model in {model_dir}: {exc}") from None
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ModelError(f"{out}: already exists; choose another --out or remove it")
+    apply = _Applier(meta, models)
+    with dask_client(client) as client:
+        if table.catalog is not None:
+            from survey_engine.catalog.catalog import open_catalog
+
+            cat = open_catalog(table_path)
+            sample = apply(cat.to_dask()._meta_nonempty.head(2))
+            return cat.map_partitions(apply, meta=sample.iloc[:0]).write(out, client=client, progress=progress)
+        return _write_files(table.frame.map_partitions(apply, meta=apply(table.frame._meta_nonempty.head(2)).iloc[:0]), out)
+
+
+class _Applier:
+    """Picklable per-partition function carrying the model to the workers."""
+
+    def __init__(self, meta: dict, models: dict):
+        self.meta, self.models = meta, models
+
+    def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return apply_frame(frame, self.meta, self.models)
+
+
+def _write_files(frame, out: Path) -> Path:
+    import dask
+
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+
+    def write(part: pd.DataFrame, i: int) -> int:
+        part.to_parquet(tmp / f"part-{i:05d}.parquet", index=False)
+        return len(part)
+
+    dask.compute(*[dask.delayed(write)(p, i) for i, p in enumerate(frame.to_delayed())])
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+    return out

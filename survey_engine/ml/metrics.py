@@ -1,0 +1,159 @@
+"""Model metrics computed from mergeable per-partition summaries, so they scale with the data.
+
+Photo-z (conventions of ../shared/notes/anchors.md): ez = (z_phot - z_spec) / (1 + z_spec);
+bias = median(ez); sigma_NMAD = 1.4826 median(|ez - median(ez)|); sigma_IQR = IQR(ez) / 1.349;
+outlier rates |ez| > 0.15 and |ez| > max(0.06, 3 sigma_IQR). Each partition contributes counts of
+ez quantised to 1e-6 (per magnitude and redshift bin), and the metrics come from the merged
+counts: exact to 1e-6, whatever the number of partitions.
+
+Classification: the confusion matrix (summed per partition) gives precision, recall and F1 per
+class; one-vs-rest ROC AUC comes from per-class histograms of the predicted probability (1e-4 bins).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+EZ_RES = 1e-6
+PROB_BINS = 10_000
+Z_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 7.0)
+MAG_BINS = (10.0, 16.0, 17.0, 17.5, 18.0, 18.5, 19.0, 19.5, 20.0, 21.0, 22.0, 30.0)
+
+
+def ez_values(z_phot, z_spec) -> np.ndarray:
+    z_phot, z_spec = np.asarray(z_phot, float), np.asarray(z_spec, float)
+    return (z_phot - z_spec) / (1.0 + z_spec)
+
+
+def photoz_metrics(z_phot, z_spec) -> dict:
+    """Exact metrics from arrays (the reference the distributed ones are checked against)."""
+    ez = ez_values(z_phot, z_spec)
+    ez = ez[np.isfinite(ez)]
+    if len(ez) == 0:
+        return {"n": 0}
+    med = float(np.median(ez))
+    q25, q75 = np.percentile(ez, [25, 75])
+    sig_iqr = float((q75 - q25) / 1.349)
+    return {
+        "n": int(len(ez)), "bias": med, "sigma_nmad": float(1.4826 * np.median(np.abs(ez - med))), "sigma_iqr": sig_iqr,
+        "outlier_rate_015": float(np.mean(np.abs(ez) > 0.15)),
+        "outlier_rate_lsst": float(np.mean(np.abs(ez) > max(0.06, 3 * sig_iqr))),
+    }
+
+
+def photoz_summary(frame: pd.DataFrame, z_phot: str, z_spec: str, mag: str | None) -> pd.DataFrame:
+    """One partition's mergeable summary: counts of quantised ez per (magnitude bin, z bin)."""
+    ez = ez_values(frame[z_phot], frame[z_spec])
+    ok = np.isfinite(ez)
+    zs = np.asarray(frame[z_spec], float)[ok]
+    zbin = np.digitize(zs, Z_BINS) - 1
+    if mag and mag in frame.columns:
+        mbin = np.digitize(np.asarray(frame[mag], float)[ok], MAG_BINS) - 1
+    else:
+        mbin = np.full(len(zs), -1)
+    code = np.rint(ez[ok] / EZ_RES).astype(np.int64)
+    df = pd.DataFrame({"mbin": mbin.astype(np.int16), "zbin": zbin.astype(np.int16), "code": code})
+    return df.value_counts().rename("n").reset_index()
+
+
+def merge_summaries(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    if not parts:
+        return pd.DataFrame({"mbin": [], "zbin": [], "code": [], "n": []})
+    return pd.concat(parts).groupby(["mbin", "zbin", "code"], as_index=False)["n"].sum()
+
+
+def _wquantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    order = np.argsort(values, kind="stable")
+    v, w = values[order], weights[order]
+    cw = np.cumsum(w)
+    total = cw[-1]
+    # the same interpolation as numpy's default ('linear') on the expanded sample
+    pos = q * (total - 1)
+    lo_i = np.searchsorted(cw, np.floor(pos) + 1)
+    hi_i = np.searchsorted(cw, np.ceil(pos) + 1)
+    frac = pos - np.floor(pos)
+    return float(v[lo_i] * (1 - frac) + v[hi_i] * frac)
+
+
+def metrics_from_counts(codes: np.ndarray, counts: np.ndarray) -> dict:
+    if counts.sum() == 0:
+        return {"n": 0}
+    ez = codes.astype(np.float64) * EZ_RES
+    w = counts.astype(np.int64)
+    med = _wquantile(ez, w, 0.5)
+    q25, q75 = _wquantile(ez, w, 0.25), _wquantile(ez, w, 0.75)
+    sig_iqr = (q75 - q25) / 1.349
+    n = int(w.sum())
+    return {
+        "n": n, "bias": med, "sigma_nmad": 1.4826 * _wquantile(np.abs(ez - med), w, 0.5), "sigma_iqr": sig_iqr,
+        "outlier_rate_015": float(w[np.abs(ez) > 0.15].sum() / n),
+        "outlier_rate_lsst": float(w[np.abs(ez) > max(0.06, 3 * sig_iqr)].sum() / n),
+    }
+
+
+def photoz_metrics_from_summary(summary: pd.DataFrame) -> dict:
+    """Overall metrics plus the same metrics in bins of magnitude and of spectroscopic redshift."""
+    def collapse(df):
+        g = df.groupby("code")["n"].sum()
+        return metrics_from_counts(g.index.to_numpy(), g.to_numpy())
+
+    out = collapse(summary)
+    out["by_redshift"] = [
+        {"z_lo": Z_BINS[b], "z_hi": Z_BINS[b + 1], **collapse(df)}
+        for b, df in summary.groupby("zbin") if 0 <= b < len(Z_BINS) - 1
+    ]
+    if (summary.mbin >= 0).any():
+        out["by_magnitude"] = [
+            {"mag_lo": MAG_BINS[b], "mag_hi": MAG_BINS[b + 1], **collapse(df)}
+            for b, df in summary.groupby("mbin") if 0 <= b < len(MAG_BINS) - 1
+        ]
+    return out
+
+
+# -- classification ----------------------------------------------------------------------------
+
+def classification_summary(frame: pd.DataFrame, label: str, classes: list[str]) -> dict:
+    """One partition: confusion counts and per-class probability histograms (pos / neg)."""
+    k = len(classes)
+    index = {c: i for i, c in enumerate(classes)}
+    truth = frame[label].astype(str).map(index)
+    ok = truth.notna().to_numpy()
+    t = truth.to_numpy()[ok].astype(int)
+    pred = frame["class_pred"].astype(str).map(index).to_numpy()[ok].astype(int)
+    conf = np.zeros((k, k), dtype=np.int64)
+    np.add.at(conf, (t, pred), 1)
+    hist_pos = np.zeros((k, PROB_BINS), dtype=np.int64)
+    hist_neg = np.zeros((k, PROB_BINS), dtype=np.int64)
+    for i, c in enumerate(classes):
+        p = np.asarray(frame[f"prob_{c}"], float)[ok]
+        b = np.clip((p * PROB_BINS).astype(int), 0, PROB_BINS - 1)
+        hist_pos[i] = np.bincount(b[t == i], minlength=PROB_BINS)
+        hist_neg[i] = np.bincount(b[t != i], minlength=PROB_BINS)
+    return {"confusion": conf, "pos": hist_pos, "neg": hist_neg}
+
+
+def merge_classification(parts: list[dict]) -> dict:
+    return {k: sum(p[k] for p in parts) for k in ("confusion", "pos", "neg")}
+
+
+def classification_metrics(summary: dict, classes: list[str]) -> dict:
+    conf = summary["confusion"]
+    n = int(conf.sum())
+    per_class = {}
+    for i, c in enumerate(classes):
+        tp = conf[i, i]
+        prec = tp / conf[:, i].sum() if conf[:, i].sum() else 0.0
+        rec = tp / conf[i, :].sum() if conf[i, :].sum() else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        pos, neg = summary["pos"][i], summary["neg"][i]
+        # P(score_pos > score_neg) + 0.5 P(equal bin)
+        neg_below = np.concatenate([[0], np.cumsum(neg)[:-1]])
+        auc = float((pos * neg_below).sum() + 0.5 * (pos * neg).sum()) / max(1, pos.sum() * neg.sum())
+        per_class[c] = {"precision": float(prec), "recall": float(rec), "f1": float(f1), "support": int(conf[i, :].sum()), "roc_auc": auc}
+    return {
+        "n": n, "accuracy": float(np.trace(conf) / n) if n else 0.0,
+        "macro_f1": float(np.mean([v["f1"] for v in per_class.values()])),
+        "macro_roc_auc": float(np.mean([v["roc_auc"] for v in per_class.values()])),
+        "per_class": per_class, "confusion": conf.tolist(), "classes": classes,
+    }

@@ -1,0 +1,508 @@
+"""Photometric redshifts and classification: distributed XGBoost (``xgboost.dask``) trained on a
+catalog's labelled rows, evaluated on held-out sky (spatial folds) and applied partition by
+partition to whole catalogs.
+
+Photo-z: the point estimate ``z_phot`` is the conditional median of log(1 + z) (absolute-error
+objective: it is what sigma_NMAD rewards), and ``z_phot_lo`` / ``z_phot_hi`` are the 16% / 84%
+quantiles of a second, quantile-loss model: a 68% interval per object.
+Classification: multi-class softprob with balanced class weights, probabilities calibrated by a
+temperature fitted on held-out training rows; ``class_pred`` and ``prob_<label>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from survey_engine.features.spec import FeatureError, FeatureSpec
+from survey_engine.ml import metrics as M
+from survey_engine.ml.artifact import ModelError, load_model, save_model
+from survey_engine.ml.data import Table, assign_folds, open_table
+
+log = logging.getLogger(__name__)
+
+PHOTOZ_PARAMS = {"max_depth": 7, "eta": 0.06, "subsample": 0.8, "colsample_bytree": 0.9, "min_child_weight": 5, "rounds": 600}
+QUANTILE_PARAMS = {"max_depth": 6, "eta": 0.1, "subsample": 0.8, "colsample_bytree": 0.9, "min_child_weight": 5, "rounds": 300}
+CLASSIFY_PARAMS = {"max_depth": 4, "eta": 0.03, "subsample": 0.8, "colsample_bytree": 0.8, "min_child_weight": 2, "rounds": 800}
+# Class weights (total / (k n_c)) ** power. Measured on SDSS DR14 star/galaxy/QSO: 0 (none) gave
+# the best accuracy and macro-F1 (0.969 / 0.951 vs 0.964 / 0.939 balanced); --class-weight sets it.
+CLASS_WEIGHT_POWER = 0.0
+CLASS_WEIGHTS = {"none": 0.0, "sqrt": 0.5, "balanced": 1.0}
+SEARCH_GRID = [{"max_depth": d, "eta": e} for d in (5, 7) for e in (0.05, 0.1)]
+TASKS = ("photoz", "classify")
+
+
+class TrainingError(ValueError):
+    """Training data that cannot give a model (the message names the column or the problem)."""
+
+
+@dataclass
+class TrainOptions:
+    task: str
+    features: list[str]
+    target: str | None = None
+    label: str | None = None
+    seed: int = 42
+    test_fraction: float = 0.2
+    cv: int = 0
+    search: bool = False
+    baselines: bool = False
+    gpu: bool = False
+    ebv_column: str | None = None
+    missing: str = "nan"
+    ra_column: str | None = None
+    dec_column: str | None = None
+    magnitude: str | None = None  # for metrics in magnitude bins (default: a feature that is a column)
+    where: str | None = None  # pandas query selecting the training rows, e.g. "spec_class == 'GALAXY'"
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise TrainingError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.task == "photoz" and not self.target:
+            raise TrainingError("photoz needs --target COLUMN (the spectroscopic redshift)")
+        if self.task == "classify" and not self.label:
+            raise TrainingError("classify needs --label COLUMN")
+        if not 0.05 <= self.test_fraction <= 0.5:
+            raise TrainingError(f"test fraction must be within 0.05..0.5, got {self.test_fraction}")
+        if self.cv and self.cv < 2:
+            raise TrainingError(f"--cv needs at least 2 folds, got {self.cv}")
+
+    @property
+    def folds(self) -> int:
+        return max(self.cv, int(round(1 / self.test_fraction)))
+
+    @property
+    def truth(self) -> str:
+        return self.target if self.task == "photoz" else self.label
+
+
+# -- devices ----------------------------------------------------------------------------------
+
+def choose_device(gpu: bool) -> str:
+    """"cuda" when asked for and usable, else "cpu" (with a message saying why)."""
+    if not gpu:
+        return "cpu"
+    try:
+        import xgboost
+
+        if not xgboost.build_info().get("USE_CUDA"):
+            print("survey-engine: --gpu asked for, but this xgboost build has no CUDA (xgboost-cpu?); "
+                  "training on the CPU. Install survey_engine[gpu] for the GPU path.", file=sys.stderr)
+            return "cpu"
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            raise RuntimeError("no CUDA device")
+    except Exception as exc:  # no cupy, no driver, no device
+        print(f"survey-engine: --gpu asked for, but no usable GPU ({type(exc).__name__}: {exc}); training on the CPU.", file=sys.stderr)
+        return "cpu"
+    return "cuda"
+
+
+# -- data preparation ---------------------------------------------------------------------------
+
+def _prepare(frame: pd.DataFrame, spec: FeatureSpec, task: str, truth: str, classes: list[str] | None,
+             folds: int, seed: int, ra: str | None, dec: str | None, where: str | None = None, partition_info=None) -> pd.DataFrame:
+    number = partition_info["number"] if partition_info else 0
+    if where:
+        frame = frame.query(where)
+    feats = spec.compute(frame)
+    if task == "photoz":
+        y = pd.to_numeric(frame[truth], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        labels = frame[truth].astype("string").str.strip()
+        y = labels.map({c: i for i, c in enumerate(classes)}).astype("float64").to_numpy(na_value=np.nan)
+    feats["_y"] = y
+    feats["_fold"] = assign_folds(frame, folds, seed, ra, dec, number)
+    feats = feats[np.isfinite(y)]
+    if spec.missing == "drop":
+        feats = feats.dropna(subset=list(spec.features))
+    return feats
+
+
+def prepare_table(table: Table, opts: TrainOptions, client) -> tuple[object, FeatureSpec, list[str] | None, dict]:
+    """Features + target + fold of every labelled row, persisted on the cluster."""
+    spec = FeatureSpec(opts.features, ebv_column=opts.ebv_column, missing=opts.missing,
+                       ra_column=opts.ra_column or "ra", dec_column=opts.dec_column or "dec")
+    if opts.truth not in table.columns:
+        raise TrainingError(f"{table.path}: no column {opts.truth!r} ({'--target' if opts.task == 'photoz' else '--label'}); columns: {table.columns}")
+    try:
+        spec.plan(table.columns)
+    except FeatureError as exc:
+        raise TrainingError(f"{table.path}: {exc}") from None
+    ra, dec = _positions(table, opts)
+    classes = None
+    if opts.task == "classify":
+        labelled = table.frame.query(opts.where) if opts.where else table.frame
+        counts = labelled[opts.label].astype("string").str.strip().value_counts().compute()
+        counts = counts[counts.index.notna()]
+        classes = sorted(str(c) for c in counts.index)
+        if len(classes) < 2:
+            raise TrainingError(f"{table.path}: label column {opts.label!r} has a single class ({classes}); a classifier needs at least two")
+    if opts.where:
+        try:
+            table.frame._meta_nonempty.query(opts.where)
+        except Exception as exc:
+            raise TrainingError(f"{table.path}: --where {opts.where!r} does not apply to these columns: {exc}") from None
+    meta = _prepare(table.frame._meta_nonempty.head(2), spec, opts.task, opts.truth, classes or ["x"], opts.folds, opts.seed, ra, dec)
+    prepared = table.frame.map_partitions(
+        _prepare, spec, opts.task, opts.truth, classes, opts.folds, opts.seed, ra, dec, opts.where, meta=meta.iloc[:0], align_dataframes=False
+    )
+    prepared = client.persist(prepared)
+    n = int(prepared.shape[0].compute())
+    if n < opts.folds:
+        raise TrainingError(f"{table.path}: only {n} labelled rows, fewer than the {opts.folds} folds")
+    present = prepared[list(spec.features)].count().compute()
+    empty = [c for c in spec.features if present[c] == 0]
+    if empty:
+        raise TrainingError(f"{table.path}: feature(s) {empty} are missing (NaN or a sentinel) in every labelled row")
+    info = {"rows": n, "positions": bool(ra), "fold_kind": "spatial (HEALPix order 7)" if ra else "random (by row)"}
+    return prepared, spec, classes, info
+
+
+def _positions(table: Table, opts: TrainOptions) -> tuple[str | None, str | None]:
+    if table.catalog is not None:
+        return opts.ra_column or table.catalog.ra_column, opts.dec_column or table.catalog.dec_column
+    ra, dec = opts.ra_column or "ra", opts.dec_column or "dec"
+    return (ra, dec) if ra in table.columns and dec in table.columns else (None, None)
+
+
+# -- training -----------------------------------------------------------------------------------
+
+def _xgb_params(base: dict, overrides: dict, device: str, seed: int) -> tuple[dict, int]:
+    p = {**base, **overrides}
+    rounds = int(p.pop("rounds"))
+    p.update({"tree_method": "hist", "device": device, "seed": seed, "nthread": 1, "verbosity": 0})
+    return p, rounds
+
+
+def _dask_train(client, frame, features: list[str], params: dict, rounds: int, weight=None):
+    from xgboost import dask as dxgb
+
+    X = frame[features]
+    dtrain = dxgb.DaskDMatrix(client, X, frame["_y"], weight=weight)
+    return dxgb.train(client, params, dtrain, num_boost_round=rounds)["booster"]
+
+
+def _balanced_weights(frame, k: int, power: float):
+    """Class weights (total / (k n_c)) ** power: 1 balances the classes fully, 0 not at all."""
+    counts = frame["_y"].value_counts().compute()
+    total = counts.sum()
+    w = {float(c): (total / (k * n)) ** power for c, n in counts.items()}
+    return frame["_y"].map(w, meta=("_y", "f8"))
+
+
+def fit(task: str, client, frame, spec: FeatureSpec, classes, params: dict, device: str, seed: int) -> dict:
+    """Train the model(s) of ``task`` on ``frame`` (prepared rows). Returns boosters and extras."""
+    feats = list(spec.features)
+    if task == "photoz":
+        frame = frame.assign(_y=np.log1p(frame["_y"].clip(lower=-0.99)))
+        p, rounds = _xgb_params(PHOTOZ_PARAMS, params, device, seed)
+        p["objective"] = "reg:absoluteerror"
+        median = _dask_train(client, frame, feats, p, rounds)
+        q, qrounds = _xgb_params(QUANTILE_PARAMS, {}, device, seed)
+        q.update({"objective": "reg:quantileerror", "quantile_alpha": [0.16, 0.84]})
+        quantiles = _dask_train(client, frame, feats, q, qrounds)
+        return {"boosters": {"median": median, "quantiles": quantiles}}
+    k = len(classes)
+    p, rounds = _xgb_params(CLASSIFY_PARAMS, {k: v for k, v in params.items() if k != "class_weight_power"}, device, seed)
+    p.update({"objective": "multi:softprob", "num_class": k, "eval_metric": "mlogloss"})
+    weights = _balanced_weights(frame, k, float(params.get("class_weight_power", CLASS_WEIGHT_POWER)))
+    # temperature: fit on rows held out of a first model, then train the final one on everything
+    inner = frame["_fold"] == frame["_fold"].max()
+    t_model = _dask_train(client, frame[~inner], feats, p, rounds, weights[~inner])
+    held = frame[inner].compute()
+    temperature = 1.0
+    if len(held) >= 20 and held["_y"].nunique() > 1:
+        probs = _predict_proba(t_model, held[feats], 1.0)
+        temperature = fit_temperature(probs, held["_y"].to_numpy().astype(int))
+    booster = _dask_train(client, frame, feats, p, rounds, weights)
+    return {"boosters": {"classifier": booster}, "temperature": temperature}
+
+
+def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
+    """The temperature T minimising the log loss of softmax(log p / T) on held-out rows."""
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(probs, 1e-12, 1))
+
+    def nll(log_t):
+        z = logp / math.exp(log_t)
+        z -= z.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=1))
+        return float(np.mean(lse - z[np.arange(len(y)), y]))
+
+    res = minimize_scalar(nll, bounds=(-2.0, 2.0), method="bounded")
+    return float(math.exp(res.x))
+
+
+def _predict_proba(booster, X: pd.DataFrame, temperature: float) -> np.ndarray:
+    p = np.asarray(booster.inplace_predict(X.to_numpy(dtype=np.float32)))
+    if temperature != 1.0:
+        z = np.log(np.clip(p, 1e-12, 1)) / temperature
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+    return p
+
+
+# -- application ------------------------------------------------------------------------------
+
+def predict_frame(frame: pd.DataFrame, meta: dict, models: dict) -> pd.DataFrame:
+    """Add the prediction columns of a model to one pandas partition."""
+    spec = FeatureSpec.from_json(meta["feature_spec"])
+    try:
+        X = spec.compute(frame)
+    except FeatureError as exc:
+        raise ModelError(f"the data do not have what the model needs: {exc}") from None
+    X = X.to_numpy(dtype=np.float32)
+    out = frame.copy()
+    if meta["task"] == "photoz":
+        if len(X):
+            z = np.expm1(np.asarray(models["median"].inplace_predict(X), dtype=np.float64))
+            q = np.expm1(np.asarray(models["quantiles"].inplace_predict(X), dtype=np.float64)).reshape(len(X), -1)
+            lo, hi = np.minimum(q[:, 0], z), np.maximum(q[:, -1], z)
+        else:
+            z = lo = hi = np.zeros(0)
+        out["z_phot"], out["z_phot_lo"], out["z_phot_hi"] = z.astype(np.float32), lo.astype(np.float32), hi.astype(np.float32)
+    elif meta["task"] == "classify":
+        classes = meta["classes"]
+        p = _predict_proba(models["classifier"], pd.DataFrame(X), meta.get("temperature", 1.0)) if len(X) else np.zeros((0, len(classes)))
+        p = p.reshape(len(X), len(classes))
+        out["class_pred"] = pd.array(np.asarray(classes, dtype=object)[p.argmax(axis=1)] if len(X) else [], dtype="string")
+        for i, c in enumerate(classes):
+            out[f"prob_{c}"] = p[:, i].astype(np.float32)
+    else:
+        raise ModelError(f"model task {meta['task']!r} is not a supervised model")
+    return out
+
+
+def _prediction_meta(frame_meta: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    out = frame_meta.iloc[:0].copy()
+    if meta["task"] == "photoz":
+        for c in ("z_phot", "z_phot_lo", "z_phot_hi"):
+            out[c] = pd.Series([], dtype=np.float32)
+    else:
+        out["class_pred"] = pd.Series([], dtype="string")
+        for c in meta["classes"]:
+            out[f"prob_{c}"] = pd.Series([], dtype=np.float32)
+    return out
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+def _summaries(frame, meta: dict, models: dict, truth: str, magnitude: str | None):
+    """Per-partition metric summaries of predictions against ``truth`` (delayed, then merged)."""
+    import dask
+
+    def one(part):
+        pred = predict_frame(part, meta, models)
+        if meta["task"] == "photoz":
+            pred = pred.assign(**{"_zs": pd.to_numeric(part[truth], errors="coerce")})
+            return M.photoz_summary(pred, "z_phot", "_zs", magnitude)
+        pred = pred.assign(_label=part[truth].astype("string").str.strip())
+        return M.classification_summary(pred, "_label", meta["classes"])
+
+    parts = dask.compute(*[dask.delayed(one)(p) for p in frame.to_delayed()])
+    if meta["task"] == "photoz":
+        return M.photoz_metrics_from_summary(M.merge_summaries(list(parts)))
+    return M.classification_metrics(M.merge_classification(list(parts)), meta["classes"])
+
+
+def _sample_predictions(frame, meta, models, limit: int = 50_000) -> pd.DataFrame:
+    """Test-set predictions (prepared rows, with ``_y``), sampled down for the report's plots."""
+    import dask
+
+    on_prepared = _on_prepared(meta)
+    parts = dask.compute(*[dask.delayed(predict_frame)(p, on_prepared, models) for p in frame.to_delayed()])
+    df = pd.concat(parts) if parts else pd.DataFrame()
+    if len(df) > limit:
+        df = df.sample(limit, random_state=0)
+    return df
+
+
+# -- the whole train command --------------------------------------------------------------------
+
+def train(table_path: str, opts: TrainOptions, model_out: str, client=None, progress: bool = True) -> dict:
+    """Train, evaluate on held-out sky, optionally cross-validate / search / compare with
+    single-process baselines, and save the model artifact with its report."""
+    from survey_engine.runtime import dask_client
+
+    t0 = time.time()
+    table = open_table(table_path)
+    device = choose_device(opts.gpu)
+    with dask_client(client) as client:
+        prepared, spec, classes, info = prepare_table(table, opts, client)
+        feats = list(spec.features)
+        train_rows = prepared[prepared["_fold"] != 0]
+        test_rows = prepared[prepared["_fold"] == 0]
+        if spec.missing == "impute":
+            spec.fit(train_rows[feats].compute())
+        params = dict(opts.params)
+        search_log = []
+        if opts.search:
+            params, search_log = _search(client, train_rows, spec, classes, opts, device)
+        fitted = fit(opts.task, client, train_rows, spec, classes, params, device, opts.seed)
+        meta = _meta(opts, spec, classes, fitted, table, device, params)
+        models = fitted["boosters"]
+        test_metrics = _evaluate_prepared(test_rows, meta, models)
+        result = {"test": test_metrics, "split": {**info, "test_fold": 0, "folds": opts.folds}}
+        if opts.cv:
+            result["cv"] = _cross_validate(client, prepared, spec, classes, opts, params, device)
+        if opts.baselines:
+            result["baselines"] = _baselines(train_rows, test_rows, opts, feats, classes)
+        if search_log:
+            result["search"] = search_log
+        result["importance"] = _importances(models, feats)
+        result["seconds"] = round(time.time() - t0, 1)
+        meta["metrics"] = result
+        sample = _sample_predictions(test_rows, meta, models)
+        from survey_engine.ml.report import model_report
+
+        html = model_report(meta, sample)
+        save_model(model_out, meta, boosters=models, extra_files={"report.html": html, "metrics.json": _dumps(result)})
+    return result
+
+
+def _dumps(obj) -> str:
+    import json
+
+    from survey_engine.ml.artifact import _json_default
+
+    return json.dumps(obj, indent=1, default=_json_default)
+
+
+def _meta(opts, spec, classes, fitted, table, device, params) -> dict:
+    return {
+        "task": opts.task, "feature_spec": spec.to_json(), "features": list(spec.features),
+        "target": opts.target, "label": opts.label, "classes": classes, "temperature": fitted.get("temperature", 1.0),
+        "training_catalog": {"path": str(table.path), "fingerprint": table.fingerprint},
+        "options": {k: v for k, v in asdict(opts).items() if k != "params"}, "params": params, "device": device,
+        "magnitude_column": opts.magnitude or next((f for f in spec.features if f in table.columns), None),
+    }
+
+
+def _on_prepared(meta: dict) -> dict:
+    """The model's metadata for rows whose features are already computed (columns named as the
+    features): the boosters are applied to them as they are."""
+    return {**meta, "feature_spec": {**meta["feature_spec"], "ebv_column": None, "sentinels": [], "missing": "nan", "impute_values": {}}}
+
+
+def _evaluate_prepared(rows, meta, models) -> dict:
+    """Metrics on prepared rows (features already computed: apply the boosters directly)."""
+    feats = meta["features"]
+    fake_meta = _on_prepared(meta)
+    truth = "_y"
+    if meta["task"] == "classify":
+        classes = meta["classes"]
+        rows = rows.assign(_label=rows["_y"].map({float(i): c for i, c in enumerate(classes)}, meta=("_y", "object")))
+        truth = "_label"
+    mag = meta.get("magnitude_column") if meta.get("magnitude_column") in feats else None
+    return _summaries(rows, fake_meta, models, truth, mag)
+
+
+def _search(client, train_rows, spec, classes, opts, device) -> tuple[dict, list]:
+    """Small grid over depth and learning rate, scored on an inner held-out fold."""
+    inner = train_rows["_fold"] == 1
+    fit_rows, val_rows = train_rows[~inner], train_rows[inner]
+    log_rows, best, best_score = [], {}, None
+    for cand in SEARCH_GRID:
+        fitted = fit(opts.task, client, fit_rows, spec, classes, cand, device, opts.seed)
+        meta = {"task": opts.task, "features": list(spec.features), "feature_spec": spec.to_json(), "classes": classes,
+                "temperature": fitted.get("temperature", 1.0)}
+        m = _evaluate_prepared(val_rows, meta, fitted["boosters"])
+        score = m["sigma_nmad"] if opts.task == "photoz" else -m["macro_f1"]
+        log_rows.append({**cand, "score": score})
+        if best_score is None or score < best_score:
+            best, best_score = dict(cand), score
+    return best, log_rows
+
+
+def _cross_validate(client, prepared, spec, classes, opts, params, device) -> dict:
+    folds = []
+    for f in range(opts.folds):
+        tr, te = prepared[prepared["_fold"] != f], prepared[prepared["_fold"] == f]
+        fitted = fit(opts.task, client, tr, spec, classes, params, device, opts.seed)
+        meta = {"task": opts.task, "features": list(spec.features), "feature_spec": spec.to_json(), "classes": classes,
+                "temperature": fitted.get("temperature", 1.0)}
+        m = _evaluate_prepared(te, meta, fitted["boosters"])
+        keys = ("sigma_nmad", "bias", "outlier_rate_015", "outlier_rate_lsst") if opts.task == "photoz" else ("accuracy", "macro_f1", "macro_roc_auc")
+        folds.append({k: m[k] for k in keys} | {"fold": f, "n": m["n"]})
+    summary = {}
+    for k in folds[0]:
+        if k in ("fold", "n"):
+            continue
+        vals = np.array([f[k] for f in folds])
+        summary[k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1))}
+    return {"folds": folds, "summary": summary}
+
+
+def _baselines(train_rows, test_rows, opts, feats, classes) -> dict:
+    """Single-process XGBoost and a scikit-learn random forest on the same split (textbook settings)."""
+    import xgboost as xgb
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    tr, te = train_rows.compute(), test_rows.compute()
+    Xtr, Xte = tr[feats].to_numpy(np.float32), te[feats].to_numpy(np.float32)
+    fill = np.nanmedian(Xtr, axis=0)
+    Xtr_f, Xte_f = np.where(np.isnan(Xtr), fill, Xtr), np.where(np.isnan(Xte), fill, Xte)
+    out = {}
+    if opts.task == "photoz":
+        ytr, yte = tr["_y"].to_numpy(), te["_y"].to_numpy()
+        xg = xgb.XGBRegressor(n_estimators=300, max_depth=6, learning_rate=0.1, n_jobs=2, random_state=opts.seed).fit(Xtr, ytr)
+        rf = RandomForestRegressor(n_estimators=200, min_samples_leaf=2, n_jobs=2, random_state=opts.seed).fit(Xtr_f, ytr)
+        out["xgboost_single_process"] = M.photoz_metrics(xg.predict(Xte), yte)
+        out["random_forest"] = M.photoz_metrics(rf.predict(Xte_f), yte)
+    else:
+        from sklearn.metrics import accuracy_score, f1_score
+
+        ytr, yte = tr["_y"].to_numpy().astype(int), te["_y"].to_numpy().astype(int)
+        xg = xgb.XGBClassifier(n_estimators=300, max_depth=6, learning_rate=0.1, n_jobs=2, random_state=opts.seed).fit(Xtr, ytr)
+        rf = RandomForestClassifier(n_estimators=300, n_jobs=2, random_state=opts.seed).fit(Xtr_f, ytr)
+        for name, pred in (("xgboost_single_process", xg.predict(Xte)), ("random_forest", rf.predict(Xte_f))):
+            out[name] = {"accuracy": float(accuracy_score(yte, pred)), "macro_f1": float(f1_score(yte, pred, average="macro"))}
+    return out
+
+
+def _importances(models: dict, feats: list[str]) -> dict:
+    booster = models.get("median") or models.get("classifier")
+    score = booster.get_score(importance_type="gain")
+    # boosters trained from DataFrames keep feature names; fall back to f0, f1, ...
+    named = {f: float(score.get(f, score.get(f"f{i}", 0.0))) for i, f in enumerate(feats)}
+    total = sum(named.values()) or 1.0
+    return {f: v / total for f, v in sorted(named.items(), key=lambda kv: -kv[1])}
+
+
+# -- predict / evaluate commands ----------------------------------------------------------------
+
+def check_model_fits(meta: dict, table: Table) -> None:
+    spec = FeatureSpec.from_json(meta["feature_spec"])
+    try:
+        spec.plan(table.columns)
+    except FeatureError as exc:
+        raise ModelError(f"{table.path}: cannot apply the model: {exc}") from None
+
+
+def evaluate(model_dir: str, table_path: str, client=None, truth: str | None = None) -> dict:
+    """Metrics of a saved model on a labelled catalog (every row with a truth value)."""
+    from survey_engine.runtime import dask_client
+
+    meta, models = load_model(model_dir)
+    if meta["task"] not in TASKS:
+        raise ModelError(f"{model_dir}: a {meta['task']} model has no truth to evaluate against")
+    table = open_table(table_path)
+    check_model_fits(meta, table)
+    truth = truth or (meta["target"] if meta["task"] == "photoz" else meta["label"])
+    if truth not in table.columns:
+        raise ModelError(f"{table.path}: no truth column {truth!r} to evaluate against")
+    mag = meta.get("magnitude_column")
+    mag = mag if mag in table.columns else None
+    with dask_client(client):
+        return _summaries(table.frame, meta, models, truth, mag)

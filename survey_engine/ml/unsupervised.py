@@ -1,0 +1,96 @@
+"""Anomaly scores (Isolation Forest) and principal components (dask-ml PCA) as catalog operations.
+
+Both are fitted once (the Isolation Forest on a uniform sample of the catalog, PCA on all of it
+with dask-ml) and applied partition by partition like the supervised models. Missing feature
+values are imputed with the training medians (neither estimator accepts NaN).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from survey_engine.features.spec import FeatureError, FeatureSpec
+from survey_engine.ml.artifact import save_model
+from survey_engine.ml.data import open_table
+from survey_engine.ml.supervised import TrainingError
+
+ANOMALY_SAMPLE = 200_000
+
+
+def _features(table, features: list[str], ebv: str | None):
+    spec = FeatureSpec(features, ebv_column=ebv, missing="impute")
+    try:
+        spec.plan(table.columns)
+    except FeatureError as exc:
+        raise TrainingError(f"{table.path}: {exc}") from None
+    meta = spec.compute(table.frame._meta_nonempty.head(2)).iloc[:0]
+    return spec, table.frame.map_partitions(spec.compute, meta=meta)
+
+
+def train_anomaly(table_path: str, features: list[str], model_out: str, *, seed: int = 42, n_estimators: int = 200,
+                  sample_rows: int = ANOMALY_SAMPLE, ebv: str | None = None, client=None) -> dict:
+    from sklearn.ensemble import IsolationForest
+
+    from survey_engine.runtime import dask_client
+
+    t0 = time.time()
+    table = open_table(table_path)
+    with dask_client(client):
+        spec, feats = _features(table, features, ebv)
+        n = int(feats.shape[0].compute())
+        if n < 2:
+            raise TrainingError(f"{table.path}: {n} rows; an anomaly model needs more")
+        frac = min(1.0, sample_rows / n)
+        sample = (feats.sample(frac=frac, random_state=seed) if frac < 1 else feats).compute()
+        spec.fit(sample)
+        X = sample.fillna(spec.impute_values).to_numpy(dtype=np.float64)
+        est = IsolationForest(n_estimators=n_estimators, random_state=seed, n_jobs=1).fit(X)
+        scores = -est.score_samples(X)
+    metrics = {"rows": n, "sample_rows": len(sample), "score_quantiles": {str(q): float(np.quantile(scores, q)) for q in (0.5, 0.9, 0.99, 0.999)},
+               "seconds": round(time.time() - t0, 1)}
+    meta = {"task": "anomaly", "feature_spec": spec.to_json(), "features": list(spec.features),
+            "training_catalog": {"path": str(table.path), "fingerprint": table.fingerprint}, "metrics": metrics}
+    save_model(model_out, meta, estimators={"isolation_forest": est})
+    return metrics
+
+
+def train_pca(table_path: str, features: list[str], model_out: str, *, n_components: int = 3, ebv: str | None = None, client=None) -> dict:
+    from dask_ml.decomposition import PCA
+
+    from survey_engine.runtime import dask_client
+
+    table = open_table(table_path)
+    with dask_client(client):
+        spec, feats = _features(table, features, ebv)
+        if n_components > len(spec.features):
+            raise TrainingError(f"--components {n_components} is more than the {len(spec.features)} features")
+        spec.fit(feats.head(100_000, npartitions=-1))
+        filled = feats.fillna(spec.impute_values)
+        mean = filled.mean().compute().to_numpy()
+        std = filled.std().compute().to_numpy()
+        std[~(std > 0)] = 1.0
+        X = ((filled - mean) / std).to_dask_array(lengths=True)
+        pca = PCA(n_components=n_components, svd_solver="full").fit(X)
+    model = {"mean": mean, "std": std, "components": np.asarray(pca.components_), "explained_variance_ratio": np.asarray(pca.explained_variance_ratio_)}
+    metrics = {"explained_variance_ratio": model["explained_variance_ratio"].tolist()}
+    meta = {"task": "pca", "feature_spec": spec.to_json(), "features": list(spec.features), "n_components": n_components,
+            "training_catalog": {"path": str(table.path), "fingerprint": table.fingerprint}, "metrics": metrics}
+    save_model(model_out, meta, estimators={"pca": model})
+    return metrics
+
+
+def apply_unsupervised(frame: pd.DataFrame, meta: dict, models: dict) -> pd.DataFrame:
+    spec = FeatureSpec.from_json(meta["feature_spec"])
+    X = spec.compute(frame).fillna(spec.impute_values).to_numpy(dtype=np.float64)
+    out = frame.copy()
+    if meta["task"] == "anomaly":
+        out["anomaly_score"] = (-models["isolation_forest"].score_samples(X)).astype(np.float32) if len(X) else np.zeros(0, np.float32)
+    else:
+        m = models["pca"]
+        Z = ((X - m["mean"]) / m["std"]) @ m["components"].T if len(X) else np.zeros((0, len(m["components"])))
+        for i in range(Z.shape[1]):
+            out[f"pca_{i + 1}"] = Z[:, i].astype(np.float32)
+    return out
