@@ -82,3 +82,17 @@ def dachs() -> str:
     if proc.returncode != 0:
         pytest.fail(f"could not start the DaCHS test service ({script}):\n{proc.stdout}\n{proc.stderr}")
     return TAP_URL
+
+
+@pytest.fixture(scope="session")
+def mock_catalog(tmp_path_factory, client) -> Path:
+    """A 60,000-row mock sky as a HATS collection (several partitions, 60 arcsec margin)."""
+    from survey_engine.ingest.file_import.arguments import ImportArguments
+    from survey_engine.ingest.file_import.run import run_import
+    from survey_engine.mock.sky import write_mock_sky
+
+    root = tmp_path_factory.mktemp("mocksky")
+    write_mock_sky(60_000, root / "files", seed=7, client=client, progress=False)
+    run_import(ImportArguments([str(root / "files")], str(root / "sky"), id_column="source_id", max_rows=8_000, margin_arcsec=60.0),
+               client=client, progress=False)
+    return root / "sky"

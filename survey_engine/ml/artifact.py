@@ -26,11 +26,18 @@ def library_versions() -> dict:
     import importlib.metadata as md
 
     out = {}
-    for name in ("survey_engine", "xgboost", "xgboost-cpu", "scikit-learn", "dask", "distributed", "dask-ml", "numpy", "pandas", "pyarrow"):
+    for name in ("survey_engine", "scikit-learn", "dask", "distributed", "dask-ml", "numpy", "pandas", "pyarrow"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
             pass
+    try:  # the module's version: the xgboost and xgboost-cpu wheels install the same module
+        import xgboost
+
+        out["xgboost"] = xgboost.__version__
+        out["xgboost_cuda"] = bool(xgboost.build_info().get("USE_CUDA"))
+    except ImportError:
+        pass
     return out
 
 

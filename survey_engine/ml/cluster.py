@@ -150,8 +150,14 @@ def cluster_catalog(catalog_path: str, features: list[str], method: str, out: st
     return summary
 
 
+def _keep_input_cluster_id(df: pd.DataFrame) -> pd.DataFrame:
+    """An input column already called ``cluster_id`` (e.g. a truth label) is kept as ``cluster_id_input``."""
+    return df.rename(columns={"cluster_id": "cluster_id_input"}) if "cluster_id" in df.columns else df
+
+
 def _attach_mapping(mapping: pd.Series, id_column: str):
     def attach(df: pd.DataFrame) -> pd.DataFrame:
+        df = _keep_input_cluster_id(df)
         return df.assign(cluster_id=mapping.reindex(df[id_column].to_numpy()).fillna(-1).astype(np.int64).to_numpy())
     return attach
 
@@ -205,7 +211,7 @@ def _attach_kmeans(spec, feats, centre, scale, centers):
         if ok.any():
             d = ((X[ok, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
             lab[ok] = d.argmin(axis=1)
-        return df.assign(cluster_id=lab)
+        return _keep_input_cluster_id(df).assign(cluster_id=lab)
     return attach
 
 

@@ -42,8 +42,9 @@ def photoz_metrics(z_phot, z_spec) -> dict:
     }
 
 
-def photoz_summary(frame: pd.DataFrame, z_phot: str, z_spec: str, mag: str | None) -> pd.DataFrame:
-    """One partition's mergeable summary: counts of quantised ez per (magnitude bin, z bin)."""
+def photoz_summary(frame: pd.DataFrame, z_phot: str, z_spec: str, mag: str | None, lo: str | None = None, hi: str | None = None) -> pd.DataFrame:
+    """One partition's mergeable summary: counts of quantised ez per (magnitude bin, z bin), and
+    whether z_spec fell inside [lo, hi] (the 68% interval) when those columns are given."""
     ez = ez_values(frame[z_phot], frame[z_spec])
     ok = np.isfinite(ez)
     zs = np.asarray(frame[z_spec], float)[ok]
@@ -53,14 +54,18 @@ def photoz_summary(frame: pd.DataFrame, z_phot: str, z_spec: str, mag: str | Non
     else:
         mbin = np.full(len(zs), -1)
     code = np.rint(ez[ok] / EZ_RES).astype(np.int64)
-    df = pd.DataFrame({"mbin": mbin.astype(np.int16), "zbin": zbin.astype(np.int16), "code": code})
+    if lo and hi:
+        inside = ((zs >= np.asarray(frame[lo], float)[ok]) & (zs <= np.asarray(frame[hi], float)[ok])).astype(np.int8)
+    else:
+        inside = np.full(len(zs), -1, dtype=np.int8)
+    df = pd.DataFrame({"mbin": mbin.astype(np.int16), "zbin": zbin.astype(np.int16), "code": code, "inside": inside})
     return df.value_counts().rename("n").reset_index()
 
 
 def merge_summaries(parts: list[pd.DataFrame]) -> pd.DataFrame:
     if not parts:
-        return pd.DataFrame({"mbin": [], "zbin": [], "code": [], "n": []})
-    return pd.concat(parts).groupby(["mbin", "zbin", "code"], as_index=False)["n"].sum()
+        return pd.DataFrame({"mbin": [], "zbin": [], "code": [], "inside": [], "n": []})
+    return pd.concat(parts).groupby(["mbin", "zbin", "code", "inside"], as_index=False)["n"].sum()
 
 
 def _wquantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
@@ -96,7 +101,11 @@ def photoz_metrics_from_summary(summary: pd.DataFrame) -> dict:
     """Overall metrics plus the same metrics in bins of magnitude and of spectroscopic redshift."""
     def collapse(df):
         g = df.groupby("code")["n"].sum()
-        return metrics_from_counts(g.index.to_numpy(), g.to_numpy())
+        out = metrics_from_counts(g.index.to_numpy(), g.to_numpy())
+        known = df[df.inside >= 0]
+        if len(known):
+            out["interval_coverage"] = float(known.loc[known.inside == 1, "n"].sum() / known["n"].sum())
+        return out
 
     out = collapse(summary)
     out["by_redshift"] = [

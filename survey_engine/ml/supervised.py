@@ -36,6 +36,8 @@ CLASS_WEIGHT_POWER = 0.0
 CLASS_WEIGHTS = {"none": 0.0, "sqrt": 0.5, "balanced": 1.0}
 SEARCH_GRID = [{"max_depth": d, "eta": e} for d in (5, 7) for e in (0.05, 0.1)]
 TASKS = ("photoz", "classify")
+# Column names that hold spectroscopic redshifts: never features of a photometric classifier.
+SPECTROSCOPIC_COLUMNS = {"redshift", "z_spec", "zspec", "specz", "spec_z", "z_noqso", "zspec_best", "redshift_err"}
 
 
 class TrainingError(ValueError):
@@ -134,9 +136,15 @@ def prepare_table(table: Table, opts: TrainOptions, client) -> tuple[object, Fea
     if opts.truth not in table.columns:
         raise TrainingError(f"{table.path}: no column {opts.truth!r} ({'--target' if opts.task == 'photoz' else '--label'}); columns: {table.columns}")
     try:
-        spec.plan(table.columns)
+        inputs = spec.required_columns(table.columns)
     except FeatureError as exc:
         raise TrainingError(f"{table.path}: {exc}") from None
+    if opts.truth in inputs:
+        raise TrainingError(f"{table.path}: the {'target' if opts.task == 'photoz' else 'label'} column {opts.truth!r} is also used as a feature (that leaks the answer)")
+    if opts.task == "classify":
+        leaks = [c for c in inputs if c.lower() in SPECTROSCOPIC_COLUMNS]
+        if leaks:
+            raise TrainingError(f"{table.path}: feature column(s) {leaks} hold spectroscopic redshifts; a photometric classifier must not use them (it leaks the class)")
     ra, dec = _positions(table, opts)
     classes = None
     if opts.task == "classify":
@@ -184,11 +192,13 @@ def _xgb_params(base: dict, overrides: dict, device: str, seed: int) -> tuple[di
 
 
 def _dask_train(client, frame, features: list[str], params: dict, rounds: int, weight=None):
+    import xgboost
     from xgboost import dask as dxgb
 
     X = frame[features]
-    dtrain = dxgb.DaskDMatrix(client, X, frame["_y"], weight=weight)
-    return dxgb.train(client, params, dtrain, num_boost_round=rounds)["booster"]
+    with xgboost.config_context(verbosity=0):  # the tracker otherwise prints every worker's rank
+        dtrain = dxgb.DaskDMatrix(client, X, frame["_y"], weight=weight)
+        return dxgb.train(client, params, dtrain, num_boost_round=rounds)["booster"]
 
 
 def _balanced_weights(frame, k: int, power: float):
@@ -306,7 +316,7 @@ def _summaries(frame, meta: dict, models: dict, truth: str, magnitude: str | Non
         pred = predict_frame(part, meta, models)
         if meta["task"] == "photoz":
             pred = pred.assign(**{"_zs": pd.to_numeric(part[truth], errors="coerce")})
-            return M.photoz_summary(pred, "z_phot", "_zs", magnitude)
+            return M.photoz_summary(pred, "z_phot", "_zs", magnitude, "z_phot_lo", "z_phot_hi")
         pred = pred.assign(_label=part[truth].astype("string").str.strip())
         return M.classification_summary(pred, "_label", meta["classes"])
 
