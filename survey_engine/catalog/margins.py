@@ -129,15 +129,26 @@ def _distance_via_border_pixels(xyz: np.ndarray, q: np.ndarray, m: int, part_ord
     if len(pair) == 0:
         return out
     pixels, inverse = np.unique(nb[pair, col], return_inverse=True)
-    step = int(max(1, np.ceil(1.6 * mean_pixel_size_rad(m) / _EDGE_SPACING_RAD)))
-    lon, lat = cdsn.vertices(pixels.astype(np.uint64), m, step=step)
-    verts = radec_to_xyz(lon.to_value(u.deg).ravel(), lat.to_value(u.deg).ravel()).reshape(len(pixels), 4 * step, 3)
     points = xyz[pair]
     best = np.full(len(pair), np.inf)
-    for j in range(4 * step):
-        a = verts[inverse, j]
-        b = verts[inverse, (j + 1) % (4 * step)]
-        best = np.minimum(best, _point_arc_distance(points, a, b))
+    step = int(max(1, np.ceil(1.6 * mean_pixel_size_rad(m) / _EDGE_SPACING_RAD)))
+    if step <= _VECTORISED_MAX_STEP:
+        # small margins: few samples per edge, every arc of every candidate pixel at once
+        lon, lat = cdsn.vertices(pixels.astype(np.uint64), m, step=step)
+        verts = radec_to_xyz(lon.to_value(u.deg).ravel(), lat.to_value(u.deg).ravel()).reshape(len(pixels), 4 * step, 3)
+        for j in range(4 * step):
+            a = verts[inverse, j]
+            b = verts[inverse, (j + 1) % (4 * step)]
+            best = np.minimum(best, _point_arc_distance(points, a, b))
+    else:
+        # wide margins: long, densely sampled borders; per pixel a cached KD-tree finds the nearest
+        # sample and only the arcs beside it are measured (cost ~ log(samples) per point)
+        by_pixel = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[by_pixel], np.arange(len(pixels) + 1))
+        for k, pixel in enumerate(pixels.tolist()):
+            idx = by_pixel[bounds[k] : bounds[k + 1]]
+            ring, tree = _boundary(m, pixel)
+            best[idx] = distance_to_polyline_rad(points[idx], ring, tree)
     np.minimum.at(out, pair, best)
     return out
 
@@ -145,9 +156,11 @@ def _distance_via_border_pixels(xyz: np.ndarray, q: np.ndarray, m: int, part_ord
 # Edge samples of margin-order pixels are at most this far apart (radians, ~10"): over such a
 # short arc a HEALPix edge departs from the great circle by far less than a milliarcsecond.
 _EDGE_SPACING_RAD = 5e-5
+# Above this many samples per edge (margins wider than ~1.5 arcmin) the per-pixel KD-tree path wins.
+_VECTORISED_MAX_STEP = 16
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=256)
 def _boundary(order: int, pix: int):
     from scipy.spatial import cKDTree
 

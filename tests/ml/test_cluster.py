@@ -1,0 +1,120 @@
+"""Clustering: open clusters in real Gaia fields, recovered as one group across tile borders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from survey_engine.catalog.catalog import open_catalog
+from survey_engine.ingest.file_import.arguments import ImportArguments
+from survey_engine.ingest.file_import.run import run_import
+from survey_engine.ml.cluster import ClusterError, cluster_catalog, merge_tiles
+from tests.conftest import shared_path
+
+OC_FEATURES = ["pmra", "pmdec", "parallax", "pos_x", "pos_y", "pos_z"]
+
+
+def test_merge_links_clusters_through_shared_rows():
+    # tile 0 sees rows 1-4 (owns 1,2), tile 1 sees 2-5 (owns 3,4), tile 2 owns 9 and 10 alone
+    local = pd.DataFrame({
+        "id":    [1, 2, 3, 4, 2, 3, 4, 5, 9, 10],
+        "owned": [True, True, False, False, False, True, True, True, True, True],
+        "tile":  [0, 0, 0, 0, 1, 1, 1, 1, 2, 2],
+        "local": [0, 0, 0, -1, 3, 3, 3, 3, 0, 0],
+    })
+    out = merge_tiles(local).set_index("id")["cluster_id"]
+    assert out[1] == out[2] == out[3] == out[4] == out[5]  # tile 0's 0 and tile 1's 3 share rows 2 and 3
+    assert out[9] == out[10] != out[1]
+    assert out[1] == 0  # the biggest cluster is numbered 0
+
+
+@pytest.fixture(scope="module")
+def blanco1_tiles(client, tmp_path_factory):
+    """The Blanco 1 Gaia DR2 field (RA through 0) as a catalog of several tiles with a 0.5 deg margin."""
+    out = tmp_path_factory.mktemp("b1") / "blanco1"
+    run_import(ImportArguments([str(shared_path("clusters_xmatch/blanco1/blanco1_gaia_dr2_G18_field.parquet"))], str(out),
+                               id_column="source_id", max_rows=3000, margin_arcsec=1800), client=client, progress=False)
+    return out
+
+
+def _recovery(df: pd.DataFrame, members: pd.Series) -> tuple[int, float, float, pd.DataFrame]:
+    counts = df.loc[members & (df.cluster_id >= 0), "cluster_id"].value_counts()
+    best = int(counts.index[0])
+    group = df[df.cluster_id == best]
+    return best, counts.iloc[0] / members.sum(), counts.iloc[0] / len(group), group
+
+
+def test_blanco1_found_as_one_group_across_tiles(client, blanco1_tiles, tmp_path):
+    cat = open_catalog(blanco1_tiles)
+    assert cat.npartitions >= 4
+    summary = cluster_catalog(str(blanco1_tiles), OC_FEATURES, "hdbscan", str(tmp_path / "b1c"),
+                              params={"min_cluster_size": 30, "max_cluster_fraction": 0.3}, client=client, progress=False)
+    df = open_catalog(tmp_path / "b1c", margin=None).compute()
+    members = df.ocelot_label == 0  # Cantat-Gaudin et al. members
+    best, recall, purity, group = _recovery(df, members)
+    assert recall > 0.9 and purity > 0.55
+    # one group, not one per tile: members in every tile that holds any, all under one id
+    tiles_with_members = df[members].index.to_series().pipe(lambda s: s >> (2 * (29 - 3))).nunique()
+    assert tiles_with_members >= 1 and df.loc[members & (df.cluster_id >= 0), "cluster_id"].nunique() == 1
+    c = next(c for c in summary["clusters"] if c["cluster_id"] == best)
+    assert c["pmra_mean"] == pytest.approx(18.7, abs=0.5) and c["pmdec_mean"] == pytest.approx(2.6, abs=0.5)
+    assert c["parallax_mean"] == pytest.approx(4.2, abs=0.2)
+    assert c["ra"] < 2 or c["ra"] > 358  # the centre is a circular mean: RA 0/360 does not split it
+
+
+def test_same_answer_with_one_tile(client, blanco1_tiles, tmp_path):
+    """The tiled run agrees with clustering the whole field at once."""
+    whole = tmp_path / "whole"
+    run_import(ImportArguments([str(shared_path("clusters_xmatch/blanco1/blanco1_gaia_dr2_G18_field.parquet"))], str(whole),
+                               id_column="source_id", max_rows=100_000, margin_arcsec=1800), client=client, progress=False)
+    assert open_catalog(whole).npartitions == 1
+    params = {"min_cluster_size": 30, "max_cluster_fraction": 0.3}
+    cluster_catalog(str(whole), OC_FEATURES, "hdbscan", str(tmp_path / "w"), params=params, client=client, progress=False)
+    cluster_catalog(str(blanco1_tiles), OC_FEATURES, "hdbscan", str(tmp_path / "t"), params=params, client=client, progress=False)
+    a = open_catalog(tmp_path / "w", margin=None).compute().set_index("source_id")
+    b = open_catalog(tmp_path / "t", margin=None).compute().set_index("source_id").loc[a.index]
+    members = a.ocelot_label == 0
+    _, ra_, _, ga = _recovery(a.reset_index(), members.reset_index(drop=True))
+    _, rb, _, gb = _recovery(b.reset_index(), members.reset_index(drop=True))
+    overlap = len(set(ga.source_id) & set(gb.source_id)) / len(set(ga.source_id) | set(gb.source_id))
+    assert abs(ra_ - rb) < 0.05 and overlap > 0.8
+
+
+def test_rho_oph_control_members(client, tmp_path):
+    """rho Ophiuchi (Gaia field) against the published control sample of members."""
+    src = shared_path("clusters_xmatch/rho_oph/gaia_sample_cleaned.vot")
+    out = tmp_path / "oph"
+    run_import(ImportArguments([str(src)], str(out), id_column="source_id", max_rows=600, margin_arcsec=3600), client=client, progress=False)
+    cluster_catalog(str(out), ["pmra", "pmdec", "parallax"], "hdbscan", str(tmp_path / "ophc"),
+                    params={"min_cluster_size": 20}, client=client, progress=False)
+    df = open_catalog(tmp_path / "ophc", margin=None).compute()
+    from astropy.io.votable import parse_single_table
+
+    control = parse_single_table(str(shared_path("clusters_xmatch/rho_oph/OPH___control_sample.vot"))).to_table().to_pandas()
+    members = df.source_id.isin(control.source_id)
+    assert members.sum() > 100
+    _, recall, _, _ = _recovery(df, members)
+    assert recall > 0.7
+
+
+def test_kmeans_global(client, mock_catalog, tmp_path):
+    summary = cluster_catalog(str(mock_catalog), ["u-g", "g-r", "r-i"], "kmeans", str(tmp_path / "km"), params={"n_clusters": 4},
+                              client=client, progress=False)
+    df = open_catalog(tmp_path / "km", margin=None).compute()
+    assert set(df.cluster_id.unique()) <= {-1, 0, 1, 2, 3} and (df.cluster_id >= 0).mean() > 0.95
+    assert "cluster_id_input" in df.columns  # the mock's own truth column is kept, not overwritten
+    assert -1 <= summary["silhouette_sample"] <= 1 and summary["n_clusters"] == 4
+
+
+def test_density_clustering_needs_margin_and_id(client, tmp_path):
+    out = tmp_path / "nomargin"
+    run_import(ImportArguments([str(shared_path("clusters_xmatch/blanco1/blanco1_gaia_dr3_G17_field.parquet"))], str(out),
+                               max_rows=100_000, margin_arcsec=0), client=client, progress=False)
+    with pytest.raises(ClusterError, match="id column"):
+        cluster_catalog(str(out), ["pmra", "pmdec"], "dbscan", str(tmp_path / "x"), client=client, progress=False)
+    with pytest.raises(ClusterError, match="margin"):
+        cluster_catalog(str(out), ["pmra", "pmdec"], "dbscan", str(tmp_path / "x"), id_column="SOURCE_ID", client=client, progress=False)
+    with pytest.raises(ClusterError, match="nosuch"):
+        cluster_catalog(str(out), ["pmra", "nosuch"], "kmeans", str(tmp_path / "x"), client=client, progress=False)
+    assert not (tmp_path / "x").exists()
