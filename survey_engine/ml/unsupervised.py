@@ -69,8 +69,8 @@ def train_pca(table_path: str, features: list[str], model_out: str, *, n_compone
             raise TrainingError(f"--components {n_components} is more than the {len(spec.features)} features")
         spec.fit(feats.head(100_000, npartitions=-1))
         filled = feats.fillna(spec.impute_values)
-        mean = filled.mean().compute().to_numpy()
-        std = filled.std().compute().to_numpy()
+        mean = filled.mean().compute().to_numpy().copy()
+        std = filled.std().compute().to_numpy().copy()
         std[~(std > 0)] = 1.0
         X = ((filled - mean) / std).to_dask_array(lengths=True)
         pca = PCA(n_components=n_components, svd_solver="full").fit(X)
