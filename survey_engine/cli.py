@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--catalog", required=True)
     p.add_argument("--truth", default=None, help="truth column (default: the model's target or label)")
+    p.add_argument("--where", default=None, help="pandas query selecting the rows to evaluate on")
     p.add_argument("--out", default=None, help="also write the metrics as JSON here")
     p.add_argument("--workers", type=_positive_int, default=None)
 
@@ -155,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=None)
     p.add_argument("--no-progress", action="store_true")
 
+    for cmd, text in (("run", "run a job spec (YAML) on a local cluster or a running scheduler"),
+                      ("submit", "run a job spec on a running Dask scheduler (same as run --cluster tcp://...)")):
+        p = sub.add_parser(cmd, help=text)
+        p.add_argument("job", help="job spec, e.g. jobs/photoz.yaml")
+        if cmd == "run":
+            p.add_argument("--cluster", default=None, help="local (default) or tcp://HOST:PORT of a running scheduler")
+        else:
+            p.add_argument("--scheduler", required=True, help="tcp://HOST:PORT")
+        p.add_argument("--workdir", default=None, help="override the spec's workdir")
+        p.add_argument("--check", action="store_true", help="validate the spec and stop")
+        p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("info", help="describe a catalog or collection")
     p.add_argument("catalog")
     return parser
@@ -168,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _dispatch(args)
-    except (InputError, TapError, FileExistsError, FileNotFoundError, KeyError, ValueError) as exc:
+    except (InputError, TapError, FileExistsError, FileNotFoundError, KeyError, ValueError, TimeoutError) as exc:
         print(f"survey-engine {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -298,7 +311,7 @@ def _dispatch(args) -> int:
         from survey_engine.runtime import dask_client
 
         with dask_client(n_workers=args.workers) as client:
-            result = evaluate(args.model, args.catalog, client=client, truth=args.truth)
+            result = evaluate(args.model, args.catalog, client=client, truth=args.truth, where=args.where)
         text = json.dumps(result, indent=1, default=float)
         if args.out:
             from pathlib import Path
@@ -321,6 +334,22 @@ def _dispatch(args) -> int:
             summary = cluster_catalog(args.catalog, [f.strip() for f in args.features.split(",") if f.strip()], args.method, args.out,
                                       id_column=args.id, params=params, client=client, progress=progress)
         print(json.dumps({k: summary[k] for k in ("rows", "noise", "n_clusters")} | {"largest": summary["clusters"][:5]}, indent=1, default=float))
+    elif args.command in ("run", "submit"):
+        from pathlib import Path
+
+        from survey_engine.jobs.run import run_job
+        from survey_engine.jobs.spec import load_spec
+
+        spec = load_spec(args.job)
+        if args.workdir:
+            spec.workdir = Path(args.workdir).resolve()
+        if args.check:
+            print(f"{args.job}: valid ({len(spec.stages)} stages: {', '.join(s.id for s in spec.stages)}); outputs in {spec.workdir}")
+            return 0
+        cluster = args.cluster if args.command == "run" else args.scheduler
+        summary = run_job(spec, cluster=cluster, progress=progress)
+        print(f"job {spec.name}: done; summary in {spec.workdir / 'run_summary.json'}")
+        return 0 if summary else 1
     elif args.command == "info":
         from survey_engine.catalog.catalog import open_catalog
 

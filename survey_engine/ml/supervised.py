@@ -500,7 +500,7 @@ def check_model_fits(meta: dict, table: Table) -> None:
         raise ModelError(f"{table.path}: cannot apply the model: {exc}") from None
 
 
-def evaluate(model_dir: str, table_path: str, client=None, truth: str | None = None) -> dict:
+def evaluate(model_dir: str, table_path: str, client=None, truth: str | None = None, where: str | None = None) -> dict:
     """Metrics of a saved model on a labelled catalog (every row with a truth value)."""
     from survey_engine.runtime import dask_client
 
@@ -514,5 +514,12 @@ def evaluate(model_dir: str, table_path: str, client=None, truth: str | None = N
         raise ModelError(f"{table.path}: no truth column {truth!r} to evaluate against")
     mag = meta.get("magnitude_column")
     mag = mag if mag in table.columns else None
+    frame = table.frame
+    if where:
+        try:
+            frame._meta_nonempty.query(where)
+        except Exception as exc:
+            raise ModelError(f"{table.path}: --where {where!r} does not apply to these columns: {exc}") from None
+        frame = frame.map_partitions(lambda df, q=where: df.query(q), meta=frame._meta)
     with dask_client(client):
-        return _summaries(table.frame, meta, models, truth, mag)
+        return _summaries(frame, meta, models, truth, mag)

@@ -1,0 +1,278 @@
+"""Running a job spec: stages in order on one Dask cluster, each written to a temporary place and
+published atomically, skipped on re-runs when its inputs and parameters are unchanged.
+
+``WORKDIR/<id>`` holds each stage's output; ``WORKDIR/.state/<id>.json`` its fingerprint;
+``WORKDIR/run.log`` and ``WORKDIR/run_summary.json`` tell what happened. A stage that fails
+leaves the earlier outputs (and its own previous output) untouched; the next run redoes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from survey_engine.catalog.layout import atomic_write_text
+from survey_engine.jobs.spec import JobSpec, JobSpecError, Stage
+
+log = logging.getLogger("survey_engine.jobs")
+
+
+def _fp(*parts) -> str:
+    from survey_engine import __version__
+
+    blob = json.dumps([__version__, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def job_client(spec: JobSpec, cluster: str | None = None, timeout: float = 60.0, connect_timeout: float = 15.0):
+    """The Dask client a job runs on: ``local`` (default), or ``tcp://host:port`` of a running scheduler."""
+    from distributed import Client
+
+    from survey_engine.runtime import dask_client
+
+    target = cluster or spec.cluster.get("address") or spec.cluster.get("kind") or "local"
+    if target.startswith(("tcp://", "tls://")):
+        try:
+            client = Client(target, timeout=connect_timeout)
+        except OSError as exc:
+            raise JobSpecError(f"cannot reach the Dask scheduler at {target}: {exc}") from None
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError:
+            client.close()
+            raise JobSpecError(f"the scheduler at {target} has no workers after {timeout:g} s") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    if target != "local":
+        raise JobSpecError(f"--cluster {target}: only local and tcp://HOST:PORT are implemented so far (slurm/pbs: not yet)")
+    with dask_client(n_workers=spec.cluster.get("workers")) as client:
+        yield client
+
+
+def run_job(spec: JobSpec, cluster: str | None = None, client=None, progress: bool = True, echo=print) -> dict:
+    work = spec.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    (work / ".state").mkdir(exist_ok=True)
+    handler = logging.FileHandler(work / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False  # the console gets ``echo``; the log file gets everything
+    summary = {"job": spec.name, "spec": str(spec.path), "workdir": str(work), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": {}}
+    status = "failed"
+    try:
+        ctx = contextlib.nullcontext(client) if client is not None else job_client(spec, cluster)
+        with ctx as client:
+            nworkers = len(client.scheduler_info()["workers"])
+            _say(echo, f"job {spec.name}: {len(spec.stages)} stages on {nworkers} workers ({client.scheduler.address})")
+            if client.dashboard_link:
+                _say(echo, f"  dashboard: {client.dashboard_link}")
+            summary["cluster"] = {"scheduler": client.scheduler.address, "workers": nworkers, "dashboard": client.dashboard_link}
+            source_out, source_fp = _source(spec, work, client, progress, echo)
+            outputs = {"source": (source_out, source_fp)}
+            for stage in spec.stages:
+                outputs[stage.id] = _run_stage(spec, stage, outputs, work, client, progress, echo, summary)
+        status = "ok"
+        return summary
+    except Exception as exc:
+        summary["error"] = str(exc)
+        log.error("job failed: %s", exc)
+        raise
+    finally:
+        summary["status"] = status
+        summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        atomic_write_text(work / "run_summary.json", json.dumps(summary, indent=1, default=str))
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _say(echo, text: str) -> None:
+    log.info(text)
+    if echo:
+        echo(text)
+
+
+def _source(spec: JobSpec, work: Path, client, progress, echo):
+    kind, src = spec.source_kind, spec.source
+    if kind == "mock":
+        from survey_engine.mock.sky import write_mock_sky
+
+        fp = _fp("mock", src.get("rows"), src.get("seed", 42))
+        out = work / "source"
+        if _state(work, "source").get("fingerprint") == fp and out.exists():
+            _say(echo, f"  source: mock sky unchanged ({src['rows']:,} rows), reused")
+            return out, fp
+        t0 = time.perf_counter()
+        tmp = work / ".tmp-source"
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_mock_sky(src["rows"], tmp, seed=src.get("seed", 42), client=client, progress=progress)
+        _publish(tmp, out)
+        _save_state(work, "source", fp, {"rows": src["rows"]})
+        _say(echo, f"  source: {src['rows']:,} mock rows -> {out} ({time.perf_counter() - t0:.1f} s)")
+        return out, fp
+    if kind == "files":
+        stats = [[p, os.path.getsize(p) if os.path.isfile(p) else None] for p in src["paths"]]
+        return src["paths"], _fp("files", stats)
+    if kind == "catalog":
+        from survey_engine.ml.data import open_table
+
+        return src["path"], open_table(src["path"]).fingerprint
+    return src, _fp("tap", src)
+
+
+def _state(work: Path, sid: str) -> dict:
+    f = work / ".state" / f"{sid}.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def _save_state(work: Path, sid: str, fp: str, info: dict) -> None:
+    atomic_write_text(work / ".state" / f"{sid}.json", json.dumps({"fingerprint": fp, **info}, indent=1, default=str))
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Swap ``tmp`` in as ``out``; the old output is removed only after the new one is in place."""
+    if out.exists():
+        old = out.with_name(f".old-{out.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, echo, summary) -> tuple:
+    p = stage.params
+    refs = {k: outputs[v][1] for k, v in p.items() if isinstance(v, str) and v in outputs and k in ("catalog", "model", "left", "right")}
+    source_fp = outputs["source"][1] if stage.kind in ("import", "ingest") else None
+    fp = _fp(stage.kind, p, refs, source_fp)
+    out = work / stage.id
+    if _state(work, stage.id).get("fingerprint") == fp and out.exists():
+        _say(echo, f"  {stage.id} ({stage.kind}): unchanged, skipped")
+        summary["stages"][stage.id] = {"kind": stage.kind, "skipped": True, "path": str(out)}
+        return out, fp
+    # a deterministic temporary place, so an interrupted import resumes from its own done-markers
+    tmp = work / f".tmp-{stage.id}-{fp[:8]}"
+    if stage.kind not in ("import", "ingest"):  # those resume from their own staging; the rest start clean
+        shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.perf_counter()
+    _say(echo, f"  {stage.id} ({stage.kind}) ...")
+    info = STAGE_RUNNERS[stage.kind](stage, p, outputs, tmp, client, progress)
+    _publish(tmp, out)
+    seconds = round(time.perf_counter() - t0, 2)
+    _save_state(work, stage.id, fp, {"kind": stage.kind, "seconds": seconds, **info})
+    summary["stages"][stage.id] = {"kind": stage.kind, "seconds": seconds, "path": str(out), **info}
+    _say(echo, f"  {stage.id} ({stage.kind}) -> {out} ({seconds:.1f} s) {json.dumps(info, default=str)[:200]}")
+    return out, fp
+
+
+def _path(outputs, name) -> str:
+    return str(outputs[name][0])
+
+
+def _stage_import(stage, p, outputs, tmp, client, progress):
+    from survey_engine.ingest.file_import.arguments import ImportArguments
+    from survey_engine.ingest.file_import.run import run_import
+
+    src = outputs["source"][0]
+    inputs = [str(src)] if not isinstance(src, list) else src
+    id_col = p.get("id") or ("source_id" if isinstance(src, Path) and src.name == "source" else None)
+    args = ImportArguments(inputs, str(tmp), ra_column=p.get("ra", "ra"), dec_column=p.get("dec", "dec"), id_column=id_col,
+                           max_rows=p.get("max_rows", 1_000_000), highest_order=p.get("highest_order", 10),
+                           margin_arcsec=p.get("margin", 5.0), name=stage.id)
+    r = run_import(args, client=client, progress=progress)
+    return {"rows": r.rows, "partitions": r.partitions, "margin_rows": r.margin_rows}
+
+
+def _stage_ingest(stage, p, outputs, tmp, client, progress):
+    from survey_engine.ingest.tap.arguments import TapIngestArguments
+    from survey_engine.ingest.tap.run import run_ingest
+
+    s = outputs["source"][0]
+    args = TapIngestArguments(s["url"], s["table"], str(tmp), columns=s.get("columns"), where=s.get("where"),
+                              ra_column=s.get("ra", "ra"), dec_column=s.get("dec", "dec"), id_column=s.get("id"),
+                              order=s.get("order", 3), page_rows=s.get("page_rows", 100_000), workers=s.get("workers", 4),
+                              paging=s.get("paging", "auto"), max_rows=p.get("max_rows", 1_000_000),
+                              margin_arcsec=p.get("margin", 5.0), name=stage.id, token=os.environ.get("SURVEY_ENGINE_TAP_TOKEN"))
+    r = run_ingest(args, client=client, progress=progress)
+    return {"rows": r.rows, "pages": r.pages, "verified": r.verification.get("ok")}
+
+
+def _stage_margin(stage, p, outputs, tmp, client, progress):
+    from survey_engine.catalog.margin_build import build_margin
+
+    shutil.copytree(_path(outputs, p["catalog"]), tmp, copy_function=os.link)
+    build_margin(str(tmp), float(p["radius"]), client=client, progress=progress)
+    return {"radius_arcsec": p["radius"]}
+
+
+def _stage_crossmatch(stage, p, outputs, tmp, client, progress):
+    from survey_engine.catalog.catalog import open_catalog
+    from survey_engine.crossmatch import crossmatch
+
+    result = crossmatch(open_catalog(_path(outputs, p["left"])), open_catalog(_path(outputs, p["right"])), float(p["radius"]),
+                        how=p.get("how", "nearest"), k=p.get("k", 1), join=p.get("join", "inner"), exclude_self=p.get("self", False),
+                        min_radius_arcsec=p.get("min_radius", 0.0), suffixes=tuple(p.get("suffixes", ["_1", "_2"])),
+                        build_margin=p.get("build_margin", False), client=client)
+    out = result.write(tmp, client=client, progress=progress)
+    return {"rows": open_catalog(out).row_count()}
+
+
+def _stage_train(stage, p, outputs, tmp, client, progress):
+    catalog = _path(outputs, p["catalog"])
+    task = p["task"]
+    if task in ("photoz", "classify"):
+        from survey_engine.ml.supervised import TrainOptions, train
+
+        opts = TrainOptions(task, p["features"], target=p.get("target"), label=p.get("label"), seed=p.get("seed", 42),
+                            test_fraction=p.get("test_fraction", 0.2), cv=p.get("cv", 0), search=p.get("search", False),
+                            baselines=p.get("baselines", False), gpu=p.get("gpu", False), ebv_column=p.get("ebv"),
+                            missing=p.get("missing", "nan"), where=p.get("where"))
+        r = train(catalog, opts, str(tmp), client=client)
+        keys = ("n", "sigma_nmad", "bias", "outlier_rate_015") if task == "photoz" else ("n", "accuracy", "macro_f1")
+        return {"held_out": {k: r["test"][k] for k in keys}}
+    from survey_engine.ml.unsupervised import train_anomaly, train_pca
+
+    if task == "anomaly":
+        return train_anomaly(catalog, p["features"], str(tmp), seed=p.get("seed", 42), ebv=p.get("ebv"), client=client)
+    return train_pca(catalog, p["features"], str(tmp), n_components=p.get("components", 3), ebv=p.get("ebv"), client=client)
+
+
+def _stage_predict(stage, p, outputs, tmp, client, progress):
+    from survey_engine.ml.apply import predict
+
+    predict(_path(outputs, p["model"]), _path(outputs, p["catalog"]), str(tmp), client=client, progress=progress)
+    return {}
+
+
+def _stage_evaluate(stage, p, outputs, tmp, client, progress):
+    from survey_engine.ml.supervised import evaluate
+
+    m = evaluate(_path(outputs, p["model"]), _path(outputs, p["catalog"]), client=client, truth=p.get("truth"), where=p.get("where"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "metrics.json").write_text(json.dumps(m, indent=1, default=float))
+    keys = ("n", "sigma_nmad", "accuracy", "macro_f1")
+    return {k: m[k] for k in keys if k in m}
+
+
+def _stage_cluster(stage, p, outputs, tmp, client, progress):
+    from survey_engine.ml.cluster import cluster_catalog
+
+    params = {k: p[k] for k in ("min_cluster_size", "min_samples", "eps", "max_cluster_fraction", "n_clusters") if k in p}
+    s = cluster_catalog(_path(outputs, p["catalog"]), p["features"], p.get("method", "hdbscan"), str(tmp), id_column=p.get("id"),
+                        params=params, client=client, progress=progress)
+    return {"n_clusters": s["n_clusters"], "noise": s["noise"], "largest": [c["members"] for c in s["clusters"][:5]]}
+
+
+STAGE_RUNNERS = {"import": _stage_import, "ingest": _stage_ingest, "margin": _stage_margin, "crossmatch": _stage_crossmatch,
+                 "train": _stage_train, "predict": _stage_predict, "evaluate": _stage_evaluate, "cluster": _stage_cluster}

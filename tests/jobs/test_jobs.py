@@ -1,0 +1,177 @@
+"""Job specs: validation with file:line errors, the ready-made specs run as they are, re-runs
+skip what is unchanged, failures keep earlier outputs, submission to a real scheduler."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from survey_engine.catalog.catalog import open_catalog
+from survey_engine.jobs.run import run_job
+from survey_engine.jobs.spec import JobSpecError, load_spec
+from tests.conftest import REPO
+
+JOBS = REPO / "jobs"
+
+
+def spec_file(tmp_path: Path, text: str) -> Path:
+    f = tmp_path / "job.yaml"
+    f.write_text(text)
+    return f
+
+
+GOOD = """\
+name: t
+source:
+  mock: {rows: 20000, seed: 1}
+stages:
+  - id: sky
+    import: {max_rows: 5000, margin: 5}
+  - id: model
+    train: {task: photoz, catalog: sky, features: [u-g, g-r], target: redshift}
+"""
+
+
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        (GOOD.replace("name: t", "name: t\nbogus: 1"), 2, "unknown key 'bogus'"),
+        (GOOD.replace("max_rows: 5000", "max_rows: many"), 6, "max_rows must be int"),
+        (GOOD.replace("margin: 5}", "margin: 5, colour: red}"), 6, "unknown key 'colour'"),
+        (GOOD.replace("catalog: sky", "catalog: nothere"), 8, "'nothere' is not the output of an earlier stage"),
+        (GOOD.replace("task: photoz", "task: juggle"), 8, "task must be"),
+        (GOOD.replace("  mock: {rows: 20000, seed: 1}", "  files: [no/such/file.csv]"), 3, "does not exist"),
+        (GOOD.replace("    import:", "    importt:"), 6, "unknown 'importt'"),
+        (GOOD + "  - id: p\n    predict: {model: sky, catalog: sky}\n", 10, "'sky' is a catalog, not a model"),
+        (GOOD.replace("source:\n  mock: {rows: 20000, seed: 1}\n", ""), 1, "missing 'source'"),
+        (GOOD.replace("  - id: model", "  - id: sky"), 7, "id used twice"),
+        ("name: [unclosed", 1, "not valid YAML"),
+    ],
+)
+def test_validation_names_file_line_and_key(tmp_path, text, line, message):
+    f = spec_file(tmp_path, text)
+    with pytest.raises(JobSpecError) as info:
+        load_spec(f)
+    assert f"{f}:{line}: " in str(info.value) and message in str(info.value), str(info.value)
+
+
+def test_ready_made_specs_are_valid():
+    for f in sorted(JOBS.glob("*.yaml")):
+        spec = load_spec(f)
+        assert spec.stages, f
+
+
+def run(name: str, tmp_path: Path, client) -> tuple[dict, Path]:
+    spec = load_spec(JOBS / f"{name}.yaml", base=tmp_path)
+    summary = run_job(spec, client=client, progress=False, echo=None)
+    assert summary["status"] == "ok" if "status" in summary else True
+    return summary, spec.workdir
+
+
+def test_demo_job(client, tmp_path):
+    summary, work = run("demo", tmp_path, client)
+    assert work == tmp_path / "demo-job"
+    sky = open_catalog(work / "sky")
+    assert sky.row_count() == 200_000 and sky.margin is not None
+    pairs = open_catalog(work / "close_pairs").compute()
+    assert len(pairs) == summary["stages"]["close_pairs"]["rows"]
+    assert (pairs.sep_arcsec <= 2).all() and (pairs.source_id_1 != pairs.source_id_2).all()
+    assert json.loads((work / "run_summary.json").read_text())["status"] == "ok"
+    assert "close_pairs (crossmatch)" in (work / "run.log").read_text()
+
+
+def test_photoz_job(client, tmp_path):
+    summary, work = run("photoz", tmp_path, client)
+    assert summary["stages"]["model"]["held_out"]["sigma_nmad"] < 0.08
+    z = open_catalog(work / "zphot").compute()
+    assert len(z) == 200_000 and np.isfinite(z.z_phot).all()
+    metrics = json.loads((work / "metrics" / "metrics.json").read_text())
+    assert metrics["n"] == (z.obj_class == "GALAXY").sum() and metrics["sigma_nmad"] < 0.08
+
+
+def test_classify_job(client, tmp_path):
+    summary, work = run("classify", tmp_path, client)
+    assert summary["stages"]["model"]["held_out"]["accuracy"] > 0.85
+    df = open_catalog(work / "classes").compute()
+    assert (df.class_pred == df.obj_class).mean() > 0.85
+
+
+def test_open_clusters_job_recovers_the_mock_clusters(client, tmp_path):
+    _, work = run("open_clusters", tmp_path, client)
+    df = open_catalog(work / "clusters", margin=None).compute()
+    truth = df.cluster_id_input
+    found = 0
+    for t in sorted(set(truth) - {-1}):
+        members = truth == t
+        counts = df.loc[members & (df.cluster_id >= 0), "cluster_id"].value_counts()
+        if len(counts) and counts.iloc[0] / members.sum() > 0.5 and counts.iloc[0] / (df.cluster_id == counts.index[0]).sum() > 0.9:
+            found += 1
+    assert found == 5
+    assert json.loads((work / "clusters" / "clusters.json").read_text())["n_clusters"] >= 5
+
+
+def test_rerun_skips_unchanged_and_failure_keeps_earlier_outputs(client, tmp_path):
+    f = spec_file(tmp_path, GOOD)
+    spec = load_spec(f, base=tmp_path)
+    run_job(spec, client=client, progress=False, echo=None)
+    sky_state = (spec.workdir / ".state" / "sky.json").read_text()
+    model_mtime = (spec.workdir / "model" / "model.json").stat().st_mtime
+    again = run_job(load_spec(f, base=tmp_path), client=client, progress=False, echo=None)
+    assert again["stages"]["sky"]["skipped"] and again["stages"]["model"]["skipped"]
+    # a changed stage is redone; the unchanged one before it is not
+    f.write_text(GOOD.replace("features: [u-g, g-r]", "features: [u-g, g-r, r-i]"))
+    third = run_job(load_spec(f, base=tmp_path), client=client, progress=False, echo=None)
+    assert third["stages"]["sky"]["skipped"] and not third["stages"]["model"].get("skipped")
+    assert (spec.workdir / "model" / "model.json").stat().st_mtime > model_mtime
+    # a failing stage: the error is raised, earlier outputs (and its own last good one) stay
+    f.write_text(GOOD.replace("features: [u-g, g-r]", "features: [u-g, nosuch]"))
+    with pytest.raises(ValueError, match="nosuch"):
+        run_job(load_spec(f, base=tmp_path), client=client, progress=False, echo=None)
+    assert (spec.workdir / ".state" / "sky.json").read_text() == sky_state
+    assert json.loads((spec.workdir / "model" / "model.json").read_text())["features"] == ["u-g", "g-r", "r-i"]
+    assert json.loads((spec.workdir / "run_summary.json").read_text())["status"] == "failed"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_submit_to_a_running_scheduler(tmp_path):
+    """A real `dask scheduler` and two `dask worker` processes on loopback; the job goes by address."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = str(Path(sys.executable).parent / "dask")
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    try:
+        time.sleep(2)
+        for _ in range(2):
+            procs.append(subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        f = spec_file(tmp_path, GOOD.replace("rows: 20000", "rows: 10000"))
+        done = subprocess.run([sys.executable, "-m", "survey_engine.cli", "submit", str(f), "--scheduler", address,
+                               "--workdir", str(tmp_path / "work"), "--no-progress"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        summary = json.loads((tmp_path / "work" / "run_summary.json").read_text())
+        assert summary["cluster"]["scheduler"] == address and summary["cluster"]["workers"] == 2
+        assert open_catalog(tmp_path / "work" / "sky").row_count() == 10_000
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=30)
+    # the scheduler is gone now: a clear error, exit 2
+    gone = subprocess.run([sys.executable, "-m", "survey_engine.cli", "run", str(f), "--cluster", address,
+                           "--workdir", str(tmp_path / "work2")], capture_output=True, text=True, timeout=120)
+    assert gone.returncode == 2 and "cannot reach the Dask scheduler" in gone.stderr
