@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(cmd, help=text)
         p.add_argument("job", help="job spec, e.g. jobs/photoz.yaml")
         if cmd == "run":
-            p.add_argument("--cluster", default=None, help="local (default) or tcp://HOST:PORT of a running scheduler")
+            p.add_argument("--cluster", default=None, help="local (default), tcp://HOST:PORT of a running scheduler, "
+                           "slurm / pbs (cluster/slurm.yaml, cluster/pbs.yaml) or a cluster config FILE.yaml")
         else:
             p.add_argument("--scheduler", required=True, help="tcp://HOST:PORT")
         p.add_argument("--workdir", default=None, help="override the spec's workdir")

@@ -96,3 +96,14 @@ def mock_catalog(tmp_path_factory, client) -> Path:
     run_import(ImportArguments([str(root / "files")], str(root / "sky"), id_column="source_id", max_rows=8_000, margin_arcsec=60.0),
                client=client, progress=False)
     return root / "sky"
+
+
+@pytest.fixture(scope="session")
+def slurm() -> None:
+    """A real single-node SLURM (cluster/dev/slurm.sh): installed and started if needed."""
+    import subprocess
+
+    script = REPO / "cluster" / "dev" / "slurm.sh"
+    proc = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"could not start the SLURM test cluster ({script}):\n{proc.stdout}\n{proc.stderr}")

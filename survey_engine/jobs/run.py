@@ -54,7 +54,11 @@ def job_client(spec: JobSpec, cluster: str | None = None, timeout: float = 60.0,
             client.close()
         return
     if target != "local":
-        raise JobSpecError(f"--cluster {target}: only local and tcp://HOST:PORT are implemented so far (slurm/pbs: not yet)")
+        from survey_engine.jobs.clusters import hpc_client
+
+        with hpc_client(target) as client:
+            yield client
+        return
     with dask_client(n_workers=spec.cluster.get("workers")) as client:
         yield client
 
@@ -78,6 +82,11 @@ def run_job(spec: JobSpec, cluster: str | None = None, client=None, progress: bo
             if client.dashboard_link:
                 _say(echo, f"  dashboard: {client.dashboard_link}")
             summary["cluster"] = {"scheduler": client.scheduler.address, "workers": nworkers, "dashboard": client.dashboard_link}
+            cluster_obj = getattr(client, "cluster", None)
+            if cluster_obj is not None and hasattr(cluster_obj, "job_script"):
+                from survey_engine.jobs.clusters import job_ids
+
+                summary["cluster"]["batch_jobs"] = job_ids(cluster_obj)
             source_out, source_fp = _source(spec, work, client, progress, echo)
             outputs = {"source": (source_out, source_fp)}
             for stage in spec.stages:
