@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _scheduler_lost_type():
+    from survey_engine.jobs.run import SchedulerLost
+
+    return SchedulerLost
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -182,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _dispatch(args)
-    except (InputError, TapError, FileExistsError, FileNotFoundError, KeyError, ValueError, TimeoutError) as exc:
+    except (InputError, TapError, FileExistsError, FileNotFoundError, KeyError, ValueError, TimeoutError, _scheduler_lost_type()) as exc:
         print(f"survey-engine {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

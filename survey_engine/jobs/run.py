@@ -176,13 +176,35 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
         shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
     _say(echo, f"  {stage.id} ({stage.kind}) ...")
-    info = STAGE_RUNNERS[stage.kind](stage, p, outputs, tmp, client, progress)
+    try:
+        info = STAGE_RUNNERS[stage.kind](stage, p, outputs, tmp, client, progress)
+    except Exception as exc:
+        if _scheduler_lost(client, exc):
+            raise SchedulerLost(
+                f"stage {stage.id!r} ({stage.kind}): lost the Dask scheduler ({type(exc).__name__}: {exc}); "
+                "earlier outputs are kept: run the same command again (on a working cluster) to resume"
+            ) from exc
+        raise
     _publish(tmp, out)
     seconds = round(time.perf_counter() - t0, 2)
     _save_state(work, stage.id, fp, {"kind": stage.kind, "seconds": seconds, **info})
     summary["stages"][stage.id] = {"kind": stage.kind, "seconds": seconds, "path": str(out), **info}
     _say(echo, f"  {stage.id} ({stage.kind}) -> {out} ({seconds:.1f} s) {json.dumps(info, default=str)[:200]}")
     return out, fp
+
+
+class SchedulerLost(RuntimeError):
+    """The cluster went away under a running stage."""
+
+
+def _scheduler_lost(client, exc: Exception) -> bool:
+    from asyncio import CancelledError
+
+    from distributed.comm.core import CommClosedError
+
+    if isinstance(exc, (CommClosedError, CancelledError, ConnectionError)):
+        return True
+    return getattr(client, "status", "running") not in ("running", "connecting")
 
 
 def _path(outputs, name) -> str:
