@@ -87,8 +87,7 @@ def run_job(spec: JobSpec, cluster: str | None = None, client=None, progress: bo
                 from survey_engine.jobs.clusters import job_ids
 
                 summary["cluster"]["batch_jobs"] = job_ids(cluster_obj)
-            source_out, source_fp = _source(spec, work, client, progress, echo)
-            outputs = {"source": (source_out, source_fp)}
+            outputs = {name: _source(name, kind, params, work, client, progress, echo) for name, (kind, params) in spec.sources.items()}
             for stage in spec.stages:
                 outputs[stage.id] = _run_stage(spec, stage, outputs, work, client, progress, echo, summary)
         status = "ok"
@@ -111,23 +110,22 @@ def _say(echo, text: str) -> None:
         echo(text)
 
 
-def _source(spec: JobSpec, work: Path, client, progress, echo):
-    kind, src = spec.source_kind, spec.source
+def _source(name: str, kind: str, src: dict, work: Path, client, progress, echo):
     if kind == "mock":
         from survey_engine.mock.sky import write_mock_sky
 
         fp = _fp("mock", src.get("rows"), src.get("seed", 42))
-        out = work / "source"
-        if _state(work, "source").get("fingerprint") == fp and out.exists():
-            _say(echo, f"  source: mock sky unchanged ({src['rows']:,} rows), reused")
+        out = work / name
+        if _state(work, name).get("fingerprint") == fp and out.exists():
+            _say(echo, f"  {name}: mock sky unchanged ({src['rows']:,} rows), reused")
             return out, fp
         t0 = time.perf_counter()
-        tmp = work / ".tmp-source"
+        tmp = work / f".tmp-{name}"
         shutil.rmtree(tmp, ignore_errors=True)
         write_mock_sky(src["rows"], tmp, seed=src.get("seed", 42), client=client, progress=progress)
         _publish(tmp, out)
-        _save_state(work, "source", fp, {"rows": src["rows"]})
-        _say(echo, f"  source: {src['rows']:,} mock rows -> {out} ({time.perf_counter() - t0:.1f} s)")
+        _save_state(work, name, fp, {"rows": src["rows"], "mock": True})
+        _say(echo, f"  {name}: {src['rows']:,} mock rows -> {out} ({time.perf_counter() - t0:.1f} s)")
         return out, fp
     if kind == "files":
         stats = [[p, os.path.getsize(p) if os.path.isfile(p) else None] for p in src["paths"]]
@@ -163,7 +161,8 @@ def _publish(tmp: Path, out: Path) -> None:
 def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, echo, summary) -> tuple:
     p = stage.params
     refs = {k: outputs[v][1] for k, v in p.items() if isinstance(v, str) and v in outputs and k in ("catalog", "model", "left", "right")}
-    source_fp = outputs["source"][1] if stage.kind in ("import", "ingest") else None
+    source_name = p.get("source") or (next(iter(spec.sources)) if stage.kind in ("import", "ingest") else None)
+    source_fp = outputs[source_name][1] if source_name else None
     fp = _fp(stage.kind, p, refs, source_fp)
     out = work / stage.id
     if _state(work, stage.id).get("fingerprint") == fp and out.exists():
@@ -176,6 +175,8 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
         shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
     _say(echo, f"  {stage.id} ({stage.kind}) ...")
+    if stage.kind in ("import", "ingest"):
+        p = {**p, "_source_name": source_name, "_source_kind": spec.sources[source_name][0]}
     try:
         info = STAGE_RUNNERS[stage.kind](stage, p, outputs, tmp, client, progress)
     except Exception as exc:
@@ -215,9 +216,9 @@ def _stage_import(stage, p, outputs, tmp, client, progress):
     from survey_engine.ingest.file_import.arguments import ImportArguments
     from survey_engine.ingest.file_import.run import run_import
 
-    src = outputs["source"][0]
+    src = outputs[p["_source_name"]][0]
     inputs = [str(src)] if not isinstance(src, list) else src
-    id_col = p.get("id") or ("source_id" if isinstance(src, Path) and src.name == "source" else None)
+    id_col = p.get("id") or ("source_id" if p["_source_kind"] == "mock" else None)
     args = ImportArguments(inputs, str(tmp), ra_column=p.get("ra", "ra"), dec_column=p.get("dec", "dec"), id_column=id_col,
                            max_rows=p.get("max_rows", 1_000_000), highest_order=p.get("highest_order", 10),
                            margin_arcsec=p.get("margin", 5.0), name=stage.id)
@@ -229,7 +230,7 @@ def _stage_ingest(stage, p, outputs, tmp, client, progress):
     from survey_engine.ingest.tap.arguments import TapIngestArguments
     from survey_engine.ingest.tap.run import run_ingest
 
-    s = outputs["source"][0]
+    s = outputs[p["_source_name"]][0]
     args = TapIngestArguments(s["url"], s["table"], str(tmp), columns=s.get("columns"), where=s.get("where"),
                               ra_column=s.get("ra", "ra"), dec_column=s.get("dec", "dec"), id_column=s.get("id"),
                               order=s.get("order", 3), page_rows=s.get("page_rows", 100_000), workers=s.get("workers", 4),

@@ -27,9 +27,9 @@ import yaml
 
 # stage kind -> {parameter: (type(s), required, what it references or None)}
 STAGES: dict[str, dict[str, tuple]] = {
-    "import": {"max_rows": (int, False, None), "margin": ((int, float), False, None), "highest_order": (int, False, None),
+    "import": {"source": (str, False, None), "max_rows": (int, False, None), "margin": ((int, float), False, None), "highest_order": (int, False, None),
                "ra": (str, False, None), "dec": (str, False, None), "id": (str, False, None)},
-    "ingest": {"max_rows": (int, False, None), "margin": ((int, float), False, None)},
+    "ingest": {"source": (str, False, None), "max_rows": (int, False, None), "margin": ((int, float), False, None)},
     "margin": {"catalog": (str, True, "catalog"), "radius": ((int, float), True, None)},
     "crossmatch": {"left": (str, True, "catalog"), "right": (str, True, "catalog"), "radius": ((int, float), True, None),
                    "how": (str, False, None), "k": (int, False, None), "join": (str, False, None), "self": (bool, False, None),
@@ -54,7 +54,7 @@ SOURCES = {
             "ra": (str, False, None), "dec": (str, False, None), "id": (str, False, None), "order": (int, False, None),
             "page_rows": (int, False, None), "workers": (int, False, None), "paging": (str, False, None)},
 }
-TOP = {"name": str, "workdir": str, "source": dict, "stages": list, "cluster": dict, "description": str}
+TOP = {"name": str, "workdir": str, "source": dict, "sources": dict, "stages": list, "cluster": dict, "description": str}
 CLUSTER_KEYS = {"workers": int, "address": str, "kind": str, "config": str}
 
 
@@ -80,6 +80,7 @@ class JobSpec:
     stages: list[Stage]
     cluster: dict = field(default_factory=dict)
     text: str = ""
+    sources: dict = field(default_factory=dict)  # name -> (kind, params); relative paths resolved
 
 
 def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
@@ -105,41 +106,58 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
     for key, typ in TOP.items():
         if key in data and not isinstance(data[key], typ):
             err.add(top[key][0], f"{key!r} must be a {typ.__name__}")
-    for key in ("source", "stages"):
-        if key not in data:
-            err.add(root, f"missing {key!r}")
+    if "stages" not in data:
+        err.add(root, "missing 'stages'")
+    if "source" not in data and "sources" not in data:
+        err.add(root, "missing 'source'")
     err.raise_if_any()
 
-    # source
-    snode = top["source"][1]
-    smap = _mapping(snode, err, "source")
-    if len(smap) != 1:
-        err.add(snode, f"source must have exactly one of {', '.join(SOURCES)}")
+    # sources: `source: {kind: ...}` (named "source"), or `sources: {name: {kind: ...}, ...}`
+    if ("source" in top) == ("sources" in top):
+        err.add(root, "give either 'source' (one input) or 'sources' (several, by name)")
         err.raise_if_any()
-    source_kind, (sk_node, sv_node) = next(iter(smap.items()))
-    if source_kind not in SOURCES:
-        err.add(sk_node, f"unknown source {source_kind!r} (known: {', '.join(SOURCES)})")
-        err.raise_if_any()
-    source = data["source"][source_kind]
-    if source_kind == "files" and isinstance(source, list):
-        source = {"paths": source}
-    elif source_kind == "catalog" and isinstance(source, str):
-        source = {"path": source}
-    elif isinstance(source, dict):
-        _check_params(err, sv_node, source, SOURCES[source_kind], f"source.{source_kind}")
+    if "source" in top:
+        named = {"source": (top["source"][0], top["source"][1], data["source"])}
     else:
-        err.add(sv_node, f"source.{source_kind} must be a mapping")
+        snodes_map = _mapping(top["sources"][1], err, "sources")
+        named = {name: (k, v, data["sources"][name]) for name, (k, v) in snodes_map.items()}
+    sources: dict[str, tuple[str, dict]] = {}
+    for sname, (name_node, snode, sdata) in named.items():
+        label = "source" if sname == "source" else f"sources.{sname}"
+        smap = _mapping(snode, err, label)
+        if len(smap) != 1:
+            err.add(snode, f"{label} must have exactly one of {', '.join(SOURCES)}")
+            continue
+        kind, (sk_node, sv_node) = next(iter(smap.items()))
+        if kind not in SOURCES:
+            err.add(sk_node, f"{label}: unknown source {kind!r} (known: {', '.join(SOURCES)})")
+            continue
+        params = sdata[kind]
+        if kind == "files" and isinstance(params, list):
+            params = {"paths": params}
+        elif kind == "catalog" and isinstance(params, str):
+            params = {"path": params}
+        elif isinstance(params, dict):
+            _check_params(err, sv_node, params, SOURCES[kind], f"{label}.{kind}")
+        else:
+            err.add(sv_node, f"{label}.{kind} must be a mapping")
+            continue
+        if kind == "files":
+            for p in params.get("paths", []):
+                if not Path(p).exists() and not (path.parent / p).exists():
+                    err.add(sv_node, f"{label}.files: {p} does not exist")
+            params = {**params, "paths": [str(p if Path(p).is_absolute() or Path(p).exists() else path.parent / p) for p in params.get("paths", [])]}
+        if kind == "catalog":
+            p = params.get("path", "")
+            if not (Path(p).exists() or (path.parent / p).exists()):
+                err.add(sv_node, f"{label}.catalog: {p} does not exist")
+            params = {**params, "path": str(p if Path(p).is_absolute() or Path(p).exists() else path.parent / p)}
+        sources[sname] = (kind, params)
     err.raise_if_any()
-    if source_kind == "files":
-        for p in source["paths"]:
-            pp = Path(p) if Path(p).is_absolute() else path.parent / p
-            if not pp.exists() and not Path(p).exists():
-                err.add(sv_node, f"source.files: {p} does not exist")
-    if source_kind == "catalog" and not (Path(source["path"]).exists() or (path.parent / source["path"]).exists()):
-        err.add(sv_node, f"source.catalog: {source['path']} does not exist")
+    source_kind, source = next(iter(sources.values()))
 
     # stages
-    produced = {"source": "catalog"} if source_kind == "catalog" else {}
+    produced = {n: "catalog" for n, (k, _) in sources.items() if k == "catalog"}
     stages: list[Stage] = []
     snodes = top["stages"][1]
     if not isinstance(snodes, yaml.SequenceNode) or not snodes.value:
@@ -179,9 +197,17 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
                 elif produced[target] != ref:
                     err.add(pmap[pname][1], f"{label}: {pname}: {target!r} is a {produced[target]}, not a {ref}")
         if kind in ("import", "ingest"):
-            want = "tap" if kind == "ingest" else ("mock", "files")
-            if source_kind not in (want if isinstance(want, tuple) else (want,)):
-                err.add(smap[kind][0], f"{label}: {kind} needs a {' or '.join(want) if isinstance(want, tuple) else want} source, the job has {source_kind}")
+            want = ("tap",) if kind == "ingest" else ("mock", "files")
+            chosen = params.get("source")
+            if chosen is None and len(sources) > 1:
+                err.add(smap[kind][0], f"{label}: the job has several sources ({', '.join(sources)}); say which with source: NAME")
+                continue
+            chosen = chosen or next(iter(sources))
+            if chosen not in sources:
+                err.add(pmap.get("source", (pnode, pnode))[1], f"{label}: source {chosen!r} is not one of {', '.join(sources)}")
+                continue
+            if sources[chosen][0] not in want:
+                err.add(smap[kind][0], f"{label}: {kind} needs a {' or '.join(want)} source; {chosen!r} is {sources[chosen][0]}")
         if kind == "train":
             task = params.get("task")
             if task not in ("photoz", "classify", "anomaly", "pca"):
@@ -205,13 +231,7 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
     base = base or Path.cwd()
     workdir = Path(data.get("workdir") or f"{name}-job")
     workdir = workdir if workdir.is_absolute() else base / workdir
-    # relative input paths in the spec resolve against the spec's folder
-    if source_kind == "files":
-        source = {**source, "paths": [str(p if Path(p).is_absolute() or Path(p).exists() else path.parent / p) for p in source["paths"]]}
-    if source_kind == "catalog":
-        p = source["path"]
-        source = {**source, "path": str(p if Path(p).is_absolute() or Path(p).exists() else path.parent / p)}
-    return JobSpec(path, name, workdir, source_kind, source, stages, cluster, text)
+    return JobSpec(path, name, workdir, source_kind, source, stages, cluster, text, sources)
 
 
 class _Errors:

@@ -55,6 +55,8 @@ stages:
         (GOOD.replace("source:\n  mock: {rows: 20000, seed: 1}\n", ""), 1, "missing 'source'"),
         (GOOD.replace("  - id: model", "  - id: sky"), 7, "id used twice"),
         ("name: [unclosed", 1, "not valid YAML"),
+        (GOOD.replace("source:\n  mock: {rows: 20000, seed: 1}", "sources:\n  a: {mock: {rows: 10}}\n  b: {mock: {rows: 10}}"), 7,
+         "several sources (a, b); say which"),
     ],
 )
 def test_validation_names_file_line_and_key(tmp_path, text, line, message):
@@ -117,6 +119,36 @@ def test_open_clusters_job_recovers_the_mock_clusters(client, tmp_path):
             found += 1
     assert found == 5
     assert json.loads((work / "clusters" / "clusters.json").read_text())["n_clusters"] >= 5
+
+
+def test_crossmatch_job_two_surveys(client, tmp_path):
+    summary, work = run("crossmatch", tmp_path, client)
+    dr2, dr3 = open_catalog(work / "gaia_dr2"), open_catalog(work / "gaia_dr3")
+    assert dr2.npartitions > 1 and dr3.npartitions > 1
+    m = open_catalog(work / "matched").compute()
+    assert len(m) == summary["stages"]["matched"]["rows"] and (m.sep_arcsec <= 1).all()
+    # where DR2 and DR3 keep the source_id, nearly all nearest matches are the same star
+    same = (m.source_id_dr2 == m.SOURCE_ID_dr3).mean()
+    assert same > 0.9 and len(m) > 0.8 * dr3.row_count()
+
+
+def test_gaia_tap_job_against_the_local_dachs(client, tmp_path, dachs):
+    """The gaia_tap spec's stages, pointed at the project's DaCHS server instead of the archive."""
+    text = (JOBS / "gaia_tap.yaml").read_text()
+    text = text.replace("url: gaia", f"url: {dachs}").replace("table: gaiadr3.gaia_source", "table: segaia.main")
+    text = text.replace("columns: [source_id, ra, dec, parallax, parallax_error, pmra, pmdec, phot_g_mean_mag, bp_rp]", "columns: [source_id, ra, dec, phot_g_mean_mag, phot_bp_mean_mag, phot_rp_mean_mag]")
+    text = text.replace("AND parallax > 3", "AND phot_g_mean_mag < 9")
+    text = text.replace("features: [pmra, pmdec, parallax, pos_x, pos_y, pos_z]", "features: [pos_x, pos_y, pos_z, phot_g_mean_mag]")
+    f = spec_file(tmp_path, text)
+    spec = load_spec(f, base=tmp_path)
+    summary = run_job(spec, client=client, progress=False, echo=None)
+    assert summary["stages"]["gaia"]["verified"] is True
+    from survey_engine.ingest.tap.client import TapService
+
+    n = TapService(dachs).query("SELECT COUNT(*) AS n FROM segaia.main WHERE 1 = CONTAINS(POINT('ICRS', ra, dec), "
+                                "CIRCLE('ICRS', 56.75, 24.12, 5)) AND phot_g_mean_mag < 9", 2, "test").table["n"][0]
+    assert summary["stages"]["gaia"]["rows"] == int(n) > 0
+    assert (spec.workdir / "clusters" / "clusters.json").exists()
 
 
 def test_rerun_skips_unchanged_and_failure_keeps_earlier_outputs(client, tmp_path):
