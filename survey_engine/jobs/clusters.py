@@ -67,7 +67,43 @@ def load_config(path: Path) -> tuple[str, dict, dict]:
     return kind, kwargs, scale
 
 
-def make_cluster(kind: str, kwargs: dict):
+SECURITY_KEYS = ("tls_ca_file", "tls_client_cert", "tls_client_key", "tls_scheduler_cert", "tls_scheduler_key",
+                 "tls_worker_cert", "tls_worker_key", "require_encryption", "tls_min_version")
+
+
+def load_security(path: Path | None):
+    """``distributed.security.Security`` from a config's ``security:`` section (None if absent).
+
+    Keys: tls_ca_file, tls_client_cert / tls_client_key (this process), tls_scheduler_cert / _key,
+    tls_worker_cert / _key (the cluster's; default to the client's), require_encryption.
+    Paths are relative to the config file. Only file names are ever logged, never contents."""
+    if path is None:
+        return None
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    sec = data.get("security")
+    if not sec:
+        return None
+    unknown = set(sec) - set(SECURITY_KEYS)
+    if unknown:
+        raise ClusterConfigError(f"{path}: unknown security key(s) {sorted(unknown)} (known: {', '.join(SECURITY_KEYS)})")
+    kw = {}
+    for key, value in sec.items():
+        if key.startswith("tls_") and key != "tls_min_version":
+            f = (Path(value) if Path(value).is_absolute() else Path(path).parent / value).resolve()
+            if not f.exists():
+                raise ClusterConfigError(f"{path}: security.{key}: no such file {f}")
+            kw[key] = str(f)
+        else:
+            kw[key] = value
+    for role in ("scheduler", "worker"):
+        kw.setdefault(f"tls_{role}_cert", kw.get("tls_client_cert"))
+        kw.setdefault(f"tls_{role}_key", kw.get("tls_client_key"))
+    from distributed.security import Security
+
+    return Security(require_encryption=kw.pop("require_encryption", True), **{k: v for k, v in kw.items() if v})
+
+
+def make_cluster(kind: str, kwargs: dict, security=None):
     """The dask-jobqueue cluster object (nothing submitted yet)."""
     try:
         from dask_jobqueue import PBSCluster, SLURMCluster
@@ -80,6 +116,9 @@ def make_cluster(kind: str, kwargs: dict):
     kw = dict(kwargs)
     interface = kw.get("interface")
     kw.setdefault("scheduler_options", {"interface": interface, "dashboard_address": ":0"} if interface else {"dashboard_address": ":0"})
+    if security is not None:
+        kw["security"] = security
+        kw["protocol"] = "tls://"
     return (SLURMCluster if kind == "slurm" else PBSCluster)(**kw)
 
 
@@ -88,11 +127,12 @@ def hpc_client(target: str, echo=print):
     """A Client on a dask-jobqueue cluster described by ``target``; the jobs are released at the end."""
     from distributed import Client
 
-    kind, kwargs, scale = load_config(config_path(target))
-    cluster = make_cluster(kind, kwargs)
+    path = config_path(target)
+    kind, kwargs, scale = load_config(path)
+    cluster = make_cluster(kind, kwargs, load_security(path))
     try:
         cluster.scale(jobs=int(scale["jobs"]))
-        client = Client(cluster)
+        client = Client(cluster, security=cluster.security) if getattr(cluster, "security", None) else Client(cluster)
         try:
             want = int(scale["jobs"]) * int(kwargs.get("processes", 1))
             try:

@@ -31,16 +31,25 @@ def _fp(*parts) -> str:
 
 
 @contextlib.contextmanager
-def job_client(spec: JobSpec, cluster: str | None = None, timeout: float = 60.0, connect_timeout: float = 15.0):
-    """The Dask client a job runs on: ``local`` (default), or ``tcp://host:port`` of a running scheduler."""
+def job_client(spec: JobSpec, cluster: str | None = None, timeout: float = 60.0, connect_timeout: float = 15.0,
+               security_config: str | None = None):
+    """The Dask client a job runs on: ``local`` (default), ``tcp://`` / ``tls://host:port`` of a
+    running scheduler (TLS credentials from the ``security:`` section of ``security_config``),
+    or a dask-jobqueue cluster (``slurm``, ``pbs``, a config file)."""
     from distributed import Client
 
     from survey_engine.runtime import dask_client
 
     target = cluster or spec.cluster.get("address") or spec.cluster.get("kind") or "local"
+    security_config = security_config or spec.cluster.get("config")
     if target.startswith(("tcp://", "tls://")):
+        from survey_engine.jobs.clusters import load_security
+
+        security = load_security(Path(security_config)) if security_config else None
+        if target.startswith("tls://") and security is None:
+            raise JobSpecError(f"{target}: a TLS scheduler needs credentials: --security CONFIG.yaml with a security: section")
         try:
-            client = Client(target, timeout=connect_timeout)
+            client = Client(target, timeout=connect_timeout, security=security) if security else Client(target, timeout=connect_timeout)
         except OSError as exc:
             raise JobSpecError(f"cannot reach the Dask scheduler at {target}: {exc}") from None
         try:
@@ -63,7 +72,8 @@ def job_client(spec: JobSpec, cluster: str | None = None, timeout: float = 60.0,
         yield client
 
 
-def run_job(spec: JobSpec, cluster: str | None = None, client=None, progress: bool = True, echo=print) -> dict:
+def run_job(spec: JobSpec, cluster: str | None = None, client=None, progress: bool = True, echo=print,
+            security_config: str | None = None) -> dict:
     work = spec.workdir
     work.mkdir(parents=True, exist_ok=True)
     (work / ".state").mkdir(exist_ok=True)
@@ -75,7 +85,7 @@ def run_job(spec: JobSpec, cluster: str | None = None, client=None, progress: bo
     summary = {"job": spec.name, "spec": str(spec.path), "workdir": str(work), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": {}}
     status = "failed"
     try:
-        ctx = contextlib.nullcontext(client) if client is not None else job_client(spec, cluster)
+        ctx = contextlib.nullcontext(client) if client is not None else job_client(spec, cluster, security_config=security_config)
         with ctx as client:
             nworkers = len(client.scheduler_info()["workers"])
             _say(echo, f"job {spec.name}: {len(spec.stages)} stages on {nworkers} workers ({client.scheduler.address})")

@@ -87,3 +87,33 @@ def test_cluster_config_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("SURVEY_ENGINE_CLUSTER_JOBS", "5")
     _, kwargs, scale = load_config(config_path("slurm"))
     assert kwargs["queue"] == "normal" and scale["jobs"] == 5 and kwargs["memory"] == "2GB"
+
+
+def test_slurm_cluster_over_tls(slurm, tmp_path):
+    """The cluster config's security section: scheduler and SLURM-job workers talk TLS."""
+    from tests.jobs.test_tls import make_certs
+
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    make_certs(certs)
+    config = tmp_path / "slurm_tls.yaml"
+    config.write_text((REPO / "cluster" / "slurm.yaml").read_text() + "security:\n  tls_ca_file: certs/ca.pem\n"
+                      "  tls_client_cert: certs/node.pem\n  tls_client_key: certs/node.key\n")
+    kind, kwargs, _ = load_config(config)
+    from survey_engine.jobs.clusters import load_security
+
+    cluster = make_cluster(kind, kwargs, load_security(config))
+    try:
+        script = cluster.job_script()
+        assert cluster.scheduler_address.startswith("tls://")
+    finally:
+        cluster.close()
+    assert "--protocol tls://" in script and f"--tls-key {certs / 'node.key'}" in script
+    assert "PRIVATE KEY" not in script  # paths only, never the key itself
+    spec = tmp_path / "job.yaml"
+    spec.write_text(JOB)
+    done = subprocess.run([sys.executable, "-m", "survey_engine.cli", "run", str(spec), "--cluster", str(config), "--workdir",
+                           str(tmp_path / "work"), "--no-progress"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "work" / "run_summary.json").read_text())
+    assert summary["cluster"]["scheduler"].startswith("tls://") and len(summary["cluster"]["batch_jobs"]) == 2
