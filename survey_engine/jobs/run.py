@@ -171,6 +171,7 @@ def _publish(tmp: Path, out: Path) -> None:
 def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, echo, summary) -> tuple:
     p = stage.params
     refs = {k: outputs[v][1] for k, v in p.items() if isinstance(v, str) and v in outputs and k in ("catalog", "model", "left", "right")}
+    # a stage that reads an earlier stage's output is redone when that output changed
     source_name = p.get("source") or (next(iter(spec.sources)) if stage.kind in ("import", "ingest") else None)
     source_fp = outputs[source_name][1] if source_name else None
     fp = _fp(stage.kind, p, refs, source_fp)
@@ -290,6 +291,35 @@ def _stage_train(stage, p, outputs, tmp, client, progress):
     return train_pca(catalog, p["features"], str(tmp), n_components=p.get("components", 3), ebv=p.get("ebv"), client=client)
 
 
+def _stage_features(stage, p, outputs, tmp, client, progress):
+    """A catalog with the named features as columns (plus the columns in ``keep``, default all)."""
+    from survey_engine.catalog.catalog import open_catalog
+    from survey_engine.features.spec import FeatureError, FeatureSpec
+
+    cat = open_catalog(_path(outputs, p["catalog"]))
+    spec = FeatureSpec(p["features"], ebv_column=p.get("ebv"), missing=p.get("missing", "nan"),
+                       ra_column=cat.ra_column, dec_column=cat.dec_column)
+    try:
+        spec.plan(cat.column_names())
+    except FeatureError as exc:
+        raise FeatureError(f"stage {stage.id!r}: {exc}") from None
+    keep = p.get("keep")
+    out = cat.map_partitions(_AddFeatures(spec, keep, cat.ra_column, cat.dec_column)).write(tmp, client=client, progress=progress)
+    return {"features": list(spec.features), "rows": open_catalog(out).row_count()}
+
+
+class _AddFeatures:
+    def __init__(self, spec, keep, ra, dec):
+        self.spec, self.keep, self.ra, self.dec = spec, keep, ra, dec
+
+    def __call__(self, df):
+        import pandas as pd
+
+        base = df if self.keep is None else df[[c for c in dict.fromkeys([self.ra, self.dec, *self.keep]) if c in df.columns]]
+        feats = self.spec.compute(df)
+        return pd.concat([base.drop(columns=[c for c in feats.columns if c in base.columns]), feats], axis=1)
+
+
 def _stage_predict(stage, p, outputs, tmp, client, progress):
     from survey_engine.ml.apply import predict
 
@@ -317,4 +347,4 @@ def _stage_cluster(stage, p, outputs, tmp, client, progress):
 
 
 STAGE_RUNNERS = {"import": _stage_import, "ingest": _stage_ingest, "margin": _stage_margin, "crossmatch": _stage_crossmatch,
-                 "train": _stage_train, "predict": _stage_predict, "evaluate": _stage_evaluate, "cluster": _stage_cluster}
+                 "train": _stage_train, "features": _stage_features, "predict": _stage_predict, "evaluate": _stage_evaluate, "cluster": _stage_cluster}

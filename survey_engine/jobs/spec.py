@@ -38,13 +38,15 @@ STAGES: dict[str, dict[str, tuple]] = {
               "label": (str, False, None), "where": (str, False, None), "cv": (int, False, None), "search": (bool, False, None),
               "baselines": (bool, False, None), "gpu": (bool, False, None), "seed": (int, False, None), "ebv": (str, False, None),
               "missing": (str, False, None), "components": (int, False, None), "test_fraction": (float, False, None)},
+    "features": {"catalog": (str, True, "catalog"), "features": (list, True, None), "ebv": (str, False, None),
+                 "missing": (str, False, None), "keep": (list, False, None)},
     "predict": {"model": (str, True, "model"), "catalog": (str, True, "catalog")},
     "evaluate": {"model": (str, True, "model"), "catalog": (str, True, "catalog"), "truth": (str, False, None), "where": (str, False, None)},
     "cluster": {"catalog": (str, True, "catalog"), "features": (list, True, None), "method": (str, False, None), "id": (str, False, None),
                 "min_cluster_size": (int, False, None), "min_samples": (int, False, None), "eps": ((int, float), False, None),
                 "max_cluster_fraction": ((int, float), False, None), "n_clusters": (int, False, None)},
 }
-PRODUCES = {"import": "catalog", "ingest": "catalog", "margin": "catalog", "crossmatch": "catalog", "train": "model",
+PRODUCES = {"import": "catalog", "ingest": "catalog", "margin": "catalog", "crossmatch": "catalog", "train": "model", "features": "catalog",
             "predict": "catalog", "evaluate": "report", "cluster": "catalog"}
 SOURCES = {
     "mock": {"rows": (int, True, None), "seed": (int, False, None)},

@@ -96,6 +96,9 @@ def test_photoz_job(client, tmp_path):
     assert summary["stages"]["model"]["held_out"]["sigma_nmad"] < 0.08
     z = open_catalog(work / "zphot").compute()
     assert len(z) == 200_000 and np.isfinite(z.z_phot).all()
+    colours = open_catalog(work / "colours").compute()
+    assert {"u-g", "dered(r)", "gal_b", "source_id", "redshift"} <= set(colours.columns) and "u_err" not in colours.columns
+    assert len(colours) == 200_000
     metrics = json.loads((work / "metrics" / "metrics.json").read_text())
     assert metrics["n"] == (z.obj_class == "GALAXY").sum() and metrics["sigma_nmad"] < 0.08
 
