@@ -124,7 +124,7 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
         snodes_map = _mapping(top["sources"][1], err, "sources")
         named = {name: (k, v, data["sources"][name]) for name, (k, v) in snodes_map.items()}
     sources: dict[str, tuple[str, dict]] = {}
-    for sname, (name_node, snode, sdata) in named.items():
+    for sname, (_, snode, sdata) in named.items():
         label = "source" if sname == "source" else f"sources.{sname}"
         smap = _mapping(snode, err, label)
         if len(smap) != 1:

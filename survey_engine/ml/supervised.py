@@ -11,7 +11,6 @@ temperature fitted on held-out training rows; ``class_pred`` and ``prob_<label>`
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 import time
@@ -25,7 +24,6 @@ from survey_engine.ml import metrics as M
 from survey_engine.ml.artifact import ModelError, load_model, save_model
 from survey_engine.ml.data import Table, assign_folds, open_table
 
-log = logging.getLogger(__name__)
 
 PHOTOZ_PARAMS = {"max_depth": 7, "eta": 0.06, "subsample": 0.8, "colsample_bytree": 0.9, "min_child_weight": 5, "rounds": 600}
 QUANTILE_PARAMS = {"max_depth": 6, "eta": 0.1, "subsample": 0.8, "colsample_bytree": 0.9, "min_child_weight": 5, "rounds": 300}
@@ -291,18 +289,6 @@ def predict_frame(frame: pd.DataFrame, meta: dict, models: dict) -> pd.DataFrame
             out[f"prob_{c}"] = p[:, i].astype(np.float32)
     else:
         raise ModelError(f"model task {meta['task']!r} is not a supervised model")
-    return out
-
-
-def _prediction_meta(frame_meta: pd.DataFrame, meta: dict) -> pd.DataFrame:
-    out = frame_meta.iloc[:0].copy()
-    if meta["task"] == "photoz":
-        for c in ("z_phot", "z_phot_lo", "z_phot_hi"):
-            out[c] = pd.Series([], dtype=np.float32)
-    else:
-        out["class_pred"] = pd.Series([], dtype="string")
-        for c in meta["classes"]:
-            out[f"prob_{c}"] = pd.Series([], dtype=np.float32)
     return out
 
 

@@ -8,7 +8,6 @@ import threading
 import time
 
 import pandas as pd
-import pytest
 
 from survey_engine.catalog.catalog import open_catalog
 from survey_engine.jobs.run import run_job
