@@ -245,7 +245,7 @@ def _fits_batches(chunk, columns, batch_rows):
             table = Table(data, copy=False)
             if columns is not None:
                 table = table[columns]
-            yield _astropy_to_arrow(table, chunk.path, units)
+            yield astropy_to_arrow(table, chunk.path, units)
 
 
 def _votable_batches(chunk, columns, batch_rows):
@@ -259,10 +259,10 @@ def _votable_batches(chunk, columns, batch_rows):
     if columns is not None:
         table = table[columns]
     for lo in range(0, len(table), batch_rows):
-        yield _astropy_to_arrow(table[lo : lo + batch_rows], chunk.path, {})
+        yield astropy_to_arrow(table[lo : lo + batch_rows], chunk.path, {})
 
 
-def _astropy_to_arrow(table, path: str, units: dict) -> pa.Table:
+def astropy_to_arrow(table, path: str, units: dict) -> pa.Table:
     """Convert an astropy Table to Arrow, keeping types, masks (as nulls), units, UCDs, descriptions."""
     import numpy as np
 

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from survey_engine.catalog.layout import atomic_write_text
 from survey_engine.ingest.file_import.arguments import ImportArguments
 from survey_engine.ingest.file_import.run import run_import
-from survey_engine.ingest.readers import InputError, _astropy_to_arrow
+from survey_engine.ingest.readers import InputError, astropy_to_arrow
 from survey_engine.ingest.tap import adql
 from survey_engine.ingest.tap.arguments import TapIngestArguments
 from survey_engine.ingest.tap.client import TapError, TapService
@@ -153,7 +153,7 @@ class Ingest:
             table = table[in_page(page, np.asarray(table[a.ra_column]), np.asarray(table[a.dec_column]))]
         rows = len(table)
         if rows:
-            arrow = _astropy_to_arrow(table, f"{self.service.label} page {page.key}", {})
+            arrow = astropy_to_arrow(table, f"{self.service.label} page {page.key}", {})
             target = self.manifest.page_file(page)
             tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
             pq.write_table(arrow, tmp)
