@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from survey_engine import __version__
 
@@ -170,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--check", action="store_true", help="validate the spec and stop")
         p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("bench", help="benchmark suites with peers side by side: report.json, report.html, summary.md; "
+                       "or `bench compare OLD NEW`")
+    p.add_argument("suites", nargs="*", metavar="SUITE", help="import crossmatch features train tap e2e scaling (default: all); "
+                   "or: compare OLD NEW")
+    p.add_argument("--quick", action="store_true", help="small sizes, one repetition: a few minutes")
+    p.add_argument("--out", default="bench-report", help="report folder (default bench-report)")
+    p.add_argument("--repeats", type=_positive_int, default=None)
+    p.add_argument("--workers", type=_positive_int, default=2)
+    p.add_argument("--threshold", type=float, default=1.2, help="compare: flag runs slower than this ratio (default 1.2)")
+
     p = sub.add_parser("info", help="describe a catalog or collection")
     p.add_argument("catalog")
     return parser
@@ -322,7 +333,6 @@ def _dispatch(args) -> int:
             result = evaluate(args.model, args.catalog, client=client, truth=args.truth, where=args.where)
         text = json.dumps(result, indent=1, default=float)
         if args.out:
-            from pathlib import Path
 
             from survey_engine.catalog.layout import atomic_write_text
 
@@ -343,7 +353,6 @@ def _dispatch(args) -> int:
                                       id_column=args.id, params=params, client=client, progress=progress)
         print(json.dumps({k: summary[k] for k in ("rows", "noise", "n_clusters")} | {"largest": summary["clusters"][:5]}, indent=1, default=float))
     elif args.command in ("run", "submit"):
-        from pathlib import Path
 
         from survey_engine.jobs.run import run_job
         from survey_engine.jobs.spec import load_spec
@@ -358,6 +367,24 @@ def _dispatch(args) -> int:
         summary = run_job(spec, cluster=cluster, progress=progress, security_config=args.security)
         print(f"job {spec.name}: done; summary in {spec.workdir / 'run_summary.json'}")
         return 0 if summary else 1
+    elif args.command == "bench":
+        if args.suites[:1] == ["compare"]:
+            if len(args.suites) != 3:
+                raise ValueError("usage: survey-engine bench compare OLD NEW")
+            from survey_engine.bench.report import compare
+
+            bad, rows = compare(args.suites[1], args.suites[2], args.threshold)
+            for r in rows:
+                flag = "REGRESSION" if r in bad else "ok"
+                print(f"{flag:10s} {r['suite']:10s} {r['tool']:22s} {r['case']:40s} {r['old_s']:8.2f} s -> {r['new_s']:8.2f} s ({r['ratio']:.2f}x)")
+            print(f"{len(bad)} regression(s) beyond {args.threshold:g}x (or disagreeing results) among {len(rows)} comparable rows")
+            return 1 if bad else 0
+        from survey_engine.bench.report import run_bench
+
+        report = run_bench(args.suites or None, args.out, quick=args.quick, repeats=args.repeats, workers=args.workers)
+        print((Path(args.out) / "summary.md").read_text())
+        print(f"report: {Path(args.out) / 'report.html'}")
+        return 1 if report["errors"] else 0
     elif args.command == "info":
         from survey_engine.catalog.catalog import open_catalog
 

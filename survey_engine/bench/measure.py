@@ -1,0 +1,94 @@
+"""Measurement discipline: warm-ups, repetitions, medians and spread, peak memory of all processes,
+and the machine (cores, memory, CPU, library versions, git commit) a number was taken on."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+
+class PeakMemory:
+    """Peak summed RSS of this process and all its children (Dask workers), sampled in a thread."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> dict:
+    """Run ``fn`` warmup + repeats times; the median and spread of the timed runs, the peak memory,
+    and ``fn``'s last return value (what agreement is checked on)."""
+    times, peak, value = [], 0, None
+    first = None
+    for i in range(warmup + repeats):
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            value = fn()
+            dt = time.perf_counter() - t0
+        if i == 0:
+            first = dt
+        if i >= warmup:
+            times.append(dt)
+            peak = max(peak, mem.peak)
+    return {"seconds": statistics.median(times), "min_s": min(times), "max_s": max(times), "first_s": first,
+            "repeats": repeats, "peak_rss_bytes": peak, "value": value}
+
+
+def machine_info() -> dict:
+    import importlib.metadata as md
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for name in ("survey_engine", "dask", "distributed", "numpy", "pandas", "pyarrow", "scipy", "astropy", "lsdb", "hats",
+                 "hats-import", "xgboost-cpu", "xgboost", "scikit-learn", "pyvo"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        commit = None
+    gpu = None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+        gpu = out.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return {"cores": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "cpu": cpu,
+            "python": platform.python_version(), "platform": platform.platform(), "versions": versions, "git_commit": commit, "gpu": gpu,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -1,0 +1,171 @@
+"""Benchmark runs and their reports: ``report.json`` (everything), ``report.html`` (tables and
+plots, self-contained), ``summary.md`` (a short read), and comparison of two runs for regressions."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from pathlib import Path
+
+from survey_engine.bench import suites as S
+from survey_engine.bench.measure import machine_info
+from survey_engine.catalog.layout import atomic_write_text
+
+
+def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, repeats: int | None = None, workers: int = 2,
+              echo=print) -> dict:
+    names = list(names or S.SUITES)
+    unknown = [n for n in names if n not in S.SUITES]
+    if unknown:
+        raise ValueError(f"unknown suite(s) {unknown}; known: {', '.join(S.SUITES)}")
+    out = Path(out)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    repeats = repeats or (1 if quick else 3)
+    sizes = S.QUICK_SIZES if quick else S.FULL_SIZES
+    report = {"machine": machine_info(), "params": {"suites": names, "quick": quick, "repeats": repeats, "workers": workers},
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": [], "errors": {}}
+    for name in names:
+        t0 = time.perf_counter()
+        if echo:
+            echo(f"bench {name} ...")
+        try:
+            rows = S.RUNNERS[name](sizes[name], repeats, workers, work)
+        except Exception as exc:  # a suite that breaks is reported, the others still run
+            report["errors"][name] = f"{type(exc).__name__}: {exc}"
+            rows = []
+        report["rows"] += rows
+        if echo:
+            echo(f"bench {name}: {len(rows)} rows in {time.perf_counter() - t0:.0f} s")
+    report["projections"] = S.projections(report["rows"])
+    report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str))
+    atomic_write_text(out / "summary.md", markdown(report))
+    atomic_write_text(out / "report.html", html_report(report))
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+COLUMNS = ["suite", "case", "tool", "workers", "seconds", "min_s", "max_s", "rows_per_s", "peak_rss_gib", "agree", "note"]
+
+
+def _table_rows(report) -> list[dict]:
+    out = []
+    for r in report["rows"]:
+        out.append({**r, "peak_rss_gib": (r["peak_rss_bytes"] / 2**30) if r.get("peak_rss_bytes") else None})
+    return out
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"# survey_engine benchmarks ({'quick' if report['params']['quick'] else 'full'})", "",
+             f"{m['date']}, commit {m['git_commit']}, {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, GPU: {m['gpu'] or 'none'}; "
+             f"medians of {report['params']['repeats']} runs after a warm-up; peak memory summed over all processes.", ""]
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    for r in _table_rows(report):
+        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |")
+    lines.append("")
+    ratios = peer_ratios(report)
+    if ratios:
+        lines += ["Against peers in the same run (their time / ours; above 1 means survey_engine is faster):", ""]
+        lines += [f"- {x['suite']} {x['case']}: {x['peer']} {x['ratio']:.2f}x" for x in ratios]
+        lines.append("")
+    if report.get("projections"):
+        lines += ["Projection (a cost model from the measured per-core import rate; not a measurement):", ""]
+        lines += [f"- {p['catalog']} ({p['rows']:,} rows) on {p['cores']} cores: about {p['projected_import_hours']:.2f} h" for p in report["projections"]]
+        lines.append("")
+    if report.get("errors"):
+        lines += ["Suites that failed:", ""] + [f"- {k}: {v}" for k, v in report["errors"].items()] + [""]
+    return "\n".join(lines)
+
+
+def peer_ratios(report: dict) -> list[dict]:
+    rows = [r for r in report["rows"] if r["suite"] != "scaling"]
+    ours = {(r["suite"], r["case"]): r for r in rows if r["tool"] in ("survey_engine", "xgboost.dask") and r.get("seconds")}
+    out = []
+    for r in rows:
+        key = (r["suite"], r["case"])
+        if key in ours and r is not ours[key] and r.get("seconds"):
+            out.append({"suite": r["suite"], "case": r["case"], "peer": r["tool"], "ratio": r["seconds"] / ours[key]["seconds"]})
+    return out
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return "<img src='data:image/png;base64," + base64.b64encode(buf.getvalue()).decode() + "'/>"
+
+
+def html_report(report: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _table_rows(report)
+    parts = [f"<h1>survey_engine benchmarks</h1><pre>{html.escape(json.dumps(report['machine'], indent=1))}</pre>"]
+    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in COLUMNS) + "</tr>" for r in rows)
+    parts.append(f"<h2>All measurements</h2><table><tr>{head}</tr>{body}</table>")
+    for suite in dict.fromkeys(r["suite"] for r in rows if r.get("seconds")):
+        sub = [r for r in rows if r["suite"] == suite and r.get("seconds")]
+        fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+        xkey = "workers" if suite == "scaling" else "rows"
+        for tool in dict.fromkeys(r["tool"] + (f" ({r['case']})" if suite == "scaling" else "") for r in sub):
+            pts = sorted((r[xkey], r["seconds"], r["peak_rss_gib"] or 0) for r in sub
+                         if (r["tool"] + (f" ({r['case']})" if suite == "scaling" else "")) == tool)
+            ax[0].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=tool)
+            ax[1].plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=tool)
+        ax[0].set(xlabel=xkey, ylabel="seconds (median)", title=f"{suite}: time")
+        ax[1].set(xlabel=xkey, ylabel="peak GiB (all processes)", title=f"{suite}: memory")
+        if xkey == "rows" and len({r["rows"] for r in sub}) > 1:
+            for a in ax:
+                a.set_xscale("log")
+        ax[0].legend(fontsize=8)
+        parts.append(f"<h2>{html.escape(suite)}</h2>" + _png(fig))
+    ratios = peer_ratios(report)
+    if ratios:
+        parts.append("<h2>Against peers (their time / ours)</h2><ul>" + "".join(
+            f"<li>{html.escape(x['suite'])} {html.escape(x['case'])}: {html.escape(x['peer'])} {x['ratio']:.2f}x</li>" for x in ratios) + "</ul>")
+    if report.get("projections"):
+        parts.append("<h2>Projection (cost model, not a measurement)</h2><ul>" + "".join(
+            f"<li>{p['catalog']} ({p['rows']:,} rows) on {p['cores']} cores: about {p['projected_import_hours']:.2f} h</li>" for p in report["projections"]) + "</ul>")
+    if report.get("errors"):
+        parts.append("<h2>Suites that failed</h2><pre>" + html.escape(json.dumps(report["errors"], indent=1)) + "</pre>")
+    style = "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>survey_engine benchmarks</title>{style}</head><body>{''.join(parts)}</body></html>"
+
+
+def compare(old: str | Path, new: str | Path, threshold: float = 1.2) -> tuple[list[dict], list[dict]]:
+    """(regressions, all comparisons) between two report.json files (a folder or the file)."""
+    def load(p):
+        p = Path(p)
+        return json.loads((p / "report.json" if p.is_dir() else p).read_text())
+
+    a, b = load(old), load(new)
+    key = lambda r: (r["suite"], r["case"], r["tool"], r["workers"])  # noqa: E731
+    before = {key(r): r for r in a["rows"] if r.get("seconds")}
+    rows = []
+    for r in b["rows"]:
+        k = key(r)
+        if k in before and r.get("seconds"):
+            ratio = r["seconds"] / before[k]["seconds"]
+            rows.append({"suite": k[0], "case": k[1], "tool": k[2], "workers": k[3], "old_s": before[k]["seconds"], "new_s": r["seconds"],
+                         "ratio": ratio, "regression": ratio > threshold, "agree_now": r.get("agree")})
+    return [r for r in rows if r["regression"] or r["agree_now"] is False], rows

@@ -1,0 +1,60 @@
+"""`survey-engine bench --quick`: the report's structure and the agreement of every row (not the
+timings, which live in the report, never in assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from survey_engine.bench.suites import SUITES
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory, dachs, client):
+    out = tmp_path_factory.mktemp("bench") / "report"
+    done = subprocess.run([sys.executable, "-m", "survey_engine.cli", "bench", "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, done.stdout
+
+
+def test_quick_report_structure_and_agreement(quick_report):
+    out, stdout = quick_report
+    report = json.loads((out / "report.json").read_text())
+    assert report["errors"] == {}
+    m = report["machine"]
+    assert m["cores"] > 0 and m["memory_gib"] > 0 and m["cpu"] and m["versions"]["dask"] and m["git_commit"]
+    suites = {r["suite"] for r in report["rows"]}
+    assert suites == set(SUITES)
+    tools = {(r["suite"], r["tool"]) for r in report["rows"]}
+    for peer in (("import", "hats_import"), ("crossmatch", "lsdb"), ("crossmatch", "astropy"), ("crossmatch", "ckdtree_global"),
+                 ("train", "xgboost_single_process"), ("tap", "raw_keyset"), ("features", "pandas_single_process")):
+        assert peer in tools, peer
+    for r in report["rows"]:
+        assert r["seconds"] > 0 and r["min_s"] <= r["seconds"] <= r["max_s"], r
+        assert r["agree"] is True, r  # speed is never bought with a wrong answer
+    strong = [r for r in report["rows"] if r["case"] == "strong import"]
+    assert [r["workers"] for r in strong] == [1, 2] and all(r["efficiency"] > 0 for r in strong)
+    assert report["projections"] and all(p["projected_import_hours"] > 0 for p in report["projections"])
+    html = (out / "report.html").read_text()
+    assert html.count("<img src='data:image/png;base64,") >= len(SUITES)
+    summary = (out / "summary.md").read_text()
+    assert "Against peers in the same run" in summary and "not a measurement" in summary
+    assert "report.html" in stdout
+
+
+def test_compare_flags_regressions(quick_report, tmp_path):
+    out, _ = quick_report
+    same = subprocess.run([sys.executable, "-m", "survey_engine.cli", "bench", "compare", str(out), str(out)], capture_output=True, text=True)
+    assert same.returncode == 0 and "0 regression(s)" in same.stdout
+    report = json.loads((out / "report.json").read_text())
+    slower = json.loads(json.dumps(report))
+    target = next(r for r in slower["rows"] if r["suite"] == "import" and r["tool"] == "survey_engine")
+    target["seconds"] *= 1.5
+    (tmp_path / "new.json").write_text(json.dumps(slower))
+    flagged = subprocess.run([sys.executable, "-m", "survey_engine.cli", "bench", "compare", str(out / "report.json"), str(tmp_path / "new.json")],
+                             capture_output=True, text=True)
+    assert flagged.returncode == 1 and "1 regression(s)" in flagged.stdout and "REGRESSION" in flagged.stdout
