@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=_positive_int, default=None)
     p.add_argument("--workers", type=_positive_int, default=2)
     p.add_argument("--threshold", type=float, default=1.2, help="compare: flag runs slower than this ratio (default 1.2)")
+    p.add_argument("--sizes", type=_positive_int, nargs="+", default=None, help="row counts for every suite (instead of the defaults)")
 
     p = sub.add_parser("info", help="describe a catalog or collection")
     p.add_argument("catalog")
@@ -381,7 +382,7 @@ def _dispatch(args) -> int:
             return 1 if bad else 0
         from survey_engine.bench.report import run_bench
 
-        report = run_bench(args.suites or None, args.out, quick=args.quick, repeats=args.repeats, workers=args.workers)
+        report = run_bench(args.suites or None, args.out, quick=args.quick, repeats=args.repeats, workers=args.workers, sizes_override=args.sizes)
         print((Path(args.out) / "summary.md").read_text())
         print(f"report: {Path(args.out) / 'report.html'}")
         return 1 if report["errors"] else 0

@@ -16,7 +16,7 @@ from survey_engine.catalog.layout import atomic_write_text
 
 
 def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, repeats: int | None = None, workers: int = 2,
-              echo=print) -> dict:
+              echo=print, sizes_override: list[int] | None = None) -> dict:
     names = list(names or S.SUITES)
     unknown = [n for n in names if n not in S.SUITES]
     if unknown:
@@ -25,8 +25,10 @@ def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, rep
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     repeats = repeats or (1 if quick else 3)
-    sizes = S.QUICK_SIZES if quick else S.FULL_SIZES
-    report = {"machine": machine_info(), "params": {"suites": names, "quick": quick, "repeats": repeats, "workers": workers},
+    sizes = dict(S.QUICK_SIZES if quick else S.FULL_SIZES)
+    if sizes_override:
+        sizes = {k: (v if k == "tap" else list(sizes_override)) for k, v in sizes.items()}
+    report = {"machine": machine_info(), "params": {"suites": names, "quick": quick, "repeats": repeats, "workers": workers, "sizes": sizes},
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": [], "errors": {}}
     for name in names:
         t0 = time.perf_counter()
