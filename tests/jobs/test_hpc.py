@@ -27,7 +27,7 @@ def test_job_on_slurm_workers_are_batch_jobs(slurm, tmp_path):
     spec = tmp_path / "job.yaml"
     spec.write_text(JOB)
     done = subprocess.run([sys.executable, "-m", "survey_engine.cli", "run", str(spec), "--cluster", "slurm", "--workdir",
-                           str(tmp_path / "work"), "--no-progress"], capture_output=True, text=True, timeout=600, cwd=REPO)
+                           str(tmp_path / "work"), "--no-progress"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "work" / "run_summary.json").read_text())
     assert summary["status"] == "ok" and summary["cluster"]["workers"] == 2
@@ -51,7 +51,7 @@ def test_refused_jobs_give_the_schedulers_reason(slurm, tmp_path, monkeypatch):
     import os
 
     done = subprocess.run([sys.executable, "-m", "survey_engine.cli", "run", str(spec), "--cluster", "slurm", "--workdir",
-                           str(tmp_path / "work"), "--no-progress"], capture_output=True, text=True, timeout=300, cwd=REPO,
+                           str(tmp_path / "work"), "--no-progress"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={**os.environ, **env})
     assert done.returncode == 2
     assert "0 of 2 workers arrived" in done.stderr and "refuses the job" in done.stderr
@@ -113,7 +113,7 @@ def test_slurm_cluster_over_tls(slurm, tmp_path):
     spec = tmp_path / "job.yaml"
     spec.write_text(JOB)
     done = subprocess.run([sys.executable, "-m", "survey_engine.cli", "run", str(spec), "--cluster", str(config), "--workdir",
-                           str(tmp_path / "work"), "--no-progress"], capture_output=True, text=True, timeout=600, cwd=REPO)
+                           str(tmp_path / "work"), "--no-progress"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "work" / "run_summary.json").read_text())
     assert summary["cluster"]["scheduler"].startswith("tls://") and len(summary["cluster"]["batch_jobs"]) == 2
