@@ -199,6 +199,7 @@ class Ingest:
                             for child in value:
                                 futures[pool.submit(self.fetch, child)] = child
                             self._tick(0, added=len(value))
+                            self._tick(0)  # the split page itself is done
                         else:
                             self._tick(value)
             except BaseException:
