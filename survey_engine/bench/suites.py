@@ -253,13 +253,13 @@ def suite_train(sizes, repeats, workers, work: Path) -> list[dict]:
             src = _mock_files(n, work, client)
             import dask.dataframe as dd
 
-            frame = dd.read_parquet(str(src), columns=["u", "g", "r", "i", "z", "redshift", "obj_class"])
+            frame = dd.read_parquet(str(src / "*.parquet"), columns=["u", "g", "r", "i", "z", "redshift", "obj_class"]).compute()
             frame = frame[frame.obj_class == "GALAXY"]
-            X = frame.map_partitions(spec.compute, meta=spec.compute(frame._meta_nonempty.head(2)).iloc[:0])
-            y = np.log1p(frame["redshift"])
-            X, y = client.persist([X, y])
-            ngal = int(len(y))
-            Xl, yl = X.compute(), y.compute()
+            # the same rows in memory for both tools: partitions spread over the workers vs one frame
+            Xl, yl = spec.compute(frame), np.log1p(frame["redshift"])
+            ngal = len(yl)
+            X = client.persist(dd.from_pandas(Xl, npartitions=2 * workers))
+            y = client.persist(dd.from_pandas(yl, npartitions=2 * workers))
 
             def distributed():
                 with xgb.config_context(verbosity=0):
