@@ -27,16 +27,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def make_inputs(n: int, work: Path, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    a = pd.DataFrame({"id": np.arange(n, dtype=np.int64), "ra": rng.uniform(0, 360, n), "dec": np.degrees(np.arcsin(rng.uniform(-1, 1, n)))})
-    sigma = 0.35 / 3600
-    cosd = np.maximum(np.cos(np.radians(a.dec.to_numpy())), 1e-6)
-    jit = pd.DataFrame({"ra": (a.ra + rng.normal(0, sigma, n) / cosd) % 360, "dec": np.clip(a.dec + rng.normal(0, sigma, n), -90, 90)})
-    extra_n = n // 5
-    extra = pd.DataFrame({"ra": rng.uniform(0, 360, extra_n), "dec": np.degrees(np.arcsin(rng.uniform(-1, 1, extra_n)))})
-    b = pd.concat([jit, extra], ignore_index=True)
-    b.insert(0, "id", np.arange(len(b), dtype=np.int64) + 10**10)
-    return a, b
+    from survey_engine.bench.suites import pair_inputs
+
+    return pair_inputs(n, seed)
 
 
 def xyz(df):

@@ -12,48 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
-import subprocess
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
+
+from survey_engine.bench.measure import PeakMemory, machine_info
 
 HERE = Path(__file__).resolve().parent
-
-
-class PeakMemory:
-    """Peak summed RSS of this process and all its children, sampled in a thread."""
-
-    def __init__(self, interval: float = 0.05):
-        self.interval, self.peak, self.baseline, self._stop = interval, 0, None, threading.Event()
-
-    def __enter__(self):
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            if self.baseline is None:
-                self.baseline = total  # the idle cluster, before the run starts
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def run_survey_engine(src: Path, out: Path, client, max_rows: int, margin: float) -> dict:
@@ -173,28 +141,6 @@ def _uncompressed_bytes(path: Path) -> int:
 
     md = pq.read_metadata(path)
     return sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
-
-
-def machine_info() -> dict:
-    import importlib.metadata as md
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    except OSError:
-        commit = ""
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    versions = {}
-    for pkg in ("survey_engine", "dask", "distributed", "pyarrow", "numpy", "cdshealpix", "hats", "hats-import", "lsdb"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return {"cores": psutil.cpu_count(), "memory_bytes": psutil.virtual_memory().total, "cpu": cpu, "python": platform.python_version(),
-            "versions": versions, "commit": commit}
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ def _hats_import(src: Path, out: Path, client, max_rows: int) -> None:
 
 # -- cross-match: survey_engine vs LSDB vs astropy vs a global cKDTree ------------------------------
 
-def _pairs_inputs(n: int, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
+def pair_inputs(n: int, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     a = pd.DataFrame({"id": np.arange(n, dtype=np.int64), "ra": rng.uniform(0, 360, n), "dec": np.degrees(np.arcsin(rng.uniform(-1, 1, n)))})
     sigma = 0.35 / 3600
@@ -139,7 +139,7 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, radius: float = 1.0) -
 
     out_rows = []
     for n in sizes:
-        a, b = _pairs_inputs(n)
+        a, b = pair_inputs(n)
         cluster, client = _cluster(workers)
         try:
             paths = {}
