@@ -17,7 +17,7 @@ class PeakMemory:
     """Peak summed RSS of this process and all its children (Dask workers), sampled in a thread."""
 
     def __init__(self, interval: float = 0.05):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self.interval, self.peak, self.baseline, self._stop = interval, 0, None, threading.Event()
 
     def __enter__(self) -> "PeakMemory":
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -34,6 +34,8 @@ class PeakMemory:
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
+            if self.baseline is None:
+                self.baseline = total  # before the measured work starts (e.g. the idle cluster)
             time.sleep(self.interval)
 
     def __exit__(self, *exc) -> None:
