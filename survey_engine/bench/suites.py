@@ -7,6 +7,7 @@ service that is not reachable gives a row saying so, never a silent gap.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -24,11 +25,15 @@ FULL_SIZES = {"import": [100_000, 1_000_000, 5_000_000], "crossmatch": [100_000,
               "scaling": [2_000_000]}
 
 
+@contextlib.contextmanager
 def _cluster(workers: int):
+    """A fresh LocalCluster of exactly ``workers`` for one measurement (never a client already
+    around: the scaling suite needs the worker count it asks for)."""
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
-    return cluster, Client(cluster)
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        yield client
 
 
 def _row(suite, case, tool, rows, workers, m=None, agree=None, note=None, **extra) -> dict:
@@ -57,8 +62,7 @@ def suite_import(sizes, repeats, workers, work: Path) -> list[dict]:
 
     rows_out = []
     for n in sizes:
-        cluster, client = _cluster(workers)
-        try:
+        with _cluster(workers) as client:
             src = _mock_files(n, work, client)
             max_rows = max(10_000, n // 20)
 
@@ -85,9 +89,6 @@ def suite_import(sizes, repeats, workers, work: Path) -> list[dict]:
             m_theirs = timed(theirs, repeats)
             same = np.array_equal(np.sort(m_ours["value"]), np.sort(m_theirs["value"]))
             rows_out.append(_row("import", f"{n} rows", "hats_import", n, workers, m_theirs, agree=bool(same)))
-        finally:
-            client.close()
-            cluster.close()
     return rows_out
 
 
@@ -126,8 +127,9 @@ def pair_inputs(n: int, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _xyz(df):
-    ra, dec = np.radians(df.ra.to_numpy()), np.radians(df.dec.to_numpy())
-    return np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+    from survey_engine.catalog.healpix import radec_to_xyz
+
+    return radec_to_xyz(df.ra.to_numpy(), df.dec.to_numpy())
 
 
 def suite_crossmatch(sizes, repeats, workers, work: Path, radius: float = 1.0) -> list[dict]:
@@ -140,8 +142,7 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, radius: float = 1.0) -
     out_rows = []
     for n in sizes:
         a, b = pair_inputs(n)
-        cluster, client = _cluster(workers)
-        try:
+        with _cluster(workers) as client:
             paths = {}
             for name, df, margin in (("A", a, 0.0), ("B", b, 5.0)):
                 src = work / f"xm_{name}_{n}.parquet"
@@ -186,9 +187,6 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, radius: float = 1.0) -
                     out_rows.append(_row("crossmatch", f"{n} x {len(b)}", tool, n, workers, note=f"not installed: {exc}"))
                     continue
                 out_rows.append(_row("crossmatch", f"{n} x {len(b)}", tool, n, workers, m, agree=m["value"] == truth, pairs=len(m["value"])))
-        finally:
-            client.close()
-            cluster.close()
     return out_rows
 
 
@@ -205,8 +203,7 @@ def suite_features(sizes, repeats, workers, work: Path) -> list[dict]:
 
     out_rows = []
     for n in sizes:
-        cluster, client = _cluster(workers)
-        try:
+        with _cluster(workers) as client:
             src = _mock_files(n, work, client)
             cat_path = work / f"feat_cat_{n}"
             if not cat_path.exists():
@@ -228,9 +225,6 @@ def suite_features(sizes, repeats, workers, work: Path) -> list[dict]:
             agree = bool(np.allclose(m_ours["value"].to_numpy(), m_pd["value"].to_numpy(), rtol=1e-9, equal_nan=True))
             out_rows.append(_row("features", f"{n} rows, {len(FEATURES)} features", "survey_engine", n, workers, m_ours, agree=agree))
             out_rows.append(_row("features", f"{n} rows, {len(FEATURES)} features", "pandas_single_process", n, 1, m_pd, agree=agree))
-        finally:
-            client.close()
-            cluster.close()
     return out_rows
 
 
@@ -248,8 +242,7 @@ def suite_train(sizes, repeats, workers, work: Path) -> list[dict]:
     rounds = 100
     spec = FeatureSpec(["u-g", "g-r", "r-i", "i-z", "r"])
     for n in sizes:
-        cluster, client = _cluster(workers)
-        try:
+        with _cluster(workers) as client:
             src = _mock_files(n, work, client)
             import dask.dataframe as dd
 
@@ -278,9 +271,6 @@ def suite_train(sizes, repeats, workers, work: Path) -> list[dict]:
             out_rows.append(_row("train", case, "xgboost.dask", ngal, workers, m_d, agree=agree, sigma_nmad=nm_d))
             out_rows.append(_row("train", case, "xgboost_single_process", ngal, workers, m_s, agree=agree, sigma_nmad=nm_s,
                                  note=f"one process, nthread={workers}"))
-        finally:
-            client.close()
-            cluster.close()
     return out_rows
 
 
@@ -316,8 +306,7 @@ def suite_tap(sizes, repeats, workers, work: Path, url: str = "http://127.0.0.1:
             if len(t) < page_rows:
                 return np.concatenate(ids)
 
-    cluster, client = _cluster(workers)
-    try:
+    with _cluster(workers) as client:
         fetch_times = []
 
         def ours():
@@ -338,9 +327,6 @@ def suite_tap(sizes, repeats, workers, work: Path, url: str = "http://127.0.0.1:
                 _row("tap", case + " (end to end)", "survey_engine", n, workers, m_ours, agree=agree,
                      note="pages + count check against the service + HATS catalog with margin"),
                 _row("tap", case, "raw_keyset", n, 1, m_raw, agree=agree, note="pyvo, one client, keyset paging")]
-    finally:
-        client.close()
-        cluster.close()
 
 
 # -- one end-to-end job -----------------------------------------------------------------------------
@@ -357,8 +343,7 @@ def suite_e2e(sizes, repeats, workers, work: Path) -> list[dict]:
             f"source:\n  mock: {{rows: {n}, seed: 5}}\nstages:\n  - id: sky\n    import: {{max_rows: {max(10_000, n // 10)}, margin: 5}}\n"
             "  - id: model\n    train: {task: photoz, catalog: sky, features: [u-g, g-r, r-i, i-z, r], target: redshift, where: \"obj_class == 'GALAXY'\"}\n"
             "  - id: zphot\n    predict: {model: model, catalog: sky}\n")
-        cluster, client = _cluster(workers)
-        try:
+        with _cluster(workers) as client:
             def job():
                 spec = load_spec(spec_file, base=work)
                 shutil.rmtree(spec.workdir, ignore_errors=True)
@@ -367,9 +352,6 @@ def suite_e2e(sizes, repeats, workers, work: Path) -> list[dict]:
 
             m = timed(job, repeats, warmup=0)
             out_rows.append(_row("e2e", f"mock {n} rows: import + photo-z train + predict", "survey_engine", n, workers, m, agree=m["value"] == n))
-        finally:
-            client.close()
-            cluster.close()
     return out_rows
 
 
@@ -385,8 +367,7 @@ def suite_scaling(sizes, repeats, workers, work: Path) -> list[dict]:
         base = None
         for w in range(1, workers + 1):
             rows = n if kind == "strong" else n * w // workers
-            cluster, client = _cluster(w)
-            try:
+            with _cluster(w) as client:
                 src = _mock_files(rows, work, client)
 
                 def job():
@@ -396,9 +377,6 @@ def suite_scaling(sizes, repeats, workers, work: Path) -> list[dict]:
                                                       margin_arcsec=5.0), client=client, progress=False).rows
 
                 m = timed(job, repeats)
-            finally:
-                client.close()
-                cluster.close()
             base = base or m["seconds"]
             eff = base / m["seconds"] / w if kind == "strong" else base / m["seconds"]
             out_rows.append(_row("scaling", f"{kind} import", "survey_engine", rows, w, m, agree=m["value"] == rows, efficiency=eff,
