@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmark suites with peers side by side: report.json, report.html, summary.md; "
                        "or `bench compare OLD NEW`")
-    p.add_argument("suites", nargs="*", metavar="SUITE", help="import crossmatch features train tap e2e scaling (default: all); "
+    p.add_argument("suites", nargs="*", metavar="SUITE", help="import margins crossmatch features train predict clustering tap e2e scaling (default: all); "
                    "or: compare OLD NEW")
     p.add_argument("--quick", action="store_true", help="small sizes, one repetition: a few minutes")
     p.add_argument("--out", default="bench-report", help="report folder (default bench-report)")
@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=2)
     p.add_argument("--threshold", type=float, default=1.2, help="compare: flag runs slower than this ratio (default 1.2)")
     p.add_argument("--sizes", type=_positive_int, nargs="+", default=None, help="row counts for every suite (instead of the defaults)")
+    p.add_argument("--max-peer-rows", type=_positive_int, default=None,
+                   help="run the peers only up to this many rows (default: 10,000,000; 200,000 for single-process HDBSCAN)")
 
     p = sub.add_parser("info", help="describe a catalog or collection")
     p.add_argument("catalog")
@@ -382,7 +384,8 @@ def _dispatch(args) -> int:
             return 1 if bad else 0
         from survey_engine.bench.report import run_bench
 
-        report = run_bench(args.suites or None, args.out, quick=args.quick, repeats=args.repeats, workers=args.workers, sizes_override=args.sizes)
+        report = run_bench(args.suites or None, args.out, quick=args.quick, repeats=args.repeats, workers=args.workers, sizes_override=args.sizes,
+                           max_peer_rows=args.max_peer_rows)
         print((Path(args.out) / "summary.md").read_text())
         print(f"report: {Path(args.out) / 'report.html'}")
         return 1 if report["errors"] else 0

@@ -59,7 +59,7 @@ def timed(fn, repeats: int, warmup: int = 1) -> dict:
             times.append(dt)
             peak = max(peak, mem.peak)
     return {"seconds": statistics.median(times), "min_s": min(times), "max_s": max(times), "first_s": first,
-            "repeats": repeats, "peak_rss_bytes": peak, "value": value}
+            "repeats": repeats, "warmup": warmup, "peak_rss_bytes": peak, "value": value}
 
 
 def machine_info() -> dict:

@@ -16,7 +16,7 @@ from survey_engine.catalog.layout import atomic_write_text
 
 
 def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, repeats: int | None = None, workers: int = 2,
-              echo=print, sizes_override: list[int] | None = None) -> dict:
+              echo=print, sizes_override: list[int] | None = None, max_peer_rows: int | None = None) -> dict:
     names = list(names or S.SUITES)
     unknown = [n for n in names if n not in S.SUITES]
     if unknown:
@@ -28,20 +28,25 @@ def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, rep
     sizes = dict(S.QUICK_SIZES if quick else S.FULL_SIZES)
     if sizes_override:
         sizes = {k: (v if k == "tap" else list(sizes_override)) for k, v in sizes.items()}
-    report = {"machine": machine_info(), "params": {"suites": names, "quick": quick, "repeats": repeats, "workers": workers, "sizes": sizes},
+    peer_limits = dict(S.MAX_PEER_ROWS)
+    if max_peer_rows:
+        peer_limits = {k: max_peer_rows for k in peer_limits}
+    report = {"machine": machine_info(), "params": {"suites": names, "quick": quick, "repeats": repeats, "workers": workers, "sizes": sizes,
+                                                    "max_peer_rows": peer_limits, "single_run_from_rows": S.BIG},
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": [], "errors": {}}
     for name in names:
         t0 = time.perf_counter()
         if echo:
             echo(f"bench {name} ...")
         try:
-            rows = S.RUNNERS[name](sizes[name], repeats, workers, work)
+            rows = S.RUNNERS[name](sizes[name], repeats, workers, work, peer_limits=peer_limits)
         except Exception as exc:  # a suite that breaks is reported, the others still run
             report["errors"][name] = f"{type(exc).__name__}: {exc}"
             rows = []
         report["rows"] += rows
         if echo:
             echo(f"bench {name}: {len(rows)} rows in {time.perf_counter() - t0:.0f} s")
+    report["cost_models"] = S.cost_models(report["rows"])
     report["projections"] = S.projections(report["rows"])
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str))
@@ -75,7 +80,8 @@ def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [f"# survey_engine benchmarks ({'quick' if report['params']['quick'] else 'full'})", "",
              f"{m['date']}, commit {m['git_commit']}, {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, GPU: {m['gpu'] or 'none'}; "
-             f"medians of {report['params']['repeats']} runs after a warm-up; peak memory summed over all processes.", ""]
+             f"medians of {report['params']['repeats']} runs after a warm-up (sizes from {report['params'].get('single_run_from_rows', 0):,} rows: "
+             "one run, no warm-up); peak memory summed over all processes.", ""]
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     for r in _table_rows(report):
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |")
@@ -83,11 +89,25 @@ def markdown(report: dict) -> str:
     ratios = peer_ratios(report)
     if ratios:
         lines += ["Against peers in the same run (their time / ours; above 1 means survey_engine is faster):", ""]
-        lines += [f"- {x['suite']} {x['case']}: {x['peer']} {x['ratio']:.2f}x" for x in ratios]
+        lines += [f"- {x['suite']} {x['case']} ({x['workers']} worker(s)): {x['peer']} {x['ratio']:.2f}x" for x in ratios]
+        lines.append("")
+    overheads = [r for r in report["rows"] if r["suite"] == "train" and r["tool"] == "xgboost.dask" and r.get("overhead") is not None]
+    if overheads:
+        lines += ["Distributed training overhead (xgboost.dask time / single-process XGBoost time with the same threads - 1) "
+                  "and efficiency across workers:", ""]
+        lines += [f"- {r['case']}, {r['workers']} worker(s): overhead {r['overhead']:+.0%}, efficiency {r['efficiency']:.2f}" for r in overheads]
+        lines.append("")
+    if report.get("cost_models"):
+        lines += ["Cost models fitted from the measured per-task times (time = serial + c x rows / cores):", "",
+                  "| stage | c (core-us per row) | serial s | sizes fitted | worst residual |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {m['stage']} | {m['core_s_per_row'] * 1e6:.3g} | {m['serial_s']:.3g} | {', '.join(f'{x:,}' for x in m['sizes'])} | "
+                  f"{m['max_rel_residual']:.0%} |" for m in report["cost_models"]]
         lines.append("")
     if report.get("projections"):
-        lines += ["Projection (a cost model from the measured per-core import rate; not a measurement):", ""]
-        lines += [f"- {p['catalog']} ({p['rows']:,} rows) on {p['cores']} cores: about {p['projected_import_hours']:.2f} h" for p in report["projections"]]
+        lines += ["Projection from those models (not a measurement: it assumes the per-row cost holds at scale, even spread over "
+                  "the cores, and storage that keeps up):", ""]
+        lines += [f"- {p['stage']}: {p['catalog']} ({p['rows']:,} rows) on {p['cores']} cores: about {p['projected_hours']:.2f} h"
+                  for p in report["projections"]]
         lines.append("")
     if report.get("errors"):
         lines += ["Suites that failed:", ""] + [f"- {k}: {v}" for k, v in report["errors"].items()] + [""]
@@ -95,13 +115,19 @@ def markdown(report: dict) -> str:
 
 
 def peer_ratios(report: dict) -> list[dict]:
+    """Each peer's time over ours for the same case: at the same worker count where we ran that
+    count (training), else against our run with the most workers (a peer in one process)."""
     rows = [r for r in report["rows"] if r["suite"] != "scaling"]
-    ours = {(r["suite"], r["case"]): r for r in rows if r["tool"] in ("survey_engine", "xgboost.dask") and r.get("seconds")}
+    ours = [r for r in rows if r["tool"] in S.OURS and r.get("seconds")]
     out = []
     for r in rows:
-        key = (r["suite"], r["case"])
-        if key in ours and r is not ours[key] and r.get("seconds"):
-            out.append({"suite": r["suite"], "case": r["case"], "peer": r["tool"], "ratio": r["seconds"] / ours[key]["seconds"]})
+        if r["tool"] in S.OURS or not r.get("seconds"):
+            continue
+        same = [o for o in ours if (o["suite"], o["case"]) == (r["suite"], r["case"])]
+        mine = [o for o in same if o["workers"] == r["workers"]] or sorted(same, key=lambda o: o["workers"])[-1:]
+        if mine:
+            o = mine[0]
+            out.append({"suite": r["suite"], "case": r["case"], "peer": r["tool"], "workers": o["workers"], "ratio": r["seconds"] / o["seconds"]})
     return out
 
 
@@ -129,9 +155,15 @@ def html_report(report: dict) -> str:
         sub = [r for r in rows if r["suite"] == suite and r.get("seconds")]
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
         xkey = "workers" if suite == "scaling" else "rows"
-        for tool in dict.fromkeys(r["tool"] + (f" ({r['case']})" if suite == "scaling" else "") for r in sub):
-            pts = sorted((r[xkey], r["seconds"], r["peak_rss_gib"] or 0) for r in sub
-                         if (r["tool"] + (f" ({r['case']})" if suite == "scaling" else "")) == tool)
+
+        def label(r):
+            if suite == "scaling":
+                return f"{r['tool']} ({r['case']})"
+            several = len({o["workers"] for o in sub if o["tool"] == r["tool"]}) > 1
+            return f"{r['tool']} ({r['workers']} workers)" if several else r["tool"]
+
+        for tool in dict.fromkeys(label(r) for r in sub):
+            pts = sorted((r[xkey], r["seconds"], r["peak_rss_gib"] or 0) for r in sub if label(r) == tool)
             ax[0].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=tool)
             ax[1].plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=tool)
         ax[0].set(xlabel=xkey, ylabel="seconds (median)", title=f"{suite}: time")
@@ -145,9 +177,15 @@ def html_report(report: dict) -> str:
     if ratios:
         parts.append("<h2>Against peers (their time / ours)</h2><ul>" + "".join(
             f"<li>{html.escape(x['suite'])} {html.escape(x['case'])}: {html.escape(x['peer'])} {x['ratio']:.2f}x</li>" for x in ratios) + "</ul>")
+    if report.get("cost_models"):
+        head = "".join(f"<th>{c}</th>" for c in ("stage", "core-us per row", "serial s", "sizes fitted", "worst residual"))
+        body = "".join(f"<tr><td>{m['stage']}</td><td>{m['core_s_per_row'] * 1e6:.3g}</td><td>{m['serial_s']:.3g}</td>"
+                       f"<td>{', '.join(f'{x:,}' for x in m['sizes'])}</td><td>{m['max_rel_residual']:.0%}</td></tr>" for m in report["cost_models"])
+        parts.append(f"<h2>Cost models (fitted from per-task times)</h2><table><tr>{head}</tr>{body}</table>")
     if report.get("projections"):
         parts.append("<h2>Projection (cost model, not a measurement)</h2><ul>" + "".join(
-            f"<li>{p['catalog']} ({p['rows']:,} rows) on {p['cores']} cores: about {p['projected_import_hours']:.2f} h</li>" for p in report["projections"]) + "</ul>")
+            f"<li>{p['stage']}: {p['catalog']} ({p['rows']:,} rows) on {p['cores']} cores: about {p['projected_hours']:.2f} h</li>"
+            for p in report["projections"]) + "</ul>")
     if report.get("errors"):
         parts.append("<h2>Suites that failed</h2><pre>" + html.escape(json.dumps(report["errors"], indent=1)) + "</pre>")
     style = "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}</style>"

@@ -17,12 +17,53 @@ import pandas as pd
 
 from survey_engine.bench.measure import timed
 
-SUITES = ("import", "crossmatch", "features", "train", "tap", "e2e", "scaling")
-QUICK_SIZES = {"import": [100_000], "crossmatch": [100_000], "features": [100_000], "train": [100_000], "tap": [None],
-               "e2e": [100_000], "scaling": [200_000]}
-FULL_SIZES = {"import": [100_000, 1_000_000, 5_000_000], "crossmatch": [100_000, 1_000_000, 5_000_000],
-              "features": [1_000_000, 10_000_000], "train": [1_000_000, 5_000_000], "tap": [None], "e2e": [1_000_000],
-              "scaling": [2_000_000]}
+SUITES = ("import", "margins", "crossmatch", "features", "train", "predict", "clustering", "tap", "e2e", "scaling")
+QUICK_SIZES = {"import": [100_000], "margins": [100_000], "crossmatch": [100_000], "features": [100_000], "train": [100_000],
+               "predict": [100_000], "clustering": [100_000], "tap": [None], "e2e": [100_000], "scaling": [200_000]}
+# The full run: 10^5 .. 10^8 rows where a stage can take them on this 24 GiB, 2-core machine.
+FULL_SIZES = {"import": [100_000, 1_000_000, 10_000_000, 100_000_000], "margins": [1_000_000, 10_000_000],
+              "crossmatch": [100_000, 1_000_000, 5_000_000], "features": [1_000_000, 10_000_000],
+              "train": [1_000_000, 10_000_000, 50_000_000], "predict": [1_000_000, 10_000_000], "clustering": [100_000, 1_000_000],
+              "tap": [None], "e2e": [1_000_000], "scaling": [5_000_000]}
+# Peers run up to these sizes (above them a row says they were not run: hats-import at 10^8 rows
+# alone would take the better part of an hour here). Override with ``--max-peer-rows``.
+MAX_PEER_ROWS = {"default": 10_000_000, "clustering": 200_000}
+BIG = 10_000_000  # from this size on: no warm-up run and a single repetition (said in each row)
+
+
+def repeat_plan(n: int | None, repeats: int) -> dict:
+    """Warm-up and repetitions for a size: the full discipline below ``BIG``, one run above."""
+    return {"repeats": repeats, "warmup": 1} if not n or n < BIG else {"repeats": 1, "warmup": 0}
+
+
+def peer_allowed(suite: str, n: int | None, limits: dict | None = None) -> bool:
+    limits = limits or MAX_PEER_ROWS
+    return n is None or n <= limits.get(suite, limits["default"])
+
+
+@contextlib.contextmanager
+def task_profile(client, into: list):
+    """Per-task compute times on the workers (Dask's task stream) while the block runs; appends a
+    summary to ``into``. These per-partition times feed the cost model."""
+    from distributed import get_task_stream
+
+    with get_task_stream(client) as ts:
+        yield
+    durations = []
+    for t in ts.data:
+        for ss in t.get("startstops", ()):
+            if ss.get("action") == "compute":
+                durations.append(ss["stop"] - ss["start"])
+    d = np.asarray(durations) if durations else np.zeros(1)
+    into.append({"tasks": len(durations), "task_seconds": float(d.sum()), "task_s_median": float(np.median(d)),
+                 "task_s_p95": float(np.percentile(d, 95)), "task_s_max": float(d.max())})
+
+
+def _profiled(client, fn, into: list):
+    def run():
+        with task_profile(client, into):
+            return fn()
+    return run
 
 
 @contextlib.contextmanager
@@ -36,13 +77,21 @@ def _cluster(workers: int):
         yield client
 
 
-def _row(suite, case, tool, rows, workers, m=None, agree=None, note=None, **extra) -> dict:
+def _row(suite, case, tool, rows, workers, m=None, agree=None, note=None, profile: list | None = None, **extra) -> dict:
     r = {"suite": suite, "case": case, "tool": tool, "rows": rows, "workers": workers, "agree": agree, "note": note}
     if m is not None:
         r.update({k: m[k] for k in ("seconds", "min_s", "max_s", "first_s", "repeats", "peak_rss_bytes")})
+        r["warmup"] = m.get("warmup", 1)
         r["rows_per_s"] = rows / m["seconds"] if rows and m["seconds"] > 0 else None
+    if profile:
+        r.update(profile[-1])  # the last timed run's per-task times
     r.update(extra)
     return r
+
+
+def _not_run(suite, case, tool, rows, workers, limit_suite=None) -> dict:
+    limit = MAX_PEER_ROWS.get(limit_suite or suite, MAX_PEER_ROWS["default"])
+    return _row(suite, case, tool, rows, workers, note=f"not run above {limit:,} rows (time budget of the full run)")
 
 
 def _mock_files(rows: int, work: Path, client) -> Path:
@@ -56,15 +105,22 @@ def _mock_files(rows: int, work: Path, client) -> Path:
 
 # -- import: survey_engine vs hats-import ---------------------------------------------------------
 
-def suite_import(sizes, repeats, workers, work: Path) -> list[dict]:
+def import_max_rows(n: int) -> int:
+    """Rows per partition for an n-row import: about 20 partitions, at least 10k, at most 1M rows."""
+    return int(min(1_000_000, max(10_000, n // 20)))
+
+
+def suite_import(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
     from survey_engine.ingest.file_import.arguments import ImportArguments
     from survey_engine.ingest.file_import.run import run_import
 
     rows_out = []
     for n in sizes:
+        plan = repeat_plan(n, repeats)
         with _cluster(workers) as client:
             src = _mock_files(n, work, client)
-            max_rows = max(10_000, n // 20)
+            max_rows = import_max_rows(n)
+            prof: list = []
 
             def ours():
                 out = work / f"se_import_{n}"
@@ -72,24 +128,113 @@ def suite_import(sizes, repeats, workers, work: Path) -> list[dict]:
                 run_import(ImportArguments([str(src)], str(out), id_column="source_id", max_rows=max_rows, margin_arcsec=5.0), client=client, progress=False)
                 return _ids(out)
 
-            m_ours = timed(ours, repeats)
-            rows_out.append(_row("import", f"{n} rows", "survey_engine", n, workers, m_ours, agree=len(m_ours["value"]) == n))
+            m_ours = timed(_profiled(client, ours, prof), **plan)
+            ours_ids = m_ours.pop("value")
+            partitions = _partitions(work / f"se_import_{n}")
+            rows_out.append(_row("import", f"{n} rows", "survey_engine", n, workers, m_ours, agree=len(ours_ids) == n, profile=prof,
+                                 partitions=partitions))
             import importlib.util
 
             if importlib.util.find_spec("hats_import") is None:
                 rows_out.append(_row("import", f"{n} rows", "hats_import", n, workers, note="hats-import not installed"))
-                continue
+            elif not peer_allowed("import", n, peer_limits):
+                rows_out.append(_not_run("import", f"{n} rows", "hats_import", n, workers))
+            else:
+                def theirs():
+                    out = work / f"hi_import_{n}"
+                    shutil.rmtree(out, ignore_errors=True)
+                    _hats_import(src, out, client, max_rows)
+                    return _ids(out)
 
-            def theirs():
-                out = work / f"hi_import_{n}"
-                shutil.rmtree(out, ignore_errors=True)
-                _hats_import(src, out, client, max_rows)
-                return _ids(out)
-
-            m_theirs = timed(theirs, repeats)
-            same = np.array_equal(np.sort(m_ours["value"]), np.sort(m_theirs["value"]))
-            rows_out.append(_row("import", f"{n} rows", "hats_import", n, workers, m_theirs, agree=bool(same)))
+                m_theirs = timed(theirs, **plan)
+                same = np.array_equal(np.sort(ours_ids), np.sort(m_theirs.pop("value")))
+                rows_out.append(_row("import", f"{n} rows", "hats_import", n, workers, m_theirs, agree=bool(same)))
+                shutil.rmtree(work / f"hi_import_{n}", ignore_errors=True)
+            del ours_ids
+            if n >= BIG:  # the biggest inputs are not needed again: keep the disk free
+                shutil.rmtree(work / f"se_import_{n}", ignore_errors=True)
     return rows_out
+
+
+def _partitions(path: Path) -> int | None:
+    from survey_engine.catalog.catalog import open_catalog
+
+    try:
+        return int(open_catalog(path, margin=None).npartitions)
+    except Exception:
+        return None
+
+
+# -- margins on an existing catalog: survey_engine vs hats-import's margin pipeline -----------------
+
+def suite_margins(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 10.0) -> list[dict]:
+    from survey_engine.catalog.catalog import open_catalog
+    from survey_engine.catalog.margin_build import build_margin
+    from survey_engine.ingest.file_import.arguments import ImportArguments
+    from survey_engine.ingest.file_import.run import run_import
+
+    rows_out = []
+    for n in sizes:
+        plan = repeat_plan(n, repeats)
+        case = f"{n} rows, {radius:g}\" margin"
+        with _cluster(workers) as client:
+            src = _mock_files(n, work, client)
+            base = work / f"mg_base_{n}"
+            if not base.exists():  # the same catalog (no margin) for both tools
+                run_import(ImportArguments([str(src)], str(base), id_column="source_id", max_rows=import_max_rows(n), margin_arcsec=0,
+                                           highest_order=10), client=client, progress=False)
+            prof: list = []
+
+            def ours():
+                cat = work / f"mg_ours_{n}"
+                shutil.rmtree(cat, ignore_errors=True)
+                shutil.copytree(base, cat)
+                path = build_margin(cat, radius, client=client, progress=False)
+                return _ids_of(path)
+
+            m = timed(_profiled(client, ours, prof), **plan)
+            ours_ids = m.pop("value")
+            # exactness: every margin row is within the radius of its partition (checked by the
+            # catalog tests against brute force); here: the rows agree with hats-import's superset
+            rows_out.append(_row("margins", case, "survey_engine", n, workers, m, agree=None, profile=prof, margin_rows=len(ours_ids)))
+            import importlib.util
+
+            if importlib.util.find_spec("hats_import") is None:
+                rows_out[-1]["agree"] = len(ours_ids) > 0
+                rows_out.append(_row("margins", case, "hats_import", n, workers, note="hats-import not installed"))
+            elif not peer_allowed("margins", n, peer_limits):
+                rows_out[-1]["agree"] = len(ours_ids) > 0
+                rows_out.append(_not_run("margins", case, "hats_import", n, workers))
+            else:
+                def theirs():
+                    from hats_import.margin_cache.margin_cache_arguments import MarginCacheArguments
+                    from hats_import.pipeline import pipeline_with_client
+
+                    out = work / f"mg_hi_{n}"
+                    shutil.rmtree(out, ignore_errors=True)
+                    args = MarginCacheArguments(input_catalog_path=str(open_catalog(base, margin=None).path), output_path=str(work),
+                                                output_artifact_name=out.name, margin_threshold=radius, progress_bar=False, resume=False)
+                    pipeline_with_client(args, client)
+                    return _ids_of(out)
+
+                mt = timed(theirs, **plan)
+                theirs_ids = mt.pop("value")
+                within = bool(np.isin(ours_ids, theirs_ids).all()) and len(ours_ids) > 0
+                rows_out[-1]["agree"] = within
+                rows_out.append(_row("margins", case, "hats_import", n, workers, mt, agree=within, margin_rows=len(theirs_ids),
+                                     note="hats-import keeps whole border pixels (a superset); agree = every one of our margin rows is in theirs"))
+            for d in (f"mg_ours_{n}", f"mg_hi_{n}"):
+                shutil.rmtree(work / d, ignore_errors=True)
+    return rows_out
+
+
+def _ids_of(path: Path) -> np.ndarray:
+    import pyarrow.dataset as ds
+
+    files = sorted(str(f) for f in Path(path).rglob("Npix=*.parquet"))
+    if not files:
+        return np.zeros(0, dtype=np.int64)
+    return ds.dataset(files, format="parquet").to_table(columns=["source_id"]).column(0).to_numpy()
 
 
 def _ids(path: Path) -> np.ndarray:
@@ -132,7 +277,7 @@ def _xyz(df):
     return radec_to_xyz(df.ra.to_numpy(), df.dec.to_numpy())
 
 
-def suite_crossmatch(sizes, repeats, workers, work: Path, radius: float = 1.0) -> list[dict]:
+def suite_crossmatch(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1.0) -> list[dict]:
     from scipy.spatial import cKDTree
 
     from survey_engine.catalog.catalog import open_catalog
@@ -141,7 +286,9 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, radius: float = 1.0) -
 
     out_rows = []
     for n in sizes:
+        plan = repeat_plan(n, repeats)
         a, b = pair_inputs(n)
+        case = f"{n} x {len(b)}"
         with _cluster(workers) as client:
             paths = {}
             for name, df, margin in (("A", a, 0.0), ("B", b, 5.0)):
@@ -177,16 +324,23 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, radius: float = 1.0) -
                 res = left.crossmatch(right, radius_arcsec=radius, n_neighbors=1, suffixes=("_1", "_2"), suffix_method="all_columns").compute()
                 return set(zip(res.id_1.tolist(), res.id_2.tolist()))
 
-            m_truth = timed(ckdtree, repeats)
-            truth = m_truth["value"]
-            out_rows.append(_row("crossmatch", f"{n} x {len(b)}", "ckdtree_global", n, workers, m_truth, agree=True, pairs=len(truth)))
-            for tool, fn in (("survey_engine", ours), ("lsdb", lsdb_), ("astropy", astropy_)):
-                try:
-                    m = timed(fn, repeats)
-                except ImportError as exc:
-                    out_rows.append(_row("crossmatch", f"{n} x {len(b)}", tool, n, workers, note=f"not installed: {exc}"))
+            m_truth = timed(ckdtree, **plan)
+            truth = m_truth.pop("value")
+            out_rows.append(_row("crossmatch", case, "ckdtree_global", n, workers, m_truth, agree=True, pairs=len(truth)))
+            prof: list = []
+            for tool, fn in (("survey_engine", _profiled(client, ours, prof)), ("lsdb", lsdb_), ("astropy", astropy_)):
+                if tool != "survey_engine" and not peer_allowed("crossmatch", n, peer_limits):
+                    out_rows.append(_not_run("crossmatch", case, tool, n, workers))
                     continue
-                out_rows.append(_row("crossmatch", f"{n} x {len(b)}", tool, n, workers, m, agree=m["value"] == truth, pairs=len(m["value"])))
+                try:
+                    m = timed(fn, **plan)
+                except ImportError as exc:
+                    out_rows.append(_row("crossmatch", case, tool, n, workers, note=f"not installed: {exc}"))
+                    continue
+                pairs = m.pop("value")
+                out_rows.append(_row("crossmatch", case, tool, n, workers, m, agree=pairs == truth, pairs=len(pairs),
+                                     profile=prof if tool == "survey_engine" else None))
+                del pairs
     return out_rows
 
 
@@ -195,22 +349,32 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, radius: float = 1.0) -
 FEATURES = ["u-g", "g-r", "r-i", "i-z", "dered(r)", "snr(r_err)", "absmag(phot_g_mean_mag)", "v_tan", "gal_b"]
 
 
-def suite_features(sizes, repeats, workers, work: Path) -> list[dict]:
-    from survey_engine.catalog.catalog import open_catalog
-    from survey_engine.features.spec import FeatureSpec
+def _mock_catalog(n: int, work: Path, client, margin: float = 0.0, max_rows: int | None = None) -> Path:
+    """The mock sky of n rows as a HATS catalog (made once per size and margin, then reused)."""
     from survey_engine.ingest.file_import.arguments import ImportArguments
     from survey_engine.ingest.file_import.run import run_import
 
+    cat_path = work / f"mock_cat_{n}_m{margin:g}"
+    if not cat_path.exists():
+        src = _mock_files(n, work, client)
+        run_import(ImportArguments([str(src)], str(cat_path), id_column="source_id", max_rows=max_rows or max(20_000, n // 20),
+                                   margin_arcsec=margin), client=client, progress=False)
+    return cat_path
+
+
+def suite_features(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
+    from survey_engine.catalog.catalog import open_catalog
+    from survey_engine.features.spec import FeatureSpec
+
     out_rows = []
     for n in sizes:
+        plan = repeat_plan(n, repeats)
+        case = f"{n} rows, {len(FEATURES)} features"
         with _cluster(workers) as client:
             src = _mock_files(n, work, client)
-            cat_path = work / f"feat_cat_{n}"
-            if not cat_path.exists():
-                run_import(ImportArguments([str(src)], str(cat_path), id_column="source_id", max_rows=max(20_000, n // 20), margin_arcsec=0),
-                           client=client, progress=False)
+            cat = open_catalog(_mock_catalog(n, work, client))
             spec = FeatureSpec(FEATURES, ebv_column="ebv")
-            cat = open_catalog(cat_path)
+            prof: list = []
 
             def ours():
                 frame = cat.to_dask()
@@ -221,63 +385,258 @@ def suite_features(sizes, repeats, workers, work: Path) -> list[dict]:
                 df = pd.concat([pd.read_parquet(f) for f in sorted(src.glob("*.parquet"))], ignore_index=True)
                 return spec.compute(df).sum()
 
-            m_ours, m_pd = timed(ours, repeats), timed(pandas_, repeats)
+            m_ours = timed(_profiled(client, ours, prof), **plan)
+            if not peer_allowed("features", n, peer_limits):
+                out_rows.append(_row("features", case, "survey_engine", n, workers, m_ours, agree=bool(np.isfinite(m_ours["value"].to_numpy()).any()), profile=prof))
+                out_rows.append(_not_run("features", case, "pandas_single_process", n, 1))
+                continue
+            m_pd = timed(pandas_, **plan)
             agree = bool(np.allclose(m_ours["value"].to_numpy(), m_pd["value"].to_numpy(), rtol=1e-9, equal_nan=True))
-            out_rows.append(_row("features", f"{n} rows, {len(FEATURES)} features", "survey_engine", n, workers, m_ours, agree=agree))
-            out_rows.append(_row("features", f"{n} rows, {len(FEATURES)} features", "pandas_single_process", n, 1, m_pd, agree=agree))
+            out_rows.append(_row("features", case, "survey_engine", n, workers, m_ours, agree=agree, profile=prof))
+            out_rows.append(_row("features", case, "pandas_single_process", n, 1, m_pd, agree=agree))
     return out_rows
 
 
-# -- training: xgboost.dask vs single-process XGBoost with the same threads -------------------------
+# -- training: xgboost.dask on 1..N workers vs single-process XGBoost with the same threads ----------
 
-def suite_train(sizes, repeats, workers, work: Path) -> list[dict]:
+TRAIN_FEATURES = ["u-g", "g-r", "r-i", "i-z", "r"]
+TRAIN_PARAMS = {"objective": "reg:squarederror", "max_depth": 7, "eta": 0.3, "tree_method": "hist", "verbosity": 0, "seed": 1, "max_bin": 256}
+TRAIN_ROUNDS = 50
+
+
+def _training_rows(n: int, work: Path, client) -> tuple[pd.DataFrame, pd.Series]:
+    """Features (float32) and log(1 + z) of every row of the n-row mock sky: stars, galaxies, QSOs."""
+    import pyarrow.dataset as ds
+
+    from survey_engine.features.spec import FeatureSpec
+
+    src = _mock_files(n, work, client)
+    table = ds.dataset(sorted(str(f) for f in src.glob("*.parquet")), format="parquet").to_table(columns=["u", "g", "r", "i", "z", "redshift"])
+    frame = table.to_pandas()
+    X = FeatureSpec(TRAIN_FEATURES).compute(frame).astype(np.float32)
+    y = np.log1p(frame["redshift"].clip(lower=0)).astype(np.float32)
+    return X, y
+
+
+def _galaxy_nmad(booster, X: pd.DataFrame, y: pd.Series, sample: int = 200_000) -> float:
+    from survey_engine.ml import metrics as M
+
+    ok = (y > np.log1p(0.01)).to_numpy()
+    Xs, ys = X[ok].iloc[:sample], y[ok].iloc[:sample]
+    return M.photoz_metrics(np.expm1(booster.inplace_predict(Xs.to_numpy())), np.expm1(ys.to_numpy().astype(float)))["sigma_nmad"]
+
+
+def suite_train(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
+    """Distributed overhead at equal threads (xgboost.dask on w workers x 1 thread vs one process
+    with w threads, the same rows in memory) and scaling across workers, per size."""
+    import dask.dataframe as dd
     import xgboost as xgb
     from xgboost import dask as dxgb
 
-    from survey_engine.features.spec import FeatureSpec
-    from survey_engine.ml import metrics as M
-
     out_rows = []
-    params = {"objective": "reg:absoluteerror", "max_depth": 7, "eta": 0.1, "tree_method": "hist", "verbosity": 0, "seed": 1}
-    rounds = 100
-    spec = FeatureSpec(["u-g", "g-r", "r-i", "i-z", "r"])
     for n in sizes:
+        plan = repeat_plan(n, repeats)
         with _cluster(workers) as client:
-            src = _mock_files(n, work, client)
-            import dask.dataframe as dd
+            X, y = _training_rows(n, work, client)
+        case = f"{len(X)} mock rows, {len(TRAIN_FEATURES)} features, {TRAIN_ROUNDS} rounds"
+        pcase = f"{len(X)} mock rows, predict with the {TRAIN_ROUNDS}-round model"
+        base_d = base_p = None
+        for w in range(1, workers + 1):
+            with _cluster(w) as client:
+                parts = max(2 * w, len(X) // 2_000_000)
+                Xd = client.persist(dd.from_pandas(X, npartitions=parts))
+                yd = client.persist(dd.from_pandas(y, npartitions=parts))
+                prof: list = []
+                pprof: list = []
 
-            frame = dd.read_parquet(str(src / "*.parquet"), columns=["u", "g", "r", "i", "z", "redshift", "obj_class"]).compute()
-            frame = frame[frame.obj_class == "GALAXY"]
-            # the same rows in memory for both tools: partitions spread over the workers vs one frame
-            Xl, yl = spec.compute(frame), np.log1p(frame["redshift"])
-            ngal = len(yl)
-            X = client.persist(dd.from_pandas(Xl, npartitions=2 * workers))
-            y = client.persist(dd.from_pandas(yl, npartitions=2 * workers))
+                def distributed():
+                    with xgb.config_context(verbosity=0):
+                        dtrain = dxgb.DaskQuantileDMatrix(client, Xd, yd, max_bin=TRAIN_PARAMS["max_bin"])
+                        return dxgb.train(client, {**TRAIN_PARAMS, "nthread": 1}, dtrain, num_boost_round=TRAIN_ROUNDS)["booster"]
 
-            def distributed():
-                with xgb.config_context(verbosity=0):
-                    booster = dxgb.train(client, {**params, "nthread": 1}, dxgb.DaskDMatrix(client, X, y), num_boost_round=rounds)["booster"]
-                return booster
+                m_d = timed(_profiled(client, distributed, prof), **plan)
+                booster_d = m_d.pop("value")
+
+                def distributed_predict():
+                    return float(dxgb.inplace_predict(client, booster_d, Xd).sum().compute())
+
+                p_d = timed(_profiled(client, distributed_predict, pprof), **plan)
 
             def single():
-                return xgb.train({**params, "nthread": workers}, xgb.DMatrix(Xl, yl), num_boost_round=rounds)
+                dtrain = xgb.QuantileDMatrix(X, y, max_bin=TRAIN_PARAMS["max_bin"], nthread=w)
+                return xgb.train({**TRAIN_PARAMS, "nthread": w}, dtrain, num_boost_round=TRAIN_ROUNDS)
 
-            m_d, m_s = timed(distributed, repeats), timed(single, repeats)
-            zs = np.expm1(yl.to_numpy())
-            nm_d = M.photoz_metrics(np.expm1(m_d["value"].inplace_predict(Xl.to_numpy(np.float32))), zs)["sigma_nmad"]
-            nm_s = M.photoz_metrics(np.expm1(m_s["value"].inplace_predict(Xl.to_numpy(np.float32))), zs)["sigma_nmad"]
+            m_s = timed(single, **plan)
+            booster_s = m_s.pop("value")
+            booster_d.set_param({"nthread": w})
+
+            def single_predict():
+                return float(np.sum(booster_d.inplace_predict(X), dtype=np.float64))
+
+            p_s = timed(single_predict, **plan)
+            nm_d, nm_s = _galaxy_nmad(booster_d, X, y), _galaxy_nmad(booster_s, X, y)
             agree = bool(abs(nm_d - nm_s) <= 0.05 * nm_s)
-            case = f"{ngal} galaxies, {rounds} rounds"
-            out_rows.append(_row("train", case, "xgboost.dask", ngal, workers, m_d, agree=agree, sigma_nmad=nm_d))
-            out_rows.append(_row("train", case, "xgboost_single_process", ngal, workers, m_s, agree=agree, sigma_nmad=nm_s,
-                                 note=f"one process, nthread={workers}"))
+            pagree = bool(abs(p_d.pop("value") - p_s["value"]) <= 1e-6 * abs(p_s.pop("value")))
+            base_d, base_p = base_d or m_d["seconds"], base_p or p_d["seconds"]
+            out_rows.append(_row("train", case, "xgboost.dask", len(X), w, m_d, agree=agree, profile=prof, sigma_nmad=nm_d,
+                                 overhead=m_d["seconds"] / m_s["seconds"] - 1, efficiency=base_d / m_d["seconds"] / w,
+                                 note=f"{w} worker(s) x 1 thread; overhead = its time / single-process time at {w} thread(s) - 1"))
+            out_rows.append(_row("train", case, "xgboost_single_process", len(X), w, m_s, agree=agree, sigma_nmad=nm_s,
+                                 note=f"one process, nthread={w}"))
+            out_rows.append(_row("train", pcase, "xgboost.dask", len(X), w, p_d, agree=pagree, profile=pprof,
+                                 overhead=p_d["seconds"] / p_s["seconds"] - 1, efficiency=base_p / p_d["seconds"] / w,
+                                 note="dask inplace_predict over the persisted partitions; the same booster"))
+            out_rows.append(_row("train", pcase, "xgboost_single_process", len(X), w, p_s, agree=pagree, note=f"inplace_predict, nthread={w}"))
+    return out_rows
+
+
+# -- prediction: a model applied to a whole catalog, written as a catalog -----------------------------
+
+def _bench_model(work: Path, client) -> Path:
+    """A photo-z model (median + 68% interval) trained once on a 100k-row mock catalog."""
+    from survey_engine.ml.supervised import TrainOptions, train
+
+    model = work / "bench_photoz_model"
+    if not (model / "model.json").exists() and not model.exists():
+        cat = _mock_catalog(100_000, work, client)
+        train(str(cat), TrainOptions("photoz", TRAIN_FEATURES, target="redshift", where="obj_class == 'GALAXY'", params={"rounds": 200}),
+              str(model), client=client, progress=False)
+    return model
+
+
+def suite_predict(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
+    """Full-catalog prediction rate: survey_engine's ``predict`` (partition by partition on the
+    cluster, a new HATS catalog written) vs one process reading, predicting and writing one file."""
+    import pyarrow.dataset as ds
+
+    from survey_engine.catalog.catalog import open_catalog
+    from survey_engine.ml.apply import predict
+    from survey_engine.ml.artifact import load_model
+    from survey_engine.ml.supervised import predict_frame
+
+    out_rows = []
+    for n in sizes:
+        plan = repeat_plan(n, repeats)
+        case = f"photo-z on {n} rows (z_phot, z_phot_lo, z_phot_hi), catalog written"
+        with _cluster(workers) as client:
+            model = _bench_model(work, client)
+            cat_path = _mock_catalog(n, work, client)
+            prof: list = []
+
+            def ours():
+                out = work / f"pred_{n}"
+                shutil.rmtree(out, ignore_errors=True)
+                written = predict(str(model), str(cat_path), str(out), client=client, progress=False)
+                t = ds.dataset([str(f) for f in open_catalog(written, margin=None).partition_files()], format="parquet").to_table(columns=["z_phot"])
+                return len(t), float(np.sum(t.column(0).to_numpy(), dtype=np.float64))
+
+            m = timed(_profiled(client, ours, prof), **plan)
+            n_ours, sum_ours = m.pop("value")
+            if not peer_allowed("predict", n, peer_limits):
+                out_rows.append(_row("predict", case, "survey_engine", n, workers, m, agree=n_ours == n, profile=prof))
+                out_rows.append(_not_run("predict", case, "single_process", n, 1))
+                continue
+            meta, models = load_model(model)
+            files = [str(f) for f in open_catalog(cat_path, margin=None).partition_files()]
+
+            def single():
+                df = ds.dataset(files, format="parquet").to_table().to_pandas()
+                res = predict_frame(df, meta, models)
+                res.to_parquet(work / f"pred_single_{n}.parquet", index=False)
+                return len(res), float(np.sum(res["z_phot"].to_numpy(), dtype=np.float64))
+
+            ms = timed(single, **plan)
+            n_s, sum_s = ms.pop("value")
+            agree = n_ours == n_s == n and abs(sum_ours - sum_s) <= 1e-6 * abs(sum_s)
+            out_rows.append(_row("predict", case, "survey_engine", n, workers, m, agree=agree, profile=prof))
+            out_rows.append(_row("predict", case, "single_process", n, 1, ms, agree=agree, note="pandas + the same boosters, one Parquet file"))
+            shutil.rmtree(work / f"pred_{n}", ignore_errors=True)
+            (work / f"pred_single_{n}.parquet").unlink(missing_ok=True)
+    return out_rows
+
+
+# -- clustering: HDBSCAN per tile + margin, merged, vs one HDBSCAN over the whole table --------------
+
+CLUSTER_FEATURES = ["pmra", "pmdec", "parallax", "pos_x", "pos_y", "pos_z"]
+CLUSTER_PARAMS = {"min_cluster_size": 30, "max_cluster_fraction": 0.3}
+
+
+def recovered_clusters(labels: np.ndarray, truth: np.ndarray, min_recall: float = 0.5, min_purity: float = 0.5) -> int:
+    """How many true clusters (truth >= 0) have a found cluster holding at least ``min_recall`` of
+    their members with at least ``min_purity`` of its own rows from them."""
+    found = 0
+    for cid in np.unique(truth[truth >= 0]):
+        members = truth == cid
+        hits = labels[members & (labels >= 0)]
+        if not len(hits):
+            continue
+        best = np.bincount(hits).argmax()
+        inter = np.sum(members & (labels == best))
+        found += inter / members.sum() >= min_recall and inter / np.sum(labels == best) >= min_purity
+    return int(found)
+
+
+def suite_clustering(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
+    from survey_engine.catalog.catalog import open_catalog
+    from survey_engine.features.spec import FeatureSpec
+    from survey_engine.ml.cluster import cluster_catalog
+
+    out_rows = []
+    for n in sizes:
+        plan = repeat_plan(n, repeats)
+        case = f"HDBSCAN on {n} mock rows ({', '.join(CLUSTER_FEATURES)})"
+        with _cluster(workers) as client:
+            cat_path = _mock_catalog(n, work, client, margin=1800.0, max_rows=max(12_500, n // 8))
+            prof: list = []
+
+            def ours():
+                out = work / f"clu_{n}"
+                shutil.rmtree(out, ignore_errors=True)
+                summary = cluster_catalog(str(cat_path), CLUSTER_FEATURES, "hdbscan", str(out), params=dict(CLUSTER_PARAMS), client=client, progress=False)
+                df = open_catalog(out, margin=None).compute()
+                return recovered_clusters(df["cluster_id"].to_numpy(), df["cluster_id_input"].to_numpy()), summary["tiles"]
+
+            m = timed(_profiled(client, ours, prof), **plan)
+            (rec_ours, tiles) = m.pop("value")
+            truth_n = int(open_catalog(cat_path, margin=None).to_dask()["cluster_id"].max().compute()) + 1
+            if not peer_allowed("clustering", n, peer_limits):
+                out_rows.append(_row("clustering", case, "survey_engine", n, workers, m, agree=rec_ours == truth_n, profile=prof,
+                                     recovered=rec_ours, true_clusters=truth_n, tiles=tiles))
+                out_rows.append(_not_run("clustering", case, "sklearn_single_process", n, 1))
+                continue
+            spec = FeatureSpec(CLUSTER_FEATURES)
+            files = [str(f) for f in open_catalog(cat_path, margin=None).partition_files()]
+
+            def single():
+                from sklearn.cluster import HDBSCAN
+
+                df = pd.concat([pd.read_parquet(f, columns=["ra", "dec", "pmra", "pmdec", "parallax", "cluster_id"]) for f in files])
+                F = spec.compute(df).to_numpy(dtype=float)
+                q = np.nanpercentile(F, [25, 50, 75], axis=0)
+                scale = (q[2] - q[0]) / 1.349
+                scale[~(scale > 0)] = 1
+                X = (F - q[1]) / scale
+                ok = np.isfinite(X).all(axis=1)
+                labels = np.full(len(df), -1)
+                labels[ok] = HDBSCAN(min_cluster_size=CLUSTER_PARAMS["min_cluster_size"],
+                                     max_cluster_size=int(CLUSTER_PARAMS["max_cluster_fraction"] * ok.sum())).fit_predict(X[ok])
+                return recovered_clusters(labels, df["cluster_id"].to_numpy())
+
+            ms = timed(single, **plan)
+            rec_s = ms.pop("value")
+            agree = rec_ours == rec_s == truth_n
+            out_rows.append(_row("clustering", case, "survey_engine", n, workers, m, agree=agree, profile=prof, recovered=rec_ours,
+                                 true_clusters=truth_n, tiles=tiles, note="per tile + 0.5 deg margin, merged across tile borders"))
+            out_rows.append(_row("clustering", case, "sklearn_single_process", n, 1, ms, agree=agree, recovered=rec_s, true_clusters=truth_n,
+                                 note="one HDBSCAN over the whole table"))
+            shutil.rmtree(work / f"clu_{n}", ignore_errors=True)
     return out_rows
 
 
 # -- TAP ingest: ours vs raw keyset paging against the same server ----------------------------------
 
 def suite_tap(sizes, repeats, workers, work: Path, url: str = "http://127.0.0.1:8080/tap", table: str = "segaia.main",
-              where: str | None = "phot_g_mean_mag < 8", page_rows: int = 10_000) -> list[dict]:
+              where: str | None = "phot_g_mean_mag < 8", page_rows: int = 10_000, peer_limits=None) -> list[dict]:
     import requests
 
     from survey_engine.catalog.catalog import open_catalog
@@ -331,7 +690,7 @@ def suite_tap(sizes, repeats, workers, work: Path, url: str = "http://127.0.0.1:
 
 # -- one end-to-end job -----------------------------------------------------------------------------
 
-def suite_e2e(sizes, repeats, workers, work: Path) -> list[dict]:
+def suite_e2e(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
     from survey_engine.catalog.catalog import open_catalog
     from survey_engine.jobs.run import run_job
     from survey_engine.jobs.spec import load_spec
@@ -357,7 +716,7 @@ def suite_e2e(sizes, repeats, workers, work: Path) -> list[dict]:
 
 # -- scaling: strong (fixed data, 1 -> N workers) and weak (data grows with workers) ----------------
 
-def suite_scaling(sizes, repeats, workers, work: Path) -> list[dict]:
+def suite_scaling(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
     from survey_engine.ingest.file_import.arguments import ImportArguments
     from survey_engine.ingest.file_import.run import run_import
 
@@ -384,24 +743,48 @@ def suite_scaling(sizes, repeats, workers, work: Path) -> list[dict]:
     return out_rows
 
 
-RUNNERS = {"import": suite_import, "crossmatch": suite_crossmatch, "features": suite_features, "train": suite_train,
-           "tap": suite_tap, "e2e": suite_e2e, "scaling": suite_scaling}
+RUNNERS = {"import": suite_import, "margins": suite_margins, "crossmatch": suite_crossmatch, "features": suite_features,
+           "train": suite_train, "predict": suite_predict, "clustering": suite_clustering, "tap": suite_tap, "e2e": suite_e2e,
+           "scaling": suite_scaling}
+OURS = ("survey_engine", "xgboost.dask")
+MODELLED = ("import", "margins", "crossmatch", "features", "train", "predict")
+FULL_SKY = (("Gaia DR3", 1_800_000_000), ("LSST-scale", 20_000_000_000))
+
+
+def cost_models(rows: list[dict]) -> list[dict]:
+    """Per stage, a cost model fitted from the measured per-task (per-partition) times:
+    ``time(R rows, N cores) = serial + c * R / N``, with ``c`` the core-seconds per row (least
+    squares over the measured sizes of the summed task times) and ``serial`` the median of what
+    the wall time holds beyond the tasks' share per worker (planning, driver work, scheduling).
+    ``max_rel_residual`` says how well one per-row cost describes every measured size."""
+    models = []
+    for stage in MODELLED:
+        pts = [r for r in rows if r["suite"] == stage and r["tool"] in OURS and r.get("task_seconds") and r.get("rows") and r.get("seconds")]
+        if stage == "train" and pts:
+            pts = [r for r in pts if "predict with" not in r["case"]]  # training only
+            top = max(r["workers"] for r in pts)
+            pts = [r for r in pts if r["workers"] == top]
+        if not pts:
+            continue
+        R = np.array([float(r["rows"]) for r in pts])
+        C = np.array([r["task_seconds"] for r in pts])
+        c = float((C * R).sum() / (R * R).sum())
+        serial = float(np.median([max(0.0, r["seconds"] - r["task_seconds"] / r["workers"]) for r in pts]))
+        models.append({"stage": stage, "core_s_per_row": c, "serial_s": serial, "sizes": [int(x) for x in R],
+                       "task_s_p95": [r.get("task_s_p95") for r in pts],
+                       "max_rel_residual": float(np.max(np.abs(c * R - C) / C))})
+    return models
 
 
 def projections(rows: list[dict], cores: tuple[int, ...] = (128, 1024)) -> list[dict]:
-    """A cost model from the measured import throughput per worker, projected onto full-sky sizes.
-
-    Stated as a projection, not a measurement: it assumes the per-row cost measured here holds at
-    scale and that work spreads evenly over cores (the strong-scaling efficiency is applied)."""
-    scale = [r for r in rows if r["suite"] == "scaling" and r.get("seconds") and r["case"] == "strong import"]
-    if not scale:
-        return []
-    one = next((r for r in scale if r["workers"] == 1), scale[0])
-    per_core = one["rows"] / one["seconds"]
-    eff = min(1.0, scale[-1].get("efficiency") or 1.0)
+    """Full-sky projections (Gaia DR3 1.8 B rows, LSST-scale 20 B rows) from each stage's cost
+    model, onto N cores. A projection, not a measurement: it assumes the per-row cost measured here
+    holds at scale, work spreads evenly over the cores and storage keeps up."""
     out = []
-    for name, total in (("Gaia DR3", 1_800_000_000), ("LSST-scale", 20_000_000_000)):
-        for c in cores:
-            out.append({"catalog": name, "rows": total, "cores": c, "projected_import_hours": total / (per_core * c * eff) / 3600,
-                        "rows_per_s_per_core": per_core, "efficiency_used": eff})
+    for m in cost_models(rows):
+        for name, total in FULL_SKY:
+            for n in cores:
+                seconds = m["serial_s"] + m["core_s_per_row"] * total / n
+                out.append({"stage": m["stage"], "catalog": name, "rows": total, "cores": n, "projected_hours": seconds / 3600,
+                            "core_s_per_row": m["core_s_per_row"], "serial_s": m["serial_s"]})
     return out

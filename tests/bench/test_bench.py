@@ -30,15 +30,27 @@ def test_quick_report_structure_and_agreement(quick_report):
     suites = {r["suite"] for r in report["rows"]}
     assert suites == set(SUITES)
     tools = {(r["suite"], r["tool"]) for r in report["rows"]}
-    for peer in (("import", "hats_import"), ("crossmatch", "lsdb"), ("crossmatch", "astropy"), ("crossmatch", "ckdtree_global"),
-                 ("train", "xgboost_single_process"), ("tap", "raw_keyset"), ("features", "pandas_single_process")):
+    for peer in (("import", "hats_import"), ("margins", "hats_import"), ("crossmatch", "lsdb"), ("crossmatch", "astropy"),
+                 ("crossmatch", "ckdtree_global"), ("train", "xgboost_single_process"), ("predict", "single_process"),
+                 ("clustering", "sklearn_single_process"), ("tap", "raw_keyset"), ("features", "pandas_single_process")):
         assert peer in tools, peer
     for r in report["rows"]:
         assert r["seconds"] > 0 and r["min_s"] <= r["seconds"] <= r["max_s"], r
         assert r["agree"] is True, r  # speed is never bought with a wrong answer
     strong = [r for r in report["rows"] if r["case"] == "strong import"]
     assert [r["workers"] for r in strong] == [1, 2] and all(r["efficiency"] > 0 for r in strong)
-    assert report["projections"] and all(p["projected_import_hours"] > 0 for p in report["projections"])
+    # training: xgboost.dask on 1 and 2 workers, each against one process with the same threads
+    train = [r for r in report["rows"] if r["suite"] == "train" and r["tool"] == "xgboost.dask"]
+    assert sorted(r["workers"] for r in train if "predict" not in r["case"]) == [1, 2]
+    assert all(isinstance(r["overhead"], float) for r in train)
+    # the cost model comes from per-task times the suites recorded
+    ours = [r for r in report["rows"] if r["tool"] in ("survey_engine", "xgboost.dask") and r["suite"] in ("import", "crossmatch", "predict")]
+    assert all(r["tasks"] > 0 and 0 < r["task_s_median"] <= r["task_s_max"] for r in ours)
+    stages = {m["stage"] for m in report["cost_models"]}
+    assert {"import", "margins", "crossmatch", "features", "train", "predict"} <= stages
+    assert all(m["core_s_per_row"] > 0 for m in report["cost_models"])
+    assert report["projections"] and all(p["projected_hours"] > 0 for p in report["projections"])
+    assert all(r["recovered"] == r["true_clusters"] for r in report["rows"] if r["suite"] == "clustering")
     html = (out / "report.html").read_text()
     assert html.count("<img src='data:image/png;base64,") >= len(SUITES)
     summary = (out / "summary.md").read_text()
