@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=float, required=True, help="match radius in arcsec")
     p.add_argument("--how", choices=["nearest", "knn", "all", "one-to-one"], default="nearest")
     p.add_argument("--k", type=_positive_int, default=1, help="neighbours per left row with --how knn")
-    p.add_argument("--join", choices=["inner", "left"], default="inner")
+    p.add_argument("--join", choices=["inner", "left", "outer"], default="inner")
     p.add_argument("--min-radius", type=float, default=0.0, help="drop pairs closer than this (arcsec)")
     p.add_argument("--self", dest="exclude_self", action="store_true", help="self-match: never match a row with itself")
     p.add_argument("--suffixes", default="_1,_2", help="column suffixes for left,right (default _1,_2)")
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmark suites with peers side by side: report.json, report.html, summary.md; "
                        "or `bench compare OLD NEW`")
-    p.add_argument("suites", nargs="*", metavar="SUITE", help="import margins crossmatch features train predict clustering tap e2e scaling (default: all); "
+    p.add_argument("suites", nargs="*", metavar="SUITE", help="import margins crossmatch features train predict clustering real tap e2e scaling (default: all); "
                    "or: compare OLD NEW")
     p.add_argument("--quick", action="store_true", help="small sizes, one repetition: a few minutes")
     p.add_argument("--out", default="bench-report", help="report folder (default bench-report)")

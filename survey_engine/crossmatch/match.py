@@ -7,7 +7,10 @@ row's ``_healpix_29`` and partitioned like the left catalog.
 
 how:  ``nearest`` (the closest right row within the radius), ``knn`` (up to ``k`` closest),
       ``all`` (every pair within the radius).
-join: ``inner`` (matched left rows only) or ``left`` (every left row; unmatched ones get nulls).
+join: ``inner`` (matched left rows only), ``left`` (every left row; unmatched ones get nulls) or
+      ``outer`` (``left`` plus every right row that no left row matched, with nulls on the left
+      side; such a row is indexed and partitioned by its own position). Every ``how`` takes every
+      join: for ``one-to-one`` "unmatched" means not kept by the one-to-one choice.
 ``min_radius_arcsec`` drops pairs closer than it; ``exclude_self`` drops a row matched with
 itself (same ``_healpix_29`` and identical coordinates), for self-matches.
 Ties in separation are broken by the right row's ``_healpix_29``, then its order in its partition.
@@ -29,7 +32,7 @@ from survey_engine.crossmatch.plan import MatchTask, plan_crossmatch
 from survey_engine.runtime import compute_frame
 
 HOWS = ("nearest", "knn", "all", "one-to-one")
-JOINS = ("inner", "left")
+JOINS = ("inner", "left", "outer")
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,7 @@ class MatchParams:
         if self.how not in HOWS:
             raise ValueError(f"how must be one of {HOWS}, got {self.how!r}")
         if self.join not in JOINS:
-            raise ValueError(f"join must be one of {JOINS}, got {self.join!r} (outer joins are not implemented yet)")
-        if self.how == "one-to-one" and self.join != "inner":
-            raise ValueError("one-to-one matching supports join='inner' only (for now)")
+            raise ValueError(f"join must be one of {JOINS}, got {self.join!r}")
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
         if not 0 <= self.min_radius_arcsec < self.radius_arcsec:
@@ -143,7 +144,7 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
         li, ri, sep = _pairs(sub, right, lcoords, rcoords, p)
         matched[rows[li]] = True
         pieces.append(_assemble(sub, right, li, ri, sep, p, empty))
-    if p.join == "left" and not matched.all():
+    if p.join in ("left", "outer") and p.how != "one-to-one" and not matched.all():
         unmatched = left.iloc[np.flatnonzero(~matched)]
         pieces.append(_assemble(unmatched, None, np.arange(len(unmatched)), None, None, p, empty))
     out = pd.concat(pieces) if pieces else empty
@@ -200,17 +201,26 @@ class CrossmatchResult:
         frame.index = pd.Index([], dtype="int64", name=SPATIAL_INDEX_COLUMN)
         if self.params.join == "left":
             frame = frame.astype({c: _nullable(t) for c, t in frame.dtypes.items() if c.endswith(s2) or c == "sep_arcsec"})
+        elif self.params.join == "outer":
+            frame = frame.astype({c: _nullable(t) for c, t in frame.dtypes.items()})
         return frame
+
+    @property
+    def in_memory(self) -> bool:
+        """One-to-one and outer results are finished on the driver (a global choice / the right
+        rows no left row matched), then served from memory."""
+        return self.params.how == "one-to-one" or self.params.join == "outer"
 
     def to_dask(self):
         """The result as a Dask dataframe, one partition per left partition.
 
-        For ``one-to-one`` the greedy choice needs every candidate pair, so the pairs are
-        computed first and the result comes back as an in-memory Dask dataframe.
+        For ``one-to-one`` the greedy choice needs every candidate pair, and ``outer`` needs to
+        know every matched right row, so those are computed first and come back as an in-memory
+        Dask dataframe.
         """
         import dask.dataframe as dd
 
-        if self.params.how == "one-to-one":
+        if self.in_memory:
             return dd.from_pandas(self.compute(), npartitions=max(1, len(self.tasks)), sort=False)
         return self._all_pairs_dask()
 
@@ -225,13 +235,27 @@ class CrossmatchResult:
         return dd.from_map(match_task, self.tasks, p=self.params, lcoords=lcoords, rcoords=rcoords, empty=meta, meta=meta, label="crossmatch", enforce_metadata=False)
 
     def compute(self) -> pd.DataFrame:
+        if not self.in_memory:
+            return compute_frame(self.to_dask())
+        from survey_engine.crossmatch.joins import unmatched_rows
+
+        s1, s2 = self.params.suffixes
+        pairs = compute_frame(self._all_pairs_dask())
         if self.params.how == "one-to-one":
             from survey_engine.crossmatch.one_to_one import select_one_to_one
 
-            pairs = compute_frame(self._all_pairs_dask())
-            return select_one_to_one(pairs, self.ra_column, self.dec_column,
-                                     self.right.ra_column + self.params.suffixes[1], self.right.dec_column + self.params.suffixes[1])
-        return compute_frame(self.to_dask())
+            pairs = select_one_to_one(pairs, self.ra_column, self.dec_column, self.right.ra_column + s2, self.right.dec_column + s2)
+        meta = self.meta()
+        pieces = [pairs]
+        if self.params.how == "one-to-one" and self.params.join in ("left", "outer"):
+            pieces.append(unmatched_rows(self, "left", pairs, meta))
+        if self.params.join == "outer":
+            pieces.append(unmatched_rows(self, "right", pairs, meta))
+        pieces = [p for p in pieces if len(p)]
+        if not pieces:
+            return meta
+        out = pd.concat([p.astype(meta.dtypes.to_dict()) for p in pieces]) if len(pieces) > 1 else pieces[0].astype(meta.dtypes.to_dict())
+        return _sorted(out, meta)
 
     def write(self, out: str | Path, name: str | None = None, client=None, progress: bool = False) -> Path:
         """Write the result as a HATS collection partitioned like the left catalog."""

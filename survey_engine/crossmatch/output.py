@@ -16,14 +16,22 @@ def _match_and_write(task, params, lcoords, rcoords, meta, out_dir: str):
     return write_frame_partition(match_task(task, params, lcoords, rcoords, meta), out_dir, task.left_order, task.left_pix)
 
 
-def _write_frame_by_partition(frame, tasks, catalog_dir: Path) -> list:
-    """Write an in-memory result into the left catalog's partitions (one-to-one matching)."""
+def _write_frame_by_partition(frame, tasks, catalog_dir: Path) -> tuple[list, list]:
+    """Write an in-memory result (one-to-one, outer) into the left catalog's partitions, plus,
+    for right rows outside every left partition (outer joins), pixels of their own."""
+    import numpy as np
+
+    from survey_engine.crossmatch.joins import pixels_outside
+
     index = frame.index.to_numpy()
+    pixels = [(t.left_order, t.left_pix) for t in tasks]
+    extra_o, extra_p = pixels_outside(index, np.array([o for o, _ in pixels]), np.array([p for _, p in pixels]))
+    pixels += list(zip(extra_o.tolist(), extra_p.tolist()))
     schemas = []
-    for t in tasks:
-        start, stop = pixel_range29(t.left_order, t.left_pix)
-        schemas.append(write_frame_partition(frame[(index >= start) & (index < stop)], catalog_dir, t.left_order, t.left_pix))
-    return schemas
+    for o, p in pixels:
+        start, stop = pixel_range29(o, p)
+        schemas.append(write_frame_partition(frame[(index >= start) & (index < stop)], catalog_dir, o, p))
+    return pixels, schemas
 
 
 def write_result(result, out: Path, name: str | None = None, client=None, progress: bool = False) -> Path:
@@ -33,12 +41,13 @@ def write_result(result, out: Path, name: str | None = None, client=None, progre
     rcoords = (result.right.ra_column, result.right.dec_column)
     with staged_collection(out) as staging, dask_client(client) as client:
         catalog_dir = staging / name
-        if result.params.how == "one-to-one":
-            schemas = _write_frame_by_partition(result.compute(), result.tasks, catalog_dir)
+        if result.in_memory:
+            pixels, schemas = _write_frame_by_partition(result.compute(), result.tasks, catalog_dir)
         else:
             calls = [(t, result.params, lcoords, rcoords, meta, str(catalog_dir)) for t in result.tasks]
             schemas = run_tasks(client, _match_and_write, calls, "crossmatch", progress)
-        written = [(t.left_order, t.left_pix) for t, s in zip(result.tasks, schemas) if s is not None]
+            pixels = [(t.left_order, t.left_pix) for t in result.tasks]
+        written = [px for px, s in zip(pixels, schemas) if s is not None]
         props = finish_written(
             catalog_dir, written, schemas, pa.Schema.from_pandas(meta.reset_index(), preserve_index=False), name=name, product="object",
             ra_column=result.ra_column, dec_column=result.dec_column,

@@ -188,8 +188,69 @@ def test_one_to_one_equals_greedy_brute_force(edge_pair, tmp_path, client):
     assert len(got) < len(crossmatch(left, right, 10.0).compute())
     out = res.write(tmp_path / "o2o", client=client)
     assert open_catalog(out).row_count() == len(got)
-    with pytest.raises(ValueError, match="one-to-one matching supports join='inner' only"):
-        crossmatch(left, right, 10.0, how="one-to-one", join="left")
+    # left and outer joins: the rows the one-to-one choice left out, on either side
+    kept_l, kept_r = {l for l, _ in truth}, {r for _, r in truth}
+    outer = crossmatch(left, right, 10.0, how="one-to-one", join="outer").compute()
+    paired = outer.dropna(subset=["id_1", "id_2"])
+    assert set(zip(paired.id_1.astype(int), paired.id_2.astype(int))) == truth
+    assert sorted(outer[outer.id_2.isna()].id_1.astype(int)) == sorted(set(a.id) - kept_l)
+    assert sorted(outer[outer.id_1.isna()].id_2.astype(int)) == sorted(set(b.id) - kept_r)
+    left_join = crossmatch(left, right, 10.0, how="one-to-one", join="left").compute()
+    assert len(left_join) == len(a) and sorted(left_join.id_1) == sorted(a.id)
+
+
+def test_outer_join_equals_brute_force(edge_pair, tmp_path, client):
+    a, b, left, right, _ = edge_pair
+    res = crossmatch(left, right, 2.0, join="outer")
+    got = res.compute()
+    truth = _truth_all(a, b, 2.0).sort_values(["id_1", "sep", "id_2"]).drop_duplicates("id_1")
+    paired = got.dropna(subset=["id_1", "id_2"])
+    assert set(zip(paired.id_1.astype(int), paired.id_2.astype(int))) == set(zip(truth.id_1, truth.id_2))
+    left_only, right_only = got[got.id_2.isna()], got[got.id_1.isna()]
+    assert sorted(left_only.id_1.astype(int)) == sorted(set(a.id) - set(truth.id_1))
+    assert sorted(right_only.id_2.astype(int)) == sorted(set(b.id) - set(truth.id_2))  # each unmatched right row once
+    assert len(got) == len(truth) + len(left_only) + len(right_only)
+    assert right_only.sep_arcsec.isna().all() and right_only.ra_1.isna().all() and right_only.ra_2.notna().all()
+    assert (right_only.index.to_numpy() == right_only["_healpix_29_2"].to_numpy()).all()  # placed by its own position
+    out = res.write(tmp_path / "outer", client=client)
+    assert open_catalog(out).row_count() == len(got)
+
+
+def test_outer_join_rows_outside_every_left_partition(tmp_path, client):
+    """Left: dense clumps (fine partitions with gaps between); right: sparse all-sky. Right rows
+    far from every left partition get partitions of their own, never overlapping the left's."""
+    from survey_engine.catalog.healpix import pixel_range29
+
+    rng = np.random.default_rng(5)
+    parts = []
+    for ra0, dec0 in ((10.0, 20.0), (200.0, -45.0)):
+        n = 3000
+        r = np.degrees(np.sqrt(rng.uniform(0, 1, n))) * 0.02
+        t = rng.uniform(0, 2 * np.pi, n)
+        parts.append(pd.DataFrame({"ra": (ra0 + r * np.cos(t) / np.cos(np.radians(dec0))) % 360, "dec": dec0 + r * np.sin(t)}))
+    a = pd.concat(parts, ignore_index=True)
+    a.insert(0, "id", np.arange(len(a)))
+    b = edge_stress_sky(4000, seed=6)[["ra", "dec"]].iloc[:4000].copy()
+    b = pd.concat([b, a[["ra", "dec"]].iloc[::7] + 0.5 / 3600], ignore_index=True)
+    b.insert(0, "id", np.arange(len(b)) + 10**7)
+    for name, df, max_rows in (("left", a, 300), ("right", b, 2000)):
+        df.to_parquet(tmp_path / f"{name}.parquet")
+        run_import(ImportArguments([str(tmp_path / f"{name}.parquet")], str(tmp_path / name), id_column="id", max_rows=max_rows,
+                                   highest_order=12, margin_arcsec=10), client=client, progress=False)
+    left, right = open_catalog(tmp_path / "left"), open_catalog(tmp_path / "right")
+    res = crossmatch(left, right, 3.0, join="outer")
+    got = res.compute()
+    truth = _truth_all(a, b, 3.0).sort_values(["id_1", "sep", "id_2"]).drop_duplicates("id_1")
+    assert len(truth) > 300
+    assert sorted(got[got.id_1.isna()].id_2.astype(int)) == sorted(set(b.id) - set(truth.id_2))
+    out = res.write(tmp_path / "outer", client=client)
+    back = open_catalog(out)
+    assert back.row_count() == len(got) and back.npartitions > left.npartitions
+    starts, stops = pixel_range29(back.partitions.Norder.to_numpy(), back.partitions.Npix.to_numpy())
+    order = np.argsort(starts)
+    assert (starts[order][1:] >= stops[order][:-1]).all()  # no two partitions overlap
+    frame = back.compute()
+    assert sorted(frame.id_2.dropna().astype(int)) == sorted(got.id_2.dropna().astype(int))
 
 
 def test_left_coarser_than_right_and_rows_outside_right_coverage(tmp_path, client):

@@ -1,0 +1,96 @@
+"""The rows a cross-match did not pair, for left and outer joins that are finished on the driver.
+
+Which rows were paired is known from the pairs themselves: a row is identified by its
+``_healpix_29`` and exact coordinates (as in one-to-one matching). Each partition of the side in
+question is read on a worker together with the keys paired inside its pixel range, and its
+unpaired rows come back with nulls on the other side and ``sep_arcsec`` null. Right rows are
+indexed by their own ``_healpix_29``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from survey_engine.catalog.catalog import read_partition
+from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, pixel_range29
+
+
+def _keys(hp: np.ndarray, ra: np.ndarray, dec: np.ndarray) -> pd.MultiIndex:
+    return pd.MultiIndex.from_arrays([np.asarray(hp, dtype=np.int64), np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)])
+
+
+def _unmatched_in_partition(file: str, columns, ra: str, dec: str, epoch_cols: list[str], paired: tuple, suffix: str,
+                            is_right: bool, meta: pd.DataFrame) -> pd.DataFrame:
+    cols = None if columns is None else list(dict.fromkeys([SPATIAL_INDEX_COLUMN, *columns, ra, dec, *epoch_cols]))
+    frame = read_partition(file, cols)
+    if len(frame) == 0:
+        return meta.iloc[:0]
+    hp = frame.index.to_numpy()
+    keep = ~_keys(hp, frame[ra].to_numpy(), frame[dec].to_numpy()).isin(_keys(*paired))
+    rows = frame[keep]
+    data = {f"{c}{suffix}": rows[c].to_numpy() for c in rows.columns}
+    if is_right:
+        data[f"{SPATIAL_INDEX_COLUMN}{suffix}"] = rows.index.to_numpy()
+    out = pd.DataFrame(data, index=pd.Index(rows.index.to_numpy(), name=SPATIAL_INDEX_COLUMN))
+    return out.reindex(columns=meta.columns).astype(meta.dtypes.to_dict())
+
+
+def unmatched_rows(result, side: str, pairs: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``side`` ("left" or "right") that appear in no pair of ``pairs``."""
+    import dask
+
+    s1, s2 = result.params.suffixes
+    catalog = result.left if side == "left" else result.right
+    suffix = s1 if side == "left" else s2
+    columns = result.params.left_columns if side == "left" else result.params.right_columns
+    epoch = result.params.left_epoch if side == "left" else result.params.right_epoch
+    ra, dec = catalog.ra_column, catalog.dec_column
+    if side == "left":
+        hp = pairs.index.to_numpy(dtype=np.int64)
+    else:
+        hp = pairs[f"{SPATIAL_INDEX_COLUMN}{s2}"].to_numpy(dtype=np.int64, na_value=-1)
+    pra = pairs[f"{ra}{suffix}"].to_numpy(dtype=float, na_value=np.nan)
+    pdec = pairs[f"{dec}{suffix}"].to_numpy(dtype=float, na_value=np.nan)
+    ok = hp >= 0
+    order = np.argsort(hp[ok], kind="stable")
+    hp, pra, pdec = hp[ok][order], pra[ok][order], pdec[ok][order]
+    tasks = []
+    for o, p, f in zip(catalog.partitions.Norder, catalog.partitions.Npix, catalog.partition_files()):
+        start, stop = pixel_range29(int(o), int(p))
+        a, b = np.searchsorted(hp, int(start)), np.searchsorted(hp, int(stop))
+        tasks.append(dask.delayed(_unmatched_in_partition)(str(f), columns, ra, dec, epoch.columns() if epoch else [],
+                                                          (hp[a:b], pra[a:b], pdec[a:b]), suffix, side == "right", meta))
+    parts = [t for t in dask.compute(*tasks) if len(t)]
+    return pd.concat(parts) if parts else meta.iloc[:0]
+
+
+def pixels_outside(index29: np.ndarray, orders: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HEALPix pixels, disjoint from the given ones, that hold every index in ``index29`` not
+    inside them: each as coarse as it can be without overlapping a given pixel (so right-only
+    rows of an outer join get partitions of their own that never overlap the left's)."""
+    starts, stops = pixel_range29(np.asarray(orders), np.asarray(pixels))
+    order = np.argsort(starts)
+    starts, stops = starts[order], stops[order]
+    idx = np.asarray(index29, dtype=np.int64)
+    j = np.searchsorted(starts, idx, side="right") - 1
+    inside = (j >= 0) & (idx < stops[np.clip(j, 0, None)])
+    rest = np.unique(idx[~inside])
+    if len(rest) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    deepest = int(np.max(orders)) if len(orders) else 0
+    shift = 2 * (29 - deepest)
+    cells = np.unique(rest >> shift)  # pixels at the deepest given order: inside none of them
+    chosen = set()
+    for c in cells.tolist():
+        o, pix = deepest, c
+        while o > 0:  # climb while the parent overlaps no given pixel
+            parent = pix >> 2
+            ps, pe = (int(v) for v in pixel_range29(o - 1, parent))
+            k = np.searchsorted(starts, pe)  # given pixels starting before the parent ends
+            if k > 0 and stops[:k].max() > ps:
+                break
+            o, pix = o - 1, parent
+        chosen.add((o, pix))
+    got = sorted(chosen)
+    return np.array([g[0] for g in got], dtype=np.int64), np.array([g[1] for g in got], dtype=np.int64)
