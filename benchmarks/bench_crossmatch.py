@@ -7,7 +7,8 @@ Catalog A: N uniform points; B: A jittered by 0.35" per axis plus 0.2 N extra po
 HATS collections (ours, with a 5" margin on B) on a LocalCluster of 2 workers x 1 thread; astropy
 and cKDTree (workers=2) run in-process on arrays already in memory. "first" is the first run in a
 fresh cluster (LSDB's includes its numba compilation), "repeat" the median of the next runs.
-Agreement: the pair set equals the global cKDTree's (which is the brute-force answer).
+Agreement: the pair set equals the global cKDTree's (which is the brute-force answer); every tool's
+time includes turning its result into a sorted id-pair array (``survey_engine.bench.suites.pair_array``).
 """
 
 from __future__ import annotations
@@ -33,8 +34,15 @@ def make_inputs(n: int, work: Path, seed: int = 7) -> tuple[pd.DataFrame, pd.Dat
 
 
 def xyz(df):
-    ra, dec = np.radians(df.ra.to_numpy()), np.radians(df.dec.to_numpy())
-    return np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+    from survey_engine.catalog.healpix import radec_to_xyz
+
+    return radec_to_xyz(df.ra.to_numpy(), df.dec.to_numpy())
+
+
+def pairs_of(left_ids, right_ids) -> np.ndarray:
+    from survey_engine.bench.suites import pair_array
+
+    return pair_array(left_ids, right_ids)
 
 
 def run_ckdtree(a, b, radius):
@@ -43,7 +51,7 @@ def run_ckdtree(a, b, radius):
     tree = cKDTree(xyz(b))
     d, i = tree.query(xyz(a), k=1, distance_upper_bound=2 * np.sin(np.radians(radius / 3600) / 2), workers=2)
     ok = np.isfinite(d)
-    return set(zip(a.id.to_numpy()[ok].tolist(), b.id.to_numpy()[i[ok]].tolist()))
+    return pairs_of(a.id.to_numpy()[ok], b.id.to_numpy()[i[ok]])
 
 
 def run_astropy(a, b, radius):
@@ -52,14 +60,14 @@ def run_astropy(a, b, radius):
 
     idx, sep, _ = match_coordinates_sky(SkyCoord(a.ra.values * u.deg, a.dec.values * u.deg), SkyCoord(b.ra.values * u.deg, b.dec.values * u.deg))
     ok = sep.arcsec <= radius
-    return set(zip(a.id.to_numpy()[ok].tolist(), b.id.to_numpy()[idx[ok]].tolist()))
+    return pairs_of(a.id.to_numpy()[ok], b.id.to_numpy()[idx[ok]])
 
 
 def run_survey_engine(pa, pb, radius, client):
     from survey_engine import open_catalog
 
     res = open_catalog(pa).crossmatch(open_catalog(pb), radius, left_columns=["id"], right_columns=["id"]).compute()
-    return set(zip(res.id_1.tolist(), res.id_2.tolist()))
+    return pairs_of(res.id_1.to_numpy(), res.id_2.to_numpy())
 
 
 def run_lsdb(pa, pb, radius, client):
@@ -68,7 +76,7 @@ def run_lsdb(pa, pb, radius, client):
     left = lsdb.open_catalog(pa, columns=["id", "ra", "dec"])
     right = lsdb.open_catalog(pb, columns=["id", "ra", "dec"])
     res = left.crossmatch(right, radius_arcsec=radius, n_neighbors=1, suffixes=("_1", "_2"), suffix_method="all_columns").compute()
-    return set(zip(res.id_1.tolist(), res.id_2.tolist()))
+    return pairs_of(res.id_1.to_numpy(), res.id_2.to_numpy())
 
 
 def main(argv=None):
@@ -119,7 +127,7 @@ def main(argv=None):
                         pairs = fn(client)
                         times.append(time.perf_counter() - t0)
                     peak = max(peak, mem.peak)
-                    agree = agree and pairs == truth
+                    agree = agree and bool(np.array_equal(pairs, truth))
             finally:
                 if client:
                     client.close()

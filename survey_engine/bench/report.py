@@ -27,10 +27,10 @@ def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, rep
     repeats = repeats or (1 if quick else 3)
     sizes = dict(S.QUICK_SIZES if quick else S.FULL_SIZES)
     if sizes_override:
-        sizes = {k: (v if k == "tap" else list(sizes_override)) for k, v in sizes.items()}
+        sizes = {k: (v if k in ("tap", "real") else list(sizes_override)) for k, v in sizes.items()}
     peer_limits = dict(S.MAX_PEER_ROWS)
     if max_peer_rows:
-        peer_limits = {k: max_peer_rows for k in peer_limits}
+        peer_limits["default"] = max_peer_rows
     report = {"machine": machine_info(), "params": {"suites": names, "quick": quick, "repeats": repeats, "workers": workers, "sizes": sizes,
                                                     "max_peer_rows": peer_limits, "single_run_from_rows": S.BIG},
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": [], "errors": {}}

@@ -17,17 +17,18 @@ import pandas as pd
 
 from survey_engine.bench.measure import timed
 
-SUITES = ("import", "margins", "crossmatch", "features", "train", "predict", "clustering", "tap", "e2e", "scaling")
+SUITES = ("import", "margins", "crossmatch", "features", "train", "predict", "clustering", "real", "tap", "e2e", "scaling")
 QUICK_SIZES = {"import": [100_000], "margins": [100_000], "crossmatch": [100_000], "features": [100_000], "train": [100_000],
-               "predict": [100_000], "clustering": [100_000], "tap": [None], "e2e": [100_000], "scaling": [200_000]}
+               "predict": [100_000], "clustering": [100_000], "real": [None], "tap": [None], "e2e": [100_000], "scaling": [200_000]}
 # The full run: 10^5 .. 10^8 rows where a stage can take them on this 24 GiB, 2-core machine.
 FULL_SIZES = {"import": [100_000, 1_000_000, 10_000_000, 100_000_000], "margins": [1_000_000, 10_000_000],
               "crossmatch": [100_000, 1_000_000, 5_000_000], "features": [1_000_000, 10_000_000],
               "train": [1_000_000, 10_000_000, 50_000_000], "predict": [1_000_000, 10_000_000], "clustering": [100_000, 1_000_000],
-              "tap": [None], "e2e": [1_000_000], "scaling": [5_000_000]}
+              "real": [None], "tap": [None], "e2e": [1_000_000], "scaling": [5_000_000]}
 # Peers run up to these sizes (above them a row says they were not run: hats-import at 10^8 rows
-# alone would take the better part of an hour here). Override with ``--max-peer-rows``.
-MAX_PEER_ROWS = {"default": 10_000_000, "clustering": 200_000}
+# alone would take the better part of an hour here). ``--max-peer-rows`` moves the default; the
+# per-suite / per-tool caps stay (one-process HDBSCAN and astropy's matcher grow too slowly).
+MAX_PEER_ROWS = {"default": 10_000_000, "clustering": 200_000, "astropy": 10_000_000}
 BIG = 10_000_000  # from this size on: no warm-up run and a single repetition (said in each row)
 
 
@@ -36,9 +37,13 @@ def repeat_plan(n: int | None, repeats: int) -> dict:
     return {"repeats": repeats, "warmup": 1} if not n or n < BIG else {"repeats": 1, "warmup": 0}
 
 
-def peer_allowed(suite: str, n: int | None, limits: dict | None = None) -> bool:
+def peer_limit(suite: str, limits: dict | None = None, tool: str | None = None) -> int:
     limits = limits or MAX_PEER_ROWS
-    return n is None or n <= limits.get(suite, limits["default"])
+    return limits.get(tool, limits.get(suite, limits["default"]))
+
+
+def peer_allowed(suite: str, n: int | None, limits: dict | None = None, tool: str | None = None) -> bool:
+    return n is None or n <= peer_limit(suite, limits, tool)
 
 
 @contextlib.contextmanager
@@ -66,15 +71,39 @@ def _profiled(client, fn, into: list):
     return run
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 @contextlib.contextmanager
 def _cluster(workers: int):
     """A fresh LocalCluster of exactly ``workers`` for one measurement (never a client already
-    around: the scaling suite needs the worker count it asks for)."""
+    around: the scaling suite needs the worker count it asks for).
+
+    Starting one sets OMP_NUM_THREADS=1 (and the MKL/OpenBLAS twins) in this process's
+    environment, for its workers; an OpenMP library loaded afterwards here (XGBoost) would then
+    never use more than one thread, so the driver's environment is put back on exit."""
+    import os
+
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-        yield client
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    try:
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                          silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+            yield client
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _peer_environment(threads: int) -> dict:
+    """The environment of a fresh single-process peer using ``threads`` threads."""
+    import os
+
+    return {**os.environ, **{k: str(threads) for k in THREAD_VARIABLES}}
 
 
 def _row(suite, case, tool, rows, workers, m=None, agree=None, note=None, profile: list | None = None, **extra) -> dict:
@@ -89,9 +118,8 @@ def _row(suite, case, tool, rows, workers, m=None, agree=None, note=None, profil
     return r
 
 
-def _not_run(suite, case, tool, rows, workers, limit_suite=None) -> dict:
-    limit = MAX_PEER_ROWS.get(limit_suite or suite, MAX_PEER_ROWS["default"])
-    return _row(suite, case, tool, rows, workers, note=f"not run above {limit:,} rows (time budget of the full run)")
+def _not_run(suite, case, tool, rows, workers, limits=None) -> dict:
+    return _row(suite, case, tool, rows, workers, note=f"not run above {peer_limit(suite, limits, tool):,} rows (time budget of the full run)")
 
 
 def _mock_files(rows: int, work: Path, client) -> Path:
@@ -138,7 +166,7 @@ def suite_import(sizes, repeats, workers, work: Path, peer_limits=None) -> list[
             if importlib.util.find_spec("hats_import") is None:
                 rows_out.append(_row("import", f"{n} rows", "hats_import", n, workers, note="hats-import not installed"))
             elif not peer_allowed("import", n, peer_limits):
-                rows_out.append(_not_run("import", f"{n} rows", "hats_import", n, workers))
+                rows_out.append(_not_run("import", f"{n} rows", "hats_import", n, workers, peer_limits))
             else:
                 def theirs():
                     out = work / f"hi_import_{n}"
@@ -204,7 +232,7 @@ def suite_margins(sizes, repeats, workers, work: Path, peer_limits=None, radius:
                 rows_out.append(_row("margins", case, "hats_import", n, workers, note="hats-import not installed"))
             elif not peer_allowed("margins", n, peer_limits):
                 rows_out[-1]["agree"] = len(ours_ids) > 0
-                rows_out.append(_not_run("margins", case, "hats_import", n, workers))
+                rows_out.append(_not_run("margins", case, "hats_import", n, workers, peer_limits))
             else:
                 def theirs():
                     from hats_import.margin_cache.margin_cache_arguments import MarginCacheArguments
@@ -271,6 +299,13 @@ def pair_inputs(n: int, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
     return a, b
 
 
+def pair_array(left_ids: np.ndarray, right_ids: np.ndarray) -> np.ndarray:
+    """A pair set as a sorted (n, 2) int64 array: equal sets give equal arrays. Every tool's time
+    includes building it (a Python set of 50M tuples would not fit the harness in memory)."""
+    pairs = np.column_stack([np.asarray(left_ids, dtype=np.int64), np.asarray(right_ids, dtype=np.int64)])
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
 def _xyz(df):
     from survey_engine.catalog.healpix import radec_to_xyz
 
@@ -302,11 +337,11 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, peer_limits=None, radi
             def ckdtree():
                 d, i = cKDTree(_xyz(b)).query(_xyz(a), k=1, distance_upper_bound=2 * np.sin(np.radians(radius / 3600) / 2), workers=workers)
                 ok = np.isfinite(d)
-                return set(zip(a.id.to_numpy()[ok].tolist(), b.id.to_numpy()[i[ok]].tolist()))
+                return pair_array(a.id.to_numpy()[ok], b.id.to_numpy()[i[ok]])
 
             def ours():
                 res = open_catalog(paths["A"]).crossmatch(open_catalog(paths["B"]), radius, left_columns=["id"], right_columns=["id"], client=client).compute()
-                return set(zip(res.id_1.tolist(), res.id_2.tolist()))
+                return pair_array(res.id_1.to_numpy(), res.id_2.to_numpy())
 
             def astropy_():
                 import astropy.units as u
@@ -314,7 +349,7 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, peer_limits=None, radi
 
                 idx, sep, _ = match_coordinates_sky(SkyCoord(a.ra.values * u.deg, a.dec.values * u.deg), SkyCoord(b.ra.values * u.deg, b.dec.values * u.deg))
                 ok = sep.arcsec <= radius
-                return set(zip(a.id.to_numpy()[ok].tolist(), b.id.to_numpy()[idx[ok]].tolist()))
+                return pair_array(a.id.to_numpy()[ok], b.id.to_numpy()[idx[ok]])
 
             def lsdb_():
                 import lsdb
@@ -322,7 +357,7 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, peer_limits=None, radi
                 left = lsdb.open_catalog(paths["A"], columns=["id", "ra", "dec"])
                 right = lsdb.open_catalog(paths["B"], columns=["id", "ra", "dec"])
                 res = left.crossmatch(right, radius_arcsec=radius, n_neighbors=1, suffixes=("_1", "_2"), suffix_method="all_columns").compute()
-                return set(zip(res.id_1.tolist(), res.id_2.tolist()))
+                return pair_array(res.id_1.to_numpy(), res.id_2.to_numpy())
 
             m_truth = timed(ckdtree, **plan)
             truth = m_truth.pop("value")
@@ -330,7 +365,7 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, peer_limits=None, radi
             prof: list = []
             for tool, fn in (("survey_engine", _profiled(client, ours, prof)), ("lsdb", lsdb_), ("astropy", astropy_)):
                 if tool != "survey_engine" and not peer_allowed("crossmatch", n, peer_limits):
-                    out_rows.append(_not_run("crossmatch", case, tool, n, workers))
+                    out_rows.append(_not_run("crossmatch", case, tool, n, workers, peer_limits))
                     continue
                 try:
                     m = timed(fn, **plan)
@@ -338,7 +373,7 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, peer_limits=None, radi
                     out_rows.append(_row("crossmatch", case, tool, n, workers, note=f"not installed: {exc}"))
                     continue
                 pairs = m.pop("value")
-                out_rows.append(_row("crossmatch", case, tool, n, workers, m, agree=pairs == truth, pairs=len(pairs),
+                out_rows.append(_row("crossmatch", case, tool, n, workers, m, agree=bool(np.array_equal(pairs, truth)), pairs=len(pairs),
                                      profile=prof if tool == "survey_engine" else None))
                 del pairs
     return out_rows
@@ -388,7 +423,7 @@ def suite_features(sizes, repeats, workers, work: Path, peer_limits=None) -> lis
             m_ours = timed(_profiled(client, ours, prof), **plan)
             if not peer_allowed("features", n, peer_limits):
                 out_rows.append(_row("features", case, "survey_engine", n, workers, m_ours, agree=bool(np.isfinite(m_ours["value"].to_numpy()).any()), profile=prof))
-                out_rows.append(_not_run("features", case, "pandas_single_process", n, 1))
+                out_rows.append(_not_run("features", case, "pandas_single_process", n, 1, peer_limits))
                 continue
             m_pd = timed(pandas_, **plan)
             agree = bool(np.allclose(m_ours["value"].to_numpy(), m_pd["value"].to_numpy(), rtol=1e-9, equal_nan=True))
@@ -438,6 +473,8 @@ def suite_train(sizes, repeats, workers, work: Path, peer_limits=None) -> list[d
         plan = repeat_plan(n, repeats)
         with _cluster(workers) as client:
             X, y = _training_rows(n, work, client)
+        data_file = work / f"train_rows_{n}.npz"
+        np.savez(data_file, X=X.to_numpy(), y=y.to_numpy())
         case = f"{len(X)} mock rows, {len(TRAIN_FEATURES)} features, {TRAIN_ROUNDS} rounds"
         pcase = f"{len(X)} mock rows, predict with the {TRAIN_ROUNDS}-round model"
         base_d = base_p = None
@@ -462,32 +499,61 @@ def suite_train(sizes, repeats, workers, work: Path, peer_limits=None) -> list[d
 
                 p_d = timed(_profiled(client, distributed_predict, pprof), **plan)
 
-            def single():
-                dtrain = xgb.QuantileDMatrix(X, y, max_bin=TRAIN_PARAMS["max_bin"], nthread=w)
-                return xgb.train({**TRAIN_PARAMS, "nthread": w}, dtrain, num_boost_round=TRAIN_ROUNDS)
-
-            m_s = timed(single, **plan)
-            booster_s = m_s.pop("value")
-            booster_d.set_param({"nthread": w})
-
-            def single_predict():
-                return float(np.sum(booster_d.inplace_predict(X), dtype=np.float64))
-
-            p_s = timed(single_predict, **plan)
+            m_s, p_s, booster_s = _xgb_single_process(data_file, w, plan, work)
+            p_s["value"] = p_s.pop("predict_sum")
             nm_d, nm_s = _galaxy_nmad(booster_d, X, y), _galaxy_nmad(booster_s, X, y)
             agree = bool(abs(nm_d - nm_s) <= 0.05 * nm_s)
-            pagree = bool(abs(p_d.pop("value") - p_s["value"]) <= 1e-6 * abs(p_s.pop("value")))
+            # prediction agreement: the distributed prediction equals the same booster's in one process
+            ref = float(np.sum(booster_d.inplace_predict(X), dtype=np.float64))
+            pagree = bool(abs(p_d.pop("value") - ref) <= 1e-6 * abs(ref))
+            p_s.pop("value")
             base_d, base_p = base_d or m_d["seconds"], base_p or p_d["seconds"]
             out_rows.append(_row("train", case, "xgboost.dask", len(X), w, m_d, agree=agree, profile=prof, sigma_nmad=nm_d,
                                  overhead=m_d["seconds"] / m_s["seconds"] - 1, efficiency=base_d / m_d["seconds"] / w,
                                  note=f"{w} worker(s) x 1 thread; overhead = its time / single-process time at {w} thread(s) - 1"))
             out_rows.append(_row("train", case, "xgboost_single_process", len(X), w, m_s, agree=agree, sigma_nmad=nm_s,
-                                 note=f"one process, nthread={w}"))
+                                 note=f"one fresh process, nthread={w} (its data loading excluded)"))
             out_rows.append(_row("train", pcase, "xgboost.dask", len(X), w, p_d, agree=pagree, profile=pprof,
                                  overhead=p_d["seconds"] / p_s["seconds"] - 1, efficiency=base_p / p_d["seconds"] / w,
                                  note="dask inplace_predict over the persisted partitions; the same booster"))
-            out_rows.append(_row("train", pcase, "xgboost_single_process", len(X), w, p_s, agree=pagree, note=f"inplace_predict, nthread={w}"))
+            out_rows.append(_row("train", pcase, "xgboost_single_process", len(X), w, p_s, agree=pagree,
+                                 note=f"inplace_predict of its own booster, nthread={w}, in a fresh process"))
+        data_file.unlink(missing_ok=True)
     return out_rows
+
+
+def _xgb_single_process(data_file: Path, nthread: int, plan: dict, work: Path):
+    """Single-process XGBoost in a fresh process per run (``bench/xgb_peer.py``): the training and
+    prediction times it reports (its data loading excluded), and its booster."""
+    import json
+    import statistics
+    import subprocess
+    import sys
+
+    import xgboost as xgb
+
+    from survey_engine.bench.measure import PeakMemory
+
+    model = work / f"xgb_peer_{nthread}.ubj"
+    runs, peak = [], 0
+    for i in range(plan["warmup"] + plan["repeats"]):
+        with PeakMemory() as mem:
+            done = subprocess.run([sys.executable, "-m", "survey_engine.bench.xgb_peer", str(data_file), str(nthread), str(model),
+                                   json.dumps(TRAIN_PARAMS), str(TRAIN_ROUNDS)], capture_output=True, text=True, env=_peer_environment(nthread))
+        if done.returncode != 0:
+            raise RuntimeError(f"single-process XGBoost failed: {done.stderr[-2000:]}")
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        if i >= plan["warmup"]:
+            peak = max(peak, mem.peak)
+    timed_runs = runs[plan["warmup"]:]
+
+    def summary(key):
+        t = [r[key] for r in timed_runs]
+        return {"seconds": statistics.median(t), "min_s": min(t), "max_s": max(t), "first_s": runs[0][key], "repeats": len(t),
+                "warmup": plan["warmup"], "peak_rss_bytes": peak}
+
+    booster = xgb.Booster(model_file=str(model))
+    return summary("train_s"), {**summary("predict_s"), "predict_sum": timed_runs[-1]["predict_sum"]}, booster
 
 
 # -- prediction: a model applied to a whole catalog, written as a catalog -----------------------------
@@ -534,7 +600,7 @@ def suite_predict(sizes, repeats, workers, work: Path, peer_limits=None) -> list
             n_ours, sum_ours = m.pop("value")
             if not peer_allowed("predict", n, peer_limits):
                 out_rows.append(_row("predict", case, "survey_engine", n, workers, m, agree=n_ours == n, profile=prof))
-                out_rows.append(_not_run("predict", case, "single_process", n, 1))
+                out_rows.append(_not_run("predict", case, "single_process", n, 1, peer_limits))
                 continue
             meta, models = load_model(model)
             files = [str(f) for f in open_catalog(cat_path, margin=None).partition_files()]
@@ -602,7 +668,7 @@ def suite_clustering(sizes, repeats, workers, work: Path, peer_limits=None) -> l
             if not peer_allowed("clustering", n, peer_limits):
                 out_rows.append(_row("clustering", case, "survey_engine", n, workers, m, agree=rec_ours == truth_n, profile=prof,
                                      recovered=rec_ours, true_clusters=truth_n, tiles=tiles))
-                out_rows.append(_not_run("clustering", case, "sklearn_single_process", n, 1))
+                out_rows.append(_not_run("clustering", case, "sklearn_single_process", n, 1, peer_limits))
                 continue
             spec = FeatureSpec(CLUSTER_FEATURES)
             files = [str(f) for f in open_catalog(cat_path, margin=None).partition_files()]
@@ -743,9 +809,160 @@ def suite_scaling(sizes, repeats, workers, work: Path, peer_limits=None) -> list
     return out_rows
 
 
+# -- real catalogs from ../shared/data: the same peers on real skies --------------------------------
+
+def shared_data_root() -> Path:
+    """``$SURVEY_ENGINE_SHARED_DATA``, else ``../shared/data`` beside the repository."""
+    import os
+
+    env = os.environ.get("SURVEY_ENGINE_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+REAL_FILES = {"gaia_g10": "clusters_xmatch/gaia_dr3_allsky_G10.parquet",
+              "blanco1_dr2": "clusters_xmatch/blanco1/blanco1_gaia_dr2_G18_field.parquet",
+              "blanco1_dr3": "clusters_xmatch/blanco1/blanco1_gaia_dr3_G17_field.parquet",
+              "sdss_photoz": "photoz/sdss_galaxy_colors_50k.parquet"}
+
+
+def suite_real(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
+    """Real catalogs: import of the all-sky Gaia DR3 G<10 table (482k rows) vs hats-import; the
+    Blanco 1 Gaia DR3 field against DR2 (across RA 0) vs LSDB, astropy and a global cKDTree;
+    photo-z training on the SDSS galaxies, xgboost.dask vs one process."""
+    import os
+
+    from scipy.spatial import cKDTree
+
+    from survey_engine.catalog.catalog import open_catalog
+    from survey_engine.ingest.file_import.arguments import ImportArguments
+    from survey_engine.ingest.file_import.run import run_import
+
+    root = shared_data_root()
+    missing = [f for f in REAL_FILES.values() if not (root / f).exists()]
+    if missing:
+        msg = f"real data not found under {root} ({missing[0]}...); set SURVEY_ENGINE_SHARED_DATA"
+        if os.environ.get("CI") == "true":
+            raise FileNotFoundError(msg)  # in CI the data must be there: fail, do not skip
+        return [_row("real", "real catalogs", "survey_engine", None, workers, note=msg)]
+    plan = repeat_plan(None, repeats)
+    out_rows = []
+    with _cluster(workers) as client:
+        # import: Gaia DR3 G < 10, all sky
+        src = root / REAL_FILES["gaia_g10"]
+        n = int(pd.read_parquet(src, columns=["source_id"]).shape[0])
+        case = f"import Gaia DR3 G<10 all-sky ({n} rows) + 5\" margin"
+        prof: list = []
+
+        def ours_import():
+            out = work / "real_import_ours"
+            shutil.rmtree(out, ignore_errors=True)
+            run_import(ImportArguments([str(src)], str(out), id_column="source_id", max_rows=50_000, margin_arcsec=5.0), client=client, progress=False)
+            return np.sort(_ids(out))
+
+        def hats_import_():
+            out = work / "real_import_hi"
+            shutil.rmtree(out, ignore_errors=True)
+            from hats_import.collection.arguments import CollectionArguments
+            from hats_import.pipeline import pipeline_with_client
+
+            args = (CollectionArguments(output_artifact_name=out.name, output_path=str(out.parent), progress_bar=False, resume=False)
+                    .catalog(input_file_list=[str(src)], file_reader="parquet", ra_column="ra", dec_column="dec", pixel_threshold=50_000,
+                             highest_healpix_order=10)
+                    .add_margin(margin_threshold=5.0))
+            pipeline_with_client(args, client)
+            return np.sort(_ids(out))
+
+        m = timed(_profiled(client, ours_import, prof), **plan)
+        mine = m.pop("value")
+        mh = timed(hats_import_, **plan)
+        same = bool(np.array_equal(mine, mh.pop("value"))) and len(mine) == n
+        out_rows.append(_row("real", case, "survey_engine", n, workers, m, agree=same, profile=prof))
+        out_rows.append(_row("real", case, "hats_import", n, workers, mh, agree=same))
+
+        # cross-match: Blanco 1, Gaia DR3 (G<17) nearest DR2 (G<18) within 1", the field straddles RA 0
+        dr3, dr2 = pd.read_parquet(root / REAL_FILES["blanco1_dr3"]), pd.read_parquet(root / REAL_FILES["blanco1_dr2"])
+        dr2 = dr2.assign(ra=dr2.ra % 360)
+        paths = {}
+        for name, f, idc, margin in (("dr3", REAL_FILES["blanco1_dr3"], "SOURCE_ID", 0.0), ("dr2", REAL_FILES["blanco1_dr2"], "source_id", 5.0)):
+            out = work / f"real_{name}"
+            shutil.rmtree(out, ignore_errors=True)
+            run_import(ImportArguments([str(root / f)], str(out), id_column=idc, max_rows=2000, margin_arcsec=margin), client=client, progress=False)
+            paths[name] = out
+        case = f"Blanco 1 Gaia DR3 ({len(dr3)}) nearest DR2 ({len(dr2)}) within 1\""
+
+        def ckdtree():
+            d, i = cKDTree(_xyz(dr2)).query(_xyz(dr3), k=1, distance_upper_bound=2 * np.sin(np.radians(1 / 3600) / 2))
+            ok = np.isfinite(d)
+            return pair_array(dr3.SOURCE_ID.to_numpy()[ok], dr2.source_id.to_numpy()[i[ok]])
+
+        def ours():
+            res = open_catalog(paths["dr3"]).crossmatch(open_catalog(paths["dr2"]), 1.0, left_columns=["SOURCE_ID"], right_columns=["source_id"],
+                                                         client=client).compute()
+            return pair_array(res.SOURCE_ID_1.to_numpy(), res.source_id_2.to_numpy())
+
+        def lsdb_():
+            import lsdb
+
+            left = lsdb.open_catalog(paths["dr3"], columns=["SOURCE_ID", "ra", "dec"])
+            right = lsdb.open_catalog(paths["dr2"], columns=["source_id", "ra", "dec"])
+            res = left.crossmatch(right, radius_arcsec=1.0, n_neighbors=1, suffixes=("_1", "_2"), suffix_method="all_columns").compute()
+            return pair_array(res.SOURCE_ID_1.to_numpy(), res.source_id_2.to_numpy())
+
+        def astropy_():
+            import astropy.units as u
+            from astropy.coordinates import SkyCoord, match_coordinates_sky
+
+            idx, sep, _ = match_coordinates_sky(SkyCoord(dr3.ra.values * u.deg, dr3.dec.values * u.deg), SkyCoord(dr2.ra.values * u.deg, dr2.dec.values * u.deg))
+            ok = sep.arcsec <= 1.0
+            return pair_array(dr3.SOURCE_ID.to_numpy()[ok], dr2.source_id.to_numpy()[idx[ok]])
+
+        mt = timed(ckdtree, **plan)
+        truth = mt.pop("value")
+        out_rows.append(_row("real", case, "ckdtree_global", len(dr3), 1, mt, agree=True, pairs=len(truth)))
+        prof = []
+        for tool, fn in (("survey_engine", _profiled(client, ours, prof)), ("lsdb", lsdb_), ("astropy", astropy_)):
+            m = timed(fn, **plan)
+            pairs = m.pop("value")
+            out_rows.append(_row("real", case, tool, len(dr3), workers, m, agree=bool(np.array_equal(pairs, truth)), pairs=len(pairs),
+                                 profile=prof if tool == "survey_engine" else None))
+
+        # training: SDSS galaxies, the same rows and rounds, xgboost.dask vs one process with the same threads
+        import dask.dataframe as dd
+        import xgboost as xgb
+        from xgboost import dask as dxgb
+
+        from survey_engine.features.spec import FeatureSpec
+        from survey_engine.ml import metrics as M
+
+        sd = pd.read_parquet(root / REAL_FILES["sdss_photoz"])
+        sd = sd[sd.spec_class == "GALAXY"]
+        X = FeatureSpec(TRAIN_FEATURES).compute(sd).astype(np.float32)
+        y = np.log1p(sd.redshift.clip(lower=0)).astype(np.float32)
+        Xd, yd = client.persist(dd.from_pandas(X, npartitions=2 * workers)), client.persist(dd.from_pandas(y, npartitions=2 * workers))
+        params = {**TRAIN_PARAMS, "eta": 0.1, "objective": "reg:absoluteerror"}
+        case = f"photo-z training, SDSS galaxies ({len(X)} rows), 200 rounds"
+
+        def distributed():
+            with xgb.config_context(verbosity=0):
+                return dxgb.train(client, {**params, "nthread": 1}, dxgb.DaskQuantileDMatrix(client, Xd, yd), num_boost_round=200)["booster"]
+
+        def single():
+            return xgb.train({**params, "nthread": workers}, xgb.QuantileDMatrix(X, y), num_boost_round=200)
+
+        prof = []
+        md, ms = timed(_profiled(client, distributed, prof), **plan), timed(single, **plan)
+        zs = np.expm1(y.to_numpy().astype(float))
+        nm = [M.photoz_metrics(np.expm1(b.inplace_predict(X.to_numpy()).astype(float)), zs)["sigma_nmad"] for b in (md.pop("value"), ms.pop("value"))]
+        agree = bool(abs(nm[0] - nm[1]) <= 0.05 * nm[1])
+        out_rows.append(_row("real", case, "xgboost.dask", len(X), workers, md, agree=agree, profile=prof, sigma_nmad_train=nm[0]))
+        out_rows.append(_row("real", case, "xgboost_single_process", len(X), workers, ms, agree=agree, sigma_nmad_train=nm[1],
+                             note=f"one process, nthread={workers}"))
+    return out_rows
+
+
 RUNNERS = {"import": suite_import, "margins": suite_margins, "crossmatch": suite_crossmatch, "features": suite_features,
-           "train": suite_train, "predict": suite_predict, "clustering": suite_clustering, "tap": suite_tap, "e2e": suite_e2e,
-           "scaling": suite_scaling}
+           "train": suite_train, "predict": suite_predict, "clustering": suite_clustering, "real": suite_real, "tap": suite_tap,
+           "e2e": suite_e2e, "scaling": suite_scaling}
 OURS = ("survey_engine", "xgboost.dask")
 MODELLED = ("import", "margins", "crossmatch", "features", "train", "predict")
 FULL_SKY = (("Gaia DR3", 1_800_000_000), ("LSST-scale", 20_000_000_000))

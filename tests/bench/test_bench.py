@@ -51,6 +51,10 @@ def test_quick_report_structure_and_agreement(quick_report):
     assert all(m["core_s_per_row"] > 0 for m in report["cost_models"])
     assert report["projections"] and all(p["projected_hours"] > 0 for p in report["projections"])
     assert all(r["recovered"] == r["true_clusters"] for r in report["rows"] if r["suite"] == "clustering")
+    # real catalogs from ../shared/data: every peer present, every row agreeing (checked above)
+    real = {(r["case"].split(" ")[0], r["tool"]) for r in report["rows"] if r["suite"] == "real"}
+    assert {("import", "hats_import"), ("Blanco", "lsdb"), ("Blanco", "astropy"), ("Blanco", "ckdtree_global"),
+            ("photo-z", "xgboost_single_process")} <= real
     html = (out / "report.html").read_text()
     assert html.count("<img src='data:image/png;base64,") >= len(SUITES)
     summary = (out / "summary.md").read_text()
