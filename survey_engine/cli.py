@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmark suites with peers side by side: report.json, report.html, summary.md; "
                        "or `bench compare OLD NEW`")
     p.add_argument("suites", nargs="*", metavar="SUITE", help="import margins crossmatch features train predict clustering real tap e2e scaling (default: all); "
-                   "or: compare OLD NEW")
+                   "or: compare OLD NEW; or: merge OLD NEW --out DIR (NEW's suites replace OLD's)")
     p.add_argument("--quick", action="store_true", help="small sizes, one repetition: a few minutes")
     p.add_argument("--out", default="bench-report", help="report folder (default bench-report)")
     p.add_argument("--repeats", type=_positive_int, default=None)
@@ -371,6 +371,14 @@ def _dispatch(args) -> int:
         print(f"job {spec.name}: done; summary in {spec.workdir / 'run_summary.json'}")
         return 0 if summary else 1
     elif args.command == "bench":
+        if args.suites[:1] == ["merge"]:
+            if len(args.suites) != 3:
+                raise ValueError("usage: survey-engine bench merge OLD NEW --out DIR")
+            from survey_engine.bench.report import merge
+
+            merge(args.suites[1], args.suites[2], args.out)
+            print((Path(args.out) / "summary.md").read_text())
+            return 0
         if args.suites[:1] == ["compare"]:
             if len(args.suites) != 3:
                 raise ValueError("usage: survey-engine bench compare OLD NEW")

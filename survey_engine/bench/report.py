@@ -49,13 +49,41 @@ def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, rep
     report["cost_models"] = S.cost_models(report["rows"])
     report["projections"] = S.projections(report["rows"])
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str))
-    atomic_write_text(out / "summary.md", markdown(report))
-    atomic_write_text(out / "report.html", html_report(report))
+    write_reports(report, out)
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def write_reports(report: dict, out: str | Path) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str))
+    atomic_write_text(out / "summary.md", markdown(report))
+    atomic_write_text(out / "report.html", html_report(report))
+
+
+def merge(old: str | Path, new: str | Path, out: str | Path) -> dict:
+    """One report from two runs on the same machine: the suites ``new`` ran replace the same
+    suites of ``old`` (e.g. a suite re-run after a fix); both runs' machine records are kept."""
+    a, b = _load(old), _load(new)
+    suites = set(b["params"]["suites"])
+    report = dict(a)
+    report["rows"] = [r for r in a["rows"] if r["suite"] not in suites] + b["rows"]
+    report["errors"] = {**{k: v for k, v in a.get("errors", {}).items() if k not in suites}, **b.get("errors", {})}
+    report["params"] = {**a["params"], "suites": list(dict.fromkeys(a["params"]["suites"] + b["params"]["suites"]))}
+    report["merged_from"] = [{"suites": a["params"]["suites"], "machine": a["machine"], "started": a.get("started")},
+                             {"suites": b["params"]["suites"], "machine": b["machine"], "started": b.get("started")}]
+    report["cost_models"] = S.cost_models(report["rows"])
+    report["projections"] = S.projections(report["rows"])
+    write_reports(report, out)
+    return report
+
+
+def _load(p: str | Path) -> dict:
+    p = Path(p)
+    return json.loads((p / "report.json" if p.is_dir() else p).read_text())
 
 
 def _fmt(v) -> str:
@@ -82,6 +110,10 @@ def markdown(report: dict) -> str:
              f"{m['date']}, commit {m['git_commit']}, {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, GPU: {m['gpu'] or 'none'}; "
              f"medians of {report['params']['repeats']} runs after a warm-up (sizes from {report['params'].get('single_run_from_rows', 0):,} rows: "
              "one run, no warm-up); peak memory summed over all processes.", ""]
+    for part in report.get("merged_from", []):
+        lines += [f"- suites {', '.join(part['suites'])}: run started {part['started']}, commit {part['machine']['git_commit']}"]
+    if report.get("merged_from"):
+        lines.append("")
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     for r in _table_rows(report):
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |")
@@ -194,11 +226,7 @@ def html_report(report: dict) -> str:
 
 def compare(old: str | Path, new: str | Path, threshold: float = 1.2) -> tuple[list[dict], list[dict]]:
     """(regressions, all comparisons) between two report.json files (a folder or the file)."""
-    def load(p):
-        p = Path(p)
-        return json.loads((p / "report.json" if p.is_dir() else p).read_text())
-
-    a, b = load(old), load(new)
+    a, b = _load(old), _load(new)
     key = lambda r: (r["suite"], r["case"], r["tool"], r["workers"])  # noqa: E731
     before = {key(r): r for r in a["rows"] if r.get("seconds")}
     rows = []

@@ -74,3 +74,23 @@ def test_compare_flags_regressions(quick_report, tmp_path):
     flagged = subprocess.run([sys.executable, "-m", "survey_engine.cli", "bench", "compare", str(out / "report.json"), str(tmp_path / "new.json")],
                              capture_output=True, text=True)
     assert flagged.returncode == 1 and "1 regression(s)" in flagged.stdout and "REGRESSION" in flagged.stdout
+
+
+def test_merge_replaces_the_rerun_suites(quick_report, tmp_path):
+    out, _ = quick_report
+    report = json.loads((out / "report.json").read_text())
+    rerun = json.loads(json.dumps(report))
+    rerun["params"]["suites"] = ["train"]
+    rerun["rows"] = [dict(r, seconds=r["seconds"] * 2) for r in report["rows"] if r["suite"] == "train"]
+    rerun["started"] = "later"
+    (tmp_path / "rerun.json").write_text(json.dumps(rerun))
+    done = subprocess.run([sys.executable, "-m", "survey_engine.cli", "bench", "merge", str(out), str(tmp_path / "rerun.json"),
+                           "--out", str(tmp_path / "merged")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    merged = json.loads((tmp_path / "merged" / "report.json").read_text())
+    assert len(merged["rows"]) == len(report["rows"])
+    old_train = sorted(r["seconds"] for r in report["rows"] if r["suite"] == "train")
+    assert sorted(r["seconds"] for r in merged["rows"] if r["suite"] == "train") == [2 * t for t in old_train]
+    assert [r for r in merged["rows"] if r["suite"] == "import"] == [r for r in report["rows"] if r["suite"] == "import"]
+    assert [m["started"] for m in merged["merged_from"]] == [report["started"], "later"]
+    assert (tmp_path / "merged" / "report.html").exists() and "later" in (tmp_path / "merged" / "summary.md").read_text()
