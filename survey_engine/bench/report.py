@@ -86,6 +86,10 @@ def _load(p: str | Path) -> dict:
     return json.loads((p / "report.json" if p.is_dir() else p).read_text())
 
 
+def _duration(hours: float) -> str:
+    return f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.1f} min"
+
+
 def _fmt(v) -> str:
     if v is None:
         return ""
@@ -130,15 +134,16 @@ def markdown(report: dict) -> str:
         lines += [f"- {r['case']}, {r['workers']} worker(s): overhead {r['overhead']:+.0%}, efficiency {r['efficiency']:.2f}" for r in overheads]
         lines.append("")
     if report.get("cost_models"):
-        lines += ["Cost models fitted from the measured per-task times (time = serial + c x rows / cores):", "",
-                  "| stage | c (core-us per row) | serial s | sizes fitted | worst residual |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {m['stage']} | {m['core_s_per_row'] * 1e6:.3g} | {m['serial_s']:.3g} | {', '.join(f'{x:,}' for x in m['sizes'])} | "
-                  f"{m['max_rel_residual']:.0%} |" for m in report["cost_models"]]
+        lines += ["Cost models fitted from the measured per-task times (time = a + s x rows + c x rows / cores):", "",
+                  "| stage | c (core-us per row) | a (s) | s (us per row, driver) | sizes fitted | worst residual of c |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {m['stage']} | {m['core_s_per_row'] * 1e6:.3g} | {m['serial_s']:.3g} | {m.get('serial_s_per_row', 0) * 1e6:.3g} | "
+                  f"{', '.join(f'{x:,}' for x in m['sizes'])} | {m['max_rel_residual']:.0%} |" for m in report["cost_models"]]
         lines.append("")
     if report.get("projections"):
         lines += ["Projection from those models (not a measurement: it assumes the per-row cost holds at scale, even spread over "
                   "the cores, and storage that keeps up):", ""]
-        lines += [f"- {p['stage']}: {p['catalog']} ({p['rows']:,} rows) on {p['cores']} cores: about {p['projected_hours']:.2f} h"
+        lines += [f"- {p['stage']}: {p['catalog']} ({p['rows']:,} rows) on {p['cores']} cores: about {_duration(p['projected_hours'])}"
                   for p in report["projections"]]
         lines.append("")
     if report.get("errors"):
@@ -210,13 +215,14 @@ def html_report(report: dict) -> str:
         parts.append("<h2>Against peers (their time / ours)</h2><ul>" + "".join(
             f"<li>{html.escape(x['suite'])} {html.escape(x['case'])}: {html.escape(x['peer'])} {x['ratio']:.2f}x</li>" for x in ratios) + "</ul>")
     if report.get("cost_models"):
-        head = "".join(f"<th>{c}</th>" for c in ("stage", "core-us per row", "serial s", "sizes fitted", "worst residual"))
+        head = "".join(f"<th>{c}</th>" for c in ("stage", "c: core-us per row", "a: s", "s: driver us per row", "sizes fitted", "worst residual of c"))
         body = "".join(f"<tr><td>{m['stage']}</td><td>{m['core_s_per_row'] * 1e6:.3g}</td><td>{m['serial_s']:.3g}</td>"
+                       f"<td>{m.get('serial_s_per_row', 0) * 1e6:.3g}</td>"
                        f"<td>{', '.join(f'{x:,}' for x in m['sizes'])}</td><td>{m['max_rel_residual']:.0%}</td></tr>" for m in report["cost_models"])
         parts.append(f"<h2>Cost models (fitted from per-task times)</h2><table><tr>{head}</tr>{body}</table>")
     if report.get("projections"):
         parts.append("<h2>Projection (cost model, not a measurement)</h2><ul>" + "".join(
-            f"<li>{p['stage']}: {p['catalog']} ({p['rows']:,} rows) on {p['cores']} cores: about {p['projected_hours']:.2f} h</li>"
+            f"<li>{p['stage']}: {p['catalog']} ({p['rows']:,} rows) on {p['cores']} cores: about {_duration(p['projected_hours'])}</li>"
             for p in report["projections"]) + "</ul>")
     if report.get("errors"):
         parts.append("<h2>Suites that failed</h2><pre>" + html.escape(json.dumps(report["errors"], indent=1)) + "</pre>")

@@ -970,10 +970,11 @@ FULL_SKY = (("Gaia DR3", 1_800_000_000), ("LSST-scale", 20_000_000_000))
 
 def cost_models(rows: list[dict]) -> list[dict]:
     """Per stage, a cost model fitted from the measured per-task (per-partition) times:
-    ``time(R rows, N cores) = serial + c * R / N``, with ``c`` the core-seconds per row (least
-    squares over the measured sizes of the summed task times) and ``serial`` the median of what
-    the wall time holds beyond the tasks' share per worker (planning, driver work, scheduling).
-    ``max_rel_residual`` says how well one per-row cost describes every measured size."""
+    ``time(R rows, N cores) = a + s * R + c * R / N``. ``c`` (core-seconds per row) is the least
+    squares slope of the summed task times over the measured sizes; what the wall time holds
+    beyond the tasks' share per worker (planning, driver work, scheduling) is fitted as
+    ``a + s * R`` (a constant when only one size was measured), since driver work grows with the
+    data too. ``max_rel_residual`` says how well one per-row cost describes every size."""
     models = []
     for stage in MODELLED:
         pts = [r for r in rows if r["suite"] == stage and r["tool"] in OURS and r.get("task_seconds") and r.get("rows") and r.get("seconds")]
@@ -986,8 +987,13 @@ def cost_models(rows: list[dict]) -> list[dict]:
         R = np.array([float(r["rows"]) for r in pts])
         C = np.array([r["task_seconds"] for r in pts])
         c = float((C * R).sum() / (R * R).sum())
-        serial = float(np.median([max(0.0, r["seconds"] - r["task_seconds"] / r["workers"]) for r in pts]))
-        models.append({"stage": stage, "core_s_per_row": c, "serial_s": serial, "sizes": [int(x) for x in R],
+        serial = np.array([max(0.0, r["seconds"] - r["task_seconds"] / r["workers"]) for r in pts])
+        a, s_row = float(np.median(serial)), 0.0
+        if len(set(R)) > 1:
+            s_row, a = (float(v) for v in np.polyfit(R, serial, 1))
+            if s_row < 0 or a < 0:  # no growth measured: keep the median as a constant
+                a, s_row = float(np.median(serial)), 0.0
+        models.append({"stage": stage, "core_s_per_row": c, "serial_s": a, "serial_s_per_row": s_row, "sizes": [int(x) for x in R],
                        "task_s_p95": [r.get("task_s_p95") for r in pts],
                        "max_rel_residual": float(np.max(np.abs(c * R - C) / C))})
     return models
@@ -1001,7 +1007,7 @@ def projections(rows: list[dict], cores: tuple[int, ...] = (128, 1024)) -> list[
     for m in cost_models(rows):
         for name, total in FULL_SKY:
             for n in cores:
-                seconds = m["serial_s"] + m["core_s_per_row"] * total / n
+                seconds = m["serial_s"] + m.get("serial_s_per_row", 0.0) * total + m["core_s_per_row"] * total / n
                 out.append({"stage": m["stage"], "catalog": name, "rows": total, "cores": n, "projected_hours": seconds / 3600,
-                            "core_s_per_row": m["core_s_per_row"], "serial_s": m["serial_s"]})
+                            "core_s_per_row": m["core_s_per_row"], "serial_s": m["serial_s"], "serial_s_per_row": m.get("serial_s_per_row", 0.0)})
     return out
