@@ -14,10 +14,11 @@ import psutil
 
 
 class PeakMemory:
-    """Peak summed RSS of this process and all its children (Dask workers), sampled in a thread."""
+    """Peak summed RSS of this process and all its children (Dask workers), and the peak of the
+    largest single process, sampled in a thread."""
 
     def __init__(self, interval: float = 0.05):
-        self.interval, self.peak, self.baseline, self._stop = interval, 0, None, threading.Event()
+        self.interval, self.peak, self.peak_process, self.baseline, self._stop = interval, 0, 0, None, threading.Event()
 
     def __enter__(self) -> "PeakMemory":
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -30,9 +31,11 @@ class PeakMemory:
             total = 0
             for p in [me, *me.children(recursive=True)]:
                 try:
-                    total += p.memory_info().rss
+                    rss = p.memory_info().rss
                 except psutil.Error:
-                    pass
+                    continue
+                total += rss
+                self.peak_process = max(self.peak_process, rss)
             self.peak = max(self.peak, total)
             if self.baseline is None:
                 self.baseline = total  # before the measured work starts (e.g. the idle cluster)
@@ -46,7 +49,7 @@ class PeakMemory:
 def timed(fn, repeats: int, warmup: int = 1) -> dict:
     """Run ``fn`` warmup + repeats times; the median and spread of the timed runs, the peak memory,
     and ``fn``'s last return value (what agreement is checked on)."""
-    times, peak, value = [], 0, None
+    times, peak, peak_process, value = [], 0, 0, None
     first = None
     for i in range(warmup + repeats):
         with PeakMemory() as mem:
@@ -57,9 +60,9 @@ def timed(fn, repeats: int, warmup: int = 1) -> dict:
             first = dt
         if i >= warmup:
             times.append(dt)
-            peak = max(peak, mem.peak)
+            peak, peak_process = max(peak, mem.peak), max(peak_process, mem.peak_process)
     return {"seconds": statistics.median(times), "min_s": min(times), "max_s": max(times), "first_s": first,
-            "repeats": repeats, "warmup": warmup, "peak_rss_bytes": peak, "value": value}
+            "repeats": repeats, "warmup": warmup, "peak_rss_bytes": peak, "peak_rss_process_bytes": peak_process, "value": value}
 
 
 def machine_info() -> dict:

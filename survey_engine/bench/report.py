@@ -98,13 +98,14 @@ def _fmt(v) -> str:
     return str(v)
 
 
-COLUMNS = ["suite", "case", "tool", "workers", "seconds", "min_s", "max_s", "rows_per_s", "peak_rss_gib", "agree", "note"]
+COLUMNS = ["suite", "case", "tool", "workers", "seconds", "min_s", "max_s", "rows_per_s", "peak_rss_gib", "largest_process_gib", "agree", "note"]
 
 
 def _table_rows(report) -> list[dict]:
     out = []
     for r in report["rows"]:
-        out.append({**r, "peak_rss_gib": (r["peak_rss_bytes"] / 2**30) if r.get("peak_rss_bytes") else None})
+        out.append({**r, "peak_rss_gib": (r["peak_rss_bytes"] / 2**30) if r.get("peak_rss_bytes") else None,
+                    "largest_process_gib": (r["peak_rss_process_bytes"] / 2**30) if r.get("peak_rss_process_bytes") else None})
     return out
 
 
@@ -113,7 +114,7 @@ def markdown(report: dict) -> str:
     lines = [f"# survey_engine benchmarks ({'quick' if report['params']['quick'] else 'full'})", "",
              f"{m['date']}, commit {m['git_commit']}, {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, GPU: {m['gpu'] or 'none'}; "
              f"medians of {report['params']['repeats']} runs after a warm-up (sizes from {report['params'].get('single_run_from_rows', 0):,} rows: "
-             "one run, no warm-up); peak memory summed over all processes.", ""]
+             "one run, no warm-up); peak memory summed over all processes (peak_rss_gib) and of the largest single process.", ""]
     for part in report.get("merged_from", []):
         lines += [f"- suites {', '.join(part['suites'])}: run started {part['started']}, commit {part['machine']['git_commit']}"]
     if report.get("merged_from"):

@@ -110,6 +110,7 @@ def _row(suite, case, tool, rows, workers, m=None, agree=None, note=None, profil
     r = {"suite": suite, "case": case, "tool": tool, "rows": rows, "workers": workers, "agree": agree, "note": note}
     if m is not None:
         r.update({k: m[k] for k in ("seconds", "min_s", "max_s", "first_s", "repeats", "peak_rss_bytes")})
+        r["peak_rss_process_bytes"] = m.get("peak_rss_process_bytes")
         r["warmup"] = m.get("warmup", 1)
         r["rows_per_s"] = rows / m["seconds"] if rows and m["seconds"] > 0 else None
     if profile:
@@ -535,7 +536,7 @@ def _xgb_single_process(data_file: Path, nthread: int, plan: dict, work: Path):
     from survey_engine.bench.measure import PeakMemory
 
     model = work / f"xgb_peer_{nthread}.ubj"
-    runs, peak = [], 0
+    runs, peak, peak_process = [], 0, 0
     for i in range(plan["warmup"] + plan["repeats"]):
         with PeakMemory() as mem:
             done = subprocess.run([sys.executable, "-m", "survey_engine.bench.xgb_peer", str(data_file), str(nthread), str(model),
@@ -544,13 +545,13 @@ def _xgb_single_process(data_file: Path, nthread: int, plan: dict, work: Path):
             raise RuntimeError(f"single-process XGBoost failed: {done.stderr[-2000:]}")
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
         if i >= plan["warmup"]:
-            peak = max(peak, mem.peak)
+            peak, peak_process = max(peak, mem.peak), max(peak_process, mem.peak_process)
     timed_runs = runs[plan["warmup"]:]
 
     def summary(key):
         t = [r[key] for r in timed_runs]
         return {"seconds": statistics.median(t), "min_s": min(t), "max_s": max(t), "first_s": runs[0][key], "repeats": len(t),
-                "warmup": plan["warmup"], "peak_rss_bytes": peak}
+                "warmup": plan["warmup"], "peak_rss_bytes": peak, "peak_rss_process_bytes": peak_process}
 
     booster = xgb.Booster(model_file=str(model))
     return summary("train_s"), {**summary("predict_s"), "predict_sum": timed_runs[-1]["predict_sum"]}, booster
