@@ -523,7 +523,7 @@ def suite_train(sizes, repeats, workers, work: Path, peer_limits=None) -> list[d
     return out_rows
 
 
-def _xgb_single_process(data_file: Path, nthread: int, plan: dict, work: Path):
+def _xgb_single_process(data_file: Path, nthread: int, plan: dict, work: Path, params: dict | None = None, rounds: int | None = None):
     """Single-process XGBoost in a fresh process per run (``bench/xgb_peer.py``): the training and
     prediction times it reports (its data loading excluded), and its booster."""
     import json
@@ -540,7 +540,8 @@ def _xgb_single_process(data_file: Path, nthread: int, plan: dict, work: Path):
     for i in range(plan["warmup"] + plan["repeats"]):
         with PeakMemory() as mem:
             done = subprocess.run([sys.executable, "-m", "survey_engine.bench.xgb_peer", str(data_file), str(nthread), str(model),
-                                   json.dumps(TRAIN_PARAMS), str(TRAIN_ROUNDS)], capture_output=True, text=True, env=_peer_environment(nthread))
+                                   json.dumps(params or TRAIN_PARAMS), str(rounds or TRAIN_ROUNDS)], capture_output=True, text=True,
+                              env=_peer_environment(nthread))
         if done.returncode != 0:
             raise RuntimeError(f"single-process XGBoost failed: {done.stderr[-2000:]}")
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -947,17 +948,17 @@ def suite_real(sizes, repeats, workers, work: Path, peer_limits=None) -> list[di
             with xgb.config_context(verbosity=0):
                 return dxgb.train(client, {**params, "nthread": 1}, dxgb.DaskQuantileDMatrix(client, Xd, yd), num_boost_round=200)["booster"]
 
-        def single():
-            return xgb.train({**params, "nthread": workers}, xgb.QuantileDMatrix(X, y), num_boost_round=200)
-
         prof = []
-        md, ms = timed(_profiled(client, distributed, prof), **plan), timed(single, **plan)
+        md = timed(_profiled(client, distributed, prof), **plan)
+        data_file = work / "real_sdss_rows.npz"
+        np.savez(data_file, X=X.to_numpy(), y=y.to_numpy())
+        ms, _, booster_s = _xgb_single_process(data_file, workers, plan, work, params=params, rounds=200)
         zs = np.expm1(y.to_numpy().astype(float))
-        nm = [M.photoz_metrics(np.expm1(b.inplace_predict(X.to_numpy()).astype(float)), zs)["sigma_nmad"] for b in (md.pop("value"), ms.pop("value"))]
+        nm = [M.photoz_metrics(np.expm1(b.inplace_predict(X.to_numpy()).astype(float)), zs)["sigma_nmad"] for b in (md.pop("value"), booster_s)]
         agree = bool(abs(nm[0] - nm[1]) <= 0.05 * nm[1])
         out_rows.append(_row("real", case, "xgboost.dask", len(X), workers, md, agree=agree, profile=prof, sigma_nmad_train=nm[0]))
         out_rows.append(_row("real", case, "xgboost_single_process", len(X), workers, ms, agree=agree, sigma_nmad_train=nm[1],
-                             note=f"one process, nthread={workers}"))
+                             note=f"one fresh process, nthread={workers} (its data loading excluded)"))
     return out_rows
 
 
