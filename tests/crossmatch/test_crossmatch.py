@@ -233,11 +233,7 @@ def test_outer_join_rows_outside_every_left_partition(tmp_path, client):
     b = edge_stress_sky(4000, seed=6)[["ra", "dec"]].iloc[:4000].copy()
     b = pd.concat([b, a[["ra", "dec"]].iloc[::7] + 0.5 / 3600], ignore_index=True)
     b.insert(0, "id", np.arange(len(b)) + 10**7)
-    for name, df, max_rows in (("left", a, 300), ("right", b, 2000)):
-        df.to_parquet(tmp_path / f"{name}.parquet")
-        run_import(ImportArguments([str(tmp_path / f"{name}.parquet")], str(tmp_path / name), id_column="id", max_rows=max_rows,
-                                   highest_order=12, margin_arcsec=10), client=client, progress=False)
-    left, right = open_catalog(tmp_path / "left"), open_catalog(tmp_path / "right")
+    left, right = _import_pair(tmp_path, client, a, b, 300, 2000, margin=10)
     res = crossmatch(left, right, 3.0, join="outer")
     got = res.compute()
     truth = _truth_all(a, b, 3.0).sort_values(["id_1", "sep", "id_2"]).drop_duplicates("id_1")
@@ -251,6 +247,15 @@ def test_outer_join_rows_outside_every_left_partition(tmp_path, client):
     assert (starts[order][1:] >= stops[order][:-1]).all()  # no two partitions overlap
     frame = back.compute()
     assert sorted(frame.id_2.dropna().astype(int)) == sorted(got.id_2.dropna().astype(int))
+
+
+def _import_pair(tmp_path, client, a: pd.DataFrame, b: pd.DataFrame, left_rows: int, right_rows: int, margin: float):
+    """Left and right catalogs (order up to 12) from frames with an ``id`` column."""
+    for name, df, max_rows in (("left", a, left_rows), ("right", b, right_rows)):
+        df.to_parquet(tmp_path / f"{name}.parquet")
+        run_import(ImportArguments([str(tmp_path / f"{name}.parquet")], str(tmp_path / name), id_column="id", max_rows=max_rows,
+                                   highest_order=12, margin_arcsec=margin), client=client, progress=False)
+    return open_catalog(tmp_path / "left"), open_catalog(tmp_path / "right")
 
 
 def test_left_coarser_than_right_and_rows_outside_right_coverage(tmp_path, client):
@@ -278,11 +283,7 @@ def test_left_coarser_than_right_and_rows_outside_right_coverage(tmp_path, clien
     b = pd.concat(right_parts, ignore_index=True)
     a.insert(0, "id", np.arange(len(a)))
     b.insert(0, "id", np.arange(len(b)) + 10**7)
-    for name, df, max_rows in (("left", a, 20_000), ("right", b, 300)):
-        df.to_parquet(tmp_path / f"{name}.parquet")
-        run_import(ImportArguments([str(tmp_path / f"{name}.parquet")], str(tmp_path / name), id_column="id", max_rows=max_rows,
-                                   highest_order=12, margin_arcsec=30), client=client, progress=False)
-    left, right = open_catalog(tmp_path / "left"), open_catalog(tmp_path / "right")
+    left, right = _import_pair(tmp_path, client, a, b, 20_000, 300, margin=30)
     assert left.partitions.Norder.max() < right.partitions.Norder.min()
     from survey_engine.crossmatch.plan import plan_crossmatch
 
