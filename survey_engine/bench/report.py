@@ -44,12 +44,15 @@ def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, rep
             report["errors"][name] = f"{type(exc).__name__}: {exc}"
             rows = []
         report["rows"] += rows
+        # what is measured so far survives a crash of a later suite (e.g. killed for memory)
+        atomic_write_text(out / "report.partial.json", json.dumps(report, indent=1, default=str))
         if echo:
             echo(f"bench {name}: {len(rows)} rows in {time.perf_counter() - t0:.0f} s")
     report["cost_models"] = S.cost_models(report["rows"])
     report["projections"] = S.projections(report["rows"])
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_reports(report, out)
+    (out / "report.partial.json").unlink(missing_ok=True)
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
