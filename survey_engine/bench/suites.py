@@ -959,6 +959,20 @@ def suite_real(sizes, repeats, workers, work: Path, peer_limits=None) -> list[di
         out_rows.append(_row("real", case, "xgboost.dask", len(X), workers, md, agree=agree, profile=prof, sigma_nmad_train=nm[0]))
         out_rows.append(_row("real", case, "xgboost_single_process", len(X), workers, ms, agree=agree, sigma_nmad_train=nm[1],
                              note=f"one fresh process, nthread={workers} (its data loading excluded)"))
+
+        def sklearn_():
+            from sklearn.ensemble import HistGradientBoostingRegressor
+
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=workers, user_api="openmp"):  # the driver's OMP_NUM_THREADS is 1 (LocalCluster)
+                return HistGradientBoostingRegressor(loss="absolute_error", max_iter=200, max_depth=7, learning_rate=0.1,
+                                                     random_state=1).fit(X.to_numpy(), y.to_numpy())
+
+        mk = timed(sklearn_, **plan)
+        nm_k = M.photoz_metrics(np.expm1(mk.pop("value").predict(X.to_numpy()).astype(float)), zs)["sigma_nmad"]
+        out_rows.append(_row("real", case, "sklearn_hist_gradient_boosting", len(X), workers, mk, agree=bool(nm[0] <= 1.05 * nm_k),
+                             sigma_nmad_train=nm_k, note=f"one process, {workers} threads, the same loss, depth and rounds; agree = ours at most 5% worse"))
     return out_rows
 
 

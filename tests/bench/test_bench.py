@@ -54,7 +54,7 @@ def test_quick_report_structure_and_agreement(quick_report):
     # real catalogs from ../shared/data: every peer present, every row agreeing (checked above)
     real = {(r["case"].split(" ")[0], r["tool"]) for r in report["rows"] if r["suite"] == "real"}
     assert {("import", "hats_import"), ("Blanco", "lsdb"), ("Blanco", "astropy"), ("Blanco", "ckdtree_global"),
-            ("photo-z", "xgboost_single_process")} <= real
+            ("photo-z", "xgboost_single_process"), ("photo-z", "sklearn_hist_gradient_boosting")} <= real
     html = (out / "report.html").read_text()
     assert html.count("<img src='data:image/png;base64,") >= len(SUITES)
     summary = (out / "summary.md").read_text()
