@@ -76,8 +76,8 @@ def merge(old: str | Path, new: str | Path, out: str | Path) -> dict:
     report["rows"] = [r for r in a["rows"] if r["suite"] not in suites] + b["rows"]
     report["errors"] = {**{k: v for k, v in a.get("errors", {}).items() if k not in suites}, **b.get("errors", {})}
     report["params"] = {**a["params"], "suites": list(dict.fromkeys(a["params"]["suites"] + b["params"]["suites"]))}
-    report["merged_from"] = [{"suites": a["params"]["suites"], "machine": a["machine"], "started": a.get("started")},
-                             {"suites": b["params"]["suites"], "machine": b["machine"], "started": b.get("started")}]
+    earlier = a.get("merged_from") or [{"suites": a["params"]["suites"], "machine": a["machine"], "started": a.get("started")}]
+    report["merged_from"] = earlier + [{"suites": b["params"]["suites"], "machine": b["machine"], "started": b.get("started")}]
     report["cost_models"] = S.cost_models(report["rows"])
     report["projections"] = S.projections(report["rows"])
     write_reports(report, out)
