@@ -276,10 +276,11 @@ def _ids(path: Path) -> np.ndarray:
 
 
 def _hats_import(src: Path, out: Path, client, max_rows: int) -> None:
+    """hats-import's catalog + 5" margin from a Parquet file or a folder of them."""
     from hats_import.collection.arguments import CollectionArguments
     from hats_import.pipeline import pipeline_with_client
 
-    files = sorted(str(p) for p in src.glob("*.parquet"))
+    files = sorted(str(p) for p in src.glob("*.parquet")) if src.is_dir() else [str(src)]
     args = (CollectionArguments(output_artifact_name=out.name, output_path=str(out.parent), progress_bar=False, resume=False)
             .catalog(input_file_list=files, file_reader="parquet", ra_column="ra", dec_column="dec", pixel_threshold=max_rows, highest_healpix_order=10)
             .add_margin(margin_threshold=5.0))
@@ -864,14 +865,7 @@ def suite_real(sizes, repeats, workers, work: Path, peer_limits=None) -> list[di
         def hats_import_():
             out = work / "real_import_hi"
             shutil.rmtree(out, ignore_errors=True)
-            from hats_import.collection.arguments import CollectionArguments
-            from hats_import.pipeline import pipeline_with_client
-
-            args = (CollectionArguments(output_artifact_name=out.name, output_path=str(out.parent), progress_bar=False, resume=False)
-                    .catalog(input_file_list=[str(src)], file_reader="parquet", ra_column="ra", dec_column="dec", pixel_threshold=50_000,
-                             highest_healpix_order=10)
-                    .add_margin(margin_threshold=5.0))
-            pipeline_with_client(args, client)
+            _hats_import(src, out, client, 50_000)
             return np.sort(_ids(out))
 
         m = timed(_profiled(client, ours_import, prof), **plan)
