@@ -12,22 +12,23 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from survey_engine.catalog.catalog import read_partition
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, pixel_range29
 
 
-def _keys(hp: np.ndarray, ra: np.ndarray, dec: np.ndarray) -> pd.MultiIndex:
+def row_keys(hp: np.ndarray, ra: np.ndarray, dec: np.ndarray) -> pd.MultiIndex:
+    """A row's identity in a cross-match: its ``_healpix_29`` and exact coordinates."""
     return pd.MultiIndex.from_arrays([np.asarray(hp, dtype=np.int64), np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)])
 
 
-def _unmatched_in_partition(file: str, columns, ra: str, dec: str, epoch_cols: list[str], paired: tuple, suffix: str,
+def _unmatched_in_partition(file: str, columns, ra: str, dec: str, epoch, paired: tuple, suffix: str,
                             is_right: bool, meta: pd.DataFrame) -> pd.DataFrame:
-    cols = None if columns is None else list(dict.fromkeys([SPATIAL_INDEX_COLUMN, *columns, ra, dec, *epoch_cols]))
-    frame = read_partition(file, cols)
+    from survey_engine.crossmatch.match import _read  # the same columns a match task reads
+
+    frame = _read([file], columns, ra, dec, epoch)
     if len(frame) == 0:
         return meta.iloc[:0]
     hp = frame.index.to_numpy()
-    keep = ~_keys(hp, frame[ra].to_numpy(), frame[dec].to_numpy()).isin(_keys(*paired))
+    keep = ~row_keys(hp, frame[ra].to_numpy(), frame[dec].to_numpy()).isin(row_keys(*paired))
     rows = frame[keep]
     data = {f"{c}{suffix}": rows[c].to_numpy() for c in rows.columns}
     if is_right:
@@ -59,8 +60,8 @@ def unmatched_rows(result, side: str, pairs: pd.DataFrame, meta: pd.DataFrame) -
     for o, p, f in zip(catalog.partitions.Norder, catalog.partitions.Npix, catalog.partition_files()):
         start, stop = pixel_range29(int(o), int(p))
         a, b = np.searchsorted(hp, int(start)), np.searchsorted(hp, int(stop))
-        tasks.append(dask.delayed(_unmatched_in_partition)(str(f), columns, ra, dec, epoch.columns() if epoch else [],
-                                                          (hp[a:b], pra[a:b], pdec[a:b]), suffix, side == "right", meta))
+        tasks.append(dask.delayed(_unmatched_in_partition)(str(f), columns, ra, dec, epoch, (hp[a:b], pra[a:b], pdec[a:b]),
+                                                          suffix, side == "right", meta))
     parts = [t for t in dask.compute(*tasks) if len(t)]
     return pd.concat(parts) if parts else meta.iloc[:0]
 

@@ -239,7 +239,7 @@ class CrossmatchResult:
             return compute_frame(self.to_dask())
         from survey_engine.crossmatch.joins import unmatched_rows
 
-        s1, s2 = self.params.suffixes
+        s2 = self.params.suffixes[1]
         pairs = compute_frame(self._all_pairs_dask())
         if self.params.how == "one-to-one":
             from survey_engine.crossmatch.one_to_one import select_one_to_one

@@ -33,8 +33,10 @@ def select_one_to_one(pairs: pd.DataFrame, left_ra: str, left_dec: str, right_ra
     lhp = pairs.index.to_numpy()
     frame = pairs.reset_index()
     right_hp = [c for c in frame.columns if c.startswith("_healpix_29") and c != "_healpix_29"][0]
-    lkey = pd.MultiIndex.from_arrays([lhp, frame[left_ra].to_numpy(), frame[left_dec].to_numpy()]).factorize()[0]
-    rkey = pd.MultiIndex.from_arrays([frame[right_hp].to_numpy(), frame[right_ra].to_numpy(), frame[right_dec].to_numpy()]).factorize()[0]
+    from survey_engine.crossmatch.joins import row_keys
+
+    lkey = row_keys(lhp, frame[left_ra].to_numpy(), frame[left_dec].to_numpy()).factorize()[0]
+    rkey = row_keys(frame[right_hp].to_numpy(), frame[right_ra].to_numpy(), frame[right_dec].to_numpy()).factorize()[0]
     order = np.lexsort((frame[right_dec].to_numpy(), frame[right_ra].to_numpy(), frame[right_hp].to_numpy(),
                         frame[left_dec].to_numpy(), frame[left_ra].to_numpy(), lhp, frame["sep_arcsec"].to_numpy()))
     keep = greedy_one_to_one(lkey[order], rkey[order], frame["sep_arcsec"].to_numpy()[order])
