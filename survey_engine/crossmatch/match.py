@@ -86,10 +86,15 @@ def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchPa
     rxyz = radec_to_xyz(*_positions(right, rcoords, p.right_epoch, p.target_epoch))
     algo = get_algorithm(p.algorithm)
     k = 1 if p.how == "nearest" else p.k
+    ties = 0
     if p.how in ("all", "one-to-one") or p.min_radius_arcsec > 0:
         li, ri, sep = algo.all_pairs(lxyz, rxyz, p.radius_arcsec)
     else:
-        li, ri, sep = algo.nearest(lxyz, rxyz, k + (1 if p.exclude_self else 0), p.radius_arcsec)
+        # a KD-tree returns one of several right rows at the same distance at random; asking
+        # for as many extra candidates as the right side has duplicated positions lets the
+        # documented tie-break (right _healpix_29, then order) choose
+        ties = 0 if right.index.is_unique else int(right.index.value_counts().max()) - 1
+        li, ri, sep = algo.nearest(lxyz, rxyz, k + ties + (1 if p.exclude_self else 0), p.radius_arcsec)
     keep = sep >= p.min_radius_arcsec
     if p.exclude_self:
         lhp, rhp = left.index.to_numpy(), right.index.to_numpy()
@@ -98,6 +103,8 @@ def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchPa
         )
         keep &= ~same
     li, ri, sep = li[keep], ri[keep], sep[keep]
+    if k == 1 and p.how == "nearest" and not p.exclude_self and p.min_radius_arcsec == 0 and ties == 0:
+        return li, ri, sep  # one candidate per left row, in left order: nothing to rank
     rhp = right.index.to_numpy()
     order = np.lexsort((ri, rhp[ri], sep, li))
     li, ri, sep = li[order], ri[order], sep[order]
@@ -168,6 +175,8 @@ def _assemble(left, right, li, ri, sep, p: MatchParams, meta: pd.DataFrame) -> p
 def _sorted(out: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     if len(out) == 0:
         return meta
+    if out.index.is_monotonic_increasing and out.index.is_unique:
+        return out  # already in (index, separation) order: one row per index value
     order = np.lexsort((out["sep_arcsec"].to_numpy(dtype=float, na_value=np.inf), out.index.to_numpy()))
     return out.iloc[order]
 

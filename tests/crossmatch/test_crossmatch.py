@@ -76,6 +76,33 @@ def test_all_pairs_and_knn_equal_brute_force(edge_pair):
     assert got3.groupby("id_1").size().max() <= 3
 
 
+def test_duplicated_right_rows_break_ties_by_catalog_order(tmp_path, client):
+    """Right rows at identical positions (duplicated sources) are equally near: the documented
+    tie-break (right _healpix_29, then order in its partition) picks one, the same every time."""
+    rng = np.random.default_rng(5)
+    a = edge_stress_sky(3000, seed=21)
+    b = _jittered(a, 1.0, 0.5, seed=22)
+    dup = b.sample(600, random_state=3)
+    b = pd.concat([b, dup, dup.iloc[:200]], ignore_index=True).sample(frac=1.0, random_state=4).reset_index(drop=True)
+    b["id"] = rng.permutation(len(b)) + 10_000_000
+    for name, df, max_rows in (("left", a, 300), ("right", b, 900)):
+        df.to_parquet(tmp_path / f"{name}.parquet")
+        run_import(ImportArguments([str(tmp_path / f"{name}.parquet")], str(tmp_path / name), id_column="id", max_rows=max_rows, margin_arcsec=6), client=client, progress=False)
+    right = open_catalog(tmp_path / "right")
+    order = right.compute().reset_index()
+    order["rank"] = np.arange(len(order))  # the catalog's own order: partitions, then rows in each
+    truth = _truth_all(a, order, 3.0).merge(order[["id", "rank", "ra", "dec"]], left_on="id_2", right_on="id")
+    truth["sep_key"] = truth.sep.round(9)
+    nearest = truth.sort_values(["id_1", "sep_key", "rank"]).drop_duplicates("id_1")
+    two = truth.sort_values(["id_1", "sep_key", "rank"]).groupby("id_1").head(2)
+    assert (truth.groupby("id_1").sep_key.apply(lambda s: s.duplicated().any())).sum() >= 300  # ties present
+    left = open_catalog(tmp_path / "left")
+    got = crossmatch(left, right, 3.0).compute()
+    assert set(zip(got.id_1, got.id_2)) == set(zip(nearest.id_1, nearest.id_2))
+    got2 = crossmatch(left, right, 3.0, how="knn", k=2).compute()
+    assert set(zip(got2.id_1, got2.id_2)) == set(zip(two.id_1, two.id_2))
+
+
 def test_left_join_and_min_radius(edge_pair):
     a, b, left, right, _ = edge_pair
     got = crossmatch(left, right, 2.0, join="left").compute()
