@@ -5,10 +5,7 @@ Everything here works on numpy arrays and is vectorised; indices are int64 neste
 
 from __future__ import annotations
 
-import astropy.units as u
-import cdshealpix.nested as cdsn
 import numpy as np
-from astropy.coordinates import Latitude, Longitude
 
 SPATIAL_INDEX_ORDER = 29
 SPATIAL_INDEX_COLUMN = "_healpix_29"
@@ -18,6 +15,9 @@ _ORDER0_SIZE_RAD = float(np.sqrt(4 * np.pi / 12))
 
 def radec_to_healpix(ra_deg: np.ndarray, dec_deg: np.ndarray, order: int = SPATIAL_INDEX_ORDER) -> np.ndarray:
     """Nested HEALPix index at ``order`` for each (ra, dec) in degrees (same function as hats)."""
+    import astropy.units as u
+    import cdshealpix.nested as cdsn
+    from astropy.coordinates import Latitude, Longitude
     ra = np.asarray(ra_deg, dtype=np.float64)
     dec = np.asarray(dec_deg, dtype=np.float64)
     if ra.size == 0:
@@ -81,6 +81,7 @@ def _interleave(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def neighbours(pix: np.ndarray, order: int) -> np.ndarray:
     """All distinct 8-neighbours (edge and corner) of the given pixels, excluding missing ones."""
+    import cdshealpix.nested as cdsn
     pix = np.asarray(pix, dtype=np.uint64)
     if pix.size == 0:
         return np.empty(0, dtype=np.int64)
@@ -115,6 +116,8 @@ _MAX_BOUNDARY_SPACING_RAD = 5e-5
 
 def pixel_boundary_xyz(order: int, pix: int) -> np.ndarray:
     """Closed polyline (M, 3) of unit vectors tracing the pixel's border, densely sampled."""
+    import astropy.units as u
+    import cdshealpix.nested as cdsn
     edge_len = 1.6 * mean_pixel_size_rad(order)
     step = int(max(4, np.ceil(edge_len / _MAX_BOUNDARY_SPACING_RAD)))
     lon, lat = cdsn.vertices(np.array([pix], dtype=np.uint64), order, step=step)

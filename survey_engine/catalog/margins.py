@@ -14,8 +14,6 @@ from functools import lru_cache
 
 import numpy as np
 
-import astropy.units as u
-import cdshealpix.nested as cdsn
 
 from survey_engine.catalog.healpix import (
     SPATIAL_INDEX_ORDER,
@@ -121,6 +119,8 @@ def _distance_via_border_pixels(xyz: np.ndarray, q: np.ndarray, m: int, part_ord
     the edges of those few small pixels, each sampled every few arcseconds and measured along
     great-circle arcs. Nothing is cached, so memory does not grow with the number of partitions.
     """
+    import astropy.units as u
+    import cdshealpix.nested as cdsn
     nb = cdsn.neighbours(q.astype(np.uint64), m).astype(np.int64)  # (n, 9), centre included
     shift = (2 * (m - part_order))[:, None]
     inside = (nb >= 0) & (np.right_shift(np.maximum(nb, 0), shift) == part_pix[:, None])

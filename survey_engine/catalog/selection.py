@@ -7,11 +7,8 @@ row filters then decide exactly.
 
 from __future__ import annotations
 
-import astropy.units as u
-import cdshealpix.nested as cdsn
 import numpy as np
 import pandas as pd
-from astropy.coordinates import Latitude, Longitude
 
 from survey_engine.catalog.healpix import (
     SPATIAL_INDEX_ORDER,
@@ -75,6 +72,9 @@ def ranges_overlap(start: np.ndarray, stop: np.ndarray, cov: tuple[np.ndarray, n
 
 
 def cone_coverage(ra: float, dec: float, radius_arcsec: float):
+    import astropy.units as u
+    import cdshealpix.nested as cdsn
+    from astropy.coordinates import Latitude, Longitude
     _check_radec(ra, dec, "cone centre")
     if not radius_arcsec > 0:
         raise ValueError(f"cone radius must be positive, got {radius_arcsec}")
@@ -95,6 +95,9 @@ def cone_filter(ra_col: str, dec_col: str, ra: float, dec: float, radius_arcsec:
 
 
 def box_coverage(ra_min: float, ra_max: float, dec_min: float, dec_max: float):
+    import astropy.units as u
+    import cdshealpix.nested as cdsn
+    from astropy.coordinates import Latitude, Longitude
     if not -90 <= dec_min <= dec_max <= 90:
         raise ValueError(f"box: need -90 <= dec_min <= dec_max <= 90, got dec_min={dec_min}, dec_max={dec_max}")
     ra_min, ra_max = ra_min % 360.0, ra_max % 360.0 if ra_max != 360 else 360.0
@@ -126,6 +129,9 @@ def box_filter(ra_col: str, dec_col: str, ra_min: float, ra_max: float, dec_min:
 
 
 def polygon_coverage(vertices):
+    import astropy.units as u
+    import cdshealpix.nested as cdsn
+    from astropy.coordinates import Latitude, Longitude
     ra, dec = _polygon_arrays(vertices)
     size = np.radians(max(np.ptp(dec), 1e-6))
     ipix, d, _ = cdsn.polygon_search(Longitude(ra, u.deg), Latitude(dec, u.deg), _depth_for(size))
