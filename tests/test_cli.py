@@ -45,6 +45,13 @@ def test_crossmatch_command(tmp_path):
     same = _cli("crossmatch", "cat_a", "cat_b", "--radius", "1", "--out", "m2", "--workers", "1", "--no-progress", cwd=tmp_path)
     assert same.returncode == 0 and "60,000 rows" in same.stdout
     assert (open_catalog(tmp_path / "m2").compute().pipe(lambda f: f.source_id_1 == f.source_id_2)).all()
+    # --gpu: the CuPy kernel where a GPU exists, else the same grid kernel on the CPU, said on stderr
+    gpu = _cli("crossmatch", "cat_a", "cat_b", "--radius", "1", "--gpu", "--out", "m_gpu", "--workers", "1", "--no-progress", cwd=tmp_path)
+    assert gpu.returncode == 0 and "60,000 rows" in gpu.stdout, gpu.stderr
+    from survey_engine.crossmatch.algorithms import gpu_available
+
+    assert gpu_available()[0] or "no usable GPU" in gpu.stderr
+    assert (open_catalog(tmp_path / "m_gpu").compute().pipe(lambda f: f.source_id_1 == f.source_id_2)).all()
     # epochs: both sides moved from 2016 to 2000 with their proper motions; the margin needed
     # (radius + the fastest star's motion on both sides) is built on request
     refused = _cli("crossmatch", "cat_a", "cat_b", "--radius", "1", "--epoch", "2000", "--left-epoch", "2016", "--right-epoch", "2016",

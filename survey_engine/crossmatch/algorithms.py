@@ -70,11 +70,124 @@ def _empty():
     return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
 
 
-ALGORITHMS: dict[str, type[CrossmatchAlgorithm]] = {"kdtree": KDTreeAlgorithm}
+# -- a sorted-grid kernel written once for NumPy and CuPy ---------------------------------------
+
+AXIS_BITS = 21  # three cell indices packed in one int64 key
+CHUNK_ROWS = 1_000_000  # left rows per pass: bounds the candidate arrays (GPU memory)
+
+
+class GridAlgorithm(CrossmatchAlgorithm):
+    """All pairs within the radius from a sorted grid of unit vectors, vectorised end to end.
+
+    Right rows are binned in cubes of side s >= 2 x chord and sorted by cell key; each left row
+    can only have neighbours in the 2 x 2 x 2 cells its chord-sized box touches, whose rows are
+    found by binary search in the sorted keys. Every candidate's chord is then computed exactly
+    and compared with the radius, so the pairs are those of a brute-force search. Only array
+    operations (sort, searchsorted, cumsum, gather) are used, so the same code runs on the GPU with
+    CuPy (``xp``); ``nearest`` ranks the pairs per left row (ties: the right row's position).
+    """
+
+    name = "grid"
+
+    def __init__(self, xp=np):
+        self.xp = xp
+
+    def all_pairs(self, left, right, radius_arcsec):
+        li, ri, d2 = self._pairs(left, right, chord_for(radius_arcsec))
+        return self._host(li), self._host(ri), sep_from_chord(np.sqrt(self._host(d2)))
+
+    def nearest(self, left, right, k, radius_arcsec):
+        xp = self.xp
+        li, ri, d2 = self._pairs(left, right, chord_for(radius_arcsec))
+        order = xp.lexsort(xp.stack([ri, d2, li]))
+        li, ri, d2 = li[order], ri[order], d2[order]
+        keep = (xp.arange(len(li)) - xp.searchsorted(li, li, side="left")) < k  # rank within each left row
+        li, ri, d2 = li[keep], ri[keep], d2[keep]
+        return self._host(li), self._host(ri), sep_from_chord(np.sqrt(self._host(d2)))
+
+    def _host(self, a):
+        return a.get() if hasattr(a, "get") else np.asarray(a)
+
+    def _pairs(self, left, right, chord):
+        xp = self.xp
+        if len(left) == 0 or len(right) == 0:
+            return xp.empty(0, xp.int64), xp.empty(0, xp.int64), xp.empty(0, xp.float64)
+        left, right = xp.asarray(left, dtype=xp.float64), xp.asarray(right, dtype=xp.float64)
+        cell = max(2 * chord, 2.0 / (2**AXIS_BITS - 4))  # >= 2 chords: a +-chord box spans <= 2 cells per axis
+        shift = int(np.ceil(1.0 / cell)) + 1
+        rkeys = self._keys(xp.floor(right / cell).astype(xp.int64) + shift)
+        order = xp.argsort(rkeys)
+        rkeys = rkeys[order]
+        pieces = [self._chunk(left[i:i + CHUNK_ROWS], i, right, order, rkeys, chord, cell, shift) for i in range(0, len(left), CHUNK_ROWS)]
+        return tuple(xp.concatenate([p[j] for p in pieces]) for j in range(3))
+
+    def _keys(self, cells):
+        return (cells[:, 0] << (2 * AXIS_BITS)) | (cells[:, 1] << AXIS_BITS) | cells[:, 2]
+
+    def _chunk(self, left, offset, right, order, rkeys, chord, cell, shift):
+        xp = self.xp
+        lo = xp.floor((left - chord) / cell).astype(xp.int64) + shift
+        hi = xp.floor((left + chord) / cell).astype(xp.int64) + shift
+        found_l, found_r = [], []
+        for corner in range(8):
+            pick = [(corner >> axis) & 1 for axis in range(3)]
+            cells = xp.stack([hi[:, a] if pick[a] else lo[:, a] for a in range(3)], axis=1)
+            fresh = xp.ones(len(left), dtype=bool)  # a corner equal to an earlier one is skipped
+            for a in range(3):
+                if pick[a]:
+                    fresh &= hi[:, a] != lo[:, a]
+            keys = self._keys(cells)
+            start = xp.searchsorted(rkeys, keys, side="left")
+            stop = xp.searchsorted(rkeys, keys, side="right")
+            counts = xp.where(fresh, stop - start, 0)
+            total = int(counts.sum())
+            if total == 0:
+                continue
+            ends = xp.cumsum(counts)
+            slot = xp.arange(total, dtype=xp.int64)
+            row = xp.searchsorted(ends, slot, side="right")  # the left row of each candidate
+            found_l.append(row)
+            found_r.append(order[start[row] + slot - (ends[row] - counts[row])])
+        if not found_l:
+            return xp.empty(0, xp.int64), xp.empty(0, xp.int64), xp.empty(0, xp.float64)
+        li, ri = xp.concatenate(found_l), xp.concatenate(found_r)
+        d2 = ((left[li] - right[ri]) ** 2).sum(axis=1)
+        ok = d2 <= chord * chord
+        return li[ok] + offset, ri[ok], d2[ok]
+
+
+class GPUAlgorithm(GridAlgorithm):
+    """The grid kernel on the GPU through CuPy: the same pairs as ``grid`` (and ``kdtree``)."""
+
+    name = "gpu"
+
+    def __init__(self):
+        import cupy
+
+        super().__init__(cupy)
+
+
+def gpu_available() -> tuple[bool, str]:
+    """Whether CuPy can use a CUDA device here, and if not, why."""
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return False, "no CUDA device"
+        cupy.arange(1).sum()
+    except Exception as exc:  # no cupy, no driver, no device
+        return False, f"{type(exc).__name__}: {exc}"
+    return True, ""
+
+
+ALGORITHMS: dict[str, type[CrossmatchAlgorithm]] = {"kdtree": KDTreeAlgorithm, "grid": GridAlgorithm, "gpu": GPUAlgorithm}
+
+
+def check_algorithm(name: str) -> None:
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown cross-match algorithm {name!r}; available: {sorted(ALGORITHMS)}")
 
 
 def get_algorithm(name: str) -> CrossmatchAlgorithm:
-    try:
-        return ALGORITHMS[name]()
-    except KeyError:
-        raise ValueError(f"unknown cross-match algorithm {name!r}; available: {sorted(ALGORITHMS)}") from None
+    check_algorithm(name)
+    return ALGORITHMS[name]()

@@ -18,6 +18,7 @@ Ties in separation are broken by the right row's ``_healpix_29``, then its order
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import pandas as pd
 
 from survey_engine.catalog.catalog import Catalog, read_partition
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, radec_to_xyz
-from survey_engine.crossmatch.algorithms import get_algorithm
+from survey_engine.crossmatch.algorithms import check_algorithm, get_algorithm, gpu_available
 from survey_engine.crossmatch.epochs import EpochSpec, max_shift_arcsec
 from survey_engine.crossmatch.plan import MatchTask, plan_crossmatch
 from survey_engine.runtime import compute_frame
@@ -64,7 +65,7 @@ class MatchParams:
             raise ValueError(f"min radius must be within [0, radius), got {self.min_radius_arcsec}")
         if len(self.suffixes) != 2 or self.suffixes[0] == self.suffixes[1]:
             raise ValueError(f"suffixes must be two different strings, got {self.suffixes}")
-        get_algorithm(self.algorithm)
+        check_algorithm(self.algorithm)
         if (self.left_epoch or self.right_epoch) and self.target_epoch is None:
             raise ValueError("give the common epoch (target_epoch / --epoch) to propagate positions to")
 
@@ -317,6 +318,12 @@ def crossmatch(
     without one is taken as already at ``epoch``. The right margin must then cover the radius
     plus the largest motion of either side.
     """
+    if algorithm == "gpu":
+        usable, why = gpu_available()
+        if not usable:
+            print(f"survey-engine: the GPU cross-match kernel was asked for, but there is no usable GPU ({why}); "
+                  "running the same grid kernel on the CPU (algorithm='grid').", file=sys.stderr)
+            algorithm = "grid"
     as_spec = lambda e: e if (e is None or isinstance(e, EpochSpec)) else EpochSpec(e)  # noqa: E731
     params = MatchParams(radius_arcsec, how, k, join, min_radius_arcsec, exclude_self, tuple(suffixes), algorithm,
                          tuple(left_columns) if left_columns else None, tuple(right_columns) if right_columns else None,

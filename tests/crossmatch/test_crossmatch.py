@@ -103,6 +103,53 @@ def test_duplicated_right_rows_break_ties_by_catalog_order(tmp_path, client):
     assert set(zip(got2.id_1, got2.id_2)) == set(zip(two.id_1, two.id_2))
 
 
+@pytest.mark.parametrize("how,k", [("nearest", 1), ("knn", 3), ("all", 1)])
+def test_grid_kernel_gives_the_kdtree_pairs(edge_pair, how, k):
+    """The sorted-grid kernel (the one CuPy runs on a GPU) finds exactly the KD-tree's pairs,
+    at poles, RA 0 and every partition edge of the stress sky."""
+    _, _, left, right, _ = edge_pair
+    ref = crossmatch(left, right, 10.0, how=how, k=k).compute()
+    got = crossmatch(left, right, 10.0, how=how, k=k, algorithm="grid").compute()
+    assert len(ref) > 10_000 and len(got) == len(ref)
+    assert set(zip(got.id_1, got.id_2)) == set(zip(ref.id_1, ref.id_2))
+    merged = got.merge(ref, on=["id_1", "id_2"], suffixes=("", "_ref"))
+    assert np.allclose(merged.sep_arcsec, merged.sep_arcsec_ref, rtol=0, atol=1e-9)
+
+
+def test_grid_kernel_at_tiny_and_wide_radii():
+    """Cells are never narrower than 2 chords and keys never overflow: 0.001" and 2 arcmin radii."""
+    from survey_engine.catalog.healpix import radec_to_xyz
+    from survey_engine.crossmatch.algorithms import GridAlgorithm, KDTreeAlgorithm
+
+    rng = np.random.default_rng(3)
+    ra, dec = rng.uniform(-5, 5, 20_000) % 360, rng.uniform(85, 90, 20_000)  # around the pole, across RA 0
+    left = radec_to_xyz(ra, dec)
+    right = radec_to_xyz(np.r_[(ra + rng.normal(0, 2e-7, len(ra))) % 360, rng.uniform(0, 360, 5000)], np.r_[np.clip(dec + rng.normal(0, 2e-7, len(ra)), -90, 90), rng.uniform(85, 90, 5000)])
+    for radius in (0.001, 120.0):
+        ref = KDTreeAlgorithm().all_pairs(left, right, radius)
+        got = GridAlgorithm().all_pairs(left, right, radius)
+        assert len(ref[0]) > 1000
+        assert set(zip(*got[:2])) == set(zip(*ref[:2]))
+
+
+def test_gpu_kernel_on_a_gpu_or_a_clear_fallback(edge_pair, capsys):
+    """algorithm='gpu': on a GPU machine the CuPy kernel gives the KD-tree's pairs; without one
+    the same grid kernel runs on the CPU and a message says so."""
+    from survey_engine.crossmatch.algorithms import gpu_available
+
+    _, _, left, right, _ = edge_pair
+    ref = crossmatch(left, right, 10.0, how="all").compute()
+    res = crossmatch(left, right, 10.0, how="all", algorithm="gpu")
+    usable, why = gpu_available()
+    if usable:
+        assert res.params.algorithm == "gpu"
+    else:
+        assert res.params.algorithm == "grid"
+        assert "no usable GPU" in capsys.readouterr().err
+    got = res.compute()
+    assert set(zip(got.id_1, got.id_2)) == set(zip(ref.id_1, ref.id_2))
+
+
 def test_left_join_and_min_radius(edge_pair):
     a, b, left, right, _ = edge_pair
     got = crossmatch(left, right, 2.0, join="left").compute()
