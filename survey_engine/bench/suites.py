@@ -314,9 +314,15 @@ def _xyz(df):
     return radec_to_xyz(df.ra.to_numpy(), df.dec.to_numpy())
 
 
-def suite_crossmatch(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1.0) -> list[dict]:
-    from scipy.spatial import cKDTree
+XM_SMALL_PARTITIONS = 40  # LSDB also runs on catalogs of n / 40 rows per partition: its best size is not ours
 
+
+def suite_crossmatch(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1.0) -> list[dict]:
+    """Nearest neighbour within ``radius`` of A (n uniform rows) in B (A jittered by 0.35" per axis
+    plus n/5 extra rows): survey_engine, LSDB (on the same catalogs and on smaller partitions),
+    astropy and one global cKDTree, each in a fresh process (``bench/xm_peer.py``): a cold run
+    (imports, opening, matching) then warm runs. The driver keeps only the truth and one tool's
+    pair array at a time, so 5x10^7 rows fit this machine."""
     from survey_engine.catalog.catalog import open_catalog
     from survey_engine.ingest.file_import.arguments import ImportArguments
     from survey_engine.ingest.file_import.run import run_import
@@ -326,59 +332,78 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, peer_limits=None, radi
         plan = repeat_plan(n, repeats)
         a, b = pair_inputs(n)
         case = f"{n} x {len(b)}"
-        with _cluster(workers) as client:
-            paths = {}
-            for name, df, margin in (("A", a, 0.0), ("B", b, 5.0)):
-                src = work / f"xm_{name}_{n}.parquet"
-                df.to_parquet(src)
-                out = work / f"xm_{name}_{n}"
-                shutil.rmtree(out, ignore_errors=True)
-                run_import(ImportArguments([str(src)], str(out), id_column="id", max_rows=max(20_000, n // 10), margin_arcsec=margin), client=client, progress=False)
-                paths[name] = out
+        files = {"A": work / f"xm_A_{n}.parquet", "B": work / f"xm_B_{n}.parquet"}
+        a.to_parquet(files["A"])
+        b.to_parquet(files["B"])
+        del a, b
+        layouts = {"default": max(20_000, n // 10)}
+        if peer_allowed("crossmatch", n, peer_limits, "lsdb"):
+            layouts["small"] = max(5_000, n // XM_SMALL_PARTITIONS)
+        cats: dict[tuple[str, str], Path] = {}
+        with _cluster(workers) as client:  # closed before the tools run: each starts its own
+            for lay, max_rows in layouts.items():
+                for name, margin in (("A", 0.0), ("B", 5.0)):
+                    out = work / f"xm_{name}_{n}_{lay}"
+                    shutil.rmtree(out, ignore_errors=True)
+                    run_import(ImportArguments([str(files[name])], str(out), id_column="id", max_rows=max_rows, margin_arcsec=margin),
+                               client=client, progress=False)
+                    cats[(name, lay)] = out
+        parts = {lay: len(open_catalog(cats[("A", lay)]).partitions) for lay in layouts}
 
-            def ckdtree():
-                d, i = cKDTree(_xyz(b)).query(_xyz(a), k=1, distance_upper_bound=2 * np.sin(np.radians(radius / 3600) / 2), workers=workers)
-                ok = np.isfinite(d)
-                return pair_array(a.id.to_numpy()[ok], b.id.to_numpy()[i[ok]])
+        def run(tool, lay="default"):
+            spec = {"left": str(cats[("A", lay)]), "right": str(cats[("B", lay)]), "left_file": str(files["A"]), "right_file": str(files["B"]),
+                    "radius": radius, "workers": workers, "runs": 1 + plan["repeats"], "pairs_out": str(work / f"xm_pairs_{tool}_{lay}_{n}.npy")}
+            return _xm_subprocess(tool, spec), spec["pairs_out"]
 
-            def ours():
-                res = open_catalog(paths["A"]).crossmatch(open_catalog(paths["B"]), radius, left_columns=["id"], right_columns=["id"], client=client).compute()
-                return pair_array(res.id_1.to_numpy(), res.id_2.to_numpy())
-
-            def astropy_():
-                import astropy.units as u
-                from astropy.coordinates import SkyCoord, match_coordinates_sky
-
-                idx, sep, _ = match_coordinates_sky(SkyCoord(a.ra.values * u.deg, a.dec.values * u.deg), SkyCoord(b.ra.values * u.deg, b.dec.values * u.deg))
-                ok = sep.arcsec <= radius
-                return pair_array(a.id.to_numpy()[ok], b.id.to_numpy()[idx[ok]])
-
-            def lsdb_():
-                import lsdb
-
-                left = lsdb.open_catalog(paths["A"], columns=["id", "ra", "dec"])
-                right = lsdb.open_catalog(paths["B"], columns=["id", "ra", "dec"])
-                res = left.crossmatch(right, radius_arcsec=radius, n_neighbors=1, suffixes=("_1", "_2"), suffix_method="all_columns").compute()
-                return pair_array(res.id_1.to_numpy(), res.id_2.to_numpy())
-
-            m_truth = timed(ckdtree, **plan)
-            truth = m_truth.pop("value")
-            out_rows.append(_row("crossmatch", case, "ckdtree_global", n, workers, m_truth, agree=True, pairs=len(truth)))
-            prof: list = []
-            for tool, fn in (("survey_engine", _profiled(client, ours, prof)), ("lsdb", lsdb_), ("astropy", astropy_)):
-                if tool != "survey_engine" and not peer_allowed("crossmatch", n, peer_limits):
-                    out_rows.append(_not_run("crossmatch", case, tool, n, workers, peer_limits))
-                    continue
-                try:
-                    m = timed(fn, **plan)
-                except ImportError as exc:
-                    out_rows.append(_row("crossmatch", case, tool, n, workers, note=f"not installed: {exc}"))
-                    continue
-                pairs = m.pop("value")
-                out_rows.append(_row("crossmatch", case, tool, n, workers, m, agree=bool(np.array_equal(pairs, truth)), pairs=len(pairs),
-                                     profile=prof if tool == "survey_engine" else None))
-                del pairs
+        truth_res, truth_file = run("ckdtree_global")
+        truth = np.load(truth_file)
+        tools = [("ckdtree_global", "ckdtree_global", "default"), ("survey_engine", "survey_engine", "default"), ("lsdb", "lsdb", "default"),
+                 ("lsdb_small_partitions", "lsdb", "small"), ("astropy", "astropy", "default")]
+        for label, tool, lay in tools:
+            if label != "ckdtree_global" and tool != "survey_engine" and not peer_allowed("crossmatch", n, peer_limits, tool):
+                out_rows.append(_not_run("crossmatch", case, label, n, workers, peer_limits))
+                continue
+            if lay not in layouts:
+                continue
+            try:
+                res, pairs_file = (truth_res, truth_file) if label == "ckdtree_global" else run(tool, lay)
+            except ImportError as exc:
+                out_rows.append(_row("crossmatch", case, label, n, workers, note=f"not installed: {exc}"))
+                continue
+            agree = True if label == "ckdtree_global" else bool(np.array_equal(np.load(pairs_file), truth))
+            note = f"partitions: {parts[lay]} left" if tool in ("survey_engine", "lsdb") else ("in-memory arrays; cold includes reading the Parquet inputs" if tool != "lsdb" else None)
+            warm, cold = _xm_measure(res["runs"][1:]), _xm_measure(res["runs"][:1])
+            out_rows.append(_row("crossmatch", case, label, n, workers, warm, agree=agree, pairs=res["pairs"], note=note,
+                                 profile=[res["profile"]] if res.get("profile") else None))
+            out_rows.append(_row("crossmatch", f"{case}, cold", label, n, workers, cold, agree=agree, pairs=res["pairs"],
+                                 note=(note + "; " if note else "") + "a fresh process: imports, opening, matching"))
+            if label != "ckdtree_global":
+                Path(pairs_file).unlink(missing_ok=True)
+        del truth
+        Path(truth_file).unlink(missing_ok=True)
     return out_rows
+
+
+def _xm_subprocess(tool: str, spec: dict) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "survey_engine.bench.xm_peer", tool, json.dumps(spec)], capture_output=True, text=True,
+                          )
+    if proc.returncode != 0:
+        if "ModuleNotFoundError" in proc.stderr:
+            raise ImportError(proc.stderr.strip().splitlines()[-1])
+        raise RuntimeError(f"cross-match benchmark of {tool} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _xm_measure(runs: list[dict]) -> dict:
+    import statistics
+
+    times = [r["seconds"] for r in runs]
+    return {"seconds": statistics.median(times), "min_s": min(times), "max_s": max(times), "first_s": runs[0]["seconds"], "repeats": len(runs),
+            "warmup": 0, "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs), "peak_rss_process_bytes": max(r["peak_rss_process_bytes"] for r in runs)}
 
 
 # -- features: per partition on the cluster vs pandas in one process --------------------------------

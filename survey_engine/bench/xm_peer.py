@@ -1,0 +1,128 @@
+"""One cross-match tool of the benchmark, run in a fresh process of its own.
+
+``python -m survey_engine.bench.xm_peer TOOL SPEC_JSON`` runs the tool ``runs`` times in this
+process: the first run is cold (the tool's imports, opening both catalogs or reading both input
+files, matching, the result in memory; for the Dask tools a fresh LocalCluster started before the
+clock, so worker-side imports and JIT compilation count too), the later ones warm (the same
+match again on the already opened catalogs / loaded arrays). It saves the pair set as a sorted
+(n, 2) int64 array (``pair_array``, built after the clock stops) and prints one JSON line with
+each run's seconds and peak memory (this process and its workers).
+
+Each tool in its own process keeps the benchmark driver lean at 50M rows (it never holds the
+inputs or any tool's result: only the truth and one tool's pair array, to compare), and makes
+"cold" mean what a user sees on a first call.
+
+TOOL: ``survey_engine``, ``lsdb`` (catalogs), ``astropy``, ``ckdtree_global`` (input files).
+SPEC_JSON: {"left": catalog dir, "right": catalog dir, "left_file": parquet, "right_file": parquet,
+"radius": arcsec, "workers": n, "runs": n, "pairs_out": .npy path}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+import time
+
+import numpy as np
+
+
+def _ours(spec: dict, client):
+    from survey_engine.catalog.catalog import open_catalog
+
+    left, right = open_catalog(spec["left"]), open_catalog(spec["right"])
+
+    def run():
+        res = left.crossmatch(right, spec["radius"], left_columns=["id"], right_columns=["id"], client=client).compute()
+        return res.id_1.to_numpy(), res.id_2.to_numpy()
+    return run
+
+
+def _lsdb(spec: dict, client):
+    import lsdb
+
+    left = lsdb.open_catalog(spec["left"], columns=["id", "ra", "dec"])
+    right = lsdb.open_catalog(spec["right"], columns=["id", "ra", "dec"])
+
+    def run():
+        res = left.crossmatch(right, radius_arcsec=spec["radius"], n_neighbors=1, suffixes=("_1", "_2"), suffix_method="all_columns").compute()
+        return res.id_1.to_numpy(), res.id_2.to_numpy()
+    return run
+
+
+def _read_inputs(spec: dict):
+    import pandas as pd
+
+    a = pd.read_parquet(spec["left_file"], columns=["id", "ra", "dec"])
+    b = pd.read_parquet(spec["right_file"], columns=["id", "ra", "dec"])
+    return a, b
+
+
+def _astropy(spec: dict, client):
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord, match_coordinates_sky
+
+    a, b = _read_inputs(spec)
+
+    def run():
+        idx, sep, _ = match_coordinates_sky(SkyCoord(a.ra.values * u.deg, a.dec.values * u.deg), SkyCoord(b.ra.values * u.deg, b.dec.values * u.deg))
+        ok = sep.arcsec <= spec["radius"]
+        return a.id.to_numpy()[ok], b.id.to_numpy()[idx[ok]]
+    return run
+
+
+def _ckdtree(spec: dict, client):
+    from scipy.spatial import cKDTree
+
+    from survey_engine.catalog.healpix import radec_to_xyz
+
+    a, b = _read_inputs(spec)
+    chord = 2 * np.sin(np.radians(spec["radius"] / 3600) / 2)
+
+    def run():
+        xa = radec_to_xyz(a.ra.to_numpy(), a.dec.to_numpy())
+        d, i = cKDTree(radec_to_xyz(b.ra.to_numpy(), b.dec.to_numpy())).query(xa, k=1, distance_upper_bound=chord, workers=spec["workers"])
+        ok = np.isfinite(d)
+        return a.id.to_numpy()[ok], b.id.to_numpy()[i[ok]]
+    return run
+
+
+TOOLS = {"survey_engine": (_ours, True), "lsdb": (_lsdb, True), "astropy": (_astropy, False), "ckdtree_global": (_ckdtree, False)}
+
+
+def run_tool(tool: str, spec: dict) -> dict:
+    from survey_engine.bench.measure import PeakMemory
+    from survey_engine.bench.suites import _cluster, pair_array, task_profile
+
+    prepare, needs_cluster = TOOLS[tool]
+    runs, profile, ids = [], [], None
+    with (_cluster(spec["workers"]) if needs_cluster else contextlib.nullcontext()) as client:
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        fn = None
+        for i in range(spec["runs"]):
+            with PeakMemory() as mem:
+                t0 = time.perf_counter()
+                if fn is None:
+                    fn = prepare(spec, client)  # cold: imports and opening count
+                if client is not None and tool == "survey_engine" and i == spec["runs"] - 1:
+                    with task_profile(client, profile):
+                        ids = fn()
+                else:
+                    ids = fn()
+                seconds = time.perf_counter() - t0
+            runs.append({"seconds": seconds, "peak_rss_bytes": mem.peak, "peak_rss_process_bytes": mem.peak_process})
+            if i < spec["runs"] - 1:
+                ids = None
+    pairs = pair_array(*ids)
+    del ids
+    np.save(spec["pairs_out"], pairs)
+    return {"runs": runs, "pairs": int(len(pairs)), "profile": profile[-1] if profile else None}
+
+
+def main(argv: list[str]) -> None:
+    print(json.dumps(run_tool(argv[0], json.loads(argv[1]))))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
