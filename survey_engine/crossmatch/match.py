@@ -19,6 +19,7 @@ Ties in separation are broken by the right row's ``_healpix_29``, then its order
 from __future__ import annotations
 
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,13 +245,39 @@ class CrossmatchResult:
             return dd.from_pandas(meta, npartitions=1)
         return dd.from_map(match_task, self.tasks, p=self.params, lcoords=lcoords, rcoords=rcoords, empty=meta, meta=meta, label="crossmatch", enforce_metadata=False)
 
+    def _matched(self) -> pd.DataFrame:
+        """Every left partition's matches, concatenated in partition order.
+
+        With a distributed client the match tasks are submitted directly and their results
+        gathered straight from the workers: no Dask dataframe graph, so neither the driver nor a
+        fresh worker imports dask.dataframe (half a second each on a cold start)."""
+        try:
+            from distributed import get_client
+
+            client = get_client()
+        except (ImportError, ValueError):
+            return compute_frame(self._all_pairs_dask())
+        from survey_engine.runtime import _workers_reachable
+
+        meta = self.meta()
+        if not self.tasks:
+            return meta
+        lcoords = (self.left.ra_column, self.left.dec_column)
+        rcoords = (self.right.ra_column, self.right.dec_column)
+        run_id = uuid.uuid4().hex[:10]
+        futures = [client.submit(match_task, t, self.params, lcoords, rcoords, meta, pure=False, key=f"crossmatch-{run_id}-{i}")
+                   for i, t in enumerate(self.tasks)]
+        parts = client.gather(futures, direct=_workers_reachable(client))
+        parts = [p for p in parts if len(p)]
+        return pd.concat(parts) if parts else meta
+
     def compute(self) -> pd.DataFrame:
         if not self.in_memory:
-            return compute_frame(self.to_dask())
+            return self._matched()
         from survey_engine.crossmatch.joins import unmatched_rows
 
         s2 = self.params.suffixes[1]
-        pairs = compute_frame(self._all_pairs_dask())
+        pairs = self._matched()
         if self.params.how == "one-to-one":
             from survey_engine.crossmatch.one_to_one import select_one_to_one
 
