@@ -80,18 +80,20 @@ def pixels_outside(index29: np.ndarray, orders: np.ndarray, pixels: np.ndarray) 
     if len(rest) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     deepest = int(np.max(orders)) if len(orders) else 0
-    shift = 2 * (29 - deepest)
-    cells = np.unique(rest >> shift)  # pixels at the deepest given order: inside none of them
-    chosen = set()
-    for c in cells.tolist():
-        o, pix = deepest, c
-        while o > 0:  # climb while the parent overlaps no given pixel
-            parent = pix >> 2
-            ps, pe = (int(v) for v in pixel_range29(o - 1, parent))
-            k = np.searchsorted(starts, pe)  # given pixels starting before the parent ends
-            if k > 0 and stops[:k].max() > ps:
-                break
-            o, pix = o - 1, parent
-        chosen.add((o, pix))
-    got = sorted(chosen)
-    return np.array([g[0] for g in got], dtype=np.int64), np.array([g[1] for g in got], dtype=np.int64)
+    pix = np.unique(rest >> (2 * (29 - deepest)))  # cells at the deepest given order: inside none of them
+    done_o, done_p = [], []
+    for o in range(deepest, 0, -1):  # all cells climb together while their parent overlaps no given pixel
+        parent = pix >> 2
+        ps, pe = pixel_range29(o - 1, parent)
+        k = np.searchsorted(starts, pe)  # the given pixels starting before each parent ends; being
+        blocked = (k > 0) & (stops[np.maximum(k - 1, 0)] > ps)  # disjoint, the last of them reaches furthest
+        done_o.append(np.full(int(blocked.sum()), o, dtype=np.int64))
+        done_p.append(pix[blocked])
+        pix = np.unique(parent[~blocked])
+        if len(pix) == 0:
+            break
+    done_o.append(np.zeros(len(pix), dtype=np.int64))
+    done_p.append(pix)
+    o_all, p_all = np.concatenate(done_o), np.concatenate(done_p).astype(np.int64)
+    order = np.lexsort((p_all, o_all))
+    return o_all[order], p_all[order]

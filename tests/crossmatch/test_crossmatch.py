@@ -366,3 +366,29 @@ def test_left_coarser_than_right_and_rows_outside_right_coverage(tmp_path, clien
     truth = _truth_all(a, b, 20.0)
     assert len(truth) > 300
     assert set(zip(got.id_1, got.id_2)) == set(zip(truth.id_1, truth.id_2))
+
+
+def test_pixels_outside_are_disjoint_coarsest_and_cover_every_row():
+    """The partitions an outer join gives right rows outside every left partition: each such row
+    in exactly one, none overlapping a left pixel, each as coarse as it can be."""
+    from survey_engine.catalog.healpix import pixel_range29
+    from survey_engine.crossmatch.joins import pixels_outside
+
+    rng = np.random.default_rng(8)
+    given = [(3, int(p)) for p in rng.choice(768, 40, replace=False)]  # some order-3 pixels ...
+    for o, p in given[:10]:  # ... ten of them replaced by a few of their order-6 descendants
+        given.remove((o, p))
+        given += [(6, (p << 6) + int(c)) for c in rng.choice(64, 5, replace=False)]
+    orders, pixels = np.array([g[0] for g in given]), np.array([g[1] for g in given])
+    index = rng.integers(0, 12 * 4**29, 200_000)
+    o_out, p_out = pixels_outside(index, orders, pixels)
+    gs, ge = pixel_range29(orders, pixels)
+    os_, oe = pixel_range29(o_out, p_out)
+    inside_given = ((index[:, None] >= gs) & (index[:, None] < ge)).any(axis=1)
+    hits = ((index[~inside_given][:, None] >= os_) & (index[~inside_given][:, None] < oe)).sum(axis=1)
+    assert len(o_out) > 100 and (hits == 1).all()  # every outside row in exactly one new pixel
+    assert not ((os_[:, None] < ge) & (oe[:, None] > gs)).any()  # no new pixel overlaps a given one
+    ps, pe = pixel_range29(np.maximum(o_out - 1, 0), p_out >> 2)  # each parent does (or it is order 0)
+    assert ((o_out == 0) | ((ps[:, None] < ge) & (pe[:, None] > gs)).any(axis=1)).all()
+    assert o_out.max() == 6 and o_out.min() <= 2  # fine next to the order-6 pixels, coarse far from all
+    assert not inside_given.all() and pixels_outside(index[inside_given], orders, pixels)[0].size == 0
