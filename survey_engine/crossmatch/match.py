@@ -252,7 +252,7 @@ class CrossmatchResult:
         gathered straight from the workers: no Dask dataframe graph, so neither the driver nor a
         fresh worker imports dask.dataframe (half a second each on a cold start)."""
         try:
-            from distributed import get_client
+            from distributed import as_completed, get_client
 
             client = get_client()
         except (ImportError, ValueError):
@@ -267,7 +267,16 @@ class CrossmatchResult:
         run_id = uuid.uuid4().hex[:10]
         futures = [client.submit(match_task, t, self.params, lcoords, rcoords, meta, pure=False, key=f"crossmatch-{run_id}-{i}")
                    for i, t in enumerate(self.tasks)]
-        parts = client.gather(futures, direct=_workers_reachable(client))
+        direct = _workers_reachable(client)
+        position = {f.key: i for i, f in enumerate(futures)}
+        parts: list = [None] * len(futures)
+        try:
+            for fut in as_completed(futures):  # fetch each result as it is ready: the transfers overlap
+                parts[position[fut.key]] = client.gather(fut, direct=direct)  # the matching, and workers free
+                fut.release()  # their memory early (at 5x10^7 rows the results are GiBs)
+        except BaseException:
+            client.cancel(futures)
+            raise
         parts = [p for p in parts if len(p)]
         return pd.concat(parts) if parts else meta
 
