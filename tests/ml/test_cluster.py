@@ -143,6 +143,46 @@ def test_ngc2516_members_among_real_field_stars_across_tiles(client, tmp_path):
     assert c["parallax_mean"] == pytest.approx(2.4, abs=0.15)
 
 
+def test_ngc2323_field_across_tiles_against_simbad_cluster_stars(client, tmp_path):
+    """NGC 2323 (M50): the 16,368-star Gaia field of scludam's tests, clustered per tile; the
+    stars SIMBAD lists as NGC 2323 cluster stars ("Cl* NGC 2323 ...", matched within 1") fall
+    mostly in one group, whose motion and parallax are the cluster's (Cantat-Gaudin et al. 2018:
+    pmra -0.81, pmdec -0.65 mas/yr, parallax 0.96 mas)."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord, match_coordinates_sky
+    from astropy.io.votable import parse_single_table
+    from astropy.table import Table
+
+    field = Table.read(shared_path("clusters_xmatch/ngc2323/ngc2323_gaia_field.fits")).to_pandas()
+    field = field[["ra", "dec", "pmra", "pmdec", "parallax", "phot_g_mean_mag"]].assign(source_id=lambda d: np.arange(len(d)))
+    field.to_parquet(tmp_path / "ngc2323.parquet")
+    out = tmp_path / "ngc2323"
+    run_import(ImportArguments([str(tmp_path / "ngc2323.parquet")], str(out), id_column="source_id", max_rows=3000, margin_arcsec=1800),
+               client=client, progress=False)
+    cat = open_catalog(out)
+    assert cat.npartitions >= 4
+    # the field is mostly Galactic-disk stars at ~0.4 mas; groups above 10% of a tile are field
+    summary = cluster_catalog(str(out), OC_FEATURES, "hdbscan", str(tmp_path / "c"),
+                              params={"min_cluster_size": 30, "max_cluster_fraction": 0.1}, client=client, progress=False)
+    df = open_catalog(tmp_path / "c", margin=None).compute().reset_index()
+    simbad = parse_single_table(str(shared_path("clusters_xmatch/ngc2323/ngc2323_simbad_region.vot.xml"))).to_table().to_pandas()
+    listed = simbad[simbad.MAIN_ID.astype(str).str.startswith("Cl* NGC 2323")]
+    idx, sep, _ = match_coordinates_sky(SkyCoord(listed.RA.values * u.deg, listed.DEC.values * u.deg),
+                                        SkyCoord(df.ra.values * u.deg, df.dec.values * u.deg))
+    members = df.source_id.isin(df.source_id.to_numpy()[idx[sep.arcsec < 1.0]])
+    assert members.sum() > 40  # 58 of SIMBAD's 72 "Cl* NGC 2323" stars are in the field
+    best, recall, _, group = _recovery(df, members)
+    assert recall > 0.5  # measured 0.62: older photometric lists hold non-members too
+    assert 300 < len(group) < 2000  # the cluster, not the field (measured 756)
+    hp = df._healpix_29.to_numpy().astype(np.int64)
+    tiles = {(int(o), int(p)) for o, p in zip(cat.partitions.Norder, cat.partitions.Npix)
+             if ((hp[(df.cluster_id == best).to_numpy()] >> (2 * (29 - int(o)))) == int(p)).any()}
+    assert len(tiles) >= 2
+    c = next(c for c in summary["clusters"] if c["cluster_id"] == best)
+    assert c["pmra_mean"] == pytest.approx(-0.81, abs=0.2) and c["pmdec_mean"] == pytest.approx(-0.65, abs=0.2)
+    assert c["parallax_mean"] == pytest.approx(0.96, abs=0.1)
+
+
 def test_kmeans_global(client, mock_catalog, tmp_path):
     summary = cluster_catalog(str(mock_catalog), ["u-g", "g-r", "r-i"], "kmeans", str(tmp_path / "km"), params={"n_clusters": 4},
                               client=client, progress=False)
