@@ -19,7 +19,6 @@ Ties in separation are broken by the right row's ``_healpix_29``, then its order
 from __future__ import annotations
 
 import sys
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, radec_to_xyz
 from survey_engine.crossmatch.algorithms import check_algorithm, get_algorithm, gpu_available
 from survey_engine.crossmatch.epochs import EpochSpec, max_shift_arcsec
 from survey_engine.crossmatch.plan import MatchTask, plan_crossmatch
-from survey_engine.runtime import compute_frame
+from survey_engine.runtime import compute_frame, run_tasks
 
 HOWS = ("nearest", "knn", "all", "one-to-one")
 JOINS = ("inner", "left", "outer")
@@ -248,35 +247,19 @@ class CrossmatchResult:
     def _matched(self) -> pd.DataFrame:
         """Every left partition's matches, concatenated in partition order.
 
-        With a distributed client the match tasks are submitted directly and their results
-        gathered straight from the workers: no Dask dataframe graph, so neither the driver nor a
-        fresh worker imports dask.dataframe (half a second each on a cold start)."""
+        With a distributed client the match tasks are submitted directly (``run_tasks``: results
+        fetched as they finish, straight from workers on this machine): no Dask dataframe graph,
+        so neither the driver nor a fresh worker imports dask.dataframe (half a second each cold)."""
         try:
-            from distributed import as_completed, get_client
+            from distributed import get_client
 
             client = get_client()
         except (ImportError, ValueError):
             return compute_frame(self._all_pairs_dask())
-        from survey_engine.runtime import _workers_reachable
-
         meta = self.meta()
-        if not self.tasks:
-            return meta
         lcoords = (self.left.ra_column, self.left.dec_column)
         rcoords = (self.right.ra_column, self.right.dec_column)
-        run_id = uuid.uuid4().hex[:10]
-        futures = [client.submit(match_task, t, self.params, lcoords, rcoords, meta, pure=False, key=f"crossmatch-{run_id}-{i}")
-                   for i, t in enumerate(self.tasks)]
-        direct = _workers_reachable(client)
-        position = {f.key: i for i, f in enumerate(futures)}
-        parts: list = [None] * len(futures)
-        try:
-            for fut in as_completed(futures):  # fetch each result as it is ready: the transfers overlap
-                parts[position[fut.key]] = client.gather(fut, direct=direct)  # the matching, and workers free
-                fut.release()  # their memory early (at 5x10^7 rows the results are GiBs)
-        except BaseException:
-            client.cancel(futures)
-            raise
+        parts = run_tasks(client, match_task, [(t, self.params, lcoords, rcoords, meta) for t in self.tasks], "crossmatch", progress=False)
         parts = [p for p in parts if len(p)]
         return pd.concat(parts) if parts else meta
 

@@ -107,6 +107,23 @@ def test_rho_oph_control_members(client, tmp_path):
     assert group.source_id.isin(df.source_id[published]).mean() > 0.5
 
 
+def _tiled_field(frame: pd.DataFrame, tmp_path, name: str, client, max_rows: int):
+    """A field (with source_id) written and imported as a catalog of several tiles, 0.5 deg margin."""
+    frame.to_parquet(tmp_path / f"{name}.parquet")
+    out = tmp_path / name
+    run_import(ImportArguments([str(tmp_path / f"{name}.parquet")], str(out), id_column="source_id", max_rows=max_rows, margin_arcsec=1800),
+               client=client, progress=False)
+    cat = open_catalog(out)
+    assert cat.npartitions >= 4
+    return out, cat
+
+
+def _tiles_holding(cat, hp29: np.ndarray) -> set:
+    """The catalog's partitions (tiles) that hold any of these _healpix_29 values."""
+    hp29 = np.asarray(hp29, dtype=np.int64)
+    return {(int(o), int(p)) for o, p in zip(cat.partitions.Norder, cat.partitions.Npix) if ((hp29 >> (2 * (29 - int(o)))) == int(p)).any()}
+
+
 def test_ngc2516_members_among_real_field_stars_across_tiles(client, tmp_path):
     """NGC 2516: the 1,428 Gaia DR3 stars of ASteCA's example (spread over ~10 x 5 deg) among
     the 8,683 real Gaia DR3 stars of ASteCA's field example, whose measured proper motions and
@@ -121,23 +138,14 @@ def test_ngc2516_members_among_real_field_stars_across_tiles(client, tmp_path):
     lo, hi = members[["ra", "dec"]].quantile(0.01), members[["ra", "dec"]].quantile(0.99)
     field["ra"] = rng.uniform(lo.ra, hi.ra, len(field))
     field["dec"] = np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(lo.dec)), np.sin(np.radians(hi.dec)), len(field))))
-    sky = pd.concat([members, field], ignore_index=True)
-    sky.to_parquet(tmp_path / "ngc2516.parquet")
-    out = tmp_path / "ngc2516"
-    run_import(ImportArguments([str(tmp_path / "ngc2516.parquet")], str(out), id_column="source_id", max_rows=2500, margin_arcsec=1800),
-               client=client, progress=False)
-    cat = open_catalog(out)
-    assert cat.npartitions >= 4
+    out, cat = _tiled_field(pd.concat([members, field], ignore_index=True), tmp_path, "ngc2516", client, max_rows=2500)
     summary = cluster_catalog(str(out), OC_FEATURES, "hdbscan", str(tmp_path / "c"),
                               params={"min_cluster_size": 30, "max_cluster_fraction": 0.3}, client=client, progress=False)
     df = open_catalog(tmp_path / "c", margin=None).compute()
     best, recall, purity, group = _recovery(df, df.member)
     assert recall > 0.9 and purity > 0.95  # measured: 0.98 and 0.998 over 11 tiles
     assert df.loc[df.member & (df.cluster_id >= 0), "cluster_id"].value_counts(normalize=True).iloc[0] > 0.95  # one group, not one per tile
-    hp = df.index.to_numpy().astype(np.int64)
-    tiles = {(int(o), int(p)) for o, p in zip(cat.partitions.Norder, cat.partitions.Npix)
-             if ((hp[(df.cluster_id == best).to_numpy()] >> (2 * (29 - int(o)))) == int(p)).any()}
-    assert len(tiles) >= 2
+    assert len(_tiles_holding(cat, df.index[df.cluster_id == best])) >= 2
     c = next(c for c in summary["clusters"] if c["cluster_id"] == best)
     assert c["pmra_mean"] == pytest.approx(-4.6, abs=0.4) and c["pmdec_mean"] == pytest.approx(11.2, abs=0.4)
     assert c["parallax_mean"] == pytest.approx(2.4, abs=0.15)
@@ -155,12 +163,7 @@ def test_ngc2323_field_across_tiles_against_simbad_cluster_stars(client, tmp_pat
 
     field = Table.read(shared_path("clusters_xmatch/ngc2323/ngc2323_gaia_field.fits")).to_pandas()
     field = field[["ra", "dec", "pmra", "pmdec", "parallax", "phot_g_mean_mag"]].assign(source_id=lambda d: np.arange(len(d)))
-    field.to_parquet(tmp_path / "ngc2323.parquet")
-    out = tmp_path / "ngc2323"
-    run_import(ImportArguments([str(tmp_path / "ngc2323.parquet")], str(out), id_column="source_id", max_rows=3000, margin_arcsec=1800),
-               client=client, progress=False)
-    cat = open_catalog(out)
-    assert cat.npartitions >= 4
+    out, cat = _tiled_field(field, tmp_path, "ngc2323", client, max_rows=3000)
     # the field is mostly Galactic-disk stars at ~0.4 mas; groups above 10% of a tile are field
     summary = cluster_catalog(str(out), OC_FEATURES, "hdbscan", str(tmp_path / "c"),
                               params={"min_cluster_size": 30, "max_cluster_fraction": 0.1}, client=client, progress=False)
@@ -174,10 +177,7 @@ def test_ngc2323_field_across_tiles_against_simbad_cluster_stars(client, tmp_pat
     best, recall, _, group = _recovery(df, members)
     assert recall > 0.5  # measured 0.62: older photometric lists hold non-members too
     assert 300 < len(group) < 2000  # the cluster, not the field (measured 756)
-    hp = df._healpix_29.to_numpy().astype(np.int64)
-    tiles = {(int(o), int(p)) for o, p in zip(cat.partitions.Norder, cat.partitions.Npix)
-             if ((hp[(df.cluster_id == best).to_numpy()] >> (2 * (29 - int(o)))) == int(p)).any()}
-    assert len(tiles) >= 2
+    assert len(_tiles_holding(cat, df._healpix_29[df.cluster_id == best])) >= 2
     c = next(c for c in summary["clusters"] if c["cluster_id"] == best)
     assert c["pmra_mean"] == pytest.approx(-0.81, abs=0.2) and c["pmdec_mean"] == pytest.approx(-0.65, abs=0.2)
     assert c["parallax_mean"] == pytest.approx(0.96, abs=0.1)
