@@ -371,12 +371,12 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, peer_limits=None, radi
                 out_rows.append(_row("crossmatch", case, label, n, workers, note=f"not installed: {exc}"))
                 continue
             agree = True if label == "ckdtree_global" else bool(np.array_equal(np.load(pairs_file), truth))
-            note = f"partitions: {parts[lay]} left" if tool in ("survey_engine", "lsdb") else ("in-memory arrays; cold includes reading the Parquet inputs" if tool != "lsdb" else None)
+            note = f"partitions: {parts[lay]} left" if tool in ("survey_engine", "lsdb") else "in-memory arrays; cold includes reading the Parquet inputs"
             warm, cold = _xm_measure(res["runs"][1:]), _xm_measure(res["runs"][:1])
             out_rows.append(_row("crossmatch", case, label, n, workers, warm, agree=agree, pairs=res["pairs"], note=note,
                                  profile=[res["profile"]] if res.get("profile") else None))
             out_rows.append(_row("crossmatch", f"{case}, cold", label, n, workers, cold, agree=agree, pairs=res["pairs"],
-                                 note=(note + "; " if note else "") + "a fresh process: imports, opening, matching"))
+                                 note=note + "; a fresh process: imports, opening, matching"))
             if label != "ckdtree_global":
                 Path(pairs_file).unlink(missing_ok=True)
         del truth
