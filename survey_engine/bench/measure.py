@@ -61,8 +61,14 @@ def timed(fn, repeats: int, warmup: int = 1) -> dict:
         if i >= warmup:
             times.append(dt)
             peak, peak_process = max(peak, mem.peak), max(peak_process, mem.peak_process)
-    return {"seconds": statistics.median(times), "min_s": min(times), "max_s": max(times), "first_s": first,
-            "repeats": repeats, "warmup": warmup, "peak_rss_bytes": peak, "peak_rss_process_bytes": peak_process, "value": value}
+    return {**run_summary(times, first, warmup, peak, peak_process), "value": value}
+
+
+def run_summary(times: list[float], first: float, warmup: int, peak: int, peak_process: int) -> dict:
+    """The row fields of a measurement: median and spread of the timed runs, the first run (cold),
+    the discipline used, and peak memory (all processes / the largest one)."""
+    return {"seconds": statistics.median(times), "min_s": min(times), "max_s": max(times), "first_s": first, "repeats": len(times),
+            "warmup": warmup, "peak_rss_bytes": peak, "peak_rss_process_bytes": peak_process}
 
 
 def machine_info() -> dict:

@@ -8,6 +8,7 @@ service that is not reachable gives a row saying so, never a silent gap.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from survey_engine.bench.measure import timed
+from survey_engine.bench.measure import run_summary, timed
 
 SUITES = ("import", "margins", "crossmatch", "features", "train", "predict", "clustering", "real", "tap", "e2e", "scaling")
 QUICK_SIZES = {"import": [100_000], "margins": [100_000], "crossmatch": [100_000], "features": [100_000], "train": [100_000],
@@ -353,7 +354,7 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, peer_limits=None, radi
         def run(tool, lay="default"):
             spec = {"left": str(cats[("A", lay)]), "right": str(cats[("B", lay)]), "left_file": str(files["A"]), "right_file": str(files["B"]),
                     "radius": radius, "workers": workers, "runs": 1 + plan["repeats"], "pairs_out": str(work / f"xm_pairs_{tool}_{lay}_{n}.npy")}
-            return _xm_subprocess(tool, spec), spec["pairs_out"]
+            return _peer_process("survey_engine.bench.xm_peer", [tool, json.dumps(spec)], f"cross-match benchmark of {tool}"), spec["pairs_out"]
 
         truth_res, truth_file = run("ckdtree_global")
         truth = np.load(truth_file)
@@ -384,26 +385,23 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, peer_limits=None, radi
     return out_rows
 
 
-def _xm_subprocess(tool: str, spec: dict) -> dict:
-    import json
+def _peer_process(module: str, args: list[str], what: str, env: dict | None = None) -> dict:
+    """Run ``python -m module args`` in a fresh process; its last stdout line is a JSON result.
+    A peer library that is not installed is an ImportError (the row then says so)."""
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "survey_engine.bench.xm_peer", tool, json.dumps(spec)], capture_output=True, text=True,
-                          )
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         if "ModuleNotFoundError" in proc.stderr:
             raise ImportError(proc.stderr.strip().splitlines()[-1])
-        raise RuntimeError(f"cross-match benchmark of {tool} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _xm_measure(runs: list[dict]) -> dict:
-    import statistics
-
-    times = [r["seconds"] for r in runs]
-    return {"seconds": statistics.median(times), "min_s": min(times), "max_s": max(times), "first_s": runs[0]["seconds"], "repeats": len(runs),
-            "warmup": 0, "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs), "peak_rss_process_bytes": max(r["peak_rss_process_bytes"] for r in runs)}
+    return run_summary([r["seconds"] for r in runs], runs[0]["seconds"], 0, max(r["peak_rss_bytes"] for r in runs),
+                       max(r["peak_rss_process_bytes"] for r in runs))
 
 
 # -- features: per partition on the cluster vs pandas in one process --------------------------------
@@ -552,33 +550,22 @@ def suite_train(sizes, repeats, workers, work: Path, peer_limits=None) -> list[d
 def _xgb_single_process(data_file: Path, nthread: int, plan: dict, work: Path, params: dict | None = None, rounds: int | None = None):
     """Single-process XGBoost in a fresh process per run (``bench/xgb_peer.py``): the training and
     prediction times it reports (its data loading excluded), and its booster."""
-    import json
-    import statistics
-    import subprocess
-    import sys
-
     import xgboost as xgb
 
     from survey_engine.bench.measure import PeakMemory
 
     model = work / f"xgb_peer_{nthread}.ubj"
+    args = [str(data_file), str(nthread), str(model), json.dumps(params or TRAIN_PARAMS), str(rounds or TRAIN_ROUNDS)]
     runs, peak, peak_process = [], 0, 0
     for i in range(plan["warmup"] + plan["repeats"]):
         with PeakMemory() as mem:
-            done = subprocess.run([sys.executable, "-m", "survey_engine.bench.xgb_peer", str(data_file), str(nthread), str(model),
-                                   json.dumps(params or TRAIN_PARAMS), str(rounds or TRAIN_ROUNDS)], capture_output=True, text=True,
-                              env=_peer_environment(nthread))
-        if done.returncode != 0:
-            raise RuntimeError(f"single-process XGBoost failed: {done.stderr[-2000:]}")
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            runs.append(_peer_process("survey_engine.bench.xgb_peer", args, "single-process XGBoost", env=_peer_environment(nthread)))
         if i >= plan["warmup"]:
             peak, peak_process = max(peak, mem.peak), max(peak_process, mem.peak_process)
     timed_runs = runs[plan["warmup"]:]
 
     def summary(key):
-        t = [r[key] for r in timed_runs]
-        return {"seconds": statistics.median(t), "min_s": min(t), "max_s": max(t), "first_s": runs[0][key], "repeats": len(t),
-                "warmup": plan["warmup"], "peak_rss_bytes": peak, "peak_rss_process_bytes": peak_process}
+        return run_summary([r[key] for r in timed_runs], runs[0][key], plan["warmup"], peak, peak_process)
 
     booster = xgb.Booster(model_file=str(model))
     return summary("train_s"), {**summary("predict_s"), "predict_sum": timed_runs[-1]["predict_sum"]}, booster

@@ -256,12 +256,15 @@ class CrossmatchResult:
             client = get_client()
         except (ImportError, ValueError):
             return compute_frame(self._all_pairs_dask())
+        parts = [p for p in run_tasks(client, match_task, self.task_calls(), "crossmatch", progress=False) if len(p)]
+        return pd.concat(parts) if parts else self.meta()
+
+    def task_calls(self, *extra) -> list[tuple]:
+        """The arguments of ``match_task`` for each left partition, with ``extra`` appended."""
         meta = self.meta()
         lcoords = (self.left.ra_column, self.left.dec_column)
         rcoords = (self.right.ra_column, self.right.dec_column)
-        parts = run_tasks(client, match_task, [(t, self.params, lcoords, rcoords, meta) for t in self.tasks], "crossmatch", progress=False)
-        parts = [p for p in parts if len(p)]
-        return pd.concat(parts) if parts else meta
+        return [(t, self.params, lcoords, rcoords, meta, *extra) for t in self.tasks]
 
     def compute(self) -> pd.DataFrame:
         if not self.in_memory:
@@ -283,8 +286,7 @@ class CrossmatchResult:
         pieces = [p for p in pieces if len(p)]
         if not pieces:
             return meta
-        out = pd.concat([p.astype(meta.dtypes.to_dict()) for p in pieces]) if len(pieces) > 1 else pieces[0].astype(meta.dtypes.to_dict())
-        return _sorted(out, meta)
+        return _sorted(pd.concat([p.astype(meta.dtypes.to_dict()) for p in pieces]), meta)
 
     def write(self, out: str | Path, name: str | None = None, client=None, progress: bool = False) -> Path:
         """Write the result as a HATS collection partitioned like the left catalog."""

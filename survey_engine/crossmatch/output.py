@@ -37,15 +37,12 @@ def _write_frame_by_partition(frame, tasks, catalog_dir: Path) -> tuple[list, li
 def write_result(result, out: Path, name: str | None = None, client=None, progress: bool = False) -> Path:
     name = name or Path(out).name
     meta = result.meta()
-    lcoords = (result.left.ra_column, result.left.dec_column)
-    rcoords = (result.right.ra_column, result.right.dec_column)
     with staged_collection(out) as staging, dask_client(client) as client:
         catalog_dir = staging / name
         if result.in_memory:
             pixels, schemas = _write_frame_by_partition(result.compute(), result.tasks, catalog_dir)
         else:
-            calls = [(t, result.params, lcoords, rcoords, meta, str(catalog_dir)) for t in result.tasks]
-            schemas = run_tasks(client, _match_and_write, calls, "crossmatch", progress)
+            schemas = run_tasks(client, _match_and_write, result.task_calls(str(catalog_dir)), "crossmatch", progress)
             pixels = [(t.left_order, t.left_pix) for t in result.tasks]
         written = [px for px, s in zip(pixels, schemas) if s is not None]
         props = finish_written(
