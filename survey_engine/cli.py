@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--scheduler", required=True, help="tcp://HOST:PORT")
         p.add_argument("--workdir", default=None, help="override the spec's workdir")
         p.add_argument("--security", default=None, help="cluster config whose security: section holds TLS credentials (for tls:// schedulers)")
+        p.add_argument("--min-workers", type=_positive_int, default=None,
+                       help="running scheduler: wait (up to 60 s) until this many workers have joined (default 1)")
         p.add_argument("--check", action="store_true", help="validate the spec and stop")
         p.add_argument("--no-progress", action="store_true")
 
@@ -370,7 +372,7 @@ def _dispatch(args) -> int:
             print(f"{args.job}: valid ({len(spec.stages)} stages: {', '.join(s.id for s in spec.stages)}); outputs in {spec.workdir}")
             return 0
         cluster = args.cluster if args.command == "run" else args.scheduler
-        summary = run_job(spec, cluster=cluster, progress=progress, security_config=args.security)
+        summary = run_job(spec, cluster=cluster, progress=progress, security_config=args.security, min_workers=args.min_workers)
         print(f"job {spec.name}: done; summary in {spec.workdir / 'run_summary.json'}")
         return 0 if summary else 1
     elif args.command == "bench":

@@ -32,10 +32,14 @@ def _fp(*parts) -> str:
 
 @contextlib.contextmanager
 def job_client(spec: JobSpec, cluster: str | None = None, timeout: float = 60.0, connect_timeout: float = 15.0,
-               security_config: str | None = None):
+               security_config: str | None = None, min_workers: int | None = None):
     """The Dask client a job runs on: ``local`` (default), ``tcp://`` / ``tls://host:port`` of a
     running scheduler (TLS credentials from the ``security:`` section of ``security_config``),
-    or a dask-jobqueue cluster (``slurm``, ``pbs``, a config file)."""
+    or a dask-jobqueue cluster (``slurm``, ``pbs``, a config file).
+
+    On a running scheduler the job waits up to ``timeout`` s for ``min_workers`` workers (default 1,
+    or the spec's ``cluster.min_workers``): workers started beside the scheduler join a moment later,
+    and a job that starts with fewer places its partitions on fewer machines."""
     from distributed import Client
 
     from survey_engine.runtime import dask_client
@@ -52,11 +56,13 @@ def job_client(spec: JobSpec, cluster: str | None = None, timeout: float = 60.0,
             client = Client(target, timeout=connect_timeout, security=security) if security else Client(target, timeout=connect_timeout)
         except OSError as exc:
             raise JobSpecError(f"cannot reach the Dask scheduler at {target}: {exc}") from None
+        want = int(min_workers or spec.cluster.get("min_workers") or 1)
         try:
-            client.wait_for_workers(1, timeout=timeout)
+            client.wait_for_workers(want, timeout=timeout)
         except TimeoutError:
+            got = len(client.scheduler_info().get("workers", {}))
             client.close()
-            raise JobSpecError(f"the scheduler at {target} has no workers after {timeout:g} s") from None
+            raise JobSpecError(f"the scheduler at {target} has {got} workers after {timeout:g} s; the job wants at least {want}") from None
         try:
             yield client
         finally:
@@ -73,7 +79,7 @@ def job_client(spec: JobSpec, cluster: str | None = None, timeout: float = 60.0,
 
 
 def run_job(spec: JobSpec, cluster: str | None = None, client=None, progress: bool = True, echo=print,
-            security_config: str | None = None) -> dict:
+            security_config: str | None = None, min_workers: int | None = None) -> dict:
     work = spec.workdir
     work.mkdir(parents=True, exist_ok=True)
     (work / ".state").mkdir(exist_ok=True)
@@ -85,7 +91,8 @@ def run_job(spec: JobSpec, cluster: str | None = None, client=None, progress: bo
     summary = {"job": spec.name, "spec": str(spec.path), "workdir": str(work), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": {}}
     status = "failed"
     try:
-        ctx = contextlib.nullcontext(client) if client is not None else job_client(spec, cluster, security_config=security_config)
+        ctx = contextlib.nullcontext(client) if client is not None else job_client(spec, cluster, security_config=security_config,
+                                                                                            min_workers=min_workers)
         with ctx as client:
             nworkers = len(client.scheduler_info()["workers"])
             _say(echo, f"job {spec.name}: {len(spec.stages)} stages on {nworkers} workers ({client.scheduler.address})")

@@ -12,7 +12,7 @@ before anything runs. Errors name the file, the line and the key.
         train: {task: photoz, catalog: sky, features: [u-g, g-r, r-i, i-z, r], target: redshift}
       - id: zphot
         predict: {model: model, catalog: sky}
-    cluster: {workers: 2}              # optional: local workers, or address: tcp://host:port
+    cluster: {workers: 2}              # optional: local workers, or address: tcp://host:port (min_workers: N waits for N)
 
 Stage parameters that name another stage's output (``catalog``, ``model``, ``left``, ``right``)
 must name an earlier stage (or ``source`` for a catalog source).
@@ -58,7 +58,7 @@ SOURCES = {
             "page_rows": (int, False, None), "workers": (int, False, None), "paging": (str, False, None)},
 }
 TOP = {"name": str, "workdir": str, "source": dict, "sources": dict, "stages": list, "cluster": dict, "description": str}
-CLUSTER_KEYS = {"workers": int, "address": str, "kind": str, "config": str}
+CLUSTER_KEYS = {"workers": int, "address": str, "kind": str, "config": str, "min_workers": int}
 
 
 class JobSpecError(ValueError):

@@ -182,6 +182,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_too_few_workers_on_a_running_scheduler_is_a_clear_error(client, tmp_path):
+    """min_workers above what the scheduler has: the error says how many arrived and how many were wanted."""
+    from survey_engine.jobs.run import job_client
+
+    spec = load_spec(spec_file(tmp_path, GOOD))
+    with job_client(spec, client.scheduler.address, timeout=5, min_workers=2) as c:
+        assert len(c.scheduler_info()["workers"]) == 2
+    with pytest.raises(JobSpecError, match="has 2 workers after 1 s; the job wants at least 3"):
+        with job_client(spec, client.scheduler.address, timeout=1, min_workers=3):
+            pass
+
+
 def test_submit_to_a_running_scheduler(tmp_path):
     """A real `dask scheduler` and two `dask worker` processes on loopback; the job goes by address."""
     port = _free_port()
@@ -196,7 +208,8 @@ def test_submit_to_a_running_scheduler(tmp_path):
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         f = spec_file(tmp_path, GOOD.replace("rows: 20000", "rows: 10000"))
         done = subprocess.run([sys.executable, "-m", "survey_engine.cli", "submit", str(f), "--scheduler", address,
-                               "--workdir", str(tmp_path / "work"), "--no-progress"], capture_output=True, text=True, timeout=300)
+                               "--workdir", str(tmp_path / "work"), "--no-progress", "--min-workers", "2"],
+                              capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         summary = json.loads((tmp_path / "work" / "run_summary.json").read_text())
         assert summary["cluster"]["scheduler"] == address and summary["cluster"]["workers"] == 2
