@@ -97,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--self", dest="exclude_self", action="store_true", help="self-match: never match a row with itself")
     p.add_argument("--suffixes", default="_1,_2", help="column suffixes for left,right (default _1,_2)")
     p.add_argument("--build-margin", action="store_true", help="build a right margin as wide as the radius if the stored one is narrower")
-    p.add_argument("--algorithm", choices=["kdtree", "grid", "gpu"], default="kdtree",
-                   help="matching kernel: kdtree (CPU, default), grid (sorted-grid kernel, NumPy), gpu (the grid kernel on CuPy; same pairs)")
+    p.add_argument("--algorithm", choices=["zones", "kdtree", "grid", "gpu"], default="zones",
+                   help="matching kernel: zones (compiled declination-zone sweep, default), kdtree (scipy cKDTree), "
+                   "grid (sorted-grid kernel, NumPy), gpu (the grid kernel on CuPy); all give the same pairs")
     p.add_argument("--gpu", action="store_true", help="same as --algorithm gpu; falls back to the CPU grid kernel with a message where no GPU exists")
     p.add_argument("--epoch", type=float, default=None, help="compare positions at this epoch (Julian year, e.g. 2016.0)")
     p.add_argument("--left-epoch", default=None, help="epoch of the left catalog: a year, or the name of a per-row epoch column")

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from survey_engine.catalog.catalog import Catalog, read_partition
-from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, radec_to_xyz
-from survey_engine.crossmatch.algorithms import check_algorithm, get_algorithm, gpu_available
+from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
+from survey_engine.crossmatch.algorithms import DEFAULT_ALGORITHM, check_algorithm, get_algorithm, gpu_available
 from survey_engine.crossmatch.epochs import EpochSpec, max_shift_arcsec
 from survey_engine.crossmatch.plan import MatchTask, plan_crossmatch
 from survey_engine.runtime import compute_frame, run_tasks
@@ -45,7 +45,7 @@ class MatchParams:
     min_radius_arcsec: float = 0.0
     exclude_self: bool = False
     suffixes: tuple[str, str] = ("_1", "_2")
-    algorithm: str = "kdtree"
+    algorithm: str = DEFAULT_ALGORITHM
     left_columns: tuple[str, ...] | None = None
     right_columns: tuple[str, ...] | None = None
     target_epoch: float | None = None  # positions are compared at this epoch (Julian year)
@@ -83,19 +83,19 @@ def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchPa
     """Pairs (left idx, right idx, sep) after radius, min radius, self and k rules."""
     if len(left) == 0 or len(right) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
-    lxyz = radec_to_xyz(*_positions(left, lcoords, p.left_epoch, p.target_epoch))
-    rxyz = radec_to_xyz(*_positions(right, rcoords, p.right_epoch, p.target_epoch))
+    lpos = _positions(left, lcoords, p.left_epoch, p.target_epoch)
+    rpos = _positions(right, rcoords, p.right_epoch, p.target_epoch)
     algo = get_algorithm(p.algorithm)
     k = 1 if p.how == "nearest" else p.k
     ties = 0
     if p.how in ("all", "one-to-one") or p.min_radius_arcsec > 0:
-        li, ri, sep = algo.all_pairs(lxyz, rxyz, p.radius_arcsec)
+        li, ri, sep = algo.all_pairs_radec(*lpos, *rpos, p.radius_arcsec)
     else:
         # a KD-tree returns one of several right rows at the same distance at random; asking
         # for as many extra candidates as the right side has duplicated positions lets the
         # documented tie-break (right _healpix_29, then order) choose
         ties = 0 if right.index.is_unique else int(right.index.value_counts().max()) - 1
-        li, ri, sep = algo.nearest(lxyz, rxyz, k + ties + (1 if p.exclude_self else 0), p.radius_arcsec)
+        li, ri, sep = algo.nearest_radec(*lpos, *rpos, k + ties + (1 if p.exclude_self else 0), p.radius_arcsec)
     keep = sep >= p.min_radius_arcsec
     if p.exclude_self:
         lhp, rhp = left.index.to_numpy(), right.index.to_numpy()
@@ -322,7 +322,7 @@ def crossmatch(
     min_radius_arcsec: float = 0.0,
     exclude_self: bool = False,
     suffixes: tuple[str, str] = ("_1", "_2"),
-    algorithm: str = "kdtree",
+    algorithm: str = DEFAULT_ALGORITHM,
     left_columns: list[str] | None = None,
     right_columns: list[str] | None = None,
     build_margin: bool = False,

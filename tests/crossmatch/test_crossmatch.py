@@ -103,33 +103,58 @@ def test_duplicated_right_rows_break_ties_by_catalog_order(tmp_path, client):
     assert set(zip(got2.id_1, got2.id_2)) == set(zip(two.id_1, two.id_2))
 
 
+@pytest.mark.parametrize("algorithm", ["kdtree", "grid"])
 @pytest.mark.parametrize("how,k", [("nearest", 1), ("knn", 3), ("all", 1)])
-def test_grid_kernel_gives_the_kdtree_pairs(edge_pair, how, k):
-    """The sorted-grid kernel (the one CuPy runs on a GPU) finds exactly the KD-tree's pairs,
-    at poles, RA 0 and every partition edge of the stress sky."""
+def test_every_kernel_gives_the_same_pairs(edge_pair, how, k, algorithm):
+    """The KD-tree and the sorted-grid kernel (the one CuPy runs on a GPU) find exactly the default
+    zones kernel's pairs and separations, at poles, RA 0 and every partition edge of the stress sky."""
     _, _, left, right, _ = edge_pair
     ref = crossmatch(left, right, 10.0, how=how, k=k).compute()
-    got = crossmatch(left, right, 10.0, how=how, k=k, algorithm="grid").compute()
+    assert ref is not None and crossmatch(left, right, 10.0).params.algorithm == "zones"
+    got = crossmatch(left, right, 10.0, how=how, k=k, algorithm=algorithm).compute()
     assert len(ref) > 10_000 and len(got) == len(ref)
     assert set(zip(got.id_1, got.id_2)) == set(zip(ref.id_1, ref.id_2))
     merged = got.merge(ref, on=["id_1", "id_2"], suffixes=("", "_ref"))
     assert np.allclose(merged.sep_arcsec, merged.sep_arcsec_ref, rtol=0, atol=1e-9)
 
 
-def test_grid_kernel_at_tiny_and_wide_radii():
-    """Cells are never narrower than 2 chords and keys never overflow: 0.001" and 2 arcmin radii."""
+def _sky_patch(case: str, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    if case == "north pole across RA 0":
+        return rng.uniform(-5, 5, n) % 360, rng.uniform(85, 90, n)
+    if case == "south cap":
+        return rng.uniform(0, 360, n), rng.uniform(-90, -89.9, n)
+    if case == "RA 0/360 on the equator":
+        return np.r_[rng.uniform(0, 0.02, n // 2), rng.uniform(359.98, 360, n - n // 2)], rng.uniform(-0.02, 0.02, n)
+    return rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))  # the whole sky
+
+
+@pytest.mark.parametrize("case", ["north pole across RA 0", "south cap", "RA 0/360 on the equator", "whole sky"])
+def test_kernels_agree_at_poles_ra0_and_tiny_and_wide_radii(case):
+    """Zones (strip heights, RA windows that widen toward a pole and wrap at 0/360), grid (cells
+    never narrower than 2 chords, keys that never overflow) and the KD-tree give the same pairs
+    from 0.001" to 2', for all pairs and the 1 and 3 nearest."""
     from survey_engine.catalog.healpix import radec_to_xyz
-    from survey_engine.crossmatch.algorithms import GridAlgorithm, KDTreeAlgorithm
+    from survey_engine.crossmatch.algorithms import GridAlgorithm, KDTreeAlgorithm, ZonesAlgorithm
 
     rng = np.random.default_rng(3)
-    ra, dec = rng.uniform(-5, 5, 20_000) % 360, rng.uniform(85, 90, 20_000)  # around the pole, across RA 0
-    left = radec_to_xyz(ra, dec)
-    right = radec_to_xyz(np.r_[(ra + rng.normal(0, 2e-7, len(ra))) % 360, rng.uniform(0, 360, 5000)], np.r_[np.clip(dec + rng.normal(0, 2e-7, len(ra)), -90, 90), rng.uniform(85, 90, 5000)])
-    for radius in (0.001, 120.0):
+    ra, dec = _sky_patch(case, 20_000, rng)
+    near = rng.choice(len(ra), 500, replace=False)  # 500 rows within a few mas: pairs even at 0.001"
+    extra = _sky_patch(case, 4000, rng)
+    rra = np.r_[(ra + rng.normal(0, 2e-4, len(ra))) % 360, extra[0], (ra[near] + rng.normal(0, 1e-7, 500)) % 360]
+    rdec = np.r_[np.clip(dec + rng.normal(0, 2e-4, len(ra)), -90, 90), extra[1], np.clip(dec[near] + rng.normal(0, 1e-7, 500), -90, 90)]
+    left, right = radec_to_xyz(ra, dec), radec_to_xyz(rra, rdec)
+    radii = (0.001, 1.0, 120.0) if case in ("north pole across RA 0", "whole sky") else (0.001, 1.0, 5.0)
+    for radius in radii:
         ref = KDTreeAlgorithm().all_pairs(left, right, radius)
-        got = GridAlgorithm().all_pairs(left, right, radius)
-        assert len(ref[0]) > 1000
-        assert set(zip(*got[:2])) == set(zip(*ref[:2]))
+        pairs = set(zip(*ref[:2]))
+        assert len(pairs) > (100 if radius < 0.01 else 1000)
+        assert set(zip(*GridAlgorithm().all_pairs(left, right, radius)[:2])) == pairs
+        got = ZonesAlgorithm().all_pairs_radec(ra, dec, rra, rdec, radius)
+        assert set(zip(*got[:2])) == pairs
+        assert np.allclose(np.sort(got[2]), np.sort(ref[2]), rtol=0, atol=1e-9)
+        for k in (1, 3):
+            near = KDTreeAlgorithm().nearest(left, right, k, radius)
+            assert set(zip(*ZonesAlgorithm().nearest_radec(ra, dec, rra, rdec, k, radius)[:2])) == set(zip(*near[:2]))
 
 
 def test_gpu_kernel_on_a_gpu_or_a_clear_fallback(edge_pair, capsys):

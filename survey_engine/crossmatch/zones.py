@@ -1,0 +1,202 @@
+"""The zones kernel: a compiled sweep over right rows sorted by declination zone, then RA.
+
+The zones algorithm (Gray, Nieto-Santisteban & Szalay 2006, "The Zones Algorithm for Finding
+Points-Near-a-Point or Cross-Matching Spatial Datasets"): right rows are bucketed into horizontal
+declination strips (a counting sort, O(n)) and sorted by RA inside each strip. For a left row,
+only the strips its radius touches are visited, and in each only the RA window
+``asin(sin r / cos |dec|max)`` wide (the exact RA half-width of a circle, taken at the band's
+highest |dec|, so a superset), found by binary search; strips that reach a pole are searched
+whole, windows that cross RA 0/360 are searched on both sides. Every candidate's chord on the unit
+sphere is then compared with the radius, so the pairs are those of a brute-force search, with
+the KD-tree's separations.
+
+Compiled with numba (``cache=True``: the machine code is written beside this file on first use
+and loaded from there after, so a fresh worker pays no compilation); ``nogil`` lets several
+worker threads match at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+EPS_DEG = 1e-8  # 36 micro-arcsec of slack on every window: rounding never drops a true pair
+
+
+@njit(cache=True, nogil=True)
+def _unit_vectors(ra, dec):
+    n = len(ra)
+    out = np.empty((n, 3))
+    for i in range(n):
+        r = np.radians(ra[i])
+        d = np.radians(dec[i])
+        cd = np.cos(d)
+        out[i, 0] = cd * np.cos(r)
+        out[i, 1] = cd * np.sin(r)
+        out[i, 2] = np.sin(d)
+    return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _zone_of(dec, dec0, height, nzones):
+    z = int(np.floor((dec - dec0) / height))
+    return min(max(z, 0), nzones - 1)
+
+
+@njit(cache=True, nogil=True)
+def _build_zones(ra, dec, dec0, height, nzones):
+    """Right rows ordered by (zone, RA): the order, each zone's start, and the sorted RAs."""
+    n = len(ra)
+    zone = np.empty(n, np.int64)
+    starts = np.zeros(nzones + 1, np.int64)
+    for i in range(n):
+        z = _zone_of(dec[i], dec0, height, nzones)
+        zone[i] = z
+        starts[z + 1] += 1
+    for z in range(nzones):
+        starts[z + 1] += starts[z]
+    fill = starts[:-1].copy()
+    order = np.empty(n, np.int64)
+    for i in range(n):
+        order[fill[zone[i]]] = i
+        fill[zone[i]] += 1
+    for z in range(nzones):
+        s, e = starts[z], starts[z + 1]
+        if e - s > 32:
+            seg = order[s:e].copy()
+            order[s:e] = seg[np.argsort(ra[seg], kind="mergesort")]
+        else:  # short strips (the usual case): insertion sort in place, stable
+            for a in range(s + 1, e):
+                row = order[a]
+                b = a
+                while b > s and ra[order[b - 1]] > ra[row]:
+                    order[b] = order[b - 1]
+                    b -= 1
+                order[b] = row
+    sorted_ra = np.empty(n)
+    for j in range(n):
+        sorted_ra[j] = ra[order[j]]
+    return order, starts, sorted_ra
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _windows(ra, dec, r_deg, sin_r):
+    """The RA windows (at most two, after wrapping) that can hold neighbours of (ra, dec)."""
+    top = max(abs(dec - r_deg), abs(dec + r_deg)) + EPS_DEG
+    if top >= 90.0:
+        return -1.0, 1e300, 1e300, -1e300  # a polar cap: the whole strip
+    s = sin_r / np.cos(np.radians(top))
+    if s >= 1.0:
+        return -1.0, 1e300, 1e300, -1e300
+    half = np.degrees(np.arcsin(s)) * (1 + 1e-9) + EPS_DEG
+    lo, hi = ra - half, ra + half
+    if lo < 0.0:
+        return lo + 360.0, 1e300, -1e300, hi  # [lo + 360, inf) and (-inf, hi]
+    if hi >= 360.0:
+        return lo, 1e300, -1e300, hi - 360.0
+    return lo, hi, 1e300, -1e300
+
+
+COUNT, FILL, NEAREST = 0, 1, 2
+
+
+@njit(cache=True, nogil=True)
+def _scan(mode, lra, ldec, lxyz, rxyz, order, starts, sorted_ra, dec0, height, r_deg, sin_r, c2,
+          count, offset, li_out, ri_out, d2_out, best_r, best_d):
+    """Visit every candidate of every left row: COUNT pairs per row, FILL them at ``offset``, or
+    keep the NEAREST k per row (``best_r``/``best_d``, (n, k), ordered by distance, then right row).
+
+    One loop over preallocated arrays, with helpers inlined: arrays passed to a called function
+    or reassigned in the loop cost numba reference counting, more than the search itself."""
+    nzones = len(starts) - 1
+    k = best_r.shape[1]
+    bounds = np.empty(4)
+    for i in range(len(lra)):
+        x, y, zc = lxyz[i, 0], lxyz[i, 1], lxyz[i, 2]
+        z0 = _zone_of(ldec[i] - r_deg - EPS_DEG, dec0, height, nzones)
+        z1 = _zone_of(ldec[i] + r_deg + EPS_DEG, dec0, height, nzones)
+        bounds[0], bounds[1], bounds[2], bounds[3] = _windows(lra[i], ldec[i], r_deg, sin_r)
+        n_windows = 2 if (bounds[2] <= 1e299 or bounds[3] >= -1e299) else 1
+        n_found = 0
+        for z in range(z0, z1 + 1):
+            s, e = starts[z], starts[z + 1]
+            for w in range(n_windows):
+                lo, hi = bounds[2 * w], bounds[2 * w + 1]
+                a, b = s, e  # lower bound of lo in sorted_ra[s:e]
+                while a < b:
+                    mid = (a + b) >> 1
+                    if sorted_ra[mid] < lo:
+                        a = mid + 1
+                    else:
+                        b = mid
+                j = a
+                while j < e and sorted_ra[j] <= hi:
+                    dx = x - rxyz[j, 0]
+                    dy = y - rxyz[j, 1]
+                    dz = zc - rxyz[j, 2]
+                    d2 = dx * dx + dy * dy + dz * dz
+                    if d2 <= c2:
+                        if mode == FILL:
+                            at = offset[i] + n_found
+                            li_out[at] = i
+                            ri_out[at] = order[j]
+                            d2_out[at] = d2
+                        elif mode == NEAREST:
+                            r = order[j]
+                            if d2 < best_d[i, k - 1] or (d2 == best_d[i, k - 1] and r < best_r[i, k - 1]):
+                                m = k - 1  # insertion into the k best
+                                while m > 0 and (d2 < best_d[i, m - 1] or (d2 == best_d[i, m - 1] and r < best_r[i, m - 1])):
+                                    best_d[i, m] = best_d[i, m - 1]
+                                    best_r[i, m] = best_r[i, m - 1]
+                                    m -= 1
+                                best_d[i, m] = d2
+                                best_r[i, m] = r
+                        n_found += 1
+                    j += 1
+        count[i] = n_found
+
+
+@njit(cache=True, nogil=True)
+def _prepare(lra, ldec, rra, rdec, r_deg):
+    dec0 = rdec.min()
+    span = rdec.max() - dec0 + 1e-9
+    height = max(r_deg, span / max(len(rra), 1))
+    order, starts, sorted_ra = _build_zones(rra, rdec, dec0, height, int(span / height) + 1)
+    lxyz = _unit_vectors(lra, ldec)
+    rxyz = _unit_vectors(rra[order], rdec[order])  # in (zone, RA) order: candidates are contiguous
+    return lxyz, rxyz, order, starts, sorted_ra, dec0, height
+
+
+def zones_match(lra: np.ndarray, ldec: np.ndarray, rra: np.ndarray, rdec: np.ndarray, radius_arcsec: float, k: int):
+    """(left idx, right idx, squared chord) of the k nearest (k >= 1) or all (k == 0) right rows
+    within the radius; RA is taken modulo 360. Pairs come by left row, then (for k >= 1) by
+    distance, ties to the earlier right row."""
+    from survey_engine.crossmatch.algorithms import chord_for
+
+    f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
+    lra, rra = f64(lra) % 360.0, f64(rra) % 360.0
+    ldec, rdec = f64(ldec), f64(rdec)
+    if len(lra) == 0 or len(rra) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    r_deg = radius_arcsec / 3600.0
+    c2 = chord_for(radius_arcsec) ** 2
+    lxyz, rxyz, order, starts, sorted_ra, dec0, height = _prepare(lra, ldec, rra, rdec, r_deg)
+    geometry = (lra, ldec, lxyz, rxyz, order, starts, sorted_ra, dec0, height, r_deg, np.sin(np.radians(r_deg)), c2)
+    n = len(lra)
+    count = np.zeros(n, np.int64)
+    no_i, no_f = np.empty(0, np.int64), np.empty(0)
+    if k >= 1:
+        best_r = np.full((n, k), -1, np.int64)
+        best_d = np.full((n, k), np.inf)
+        _scan(NEAREST, *geometry, count, count, no_i, no_i, no_f, best_r, best_d)
+        found = best_r >= 0
+        li = np.broadcast_to(np.arange(n)[:, None], found.shape)[found]
+        return li, best_r[found], best_d[found]
+    none_r, none_d = np.empty((0, 1), np.int64), np.empty((0, 1))
+    _scan(COUNT, *geometry, count, count, no_i, no_i, no_f, none_r, none_d)
+    offset = np.zeros(n, np.int64)
+    np.cumsum(count[:-1], out=offset[1:])
+    total = int(count.sum())
+    li, ri, d2 = np.empty(total, np.int64), np.empty(total, np.int64), np.empty(total)
+    _scan(FILL, *geometry, count, offset, li, ri, d2, none_r, none_d)
+    return li, ri, d2
