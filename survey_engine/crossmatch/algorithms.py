@@ -28,6 +28,8 @@ class CrossmatchAlgorithm(ABC):
     """Finds right neighbours of left points within a radius."""
 
     name: str = "abstract"
+    breaks_ties: bool = False  # nearest_radec orders equal distances by tie_key itself
+
 
     @abstractmethod
     def nearest(self, left: np.ndarray, right: np.ndarray, k: int, radius_arcsec: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -38,7 +40,7 @@ class CrossmatchAlgorithm(ABC):
         """Every (left, right) pair within the radius: (left idx, right idx, sep arcsec)."""
 
     # the match tasks hand over RA/Dec (degrees); kernels that work on unit vectors get them here
-    def nearest_radec(self, lra, ldec, rra, rdec, k: int, radius_arcsec: float):
+    def nearest_radec(self, lra, ldec, rra, rdec, k: int, radius_arcsec: float, tie_key=None):
         from survey_engine.catalog.healpix import radec_to_xyz
 
         return self.nearest(radec_to_xyz(lra, ldec), radec_to_xyz(rra, rdec), k, radius_arcsec)
@@ -85,11 +87,12 @@ class ZonesAlgorithm(CrossmatchAlgorithm):
     searches per row) and with the same pairs; ties in distance go to the earlier right row."""
 
     name = "zones"
+    breaks_ties = True
 
-    def nearest_radec(self, lra, ldec, rra, rdec, k, radius_arcsec):
+    def nearest_radec(self, lra, ldec, rra, rdec, k, radius_arcsec, tie_key=None):
         from survey_engine.crossmatch.zones import zones_match
 
-        li, ri, d2 = zones_match(lra, ldec, rra, rdec, radius_arcsec, max(1, k))
+        li, ri, d2 = zones_match(lra, ldec, rra, rdec, radius_arcsec, max(1, k), tie_key)
         return li, ri, sep_from_chord(np.sqrt(d2))
 
     def all_pairs_radec(self, lra, ldec, rra, rdec, radius_arcsec):

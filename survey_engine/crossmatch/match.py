@@ -93,9 +93,12 @@ def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchPa
     else:
         # a KD-tree returns one of several right rows at the same distance at random; asking
         # for as many extra candidates as the right side has duplicated positions lets the
-        # documented tie-break (right _healpix_29, then order) choose
-        ties = 0 if right.index.is_unique else int(right.index.value_counts().max()) - 1
-        li, ri, sep = algo.nearest_radec(*lpos, *rpos, k + ties + (1 if p.exclude_self else 0), p.radius_arcsec)
+        # documented tie-break (right _healpix_29, then order) choose. The zones kernel applies
+        # that tie-break itself; it still needs them with exclude_self, which drops every
+        # duplicate of a row's own position.
+        if not algo.breaks_ties or p.exclude_self:
+            ties = 0 if right.index.is_unique else int(right.index.value_counts().max()) - 1
+        li, ri, sep = algo.nearest_radec(*lpos, *rpos, k + ties + (1 if p.exclude_self else 0), p.radius_arcsec, right.index.to_numpy())
     keep = sep >= p.min_radius_arcsec
     if p.exclude_self:
         lhp, rhp = left.index.to_numpy(), right.index.to_numpy()
@@ -147,7 +150,7 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
         rows = np.flatnonzero(mask)
         if len(rows) == 0:
             continue
-        sub = left.iloc[rows]
+        sub = left if len(rows) == len(left) else left.iloc[rows]
         right = _read(list(files), p.right_columns, *rcoords, p.right_epoch)
         li, ri, sep = _pairs(sub, right, lcoords, rcoords, p)
         matched[rows[li]] = True
@@ -176,8 +179,9 @@ def _assemble(left, right, li, ri, sep, p: MatchParams, meta: pd.DataFrame) -> p
 def _sorted(out: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     if len(out) == 0:
         return meta
-    if out.index.is_monotonic_increasing and out.index.is_unique:
-        return out  # already in (index, separation) order: one row per index value
+    index = out.index.to_numpy()
+    if bool(np.all(index[1:] > index[:-1])):
+        return out  # strictly increasing: one row per index value, already in order
     order = np.lexsort((out["sep_arcsec"].to_numpy(dtype=float, na_value=np.inf), out.index.to_numpy()))
     return out.iloc[order]
 

@@ -100,11 +100,22 @@ def _windows(ra, dec, r_deg, sin_r):
 COUNT, FILL, NEAREST = 0, 1, 2
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _before(d2, r, best_d2, best_r, tie):
+    """Whether candidate (d2, r) ranks before the kept (best_d2, best_r); best_r < 0 is empty."""
+    if best_r < 0 or d2 < best_d2:
+        return True
+    if d2 > best_d2:
+        return False
+    return tie[r] < tie[best_r] or (tie[r] == tie[best_r] and r < best_r)
+
+
 @njit(cache=True, nogil=True)
-def _scan(mode, lra, ldec, lxyz, rxyz, order, starts, sorted_ra, dec0, height, r_deg, sin_r, c2,
+def _scan(mode, lra, ldec, lxyz, rxyz, order, starts, sorted_ra, dec0, height, r_deg, sin_r, c2, tie,
           count, offset, li_out, ri_out, d2_out, best_r, best_d):
     """Visit every candidate of every left row: COUNT pairs per row, FILL them at ``offset``, or
-    keep the NEAREST k per row (``best_r``/``best_d``, (n, k), ordered by distance, then right row).
+    keep the NEAREST k per row (``best_r``/``best_d``, (n, k)), ordered by distance, then by the
+    right row's ``tie`` key (its ``_healpix_29``), then by right row.
 
     One loop over preallocated arrays, with helpers inlined: arrays passed to a called function
     or reassigned in the loop cost numba reference counting, more than the search itself."""
@@ -143,9 +154,9 @@ def _scan(mode, lra, ldec, lxyz, rxyz, order, starts, sorted_ra, dec0, height, r
                             d2_out[at] = d2
                         elif mode == NEAREST:
                             r = order[j]
-                            if d2 < best_d[i, k - 1] or (d2 == best_d[i, k - 1] and r < best_r[i, k - 1]):
+                            if _before(d2, r, best_d[i, k - 1], best_r[i, k - 1], tie):
                                 m = k - 1  # insertion into the k best
-                                while m > 0 and (d2 < best_d[i, m - 1] or (d2 == best_d[i, m - 1] and r < best_r[i, m - 1])):
+                                while m > 0 and _before(d2, r, best_d[i, m - 1], best_r[i, m - 1], tie):
                                     best_d[i, m] = best_d[i, m - 1]
                                     best_r[i, m] = best_r[i, m - 1]
                                     m -= 1
@@ -160,28 +171,29 @@ def _scan(mode, lra, ldec, lxyz, rxyz, order, starts, sorted_ra, dec0, height, r
 def _prepare(lra, ldec, rra, rdec, r_deg):
     dec0 = rdec.min()
     span = rdec.max() - dec0 + 1e-9
-    height = max(r_deg, span / max(len(rra), 1))
+    height = max(2.0 * r_deg, span / max(len(rra), 1))  # a row's band [dec - r, dec + r] meets 2 strips at most
     order, starts, sorted_ra = _build_zones(rra, rdec, dec0, height, int(span / height) + 1)
     lxyz = _unit_vectors(lra, ldec)
     rxyz = _unit_vectors(rra[order], rdec[order])  # in (zone, RA) order: candidates are contiguous
     return lxyz, rxyz, order, starts, sorted_ra, dec0, height
 
 
-def zones_match(lra: np.ndarray, ldec: np.ndarray, rra: np.ndarray, rdec: np.ndarray, radius_arcsec: float, k: int):
+def zones_match(lra: np.ndarray, ldec: np.ndarray, rra: np.ndarray, rdec: np.ndarray, radius_arcsec: float, k: int,
+                tie_key: np.ndarray | None = None):
     """(left idx, right idx, squared chord) of the k nearest (k >= 1) or all (k == 0) right rows
     within the radius; RA is taken modulo 360. Pairs come by left row, then (for k >= 1) by
-    distance, ties to the earlier right row."""
+    distance; equal distances go to the smaller ``tie_key`` (default: none), then the earlier right row."""
     from survey_engine.crossmatch.algorithms import chord_for
 
-    f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
-    lra, rra = f64(lra) % 360.0, f64(rra) % 360.0
-    ldec, rdec = f64(ldec), f64(rdec)
+    lra, ldec, rra, rdec = (np.ascontiguousarray(a, dtype=np.float64) for a in (lra, ldec, rra, rdec))
     if len(lra) == 0 or len(rra) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    lra, rra = (a if (a.min() >= 0.0 and a.max() < 360.0) else a % 360.0 for a in (lra, rra))
+    tie = np.zeros(len(rra), np.int64) if tie_key is None else np.ascontiguousarray(tie_key, dtype=np.int64)
     r_deg = radius_arcsec / 3600.0
     c2 = chord_for(radius_arcsec) ** 2
     lxyz, rxyz, order, starts, sorted_ra, dec0, height = _prepare(lra, ldec, rra, rdec, r_deg)
-    geometry = (lra, ldec, lxyz, rxyz, order, starts, sorted_ra, dec0, height, r_deg, np.sin(np.radians(r_deg)), c2)
+    geometry = (lra, ldec, lxyz, rxyz, order, starts, sorted_ra, dec0, height, r_deg, np.sin(np.radians(r_deg)), c2, tie)
     n = len(lra)
     count = np.zeros(n, np.int64)
     no_i, no_f = np.empty(0, np.int64), np.empty(0)
@@ -189,6 +201,9 @@ def zones_match(lra: np.ndarray, ldec: np.ndarray, rra: np.ndarray, rdec: np.nda
         best_r = np.full((n, k), -1, np.int64)
         best_d = np.full((n, k), np.inf)
         _scan(NEAREST, *geometry, count, count, no_i, no_i, no_f, best_r, best_d)
+        if k == 1:
+            li = np.flatnonzero(count)
+            return li, best_r[li, 0], best_d[li, 0]
         found = best_r >= 0
         li = np.broadcast_to(np.arange(n)[:, None], found.shape)[found]
         return li, best_r[found], best_d[found]
