@@ -30,7 +30,7 @@ from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
 from survey_engine.crossmatch.algorithms import DEFAULT_ALGORITHM, check_algorithm, get_algorithm, gpu_available
 from survey_engine.crossmatch.epochs import EpochSpec, max_shift_arcsec
 from survey_engine.crossmatch.plan import MatchTask, plan_crossmatch
-from survey_engine.runtime import compute_frame, run_tasks
+from survey_engine.runtime import compute_frame, plain_pages, run_tasks
 
 HOWS = ("nearest", "knn", "all", "one-to-one")
 JOINS = ("inner", "left", "outer")
@@ -164,16 +164,27 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
 
 def _assemble(left, right, li, ri, sep, p: MatchParams, meta: pd.DataFrame) -> pd.DataFrame:
     s1, s2 = p.suffixes
-    lpart = left.iloc[li]
-    data = {f"{c}{s1}": lpart[c].to_numpy() for c in left.columns}
+    data = _taken(left, li, s1)
     if right is not None:
-        rpart = right.iloc[ri]
-        data.update({f"{c}{s2}": rpart[c].to_numpy() for c in right.columns})
+        data.update(_taken(right, ri, s2))
         data[f"{SPATIAL_INDEX_COLUMN}{s2}"] = right.index.to_numpy()[ri]
         data["sep_arcsec"] = sep
-    frame = pd.DataFrame(data, index=pd.Index(lpart.index.to_numpy(), name=SPATIAL_INDEX_COLUMN))
-    frame = frame.reindex(columns=meta.columns)
-    return frame.astype(meta.dtypes.to_dict())
+    index = pd.Index(left.index.to_numpy()[li], name=SPATIAL_INDEX_COLUMN)
+    frame = pd.DataFrame(data, index=index, copy=False)  # one block per column: no stacking copy
+    if list(frame.columns) != list(meta.columns):
+        frame = frame.reindex(columns=meta.columns)
+    wrong = {c: t for c, t in meta.dtypes.items() if frame[c].dtype != t}
+    return frame.astype(wrong) if wrong else frame
+
+
+def _taken(frame: pd.DataFrame, rows: np.ndarray, suffix: str) -> dict:
+    """The rows ``rows`` of every column, suffixed; NumPy columns by a plain take, others
+    (strings, nullable) through pandas so that their dtype survives."""
+    out = {}
+    for c in frame.columns:
+        col = frame[c]
+        out[f"{c}{suffix}"] = col.to_numpy().take(rows) if isinstance(col.dtype, np.dtype) else col.array.take(rows)
+    return out
 
 
 def _sorted(out: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
@@ -271,6 +282,10 @@ class CrossmatchResult:
         return [(t, self.params, lcoords, rcoords, meta, *extra) for t in self.tasks]
 
     def compute(self) -> pd.DataFrame:
+        with plain_pages():  # the driver allocates the whole result here
+            return self._compute()
+
+    def _compute(self) -> pd.DataFrame:
         if not self.in_memory:
             return self._matched()
         from survey_engine.crossmatch.joins import unmatched_rows

@@ -24,16 +24,18 @@ EPS_DEG = 1e-8  # 36 micro-arcsec of slack on every window: rounding never drops
 
 
 @njit(cache=True, nogil=True)
-def _unit_vectors(ra, dec):
-    n = len(ra)
+def _unit_vectors(ra, dec, rows):
+    """Unit vectors of ``rows`` (in that order)."""
+    n = len(rows)
     out = np.empty((n, 3))
-    for i in range(n):
+    for j in range(n):
+        i = rows[j]
         r = np.radians(ra[i])
         d = np.radians(dec[i])
         cd = np.cos(d)
-        out[i, 0] = cd * np.cos(r)
-        out[i, 1] = cd * np.sin(r)
-        out[i, 2] = np.sin(d)
+        out[j, 0] = cd * np.cos(r)
+        out[j, 1] = cd * np.sin(r)
+        out[j, 2] = np.sin(d)
     return out
 
 
@@ -173,8 +175,8 @@ def _prepare(lra, ldec, rra, rdec, r_deg):
     span = rdec.max() - dec0 + 1e-9
     height = max(2.0 * r_deg, span / max(len(rra), 1))  # a row's band [dec - r, dec + r] meets 2 strips at most
     order, starts, sorted_ra = _build_zones(rra, rdec, dec0, height, int(span / height) + 1)
-    lxyz = _unit_vectors(lra, ldec)
-    rxyz = _unit_vectors(rra[order], rdec[order])  # in (zone, RA) order: candidates are contiguous
+    lxyz = _unit_vectors(lra, ldec, np.arange(len(lra)))
+    rxyz = _unit_vectors(rra, rdec, order)  # in (zone, RA) order: candidates are contiguous
     return lxyz, rxyz, order, starts, sorted_ra, dec0, height
 
 
