@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=2)
     p.add_argument("--threshold", type=float, default=1.2, help="compare: flag runs slower than this ratio (default 1.2)")
     p.add_argument("--sizes", type=_positive_int, nargs="+", default=None, help="row counts for every suite (instead of the defaults)")
+    p.add_argument("--partition-rows", type=_positive_int, default=None,
+                   help="crossmatch: at most this many rows per partition of the benchmark catalogs (default: N/10, 12 partitions)")
     p.add_argument("--max-peer-rows", type=_positive_int, default=None,
                    help="run the peers only up to this many rows (default: 10,000,000; 200,000 for single-process HDBSCAN)")
 
@@ -399,7 +401,7 @@ def _dispatch(args) -> int:
         from survey_engine.bench.report import run_bench
 
         report = run_bench(args.suites or None, args.out, quick=args.quick, repeats=args.repeats, workers=args.workers, sizes_override=args.sizes,
-                           max_peer_rows=args.max_peer_rows)
+                           max_peer_rows=args.max_peer_rows, partition_rows=args.partition_rows)
         print((Path(args.out) / "summary.md").read_text())
         print(f"report: {Path(args.out) / 'report.html'}")
         return 1 if report["errors"] else 0

@@ -16,7 +16,8 @@ from survey_engine.catalog.layout import atomic_write_text
 
 
 def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, repeats: int | None = None, workers: int = 2,
-              echo=print, sizes_override: list[int] | None = None, max_peer_rows: int | None = None) -> dict:
+              echo=print, sizes_override: list[int] | None = None, max_peer_rows: int | None = None,
+              partition_rows: int | None = None) -> dict:
     names = list(names or S.SUITES)
     unknown = [n for n in names if n not in S.SUITES]
     if unknown:
@@ -32,14 +33,16 @@ def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, rep
     if max_peer_rows:
         peer_limits["default"] = max_peer_rows
     report = {"machine": machine_info(), "params": {"suites": names, "quick": quick, "repeats": repeats, "workers": workers, "sizes": sizes,
-                                                    "max_peer_rows": peer_limits, "single_run_from_rows": S.BIG},
+                                                    "max_peer_rows": peer_limits, "single_run_from_rows": S.BIG,
+                                                    "partition_rows": partition_rows},
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": [], "errors": {}}
     for name in names:
         t0 = time.perf_counter()
         if echo:
             echo(f"bench {name} ...")
         try:
-            rows = S.RUNNERS[name](sizes[name], repeats, workers, work, peer_limits=peer_limits)
+            extra = {"partition_rows": partition_rows} if (name == "crossmatch" and partition_rows) else {}
+            rows = S.RUNNERS[name](sizes[name], repeats, workers, work, peer_limits=peer_limits, **extra)
         except Exception as exc:  # a suite that breaks is reported, the others still run
             report["errors"][name] = f"{type(exc).__name__}: {exc}"
             rows = []

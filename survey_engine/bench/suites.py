@@ -318,9 +318,11 @@ def _xyz(df):
 XM_SMALL_PARTITIONS = 40  # LSDB also runs on catalogs of n / 40 rows per partition: its best size is not ours
 
 
-def suite_crossmatch(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1.0) -> list[dict]:
+def suite_crossmatch(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1.0,
+                     partition_rows: int | None = None) -> list[dict]:
     """Nearest neighbour within ``radius`` of A (n uniform rows) in B (A jittered by 0.35" per axis
-    plus n/5 extra rows): survey_engine, LSDB (on the same catalogs and on smaller partitions),
+    plus n/5 extra rows): survey_engine, LSDB (on the same catalogs, at most ``partition_rows`` rows
+    per partition, default n/10, and on n/40-row partitions),
     astropy and one global cKDTree, each in a fresh process (``bench/xm_peer.py``): a cold run
     (imports, opening, matching) then warm runs. The driver keeps only the truth and one tool's
     pair array at a time, so 5x10^7 rows fit this machine."""
@@ -332,12 +334,12 @@ def suite_crossmatch(sizes, repeats, workers, work: Path, peer_limits=None, radi
     for n in sizes:
         plan = repeat_plan(n, repeats)
         a, b = pair_inputs(n)
-        case = f"{n} x {len(b)}"
+        case = f"{n} x {len(b)}" + (f", partitions of {partition_rows:,} rows" if partition_rows else "")
         files = {"A": work / f"xm_A_{n}.parquet", "B": work / f"xm_B_{n}.parquet"}
         a.to_parquet(files["A"])
         b.to_parquet(files["B"])
         del a, b
-        layouts = {"default": max(20_000, n // 10)}
+        layouts = {"default": partition_rows or max(20_000, n // 10)}
         if peer_allowed("crossmatch", n, peer_limits, "lsdb"):
             layouts["small"] = max(5_000, n // XM_SMALL_PARTITIONS)
         cats: dict[tuple[str, str], Path] = {}
