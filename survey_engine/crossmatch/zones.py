@@ -190,6 +190,12 @@ def zones_match(lra: np.ndarray, ldec: np.ndarray, rra: np.ndarray, rdec: np.nda
     lra, ldec, rra, rdec = (np.ascontiguousarray(a, dtype=np.float64) for a in (lra, ldec, rra, rdec))
     if len(lra) == 0 or len(rra) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    lok, rok = np.isfinite(lra) & np.isfinite(ldec), np.isfinite(rra) & np.isfinite(rdec)
+    if not (lok.all() and rok.all()):  # rows without a position match nothing
+        lrows, rrows = np.flatnonzero(lok), np.flatnonzero(rok)
+        li, ri, d2 = zones_match(lra[lrows], ldec[lrows], rra[rrows], rdec[rrows], radius_arcsec, k,
+                                 None if tie_key is None else np.asarray(tie_key)[rrows])
+        return lrows[li], rrows[ri], d2
     lra, rra = (a if (a.min() >= 0.0 and a.max() < 360.0) else a % 360.0 for a in (lra, rra))
     tie = np.zeros(len(rra), np.int64) if tie_key is None else np.ascontiguousarray(tie_key, dtype=np.int64)
     r_deg = radius_arcsec / 3600.0

@@ -155,6 +155,13 @@ def test_kernels_agree_at_poles_ra0_and_tiny_and_wide_radii(case):
         for k in (1, 3):
             near = KDTreeAlgorithm().nearest(left, right, k, radius)
             assert set(zip(*ZonesAlgorithm().nearest_radec(ra, dec, rra, rdec, k, radius)[:2])) == set(zip(*near[:2]))
+    # rows without a position (NaN) match nothing and leave the other rows' pairs unchanged
+    nan_ra, nan_rdec = ra.copy(), rdec.copy()
+    nan_ra[::7], nan_rdec[::5] = np.nan, np.nan
+    got = ZonesAlgorithm().all_pairs_radec(nan_ra, dec, rra, nan_rdec, 1.0)
+    ref = KDTreeAlgorithm().all_pairs(left, right, 1.0)
+    keep = (ref[0] % 7 != 0) & (ref[1] % 5 != 0)
+    assert set(zip(*got[:2])) == set(zip(ref[0][keep], ref[1][keep]))
 
 
 def test_gpu_kernel_on_a_gpu_or_a_clear_fallback(edge_pair, capsys):
