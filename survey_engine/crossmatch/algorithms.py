@@ -30,7 +30,6 @@ class CrossmatchAlgorithm(ABC):
     name: str = "abstract"
     breaks_ties: bool = False  # nearest_radec orders equal distances by tie_key itself
 
-
     @abstractmethod
     def nearest(self, left: np.ndarray, right: np.ndarray, k: int, radius_arcsec: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Up to ``k`` nearest right rows within the radius of each left row: (left idx, right idx, sep arcsec)."""
@@ -84,7 +83,8 @@ class KDTreeAlgorithm(CrossmatchAlgorithm):
 class ZonesAlgorithm(CrossmatchAlgorithm):
     """Compiled zones sweep (``zones.py``): right rows by declination strip and RA, exact chords.
     Several times faster than the KD-tree on the same rows (no tree to build, a few binary
-    searches per row) and with the same pairs; ties in distance go to the earlier right row."""
+    searches per row) and with the same pairs; equal distances go to the smaller ``tie_key``
+    (the right row's ``_healpix_29``), then the earlier right row."""
 
     name = "zones"
     breaks_ties = True
