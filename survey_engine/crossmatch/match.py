@@ -193,7 +193,7 @@ def _sorted(out: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     index = out.index.to_numpy()
     if bool(np.all(index[1:] > index[:-1])):
         return out  # strictly increasing: one row per index value, already in order
-    order = np.lexsort((out["sep_arcsec"].to_numpy(dtype=float, na_value=np.inf), out.index.to_numpy()))
+    order = np.lexsort((out["sep_arcsec"].to_numpy(dtype=float, na_value=np.inf), index))
     return out.iloc[order]
 
 

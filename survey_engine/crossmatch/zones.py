@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from survey_engine.crossmatch.algorithms import chord_for
+
 EPS_DEG = 1e-8  # 36 micro-arcsec of slack on every window: rounding never drops a true pair
 
 
@@ -85,10 +87,8 @@ def _build_zones(ra, dec, dec0, height, nzones):
 def _windows(ra, dec, r_deg, sin_r):
     """The RA windows (at most two, after wrapping) that can hold neighbours of (ra, dec)."""
     top = max(abs(dec - r_deg), abs(dec + r_deg)) + EPS_DEG
-    if top >= 90.0:
-        return -1.0, 1e300, 1e300, -1e300  # a polar cap: the whole strip
-    s = sin_r / np.cos(np.radians(top))
-    if s >= 1.0:
+    s = sin_r / np.cos(np.radians(top)) if top < 90.0 else 2.0
+    if s >= 1.0:  # the circle reaches a pole or wraps all the way round: the whole strip
         return -1.0, 1e300, 1e300, -1e300
     half = np.degrees(np.arcsin(s)) * (1 + 1e-9) + EPS_DEG
     lo, hi = ra - half, ra + half
@@ -185,8 +185,6 @@ def zones_match(lra: np.ndarray, ldec: np.ndarray, rra: np.ndarray, rdec: np.nda
     """(left idx, right idx, squared chord) of the k nearest (k >= 1) or all (k == 0) right rows
     within the radius; RA is taken modulo 360. Pairs come by left row, then (for k >= 1) by
     distance; equal distances go to the smaller ``tie_key`` (default: none), then the earlier right row."""
-    from survey_engine.crossmatch.algorithms import chord_for
-
     lra, ldec, rra, rdec = (np.ascontiguousarray(a, dtype=np.float64) for a in (lra, ldec, rra, rdec))
     if len(lra) == 0 or len(rra) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)

@@ -269,11 +269,12 @@ def _stage_margin(stage, p, outputs, tmp, client, progress):
 def _stage_crossmatch(stage, p, outputs, tmp, client, progress):
     from survey_engine.catalog.catalog import open_catalog
     from survey_engine.crossmatch import crossmatch
+    from survey_engine.crossmatch.algorithms import DEFAULT_ALGORITHM
 
     result = crossmatch(open_catalog(_path(outputs, p["left"])), open_catalog(_path(outputs, p["right"])), float(p["radius"]),
                         how=p.get("how", "nearest"), k=p.get("k", 1), join=p.get("join", "inner"), exclude_self=p.get("self", False),
                         min_radius_arcsec=p.get("min_radius", 0.0), suffixes=tuple(p.get("suffixes", ["_1", "_2"])),
-                        build_margin=p.get("build_margin", False), algorithm="gpu" if p.get("gpu") else p.get("algorithm", "zones"), client=client)
+                        build_margin=p.get("build_margin", False), algorithm="gpu" if p.get("gpu") else p.get("algorithm", DEFAULT_ALGORITHM), client=client)
     out = result.write(tmp, client=client, progress=progress)
     return {"rows": open_catalog(out).row_count()}
 
