@@ -30,7 +30,7 @@ from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
 from survey_engine.crossmatch.algorithms import DEFAULT_ALGORITHM, check_algorithm, get_algorithm, gpu_available
 from survey_engine.crossmatch.epochs import EpochSpec, max_shift_arcsec
 from survey_engine.crossmatch.plan import MatchTask, plan_crossmatch
-from survey_engine.runtime import compute_frame, plain_pages, run_tasks
+from survey_engine.runtime import compute_frame, concat_releasing, plain_pages, run_tasks
 
 HOWS = ("nearest", "knn", "all", "one-to-one")
 JOINS = ("inner", "left", "outer")
@@ -271,8 +271,8 @@ class CrossmatchResult:
             client = get_client()
         except (ImportError, ValueError):
             return compute_frame(self._all_pairs_dask())
-        parts = [p for p in run_tasks(client, match_task, self.task_calls(), "crossmatch", progress=False) if len(p)]
-        return pd.concat(parts) if parts else self.meta()
+        out = concat_releasing(run_tasks(client, match_task, self.task_calls(), "crossmatch", progress=False))
+        return self.meta() if out is None or not len(out) else out
 
     def task_calls(self, *extra) -> list[tuple]:
         """The arguments of ``match_task`` for each left partition, with ``extra`` appended."""
@@ -305,6 +305,8 @@ class CrossmatchResult:
         pieces = [p for p in pieces if len(p)]
         if not pieces:
             return meta
+        if len(pieces) == 1 and pieces[0].dtypes.equals(meta.dtypes):
+            return _sorted(pieces[0], meta)  # an inner or plain left join: no second copy of the result
         return _sorted(pd.concat([p.astype(meta.dtypes.to_dict()) for p in pieces]), meta)
 
     def write(self, out: str | Path, name: str | None = None, client=None, progress: bool = False) -> Path:
