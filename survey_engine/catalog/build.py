@@ -244,11 +244,44 @@ def sort_by_healpix(table: pa.Table, id_column: str | None = None) -> pa.Table:
     return table.take(pc.sort_indices(table, sort_keys=keys))
 
 
+DICTIONARY_SAMPLE_ROWS = 10_000
+
+
+def dictionary_columns(table: pa.Table, sample_rows: int = DICTIONARY_SAMPLE_ROWS) -> list[str]:
+    """The columns worth Parquet's dictionary encoding: text, booleans, and any column whose
+    first ``sample_rows`` values repeat (at most half distinct: flags, classes, bands).
+
+    Parquet writers try a dictionary on every column by default and fall back to plain encoding
+    when it grows too large; on unique floats and ids that attempt was two thirds of the time of
+    writing a cross-match partition (119 ms of 256k rows here, 35 ms without), for no gain."""
+    chosen = []
+    for name, column in zip(table.column_names, table.columns):
+        kind = column.type
+        if name == SPATIAL_INDEX_COLUMN:
+            continue  # sorted: delta-encoded instead
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind) \
+                or pa.types.is_dictionary(kind) or pa.types.is_boolean(kind):
+            chosen.append(name)
+            continue
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_temporal(kind) or pa.types.is_decimal(kind)):
+            continue  # nested and other types: plain
+        head = column.slice(0, sample_rows)
+        if len(head) and pc.count_distinct(head, mode="all").as_py() <= len(head) // 2:
+            chosen.append(name)
+    return chosen
+
+
 def write_partition_file(table: pa.Table, catalog_dir: str | Path, order: int, pix: int) -> Path:
-    """Write one partition atomically, with the sorting column recorded as hats does."""
+    """Write one partition atomically, with the sorting column recorded as hats does.
+
+    Dictionary encoding only where values repeat (``dictionary_columns``), and the sorted
+    ``_healpix_29`` delta-encoded (a standard Parquet encoding every reader knows: a sixth
+    smaller files on a cross-match result)."""
     final = partition_path(catalog_dir, order, pix)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    delta = {SPATIAL_INDEX_COLUMN: "DELTA_BINARY_PACKED"} if SPATIAL_INDEX_COLUMN in table.column_names \
+        and pa.types.is_integer(table.schema.field(SPATIAL_INDEX_COLUMN).type) else None
     pq.write_table(
         table,
         tmp,
@@ -256,6 +289,8 @@ def write_partition_file(table: pa.Table, catalog_dir: str | Path, order: int, p
         row_group_size=max(table.num_rows, 1),
         sorting_columns=[pq.SortingColumn(0)],
         write_statistics=True,
+        use_dictionary=dictionary_columns(table),
+        column_encoding=delta,
     )
     os.replace(tmp, final)
     return final

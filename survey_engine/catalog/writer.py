@@ -32,7 +32,9 @@ def write_frame_partition(frame: pd.DataFrame, catalog_dir: str | Path, order: i
     if SPATIAL_INDEX_COLUMN not in table.column_names:
         raise ValueError(f"a transform dropped the {SPATIAL_INDEX_COLUMN} index; keep it as the frame index")
     table = table.select([SPATIAL_INDEX_COLUMN] + [c for c in table.column_names if c != SPATIAL_INDEX_COLUMN])
-    build.write_partition_file(build.sort_by_healpix(table), catalog_dir, order, pix)
+    if not frame.index.is_monotonic_increasing:  # cross-match and transform outputs usually are: no sort and copy
+        table = build.sort_by_healpix(table)
+    build.write_partition_file(table, catalog_dir, order, pix)
     return table.schema
 
 
