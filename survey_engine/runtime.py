@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from tqdm.auto import tqdm
@@ -47,10 +47,13 @@ def dask_client(client=None, n_workers: int | None = None, memory_limit: str | N
         cluster.close()
 
 
-def run_tasks(client, func, calls: Sequence[tuple], desc: str, progress: bool = True, key_prefix: str = "se") -> list:
+def run_tasks(client, func, calls: Sequence[tuple], desc: str, progress: bool = True, key_prefix: str = "se",
+              sink: Callable[[int, object], None] | None = None) -> list:
     """Submit ``func(*args)`` for each tuple in ``calls``; return results in call order.
 
-    The first failure cancels the rest and re-raises the worker's exception unchanged.
+    With ``sink``, each result is handed to ``sink(position, result)`` as soon as it arrives and
+    not kept (the list then holds None). The first failure cancels the rest and re-raises the
+    worker's exception unchanged.
     """
     from distributed import as_completed
 
@@ -68,7 +71,12 @@ def run_tasks(client, func, calls: Sequence[tuple], desc: str, progress: bool = 
                 exc = fut.exception()
                 client.cancel(futures)
                 raise exc
-            results[position[fut.key]] = client.gather(fut, direct=direct)
+            result = client.gather(fut, direct=direct)
+            if sink is None:
+                results[position[fut.key]] = result
+            else:
+                sink(position[fut.key], result)
+            del result
             fut.release()  # and the worker's copy is freed at once (large results: GiBs at 10^7+ rows)
             bar.update(1)
     finally:
@@ -137,6 +145,65 @@ def concat_releasing(parts: list):
             for c in column_index}
     out = pd.DataFrame(data, index=pd.Index(index, name=names[0]), columns=column_index, copy=False)
     return out
+
+
+class ColumnSlots:
+    """Frames of the same columns copied, as they arrive in any order, into columns allocated once,
+    each in a slot of at most ``capacities[i]`` rows; ``frame()`` closes the gaps in place.
+
+    For results whose size is bounded in advance (at most k matches per left row): the driver then
+    holds the result once, plus one piece in flight, and asks the system for no other memory -
+    against the result twice over (every piece, then their concatenation). ``usable(meta)`` says
+    whether a frame's columns allow it: numeric, boolean and datetime numpy columns and index
+    (object and extension columns hold references, which a byte move would duplicate).
+    """
+
+    def __init__(self, meta, capacities: Sequence[int]):
+        import numpy as np
+
+        self.meta = meta
+        self.starts = np.concatenate([[0], np.cumsum(np.asarray(capacities, dtype=np.int64))])
+        total = int(self.starts[-1])
+        self.columns = {c: np.empty(total, dtype=t) for c, t in meta.dtypes.items()}
+        self.index = np.empty(total, dtype=meta.index.dtype)
+        self.lengths = np.zeros(len(capacities), dtype=np.int64)
+
+    @staticmethod
+    def usable(meta) -> bool:
+        import numpy as np
+        import pandas as pd
+
+        def plain(t) -> bool:
+            return isinstance(t, np.dtype) and t.kind in "biufcmM"
+        return meta.columns.is_unique and not isinstance(meta.index, pd.MultiIndex) and plain(meta.index.dtype) \
+            and all(plain(t) for t in meta.dtypes)
+
+    def put(self, position: int, piece) -> None:
+        start, n = int(self.starts[position]), len(piece)
+        if n > self.starts[position + 1] - start:
+            raise RuntimeError(f"piece {position} has {n} rows, more than the {int(self.starts[position + 1]) - start} bound for it")
+        if not piece.columns.equals(self.meta.columns):
+            raise RuntimeError(f"piece {position} has columns {list(piece.columns)}, expected {list(self.meta.columns)}")
+        for c, values in self.columns.items():
+            values[start:start + n] = piece[c].to_numpy()
+        self.index[start:start + n] = piece.index.to_numpy()
+        self.lengths[position] = n
+
+    def frame(self):
+        """The pieces in position order, as one frame (views of the columns, no copy)."""
+        import ctypes
+
+        import pandas as pd
+
+        arrays = [*self.columns.values(), self.index]
+        end = 0
+        for start, n in zip(self.starts[:-1].tolist(), self.lengths.tolist()):
+            if n and start != end:  # slide the piece down over the gap: memmove allows the overlap
+                for a in arrays:
+                    ctypes.memmove(a.ctypes.data + end * a.itemsize, a.ctypes.data + start * a.itemsize, n * a.itemsize)
+            end += n
+        data = {c: values[:end] for c, values in self.columns.items()}
+        return pd.DataFrame(data, index=pd.Index(self.index[:end], name=self.meta.index.name), columns=self.meta.columns, copy=False)
 
 
 @contextmanager

@@ -62,3 +62,24 @@ def test_concat_releasing_edge_cases():
     pd.testing.assert_frame_equal(concat_releasing([a, b]), pd.concat([a, b]))
     c = _piece(6, 2, 3)[["ra", "id", "mag", "name", "label", "n_obs", "flag"]]  # columns in another order
     pd.testing.assert_frame_equal(concat_releasing([a, c]), pd.concat([a, c]))
+
+
+def test_column_slots_give_the_pieces_in_order_whatever_the_arrival_order():
+    from survey_engine.runtime import ColumnSlots
+
+    def piece(start, n):
+        return pd.DataFrame({"id": np.arange(start, start + n, dtype=np.int64), "sep": np.arange(start, start + n) / 10.0,
+                             "ok": np.arange(n) % 2 == 0}, index=pd.Index(np.arange(start, start + n, dtype=np.int64) * 3, name="_healpix_29"))
+
+    pieces = [piece(0, 4), piece(4, 0), piece(4, 9), piece(13, 1), piece(14, 6)]
+    capacities = [4, 3, 12, 5, 6]  # gaps of 0, 3, 3, 4 and 0 rows to close
+    meta = pieces[0].iloc[:0]
+    assert ColumnSlots.usable(meta)
+    slots = ColumnSlots(meta, capacities)
+    for position in (3, 0, 4, 2, 1):
+        slots.put(position, pieces[position])
+    pd.testing.assert_frame_equal(slots.frame(), pd.concat(pieces))
+    with pytest.raises(RuntimeError, match="piece 1 has 4 rows, more than the 3 bound"):
+        ColumnSlots(meta, capacities).put(1, piece(0, 4))
+    assert not ColumnSlots.usable(pieces[0].assign(name="x"))  # object columns: references, not bytes
+    assert not ColumnSlots.usable(pieces[0].astype({"id": "Int64"}))

@@ -30,7 +30,7 @@ from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
 from survey_engine.crossmatch.algorithms import DEFAULT_ALGORITHM, check_algorithm, get_algorithm, gpu_available
 from survey_engine.crossmatch.epochs import EpochSpec, max_shift_arcsec
 from survey_engine.crossmatch.plan import MatchTask, plan_crossmatch
-from survey_engine.runtime import compute_frame, concat_releasing, plain_pages, run_tasks
+from survey_engine.runtime import ColumnSlots, compute_frame, concat_releasing, plain_pages, run_tasks
 
 HOWS = ("nearest", "knn", "all", "one-to-one")
 JOINS = ("inner", "left", "outer")
@@ -271,8 +271,27 @@ class CrossmatchResult:
             client = get_client()
         except (ImportError, ValueError):
             return compute_frame(self._all_pairs_dask())
+        meta = self.meta()
+        capacities = self._row_bounds() if ColumnSlots.usable(meta) else None
+        if capacities is not None:
+            slots = ColumnSlots(meta, capacities)
+            run_tasks(client, match_task, self.task_calls(), "crossmatch", progress=False, sink=slots.put)
+            return slots.frame()
         out = concat_releasing(run_tasks(client, match_task, self.task_calls(), "crossmatch", progress=False))
-        return self.meta() if out is None or not len(out) else out
+        return meta if out is None or not len(out) else out
+
+    def _row_bounds(self) -> list[int] | None:
+        """Most rows each task can return - k per left row for nearest / knn (a left join's
+        unmatched row counts one) - from the left files' footers; None where unbounded (all pairs)."""
+        import pyarrow.parquet as pq
+
+        if self.params.how not in ("nearest", "knn"):
+            return None
+        k = 1 if self.params.how == "nearest" else self.params.k
+        try:
+            return [k * pq.read_metadata(t.left_file).num_rows for t in self.tasks]
+        except (OSError, ValueError):  # a footer that cannot be read here: gather, then concatenate
+            return None
 
     def task_calls(self, *extra) -> list[tuple]:
         """The arguments of ``match_task`` for each left partition, with ``extra`` appended."""
