@@ -64,6 +64,43 @@ def test_nearest_equals_brute_force(edge_pair):
     assert "flux_1" not in slim.columns and {"ra_1", "dec_2", "sep_arcsec"} <= set(slim.columns)
 
 
+def test_a_small_target_list_reads_only_the_right_partitions_it_touches(edge_pair, tmp_path, client, monkeypatch):
+    """300 targets in one 2-degree cell against the whole right catalog: the tasks open exactly
+    the right partitions that contain a target, and their margins - no other file, although the
+    target list's one partition spans a twelfth of the sky - and the pairs equal brute force."""
+    import survey_engine.crossmatch.match as xm
+    from survey_engine.catalog.healpix import radec_to_healpix
+    from survey_engine.catalog.layout import partition_path
+
+    a, b, _, right, _ = edge_pair
+    cell = radec_to_healpix(b.ra.to_numpy(), b.dec.to_numpy(), 5)
+    patch = b[cell == np.bincount(cell).argmax()]  # the densest 2-degree cell
+    targets = patch.sample(n=min(300, len(patch)), random_state=3)[["ra", "dec"]].reset_index(drop=True)
+    targets.insert(0, "id", np.arange(len(targets)))
+    targets.to_parquet(tmp_path / "targets.parquet")
+    run_import(ImportArguments([str(tmp_path / "targets.parquet")], str(tmp_path / "targets"), id_column="id"), client=client, progress=False)
+    target_list = open_catalog(tmp_path / "targets")
+    assert len(targets) >= 100 and len(target_list.partitions) == 1 and len(right.partitions) > 20
+
+    read: list[str] = []
+    original = xm._read
+    monkeypatch.setattr(xm, "_read", lambda files, *args: (read.extend(map(str, files)), original(files, *args))[1])
+    result = crossmatch(target_list, right, 10.0)
+    local = pd.concat([xm.match_task(*call) for call in result.task_calls()])  # in this process, to see its reads
+
+    touched = [(int(o), int(p)) for o, p in zip(right.partitions.Norder, right.partitions.Npix)
+               if np.any(radec_to_healpix(targets.ra.to_numpy(), targets.dec.to_numpy(), int(o)) == int(p))]
+    margins = {(int(o), int(p)) for o, p in zip(right.margin.partitions.Norder, right.margin.partitions.Npix)}
+    expected = {str(partition_path(right.path, o, p)) for o, p in touched}
+    expected |= {str(partition_path(right.margin.path, o, p)) for o, p in touched if (o, p) in margins}
+    right_reads = set(read) - {str(f) for f in target_list.partition_files()}
+    assert right_reads == expected
+    assert len(touched) <= 4 < len(right.partitions) / 5
+    truth = _truth_all(targets, b, 10.0).sort_values(["id_1", "sep", "id_2"]).drop_duplicates("id_1")
+    got = result.compute()
+    assert set(zip(got.id_1, got.id_2)) == set(zip(truth.id_1, truth.id_2)) == set(zip(local.id_1, local.id_2))
+
+
 def test_all_pairs_and_knn_equal_brute_force(edge_pair):
     a, b, left, right, _ = edge_pair
     truth = _truth_all(a, b, 10.0)
