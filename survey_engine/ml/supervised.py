@@ -161,7 +161,7 @@ def prepare_table(table: Table, opts: TrainOptions, client) -> tuple[object, Fea
     prepared = table.frame.map_partitions(
         _prepare, spec, opts.task, opts.truth, classes, opts.folds, opts.seed, ra, dec, opts.where, meta=meta.iloc[:0], align_dataframes=False
     )
-    prepared = client.persist(prepared)
+    prepared = placed(client, prepared)  # persisted where training wants each partition: no moves later
     n = int(prepared.shape[0].compute())
     if n < opts.folds:
         raise TrainingError(f"{table.path}: only {n} labelled rows, fewer than the {opts.folds} folds")
