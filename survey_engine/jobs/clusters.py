@@ -20,6 +20,7 @@ import yaml
 
 KINDS = ("slurm", "pbs")
 REPO_CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"
+PACKAGED_CLUSTER_DIR = Path(__file__).resolve().parent / "cluster_configs"  # the same files, in a wheel
 
 
 class ClusterConfigError(ValueError):
@@ -29,10 +30,10 @@ class ClusterConfigError(ValueError):
 def config_path(target: str) -> Path:
     """``slurm`` / ``pbs`` -> the shipped config; anything else is a path to a config file."""
     if target in KINDS:
-        for base in (Path.cwd() / "cluster", REPO_CLUSTER_DIR):
+        for base in (Path.cwd() / "cluster", REPO_CLUSTER_DIR, PACKAGED_CLUSTER_DIR):
             if (base / f"{target}.yaml").exists():
                 return base / f"{target}.yaml"
-        raise ClusterConfigError(f"--cluster {target}: no cluster/{target}.yaml here or in the survey_engine checkout")
+        raise ClusterConfigError(f"--cluster {target}: no cluster/{target}.yaml here, in the survey_engine checkout or in the installed package")
     path = Path(target)
     if not path.exists():
         raise ClusterConfigError(f"--cluster {target}: no such cluster config file")

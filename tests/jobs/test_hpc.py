@@ -89,6 +89,26 @@ def test_cluster_config_errors(tmp_path, monkeypatch):
     assert kwargs["queue"] == "normal" and scale["jobs"] == 5 and kwargs["memory"] == "2GB"
 
 
+def test_shipped_configs_are_found_from_an_installed_package(tmp_path, monkeypatch):
+    """`--cluster slurm|pbs` outside a checkout (a wheel install): the package carries the same
+    files as cluster/ (linked, followed when the wheel is built)."""
+    from pathlib import Path
+
+    import survey_engine.jobs.clusters as clusters
+
+    repo = Path(__file__).resolve().parents[2] / "cluster"
+    monkeypatch.chdir(tmp_path)  # no cluster/ here
+    monkeypatch.setattr(clusters, "REPO_CLUSTER_DIR", tmp_path / "no-checkout")
+    for kind in ("slurm", "pbs"):
+        found = config_path(kind)
+        assert found.parent == clusters.PACKAGED_CLUSTER_DIR
+        assert found.read_bytes() == (repo / f"{kind}.yaml").read_bytes()
+        assert load_config(found)[0] == kind
+    monkeypatch.setattr(clusters, "PACKAGED_CLUSTER_DIR", tmp_path / "not-installed")
+    with pytest.raises(ClusterConfigError, match="no cluster/slurm.yaml here"):
+        config_path("slurm")
+
+
 def test_slurm_cluster_over_tls(slurm, tmp_path):
     """The cluster config's security section: scheduler and SLURM-job workers talk TLS."""
     from tests.jobs.test_tls import make_certs
