@@ -80,3 +80,15 @@ def test_hats_import_collection_opens_in_survey_engine(tmp_path, client):
     assert set(cone["SOURCE_ID"]) == set(df.SOURCE_ID[sep <= 1800])
     # a plain hats-import catalog (not the collection) opens too
     assert open_catalog(tmp_path / "blanco1" / "blanco1").row_count() == len(df)
+    # and cross-matching works on it, with its own margin: a self-match within 10" (the margin's
+    # width) excluding each row itself equals astropy's brute force over the whole field
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord, search_around_sky
+
+    pairs = cat.crossmatch(cat, 10.0, how="all", exclude_self=True, left_columns=["SOURCE_ID"], right_columns=["SOURCE_ID"]).compute()
+    coords = SkyCoord(df.ra.to_numpy() * u.deg, df.dec.to_numpy() * u.deg)
+    i, j, _, _ = search_around_sky(coords, coords, 10.0 * u.arcsec)
+    ids = df.SOURCE_ID.to_numpy()
+    truth = {(a, b) for a, b in zip(ids[i], ids[j]) if a != b}
+    assert len(truth) > 100
+    assert set(zip(pairs.SOURCE_ID_1, pairs.SOURCE_ID_2)) == truth
