@@ -401,6 +401,34 @@ def _import_pair(tmp_path, client, a: pd.DataFrame, b: pd.DataFrame, left_rows: 
     return open_catalog(tmp_path / "left"), open_catalog(tmp_path / "right")
 
 
+def test_radius_bigger_than_the_smallest_partitions(tmp_path, client):
+    """A dense clump split into partitions down to order 13 (26" across) on both sides, matched
+    within 40": a pair can skip over whole partitions, and the margins (45") must reach past them."""
+    rng = np.random.default_rng(31)
+    n = 6_000
+    r = np.sqrt(rng.uniform(0, 1, n)) * (150 / 3600)  # a disc 2.5' in radius, in degrees
+    t = rng.uniform(0, 2 * np.pi, n)
+    dec = 41.27 + r * np.sin(t)
+    ra = 10.68 + r * np.cos(t) / np.cos(np.radians(dec))
+    a = pd.DataFrame({"id": np.arange(n // 2), "ra": ra[: n // 2], "dec": dec[: n // 2]})
+    b = pd.DataFrame({"id": np.arange(n - n // 2) + 10**7, "ra": ra[n // 2:], "dec": dec[n // 2:]})
+    for name, df, max_rows in (("left", a, 30), ("right", b, 40)):
+        df.to_parquet(tmp_path / f"{name}.parquet")
+        run_import(ImportArguments([str(tmp_path / f"{name}.parquet")], str(tmp_path / name), id_column="id", max_rows=max_rows,
+                                   highest_order=13, margin_arcsec=45), client=client, progress=False)
+    left, right = open_catalog(tmp_path / "left"), open_catalog(tmp_path / "right")
+    size = {o: np.degrees(np.sqrt(4 * np.pi / (12 * 4.0**o))) * 3600 for o in range(14)}
+    assert size[left.partitions.Norder.max()] < 40 and size[right.partitions.Norder.max()] < 40
+    assert len(left.partitions) > 10 and len(right.partitions) > 10
+    truth = _truth_all(a, b, 40.0)
+    got = crossmatch(left, right, 40.0, how="all").compute()
+    assert len(truth) > 100_000
+    assert set(zip(got.id_1, got.id_2)) == set(zip(truth.id_1, truth.id_2))
+    nearest = crossmatch(left, right, 40.0).compute()
+    best = truth.sort_values(["id_1", "sep", "id_2"]).drop_duplicates("id_1")
+    assert set(zip(nearest.id_1, nearest.id_2)) == set(zip(best.id_1, best.id_2))
+
+
 def test_left_coarser_than_right_and_rows_outside_right_coverage(tmp_path, client):
     """Right: dense clumps only (fine partitions, gaps between); left: sparse all-sky (coarse
     partitions) plus points just outside the clumps, where no right partition covers them."""
