@@ -1,11 +1,11 @@
 """Run-time plumbing: the huge-page hint is off only inside plain_pages(), and a user's setting wins;
-concat_releasing gives pd.concat's frame while emptying the list of pieces."""
+ColumnSlots assembles pieces arriving in any order into one frame."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from survey_engine.runtime import concat_releasing, plain_pages
+from survey_engine.runtime import plain_pages
 
 
 def test_plain_pages_turns_the_hint_off_for_the_block_only(monkeypatch):
@@ -27,41 +27,6 @@ def test_plain_pages_turns_the_hint_off_for_the_block_only(monkeypatch):
             assert _set_madvise_hugepage(True) is True  # the user's choice is left alone
     finally:
         _set_madvise_hugepage(before)
-
-
-def _piece(start: int, n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "id": np.arange(start, start + n, dtype=np.int64),
-        "ra": rng.uniform(0, 360, n),
-        "mag": rng.uniform(10, 20, n).astype(np.float32),
-        "name": np.array([f"s{i}" for i in range(start, start + n)], dtype=object),
-        "label": pd.array([("star", "galaxy", None)[i % 3] for i in range(n)], dtype="string"),
-        "n_obs": pd.array([None if i % 3 == 0 else i for i in range(n)], dtype="Int64"),
-        "flag": rng.uniform(0, 1, n) < 0.5,
-    }, index=pd.Index(np.arange(start, start + n, dtype=np.int64) * 7, name="_healpix_29"))
-
-
-def test_concat_releasing_equals_pd_concat_and_empties_the_list():
-    pieces = [_piece(0, 5, 1), _piece(5, 0, 2), _piece(5, 7, 3), _piece(12, 1, 4)]
-    expected = pd.concat([p for p in pieces if len(p)])
-    given = list(pieces)
-    out = concat_releasing(given)
-    assert given == []  # the caller's list no longer holds the pieces
-    pd.testing.assert_frame_equal(out, expected)
-    assert out.index.name == "_healpix_29" and list(out.dtypes) == list(expected.dtypes)
-
-
-def test_concat_releasing_edge_cases():
-    one = _piece(0, 4, 1)
-    assert concat_releasing([one]) is one  # a single piece: no copy
-    assert concat_releasing([]) is None
-    empty = _piece(0, 0, 1)
-    assert concat_releasing([empty, empty.copy()]) is empty  # all empty: the first, for its columns
-    a, b = _piece(0, 3, 1), _piece(3, 3, 2).astype({"mag": np.float64})  # dtypes differ: pd.concat's promotion
-    pd.testing.assert_frame_equal(concat_releasing([a, b]), pd.concat([a, b]))
-    c = _piece(6, 2, 3)[["ra", "id", "mag", "name", "label", "n_obs", "flag"]]  # columns in another order
-    pd.testing.assert_frame_equal(concat_releasing([a, c]), pd.concat([a, c]))
 
 
 def test_column_slots_give_the_pieces_in_order_whatever_the_arrival_order():

@@ -30,7 +30,7 @@ from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
 from survey_engine.crossmatch.algorithms import DEFAULT_ALGORITHM, check_algorithm, get_algorithm, gpu_available
 from survey_engine.crossmatch.epochs import EpochSpec, max_shift_arcsec
 from survey_engine.crossmatch.plan import MatchTask, plan_crossmatch
-from survey_engine.runtime import ColumnSlots, compute_frame, concat_releasing, plain_pages, run_tasks
+from survey_engine.runtime import ColumnSlots, compute_frame, plain_pages, run_tasks
 
 HOWS = ("nearest", "knn", "all", "one-to-one")
 JOINS = ("inner", "left", "outer")
@@ -277,8 +277,8 @@ class CrossmatchResult:
             slots = ColumnSlots(meta, capacities)
             run_tasks(client, match_task, self.task_calls(), "crossmatch", progress=False, sink=slots.put)
             return slots.frame()
-        out = concat_releasing(run_tasks(client, match_task, self.task_calls(), "crossmatch", progress=False))
-        return meta if out is None or not len(out) else out
+        parts = [p for p in run_tasks(client, match_task, self.task_calls(), "crossmatch", progress=False) if len(p)]
+        return pd.concat(parts) if parts else meta
 
     def _row_bounds(self) -> list[int] | None:
         """Most rows each task can return - k per left row for nearest / knn (a left join's
