@@ -68,7 +68,12 @@ class Catalog:
         return self._footer_rows()
 
     def _footer_rows(self) -> int:
-        return sum(pq.read_metadata(p).num_rows for p in self.partition_files())
+        return sum(self.partition_rows())
+
+    def partition_rows(self) -> list[int]:
+        """Rows stored in each selected partition file (parquet footers; before any row filter),
+        in ``partitions`` order: an upper bound on what each partition yields."""
+        return [pq.read_metadata(p).num_rows for p in self.partition_files()]
 
     def __len__(self) -> int:
         return self.row_count()

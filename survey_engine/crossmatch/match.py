@@ -273,24 +273,23 @@ class CrossmatchResult:
             return compute_frame(self._all_pairs_dask())
         meta = self.meta()
         capacities = self._row_bounds() if ColumnSlots.usable(meta) else None
-        if capacities is not None:
-            slots = ColumnSlots(meta, capacities)
-            run_tasks(client, match_task, self.task_calls(), "crossmatch", progress=False, sink=slots.put)
+        slots = ColumnSlots(meta, capacities) if capacities is not None else None
+        parts = run_tasks(client, match_task, self.task_calls(), "crossmatch", progress=False, sink=slots.put if slots else None)
+        if slots is not None:
             return slots.frame()
-        parts = [p for p in run_tasks(client, match_task, self.task_calls(), "crossmatch", progress=False) if len(p)]
+        parts = [p for p in parts if len(p)]
         return pd.concat(parts) if parts else meta
 
     def _row_bounds(self) -> list[int] | None:
         """Most rows each task can return - k per left row for nearest / knn (a left join's
-        unmatched row counts one) - from the left files' footers; None where unbounded (all pairs)."""
-        import pyarrow.parquet as pq
-
+        unmatched row counts one) - from the left partitions' stored rows; None where unbounded."""
         if self.params.how not in ("nearest", "knn"):
             return None
         k = 1 if self.params.how == "nearest" else self.params.k
         try:
-            return [k * pq.read_metadata(t.left_file).num_rows for t in self.tasks]
-        except (OSError, ValueError):  # a footer that cannot be read here: gather, then concatenate
+            rows = dict(zip(map(str, self.left.partition_files()), self.left.partition_rows()))
+            return [k * rows[str(t.left_file)] for t in self.tasks]
+        except (OSError, ValueError, KeyError):  # a footer that cannot be read here: gather, then concatenate
             return None
 
     def task_calls(self, *extra) -> list[tuple]:
