@@ -24,7 +24,11 @@ case "$action" in
 esac
 
 [ "$(id -u)" = 0 ] || { log "must run as root"; exit 1; }
-if idle; then log "SLURM is up (partition debug)"; exit 0; fi
+# not plain nproc: it honours OMP_NUM_THREADS, which a Dask LocalCluster sets to 1 in the process that
+# started it (the test run), and SLURM would then run one worker job at a time
+cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+# up, and configured for this machine's cores: leave it alone (else rewrite the config and restart)
+if idle && grep -q "CPUs=$cpus " "$conf" 2>/dev/null; then log "SLURM is up (partition debug, $cpus CPUs)"; exit 0; fi
 
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! command -v sbatch >/dev/null; then
     log "installing munge and slurm"
@@ -41,7 +45,6 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
     sleep 0.5
 fi
 
-cpus=$(nproc)
 mem_mb=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.85}' /proc/meminfo)
 mkdir -p "$(dirname "$conf")"
 cat > "$conf.new" <<CONF
