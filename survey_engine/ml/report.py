@@ -90,5 +90,7 @@ def model_report(meta: dict, sample: pd.DataFrame) -> str:
         parts.append(_png(fig))
     if m.get("cv"):
         parts += ["<h2>Cross-validation</h2>", "<pre>" + html.escape(json.dumps(m["cv"]["summary"], indent=1)) + "</pre>"]
+        if m["cv"].get("baselines"):
+            parts += ["<p>Baselines on the same folds (means):</p>", "<pre>" + html.escape(json.dumps(m["cv"]["baselines"], indent=1)) + "</pre>"]
     style = "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>"
     return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>survey_engine model report</title>{style}</head><body>{''.join(parts)}</body></html>"

@@ -7,6 +7,15 @@ objective: it is what sigma_NMAD rewards), and ``z_phot_lo`` / ``z_phot_hi`` are
 quantiles of a second, quantile-loss model: a 68% interval per object.
 Classification: multi-class softprob with balanced class weights, probabilities calibrated by a
 temperature fitted on held-out training rows; ``class_pred`` and ``prob_<label>``.
+
+Both are ensembles of ``members`` boosters (default 4), each seeing the features plus one rotation
+of them (standardised, then member 0 on their principal axes and the others on random orthogonal
+axes): trees split along one axis at a time, and colour-redshift loci run diagonally in colour
+space, so the rotated views let each tree follow them, and the members' different views make
+their errors partly independent. Measured on 5 folds of SDSS galaxies and BOSS DR10 (one process):
+sigma_NMAD 2.7% / 2.3% lower than one booster on the plain features, 4.8% / 6.1% lower than
+the better of single-process XGBoost and a random forest; DR14 star/galaxy/QSO accuracy 0.972 vs 0.969. The
+rotations are fitted on the training rows only and saved in the model (``views``).
 """
 
 from __future__ import annotations
@@ -25,13 +34,15 @@ from survey_engine.ml.artifact import ModelError, load_model, save_model
 from survey_engine.ml.data import Table, assign_folds, open_table
 
 
-PHOTOZ_PARAMS = {"max_depth": 7, "eta": 0.06, "subsample": 0.8, "colsample_bytree": 0.9, "min_child_weight": 5, "rounds": 600}
+PHOTOZ_PARAMS = {"max_depth": 7, "eta": 0.03, "subsample": 0.8, "colsample_bytree": 0.9, "min_child_weight": 5, "rounds": 1200}
 QUANTILE_PARAMS = {"max_depth": 6, "eta": 0.1, "subsample": 0.8, "colsample_bytree": 0.9, "min_child_weight": 5, "rounds": 300}
 CLASSIFY_PARAMS = {"max_depth": 4, "eta": 0.03, "subsample": 0.8, "colsample_bytree": 0.8, "min_child_weight": 2, "rounds": 800}
 # Class weights (total / (k n_c)) ** power. Measured on SDSS DR14 star/galaxy/QSO: 0 (none) gave
 # the best accuracy and macro-F1 (0.969 / 0.951 vs 0.964 / 0.939 balanced); --class-weight sets it.
 CLASS_WEIGHT_POWER = 0.0
 CLASS_WEIGHTS = {"none": 0.0, "sqrt": 0.5, "balanced": 1.0}
+# Members of the rotated-view ensemble (1 = one booster on the plain features, as before).
+MEMBERS = 4
 SEARCH_GRID = [{"max_depth": d, "eta": e} for d in (5, 7) for e in (0.05, 0.1)]
 TASKS = ("photoz", "classify")
 # Column names that hold spectroscopic redshifts: never features of a photometric classifier.
@@ -60,6 +71,7 @@ class TrainOptions:
     dec_column: str | None = None
     magnitude: str | None = None  # for metrics in magnitude bins (default: a feature that is a column)
     where: str | None = None  # pandas query selecting the training rows, e.g. "spec_class == 'GALAXY'"
+    members: int = MEMBERS  # boosters in the rotated-view ensemble; 1 = a single booster on the plain features
     params: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -73,6 +85,8 @@ class TrainOptions:
             raise TrainingError(f"test fraction must be within 0.05..0.5, got {self.test_fraction}")
         if self.cv and self.cv < 2:
             raise TrainingError(f"--cv needs at least 2 folds, got {self.cv}")
+        if not 1 <= int(self.members) <= 32:
+            raise TrainingError(f"--members must be within 1..32, got {self.members}")
 
     @property
     def folds(self) -> int:
@@ -217,6 +231,86 @@ def _dask_train(client, frame, features: list[str], params: dict, rounds: int, w
         return dxgb.train(client, params, dtrain, num_boost_round=rounds)["booster"]
 
 
+# -- the rotated-view ensemble -------------------------------------------------------------------
+
+def fit_views(frame, feats: list[str], members: int, seed: int) -> dict | None:
+    """Standardisation (training mean and scale) and one rotation per member: member 0 the
+    principal axes of the standardised training features, the others random orthogonal matrices
+    drawn from ``seed``. Moments from the rows with every feature present, merged over partitions.
+    None for a single member, or too few complete rows (plain features)."""
+    import dask
+
+    if members <= 1:
+        return None
+    parts = dask.compute(*[dask.delayed(_moments)(p, feats) for p in frame.to_delayed()])
+    n = sum(p[0] for p in parts)
+    if n < len(feats) + 2:  # too few rows with every feature present to fit axes: plain features
+        return None
+    mean = sum(p[1] for p in parts) / n
+    cov = (sum(p[2] for p in parts) - n * np.outer(mean, mean)) / (n - 1)
+    std = np.sqrt(np.clip(np.diag(cov), 0, None))
+    scale = np.where(std > 0, std, 1.0)
+    c = cov / np.outer(scale, scale)
+    _, vecs = np.linalg.eigh((c + c.T) / 2)
+    rotations = [vecs[:, ::-1]]
+    rng = np.random.default_rng(seed)
+    for _ in range(1, members):
+        q, r = np.linalg.qr(rng.normal(size=(len(feats), len(feats))))
+        rotations.append(q * np.sign(np.diag(r)))  # a uniformly random orthogonal matrix
+    return {"mean": np.nan_to_num(mean).tolist(), "scale": scale.tolist(), "rotations": [m.tolist() for m in rotations]}
+
+
+def _moments(part: pd.DataFrame, feats: list[str]) -> tuple[int, np.ndarray, np.ndarray]:
+    """Rows with every feature finite: their count, sum and sum of outer products (mergeable)."""
+    X = part[feats].to_numpy(dtype=np.float64, na_value=np.nan)
+    X = X[np.isfinite(X).all(axis=1)]
+    return len(X), X.sum(axis=0), X.T @ X
+
+
+def member_count(views: dict | None) -> int:
+    return len(views["rotations"]) if views else 1
+
+
+def member_name(base: str, m: int) -> str:
+    return base if m == 0 else f"{base}_{m}"
+
+
+def member_matrix(X: np.ndarray, views: dict | None, m: int) -> np.ndarray:
+    """What member ``m`` sees: the features, then their rotation (NaN where a feature is NaN)."""
+    X = np.asarray(X, dtype=np.float32)
+    if not views:
+        return X
+    z = (X.astype(np.float64) - np.asarray(views["mean"])) / np.asarray(views["scale"])
+    return np.hstack([X, (z @ np.asarray(views["rotations"][m])).astype(np.float32)])
+
+
+def _member_frame(frame, feats: list[str], views: dict | None, m: int):
+    """The dask frame member ``m`` trains on (columns: features, rotated features, ``_y``)."""
+    if not views:
+        return frame, list(feats)
+    cols = list(feats) + [f"_view{m}_{j}" for j in range(len(feats))]
+
+    def one(part: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame(member_matrix(part[feats].to_numpy(dtype=np.float32, na_value=np.nan), views, m), columns=cols, index=part.index)
+        out["_y"] = part["_y"].to_numpy()
+        return out
+
+    meta = pd.DataFrame({c: pd.Series(dtype=np.float32) for c in cols} | {"_y": pd.Series(dtype=np.float64)})
+    return frame.map_partitions(one, meta=meta), cols
+
+
+def _train_members(client, frame, feats: list[str], views: dict | None, params: dict, rounds: int, base: str, weight=None) -> dict:
+    boosters = {}
+    for m in range(member_count(views)):
+        member_frame, cols = _member_frame(frame, feats, views, m)
+        boosters[member_name(base, m)] = _dask_train(client, member_frame, cols, {**params, "seed": params["seed"] + m}, rounds, weight)
+    return boosters
+
+
+def _members_predict(models: dict, base: str, X: np.ndarray, views: dict | None) -> list[np.ndarray]:
+    return [np.asarray(models[member_name(base, m)].inplace_predict(member_matrix(X, views, m))) for m in range(member_count(views))]
+
+
 def _balanced_weights(frame, k: int, power: float):
     """Class weights (total / (k n_c)) ** power: 1 balances the classes fully, 0 not at all."""
     counts = frame["_y"].value_counts().compute()
@@ -225,32 +319,34 @@ def _balanced_weights(frame, k: int, power: float):
     return frame["_y"].map(w, meta=("_y", "f8"))
 
 
-def fit(task: str, client, frame, spec: FeatureSpec, classes, params: dict, device: str, seed: int) -> dict:
-    """Train the model(s) of ``task`` on ``frame`` (prepared rows). Returns boosters and extras."""
+def fit(task: str, client, frame, spec: FeatureSpec, classes, params: dict, device: str, seed: int, members: int = MEMBERS) -> dict:
+    """Train the model(s) of ``task`` on ``frame`` (prepared rows). Returns boosters, the
+    ensemble's views and extras."""
     feats = list(spec.features)
+    views = fit_views(frame, feats, members, seed)
     if task == "photoz":
         frame = frame.assign(_y=np.log1p(frame["_y"].clip(lower=-0.99)))
         p, rounds = _xgb_params(PHOTOZ_PARAMS, params, device, seed)
         p["objective"] = "reg:absoluteerror"
-        median = _dask_train(client, frame, feats, p, rounds)
+        boosters = _train_members(client, frame, feats, views, p, rounds, "median")
         q, qrounds = _xgb_params(QUANTILE_PARAMS, {}, device, seed)
         q.update({"objective": "reg:quantileerror", "quantile_alpha": [0.16, 0.84]})
-        quantiles = _dask_train(client, frame, feats, q, qrounds)
-        return {"boosters": {"median": median, "quantiles": quantiles}}
+        boosters["quantiles"] = _dask_train(client, frame, feats, q, qrounds)
+        return {"boosters": boosters, "views": views}
     k = len(classes)
     p, rounds = _xgb_params(CLASSIFY_PARAMS, {k: v for k, v in params.items() if k != "class_weight_power"}, device, seed)
     p.update({"objective": "multi:softprob", "num_class": k, "eval_metric": "mlogloss"})
     weights = _balanced_weights(frame, k, float(params.get("class_weight_power", CLASS_WEIGHT_POWER)))
-    # temperature: fit on rows held out of a first model, then train the final one on everything
+    # temperature: fit on rows held out of a first ensemble, then train the final one on everything
     inner = frame["_fold"] == frame["_fold"].max()
-    t_model = _dask_train(client, frame[~inner], feats, p, rounds, weights[~inner])
+    t_models = _train_members(client, frame[~inner], feats, views, p, rounds, "classifier", weights[~inner])
     held = frame[inner].compute()
     temperature = 1.0
     if len(held) >= 20 and held["_y"].nunique() > 1:
-        probs = _predict_proba(t_model, held[feats], 1.0)
+        probs = _ensemble_proba(t_models, held[feats].to_numpy(dtype=np.float32, na_value=np.nan), views, 1.0)
         temperature = fit_temperature(probs, held["_y"].to_numpy().astype(int))
-    booster = _dask_train(client, frame, feats, p, rounds, weights)
-    return {"boosters": {"classifier": booster}, "temperature": temperature}
+    boosters = _train_members(client, frame, feats, views, p, rounds, "classifier", weights)
+    return {"boosters": boosters, "temperature": temperature, "views": views}
 
 
 def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
@@ -269,8 +365,9 @@ def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
     return float(math.exp(res.x))
 
 
-def _predict_proba(booster, X: pd.DataFrame, temperature: float) -> np.ndarray:
-    p = np.asarray(booster.inplace_predict(X.to_numpy(dtype=np.float32)))
+def _ensemble_proba(models: dict, X: np.ndarray, views: dict | None, temperature: float) -> np.ndarray:
+    """Class probabilities: the members' mean, then the temperature."""
+    p = np.mean([m.reshape(len(X), -1) for m in _members_predict(models, "classifier", X, views)], axis=0)
     if temperature != 1.0:
         z = np.log(np.clip(p, 1e-12, 1)) / temperature
         z -= z.max(axis=1, keepdims=True)
@@ -288,11 +385,12 @@ def predict_frame(frame: pd.DataFrame, meta: dict, models: dict) -> pd.DataFrame
         X = spec.compute(frame)
     except FeatureError as exc:
         raise ModelError(f"the data do not have what the model needs: {exc}") from None
-    X = X.to_numpy(dtype=np.float32)
+    X = X.to_numpy(dtype=np.float32, na_value=np.nan)
+    views = meta.get("views")
     out = frame.copy()
     if meta["task"] == "photoz":
         if len(X):
-            z = np.expm1(np.asarray(models["median"].inplace_predict(X), dtype=np.float64))
+            z = np.expm1(np.mean(_members_predict(models, "median", X, views), axis=0, dtype=np.float64))
             q = np.expm1(np.asarray(models["quantiles"].inplace_predict(X), dtype=np.float64)).reshape(len(X), -1)
             lo, hi = np.minimum(q[:, 0], z), np.maximum(q[:, -1], z)
         else:
@@ -300,7 +398,7 @@ def predict_frame(frame: pd.DataFrame, meta: dict, models: dict) -> pd.DataFrame
         out["z_phot"], out["z_phot_lo"], out["z_phot_hi"] = z.astype(np.float32), lo.astype(np.float32), hi.astype(np.float32)
     elif meta["task"] == "classify":
         classes = meta["classes"]
-        p = _predict_proba(models["classifier"], pd.DataFrame(X), meta.get("temperature", 1.0)) if len(X) else np.zeros((0, len(classes)))
+        p = _ensemble_proba(models, X, views, meta.get("temperature", 1.0)) if len(X) else np.zeros((0, len(classes)))
         p = p.reshape(len(X), len(classes))
         out["class_pred"] = pd.array(np.asarray(classes, dtype=object)[p.argmax(axis=1)] if len(X) else [], dtype="string")
         for i, c in enumerate(classes):
@@ -363,7 +461,7 @@ def train(table_path: str, opts: TrainOptions, model_out: str, client=None, prog
         search_log = []
         if opts.search:
             params, search_log = _search(client, train_rows, spec, classes, opts, device)
-        fitted = fit(opts.task, client, train_rows, spec, classes, params, device, opts.seed)
+        fitted = fit(opts.task, client, train_rows, spec, classes, params, device, opts.seed, opts.members)
         meta = _meta(opts, spec, classes, fitted, table, device, params)
         models = fitted["boosters"]
         test_metrics = _evaluate_prepared(test_rows, meta, models)
@@ -374,7 +472,7 @@ def train(table_path: str, opts: TrainOptions, model_out: str, client=None, prog
             result["baselines"] = _baselines(train_rows, test_rows, opts, feats, classes)
         if search_log:
             result["search"] = search_log
-        result["importance"] = _importances(models, feats)
+        result["importance"] = _importances(models, feats, fitted.get("views"))
         result["seconds"] = round(time.time() - t0, 1)
         meta["metrics"] = result
         sample = _sample_predictions(test_rows, meta, models)
@@ -397,10 +495,17 @@ def _meta(opts, spec, classes, fitted, table, device, params) -> dict:
     return {
         "task": opts.task, "feature_spec": spec.to_json(), "features": list(spec.features),
         "target": opts.target, "label": opts.label, "classes": classes, "temperature": fitted.get("temperature", 1.0),
+        "views": fitted.get("views"),
         "training_catalog": {"path": str(table.path), "fingerprint": table.fingerprint},
         "options": {k: v for k, v in asdict(opts).items() if k != "params"}, "params": params, "device": device,
         "magnitude_column": opts.magnitude or next((f for f in spec.features if f in table.columns), None),
     }
+
+
+def _fitted_meta(opts, spec, classes, fitted) -> dict:
+    """What applying freshly fitted boosters needs (search and cross-validation)."""
+    return {"task": opts.task, "features": list(spec.features), "feature_spec": spec.to_json(), "classes": classes,
+            "temperature": fitted.get("temperature", 1.0), "views": fitted.get("views")}
 
 
 def _on_prepared(meta: dict) -> dict:
@@ -428,9 +533,8 @@ def _search(client, train_rows, spec, classes, opts, device) -> tuple[dict, list
     fit_rows, val_rows = train_rows[~inner], train_rows[inner]
     log_rows, best, best_score = [], {}, None
     for cand in SEARCH_GRID:
-        fitted = fit(opts.task, client, fit_rows, spec, classes, cand, device, opts.seed)
-        meta = {"task": opts.task, "features": list(spec.features), "feature_spec": spec.to_json(), "classes": classes,
-                "temperature": fitted.get("temperature", 1.0)}
+        fitted = fit(opts.task, client, fit_rows, spec, classes, cand, device, opts.seed, opts.members)
+        meta = _fitted_meta(opts, spec, classes, fitted)
         m = _evaluate_prepared(val_rows, meta, fitted["boosters"])
         score = m["sigma_nmad"] if opts.task == "photoz" else -m["macro_f1"]
         log_rows.append({**cand, "score": score})
@@ -443,19 +547,25 @@ def _cross_validate(client, prepared, spec, classes, opts, params, device) -> di
     folds = []
     for f in range(opts.folds):
         tr, te = prepared[prepared["_fold"] != f], prepared[prepared["_fold"] == f]
-        fitted = fit(opts.task, client, tr, spec, classes, params, device, opts.seed)
-        meta = {"task": opts.task, "features": list(spec.features), "feature_spec": spec.to_json(), "classes": classes,
-                "temperature": fitted.get("temperature", 1.0)}
+        fitted = fit(opts.task, client, tr, spec, classes, params, device, opts.seed, opts.members)
+        meta = _fitted_meta(opts, spec, classes, fitted)
         m = _evaluate_prepared(te, meta, fitted["boosters"])
         keys = ("sigma_nmad", "bias", "outlier_rate_015", "outlier_rate_lsst") if opts.task == "photoz" else ("accuracy", "macro_f1", "macro_roc_auc")
-        folds.append({k: m[k] for k in keys} | {"fold": f, "n": m["n"]})
+        row = {k: m[k] for k in keys} | {"fold": f, "n": m["n"]}
+        if opts.baselines:  # the single-process baselines on the same fold: a like-for-like comparison
+            row["baselines"] = {name: {k: v[k] for k in keys if k in v} for name, v in _baselines(tr, te, opts, list(spec.features), classes).items()}
+        folds.append(row)
     summary = {}
     for k in folds[0]:
-        if k in ("fold", "n"):
+        if k in ("fold", "n", "baselines"):
             continue
         vals = np.array([f[k] for f in folds])
         summary[k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1))}
-    return {"folds": folds, "summary": summary}
+    out = {"folds": folds, "summary": summary}
+    if opts.baselines:
+        out["baselines"] = {name: {k: float(np.mean([f["baselines"][name][k] for f in folds])) for k in base}
+                            for name, base in folds[0]["baselines"].items()}
+    return out
 
 
 def _baselines(train_rows, test_rows, opts, feats, classes) -> dict:
@@ -485,11 +595,21 @@ def _baselines(train_rows, test_rows, opts, feats, classes) -> dict:
     return out
 
 
-def _importances(models: dict, feats: list[str]) -> dict:
-    booster = models.get("median") or models.get("classifier")
-    score = booster.get_score(importance_type="gain")
-    # boosters trained from DataFrames keep feature names; fall back to f0, f1, ...
-    named = {f: float(score.get(f, score.get(f"f{i}", 0.0))) for i, f in enumerate(feats)}
+def _importances(models: dict, feats: list[str], views: dict | None = None) -> dict:
+    """Share of the total gain per feature, over all members. A rotated feature's gain goes back
+    to the features it mixes in proportion to their squared loadings (a rotation's columns have
+    unit length, so each rotated feature hands out exactly its gain)."""
+    base = "median" if "median" in models else "classifier"
+    named = dict.fromkeys(feats, 0.0)
+    for m in range(member_count(views)):
+        score = models[member_name(base, m)].get_score(importance_type="gain")
+        rotation = np.asarray(views["rotations"][m]) if views else None
+        for i, f in enumerate(feats):  # boosters trained from DataFrames keep feature names; else f0, f1, ...
+            named[f] += float(score.get(f, score.get(f"f{i}", 0.0)))
+            if rotation is not None:
+                for j in range(len(feats)):
+                    gain = float(score.get(f"_view{m}_{j}", score.get(f"f{len(feats) + j}", 0.0)))
+                    named[f] += gain * rotation[i, j] ** 2
     total = sum(named.values()) or 1.0
     return {f: v / total for f, v in sorted(named.items(), key=lambda kv: -kv[1])}
 

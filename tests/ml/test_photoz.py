@@ -31,14 +31,13 @@ def test_sdss_galaxies_as_accurate_as_single_process_baselines(sdss_model):
     test = r["test"]
     assert 0.18 * 41475 < test["n"] < 0.22 * 41475  # the held-out fifth of the galaxies
     assert r["split"]["fold_kind"].startswith("random")  # this file has no positions
-    # the same split, the same run: single-process XGBoost and a random forest. xgboost.dask's
-    # result depends on which worker holds which partition (anchors.md; BOSS sigma_NMAD 0.0189 or
-    # 0.0200 between identical runs until training fixed the placement, `placed`): a model
-    # trained on 2 workers is not the one-process model, hence the 2% allowance.
+    # the issue's goal: at least 5% lower sigma_NMAD than single-process XGBoost and a random
+    # forest on the same split, in the same run (measured: 0.01520 vs 0.01639 / 0.01614). The
+    # rotated-view ensemble is what gets there (one booster on the plain features: 0.01565).
     for name, base in r["baselines"].items():
         assert base["n"] == test["n"]
-        assert test["sigma_nmad"] <= 1.02 * base["sigma_nmad"], name
-    assert test["sigma_nmad"] < 0.016  # anchors.md: single-machine XGBoost/RF give about 0.016
+        assert test["sigma_nmad"] <= 0.95 * base["sigma_nmad"], name
+    assert test["sigma_nmad"] < 0.0153  # anchors.md: single-machine XGBoost/RF give about 0.016
     assert test["outlier_rate_015"] < 0.005
     assert abs(test["bias"]) < 0.002
     assert 0.58 < test["interval_coverage"] < 0.78  # z_phot_lo..z_phot_hi is a 68% interval
@@ -51,7 +50,11 @@ def test_artifact_and_report(sdss_model):
     meta, models = load_model(out)
     assert meta["task"] == "photoz" and meta["features"] == SDSS_COLOURS and meta["target"] == "redshift"
     assert meta["training_catalog"]["fingerprint"] and meta["versions"]["xgboost"]
-    assert set(models) == {"median", "quantiles"}
+    assert set(models) == {"median", "median_1", "median_2", "median_3", "quantiles"}  # 4 ensemble members
+    views = meta["views"]
+    assert len(views["rotations"]) == 4 and len(views["mean"]) == len(SDSS_COLOURS)
+    for rot in views["rotations"]:
+        assert np.allclose(np.asarray(rot) @ np.asarray(rot).T, np.eye(len(SDSS_COLOURS)), atol=1e-9)
     assert json.loads((out / "metrics.json").read_text())["test"]["sigma_nmad"] == pytest.approx(r["test"]["sigma_nmad"])
     html = (out / "report.html").read_text()
     assert "sigma_nmad" in html and "<img src='data:image/png;base64," in html and "random_forest" in html
@@ -69,9 +72,9 @@ def test_boss_dr10_as_accurate_as_baselines(client, tmp_path):
     feats = ["MAG_U-MAG_G", "MAG_G-MAG_R", "MAG_R-MAG_I", "MAG_I-MAG_Z", "MAG_R", "MAG_I", "MAGERR_G", "MAGERR_R", "MAGERR_I", "MAGERR_Z"]
     r = train(str(shared_path("photoz/annz_boss_dr10/train")), TrainOptions("photoz", feats, target="Z", baselines=True),
               str(tmp_path / "boss"), client=client)
-    for name, base in r["baselines"].items():
-        assert r["test"]["sigma_nmad"] <= 1.02 * base["sigma_nmad"], name  # see the SDSS test on the 2%
-    assert r["test"]["sigma_nmad"] < 0.0205  # anchors.md: about 0.019 single-machine
+    for name, base in r["baselines"].items():  # the goal: 5% lower (measured 0.01852 vs 0.01984 / 0.01971)
+        assert r["test"]["sigma_nmad"] <= 0.95 * base["sigma_nmad"], name
+    assert r["test"]["sigma_nmad"] < 0.0188  # anchors.md: about 0.019 single-machine
 
 
 def test_mock_sky_train_with_spatial_folds_then_predict_whole_catalog(client, mock_catalog, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+import pytest
 
 from survey_engine.ml.supervised import _dask_train, placed
 
@@ -64,3 +65,83 @@ def test_xgboost_trains_on_the_fixed_placement(client, monkeypatch):
         seen.clear()
         _dask_train(client, _persisted(client, _frame(), layout), ["a", "b", "c", "d"], params, 2)
         assert seen == {by_name[0]: [0, 2, 4, 6], by_name[1]: [1, 3, 5, 7]}
+
+
+# -- the rotated-view ensemble -------------------------------------------------------------------
+
+def test_views_are_fitted_on_training_rows_and_rotate_orthogonally(client):
+    from survey_engine.ml.supervised import fit_views, member_matrix
+
+    frame = _frame(2, 2000)
+    views = fit_views(dd.from_pandas(frame, npartitions=4), ["a", "b", "c", "d"], 3, seed=1)
+    assert len(views["rotations"]) == 3
+    X = frame[["a", "b", "c", "d"]].to_numpy(np.float64, copy=True)
+    assert np.allclose(views["mean"], X.mean(axis=0)) and np.allclose(views["scale"], X.std(axis=0, ddof=1))
+    z = (X - X.mean(axis=0)) / X.std(axis=0, ddof=1)
+    for r in map(np.asarray, views["rotations"]):
+        assert np.allclose(r @ r.T, np.eye(4), atol=1e-9)
+    # member 0 sees the principal axes: its rotated features are uncorrelated, variances descending
+    m0 = member_matrix(X, views, 0)
+    assert m0.shape == (len(X), 8) and np.array_equal(m0[:, :4], X.astype(np.float32))
+    cov = np.cov(m0[:, 4:].astype(np.float64).T)
+    assert np.allclose(cov - np.diag(np.diag(cov)), 0, atol=1e-3) and (np.diff(np.diag(cov)) <= 1e-9).all()
+    assert np.allclose(m0[:, 4:], z @ np.asarray(views["rotations"][0]), atol=1e-4)
+    # a NaN feature (missing photometry) leaves the row's rotated features missing for XGBoost, not 0
+    X[0, 1] = np.nan
+    assert np.isnan(member_matrix(X, views, 2)[0, 4:]).all() and np.isfinite(member_matrix(X, views, 2)[1]).all()
+    assert fit_views(dd.from_pandas(frame, npartitions=2), ["a", "b"], 1, seed=1) is None  # one member: plain features
+    sparse = frame.assign(b=np.where(np.arange(len(frame)) < 4, frame.b, np.nan))  # 4 rows with every feature
+    assert fit_views(dd.from_pandas(sparse, npartitions=2), ["a", "b", "c", "d"], 3, seed=1) is None  # too few to fit axes
+    assert member_matrix(X, None, 0).shape == (len(X), 4)
+
+
+def test_ensemble_and_single_booster_models_train_save_and_predict(client, tmp_path):
+    """members=4 (default) saves four boosters and the views and predicts their mean; members=1
+    is one booster on the plain features; a model folder written before the ensemble (no
+    "views") still predicts."""
+    import json
+
+    from survey_engine.ml.artifact import MODEL_FILE, load_model
+    from survey_engine.ml.supervised import TrainOptions, predict_frame, train
+
+    rng = np.random.default_rng(3)
+    n = 6000
+    mags = 18 + rng.normal(0, 1, (n, 3))
+    z = np.clip(0.3 * (mags[:, 0] - mags[:, 1]) + 0.1 * (mags[:, 1] - mags[:, 2]) + 0.4 + rng.normal(0, 0.02, n), 0.01, None)
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"g": mags[:, 0], "r": mags[:, 1], "i": mags[:, 2], "z_spec": z}).to_parquet(path)
+    params = {"rounds": 40}
+    r4 = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params), str(tmp_path / "m4"), client=client)
+    r1 = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, members=1), str(tmp_path / "m1"), client=client)
+    assert r4["test"]["n"] == r1["test"]["n"] and r4["test"]["sigma_nmad"] < 0.1 and r1["test"]["sigma_nmad"] < 0.1
+    # importances: the rotated features' gain handed back to the features they mix; z depends
+    # mostly on g-r, whichever axes the trees split on
+    for r in (r4, r1):
+        imp = r["importance"]
+        assert set(imp) == {"g-r", "r-i", "r"} and sum(imp.values()) == pytest.approx(1.0)
+        assert imp["g-r"] > 0.5, imp
+    meta4, models4 = load_model(tmp_path / "m4")
+    meta1, models1 = load_model(tmp_path / "m1")
+    assert set(models4) == {"median", "median_1", "median_2", "median_3", "quantiles"} and len(meta4["views"]["rotations"]) == 4
+    assert set(models1) == {"median", "quantiles"} and meta1["views"] is None
+    df = pd.read_parquet(path).head(500)
+    from survey_engine.ml.supervised import member_matrix
+
+    X = df.assign(**{"g-r": df.g - df.r, "r-i": df.r - df.i})[["g-r", "r-i", "r"]].to_numpy(np.float32)
+    each = [models4[k].inplace_predict(member_matrix(X, meta4["views"], m)) for m, k in enumerate(["median", "median_1", "median_2", "median_3"])]
+    got = predict_frame(df, meta4, models4)
+    assert np.allclose(got.z_phot, np.expm1(np.mean(each, axis=0, dtype=np.float64)), rtol=1e-6)
+    # an artifact from before the ensemble has no "views" key: one booster on the plain features
+    old = json.loads((tmp_path / "m1" / MODEL_FILE).read_text())
+    old.pop("views")
+    (tmp_path / "m1" / MODEL_FILE).write_text(json.dumps(old))
+    meta_old, models_old = load_model(tmp_path / "m1")
+    assert np.allclose(predict_frame(df, meta_old, models_old).z_phot, predict_frame(df, meta1, models1).z_phot)
+    assert np.allclose(predict_frame(df, meta_old, models_old).z_phot, np.expm1(models1["median"].inplace_predict(X)), rtol=1e-6)
+
+
+def test_members_out_of_range_is_a_clear_error():
+    from survey_engine.ml.supervised import TrainingError, TrainOptions
+
+    with pytest.raises(TrainingError, match="--members"):
+        TrainOptions("photoz", ["g-r"], target="z", members=0)
