@@ -102,7 +102,7 @@ def test_cli_train_predict_evaluate(mock_catalog, tmp_path):
     model, out = tmp_path / "m", tmp_path / "pred"
     base = [sys.executable, "-m", "survey_engine.cli"]
     run = subprocess.run(base + ["train", "photoz", "--catalog", str(mock_catalog), "--features", "u-g,g-r,r-i,i-z,r",
-                                 "--target", "redshift", "--where", "obj_class == 'GALAXY'", "--model-out", str(model), "--workers", "2"],
+                                 "--target", "redshift", "--where", "obj_class == 'GALAXY'", "--model-out", str(model), "--workers", "2", "--members", "2"],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout[: run.stdout.rindex("}") + 1])["held_out"]["sigma_nmad"] < 0.08
@@ -110,6 +110,7 @@ def test_cli_train_predict_evaluate(mock_catalog, tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert "z_phot" in open_catalog(out).column_names()
+    assert len(load_model(model)[0]["views"]["rotations"]) == 2  # --members 2: two boosters, two views
     run = subprocess.run(base + ["evaluate", "--model", str(model), "--catalog", str(out), "--workers", "2", "--out", str(tmp_path / "m.json")],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
