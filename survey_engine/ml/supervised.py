@@ -257,7 +257,7 @@ def fit_views(frame, feats: list[str], members: int, seed: int) -> dict | None:
     for _ in range(1, members):
         q, r = np.linalg.qr(rng.normal(size=(len(feats), len(feats))))
         rotations.append(q * np.sign(np.diag(r)))  # a uniformly random orthogonal matrix
-    return {"mean": np.nan_to_num(mean).tolist(), "scale": scale.tolist(), "rotations": [m.tolist() for m in rotations]}
+    return {"mean": mean.tolist(), "scale": scale.tolist(), "rotations": [m.tolist() for m in rotations]}
 
 
 def _moments(part: pd.DataFrame, feats: list[str]) -> tuple[int, np.ndarray, np.ndarray]:
@@ -493,9 +493,7 @@ def _dumps(obj) -> str:
 
 def _meta(opts, spec, classes, fitted, table, device, params) -> dict:
     return {
-        "task": opts.task, "feature_spec": spec.to_json(), "features": list(spec.features),
-        "target": opts.target, "label": opts.label, "classes": classes, "temperature": fitted.get("temperature", 1.0),
-        "views": fitted.get("views"),
+        **_fitted_meta(opts, spec, classes, fitted), "target": opts.target, "label": opts.label,
         "training_catalog": {"path": str(table.path), "fingerprint": table.fingerprint},
         "options": {k: v for k, v in asdict(opts).items() if k != "params"}, "params": params, "device": device,
         "magnitude_column": opts.magnitude or next((f for f in spec.features if f in table.columns), None),
