@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", action="store_true", help="small hyperparameter search on an inner validation fold")
     p.add_argument("--baselines", action="store_true", help="compare with single-process XGBoost and a random forest on the same split")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--members", type=_positive_int, default=4,
+    p.add_argument("--members", type=_positive_int, default=None,
                    help="photoz/classify: boosters in the ensemble, each on the features plus one rotation of them (default 4; 1 = one booster)")
     p.add_argument("--class-weight", choices=["none", "sqrt", "balanced"], default="none",
                    help="classify: weight rare classes up (balanced = equal total weight per class; default none)")
@@ -311,12 +311,12 @@ def _dispatch(args) -> int:
         features = [f.strip() for f in args.features.split(",") if f.strip()]
         with dask_client(n_workers=args.workers) as client:
             if args.task in ("photoz", "classify"):
-                from survey_engine.ml.supervised import CLASS_WEIGHTS, TrainOptions, train
+                from survey_engine.ml.supervised import CLASS_WEIGHTS, MEMBERS, TrainOptions, train
 
                 opts = TrainOptions(args.task, features, target=args.target, label=args.label, seed=args.seed,
                                     test_fraction=args.test_fraction, cv=args.cv, search=args.search, baselines=args.baselines,
                                     gpu=args.gpu, ebv_column=args.ebv, missing=args.missing, ra_column=args.ra, dec_column=args.dec,
-                                    where=args.where, members=args.members, params={"class_weight_power": CLASS_WEIGHTS[args.class_weight]} if args.task == "classify" else {})
+                                    where=args.where, members=args.members or MEMBERS, params={"class_weight_power": CLASS_WEIGHTS[args.class_weight]} if args.task == "classify" else {})
                 result = train(args.catalog, opts, args.model_out, client=client)
                 keys = ("n", "bias", "sigma_nmad", "sigma_iqr", "outlier_rate_015", "outlier_rate_lsst") if args.task == "photoz" else ("n", "accuracy", "macro_f1", "macro_roc_auc")
                 print(json.dumps({"held_out": {k: result["test"][k] for k in keys}, **({"baselines": result["baselines"]} if "baselines" in result else {})}, indent=1))

@@ -283,12 +283,12 @@ def _stage_train(stage, p, outputs, tmp, client, progress):
     catalog = _path(outputs, p["catalog"])
     task = p["task"]
     if task in ("photoz", "classify"):
-        from survey_engine.ml.supervised import TrainOptions, train
+        from survey_engine.ml.supervised import MEMBERS, TrainOptions, train
 
         opts = TrainOptions(task, p["features"], target=p.get("target"), label=p.get("label"), seed=p.get("seed", 42),
                             test_fraction=p.get("test_fraction", 0.2), cv=p.get("cv", 0), search=p.get("search", False),
                             baselines=p.get("baselines", False), gpu=p.get("gpu", False), ebv_column=p.get("ebv"),
-                            missing=p.get("missing", "nan"), where=p.get("where"), members=p.get("members", 4))
+                            missing=p.get("missing", "nan"), where=p.get("where"), members=p.get("members", MEMBERS))
         r = train(catalog, opts, str(tmp), client=client)
         keys = ("n", "sigma_nmad", "bias", "outlier_rate_015") if task == "photoz" else ("n", "accuracy", "macro_f1")
         return {"held_out": {k: r["test"][k] for k in keys}}
