@@ -199,21 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _scheduler_lost_type():
-    from survey_engine.jobs.run import SchedulerLost
-
-    return SchedulerLost
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from survey_engine.ingest.readers import InputError
-    from survey_engine.ingest.tap.client import TapError
+    from survey_engine.errors import SurveyEngineError
 
     try:
         return _dispatch(args)
-    except (InputError, TapError, FileExistsError, FileNotFoundError, KeyError, ValueError, TimeoutError, _scheduler_lost_type()) as exc:
+    except (SurveyEngineError, FileExistsError, FileNotFoundError, KeyError, ValueError, TimeoutError) as exc:
         print(f"survey-engine {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

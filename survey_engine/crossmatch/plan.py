@@ -18,9 +18,10 @@ from survey_engine.catalog.catalog import Catalog
 from survey_engine.catalog.healpix import margin_order_for_radius, pixel_range29
 from survey_engine.catalog.margins import margin_ring
 from survey_engine.catalog.selection import normalise_ranges, ranges_overlap
+from survey_engine.errors import SurveyEngineError
 
 
-class MarginTooSmallError(ValueError):
+class MarginTooSmallError(SurveyEngineError, ValueError):
     """The right catalog's margin is narrower than the match radius: edge pairs would be lost."""
 
 

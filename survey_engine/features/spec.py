@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from survey_engine.errors import SurveyEngineError
+
 # R = A / E(B-V) for R_V = 3.1 (SDSS ugriz: Schlafly & Finkbeiner 2011, table 6; Gaia: Casagrande
 # & VandenBerg 2018, mean values). Matched on the column name, case-insensitively.
 EXTINCTION_R = {
@@ -43,7 +45,7 @@ _NAMED = ("distance", "pm_total", "v_tan", "gal_l", "gal_b", "pos_x", "pos_y", "
 LOG10_E_2_5 = 2.5 / math.log(10)
 
 
-class FeatureError(ValueError):
+class FeatureError(SurveyEngineError, ValueError):
     """A feature that cannot be computed from the given columns (the message names the column)."""
 
 
@@ -220,8 +222,8 @@ class FeatureSpec:
 
 def galactic(ra_deg: np.ndarray, dec_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Galactic (l, b) in degrees from ICRS (ra, dec), with astropy's ICRS->Galactic rotation."""
-    from astropy.coordinates import Galactic, ICRS
     import astropy.units as u
+    from astropy.coordinates import ICRS, Galactic
 
     ok = np.isfinite(ra_deg) & np.isfinite(dec_deg)
     l = np.full(len(ra_deg), np.nan)

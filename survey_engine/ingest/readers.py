@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from survey_engine.errors import SurveyEngineError
+
 BATCH_ROWS = 262_144
 CHUNK_ROWS = 1_000_000
 
@@ -35,7 +37,7 @@ FORMATS = {
 }
 
 
-class InputError(ValueError):
+class InputError(SurveyEngineError, ValueError):
     """Bad input: the message names the file (and column or row) at fault."""
 
 

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import yaml
 
+from survey_engine.errors import SurveyEngineError
+
 KINDS = ("slurm", "pbs")
 REPO_CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"
 PACKAGED_CLUSTER_DIR = Path(__file__).resolve().parent / "cluster_configs"  # the same files, in a wheel
 
 
-class ClusterConfigError(ValueError):
+class ClusterConfigError(SurveyEngineError, ValueError):
     pass
 
 

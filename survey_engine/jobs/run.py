@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from survey_engine.catalog.layout import atomic_write_text
+from survey_engine.errors import SurveyEngineError
 from survey_engine.jobs.spec import JobSpec, JobSpecError, Stage
 
 log = logging.getLogger("survey_engine.jobs")
@@ -212,7 +213,7 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
     return out, fp
 
 
-class SchedulerLost(RuntimeError):
+class SchedulerLost(SurveyEngineError, RuntimeError):
     """The cluster went away under a running stage."""
 
 

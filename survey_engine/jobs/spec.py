@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from survey_engine.errors import SurveyEngineError
+
 # stage kind -> {parameter: (type(s), required, what it references or None)}
 STAGES: dict[str, dict[str, tuple]] = {
     "import": {"source": (str, False, None), "max_rows": (int, False, None), "margin": ((int, float), False, None), "highest_order": (int, False, None),
@@ -62,7 +64,7 @@ TOP = {"name": str, "workdir": str, "source": dict, "sources": dict, "stages": l
 CLUSTER_KEYS = {"workers": int, "address": str, "kind": str, "config": str, "min_workers": int}
 
 
-class JobSpecError(ValueError):
+class JobSpecError(SurveyEngineError, ValueError):
     """A job spec that cannot run; the message names the file, line and key."""
 
 

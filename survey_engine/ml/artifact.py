@@ -14,11 +14,13 @@ import pickle
 import shutil
 from pathlib import Path
 
+from survey_engine.errors import SurveyEngineError
+
 FORMAT_VERSION = 1
 MODEL_FILE = "model.json"
 
 
-class ModelError(ValueError):
+class ModelError(SurveyEngineError, ValueError):
     """A model folder that cannot be used (missing, incompatible, or not fitting the data)."""
 
 

@@ -21,12 +21,13 @@ import math
 import numpy as np
 import pandas as pd
 
+from survey_engine.errors import SurveyEngineError
 from survey_engine.features.spec import FeatureError, FeatureSpec
 
 METHODS = ("kmeans", "dbscan", "hdbscan")
 
 
-class ClusterError(ValueError):
+class ClusterError(SurveyEngineError, ValueError):
     pass
 
 

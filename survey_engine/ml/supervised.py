@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from survey_engine.errors import SurveyEngineError
 from survey_engine.features.spec import FeatureError, FeatureSpec
 from survey_engine.ml import metrics as M
 from survey_engine.ml.artifact import ModelError, load_model, save_model
 from survey_engine.ml.data import Table, assign_folds, open_table
-
 
 PHOTOZ_PARAMS = {"max_depth": 7, "eta": 0.03, "subsample": 0.8, "colsample_bytree": 0.9, "min_child_weight": 5, "rounds": 1200}
 QUANTILE_PARAMS = {"max_depth": 6, "eta": 0.1, "subsample": 0.8, "colsample_bytree": 0.9, "min_child_weight": 5, "rounds": 300}
@@ -49,7 +49,7 @@ TASKS = ("photoz", "classify")
 SPECTROSCOPIC_COLUMNS = {"redshift", "z_spec", "zspec", "specz", "spec_z", "z_noqso", "zspec_best", "redshift_err"}
 
 
-class TrainingError(ValueError):
+class TrainingError(SurveyEngineError, ValueError):
     """Training data that cannot give a model (the message names the column or the problem)."""
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from survey_engine.errors import SurveyEngineError
+
 _REGULAR = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _DELIMITED = re.compile(r'^"[^"\x00-\x1f]+"$')
 # ADQL 2.1 reserved words that cannot be regular identifiers (the SQL ones a column is likely to hit).
@@ -21,7 +23,7 @@ _RESERVED = {
 }
 
 
-class AdqlInputError(ValueError):
+class AdqlInputError(SurveyEngineError, ValueError):
     """A user-supplied identifier or WHERE clause that is not safe or not valid ADQL."""
 
 

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from survey_engine.errors import SurveyEngineError
+
 # Named services (the URLs astroquery's modules use), with the paging each supports best.
 PRESETS: dict[str, dict] = {
     "gaia": {"url": "https://gea.esac.esa.int/tap-server/tap", "table": "gaiadr3.gaia_source", "id": "source_id", "paging": "id"},
@@ -28,7 +30,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-class TapError(RuntimeError):
+class TapError(SurveyEngineError, RuntimeError):
     """A TAP request that failed for good; the message names the page and the query."""
 
 
