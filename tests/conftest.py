@@ -11,6 +11,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+SERVICE_FIXTURES = {"dachs", "slurm"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests that use a real service (DaCHS, SLURM) are ``services`` and ``slow`` by their fixtures."""
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+            item.add_marker(pytest.mark.slow)
 
 
 def shared_path(relative: str) -> Path:
