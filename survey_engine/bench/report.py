@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 from survey_engine.bench import suites as S
+from survey_engine.bench.cost_model import OURS, cost_models, projections
+from survey_engine.bench.suites.common import BIG, MAX_PEER_ROWS
 from survey_engine.bench.measure import machine_info
 from survey_engine.catalog.layout import atomic_write_text
 
@@ -29,11 +31,11 @@ def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, rep
     sizes = dict(S.QUICK_SIZES if quick else S.FULL_SIZES)
     if sizes_override:
         sizes = {k: (v if k in ("tap", "real") else list(sizes_override)) for k, v in sizes.items()}
-    peer_limits = dict(S.MAX_PEER_ROWS)
+    peer_limits = dict(MAX_PEER_ROWS)
     if max_peer_rows:
         peer_limits["default"] = max_peer_rows
     report = {"machine": machine_info(), "params": {"suites": names, "quick": quick, "repeats": repeats, "workers": workers, "sizes": sizes,
-                                                    "max_peer_rows": peer_limits, "single_run_from_rows": S.BIG,
+                                                    "max_peer_rows": peer_limits, "single_run_from_rows": BIG,
                                                     "partition_rows": partition_rows},
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": [], "errors": {}}
     for name in names:
@@ -51,8 +53,8 @@ def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, rep
         atomic_write_text(out / "report.partial.json", json.dumps(report, indent=1, default=str))
         if echo:
             echo(f"bench {name}: {len(rows)} rows in {time.perf_counter() - t0:.0f} s")
-    report["cost_models"] = S.cost_models(report["rows"])
-    report["projections"] = S.projections(report["rows"])
+    report["cost_models"] = cost_models(report["rows"])
+    report["projections"] = projections(report["rows"])
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_reports(report, out)
     (out / "report.partial.json").unlink(missing_ok=True)
@@ -81,8 +83,8 @@ def merge(old: str | Path, new: str | Path, out: str | Path) -> dict:
     report["params"] = {**a["params"], "suites": list(dict.fromkeys(a["params"]["suites"] + b["params"]["suites"]))}
     earlier = a.get("merged_from") or [{"suites": a["params"]["suites"], "machine": a["machine"], "started": a.get("started")}]
     report["merged_from"] = earlier + [{"suites": b["params"]["suites"], "machine": b["machine"], "started": b.get("started")}]
-    report["cost_models"] = S.cost_models(report["rows"])
-    report["projections"] = S.projections(report["rows"])
+    report["cost_models"] = cost_models(report["rows"])
+    report["projections"] = projections(report["rows"])
     write_reports(report, out)
     return report
 
@@ -162,10 +164,10 @@ def peer_ratios(report: dict) -> list[dict]:
     """Each peer's time over ours for the same case: at the same worker count where we ran that
     count (training), else against our run with the most workers (a peer in one process)."""
     rows = [r for r in report["rows"] if r["suite"] != "scaling"]
-    ours = [r for r in rows if r["tool"] in S.OURS and r.get("seconds")]
+    ours = [r for r in rows if r["tool"] in OURS and r.get("seconds")]
     out = []
     for r in rows:
-        if r["tool"] in S.OURS or not r.get("seconds"):
+        if r["tool"] in OURS or not r.get("seconds"):
             continue
         same = [o for o in ours if (o["suite"], o["case"]) == (r["suite"], r["case"])]
         mine = [o for o in same if o["workers"] == r["workers"]] or sorted(same, key=lambda o: o["workers"])[-1:]
