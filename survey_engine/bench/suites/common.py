@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,32 @@ import numpy as np
 # per-suite / per-tool caps stay (one-process HDBSCAN and astropy's matcher grow too slowly).
 MAX_PEER_ROWS = {"default": 10_000_000, "clustering": 200_000, "astropy": 10_000_000}
 BIG = 10_000_000  # from this size on: no warm-up run and a single repetition (said in each row)
+
+
+def install_command(distribution: str) -> str:
+    """``pip install NAME==VERSION`` with the version survey_engine pins for ``distribution`` (in
+    any extra of its own metadata, e.g. ``[test]``), else ``pip install NAME``."""
+    import importlib.metadata as md
+
+    try:
+        requirements = md.requires("survey_engine") or []
+    except md.PackageNotFoundError:
+        requirements = []
+    pattern = re.compile(rf"^{re.escape(distribution)}\s*(==\s*[^;,\s]+)", re.IGNORECASE)
+    for requirement in requirements:
+        pinned = pattern.match(requirement)
+        if pinned:
+            return f"pip install {distribution}{pinned.group(1).replace(' ', '')}"
+    return f"pip install {distribution}"
+
+
+def peer_missing(module: str, distribution: str) -> str | None:
+    """The report note for a peer library that is not installed (``not installed: pip install
+    lsdb==0.11.1``), or None when ``module`` can be imported. A plain ``pip install .`` has no
+    peers; the suites then measure survey_engine alone and say how to add each peer."""
+    if find_spec(module) is None:
+        return f"not installed: {install_command(distribution)}"
+    return None
 
 
 def repeat_plan(n: int | None, repeats: int) -> dict:

@@ -16,6 +16,7 @@ from survey_engine.bench.suites.common import (
     local_cluster,
     not_run_row,
     peer_allowed,
+    peer_missing,
     peer_process,
     repeat_plan,
 )
@@ -58,7 +59,8 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1
         b.to_parquet(files["B"])
         del a, b
         layouts = {"default": partition_rows or max(20_000, n // 10)}
-        if peer_allowed("crossmatch", n, peer_limits, "lsdb"):
+        missing = {tool: peer_missing(tool, tool) for tool in ("lsdb", "astropy")}  # module and distribution names agree
+        if peer_allowed("crossmatch", n, peer_limits, "lsdb") and not missing["lsdb"]:
             layouts["small"] = max(5_000, n // XM_SMALL_PARTITIONS)
         cats: dict[tuple[str, str], Path] = {}
         with local_cluster(workers) as client:  # closed before the tools run: each starts its own
@@ -71,12 +73,12 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1
                     cats[(name, lay)] = out
         parts = {lay: len(open_catalog(cats[("A", lay)]).partitions) for lay in layouts}
 
-        def run(tool, lay="default"):
+        def run_tool(tool, lay="default"):
             spec = {"left": str(cats[("A", lay)]), "right": str(cats[("B", lay)]), "left_file": str(files["A"]), "right_file": str(files["B"]),
                     "radius": radius, "workers": workers, "runs": 1 + plan["repeats"], "pairs_out": str(work / f"xm_pairs_{tool}_{lay}_{n}.npy")}
             return peer_process("survey_engine.bench.xm_peer", [tool, json.dumps(spec)], f"cross-match benchmark of {tool}"), spec["pairs_out"]
 
-        truth_res, truth_file = run("ckdtree_global")
+        truth_res, truth_file = run_tool("ckdtree_global")
         truth = np.load(truth_file)
         tools = [("ckdtree_global", "ckdtree_global", "default"), ("survey_engine", "survey_engine", "default"), ("lsdb", "lsdb", "default"),
                  ("lsdb_small_partitions", "lsdb", "small"), ("astropy", "astropy", "default")]
@@ -84,10 +86,13 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1
             if label != "ckdtree_global" and tool != "survey_engine" and not peer_allowed("crossmatch", n, peer_limits, tool):
                 out_rows.append(not_run_row("crossmatch", case, label, n, workers, peer_limits))
                 continue
+            if missing.get(tool):
+                out_rows.append(bench_row("crossmatch", case, label, n, workers, note=missing[tool]))
+                continue
             if lay not in layouts:
                 continue
             try:
-                res, pairs_file = (truth_res, truth_file) if label == "ckdtree_global" else run(tool, lay)
+                res, pairs_file = (truth_res, truth_file) if label == "ckdtree_global" else run_tool(tool, lay)
             except ImportError as exc:
                 out_rows.append(bench_row("crossmatch", case, label, n, workers, note=f"not installed: {exc}"))
                 continue

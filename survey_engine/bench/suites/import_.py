@@ -18,6 +18,7 @@ from survey_engine.bench.suites.common import (
     mock_files,
     not_run_row,
     peer_allowed,
+    peer_missing,
     profiled,
     repeat_plan,
 )
@@ -46,10 +47,9 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
             partitions = _partitions(work / f"se_import_{n}")
             rows_out.append(bench_row("import", f"{n} rows", "survey_engine", n, workers, m_ours, agree=len(ours_ids) == n, profile=prof,
                                  partitions=partitions))
-            import importlib.util
-
-            if importlib.util.find_spec("hats_import") is None:
-                rows_out.append(bench_row("import", f"{n} rows", "hats_import", n, workers, note="hats-import not installed"))
+            missing = peer_missing("hats_import", "hats-import")
+            if missing:
+                rows_out.append(bench_row("import", f"{n} rows", "hats_import", n, workers, note=missing))
             elif not peer_allowed("import", n, peer_limits):
                 rows_out.append(not_run_row("import", f"{n} rows", "hats_import", n, workers, peer_limits))
             else:

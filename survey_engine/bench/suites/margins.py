@@ -16,6 +16,7 @@ from survey_engine.bench.suites.common import (
     mock_files,
     not_run_row,
     peer_allowed,
+    peer_missing,
     profiled,
     repeat_plan,
 )
@@ -51,11 +52,10 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1
             # exactness: every margin row is within the radius of its partition (checked by the
             # catalog tests against brute force); here: the rows agree with hats-import's superset
             rows_out.append(bench_row("margins", case, "survey_engine", n, workers, m, agree=None, profile=prof, margin_rows=len(ours_ids)))
-            import importlib.util
-
-            if importlib.util.find_spec("hats_import") is None:
+            missing = peer_missing("hats_import", "hats-import")
+            if missing:
                 rows_out[-1]["agree"] = len(ours_ids) > 0
-                rows_out.append(bench_row("margins", case, "hats_import", n, workers, note="hats-import not installed"))
+                rows_out.append(bench_row("margins", case, "hats_import", n, workers, note=missing))
             elif not peer_allowed("margins", n, peer_limits):
                 rows_out[-1]["agree"] = len(ours_ids) > 0
                 rows_out.append(not_run_row("margins", case, "hats_import", n, workers, peer_limits))
