@@ -52,11 +52,14 @@ def html_report(report: dict) -> str:
              "Agree = the same rows, the same pair set or metrics within 5%.</p>"]
     if report.get("errors"):
         parts.append("<div class='box'><b>Suites that failed</b><pre>" + html.escape(json.dumps(report["errors"], indent=1)) + "</pre></div>")
-    missing = sorted({r["note"] for r in rows if str(r.get("note") or "").startswith("not installed:")})
-    skipped = [r for r in rows if str(r.get("note") or "").startswith("skipped:")]
-    if missing or skipped:
-        items = [f"<li>{html.escape(n)}</li>" for n in missing] + [f"<li>{html.escape(r['suite'])}: {html.escape(r['note'])}</li>" for r in skipped]
-        parts.append("<div class='info'><b>Not measured here</b> (survey_engine still is):<ul>" + "".join(items) + "</ul></div>")
+    unmeasured: dict[str, dict] = {}  # why a tool has no time (a peer not installed, data or a service missing) -> suites
+    for r in rows:
+        if not r.get("seconds") and r.get("note") and not str(r["note"]).startswith("not run above"):
+            unmeasured.setdefault(r["note"], {})[r["suite"]] = None
+    if unmeasured:
+        items = "".join(f"<li>{html.escape(note)} <span class='na'>({html.escape(', '.join(suites))})</span></li>"
+                        for note, suites in unmeasured.items())
+        parts.append(f"<div class='info'><b>Not measured in this run</b><ul>{items}</ul></div>")
     parts.append("<h2>At a glance</h2>" + _glance_table(rows))
     for suite in dict.fromkeys(r["suite"] for r in rows):
         sub = [r for r in rows if r["suite"] == suite]
@@ -290,8 +293,9 @@ def _plain_rows(n) -> str:
 
 
 def _stage_table(rows: list[dict]) -> str:
-    """One line per case (and worker count where a tool ran at several): each tool's median time,
-    a peer's speed-up against ours under it, and whether all agree; then the tools' notes."""
+    """One line per case (and worker count where a tool ran at several): each tool's median time, a
+    peer's speed-up against ours beside it, the peak memory of all processes under it, and whether
+    all agree; then the tools' notes."""
     measured = [r for r in rows if r.get("seconds")]
     tools = sorted(dict.fromkeys(r["tool"] for r in rows), key=lambda t: t not in OURS)
     by_workers = any(len({r["workers"] for r in rows if r["tool"] == t}) > 1 for t in tools)
@@ -322,10 +326,12 @@ def _time_cell(r: dict | None, measured: list[dict]) -> str:
         short = "not installed" if note.startswith("not installed") else "not run" if note.startswith("not run") else note
         return f"<td class='na' title='{html.escape(note, quote=True)}'>{html.escape(short)}</td>"
     text = f"{r['seconds']:.3g} s"
+    memory = f"<br><small class='na'>{r['peak_rss_gib']:.2g} GiB</small>" if r.get("peak_rss_gib") else ""
     if r["tool"] in OURS:
-        return f"<td class='num'><b>{text}</b></td>"
+        return f"<td class='num'><b>{text}</b>{memory}</td>"
     o = _ours_for(r, measured) if r["suite"] != "scaling" else None
-    return f"<td class='num'>{text}" + (f" <small>({_ratio_html(r['seconds'] / o['seconds'])})</small>" if o else "") + "</td>"
+    ratio = f" <small>({_ratio_html(r['seconds'] / o['seconds'])})</small>" if o else ""
+    return f"<td class='num'>{text}{ratio}{memory}</td>"
 
 
 def _readable_case(case: str) -> str:

@@ -43,7 +43,7 @@ def synthetic_report() -> dict:
             pcase = f"{n} mock rows, predict with the 50-round model"
             rows += [_row("train", pcase, "xgboost.dask", n, w, d / 10), _row("train", pcase, "xgboost_single_process", n, w, s / 9)]
     rows += [_row("real", "real catalogs", "survey_engine", None, 2, None, agree=None,
-                  note="skipped: real data not found under /nowhere (no clusters_xmatch/gaia_dr3_allsky_G10.parquet); "
+                  note="skipped: real data not found in --data /nowhere (no clusters_xmatch/gaia_dr3_allsky_G10.parquet); "
                        "pass --data DIR or set SURVEY_ENGINE_SHARED_DATA")]
     rows += [_row("e2e", "mock 1000000 rows: import + photo-z train + predict", "survey_engine", 1_000_000, 2, 88.0)]
     for kind in ("strong", "weak"):
@@ -68,7 +68,7 @@ def test_report_opens_with_plots_speedups_and_agreement():
     assert "7.04x</span> at 10<sup>5</sup>" in head and "5.39x</span> at 10<sup>6</sup>" in head and "3.12x</span> at 10<sup>7</sup>" in head
     # the peer that is not installed, with the command, before the machine record; the skipped suite with its reason
     assert "not installed: pip install lsdb==0.11.1" in head
-    assert "skipped: real data not found under /nowhere" in head and "--data DIR" in head
+    assert "skipped: real data not found in --data /nowhere" in head and "--data DIR" in head
     # the machine record and the full table sit in scrolling containers (no page-wide overflow)
     assert re.search(r"<h2>Machine</h2><div class='scroll'>", page) and re.search(r"<h2>All measurements</h2><div class='scroll'>", page)
     assert ".scroll{overflow-x:auto" in page

@@ -63,7 +63,7 @@ def test_data_flag_is_where_the_real_suite_looks(tmp_path):
     done = _cli("real", "--quick", "--data", str(tmp_path), "--out", str(tmp_path / "out"), env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads((tmp_path / "out" / "report.json").read_text())["rows"]
-    assert row["note"].startswith(f"skipped: real data not found under {tmp_path} (no {REAL_FILES['gaia_g10']})")
+    assert row["note"].startswith(f"skipped: real data not found in --data {tmp_path} (no {REAL_FILES['gaia_g10']})")
     assert "--data DIR" in row["note"]
     # a --data folder that does not exist is the user's error: exit 2, naming the flag, before any suite runs
     bad = _cli("real", "--quick", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out2"), env=env)

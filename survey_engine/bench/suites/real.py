@@ -59,7 +59,13 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, data: str | Path 
     root = shared_data_root(data)
     absent = [f for f in REAL_FILES.values() if not (root / f).exists()]
     if absent:
-        msg = f"skipped: real data not found under {root} (no {absent[0]}); pass --data DIR or set {DATA_VARIABLE}"
+        if data is not None:
+            where = f"--data {root}"
+        elif os.environ.get(DATA_VARIABLE):
+            where = f"${DATA_VARIABLE} = {root}"
+        else:
+            where = f"{root} (the default: ../shared/data beside a source checkout)"
+        msg = f"skipped: real data not found in {where} (no {absent[0]}); pass --data DIR or set {DATA_VARIABLE}"
         if os.environ.get("CI") == "true":
             raise FileNotFoundError(msg)  # in CI the data must be there: fail, do not skip
         return [bench_row("real", "real catalogs", "survey_engine", None, workers, note=msg)]
