@@ -22,6 +22,7 @@ body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding
 h1{margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #ddd} h3{margin:1.2em 0 .3em}
 .lead{color:#555;margin-top:0}
 .scroll{overflow-x:auto;max-width:100%}
+.stage{display:flex;flex-wrap:wrap;gap:.5em 1.5em;align-items:flex-start} .stage .cell{flex:1 1 380px;min-width:0}
 table{border-collapse:collapse;font-size:88%;margin:.4em 0}
 td,th{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f4f4f4} td.num{text-align:right;white-space:nowrap}
@@ -29,7 +30,7 @@ td.note{max-width:28em;overflow-wrap:anywhere;color:#555}
 tr.ours td{font-weight:600}
 .yes{color:#17692b;font-weight:600} .no{color:#b00020;font-weight:700} .na{color:#777}
 .faster{color:#17692b;font-weight:600} .slower{color:#a15c00;font-weight:600}
-img{max-width:100%;height:auto;display:block}
+img{max-width:100%;height:auto;display:block} .stage img{flex:0 1 auto;min-width:0}
 .box{border:1px solid #e3b4b4;background:#fff4f4;padding:.5em 1em;margin:1em 0}
 .info{border:1px solid #c9d7ea;background:#f5f8fc;padding:.5em 1em;margin:1em 0}
 code{background:#f1f1f1;padding:0 3px}
@@ -47,7 +48,8 @@ def html_report(report: dict) -> str:
     params, machine = report["params"], report["machine"]
     kind = "quick" if params.get("quick") else "full"
     parts = [f"<h1>survey_engine benchmarks</h1><p class='lead'>{kind} run, {html.escape(str(machine.get('date')))}, "
-             f"{machine.get('cores')} cores, {machine.get('memory_gib')} GiB, commit {html.escape(str(machine.get('git_commit')))}. "
+             f"{machine.get('cores')} cores, {machine.get('memory_gib')} GiB"
+             + (f", commit {html.escape(machine['git_commit'])}" if machine.get("git_commit") else "") + ". "
              "Speed-up = the peer's time / survey_engine's time on the same data and cores (above 1: survey_engine is faster). "
              "Agree = the same rows, the same pair set or metrics within 5%.</p>"]
     if report.get("errors"):
@@ -64,10 +66,7 @@ def html_report(report: dict) -> str:
     for suite in dict.fromkeys(r["suite"] for r in rows):
         sub = [r for r in rows if r["suite"] == suite]
         parts.append(f"<h2 id='{html.escape(suite)}'>{html.escape(suite)}</h2>")
-        figure = _stage_figure(suite, sub, colors)
-        if figure:
-            parts.append(figure)
-        parts.append(_stage_table(sub))
+        parts.append(f"<div class='stage'>{_stage_figure(suite, sub, colors) or ''}<div class='cell'>{_stage_table(sub)}</div></div>")
     parts.append(_cost_html(report))
     parts.append("<h2>Machine</h2>" + _machine_html(report))
     head = "".join(f"<th>{c}</th>" for c in FULL_COLUMNS)
@@ -314,6 +313,8 @@ def _stage_table(rows: list[dict]) -> str:
         body.append(f"<tr><td>{html.escape(_readable_case(case))}</td>" + (f"<td class='num'>{workers}</td>" if by_workers else "")
                     + "".join(cells) + f"<td>{_agree_html(agree)}</td></tr>")
     notes = dict.fromkeys((r["tool"], r["note"]) for r in rows if r.get("note") and r.get("seconds"))
+    # a tool's note repeated with more after it (the cold run's "...; a fresh process: ..."): keep the longer
+    notes = {(t, n): None for t, n in notes if not any(t2 == t and n2 != n and n2.startswith(n) for t2, n2 in notes)}
     note_html = "<ul class='notes'>" + "".join(f"<li><b>{html.escape(t)}</b>: {html.escape(n)}</li>" for t, n in notes) + "</ul>" if notes else ""
     return f"<div class='scroll'><table>{head}{''.join(body)}</table></div>{note_html}"
 
