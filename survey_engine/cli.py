@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crossmatch: at most this many rows per partition of the benchmark catalogs (default: N/10, 12 partitions)")
     p.add_argument("--max-peer-rows", type=_positive_int, default=None,
                    help="run the peers only up to this many rows (default: 10,000,000; 200,000 for single-process HDBSCAN)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="real suite: the folder of the real catalogs (default: $SURVEY_ENGINE_SHARED_DATA, else the "
+                        "checkout's ../shared/data; without them the suite is skipped)")
 
     p = sub.add_parser("info", help="describe a catalog or collection")
     p.add_argument("catalog")
@@ -396,7 +399,7 @@ def _dispatch(args) -> int:
         from survey_engine.bench.report import run_bench
 
         report = run_bench(args.suites or None, args.out, quick=args.quick, repeats=args.repeats, workers=args.workers, sizes_override=args.sizes,
-                           max_peer_rows=args.max_peer_rows, partition_rows=args.partition_rows)
+                           max_peer_rows=args.max_peer_rows, partition_rows=args.partition_rows, data=args.data)
         print((Path(args.out) / "summary.md").read_text())
         print(f"report: {Path(args.out) / 'report.html'}")
         return 1 if report["errors"] else 0

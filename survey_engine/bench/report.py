@@ -3,25 +3,31 @@ plots, self-contained), ``summary.md`` (a short read), and comparison of two run
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import time
 from pathlib import Path
 
 from survey_engine.bench import suites as S
+from survey_engine.bench.cost_model import cost_models, projections
 from survey_engine.bench.measure import machine_info
+from survey_engine.bench.report_html import duration_text, html_report, speedups
+from survey_engine.bench.suites.common import BIG, MAX_PEER_ROWS
 from survey_engine.catalog.layout import atomic_write_text
+from survey_engine.errors import UsageError
 
 
 def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, repeats: int | None = None, workers: int = 2,
               echo=print, sizes_override: list[int] | None = None, max_peer_rows: int | None = None,
-              partition_rows: int | None = None) -> dict:
+              partition_rows: int | None = None, data: str | Path | None = None) -> dict:
+    """Run the suites ``names`` (all by default) and write the reports to ``out``. ``data``: the folder
+    of the real catalogs for the ``real`` suite (else ``$SURVEY_ENGINE_SHARED_DATA`` or the checkout's
+    ``../shared/data``). A suite that raises is recorded in ``errors``; the others still run."""
     names = list(names or S.SUITES)
     unknown = [n for n in names if n not in S.SUITES]
     if unknown:
-        raise ValueError(f"unknown suite(s) {unknown}; known: {', '.join(S.SUITES)}")
+        raise UsageError(f"unknown suite(s) {unknown}; known: {', '.join(S.SUITES)}")
+    if data is not None and not Path(data).is_dir():
+        raise UsageError(f"--data {data}: not a folder (the real suite reads its catalogs from there)")
     out = Path(out)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -29,12 +35,12 @@ def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, rep
     sizes = dict(S.QUICK_SIZES if quick else S.FULL_SIZES)
     if sizes_override:
         sizes = {k: (v if k in ("tap", "real") else list(sizes_override)) for k, v in sizes.items()}
-    peer_limits = dict(S.MAX_PEER_ROWS)
+    peer_limits = dict(MAX_PEER_ROWS)
     if max_peer_rows:
         peer_limits["default"] = max_peer_rows
     report = {"machine": machine_info(), "params": {"suites": names, "quick": quick, "repeats": repeats, "workers": workers, "sizes": sizes,
-                                                    "max_peer_rows": peer_limits, "single_run_from_rows": S.BIG,
-                                                    "partition_rows": partition_rows},
+                                                    "max_peer_rows": peer_limits, "single_run_from_rows": BIG,
+                                                    "partition_rows": partition_rows, "data": str(data) if data else None},
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": [], "errors": {}}
     for name in names:
         t0 = time.perf_counter()
@@ -42,6 +48,8 @@ def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, rep
             echo(f"bench {name} ...")
         try:
             extra = {"partition_rows": partition_rows} if (name == "crossmatch" and partition_rows) else {}
+            if name == "real" and data is not None:
+                extra["data"] = data
             rows = S.RUNNERS[name](sizes[name], repeats, workers, work, peer_limits=peer_limits, **extra)
         except Exception as exc:  # a suite that breaks is reported, the others still run
             report["errors"][name] = f"{type(exc).__name__}: {exc}"
@@ -51,8 +59,8 @@ def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, rep
         atomic_write_text(out / "report.partial.json", json.dumps(report, indent=1, default=str))
         if echo:
             echo(f"bench {name}: {len(rows)} rows in {time.perf_counter() - t0:.0f} s")
-    report["cost_models"] = S.cost_models(report["rows"])
-    report["projections"] = S.projections(report["rows"])
+    report["cost_models"] = cost_models(report["rows"])
+    report["projections"] = projections(report["rows"])
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_reports(report, out)
     (out / "report.partial.json").unlink(missing_ok=True)
@@ -81,8 +89,8 @@ def merge(old: str | Path, new: str | Path, out: str | Path) -> dict:
     report["params"] = {**a["params"], "suites": list(dict.fromkeys(a["params"]["suites"] + b["params"]["suites"]))}
     earlier = a.get("merged_from") or [{"suites": a["params"]["suites"], "machine": a["machine"], "started": a.get("started")}]
     report["merged_from"] = earlier + [{"suites": b["params"]["suites"], "machine": b["machine"], "started": b.get("started")}]
-    report["cost_models"] = S.cost_models(report["rows"])
-    report["projections"] = S.projections(report["rows"])
+    report["cost_models"] = cost_models(report["rows"])
+    report["projections"] = projections(report["rows"])
     write_reports(report, out)
     return report
 
@@ -90,10 +98,6 @@ def merge(old: str | Path, new: str | Path, out: str | Path) -> dict:
 def _load(p: str | Path) -> dict:
     p = Path(p)
     return json.loads((p / "report.json" if p.is_dir() else p).read_text())
-
-
-def _duration(hours: float) -> str:
-    return f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.1f} min"
 
 
 def _fmt(v) -> str:
@@ -150,7 +154,7 @@ def markdown(report: dict) -> str:
     if report.get("projections"):
         lines += ["Projection from those models (not a measurement: it assumes the per-row cost holds at scale, even spread over "
                   "the cores, and storage that keeps up):", ""]
-        lines += [f"- {p['stage']}: {p['catalog']} ({p['rows']:,} rows) on {p['cores']} cores: about {_duration(p['projected_hours'])}"
+        lines += [f"- {p['stage']}: {p['catalog']} ({p['rows']:,} rows) on {p['cores']} cores: about {duration_text(p['projected_hours'])}"
                   for p in report["projections"]]
         lines.append("")
     if report.get("errors"):
@@ -161,80 +165,7 @@ def markdown(report: dict) -> str:
 def peer_ratios(report: dict) -> list[dict]:
     """Each peer's time over ours for the same case: at the same worker count where we ran that
     count (training), else against our run with the most workers (a peer in one process)."""
-    rows = [r for r in report["rows"] if r["suite"] != "scaling"]
-    ours = [r for r in rows if r["tool"] in S.OURS and r.get("seconds")]
-    out = []
-    for r in rows:
-        if r["tool"] in S.OURS or not r.get("seconds"):
-            continue
-        same = [o for o in ours if (o["suite"], o["case"]) == (r["suite"], r["case"])]
-        mine = [o for o in same if o["workers"] == r["workers"]] or sorted(same, key=lambda o: o["workers"])[-1:]
-        if mine:
-            o = mine[0]
-            out.append({"suite": r["suite"], "case": r["case"], "peer": r["tool"], "workers": o["workers"], "ratio": r["seconds"] / o["seconds"]})
-    return out
-
-
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return "<img src='data:image/png;base64," + base64.b64encode(buf.getvalue()).decode() + "'/>"
-
-
-def html_report(report: dict) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = _table_rows(report)
-    parts = [f"<h1>survey_engine benchmarks</h1><pre>{html.escape(json.dumps(report['machine'], indent=1))}</pre>"]
-    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in COLUMNS) + "</tr>" for r in rows)
-    parts.append(f"<h2>All measurements</h2><table><tr>{head}</tr>{body}</table>")
-    for suite in dict.fromkeys(r["suite"] for r in rows if r.get("seconds")):
-        sub = [r for r in rows if r["suite"] == suite and r.get("seconds")]
-        fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
-        xkey = "workers" if suite == "scaling" else "rows"
-
-        def label(r):
-            if suite == "scaling":
-                return f"{r['tool']} ({r['case']})"
-            several = len({o["workers"] for o in sub if o["tool"] == r["tool"]}) > 1
-            return f"{r['tool']} ({r['workers']} workers)" if several else r["tool"]
-
-        for tool in dict.fromkeys(label(r) for r in sub):
-            pts = sorted((r[xkey], r["seconds"], r["peak_rss_gib"] or 0) for r in sub if label(r) == tool)
-            ax[0].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=tool)
-            ax[1].plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=tool)
-        ax[0].set(xlabel=xkey, ylabel="seconds (median)", title=f"{suite}: time")
-        ax[1].set(xlabel=xkey, ylabel="peak GiB (all processes)", title=f"{suite}: memory")
-        if xkey == "rows" and len({r["rows"] for r in sub}) > 1:
-            for a in ax:
-                a.set_xscale("log")
-        ax[0].legend(fontsize=8)
-        parts.append(f"<h2>{html.escape(suite)}</h2>" + _png(fig))
-    ratios = peer_ratios(report)
-    if ratios:
-        parts.append("<h2>Against peers (their time / ours)</h2><ul>" + "".join(
-            f"<li>{html.escape(x['suite'])} {html.escape(x['case'])}: {html.escape(x['peer'])} {x['ratio']:.2f}x</li>" for x in ratios) + "</ul>")
-    if report.get("cost_models"):
-        head = "".join(f"<th>{c}</th>" for c in ("stage", "c: core-us per row", "a: s", "s: driver us per row", "sizes fitted", "worst residual of c"))
-        body = "".join(f"<tr><td>{m['stage']}</td><td>{m['core_s_per_row'] * 1e6:.3g}</td><td>{m['serial_s']:.3g}</td>"
-                       f"<td>{m.get('serial_s_per_row', 0) * 1e6:.3g}</td>"
-                       f"<td>{', '.join(f'{x:,}' for x in m['sizes'])}</td><td>{m['max_rel_residual']:.0%}</td></tr>" for m in report["cost_models"])
-        parts.append(f"<h2>Cost models (fitted from per-task times)</h2><table><tr>{head}</tr>{body}</table>")
-    if report.get("projections"):
-        parts.append("<h2>Projection (cost model, not a measurement)</h2><ul>" + "".join(
-            f"<li>{p['stage']}: {p['catalog']} ({p['rows']:,} rows) on {p['cores']} cores: about {_duration(p['projected_hours'])}</li>"
-            for p in report["projections"]) + "</ul>")
-    if report.get("errors"):
-        parts.append("<h2>Suites that failed</h2><pre>" + html.escape(json.dumps(report["errors"], indent=1)) + "</pre>")
-    style = "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
-    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>survey_engine benchmarks</title>{style}</head><body>{''.join(parts)}</body></html>"
+    return speedups(report["rows"])
 
 
 def compare(old: str | Path, new: str | Path, threshold: float = 1.2) -> tuple[list[dict], list[dict]]:

@@ -93,11 +93,11 @@ TOOLS = {"survey_engine": (_ours, True), "lsdb": (_lsdb, True), "astropy": (_ast
 
 def run_tool(tool: str, spec: dict) -> dict:
     from survey_engine.bench.measure import PeakMemory
-    from survey_engine.bench.suites import _cluster, pair_array, task_profile
+    from survey_engine.bench.suites.common import local_cluster, pair_array, task_profile
 
     prepare, needs_cluster = TOOLS[tool]
     runs, profile, ids = [], [], None
-    with (_cluster(spec["workers"]) if needs_cluster else contextlib.nullcontext()) as client:
+    with (local_cluster(spec["workers"]) if needs_cluster else contextlib.nullcontext()) as client:
         logging.getLogger("distributed").setLevel(logging.ERROR)
         fn = None
         for i in range(spec["runs"]):
