@@ -136,7 +136,9 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
                 where = "present" if only_info <= disk.keys() else "missing"
                 what.append(f"{info_name} lists {len(only_info)} partition(s) that dataset/_metadata lacks ({where} on disk: "
                             f"{_names(only_info, catalog_dir)})")
-            raise CatalogIntegrityError(f"{info_file}: the catalog's metadata disagree: {'; '.join(what)}; {repair}")
+            meta_file = catalog_dir / layout.DATASET_DIR / "_metadata"
+            odd_one = meta_file if only_info and not only_meta and only_info <= disk.keys() else info_file
+            raise CatalogIntegrityError(f"{odd_one}: the catalog's metadata disagree: {'; '.join(what)}; {repair}")
     disk = files_on_disk(catalog_dir)
     missing = listed_set - disk.keys()
     if missing:
