@@ -67,8 +67,9 @@ def read_metadata_facts(catalog_dir: Path) -> MetadataFacts | None:
             raise CatalogIntegrityError(f"{meta_path}: row group {i} names no partition file "
                                         f"({rg.column(0).file_path!r})") from None
         rows[key] = rows.get(key, 0) + rg.num_rows
-        end = max(_chunk_end(rg.column(j)) for j in range(rg.num_columns))
-        data_end[key] = max(data_end.get(key, 0), end)
+        # column chunks follow each other in a file: the last one ends the row group's data
+        # (one chunk read per row group: the Python access to each costs ~20 us)
+        data_end[key] = max(data_end.get(key, 0), _chunk_end(rg.column(rg.num_columns - 1)))
     return MetadataFacts(rows, data_end)
 
 
@@ -86,17 +87,16 @@ def files_on_disk(catalog_dir: Path) -> dict[tuple[int, int], Path]:
     if not dataset.is_dir():
         return found
     for order_dir in os.scandir(dataset):
-        if not (order_dir.is_dir() and order_dir.name.startswith("Norder=")):
+        if not (order_dir.is_dir() and order_dir.name.startswith("Norder=") and order_dir.name[7:].isdigit()):
             continue
+        order = int(order_dir.name[7:])
         for dir_dir in os.scandir(order_dir.path):
             if not (dir_dir.is_dir() and dir_dir.name.startswith("Dir=")):
                 continue
             for entry in os.scandir(dir_dir.path):
-                if entry.name.startswith("Npix=") and entry.name.endswith(".parquet"):
-                    try:
-                        found[layout.pixel_from_path(entry.path)] = Path(entry.path)
-                    except (KeyError, ValueError):
-                        continue
+                name = entry.name
+                if name.startswith("Npix=") and name.endswith(".parquet") and name[5:-8].isdigit():
+                    found[(order, int(name[5:-8]))] = Path(entry.path)
     return found
 
 

@@ -287,3 +287,29 @@ def test_verify_cli_exit_codes(blanco, client, tmp_path, capsys):
     named = _damage("deleted", coll)
     assert main(["info", str(coll)]) == 2
     assert str(named) in capsys.readouterr().err
+
+
+def test_hats_import_collection_passes_the_checks_and_verify(tmp_path, client):
+    """hats-import's own layout (its _metadata, margin from border pixels) opens and verifies clean;
+    a row dropped from its partition_info.csv is caught there too."""
+    from hats_import.collection.arguments import CollectionArguments
+    from hats_import.pipeline import pipeline_with_client
+
+    src = shared_path("clusters_xmatch/blanco1/blanco1_gaia_dr3_G17_field.parquet")
+    args = (
+        CollectionArguments(output_artifact_name="blanco1", output_path=str(tmp_path), progress_bar=False)
+        .catalog(input_file_list=[str(src)], file_reader="parquet", ra_column="ra", dec_column="dec", pixel_threshold=2000, highest_healpix_order=8)
+        .add_margin(margin_threshold=10.0)
+    )
+    pipeline_with_client(args, client)
+    coll = tmp_path / "blanco1"
+    assert len(open_catalog(coll).compute()) == pq.read_metadata(src).num_rows
+    report = verify_catalog(coll, client=client)
+    assert report.ok, report.text()
+    assert report.rows == pq.read_metadata(src).num_rows and report.margin_rows > 0
+    info = coll / "blanco1" / layout.PARTITION_INFO_FILE
+    pd.read_csv(info).iloc[1:].to_csv(info, index=False)
+    with pytest.raises(CatalogIntegrityError, match="partition_info.csv"):
+        open_catalog(coll)
+    assert verify_catalog(coll, repair=True, client=client).ok
+    assert len(open_catalog(coll).compute()) == pq.read_metadata(src).num_rows
