@@ -181,6 +181,7 @@ def test_data_damage_stops_commands_and_is_not_papered_over(blanco, client, tmp_
         open_catalog(coll).compute()
 
 
+@pytest.mark.slow
 def test_stale_partition_file_fails_its_read(blanco, client, tmp_path):
     """A partition rewritten (valid, with checksums) after _metadata: caught when it is read."""
     coll = _copy(blanco, tmp_path)
@@ -199,6 +200,7 @@ def test_stale_partition_file_fails_its_read(blanco, client, tmp_path):
     assert len(open_catalog(coll).compute()) == open_catalog(coll).row_count() == DR2_ROWS + 5
 
 
+@pytest.mark.slow
 def test_margin_partition_deleted(blanco, client, tmp_path):
     coll = _copy(blanco, tmp_path)
     named = _damage("margin_deleted", coll)
@@ -289,6 +291,7 @@ def test_verify_cli_exit_codes(blanco, client, tmp_path, capsys):
     assert str(named) in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_hats_import_collection_passes_the_checks_and_verify(tmp_path, client):
     """hats-import's own layout (its _metadata, margin from border pixels) opens and verifies clean;
     a row dropped from its partition_info.csv is caught there too."""
