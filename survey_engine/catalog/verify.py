@@ -81,7 +81,7 @@ def _hash_sum(h: np.ndarray) -> int:
 
 
 def _check_file(path: str, ra: str, dec: str, order: int, pix: int, skymap_order: int | None, margin_plan, own: int,
-                margin_of: int | None) -> dict:
+                margin_of: int | None, own_pixel_only: bool = True) -> dict:
     """Read one partition file in full; its rows, point-map counts and margin facts.
 
     ``margin_plan`` (a ``(MarginPlan, PartitionPlan)``) with ``margin_of=None``: this is a main
@@ -103,7 +103,7 @@ def _check_file(path: str, ra: str, dec: str, order: int, pix: int, skymap_order
     ra_v = table.column(ra).to_numpy(zero_copy_only=False).astype(np.float64)
     dec_v = table.column(dec).to_numpy(zero_copy_only=False).astype(np.float64)
     start, stop = (int(v) for v in pixel_range29(order, pix))
-    if margin_of is None:
+    if margin_of is None and own_pixel_only:
         outside = int(np.count_nonzero((hp < start) | (hp >= stop)))
         if outside:
             out["error"] = f"{outside} rows lie outside its pixel (order {order}, pixel {pix})"
@@ -257,7 +257,8 @@ def _verify(path: Path, client, progress: bool) -> VerifyReport:
             m.problems.append(Problem(str(m.path / layout.PROPERTIES_FILE), "no valid hats_margin_threshold", False))
     # the main files, read in full; with the first margin's plan, the margin rows each owes the others
     first = next(iter(plans), None)
-    calls = [(str(main.disk[k]), ra, dec, k[0], k[1], skymap_order, plans.get(first), index_of[k], None) for k in keys]
+    is_margin = main.props.get("dataproduct_type") == "margin"  # a margin catalog given on its own: rows lie outside their pixel
+    calls = [(str(main.disk[k]), ra, dec, k[0], k[1], skymap_order, plans.get(first), index_of[k], None, not is_margin) for k in keys]
     results = run_tasks(client, _check_file, calls, "verify", progress)
     owed_by_margin = {first: _owed(results)} if first is not None else {}
     for mpath in list(plans)[1:]:  # another margin radius: one more pass over the main rows
