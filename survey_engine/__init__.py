@@ -8,4 +8,12 @@ __version__ = "0.1.0"
 
 from survey_engine.catalog.catalog import Catalog, open_catalog  # noqa: E402
 
-__all__ = ["Catalog", "open_catalog", "__version__"]
+
+def verify_catalog(path, repair: bool = False, client=None, progress: bool = False):
+    """Check a whole catalog or collection (see ``survey_engine.catalog.verify``); a ``VerifyReport``."""
+    from survey_engine.catalog.verify import verify_catalog as _verify
+
+    return _verify(path, repair=repair, client=client, progress=progress)
+
+
+__all__ = ["Catalog", "open_catalog", "verify_catalog", "__version__"]

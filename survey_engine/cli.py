@@ -199,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="describe a catalog or collection")
     p.add_argument("catalog")
+
+    p = sub.add_parser("verify", help="check a whole catalog or collection (every file, the metadata, the margin); "
+                                      "exit 0 when intact, 1 when damaged")
+    p.add_argument("catalog")
+    p.add_argument("--repair", action="store_true",
+                   help="rebuild what the partition files determine (partition_info.csv, _metadata, point map, hats_nrows, margins)")
+    p.add_argument("--workers", type=_positive_int, default=None)
     return parser
 
 
@@ -403,6 +410,14 @@ def _dispatch(args) -> int:
         print((Path(args.out) / "summary.md").read_text())
         print(f"report: {Path(args.out) / 'report.html'}")
         return 1 if report["errors"] else 0
+    elif args.command == "verify":
+        from survey_engine.catalog.verify import verify_catalog
+        from survey_engine.runtime import dask_client
+
+        with dask_client(n_workers=args.workers) as client:
+            report = verify_catalog(args.catalog, repair=args.repair, client=client, progress=progress)
+        print(report.text())
+        return 0 if report.ok else 1
     elif args.command == "info":
         from survey_engine.catalog.catalog import open_catalog
 

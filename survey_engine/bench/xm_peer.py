@@ -1,7 +1,8 @@
 """One cross-match tool of the benchmark, run in a fresh process of its own.
 
 ``python -m survey_engine.bench.xm_peer TOOL SPEC_JSON`` runs the tool ``runs`` times in this
-process: the first run is cold (the tool's imports, opening both catalogs or reading both input
+process (``--serve TOOL SPEC_JSON``: one run per request on stdin, so that the benchmark runs the
+tools' repeats interleaved, A, B, A, B, and no ratio depends on when a tool happened to run): the first run is cold (the tool's imports, opening both catalogs or reading both input
 files, matching, the result in memory; for the Dask tools a fresh LocalCluster started before the
 clock, so worker-side imports and JIT compilation count too), the later ones warm (the same
 match again on the already opened catalogs / loaded arrays). It saves the pair set as a sorted
@@ -91,36 +92,85 @@ def _ckdtree(spec: dict, client):
 TOOLS = {"survey_engine": (_ours, True), "lsdb": (_lsdb, True), "astropy": (_astropy, False), "ckdtree_global": (_ckdtree, False)}
 
 
-def run_tool(tool: str, spec: dict) -> dict:
-    from survey_engine.bench.measure import PeakMemory
-    from survey_engine.bench.suites.common import local_cluster, pair_array, task_profile
+class ToolRuns:
+    """One tool's runs in this process, taken one at a time: the first is cold, the rest warm."""
 
-    prepare, needs_cluster = TOOLS[tool]
-    runs, profile, ids = [], [], None
-    with (local_cluster(spec["workers"]) if needs_cluster else contextlib.nullcontext()) as client:
+    def __init__(self, tool: str, spec: dict):
+        self.tool, self.spec = tool, spec
+        self.prepare, needs_cluster = TOOLS[tool]
+        self.stack = contextlib.ExitStack()
+        self.client = self.stack.enter_context(self._cluster(spec["workers"])) if needs_cluster else None
         logging.getLogger("distributed").setLevel(logging.ERROR)
-        fn = None
-        for i in range(spec["runs"]):
-            with PeakMemory() as mem:
-                t0 = time.perf_counter()
-                if fn is None:
-                    fn = prepare(spec, client)  # cold: imports and opening count
-                if client is not None and tool == "survey_engine" and i == spec["runs"] - 1:
-                    with task_profile(client, profile):
-                        ids = fn()
-                else:
-                    ids = fn()
-                seconds = time.perf_counter() - t0
-            runs.append({"seconds": seconds, "peak_rss_bytes": mem.peak, "peak_rss_process_bytes": mem.peak_process})
-            if i < spec["runs"] - 1:
-                ids = None
-    pairs = pair_array(*ids)
-    del ids
-    np.save(spec["pairs_out"], pairs)
-    return {"runs": runs, "pairs": int(len(pairs)), "profile": profile[-1] if profile else None}
+        self.fn = None
+        self.ids = None
+        self.runs: list[dict] = []
+        self.profile: list = []
+
+    @staticmethod
+    def _cluster(workers: int):
+        from survey_engine.bench.suites.common import local_cluster
+
+        return local_cluster(workers)
+
+    def run_once(self, last: bool) -> dict:
+        from survey_engine.bench.measure import PeakMemory
+        from survey_engine.bench.suites.common import task_profile
+
+        self.ids = None
+        started = time.time()  # wall clock: lets the driver show the runs were interleaved
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            if self.fn is None:
+                self.fn = self.prepare(self.spec, self.client)  # cold: imports and opening count
+            if self.client is not None and self.tool == "survey_engine" and last:
+                with task_profile(self.client, self.profile):
+                    self.ids = self.fn()
+            else:
+                self.ids = self.fn()
+            seconds = time.perf_counter() - t0
+        run = {"seconds": seconds, "peak_rss_bytes": mem.peak, "peak_rss_process_bytes": mem.peak_process, "started": started}
+        self.runs.append(run)
+        if not last:
+            self.ids = None
+        return run
+
+    def finish(self) -> dict:
+        from survey_engine.bench.suites.common import pair_array
+
+        self.stack.close()
+        pairs = pair_array(*self.ids)
+        self.ids = None
+        np.save(self.spec["pairs_out"], pairs)
+        return {"runs": self.runs, "pairs": int(len(pairs)), "profile": self.profile[-1] if self.profile else None}
+
+
+def run_tool(tool: str, spec: dict) -> dict:
+    """All of one tool's runs in a row."""
+    runs = ToolRuns(tool, spec)
+    for i in range(spec["runs"]):
+        runs.run_once(last=i == spec["runs"] - 1)
+    return runs.finish()
+
+
+def serve(tool: str, spec: dict) -> None:
+    """Runs on request, so that a driver can interleave tools (A, B, A, B): prints ``{"ready": true}``
+    once the process (and its cluster) is up, then answers each stdin line ``run`` / ``last`` with
+    that run's JSON line, and ``finish`` with the result of ``run_tool``."""
+    runs = ToolRuns(tool, spec)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command in ("run", "last"):
+            print(json.dumps(runs.run_once(last=command == "last")), flush=True)
+        elif command == "finish":
+            print(json.dumps(runs.finish()), flush=True)
+            return
 
 
 def main(argv: list[str]) -> None:
+    if argv and argv[0] == "--serve":
+        serve(argv[1], json.loads(argv[2]))
+        return
     print(json.dumps(run_tool(argv[0], json.loads(argv[1]))))
 
 

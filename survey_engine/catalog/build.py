@@ -276,7 +276,8 @@ def write_partition_file(table: pa.Table, catalog_dir: str | Path, order: int, p
 
     Dictionary encoding only where values repeat (``dictionary_columns``), and the sorted
     ``_healpix_29`` delta-encoded (a standard Parquet encoding every reader knows: a sixth
-    smaller files on a cross-match result)."""
+    smaller files on a cross-match result). Every page carries a CRC checksum, which readers
+    verify (``integrity.read_checked``): a flipped byte is an error, never different rows."""
     final = partition_path(catalog_dir, order, pix)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
@@ -291,6 +292,7 @@ def write_partition_file(table: pa.Table, catalog_dir: str | Path, order: int, p
         write_statistics=True,
         use_dictionary=dictionary_columns(table),
         column_encoding=delta,
+        write_page_checksum=True,
     )
     os.replace(tmp, final)
     return final

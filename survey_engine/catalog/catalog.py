@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from survey_engine.catalog import layout
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, pixel_range29
+from survey_engine.catalog.integrity import checked_partition_rows, footer_rows, read_checked
 from survey_engine.catalog import selection as sel
 
 # A per-partition transform: pandas DataFrame in, pandas DataFrame out.
@@ -63,17 +64,15 @@ class Catalog:
         """
         if self.filtered:
             raise ValueError("row_count() is only known from metadata before row filters; use len(catalog.compute())")
-        if len(self.partitions) == len(layout.read_partition_info(self.path)):
-            return int(self.properties.get("hats_nrows", self._footer_rows()))
-        return self._footer_rows()
-
-    def _footer_rows(self) -> int:
         return sum(self.partition_rows())
 
     def partition_rows(self) -> list[int]:
-        """Rows stored in each selected partition file (parquet footers; before any row filter),
-        in ``partitions`` order: an upper bound on what each partition yields."""
-        return [pq.read_metadata(p).num_rows for p in self.partition_files()]
+        """Rows stored in each selected partition file (before any row filter), in ``partitions``
+        order: an upper bound on what each partition yields. From the metadata checked against
+        the files when the catalog was opened (``integrity.checked_partition_rows``)."""
+        if "rows" in self.partitions.columns:
+            return [int(r) for r in self.partitions.rows]
+        return [footer_rows(p) for p in self.partition_files()]
 
     def __len__(self) -> int:
         return self.row_count()
@@ -185,8 +184,8 @@ class Catalog:
         if not files:
             return dd.from_pandas(meta, npartitions=1)
         return dd.from_map(
-            read_partition,
-            [str(f) for f in files],
+            _read_listed,
+            list(zip(map(str, files), self._expected_rows())),
             read_columns=self._read_columns(),
             keep_columns=self.columns,
             transforms=self.transforms,
@@ -194,6 +193,12 @@ class Catalog:
             label="read-hats",
             enforce_metadata=False,
         )
+
+    def _expected_rows(self) -> list[int | None]:
+        """Each partition file's row count as the catalog's metadata says (None where unknown)."""
+        if "rows" in self.partitions.columns:
+            return [int(r) for r in self.partitions.rows]
+        return [None] * len(self.partitions)
 
     def _project(self, frame: pd.DataFrame) -> pd.DataFrame:
         return frame[list(self.columns)] if self.columns is not None else frame
@@ -226,9 +231,13 @@ class Catalog:
         return write_catalog(self, Path(out), name=name, client=client, progress=progress)
 
 
-def read_partition(path: str | Path, read_columns=None, keep_columns=None, transforms=()) -> pd.DataFrame:
-    """Read one partition file into pandas, indexed by ``_healpix_29``, then apply transforms."""
-    table = pq.read_table(path, columns=read_columns)
+def read_partition(path: str | Path, read_columns=None, keep_columns=None, transforms=(),
+                   expected_rows: int | None = None) -> pd.DataFrame:
+    """Read one partition file into pandas, indexed by ``_healpix_29``, then apply transforms.
+
+    Page checksums are verified and the file's row count is checked against ``expected_rows``
+    (the catalog's metadata): a damaged file raises ``CatalogIntegrityError`` naming it."""
+    table = read_checked(path, read_columns, expected_rows)
     drop = [c for c in ("Norder", "Dir", "Npix") if c in table.column_names]
     if drop:
         table = table.drop_columns(drop)
@@ -240,6 +249,11 @@ def read_partition(path: str | Path, read_columns=None, keep_columns=None, trans
     if keep_columns is not None:
         frame = frame[[c for c in frame.columns if c in keep_columns]]
     return frame
+
+
+def _read_listed(listed: tuple[str, int | None], **kwargs) -> pd.DataFrame:
+    """``read_partition`` of one (file, rows the metadata expects) pair: the unit ``to_dask`` maps over."""
+    return read_partition(listed[0], expected_rows=listed[1], **kwargs)
 
 
 def open_catalog(path: str | Path, margin: str | None = "default") -> Catalog:
@@ -274,6 +288,7 @@ def _open_single(path: Path) -> Catalog:
         raise FileNotFoundError(f"{path}: no hats.properties")
     props = layout.read_properties(props_file)
     parts = layout.read_partition_info(path)
+    parts = parts.assign(rows=checked_partition_rows(path, parts, props))
     start, _ = pixel_range29(parts.Norder.to_numpy(), parts.Npix.to_numpy())
     parts = parts.iloc[np.argsort(start, kind="stable")].reset_index(drop=True)
     common = path / layout.DATASET_DIR / "_common_metadata"

@@ -23,7 +23,7 @@ def _split_partition_file(path: str, spec: build.SplitSpec, shard: str) -> dict:
 def _iter_tables(path: str):
     import pyarrow as pa
 
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=262_144):
+    for batch in pq.ParquetFile(path, page_checksum_verification=True).iter_batches(batch_size=262_144):
         yield pa.Table.from_batches([batch])
 
 

@@ -70,8 +70,9 @@ def finish_collection(staging: Path, name: str, margins: list[str], state: dict)
     layout.atomic_write_text(staging / "survey_engine.json", json.dumps(state))
 
 
-def _write_one(src: str, read_columns, keep_columns, transforms, out_dir: str, order: int, pix: int, ra: str, dec: str):
-    frame = read_partition(src, read_columns, keep_columns, transforms)
+def _write_one(src: str, read_columns, keep_columns, transforms, out_dir: str, order: int, pix: int, ra: str, dec: str,
+               expected_rows: int | None = None):
+    frame = read_partition(src, read_columns, keep_columns, transforms, expected_rows=expected_rows)
     if len(frame) == 0:
         return None
     for col in (ra, dec):
@@ -82,8 +83,9 @@ def _write_one(src: str, read_columns, keep_columns, transforms, out_dir: str, o
 
 def _write_single(catalog: Catalog, out_dir: Path, name: str, product: str, client, progress: bool, extra: dict) -> int:
     calls = [
-        (str(f), catalog._read_columns(), catalog.columns, catalog.transforms, str(out_dir), int(o), int(p), catalog.ra_column, catalog.dec_column)
-        for f, o, p in zip(catalog.partition_files(), catalog.partitions.Norder, catalog.partitions.Npix)
+        (str(f), catalog._read_columns(), catalog.columns, catalog.transforms, str(out_dir), int(o), int(p), catalog.ra_column, catalog.dec_column,
+         rows)
+        for f, o, p, rows in zip(catalog.partition_files(), catalog.partitions.Norder, catalog.partitions.Npix, catalog._expected_rows())
     ]
     schemas = run_tasks(client, _write_one, calls, f"write {name}", progress)
     written = [(c[5], c[6]) for c, s in zip(calls, schemas) if s is not None]

@@ -21,10 +21,10 @@ def row_keys(hp: np.ndarray, ra: np.ndarray, dec: np.ndarray) -> pd.MultiIndex:
 
 
 def _unmatched_in_partition(file: str, columns, ra: str, dec: str, epoch, paired: tuple, suffix: str,
-                            is_right: bool, meta: pd.DataFrame) -> pd.DataFrame:
+                            is_right: bool, meta: pd.DataFrame, rows: int | None = None) -> pd.DataFrame:
     from survey_engine.crossmatch.match import _read  # the same columns a match task reads
 
-    frame = _read([file], columns, ra, dec, epoch)
+    frame = _read([file], columns, ra, dec, epoch, {file: rows})
     if len(frame) == 0:
         return meta.iloc[:0]
     hp = frame.index.to_numpy()
@@ -57,11 +57,11 @@ def unmatched_rows(result, side: str, pairs: pd.DataFrame, meta: pd.DataFrame) -
     order = np.argsort(hp[ok], kind="stable")
     hp, pra, pdec = hp[ok][order], pra[ok][order], pdec[ok][order]
     tasks = []
-    for o, p, f in zip(catalog.partitions.Norder, catalog.partitions.Npix, catalog.partition_files()):
+    for o, p, f, rows in zip(catalog.partitions.Norder, catalog.partitions.Npix, catalog.partition_files(), catalog._expected_rows()):
         start, stop = pixel_range29(int(o), int(p))
         a, b = np.searchsorted(hp, int(start)), np.searchsorted(hp, int(stop))
         tasks.append(dask.delayed(_unmatched_in_partition)(str(f), columns, ra, dec, epoch, (hp[a:b], pra[a:b], pdec[a:b]),
-                                                          suffix, side == "right", meta))
+                                                          suffix, side == "right", meta, rows))
     parts = [t for t in dask.compute(*tasks) if len(t)]
     return pd.concat(parts) if parts else meta.iloc[:0]
 

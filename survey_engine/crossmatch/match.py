@@ -70,11 +70,12 @@ class MatchParams:
             raise ValueError("give the common epoch (target_epoch / --epoch) to propagate positions to")
 
 
-def _read(files, columns, ra: str, dec: str, epoch: EpochSpec | None = None) -> pd.DataFrame:
+def _read(files, columns, ra: str, dec: str, epoch: EpochSpec | None = None, rows: dict | None = None) -> pd.DataFrame:
     # _healpix_29 is always read: it routes rows to partitions and breaks ties
     extra = epoch.columns() if epoch else []
     cols = None if columns is None else list(dict.fromkeys([SPATIAL_INDEX_COLUMN, *columns, ra, dec, *extra]))
-    frames = [read_partition(f, cols) for f in files]
+    rows = rows or {}
+    frames = [read_partition(f, cols, expected_rows=rows.get(f)) for f in files]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames) if frames else (read_partition(files[0], cols).iloc[:0] if files else pd.DataFrame())
 
@@ -136,7 +137,8 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
 
 def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.DataFrame) -> pd.DataFrame:
     """Cross-match one left partition (run on a worker); ``empty`` is the output's empty frame."""
-    left = _read([task.left_file], p.left_columns, *lcoords, p.left_epoch)
+    file_rows = dict(task.file_rows)
+    left = _read([task.left_file], p.left_columns, *lcoords, p.left_epoch, file_rows)
     if len(left) == 0:
         return empty
     lhp = left.index.to_numpy()
@@ -151,7 +153,7 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
         if len(rows) == 0:
             continue
         sub = left if len(rows) == len(left) else left.iloc[rows]
-        right = _read(list(files), p.right_columns, *rcoords, p.right_epoch)
+        right = _read(list(files), p.right_columns, *rcoords, p.right_epoch, file_rows)
         li, ri, sep = _pairs(sub, right, lcoords, rcoords, p)
         matched[rows[li]] = True
         pieces.append(_assemble(sub, right, li, ri, sep, p, empty))

@@ -39,6 +39,7 @@ class MatchTask:
     left_pix: int
     groups: tuple[RightGroup, ...]
     orphan_files: tuple[str, ...] = field(default=())  # right partitions near uncovered left rows
+    file_rows: tuple[tuple[str, int], ...] = field(default=())  # rows each file holds, by the catalogs' metadata
 
 
 def check_margin(right: Catalog, radius_arcsec: float) -> None:
@@ -64,6 +65,10 @@ def plan_crossmatch(left: Catalog, right: Catalog, radius_arcsec: float) -> list
     margin_files = {}
     for o, p in zip(right.margin.partitions.Norder, right.margin.partitions.Npix):
         margin_files[(int(o), int(p))] = str(layout.partition_path(right.margin.path, int(o), int(p)))
+    # every read checks its file's rows against these (the metadata checked when the catalogs were opened)
+    rows_of = dict(zip(r_files, right._expected_rows()))
+    rows_of.update(zip(margin_files.values(), right.margin._expected_rows()))
+    rows_of.update(zip(map(str, left.partition_files()), left._expected_rows()))
     m = margin_order_for_radius(radius_arcsec)
     tasks = []
     for l_order, l_pix, l_file in zip(left.partitions.Norder.tolist(), left.partitions.Npix.tolist(), left.partition_files()):
@@ -84,5 +89,7 @@ def plan_crossmatch(left: Catalog, right: Catalog, radius_arcsec: float) -> list
             cov = normalise_ranges(np.append(cov[0], l_start), np.append(cov[1], l_stop))
             near = np.flatnonzero(ranges_overlap(r_start, r_stop, cov))
             orphans = tuple(r_files[i] for i in near)
-        tasks.append(MatchTask(str(l_file), l_order, l_pix, tuple(groups), orphans))
+        used = (str(l_file), *(f for g in groups for f in g.files), *orphans)
+        file_rows = tuple((f, rows_of[f]) for f in dict.fromkeys(used) if rows_of.get(f) is not None)
+        tasks.append(MatchTask(str(l_file), l_order, l_pix, tuple(groups), orphans, file_rows))
     return tasks

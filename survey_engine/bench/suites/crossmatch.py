@@ -17,7 +17,6 @@ from survey_engine.bench.suites.common import (
     not_run_row,
     peer_allowed,
     peer_missing,
-    peer_process,
     repeat_plan,
 )
 
@@ -43,8 +42,8 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1
     plus n/5 extra rows): survey_engine, LSDB (on the same catalogs, at most ``partition_rows`` rows
     per partition, default n/10, and on n/40-row partitions),
     astropy and one global cKDTree, each in a fresh process (``bench/xm_peer.py``): a cold run
-    (imports, opening, matching) then warm runs. The driver keeps only the truth and one tool's
-    pair array at a time, so 5x10^7 rows fit this machine."""
+    (imports, opening, matching) then warm runs, the tools' runs interleaved (A, B, A, B). The
+    driver keeps only the truth and one tool's pair array at a time, so 5x10^7 rows fit this machine."""
     from survey_engine.catalog.catalog import open_catalog
     from survey_engine.ingest.file_import.arguments import ImportArguments
     from survey_engine.ingest.file_import.run import run_import
@@ -73,15 +72,20 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1
                     cats[(name, lay)] = out
         parts = {lay: len(open_catalog(cats[("A", lay)]).partitions) for lay in layouts}
 
-        def run_tool(tool, lay="default"):
-            spec = {"left": str(cats[("A", lay)]), "right": str(cats[("B", lay)]), "left_file": str(files["A"]), "right_file": str(files["B"]),
+        def spec_of(tool, lay="default"):
+            return {"left": str(cats[("A", lay)]), "right": str(cats[("B", lay)]), "left_file": str(files["A"]), "right_file": str(files["B"]),
                     "radius": radius, "workers": workers, "runs": 1 + plan["repeats"], "pairs_out": str(work / f"xm_pairs_{tool}_{lay}_{n}.npy")}
-            return peer_process("survey_engine.bench.xm_peer", [tool, json.dumps(spec)], f"cross-match benchmark of {tool}"), spec["pairs_out"]
 
-        truth_res, truth_file = run_tool("ckdtree_global")
-        truth = np.load(truth_file)
         tools = [("ckdtree_global", "ckdtree_global", "default"), ("survey_engine", "survey_engine", "default"), ("lsdb", "lsdb", "default"),
                  ("lsdb_small_partitions", "lsdb", "small"), ("astropy", "astropy", "default")]
+        chosen = {label: (tool, spec_of(tool, lay)) for label, tool, lay in tools if lay in layouts and not missing.get(tool)
+                  and (label == "ckdtree_global" or tool == "survey_engine" or peer_allowed("crossmatch", n, peer_limits, tool))}
+        results = interleaved_peers(chosen, 1 + plan["repeats"])  # A, B, A, B: no tool measured alone in a quiet spell
+        truth_res = results["ckdtree_global"]
+        if isinstance(truth_res, Exception):
+            raise truth_res
+        truth_file = chosen["ckdtree_global"][1]["pairs_out"]
+        truth = np.load(truth_file)
         for label, tool, lay in tools:
             if label != "ckdtree_global" and tool != "survey_engine" and not peer_allowed("crossmatch", n, peer_limits, tool):
                 out_rows.append(not_run_row("crossmatch", case, label, n, workers, peer_limits))
@@ -91,11 +95,12 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1
                 continue
             if lay not in layouts:
                 continue
-            try:
-                res, pairs_file = (truth_res, truth_file) if label == "ckdtree_global" else run_tool(tool, lay)
-            except ImportError as exc:
-                out_rows.append(bench_row("crossmatch", case, label, n, workers, note=f"not installed: {exc}"))
+            res, pairs_file = results[label], chosen[label][1]["pairs_out"]
+            if isinstance(res, ImportError):
+                out_rows.append(bench_row("crossmatch", case, label, n, workers, note=f"not installed: {res}"))
                 continue
+            if isinstance(res, Exception):
+                raise res
             agree = True if label == "ckdtree_global" else bool(np.array_equal(np.load(pairs_file), truth))
             note = f"partitions: {parts[lay]} left" if tool in ("survey_engine", "lsdb") else "in-memory arrays; cold includes reading the Parquet inputs"
             warm, cold = _xm_measure(res["runs"][1:]), _xm_measure(res["runs"][:1])
@@ -115,3 +120,61 @@ def _xm_measure(runs: list[dict]) -> dict:
                        max(r["peak_rss_process_bytes"] for r in runs))
 
 
+def interleaved_peers(chosen: dict[str, tuple[str, dict]], runs: int) -> dict[str, dict | Exception]:
+    """Each tool in a fresh process of its own (``xm_peer --serve``), started one after another
+    before any clock runs; then run 1 (cold) of every tool, run 2 of every tool, ... (A, B, A, B),
+    so that load from elsewhere on the machine falls on all tools alike. A tool whose process fails
+    gets its exception (an ImportError when its library is not installed) and leaves the rotation."""
+    import subprocess
+    import sys
+    import tempfile
+
+    procs: dict[str, subprocess.Popen] = {}
+    logs: dict[str, object] = {}  # stderr to a file: a full pipe would stall a tool mid-run
+    results: dict[str, dict | Exception] = {}
+
+    def failed(label: str) -> Exception:
+        proc = procs.pop(label)
+        proc.kill()
+        proc.wait()
+        logs[label].seek(0)
+        err = logs[label].read()
+        if "ModuleNotFoundError" in err:
+            return ImportError(err.strip().splitlines()[-1])
+        return RuntimeError(f"cross-match benchmark of {chosen[label][0]} failed (exit {proc.returncode}):\n{err[-3000:]}")
+
+    def ask(label: str, command: str | None) -> dict | None:
+        proc = procs[label]
+        try:
+            if command is not None:
+                proc.stdin.write(command + "\n")
+                proc.stdin.flush()
+            line = proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            results[label] = failed(label)
+            return None
+        return json.loads(line)
+
+    try:
+        for label, (tool, spec) in chosen.items():
+            logs[label] = tempfile.TemporaryFile("w+")
+            procs[label] = subprocess.Popen([sys.executable, "-m", "survey_engine.bench.xm_peer", "--serve", tool, json.dumps(spec)],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logs[label], text=True)
+            ask(label, None)  # wait for "ready": startups never overlap a timed run
+        for i in range(runs):
+            for label in list(procs):
+                ask(label, "last" if i == runs - 1 else "run")
+        for label in list(procs):
+            res = ask(label, "finish")
+            if res is not None:
+                results[label] = res
+                proc = procs.pop(label)
+                proc.wait()
+    finally:
+        for proc in procs.values():
+            proc.kill()
+        for log in logs.values():
+            log.close()
+    return results

@@ -22,7 +22,6 @@ from survey_engine.bench.suites.common import (
 )
 from survey_engine.bench.suites.train import TRAIN_FEATURES, TRAIN_PARAMS, xgb_single_process
 
-
 DATA_VARIABLE = "SURVEY_ENGINE_SHARED_DATA"
 
 

@@ -1,0 +1,207 @@
+"""Integrity checks, where they are cheap: a damaged catalog stops the command, it never loses rows.
+
+Opening a catalog compares what its metadata says with what is on disk, without reading any
+partition file: the set of partitions in ``partition_info.csv``, in ``dataset/_metadata`` (its
+row groups name every file and hold its row count and byte ranges) and among the files under
+``dataset/`` (one directory listing per ``Dir=`` folder), each file's size against the end of
+its data as ``_metadata`` records it (one ``stat``: a truncated file is caught here), and the
+total against ``hats_nrows``. Without ``_metadata`` the files' footers give the row counts.
+
+Reading a partition (``read_checked``) checks its footer's row count against the count the
+catalog's metadata holds, and verifies every page's CRC checksum as it decodes (partitions are
+written with checksums: ``build.write_partition_file``). A file that cannot be opened or
+decoded raises ``CatalogIntegrityError`` naming it. ``verify_catalog`` (``survey-engine
+verify``) reads everything fully; see ``survey_engine.catalog.verify``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from survey_engine.catalog import layout
+from survey_engine.errors import SurveyEngineError
+
+# Parquet's file tail: a 4-byte footer length and the magic "PAR1"; a footer is never empty.
+_TAIL_BYTES = 8
+
+
+class CatalogIntegrityError(SurveyEngineError, OSError):
+    """A partition file is missing, truncated or corrupt, or the catalog's metadata disagrees
+    with its files; the message names the file and what disagrees."""
+
+
+@dataclass(frozen=True)
+class MetadataFacts:
+    """What ``dataset/_metadata`` says about each partition file: rows, and where its data ends."""
+
+    rows: dict[tuple[int, int], int]
+    data_end: dict[tuple[int, int], int]
+
+
+def read_metadata_facts(catalog_dir: Path) -> MetadataFacts | None:
+    """Rows and data end per partition from ``dataset/_metadata`` (None when there is none)."""
+    meta_path = catalog_dir / layout.DATASET_DIR / "_metadata"
+    if not meta_path.exists():
+        return None
+    try:
+        md = pq.read_metadata(meta_path)
+    except (OSError, pa.ArrowException) as exc:
+        raise CatalogIntegrityError(f"{meta_path}: cannot read the catalog's _metadata ({exc}); "
+                                    f"`survey-engine verify --repair {catalog_dir}` rebuilds it from the partitions") from None
+    rows: dict[tuple[int, int], int] = {}
+    data_end: dict[tuple[int, int], int] = {}
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        if rg.num_columns == 0:
+            continue
+        try:
+            key = layout.pixel_from_path(rg.column(0).file_path)
+        except (KeyError, ValueError):
+            raise CatalogIntegrityError(f"{meta_path}: row group {i} names no partition file "
+                                        f"({rg.column(0).file_path!r})") from None
+        rows[key] = rows.get(key, 0) + rg.num_rows
+        # column chunks follow each other in a file: the last one ends the row group's data
+        # (one chunk read per row group: the Python access to each costs ~20 us)
+        data_end[key] = max(data_end.get(key, 0), _chunk_end(rg.column(rg.num_columns - 1)))
+    return MetadataFacts(rows, data_end)
+
+
+def _chunk_end(chunk) -> int:
+    start = chunk.data_page_offset
+    if chunk.has_dictionary_page and chunk.dictionary_page_offset is not None:
+        start = min(start, chunk.dictionary_page_offset)
+    return int(start + chunk.total_compressed_size)
+
+
+def files_on_disk(catalog_dir: Path) -> dict[tuple[int, int], Path]:
+    """Every ``Norder=K/Dir=D/Npix=N.parquet`` under ``dataset/`` (directory listings only)."""
+    found: dict[tuple[int, int], Path] = {}
+    dataset = catalog_dir / layout.DATASET_DIR
+    if not dataset.is_dir():
+        return found
+    for order_dir in os.scandir(dataset):
+        if not (order_dir.is_dir() and order_dir.name.startswith("Norder=") and order_dir.name[7:].isdigit()):
+            continue
+        order = int(order_dir.name[7:])
+        for dir_dir in os.scandir(order_dir.path):
+            if not (dir_dir.is_dir() and dir_dir.name.startswith("Dir=")):
+                continue
+            for entry in os.scandir(dir_dir.path):
+                name = entry.name
+                if name.startswith("Npix=") and name.endswith(".parquet") and name[5:-8].isdigit():
+                    found[(order, int(name[5:-8]))] = Path(entry.path)
+    return found
+
+
+def _names(keys, catalog_dir: Path, limit: int = 3) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(str(layout.partition_path(catalog_dir, o, p)) for o, p in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: dict) -> np.ndarray:
+    """Rows of each partition in ``parts`` (in its order), after checking that partition_info.csv,
+    ``_metadata``, the files on disk and ``hats_nrows`` agree; raises ``CatalogIntegrityError``.
+
+    Cost: one read of ``_metadata`` (already small), a directory listing per ``Dir=`` folder and
+    one ``stat`` per partition; no partition file is opened. Without ``_metadata``, each file's
+    footer is read instead."""
+    catalog_dir = Path(catalog_dir)
+    listed = list(zip(parts.Norder.tolist(), parts.Npix.tolist()))
+    listed_set = set(listed)
+    info_file = catalog_dir / layout.PARTITION_INFO_FILE
+    info_name = layout.PARTITION_INFO_FILE if info_file.exists() else "dataset/_metadata"
+    if len(listed_set) != len(listed):
+        raise CatalogIntegrityError(f"{catalog_dir / info_name}: lists a partition more than once")
+    facts = read_metadata_facts(catalog_dir)
+    repair = f"`survey-engine verify --repair {catalog_dir}` rebuilds the metadata from the partition files"
+    if facts is not None:
+        only_info = listed_set - facts.rows.keys()
+        only_meta = facts.rows.keys() - listed_set
+        if only_info or only_meta:
+            disk = files_on_disk(catalog_dir)
+            what = []
+            if only_meta:
+                where = "present" if only_meta <= disk.keys() else "some missing"
+                what.append(f"dataset/_metadata lists {len(only_meta)} partition(s) that {info_name} lacks ({where} on disk: "
+                            f"{_names(only_meta, catalog_dir)})")
+            if only_info:
+                where = "present" if only_info <= disk.keys() else "missing"
+                what.append(f"{info_name} lists {len(only_info)} partition(s) that dataset/_metadata lacks ({where} on disk: "
+                            f"{_names(only_info, catalog_dir)})")
+            meta_file = catalog_dir / layout.DATASET_DIR / "_metadata"
+            odd_one = meta_file if only_info and not only_meta and only_info <= disk.keys() else info_file
+            raise CatalogIntegrityError(f"{odd_one}: the catalog's metadata disagree: {'; '.join(what)}; {repair}")
+    disk = files_on_disk(catalog_dir)
+    missing = listed_set - disk.keys()
+    if missing:
+        raise CatalogIntegrityError(f"{_names(missing, catalog_dir, 1)}: partition file missing ({len(missing)} of "
+                                    f"{len(listed)} listed in {info_name} are missing: {_names(missing, catalog_dir)})")
+    unlisted = disk.keys() - listed_set
+    if unlisted:
+        raise CatalogIntegrityError(f"{_names(unlisted, catalog_dir, 1)}: partition file on disk that {info_name} does not list "
+                                    f"({len(unlisted)} such: {_names(unlisted, catalog_dir)}); {repair}")
+    if facts is not None:
+        rows = np.array([facts.rows[k] for k in listed], dtype=np.int64)
+        for key in listed:
+            path = disk[key]
+            size = path.stat().st_size
+            if size < facts.data_end[key] + _TAIL_BYTES:
+                raise CatalogIntegrityError(f"{path}: partition file truncated: {size} bytes, but dataset/_metadata says its "
+                                            f"data ends at byte {facts.data_end[key]}")
+    else:
+        rows = np.array([footer_rows(disk[k]) for k in listed], dtype=np.int64)
+    if "hats_nrows" in properties:
+        try:
+            stated = int(properties["hats_nrows"])
+        except ValueError:
+            raise CatalogIntegrityError(f"{catalog_dir / layout.PROPERTIES_FILE}: hats_nrows={properties['hats_nrows']!r} "
+                                        "is not a number") from None
+        if stated != int(rows.sum()):
+            source = "dataset/_metadata" if facts is not None else "the partition files' footers"
+            raise CatalogIntegrityError(f"{catalog_dir / layout.PROPERTIES_FILE}: hats_nrows={stated}, but {source} hold "
+                                        f"{int(rows.sum())} rows; {repair}")
+    return rows
+
+
+def footer_rows(path: Path) -> int:
+    """Rows in one partition file by its footer; a missing or unreadable file names itself."""
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except FileNotFoundError:
+        raise CatalogIntegrityError(f"{path}: partition file missing") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise CatalogIntegrityError(f"{path}: partition file unreadable (bad footer: {exc})") from None
+
+
+def read_checked(path: str | Path, columns: list[str] | None = None, expected_rows: int | None = None) -> pa.Table:
+    """Read a partition file with every page's checksum verified, its row count checked against
+    ``expected_rows`` (the catalog's metadata); any damage raises ``CatalogIntegrityError``."""
+    try:
+        pf = pq.ParquetFile(path, page_checksum_verification=True, pre_buffer=True)
+    except FileNotFoundError:
+        raise CatalogIntegrityError(f"{path}: partition file missing") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise CatalogIntegrityError(f"{path}: partition file unreadable (bad magic or footer: {exc})") from None
+    with pf:
+        if expected_rows is not None and pf.metadata.num_rows != expected_rows:
+            raise CatalogIntegrityError(f"{path}: partition file holds {pf.metadata.num_rows} rows, but the catalog's metadata "
+                                        f"says {expected_rows}")
+        if columns is not None:
+            absent = [c for c in columns if c not in pf.schema_arrow.names]
+            if absent:
+                raise KeyError(f"{path}: column(s) {absent} not in the partition file; it has {pf.schema_arrow.names}")
+        try:
+            table = pf.read(columns=columns)
+        except (OSError, pa.ArrowException) as exc:
+            raise CatalogIntegrityError(f"{path}: partition file corrupt (a page failed to decode or its checksum: {exc})") from None
+    if table.num_rows != pf.metadata.num_rows:
+        raise CatalogIntegrityError(f"{path}: decoded {table.num_rows} rows, its footer says {pf.metadata.num_rows}")
+    return table
