@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from survey_engine.bench.suites import _interleaved_peers, pair_inputs
+from survey_engine.bench.suites.crossmatch import interleaved_peers, pair_inputs
 
 
 def test_tools_runs_are_interleaved(tmp_path):
@@ -18,7 +18,7 @@ def test_tools_runs_are_interleaved(tmp_path):
 
     chosen = {"ckdtree_global": ("ckdtree_global", spec("ckdtree_global")), "astropy": ("astropy", spec("astropy")),
               "missing": ("no_such_tool", spec("missing"))}
-    results = _interleaved_peers(chosen, 3)
+    results = interleaved_peers(chosen, 3)
     assert isinstance(results["missing"], RuntimeError) and "no_such_tool" in str(results["missing"])
     starts = sorted((run["started"], label) for label in ("ckdtree_global", "astropy") for run in results[label]["runs"])
     assert [label for _, label in starts] == ["ckdtree_global", "astropy"] * 3
