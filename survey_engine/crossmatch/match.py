@@ -396,6 +396,7 @@ def crossmatch(
     for side, spec in ((left, params.left_epoch), (right, params.right_epoch)):
         if spec is not None:
             reach += max_shift_arcsec(side, spec, params.target_epoch)
+    right = right.with_margin_for(reach)  # a collection with several margins: the narrowest wide enough
     try:
         check_margin(right, reach)
     except MarginTooSmallError:
