@@ -149,20 +149,27 @@ class Catalog:
         return self._pixel_filter(self._overlaps(cov), sel.cone_filter(self.ra_column, self.dec_column, ra, dec, radius_arcsec))
 
     def box_search(self, ra_min: float, ra_max: float, dec_min: float, dec_max: float) -> "Catalog":
-        """Rows with ra in [ra_min, ra_max] (wrapping through 0 when ra_min > ra_max) and dec in [dec_min, dec_max]."""
+        """Rows with ra in [ra_min, ra_max] and dec in [dec_min, dec_max] (degrees).
+
+        As in LSDB: RA limits are taken modulo 360, ``ra_min > ra_max`` wraps through 0, and equal
+        limits (``(0, 0)``, ``(360, 0)``) mean the whole RA range; ``dec_min < dec_max`` is required."""
         cov = sel.box_coverage(ra_min, ra_max, dec_min, dec_max)
         return self._pixel_filter(self._overlaps(cov), sel.box_filter(self.ra_column, self.dec_column, ra_min, ra_max, dec_min, dec_max))
 
     def polygon_search(self, vertices: list[tuple[float, float]]) -> "Catalog":
-        """Rows inside the spherical polygon with these (ra, dec) vertices (great-circle edges)."""
+        """Rows inside the convex spherical polygon with these (ra, dec) vertices (great-circle
+        edges; each vertex once, either orientation). Concave polygons, repeated vertices and three
+        vertices on one great circle are refused, as in LSDB."""
         cov = sel.polygon_coverage(vertices)
         return self._pixel_filter(self._overlaps(cov), sel.polygon_filter(self.ra_column, self.dec_column, vertices))
 
     def pixel_search(self, pixels: list[tuple[int, int]]) -> "Catalog":
-        """Rows inside any of the given (order, nested pixel) HEALPix pixels."""
-        orders = np.array([o for o, _ in pixels], dtype=np.int64)
-        pix = np.array([p for _, p in pixels], dtype=np.int64)
-        cov = sel.normalise_ranges(*pixel_range29(orders, pix))
+        """Rows inside any of the given (order, nested pixel) HEALPix pixels.
+
+        Unlike LSDB's ``pixel_search``, which returns the whole partitions that overlap the
+        pixels, this returns exactly the rows whose ``_healpix_29`` lies in them (partitions are
+        pruned first, then rows filtered). An empty list is refused."""
+        cov = sel.pixel_coverage(pixels)
         return self._pixel_filter(self._overlaps(cov), sel.range_filter(cov))
 
     def _overlaps(self, ranges: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
