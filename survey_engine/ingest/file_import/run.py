@@ -103,7 +103,8 @@ def run_import(args: ImportArguments, client=None, progress: bool = True) -> Imp
         if margin is not None:
             mname = margin_catalog_name(args.name, args.margin_arcsec)
             m_orders, m_pixels, result.margin_rows = build.reduce_all(
-                client, margin_idx, plan.orders, plan.pixels, spec.schema, collection / mname, spec.id_column, "margin", progress, only_with_rows=True
+                client, margin_idx, margin.part_orders, margin.part_pixels, spec.schema, collection / mname, spec.id_column, "margin",
+                progress, only_with_rows=True,
             )
             build.finish_catalog(
                 collection / mname, name=mname, product="margin", orders=m_orders, pixels=m_pixels,
