@@ -223,7 +223,7 @@ def _csv_batches(chunk, columns, batch_rows, column_types=None):
             rows += piece.num_rows
 
 
-_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): CSV conversion error to (\w+)")
+_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+):(?: Row #\d+:)? CSV conversion error to (\w+)")
 
 
 def _csv_header(path: str) -> tuple[list[str], int]:

@@ -117,6 +117,7 @@ def test_ra_far_outside_is_an_error_small_excursions_wrap(tmp_path, client):
     with pytest.raises(InputError, match=r"bad\.parquet: row 4: column 'ra' is outside \[-360, 720\]"):
         _run(client, [tmp_path / "bad.parquet"], tmp_path / "out")
     bad.loc[5, "ra"] = -2.8e79
+    bad.to_parquet(tmp_path / "bad.parquet")
     result = _run(client, [tmp_path / "bad.parquet"], tmp_path / "out2", drop_invalid=True)
     assert result.rows == 28 and result.dropped == 2
     ok = sky.copy()
