@@ -45,7 +45,11 @@ def partition_path(catalog_dir: str | Path, order: int, pix: int) -> Path:
 def read_properties(path: str | Path) -> dict[str, str]:
     """Parse a Java-style key=value properties file (comments start with #)."""
     props: dict[str, str] = {}
-    for line in Path(path).read_text().splitlines():
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CatalogVariantError(f"{path}: not a properties file (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
+    for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue

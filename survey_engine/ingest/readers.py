@@ -160,6 +160,17 @@ def read_batches(chunk: InputChunk, columns: list[str] | None = None, batch_rows
 
     ``column_types`` fixes the types of CSV columns (other formats declare their own): the
     types an earlier pass found for the whole file, where Arrow infers from the first block."""
+    checked = False
+    for table in _read_batches(chunk, columns, batch_rows, column_types):
+        if not checked:
+            repeated = sorted({n for n in table.column_names if table.column_names.count(n) > 1})
+            if repeated:
+                raise InputError(f"{chunk.path}: column name(s) {repeated} appear more than once; a column must be unique to be read")
+            checked = True
+        yield table
+
+
+def _read_batches(chunk: InputChunk, columns, batch_rows, column_types) -> Iterator[pa.Table]:
     try:
         if chunk.fmt == "parquet":
             yield from _parquet_batches(chunk, columns, batch_rows)

@@ -198,3 +198,11 @@ def test_nested_columns_keep_their_type_through_compute(base, tmp_path):
     written = open_catalog(cat.write(tmp_path / "rewritten"), margin=None)
     assert written.schema.field("obs").type == pa.list_(pa.int64())
     assert written.schema.field("info").type == structs.type
+
+
+def test_garbage_properties_name_the_file(tmp_path):
+    bad = tmp_path / "garbage"
+    bad.mkdir()
+    (bad / layout.PROPERTIES_FILE).write_bytes(bytes(range(128, 256)) * 3)
+    with pytest.raises(CatalogVariantError, match=r"garbage/hats\.properties: not a properties file"):
+        open_catalog(bad)

@@ -172,3 +172,10 @@ def test_output_path_that_is_a_file_is_a_one_line_error(tmp_path, client):
     (tmp_path / "taken").write_text("not a folder")
     with pytest.raises(InputError, match=r"taken: exists and is not a folder"):
         _run(client, [tmp_path / "s.parquet"], tmp_path / "taken")
+
+
+def test_damaged_inputs_name_the_file(tmp_path, client):
+    t = pa.Table.from_arrays([pa.array([1.0, 2.0]), pa.array([3.0, 4.0]), pa.array([5.0, 6.0])], names=["ra", "dec", "ra"])
+    pq.write_table(t, tmp_path / "dup.parquet")
+    with pytest.raises(InputError, match=r"dup\.parquet: column name\(s\) \['ra'\] appear more than once"):
+        _run(client, [tmp_path / "dup.parquet"], tmp_path / "out")
