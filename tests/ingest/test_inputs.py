@@ -179,3 +179,20 @@ def test_damaged_inputs_name_the_file(tmp_path, client):
     pq.write_table(t, tmp_path / "dup.parquet")
     with pytest.raises(InputError, match=r"dup\.parquet: column name\(s\) \['ra'\] appear more than once"):
         _run(client, [tmp_path / "dup.parquet"], tmp_path / "out")
+
+
+def test_cli_error_is_one_line_without_worker_logs(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    sky = random_sky(50, seed=12)
+    sky.loc[7, "dec"] = 95.0
+    sky.to_parquet(tmp_path / "baddec.parquet")
+    proc = subprocess.run([sys.executable, "-m", "survey_engine.cli", "import", str(tmp_path / "baddec.parquet"), "--out",
+                           str(tmp_path / "out"), "--workers", "2"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 2
+    assert "Compute Failed" not in proc.stderr and "distributed." not in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith("(use --drop-invalid to drop them and count them)")
+    assert "baddec.parquet: row 7: column 'dec' is outside [-90, 90]" in proc.stderr
