@@ -40,11 +40,35 @@ def dask_client(client=None, n_workers: int | None = None, memory_limit: str | N
         dashboard_address=":0",
         silence_logs=logging.WARNING,
     )
+    # closing the workers after a failed task is not worth a warning each
+    logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
     try:
         with Client(cluster) as new_client:
+            new_client.register_plugin(quiet_task_failures(), name="survey-engine-quiet-failures")
             yield new_client
     finally:
         cluster.close()
+
+
+class _DropComputeFailed(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Compute Failed" not in str(record.msg)
+
+
+def quiet_task_failures():
+    """A worker plugin for the CLI's own cluster: a failed task is not logged on the worker (about
+    ten lines per task, with its traceback); the driver re-raises the same exception, which the
+    CLI prints as one line (a user's error) or with its traceback (a bug). Built on first use, so
+    importing this module does not import distributed."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class QuietTaskFailures(WorkerPlugin):
+        idempotent = True
+
+        def setup(self, worker) -> None:
+            logging.getLogger("distributed.worker").addFilter(_DropComputeFailed())
+
+    return QuietTaskFailures()
 
 
 def run_tasks(client, func, calls: Sequence[tuple], desc: str, progress: bool = True, key_prefix: str = "se",

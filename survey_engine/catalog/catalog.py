@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from survey_engine.catalog import layout
-from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, pixel_range29
-from survey_engine.catalog.integrity import checked_partition_rows, footer_rows, read_checked
 from survey_engine.catalog import selection as sel
+from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, pixel_range29
+from survey_engine.catalog.integrity import CatalogIntegrityError, checked_partition_rows, read_checked
 
 # A per-partition transform: pandas DataFrame in, pandas DataFrame out.
 Transform = Callable[[pd.DataFrame], pd.DataFrame]
@@ -39,6 +39,7 @@ class Catalog:
     margin: "Catalog | None" = None
     filtered: bool = False  # True once a row filter makes the metadata row count stale
     name: str = ""
+    collection: Path | None = None  # the collection it was opened from (to choose another margin)
 
     # --- metadata -----------------------------------------------------------------------
     @property
@@ -57,6 +58,19 @@ class Catalog:
     def margin_radius_arcsec(self) -> float | None:
         return float(self.margin.properties["hats_margin_threshold"]) if self.margin is not None else None
 
+    def with_margin_for(self, radius_arcsec: float) -> "Catalog":
+        """This catalog with the narrowest margin of its collection at least ``radius_arcsec`` wide
+        (itself when its margin already is, or when it has no collection to choose from)."""
+        if self.margin_radius_arcsec is not None and self.margin_radius_arcsec >= radius_arcsec:
+            return self
+        if self.collection is None:
+            return self
+        try:
+            wider = open_catalog(self.collection, margin=float(radius_arcsec)).margin
+        except layout.CatalogVariantError:
+            return self
+        return replace(self, margin=_reapply(wider, self))
+
     def row_count(self) -> int:
         """Rows in the selected partitions, from the parquet footers (no data read).
 
@@ -72,7 +86,7 @@ class Catalog:
         the files when the catalog was opened (``integrity.checked_partition_rows``)."""
         if "rows" in self.partitions.columns:
             return [int(r) for r in self.partitions.rows]
-        return [footer_rows(p) for p in self.partition_files()]
+        return [layout.partition_num_rows(p) for p in self.partition_files()]
 
     def __len__(self) -> int:
         return self.row_count()
@@ -134,20 +148,27 @@ class Catalog:
         return self._pixel_filter(self._overlaps(cov), sel.cone_filter(self.ra_column, self.dec_column, ra, dec, radius_arcsec))
 
     def box_search(self, ra_min: float, ra_max: float, dec_min: float, dec_max: float) -> "Catalog":
-        """Rows with ra in [ra_min, ra_max] (wrapping through 0 when ra_min > ra_max) and dec in [dec_min, dec_max]."""
+        """Rows with ra in [ra_min, ra_max] and dec in [dec_min, dec_max] (degrees).
+
+        As in LSDB: RA limits are taken modulo 360, ``ra_min > ra_max`` wraps through 0, and equal
+        limits (``(0, 0)``, ``(360, 0)``) mean the whole RA range; ``dec_min < dec_max`` is required."""
         cov = sel.box_coverage(ra_min, ra_max, dec_min, dec_max)
         return self._pixel_filter(self._overlaps(cov), sel.box_filter(self.ra_column, self.dec_column, ra_min, ra_max, dec_min, dec_max))
 
     def polygon_search(self, vertices: list[tuple[float, float]]) -> "Catalog":
-        """Rows inside the spherical polygon with these (ra, dec) vertices (great-circle edges)."""
+        """Rows inside the convex spherical polygon with these (ra, dec) vertices (great-circle
+        edges; each vertex once, either orientation). Concave polygons, repeated vertices and three
+        vertices on one great circle are refused, as in LSDB."""
         cov = sel.polygon_coverage(vertices)
         return self._pixel_filter(self._overlaps(cov), sel.polygon_filter(self.ra_column, self.dec_column, vertices))
 
     def pixel_search(self, pixels: list[tuple[int, int]]) -> "Catalog":
-        """Rows inside any of the given (order, nested pixel) HEALPix pixels."""
-        orders = np.array([o for o, _ in pixels], dtype=np.int64)
-        pix = np.array([p for _, p in pixels], dtype=np.int64)
-        cov = sel.normalise_ranges(*pixel_range29(orders, pix))
+        """Rows inside any of the given (order, nested pixel) HEALPix pixels.
+
+        Unlike LSDB's ``pixel_search``, which returns the whole partitions that overlap the
+        pixels, this returns exactly the rows whose ``_healpix_29`` lies in them (partitions are
+        pruned first, then rows filtered). An empty list is refused."""
+        cov = sel.pixel_coverage(pixels)
         return self._pixel_filter(self._overlaps(cov), sel.range_filter(cov))
 
     def _overlaps(self, ranges: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -166,7 +187,7 @@ class Catalog:
         return cols
 
     def _empty_frame(self) -> pd.DataFrame:
-        frame = self.schema.empty_table().to_pandas()
+        frame = self.schema.empty_table().to_pandas(types_mapper=nested_types_mapper)
         return frame.set_index(SPATIAL_INDEX_COLUMN)
 
     def _infer_meta(self) -> pd.DataFrame:
@@ -231,17 +252,49 @@ class Catalog:
         return write_catalog(self, Path(out), name=name, client=client, progress=progress)
 
 
+def nested_types_mapper(arrow_type: pa.DataType):
+    """Nested Arrow columns (lists, structs, maps) become ``pd.ArrowDtype`` columns, not Python
+    objects: Dask would otherwise turn object columns into strings of their repr on compute."""
+    if pa.types.is_nested(arrow_type):
+        return pd.ArrowDtype(arrow_type)
+    return None
+
+
+def _reapply(margin: Catalog, like: Catalog) -> Catalog:
+    """A freshly opened margin with the pixel selection, columns and transforms of ``like``'s."""
+    if len(like.partitions) < len(layout.read_partition_info(like.path)):  # a pixel selection was applied
+        keys = set(zip(like.partitions.Norder, like.partitions.Npix))
+        keep = np.array([k in keys for k in zip(margin.partitions.Norder, margin.partitions.Npix)], dtype=bool)
+        margin = replace(margin, partitions=margin.partitions[keep].reset_index(drop=True))
+    if like.margin is None:
+        return margin
+    m = like.margin
+    return replace(margin, columns=m.columns, transforms=m.transforms, meta=m.meta, filtered=m.filtered)
+
+
 def read_partition(path: str | Path, read_columns=None, keep_columns=None, transforms=(),
                    expected_rows: int | None = None) -> pd.DataFrame:
     """Read one partition file into pandas, indexed by ``_healpix_29``, then apply transforms.
 
     Page checksums are verified and the file's row count is checked against ``expected_rows``
-    (the catalog's metadata): a damaged file raises ``CatalogIntegrityError`` naming it."""
-    table = read_checked(path, read_columns, expected_rows)
+    (the catalog's metadata): a damaged file raises ``CatalogIntegrityError`` naming it. A catalog
+    whose spatial index is another column (``hats_col_healpix``, e.g. ``healpix13``) gets
+    ``_healpix_29`` computed from its RA/Dec, exactly as hats does, so every operation sees the same
+    index; its own column is kept as a plain column."""
+    catalog_dir = layout.catalog_dir_of(path)
+    spatial = layout.spatial_index_of(catalog_dir) if catalog_dir is not None else None
+    if spatial is not None:
+        table = _with_healpix29(path, read_columns, *spatial)
+    elif Path(path).is_dir():  # a partition stored as a folder of files (Npix=N/)
+        table = pq.read_table(path, columns=read_columns)
+        if expected_rows is not None and table.num_rows != expected_rows:
+            raise CatalogIntegrityError(f"{path}: partition holds {table.num_rows} rows, but the catalog's metadata says {expected_rows}")
+    else:
+        table = read_checked(path, read_columns, expected_rows)
     drop = [c for c in ("Norder", "Dir", "Npix") if c in table.column_names]
     if drop:
         table = table.drop_columns(drop)
-    frame = table.to_pandas()
+    frame = table.to_pandas(types_mapper=nested_types_mapper)
     if SPATIAL_INDEX_COLUMN in frame.columns:
         frame = frame.set_index(SPATIAL_INDEX_COLUMN)
     for func in transforms:
@@ -256,28 +309,71 @@ def _read_listed(listed: tuple[str, int | None], **kwargs) -> pd.DataFrame:
     return read_partition(listed[0], expected_rows=listed[1], **kwargs)
 
 
-def open_catalog(path: str | Path, margin: str | None = "default") -> Catalog:
+def _with_healpix29(path, read_columns, column: str, order: int, ra: str, dec: str) -> pa.Table:
+    """A partition of a catalog indexed by another HEALPix column, with ``_healpix_29`` first
+    (from RA/Dec) and its rows sorted by it."""
+    from survey_engine.catalog.healpix import radec_to_healpix
+
+    cols = None if read_columns is None else [c for c in dict.fromkeys([*read_columns, ra, dec]) if c != SPATIAL_INDEX_COLUMN]
+    table = pq.read_table(path, columns=cols)
+    hp29 = radec_to_healpix(table.column(ra).to_numpy(zero_copy_only=False), table.column(dec).to_numpy(zero_copy_only=False))
+    table = table.add_column(0, SPATIAL_INDEX_COLUMN, pa.array(hp29, pa.int64()))
+    return table.take(pa.array(np.argsort(hp29, kind="stable")))
+
+
+def open_catalog(path: str | Path, margin: str | float | None = "default") -> Catalog:
     """Open a HATS catalog or collection (written by survey_engine, hats-import or LSDB).
 
-    For a collection the main catalog is opened with its default margin (``margin=None`` to skip
-    it, or the margin's folder name to pick another).
+    For a collection the main catalog is opened with its default margin; ``margin=None`` skips
+    it, a margin's folder name picks that one, and a number (arcsec) picks the narrowest of the
+    collection's margins at least that wide. Object, source, margin, map and association
+    catalogs (with leaf files) open as rows; an index catalog is refused with an error that
+    names its primary catalog.
     """
     path = Path(path)
     if (path / layout.COLLECTION_FILE).exists():
         cprops = layout.read_properties(path / layout.COLLECTION_FILE)
-        main = _open_single(path / cprops["hats_primary_table_url"])
-        margins = cprops.get("all_margins", "").split()
-        chosen = cprops.get("default_margin") or (margins[0] if margins else None)
-        if margin not in (None, "default"):
-            if margin not in margins:
-                raise KeyError(f"{path}: no margin catalog {margin!r}; available: {margins}")
-            chosen = margin
-        if margin is not None and chosen:
+        if not cprops.get("hats_primary_table_url"):
+            raise layout.CatalogVariantError(f"{path / layout.COLLECTION_FILE}: no hats_primary_table_url (the main catalog's folder)")
+        main = replace(_open_single(path / cprops["hats_primary_table_url"]), collection=path)
+        chosen = _choose_margin(path, cprops, margin)
+        if chosen:
             main = replace(main, margin=_open_single(path / chosen))
         return main
     if (path / layout.PROPERTIES_FILE).exists() or (path / "properties").exists():
         return _open_single(path)
     raise FileNotFoundError(f"{path}: not a HATS catalog or collection (no collection.properties or hats.properties)")
+
+
+def collection_margins(collection: Path) -> dict[str, float]:
+    """A collection's margin catalogs: folder name -> radius in arcsec (``hats_margin_threshold``)."""
+    cprops = layout.read_properties(Path(collection) / layout.COLLECTION_FILE)
+    out = {}
+    for name in cprops.get("all_margins", "").split():
+        props = layout._properties_of(Path(collection) / name)
+        try:
+            out[name] = float(props["hats_margin_threshold"])
+        except (KeyError, ValueError):
+            raise layout.CatalogVariantError(f"{Path(collection) / name}: margin catalog without a numeric hats_margin_threshold") from None
+    return out
+
+
+def _choose_margin(path: Path, cprops: dict, margin: str | float | None) -> str | None:
+    if margin is None:
+        return None
+    names = cprops.get("all_margins", "").split()
+    if margin == "default":
+        return cprops.get("default_margin") or (names[0] if names else None)
+    if isinstance(margin, int | float) and not isinstance(margin, bool):
+        radii = collection_margins(path)
+        wide = sorted((r, n) for n, r in radii.items() if r >= float(margin))
+        if not wide:
+            have = ", ".join(f"{n} ({r:g}\")" for n, r in radii.items()) or "none"
+            raise layout.CatalogVariantError(f"{path}: no margin of at least {float(margin):g} arcsec; margins: {have}")
+        return wide[0][1]
+    if margin not in names:
+        raise layout.CatalogVariantError(f"{path}: no margin catalog {margin!r}; available: {names}")
+    return str(margin)
 
 
 def _open_single(path: Path) -> Catalog:
@@ -287,6 +383,7 @@ def _open_single(path: Path) -> Catalog:
     if not props_file.exists():
         raise FileNotFoundError(f"{path}: no hats.properties")
     props = layout.read_properties(props_file)
+    _check_kind(path, props)
     parts = layout.read_partition_info(path)
     parts = parts.assign(rows=checked_partition_rows(path, parts, props))
     start, _ = pixel_range29(parts.Norder.to_numpy(), parts.Npix.to_numpy())
@@ -295,11 +392,30 @@ def _open_single(path: Path) -> Catalog:
     if common.exists():
         schema = pq.read_schema(common)
     elif len(parts):
-        schema = pq.read_schema(layout.partition_path(path, int(parts.Norder[0]), int(parts.Npix[0])))
+        schema = layout.read_partition_schema(layout.partition_path(path, int(parts.Norder[0]), int(parts.Npix[0])))
     else:
         raise FileNotFoundError(f"{path}: no dataset/_common_metadata and no partitions")
     schema = pa.schema([f for f in schema if f.name not in ("Norder", "Dir", "Npix")], metadata=schema.metadata)
+    if layout.spatial_index_of(path) is not None and SPATIAL_INDEX_COLUMN not in schema.names:
+        # indexed by another HEALPix column: _healpix_29 is computed on read (read_partition)
+        schema = schema.insert(0, pa.field(SPATIAL_INDEX_COLUMN, pa.int64()))
     return Catalog(path=path, properties=props, partitions=parts, schema=schema, name=props.get("obs_collection", path.name))
+
+
+def _check_kind(path: Path, props: dict) -> None:
+    """Refuse, with a message that says what to open instead, the catalogs that hold no rows."""
+    kind = props.get("dataproduct_type", "object")
+    if kind == "index":
+        primary = props.get("hats_primary_table_url", "its primary catalog")
+        raise layout.CatalogVariantError(
+            f"{path}: an index catalog (column {props.get('hats_index_column', '?')!r} -> partitions of {primary}); "
+            "it holds no rows to open: open the primary catalog (or its collection) instead"
+        )
+    if kind == "association" and props.get("hats_assn_leaf_files", "True").lower() == "false":
+        raise layout.CatalogVariantError(
+            f"{path}: an association catalog without leaf files (hats_assn_leaf_files=False) holds no rows to open; "
+            f"open {props.get('hats_primary_table_url', 'the primary catalog')} or {props.get('hats_assn_join_table_url', 'the join catalog')}"
+        )
 
 
 __all__ = ["Catalog", "open_catalog", "read_partition", "SPATIAL_INDEX_ORDER"]

@@ -18,6 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from survey_engine.errors import SurveyEngineError
+
 HATS_VERSION = "v1.0"
 PROPERTIES_FILE = "hats.properties"
 COLLECTION_FILE = "collection.properties"
@@ -26,19 +28,28 @@ POINT_MAP_FILE = "point_map.fits"
 DATASET_DIR = "dataset"
 
 
-def partition_relpath(order: int, pix: int) -> str:
-    """Path of one partition's file relative to ``dataset/`` (HATS: Dir = Npix // 10000 * 10000)."""
-    return f"Norder={order}/Dir={(pix // 10000) * 10000}/Npix={pix}.parquet"
+def partition_relpath(order: int, pix: int, suffix: str = ".parquet") -> str:
+    """Path of one partition's file relative to ``dataset/`` (HATS: Dir = Npix // 10000 * 10000).
+
+    ``suffix`` is the catalog's ``hats_npix_suffix``: ``.parquet`` (ours), another file suffix
+    (``.parq``), or ``/`` for a partition stored as a folder ``Npix=N/`` of several files."""
+    base = f"Norder={order}/Dir={(pix // 10000) * 10000}/Npix={pix}"
+    return base if suffix == "/" else base + suffix
 
 
 def partition_path(catalog_dir: str | Path, order: int, pix: int) -> Path:
-    return Path(catalog_dir) / DATASET_DIR / partition_relpath(order, pix)
+    """A partition's file (or folder, for ``hats_npix_suffix=/``) in the catalog at ``catalog_dir``."""
+    return Path(catalog_dir) / DATASET_DIR / partition_relpath(order, pix, npix_suffix(catalog_dir))
 
 
 def read_properties(path: str | Path) -> dict[str, str]:
     """Parse a Java-style key=value properties file (comments start with #)."""
     props: dict[str, str] = {}
-    for line in Path(path).read_text().splitlines():
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CatalogVariantError(f"{path}: not a properties file (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
+    for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
@@ -220,3 +231,102 @@ def write_collection_properties(collection_dir: Path, name: str, main: str, marg
         "hats_version": HATS_VERSION,
     }
     write_properties(collection_dir / COLLECTION_FILE, props, header="#HATS Collection")
+
+
+# --- reading the HATS variants that hats 0.11 and LSDB read ------------------------------------
+
+
+class CatalogVariantError(SurveyEngineError, ValueError):
+    """A HATS catalog kind or variant that cannot be opened as rows; the message names the folder."""
+
+
+_SUFFIX_CACHE: dict[tuple[str, int], str] = {}
+_SPATIAL_CACHE: dict[tuple[str, int], tuple[str, int, str, str] | None] = {}
+
+
+def _properties_key(catalog_dir: str | Path) -> tuple[str, int] | None:
+    """(catalog folder, properties mtime): the cache key of what its properties say, or None."""
+    for name in (PROPERTIES_FILE, "properties"):
+        try:
+            return str(catalog_dir), (Path(catalog_dir) / name).stat().st_mtime_ns
+        except OSError:
+            continue
+    return None
+
+
+def _properties_of(catalog_dir: str | Path) -> dict[str, str]:
+    for name in (PROPERTIES_FILE, "properties"):
+        path = Path(catalog_dir) / name
+        if path.exists():
+            return read_properties(path)
+    return {}
+
+
+def npix_suffix(catalog_dir: str | Path) -> str:
+    """The catalog's ``hats_npix_suffix`` (``.parquet`` when its properties do not say, or do not
+    exist yet, as while survey_engine writes one)."""
+    key = _properties_key(catalog_dir)
+    if key is None:
+        return ".parquet"
+    if key not in _SUFFIX_CACHE:
+        suffix = _properties_of(catalog_dir).get("hats_npix_suffix", ".parquet") or ".parquet"
+        if suffix != "/" and not suffix.startswith("."):
+            raise CatalogVariantError(f"{catalog_dir}: hats_npix_suffix={suffix!r} is neither '/' nor a file suffix such as '.parquet'")
+        _SUFFIX_CACHE[key] = suffix
+    return _SUFFIX_CACHE[key]
+
+
+def catalog_dir_of(partition: str | Path) -> Path | None:
+    """The catalog folder holding a partition file ``.../dataset/Norder=K/...`` (None elsewhere)."""
+    for parent in Path(partition).parents:
+        if parent.name == DATASET_DIR:
+            return parent.parent
+    return None
+
+
+def spatial_index_of(catalog_dir: str | Path) -> tuple[str, int, str, str] | None:
+    """(column, order, ra column, dec column) of a catalog whose spatial index is not
+    ``_healpix_29`` (``hats_col_healpix`` / ``hats_col_healpix_order``, e.g. ``healpix13``, 13);
+    None for the usual ``_healpix_29``."""
+    key = _properties_key(catalog_dir)
+    if key is None:
+        return None
+    if key not in _SPATIAL_CACHE:
+        props = _properties_of(catalog_dir)
+        column = props.get("hats_col_healpix") or "_healpix_29"
+        order = props.get("hats_col_healpix_order") or "29"
+        if column == "_healpix_29" and order == "29":
+            _SPATIAL_CACHE[key] = None
+        else:
+            try:
+                order_int = int(order)
+            except ValueError:
+                order_int = -1
+            if not 0 <= order_int <= 29:
+                raise CatalogVariantError(f"{catalog_dir}: hats_col_healpix_order={order!r} is not an order within 0..29")
+            _SPATIAL_CACHE[key] = (column, order_int, props.get("hats_col_ra", "ra"), props.get("hats_col_dec", "dec"))
+    return _SPATIAL_CACHE[key]
+
+
+def partition_num_rows(path: str | Path) -> int:
+    """Rows in one partition, from the Parquet footer(s): a file, or a ``Npix=N/`` folder of files."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(pq.read_metadata(f).num_rows for f in partition_folder_files(path))
+    return pq.read_metadata(path).num_rows
+
+
+def partition_folder_files(path: str | Path) -> list[Path]:
+    """The Parquet files of a partition stored as a folder, in name order (hidden files skipped)."""
+    return sorted(f for f in Path(path).iterdir() if f.is_file() and not f.name.startswith((".", "_")))
+
+
+def read_partition_schema(path: str | Path) -> pa.Schema:
+    """Arrow schema of one partition (file or folder)."""
+    path = Path(path)
+    if path.is_dir():
+        files = partition_folder_files(path)
+        if not files:
+            raise FileNotFoundError(f"{path}: partition folder holds no files")
+        return pq.read_schema(files[0])
+    return pq.read_schema(path)

@@ -58,7 +58,8 @@ def build_margin(path: str | Path, radius_arcsec: float, client=None, progress: 
         run_tasks(client, _split_partition_file, [(f, spec_f, s) for f, s in zip(files, shards)], "margin split", progress)
         indexes = [build.ShardIndex.load(s) for s in shards]
         out_dir = staging / "catalog"
-        m_orders, m_pixels, _ = build.reduce_all(client, indexes, plan.orders, plan.pixels, schema, out_dir, None, "margin reduce", progress, only_with_rows=True)
+        m_orders, m_pixels, _ = build.reduce_all(client, indexes, margin.part_orders, margin.part_pixels, schema, out_dir, None,
+                                                 "margin reduce", progress, only_with_rows=True)
     build.finish_catalog(
         out_dir, name=mname, product="margin", orders=m_orders, pixels=m_pixels, schema=schema,
         ra_column=catalog.ra_column, dec_column=catalog.dec_column,

@@ -43,6 +43,20 @@ def margin_ring(order: int, pix: int, m: int) -> np.ndarray:
     return np.union1d(neighbours(np.array([ancestor]), m), [ancestor])
 
 
+def uncovered_pixels(orders: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The fewest pixels that cover the sky the partitions (orders, pixels) leave empty: every
+    sibling of a partition or of one of its ancestors that holds no partition, and each empty
+    order-0 pixel (hats' ``compute_negative_tree_pixels``)."""
+    covered = set(zip(np.asarray(orders).tolist(), np.asarray(pixels).tolist()))
+    ancestors = {(k, p >> (2 * (o - k))) for o, p in covered for k in range(o)}
+    taken = covered | ancestors
+    out = [(0, p) for p in range(12) if (0, p) not in taken]
+    for k, p in sorted(ancestors):
+        out.extend((k + 1, c) for c in range(4 * p, 4 * p + 4) if (k + 1, c) not in taken)
+    out.sort(key=lambda op: op[1] << (2 * (SPATIAL_INDEX_ORDER - op[0])))
+    return np.array([o for o, _ in out], dtype=np.int64), np.array([p for _, p in out], dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class MarginPlan:
     """Which partitions each margin-order pixel may contribute margin rows to."""
@@ -56,12 +70,22 @@ class MarginPlan:
     part_pixels: np.ndarray
 
     @classmethod
-    def build(cls, plan: PartitionPlan, radius_arcsec: float) -> "MarginPlan":
+    def build(cls, plan: PartitionPlan, radius_arcsec: float, uncovered: bool = True) -> "MarginPlan":
+        """The lookup table for ``plan``'s partitions and, with ``uncovered``, for the pixels
+        of the sky no partition covers (``uncovered_pixels``, as hats-import does): their
+        margins let a peer that matches a catalog of its own in those regions against ours
+        find the pairs across the border. Those extra targets are numbered after the plan's
+        partitions (``part_orders`` / ``part_pixels`` hold both)."""
         if not radius_arcsec > 0:
             raise ValueError(f"margin radius must be positive, got {radius_arcsec}")
         m = margin_order_for_radius(radius_arcsec)
+        orders, pixels_all = plan.orders, plan.pixels
+        if uncovered:
+            neg_orders, neg_pixels = uncovered_pixels(plan.orders, plan.pixels)
+            orders = np.concatenate([plan.orders, neg_orders]).astype(np.int64)
+            pixels_all = np.concatenate([plan.pixels, neg_pixels]).astype(np.int64)
         pix_chunks, part_chunks = [], []
-        for idx, (k, p) in enumerate(zip(plan.orders.tolist(), plan.pixels.tolist())):
+        for idx, (k, p) in enumerate(zip(orders.tolist(), pixels_all.tolist())):
             ring = margin_ring(k, p, m)
             pix_chunks.append(ring)
             part_chunks.append(np.full(len(ring), idx, dtype=np.int64))
@@ -71,7 +95,7 @@ class MarginPlan:
         pixels, parts = pixels[order], parts[order]
         uniq, first = np.unique(pixels, return_index=True)
         offsets = np.append(first, len(pixels)).astype(np.int64)
-        return cls(float(radius_arcsec), m, uniq, offsets, parts, plan.orders.copy(), plan.pixels.copy())
+        return cls(float(radius_arcsec), m, uniq, offsets, parts, orders.copy(), pixels_all.copy())
 
     def assign(self, hp29: np.ndarray, ra: np.ndarray, dec: np.ndarray, own_part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row indices, partition indices) of every row that belongs to another partition's margin."""

@@ -39,20 +39,27 @@ class PartitionPlan:
         return cls(orders[order], pixels[order], counts[order], starts[order])
 
 
-def plan_partitions(histogram: np.ndarray, histogram_order: int, max_rows: int, min_order: int = 0) -> PartitionPlan:
+def plan_partitions(histogram: np.ndarray, histogram_order: int, max_rows: int, min_order: int = 0,
+                    drop_empty_siblings: bool = True) -> PartitionPlan:
     """Adaptive partitions from a dense row-count histogram at ``histogram_order``."""
     histogram = np.asarray(histogram)
     if len(histogram) != 12 * 4**histogram_order:
         raise ValueError(f"histogram has {len(histogram)} bins, expected {12 * 4**histogram_order} for order {histogram_order}")
     pixels = np.flatnonzero(histogram)
-    return plan_partitions_sparse(pixels, histogram[pixels], histogram_order, max_rows, min_order)
+    return plan_partitions_sparse(pixels, histogram[pixels], histogram_order, max_rows, min_order, drop_empty_siblings)
 
 
-def plan_partitions_sparse(pixels: np.ndarray, counts: np.ndarray, histogram_order: int, max_rows: int, min_order: int = 0) -> PartitionPlan:
+def plan_partitions_sparse(pixels: np.ndarray, counts: np.ndarray, histogram_order: int, max_rows: int, min_order: int = 0,
+                           drop_empty_siblings: bool = True) -> PartitionPlan:
     """Adaptive partitions from sparse counts (sorted unique ``pixels`` at ``histogram_order``).
 
-    A pixel is kept whole when it holds at most ``max_rows`` rows or it is already at
-    ``histogram_order`` (the highest order); empty pixels get no partition. Memory is
+    With ``drop_empty_siblings`` (the default, as hats-import's): hats' bottom-up rule
+    (``generate_alignment(..., drop_empty_siblings=True)``): a pixel's rows are merged into its
+    parent at order k when that parent holds at most ``max_rows`` rows in at least two non-empty
+    children; the coarsest such parent wins. A lone clump therefore stays at the deep order where
+    it is alone (an isolated order-2 pixel stays (2, 66), not (0, 4)). Without it: top-down, a
+    pixel is kept whole when it holds at most ``max_rows`` rows. Either way a pixel at
+    ``histogram_order`` is never split and empty pixels get no partition. Memory is
     proportional to the occupied pixels, not to the 12 * 4**order pixels of the sphere.
     """
     if max_rows < 1:
@@ -67,6 +74,8 @@ def plan_partitions_sparse(pixels: np.ndarray, counts: np.ndarray, histogram_ord
         parent = fine_pix >> 2
         uniq, first = np.unique(parent, return_index=True)
         by_order[order] = (uniq, np.add.reduceat(fine_cnt, first) if len(fine_cnt) else fine_cnt)
+    if drop_empty_siblings:
+        return _plan_bottom_up(by_order, histogram_order, max_rows, min_order)
 
     out_orders, out_pixels, out_counts = [], [], []
     split_parents = None  # pixels at the previous order that were split
@@ -84,3 +93,24 @@ def plan_partitions_sparse(pixels: np.ndarray, counts: np.ndarray, histogram_ord
         if len(split_parents) == 0:
             break
     return PartitionPlan.from_arrays(np.concatenate(out_orders), np.concatenate(out_pixels), np.concatenate(out_counts))
+
+
+def _plan_bottom_up(by_order: dict, highest: int, max_rows: int, min_order: int) -> PartitionPlan:
+    """hats' ``_get_alignment_dropping_siblings`` on sparse counts (see ``plan_partitions_sparse``)."""
+    pix_h, cnt_h = by_order[highest]
+    dest = np.full(len(pix_h), highest, dtype=np.int64)
+    for order in range(highest - 1, min_order - 1, -1):
+        fine_pix, fine_cnt = by_order[order + 1]
+        cells, cell_cnt = by_order[order]
+        if len(fine_pix) == 0:
+            continue
+        first = np.flatnonzero(np.r_[True, np.diff(fine_pix >> 2) != 0])
+        children = np.diff(np.r_[first, len(fine_pix)])
+        collapse = cells[(children >= 2) & (cell_cnt <= max_rows)]
+        if len(collapse):
+            dest[np.isin(pix_h >> (2 * (highest - order)), collapse)] = order
+    out_pix = pix_h >> (2 * (highest - dest))
+    keys = np.unique(np.stack([dest, out_pix], axis=1), axis=0, return_inverse=True)
+    (uniq, inverse) = keys
+    counts = np.bincount(inverse.ravel(), weights=cnt_h, minlength=len(uniq)).astype(np.int64)
+    return PartitionPlan.from_arrays(uniq[:, 0], uniq[:, 1], counts)

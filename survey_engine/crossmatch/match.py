@@ -387,6 +387,7 @@ def crossmatch(
                   "running the same grid kernel on the CPU (algorithm='grid').", file=sys.stderr)
             algorithm = "grid"
     as_spec = lambda e: e if (e is None or isinstance(e, EpochSpec)) else EpochSpec(e)  # noqa: E731
+    k = cap_k(k, how, right)
     params = MatchParams(radius_arcsec, how, k, join, min_radius_arcsec, exclude_self, tuple(suffixes), algorithm,
                          tuple(left_columns) if left_columns else None, tuple(right_columns) if right_columns else None,
                          epoch, as_spec(left_epoch), as_spec(right_epoch))
@@ -398,6 +399,7 @@ def crossmatch(
     for side, spec in ((left, params.left_epoch), (right, params.right_epoch)):
         if spec is not None:
             reach += max_shift_arcsec(side, spec, params.target_epoch)
+    right = right.with_margin_for(reach)  # a collection with several margins: the narrowest wide enough
     try:
         check_margin(right, reach)
     except MarginTooSmallError:
@@ -405,6 +407,23 @@ def crossmatch(
             raise
         right = _with_margin(right, float(np.ceil(reach)), client)
     return CrossmatchResult(left, right, params, plan_crossmatch(left, right, reach))
+
+
+def cap_k(k: int, how: str, right: Catalog) -> int:
+    """``k`` for a kNN match, at most the right side's rows (metadata, no data read): asking for
+    more neighbours than there are rows only costs memory (k = 10**6 on 2,390 rows took 11.7 GB)."""
+    if how != "knn" or not isinstance(k, int) or k < 1:
+        return k
+    try:
+        rows = right.row_count()
+    except ValueError:  # a row filter makes the metadata count stale: footers bound it
+        rows = sum(right.partition_rows())
+    if k > max(rows, 1):
+        import warnings
+
+        warnings.warn(f"--k {k} is more than the {rows} rows of {right.path}; matching with k={max(rows, 1)}", stacklevel=3)
+        return max(rows, 1)
+    return k
 
 
 def _with_margin(right: Catalog, radius_arcsec: float, client) -> Catalog:

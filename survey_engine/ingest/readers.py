@@ -8,6 +8,7 @@ the file it came from.
 from __future__ import annotations
 
 import glob
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,23 @@ FORMATS = {
 
 class InputError(SurveyEngineError, ValueError):
     """Bad input: the message names the file (and column or row) at fault."""
+
+
+class EmptyInputError(InputError):
+    """A file without a single row (zero bytes, a header only, a zero-row table)."""
+
+
+class CsvTypeError(InputError):
+    """A CSV value that does not fit the type inferred from the file's first block: the
+    import widens ``column`` past ``failed_type`` and reads the file again."""
+
+    def __init__(self, message: str, column: str, failed_type: str):
+        super().__init__(message)
+        self.column, self.failed_type = column, failed_type
+
+
+# Wider types to try, in order, for a CSV column whose inferred type meets a value it cannot hold.
+CSV_WIDENING = {"null": "int64", "bool": "string", "int64": "double", "double": "string"}
 
 
 @dataclass(frozen=True)
@@ -136,13 +154,28 @@ def _fits_table_hdu(hdul, path: str):
     raise InputError(f"{path}: no binary table HDU in this FITS file")
 
 
-def read_batches(chunk: InputChunk, columns: list[str] | None = None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.Table]:
-    """Yield Arrow tables of at most ``batch_rows`` rows from one chunk (``columns`` to project)."""
+def read_batches(chunk: InputChunk, columns: list[str] | None = None, batch_rows: int = BATCH_ROWS,
+                 column_types: dict[str, pa.DataType] | None = None) -> Iterator[pa.Table]:
+    """Yield Arrow tables of at most ``batch_rows`` rows from one chunk (``columns`` to project).
+
+    ``column_types`` fixes the types of CSV columns (other formats declare their own): the
+    types an earlier pass found for the whole file, where Arrow infers from the first block."""
+    checked = False
+    for table in _read_batches(chunk, columns, batch_rows, column_types):
+        if not checked:
+            repeated = sorted({n for n in table.column_names if table.column_names.count(n) > 1})
+            if repeated:
+                raise InputError(f"{chunk.path}: column name(s) {repeated} appear more than once; a column must be unique to be read")
+            checked = True
+        yield table
+
+
+def _read_batches(chunk: InputChunk, columns, batch_rows, column_types) -> Iterator[pa.Table]:
     try:
         if chunk.fmt == "parquet":
             yield from _parquet_batches(chunk, columns, batch_rows)
         elif chunk.fmt == "csv":
-            yield from _csv_batches(chunk, columns, batch_rows)
+            yield from _csv_batches(chunk, columns, batch_rows, column_types)
         elif chunk.fmt == "fits":
             yield from _fits_batches(chunk, columns, batch_rows)
         elif chunk.fmt == "votable":
@@ -175,10 +208,11 @@ def _parquet_batches(chunk, columns, batch_rows):
         yield pa.Table.from_batches([batch])
 
 
-def _csv_batches(chunk, columns, batch_rows):
+def _csv_batches(chunk, columns, batch_rows, column_types=None):
     header, skip = _csv_header(chunk.path)
     read_opts = pacsv.ReadOptions(block_size=1 << 24, column_names=header, skip_rows=skip)
-    convert = pacsv.ConvertOptions(include_columns=columns) if columns else None
+    types = {k: v for k, v in (column_types or {}).items() if k in header}
+    convert = pacsv.ConvertOptions(include_columns=columns, column_types=types) if columns or types else None
     _check_columns(chunk.path, header, columns)
     reader = pacsv.open_csv(chunk.path, read_options=read_opts, convert_options=convert)
     rows = 0
@@ -188,6 +222,11 @@ def _csv_batches(chunk, columns, batch_rows):
         except StopIteration:
             break
         except pa.ArrowInvalid as exc:
+            failed = _CONVERSION_ERROR.search(str(exc))
+            if failed:
+                index, failed_type = int(failed.group(1)), failed.group(2)
+                name = header[index] if columns is None else list(columns)[index] if index < len(columns) else header[index]
+                raise CsvTypeError(f"{chunk.path}: column {name!r} after {rows} data rows: {exc}", name, failed_type) from exc
             raise InputError(f"{chunk.path}: CSV parse error after {rows} data rows: {exc}") from exc
         for start in range(0, batch.num_rows, batch_rows):
             piece = batch.slice(start, batch_rows)
@@ -195,29 +234,39 @@ def _csv_batches(chunk, columns, batch_rows):
             rows += piece.num_rows
 
 
+_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+):(?: Row #\d+:)? CSV conversion error to (\w+)")
+
+
 def _csv_header(path: str) -> tuple[list[str], int]:
     """Column names and the number of lines before the data.
 
-    Besides a plain header line, accepts the commented headers of ANNZ-style catalogs:
-    ``#name,name,...`` or ``#F:name;F:name;D:name`` (type-prefixed), followed by any number of
-    ``#`` lines (e.g. a line of type codes)."""
+    Besides a plain header line, accepts leading ``#`` lines: comments before a header line
+    (Gaia archive and ECSV style: the first line after them is all names, no numbers), or else
+    the commented headers of ANNZ-style catalogs: ``#name,name,...`` or
+    ``#F:name;F:name;D:name`` (type-prefixed), followed by any number of ``#`` lines (e.g. a
+    line of type codes). A UTF-8 byte-order mark is dropped."""
     import csv
     import gzip
 
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt") as fh:
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
         line = fh.readline()
         skip = 1
+        comments = []
+        after = ""
         if line.startswith("#"):
+            comments.append(line)
             while True:
-                pos = fh.tell()
                 nxt = fh.readline()
                 if not nxt.startswith("#"):
-                    fh.seek(pos)
+                    after = nxt
                     break
+                comments.append(nxt)
                 skip += 1
+    if line.startswith("#") and _looks_like_header(after):
+        line, skip = after, len(comments) + 1  # comment lines, then the real header line
     if not line.strip().lstrip("#").strip():
-        raise InputError(f"{path}: empty CSV file (no header line)")
+        raise EmptyInputError(f"{path}: empty CSV file (no header line)")
     if line.startswith("#"):
         body = line.strip().lstrip("#").strip()
         if ";" in body and ":" in body:
@@ -229,6 +278,24 @@ def _csv_header(path: str) -> tuple[list[str], int]:
     if len(set(names)) != len(names) or not all(names):
         raise InputError(f"{path}: the header line has empty or repeated column names: {names}")
     return names, skip
+
+
+def _looks_like_header(line: str) -> bool:
+    """A line of column names: every field non-empty and none of them a number."""
+    import csv
+
+    if not line.strip():
+        return False
+    fields = [f.strip() for f in next(csv.reader([line.strip()]))]
+    for field in fields:
+        if not field:
+            return False
+        try:
+            float(field)
+            return False
+        except ValueError:
+            continue
+    return True
 
 
 def _fits_batches(chunk, columns, batch_rows):

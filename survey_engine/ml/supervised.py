@@ -442,6 +442,9 @@ def _sample_predictions(frame, meta, models, limit: int = 50_000) -> pd.DataFram
 
 # -- the whole train command --------------------------------------------------------------------
 
+# Below this many held-out rows the test metrics are mostly noise; training warns.
+MIN_HELD_OUT_ROWS = 50
+
 def train(table_path: str, opts: TrainOptions, model_out: str, client=None, progress: bool = True) -> dict:
     """Train, evaluate on held-out sky, optionally cross-validate / search / compare with
     single-process baselines, and save the model artifact with its report."""
@@ -466,6 +469,14 @@ def train(table_path: str, opts: TrainOptions, model_out: str, client=None, prog
         models = fitted["boosters"]
         test_metrics = _evaluate_prepared(test_rows, meta, models)
         result = {"test": test_metrics, "split": {**info, "test_fold": 0, "folds": opts.folds}}
+        held_out = int(test_metrics.get("n", 0))
+        if held_out < MIN_HELD_OUT_ROWS:
+            import warnings
+
+            note = (f"only {held_out} held-out rows (fewer than {MIN_HELD_OUT_ROWS}): the test metrics mean little; "
+                    "train on more rows, or judge the model with --cv")
+            warnings.warn(note, stacklevel=2)
+            result["warnings"] = [note]
         if opts.cv:
             result["cv"] = _cross_validate(client, prepared, spec, classes, opts, params, device)
         if opts.baselines:

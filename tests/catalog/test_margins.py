@@ -18,6 +18,8 @@ def _margin_pairs(collection, id_col="id"):
     index = {p: i for i, p in enumerate(parts)}
     pairs = set()
     for (order, pix), f in zip(zip(cat.margin.partitions.Norder, cat.margin.partitions.Npix), cat.margin.partition_files()):
+        if (int(order), int(pix)) not in index:
+            continue  # the margin of a pixel no partition covers: test_margins_of_pixels_no_partition_covers
         ids = pd.read_parquet(f, columns=[id_col])[id_col].to_numpy()
         pairs.update((int(i), index[(int(order), int(pix))]) for i in ids)
     return cat, parts, pairs
@@ -85,3 +87,67 @@ def test_margin_built_later_equals_margin_built_at_import(tmp_path, client):
     pd.testing.assert_frame_equal(a, b)
     with pytest.raises(FileExistsError):
         build_margin(without, 20, client=client, progress=False)
+
+
+def _patch(n: int, half_width: float, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"id": np.arange(n, dtype=np.int64), "ra": rng.uniform(45 - half_width, 45 + half_width, n),
+                         "dec": rng.uniform(-half_width, half_width, n)})
+
+
+@pytest.mark.slow
+def test_margins_of_pixels_no_partition_covers(tmp_path, client):
+    """As hats-import does, the margin has partitions for the empty sky around a catalog (its
+    negative tree), so a peer matching a catalog of its own there against ours finds every pair."""
+    import lsdb
+    from hats.pixel_math import HealpixPixel
+    from hats.pixel_tree.negative_tree import compute_negative_tree_pixels
+    from hats.pixel_tree.pixel_tree import PixelTree
+
+    from survey_engine.catalog.margins import uncovered_pixels
+
+    radius = 900.0  # wider than the gap between the patch's edge and its partitions' edges
+    right_df = _patch(3000, 0.5, seed=5)
+    src = tmp_path / "right.parquet"
+    right_df.to_parquet(src)
+    right = tmp_path / "right"
+    run_import(ImportArguments([str(src)], str(right), id_column="id", max_rows=200, highest_order=8, margin_arcsec=radius),
+               client=client, progress=False)
+    cat = open_catalog(right)
+    parts = list(zip(cat.partitions.Norder.tolist(), cat.partitions.Npix.tolist()))
+    neg = list(zip(*(a.tolist() for a in uncovered_pixels(cat.partitions.Norder.to_numpy(), cat.partitions.Npix.to_numpy()))))
+    tree = PixelTree.from_healpix([HealpixPixel(o, p) for o, p in parts])
+    assert sorted(neg) == sorted((q.order, q.pixel) for q in compute_negative_tree_pixels(tree))
+    margin_parts = set(zip(cat.margin.partitions.Norder.tolist(), cat.margin.partitions.Npix.tolist()))
+    outside = margin_parts - set(parts)
+    assert outside and outside <= set(neg)
+    # every margin row of every target (partitions and empty pixels) equals brute force
+    targets = parts + neg
+    index = {t: i for i, t in enumerate(targets)}
+    ours = set()
+    for (order, pix), f in zip(zip(cat.margin.partitions.Norder, cat.margin.partitions.Npix), cat.margin.partition_files()):
+        ours.update((int(i), index[(int(order), int(pix))]) for i in pd.read_parquet(f, columns=["id"])["id"])
+    hp29 = radec_to_healpix(right_df.ra.to_numpy(), right_df.dec.to_numpy())
+    starts = np.array([p << (2 * (29 - o)) for o, p in parts])
+    own = np.searchsorted(starts, hp29, side="right") - 1
+    brute = brute_margin(right_df.ra.to_numpy(), right_df.dec.to_numpy(), np.array([parts[i][0] for i in own]),
+                         np.array([parts[i][1] for i in own]), targets, radius, 5.0)
+    certain = {(r, t) for (r, t), d in brute.items() if d <= radius - 5.0}
+    assert {t for _, t in certain if t >= len(parts)}, "rows must lie near empty pixels"
+    assert certain <= ours <= set(brute)
+    # LSDB cross-matching a wider patch against ours finds every pair brute force finds
+    left_df = _patch(600, 0.75, seed=6)
+    lsrc = tmp_path / "left.parquet"
+    left_df.to_parquet(lsrc)
+    left = tmp_path / "left"
+    run_import(ImportArguments([str(lsrc)], str(left), id_column="id", max_rows=60, highest_order=8, margin_arcsec=0),
+               client=client, progress=False)
+    from astropy.coordinates import SkyCoord
+
+    lc = SkyCoord(left_df.ra.to_numpy(), left_df.dec.to_numpy(), unit="deg")
+    rc = SkyCoord(right_df.ra.to_numpy(), right_df.dec.to_numpy(), unit="deg")
+    _, sep, _ = lc.match_to_catalog_sky(rc)
+    want = set(left_df.id[sep.arcsec <= radius])
+    got = lsdb.open_catalog(left).crossmatch(lsdb.open_catalog(right), radius_arcsec=radius, n_neighbors=1,
+                                             suffixes=("_l", "_r")).compute()
+    assert set(got["id_l"]) == want

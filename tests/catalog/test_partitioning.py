@@ -50,3 +50,34 @@ def test_sparse_planner_equals_dense_planner():
             sparse = plan_partitions_sparse(pix, hist[pix], order, max_rows)
             assert np.array_equal(dense.orders, sparse.orders) and np.array_equal(dense.pixels, sparse.pixels)
             assert np.array_equal(dense.counts, sparse.counts) and dense.counts.sum() == hist.sum()
+
+
+def test_partitions_equal_hats_import_alignment():
+    """The plan is hats-import's (generate_alignment with drop_empty_siblings=True, its default):
+    the same (order, pixel, rows) on clumpy random skies."""
+    from hats.pixel_math.partition_stats import generate_alignment
+
+    rng = np.random.default_rng(8)
+    for trial in range(6):
+        order = int(rng.integers(2, 6))
+        hist = np.zeros(12 * 4**order, dtype=np.int64)
+        for _ in range(int(rng.integers(1, 6))):  # a few clumps of various sizes
+            centre = int(rng.integers(len(hist)))
+            spread = int(rng.integers(0, 3))
+            lo = (centre >> (2 * spread)) << (2 * spread)
+            hist[lo : lo + 4**spread] += rng.integers(0, 300, size=4**spread)
+        for max_rows in (300, 1_000, 10**6):  # hats refuses a threshold below one pixel's rows
+            plan = plan_partitions(hist, order, max_rows)
+            alignment = generate_alignment(hist, highest_order=order, threshold=max_rows, drop_empty_siblings=True)
+            theirs = {tuple(int(v) for v in a) for a, n in zip(alignment, hist) if n > 0 and a is not None}
+            ours = set(zip(plan.orders.tolist(), plan.pixels.tolist(), plan.counts.tolist()))
+            assert ours == theirs, (trial, max_rows)
+
+
+def test_lone_deep_pixel_stays_at_its_order():
+    hist = np.zeros(12 * 4**2, dtype=np.int64)
+    hist[66] = 50
+    plan = plan_partitions(hist, 2, max_rows=1_000)
+    assert list(zip(plan.orders.tolist(), plan.pixels.tolist())) == [(2, 66)]  # hats-import's; top-down gave (0, 4)
+    top_down = plan_partitions(hist, 2, max_rows=1_000, drop_empty_siblings=False)
+    assert list(zip(top_down.orders.tolist(), top_down.pixels.tolist())) == [(0, 4)]

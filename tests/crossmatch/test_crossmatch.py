@@ -489,3 +489,19 @@ def test_pixels_outside_are_disjoint_coarsest_and_cover_every_row():
     assert ((o_out == 0) | ((ps[:, None] < ge) & (pe[:, None] > gs)).any(axis=1)).all()
     assert o_out.max() == 6 and o_out.min() <= 2  # fine next to the order-6 pixels, coarse far from all
     assert not inside_given.all() and pixels_outside(index[inside_given], orders, pixels)[0].size == 0
+
+
+def test_knn_k_is_capped_by_the_right_rows_with_a_warning(tmp_path, client):
+    """--k 1000000 against 40 rows asks for 40 neighbours (it took 11.7 GB before), and says so."""
+    rng = np.random.default_rng(12)
+    right = pd.DataFrame({"id": np.arange(40), "ra": 10 + rng.uniform(0, 0.01, 40), "dec": rng.uniform(0, 0.01, 40)})
+    left = right.iloc[:5].copy()
+    for name, frame in (("l", left), ("r", right)):
+        frame.to_parquet(tmp_path / f"{name}.parquet")
+        run_import(ImportArguments([str(tmp_path / f"{name}.parquet")], str(tmp_path / name), id_column="id", margin_arcsec=60),
+                   client=client, progress=False)
+    with pytest.warns(UserWarning, match=r"--k 1000000 is more than the 40 rows of .*r; matching with k=40"):
+        result = crossmatch(open_catalog(tmp_path / "l"), open_catalog(tmp_path / "r"), 60.0, how="knn", k=1_000_000)
+    assert result.params.k == 40
+    pairs = result.compute()
+    assert len(pairs) == 5 * 40  # every right row is within 60" of every left row

@@ -93,3 +93,12 @@ def test_cli_errors_exit_2(table, tmp_path):
     run = subprocess.run([sys.executable, "-m", "survey_engine.cli", "train", "photoz", "--catalog", str(table), "--features", "u-nosuch",
                           "--target", "z", "--model-out", str(tmp_path / "m"), "--workers", "1"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "nosuch" in run.stderr
+
+
+def test_few_held_out_rows_warn(table, client, tmp_path):
+    """Five rows: the model trains, and the metrics on its one or two held-out rows come with a warning."""
+    small = tmp_path / "five.parquet"
+    pd.read_parquet(table).iloc[:5].to_parquet(small)
+    with pytest.warns(UserWarning, match=r"only \d held-out rows \(fewer than 50\): the test metrics mean little"):
+        result = train(str(small), TrainOptions("photoz", ["u-g", "g-r"], target="z", members=1), str(tmp_path / "m"), client=client)
+    assert result["warnings"] and result["test"].get("n", 0) < 50

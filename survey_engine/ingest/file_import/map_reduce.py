@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from survey_engine.catalog import build
 from survey_engine.catalog.healpix import radec_to_healpix
-from survey_engine.ingest.readers import InputChunk, InputError, read_batches
+from survey_engine.ingest.readers import CSV_WIDENING, CsvTypeError, EmptyInputError, InputChunk, InputError, read_batches
 
 
 def chunk_row_offset(chunk: InputChunk) -> int:
@@ -39,7 +39,8 @@ class CoordinateCleaner:
                 raise InputError(f"{self.chunk.path}: coordinate column {col!r} is not numeric (type {typ})")
         ra = batch.column(self.ra).to_numpy(zero_copy_only=False).astype(np.float64)
         dec = batch.column(self.dec).to_numpy(zero_copy_only=False).astype(np.float64)
-        bad_ra = ~np.isfinite(ra)
+        # wrapping is for small excursions (Gaia fields in [-2, 4]); 1e20 is a damaged value
+        bad_ra = ~np.isfinite(ra) | (ra < RA_LIMITS[0]) | (ra > RA_LIMITS[1])
         bad_dec = ~np.isfinite(dec) | (dec < -90) | (dec > 90)
         bad = bad_ra | bad_dec
         if self.id_column is not None:
@@ -53,7 +54,8 @@ class CoordinateCleaner:
             first = int(np.flatnonzero(bad)[0])
             if not self.drop_invalid:
                 col, val = (self.dec, dec[first]) if bad_dec[first] else (self.ra, ra[first])
-                what = "outside [-90, 90]" if np.isfinite(val) else "missing or NaN"
+                limits = "[-90, 90]" if bad_dec[first] else f"[{RA_LIMITS[0]:g}, {RA_LIMITS[1]:g}] (RA is wrapped into [0, 360) only from there)"
+                what = f"outside {limits}" if np.isfinite(val) else "missing or NaN"
                 raise InputError(
                     f"{self.chunk.path}: row {self.row + first}: column {col!r} is {what} ({val}); "
                     f"{int(bad.sum())} such rows in this batch (use --drop-invalid to drop them and count them)"
@@ -68,32 +70,98 @@ class CoordinateCleaner:
             self.wrapped += int(wrap.sum())
             fixed = np.mod(ra, 360.0)
             fixed[fixed >= 360.0] = 0.0
-            typ = batch.schema.field(self.ra).type
+            field = batch.schema.field(self.ra)
+            if pa.types.is_floating(field.type):
+                # in float64: a float32 RA of -1e-6 wraps to 359.999999, which float32 rounds to 360.0
+                field = field.with_type(pa.float64())
             idx = batch.column_names.index(self.ra)
-            batch = batch.set_column(idx, batch.schema.field(self.ra), pc.cast(pa.array(fixed), typ))
+            batch = batch.set_column(idx, field, pc.cast(pa.array(fixed), field.type))
         return batch
 
 
+RA_LIMITS = (-360.0, 720.0)
+# Columns HATS reserves (the spatial index and the hive partition keys) and what an input
+# column of that name becomes, so that it is kept, not dropped.
+RENAMED_SUFFIX = "_input"
+
+
+def rename_reserved(table: pa.Table) -> tuple[pa.Table, list[str]]:
+    """Rename input columns named ``_healpix_29``, ``Norder``, ``Dir`` or ``Npix`` to
+    ``<name>_input``; returns the table and the names it renamed."""
+    hit = [n for n in table.column_names if n in build.RESERVED_COLUMNS]
+    if not hit:
+        return table, []
+    names = [n + RENAMED_SUFFIX if n in build.RESERVED_COLUMNS else n for n in table.column_names]
+    clash = sorted(set(n for n in names if names.count(n) > 1))
+    if clash:
+        raise InputError(f"cannot rename the reserved column(s) {hit}: {clash} already exist(s) in the input")
+    return table.rename_columns(names), hit
+
+
+def _read_renamed(chunk: InputChunk, column_types=None):
+    for batch in read_batches(chunk, column_types=column_types):
+        yield rename_reserved(batch)[0]
+
+
+def csv_types_for(schema: pa.Schema) -> dict[str, pa.DataType]:
+    """CSV column types from the import's schema, under the names the file uses (reserved names
+    included), so the split pass parses every file of the import the same way."""
+    types = {f.name: f.type for f in schema if f.name != build.SPATIAL_INDEX_COLUMN}
+    for name in build.RESERVED_COLUMNS:
+        if name + RENAMED_SUFFIX in types:
+            types[name] = types[name + RENAMED_SUFFIX]
+    return types
+
+
 def histogram_chunk(chunk: InputChunk, ra: str, dec: str, order: int, drop_invalid: bool, id_column: str | None, out_path: str) -> dict:
-    """Map: count rows per HEALPix pixel at ``order`` and record the chunk's schema."""
+    """Map: count rows per HEALPix pixel at ``order`` and record the chunk's schema.
+
+    A CSV value that does not fit the type Arrow inferred from the first block (an integer
+    column holding 0.5 later, a column empty at first) widens that column's type and the chunk
+    is counted again, so a valid CSV of any size imports. A file without rows is recorded as
+    empty (``empty``, ``note``): the import skips it and says so."""
     import os
 
+    column_types: dict[str, pa.DataType] = {}
+    while True:
+        try:
+            result = _histogram_pass(chunk, ra, dec, order, drop_invalid, id_column, column_types)
+            break
+        except CsvTypeError as exc:
+            wider = CSV_WIDENING.get(exc.failed_type)
+            if wider is None or exc.column in column_types and str(column_types[exc.column]) == "string":
+                raise
+            column_types[exc.column] = pa.type_for_alias(wider)
+    tmp = out_path + ".tmp.npz"
+    np.savez(tmp, **result)
+    os.replace(tmp, out_path)
+    return result
+
+
+def _histogram_pass(chunk, ra, dec, order, drop_invalid, id_column, column_types) -> dict:
     cleaner = CoordinateCleaner(chunk, ra, dec, drop_invalid, id_column)
     schema = None
     pixels = []
     rows = 0
-    for batch in read_batches(chunk):
-        if schema is None:
-            schema = batch.schema
-        batch = cleaner(batch)
-        rows += batch.num_rows
-        if batch.num_rows:
-            r = batch.column(ra).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-            d = batch.column(dec).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-            pix, counts = np.unique(radec_to_healpix(r, d, order), return_counts=True)
-            pixels.append((pix, counts))
+    renamed: list[str] = []
+    note = ""
+    try:
+        for batch in read_batches(chunk, column_types=column_types):
+            batch, renamed = rename_reserved(batch)
+            if schema is None:
+                schema = batch.schema
+            batch = cleaner(batch)
+            rows += batch.num_rows
+            if batch.num_rows:
+                r = batch.column(ra).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                d = batch.column(dec).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                pix, counts = np.unique(radec_to_healpix(r, d, order), return_counts=True)
+                pixels.append((pix, counts))
+    except EmptyInputError as exc:
+        note = str(exc)
     if schema is None:
-        schema = _empty_schema(chunk)
+        schema = pa.schema([])
+        note = note or f"{chunk.path}: file holds no rows"
     if pixels:
         allpix = np.concatenate([p for p, _ in pixels])
         allcnt = np.concatenate([c for _, c in pixels])
@@ -101,25 +169,19 @@ def histogram_chunk(chunk: InputChunk, ra: str, dec: str, order: int, drop_inval
         counts = np.bincount(inv, weights=allcnt).astype(np.int64)
     else:
         uniq, counts = np.empty(0, np.int64), np.empty(0, np.int64)
-    result = {
+    return {
         "pixels": uniq.astype(np.int64),
         "counts": counts,
         "stats": np.array([rows, cleaner.dropped, cleaner.wrapped], dtype=np.int64),
         "schema": np.frombuffer(schema.serialize().to_pybytes(), dtype=np.uint8),
+        "empty": np.array([bool(note)]),
+        "note": np.frombuffer(note.encode(), dtype=np.uint8),
+        "renamed": np.frombuffer(",".join(renamed).encode(), dtype=np.uint8),
     }
-    tmp = out_path + ".tmp.npz"
-    np.savez(tmp, **result)
-    os.replace(tmp, out_path)
-    return result
-
-
-def _empty_schema(chunk: InputChunk) -> pa.Schema:
-    if chunk.fmt == "parquet":
-        return pq.read_schema(chunk.path)
-    raise InputError(f"{chunk.path}: file holds no rows")
 
 
 def split_chunk(chunk: InputChunk, spec: build.SplitSpec, drop_invalid: bool, main_shard: str, margin_shard: str) -> dict:
     """Split: route one chunk's rows into per-partition slices of its shard files."""
     cleaner = CoordinateCleaner(chunk, spec.ra_column, spec.dec_column, drop_invalid, spec.id_column)
-    return build.split_batches(read_batches(chunk), spec, main_shard, margin_shard, clean=cleaner)
+    types = csv_types_for(spec.schema) if chunk.fmt == "csv" else None
+    return build.split_batches(_read_renamed(chunk, types), spec, main_shard, margin_shard, clean=cleaner)

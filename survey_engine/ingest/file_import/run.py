@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from survey_engine.catalog import build, layout
 from survey_engine.catalog.margins import MarginPlan, margin_catalog_name
 from survey_engine.catalog.partitioning import plan_partitions_sparse
 from survey_engine.ingest.file_import import map_reduce
+from survey_engine.ingest.file_import.map_reduce import RENAMED_SUFFIX
 from survey_engine.ingest.file_import.arguments import ImportArguments
 from survey_engine.ingest.file_import.resume_plan import ResumePlan
 from survey_engine.ingest.readers import InputError, plan_chunks
@@ -33,10 +36,14 @@ class ImportResult:
     resumed: bool = False
     catalog_dir: Path | None = None
     margin_dir: Path | None = None
+    skipped: list[str] = field(default_factory=list)  # notes on input files without rows
+    renamed: list[str] = field(default_factory=list)  # reserved column names renamed to <name>_input
+    removed_partial: bool = False
 
     def summary(self) -> str:
         if self.up_to_date:
-            return f"{self.out}: already up to date ({self.rows} rows), nothing to do"
+            removed = f"; removed the leftover {self.out}.partial of an interrupted run" if self.removed_partial else ""
+            return f"{self.out}: already up to date ({self.rows} rows), nothing to do{removed}"
         parts = [f"{self.rows} rows in {self.partitions} partitions -> {self.out}"]
         if self.margin_dir is not None:
             parts.append(f"margin: {self.margin_rows} rows")
@@ -46,6 +53,10 @@ class ImportResult:
             parts.append(f"wrapped {self.wrapped_ra} RA values into [0, 360)")
         if self.resumed:
             parts.append("resumed from an earlier interrupted run")
+        if self.renamed:
+            parts.append("renamed input columns reserved by HATS: " + ", ".join(f"{n} -> {n}{RENAMED_SUFFIX}" for n in self.renamed))
+        if self.skipped:
+            parts.append(f"skipped {len(self.skipped)} file(s) without rows: " + "; ".join(self.skipped))
         return "; ".join(parts)
 
 
@@ -73,24 +84,40 @@ def run_import(args: ImportArguments, client=None, progress: bool = True) -> Imp
     fingerprint = args.fingerprint()
     state = check_output(out, fingerprint)
     if state is not None:
-        return ImportResult(out=out, rows=state["rows"], partitions=state["partitions"], up_to_date=True)
+        # a run killed between publishing OUT and removing its staging folder left OUT.partial behind
+        leftover = args.staging.exists()
+        shutil.rmtree(args.staging, ignore_errors=True)
+        return ImportResult(out=out, rows=state["rows"], partitions=state["partitions"], up_to_date=True, removed_partial=leftover)
+    try:
+        return _run_import(args, out, fingerprint, client, progress)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise InputError(f"{exc.filename or args.staging}: no space left on device while writing {out}; free some space and run "
+                             "the same command again: it resumes where it stopped") from None
+        raise
+
+
+def _run_import(args: ImportArguments, out: Path, fingerprint: str, client, progress: bool) -> ImportResult:
     resume = ResumePlan(args.staging, fingerprint)
     chunks = plan_chunks(args.files, args.chunk_rows)
     with dask_client(client) as client:
-        histogram, stats, schema = _histograms(client, args, chunks, resume, progress)
+        histogram, stats, schema, inputs = _histograms(client, args, chunks, resume, progress)
         rows, dropped, wrapped = (int(x) for x in stats)
         if rows == 0:
-            raise InputError(f"{', '.join(args.files[:3])}: no rows to import" + (f" ({dropped} dropped as invalid)" if dropped else ""))
+            notes = f" ({'; '.join(inputs.skipped)})" if inputs.skipped else ""
+            raise InputError(f"{', '.join(args.files[:3])}: no rows to import" + (f" ({dropped} dropped as invalid)" if dropped else "") + notes)
+        schema = promote_coordinates(schema, args.ra_column, args.dec_column)
         plan = plan_partitions_sparse(histogram[1], histogram[2], args.highest_order, args.max_rows)
         margin = MarginPlan.build(plan, args.margin_arcsec) if args.margin_arcsec else None
         spec = build.SplitSpec(plan, args.ra_column, args.dec_column, build.output_schema(schema), margin, True, args.id_column)
-        main_idx, margin_idx = _split(client, args, chunks, spec, resume, progress)
+        main_idx, margin_idx = _split(client, args, chunks, spec, resume, progress, inputs.empty)
         collection = resume.collection_dir
         main_dir = collection / args.name
         _, _, main_rows = build.reduce_all(client, main_idx, plan.orders, plan.pixels, spec.schema, main_dir, spec.id_column, "reduce", progress)
         if main_rows != rows:
             raise RuntimeError(f"internal check failed: histogram counted {rows} rows but {main_rows} were written")
-        result = ImportResult(out=out, rows=rows, partitions=len(plan), dropped=dropped, wrapped_ra=wrapped, resumed=resume.resumed)
+        result = ImportResult(out=out, rows=rows, partitions=len(plan), dropped=dropped, wrapped_ra=wrapped, resumed=resume.resumed,
+                              skipped=inputs.skipped, renamed=inputs.renamed)
         props_extra = {"hats_max_rows": args.max_rows}
         if args.id_column:
             props_extra["se_col_id"] = args.id_column
@@ -103,7 +130,8 @@ def run_import(args: ImportArguments, client=None, progress: bool = True) -> Imp
         if margin is not None:
             mname = margin_catalog_name(args.name, args.margin_arcsec)
             m_orders, m_pixels, result.margin_rows = build.reduce_all(
-                client, margin_idx, plan.orders, plan.pixels, spec.schema, collection / mname, spec.id_column, "margin", progress, only_with_rows=True
+                client, margin_idx, margin.part_orders, margin.part_pixels, spec.schema, collection / mname, spec.id_column, "margin",
+                progress, only_with_rows=True,
             )
             build.finish_catalog(
                 collection / mname, name=mname, product="margin", orders=m_orders, pixels=m_pixels,
@@ -121,6 +149,13 @@ def run_import(args: ImportArguments, client=None, progress: bool = True) -> Imp
     return result
 
 
+@dataclass
+class _InputNotes:
+    empty: set[int] = field(default_factory=set)  # chunks without rows
+    skipped: list[str] = field(default_factory=list)
+    renamed: list[str] = field(default_factory=list)
+
+
 def _histograms(client, args, chunks, resume, progress):
     todo = [i for i in range(len(chunks)) if resume.load_histogram(i) is None]
     calls = [(chunks[i], args.ra_column, args.dec_column, args.highest_order, args.drop_invalid, args.id_column, str(resume.histogram_path(i))) for i in todo]
@@ -130,15 +165,25 @@ def _histograms(client, args, chunks, resume, progress):
     dense = np.zeros(12 * 4**args.highest_order, dtype=np.int64)
     stats = np.zeros(3, dtype=np.int64)
     schemas = []
+    notes = _InputNotes()
     for i, chunk in enumerate(chunks):
         h = resume.load_histogram(i)
         dense[h["pixels"]] += h["counts"]  # pixels are unique within a chunk
         stats += h["stats"]
+        if "empty" in h and bool(h["empty"][0]):
+            notes.empty.add(i)
+            notes.skipped.append(h["note"].tobytes().decode())
+            continue
+        for name in (h["renamed"].tobytes().decode().split(",") if "renamed" in h else []):
+            if name and name not in notes.renamed:
+                notes.renamed.append(name)
         schemas.append((chunk, pa.ipc.read_schema(pa.py_buffer(h["schema"].tobytes()))))
     pixels = np.flatnonzero(dense)
     counts = dense[pixels]
     del dense
-    return (args.highest_order, pixels, counts), stats, _unify(schemas)
+    if not schemas:
+        raise InputError(f"{', '.join(args.files[:3])}: no rows to import ({'; '.join(notes.skipped)})")
+    return (args.highest_order, pixels, counts), stats, unify_schemas(schemas), notes
 
 
 def _histogram_task(chunk, ra, dec, order, drop_invalid, id_column, out_path):
@@ -146,7 +191,12 @@ def _histogram_task(chunk, ra, dec, order, drop_invalid, id_column, out_path):
     return True
 
 
-def _unify(schemas) -> pa.Schema:
+def unify_schemas(schemas: list) -> pa.Schema:
+    """One schema for all input files: [(chunk, schema)] with the same column names; a column's
+    types are unified where that loses nothing (null + any type, narrower + wider integers of
+    one signedness, unsigned + wider signed, float32 + float64, integers of up to 32 bits +
+    float64; a CSV's inferred int64 + double, since a CSV declares no types), else refused
+    naming both files and the column."""
     base_chunk, base = schemas[0]
     names = set(base.names)
     for chunk, schema in schemas[1:]:
@@ -154,24 +204,70 @@ def _unify(schemas) -> pa.Schema:
             extra = sorted(set(schema.names) - names)
             missing = sorted(names - set(schema.names))
             raise InputError(f"{chunk.path}: columns differ from {base_chunk.path} (extra: {extra}, missing: {missing})")
-    try:
-        return pa.unify_schemas([s for _, s in schemas], promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise InputError(f"input files have incompatible column types: {exc}") from exc
+    fields = []
+    for f in base:
+        typ, src = f.type, base_chunk
+        for chunk, schema in schemas[1:]:
+            other = schema.field(f.name).type
+            wider = _lossless_common_type(typ, other, csv=src.fmt == "csv" or chunk.fmt == "csv")
+            if wider is None:
+                raise InputError(
+                    f"{chunk.path}: column {f.name!r} is {other} but {typ} in {src.path}; the types cannot be unified without "
+                    "losing values: convert one of the files"
+                )
+            if wider != typ:
+                typ, src = wider, chunk
+        fields.append(f.with_type(typ))
+    return pa.schema(fields, metadata=base.metadata)
 
 
-def _split(client, args, chunks, spec, resume, progress):
+def _lossless_common_type(a: pa.DataType, b: pa.DataType, csv: bool) -> pa.DataType | None:
+    if a == b:
+        return a
+    if pa.types.is_null(a):
+        return b
+    if pa.types.is_null(b):
+        return a
+    for x, y in ((a, b), (b, a)):
+        if pa.types.is_integer(x) and pa.types.is_integer(y):
+            if pa.types.is_signed_integer(x) == pa.types.is_signed_integer(y):
+                return x if x.bit_width >= y.bit_width else y
+            if pa.types.is_signed_integer(x) and x.bit_width > y.bit_width:  # unsigned y fits in wider signed x
+                return x
+        if pa.types.is_floating(x) and pa.types.is_floating(y):
+            return x if x.bit_width >= y.bit_width else y
+        if pa.types.is_floating(x) and x.bit_width == 64 and pa.types.is_integer(y) and (y.bit_width <= 32 or csv):
+            return x
+        if pa.types.is_large_string(x) and pa.types.is_string(y):
+            return x
+    return None
+
+
+def promote_coordinates(schema: pa.Schema, ra: str, dec: str) -> pa.Schema:
+    """RA/Dec stored as float64 where the input had narrower floats: RA is wrapped in float64
+    (a float32 RA of -1e-6 would round to 360.0) and positions keep their precision."""
+    for name in (ra, dec):
+        if name in schema.names:
+            i = schema.get_field_index(name)
+            f = schema.field(i)
+            if pa.types.is_floating(f.type) and f.type.bit_width < 64:
+                schema = schema.set(i, f.with_type(pa.float64()))
+    return schema
+
+
+def _split(client, args, chunks, spec, resume, progress, empty: set[int]):
     def load(i):
         main = build.ShardIndex.load(resume.main_shard(i))
         margin = build.ShardIndex.load(resume.margin_shard(i)) if spec.margin else None
         return main, margin
 
-    loaded = [load(i) for i in range(len(chunks))]
-    todo = [i for i, (main, margin) in enumerate(loaded) if main is None or (spec.margin is not None and margin is None)]
+    nonempty = [i for i in range(len(chunks)) if i not in empty]
+    loaded = {i: load(i) for i in nonempty}
+    todo = [i for i, (main, margin) in loaded.items() if main is None or (spec.margin is not None and margin is None)]
     if todo:
         [spec_future] = client.scatter([spec], broadcast=True)
         calls = [(chunks[i], spec_future, args.drop_invalid, resume.main_shard(i), resume.margin_shard(i)) for i in todo]
         run_tasks(client, map_reduce.split_chunk, calls, "split", progress)
         for i in todo:
             loaded[i] = load(i)
-    return [m for m, _ in loaded], ([g for _, g in loaded] if spec.margin else [])
+    return [m for m, _ in loaded.values()], ([g for _, g in loaded.values()] if spec.margin else [])
