@@ -178,13 +178,13 @@ def crossmatch(left, right, *, radius: float, out: str | Path, how: str = "neare
     from survey_engine.crossmatch.match import crossmatch as plan_crossmatch
     from survey_engine.runtime import dask_client
 
-    sides = [side if isinstance(side, Catalog) else open_catalog(side) for side in (left, right)]
     suffix_pair = tuple(_names(suffixes, "suffixes", strip=False))
     if len(suffix_pair) != 2:
         raise ApiError(f"suffixes takes two suffixes (left, right), got {suffixes!r}")
     pm = _names(pm_columns, "pm_columns")
     if len(pm) != 2:
         raise ApiError(f"pm_columns takes two names (pmra, pmdec), got {pm_columns!r}")
+    sides = [side if isinstance(side, Catalog) else open_catalog(side) for side in (left, right)]
     with dask_client(client, n_workers=workers) as client:
         planned = plan_crossmatch(
             sides[0], sides[1], radius, how=how, k=k, join=join, min_radius_arcsec=min_radius, exclude_self=exclude_self,
