@@ -128,4 +128,4 @@ def _not_found(path: str, columns: list[ColumnDescription], axis: str, flag: str
     why = (f"several columns have UCD {atom}" if len([c for c in by_ucd if c.numeric]) > 1
            else f"no numeric column has UCD {atom};meta.main")
     hint = f"candidates: {', '.join(listed)}" if listed else f"columns: {', '.join(c.name for c in columns[:40])}"
-    return f"{path}: cannot tell which column holds {axis.upper()}: {why} and none is named {axis!r}; {hint}; pass {flag} COLUMN"
+    return f"{path}: cannot tell which column holds {axis.upper()}: {why} and column {axis!r} not found; {hint}; pass {flag} COLUMN"
