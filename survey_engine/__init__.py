@@ -1,7 +1,10 @@
 """survey_engine: a distributed batch engine for astronomical survey catalogs.
 
 HEALPix-partitioned catalogs in the HATS layout, built from files, TAP services or the mock sky,
-processed with Dask. ``open_catalog`` is the entry point of the Python API.
+processed with Dask. ``open_catalog`` is the entry point of the Python API; every CLI stage has a
+function with the command's parameters (``import_catalog``, ``ingest_tap``, ``crossmatch``,
+``train``, ``predict``, ``evaluate``, ``cluster``, ``run_job``; see ``survey_engine.api``),
+imported on first use so that ``import survey_engine`` stays light.
 """
 
 __version__ = "0.1.0"
@@ -16,4 +19,26 @@ def verify_catalog(path, repair: bool = False, client=None, progress: bool = Fal
     return _verify(path, repair=repair, client=client, progress=progress)
 
 
-__all__ = ["Catalog", "open_catalog", "verify_catalog", "__version__"]
+# the stage functions live in survey_engine.api; ``crossmatch`` is the subpackage of that name,
+# made callable (survey_engine/crossmatch/__init__.py), so that submodule imports keep working
+_API = ("import_catalog", "ingest_tap", "train", "predict", "evaluate", "cluster", "run_job",
+        "CatalogResult", "ClusterResult", "ModelResult", "MetricsResult", "JobResult")
+
+
+def __getattr__(name: str):
+    if name == "crossmatch":
+        import importlib
+
+        return importlib.import_module("survey_engine.crossmatch")
+    if name in _API:
+        from survey_engine import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'survey_engine' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API) | {"crossmatch"})
+
+
+__all__ = ["Catalog", "open_catalog", "verify_catalog", "crossmatch", *_API, "__version__"]

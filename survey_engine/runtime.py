@@ -20,14 +20,14 @@ def dask_client(client=None, n_workers: int | None = None, memory_limit: str | N
     """Use the given client, else the current one, else a LocalCluster (processes) for the block."""
     from distributed import Client, LocalCluster, get_client
 
+    if client is None:
+        try:
+            client = get_client()
+        except ValueError:  # no current client (and only that: errors of the block must pass through)
+            pass
     if client is not None:
         yield client
         return
-    try:
-        yield get_client()
-        return
-    except ValueError:
-        pass
     for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core", "distributed.worker"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # a hash-partitioned value_counts starts a P2P shuffle, which logs its life cycle as warnings

@@ -48,3 +48,17 @@ def test_column_slots_give_the_pieces_in_order_whatever_the_arrival_order():
         ColumnSlots(meta, capacities).put(1, piece(0, 4))
     assert not ColumnSlots.usable(pieces[0].assign(name="x"))  # object columns: references, not bytes
     assert not ColumnSlots.usable(pieces[0].astype({"id": "Int64"}))
+
+
+def test_an_error_inside_the_block_on_the_current_client_passes_through(client):
+    """A ValueError raised in the block (e.g. an InputError) reaches the caller unchanged; it used
+    to be taken for "no current client" and end as "generator didn't stop after throw()"."""
+    import pytest
+
+    from survey_engine.ingest.readers import InputError
+    from survey_engine.runtime import dask_client
+
+    with pytest.raises(InputError, match="bad.csv: broken"):
+        with dask_client() as current:
+            assert current is client
+            raise InputError("bad.csv: broken")

@@ -101,8 +101,52 @@ class Catalog:
         return [c for c in names if self.columns is None or c in self.columns]
 
     def __repr__(self) -> str:
-        margin = f", margin {self.margin_radius_arcsec:g}\"" if self.margin is not None else ""
-        return f"Catalog({self.name!r}, {self.npartitions} partitions, columns={self.column_names()}{margin})"
+        """Name, rows, partitions by order, margin, and every column with its type, unit and description."""
+        from survey_engine.catalog import display
+
+        return display.text(self)
+
+    def _repr_html_(self) -> str:
+        from survey_engine.catalog import display
+
+        return display.to_html(self)
+
+    # --- a look at the data -------------------------------------------------------------
+    def head(self, n: int = 5) -> pd.DataFrame:
+        """The first ``n`` rows, read on this machine from the first partition that has any (the
+        next ones only if a row filter left fewer than ``n``): never the whole catalog."""
+        frames, got = [], 0
+        for path in self.partition_files():
+            if got >= n:
+                break
+            if not self.transforms and pq.read_metadata(path).num_rows == 0:
+                continue
+            frame = read_partition(path, read_columns=self._read_columns(), keep_columns=self.columns, transforms=self.transforms)
+            if len(frame):
+                frames.append(frame.head(n - got))
+                got += len(frames[-1])
+        if not frames:
+            return self.meta.iloc[:0] if self.meta is not None else self._project(self._empty_frame())
+        return pd.concat(frames) if len(frames) > 1 else frames[0]
+
+    def plot_pixels(self, color_by: str = "order", ax=None, **kwargs):
+        """The partitions on the sky (Mollweide), coloured by HEALPix ``order`` or row ``density``;
+        returns the matplotlib Figure."""
+        from survey_engine.catalog import plots
+
+        return plots.plot_pixels(self, color_by=color_by, ax=ax, **kwargs)
+
+    def plot_density(self, order: int | None = None, ax=None, **kwargs):
+        """Rows per square degree in each HEALPix pixel at ``order`` (Mollweide); returns the Figure."""
+        from survey_engine.catalog import plots
+
+        return plots.plot_density(self, order=order, ax=ax, **kwargs)
+
+    def pixel_counts(self, order: int) -> pd.Series:
+        """Rows per occupied HEALPix pixel at ``order`` (what ``plot_density`` draws)."""
+        from survey_engine.catalog import plots
+
+        return plots.pixel_counts(self, order)
 
     # --- lazy operations ----------------------------------------------------------------
     def select_columns(self, columns: list[str]) -> "Catalog":
@@ -237,7 +281,9 @@ class Catalog:
         df = self.compute()
         if len(df) > max_rows:
             raise ValueError(f"{len(df)} rows is more than max_rows={max_rows} for an astropy Table; select first")
-        return Table.from_pandas(df.reset_index())
+        table = Table.from_pandas(df.reset_index())
+        _attach_field_metadata(table, self.schema)
+        return table
 
     def crossmatch(self, other: "Catalog", radius_arcsec: float, **kwargs):
         """Lazy cross-match with ``other`` (see ``survey_engine.crossmatch.crossmatch`` for options)."""
@@ -319,6 +365,25 @@ def _with_healpix29(path, read_columns, column: str, order: int, ra: str, dec: s
     hp29 = radec_to_healpix(table.column(ra).to_numpy(zero_copy_only=False), table.column(dec).to_numpy(zero_copy_only=False))
     table = table.add_column(0, SPATIAL_INDEX_COLUMN, pa.array(hp29, pa.int64()))
     return table.take(pa.array(np.argsort(hp29, kind="stable")))
+
+
+def _attach_field_metadata(table, schema: pa.Schema) -> None:
+    """Give an astropy Table's columns the units, descriptions and UCDs stored in the files."""
+    from astropy import units as u
+
+    from survey_engine.catalog.display import field_metadata
+
+    for field in schema:
+        if field.name not in table.colnames:
+            continue
+        meta = field_metadata(field)
+        column = table[field.name]
+        if meta.get("unit"):
+            column.unit = u.Unit(meta["unit"], parse_strict="silent")
+        if meta.get("description"):
+            column.description = meta["description"]
+        if meta.get("ucd"):
+            column.meta["ucd"] = meta["ucd"]
 
 
 def open_catalog(path: str | Path, margin: str | float | None = "default") -> Catalog:

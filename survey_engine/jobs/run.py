@@ -238,7 +238,7 @@ def _stage_import(stage, p, outputs, tmp, client, progress):
     src = outputs[p["_source_name"]][0]
     inputs = [str(src)] if not isinstance(src, list) else src
     id_col = p.get("id") or ("source_id" if p["_source_kind"] == "mock" else None)
-    args = ImportArguments(inputs, str(tmp), ra_column=p.get("ra", "ra"), dec_column=p.get("dec", "dec"), id_column=id_col,
+    args = ImportArguments(inputs, str(tmp), ra_column=p.get("ra", "auto"), dec_column=p.get("dec", "auto"), id_column=id_col,
                            max_rows=p.get("max_rows", 1_000_000), highest_order=p.get("highest_order", 10),
                            margin_arcsec=p.get("margin", 5.0), name=stage.id)
     r = run_import(args, client=client, progress=progress)

@@ -23,8 +23,8 @@ class ImportArguments:
 
     inputs: list[str]
     out: str
-    ra_column: str = "ra"
-    dec_column: str = "dec"
+    ra_column: str = "auto"  # auto: from the UCDs (pos.eq.ra;meta.main), else the column named ra (ingest/coordinates.py)
+    dec_column: str = "auto"
     id_column: str | None = None
     max_rows: int = DEFAULT_MAX_ROWS
     highest_order: int = DEFAULT_HIGHEST_ORDER
@@ -57,6 +57,10 @@ class ImportArguments:
         if not _NAME_RE.match(self.name):
             raise InputError(f"catalog name {self.name!r} may only hold letters, digits, '_', '-' and '.'")
         self.files = expand_inputs(self.inputs)
+        if "auto" in (self.ra_column, self.dec_column):
+            from survey_engine.ingest.coordinates import find_coordinates
+
+            self.ra_column, self.dec_column = find_coordinates(self.files[0], self.ra_column, self.dec_column)
         out = os.path.abspath(self.out)
         for f in self.files:
             if os.path.abspath(f).startswith(out + os.sep):
