@@ -285,3 +285,55 @@ def _as_record(value) -> dict:
         frame = value if isinstance(value, pd.DataFrame) else pd.DataFrame(value)
         return {c: frame[c].to_numpy() for c in frame.columns}
     raise VariabilityError(f"cannot read a light curve from a value of type {type(value).__name__}")
+
+
+@dataclass
+class VariabilityResult:
+    out: str
+    rows: int
+    columns: list[str]
+
+    def summary(self) -> str:
+        return f"{len(self.columns)} variability features for {self.rows:,} objects -> {self.out}"
+
+
+def variability_catalog(catalog, out: str, spec: VariabilitySpec | None = None, lc_column: str = "lc", client=None,
+                        progress: bool = True) -> VariabilityResult:
+    """Features of every object's light curve (nested in ``lc_column``), written as a new catalog
+    with the object columns and ``<band>_<feature>`` columns (the light curves themselves are left out)."""
+    import functools as _ft
+
+    from survey_engine.catalog.catalog import Catalog, open_catalog
+
+    spec = spec or VariabilitySpec()
+    cat = catalog if isinstance(catalog, Catalog) else open_catalog(catalog, margin=None)
+    if lc_column not in cat.schema.names:
+        raise VariabilityError(f"{cat.path}: no light-curve column {lc_column!r}; attach detections first "
+                               "(survey-engine lightcurves)")
+    if not spec.bands and spec.band_field:
+        spec.bands = _bands_in(cat, lc_column, spec.band_field)
+    derived = cat.map_partitions(_ft.partial(partition_features, lc_column=lc_column, spec=spec))
+    derived.write(out, client=client, progress=progress)
+    return VariabilityResult(out=str(out), rows=derived.row_count() if not derived.filtered else _rows(out),
+                             columns=feature_columns(spec, spec.bands))
+
+
+def _rows(out: str) -> int:
+    from survey_engine.catalog.catalog import open_catalog
+
+    return open_catalog(out).row_count()
+
+
+def _bands_in(cat, lc_column: str, band_field: str) -> list[str]:
+    """The bands present in the first partition's light curves (sorted), so every partition gets the same columns."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    for f in cat.partition_files():
+        col = pq.read_table(f, columns=[lc_column]).column(0).combine_chunks()
+        if band_field not in [col.type.field(i).name for i in range(col.type.num_fields)]:
+            return []
+        values = pc.unique(pc.list_flatten(col.field(band_field))).to_pylist()
+        if values:
+            return sorted(str(v) for v in values if v is not None)
+    return []
