@@ -74,7 +74,7 @@ class VariabilitySpec:
     bands: list[str] = field(default_factory=list)  # empty: every band found, or one unnamed band
     min_epochs: int = 10
     min_period: float = 0.05  # days
-    max_period: float | None = None  # days; default: half the light curve's time span
+    max_period: float | None = None  # days; default: the light curve's time span
     samples_per_peak: int = 10
     harmonics: int = 3
 
@@ -177,7 +177,7 @@ def period_search(t: np.ndarray, mag: np.ndarray, err: np.ndarray, spec: Variabi
     from astropy.timeseries import LombScargle
 
     span = float(t[-1] - t[0])
-    max_period = min(spec.max_period or span / 2.0, span)
+    max_period = min(spec.max_period or span, span)
     if span <= 0 or max_period <= spec.min_period:
         return dict.fromkeys(PERIOD_FEATURE_NAMES, float("nan"))
     fmin, fmax = 1.0 / max_period, 1.0 / spec.min_period
