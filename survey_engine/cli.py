@@ -197,6 +197,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real suite: the folder of the real catalogs (default: $SURVEY_ENGINE_SHARED_DATA, else the "
                         "checkout's ../shared/data; without them the suite is skipped)")
 
+    p = sub.add_parser("lightcurves", help="attach a detection table to an object catalog as nested per-object light curves")
+    p.add_argument("--objects", required=True, help="object catalog (HATS collection or catalog) with an id column")
+    p.add_argument("--detections", required=True, nargs="+", metavar="INPUT", help="detection files, folders or globs")
+    p.add_argument("--out", required=True, help="output collection: the objects plus a nested light-curve column")
+    p.add_argument("--id", default="object_id", help="object id column of the detections (default object_id)")
+    p.add_argument("--object-id", default=None, help="the same id in the objects (default: --id)")
+    p.add_argument("--time", default="time", help="detection time column, days (default time)")
+    p.add_argument("--mag", default="mag", help="magnitude (or flux) column (default mag)")
+    p.add_argument("--err", default="mag_err", help="its error column (default mag_err)")
+    p.add_argument("--band", default="band", help="band column; 'none' for single-band detections (default band)")
+    p.add_argument("--keep", default="", help="further detection columns to nest, comma-separated (e.g. flags)")
+    p.add_argument("--lc-column", default="lc", help="name of the nested light-curve column (default lc)")
+    p.add_argument("--require-objects", action="store_true",
+                   help="refuse detections whose id is no object's (default: leave them out and count them)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="local Dask workers (default: one per core)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("variability", help="variability features of every object's light curve, per band")
+    p.add_argument("--catalog", required=True, help="catalog with nested light curves (from survey-engine lightcurves)")
+    p.add_argument("--out", required=True, help="output collection: object columns plus <band>_<feature> columns")
+    p.add_argument("--bands", default="", help="bands to compute, comma-separated (default: every band found)")
+    p.add_argument("--min-epochs", type=int, default=10, help="fewest detections for features; fewer give NaN (default 10)")
+    p.add_argument("--min-period", type=float, default=0.05, help="shortest period searched, days (default 0.05)")
+    p.add_argument("--max-period", type=float, default=None, help="longest period searched, days (default: the light curve's time span)")
+    p.add_argument("--lc-column", default="lc", help="the nested light-curve column (default lc)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="local Dask workers (default: one per core)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("mock-lightcurves", help="write deterministic mock objects and their detections (variable stars)")
+    p.add_argument("--objects", type=_positive_int, required=True, help="number of objects")
+    p.add_argument("--out", required=True, help="output folder: objects/ and detections/ (Parquet)")
+    p.add_argument("--cadence", choices=["dense", "sparse"], default="dense",
+                   help="dense: ZTF-like g and r every few nights; sparse: Gaia-like G in visit pairs (default dense)")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="local Dask workers (default: one per core)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     p = sub.add_parser("info", help="describe a catalog or collection")
     p.add_argument("catalog")
 
@@ -278,9 +315,8 @@ def _dispatch(args) -> int:
     elif args.command == "crossmatch":
         from survey_engine.catalog.catalog import open_catalog
         from survey_engine.crossmatch import crossmatch
-        from survey_engine.runtime import dask_client
-
         from survey_engine.crossmatch.epochs import EpochSpec
+        from survey_engine.runtime import dask_client
 
         def epoch_spec(value):
             if value is None:
@@ -418,6 +454,34 @@ def _dispatch(args) -> int:
             report = verify_catalog(args.catalog, repair=args.repair, client=client, progress=progress)
         print(report.text())
         return 0 if report.ok else 1
+    elif args.command == "lightcurves":
+        from survey_engine.ingest.lightcurves import LightcurveArguments, attach_lightcurves
+        from survey_engine.runtime import dask_client
+
+        lc_args = LightcurveArguments(
+            objects=args.objects, detections=args.detections, out=args.out, id=args.id, object_id=args.object_id,
+            time=args.time, mag=args.mag, err=args.err, band=None if args.band.lower() == "none" else args.band,
+            keep=args.keep, lc_column=args.lc_column, require_objects=args.require_objects,
+        )
+        with dask_client(n_workers=args.workers) as client:
+            print(attach_lightcurves(lc_args, client=client, progress=progress).summary())
+    elif args.command == "variability":
+        from survey_engine.features.variability import VariabilitySpec, variability_catalog
+        from survey_engine.runtime import dask_client
+
+        spec = VariabilitySpec(bands=args.bands, min_epochs=args.min_epochs, min_period=args.min_period,
+                               max_period=args.max_period)
+        with dask_client(n_workers=args.workers) as client:
+            print(variability_catalog(args.catalog, args.out, spec, lc_column=args.lc_column, client=client,
+                                      progress=progress).summary())
+    elif args.command == "mock-lightcurves":
+        from survey_engine.mock.lightcurves import write_mock_lightcurves
+        from survey_engine.runtime import dask_client
+
+        with dask_client(n_workers=args.workers) as client:
+            counts = write_mock_lightcurves(args.objects, args.out, seed=args.seed, cadence=args.cadence, client=client,
+                                            progress=progress)
+        print(f"{counts['objects']:,} objects, {counts['detections']:,} detections ({args.cadence} cadence) -> {args.out}")
     elif args.command == "info":
         from survey_engine.catalog.catalog import open_catalog
 

@@ -145,6 +145,24 @@ def _source(name: str, kind: str, src: dict, work: Path, client, progress, echo)
         _save_state(work, name, fp, {"rows": src["rows"], "mock": True})
         _say(echo, f"  {name}: {src['rows']:,} mock rows -> {out} ({time.perf_counter() - t0:.1f} s)")
         return out, fp
+    if kind == "mock_lightcurves":
+        from survey_engine.mock.lightcurves import write_mock_lightcurves
+
+        seed, cadence = src.get("seed", 42), src.get("cadence", "dense")
+        fp = _fp("mock_lightcurves", src["objects"], seed, cadence)
+        out = work / name
+        if _state(work, name).get("fingerprint") == fp and out.exists():
+            _say(echo, f"  {name}: mock light curves unchanged ({src['objects']:,} objects), reused")
+            return out, fp
+        t0 = time.perf_counter()
+        tmp = work / f".tmp-{name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        counts = write_mock_lightcurves(src["objects"], tmp, seed=seed, cadence=cadence, client=client, progress=progress)
+        _publish(tmp, out)
+        _save_state(work, name, fp, {**counts, "mock_lightcurves": True})
+        _say(echo, f"  {name}: {counts['objects']:,} mock objects, {counts['detections']:,} detections ({cadence}) "
+             f"-> {out} ({time.perf_counter() - t0:.1f} s)")
+        return out, fp
     if kind == "files":
         stats = [[p, os.path.getsize(p) if os.path.isfile(p) else None] for p in src["paths"]]
         return src["paths"], _fp("files", stats)
@@ -178,7 +196,7 @@ def _publish(tmp: Path, out: Path) -> None:
 
 def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, echo, summary) -> tuple:
     p = stage.params
-    refs = {k: outputs[v][1] for k, v in p.items() if isinstance(v, str) and v in outputs and k in ("catalog", "model", "left", "right")}
+    refs = {k: outputs[v][1] for k, v in p.items() if isinstance(v, str) and v in outputs and k in ("catalog", "model", "left", "right", "objects", "detections")}
     # a stage that reads an earlier stage's output is redone when that output changed
     source_name = p.get("source") or (next(iter(spec.sources)) if stage.kind in ("import", "ingest") else None)
     source_fp = outputs[source_name][1] if source_name else None
@@ -236,8 +254,10 @@ def _stage_import(stage, p, outputs, tmp, client, progress):
     from survey_engine.ingest.file_import.run import run_import
 
     src = outputs[p["_source_name"]][0]
+    if p["_source_kind"] == "mock_lightcurves":  # the objects; their detections go to a lightcurves stage
+        src = Path(src) / "objects"
     inputs = [str(src)] if not isinstance(src, list) else src
-    id_col = p.get("id") or ("source_id" if p["_source_kind"] == "mock" else None)
+    id_col = p.get("id") or {"mock": "source_id", "mock_lightcurves": "object_id"}.get(p["_source_kind"])
     args = ImportArguments(inputs, str(tmp), ra_column=p.get("ra", "auto"), dec_column=p.get("dec", "auto"), id_column=id_col,
                            max_rows=p.get("max_rows", 1_000_000), highest_order=p.get("highest_order", 10),
                            margin_arcsec=p.get("margin", 5.0), name=stage.id)
@@ -355,5 +375,26 @@ def _stage_cluster(stage, p, outputs, tmp, client, progress):
     return {"n_clusters": s["n_clusters"], "noise": s["noise"], "largest": [c["members"] for c in s["clusters"][:5]]}
 
 
+def _stage_lightcurves(stage, p, outputs, tmp, client, progress):
+    from survey_engine.ingest.lightcurves import LightcurveArguments, attach_lightcurves
+
+    src = outputs[p["detections"]][0]
+    detections = [str(Path(src) / "detections")] if isinstance(src, Path) else [str(s) for s in src]
+    keys = ("id", "object_id", "time", "mag", "err", "band", "keep", "lc_column", "require_objects")
+    args = LightcurveArguments(_path(outputs, p["objects"]), detections, str(tmp), **{k: p[k] for k in keys if k in p})
+    r = attach_lightcurves(args, client=client, progress=progress)
+    return {"objects": r.objects, "detections": r.detections, "unmatched_detections": r.unmatched_detections}
+
+
+def _stage_variability(stage, p, outputs, tmp, client, progress):
+    from survey_engine.features.variability import VariabilitySpec, variability_catalog
+
+    spec = VariabilitySpec(**{k: p[k] for k in ("bands", "min_epochs", "min_period", "max_period") if k in p})
+    r = variability_catalog(_path(outputs, p["catalog"]), str(tmp), spec, lc_column=p.get("lc_column", "lc"),
+                            client=client, progress=progress)
+    return {"rows": r.rows, "features": len(r.columns)}
+
+
 STAGE_RUNNERS = {"import": _stage_import, "ingest": _stage_ingest, "margin": _stage_margin, "crossmatch": _stage_crossmatch,
-                 "train": _stage_train, "features": _stage_features, "predict": _stage_predict, "evaluate": _stage_evaluate, "cluster": _stage_cluster}
+                 "train": _stage_train, "features": _stage_features, "predict": _stage_predict, "evaluate": _stage_evaluate, "cluster": _stage_cluster,
+                 "lightcurves": _stage_lightcurves, "variability": _stage_variability}

@@ -46,14 +46,22 @@ STAGES: dict[str, dict[str, tuple]] = {
                  "missing": (str, False, None), "keep": (list, False, None)},
     "predict": {"model": (str, True, "model"), "catalog": (str, True, "catalog")},
     "evaluate": {"model": (str, True, "model"), "catalog": (str, True, "catalog"), "truth": (str, False, None), "where": (str, False, None)},
+    "lightcurves": {"objects": (str, True, "catalog"), "detections": (str, True, None), "id": (str, False, None),
+                    "object_id": (str, False, None), "time": (str, False, None), "mag": (str, False, None),
+                    "err": (str, False, None), "band": (str, False, None), "keep": (list, False, None),
+                    "lc_column": (str, False, None), "require_objects": (bool, False, None)},
+    "variability": {"catalog": (str, True, "catalog"), "bands": (list, False, None), "min_epochs": (int, False, None),
+                    "min_period": ((int, float), False, None), "max_period": ((int, float), False, None),
+                    "lc_column": (str, False, None)},
     "cluster": {"catalog": (str, True, "catalog"), "features": (list, True, None), "method": (str, False, None), "id": (str, False, None),
                 "min_cluster_size": (int, False, None), "min_samples": (int, False, None), "eps": ((int, float), False, None),
                 "max_cluster_fraction": ((int, float), False, None), "n_clusters": (int, False, None)},
 }
 PRODUCES = {"import": "catalog", "ingest": "catalog", "margin": "catalog", "crossmatch": "catalog", "train": "model", "features": "catalog",
-            "predict": "catalog", "evaluate": "report", "cluster": "catalog"}
+            "predict": "catalog", "evaluate": "report", "cluster": "catalog", "lightcurves": "catalog", "variability": "catalog"}
 SOURCES = {
     "mock": {"rows": (int, True, None), "seed": (int, False, None)},
+    "mock_lightcurves": {"objects": (int, True, None), "seed": (int, False, None), "cadence": (str, False, None)},
     "files": {"paths": (list, True, None), "ra": (str, False, None), "dec": (str, False, None), "id": (str, False, None)},
     "catalog": {"path": (str, True, None)},
     "tap": {"url": (str, True, None), "table": (str, True, None), "columns": (list, False, None), "where": (str, False, None),
@@ -203,7 +211,7 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
                 elif produced[target] != ref:
                     err.add(pmap[pname][1], f"{label}: {pname}: {target!r} is a {produced[target]}, not a {ref}")
         if kind in ("import", "ingest"):
-            want = ("tap",) if kind == "ingest" else ("mock", "files")
+            want = ("tap",) if kind == "ingest" else ("mock", "files", "mock_lightcurves")
             chosen = params.get("source")
             if chosen is None and len(sources) > 1:
                 err.add(smap[kind][0], f"{label}: the job has several sources ({', '.join(sources)}); say which with source: NAME")
@@ -214,6 +222,11 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
                 continue
             if sources[chosen][0] not in want:
                 err.add(smap[kind][0], f"{label}: {kind} needs a {' or '.join(want)} source; {chosen!r} is {sources[chosen][0]}")
+        if kind == "lightcurves" and isinstance(params.get("detections"), str):
+            det = params["detections"]
+            if det not in sources or sources[det][0] not in ("files", "mock_lightcurves"):
+                err.add(pmap.get("detections", (pnode, pnode))[1],
+                        f"{label}: detections: {det!r} is not a files or mock_lightcurves source (sources: {', '.join(sources)})")
         if kind == "train":
             task = params.get("task")
             if task not in ("photoz", "classify", "anomaly", "pca"):

@@ -1,0 +1,167 @@
+"""Variability features: survey_engine vs light-curve, feets and cesium, per core, on the same mock light curves.
+
+    python benchmarks/bench_variability.py --objects 2000 [--cadence dense] [--out benchmarks/results]
+
+The same single-band light curves (the r band of mock objects) go through:
+* survey_engine on the cluster (2 workers x 1 thread): the whole feature set, nested catalog in, catalog out;
+* survey_engine's feature function in one process (one thread);
+* light-curve alone in one process: its features plus its own periodogram (no Stetson J/L, no Fourier terms);
+* feets in one process (synchronous): the overlapping features (Amplitude, Skew, Std, PeriodLS, StetsonK);
+* cesium in one process: the overlapping features (amplitude, skew, std, stetson_j, stetson_k, freq1_freq).
+Reported: light curves per second per core, and whether the overlapping values agree (amplitude, skew
+and std to 1e-6; Stetson J equals cesium's; the period equals feets' where both find a clear peak).
+Writes benchmarks/results/variability.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def curves_of(objects: int, cadence: str, seed: int = 5) -> tuple[list, list]:
+    from survey_engine.mock.lightcurves import BLOCK_OBJECTS, block_sizes, generate_block
+
+    band = "r" if cadence == "dense" else "G"
+    curves, periods = [], []
+    for b, n in enumerate(block_sizes(objects, BLOCK_OBJECTS)):
+        obj, det = generate_block(seed, b, n, cadence)
+        true_period = dict(zip(obj["object_id"], obj["period"]))
+        det = det[det["band"] == band].sort_values(["object_id", "time"])
+        for oid, d in det.groupby("object_id"):
+            curves.append((d["time"].to_numpy(), d["mag"].to_numpy(), d["mag_err"].to_numpy()))
+            periods.append(true_period[oid])
+    return curves, np.array(periods)
+
+
+def timed(func, *args) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = func(*args)
+    return time.perf_counter() - t0, out
+
+
+def ours_one_process(curves):
+    from survey_engine.features.variability import features_of_many
+
+    return features_of_many(curves)
+
+
+def light_curve_alone(curves):
+    from survey_engine.features.variability import _extractor
+
+    import light_curve as lc
+
+    ex = _extractor()
+    pg = lc.Periodogram(peaks=1, resolution=10, max_freq_factor=20)
+    return [np.concatenate([ex(t, m, e, sorted=True, check=False), pg(t, m, e, sorted=True, check=False)])
+            for t, m, e in curves]
+
+
+def feets_features(curves):
+    import feets
+
+    space = feets.FeatureSpace(only=["Amplitude", "Skew", "Std", "PeriodLS", "StetsonK"], dask_options={"scheduler": "synchronous"})
+    return [space.extract(time=t, magnitude=m, error=e).as_frame().iloc[0] for t, m, e in curves]
+
+
+def cesium_features(curves):
+    from cesium.featurize import featurize_time_series
+
+    names = ["amplitude", "skew", "std", "stetson_j", "stetson_k", "freq1_freq"]
+    out = []
+    for t, m, e in curves:
+        frame = featurize_time_series(times=t, values=m, errors=e, features_to_use=names, scheduler=None)
+        out.append({n: float(frame[n].iloc[0, 0]) for n in names})
+    return out
+
+
+def ours_on_cluster(objects: int, cadence: str, workdir: Path) -> float:
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from survey_engine.features.variability import VariabilitySpec, variability_catalog
+    from survey_engine.ingest.file_import.arguments import ImportArguments
+    from survey_engine.ingest.file_import.run import run_import
+    from survey_engine.ingest.lightcurves import LightcurveArguments, attach_lightcurves
+    from survey_engine.mock.lightcurves import write_mock_lightcurves
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        write_mock_lightcurves(objects, workdir / "mock", seed=5, cadence=cadence, client=client, progress=False)
+        run_import(ImportArguments([str(workdir / "mock" / "objects")], str(workdir / "objects"), id_column="object_id",
+                                   max_rows=max(100, objects // 8), margin_arcsec=0), client=client, progress=False)
+        attach_lightcurves(LightcurveArguments(str(workdir / "objects"), [str(workdir / "mock" / "detections")],
+                                               str(workdir / "nested")), client=client, progress=False)
+        band = "r" if cadence == "dense" else "G"
+        t0 = time.perf_counter()
+        variability_catalog(str(workdir / "nested"), str(workdir / "features"), VariabilitySpec(bands=[band]),
+                            client=client, progress=False)
+        return time.perf_counter() - t0
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=2000)
+    parser.add_argument("--peer-objects", type=int, default=300, help="objects for feets and cesium (they are slow)")
+    parser.add_argument("--cadence", choices=["dense", "sparse"], default="dense")
+    parser.add_argument("--out", default=str(HERE / "results"))
+    args = parser.parse_args()
+    import shutil
+    import tempfile
+
+    curves, truth = curves_of(args.objects, args.cadence)
+    peer = curves[: args.peer_objects]
+    rows = {}
+    t, ours = timed(ours_one_process, curves)
+    rows["survey_engine, one process"] = {"curves": len(curves), "seconds": t, "per_second_per_core": len(curves) / t}
+    t, _ = timed(light_curve_alone, curves)
+    rows["light-curve alone, one process"] = {"curves": len(curves), "seconds": t, "per_second_per_core": len(curves) / t}
+    t, theirs_feets = timed(feets_features, peer)
+    rows["feets, one process"] = {"curves": len(peer), "seconds": t, "per_second_per_core": len(peer) / t}
+    t, theirs_cesium = timed(cesium_features, peer)
+    rows["cesium, one process"] = {"curves": len(peer), "seconds": t, "per_second_per_core": len(peer) / t}
+    work = Path(tempfile.mkdtemp(prefix="bench-variability-"))
+    try:
+        t = ours_on_cluster(args.objects, args.cadence, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rows["survey_engine, 2 workers"] = {"curves": len(curves), "seconds": t, "per_second_per_core": len(curves) / t / 2}
+    from cesium.features.stetson import stetson_j
+
+    n = len(peer)
+    agree = {
+        "amplitude_vs_feets": bool(np.allclose(ours["amplitude"][:n], [f["Amplitude"] for f in theirs_feets], rtol=1e-6)),
+        "skew_vs_feets": bool(np.allclose(ours["skew"][:n], [f["Skew"] for f in theirs_feets], rtol=1e-6)),
+        "std_vs_feets": bool(np.allclose(ours["standard_deviation"][:n], [f["Std"] for f in theirs_feets], rtol=1e-6)),
+        # cesium's featurize() computes stetson_j without the errors; its function with them is the definition
+        "stetson_j_vs_cesium": bool(np.allclose(ours["stetson_j"][:n], [stetson_j(m, dx=e) for _, m, e in peer], rtol=1e-9)),
+    }
+    periodic = np.isfinite(truth)
+    rel_ours = np.abs(ours["period"].to_numpy() - truth) / truth
+    feets_p = np.array([f["PeriodLS_0"] for f in theirs_feets])
+    cesium_p = np.array([1.0 / c["freq1_freq"] for c in theirs_cesium])
+    agree["period_to_0.1%_of_truth"] = {
+        "survey_engine": float(np.mean(rel_ours[periodic] < 1e-3)),
+        "survey_engine_same_curves_as_peers": float(np.mean(rel_ours[:n][periodic[:n]] < 1e-3)),
+        "feets": float(np.mean((np.abs(feets_p - truth[:n]) / truth[:n])[periodic[:n]] < 1e-3)),
+        "cesium": float(np.mean((np.abs(cesium_p - truth[:n]) / truth[:n])[periodic[:n]] < 1e-3)),
+    }
+    result = {"objects": args.objects, "cadence": args.cadence, "rows": rows, "agree": agree}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "variability.json").write_text(json.dumps(result, indent=1))
+    for name, row in rows.items():
+        print(f"{name:34s} {row['curves']:6d} curves {row['seconds']:8.1f} s {row['per_second_per_core']:8.1f} curves/s/core")
+    print("agreement:", agree)
+
+
+if __name__ == "__main__":
+    main()

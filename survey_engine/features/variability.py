@@ -1,0 +1,339 @@
+"""Variability features of light curves, per object and band, declared once for training and application.
+
+The feature set (``VARIABILITY_FEATURES``, stored with a model so that application computes the same):
+
+* from the ``light-curve`` package (Rust; Malanchev et al. 2021): amplitude, beyond_1_std, eta (the von
+  Neumann ratio), kurtosis, skew, standard_deviation, stetson_K, weighted_mean, chi2 (reduced),
+  inter_percentile_range_25, median_absolute_deviation, linear_trend, n_obs;
+* what it lacks: Stetson J and L (``stetson_j``, ``stetson_l``), with cesium's single-band definitions:
+  deltas from the iteratively reweighted Stetson mean, ``J = mean(sign(P) sqrt|P|)`` with
+  ``P = delta**2 - 1`` and ``L = J K / 0.798`` (feets' L, with K from the same deltas);
+* a Lomb-Scargle period search (astropy, generalised floating-mean periodogram, errors as weights):
+  ``period`` (days), ``period_power``, ``period_fap`` (Baluev false-alarm probability), and a
+  three-harmonic Fourier fit at the best period in the OGLE convention
+  ``m(t) = A0 + sum_k A_k cos(2 pi k t / P + phi_k)``: ``fourier_a1``, ``fourier_r21 = A2/A1``,
+  ``fourier_phi21 = phi2 - 2 phi1``, ``fourier_r31``, ``fourier_phi31 = phi3 - 3 phi1`` (phases in
+  [0, 2 pi)), so they compare with the OGLE-III catalogue's R21, phi21, R31, phi31.
+
+A light curve with fewer than ``min_epochs`` points gets NaN features (counted in ``n_obs``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from survey_engine.errors import SurveyEngineError
+
+LC_FEATURE_NAMES = (
+    "amplitude",
+    "beyond_1_std",
+    "eta",
+    "kurtosis",
+    "skew",
+    "standard_deviation",
+    "stetson_K",
+    "weighted_mean",
+    "chi2",
+    "inter_percentile_range_25",
+    "median_absolute_deviation",
+    "linear_trend",
+)
+OWN_FEATURE_NAMES = ("stetson_j", "stetson_l")
+PERIOD_FEATURE_NAMES = (
+    "period",
+    "period_power",
+    "period_fap",
+    "fourier_a1",
+    "fourier_r21",
+    "fourier_phi21",
+    "fourier_r31",
+    "fourier_phi31",
+)
+VARIABILITY_FEATURES = ("n_obs", *LC_FEATURE_NAMES, *OWN_FEATURE_NAMES, *PERIOD_FEATURE_NAMES)
+TWO_PI = 2.0 * math.pi
+PEAKS = 3  # periodogram peaks refined before the best is chosen (aliases can outrank the true peak coarsely)
+
+
+class VariabilityError(SurveyEngineError, ValueError):
+    """Light curves that cannot be turned into features (the message names the column or option)."""
+
+
+@dataclass
+class VariabilitySpec:
+    """How features are computed; stored with a model (``asdict``) so application matches training."""
+
+    time_field: str = "time"
+    mag_field: str = "mag"
+    err_field: str = "mag_err"
+    band_field: str | None = "band"
+    bands: list[str] = field(default_factory=list)  # empty: every band found, or one unnamed band
+    min_epochs: int = 10
+    min_period: float = 0.05  # days
+    max_period: float | None = None  # days; default: the light curve's time span
+    samples_per_peak: int = 10
+    harmonics: int = 3
+
+    def __post_init__(self) -> None:
+        if self.min_epochs < 5:
+            raise VariabilityError(f"--min-epochs must be at least 5 (got {self.min_epochs})")
+        if self.min_period <= 0:
+            raise VariabilityError(f"--min-period must be positive (got {self.min_period})")
+        if self.max_period is not None and self.max_period <= self.min_period:
+            raise VariabilityError(f"--max-period ({self.max_period}) must exceed --min-period ({self.min_period})")
+        if isinstance(self.bands, str):
+            self.bands = [b.strip() for b in self.bands.split(",") if b.strip()]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _extractor():
+    import light_curve as lc
+
+    return lc.Extractor(
+        lc.Amplitude(),
+        lc.BeyondNStd(1.0),
+        lc.Eta(),
+        lc.Kurtosis(),
+        lc.Skew(),
+        lc.StandardDeviation(),
+        lc.StetsonK(),
+        lc.WeightedMean(),
+        lc.ReducedChi2(),
+        lc.InterPercentileRange(0.25),
+        lc.MedianAbsoluteDeviation(),
+        lc.LinearTrend(),
+    )
+
+
+def stetson_mean(x: np.ndarray, weight: np.ndarray, alpha: float = 2.0, beta: float = 2.0, tol: float = 1e-6,
+                 nmax: int = 20) -> float:
+    """Stetson's iteratively reweighted mean (as cesium computes it): outliers lose weight."""
+    mu = float(np.median(x))
+    for _ in range(nmax):
+        resid_err = np.abs(x - mu) * np.sqrt(weight)
+        w = weight / (1.0 + (resid_err / alpha) ** beta)
+        w = w / w.mean()
+        diff = float(np.mean(x * w)) - mu
+        mu += diff
+        if abs(diff) < tol * abs(mu) or abs(diff) < tol:
+            break
+    return mu
+
+
+def stetson_jkl(mag: np.ndarray, err: np.ndarray) -> tuple[float, float, float]:
+    """Stetson J, K and L of one band: J and K as cesium defines them, L = J K / 0.798 (feets)."""
+    n = len(mag)
+    mean = stetson_mean(mag, 1.0 / err**2)
+    delta = math.sqrt(n / (n - 1.0)) * (mag - mean) / err
+    p = delta**2 - 1.0
+    j = float(np.mean(np.sign(p) * np.sqrt(np.abs(p))))
+    k = float(np.mean(np.abs(delta)) / np.sqrt(np.mean(delta**2)) / 0.798)
+    return j, k, j * k / 0.798
+
+
+def fourier_terms(t: np.ndarray, mag: np.ndarray, err: np.ndarray, period: float, harmonics: int = 3) -> dict:
+    """Weighted least-squares fit of ``A0 + sum_k A_k cos(2 pi k t / P + phi_k)``; OGLE-style ratios."""
+    omega = TWO_PI / period
+    cols = [np.ones_like(t)]
+    for k in range(1, harmonics + 1):
+        cols += [np.cos(k * omega * t), np.sin(k * omega * t)]
+    design = np.stack(cols, axis=1) / err[:, None]
+    coef, *_ = np.linalg.lstsq(design, mag / err, rcond=None)
+    a, b = coef[1::2], coef[2::2]
+    amp = np.hypot(a, b)
+    phase = np.arctan2(-b, a)  # a cos x + b sin x = A cos(x + phi)
+    out = {"fourier_a1": float(amp[0])}
+    for k in (2, 3):
+        if k <= harmonics and amp[0] > 0:
+            out[f"fourier_r{k}1"] = float(amp[k - 1] / amp[0])
+            out[f"fourier_phi{k}1"] = float((phase[k - 1] - k * phase[0]) % TWO_PI)
+        else:
+            out[f"fourier_r{k}1"] = out[f"fourier_phi{k}1"] = float("nan")
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _periodogram(log2_size: int, max_angular_frequency: float):
+    """light-curve's FFT Lomb-Scargle on the grid ``linspace(0, max, 2**k + 1)`` (reused: planning costs)."""
+    import light_curve as lc
+
+    grid = np.linspace(0.0, max_angular_frequency, 2**log2_size + 1)
+    return lc.Periodogram(peaks=PEAKS, freqs=grid, fast=True)
+
+
+def period_search(t: np.ndarray, mag: np.ndarray, err: np.ndarray, spec: VariabilitySpec) -> dict:
+    """Best Lomb-Scargle period, its power and false-alarm probability, and the Fourier terms there.
+
+    The whole frequency range is searched with light-curve's FFT periodogram (``samples_per_peak``
+    points per peak width 1/span); its ``PEAKS`` highest peaks inside [min_period, max_period] are
+    refined with astropy's generalised (floating-mean, error-weighted) Lomb-Scargle on a fine local
+    grid, and the best one is kept; the false-alarm probability is astropy's (Baluev 2008)."""
+    from astropy.timeseries import LombScargle
+
+    span = float(t[-1] - t[0])
+    max_period = min(spec.max_period or span, span)
+    if span <= 0 or max_period <= spec.min_period:
+        return dict.fromkeys(PERIOD_FEATURE_NAMES, float("nan"))
+    fmin, fmax = 1.0 / max_period, 1.0 / spec.min_period
+    log2_size = max(10, math.ceil(math.log2(fmax * span * spec.samples_per_peak)))
+    coarse = _periodogram(log2_size, TWO_PI * fmax)(t, mag, err, sorted=True, check=False)
+    step = fmax / 2**log2_size
+    candidates = [1.0 / p for p in coarse[0::2] if np.isfinite(p) and p > 0 and fmin <= 1.0 / p <= fmax]
+    if not candidates:
+        return dict.fromkeys(PERIOD_FEATURE_NAMES, float("nan"))
+    ls = LombScargle(t, mag, err)
+    best_f, best_p = float("nan"), -1.0
+    for f0 in candidates:
+        fine = np.linspace(max(f0 - 1.5 * step, fmin), min(f0 + 1.5 * step, fmax), 31)
+        power = ls.power(fine, method="cython")
+        i = int(np.argmax(power))
+        if power[i] > best_p:
+            best_f, best_p = float(fine[i]), float(power[i])
+    fap = float(ls.false_alarm_probability(best_p, minimum_frequency=fmin, maximum_frequency=fmax, method="baluev"))
+    period = 1.0 / best_f
+    return {"period": period, "period_power": best_p, "period_fap": fap,
+            **fourier_terms(t, mag, err, period, spec.harmonics)}
+
+
+def lightcurve_features(t, mag, err, spec: VariabilitySpec | None = None) -> dict[str, float]:
+    """Every feature of one single-band light curve (NaN where it has fewer than ``min_epochs`` points)."""
+    return features_of_many([(t, mag, err)], spec).iloc[0].to_dict()
+
+
+def features_of_many(curves: list[tuple], spec: VariabilitySpec | None = None) -> pd.DataFrame:
+    """Features of many single-band light curves ``(time, mag, err)``: one row per curve, in order."""
+    spec = spec or VariabilitySpec()
+    out = np.full((len(curves), len(VARIABILITY_FEATURES)), np.nan)
+    good = []
+    for i, (t, m, e) in enumerate(curves):
+        t, m, e = (np.asarray(x, dtype=np.float64) for x in (t, m, e))
+        ok = np.isfinite(t) & np.isfinite(m) & np.isfinite(e) & (e > 0)
+        t, m, e = t[ok], m[ok], e[ok]
+        out[i, 0] = len(t)
+        if len(t) >= spec.min_epochs and np.ptp(m) > 0:
+            order = np.argsort(t, kind="stable")
+            good.append((i, t[order], m[order], e[order]))
+    if not good:
+        return pd.DataFrame(out, columns=VARIABILITY_FEATURES)
+    extractor = _extractor()
+    lc_values = extractor.many([(t, m, e) for _, t, m, e in good], sorted=True, check=False, n_jobs=1)
+    names = list(extractor.names)  # LinearTrend adds linear_trend_sigma/_noise, which are not kept
+    keep = [j for j, n in enumerate(names) if n in LC_FEATURE_NAMES]
+    lc_cols = [1 + LC_FEATURE_NAMES.index(names[j]) for j in keep]
+    rows = np.array([i for i, *_ in good])
+    out[np.ix_(rows, lc_cols)] = np.asarray(lc_values)[:, keep]
+    base = 1 + len(LC_FEATURE_NAMES)
+    for i, t, m, e in good:
+        j, _, l_index = stetson_jkl(m, e)
+        out[i, base], out[i, base + 1] = j, l_index
+        found = period_search(t, m, e, spec)
+        out[i, base + 2 : base + 2 + len(PERIOD_FEATURE_NAMES)] = [found[n] for n in PERIOD_FEATURE_NAMES]
+    return pd.DataFrame(out, columns=VARIABILITY_FEATURES)
+
+
+def feature_columns(spec: VariabilitySpec, bands: list[str]) -> list[str]:
+    """Output column names: ``<band>_<feature>`` per band, or plain names for one unnamed band."""
+    if not bands:
+        return list(VARIABILITY_FEATURES)
+    return [f"{b}_{f}" for b in bands for f in VARIABILITY_FEATURES]
+
+
+def partition_features(frame: pd.DataFrame, lc_column: str, spec: VariabilitySpec) -> pd.DataFrame:
+    """The object rows of one partition (light curves nested in ``lc_column``) with their features."""
+    if lc_column not in frame.columns:
+        raise VariabilityError(f"no light-curve column {lc_column!r} (columns: {', '.join(map(str, frame.columns))})")
+    curves = frame[lc_column]
+    bands = list(spec.bands)
+    per_band: dict[str, list[tuple]] = {b: [] for b in bands} if bands else {"": []}
+    for value in curves:
+        record = _as_record(value)
+        t = np.asarray(record.get(spec.time_field, []), dtype=np.float64)
+        m = np.asarray(record.get(spec.mag_field, []), dtype=np.float64)
+        e = np.asarray(record.get(spec.err_field, []), dtype=np.float64)
+        if len(t) and not (len(t) == len(m) == len(e)):
+            raise VariabilityError(f"light curve fields {spec.time_field}/{spec.mag_field}/{spec.err_field} differ in length")
+        if bands:
+            band = np.asarray(record.get(spec.band_field, []), dtype=object)
+            for b in bands:
+                sel = band == b
+                per_band[b].append((t[sel], m[sel], e[sel]))
+        else:
+            per_band[""].append((t, m, e))
+    pieces = []
+    for b, curves_b in per_band.items():
+        feats = features_of_many(curves_b, spec)
+        if b:
+            feats.columns = [f"{b}_{c}" for c in feats.columns]
+        pieces.append(feats)
+    feats = pd.concat(pieces, axis=1)
+    feats.index = frame.index
+    return pd.concat([frame.drop(columns=[lc_column]), feats], axis=1)
+
+
+def _as_record(value) -> dict:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return {}
+    if isinstance(value, dict):
+        return value
+    if hasattr(value, "to_dict"):  # a nested-pandas row (a DataFrame of the object's detections)
+        frame = value if isinstance(value, pd.DataFrame) else pd.DataFrame(value)
+        return {c: frame[c].to_numpy() for c in frame.columns}
+    raise VariabilityError(f"cannot read a light curve from a value of type {type(value).__name__}")
+
+
+@dataclass
+class VariabilityResult:
+    out: str
+    rows: int
+    columns: list[str]
+
+    def summary(self) -> str:
+        return f"{len(self.columns)} variability features for {self.rows:,} objects -> {self.out}"
+
+
+def variability_catalog(catalog, out: str, spec: VariabilitySpec | None = None, lc_column: str = "lc", client=None,
+                        progress: bool = True) -> VariabilityResult:
+    """Features of every object's light curve (nested in ``lc_column``), written as a new catalog
+    with the object columns and ``<band>_<feature>`` columns (the light curves themselves are left out)."""
+    import functools as _ft
+
+    from survey_engine.catalog.catalog import Catalog, open_catalog
+
+    spec = spec or VariabilitySpec()
+    cat = catalog if isinstance(catalog, Catalog) else open_catalog(catalog, margin=None)
+    if lc_column not in cat.schema.names:
+        raise VariabilityError(f"{cat.path}: no light-curve column {lc_column!r}; attach detections first "
+                               "(survey-engine lightcurves)")
+    if not spec.bands and spec.band_field:
+        spec.bands = _bands_in(cat, lc_column, spec.band_field)
+    derived = cat.map_partitions(_ft.partial(partition_features, lc_column=lc_column, spec=spec))
+    derived.write(out, client=client, progress=progress)
+    return VariabilityResult(out=str(out), rows=derived.row_count() if not derived.filtered else _rows(out),
+                             columns=feature_columns(spec, spec.bands))
+
+
+def _rows(out: str) -> int:
+    from survey_engine.catalog.catalog import open_catalog
+
+    return open_catalog(out).row_count()
+
+
+def _bands_in(cat, lc_column: str, band_field: str) -> list[str]:
+    """The bands present in the first partition's light curves (sorted), so every partition gets the same columns."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    for f in cat.partition_files():
+        col = pq.read_table(f, columns=[lc_column]).column(0).combine_chunks()
+        if band_field not in [col.type.field(i).name for i in range(col.type.num_fields)]:
+            return []
+        values = pc.unique(pc.list_flatten(col.field(band_field))).to_pylist()
+        if values:
+            return sorted(str(v) for v in values if v is not None)
+    return []
