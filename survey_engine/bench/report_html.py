@@ -26,7 +26,7 @@ h1{margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #ddd} h3{marg
 table{border-collapse:collapse;font-size:88%;margin:.4em 0}
 td,th{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f4f4f4} td.num{text-align:right;white-space:nowrap}
-td.note{max-width:28em;overflow-wrap:anywhere;color:#555}
+td.note{min-width:16em;max-width:30em;overflow-wrap:break-word;color:#555} td.case{min-width:11em}
 tr.ours td{font-weight:600}
 .yes{color:#17692b;font-weight:600} .no{color:#b00020;font-weight:700} .na{color:#777}
 .faster{color:#17692b;font-weight:600} .slower{color:#a15c00;font-weight:600}
@@ -37,8 +37,9 @@ code{background:#f1f1f1;padding:0 3px}
 ul.notes{font-size:85%;color:#555;margin-top:.2em}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:85%}
 """
-FULL_COLUMNS = ["suite", "case", "tool", "workers", "rows", "seconds", "min_s", "max_s", "rows_per_s", "peak_rss_gib",
-                "largest_process_gib", "agree", "note"]
+FULL_COLUMNS = {"suite": "suite", "case": "case", "tool": "tool", "workers": "workers", "rows": "rows",
+                "seconds": "seconds: median (min-max)", "rows_per_s": "rows/s", "peak_rss_gib": "peak GiB, all processes",
+                "largest_process_gib": "peak GiB, largest process", "agree": "agree", "note": "note"}
 
 
 def html_report(report: dict) -> str:
@@ -69,8 +70,8 @@ def html_report(report: dict) -> str:
         parts.append(f"<div class='stage'>{_stage_figure(suite, sub, colors) or ''}<div class='cell'>{_stage_table(sub)}</div></div>")
     parts.append(_cost_html(report))
     parts.append("<h2>Machine</h2>" + _machine_html(report))
-    head = "".join(f"<th>{c}</th>" for c in FULL_COLUMNS)
-    body = "".join("<tr>" + "".join(_cell(c, r.get(c)) for c in FULL_COLUMNS) + "</tr>" for r in rows)
+    head = "".join(f"<th>{html.escape(title)}</th>" for title in FULL_COLUMNS.values())
+    body = "".join("<tr>" + "".join(_cell(c, r) for c in FULL_COLUMNS) + "</tr>" for r in rows)
     parts.append(f"<h2>All measurements</h2><div class='scroll'><table><tr>{head}</tr>{body}</table></div>")
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
             f"<title>survey_engine benchmarks</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
@@ -276,13 +277,15 @@ def duration_text(hours: float) -> str:
 
 def _plain_ticks(ax, axes: str) -> None:
     """Log axes labelled 0.1, 1, 10, 100 (not 10^-1 or 4x10^1), minor ticks unlabelled."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     fmt = FuncFormatter(lambda v, _: f"{v:g}")
     for axis, limits in ([(ax.xaxis, ax.get_xlim())] if "x" in axes else []) + ([(ax.yaxis, ax.get_ylim())] if "y" in axes else []):
         low, high = sorted(limits)
-        if high < 30 * low:  # under ~1.5 decades: 1, 2, 5, 10, ... (or every integer) so that a few ticks are labelled
-            axis.set_major_locator(LogLocator(subs=range(1, 10) if high < 4 * low else (1, 2, 5)))
+        if high < 4 * low:  # a narrow range: evenly spaced round numbers
+            axis.set_major_locator(MaxNLocator(nbins=4))
+        elif high < 300 * low:  # under 2.5 decades: 1, 2, 5, 10, 20, ... so that a few ticks are labelled
+            axis.set_major_locator(LogLocator(subs=(1, 2, 5)))
         axis.set_major_formatter(fmt)
         axis.set_minor_formatter(NullFormatter())
 
@@ -346,11 +349,17 @@ def _num(v) -> str:
     return f"{v:,.0f}" if v >= 1000 else f"{v:.3g}"
 
 
-def _cell(column: str, v) -> str:
+def _cell(column: str, r: dict) -> str:
+    v = r.get(column)
+    if column == "seconds" and v:
+        spread = f" ({r['min_s']:.3g}-{r['max_s']:.3g})" if r.get("min_s") is not None and r.get("repeats", 1) > 1 else ""
+        return f"<td class='num'>{v:.3g}{spread}</td>"
     if column == "agree":
         return f"<td>{_agree_html(v)}</td>"
-    if column == "note" or column == "case":
+    if column == "note":
         return f"<td class='note'>{html.escape(str(v or ''))}</td>"
+    if column == "case":
+        return f"<td class='case'>{html.escape(_readable_case(str(v)))}</td>"
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return f"<td class='num'>{_num(v)}</td>"
     return f"<td>{html.escape('' if v is None else str(v))}</td>"
