@@ -42,6 +42,8 @@ def write_frame_partition(frame: pd.DataFrame, catalog_dir: str | Path, order: i
 def staged_collection(out: Path) -> Iterator[Path]:
     """Yield a staging folder beside ``out``; rename it to ``out`` only when the block completes."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder; choose another output or remove it")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: already exists and is not empty; choose another output or remove it")
     staging = out.with_name(out.name + ".partial")

@@ -40,6 +40,8 @@ def predict(model_dir: str, table_path: str, out: str, client=None, progress: bo
     except FeatureError as exc:
         raise ModelError(f"{table.path}: cannot apply the model in {model_dir}: {exc}") from None
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"{out}: exists and is not a folder; choose another --out or remove it")
     if out.exists() and any(out.iterdir()):
         raise ModelError(f"{out}: already exists; choose another --out or remove it")
     apply = _Applier(meta, models)

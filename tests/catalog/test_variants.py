@@ -206,3 +206,11 @@ def test_garbage_properties_name_the_file(tmp_path):
     (bad / layout.PROPERTIES_FILE).write_bytes(bytes(range(128, 256)) * 3)
     with pytest.raises(CatalogVariantError, match=r"garbage/hats\.properties: not a properties file"):
         open_catalog(bad)
+
+
+def test_writing_over_a_file_is_a_one_line_error(base, tmp_path):
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    with pytest.raises(FileExistsError, match="a_file: exists and is not a folder"):
+        open_catalog(base).write(target)
+    assert target.read_text() == "x"
