@@ -729,7 +729,9 @@ def suite_tap(sizes, repeats, workers, work: Path, url: str = "http://127.0.0.1:
     try:
         requests.get(url + "/availability", timeout=5).raise_for_status()
     except Exception as exc:
-        return [_row("tap", f"{table}", tool, None, workers, note=f"TAP service {url} not reachable ({type(exc).__name__}); start tests/services/dachs/setup.sh")
+        from survey_engine.redact import redact_url
+
+        return [_row("tap", f"{table}", tool, None, workers, note=f"TAP service {redact_url(url)} not reachable ({type(exc).__name__}); start tests/services/dachs/setup.sh")
                 for tool in ("survey_engine", "raw_keyset")]
     import pyvo
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from survey_engine.errors import SurveyEngineError
 
 HATS_VERSION = "v1.0"
 PROPERTIES_FILE = "hats.properties"
@@ -220,3 +223,65 @@ def write_collection_properties(collection_dir: Path, name: str, main: str, marg
         "hats_version": HATS_VERSION,
     }
     write_properties(collection_dir / COLLECTION_FILE, props, header="#HATS Collection")
+
+
+# --- paths are data: plain names, writes and removals that stay inside their folder -------------
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+class UnsafePathError(SurveyEngineError, ValueError):
+    """A name or path that would reach outside the folder it belongs to (names the key or flag)."""
+
+
+def check_name(name: object, what: str = "name") -> str:
+    """``name`` if it is a plain file name: letters, digits, ``_ - .``, not starting with ``.``
+    (so never ``.``, ``..`` or one of our hidden staging names), no separators, not empty.
+
+    Names that come from users (stage ids, ``--name``, output names) become folder names; one
+    like ``../../victim`` or ``/home/me`` would otherwise write, and remove, outside the output."""
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or len(name) > 200:
+        raise UnsafePathError(
+            f"{what} {name!r} is not a plain name: use letters, digits, '_', '-' and '.', "
+            "not starting with '.', without '/' or '..'"
+        )
+    return name
+
+
+def safe_child(parent: str | Path, name: str, what: str = "name") -> Path:
+    """``parent/name`` for a plain ``name`` (see ``check_name``), checked to resolve inside ``parent``."""
+    child = Path(parent) / check_name(name, what)
+    check_inside(child, parent, what)
+    return child
+
+
+def check_inside(path: str | Path, root: str | Path, what: str = "path") -> Path:
+    """``path`` if it resolves strictly inside ``root`` (symbolic links followed), else an error."""
+    path, root = Path(path), Path(root)
+    real = path.parent.resolve() / path.name  # the entry itself may be a link: judge where it sits
+    real_root = root.resolve()
+    if path.name in ("", ".", "..") or real == real_root or real_root not in real.parents:
+        raise UnsafePathError(f"{what} {str(path)!r} is not inside {str(root)!r}; refusing to write or remove it")
+    return path
+
+
+def remove_tree(path: str | Path, root: str | Path) -> None:
+    """``shutil.rmtree(path)`` for a folder strictly inside ``root``; a link is unlinked, never
+    followed; a missing path is fine. Nothing outside ``root`` is ever removed."""
+    import shutil
+
+    path = Path(path)
+    check_inside(path, root, "folder to remove")
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def output_path(out: str | Path, flag: str = "--out") -> Path:
+    """An output folder given by a user, made absolute (so ``--out ..`` names the real parent and
+    names derived from it are real names); the file system root is refused."""
+    path = Path(os.path.abspath(out))
+    if path.name in ("", ".", ".."):
+        raise UnsafePathError(f"{flag} {str(out)!r} is not a folder an output can be written to")
+    return path

@@ -8,7 +8,6 @@ partitions actually written) also serve other stages' outputs, such as cross-mat
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ import pyarrow as pa
 from survey_engine.catalog import build, layout
 from survey_engine.catalog.catalog import Catalog, read_partition
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
+from survey_engine.catalog.lock import output_lock
 from survey_engine.catalog.margins import margin_catalog_name
 from survey_engine.runtime import dask_client, run_tasks
 
@@ -41,16 +41,17 @@ def write_frame_partition(frame: pd.DataFrame, catalog_dir: str | Path, order: i
 @contextmanager
 def staged_collection(out: Path) -> Iterator[Path]:
     """Yield a staging folder beside ``out``; rename it to ``out`` only when the block completes."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out}: already exists and is not empty; choose another output or remove it")
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    yield staging
-    if out.exists():
-        out.rmdir()
-    staging.rename(out)
+    out = layout.output_path(out)
+    with output_lock(out, f"write {out}"):  # one writer at a time: a second one stops here
+        if out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"{out}: already exists and is not empty; choose another output or remove it")
+        staging = out.with_name(out.name + ".partial")
+        layout.remove_tree(staging, out.parent)
+        staging.mkdir(parents=True)
+        yield staging
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
 
 
 def finish_written(catalog_dir: Path, written: list[tuple[int, int]], schemas: list, fallback: pa.Schema, *, name: str, product: str,
@@ -97,7 +98,7 @@ def _write_single(catalog: Catalog, out_dir: Path, name: str, product: str, clie
 def write_catalog(catalog: Catalog, out: Path, name: str | None = None, client=None, progress: bool = False) -> Path:
     """Write ``catalog`` (and its margin) as a collection at ``out``; atomic: built beside, then renamed."""
     out = Path(out)
-    name = name or out.name
+    name = layout.check_name(name or layout.output_path(out).name, "catalog name")
     with staged_collection(out) as staging, dask_client(client) as client:
         rows = _write_single(catalog, staging / name, name, "object", client, progress, {})
         margins = []

@@ -415,7 +415,7 @@ def _with_margin(right: Catalog, radius_arcsec: float, client) -> Catalog:
     from survey_engine.catalog.margins import margin_catalog_name
 
     # in a collection and beside a lone catalog alike, the margin lands next to the main catalog
-    margin_path = right.path.parent / margin_catalog_name(right.name, radius_arcsec)
+    margin_path = layout.safe_child(right.path.parent, margin_catalog_name(right.name, radius_arcsec), f"{right.path}: margin catalog name")
     if not margin_path.exists():
         in_collection = (right.path.parent / layout.COLLECTION_FILE).exists()
         build_margin(right.path.parent if in_collection else right.path, radius_arcsec, client=client, progress=False)
