@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from survey_engine.catalog.layout import atomic_write_text, remove_tree, safe_child
+from survey_engine.catalog.layout import atomic_write_text, check_inside, remove_tree, safe_child
 from survey_engine.catalog.lock import output_lock
 from survey_engine.errors import SurveyEngineError
 from survey_engine.jobs.spec import JobSpec, JobSpecError, Stage
@@ -176,8 +176,8 @@ def _save_state(work: Path, sid: str, fp: str, info: dict) -> None:
 def _publish(tmp: Path, out: Path) -> None:
     """Swap ``tmp`` in as ``out``; the old output is removed only after the new one is in place.
     Both sit in the same workdir, checked: nothing outside it is ever replaced or removed."""
-    work = out.parent
-    safe_child(work, out.name, "stage output")
+    work = tmp.parent
+    check_inside(out, work, "stage output")
     if out.exists():
         old = out.with_name(f".old-{out.name}")
         remove_tree(old, work)
