@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from survey_engine.errors import SurveyEngineError
+from survey_engine.redact import redact_text
 
 LOCK_SUFFIX = ".lock"
 _HELD: dict[Path, int] = {}  # locks this process holds -> depth (an ingest holds OUT.lock, then imports into OUT)
@@ -70,7 +71,7 @@ def output_lock(out: str | Path, command: str | None = None) -> Iterator[Path]:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-          "command": command or " ".join(sys.argv), "token": uuid.uuid4().hex}
+          "command": redact_text(command or " ".join(sys.argv)), "token": uuid.uuid4().hex}
     for attempt in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
