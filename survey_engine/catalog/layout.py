@@ -104,6 +104,33 @@ def pixel_from_path(path: str) -> tuple[int, int]:
     return int(parts["Norder"]), int(npix)
 
 
+def columns_with_nulls(catalog_dir: str | Path, schema: pa.Schema, partition_files=()) -> tuple[str, ...]:
+    """Integer and boolean columns holding at least one null, from the row groups' statistics in
+    ``dataset/_metadata`` (else each partition's footer). A column without statistics counts
+    as holding nulls: the nullable dtype is always safe, a plain one is not."""
+    candidates = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_boolean(f.type)]
+    if not candidates:
+        return ()
+    meta_file = Path(catalog_dir) / DATASET_DIR / "_metadata"
+    try:
+        footers = [pq.read_metadata(meta_file)] if meta_file.exists() else [pq.read_metadata(f) for f in partition_files]
+    except (OSError, pa.ArrowException):
+        return tuple(candidates)
+    found: set[str] = set()
+    for md in footers:
+        names = {md.schema.column(i).path: i for i in range(md.num_columns)}
+        for rg in range(md.num_row_groups):
+            group = md.row_group(rg)
+            for name in candidates:
+                i = names.get(name)
+                if i is None or name in found:
+                    continue
+                stats = group.column(i).statistics
+                if stats is None or not stats.has_null_count or stats.null_count > 0:
+                    found.add(name)
+    return tuple(c for c in candidates if c in found)
+
+
 def write_point_map(catalog_dir: Path, *, order: int, pixels: np.ndarray, counts: np.ndarray) -> None:
     """Row counts per pixel at the histogram order, as hats reads them: the HEALPix explicit
     (PIXEL, VALUE) FITS form, holding only the occupied pixels."""
