@@ -71,8 +71,9 @@ def finish_collection(staging: Path, name: str, margins: list[str], state: dict)
     layout.atomic_write_text(staging / "survey_engine.json", json.dumps(state))
 
 
-def _write_one(src: str, read_columns, keep_columns, transforms, out_dir: str, order: int, pix: int, ra: str, dec: str):
-    frame = read_partition(src, read_columns, keep_columns, transforms)
+def _write_one(src: str, read_columns, keep_columns, transforms, out_dir: str, order: int, pix: int, ra: str, dec: str,
+               nullable=()):
+    frame = read_partition(src, read_columns, keep_columns, transforms, nullable)
     if len(frame) == 0:
         return None
     for col in (ra, dec):
@@ -81,9 +82,14 @@ def _write_one(src: str, read_columns, keep_columns, transforms, out_dir: str, o
     return write_frame_partition(frame, out_dir, order, pix)
 
 
-def _write_single(catalog: Catalog, out_dir: Path, name: str, product: str, client, progress: bool, extra: dict) -> int:
+def _write_single(catalog: Catalog, out_dir: Path, name: str, product: str, client, progress: bool, extra: dict,
+                  nullable: tuple[str, ...] | None = None) -> int:
+    # integer / boolean columns with nulls keep them, with one type in every partition (the
+    # margin takes its main catalog's: its rows are some of the main's)
+    nullable = catalog.nullable_columns if nullable is None else nullable
     calls = [
-        (str(f), catalog._read_columns(), catalog.columns, catalog.transforms, str(out_dir), int(o), int(p), catalog.ra_column, catalog.dec_column)
+        (str(f), catalog._read_columns(), catalog.columns, catalog.transforms, str(out_dir), int(o), int(p), catalog.ra_column,
+         catalog.dec_column, nullable)
         for f, o, p in zip(catalog.partition_files(), catalog.partitions.Norder, catalog.partitions.Npix)
     ]
     schemas = run_tasks(client, _write_one, calls, f"write {name}", progress)
@@ -106,7 +112,7 @@ def write_catalog(catalog: Catalog, out: Path, name: str | None = None, client=N
             mname = margin_catalog_name(name, catalog.margin_radius_arcsec)
             _write_single(
                 catalog.margin, staging / mname, mname, "margin", client, progress,
-                {"hats_primary_table_url": name, "hats_margin_threshold": catalog.margin_radius_arcsec},
+                {"hats_primary_table_url": name, "hats_margin_threshold": catalog.margin_radius_arcsec}, catalog.nullable_columns,
             )
             margins.append(mname)
         finish_collection(staging, name, margins, {"rows": rows, "derived_from": str(catalog.path)})
