@@ -104,7 +104,8 @@ def _write_single(catalog: Catalog, out_dir: Path, name: str, product: str, clie
 def write_catalog(catalog: Catalog, out: Path, name: str | None = None, client=None, progress: bool = False) -> Path:
     """Write ``catalog`` (and its margin) as a collection at ``out``; atomic: built beside, then renamed."""
     out = Path(out)
-    name = layout.check_name(name or layout.output_path(out).name, "catalog name")
+    # a given name is checked; the output folder's own name (made absolute) is one path component
+    name = layout.check_name(name, "catalog name") if name is not None else layout.output_path(out).name
     with staged_collection(out) as staging, dask_client(client) as client:
         rows = _write_single(catalog, staging / name, name, "object", client, progress, {})
         margins = []

@@ -53,7 +53,7 @@ class ImportArguments:
                 raise InputError(f"{label} column name is empty")
         self.out = str(Path(self.out))
         # the name becomes a folder inside the output: a plain name only (never '..', '/x', '')
-        self.name = check_name(self.name if self.name is not None else output_path(self.out).name, "--name (the catalog name)")
+        self.name = check_name(self.name, "--name (the catalog name)") if self.name is not None else output_path(self.out).name
         self.files = expand_inputs(self.inputs)
         out = os.path.abspath(self.out)
         for f in self.files:

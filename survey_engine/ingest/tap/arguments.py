@@ -115,7 +115,9 @@ class TapIngestArguments:
         if self.retries < 0 or self.backoff < 0 or self.min_interval < 0 or self.timeout <= 0:
             raise InputError("--retries, backoff and --min-interval must be >= 0 and the timeout > 0")
         self.out = str(Path(self.out))
-        self.name = self.name or Path(self.out).name
+        from survey_engine.catalog.layout import check_name, output_path
+
+        self.name = check_name(self.name, "--name (the catalog name)") if self.name is not None else output_path(self.out).name
 
     @property
     def pages_dir(self) -> Path:
