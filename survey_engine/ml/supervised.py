@@ -249,7 +249,9 @@ def watch_workers(client, run, what: str, poll_seconds: float = 1.0):
     import threading
 
     def workers() -> set[str]:
-        return set(client.scheduler_info(n_workers=-1)["workers"])
+        # a fresh answer from the scheduler: scheduler_info() hands back the client's shared copy,
+        # which a concurrent call (with another n_workers) may have just rewritten
+        return set(client.nthreads())
 
     start = workers()
     outcome: dict = {}
@@ -272,6 +274,9 @@ def watch_workers(client, run, what: str, poll_seconds: float = 1.0):
     while thread.is_alive() and not lost:
         thread.join(poll_seconds)
         lost = gone() if thread.is_alive() else set()
+        if lost:  # seen twice, a second apart: a worker that really left, not a passing glitch
+            thread.join(poll_seconds)
+            lost = gone() & lost if thread.is_alive() else set()
     if not lost and "error" in outcome:
         lost = gone()  # failed fast ("Ring allreduce failed") rather than hanging: say why
     if lost:
