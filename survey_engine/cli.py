@@ -273,7 +273,10 @@ def _dispatch(args) -> int:
             max_rows=args.max_rows, highest_order=args.highest_order, margin_arcsec=args.margin,
             name=args.name, drop_invalid=args.drop_invalid,
         )
-        with dask_client(n_workers=args.workers) as client:
+        from survey_engine.catalog.lock import output_lock
+
+        # the lock first: a second writer to the same --out stops before starting a cluster
+        with output_lock(import_args.out, " ".join(["import", *sys.argv[2:]])), dask_client(n_workers=args.workers) as client:
             result = run_import(import_args, client=client, progress=progress)
         print(result.summary())
     elif args.command == "ingest":
@@ -291,7 +294,11 @@ def _dispatch(args) -> int:
             retries=args.retries, min_interval=args.min_interval, timeout=args.timeout,
             token=os.environ.get(args.token_env) or None, max_rows=args.max_rows, margin_arcsec=args.margin, name=args.name,
         )
-        with dask_client(n_workers=args.dask_workers) as client:
+        from survey_engine.catalog.lock import output_lock
+        from survey_engine.redact import redact_url
+
+        with output_lock(ingest_args.out, f"ingest --tap {redact_url(ingest_args.tap_url)} --table {ingest_args.table}"), \
+                dask_client(n_workers=args.dask_workers) as client:
             result = run_ingest(ingest_args, client=client, progress=progress)
         print(result.summary())
     elif args.command == "margin":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,13 @@ class Catalog:
 
     def partition_files(self) -> list[Path]:
         return [layout.partition_path(self.path, o, p) for o, p in zip(self.partitions.Norder, self.partitions.Npix)]
+
+    @cached_property
+    def nullable_columns(self) -> tuple[str, ...]:
+        """Integer and boolean columns that hold nulls somewhere (from the Parquet statistics):
+        they are read as pandas' nullable dtypes (``Int16``, ``boolean``) in every partition, so
+        their nulls survive and every partition has the same dtypes as the metadata frame."""
+        return layout.columns_with_nulls(self.path, self.schema, self.partition_files())
 
     def column_names(self) -> list[str]:
         if self.meta is not None:
@@ -231,7 +239,7 @@ class Catalog:
         return cols
 
     def _empty_frame(self) -> pd.DataFrame:
-        frame = self.schema.empty_table().to_pandas(types_mapper=nested_types_mapper)
+        frame = nullable_frame(self.schema.empty_table(), self.nullable_columns)
         return frame.set_index(SPATIAL_INDEX_COLUMN)
 
     def _infer_meta(self) -> pd.DataFrame:
@@ -254,6 +262,7 @@ class Catalog:
             read_columns=self._read_columns(),
             keep_columns=self.columns,
             transforms=self.transforms,
+            nullable=self.nullable_columns,
             meta=meta,
             label="read-hats",
             enforce_metadata=False,
@@ -318,12 +327,29 @@ def _reapply(margin: Catalog, like: Catalog) -> Catalog:
     return replace(margin, columns=m.columns, transforms=m.transforms, meta=m.meta, filtered=m.filtered)
 
 
-def read_partition(path: str | Path, read_columns=None, keep_columns=None, transforms=(),
+_NULLABLE_DTYPES = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
+                    pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(), pa.uint32(): pd.UInt32Dtype(),
+                    pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype()}
+
+
+def nullable_frame(table: pa.Table, nullable=()) -> pd.DataFrame:
+    """``table.to_pandas()`` with the integer / boolean columns named in ``nullable`` as pandas
+    nullable dtypes (Arrow's plain conversion turns an int column with nulls into float64, and
+    a boolean one into objects, differently in each partition)."""
+    frame = table.to_pandas(types_mapper=nested_types_mapper)
+    for name in nullable:
+        if name in frame.columns and table.schema.field(name).type in _NULLABLE_DTYPES:
+            frame[name] = table.column(name).to_pandas(types_mapper=_NULLABLE_DTYPES.get).array
+    return frame
+
+
+def read_partition(path: str | Path, read_columns=None, keep_columns=None, transforms=(), nullable=(),
                    expected_rows: int | None = None) -> pd.DataFrame:
     """Read one partition file into pandas, indexed by ``_healpix_29``, then apply transforms.
 
     Page checksums are verified and the file's row count is checked against ``expected_rows``
-    (the catalog's metadata): a damaged file raises ``CatalogIntegrityError`` naming it. A catalog
+    (the catalog's metadata): a damaged file raises ``CatalogIntegrityError`` naming it. The
+    ``nullable`` integer / boolean columns keep their nulls (see ``nullable_frame``). A catalog
     whose spatial index is another column (``hats_col_healpix``, e.g. ``healpix13``) gets
     ``_healpix_29`` computed from its RA/Dec, exactly as hats does, so every operation sees the same
     index; its own column is kept as a plain column."""
@@ -340,7 +366,7 @@ def read_partition(path: str | Path, read_columns=None, keep_columns=None, trans
     drop = [c for c in ("Norder", "Dir", "Npix") if c in table.column_names]
     if drop:
         table = table.drop_columns(drop)
-    frame = table.to_pandas(types_mapper=nested_types_mapper)
+    frame = nullable_frame(table, nullable)
     if SPATIAL_INDEX_COLUMN in frame.columns:
         frame = frame.set_index(SPATIAL_INDEX_COLUMN)
     for func in transforms:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,33 @@ def pixel_from_path(path: str) -> tuple[int, int]:
     parts = dict(p.split("=", 1) for p in Path(path).parts if "=" in p)
     npix = parts["Npix"].split(".")[0]
     return int(parts["Norder"]), int(npix)
+
+
+def columns_with_nulls(catalog_dir: str | Path, schema: pa.Schema, partition_files=()) -> tuple[str, ...]:
+    """Integer and boolean columns holding at least one null, from the row groups' statistics in
+    ``dataset/_metadata`` (else each partition's footer). A column without statistics counts
+    as holding nulls: the nullable dtype is always safe, a plain one is not."""
+    candidates = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_boolean(f.type)]
+    if not candidates:
+        return ()
+    meta_file = Path(catalog_dir) / DATASET_DIR / "_metadata"
+    try:
+        footers = [pq.read_metadata(meta_file)] if meta_file.exists() else [pq.read_metadata(f) for f in partition_files]
+    except (OSError, pa.ArrowException):
+        return tuple(candidates)
+    found: set[str] = set()
+    for md in footers:
+        names = {md.schema.column(i).path: i for i in range(md.num_columns)}
+        for rg in range(md.num_row_groups):
+            group = md.row_group(rg)
+            for name in candidates:
+                i = names.get(name)
+                if i is None or name in found:
+                    continue
+                stats = group.column(i).statistics
+                if stats is None or not stats.has_null_count or stats.null_count > 0:
+                    found.add(name)
+    return tuple(c for c in candidates if c in found)
 
 
 def write_point_map(catalog_dir: Path, *, order: int, pixels: np.ndarray, counts: np.ndarray) -> None:
@@ -330,3 +358,63 @@ def read_partition_schema(path: str | Path) -> pa.Schema:
             raise FileNotFoundError(f"{path}: partition folder holds no files")
         return pq.read_schema(files[0])
     return pq.read_schema(path)
+# --- paths are data: plain names, writes and removals that stay inside their folder -------------
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+class UnsafePathError(SurveyEngineError, ValueError):
+    """A name or path that would reach outside the folder it belongs to (names the key or flag)."""
+
+
+def check_name(name: object, what: str = "name") -> str:
+    """``name`` if it is a plain file name: letters, digits, ``_ - .``, not starting with ``.``
+    (so never ``.``, ``..`` or one of our hidden staging names), no separators, not empty.
+
+    Names that come from users (stage ids, ``--name``, output names) become folder names; one
+    like ``../../victim`` or ``/home/me`` would otherwise write, and remove, outside the output."""
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or len(name) > 200:
+        raise UnsafePathError(
+            f"{what} {name!r} is not a plain name: use letters, digits, '_', '-' and '.', "
+            "not starting with '.', without '/' or '..'"
+        )
+    return name
+
+
+def safe_child(parent: str | Path, name: str, what: str = "name") -> Path:
+    """``parent/name`` for a plain ``name`` (see ``check_name``), checked to resolve inside ``parent``."""
+    child = Path(parent) / check_name(name, what)
+    check_inside(child, parent, what)
+    return child
+
+
+def check_inside(path: str | Path, root: str | Path, what: str = "path") -> Path:
+    """``path`` if it resolves strictly inside ``root`` (symbolic links followed), else an error."""
+    path, root = Path(path), Path(root)
+    real = path.parent.resolve() / path.name  # the entry itself may be a link: judge where it sits
+    real_root = root.resolve()
+    if path.name in ("", ".", "..") or real == real_root or real_root not in real.parents:
+        raise UnsafePathError(f"{what} {str(path)!r} is not inside {str(root)!r}; refusing to write or remove it")
+    return path
+
+
+def remove_tree(path: str | Path, root: str | Path) -> None:
+    """``shutil.rmtree(path)`` for a folder strictly inside ``root``; a link is unlinked, never
+    followed; a missing path is fine. Nothing outside ``root`` is ever removed."""
+    import shutil
+
+    path = Path(path)
+    check_inside(path, root, "folder to remove")
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def output_path(out: str | Path, flag: str = "--out") -> Path:
+    """An output folder given by a user, made absolute (so ``--out ..`` names the real parent and
+    names derived from it are real names); the file system root is refused."""
+    path = Path(os.path.abspath(out))
+    if path.name in ("", ".", ".."):
+        raise UnsafePathError(f"{flag} {str(out)!r} is not a folder an output can be written to")
+    return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pyarrow.parquet as pq
 
 from survey_engine.catalog import build, layout
 from survey_engine.catalog.catalog import open_catalog
+from survey_engine.catalog.lock import output_lock
 from survey_engine.catalog.margins import MarginPlan, margin_catalog_name
 from survey_engine.catalog.partitioning import PartitionPlan
 from survey_engine.runtime import dask_client, run_tasks
@@ -38,12 +38,19 @@ def build_margin(path: str | Path, radius_arcsec: float, client=None, progress: 
     catalog = open_catalog(path, margin=None)
     is_collection = (path / layout.COLLECTION_FILE).exists()
     parent = path if is_collection else path.parent
-    mname = margin_catalog_name(catalog.name, radius_arcsec)
-    final = parent / mname
+    # the name comes from hats.properties (obs_collection): data, checked like any other name
+    mname = layout.check_name(margin_catalog_name(catalog.name, radius_arcsec), f"{path}: margin catalog name")
+    final = layout.safe_child(parent, mname, "margin catalog name")
+    with output_lock(final, f"margin {path} --radius {radius_arcsec:g}"):
+        return _build_margin(path, catalog, is_collection, parent, mname, final, radius_arcsec, client, progress)
+
+
+def _build_margin(path: Path, catalog, is_collection: bool, parent: Path, mname: str, final: Path, radius_arcsec: float,
+                  client, progress: bool) -> Path:
     if final.exists():
         raise FileExistsError(f"{final}: a margin of {radius_arcsec:g} arcsec already exists")
     staging = parent / f".{mname}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
+    layout.remove_tree(staging, parent)
     (staging / "shards").mkdir(parents=True)
     orders = catalog.partitions.Norder.to_numpy()
     pixels = catalog.partitions.Npix.to_numpy()
@@ -66,7 +73,7 @@ def build_margin(path: str | Path, radius_arcsec: float, client=None, progress: 
         extra_properties={"hats_primary_table_url": catalog.name, "hats_margin_threshold": float(radius_arcsec)},
     )
     out_dir.rename(final)
-    shutil.rmtree(staging, ignore_errors=True)
+    layout.remove_tree(staging, parent)
     if is_collection:
         props = layout.read_properties(path / layout.COLLECTION_FILE)
         margins = props.get("all_margins", "").split() + [mname]

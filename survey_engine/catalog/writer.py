@@ -8,7 +8,6 @@ partitions actually written) also serve other stages' outputs, such as cross-mat
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ import pyarrow as pa
 from survey_engine.catalog import build, layout
 from survey_engine.catalog.catalog import Catalog, read_partition
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
+from survey_engine.catalog.lock import output_lock
 from survey_engine.catalog.margins import margin_catalog_name
 from survey_engine.runtime import dask_client, run_tasks
 
@@ -41,18 +41,19 @@ def write_frame_partition(frame: pd.DataFrame, catalog_dir: str | Path, order: i
 @contextmanager
 def staged_collection(out: Path) -> Iterator[Path]:
     """Yield a staging folder beside ``out``; rename it to ``out`` only when the block completes."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder; choose another output or remove it")
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out}: already exists and is not empty; choose another output or remove it")
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    yield staging
-    if out.exists():
-        out.rmdir()
-    staging.rename(out)
+    out = layout.output_path(out)
+    with output_lock(out, f"write {out}"):  # one writer at a time: a second one stops here
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"{out}: exists and is not a folder; choose another output or remove it")
+        if out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"{out}: already exists and is not empty; choose another output or remove it")
+        staging = out.with_name(out.name + ".partial")
+        layout.remove_tree(staging, out.parent)
+        staging.mkdir(parents=True)
+        yield staging
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
 
 
 def finish_written(catalog_dir: Path, written: list[tuple[int, int]], schemas: list, fallback: pa.Schema, *, name: str, product: str,
@@ -73,8 +74,8 @@ def finish_collection(staging: Path, name: str, margins: list[str], state: dict)
 
 
 def _write_one(src: str, read_columns, keep_columns, transforms, out_dir: str, order: int, pix: int, ra: str, dec: str,
-               expected_rows: int | None = None):
-    frame = read_partition(src, read_columns, keep_columns, transforms, expected_rows=expected_rows)
+               nullable=(), expected_rows: int | None = None):
+    frame = read_partition(src, read_columns, keep_columns, transforms, nullable, expected_rows=expected_rows)
     if len(frame) == 0:
         return None
     for col in (ra, dec):
@@ -83,10 +84,14 @@ def _write_one(src: str, read_columns, keep_columns, transforms, out_dir: str, o
     return write_frame_partition(frame, out_dir, order, pix)
 
 
-def _write_single(catalog: Catalog, out_dir: Path, name: str, product: str, client, progress: bool, extra: dict) -> int:
+def _write_single(catalog: Catalog, out_dir: Path, name: str, product: str, client, progress: bool, extra: dict,
+                  nullable: tuple[str, ...] | None = None) -> int:
+    # integer / boolean columns with nulls keep them, with one type in every partition (the
+    # margin takes its main catalog's: its rows are some of the main's)
+    nullable = catalog.nullable_columns if nullable is None else nullable
     calls = [
-        (str(f), catalog._read_columns(), catalog.columns, catalog.transforms, str(out_dir), int(o), int(p), catalog.ra_column, catalog.dec_column,
-         rows)
+        (str(f), catalog._read_columns(), catalog.columns, catalog.transforms, str(out_dir), int(o), int(p), catalog.ra_column,
+         catalog.dec_column, nullable, rows)
         for f, o, p, rows in zip(catalog.partition_files(), catalog.partitions.Norder, catalog.partitions.Npix, catalog._expected_rows())
     ]
     schemas = run_tasks(client, _write_one, calls, f"write {name}", progress)
@@ -101,7 +106,8 @@ def _write_single(catalog: Catalog, out_dir: Path, name: str, product: str, clie
 def write_catalog(catalog: Catalog, out: Path, name: str | None = None, client=None, progress: bool = False) -> Path:
     """Write ``catalog`` (and its margin) as a collection at ``out``; atomic: built beside, then renamed."""
     out = Path(out)
-    name = name or out.name
+    # a given name is checked; the output folder's own name (made absolute) is one path component
+    name = layout.check_name(name, "catalog name") if name is not None else layout.output_path(out).name
     with staged_collection(out) as staging, dask_client(client) as client:
         rows = _write_single(catalog, staging / name, name, "object", client, progress, {})
         margins = []
@@ -109,7 +115,7 @@ def write_catalog(catalog: Catalog, out: Path, name: str | None = None, client=N
             mname = margin_catalog_name(name, catalog.margin_radius_arcsec)
             _write_single(
                 catalog.margin, staging / mname, mname, "margin", client, progress,
-                {"hats_primary_table_url": name, "hats_margin_threshold": catalog.margin_radius_arcsec},
+                {"hats_primary_table_url": name, "hats_margin_threshold": catalog.margin_radius_arcsec}, catalog.nullable_columns,
             )
             margins.append(mname)
         finish_collection(staging, name, margins, {"rows": rows, "derived_from": str(catalog.path)})

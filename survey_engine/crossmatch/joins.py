@@ -21,16 +21,16 @@ def row_keys(hp: np.ndarray, ra: np.ndarray, dec: np.ndarray) -> pd.MultiIndex:
 
 
 def _unmatched_in_partition(file: str, columns, ra: str, dec: str, epoch, paired: tuple, suffix: str,
-                            is_right: bool, meta: pd.DataFrame, rows: int | None = None) -> pd.DataFrame:
+                            is_right: bool, meta: pd.DataFrame, nullable=(), rows: int | None = None) -> pd.DataFrame:
     from survey_engine.crossmatch.match import _read  # the same columns a match task reads
 
-    frame = _read([file], columns, ra, dec, epoch, {file: rows})
+    frame = _read([file], columns, ra, dec, epoch, nullable, {file: rows})
     if len(frame) == 0:
         return meta.iloc[:0]
     hp = frame.index.to_numpy()
     keep = ~row_keys(hp, frame[ra].to_numpy(), frame[dec].to_numpy()).isin(row_keys(*paired))
     rows = frame[keep]
-    data = {f"{c}{suffix}": rows[c].to_numpy() for c in rows.columns}
+    data = {f"{c}{suffix}": rows[c].to_numpy() if isinstance(rows[c].dtype, np.dtype) else rows[c].array for c in rows.columns}
     if is_right:
         data[f"{SPATIAL_INDEX_COLUMN}{suffix}"] = rows.index.to_numpy()
     out = pd.DataFrame(data, index=pd.Index(rows.index.to_numpy(), name=SPATIAL_INDEX_COLUMN))
@@ -46,6 +46,7 @@ def unmatched_rows(result, side: str, pairs: pd.DataFrame, meta: pd.DataFrame) -
     suffix = s1 if side == "left" else s2
     columns = result.params.left_columns if side == "left" else result.params.right_columns
     epoch = result.params.left_epoch if side == "left" else result.params.right_epoch
+    nullable = result.params.left_nullable if side == "left" else result.params.right_nullable
     ra, dec = catalog.ra_column, catalog.dec_column
     if side == "left":
         hp = pairs.index.to_numpy(dtype=np.int64)
@@ -61,7 +62,7 @@ def unmatched_rows(result, side: str, pairs: pd.DataFrame, meta: pd.DataFrame) -
         start, stop = pixel_range29(int(o), int(p))
         a, b = np.searchsorted(hp, int(start)), np.searchsorted(hp, int(stop))
         tasks.append(dask.delayed(_unmatched_in_partition)(str(f), columns, ra, dec, epoch, (hp[a:b], pra[a:b], pdec[a:b]),
-                                                          suffix, side == "right", meta, rows))
+                                                          suffix, side == "right", meta, nullable, rows))
     parts = [t for t in dask.compute(*tasks) if len(t)]
     return pd.concat(parts) if parts else meta.iloc[:0]
 

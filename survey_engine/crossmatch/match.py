@@ -51,6 +51,8 @@ class MatchParams:
     target_epoch: float | None = None  # positions are compared at this epoch (Julian year)
     left_epoch: EpochSpec | None = None  # how to move left rows there (None: already there)
     right_epoch: EpochSpec | None = None
+    left_nullable: tuple[str, ...] = ()  # integer / boolean columns holding nulls: read as nullable dtypes
+    right_nullable: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.radius_arcsec > 0:
@@ -70,14 +72,15 @@ class MatchParams:
             raise ValueError("give the common epoch (target_epoch / --epoch) to propagate positions to")
 
 
-def _read(files, columns, ra: str, dec: str, epoch: EpochSpec | None = None, rows: dict | None = None) -> pd.DataFrame:
+def _read(files, columns, ra: str, dec: str, epoch: EpochSpec | None = None, nullable=(), rows: dict | None = None
+          ) -> pd.DataFrame:
     # _healpix_29 is always read: it routes rows to partitions and breaks ties
     extra = epoch.columns() if epoch else []
     cols = None if columns is None else list(dict.fromkeys([SPATIAL_INDEX_COLUMN, *columns, ra, dec, *extra]))
     rows = rows or {}
-    frames = [read_partition(f, cols, expected_rows=rows.get(f)) for f in files]
+    frames = [read_partition(f, cols, nullable=nullable, expected_rows=rows.get(f)) for f in files]
     frames = [f for f in frames if len(f)]
-    return pd.concat(frames) if frames else (read_partition(files[0], cols).iloc[:0] if files else pd.DataFrame())
+    return pd.concat(frames) if frames else (read_partition(files[0], cols, nullable=nullable).iloc[:0] if files else pd.DataFrame())
 
 
 def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchParams):
@@ -138,7 +141,7 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
 def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.DataFrame) -> pd.DataFrame:
     """Cross-match one left partition (run on a worker); ``empty`` is the output's empty frame."""
     file_rows = dict(task.file_rows)
-    left = _read([task.left_file], p.left_columns, *lcoords, p.left_epoch, file_rows)
+    left = _read([task.left_file], p.left_columns, *lcoords, p.left_epoch, p.left_nullable, file_rows)
     if len(left) == 0:
         return empty
     lhp = left.index.to_numpy()
@@ -153,7 +156,7 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
         if len(rows) == 0:
             continue
         sub = left if len(rows) == len(left) else left.iloc[rows]
-        right = _read(list(files), p.right_columns, *rcoords, p.right_epoch, file_rows)
+        right = _read(list(files), p.right_columns, *rcoords, p.right_epoch, p.right_nullable, file_rows)
         li, ri, sep = _pairs(sub, right, lcoords, rcoords, p)
         matched[rows[li]] = True
         pieces.append(_assemble(sub, right, li, ri, sep, p, empty))
@@ -337,15 +340,18 @@ class CrossmatchResult:
 
 
 def _nullable(dtype):
-    if pd.api.types.is_integer_dtype(dtype):
-        return "Int64"
-    if pd.api.types.is_bool_dtype(dtype):
+    """The pandas dtype that can hold nulls for ``dtype``, of the same width (int16 -> Int16)."""
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        return pd.api.types.pandas_dtype(dtype.name.capitalize().replace("Uint", "UInt"))
+    if isinstance(dtype, np.dtype) and dtype.kind == "b":
         return "boolean"
     return dtype
 
 
 def _read_meta(catalog: Catalog, columns, epoch: EpochSpec | None = None) -> pd.DataFrame:
-    frame = catalog.schema.empty_table().to_pandas()
+    from survey_engine.catalog.catalog import nullable_frame
+
+    frame = nullable_frame(catalog.schema.empty_table(), catalog.nullable_columns)
     frame = frame.drop(columns=[c for c in (SPATIAL_INDEX_COLUMN, "Norder", "Dir", "Npix") if c in frame.columns])
     if columns is not None:
         keep = list(dict.fromkeys([*columns, catalog.ra_column, catalog.dec_column, *(epoch.columns() if epoch else [])]))
@@ -390,7 +396,7 @@ def crossmatch(
     k = cap_k(k, how, right)
     params = MatchParams(radius_arcsec, how, k, join, min_radius_arcsec, exclude_self, tuple(suffixes), algorithm,
                          tuple(left_columns) if left_columns else None, tuple(right_columns) if right_columns else None,
-                         epoch, as_spec(left_epoch), as_spec(right_epoch))
+                         epoch, as_spec(left_epoch), as_spec(right_epoch), left.nullable_columns, right.nullable_columns)
     if left.transforms or right.transforms:
         raise ValueError("cross-match works on stored catalogs; write a derived catalog first (Catalog.write) and open it")
     from survey_engine.crossmatch.plan import MarginTooSmallError, check_margin
@@ -436,7 +442,7 @@ def _with_margin(right: Catalog, radius_arcsec: float, client) -> Catalog:
     from survey_engine.catalog.margins import margin_catalog_name
 
     # in a collection and beside a lone catalog alike, the margin lands next to the main catalog
-    margin_path = right.path.parent / margin_catalog_name(right.name, radius_arcsec)
+    margin_path = layout.safe_child(right.path.parent, margin_catalog_name(right.name, radius_arcsec), f"{right.path}: margin catalog name")
     if not margin_path.exists():
         in_collection = (right.path.parent / layout.COLLECTION_FILE).exists()
         build_margin(right.path.parent if in_collection else right.path, radius_arcsec, client=client, progress=False)

@@ -35,7 +35,9 @@ def _write_frame_by_partition(frame, tasks, catalog_dir: Path) -> tuple[list, li
 
 
 def write_result(result, out: Path, name: str | None = None, client=None, progress: bool = False) -> Path:
-    name = name or Path(out).name
+    from survey_engine.catalog.layout import check_name, output_path
+
+    name = check_name(name, "catalog name") if name is not None else output_path(out).name
     meta = result.meta()
     with staged_collection(out) as staging, dask_client(client) as client:
         catalog_dir = staging / name

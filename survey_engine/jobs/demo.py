@@ -7,11 +7,11 @@ Needs nothing but the package. Re-running it reuses what is already there (same 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 from survey_engine.catalog.catalog import open_catalog
+from survey_engine.catalog.layout import remove_tree
 from survey_engine.ingest.file_import.arguments import ImportArguments
 from survey_engine.ingest.file_import.run import run_import
 from survey_engine.mock.sky import CLUSTERS, galactic_to_icrs, write_mock_sky
@@ -65,7 +65,7 @@ def run_demo(rows: int = DEFAULT_ROWS, out: str | Path = DEFAULT_OUT, seed: int 
         t0 = time.perf_counter()
         pairs_path = out / "close_pairs"
         if not (pairs_path / "collection.properties").exists():
-            shutil.rmtree(pairs_path, ignore_errors=True)
+            remove_tree(pairs_path, out)
             pairs = catalog.crossmatch(catalog, 2.0, exclude_self=True, left_columns=["source_id", "obj_class"], right_columns=["source_id", "obj_class"])
             pairs.write(pairs_path, client=client, progress=progress)
         n_pairs = open_catalog(pairs_path).row_count()

@@ -17,7 +17,8 @@ import shutil
 import time
 from pathlib import Path
 
-from survey_engine.catalog.layout import atomic_write_text
+from survey_engine.catalog.layout import atomic_write_text, check_inside, remove_tree, safe_child
+from survey_engine.catalog.lock import output_lock
 from survey_engine.errors import SurveyEngineError
 from survey_engine.jobs.spec import JobSpec, JobSpecError, Stage
 
@@ -81,6 +82,14 @@ def job_client(spec: JobSpec, cluster: str | None = None, timeout: float = 60.0,
 
 def run_job(spec: JobSpec, cluster: str | None = None, client=None, progress: bool = True, echo=print,
             security_config: str | None = None, min_workers: int | None = None) -> dict:
+    """Run the stages of ``spec`` in its workdir, holding ``WORKDIR.lock``: a second run of a job
+    into the same workdir stops at once with an error naming the first."""
+    with output_lock(spec.workdir, f"run {spec.path}"):
+        return _run_job(spec, cluster, client, progress, echo, security_config, min_workers)
+
+
+def _run_job(spec: JobSpec, cluster: str | None, client, progress: bool, echo, security_config: str | None,
+             min_workers: int | None) -> dict:
     work = spec.workdir
     work.mkdir(parents=True, exist_ok=True)
     (work / ".state").mkdir(exist_ok=True)
@@ -133,13 +142,13 @@ def _source(name: str, kind: str, src: dict, work: Path, client, progress, echo)
         from survey_engine.mock.sky import write_mock_sky
 
         fp = _fp("mock", src.get("rows"), src.get("seed", 42))
-        out = work / name
+        out = safe_child(work, name, "source name")
         if _state(work, name).get("fingerprint") == fp and out.exists():
             _say(echo, f"  {name}: mock sky unchanged ({src['rows']:,} rows), reused")
             return out, fp
         t0 = time.perf_counter()
         tmp = work / f".tmp-{name}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp, work)
         write_mock_sky(src["rows"], tmp, seed=src.get("seed", 42), client=client, progress=progress)
         _publish(tmp, out)
         _save_state(work, name, fp, {"rows": src["rows"], "mock": True})
@@ -183,13 +192,16 @@ def _save_state(work: Path, sid: str, fp: str, info: dict) -> None:
 
 
 def _publish(tmp: Path, out: Path) -> None:
-    """Swap ``tmp`` in as ``out``; the old output is removed only after the new one is in place."""
+    """Swap ``tmp`` in as ``out``; the old output is removed only after the new one is in place.
+    Both sit in the same workdir, checked: nothing outside it is ever replaced or removed."""
+    work = tmp.parent
+    check_inside(out, work, "stage output")
     if out.exists():
         old = out.with_name(f".old-{out.name}")
-        shutil.rmtree(old, ignore_errors=True)
+        remove_tree(old, work)
         os.replace(out, old)
         os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        remove_tree(old, work)
     else:
         os.replace(tmp, out)
 
@@ -201,7 +213,7 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
     source_name = p.get("source") or (next(iter(spec.sources)) if stage.kind in ("import", "ingest") else None)
     source_fp = outputs[source_name][1] if source_name else None
     fp = _fp(stage.kind, p, refs, source_fp)
-    out = work / stage.id
+    out = safe_child(work, stage.id, f"stage {stage.id!r}: id")
     if _state(work, stage.id).get("fingerprint") == fp and out.exists():
         _say(echo, f"  {stage.id} ({stage.kind}): unchanged, skipped")
         summary["stages"][stage.id] = {"kind": stage.kind, "skipped": True, "path": str(out)}
@@ -209,7 +221,7 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
     # a deterministic temporary place, so an interrupted import resumes from its own done-markers
     tmp = work / f".tmp-{stage.id}-{fp[:8]}"
     if stage.kind not in ("import", "ingest"):  # those resume from their own staging; the rest start clean
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp, work)
     t0 = time.perf_counter()
     _say(echo, f"  {stage.id} ({stage.kind}) ...")
     if stage.kind in ("import", "ingest"):

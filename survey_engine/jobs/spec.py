@@ -72,6 +72,39 @@ TOP = {"name": str, "workdir": str, "source": dict, "sources": dict, "stages": l
 CLUSTER_KEYS = {"workers": int, "address": str, "kind": str, "config": str, "min_workers": int}
 
 
+# values checked as the stages would check them (kind or "source.KIND" or "cluster", key) -> (test, what it must be)
+_POSITIVE = (lambda v: v > 0, "> 0")
+_AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+_NOT_NEGATIVE = (lambda v: v >= 0, ">= 0")
+_FRACTION = (lambda v: 0 < v < 1, "within (0, 1)")
+_STRINGS = (lambda v: len(v) > 0 and all(isinstance(x, str) and x.strip() for x in v), "a non-empty list of names")
+
+
+def _one_of(*choices):
+    return (lambda v: v in choices, f"one of {', '.join(choices)}")
+
+
+VALUES: dict[tuple[str, str], tuple] = {
+    ("import", "max_rows"): _AT_LEAST_1, ("import", "margin"): _NOT_NEGATIVE, ("import", "highest_order"): (lambda v: 0 <= v <= 13, "within 0..13"),
+    ("ingest", "max_rows"): _AT_LEAST_1, ("ingest", "margin"): _NOT_NEGATIVE,
+    ("margin", "radius"): _POSITIVE,
+    ("crossmatch", "radius"): _POSITIVE, ("crossmatch", "k"): _AT_LEAST_1, ("crossmatch", "min_radius"): _NOT_NEGATIVE,
+    ("crossmatch", "how"): _one_of("nearest", "knn", "all", "one-to-one"), ("crossmatch", "join"): _one_of("inner", "left", "outer"),
+    ("crossmatch", "algorithm"): _one_of("zones", "kdtree", "grid", "gpu"),  # crossmatch.algorithms.ALGORITHMS
+    ("crossmatch", "suffixes"): (lambda v: len(v) == 2 and all(isinstance(x, str) for x in v) and v[0] != v[1], "two different strings"),
+    ("train", "features"): _STRINGS, ("train", "cv"): (lambda v: v == 0 or v >= 2, "0 or >= 2"), ("train", "members"): _AT_LEAST_1,
+    ("train", "components"): _AT_LEAST_1, ("train", "test_fraction"): _FRACTION, ("train", "missing"): _one_of("nan", "impute", "drop"),
+    ("features", "features"): _STRINGS, ("features", "missing"): _one_of("nan", "impute", "drop"),
+    ("cluster", "features"): _STRINGS, ("cluster", "method"): _one_of("kmeans", "dbscan", "hdbscan"),
+    ("cluster", "min_cluster_size"): (lambda v: v >= 2, ">= 2"), ("cluster", "min_samples"): _AT_LEAST_1, ("cluster", "eps"): _POSITIVE,
+    ("cluster", "max_cluster_fraction"): (lambda v: 0 < v <= 1, "within (0, 1]"), ("cluster", "n_clusters"): _AT_LEAST_1,
+    ("source.mock", "rows"): _AT_LEAST_1, ("source.files", "paths"): _STRINGS, ("source.tap", "page_rows"): _AT_LEAST_1,
+    ("source.tap", "workers"): _AT_LEAST_1, ("source.tap", "order"): (lambda v: 0 <= v <= 12, "within 0..12"),
+    ("source.tap", "paging"): _one_of("auto", "healpix", "contains", "id", "keyset"), ("source.tap", "columns"): _STRINGS,
+    ("cluster", "workers"): _AT_LEAST_1, ("cluster", "min_workers"): _AT_LEAST_1,
+}
+
+
 class JobSpecError(SurveyEngineError, ValueError):
     """A job spec that cannot run; the message names the file, line and key."""
 
@@ -112,6 +145,8 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
     if not isinstance(root, yaml.MappingNode):
         raise JobSpecError(f"{path}:1: a job spec is a mapping with source, stages, ...")
     err = _Errors(path)
+    _duplicate_keys(root, err)  # YAML keeps the last of two equal keys without a word: refuse them
+    err.raise_if_any()
     top = _mapping(root, err, "job")
     for key, (knode, _) in top.items():
         if key not in TOP:
@@ -135,6 +170,8 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
     else:
         snodes_map = _mapping(top["sources"][1], err, "sources")
         named = {name: (k, v, data["sources"][name]) for name, (k, v) in snodes_map.items()}
+        for name, (knode, _, _) in named.items():
+            _plain_name(err, knode, name, "sources: name")
     sources: dict[str, tuple[str, dict]] = {}
     for sname, (_, snode, sdata) in named.items():
         label = "source" if sname == "source" else f"sources.{sname}"
@@ -152,7 +189,7 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
         elif kind == "catalog" and isinstance(params, str):
             params = {"path": params}
         elif isinstance(params, dict):
-            _check_params(err, sv_node, params, SOURCES[kind], f"{label}.{kind}")
+            _check_params(err, sv_node, params, SOURCES[kind], f"{label}.{kind}", f"source.{kind}")
         else:
             err.add(sv_node, f"{label}.{kind} must be a mapping")
             continue
@@ -189,6 +226,8 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
             continue
         sid = raw["id"]
         label = f"stage {sid!r}"
+        if not _plain_name(err, smap["id"][1], sid, f"stages[{i}]: id (the name of its output folder)"):
+            continue
         if sid in produced:
             err.add(smap["id"][1], f"{label}: id used twice")
         if len(kinds) != 1 or kinds[0] not in STAGES:
@@ -201,7 +240,11 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
             err.add(smap[kind][1], f"{label}: {kind} parameters must be a mapping")
             continue
         pnode = smap[kind][1]
-        _check_params(err, pnode, params, STAGES[kind], f"{label} ({kind})")
+        _check_params(err, pnode, params, STAGES[kind], f"{label} ({kind})", kind)
+        if kind == "crossmatch" and _number(params.get("radius")) and _number(params.get("min_radius")) \
+                and params["min_radius"] >= params["radius"] > 0:
+            pm = _mapping(pnode, err, label)
+            err.add(pm["min_radius"][1], f"{label} ({kind}): min_radius {params['min_radius']} must be smaller than radius {params['radius']}")
         pmap = _mapping(pnode, err, label) if isinstance(pnode, yaml.MappingNode) else {}
         for pname, (_, _, ref) in STAGES[kind].items():
             if ref and pname in params and isinstance(params[pname], str):
@@ -243,8 +286,12 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
         for key, value in cluster.items():
             if key not in CLUSTER_KEYS:
                 err.add(cmap[key][0], f"cluster: unknown key {key!r} (known: {', '.join(CLUSTER_KEYS)})")
-            elif not isinstance(value, CLUSTER_KEYS[key]):
+            elif not isinstance(value, CLUSTER_KEYS[key]) or isinstance(value, bool):
                 err.add(cmap[key][1], f"cluster: {key} must be a {CLUSTER_KEYS[key].__name__}")
+            elif ("cluster", key) in VALUES and not VALUES[("cluster", key)][0](value):
+                err.add(cmap[key][1], f"cluster: {key} must be {VALUES[('cluster', key)][1]}, got {value!r}")
+    if "name" in top and isinstance(data.get("name"), str):
+        _plain_name(err, top["name"][1], data["name"], "name (the job's name)")
     err.raise_if_any()
     name = data.get("name") or path.stem
     base = base or Path.cwd()
@@ -274,7 +321,43 @@ def _mapping(node, err: _Errors, label: str) -> dict:
     return {k.value: (k, v) for k, v in node.value}
 
 
-def _check_params(err: _Errors, node, params: dict, allowed: dict, label: str) -> None:
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _plain_name(err: _Errors, node, name, label: str) -> bool:
+    """Whether ``name`` is a plain name (it becomes a folder in the workdir); an error if not."""
+    from survey_engine.catalog.layout import UnsafePathError, check_name
+
+    try:
+        check_name(name, label)
+        return True
+    except UnsafePathError as exc:
+        err.add(node, str(exc))
+        return False
+
+
+def _duplicate_keys(node, err: _Errors, seen_nodes: set | None = None) -> None:
+    """An error for every key given twice in one mapping, anywhere in the document."""
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if id(node) in seen_nodes:  # anchors and aliases share nodes
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: dict = {}
+        for knode, vnode in node.value:
+            if isinstance(knode, yaml.ScalarNode):
+                if knode.value in keys:
+                    err.add(knode, f"key {knode.value!r} given twice (also on line {keys[knode.value]}); YAML would keep only the last")
+                else:
+                    keys[knode.value] = knode.start_mark.line + 1
+            _duplicate_keys(vnode, err, seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _duplicate_keys(item, err, seen_nodes)
+
+
+def _check_params(err: _Errors, node, params: dict, allowed: dict, label: str, kind: str | None = None) -> None:
     nodes = _mapping(node, err, label) if isinstance(node, yaml.MappingNode) else {}
     for key, value in params.items():
         knode, vnode = nodes.get(key, (node, node))
@@ -286,6 +369,10 @@ def _check_params(err: _Errors, node, params: dict, allowed: dict, label: str) -
         if not ok:
             names = "/".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
             err.add(vnode, f"{label}: {key} must be {names}, got {type(value).__name__} {value!r}")
+            continue
+        test = VALUES.get((kind, key))
+        if test is not None and not test[0](value):
+            err.add(vnode, f"{label}: {key} must be {test[1]}, got {value!r}")
     for key, (_, required, _) in allowed.items():
         if required and key not in params:
             err.add(node, f"{label}: missing required key {key!r}")

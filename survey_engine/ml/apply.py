@@ -8,7 +8,6 @@ name and renamed into place when complete.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -66,10 +65,20 @@ class _Applier:
 
 
 def _write_files(frame, out: Path) -> Path:
+    from survey_engine.catalog.lock import output_lock
+
+    with output_lock(out, f"predict --out {out}"):
+        return _write_files_locked(frame, out)
+
+
+def _write_files_locked(frame, out: Path) -> Path:
     import dask
 
+    from survey_engine.catalog.layout import output_path, remove_tree
+
+    out = output_path(out)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_tree(tmp, out.parent)
     tmp.mkdir(parents=True)
 
     def write(part: pd.DataFrame, i: int) -> int:

@@ -224,11 +224,70 @@ def _dask_train(client, frame, features: list[str], params: dict, rounds: int, w
     import xgboost
     from xgboost import dask as dxgb
 
-    X, y = placed(client, frame[features]), placed(client, frame["_y"])
-    weight = None if weight is None else placed(client, weight)
-    with xgboost.config_context(verbosity=0):  # the tracker otherwise prints every worker's rank
-        dtrain = dxgb.DaskDMatrix(client, X, y, weight=weight)
-        return dxgb.train(client, params, dtrain, num_boost_round=rounds)["booster"]
+    def run():
+        X, y = placed(client, frame[features]), placed(client, frame["_y"])
+        w = None if weight is None else placed(client, weight)
+        with xgboost.config_context(verbosity=0):  # the tracker otherwise prints every worker's rank
+            dtrain = dxgb.DaskDMatrix(client, X, y, weight=w)
+            return dxgb.train(client, params, dtrain, num_boost_round=rounds)["booster"]
+
+    return watch_workers(client, run, "XGBoost training")
+
+
+class WorkerLostError(TrainingError, RuntimeError):
+    """A worker left the cluster while a collective step (XGBoost training) needed it."""
+
+
+def watch_workers(client, run, what: str, poll_seconds: float = 1.0):
+    """``run()`` on a driver thread, while this one watches the cluster's workers.
+
+    XGBoost trains with a collective ring over the workers it started on: when one of them dies
+    the others wait in allreduce for it forever (or fail with "Ring allreduce failed"), and
+    partitions placed on it can never be recomputed elsewhere. So a worker that leaves stops the
+    stage within ``poll_seconds`` with a clear ``WorkerLostError`` naming it, instead of hanging;
+    the same command trains again from the start on the workers then present."""
+    import threading
+
+    def workers() -> set[str]:
+        # a fresh answer from the scheduler: scheduler_info() hands back the client's shared copy,
+        # which a concurrent call (with another n_workers) may have just rewritten
+        return set(client.nthreads())
+
+    start = workers()
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["value"] = run()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"survey_engine {what}", daemon=True)
+    thread.start()
+    def gone() -> set[str]:
+        try:
+            return start - workers()
+        except Exception:  # the scheduler itself is gone: the run's own error says so
+            return set()
+
+    lost: set[str] = set()
+    while thread.is_alive() and not lost:
+        thread.join(poll_seconds)
+        lost = gone() if thread.is_alive() else set()
+        if lost:  # seen twice, a second apart: a worker that really left, not a passing glitch
+            thread.join(poll_seconds)
+            lost = gone() & lost if thread.is_alive() else set()
+    if not lost and "error" in outcome:
+        lost = gone()  # failed fast ("Ring allreduce failed") rather than hanging: say why
+    if lost:
+        names = ", ".join(sorted(lost))
+        raise WorkerLostError(
+            f"{what}: worker(s) {names} left the cluster during training ({len(start) - len(lost)} of {len(start)} remain); "
+            "XGBoost's collective step cannot finish without them: run the same command again to retrain on the workers present"
+        ) from outcome.get("error")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 # -- the rotated-view ensemble -------------------------------------------------------------------

@@ -53,7 +53,7 @@ def train_anomaly(table_path: str, features: list[str], model_out: str, *, seed:
                "seconds": round(time.time() - t0, 1)}
     meta = {"task": "anomaly", "feature_spec": spec.to_json(), "features": list(spec.features),
             "training_catalog": {"path": str(table.path), "fingerprint": table.fingerprint}, "metrics": metrics}
-    save_model(model_out, meta, estimators={"isolation_forest": est})
+    save_model(model_out, meta, arrays={"isolation_forest": forest_arrays(est)})
     return metrics
 
 
@@ -78,8 +78,59 @@ def train_pca(table_path: str, features: list[str], model_out: str, *, n_compone
     metrics = {"explained_variance_ratio": model["explained_variance_ratio"].tolist()}
     meta = {"task": "pca", "feature_spec": spec.to_json(), "features": list(spec.features), "n_components": n_components,
             "training_catalog": {"path": str(table.path), "fingerprint": table.fingerprint}, "metrics": metrics}
-    save_model(model_out, meta, estimators={"pca": model})
+    save_model(model_out, meta, arrays={"pca": model})
     return metrics
+
+
+def forest_arrays(est) -> dict[str, np.ndarray]:
+    """A fitted scikit-learn IsolationForest as plain arrays (stored as ``.npz``, never pickled):
+    all trees' nodes in one table (children, feature in the input's numbering, threshold, NaN
+    direction) and, per node, what a row ending there adds to its path length."""
+    from sklearn.ensemble._iforest import _average_path_length
+
+    left, right, feature, threshold, nan_left, leaf_add, roots = [], [], [], [], [], [], []
+    offset = 0
+    for tree, features in zip(est.estimators_, est.estimators_features_):
+        t = tree.tree_
+        leaf = t.children_left == -1
+        roots.append(offset)
+        left.append(np.where(leaf, -1, t.children_left + offset))
+        right.append(np.where(leaf, -1, t.children_right + offset))
+        feature.append(np.where(leaf, 0, np.asarray(features)[np.maximum(t.feature, 0)]))
+        threshold.append(t.threshold)
+        nan_left.append(getattr(t, "missing_go_to_left", np.zeros(t.node_count, np.uint8)).astype(bool))
+        leaf_add.append(t.compute_node_depths() + _average_path_length(t.n_node_samples) - 1.0)
+        offset += t.node_count
+    denominator = len(est.estimators_) * float(_average_path_length([est._max_samples])[0])
+    return {"left": np.concatenate(left).astype(np.int64), "right": np.concatenate(right).astype(np.int64),
+            "feature": np.concatenate(feature).astype(np.int64), "threshold": np.concatenate(threshold).astype(np.float64),
+            "nan_left": np.concatenate(nan_left), "leaf_add": np.concatenate(leaf_add).astype(np.float64),
+            "roots": np.asarray(roots, dtype=np.int64), "denominator": np.asarray(denominator)}
+
+
+def forest_scores(forest: dict, X: np.ndarray, chunk: int = 20_000) -> np.ndarray:
+    """Anomaly scores (higher is odder; ``-IsolationForest.score_samples``) from ``forest_arrays``:
+    every row walks every tree at once, as scikit-learn does on float32 inputs."""
+    X = np.asarray(X, dtype=np.float32)
+    left, right, feature, threshold = forest["left"], forest["right"], forest["feature"], forest["threshold"]
+    nan_left, leaf_add, roots = forest["nan_left"], forest["leaf_add"], forest["roots"]
+    denominator = float(forest["denominator"])
+    out = np.empty(len(X), dtype=np.float64)
+    for start in range(0, len(X), chunk):
+        rows = X[start:start + chunk]
+        node = np.broadcast_to(roots, (len(rows), len(roots))).copy()
+        row = np.repeat(np.arange(len(rows)), len(roots)).reshape(node.shape)
+        while True:
+            inner = left[node] >= 0
+            if not inner.any():
+                break
+            n, r = node[inner], row[inner]
+            x = rows[r, feature[n]].astype(np.float64)
+            go_left = np.where(np.isnan(x), nan_left[n], x <= threshold[n])
+            node[inner] = np.where(go_left, left[n], right[n])
+        depth = leaf_add[node].sum(axis=1)
+        out[start:start + chunk] = 2.0 ** (-depth / denominator) if denominator else 1.0
+    return out
 
 
 def apply_unsupervised(frame: pd.DataFrame, meta: dict, models: dict) -> pd.DataFrame:
@@ -87,7 +138,7 @@ def apply_unsupervised(frame: pd.DataFrame, meta: dict, models: dict) -> pd.Data
     X = spec.compute(frame).fillna(spec.impute_values).to_numpy(dtype=np.float64)
     out = frame.copy()
     if meta["task"] == "anomaly":
-        out["anomaly_score"] = (-models["isolation_forest"].score_samples(X)).astype(np.float32) if len(X) else np.zeros(0, np.float32)
+        out["anomaly_score"] = forest_scores(models["isolation_forest"], X).astype(np.float32) if len(X) else np.zeros(0, np.float32)
     else:
         m = models["pca"]
         Z = ((X - m["mean"]) / m["std"]) @ m["components"].T if len(X) else np.zeros((0, len(m["components"])))

@@ -22,7 +22,9 @@ def run(sizes, repeats, workers, work: Path, url: str = "http://127.0.0.1:8080/t
     try:
         requests.get(url + "/availability", timeout=5).raise_for_status()
     except Exception as exc:
-        return [bench_row("tap", f"{table}", tool, None, workers, note=f"TAP service {url} not reachable ({type(exc).__name__}); start tests/services/dachs/setup.sh")
+        from survey_engine.redact import redact_url
+
+        return [bench_row("tap", f"{table}", tool, None, workers, note=f"TAP service {redact_url(url)} not reachable ({type(exc).__name__}); start tests/services/dachs/setup.sh")
                 for tool in ("survey_engine", "raw_keyset")]
     import pyvo
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from survey_engine.catalog.layout import check_name, output_path
 from survey_engine.ingest.readers import InputError, expand_inputs
 
 DEFAULT_MAX_ROWS = 1_000_000
 DEFAULT_MARGIN_ARCSEC = 5.0
 DEFAULT_HIGHEST_ORDER = 10
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 @dataclass
@@ -53,9 +52,8 @@ class ImportArguments:
             if not col:
                 raise InputError(f"{label} column name is empty")
         self.out = str(Path(self.out))
-        self.name = self.name or Path(self.out).name
-        if not _NAME_RE.match(self.name):
-            raise InputError(f"catalog name {self.name!r} may only hold letters, digits, '_', '-' and '.'")
+        # the name becomes a folder inside the output: a plain name only (never '..', '/x', '')
+        self.name = check_name(self.name, "--name (the catalog name)") if self.name is not None else output_path(self.out).name
         self.files = expand_inputs(self.inputs)
         if "auto" in (self.ra_column, self.dec_column):
             from survey_engine.ingest.coordinates import find_coordinates

@@ -10,10 +10,11 @@ Only when everything is written is ``collection/`` renamed to ``OUT``.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
+
+from survey_engine.catalog.layout import remove_tree
 
 
 class ResumePlan:
@@ -22,7 +23,7 @@ class ResumePlan:
         self.fingerprint = fingerprint
         marker = self.root / "fingerprint"
         if self.root.exists() and (not marker.exists() or marker.read_text().strip() != fingerprint):
-            shutil.rmtree(self.root)
+            remove_tree(self.root, self.root.parent)
         self.resumed = self.root.exists()
         for sub in ("histograms", "shards", "collection"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -55,4 +56,4 @@ class ResumePlan:
         if out.exists():
             out.rmdir()  # only an empty folder gets here (checked before the import started)
         os.replace(self.collection_dir, out)
-        shutil.rmtree(self.root, ignore_errors=True)
+        remove_tree(self.root, self.root.parent)

@@ -80,7 +80,15 @@ def check_output(out: Path, fingerprint: str) -> dict | None:
 
 def run_import(args: ImportArguments, client=None, progress: bool = True) -> ImportResult:
     """Import the files named by ``args`` into a HATS collection at ``args.out`` (resumable)."""
+    from survey_engine.catalog.lock import output_lock
+
     out = Path(args.out)
+    layout.output_path(out)
+    with output_lock(out, f"import {' '.join(args.inputs)} --out {args.out}"):
+        return _run_import(args, out, client, progress)
+
+
+def _run_import(args: ImportArguments, out: Path, client, progress: bool) -> ImportResult:
     fingerprint = args.fingerprint()
     state = check_output(out, fingerprint)
     if state is not None:

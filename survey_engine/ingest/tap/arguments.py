@@ -7,12 +7,13 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from survey_engine.ingest.file_import.arguments import DEFAULT_HIGHEST_ORDER, DEFAULT_MARGIN_ARCSEC, DEFAULT_MAX_ROWS
 from survey_engine.ingest.readers import InputError
 from survey_engine.ingest.tap import adql
 from survey_engine.ingest.tap.client import PRESETS, redact
+from survey_engine.redact import split_userinfo
 
 PAGINGS = ("auto", "healpix", "contains", "id", "keyset")
 GAIA_ID_ORDER = 12  # Gaia source_id // 2**35 is the order-12 nested HEALPix pixel
@@ -66,11 +67,16 @@ class TapIngestArguments:
                 self.id_column = preset["id"]
         if not self.tap_url or not re.match(r"^https?://[^\s/]+", self.tap_url):
             raise InputError(f"--tap {redact(self.tap_url or '')!r}: not an http(s) URL or a known service ({', '.join(PRESETS)})")
-        # user:password@ in the URL becomes HTTP basic auth, kept out of the URL (and so out of logs)
-        parts = urlsplit(self.tap_url)
-        if parts.username is not None or parts.password is not None:
-            self.basic_auth = (unquote(parts.username or ""), unquote(parts.password or ""))
-            self.tap_url = redact(self.tap_url)
+        # user:password@ in the URL becomes HTTP basic auth, kept out of the URL (and so out of logs);
+        # split by hand: a password holding '#' or '/' breaks urllib's parsing (and its error quotes it)
+        bare, user, password = split_userinfo(self.tap_url)
+        if user is not None or password is not None:
+            self.basic_auth = (user or "", password or "")
+            self.tap_url = bare
+        try:
+            urlsplit(self.tap_url).port
+        except ValueError:
+            raise InputError(f"--tap {redact(self.tap_url)!r}: the port is not a number") from None
         try:
             self.table = adql.table_name(self.table)
             if self.columns is not None:
@@ -109,7 +115,9 @@ class TapIngestArguments:
         if self.retries < 0 or self.backoff < 0 or self.min_interval < 0 or self.timeout <= 0:
             raise InputError("--retries, backoff and --min-interval must be >= 0 and the timeout > 0")
         self.out = str(Path(self.out))
-        self.name = self.name or Path(self.out).name
+        from survey_engine.catalog.layout import check_name, output_path
+
+        self.name = check_name(self.name, "--name (the catalog name)") if self.name is not None else output_path(self.out).name
 
     @property
     def pages_dir(self) -> Path:

@@ -14,11 +14,10 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
-
 import requests
 
 from survey_engine.errors import SurveyEngineError
+from survey_engine.redact import redact_text, redact_url
 
 # Named services (the URLs astroquery's modules use), with the paging each supports best.
 PRESETS: dict[str, dict] = {
@@ -46,13 +45,7 @@ class Answer:
     retries: int
 
 
-def redact(url: str) -> str:
-    """A URL fit for logs: user:password@ and query strings (tokens) removed."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+redact = redact_url  # a URL fit for logs (see survey_engine.redact)
 
 
 class TapService:
@@ -72,6 +65,7 @@ class TapService:
         self.label = redact(self.url)
         self.mode, self.timeout, self.retries, self.backoff = mode, timeout, retries, backoff
         self.min_interval, self.fmt = min_interval, fmt
+        self._token = token
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "survey_engine TAP ingest"
         if token:
@@ -105,22 +99,26 @@ class TapService:
                 return Answer(table, overflow, time.monotonic() - start, attempt)
             except pyvo.dal.DALQueryError as exc:
                 if not server_side_failure(str(exc)) or attempt >= self.retries:  # a refusal of the query: no retry
-                    raise TapError(f"{self.label}: page {page}: the service rejected the query: {exc}\n  query: {adql}") from None
+                    raise TapError(self._clean(f"{self.label}: page {page}: the service rejected the query: {exc}\n  query: {adql}")) from None
                 attempt += 1  # the service failed while running a good query (e.g. a file-system race): retry
                 with self._lock:
                     self.retry_count += 1
                 time.sleep(self.backoff * 2 ** (attempt - 1) * (0.75 + 0.5 * random.random()))
             except _Permanent as exc:
-                raise TapError(f"{self.label}: page {page}: {exc}\n  query: {adql}") from None
+                raise TapError(self._clean(f"{self.label}: page {page}: {exc}\n  query: {adql}")) from None
             except (requests.ConnectionError, requests.Timeout, Truncated, _Transient, pyvo.dal.DALServiceError, pyvo.dal.DALFormatError) as exc:
                 if attempt >= self.retries:
-                    raise TapError(
+                    raise TapError(self._clean(
                         f"{self.label}: page {page}: failed after {attempt + 1} attempts; last error: {_short(exc)}\n  query: {adql}"
-                    ) from None
+                    )) from None
                 attempt += 1
                 with self._lock:
                     self.retry_count += 1
                 time.sleep(self.backoff * 2 ** (attempt - 1) * (0.75 + 0.5 * random.random()))
+
+    def _clean(self, message: str) -> str:
+        """An error message without the URL's secrets or the token (requests and pyvo quote the URL)."""
+        return redact_text(message, self.url, *([f"x://h/?token={self._token}"] if self._token else []))
 
     def _polite(self) -> None:
         if self.min_interval <= 0:

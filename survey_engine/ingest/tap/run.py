@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from survey_engine.catalog.layout import atomic_write_text
+from survey_engine.catalog.layout import atomic_write_text, remove_tree
 from survey_engine.ingest.file_import.arguments import ImportArguments
 from survey_engine.ingest.file_import.run import run_import
 from survey_engine.ingest.readers import InputError, astropy_to_arrow
@@ -27,6 +26,7 @@ from survey_engine.ingest.tap import adql
 from survey_engine.ingest.tap.arguments import TapIngestArguments
 from survey_engine.ingest.tap.client import TapError, TapService
 from survey_engine.ingest.tap.manifest import Manifest
+from survey_engine.redact import redact_url
 from survey_engine.ingest.tap.pages import (
     Page, deeper_order, healpix_expr, in_page, initial_pixel_pages, predicate, ranges_from_counts,
 )
@@ -307,7 +307,16 @@ def _progress(enabled: bool, total: int, done: int, rows: int):
 
 def run_ingest(args: TapIngestArguments, client=None, progress: bool = True) -> IngestResult:
     """Ingest ``args.table`` from the TAP service into a HATS collection at ``args.out``."""
+    from survey_engine.catalog.layout import output_path
+    from survey_engine.catalog.lock import output_lock
+
     out = Path(args.out)
+    output_path(out)
+    with output_lock(out, f"ingest --tap {redact_url(args.tap_url)} --table {args.table} --out {args.out}"):
+        return _run_ingest(args, out, client, progress)
+
+
+def _run_ingest(args: TapIngestArguments, out: Path, client, progress: bool) -> IngestResult:
     fingerprint = args.fingerprint()
     report_path = out / REPORT_FILE
     if report_path.exists():
@@ -355,5 +364,5 @@ def run_ingest(args: TapIngestArguments, client=None, progress: bool = True) -> 
         "page_rows": args.page_rows, "order": args.order, "mode": args.mode,
     }
     atomic_write_text(report_path, json.dumps(report, indent=1))
-    shutil.rmtree(args.pages_dir, ignore_errors=True)
+    remove_tree(args.pages_dir, out.parent)
     return result
