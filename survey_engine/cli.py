@@ -79,10 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=None)
     p.add_argument("--no-progress", action="store_true")
 
-    p = sub.add_parser("demo", help="the main job on its embedded default: mock sky -> catalog with margins -> cone query")
-    p.add_argument("--rows", type=_positive_int, default=500_000)
-    p.add_argument("--out", default="survey-engine-demo")
-    p.add_argument("--seed", type=int, default=42)
+    p = sub.add_parser("demo", help="the main job end to end on two mock surveys of one sky: catalogs, cross-match with proper "
+                       "motions, photo-z, classification, open clusters, anomalies, report.html")
+    p.add_argument("--rows", type=_positive_int, default=600_000, help="rows of the mock sky both surveys are cut from (default 600,000)")
+    p.add_argument("--out", default="survey-engine-demo", help="work directory: every stage's output, run_summary.json, report.html")
+    p.add_argument("--seed", type=int, default=42, help="seed of the mock sky (default 42)")
     p.add_argument("--workers", type=_positive_int, default=None)
     p.add_argument("--no-progress", action="store_true")
 

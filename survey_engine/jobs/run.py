@@ -80,7 +80,9 @@ def job_client(spec: JobSpec, cluster: str | None = None, timeout: float = 60.0,
 
 
 def run_job(spec: JobSpec, cluster: str | None = None, client=None, progress: bool = True, echo=print,
-            security_config: str | None = None, min_workers: int | None = None) -> dict:
+            security_config: str | None = None, min_workers: int | None = None, report: bool = True) -> dict:
+    """Run ``spec``'s stages in order; the summary (also ``WORKDIR/run_summary.json``) gives each
+    stage's seconds, peak memory and outputs. With ``report``, ``WORKDIR/report.html`` shows them."""
     work = spec.workdir
     work.mkdir(parents=True, exist_ok=True)
     (work / ".state").mkdir(exist_ok=True)
@@ -108,6 +110,11 @@ def run_job(spec: JobSpec, cluster: str | None = None, client=None, progress: bo
             outputs = {name: _source(name, kind, params, work, client, progress, echo) for name, (kind, params) in spec.sources.items()}
             for stage in spec.stages:
                 outputs[stage.id] = _run_stage(spec, stage, outputs, work, client, progress, echo, summary)
+            if report:
+                from survey_engine.jobs.report import write_report
+
+                summary["report"] = str(write_report(spec, summary, client=client))
+                _say(echo, f"  report: {summary['report']}")
         status = "ok"
         return summary
     except Exception as exc:
@@ -131,19 +138,26 @@ def _say(echo, text: str) -> None:
 def _source(name: str, kind: str, src: dict, work: Path, client, progress, echo):
     if kind == "mock":
         from survey_engine.mock.sky import write_mock_sky
+        from survey_engine.mock.surveys import write_survey
 
-        fp = _fp("mock", src.get("rows"), src.get("seed", 42))
+        survey = src.get("survey", "sky")
+        fp = _fp("mock", src.get("rows"), src.get("seed", 42), *([survey] if survey != "sky" else []))
         out = work / name
+        what = "mock sky" if survey == "sky" else f"mock {survey} survey"
         if _state(work, name).get("fingerprint") == fp and out.exists():
-            _say(echo, f"  {name}: mock sky unchanged ({src['rows']:,} rows), reused")
+            _say(echo, f"  {name}: {what} unchanged (of a {src['rows']:,}-row sky), reused")
             return out, fp
         t0 = time.perf_counter()
         tmp = work / f".tmp-{name}"
         shutil.rmtree(tmp, ignore_errors=True)
-        write_mock_sky(src["rows"], tmp, seed=src.get("seed", 42), client=client, progress=progress)
+        if survey == "sky":
+            write_mock_sky(src["rows"], tmp, seed=src.get("seed", 42), client=client, progress=progress)
+            rows = src["rows"]
+        else:
+            rows = write_survey(survey, src["rows"], tmp, seed=src.get("seed", 42), client=client, progress=progress)
         _publish(tmp, out)
-        _save_state(work, name, fp, {"rows": src["rows"], "mock": True})
-        _say(echo, f"  {name}: {src['rows']:,} mock rows -> {out} ({time.perf_counter() - t0:.1f} s)")
+        _save_state(work, name, fp, {"rows": rows, "mock": True})
+        _say(echo, f"  {name}: {what}, {rows:,} rows (of a {src['rows']:,}-row sky) -> {out} ({time.perf_counter() - t0:.1f} s)")
         return out, fp
     if kind == "files":
         stats = [[p, os.path.getsize(p) if os.path.isfile(p) else None] for p in src["paths"]]
@@ -184,20 +198,29 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
     source_fp = outputs[source_name][1] if source_name else None
     fp = _fp(stage.kind, p, refs, source_fp)
     out = work / stage.id
-    if _state(work, stage.id).get("fingerprint") == fp and out.exists():
+    state = _state(work, stage.id)
+    if state.get("fingerprint") == fp and out.exists():
         _say(echo, f"  {stage.id} ({stage.kind}): unchanged, skipped")
-        summary["stages"][stage.id] = {"kind": stage.kind, "skipped": True, "path": str(out)}
+        # what the run that made it measured, for the report
+        previous = {k: v for k, v in state.items() if k not in ("fingerprint", "kind")}
+        summary["stages"][stage.id] = {**previous, "kind": stage.kind, "skipped": True, "path": str(out)}
         return out, fp
-    # a deterministic temporary place, so an interrupted import resumes from its own done-markers
-    tmp = work / f".tmp-{stage.id}-{fp[:8]}"
+    # a deterministic temporary place, so an interrupted import resumes from its own done-markers;
+    # the output itself is already called <id> there (catalog names inside it are the stage id)
+    staging = work / f".tmp-{stage.id}-{fp[:8]}"
+    tmp = staging / stage.id
     if stage.kind not in ("import", "ingest"):  # those resume from their own staging; the rest start clean
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     _say(echo, f"  {stage.id} ({stage.kind}) ...")
     if stage.kind in ("import", "ingest"):
         p = {**p, "_source_name": source_name, "_source_kind": spec.sources[source_name][0]}
     try:
-        info = STAGE_RUNNERS[stage.kind](stage, p, outputs, tmp, client, progress)
+        from survey_engine.bench.measure import PeakMemory
+
+        with PeakMemory(interval=0.2) as memory:
+            info = STAGE_RUNNERS[stage.kind](stage, p, outputs, tmp, client, progress)
     except Exception as exc:
         if _scheduler_lost(client, exc):
             raise SchedulerLost(
@@ -206,7 +229,10 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
             ) from exc
         raise
     _publish(tmp, out)
+    shutil.rmtree(staging, ignore_errors=True)
     seconds = round(time.perf_counter() - t0, 2)
+    # summed resident memory of this process and its children (local Dask workers), sampled every 0.2 s
+    info = {"peak_memory_mib": round(memory.peak / 2**20, 1), **info}
     _save_state(work, stage.id, fp, {"kind": stage.kind, "seconds": seconds, **info})
     summary["stages"][stage.id] = {"kind": stage.kind, "seconds": seconds, "path": str(out), **info}
     _say(echo, f"  {stage.id} ({stage.kind}) -> {out} ({seconds:.1f} s) {json.dumps(info, default=str)[:200]}")
@@ -272,12 +298,28 @@ def _stage_crossmatch(stage, p, outputs, tmp, client, progress):
     from survey_engine.crossmatch import crossmatch
     from survey_engine.crossmatch.algorithms import DEFAULT_ALGORITHM
 
-    result = crossmatch(open_catalog(_path(outputs, p["left"])), open_catalog(_path(outputs, p["right"])), float(p["radius"]),
+    from survey_engine.crossmatch.epochs import EpochSpec
+
+    pm = p.get("pm_columns", ["pmra", "pmdec"])
+    if len(pm) != 2:
+        raise JobSpecError(f"stage {stage.id!r}: pm_columns takes two names (pmra, pmdec), got {pm}")
+    side = {k: EpochSpec(p[k], pm[0], pm[1]) for k in ("left_epoch", "right_epoch") if k in p}
+    left = open_catalog(_path(outputs, p["left"]))
+    result = crossmatch(left, open_catalog(_path(outputs, p["right"])), float(p["radius"]),
                         how=p.get("how", "nearest"), k=p.get("k", 1), join=p.get("join", "inner"), exclude_self=p.get("self", False),
                         min_radius_arcsec=p.get("min_radius", 0.0), suffixes=tuple(p.get("suffixes", ["_1", "_2"])),
-                        build_margin=p.get("build_margin", False), algorithm="gpu" if p.get("gpu") else p.get("algorithm", DEFAULT_ALGORITHM), client=client)
+                        build_margin=p.get("build_margin", False), algorithm="gpu" if p.get("gpu") else p.get("algorithm", DEFAULT_ALGORITHM),
+                        epoch=p.get("epoch"), left_epoch=side.get("left_epoch"), right_epoch=side.get("right_epoch"), client=client)
     out = result.write(tmp, client=client, progress=progress)
-    return {"rows": open_catalog(out).row_count()}
+    matched = open_catalog(out)
+    info = {"rows": matched.row_count()}
+    if p.get("how", "nearest") in ("nearest", "one-to-one"):
+        # one row per matched left row: the share of the left catalog that found a counterpart
+        pairs = int(matched.select_columns(["sep_arcsec"]).to_dask()["sep_arcsec"].count().compute())
+        info.update({"matched": pairs, "left_rows": left.row_count(), "match_rate": round(pairs / max(left.row_count(), 1), 5)})
+    if "epoch" in p:
+        info["epoch"] = p["epoch"]
+    return info
 
 
 def _stage_train(stage, p, outputs, tmp, client, progress):
@@ -289,7 +331,8 @@ def _stage_train(stage, p, outputs, tmp, client, progress):
         opts = TrainOptions(task, p["features"], target=p.get("target"), label=p.get("label"), seed=p.get("seed", 42),
                             test_fraction=p.get("test_fraction", 0.2), cv=p.get("cv", 0), search=p.get("search", False),
                             baselines=p.get("baselines", False), gpu=p.get("gpu", False), ebv_column=p.get("ebv"),
-                            missing=p.get("missing", "nan"), where=p.get("where"), members=p.get("members", MEMBERS))
+                            missing=p.get("missing", "nan"), where=p.get("where"), members=p.get("members", MEMBERS),
+                            params={k: p[k] for k in ("rounds", "eta") if k in p})  # boosting rounds / learning rate
         r = train(catalog, opts, str(tmp), client=client)
         keys = ("n", "sigma_nmad", "bias", "outlier_rate_015") if task == "photoz" else ("n", "accuracy", "macro_f1")
         return {"held_out": {k: r["test"][k] for k in keys}}
@@ -351,7 +394,7 @@ def _stage_cluster(stage, p, outputs, tmp, client, progress):
 
     params = {k: p[k] for k in ("min_cluster_size", "min_samples", "eps", "max_cluster_fraction", "n_clusters") if k in p}
     s = cluster_catalog(_path(outputs, p["catalog"]), p["features"], p.get("method", "hdbscan"), str(tmp), id_column=p.get("id"),
-                        params=params, client=client, progress=progress)
+                        params=params, client=client, progress=progress, where=p.get("where"))
     return {"n_clusters": s["n_clusters"], "noise": s["noise"], "largest": [c["members"] for c in s["clusters"][:5]]}
 
 

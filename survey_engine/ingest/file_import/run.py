@@ -75,8 +75,9 @@ def run_import(args: ImportArguments, client=None, progress: bool = True) -> Imp
     if state is not None:
         return ImportResult(out=out, rows=state["rows"], partitions=state["partitions"], up_to_date=True)
     resume = ResumePlan(args.staging, fingerprint)
-    chunks = plan_chunks(args.files, args.chunk_rows)
-    with dask_client(client) as client:
+    with resume.discarded_if_nothing_done():
+        chunks = plan_chunks(args.files, args.chunk_rows)
+    with dask_client(client) as client, resume.discarded_if_nothing_done():
         histogram, stats, schema = _histograms(client, args, chunks, resume, progress)
         rows, dropped, wrapped = (int(x) for x in stats)
         if rows == 0:
