@@ -98,11 +98,14 @@ def _stage_section(spec, done: dict) -> str:
 
     rows = []
     for sid, info in done.items():
-        extra = {k: v for k, v in info.items() if k not in ("kind", "seconds", "path", "skipped", "peak_memory_mib") and not isinstance(v, (dict, list))}
-        rows.append({"stage": sid, "kind": info["kind"], "seconds": info.get("seconds"), "peak memory (MiB)": info.get("peak_memory_mib"),
+        extra = {k: v for k, v in info.items() if k not in ("kind", "seconds", "path", "skipped", "peak_memory_mib", "cpu_seconds")
+                 and not isinstance(v, (dict, list))}
+        rows.append({"stage": sid, "kind": info["kind"], "seconds": info.get("seconds"), "CPU seconds": info.get("cpu_seconds"),
+                     "peak memory (MiB)": info.get("peak_memory_mib"),
                      "reused": "yes" if info.get("skipped") else "", "result": ", ".join(f"{k}={_short(v)}" for k, v in extra.items())})
     parts = ["<h2 id='stages'>Stages: time and memory</h2>",
-             "<p class='note'>Peak memory is the summed resident memory of the driver and its local Dask workers during the stage.</p>"]
+             "<p class='note'>Seconds are wall-clock time; CPU seconds and peak memory are summed over the driver and its local "
+             "Dask workers during the stage.</p>"]
     timed = [r for r in rows if r["seconds"] is not None]
     if timed:
         fig, ax = plt.subplots(1, 2, figsize=(11, 0.34 * len(timed) + 1.3), sharey=True)
@@ -113,7 +116,7 @@ def _stage_section(spec, done: dict) -> str:
         ax[1].set(xlabel="GiB", title="peak memory per stage")
         fig.tight_layout()
         parts.append(_png(fig))
-    parts.append(_table(rows, ["stage", "kind", "seconds", "peak memory (MiB)", "reused", "result"]))
+    parts.append(_table(rows, ["stage", "kind", "seconds", "CPU seconds", "peak memory (MiB)", "reused", "result"]))
     return "".join(parts)
 
 

@@ -219,8 +219,10 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
     try:
         from survey_engine.bench.measure import PeakMemory
 
+        cpu0 = _cpu_seconds()
         with PeakMemory(interval=0.2) as memory:
             info = STAGE_RUNNERS[stage.kind](stage, p, outputs, tmp, client, progress)
+        cpu = _cpu_seconds() - cpu0
     except Exception as exc:
         if _scheduler_lost(client, exc):
             raise SchedulerLost(
@@ -232,11 +234,26 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
     shutil.rmtree(staging, ignore_errors=True)
     seconds = round(time.perf_counter() - t0, 2)
     # summed resident memory of this process and its children (local Dask workers), sampled every 0.2 s
-    info = {"peak_memory_mib": round(memory.peak / 2**20, 1), **info}
+    # and the CPU time they spent (less sensitive than wall time to a machine shared with others)
+    info = {"peak_memory_mib": round(memory.peak / 2**20, 1), "cpu_seconds": round(cpu, 1), **info}
     _save_state(work, stage.id, fp, {"kind": stage.kind, "seconds": seconds, **info})
     summary["stages"][stage.id] = {"kind": stage.kind, "seconds": seconds, "path": str(out), **info}
     _say(echo, f"  {stage.id} ({stage.kind}) -> {out} ({seconds:.1f} s) {json.dumps(info, default=str)[:200]}")
     return out, fp
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its children (local Dask workers) so far."""
+    import psutil
+
+    me, total = psutil.Process(), 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 class SchedulerLost(SurveyEngineError, RuntimeError):

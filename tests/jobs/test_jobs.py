@@ -89,6 +89,15 @@ def test_demo_job(client, tmp_path):
     assert (pairs.sep_arcsec <= 2).all() and (pairs.source_id_1 != pairs.source_id_2).all()
     assert json.loads((work / "run_summary.json").read_text())["status"] == "ok"
     assert "close_pairs (crossmatch)" in (work / "run.log").read_text()
+    # each close pair once; outputs named by their stage, no temporary names left
+    assert len({frozenset(p) for p in zip(pairs.source_id_1, pairs.source_id_2)}) == len(pairs)
+    assert open_catalog(work / "close_pairs").name == "close_pairs" and open_catalog(work / "sky").name == "sky"
+    assert not [p for p in work.iterdir() if p.name.startswith(".tmp")]
+    # every job gets a run report: time and memory of each stage, sky map, cross-match
+    report = (work / "report.html").read_text()
+    assert summary["report"] == str(work / "report.html")
+    assert all(f"id='{s}'" in report for s in ("stages", "sky", "crossmatch")) and "could not draw" not in report
+    assert all(summary["stages"][s]["peak_memory_mib"] > 0 for s in ("sky", "close_pairs"))
 
 
 def test_photoz_job(client, tmp_path):
