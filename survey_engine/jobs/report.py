@@ -98,7 +98,8 @@ def _stage_section(spec, done: dict) -> str:
 
     rows = []
     for sid, info in done.items():
-        extra = {k: v for k, v in info.items() if k not in ("kind", "seconds", "path", "skipped", "peak_memory_mib", "cpu_seconds")
+        flat = {**info, **info.get("held_out", {})}  # a model's held-out metrics
+        extra = {k: v for k, v in flat.items() if k not in ("kind", "seconds", "path", "skipped", "peak_memory_mib", "cpu_seconds")
                  and not isinstance(v, (dict, list))}
         rows.append({"stage": sid, "kind": info["kind"], "seconds": info.get("seconds"), "CPU seconds": info.get("cpu_seconds"),
                      "peak memory (MiB)": info.get("peak_memory_mib"),
@@ -116,6 +117,7 @@ def _stage_section(spec, done: dict) -> str:
         ax[1].set(xlabel="GiB", title="peak memory per stage")
         fig.tight_layout()
         parts.append(_png(fig))
+    rows = [{k: ("" if v is None else v) for k, v in r.items()} for r in rows]
     parts.append(_table(rows, ["stage", "kind", "seconds", "CPU seconds", "peak memory (MiB)", "reused", "result"]))
     return "".join(parts)
 
