@@ -14,8 +14,8 @@ independent of the number of workers.
   from 2016.0 to 2005.0 by the astrometric proper motions (so a match that ignores them loses
   the high-proper-motion stars) plus 0.05" of measurement noise, ``u g r i z`` with ``*_err``,
   ``ebv``, and the spectroscopic subset: ``z_spec`` and ``spec_class`` (GALAXY / QSO / STAR; NaN
-  and null elsewhere) inside a footprint of RA 110-260 deg, Dec -5..70 deg: galaxies with
-  r < 21.5, half of the QSOs with r < 21 and the stars with r < 21.
+  and null elsewhere) inside a footprint of RA 110-260 deg, Dec -5..70 deg: galaxies and stars
+  with r < 21.5 and half of the QSOs with r < 21.
 - Both keep the mock's truth for checking results (never as features): ``true_class``, and
   ``true_cluster_id`` (astrometric) / ``true_redshift`` (photometric).
 """
@@ -83,7 +83,7 @@ def photometric_block(sky: pd.DataFrame, seed: int, block: int) -> pd.DataFrame:
     out["ebv"] = seen["ebv"].to_numpy()
     cls, r = seen["obj_class"].to_numpy(), seen["r"].to_numpy()
     inside = (ra > SPEC_FOOTPRINT["ra"][0]) & (ra < SPEC_FOOTPRINT["ra"][1]) & (dec > SPEC_FOOTPRINT["dec"][0]) & (dec < SPEC_FOOTPRINT["dec"][1])
-    target = np.where(cls == "GALAXY", r < 21.5, r < 21.0) & ((cls != "QSO") | (rng.uniform(size=len(cls)) < 0.5))
+    target = np.where(cls == "QSO", r < 21.0, r < 21.5) & ((cls != "QSO") | (rng.uniform(size=len(cls)) < 0.5))
     has_spec = inside & target
     z_true = seen["redshift"].to_numpy()
     out["z_spec"] = np.where(has_spec, z_true + rng.normal(0.0, 3e-5, len(cls)) * (cls != "STAR"), np.nan)

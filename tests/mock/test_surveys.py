@@ -65,3 +65,15 @@ def test_write_survey_is_resumable_and_refuses_another(tmp_path, client):
     assert write_survey("astrometric", 30_000, out, seed=3, client=client, progress=False) == n
     with pytest.raises(FileExistsError, match="another|other"):
         write_survey("photometric", 30_000, out, seed=3, client=client, progress=False)
+
+
+def test_cli_writes_a_survey(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "survey_engine.cli", "mock", "--rows", "20000", "--survey", "photometric",
+                           "--out", str(tmp_path / "sdss"), "--workers", "1", "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    frame = pd.read_parquet(tmp_path / "sdss" / "part-00000.parquet")
+    assert f"{len(frame):,} rows" in proc.stdout and "objid" in frame.columns
+    pd.testing.assert_frame_equal(frame, survey_block("photometric", 42, 0, 20_000))
