@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +67,8 @@ def photometric_block(sky: pd.DataFrame, seed: int, block: int) -> pd.DataFrame:
     row = np.arange(len(sky), dtype=np.int64)
     keep = sky["r"].to_numpy() < R_LIMIT
     seen, row = sky[keep], row[keep]
-    with warnings.catch_warnings():  # ERFA notes that rows without a parallax get its default distance
-        warnings.simplefilter("ignore")
-        ra, dec = propagate(seen["ra"].to_numpy(), seen["dec"].to_numpy(), seen["pmra"].to_numpy(), seen["pmdec"].to_numpy(),
-                            EPOCHS["astrometric"], EPOCHS["photometric"])
+    ra, dec = propagate(seen["ra"].to_numpy(), seen["dec"].to_numpy(), seen["pmra"].to_numpy(), seen["pmdec"].to_numpy(),
+                        EPOCHS["astrometric"], EPOCHS["photometric"])
     noise = rng.normal(0.0, POSITION_NOISE_ARCSEC / 3600.0, (2, len(seen)))
     dec = np.clip(dec + noise[1], -90.0, 90.0)
     ra = (ra + noise[0] / np.maximum(np.cos(np.radians(dec)), 1e-6)) % 360.0
