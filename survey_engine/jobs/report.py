@@ -489,7 +489,10 @@ def _anomaly_section(spec, stages, done) -> str:
             sc = ax[1].scatter(sample.g - sample.r, sample.u - sample.g, c=sample.anomaly_score, s=2, cmap="plasma")
             ax[1].scatter(top.g - top.r, top.u - top.g, s=40, facecolors="none", edgecolors="k", label="15 highest scores")
             fig.colorbar(sc, ax=ax[1], label="anomaly_score")
-            ax[1].set(xlabel="g - r", ylabel="u - g", xlim=(-0.8, 2.2), ylim=(-1, 4), title="colours (sample)")
+            gr, ug = np.r_[sample.g - sample.r, top.g - top.r], np.r_[sample.u - sample.g, top.u - top.g]
+            ax[1].set(xlabel="g - r", ylabel="u - g", title="colours (sample)",
+                      xlim=(min(-0.8, np.nanmin(gr) - 0.1), max(2.2, np.nanmax(gr) + 0.1)),
+                      ylim=(min(-1.0, np.nanmin(ug) - 0.1), max(4.0, np.nanmax(ug) + 0.1)))
             ax[1].legend(fontsize=8)
         fig.tight_layout()
         parts.append(_png(fig))
