@@ -224,6 +224,9 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
             info = STAGE_RUNNERS[stage.kind](stage, p, outputs, tmp, client, progress)
         cpu = _cpu_seconds() - cpu0
     except Exception as exc:
+        # keep a staging folder only where an import can resume from it; nothing half-made stays behind
+        if stage.kind not in ("import", "ingest") or not any(f.is_file() for f in staging.rglob("*")):
+            shutil.rmtree(staging, ignore_errors=True)
         if _scheduler_lost(client, exc):
             raise SchedulerLost(
                 f"stage {stage.id!r} ({stage.kind}): lost the Dask scheduler ({type(exc).__name__}: {exc}); "
