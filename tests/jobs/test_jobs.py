@@ -232,3 +232,14 @@ def test_submit_to_a_running_scheduler(tmp_path):
     gone = subprocess.run([sys.executable, "-m", "survey_engine.cli", "run", str(f), "--cluster", address,
                            "--workdir", str(tmp_path / "work2")], capture_output=True, text=True, timeout=120)
     assert gone.returncode == 2 and "cannot reach the Dask scheduler" in gone.stderr
+
+
+def test_failed_import_stage_leaves_nothing_behind(tmp_path, client):
+    import pandas as pd
+
+    pd.DataFrame({"RA_X": [1.0, 2.0], "dec": [0.0, 1.0]}).to_csv(tmp_path / "a.csv", index=False)
+    f = spec_file(tmp_path, "name: t\nworkdir: w\nsource:\n  files: [a.csv]\nstages:\n  - id: sky\n    import: {max_rows: 10}\n")
+    with pytest.raises(Exception, match="'ra' not found"):
+        run_job(load_spec(f, base=tmp_path), client=client, progress=False, echo=None)
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == [".state", "run.log", "run_summary.json"]
+    assert json.loads((tmp_path / "w" / "run_summary.json").read_text())["status"] == "failed"
