@@ -76,13 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=_positive_int, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--survey", choices=["sky", "astrometric", "photometric"], default="sky",
+                   help="the whole mock sky (default), or one of two surveys of it: astrometric (Gaia-like, epoch 2016.0) "
+                   "or photometric (SDSS-like, epoch 2005.0, spectra on part of the sky)")
     p.add_argument("--workers", type=_positive_int, default=None)
     p.add_argument("--no-progress", action="store_true")
 
-    p = sub.add_parser("demo", help="the main job on its embedded default: mock sky -> catalog with margins -> cone query")
-    p.add_argument("--rows", type=_positive_int, default=500_000)
-    p.add_argument("--out", default="survey-engine-demo")
-    p.add_argument("--seed", type=int, default=42)
+    p = sub.add_parser("demo", help="the main job end to end on two mock surveys of one sky: catalogs, cross-match with proper "
+                       "motions, photo-z, classification, open clusters, anomalies, report.html")
+    p.add_argument("--rows", type=_positive_int, default=600_000, help="rows of the mock sky both surveys are cut from (default 600,000)")
+    p.add_argument("--out", default="survey-engine-demo", help="work directory: every stage's output, run_summary.json, report.html")
+    p.add_argument("--seed", type=int, default=42, help="seed of the mock sky (default 42)")
     p.add_argument("--workers", type=_positive_int, default=None)
     p.add_argument("--no-progress", action="store_true")
 
@@ -313,6 +317,12 @@ def _dispatch(args) -> int:
         from survey_engine.runtime import dask_client
 
         with dask_client(n_workers=args.workers) as client:
+            if args.survey != "sky":
+                from survey_engine.mock.surveys import write_survey
+
+                n = write_survey(args.survey, args.rows, args.out, seed=args.seed, client=client, progress=progress)
+                print(f"mock {args.survey} survey: {n:,} rows of a {args.rows:,}-row sky (seed {args.seed}) under {args.out}")
+                return 0
             files = write_mock_sky(args.rows, args.out, seed=args.seed, client=client, progress=progress)
         print(f"{args.rows:,} mock rows (seed {args.seed}) in {len(files)} Parquet files under {args.out}")
     elif args.command == "demo":

@@ -8,6 +8,7 @@ years on the TDB scale. Rows without proper motions (NaN) keep their positions.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +37,9 @@ def propagate(ra_deg, dec_deg, pmra_cosdec_mas_yr, pmdec_mas_yr, epoch_from, epo
     rv = np.zeros_like(ra) if rv_km_s is None else np.nan_to_num(np.asarray(rv_km_s, dtype=np.float64), nan=0.0)
     jd1 = np.broadcast_to(julian_year_to_jd(epoch_from), ra.shape)
     jd2 = np.broadcast_to(julian_year_to_jd(epoch_to), ra.shape)
-    out = erfa.pmsafe(ra, dec, pmr, pmd, plx, rv, jd1, np.zeros_like(ra), jd2, np.zeros_like(ra))
+    with warnings.catch_warnings():  # ERFA notes each row without a parallax, which then gets its default distance
+        warnings.filterwarnings("ignore", category=erfa.ErfaWarning)
+        out = erfa.pmsafe(ra, dec, pmr, pmd, plx, rv, jd1, np.zeros_like(ra), jd2, np.zeros_like(ra))
     new_ra, new_dec = np.degrees(out[0]) % 360.0, np.degrees(out[1])
     return np.where(moving, new_ra, np.asarray(ra_deg, float)), np.where(moving, new_dec, np.asarray(dec_deg, float))
 

@@ -12,7 +12,10 @@ join: ``inner`` (matched left rows only), ``left`` (every left row; unmatched on
       side; such a row is indexed and partitioned by its own position). Every ``how`` takes every
       join: for ``one-to-one`` "unmatched" means not kept by the one-to-one choice.
 ``min_radius_arcsec`` drops pairs closer than it; ``exclude_self`` drops a row matched with
-itself (same ``_healpix_29`` and identical coordinates), for self-matches.
+itself (same ``_healpix_29`` and identical coordinates), for self-matches. A self-match with
+``how="all"`` and ``join="inner"`` lists each close pair once (the row that sorts first by
+``_healpix_29``, RA, Dec on the left); ``nearest`` / ``knn`` and the left / outer joins give every
+row its own neighbours, so a pair of mutual neighbours appears in both orders.
 Ties in separation are broken by the right row's ``_healpix_29``, then its order in its partition.
 """
 
@@ -111,6 +114,9 @@ def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchPa
         )
         keep &= ~same
     li, ri, sep = li[keep], ri[keep], sep[keep]
+    if p.exclude_self and p.how == "all" and p.join == "inner":
+        keep = _first_of_pair(left, right, li, ri, lcoords, rcoords)
+        li, ri, sep = li[keep], ri[keep], sep[keep]
     if k == 1 and p.how == "nearest" and not p.exclude_self and p.min_radius_arcsec == 0 and ties == 0:
         return li, ri, sep  # one candidate per left row, in left order: nothing to rank
     rhp = right.index.to_numpy()
@@ -121,6 +127,15 @@ def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchPa
         keep = rank < k
         li, ri, sep = li[keep], ri[keep], sep[keep]
     return li, ri, sep
+
+
+def _first_of_pair(left: pd.DataFrame, right: pd.DataFrame, li, ri, lcoords, rcoords) -> np.ndarray:
+    """A self-match lists each close pair once: keep (a, b) only where a sorts before b by
+    (_healpix_29, RA, Dec). The rule depends on the two rows alone, so it holds across partitions."""
+    lh, rh = left.index.to_numpy()[li], right.index.to_numpy()[ri]
+    lra, rra = left[lcoords[0]].to_numpy()[li], right[rcoords[0]].to_numpy()[ri]
+    ldec, rdec = left[lcoords[1]].to_numpy()[li], right[rcoords[1]].to_numpy()[ri]
+    return (lh < rh) | ((lh == rh) & ((lra < rra) | ((lra == rra) & (ldec < rdec))))
 
 
 def _positions(frame: pd.DataFrame, coords, epoch: EpochSpec | None, target: float | None):

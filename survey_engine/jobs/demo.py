@@ -1,77 +1,78 @@
-"""The main job on its embedded default: mock sky -> HATS catalog with margins -> cone query ->
-self cross-match.
+"""The demo: the job spec shipped with the package (``survey_engine/jobs/specs/demo.yaml``) run by
+the same runner as ``survey-engine run``, with the size, seed and output folder of the command line.
 
-Needs nothing but the package. Re-running it reuses what is already there (same rows and seed).
+Two mock surveys of one sky (astrometric at 2016.0, photometric at 2005.0 with spectra on part of
+the sky) -> HATS collections with margins -> cross-match with and without proper-motion
+propagation -> features -> star/galaxy/QSO classification -> photo-z with intervals -> open
+clusters per tile, merged -> anomaly scores -> ``report.html``. Re-running reuses finished stages.
 """
 
 from __future__ import annotations
 
-import json
-import time
+from importlib import resources
 from pathlib import Path
 
-from survey_engine.catalog.catalog import open_catalog
-from survey_engine.catalog.layout import remove_tree
-from survey_engine.ingest.file_import.arguments import ImportArguments
-from survey_engine.ingest.file_import.run import run_import
-from survey_engine.mock.sky import CLUSTERS, galactic_to_icrs, write_mock_sky
-from survey_engine.runtime import dask_client
+from survey_engine.jobs.run import run_job
+from survey_engine.jobs.spec import JobSpec, load_spec
 
 DEFAULT_OUT = "survey-engine-demo"
-DEFAULT_ROWS = 500_000
+DEFAULT_ROWS = 600_000
+
+
+def demo_spec_path() -> Path:
+    return Path(str(resources.files("survey_engine.jobs") / "specs" / "demo.yaml"))
+
+
+def demo_spec(rows: int = DEFAULT_ROWS, out: str | Path = DEFAULT_OUT, seed: int = 42, workers: int | None = None) -> JobSpec:
+    """The shipped demo spec with the mock sky's ``rows`` and ``seed``, written to ``out``."""
+    spec = load_spec(demo_spec_path())
+    spec.workdir = Path(out).resolve()
+    for name, (kind, params) in spec.sources.items():
+        if kind == "mock":
+            spec.sources[name] = (kind, {**params, "rows": int(rows), "seed": int(seed)})
+    if workers:
+        spec.cluster = {**spec.cluster, "workers": int(workers)}
+    return spec
 
 
 def run_demo(rows: int = DEFAULT_ROWS, out: str | Path = DEFAULT_OUT, seed: int = 42, workers: int | None = None,
              client=None, progress: bool = True, echo=print) -> dict:
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"rows": rows, "seed": seed, "out": str(out), "steps": {}}
-    with dask_client(client, n_workers=workers) as client:
-        echo(f"survey_engine demo: {rows:,} mock rows, seed {seed}, {len(client.scheduler_info()['workers'])} workers")
-        if client.dashboard_link:
-            echo(f"  dashboard: {client.dashboard_link}")
-        t0 = time.perf_counter()
-        write_mock_sky(rows, out / "mock", seed=seed, client=client, progress=progress)
-        summary["steps"]["mock"] = {"seconds": round(time.perf_counter() - t0, 2), "path": str(out / "mock")}
-        echo(f"  1. mock sky      {out / 'mock'}  ({time.perf_counter() - t0:.1f} s)")
-
-        t0 = time.perf_counter()
-        max_rows = max(10_000, rows // 16)
-        result = run_import(
-            ImportArguments([str(out / "mock")], str(out / "catalog"), id_column="source_id", max_rows=max_rows, margin_arcsec=5.0, name="mock_sky"),
-            client=client, progress=progress,
-        )
-        summary["steps"]["import"] = {"seconds": round(time.perf_counter() - t0, 2), "path": str(out / "catalog"),
-                                      "partitions": result.partitions, "margin_rows": result.margin_rows, "rows": result.rows}
-        echo(f"  2. catalog       {out / 'catalog'}  ({result.summary()}; {time.perf_counter() - t0:.1f} s)")
-
-        t0 = time.perf_counter()
-        cluster = CLUSTERS[0]
-        ra, dec = (float(v[0]) for v in galactic_to_icrs([cluster.l], [cluster.b]))
-        catalog = open_catalog(out / "catalog")
-        cone = catalog.cone_search(ra, dec, 3600.0)
-        frame = cone.compute()
-        cone_path = out / "cone.parquet"
-        tmp = cone_path.with_suffix(".parquet.tmp")
-        frame.to_parquet(tmp)
-        tmp.replace(cone_path)
-        members = int((frame["cluster_id"] == 0).sum())
-        summary["steps"]["cone"] = {"seconds": round(time.perf_counter() - t0, 2), "ra": ra, "dec": dec, "radius_arcsec": 3600.0,
-                                    "rows": len(frame), "partitions_read": cone.npartitions, "of_partitions": catalog.npartitions,
-                                    "cluster_members": members, "path": str(cone_path)}
-        echo(f"  3. cone query    1 deg around open cluster 0 (ra={ra:.3f}, dec={dec:.3f}): {len(frame):,} rows "
-             f"({members} cluster members) from {cone.npartitions} of {catalog.npartitions} partitions -> {cone_path}")
-
-        t0 = time.perf_counter()
-        pairs_path = out / "close_pairs"
-        if not (pairs_path / "collection.properties").exists():
-            remove_tree(pairs_path, out)
-            pairs = catalog.crossmatch(catalog, 2.0, exclude_self=True, left_columns=["source_id", "obj_class"], right_columns=["source_id", "obj_class"])
-            pairs.write(pairs_path, client=client, progress=progress)
-        n_pairs = open_catalog(pairs_path).row_count()
-        summary["steps"]["crossmatch"] = {"seconds": round(time.perf_counter() - t0, 2), "radius_arcsec": 2.0, "rows": n_pairs, "path": str(pairs_path)}
-        echo(f"  4. self-match    nearest other source within 2\" (exact across partition edges via the margin): "
-             f"{n_pairs:,} close pairs -> {pairs_path}  ({time.perf_counter() - t0:.1f} s)")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    echo(f"  summary: {out / 'summary.json'}")
+    """Run the demo; the run summary (as in ``run_summary.json``) with a short summary printed at the end."""
+    spec = demo_spec(rows, out, seed, workers)
+    if echo:
+        echo(f"survey_engine demo: two mock surveys of a {rows:,}-row sky (seed {seed}) -> {spec.workdir}")
+    summary = run_job(spec, client=client, progress=progress, echo=echo)
+    if echo:
+        for line in summary_lines(summary):
+            echo(line)
     return summary
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The few lines a person reads at the end of the demo."""
+    st = summary["stages"]
+    lines = ["", "summary"]
+    if all(s.get("skipped") for s in st.values()):
+        lines.append("  every stage was already up to date (reused)")
+    if "gaia" in st and "sdss" in st:
+        lines.append(f"  catalogs        gaia {st['gaia']['rows']:,} rows (epoch 2016.0), sdss {st['sdss']['rows']:,} rows (epoch 2005.0)")
+    if "gaia_x_sdss" in st and "gaia_x_sdss_no_pm" in st:
+        with_pm, without = st["gaia_x_sdss"], st["gaia_x_sdss_no_pm"]
+        lines.append(f"  cross-match     {100 * with_pm['match_rate']:.2f}% of gaia matched within 1\" with proper motions "
+                     f"propagated, {100 * without['match_rate']:.2f}% without ({with_pm['matched'] - without['matched']:,} more)")
+    if "photoz_model" in st:
+        h = st["photoz_model"].get("held_out", {})
+        lines.append(f"  photo-z         held-out sigma_NMAD {h.get('sigma_nmad', float('nan')):.4f}, bias {h.get('bias', float('nan')):+.4f}, "
+                     f"outliers {100 * h.get('outlier_rate_015', float('nan')):.1f}% ({h.get('n', 0):,} galaxies)")
+    if "classifier" in st:
+        h = st["classifier"].get("held_out", {})
+        lines.append(f"  classification  held-out accuracy {h.get('accuracy', float('nan')):.3f}, macro-F1 {h.get('macro_f1', float('nan')):.3f}")
+    if "open_clusters" in st:
+        c = st["open_clusters"]
+        lines.append(f"  open clusters   {c.get('n_clusters')} found (largest: {', '.join(str(n) for n in c.get('largest', []))} stars)")
+    seconds = sum(float(s.get("seconds") or 0) for s in st.values() if not s.get("skipped"))
+    lines.append(f"  time            {seconds:.0f} s in {sum(not s.get('skipped') for s in st.values())} stages run "
+                 f"({sum(bool(s.get('skipped')) for s in st.values())} reused)")
+    if summary.get("report"):
+        lines.append(f"  report          {summary['report']}")
+    return lines

@@ -81,15 +81,17 @@ def job_client(spec: JobSpec, cluster: str | None = None, timeout: float = 60.0,
 
 
 def run_job(spec: JobSpec, cluster: str | None = None, client=None, progress: bool = True, echo=print,
-            security_config: str | None = None, min_workers: int | None = None) -> dict:
-    """Run the stages of ``spec`` in its workdir, holding ``WORKDIR.lock``: a second run of a job
-    into the same workdir stops at once with an error naming the first."""
+            security_config: str | None = None, min_workers: int | None = None, report: bool = True) -> dict:
+    """Run ``spec``'s stages in order in its workdir, holding ``WORKDIR.lock`` (a second run of a job
+    into the same workdir stops at once with an error naming the first). The summary (also
+    ``WORKDIR/run_summary.json``) gives each stage's seconds, peak memory and outputs; with ``report``,
+    ``WORKDIR/report.html`` shows them."""
     with output_lock(spec.workdir, f"run {spec.path}"):
-        return _run_job(spec, cluster, client, progress, echo, security_config, min_workers)
+        return _run_job(spec, cluster, client, progress, echo, security_config, min_workers, report)
 
 
 def _run_job(spec: JobSpec, cluster: str | None, client, progress: bool, echo, security_config: str | None,
-             min_workers: int | None) -> dict:
+             min_workers: int | None, report: bool) -> dict:
     work = spec.workdir
     work.mkdir(parents=True, exist_ok=True)
     (work / ".state").mkdir(exist_ok=True)
@@ -117,6 +119,11 @@ def _run_job(spec: JobSpec, cluster: str | None, client, progress: bool, echo, s
             outputs = {name: _source(name, kind, params, work, client, progress, echo) for name, (kind, params) in spec.sources.items()}
             for stage in spec.stages:
                 outputs[stage.id] = _run_stage(spec, stage, outputs, work, client, progress, echo, summary)
+            if report:
+                from survey_engine.jobs.report import write_report
+
+                summary["report"] = str(write_report(spec, summary, client=client))
+                _say(echo, f"  report: {summary['report']}")
         status = "ok"
         return summary
     except Exception as exc:
@@ -140,32 +147,39 @@ def _say(echo, text: str) -> None:
 def _source(name: str, kind: str, src: dict, work: Path, client, progress, echo):
     if kind == "mock":
         from survey_engine.mock.sky import write_mock_sky
+        from survey_engine.mock.surveys import write_survey
 
-        fp = _fp("mock", src.get("rows"), src.get("seed", 42))
+        survey = src.get("survey", "sky")
+        fp = _fp("mock", src.get("rows"), src.get("seed", 42), *([survey] if survey != "sky" else []))
         out = safe_child(work, name, "source name")
+        what = "mock sky" if survey == "sky" else f"mock {survey} survey"
         if _state(work, name).get("fingerprint") == fp and out.exists():
-            _say(echo, f"  {name}: mock sky unchanged ({src['rows']:,} rows), reused")
+            _say(echo, f"  {name}: {what} unchanged (of a {src['rows']:,}-row sky), reused")
             return out, fp
         t0 = time.perf_counter()
         tmp = work / f".tmp-{name}"
         remove_tree(tmp, work)
-        write_mock_sky(src["rows"], tmp, seed=src.get("seed", 42), client=client, progress=progress)
+        if survey == "sky":
+            write_mock_sky(src["rows"], tmp, seed=src.get("seed", 42), client=client, progress=progress)
+            rows = src["rows"]
+        else:
+            rows = write_survey(survey, src["rows"], tmp, seed=src.get("seed", 42), client=client, progress=progress)
         _publish(tmp, out)
-        _save_state(work, name, fp, {"rows": src["rows"], "mock": True})
-        _say(echo, f"  {name}: {src['rows']:,} mock rows -> {out} ({time.perf_counter() - t0:.1f} s)")
+        _save_state(work, name, fp, {"rows": rows, "mock": True})
+        _say(echo, f"  {name}: {what}, {rows:,} rows (of a {src['rows']:,}-row sky) -> {out} ({time.perf_counter() - t0:.1f} s)")
         return out, fp
     if kind == "mock_lightcurves":
         from survey_engine.mock.lightcurves import write_mock_lightcurves
 
         seed, cadence = src.get("seed", 42), src.get("cadence", "dense")
         fp = _fp("mock_lightcurves", src["objects"], seed, cadence)
-        out = work / name
+        out = safe_child(work, name, "source name")
         if _state(work, name).get("fingerprint") == fp and out.exists():
             _say(echo, f"  {name}: mock light curves unchanged ({src['objects']:,} objects), reused")
             return out, fp
         t0 = time.perf_counter()
         tmp = work / f".tmp-{name}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp, work)
         counts = write_mock_lightcurves(src["objects"], tmp, seed=seed, cadence=cadence, client=client, progress=progress)
         _publish(tmp, out)
         _save_state(work, name, fp, {**counts, "mock_lightcurves": True})
@@ -214,21 +228,35 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
     source_fp = outputs[source_name][1] if source_name else None
     fp = _fp(stage.kind, p, refs, source_fp)
     out = safe_child(work, stage.id, f"stage {stage.id!r}: id")
-    if _state(work, stage.id).get("fingerprint") == fp and out.exists():
+    state = _state(work, stage.id)
+    if state.get("fingerprint") == fp and out.exists():
         _say(echo, f"  {stage.id} ({stage.kind}): unchanged, skipped")
-        summary["stages"][stage.id] = {"kind": stage.kind, "skipped": True, "path": str(out)}
+        # what the run that made it measured, for the report
+        previous = {k: v for k, v in state.items() if k not in ("fingerprint", "kind")}
+        summary["stages"][stage.id] = {**previous, "kind": stage.kind, "skipped": True, "path": str(out)}
         return out, fp
-    # a deterministic temporary place, so an interrupted import resumes from its own done-markers
-    tmp = work / f".tmp-{stage.id}-{fp[:8]}"
+    # a deterministic temporary place, so an interrupted import resumes from its own done-markers;
+    # the output itself is already called <id> there (catalog names inside it are the stage id)
+    staging = work / f".tmp-{stage.id}-{fp[:8]}"
+    tmp = staging / stage.id
     if stage.kind not in ("import", "ingest"):  # those resume from their own staging; the rest start clean
-        remove_tree(tmp, work)
+        remove_tree(staging, work)
+    staging.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     _say(echo, f"  {stage.id} ({stage.kind}) ...")
     if stage.kind in ("import", "ingest"):
         p = {**p, "_source_name": source_name, "_source_kind": spec.sources[source_name][0]}
     try:
-        info = STAGE_RUNNERS[stage.kind](stage, p, outputs, tmp, client, progress)
+        from survey_engine.bench.measure import PeakMemory
+
+        cpu0 = _cpu_seconds()
+        with PeakMemory(interval=0.2) as memory:
+            info = STAGE_RUNNERS[stage.kind](stage, p, outputs, tmp, client, progress)
+        cpu = _cpu_seconds() - cpu0
     except Exception as exc:
+        # keep a staging folder only where an import can resume from it; nothing half-made stays behind
+        if stage.kind not in ("import", "ingest") or not any(f.is_file() for f in staging.rglob("*")):
+            shutil.rmtree(staging, ignore_errors=True)
         if _scheduler_lost(client, exc):
             raise SchedulerLost(
                 f"stage {stage.id!r} ({stage.kind}): lost the Dask scheduler ({type(exc).__name__}: {exc}); "
@@ -236,11 +264,29 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
             ) from exc
         raise
     _publish(tmp, out)
+    shutil.rmtree(staging, ignore_errors=True)
     seconds = round(time.perf_counter() - t0, 2)
+    # summed resident memory of this process and its children (local Dask workers), sampled every 0.2 s
+    # and the CPU time they spent (less sensitive than wall time to a machine shared with others)
+    info = {"peak_memory_mib": round(memory.peak / 2**20, 1), "cpu_seconds": round(cpu, 1), **info}
     _save_state(work, stage.id, fp, {"kind": stage.kind, "seconds": seconds, **info})
     summary["stages"][stage.id] = {"kind": stage.kind, "seconds": seconds, "path": str(out), **info}
     _say(echo, f"  {stage.id} ({stage.kind}) -> {out} ({seconds:.1f} s) {json.dumps(info, default=str)[:200]}")
     return out, fp
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its children (local Dask workers) so far."""
+    import psutil
+
+    me, total = psutil.Process(), 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 class SchedulerLost(SurveyEngineError, RuntimeError):
@@ -304,12 +350,28 @@ def _stage_crossmatch(stage, p, outputs, tmp, client, progress):
     from survey_engine.crossmatch import crossmatch
     from survey_engine.crossmatch.algorithms import DEFAULT_ALGORITHM
 
-    result = crossmatch(open_catalog(_path(outputs, p["left"])), open_catalog(_path(outputs, p["right"])), float(p["radius"]),
+    from survey_engine.crossmatch.epochs import EpochSpec
+
+    pm = p.get("pm_columns", ["pmra", "pmdec"])
+    if len(pm) != 2:
+        raise JobSpecError(f"stage {stage.id!r}: pm_columns takes two names (pmra, pmdec), got {pm}")
+    side = {k: EpochSpec(p[k], pm[0], pm[1]) for k in ("left_epoch", "right_epoch") if k in p}
+    left = open_catalog(_path(outputs, p["left"]))
+    result = crossmatch(left, open_catalog(_path(outputs, p["right"])), float(p["radius"]),
                         how=p.get("how", "nearest"), k=p.get("k", 1), join=p.get("join", "inner"), exclude_self=p.get("self", False),
                         min_radius_arcsec=p.get("min_radius", 0.0), suffixes=tuple(p.get("suffixes", ["_1", "_2"])),
-                        build_margin=p.get("build_margin", False), algorithm="gpu" if p.get("gpu") else p.get("algorithm", DEFAULT_ALGORITHM), client=client)
+                        build_margin=p.get("build_margin", False), algorithm="gpu" if p.get("gpu") else p.get("algorithm", DEFAULT_ALGORITHM),
+                        epoch=p.get("epoch"), left_epoch=side.get("left_epoch"), right_epoch=side.get("right_epoch"), client=client)
     out = result.write(tmp, client=client, progress=progress)
-    return {"rows": open_catalog(out).row_count()}
+    matched = open_catalog(out)
+    info = {"rows": matched.row_count()}
+    if p.get("how", "nearest") in ("nearest", "one-to-one"):
+        # one row per matched left row: the share of the left catalog that found a counterpart
+        pairs = int(matched.select_columns(["sep_arcsec"]).to_dask()["sep_arcsec"].count().compute())
+        info.update({"matched": pairs, "left_rows": left.row_count(), "match_rate": round(pairs / max(left.row_count(), 1), 5)})
+    if "epoch" in p:
+        info["epoch"] = p["epoch"]
+    return info
 
 
 def _stage_train(stage, p, outputs, tmp, client, progress):
@@ -321,7 +383,8 @@ def _stage_train(stage, p, outputs, tmp, client, progress):
         opts = TrainOptions(task, p["features"], target=p.get("target"), label=p.get("label"), seed=p.get("seed", 42),
                             test_fraction=p.get("test_fraction", 0.2), cv=p.get("cv", 0), search=p.get("search", False),
                             baselines=p.get("baselines", False), gpu=p.get("gpu", False), ebv_column=p.get("ebv"),
-                            missing=p.get("missing", "nan"), where=p.get("where"), members=p.get("members", MEMBERS))
+                            missing=p.get("missing", "nan"), where=p.get("where"), members=p.get("members", MEMBERS),
+                            params={k: p[k] for k in ("rounds", "eta") if k in p})  # boosting rounds / learning rate
         r = train(catalog, opts, str(tmp), client=client)
         keys = ("n", "sigma_nmad", "bias", "outlier_rate_015") if task == "photoz" else ("n", "accuracy", "macro_f1")
         return {"held_out": {k: r["test"][k] for k in keys}}
@@ -383,7 +446,7 @@ def _stage_cluster(stage, p, outputs, tmp, client, progress):
 
     params = {k: p[k] for k in ("min_cluster_size", "min_samples", "eps", "max_cluster_fraction", "n_clusters") if k in p}
     s = cluster_catalog(_path(outputs, p["catalog"]), p["features"], p.get("method", "hdbscan"), str(tmp), id_column=p.get("id"),
-                        params=params, client=client, progress=progress)
+                        params=params, client=client, progress=progress, where=p.get("where"))
     return {"n_clusters": s["n_clusters"], "noise": s["noise"], "largest": [c["members"] for c in s["clusters"][:5]]}
 
 

@@ -12,6 +12,7 @@ before anything runs. Errors name the file, the line and the key.
         train: {task: photoz, catalog: sky, features: [u-g, g-r, r-i, i-z, r], target: redshift}
       - id: zphot
         predict: {model: model, catalog: sky}
+    # a mock source may be one of two surveys of the same mock sky: mock: {rows: N, survey: astrometric|photometric}
     cluster: {workers: 2}              # optional: local workers, or address: tcp://host:port (min_workers: N waits for N)
 
 Stage parameters that name another stage's output (``catalog``, ``model``, ``left``, ``right``)
@@ -36,12 +37,14 @@ STAGES: dict[str, dict[str, tuple]] = {
     "crossmatch": {"left": (str, True, "catalog"), "right": (str, True, "catalog"), "radius": ((int, float), True, None),
                    "how": (str, False, None), "k": (int, False, None), "join": (str, False, None), "self": (bool, False, None),
                    "min_radius": ((int, float), False, None), "suffixes": (list, False, None), "build_margin": (bool, False, None),
-                   "algorithm": (str, False, None), "gpu": (bool, False, None)},
+                   "algorithm": (str, False, None), "gpu": (bool, False, None), "epoch": ((int, float), False, None),
+                   "left_epoch": ((int, float, str), False, None), "right_epoch": ((int, float, str), False, None),
+                   "pm_columns": (list, False, None)},
     "train": {"task": (str, True, None), "catalog": (str, True, "catalog"), "features": (list, True, None), "target": (str, False, None),
               "label": (str, False, None), "where": (str, False, None), "cv": (int, False, None), "search": (bool, False, None),
               "baselines": (bool, False, None), "gpu": (bool, False, None), "seed": (int, False, None), "ebv": (str, False, None),
               "missing": (str, False, None), "components": (int, False, None), "test_fraction": (float, False, None),
-              "members": (int, False, None)},
+              "members": (int, False, None), "rounds": (int, False, None), "eta": ((int, float), False, None)},
     "features": {"catalog": (str, True, "catalog"), "features": (list, True, None), "ebv": (str, False, None),
                  "missing": (str, False, None), "keep": (list, False, None)},
     "predict": {"model": (str, True, "model"), "catalog": (str, True, "catalog")},
@@ -55,12 +58,12 @@ STAGES: dict[str, dict[str, tuple]] = {
                     "lc_column": (str, False, None)},
     "cluster": {"catalog": (str, True, "catalog"), "features": (list, True, None), "method": (str, False, None), "id": (str, False, None),
                 "min_cluster_size": (int, False, None), "min_samples": (int, False, None), "eps": ((int, float), False, None),
-                "max_cluster_fraction": ((int, float), False, None), "n_clusters": (int, False, None)},
+                "max_cluster_fraction": ((int, float), False, None), "n_clusters": (int, False, None), "where": (str, False, None)},
 }
 PRODUCES = {"import": "catalog", "ingest": "catalog", "margin": "catalog", "crossmatch": "catalog", "train": "model", "features": "catalog",
             "predict": "catalog", "evaluate": "report", "cluster": "catalog", "lightcurves": "catalog", "variability": "catalog"}
 SOURCES = {
-    "mock": {"rows": (int, True, None), "seed": (int, False, None)},
+    "mock": {"rows": (int, True, None), "seed": (int, False, None), "survey": (str, False, None)},
     "mock_lightcurves": {"objects": (int, True, None), "seed": (int, False, None), "cadence": (str, False, None)},
     "files": {"paths": (list, True, None), "ra": (str, False, None), "dec": (str, False, None), "id": (str, False, None)},
     "catalog": {"path": (str, True, None)},
@@ -68,6 +71,7 @@ SOURCES = {
             "ra": (str, False, None), "dec": (str, False, None), "id": (str, False, None), "order": (int, False, None),
             "page_rows": (int, False, None), "workers": (int, False, None), "paging": (str, False, None)},
 }
+MOCK_SURVEYS = ("sky", "astrometric", "photometric")  # survey_engine.mock.surveys.SURVEYS
 TOP = {"name": str, "workdir": str, "source": dict, "sources": dict, "stages": list, "cluster": dict, "description": str}
 CLUSTER_KEYS = {"workers": int, "address": str, "kind": str, "config": str, "min_workers": int}
 
@@ -128,6 +132,7 @@ class JobSpec:
     cluster: dict = field(default_factory=dict)
     text: str = ""
     sources: dict = field(default_factory=dict)  # name -> (kind, params); relative paths resolved
+    description: str = ""
 
 
 def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
@@ -193,6 +198,8 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
         else:
             err.add(sv_node, f"{label}.{kind} must be a mapping")
             continue
+        if kind == "mock" and params.get("survey", "sky") not in MOCK_SURVEYS:
+            err.add(sv_node, f"{label}.mock: survey must be one of {', '.join(MOCK_SURVEYS)}, got {params['survey']!r}")
         if kind == "files":
             for p in params.get("paths", []):
                 if not Path(p).exists() and not (path.parent / p).exists():
@@ -297,7 +304,7 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
     base = base or Path.cwd()
     workdir = Path(data.get("workdir") or f"{name}-job")
     workdir = workdir if workdir.is_absolute() else base / workdir
-    return JobSpec(path, name, workdir, source_kind, source, stages, cluster, text, sources)
+    return JobSpec(path, name, workdir, source_kind, source, stages, cluster, text, sources, data.get("description") or "")
 
 
 class _Errors:

@@ -105,8 +105,11 @@ def merge_tiles(local: pd.DataFrame) -> pd.DataFrame:
 
 
 def cluster_catalog(catalog_path: str, features: list[str], method: str, out: str, *, id_column: str | None = None,
-                    params: dict | None = None, client=None, progress: bool = True, seed: int = 42) -> dict:
-    """Cluster a catalog; write it with ``cluster_id`` to ``out`` (a new collection) plus a summary."""
+                    params: dict | None = None, client=None, progress: bool = True, seed: int = 42, where: str | None = None) -> dict:
+    """Cluster a catalog; write it with ``cluster_id`` to ``out`` (a new collection) plus a summary.
+
+    ``where`` (a pandas query, e.g. ``"parallax > 0.5"``) picks the rows that take part; the others
+    are written too, as field (``cluster_id`` -1)."""
     from survey_engine.catalog.catalog import open_catalog
     from survey_engine.runtime import dask_client
 
@@ -114,6 +117,11 @@ def cluster_catalog(catalog_path: str, features: list[str], method: str, out: st
         raise ClusterError(f"--method must be one of {METHODS}, got {method!r}")
     params = dict(params or {})
     cat = open_catalog(catalog_path)
+    if where:
+        try:
+            cat._infer_meta().query(where)
+        except Exception as exc:
+            raise ClusterError(f"{catalog_path}: where {where!r} does not apply to these columns: {exc}") from None
     spec = FeatureSpec(features, ra_column=cat.ra_column, dec_column=cat.dec_column)
     try:
         spec.plan(cat.column_names())
@@ -121,7 +129,8 @@ def cluster_catalog(catalog_path: str, features: list[str], method: str, out: st
         raise ClusterError(f"{catalog_path}: {exc}") from None
     feats = list(spec.features)
     with dask_client(client) as client:
-        featured = cat.to_dask().map_partitions(lambda df: pd.concat([df, spec.compute(df).add_prefix("_f_")], axis=1))
+        taking_part = cat.map_partitions(_Query(where)) if where else cat
+        featured = taking_part.to_dask().map_partitions(lambda df: pd.concat([df, spec.compute(df).add_prefix("_f_")], axis=1))
         fcols = [f"_f_{f}" for f in feats]
         centre, scale = robust_scales(featured, fcols)
         if method == "kmeans":
@@ -133,7 +142,7 @@ def cluster_catalog(catalog_path: str, features: list[str], method: str, out: st
                 raise ClusterError(f"{catalog_path}: density clustering per tile needs a unique id column (--id); columns: {cat.column_names()}")
             if cat.margin is None:
                 raise ClusterError(f"{catalog_path}: density clustering per tile needs a margin (build one with `survey-engine margin`)")
-            assignments = _tiles(cat, spec, feats, centre, scale, method, params, id_column, client)
+            assignments = _tiles(taking_part, spec, feats, centre, scale, method, params, id_column, client)
             mapping = assignments.set_index("id")["cluster_id"]
             result = cat.map_partitions(_attach_mapping(mapping, id_column))
             summary_extra = {"tiles": int(cat.npartitions), "margin_arcsec": cat.margin_radius_arcsec}
@@ -149,6 +158,16 @@ def cluster_catalog(catalog_path: str, features: list[str], method: str, out: st
 
     atomic_write_text(written / "clusters.json", json.dumps(summary, indent=1, default=float))
     return summary
+
+
+class _Query:
+    """Picklable row filter: the rows a pandas query keeps."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
+        return df.query(self.where)
 
 
 def _keep_input_cluster_id(df: pd.DataFrame) -> pd.DataFrame:

@@ -549,8 +549,19 @@ def train(table_path: str, opts: TrainOptions, model_out: str, client=None, prog
         from survey_engine.ml.report import model_report
 
         html = model_report(meta, sample)
-        save_model(model_out, meta, boosters=models, extra_files={"report.html": html, "metrics.json": _dumps(result)})
+        extra = {"report.html": html, "metrics.json": _dumps(result), "held_out.parquet": _parquet_bytes(sample)}
+        save_model(model_out, meta, boosters=models, extra_files=extra)
     return result
+
+
+def _parquet_bytes(sample: pd.DataFrame) -> bytes:
+    """The held-out predictions behind the report's plots (``_y`` is the truth), kept with the model
+    so that a run report can plot them again."""
+    import io
+
+    buf = io.BytesIO()
+    sample.reset_index(drop=True).to_parquet(buf, index=False)
+    return buf.getvalue()
 
 
 def _dumps(obj) -> str:

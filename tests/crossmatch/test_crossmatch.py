@@ -243,6 +243,23 @@ def test_self_match_excludes_the_row_itself(edge_pair):
     assert set(zip(got.id_1, got.id_2)) == set(zip(truth.id_1, truth.id_2))
 
 
+def test_self_match_all_lists_each_close_pair_once(edge_pair):
+    a, _, left, _, root = edge_pair
+    self_cat = open_catalog(root / "left")
+    got = crossmatch(left, self_cat, 5.0, how="all", exclude_self=True).compute()
+    truth = _truth_all(a, a, 5.0)
+    truth = truth[truth.id_1 != truth.id_2]
+    unordered = {frozenset(pair) for pair in zip(truth.id_1, truth.id_2)}
+    assert len(unordered) > 100 and len(truth) == 2 * len(unordered)
+    assert len(got) == len(unordered)  # once each, across partition borders too
+    assert {frozenset(pair) for pair in zip(got.id_1, got.id_2)} == unordered
+    # the row that sorts first by _healpix_29 is on the left
+    assert (got.index.to_numpy() <= got["_healpix_29_2"].to_numpy()).all()
+    # every row's own neighbours (a left join) still list a mutual pair in both orders
+    both = crossmatch(left, self_cat, 5.0, how="all", join="left", exclude_self=True).compute().dropna(subset=["sep_arcsec"])
+    assert len(both) == len(truth)
+
+
 def test_radius_larger_than_margin_is_an_error_or_builds_one(edge_pair, client):
     a, b, left, right, _ = edge_pair
     with pytest.raises(MarginTooSmallError, match="margin is 12 arcsec, smaller than the match radius 30"):

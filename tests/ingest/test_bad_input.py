@@ -158,3 +158,15 @@ def test_interrupted_import_leaves_no_complete_looking_catalog(tmp_path, client,
     monkeypatch.setattr(build, "reduce_all", original)
     result = _run(client, [src], out, max_rows=2000)
     assert result.resumed and open_catalog(out).row_count() == 20_000
+
+
+def test_failed_import_that_wrote_nothing_leaves_nothing_behind(tmp_path, client):
+    src = tmp_path / "a.csv"
+    random_sky(100).rename(columns={"ra": "RA_ICRS"}).to_csv(src, index=False)
+    for _ in range(2):  # and again: no leftover from the first try changes the second
+        with pytest.raises(InputError, match=r"a\.csv.*'ra' not found"):
+            _run(client, [src], tmp_path / "out")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]  # no out/, no out.partial/
+    with pytest.raises(InputError, match="no such file|does not exist|not found"):
+        _run(client, [tmp_path / "missing.csv"], tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]

@@ -44,7 +44,7 @@ def _start(spec, client) -> tuple[threading.Thread, dict]:
 def _wait_for_import(spec, timeout: float = 120) -> None:
     """Until the import stage is under way (its staging folder appears)."""
     deadline = time.time() + timeout
-    while time.time() < deadline and not list(spec.workdir.glob(".tmp-sky-*.partial")):
+    while time.time() < deadline and not list(spec.workdir.glob(".tmp-sky-*/sky.partial")):
         time.sleep(0.05)
 
 

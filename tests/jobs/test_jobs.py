@@ -89,6 +89,15 @@ def test_demo_job(client, tmp_path):
     assert (pairs.sep_arcsec <= 2).all() and (pairs.source_id_1 != pairs.source_id_2).all()
     assert json.loads((work / "run_summary.json").read_text())["status"] == "ok"
     assert "close_pairs (crossmatch)" in (work / "run.log").read_text()
+    # each close pair once; outputs named by their stage, no temporary names left
+    assert len({frozenset(p) for p in zip(pairs.source_id_1, pairs.source_id_2)}) == len(pairs)
+    assert open_catalog(work / "close_pairs").name == "close_pairs" and open_catalog(work / "sky").name == "sky"
+    assert not [p for p in work.iterdir() if p.name.startswith(".tmp")]
+    # every job gets a run report: time and memory of each stage, sky map, cross-match
+    report = (work / "report.html").read_text()
+    assert summary["report"] == str(work / "report.html")
+    assert all(f"id='{s}'" in report for s in ("stages", "sky", "crossmatch")) and "could not draw" not in report
+    assert all(summary["stages"][s]["peak_memory_mib"] > 0 for s in ("sky", "close_pairs"))
 
 
 def test_photoz_job(client, tmp_path):
@@ -223,3 +232,14 @@ def test_submit_to_a_running_scheduler(tmp_path):
     gone = subprocess.run([sys.executable, "-m", "survey_engine.cli", "run", str(f), "--cluster", address,
                            "--workdir", str(tmp_path / "work2")], capture_output=True, text=True, timeout=120)
     assert gone.returncode == 2 and "cannot reach the Dask scheduler" in gone.stderr
+
+
+def test_failed_import_stage_leaves_nothing_behind(tmp_path, client):
+    import pandas as pd
+
+    pd.DataFrame({"RA_X": [1.0, 2.0], "dec": [0.0, 1.0]}).to_csv(tmp_path / "a.csv", index=False)
+    f = spec_file(tmp_path, "name: t\nworkdir: w\nsource:\n  files: [a.csv]\nstages:\n  - id: sky\n    import: {max_rows: 10}\n")
+    with pytest.raises(Exception, match="'ra' not found"):
+        run_job(load_spec(f, base=tmp_path), client=client, progress=False, echo=None)
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == [".state", "run.log", "run_summary.json"]
+    assert json.loads((tmp_path / "w" / "run_summary.json").read_text())["status"] == "failed"

@@ -25,7 +25,7 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
             def job():
                 spec = load_spec(spec_file, base=work)
                 shutil.rmtree(spec.workdir, ignore_errors=True)
-                run_job(spec, client=client, progress=False, echo=None)
+                run_job(spec, client=client, progress=False, echo=None, report=False)  # the stages, not the report
                 return open_catalog(spec.workdir / "zphot").row_count()
 
             m = timed(job, repeats, warmup=0)

@@ -10,6 +10,9 @@ Only when everything is written is ``collection/`` renamed to ``OUT``.
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +52,21 @@ class ResumePlan:
 
     def margin_shard(self, chunk: int) -> str:
         return str(self.root / "shards" / f"margin_{chunk:06d}.arrow")
+
+    def holds_work(self) -> bool:
+        """Whether any piece of the import is done (a histogram, a shard or a partition file)."""
+        return any(f.is_file() for sub in ("histograms", "shards", "collection") for f in (self.root / sub).rglob("*"))
+
+    @contextmanager
+    def discarded_if_nothing_done(self) -> Iterator[None]:
+        """On failure, remove the staging folder unless it holds finished work to resume from: an
+        import that failed before writing anything leaves nothing behind."""
+        try:
+            yield
+        except BaseException:
+            if not self.holds_work():
+                shutil.rmtree(self.root, ignore_errors=True)
+            raise
 
     def publish(self, out: Path) -> None:
         """Move the finished collection into place and drop the staging folder."""

@@ -107,8 +107,9 @@ def _run_import(args: ImportArguments, out: Path, client, progress: bool) -> Imp
 
 def _run_import(args: ImportArguments, out: Path, fingerprint: str, client, progress: bool) -> ImportResult:
     resume = ResumePlan(args.staging, fingerprint)
-    chunks = plan_chunks(args.files, args.chunk_rows)
-    with dask_client(client) as client:
+    with resume.discarded_if_nothing_done():
+        chunks = plan_chunks(args.files, args.chunk_rows)
+    with dask_client(client) as client, resume.discarded_if_nothing_done():
         histogram, stats, schema, inputs = _histograms(client, args, chunks, resume, progress)
         rows, dropped, wrapped = (int(x) for x in stats)
         if rows == 0:
