@@ -85,16 +85,16 @@ def run_import(args: ImportArguments, client=None, progress: bool = True) -> Imp
     out = Path(args.out)
     layout.output_path(out)
     with output_lock(out, f"import {' '.join(args.inputs)} --out {args.out}"):
-        return _run_import(args, out, client, progress)
+        return _import_locked(args, out, client, progress)
 
 
-def _run_import(args: ImportArguments, out: Path, client, progress: bool) -> ImportResult:
+def _import_locked(args: ImportArguments, out: Path, client, progress: bool) -> ImportResult:
     fingerprint = args.fingerprint()
     state = check_output(out, fingerprint)
     if state is not None:
         # a run killed between publishing OUT and removing its staging folder left OUT.partial behind
         leftover = args.staging.exists()
-        shutil.rmtree(args.staging, ignore_errors=True)
+        layout.remove_tree(args.staging, out.parent)
         return ImportResult(out=out, rows=state["rows"], partitions=state["partitions"], up_to_date=True, removed_partial=leftover)
     try:
         return _run_import(args, out, fingerprint, client, progress)
