@@ -152,7 +152,8 @@ def _source(name: str, kind: str, src: dict, work: Path, client, progress, echo)
         from survey_engine.ml.data import open_table
 
         return src["path"], open_table(src["path"]).fingerprint
-    return src, _fp("tap", src)
+    # how many pages run at once does not change the rows; "workers" was its old name
+    return src, _fp("tap", {k: v for k, v in src.items() if k not in ("pages_in_flight", "workers")})
 
 
 def _state(work: Path, sid: str) -> dict:
@@ -252,7 +253,7 @@ def _stage_ingest(stage, p, outputs, tmp, client, progress):
     s = outputs[p["_source_name"]][0]
     args = TapIngestArguments(s["url"], s["table"], str(tmp), columns=s.get("columns"), where=s.get("where"),
                               ra_column=s.get("ra", "ra"), dec_column=s.get("dec", "dec"), id_column=s.get("id"),
-                              order=s.get("order", 3), page_rows=s.get("page_rows", 100_000), workers=s.get("workers", 4),
+                              order=s.get("order", 3), page_rows=s.get("page_rows", 100_000), pages_in_flight=s.get("pages_in_flight", 4),
                               paging=s.get("paging", "auto"), max_rows=p.get("max_rows", 1_000_000),
                               margin_arcsec=p.get("margin", 5.0), name=stage.id, token=os.environ.get("SURVEY_ENGINE_TAP_TOKEN"))
     r = run_ingest(args, client=client, progress=progress)

@@ -187,7 +187,7 @@ class Ingest:
             self.bar.close()
 
     def _run_parallel(self, todo: list[Page]) -> None:
-        with ThreadPoolExecutor(max_workers=self.args.workers, thread_name_prefix="tap-page") as pool:
+        with ThreadPoolExecutor(max_workers=self.args.pages_in_flight, thread_name_prefix="tap-page") as pool:
             futures = {pool.submit(self.fetch, p): p for p in todo}
             try:
                 while futures:
