@@ -72,7 +72,7 @@ def dask_client(client=None, n_workers: int | None = None, memory_limit: str | N
     quiet_distributed_logs()
     for name in ("distributed.scheduler", "distributed.nanny", "distributed.core", "distributed.worker"):
         logging.getLogger(name).setLevel(logging.NOTSET)  # follow "distributed" (set above)
-    with filtered_stderr(None if _VERBOSE else NATIVE_NOISE):  # the workers inherit the filtered stderr
+    with filtered_stderr(None if _VERBOSE else NATIVE_NOISE) as stderr_filter:  # the workers inherit it
         cluster = LocalCluster(
             n_workers=n_workers or default_workers(),
             threads_per_worker=1,
@@ -81,6 +81,8 @@ def dask_client(client=None, n_workers: int | None = None, memory_limit: str | N
             dashboard_address=":0",
             silence_logs=logging.INFO if _VERBOSE else logging.WARNING,
         )
+        if stderr_filter is not None:
+            stderr_filter.release()  # this process's own output goes straight to the terminal
         try:
             new_client = Client(cluster)
             try:
@@ -102,39 +104,61 @@ def close_cluster(cluster, timeout: float = WORKER_CLOSE_TIMEOUT) -> None:
     cluster.close(timeout=timeout)
 
 
-@contextmanager
-def filtered_stderr(noise: re.Pattern | None) -> Iterator[None]:
-    """File descriptor 2 of this process, and of every process started inside the block (they
-    inherit it), passed through a pump that drops what ``noise`` matches; None: no filter.
+class StderrFilter:
+    """A pipe in place of file descriptor 2 while processes are started (they inherit it), and a
+    thread that copies what they write to the real descriptor 2 without what ``noise`` matches.
 
-    For native libraries that write to the descriptor directly (XGBoost's collective, see
-    ``NATIVE_NOISE``): Python-level redirection does not see them. Partial lines (a progress
-    bar's carriage-return updates) are passed on within a tenth of a second."""
-    if noise is None:
-        yield
-        return
-    try:
+    For native libraries that write to the descriptor directly (XGBoost's collective in the
+    workers, see ``NATIVE_NOISE``): Python-level redirection does not see them. This process
+    gets its own descriptor back at once (``release``), so its tracebacks and bars go straight
+    to the terminal; the pump runs until the children close the pipe (``close``). Partial lines
+    (a progress bar's carriage-return updates) are passed on within a tenth of a second."""
+
+    def __init__(self, noise: re.Pattern):
         sys.stderr.flush()
-        saved = os.dup(2)
+        self.saved = os.dup(2)
         read_fd, write_fd = os.pipe()
-    except (OSError, ValueError):  # no usable descriptor 2 (an embedding host): leave it as it is
-        yield
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        self.stop = threading.Event()
+        self.pump = threading.Thread(target=_pump, args=(read_fd, self.saved, noise, self.stop), name="survey-engine stderr filter",
+                                     daemon=True)
+        self.pump.start()
+        self.released = False
+
+    def release(self) -> None:
+        """This process writes to its own descriptor 2 again; children started so far stay filtered."""
+        if not self.released:
+            with suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(self.saved, 2)
+            self.released = True
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop pumping (after what the children wrote so far); call when they have exited."""
+        self.release()
+        self.stop.set()
+        self.pump.join(timeout=timeout)
+        if not self.pump.is_alive():
+            os.close(self.saved)
+
+
+@contextmanager
+def filtered_stderr(noise: re.Pattern | None) -> Iterator[StderrFilter | None]:
+    """A ``StderrFilter`` for the block (None: no filter, or no usable descriptor 2); the caller
+    may ``release()`` this process's own descriptor once the children it meant to filter started."""
+    if noise is None:
+        yield None
         return
-    os.dup2(write_fd, 2)
-    os.close(write_fd)
-    stop = threading.Event()
-    pump = threading.Thread(target=_pump, args=(read_fd, saved, noise, stop), name="survey-engine stderr filter", daemon=True)
-    pump.start()
     try:
-        yield
+        filt = StderrFilter(noise)
+    except (OSError, ValueError):  # no usable descriptor 2 (an embedding host): leave it as it is
+        yield None
+        return
+    try:
+        yield filt
     finally:
-        with suppress(Exception):
-            sys.stderr.flush()
-        os.dup2(saved, 2)  # our end of the pipe closes; processes still holding it write into a drained pipe
-        stop.set()
-        pump.join(timeout=2.0)
-        if not pump.is_alive():
-            os.close(saved)
+        filt.close()
 
 
 def _pump(read_fd: int, out_fd: int, noise: re.Pattern, stop: threading.Event) -> None:
@@ -249,6 +273,8 @@ def event_progress(client, total: int, desc: str, progress: bool = True, unit: s
     client.subscribe_topic(topic, advance)
     try:
         yield topic
+        with lock:  # done: the last reports may still be on their way
+            bar.update(total - bar.n)
     finally:
         with suppress(Exception):
             client.unsubscribe_topic(topic)
@@ -270,22 +296,36 @@ class Shared:
     """A value sent to every worker once (``client.scatter(..., broadcast=True)``) instead of
     inside each task: tasks carry only its key and read it with ``get()``, once per worker
     process. For large read-only inputs such as fitted boosters (Dask warns about task graphs of
-    more than 10 MB: "Sending large graph"). The driver keeps the value and the future; the
-    workers keep it while the driver holds this object."""
+    more than 10 MB: "Sending large graph"). Use it as a context manager: the value stays on the
+    cluster (also published under its key, for a worker that lacks a copy) until the block ends."""
 
     _cache: OrderedDict = OrderedDict()  # per process: key -> value, the most recent few
     _lock = threading.Lock()
 
     def __init__(self, client, value):
-        self._value = value
-        self._future = client.scatter(value, broadcast=True, hash=False)
+        self._value, self._client = value, client
+        [self._future] = client.scatter([value], broadcast=True, hash=False)  # a list: a dict would be scattered per key
         self.key = self._future.key
+        client.publish_dataset(self._future, name=self.key)
+
+    def __enter__(self) -> "Shared":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Let the cluster forget the value (on the driver; tasks using it must have finished)."""
+        if self._future is not None:
+            with suppress(Exception):
+                self._client.unpublish_dataset(self.key)
+            self._future.release()
 
     def __getstate__(self) -> dict:
         return {"key": self.key}
 
     def __setstate__(self, state: dict) -> None:
-        self.key, self._value, self._future = state["key"], None, None
+        self.key, self._value, self._future, self._client = state["key"], None, None, None
 
     def get(self):
         if self._future is not None:  # on the driver
@@ -304,13 +344,13 @@ class Shared:
 
 def _fetch_shared(key):
     """The value of a scattered key, from this worker's memory (broadcast put it there), else
-    from the cluster (a worker that joined after the scatter)."""
-    from distributed import Future, get_client, get_worker
+    through the cluster (a worker that joined, or restarted, after the scatter)."""
+    from distributed import get_client, get_worker
 
     try:
         return get_worker().data[key]
     except (ValueError, KeyError):
-        return Future(key, client=get_client()).result()
+        return get_client().get_dataset(key).result()
 
 
 def shared_value(value):

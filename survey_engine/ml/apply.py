@@ -47,8 +47,8 @@ def predict(model_dir: str, table_path: str, out: str, client=None, progress: bo
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ModelError(f"{out}: already exists; choose another --out or remove it")
-    with dask_client(client) as client:
-        apply = _Applier(meta, Shared(client, models))  # the models go to every worker once, not in every task
+    with dask_client(client) as client, Shared(client, models) as shared:  # to every worker once, not in every task
+        apply = _Applier(meta, shared)
         if table.catalog is not None:
             from survey_engine.catalog.catalog import open_catalog
 

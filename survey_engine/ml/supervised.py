@@ -435,8 +435,6 @@ def _summaries(frame, meta: dict, models: dict, truth: str, magnitude: str | Non
     """Per-partition metric summaries of predictions against ``truth`` (delayed, then merged)."""
     import dask
 
-    models = _shared(models)  # sent to the workers once, not inside every task
-
     def one(part):
         pred = predict_frame(part, meta, models)
         if meta["task"] == "photoz":
@@ -445,7 +443,8 @@ def _summaries(frame, meta: dict, models: dict, truth: str, magnitude: str | Non
         pred = pred.assign(_label=part[truth].astype("string").str.strip())
         return M.classification_summary(pred, "_label", meta["classes"])
 
-    parts = dask.compute(*[dask.delayed(one)(p) for p in frame.to_delayed()])
+    with _shared(models) as models:  # sent to the workers once, not inside every task
+        parts = dask.compute(*[dask.delayed(one)(p) for p in frame.to_delayed()])
     if meta["task"] == "photoz":
         return M.photoz_metrics_from_summary(M.merge_summaries(list(parts)))
     return M.classification_metrics(M.merge_classification(list(parts)), meta["classes"])
@@ -456,8 +455,8 @@ def _sample_predictions(frame, meta, models, limit: int = 50_000) -> pd.DataFram
     import dask
 
     on_prepared = _on_prepared(meta)
-    models = _shared(models)
-    parts = dask.compute(*[dask.delayed(predict_frame)(p, on_prepared, models) for p in frame.to_delayed()])
+    with _shared(models) as models:
+        parts = dask.compute(*[dask.delayed(predict_frame)(p, on_prepared, models) for p in frame.to_delayed()])
     df = pd.concat(parts) if parts else pd.DataFrame()
     if len(df) > limit:
         df = df.sample(limit, random_state=0)
@@ -465,16 +464,19 @@ def _sample_predictions(frame, meta, models, limit: int = 50_000) -> pd.DataFram
 
 
 def _shared(models):
-    """The boosters scattered to every worker once (a ``runtime.Shared``) when a distributed
-    client is running; as they are otherwise."""
+    """A context giving the boosters scattered to every worker once (a ``runtime.Shared``) when a
+    distributed client is running; as they are otherwise."""
+    from contextlib import nullcontext
+
     from survey_engine.runtime import Shared
 
     try:
         from distributed import get_client
 
-        return Shared(get_client(), models)
+        client = get_client()
     except (ImportError, ValueError):
-        return models
+        return nullcontext(models)
+    return Shared(client, models)
 
 
 # -- the whole train command --------------------------------------------------------------------
