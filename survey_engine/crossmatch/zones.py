@@ -180,6 +180,12 @@ def _prepare(lra, ldec, rra, rdec, r_deg):
     return lxyz, rxyz, order, starts, sorted_ra, dec0, height
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def zones_match(lra: np.ndarray, ldec: np.ndarray, rra: np.ndarray, rdec: np.ndarray, radius_arcsec: float, k: int,
                 tie_key: np.ndarray | None = None):
     """(left idx, right idx, squared chord) of the k nearest (k >= 1) or all (k == 0) right rows
@@ -196,6 +202,9 @@ def zones_match(lra: np.ndarray, ldec: np.ndarray, rra: np.ndarray, rdec: np.nda
         return lrows[li], rrows[ri], d2
     lra, rra = (a if (a.min() >= 0.0 and a.max() < 360.0) else a % 360.0 for a in (lra, rra))
     tie = np.zeros(len(rra), np.int64) if tie_key is None else np.ascontiguousarray(tie_key, dtype=np.int64)
+    # the kernels only read these: read-only views (no copy) give every call the same types, so
+    # one compiled specialisation serves columns from Arrow (read-only) and computed ones alike
+    lra, ldec, rra, rdec, tie = (_read_only(a) for a in (lra, ldec, rra, rdec, tie))
     r_deg = radius_arcsec / 3600.0
     c2 = chord_for(radius_arcsec) ** 2
     lxyz, rxyz, order, starts, sorted_ra, dec0, height = _prepare(lra, ldec, rra, rdec, r_deg)
