@@ -291,7 +291,7 @@ def _stage_train(stage, p, outputs, tmp, client, progress):
                             test_fraction=p.get("test_fraction", 0.2), cv=p.get("cv", 0), search=p.get("search", False),
                             baselines=p.get("baselines", False), gpu=p.get("gpu", False), ebv_column=p.get("ebv"),
                             missing=p.get("missing", "nan"), where=p.get("where"), members=p.get("members", MEMBERS))
-        r = train(catalog, opts, str(tmp), client=client)
+        r = train(catalog, opts, str(tmp), client=client, progress=progress)
         keys = ("n", "sigma_nmad", "bias", "outlier_rate_015") if task == "photoz" else ("n", "accuracy", "macro_f1")
         return {"held_out": {k: r["test"][k] for k in keys}}
     from survey_engine.ml.unsupervised import train_anomaly, train_pca
