@@ -20,9 +20,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+NO_PROGRESS = "show no progress bars"
+WORKERS = "local Dask workers, one process and thread each (default: one per core, at most 8)"
+VERBOSE = "show distributed's INFO log lines and XGBoost's per-worker messages (hidden by default)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="survey-engine", description="Distributed batch engine for astronomical survey catalogs.")
     parser.add_argument("--version", action="version", version=f"survey_engine {__version__}")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("import", help="import CSV / Parquet / FITS / VOTable files into a HATS collection")
@@ -36,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, default=5.0, help="margin radius in arcsec (default 5; 0 for none)")
     p.add_argument("--name", default=None, help="catalog name (default: the output folder's name)")
     p.add_argument("--drop-invalid", action="store_true", help="drop rows with missing/NaN RA/Dec or Dec outside [-90, 90] (counted) instead of failing")
-    p.add_argument("--workers", type=_positive_int, default=None, help="local Dask workers (default: one per core)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--workers", type=_positive_int, default=None, help=WORKERS)
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     p = sub.add_parser("ingest", help="ingest a table from a TAP service (paged ADQL) into a HATS collection")
     p.add_argument("--tap", required=True, metavar="URL", help="TAP service URL, or a named service: gaia, vizier, simbad, irsa, noirlab")
@@ -50,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--order", type=int, default=3, help="HEALPix order the plan starts from (default 3)")
     p.add_argument("--max-order", type=int, default=20, help="deepest order a dense page may split to (default 20)")
     p.add_argument("--page-rows", type=_positive_int, default=100_000, help="most rows per query (MAXREC; default 100,000)")
-    p.add_argument("--workers", type=_positive_int, default=4, help="pages in flight at once (default 4)")
+    p.add_argument("--pages-in-flight", type=_positive_int, default=4, help="queries (pages) running at once (default 4)")
     p.add_argument("--paging", choices=["auto", "healpix", "contains", "id", "keyset"], default="auto",
                    help="how to cut the request (default auto: healpix if the service has ivo_healpix_index)")
     p.add_argument("--async", dest="async_mode", action="store_true", help="use asynchronous (UWS) jobs instead of sync queries")
@@ -63,40 +69,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, default=5.0, help="margin radius in arcsec (default 5; 0 for none)")
     p.add_argument("--name", default=None, help="catalog name (default: the output folder's name)")
     p.add_argument("--out", required=True, help="output collection folder")
-    p.add_argument("--dask-workers", type=_positive_int, default=None, help="local Dask workers for building the catalog")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--workers", "--dask-workers", dest="workers", type=_positive_int, default=None,
+                   help=WORKERS + "; they build the catalog from the pages (--dask-workers: the old name)")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     p = sub.add_parser("margin", help="add a margin catalog to an existing catalog or collection")
-    p.add_argument("catalog")
+    p.add_argument("catalog", help="a catalog or collection folder; the margin lands beside the catalog, in its collection")
     p.add_argument("--radius", type=float, required=True, help="margin radius in arcsec")
-    p.add_argument("--workers", type=_positive_int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--workers", type=_positive_int, default=None, help=WORKERS)
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     p = sub.add_parser("mock", help="write a deterministic mock sky (Parquet files) of any size")
-    p.add_argument("--rows", type=_positive_int, required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--rows", type=_positive_int, required=True, help="number of rows (stars, galaxies, QSOs) of the mock sky")
+    p.add_argument("--out", required=True, help="output folder for the Parquet files and mock.json")
+    p.add_argument("--seed", type=int, default=42, help="random seed: the same seed gives the same sky (default 42)")
     p.add_argument("--survey", choices=["sky", "astrometric", "photometric"], default="sky",
                    help="the whole mock sky (default), or one of two surveys of it: astrometric (Gaia-like, epoch 2016.0) "
                    "or photometric (SDSS-like, epoch 2005.0, spectra on part of the sky)")
-    p.add_argument("--workers", type=_positive_int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--workers", type=_positive_int, default=None, help=WORKERS)
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     p = sub.add_parser("demo", help="the main job end to end on two mock surveys of one sky: catalogs, cross-match with proper "
                        "motions, photo-z, classification, open clusters, anomalies, report.html")
     p.add_argument("--rows", type=_positive_int, default=600_000, help="rows of the mock sky both surveys are cut from (default 600,000)")
-    p.add_argument("--out", default="survey-engine-demo", help="work directory: every stage's output, run_summary.json, report.html")
+    p.add_argument("--out", default="survey-engine-demo",
+                   help="work directory (default survey-engine-demo): every stage's output, run_summary.json, report.html; "
+                   "a re-run reuses finished stages")
     p.add_argument("--seed", type=int, default=42, help="seed of the mock sky (default 42)")
-    p.add_argument("--workers", type=_positive_int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--workers", type=_positive_int, default=None, help=WORKERS)
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     p = sub.add_parser("crossmatch", help="cross-match two catalogs (exact at every partition edge)")
-    p.add_argument("left")
-    p.add_argument("right")
+    p.add_argument("left", help="left catalog or collection (the output is partitioned like it)")
+    p.add_argument("right", help="right catalog or collection; its margin must cover the radius (see --build-margin)")
     p.add_argument("--radius", type=float, required=True, help="match radius in arcsec")
-    p.add_argument("--how", choices=["nearest", "knn", "all", "one-to-one"], default="nearest")
+    p.add_argument("--how", choices=["nearest", "knn", "all", "one-to-one"], default="nearest",
+                   help="nearest right row (default), the --k nearest, all within the radius, or one-to-one (each row used once)")
     p.add_argument("--k", type=_positive_int, default=1, help="neighbours per left row with --how knn")
-    p.add_argument("--join", choices=["inner", "left", "outer"], default="inner")
+    p.add_argument("--join", choices=["inner", "left", "outer"], default="inner",
+                   help="inner: matched left rows (default); left: every left row; outer: left plus unmatched right rows")
     p.add_argument("--min-radius", type=float, default=0.0, help="drop pairs closer than this (arcsec)")
     p.add_argument("--self", dest="exclude_self", action="store_true", help="self-match: never match a row with itself")
     p.add_argument("--suffixes", default="_1,_2", help="column suffixes for left,right (default _1,_2)")
@@ -109,12 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--left-epoch", default=None, help="epoch of the left catalog: a year, or the name of a per-row epoch column")
     p.add_argument("--right-epoch", default=None, help="epoch of the right catalog: a year, or a per-row epoch column")
     p.add_argument("--pm-columns", default="pmra,pmdec", help="proper-motion columns (pmra including cos dec), mas/yr; default pmra,pmdec")
-    p.add_argument("--out", required=True)
-    p.add_argument("--workers", type=_positive_int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, help="output collection folder")
+    p.add_argument("--workers", type=_positive_int, default=None, help=WORKERS)
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     p = sub.add_parser("train", help="train a model: photoz | classify | anomaly | pca")
-    p.add_argument("task", choices=["photoz", "classify", "anomaly", "pca"])
+    p.add_argument("task", choices=["photoz", "classify", "anomaly", "pca"],
+                   help="photoz (redshift regression), classify (labels), anomaly (Isolation Forest) or pca")
     p.add_argument("--catalog", required=True, help="training data: a HATS catalog/collection, or files (CSV, Parquet, FITS, VOTable)")
     p.add_argument("--features", required=True, help="comma-separated features: columns, colours like u-g, dered(r), snr(err), absmag(g), ...")
     p.add_argument("--target", default=None, help="photoz: the spectroscopic redshift column")
@@ -126,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cv", type=int, default=0, help="also run K-fold cross-validation and report mean and spread")
     p.add_argument("--search", action="store_true", help="small hyperparameter search on an inner validation fold")
     p.add_argument("--baselines", action="store_true", help="compare with single-process XGBoost and a random forest on the same split")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seed of the folds, the ensemble's rotations and XGBoost (default 42)")
     p.add_argument("--members", type=_positive_int, default=None,
                    help="photoz/classify: boosters in the ensemble, each on the features plus one rotation of them (default 4; 1 = one booster)")
     p.add_argument("--class-weight", choices=["none", "sqrt", "balanced"], default="none",
@@ -134,38 +146,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ebv", default=None, help="E(B-V) column: colours and dered() are corrected for extinction")
     p.add_argument("--missing", choices=["nan", "impute", "drop"], default="nan", help="missing/sentinel values: pass NaN to XGBoost (default), impute medians, or drop rows")
     p.add_argument("--ra", default=None, help="RA column for spatial folds (default: the catalog's, or ra)")
-    p.add_argument("--dec", default=None)
+    p.add_argument("--dec", default=None, help="Dec column for spatial folds (default: the catalog's, or dec)")
     p.add_argument("--components", type=_positive_int, default=3, help="pca: number of components")
-    p.add_argument("--workers", type=_positive_int, default=None)
+    p.add_argument("--workers", type=_positive_int, default=None, help=WORKERS)
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     p = sub.add_parser("predict", help="apply a model to a whole catalog, writing a new one with the prediction columns")
-    p.add_argument("--model", required=True)
-    p.add_argument("--catalog", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--workers", type=_positive_int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--model", required=True, help="model folder written by train")
+    p.add_argument("--catalog", required=True, help="a HATS catalog/collection, or files (CSV, Parquet, FITS, VOTable)")
+    p.add_argument("--out", required=True, help="output: a collection for a catalog, a folder of Parquet files for files")
+    p.add_argument("--workers", type=_positive_int, default=None, help=WORKERS)
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     p = sub.add_parser("evaluate", help="metrics of a model on a labelled catalog")
-    p.add_argument("--model", required=True)
-    p.add_argument("--catalog", required=True)
+    p.add_argument("--model", required=True, help="model folder written by train")
+    p.add_argument("--catalog", required=True, help="labelled data: a HATS catalog/collection, or files")
     p.add_argument("--truth", default=None, help="truth column (default: the model's target or label)")
     p.add_argument("--where", default=None, help="pandas query selecting the rows to evaluate on")
     p.add_argument("--out", default=None, help="also write the metrics as JSON here")
-    p.add_argument("--workers", type=_positive_int, default=None)
+    p.add_argument("--workers", type=_positive_int, default=None, help=WORKERS)
 
     p = sub.add_parser("cluster", help="find clusters: kmeans (global) or dbscan / hdbscan (per tile + margin, merged)")
     p.add_argument("--catalog", required=True, help="a HATS catalog or collection (with a margin for dbscan/hdbscan)")
     p.add_argument("--features", required=True, help="e.g. pmra,pmdec,parallax,pos_x,pos_y,pos_z")
-    p.add_argument("--method", choices=["kmeans", "dbscan", "hdbscan"], default="hdbscan")
-    p.add_argument("--out", required=True)
+    p.add_argument("--method", choices=["kmeans", "dbscan", "hdbscan"], default="hdbscan",
+                   help="hdbscan (default) or dbscan per tile plus margin, merged across tiles; kmeans over the whole catalog")
+    p.add_argument("--out", required=True, help="output collection folder (with cluster_id) and clusters.json")
     p.add_argument("--id", default=None, help="unique id column (default: the catalog's)")
     p.add_argument("--min-cluster-size", type=_positive_int, default=20, help="hdbscan (default 20)")
     p.add_argument("--min-samples", type=_positive_int, default=None, help="dbscan / hdbscan")
     p.add_argument("--eps", type=float, default=0.3, help="dbscan radius in robust-standardised units (default 0.3)")
     p.add_argument("--max-cluster-fraction", type=float, default=0.5, help="hdbscan: largest share of a tile one cluster may hold")
     p.add_argument("--n-clusters", type=_positive_int, default=8, help="kmeans")
-    p.add_argument("--workers", type=_positive_int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--workers", type=_positive_int, default=None, help=WORKERS)
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     for cmd, text in (("run", "run a job spec (YAML) on a local cluster or a running scheduler"),
                       ("submit", "run a job spec on a running Dask scheduler (same as run --cluster tcp://...)")):
@@ -181,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--min-workers", type=_positive_int, default=None,
                        help="running scheduler: wait (up to 60 s) until this many workers have joined (default 1)")
         p.add_argument("--check", action="store_true", help="validate the spec and stop")
-        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     p = sub.add_parser("bench", help="benchmark suites with peers side by side: report.json, report.html, summary.md; "
                        "or `bench compare OLD NEW`")
@@ -189,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "or: compare OLD NEW; or: merge OLD NEW --out DIR (NEW's suites replace OLD's)")
     p.add_argument("--quick", action="store_true", help="small sizes, one repetition: a few minutes")
     p.add_argument("--out", default="bench-report", help="report folder (default bench-report)")
-    p.add_argument("--repeats", type=_positive_int, default=None)
-    p.add_argument("--workers", type=_positive_int, default=2)
+    p.add_argument("--repeats", type=_positive_int, default=None, help="timed runs per case, after a warm-up (default 3; 1 with --quick)")
+    p.add_argument("--workers", type=_positive_int, default=2, help="local Dask workers of every measurement (default 2)")
     p.add_argument("--threshold", type=float, default=1.2, help="compare: flag runs slower than this ratio (default 1.2)")
     p.add_argument("--sizes", type=_positive_int, nargs="+", default=None, help="row counts for every suite (instead of the defaults)")
     p.add_argument("--partition-rows", type=_positive_int, default=None,
@@ -239,20 +253,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("info", help="describe a catalog or collection")
-    p.add_argument("catalog")
+    p.add_argument("catalog", help="a catalog or collection folder")
 
     p = sub.add_parser("verify", help="check a whole catalog or collection (every file, the metadata, the margin); "
                                       "exit 0 when intact, 1 when damaged")
-    p.add_argument("catalog")
+    p.add_argument("catalog", help="a catalog or collection folder")
     p.add_argument("--repair", action="store_true",
                    help="rebuild what the partition files determine (partition_info.csv, _metadata, point map, hats_nrows, margins)")
-    p.add_argument("--workers", type=_positive_int, default=None)
+    p.add_argument("--workers", type=_positive_int, default=None, help=WORKERS)
+    for command in sub.choices.values():  # --verbose also after the command (survey-engine train ... --verbose)
+        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose:
+        from survey_engine.runtime import set_verbose
+
+        set_verbose(True)
     from survey_engine.errors import SurveyEngineError
 
     try:
@@ -294,7 +314,7 @@ def _dispatch(args) -> int:
             tap_url=args.tap, table=args.table, out=args.out,
             columns=args.columns.split(",") if args.columns is not None else None, where=args.where,
             ra_column=args.ra, dec_column=args.dec, id_column=args.id, order=args.order, max_order=args.max_order,
-            page_rows=args.page_rows, workers=args.workers, paging=args.paging, mode="async" if args.async_mode else "sync",
+            page_rows=args.page_rows, pages_in_flight=args.pages_in_flight, paging=args.paging, mode="async" if args.async_mode else "sync",
             retries=args.retries, min_interval=args.min_interval, timeout=args.timeout,
             token=os.environ.get(args.token_env) or None, max_rows=args.max_rows, margin_arcsec=args.margin, name=args.name,
         )
@@ -302,7 +322,7 @@ def _dispatch(args) -> int:
         from survey_engine.redact import redact_url
 
         with output_lock(ingest_args.out, f"ingest --tap {redact_url(ingest_args.tap_url)} --table {ingest_args.table}"), \
-                dask_client(n_workers=args.dask_workers) as client:
+                dask_client(n_workers=args.workers) as client:
             result = run_ingest(ingest_args, client=client, progress=progress)
         print(result.summary())
     elif args.command == "margin":
@@ -373,7 +393,7 @@ def _dispatch(args) -> int:
                                     test_fraction=args.test_fraction, cv=args.cv, search=args.search, baselines=args.baselines,
                                     gpu=args.gpu, ebv_column=args.ebv, missing=args.missing, ra_column=args.ra, dec_column=args.dec,
                                     where=args.where, members=args.members or MEMBERS, params={"class_weight_power": CLASS_WEIGHTS[args.class_weight]} if args.task == "classify" else {})
-                result = train(args.catalog, opts, args.model_out, client=client)
+                result = train(args.catalog, opts, args.model_out, client=client, progress=progress)
                 keys = ("n", "bias", "sigma_nmad", "sigma_iqr", "outlier_rate_015", "outlier_rate_lsst") if args.task == "photoz" else ("n", "accuracy", "macro_f1", "macro_roc_auc")
                 print(json.dumps({"held_out": {k: result["test"][k] for k in keys}, **({"baselines": result["baselines"]} if "baselines" in result else {})}, indent=1))
             elif args.task == "anomaly":

@@ -20,6 +20,13 @@ class MissingExtraError(SurveyEngineError, ImportError):
     """An optional module is not installed; the message names the extra to install."""
 
 
+def option(cli: str, python: str) -> str:
+    """An option as a message names it for both kinds of reader: the CLI flag first, then the
+    Python keyword, e.g. ``option("--build-margin", "build_margin=True")`` gives
+    "--build-margin (build_margin=True in Python)"."""
+    return f"{cli} ({python} in Python)"
+
+
 def require(module: str, extra: str, purpose: str) -> object:
     """Import an optional module or raise a one-line ``MissingExtraError`` naming the extra."""
     import importlib

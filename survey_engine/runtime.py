@@ -1,18 +1,59 @@
-"""Shared run-time plumbing: getting a Dask client and running tasks with a progress bar."""
+"""Shared run-time plumbing: getting a Dask client and running tasks with a progress bar.
+
+Progress has one mechanism: a tqdm bar on the driver per stage, advanced as tasks finish
+(``run_tasks``, ``compute_with_progress``) or as tasks report steps from the workers
+(``event_progress`` + ``report_progress``: boosting rounds). The terminal shows nothing else
+unless ``set_verbose(True)`` (the CLI's ``--verbose``): no INFO lines from distributed, no
+per-worker lines from native libraries, no killed workers at shutdown.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import re
+import sys
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from tqdm.auto import tqdm
+
+_VERBOSE = False
+# XGBoost's collective prints "[12:27:48] Task [xgboost.dask-0]:tcp://... got rank 0" once per
+# worker and training, from C++ straight to file descriptor 2 of the worker process: past Python's
+# logging, and before xgboost.dask applies the caller's verbosity. It tells a user nothing.
+NATIVE_NOISE = re.compile(rb"\[\d\d:\d\d:\d\d\] Task \[[^\]\n]*\]:\S* got rank \d+")
+# How long a worker may take to close before its nanny kills it (distributed's default is 4 s,
+# which a loaded machine misses, and then says "Worker process still alive ... killing").
+WORKER_CLOSE_TIMEOUT = 60.0
 
 
 def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
+
+
+def set_verbose(verbose: bool) -> None:
+    """Show (True) or hide (False, the default) distributed's INFO lines and native libraries'
+    per-worker chatter, in this process and in the workers of clusters started after the call."""
+    global _VERBOSE
+    _VERBOSE = bool(verbose)
+    quiet_distributed_logs()
+
+
+def is_verbose() -> bool:
+    return _VERBOSE
+
+
+def quiet_distributed_logs() -> None:
+    """distributed logs its life cycle at INFO by default; keep warnings and errors only, unless verbose."""
+    logging.getLogger("distributed").setLevel(logging.INFO if _VERBOSE else logging.WARNING)
+    # a hash-partitioned value_counts starts a P2P shuffle, which logs its life cycle as warnings
+    logging.getLogger("distributed.shuffle").setLevel(logging.INFO if _VERBOSE else logging.ERROR)
 
 
 @contextmanager
@@ -28,26 +69,142 @@ def dask_client(client=None, n_workers: int | None = None, memory_limit: str | N
     if client is not None:
         yield client
         return
-    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core", "distributed.worker"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # a hash-partitioned value_counts starts a P2P shuffle, which logs its life cycle as warnings
-    logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
-    cluster = LocalCluster(
-        n_workers=n_workers or default_workers(),
-        threads_per_worker=1,
-        processes=True,
-        memory_limit=memory_limit,
-        dashboard_address=":0",
-        silence_logs=logging.WARNING,
-    )
-    # closing the workers after a failed task is not worth a warning each
-    logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
+    quiet_distributed_logs()
+    for name in ("distributed.scheduler", "distributed.nanny", "distributed.core", "distributed.worker"):
+        logging.getLogger(name).setLevel(logging.NOTSET)  # follow "distributed" (set above)
+    with filtered_stderr(None if _VERBOSE else NATIVE_NOISE) as stderr_filter:  # the workers inherit it
+        cluster = LocalCluster(
+            n_workers=n_workers or default_workers(),
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=memory_limit,
+            dashboard_address=":0",
+            silence_logs=logging.INFO if _VERBOSE else logging.WARNING,
+        )
+        if stderr_filter is not None:
+            stderr_filter.release()  # this process's own output goes straight to the terminal
+        # closing the workers after a failed task is not worth a warning each
+        logging.getLogger("distributed.nanny").setLevel(logging.INFO if _VERBOSE else logging.ERROR)
+        try:
+            new_client = Client(cluster)
+            try:
+                new_client.register_plugin(quiet_task_failures(), name="survey-engine-quiet-failures")
+                yield new_client
+            finally:
+                new_client.close()
+        finally:
+            close_cluster(cluster)
+
+
+def close_cluster(cluster, timeout: float = WORKER_CLOSE_TIMEOUT) -> None:
+    """Close a LocalCluster in order: its workers first, each given ``timeout`` seconds to finish
+    (distributed's own close allows 4 s, then kills the process and says so), then the scheduler."""
+    async def close_workers() -> None:
+        await asyncio.gather(*(w.close(timeout=timeout) for w in list(cluster.workers.values())), return_exceptions=True)
+
+    with suppress(Exception):
+        cluster.sync(close_workers)
+    cluster.close(timeout=timeout)
+
+
+class StderrFilter:
+    """A pipe in place of file descriptor 2 while processes are started (they inherit it), and a
+    thread that copies what they write to the real descriptor 2 without what ``noise`` matches.
+
+    For native libraries that write to the descriptor directly (XGBoost's collective in the
+    workers, see ``NATIVE_NOISE``): Python-level redirection does not see them. This process
+    gets its own descriptor back at once (``release``), so its tracebacks and bars go straight
+    to the terminal; the pump runs until the children close the pipe (``close``). Partial lines
+    (a progress bar's carriage-return updates) are passed on within a tenth of a second."""
+
+    def __init__(self, noise: re.Pattern):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        self.stop = threading.Event()
+        self.pump = threading.Thread(target=_pump, args=(read_fd, self.saved, noise, self.stop), name="survey-engine stderr filter",
+                                     daemon=True)
+        self.pump.start()
+        self.released = False
+
+    def release(self) -> None:
+        """This process writes to its own descriptor 2 again; children started so far stay filtered."""
+        if not self.released:
+            with suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(self.saved, 2)
+            self.released = True
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop pumping (after what the children wrote so far); call when they have exited."""
+        self.release()
+        self.stop.set()
+        self.pump.join(timeout=timeout)
+        if not self.pump.is_alive():
+            os.close(self.saved)
+
+
+@contextmanager
+def filtered_stderr(noise: re.Pattern | None) -> Iterator[StderrFilter | None]:
+    """A ``StderrFilter`` for the block (None: no filter, or no usable descriptor 2); the caller
+    may ``release()`` this process's own descriptor once the children it meant to filter started."""
+    if noise is None:
+        yield None
+        return
     try:
-        with Client(cluster) as new_client:
-            new_client.register_plugin(quiet_task_failures(), name="survey-engine-quiet-failures")
-            yield new_client
+        filt = StderrFilter(noise)
+    except (OSError, ValueError):  # no usable descriptor 2 (an embedding host): leave it as it is
+        yield None
+        return
+    try:
+        yield filt
     finally:
-        cluster.close()
+        filt.close()
+
+
+def _pump(read_fd: int, out_fd: int, noise: re.Pattern, stop: threading.Event) -> None:
+    """Copy ``read_fd`` to ``out_fd`` without what ``noise`` matches (and the line ends it leaves)."""
+    import select
+
+    pending, owed_newlines, last, eof = b"", 0, time.monotonic(), False
+    try:
+        while True:
+            ready = select.select([read_fd], [], [], 0.05)[0]
+            data = os.read(read_fd, 65536) if ready else b""
+            eof = bool(ready and not data)  # every writer closed the pipe
+            if eof:
+                stop.set()
+            pending += data
+            if data:
+                last = time.monotonic()
+            pending, hits = noise.subn(b"\0", pending)
+            # complete lines go out now; a tail without a line end waits for its end (a noise
+            # line is written as the message, then its newline), at most 0.1 s
+            cut = max(pending.rfind(b"\n"), pending.rfind(b"\r")) + 1
+            if stop.is_set() or time.monotonic() - last > 0.1:
+                cut = len(pending)
+            out, pending = pending[:cut], pending[cut:]
+            kept = []
+            for line in out.splitlines(keepends=True):
+                body = line.rstrip(b"\r\n")
+                if body and set(body) == {0}:  # a line that was only noise: drop it and the
+                    owed_newlines += len(body) - (1 if line != body else 0)  # newlines it owes
+                    continue
+                if not body and line in (b"\n", b"\r\n") and owed_newlines:
+                    owed_newlines -= 1
+                    continue
+                kept.append(line.replace(b"\0", b""))
+            if kept:
+                os.write(out_fd, b"".join(kept))
+            if eof or (stop.is_set() and not ready):
+                break
+    except OSError:
+        pass
+    finally:
+        with suppress(OSError):
+            os.close(read_fd)
 
 
 class _DropComputeFailed(logging.Filter):
@@ -79,12 +236,24 @@ def run_tasks(client, func, calls: Sequence[tuple], desc: str, progress: bool = 
     not kept (the list then holds None). The first failure cancels the rest and re-raises the
     worker's exception unchanged.
     """
-    from distributed import as_completed
-
     if not calls:
         return []
     run_id = uuid.uuid4().hex[:10]  # unique per run: a key reused from an earlier (failed) run would return its result
     futures = [client.submit(func, *args, pure=False, key=f"{key_prefix}-{desc.replace(' ', '_')}-{run_id}-{i}") for i, args in enumerate(calls)]
+    return _collect(client, futures, desc, progress, sink)
+
+
+def compute_with_progress(client, collections: Sequence, desc: str, progress: bool = True) -> list:
+    """Compute Dask collections (e.g. ``ddf.to_delayed()``) on the cluster with the same bar as
+    ``run_tasks``: one step per collection. Results in order."""
+    if not collections:
+        return []
+    return _collect(client, client.compute(list(collections)), desc, progress, None)
+
+
+def _collect(client, futures: list, desc: str, progress: bool, sink: Callable[[int, object], None] | None) -> list:
+    from distributed import as_completed
+
     position = {f.key: i for i, f in enumerate(futures)}
     results: list = [None] * len(futures)
     direct = workers_reachable(client)
@@ -106,6 +275,111 @@ def run_tasks(client, func, calls: Sequence[tuple], desc: str, progress: bool = 
     finally:
         bar.close()
     return results
+
+
+@contextmanager
+def event_progress(client, total: int, desc: str, progress: bool = True, unit: str = "step") -> Iterator[str | None]:
+    """A bar on the driver for work that runs inside tasks (e.g. boosting rounds): yields a topic
+    name that those tasks pass to ``report_progress(topic, n)``; None when no bar is shown."""
+    if not progress or total <= 0:
+        yield None
+        return
+    topic = f"se-progress-{uuid.uuid4().hex[:10]}"
+    bar = tqdm(total=total, desc=desc, leave=False, unit=unit)
+    lock = threading.Lock()
+
+    def advance(event) -> None:
+        _, steps = event
+        with lock:
+            if not bar.disable and bar.n < total:
+                bar.update(min(int(steps), total - bar.n))
+
+    client.subscribe_topic(topic, advance)
+    try:
+        yield topic
+        with lock:  # done: the last reports may still be on their way
+            bar.update(total - bar.n)
+    finally:
+        with suppress(Exception):
+            client.unsubscribe_topic(topic)
+        with lock:
+            bar.close()
+
+
+def report_progress(topic: str | None, steps: int) -> None:
+    """From a task on a worker: advance the driver's ``event_progress`` bar by ``steps``."""
+    if topic is None or steps <= 0:
+        return
+    from distributed import get_worker
+
+    with suppress(ValueError):  # not on a worker (a local run): nothing listens
+        get_worker().log_event(topic, int(steps))
+
+
+class Shared:
+    """A value sent to every worker once (``client.scatter(..., broadcast=True)``) instead of
+    inside each task: tasks carry only its key and read it with ``get()``, once per worker
+    process. For large read-only inputs such as fitted boosters (Dask warns about task graphs of
+    more than 10 MB: "Sending large graph"). Use it as a context manager: the value stays on the
+    cluster (also published under its key, for a worker that lacks a copy) until the block ends."""
+
+    _cache: OrderedDict = OrderedDict()  # per process: key -> value, the most recent few
+    _lock = threading.Lock()
+
+    def __init__(self, client, value):
+        self._value, self._client = value, client
+        [self._future] = client.scatter([value], broadcast=True, hash=False)  # a list: a dict would be scattered per key
+        self.key = self._future.key
+        client.publish_dataset(self._future, name=self.key)
+
+    def __enter__(self) -> "Shared":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Let the cluster forget the value (on the driver; tasks using it must have finished)."""
+        if self._future is not None:
+            with suppress(Exception):
+                self._client.unpublish_dataset(self.key)
+            self._future.release()
+
+    def __getstate__(self) -> dict:
+        return {"key": self.key}
+
+    def __setstate__(self, state: dict) -> None:
+        self.key, self._value, self._future, self._client = state["key"], None, None, None
+
+    def get(self):
+        if self._future is not None:  # on the driver
+            return self._value
+        with Shared._lock:
+            if self.key in Shared._cache:
+                Shared._cache.move_to_end(self.key)
+                return Shared._cache[self.key]
+        value = _fetch_shared(self.key)
+        with Shared._lock:
+            Shared._cache[self.key] = value
+            while len(Shared._cache) > 4:
+                Shared._cache.popitem(last=False)
+        return value
+
+
+def _fetch_shared(key):
+    """The value of a scattered key, from this worker's memory (broadcast put it there), else
+    through the cluster (a worker that joined, or restarted, after the scatter)."""
+    from distributed import get_client, get_worker
+
+    try:
+        return get_worker().data[key]
+    except (ValueError, KeyError):
+        return get_client().get_dataset(key).result()
+
+
+def shared_value(value):
+    """``value.get()`` for a ``Shared``, else ``value`` itself."""
+    return value.get() if isinstance(value, Shared) else value
 
 
 def workers_reachable(client) -> bool:

@@ -62,3 +62,47 @@ def test_an_error_inside_the_block_on_the_current_client_passes_through(client):
         with dask_client() as current:
             assert current is client
             raise InputError("bad.csv: broken")
+def test_filtered_stderr_drops_native_noise_of_child_processes_and_keeps_the_rest(tmp_path):
+    """XGBoost's collective writes "Task [...] got rank N" to descriptor 2 of each worker process;
+    processes started inside the block inherit the filter. Everything else passes, in order,
+    including a progress bar's carriage-return updates."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "child.py"
+    script.write_text(
+        "import os, sys, subprocess, time\n"
+        "from survey_engine.runtime import NATIVE_NOISE, filtered_stderr\n"
+        "with filtered_stderr(NATIVE_NOISE):\n"
+        "    os.write(2, b'before\\n')\n"
+        "    os.write(2, b'[12:27:48] Task [xgboost.dask-1]:tcp://127.0.0.1:38445 got rank 1')\n"
+        "    os.write(2, b'[12:27:48] Task [xgboost.dask-0]:tcp://127.0.0.1:34151 got rank 0')\n"
+        "    os.write(2, b'\\n'); os.write(2, b'\\n')\n"
+        "    subprocess.run([sys.executable, '-c', \"import os; os.write(2, b'[09:00:00] Task [xgboost.dask-3]:tcp://10.0.0.1:1 got rank 3\\\\nworker line\\\\n')\"])\n"
+        "    sys.stderr.write('\\rbar 1'); sys.stderr.flush(); time.sleep(0.3); sys.stderr.write('\\rbar 2\\n')\n"
+        "print('after', file=sys.stderr)\n"
+    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=120)
+    assert run.returncode == 0
+    assert run.stderr == b"before\nworker line\n\rbar 1\rbar 2\nafter\n"
+
+
+def test_shared_value_goes_to_the_workers_once_and_tasks_carry_only_its_key(client):
+    import pickle
+
+    from survey_engine.runtime import Shared, shared_value
+
+    big = {"weights": np.arange(3_000_000, dtype=np.float64)}  # 24 MB: more than Dask's 10 MB graph warning
+    shared = Shared(client, big)
+    assert len(pickle.dumps(shared)) < 200
+    assert shared_value(shared) is big  # on the driver: the value itself, no round trip
+
+    def use(handle, i):
+        value = shared_value(handle)
+        return float(value["weights"][i]), id(value)
+
+    futures = [client.submit(use, shared, i, pure=False) for i in range(6)]
+    results = client.gather(futures)
+    assert [r[0] for r in results] == [float(i) for i in range(6)]
+    assert len({r[1] for r in results}) <= len(client.scheduler_info()["workers"])  # read once per worker process
+    assert shared_value({"a": 1}) == {"a": 1}

@@ -14,7 +14,6 @@ from functools import lru_cache
 
 import numpy as np
 
-
 from survey_engine.catalog.healpix import (
     SPATIAL_INDEX_ORDER,
     _point_arc_distance,

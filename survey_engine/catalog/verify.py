@@ -26,7 +26,12 @@ import pyarrow.parquet as pq
 
 from survey_engine.catalog import layout
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, pixel_range29
-from survey_engine.catalog.integrity import CatalogIntegrityError, files_on_disk, read_checked, read_metadata_facts
+from survey_engine.catalog.integrity import (
+    CatalogIntegrityError,
+    files_on_disk,
+    read_checked,
+    read_metadata_facts,
+)
 
 
 @dataclass(frozen=True)

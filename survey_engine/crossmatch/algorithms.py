@@ -30,6 +30,9 @@ class CrossmatchAlgorithm(ABC):
     name: str = "abstract"
     breaks_ties: bool = False  # nearest_radec orders equal distances by tie_key itself
 
+    def prepare(self) -> None:
+        """Called on the driver before the match tasks start (e.g. to compile a kernel once)."""
+
     @abstractmethod
     def nearest(self, left: np.ndarray, right: np.ndarray, k: int, radius_arcsec: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Up to ``k`` nearest right rows within the radius of each left row: (left idx, right idx, sep arcsec)."""
@@ -88,6 +91,11 @@ class ZonesAlgorithm(CrossmatchAlgorithm):
 
     name = "zones"
     breaks_ties = True
+
+    def prepare(self) -> None:
+        from survey_engine.crossmatch.zones import ensure_compiled
+
+        ensure_compiled()
 
     def nearest_radec(self, lra, ldec, rra, rdec, k, radius_arcsec, tie_key=None):
         from survey_engine.crossmatch.zones import zones_match

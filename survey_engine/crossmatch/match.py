@@ -30,9 +30,15 @@ import pandas as pd
 
 from survey_engine.catalog.catalog import Catalog, read_partition
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
-from survey_engine.crossmatch.algorithms import DEFAULT_ALGORITHM, check_algorithm, get_algorithm, gpu_available
+from survey_engine.crossmatch.algorithms import (
+    DEFAULT_ALGORITHM,
+    check_algorithm,
+    get_algorithm,
+    gpu_available,
+)
 from survey_engine.crossmatch.epochs import EpochSpec, max_shift_arcsec
 from survey_engine.crossmatch.plan import MatchTask, plan_crossmatch
+from survey_engine.errors import UsageError, option
 from survey_engine.runtime import ColumnSlots, compute_frame, plain_pages, run_tasks
 
 HOWS = ("nearest", "knn", "all", "one-to-one")
@@ -59,20 +65,20 @@ class MatchParams:
 
     def __post_init__(self):
         if not self.radius_arcsec > 0:
-            raise ValueError(f"radius must be positive, got {self.radius_arcsec}")
+            raise UsageError(f"{option('--radius', 'radius_arcsec')} must be positive, got {self.radius_arcsec}")
         if self.how not in HOWS:
-            raise ValueError(f"how must be one of {HOWS}, got {self.how!r}")
+            raise UsageError(f"{option('--how', 'how')} must be one of {HOWS}, got {self.how!r}")
         if self.join not in JOINS:
-            raise ValueError(f"join must be one of {JOINS}, got {self.join!r}")
+            raise UsageError(f"{option('--join', 'join')} must be one of {JOINS}, got {self.join!r}")
         if self.k < 1:
-            raise ValueError(f"k must be at least 1, got {self.k}")
+            raise UsageError(f"{option('--k', 'k')} must be at least 1, got {self.k}")
         if not 0 <= self.min_radius_arcsec < self.radius_arcsec:
-            raise ValueError(f"min radius must be within [0, radius), got {self.min_radius_arcsec}")
+            raise UsageError(f"{option('--min-radius', 'min_radius_arcsec')} must be within [0, --radius), got {self.min_radius_arcsec}")
         if len(self.suffixes) != 2 or self.suffixes[0] == self.suffixes[1]:
-            raise ValueError(f"suffixes must be two different strings, got {self.suffixes}")
+            raise UsageError(f"{option('--suffixes', 'suffixes')} must be two different strings, got {self.suffixes}")
         check_algorithm(self.algorithm)
         if (self.left_epoch or self.right_epoch) and self.target_epoch is None:
-            raise ValueError("give the common epoch (target_epoch / --epoch) to propagate positions to")
+            raise UsageError(f"give the common epoch, {option('--epoch', 'epoch')}, to propagate positions to")
 
 
 def _read(files, columns, ra: str, dec: str, epoch: EpochSpec | None = None, nullable=(), rows: dict | None = None
@@ -294,6 +300,7 @@ class CrossmatchResult:
         meta = self.meta()
         capacities = self._row_bounds() if ColumnSlots.usable(meta) else None
         slots = ColumnSlots(meta, capacities) if capacities is not None else None
+        get_algorithm(self.params.algorithm).prepare()
         parts = run_tasks(client, match_task, self.task_calls(), "crossmatch", progress=False, sink=slots.put if slots else None)
         if slots is not None:
             return slots.frame()
@@ -405,7 +412,7 @@ def crossmatch(
         usable, why = gpu_available()
         if not usable:
             print(f"survey-engine: the GPU cross-match kernel was asked for, but there is no usable GPU ({why}); "
-                  "running the same grid kernel on the CPU (algorithm='grid').", file=sys.stderr)
+                  "running the same grid kernel on the CPU (--algorithm grid; algorithm='grid' in Python).", file=sys.stderr)
             algorithm = "grid"
     as_spec = lambda e: e if (e is None or isinstance(e, EpochSpec)) else EpochSpec(e)  # noqa: E731
     k = cap_k(k, how, right)

@@ -7,7 +7,13 @@ from pathlib import Path
 import pyarrow as pa
 
 from survey_engine.catalog.healpix import pixel_range29
-from survey_engine.catalog.writer import finish_collection, finish_written, staged_collection, write_frame_partition
+from survey_engine.catalog.writer import (
+    finish_collection,
+    finish_written,
+    staged_collection,
+    write_frame_partition,
+)
+from survey_engine.crossmatch.algorithms import get_algorithm
 from survey_engine.crossmatch.match import match_task
 from survey_engine.runtime import dask_client, run_tasks
 
@@ -44,6 +50,7 @@ def write_result(result, out: Path, name: str | None = None, client=None, progre
         if result.in_memory:
             pixels, schemas = _write_frame_by_partition(result.compute(), result.tasks, catalog_dir)
         else:
+            get_algorithm(result.params.algorithm).prepare()  # e.g. compile the kernel once, saying so, before the bar
             schemas = run_tasks(client, _match_and_write, result.task_calls(str(catalog_dir)), "crossmatch", progress)
             pixels = [(t.left_order, t.left_pix) for t in result.tasks]
         written = [px for px, s in zip(pixels, schemas) if s is not None]

@@ -18,7 +18,7 @@ from survey_engine.catalog.catalog import Catalog
 from survey_engine.catalog.healpix import margin_order_for_radius, pixel_range29
 from survey_engine.catalog.margins import margin_ring
 from survey_engine.catalog.selection import normalise_ranges, ranges_overlap
-from survey_engine.errors import SurveyEngineError
+from survey_engine.errors import SurveyEngineError, option
 
 
 class MarginTooSmallError(SurveyEngineError, ValueError):
@@ -42,17 +42,20 @@ class MatchTask:
     file_rows: tuple[tuple[str, int], ...] = field(default=())  # rows each file holds, by the catalogs' metadata
 
 
+BUILD_MARGIN = option("--build-margin", "build_margin=True")
+
+
 def check_margin(right: Catalog, radius_arcsec: float) -> None:
     if right.margin is None:
         raise MarginTooSmallError(
             f"{right.path}: the right catalog has no margin, so matches across its partition edges would be lost; "
-            f"build one with `survey-engine margin {right.path} --radius {radius_arcsec:g}` (or pass build_margin=True)"
+            f"build one with `survey-engine margin {right.path} --radius {radius_arcsec:g}`, or add {BUILD_MARGIN} to the crossmatch"
         )
     if right.margin_radius_arcsec < radius_arcsec:
         raise MarginTooSmallError(
             f"{right.path}: its margin is {right.margin_radius_arcsec:g} arcsec, smaller than the match radius {radius_arcsec:g} arcsec "
             f"(radius plus the largest proper-motion shift, when propagating epochs); "
-            f"build a wider one with `survey-engine margin {right.path} --radius {radius_arcsec:g}` (or pass build_margin=True)"
+            f"build a wider one with `survey-engine margin {right.path} --radius {radius_arcsec:g}`, or add {BUILD_MARGIN} to the crossmatch"
         )
 
 

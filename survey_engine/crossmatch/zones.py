@@ -180,6 +180,12 @@ def _prepare(lra, ldec, rra, rdec, r_deg):
     return lxyz, rxyz, order, starts, sorted_ra, dec0, height
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def zones_match(lra: np.ndarray, ldec: np.ndarray, rra: np.ndarray, rdec: np.ndarray, radius_arcsec: float, k: int,
                 tie_key: np.ndarray | None = None):
     """(left idx, right idx, squared chord) of the k nearest (k >= 1) or all (k == 0) right rows
@@ -196,6 +202,9 @@ def zones_match(lra: np.ndarray, ldec: np.ndarray, rra: np.ndarray, rdec: np.nda
         return lrows[li], rrows[ri], d2
     lra, rra = (a if (a.min() >= 0.0 and a.max() < 360.0) else a % 360.0 for a in (lra, rra))
     tie = np.zeros(len(rra), np.int64) if tie_key is None else np.ascontiguousarray(tie_key, dtype=np.int64)
+    # the kernels only read these: read-only views (no copy) give every call the same types, so
+    # one compiled specialisation serves columns from Arrow (read-only) and computed ones alike
+    lra, ldec, rra, rdec, tie = (_read_only(a) for a in (lra, ldec, rra, rdec, tie))
     r_deg = radius_arcsec / 3600.0
     c2 = chord_for(radius_arcsec) ** 2
     lxyz, rxyz, order, starts, sorted_ra, dec0, height = _prepare(lra, ldec, rra, rdec, r_deg)
@@ -221,3 +230,43 @@ def zones_match(lra: np.ndarray, ldec: np.ndarray, rra: np.ndarray, rdec: np.nda
     li, ri, d2 = np.empty(total, np.int64), np.empty(total, np.int64), np.empty(total)
     _scan(FILL, *geometry, count, offset, li, ri, d2, none_r, none_d)
     return li, ri, d2
+
+
+# -- first use: compile once, saying so -----------------------------------------------------------
+
+_KERNELS = (_unit_vectors, _build_zones, _prepare, _scan)
+
+
+def kernels_cached() -> bool:
+    """True when numba's cache holds compiled code of every kernel for this source (so a worker
+    loads it in a moment); False on first use after installing or changing this file. Reads the
+    cache index through numba's own cache object; a numba whose internals differ counts as cached."""
+    try:
+        return all(bool(kernel._cache._cache_file._load_index()) for kernel in _KERNELS)
+    except Exception:  # noqa: BLE001 - another numba layout: assume cached and stay silent
+        return True
+
+
+def compile_kernels() -> None:
+    """Compile (or load) every kernel for the argument types ``zones_match`` passes, writing the cache."""
+    ra = np.array([10.0, 10.0001, 200.0])
+    dec = np.array([0.0, 0.0001, -30.0])
+    for k in (1, 0):
+        zones_match(ra, dec, ra, dec, 1.0, k, np.arange(3, dtype=np.int64))
+
+
+def ensure_compiled(stream=None) -> bool:
+    """Compile the kernels here, once, with a line saying so, when the cache is cold: the match
+    tasks then load the cache instead of each compiling for seconds under a progress bar that
+    reads as a 24-minute ETA. Returns True when it compiled."""
+    import sys
+    import time
+
+    if kernels_cached():
+        return False
+    stream = stream or sys.stderr
+    print("survey-engine: compiling the cross-match kernel once (about 10 s; cached for later runs)...", end="", file=stream, flush=True)
+    t0 = time.perf_counter()
+    compile_kernels()
+    print(f" done ({time.perf_counter() - t0:.0f} s)", file=stream, flush=True)
+    return True

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from survey_engine.catalog import build
 from survey_engine.catalog.catalog import open_catalog
 from survey_engine.catalog.writer import finish_collection, finish_written, staged_collection
-from survey_engine.catalog import build
 from survey_engine.ingest.readers import InputError, expand_inputs, plan_chunks, read_batches
 from survey_engine.runtime import dask_client, run_tasks
 

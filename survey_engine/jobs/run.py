@@ -193,7 +193,8 @@ def _source(name: str, kind: str, src: dict, work: Path, client, progress, echo)
         from survey_engine.ml.data import open_table
 
         return src["path"], open_table(src["path"]).fingerprint
-    return src, _fp("tap", src)
+    # how many pages run at once does not change the rows; "workers" was its old name
+    return src, _fp("tap", {k: v for k, v in src.items() if k not in ("pages_in_flight", "workers")})
 
 
 def _state(work: Path, sid: str) -> dict:
@@ -330,7 +331,7 @@ def _stage_ingest(stage, p, outputs, tmp, client, progress):
     s = outputs[p["_source_name"]][0]
     args = TapIngestArguments(s["url"], s["table"], str(tmp), columns=s.get("columns"), where=s.get("where"),
                               ra_column=s.get("ra", "ra"), dec_column=s.get("dec", "dec"), id_column=s.get("id"),
-                              order=s.get("order", 3), page_rows=s.get("page_rows", 100_000), workers=s.get("workers", 4),
+                              order=s.get("order", 3), page_rows=s.get("page_rows", 100_000), pages_in_flight=s.get("pages_in_flight", 4),
                               paging=s.get("paging", "auto"), max_rows=p.get("max_rows", 1_000_000),
                               margin_arcsec=p.get("margin", 5.0), name=stage.id, token=os.environ.get("SURVEY_ENGINE_TAP_TOKEN"))
     r = run_ingest(args, client=client, progress=progress)
@@ -349,7 +350,6 @@ def _stage_crossmatch(stage, p, outputs, tmp, client, progress):
     from survey_engine.catalog.catalog import open_catalog
     from survey_engine.crossmatch import crossmatch
     from survey_engine.crossmatch.algorithms import DEFAULT_ALGORITHM
-
     from survey_engine.crossmatch.epochs import EpochSpec
 
     pm = p.get("pm_columns", ["pmra", "pmdec"])
@@ -385,7 +385,7 @@ def _stage_train(stage, p, outputs, tmp, client, progress):
                             baselines=p.get("baselines", False), gpu=p.get("gpu", False), ebv_column=p.get("ebv"),
                             missing=p.get("missing", "nan"), where=p.get("where"), members=p.get("members", MEMBERS),
                             params={k: p[k] for k in ("rounds", "eta") if k in p})  # boosting rounds / learning rate
-        r = train(catalog, opts, str(tmp), client=client)
+        r = train(catalog, opts, str(tmp), client=client, progress=progress)
         keys = ("n", "sigma_nmad", "bias", "outlier_rate_015") if task == "photoz" else ("n", "accuracy", "macro_f1")
         return {"held_out": {k: r["test"][k] for k in keys}}
     from survey_engine.ml.unsupervised import train_anomaly, train_pca

@@ -69,7 +69,8 @@ SOURCES = {
     "catalog": {"path": (str, True, None)},
     "tap": {"url": (str, True, None), "table": (str, True, None), "columns": (list, False, None), "where": (str, False, None),
             "ra": (str, False, None), "dec": (str, False, None), "id": (str, False, None), "order": (int, False, None),
-            "page_rows": (int, False, None), "workers": (int, False, None), "paging": (str, False, None)},
+            "page_rows": (int, False, None), "pages_in_flight": (int, False, None), "paging": (str, False, None),
+            "workers": (int, False, None)},  # deprecated name of pages_in_flight (said when loaded)
 }
 MOCK_SURVEYS = ("sky", "astrometric", "photometric")  # survey_engine.mock.surveys.SURVEYS
 TOP = {"name": str, "workdir": str, "source": dict, "sources": dict, "stages": list, "cluster": dict, "description": str}
@@ -195,6 +196,8 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
             params = {"path": params}
         elif isinstance(params, dict):
             _check_params(err, sv_node, params, SOURCES[kind], f"{label}.{kind}", f"source.{kind}")
+            if kind == "tap" and "workers" in params:
+                params = _renamed_tap_workers(err, sv_node, params, f"{path}: {label}.tap")
         else:
             err.add(sv_node, f"{label}.{kind} must be a mapping")
             continue
@@ -362,6 +365,19 @@ def _duplicate_keys(node, err: _Errors, seen_nodes: set | None = None) -> None:
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
             _duplicate_keys(item, err, seen_nodes)
+
+
+def _renamed_tap_workers(err: _Errors, node, params: dict, label: str) -> dict:
+    """The tap source's old key ``workers`` (pages in flight) read as ``pages_in_flight``, with a note:
+    everywhere else ``workers`` means local Dask workers."""
+    import sys
+
+    if "pages_in_flight" in params:
+        err.add(node, f"{label}: give pages_in_flight only (workers is its deprecated name)")
+        return params
+    print(f"{label}: the key 'workers' is deprecated here, it means pages in flight: "
+          f"write 'pages_in_flight: {params['workers']}'", file=sys.stderr)
+    return {**{k: v for k, v in params.items() if k != "workers"}, "pages_in_flight": params["workers"]}
 
 
 def _check_params(err: _Errors, node, params: dict, allowed: dict, label: str, kind: str | None = None) -> None:

@@ -16,7 +16,12 @@ from survey_engine.ml.artifact import ModelError, load_model
 from survey_engine.ml.data import open_table
 
 
-def apply_frame(frame: pd.DataFrame, meta: dict, models: dict) -> pd.DataFrame:
+def apply_frame(frame: pd.DataFrame, meta: dict, models) -> pd.DataFrame:
+    """The model's output columns added to one partition (``models``: the fitted objects, or a
+    ``runtime.Shared`` holding them)."""
+    from survey_engine.runtime import shared_value
+
+    models = shared_value(models)
     if meta["task"] in ("photoz", "classify"):
         from survey_engine.ml.supervised import predict_frame
 
@@ -30,7 +35,7 @@ def apply_frame(frame: pd.DataFrame, meta: dict, models: dict) -> pd.DataFrame:
 
 def predict(model_dir: str, table_path: str, out: str, client=None, progress: bool = True) -> Path:
     from survey_engine.features.spec import FeatureError, FeatureSpec
-    from survey_engine.runtime import dask_client
+    from survey_engine.runtime import Shared, dask_client
 
     meta, models = load_model(model_dir)
     table = open_table(table_path)
@@ -43,38 +48,41 @@ def predict(model_dir: str, table_path: str, out: str, client=None, progress: bo
         raise ModelError(f"{out}: exists and is not a folder; choose another --out or remove it")
     if out.exists() and any(out.iterdir()):
         raise ModelError(f"{out}: already exists; choose another --out or remove it")
-    apply = _Applier(meta, models)
-    with dask_client(client) as client:
+    with dask_client(client) as client, Shared(client, models) as shared:  # to every worker once, not in every task
+        apply = _Applier(meta, shared)
         if table.catalog is not None:
             from survey_engine.catalog.catalog import open_catalog
 
             cat = open_catalog(table_path)
             sample = apply(cat.to_dask()._meta_nonempty.head(2))
             return cat.map_partitions(apply, meta=sample.iloc[:0]).write(out, client=client, progress=progress)
-        return _write_files(table.frame.map_partitions(apply, meta=apply(table.frame._meta_nonempty.head(2)).iloc[:0]), out)
+        frame = table.frame.map_partitions(apply, meta=apply(table.frame._meta_nonempty.head(2)).iloc[:0])
+        return _write_files(frame, out, client, progress)
 
 
 class _Applier:
-    """Picklable per-partition function carrying the model to the workers."""
+    """Picklable per-partition function carrying the model's metadata and a handle on its fitted
+    objects (a ``runtime.Shared``) to the workers."""
 
-    def __init__(self, meta: dict, models: dict):
+    def __init__(self, meta: dict, models):
         self.meta, self.models = meta, models
 
     def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
         return apply_frame(frame, self.meta, self.models)
 
 
-def _write_files(frame, out: Path) -> Path:
+def _write_files(frame, out: Path, client, progress: bool = True) -> Path:
     from survey_engine.catalog.lock import output_lock
 
     with output_lock(out, f"predict --out {out}"):
-        return _write_files_locked(frame, out)
+        return _write_files_locked(frame, out, client, progress)
 
 
-def _write_files_locked(frame, out: Path) -> Path:
+def _write_files_locked(frame, out: Path, client, progress: bool) -> Path:
     import dask
 
     from survey_engine.catalog.layout import output_path, remove_tree
+    from survey_engine.runtime import compute_with_progress
 
     out = output_path(out)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
@@ -85,7 +93,7 @@ def _write_files_locked(frame, out: Path) -> Path:
         part.to_parquet(tmp / f"part-{i:05d}.parquet", index=False)
         return len(part)
 
-    dask.compute(*[dask.delayed(write)(p, i) for i, p in enumerate(frame.to_delayed())])
+    compute_with_progress(client, [dask.delayed(write)(p, i) for i, p in enumerate(frame.to_delayed())], f"predict {out.name}", progress)
     if out.exists():
         out.rmdir()
     os.replace(tmp, out)

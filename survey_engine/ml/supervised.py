@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from survey_engine.errors import SurveyEngineError
+from survey_engine.errors import SurveyEngineError, option
 from survey_engine.features.spec import FeatureError, FeatureSpec
 from survey_engine.ml import metrics as M
 from survey_engine.ml.artifact import ModelError, load_model, save_model
@@ -82,7 +82,7 @@ class TrainOptions:
         if self.task == "classify" and not self.label:
             raise TrainingError("classify needs --label COLUMN")
         if not 0.05 <= self.test_fraction <= 0.5:
-            raise TrainingError(f"test fraction must be within 0.05..0.5, got {self.test_fraction}")
+            raise TrainingError(f"{option('--test-fraction', 'test_fraction')} must be within 0.05..0.5, got {self.test_fraction}")
         if self.cv and self.cv < 2:
             raise TrainingError(f"--cv needs at least 2 folds, got {self.cv}")
         if not 1 <= int(self.members) <= 32:
@@ -220,16 +220,19 @@ def placed(client, collection):
     return dd.from_delayed(futures, meta=collection._meta, verify_meta=False)
 
 
-def _dask_train(client, frame, features: list[str], params: dict, rounds: int, weight=None):
+def _dask_train(client, frame, features: list[str], params: dict, rounds: int, weight=None, topic: str | None = None):
+    """One booster trained by xgboost.dask; its rounds advance the driver's bar ``topic``."""
     import xgboost
     from xgboost import dask as dxgb
+
+    from survey_engine.ml.progress import RoundProgress
 
     def run():
         X, y = placed(client, frame[features]), placed(client, frame["_y"])
         w = None if weight is None else placed(client, weight)
-        with xgboost.config_context(verbosity=0):  # the tracker otherwise prints every worker's rank
+        with xgboost.config_context(verbosity=0):
             dtrain = dxgb.DaskDMatrix(client, X, y, weight=w)
-            return dxgb.train(client, params, dtrain, num_boost_round=rounds)["booster"]
+            return dxgb.train(client, params, dtrain, num_boost_round=rounds, callbacks=[RoundProgress(topic)])["booster"]
 
     return watch_workers(client, run, "XGBoost training")
 
@@ -358,11 +361,12 @@ def _member_frame(frame, feats: list[str], views: dict | None, m: int):
     return frame.map_partitions(one, meta=meta), cols
 
 
-def _train_members(client, frame, feats: list[str], views: dict | None, params: dict, rounds: int, base: str, weight=None) -> dict:
+def _train_members(client, frame, feats: list[str], views: dict | None, params: dict, rounds: int, base: str, weight=None,
+                   topic: str | None = None) -> dict:
     boosters = {}
     for m in range(member_count(views)):
         member_frame, cols = _member_frame(frame, feats, views, m)
-        boosters[member_name(base, m)] = _dask_train(client, member_frame, cols, {**params, "seed": params["seed"] + m}, rounds, weight)
+        boosters[member_name(base, m)] = _dask_train(client, member_frame, cols, {**params, "seed": params["seed"] + m}, rounds, weight, topic)
     return boosters
 
 
@@ -378,33 +382,46 @@ def _balanced_weights(frame, k: int, power: float):
     return frame["_y"].map(w, meta=("_y", "f8"))
 
 
-def fit(task: str, client, frame, spec: FeatureSpec, classes, params: dict, device: str, seed: int, members: int = MEMBERS) -> dict:
+def fit(task: str, client, frame, spec: FeatureSpec, classes, params: dict, device: str, seed: int, members: int = MEMBERS,
+        progress: bool = False, desc: str = "train") -> dict:
     """Train the model(s) of ``task`` on ``frame`` (prepared rows). Returns boosters, the
-    ensemble's views and extras."""
+    ensemble's views and extras. With ``progress``, one bar ``desc`` counts every boosting round."""
+    from survey_engine.runtime import event_progress
+
     feats = list(spec.features)
     views = fit_views(frame, feats, members, seed)
+    n_members = member_count(views)
     if task == "photoz":
         frame = frame.assign(_y=np.log1p(frame["_y"].clip(lower=-0.99)))
         p, rounds = _xgb_params(PHOTOZ_PARAMS, params, device, seed)
         p["objective"] = "reg:absoluteerror"
-        boosters = _train_members(client, frame, feats, views, p, rounds, "median")
         q, qrounds = _xgb_params(QUANTILE_PARAMS, {}, device, seed)
         q.update({"objective": "reg:quantileerror", "quantile_alpha": [0.16, 0.84]})
-        boosters["quantiles"] = _dask_train(client, frame, feats, q, qrounds)
+        with event_progress(client, n_members * rounds + qrounds, desc, progress, unit="round") as topic:
+            boosters = _train_members(client, frame, feats, views, p, rounds, "median", topic=topic)
+            boosters["quantiles"] = _dask_train(client, frame, feats, q, qrounds, topic=topic)
         return {"boosters": boosters, "views": views}
+    rounds = int({**CLASSIFY_PARAMS, **params}["rounds"])
+    with event_progress(client, 2 * n_members * rounds, desc, progress, unit="round") as topic:  # temperature + final ensembles
+        return _fit_classifier(client, frame, feats, views, classes, params, device, seed, topic)
+
+
+def _fit_classifier(client, frame, feats: list[str], views: dict | None, classes, params: dict, device: str, seed: int,
+                    topic: str | None) -> dict:
+    """A temperature-calibrated classification ensemble (two ensembles' worth of rounds)."""
     k = len(classes)
     p, rounds = _xgb_params(CLASSIFY_PARAMS, {k: v for k, v in params.items() if k != "class_weight_power"}, device, seed)
     p.update({"objective": "multi:softprob", "num_class": k, "eval_metric": "mlogloss"})
     weights = _balanced_weights(frame, k, float(params.get("class_weight_power", CLASS_WEIGHT_POWER)))
     # temperature: fit on rows held out of a first ensemble, then train the final one on everything
     inner = frame["_fold"] == frame["_fold"].max()
-    t_models = _train_members(client, frame[~inner], feats, views, p, rounds, "classifier", weights[~inner])
+    t_models = _train_members(client, frame[~inner], feats, views, p, rounds, "classifier", weights[~inner], topic)
     held = frame[inner].compute()
     temperature = 1.0
     if len(held) >= 20 and held["_y"].nunique() > 1:
         probs = _ensemble_proba(t_models, held[feats].to_numpy(dtype=np.float32, na_value=np.nan), views, 1.0)
         temperature = fit_temperature(probs, held["_y"].to_numpy().astype(int))
-    boosters = _train_members(client, frame, feats, views, p, rounds, "classifier", weights)
+    boosters = _train_members(client, frame, feats, views, p, rounds, "classifier", weights, topic)
     return {"boosters": boosters, "temperature": temperature, "views": views}
 
 
@@ -437,8 +454,12 @@ def _ensemble_proba(models: dict, X: np.ndarray, views: dict | None, temperature
 
 # -- application ------------------------------------------------------------------------------
 
-def predict_frame(frame: pd.DataFrame, meta: dict, models: dict) -> pd.DataFrame:
-    """Add the prediction columns of a model to one pandas partition."""
+def predict_frame(frame: pd.DataFrame, meta: dict, models) -> pd.DataFrame:
+    """Add the prediction columns of a model to one pandas partition (``models``: the boosters,
+    or a ``runtime.Shared`` holding them)."""
+    from survey_engine.runtime import shared_value
+
+    models = shared_value(models)
     spec = FeatureSpec.from_json(meta["feature_spec"])
     try:
         X = spec.compute(frame)
@@ -481,7 +502,8 @@ def _summaries(frame, meta: dict, models: dict, truth: str, magnitude: str | Non
         pred = pred.assign(_label=part[truth].astype("string").str.strip())
         return M.classification_summary(pred, "_label", meta["classes"])
 
-    parts = dask.compute(*[dask.delayed(one)(p) for p in frame.to_delayed()])
+    with _shared(models) as models:  # sent to the workers once, not inside every task
+        parts = dask.compute(*[dask.delayed(one)(p) for p in frame.to_delayed()])
     if meta["task"] == "photoz":
         return M.photoz_metrics_from_summary(M.merge_summaries(list(parts)))
     return M.classification_metrics(M.merge_classification(list(parts)), meta["classes"])
@@ -492,11 +514,28 @@ def _sample_predictions(frame, meta, models, limit: int = 50_000) -> pd.DataFram
     import dask
 
     on_prepared = _on_prepared(meta)
-    parts = dask.compute(*[dask.delayed(predict_frame)(p, on_prepared, models) for p in frame.to_delayed()])
+    with _shared(models) as models:
+        parts = dask.compute(*[dask.delayed(predict_frame)(p, on_prepared, models) for p in frame.to_delayed()])
     df = pd.concat(parts) if parts else pd.DataFrame()
     if len(df) > limit:
         df = df.sample(limit, random_state=0)
     return df
+
+
+def _shared(models):
+    """A context giving the boosters scattered to every worker once (a ``runtime.Shared``) when a
+    distributed client is running; as they are otherwise."""
+    from contextlib import nullcontext
+
+    from survey_engine.runtime import Shared
+
+    try:
+        from distributed import get_client
+
+        client = get_client()
+    except (ImportError, ValueError):
+        return nullcontext(models)
+    return Shared(client, models)
 
 
 # -- the whole train command --------------------------------------------------------------------
@@ -522,8 +561,8 @@ def train(table_path: str, opts: TrainOptions, model_out: str, client=None, prog
         params = dict(opts.params)
         search_log = []
         if opts.search:
-            params, search_log = _search(client, train_rows, spec, classes, opts, device)
-        fitted = fit(opts.task, client, train_rows, spec, classes, params, device, opts.seed, opts.members)
+            params, search_log = _search(client, train_rows, spec, classes, opts, device, progress)
+        fitted = fit(opts.task, client, train_rows, spec, classes, params, device, opts.seed, opts.members, progress, f"train {opts.task}")
         meta = _meta(opts, spec, classes, fitted, table, device, params)
         models = fitted["boosters"]
         test_metrics = _evaluate_prepared(test_rows, meta, models)
@@ -537,7 +576,7 @@ def train(table_path: str, opts: TrainOptions, model_out: str, client=None, prog
             warnings.warn(note, stacklevel=2)
             result["warnings"] = [note]
         if opts.cv:
-            result["cv"] = _cross_validate(client, prepared, spec, classes, opts, params, device)
+            result["cv"] = _cross_validate(client, prepared, spec, classes, opts, params, device, progress)
         if opts.baselines:
             result["baselines"] = _baselines(train_rows, test_rows, opts, feats, classes)
         if search_log:
@@ -606,13 +645,14 @@ def _evaluate_prepared(rows, meta, models) -> dict:
     return _summaries(rows, fake_meta, models, truth, mag)
 
 
-def _search(client, train_rows, spec, classes, opts, device) -> tuple[dict, list]:
+def _search(client, train_rows, spec, classes, opts, device, progress: bool = False) -> tuple[dict, list]:
     """Small grid over depth and learning rate, scored on an inner held-out fold."""
     inner = train_rows["_fold"] == 1
     fit_rows, val_rows = train_rows[~inner], train_rows[inner]
     log_rows, best, best_score = [], {}, None
     for cand in SEARCH_GRID:
-        fitted = fit(opts.task, client, fit_rows, spec, classes, cand, device, opts.seed, opts.members)
+        fitted = fit(opts.task, client, fit_rows, spec, classes, cand, device, opts.seed, opts.members, progress,
+                     f"search {', '.join(f'{k} {v}' for k, v in cand.items())}")
         meta = _fitted_meta(opts, spec, classes, fitted)
         m = _evaluate_prepared(val_rows, meta, fitted["boosters"])
         score = m["sigma_nmad"] if opts.task == "photoz" else -m["macro_f1"]
@@ -622,11 +662,11 @@ def _search(client, train_rows, spec, classes, opts, device) -> tuple[dict, list
     return best, log_rows
 
 
-def _cross_validate(client, prepared, spec, classes, opts, params, device) -> dict:
+def _cross_validate(client, prepared, spec, classes, opts, params, device, progress: bool = False) -> dict:
     folds = []
     for f in range(opts.folds):
         tr, te = prepared[prepared["_fold"] != f], prepared[prepared["_fold"] == f]
-        fitted = fit(opts.task, client, tr, spec, classes, params, device, opts.seed, opts.members)
+        fitted = fit(opts.task, client, tr, spec, classes, params, device, opts.seed, opts.members, progress, f"cv fold {f + 1}/{opts.folds}")
         meta = _fitted_meta(opts, spec, classes, fitted)
         m = _evaluate_prepared(te, meta, fitted["boosters"])
         keys = ("sigma_nmad", "bias", "outlier_rate_015", "outlier_rate_lsst") if opts.task == "photoz" else ("accuracy", "macro_f1", "macro_roc_auc")

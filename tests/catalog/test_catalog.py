@@ -1,10 +1,10 @@
 """The lazy Catalog API on the real all-sky Gaia table: selections equal brute force and prune partitions."""
 
+import astropy.units as u
 import numpy as np
 import pandas as pd
 import pytest
 from astropy.coordinates import SkyCoord
-import astropy.units as u
 
 from survey_engine import open_catalog
 from survey_engine.catalog.healpix import radec_to_healpix

@@ -44,8 +44,9 @@ def test_margin_order_pixels_wider_than_radius():
 
 
 def test_distance_to_polyline_matches_sampled_distance():
-    from tests.catalog.brute import boundary_samples, healpy_xyz
     from scipy.spatial import cKDTree
+
+    from tests.catalog.brute import boundary_samples, healpy_xyz
 
     rng = np.random.default_rng(5)
     order, pix = 4, 1234

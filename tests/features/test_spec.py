@@ -42,8 +42,8 @@ def test_snr_parallax_motion_and_galactic():
     assert np.isclose(f["distance"][0], 100.0)
     assert np.isnan(f["distance"][1]) and np.isnan(f["distance"][2])  # parallax/error 2 < 5; negative parallax
     assert np.isclose(f["pm_total"][0], 5.0) and np.isclose(f["v_tan"][0], 4.74047 * 5 / 10)
-    from astropy.coordinates import SkyCoord
     import astropy.units as u
+    from astropy.coordinates import SkyCoord
 
     g = SkyCoord(df.ra.to_numpy() * u.deg, df.dec.to_numpy() * u.deg).galactic
     assert np.allclose(f["gal_l"], g.l.deg) and np.allclose(f["gal_b"], g.b.deg)

@@ -62,7 +62,7 @@ def whole_table(dachs, client, tmp_path_factory):
 def subset_reference(dachs, client, tmp_path_factory):
     """The WHERE-restricted request, ingested undisturbed: what interrupted runs must reproduce."""
     out = tmp_path_factory.mktemp("tap") / "bright"
-    result = ingest(dachs, out, client, where=SUBSET_WHERE, page_rows=2_000, workers=4)
+    result = ingest(dachs, out, client, where=SUBSET_WHERE, page_rows=2_000, pages_in_flight=4)
     return out, result
 
 
@@ -159,7 +159,7 @@ def test_other_pagings_give_the_same_rows(dachs, client, tmp_path, subset_refere
 def test_async_uws_queries(dachs, client, tmp_path, subset_reference):
     ref_out, ref = subset_reference
     out = tmp_path / "async"
-    result = ingest(dachs, out, client, where="phot_g_mean_mag < 7", page_rows=20_000, mode="async", workers=2)
+    result = ingest(dachs, out, client, where="phot_g_mean_mag < 7", page_rows=20_000, mode="async", pages_in_flight=2)
     want = frame(ref_out)
     assert set(frame(out).source_id) == set(want.source_id[want.phot_g_mean_mag < 7])
     assert result.rows > 0
@@ -206,7 +206,7 @@ def test_server_stop_and_restart_mid_ingest(dachs, client, tmp_path, subset_refe
     ref_out, ref = subset_reference
     out = tmp_path / "restart"
     args = TapIngestArguments(dachs, TAP_TABLE, str(out), id_column="source_id", where=SUBSET_WHERE,
-                              page_rows=2_000, workers=2, min_interval=0.25, backoff=0.5, retries=8)
+                              page_rows=2_000, pages_in_flight=2, min_interval=0.25, backoff=0.5, retries=8)
     outcome = {}
 
     def work():
@@ -281,7 +281,7 @@ def test_html_answer(dachs, tmp_path, client):
 def test_truncated_votable_is_retried_then_reported(dachs, tmp_path, client):
     with FaultProxy(mode="truncate") as proxy:
         args = TapIngestArguments(proxy.url + "/tap", TAP_TABLE, str(tmp_path / "x"), paging="id", id_column="source_id",
-                                  retries=2, backoff=0.01, workers=1)
+                                  retries=2, backoff=0.01, pages_in_flight=1)
         with pytest.raises(TapError, match=r"(?s)page id-o03-\d+-\d+.*cut short|page id-rest.*cut short"):
             run_ingest(args, client=client, progress=False)
         assert proxy.requests >= 3
@@ -291,7 +291,7 @@ def test_503s_are_retried(dachs, tmp_path, client):
     with FaultProxy(mode="flaky", failures=3) as proxy:
         out = tmp_path / "flaky"
         args = TapIngestArguments(proxy.url + "/tap", TAP_TABLE, str(out), id_column="source_id", where="phot_g_mean_mag < 6",
-                                  paging="id", order=0, page_rows=50_000, backoff=0.01, workers=1)
+                                  paging="id", order=0, page_rows=50_000, backoff=0.01, pages_in_flight=1)
         result = run_ingest(args, client=client, progress=False)
     assert result.retries == 3
     assert result.rows == int(server_scalar(dachs, f"SELECT COUNT(*) FROM {TAP_TABLE} WHERE phot_g_mean_mag < 6"))

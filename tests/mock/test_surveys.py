@@ -6,7 +6,14 @@ import pytest
 
 from survey_engine.crossmatch.epochs import propagate
 from survey_engine.mock.sky import generate_block
-from survey_engine.mock.surveys import G_LIMIT, OBJID_BASE, R_LIMIT, SPEC_FOOTPRINT, survey_block, write_survey
+from survey_engine.mock.surveys import (
+    G_LIMIT,
+    OBJID_BASE,
+    R_LIMIT,
+    SPEC_FOOTPRINT,
+    survey_block,
+    write_survey,
+)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,14 @@ import pyarrow.parquet as pq
 
 from survey_engine.catalog import build
 from survey_engine.catalog.healpix import radec_to_healpix
-from survey_engine.ingest.readers import CSV_WIDENING, CsvTypeError, EmptyInputError, InputChunk, InputError, read_batches
+from survey_engine.ingest.readers import (
+    CSV_WIDENING,
+    CsvTypeError,
+    EmptyInputError,
+    InputChunk,
+    InputError,
+    read_batches,
+)
 
 
 def chunk_row_offset(chunk: InputChunk) -> int:

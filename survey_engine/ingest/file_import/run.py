@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +14,8 @@ from survey_engine.catalog import build, layout
 from survey_engine.catalog.margins import MarginPlan, margin_catalog_name
 from survey_engine.catalog.partitioning import plan_partitions_sparse
 from survey_engine.ingest.file_import import map_reduce
-from survey_engine.ingest.file_import.map_reduce import RENAMED_SUFFIX
 from survey_engine.ingest.file_import.arguments import ImportArguments
+from survey_engine.ingest.file_import.map_reduce import RENAMED_SUFFIX
 from survey_engine.ingest.file_import.resume_plan import ResumePlan
 from survey_engine.ingest.readers import InputError, plan_chunks
 from survey_engine.runtime import dask_client, run_tasks

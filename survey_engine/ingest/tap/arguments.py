@@ -5,11 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from survey_engine.ingest.file_import.arguments import DEFAULT_HIGHEST_ORDER, DEFAULT_MARGIN_ARCSEC, DEFAULT_MAX_ROWS
+from survey_engine.ingest.file_import.arguments import (
+    DEFAULT_HIGHEST_ORDER,
+    DEFAULT_MARGIN_ARCSEC,
+    DEFAULT_MAX_ROWS,
+)
 from survey_engine.ingest.readers import InputError
 from survey_engine.ingest.tap import adql
 from survey_engine.ingest.tap.client import PRESETS, redact
@@ -42,7 +47,7 @@ class TapIngestArguments:
     order: int = 3
     max_order: int = 20
     page_rows: int = 100_000
-    workers: int = 4
+    pages_in_flight: int = 4  # queries running at once (CLI --pages-in-flight)
     paging: str = "auto"
     mode: str = "sync"
     retries: int = 6
@@ -56,8 +61,13 @@ class TapIngestArguments:
     name: str | None = None
     where_sql: str | None = field(default=None, init=False, repr=False)
     basic_auth: tuple[str, str] | None = field(default=None, init=False, repr=False)
+    workers: InitVar[int | None] = None  # deprecated name of pages_in_flight
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, workers: int | None = None) -> None:
+        if workers is not None:
+            warnings.warn("TapIngestArguments(workers=N) is deprecated: pages in flight are pages_in_flight=N "
+                          "(--pages-in-flight); --workers means local Dask workers", DeprecationWarning, stacklevel=3)
+            self.pages_in_flight = workers
         preset = PRESETS.get(self.tap_url.lower()) if self.tap_url else None
         if preset:
             self.tap_url = preset["url"]
@@ -110,8 +120,8 @@ class TapIngestArguments:
             raise InputError(f"--max-order must be within --order..29, got {self.max_order}")
         if self.page_rows < 1:
             raise InputError(f"--page-rows must be positive, got {self.page_rows}")
-        if self.workers < 1:
-            raise InputError(f"--workers must be at least 1, got {self.workers}")
+        if self.pages_in_flight < 1:
+            raise InputError(f"--pages-in-flight must be at least 1, got {self.pages_in_flight}")
         if self.retries < 0 or self.backoff < 0 or self.min_interval < 0 or self.timeout <= 0:
             raise InputError("--retries, backoff and --min-interval must be >= 0 and the timeout > 0")
         self.out = str(Path(self.out))
@@ -132,7 +142,7 @@ class TapIngestArguments:
         """Hash of the request and of everything that shapes the pages and the catalog."""
         from survey_engine import __version__
 
-        skip = {"token", "basic_auth", "workers", "mode", "retries", "backoff", "min_interval", "timeout", "out", "where_sql"}
+        skip = {"token", "basic_auth", "pages_in_flight", "mode", "retries", "backoff", "min_interval", "timeout", "out", "where_sql"}
         params = {k: v for k, v in asdict(self).items() if k not in skip}
         params["tap_url"] = redact(self.tap_url)
         blob = json.dumps({"params": params, "version": __version__}, sort_keys=True)

@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+
 import requests
 
 from survey_engine.errors import SurveyEngineError

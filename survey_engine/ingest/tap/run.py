@@ -26,10 +26,16 @@ from survey_engine.ingest.tap import adql
 from survey_engine.ingest.tap.arguments import TapIngestArguments
 from survey_engine.ingest.tap.client import TapError, TapService
 from survey_engine.ingest.tap.manifest import Manifest
-from survey_engine.redact import redact_url
 from survey_engine.ingest.tap.pages import (
-    Page, deeper_order, healpix_expr, in_page, initial_pixel_pages, predicate, ranges_from_counts,
+    Page,
+    deeper_order,
+    healpix_expr,
+    in_page,
+    initial_pixel_pages,
+    predicate,
+    ranges_from_counts,
 )
+from survey_engine.redact import redact_url
 
 REPORT_FILE = "tap_ingest.json"
 VERIFY_MAX_ORDER = 7
@@ -187,7 +193,7 @@ class Ingest:
             self.bar.close()
 
     def _run_parallel(self, todo: list[Page]) -> None:
-        with ThreadPoolExecutor(max_workers=self.args.workers, thread_name_prefix="tap-page") as pool:
+        with ThreadPoolExecutor(max_workers=self.args.pages_in_flight, thread_name_prefix="tap-page") as pool:
             futures = {pool.submit(self.fetch, p): p for p in todo}
             try:
                 while futures:
