@@ -54,11 +54,11 @@ def ours_one_process(curves):
 
 
 def light_curve_alone(curves):
-    from survey_engine.features.variability import _extractor
-
     import light_curve as lc
 
-    ex = _extractor()
+    from survey_engine.features.variability import lc_extractor
+
+    ex = lc_extractor()
     pg = lc.Periodogram(peaks=1, resolution=10, max_freq_factor=20)
     return [np.concatenate([ex(t, m, e, sorted=True, check=False), pg(t, m, e, sorted=True, check=False)])
             for t, m, e in curves]

@@ -92,7 +92,7 @@ class VariabilitySpec:
         return asdict(self)
 
 
-def _extractor():
+def lc_extractor():
     import light_curve as lc
 
     return lc.Extractor(
@@ -221,7 +221,7 @@ def features_of_many(curves: list[tuple], spec: VariabilitySpec | None = None) -
             good.append((i, t[order], m[order], e[order]))
     if not good:
         return pd.DataFrame(out, columns=VARIABILITY_FEATURES)
-    extractor = _extractor()
+    extractor = lc_extractor()
     lc_values = extractor.many([(t, m, e) for _, t, m, e in good], sorted=True, check=False, n_jobs=1)
     names = list(extractor.names)  # LinearTrend adds linear_trend_sigma/_noise, which are not kept
     keep = [j for j, n in enumerate(names) if n in LC_FEATURE_NAMES]
