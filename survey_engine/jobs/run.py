@@ -164,7 +164,7 @@ def _source(name: str, kind: str, src: dict, work: Path, client, progress, echo)
             rows = src["rows"]
         else:
             rows = write_survey(survey, src["rows"], tmp, seed=src.get("seed", 42), client=client, progress=progress)
-        _publish(tmp, out)
+        _publish(tmp, out, work)
         _save_state(work, name, fp, {"rows": rows, "mock": True})
         _say(echo, f"  {name}: {what}, {rows:,} rows (of a {src['rows']:,}-row sky) -> {out} ({time.perf_counter() - t0:.1f} s)")
         return out, fp
@@ -181,7 +181,7 @@ def _source(name: str, kind: str, src: dict, work: Path, client, progress, echo)
         tmp = work / f".tmp-{name}"
         remove_tree(tmp, work)
         counts = write_mock_lightcurves(src["objects"], tmp, seed=seed, cadence=cadence, client=client, progress=progress)
-        _publish(tmp, out)
+        _publish(tmp, out, work)
         _save_state(work, name, fp, {**counts, "mock_lightcurves": True})
         _say(echo, f"  {name}: {counts['objects']:,} mock objects, {counts['detections']:,} detections ({cadence}) "
              f"-> {out} ({time.perf_counter() - t0:.1f} s)")
@@ -206,10 +206,10 @@ def _save_state(work: Path, sid: str, fp: str, info: dict) -> None:
     atomic_write_text(work / ".state" / f"{sid}.json", json.dumps({"fingerprint": fp, **info}, indent=1, default=str))
 
 
-def _publish(tmp: Path, out: Path) -> None:
+def _publish(tmp: Path, out: Path, work: Path) -> None:
     """Swap ``tmp`` in as ``out``; the old output is removed only after the new one is in place.
-    Both sit in the same workdir, checked: nothing outside it is ever replaced or removed."""
-    work = tmp.parent
+    Both sit in the workdir ``work``, checked: nothing outside it is ever replaced or removed."""
+    check_inside(tmp, work, "stage staging")
     check_inside(out, work, "stage output")
     if out.exists():
         old = out.with_name(f".old-{out.name}")
@@ -257,15 +257,15 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
     except Exception as exc:
         # keep a staging folder only where an import can resume from it; nothing half-made stays behind
         if stage.kind not in ("import", "ingest") or not any(f.is_file() for f in staging.rglob("*")):
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree(staging, work)
         if _scheduler_lost(client, exc):
             raise SchedulerLost(
                 f"stage {stage.id!r} ({stage.kind}): lost the Dask scheduler ({type(exc).__name__}: {exc}); "
                 "earlier outputs are kept: run the same command again (on a working cluster) to resume"
             ) from exc
         raise
-    _publish(tmp, out)
-    shutil.rmtree(staging, ignore_errors=True)
+    _publish(tmp, out, work)
+    remove_tree(staging, work)
     seconds = round(time.perf_counter() - t0, 2)
     # summed resident memory of this process and its children (local Dask workers), sampled every 0.2 s
     # and the CPU time they spent (less sensitive than wall time to a machine shared with others)

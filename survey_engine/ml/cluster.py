@@ -47,7 +47,12 @@ def _tile_labels(main: pd.DataFrame, margin: pd.DataFrame, feats: list[str], cen
     X = (both[feats].to_numpy(dtype=float) - centre) / scale
     ok = np.isfinite(X).all(axis=1)
     labels = np.full(len(both), -1, dtype=np.int64)
-    if ok.sum() >= max(2, params.get("min_samples", 5)):
+    # a tile with fewer usable rows than a cluster needs is all noise (HDBSCAN refuses to run on it)
+    if method == "dbscan":
+        need = params.get("min_samples", 10)
+    else:
+        need = max(params.get("min_samples") or 0, params.get("min_cluster_size", 20))
+    if ok.sum() >= max(2, need):
         if method == "dbscan":
             from sklearn.cluster import DBSCAN
 

@@ -73,7 +73,7 @@ def test_job_publish_never_leaves_the_workdir(tmp_path):
     work = tmp_path / "work"
     (work / ".tmp-x").mkdir(parents=True)
     with pytest.raises(UnsafePathError):
-        _publish(work / ".tmp-x", work / ".." / "victim")
+        _publish(work / ".tmp-x", work / ".." / "victim", work)
     assert untouched(v) and (work / ".tmp-x").exists()
 
 
