@@ -128,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-weight", choices=["none", "sqrt", "balanced"], default="none",
                    help="classify: weight rare classes up (balanced = equal total weight per class; default none)")
     p.add_argument("--ebv", default=None, help="E(B-V) column: colours and dered() are corrected for extinction")
-    p.add_argument("--missing", choices=["nan", "impute", "drop"], default="nan", help="missing/sentinel values: pass NaN to XGBoost (default), impute medians, or drop rows")
+    p.add_argument("--missing", choices=["nan", "impute", "drop"], default=None,
+                   help="missing/sentinel values: pass NaN to XGBoost (default), impute medians, or drop rows; given explicitly, text in a feature column counts as missing (else it is an error)")
+    p.add_argument("--mag-column", default=None, help="column for the metrics in magnitude bins (default: r when present, else a band magnitude feature)")
+    p.add_argument("--no-refit", action="store_true", help="save the evaluated model instead of refitting it on every labelled row")
     p.add_argument("--ra", default=None, help="RA column for spatial folds (default: the catalog's, or ra)")
     p.add_argument("--dec", default=None)
     p.add_argument("--components", type=_positive_int, default=3, help="pca: number of components")
@@ -138,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--catalog", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--missing", choices=["nan", "impute", "drop"], default=None,
+                   help="text in a feature column counts as missing, handled so (default: text is an error naming the column and row)")
     p.add_argument("--workers", type=_positive_int, default=None)
     p.add_argument("--no-progress", action="store_true")
 
@@ -308,11 +313,14 @@ def _dispatch(args) -> int:
 
                 opts = TrainOptions(args.task, features, target=args.target, label=args.label, seed=args.seed,
                                     test_fraction=args.test_fraction, cv=args.cv, search=args.search, baselines=args.baselines,
-                                    gpu=args.gpu, ebv_column=args.ebv, missing=args.missing, ra_column=args.ra, dec_column=args.dec,
-                                    where=args.where, members=args.members or MEMBERS, params={"class_weight_power": CLASS_WEIGHTS[args.class_weight]} if args.task == "classify" else {})
+                                    gpu=args.gpu, ebv_column=args.ebv, missing=args.missing or "nan", ra_column=args.ra, dec_column=args.dec,
+                                    where=args.where, members=args.members or MEMBERS, magnitude=args.mag_column, refit=not args.no_refit,
+                                    text_as_missing=args.missing is not None, params={"class_weight_power": CLASS_WEIGHTS[args.class_weight]} if args.task == "classify" else {})
                 result = train(args.catalog, opts, args.model_out, client=client)
-                keys = ("n", "bias", "sigma_nmad", "sigma_iqr", "outlier_rate_015", "outlier_rate_lsst") if args.task == "photoz" else ("n", "accuracy", "macro_f1", "macro_roc_auc")
-                print(json.dumps({"held_out": {k: result["test"][k] for k in keys}, **({"baselines": result["baselines"]} if "baselines" in result else {})}, indent=1))
+                keys = ("n", "bias", "sigma_nmad", "sigma_iqr", "outlier_rate_015", "outlier_rate_lsst", "interval_coverage", "interval_coverage_95",
+                        "pit_ks", "crps") if args.task == "photoz" else ("n", "accuracy", "macro_f1", "macro_roc_auc")
+                print(json.dumps({"held_out": {k: result["test"][k] for k in keys if k in result["test"]},
+                                  **{k: result[k] for k in ("headline", "baselines") if k in result}}, indent=1))
             elif args.task == "anomaly":
                 from survey_engine.ml.unsupervised import train_anomaly
 
@@ -327,7 +335,7 @@ def _dispatch(args) -> int:
         from survey_engine.runtime import dask_client
 
         with dask_client(n_workers=args.workers) as client:
-            out = predict(args.model, args.catalog, args.out, client=client, progress=progress)
+            out = predict(args.model, args.catalog, args.out, client=client, progress=progress, missing=args.missing)
         print(f"predictions written to {out}")
     elif args.command == "evaluate":
         import json
