@@ -396,21 +396,21 @@ def _photoz_raw(models: dict, X: np.ndarray, views: dict | None) -> tuple[np.nda
     return m, q[:, 0], q[:, -1]
 
 
-def mask_one_input(X: np.ndarray, feats: list[str], feature_inputs: dict | None, seed: int) -> np.ndarray | None:
-    """``X`` with, in each row, one input column taken away at random (the features computed from
-    it set to NaN), as where a band is not measured. Only inputs that leave some feature; None if
-    there is none."""
+def input_masks(feats: list[str], feature_inputs: dict | None) -> list[np.ndarray]:
+    """For each input column, which features go missing without it (those that leave some feature)."""
     if not feature_inputs:
         feature_inputs = {f: [f] for f in feats}
     columns = sorted({c for f in feats for c in feature_inputs.get(f, [f])})
     masks = [np.array([c in feature_inputs.get(f, [f]) for f in feats]) for c in columns]
-    masks = [mk for mk in masks if not mk.all()]
-    if not masks:
-        return None
+    unique = {tuple(mk): mk for mk in masks if mk.any() and not mk.all()}
+    return list(unique.values())
+
+
+def mask_one_input(X: np.ndarray, masks: list[np.ndarray], seed: int) -> np.ndarray:
+    """``X`` with, in each row, one input column taken away at random (its features set to NaN)."""
     rng = np.random.default_rng(seed)
-    choice = rng.integers(0, len(masks), len(X))
     out = X.copy()
-    out[np.stack(masks)[choice]] = np.nan
+    out[np.stack(masks)[rng.integers(0, len(masks), len(X))]] = np.nan
     return out
 
 
@@ -418,7 +418,7 @@ def calibrate_photoz(models: dict, views: dict | None, cal: pd.DataFrame, feats:
                      seed: int) -> dict:
     """The p(z) calibration (ml/pdf.py) from rows the boosters did not train on; also from the same
     rows with one input column taken away, for rows with missing features."""
-    from survey_engine.ml.pdf import fit_calibration
+    from survey_engine.ml.pdf import fit_calibration, missing_code
 
     if len(cal) > CALIBRATION_MAX_ROWS:
         cal = cal.sample(CALIBRATION_MAX_ROWS, random_state=seed)
@@ -428,11 +428,16 @@ def calibrate_photoz(models: dict, views: dict | None, cal: pd.DataFrame, feats:
     X = cal[feats].to_numpy(dtype=np.float32, na_value=np.nan)
     y = np.log1p(cal["_y"].clip(lower=-0.99).to_numpy(dtype=np.float64))
     m, lo, hi = _photoz_raw(models, X, views)
-    masked = mask_one_input(X, feats, feature_inputs, seed)
-    if masked is None:
+    masks = input_masks(feats, feature_inputs)
+    if not masks:
         return fit_calibration(m, lo, hi, y)
-    mm, mlo, mhi = _photoz_raw(models, masked, views)
-    return fit_calibration(m, lo, hi, y, mm, mlo, mhi, y)
+    patterns = {}
+    for mask in masks:  # each input column removed from every calibration row in turn
+        Xm = X.copy()
+        Xm[:, mask] = np.nan
+        patterns[int(missing_code(np.where(mask, np.nan, 0.0)[None, :])[0])] = (*_photoz_raw(models, Xm, views), y)
+    mm, mlo, mhi = _photoz_raw(models, mask_one_input(X, masks, seed), views)
+    return fit_calibration(m, lo, hi, y, mm, mlo, mhi, y, patterns=patterns)
 
 
 def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
@@ -488,7 +493,10 @@ def predict_frame(frame: pd.DataFrame, meta: dict, models: dict, text_as_missing
     views = meta.get("views")
     out = frame.copy()
     if meta["task"] == "photoz":
-        out = out.assign(**_photoz_columns(X, meta, models, views, n_missing > 0, quality == QUALITY_NONE))
+        from survey_engine.ml.pdf import missing_code
+
+        out = out.assign(**_photoz_columns(X, meta, models, views, missing_code(raw.to_numpy(dtype=np.float64, na_value=np.nan)),
+                                           quality == QUALITY_NONE))
     elif meta["task"] == "classify":
         classes = meta["classes"]
         p = _ensemble_proba(models, X, views, meta.get("temperature", 1.0)) if len(X) else np.zeros((0, len(classes)))
