@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=float, default=0.3, help="dbscan radius in robust-standardised units (default 0.3)")
     p.add_argument("--max-cluster-fraction", type=float, default=0.5, help="hdbscan: largest share of a tile one cluster may hold")
     p.add_argument("--n-clusters", type=_positive_int, default=8, help="kmeans")
+    p.add_argument("--where", default=None, help="pandas query selecting the rows that take part, e.g. \"obj_class == 'STAR'\" (others get -1)")
+    p.add_argument("--build-margin", action="store_true",
+                   help="dbscan / hdbscan: build a margin as wide as the clusters reach where the stored one is narrower (else an error)")
     p.add_argument("--workers", type=_positive_int, default=None)
     p.add_argument("--no-progress", action="store_true")
 
@@ -364,7 +367,8 @@ def _dispatch(args) -> int:
             params.pop("min_samples")
         with dask_client(n_workers=args.workers) as client:
             summary = cluster_catalog(args.catalog, [f.strip() for f in args.features.split(",") if f.strip()], args.method, args.out,
-                                      id_column=args.id, params=params, client=client, progress=progress)
+                                      id_column=args.id, params=params, client=client, progress=progress, where=args.where,
+                                      build_margin=args.build_margin)
         print(json.dumps({k: summary[k] for k in ("rows", "noise", "n_clusters")} | {"largest": summary["clusters"][:5]}, indent=1, default=float))
     elif args.command in ("run", "submit"):
 
