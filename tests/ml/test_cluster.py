@@ -226,13 +226,15 @@ def test_margin_narrower_than_the_clusters_reach_is_an_error_or_is_built(client,
 
 
 def test_where_selects_the_rows_that_take_part(client, blanco1_tiles, tmp_path):
+    """Only stars nearer than 1 kpc take part: the others get -1, and Blanco 1 (4.2 mas) comes out
+    purer (measured: recall 0.96, purity 0.71, against 0.55 with every row)."""
     summary = cluster_catalog(str(blanco1_tiles), OC_FEATURES, "hdbscan", str(tmp_path / "near"),
-                              params={"min_cluster_size": 30, "max_cluster_fraction": 0.9}, client=client, progress=False,
-                              where="parallax > 3")  # the cut leaves mostly the cluster: allow it most of a tile
+                              params={"min_cluster_size": 30, "max_cluster_fraction": 0.3}, client=client, progress=False,
+                              where="parallax > 1")
     df = open_catalog(tmp_path / "near", margin=None).compute()
-    assert summary["rows"] == len(df) and (df.loc[~(df.parallax > 3), "cluster_id"] == -1).all()
+    assert summary["rows"] == len(df) and (df.loc[~(df.parallax > 1), "cluster_id"] == -1).all()
     _, recall, purity, _ = _recovery(df, df.ocelot_label == 0)
-    assert recall > 0.85 and purity > 0.6  # Blanco 1 lies at 4.2 mas: the cut removes background, not members
+    assert recall > 0.9 and purity > 0.65
     with pytest.raises(ClusterError, match="--where"):
         cluster_catalog(str(blanco1_tiles), OC_FEATURES, "hdbscan", str(tmp_path / "bad"), client=client, progress=False,
                         where="nosuch > 1")
