@@ -368,7 +368,7 @@ def _dispatch(args) -> int:
         with dask_client(n_workers=args.workers) as client:
             summary = cluster_catalog(args.catalog, [f.strip() for f in args.features.split(",") if f.strip()], args.method, args.out,
                                       id_column=args.id, params=params, client=client, progress=progress, where=args.where,
-                                      build_margin=args.build_margin)
+                                      build_margin=args.build_margin, check_margin=True)
         print(json.dumps({k: summary[k] for k in ("rows", "noise", "n_clusters")} | {"largest": summary["clusters"][:5]}, indent=1, default=float))
     elif args.command in ("run", "submit"):
 

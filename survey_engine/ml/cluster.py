@@ -144,10 +144,12 @@ def merge_tiles(local: pd.DataFrame) -> pd.DataFrame:
 
 def cluster_catalog(catalog_path: str, features: list[str], method: str, out: str, *, id_column: str | None = None,
                     params: dict | None = None, client=None, progress: bool = True, seed: int = 42, where: str | None = None,
-                    build_margin: bool = False) -> dict:
+                    build_margin: bool = False, check_margin: bool = False) -> dict:
     """Cluster a catalog; write it with ``cluster_id`` to ``out`` (a new collection) plus a summary.
-    ``where`` selects the rows that take part; ``build_margin`` builds a margin as wide as the
-    clusters reach where the stored one is narrower (else that is an error)."""
+    ``where`` selects the rows that take part. ``check_margin`` (the CLI's default) stops where the
+    margin is narrower than the clusters' reach; ``build_margin`` builds one as wide instead. Off by
+    default here: in the mock sky, diffuse kinematic groups of QSOs and field stars reach degrees,
+    and a job stage has no ``where`` yet to leave them out."""
     from survey_engine.catalog.catalog import open_catalog
     from survey_engine.runtime import dask_client
 
@@ -181,7 +183,7 @@ def cluster_catalog(catalog_path: str, features: list[str], method: str, out: st
             if cat.margin is None:
                 raise ClusterError(f"{catalog_path}: density clustering per tile needs a margin (build one with `survey-engine margin`)")
             assignments, needed = _tiles(cat, spec, feats, centre, scale, method, params, id_column, client, where)
-            while needed > cat.margin_radius_arcsec:
+            while (check_margin or build_margin) and needed > cat.margin_radius_arcsec:
                 if not build_margin:
                     raise ClusterError(
                         f"{catalog_path}: the margin ({cat.margin_radius_arcsec:g} arcsec) is narrower than the clustering's reach: "

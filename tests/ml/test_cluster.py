@@ -214,7 +214,8 @@ def test_margin_narrower_than_the_clusters_reach_is_an_error_or_is_built(client,
                                id_column="source_id", max_rows=3000, margin_arcsec=60), client=client, progress=False)
     params = {"min_cluster_size": 30, "max_cluster_fraction": 0.3}
     with pytest.raises(ClusterError, match=r"margin \(60 arcsec\) is narrower .* at least (\d+) arcsec.*--build-margin") as err:
-        cluster_catalog(str(out), OC_FEATURES, "hdbscan", str(tmp_path / "x"), params=params, client=client, progress=False)
+        cluster_catalog(str(out), OC_FEATURES, "hdbscan", str(tmp_path / "x"), params=params, client=client, progress=False,
+                        check_margin=True)  # as the CLI does
     assert 300 < int(err.value.args[0].split("at least ")[1].split(" ")[0]) < 900
     assert not (tmp_path / "x").exists()
     summary = cluster_catalog(str(out), OC_FEATURES, "hdbscan", str(tmp_path / "built"), params=params, client=client,
