@@ -144,7 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-weight", choices=["none", "sqrt", "balanced"], default="none",
                    help="classify: weight rare classes up (balanced = equal total weight per class; default none)")
     p.add_argument("--ebv", default=None, help="E(B-V) column: colours and dered() are corrected for extinction")
-    p.add_argument("--missing", choices=["nan", "impute", "drop"], default="nan", help="missing/sentinel values: pass NaN to XGBoost (default), impute medians, or drop rows")
+    p.add_argument("--missing", choices=["nan", "impute", "drop"], default=None,
+                   help="missing/sentinel values: pass NaN to XGBoost (default), impute medians, or drop rows; given explicitly, text in a feature column counts as missing (else it is an error)")
+    p.add_argument("--mag-column", default=None, help="column for the metrics in magnitude bins (default: r when present, else a band magnitude feature)")
+    p.add_argument("--no-refit", action="store_true", help="save the evaluated model instead of refitting it on every labelled row")
     p.add_argument("--ra", default=None, help="RA column for spatial folds (default: the catalog's, or ra)")
     p.add_argument("--dec", default=None, help="Dec column for spatial folds (default: the catalog's, or dec)")
     p.add_argument("--components", type=_positive_int, default=3, help="pca: number of components")
@@ -155,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder written by train")
     p.add_argument("--catalog", required=True, help="a HATS catalog/collection, or files (CSV, Parquet, FITS, VOTable)")
     p.add_argument("--out", required=True, help="output: a collection for a catalog, a folder of Parquet files for files")
+    p.add_argument("--missing", choices=["nan", "impute", "drop"], default=None,
+                   help="text in a feature column counts as missing, handled so (default: text is an error naming the column and row)")
     p.add_argument("--workers", type=_positive_int, default=None, help=WORKERS)
     p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
@@ -178,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=float, default=0.3, help="dbscan radius in robust-standardised units (default 0.3)")
     p.add_argument("--max-cluster-fraction", type=float, default=0.5, help="hdbscan: largest share of a tile one cluster may hold")
     p.add_argument("--n-clusters", type=_positive_int, default=8, help="kmeans")
+    p.add_argument("--where", default=None, help="pandas query selecting the rows that take part, e.g. \"obj_class == 'STAR'\" (others get -1)")
+    p.add_argument("--build-margin", action="store_true",
+                   help="dbscan / hdbscan: build a margin as wide as the clusters reach where the stored one is narrower (else an error)")
     p.add_argument("--workers", type=_positive_int, default=None, help=WORKERS)
     p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
@@ -391,11 +399,14 @@ def _dispatch(args) -> int:
 
                 opts = TrainOptions(args.task, features, target=args.target, label=args.label, seed=args.seed,
                                     test_fraction=args.test_fraction, cv=args.cv, search=args.search, baselines=args.baselines,
-                                    gpu=args.gpu, ebv_column=args.ebv, missing=args.missing, ra_column=args.ra, dec_column=args.dec,
-                                    where=args.where, members=args.members or MEMBERS, params={"class_weight_power": CLASS_WEIGHTS[args.class_weight]} if args.task == "classify" else {})
+                                    gpu=args.gpu, ebv_column=args.ebv, missing=args.missing or "nan", ra_column=args.ra, dec_column=args.dec,
+                                    where=args.where, members=args.members or MEMBERS, magnitude=args.mag_column, refit=not args.no_refit,
+                                    text_as_missing=args.missing is not None, params={"class_weight_power": CLASS_WEIGHTS[args.class_weight]} if args.task == "classify" else {})
                 result = train(args.catalog, opts, args.model_out, client=client, progress=progress)
-                keys = ("n", "bias", "sigma_nmad", "sigma_iqr", "outlier_rate_015", "outlier_rate_lsst") if args.task == "photoz" else ("n", "accuracy", "macro_f1", "macro_roc_auc")
-                print(json.dumps({"held_out": {k: result["test"][k] for k in keys}, **({"baselines": result["baselines"]} if "baselines" in result else {})}, indent=1))
+                keys = ("n", "bias", "sigma_nmad", "sigma_iqr", "outlier_rate_015", "outlier_rate_lsst", "interval_coverage", "interval_coverage_95",
+                        "pit_ks", "crps") if args.task == "photoz" else ("n", "accuracy", "macro_f1", "macro_roc_auc")
+                print(json.dumps({"held_out": {k: result["test"][k] for k in keys if k in result["test"]},
+                                  **{k: result[k] for k in ("headline", "baselines") if k in result}}, indent=1))
             elif args.task == "anomaly":
                 from survey_engine.ml.unsupervised import train_anomaly
 
@@ -410,7 +421,7 @@ def _dispatch(args) -> int:
         from survey_engine.runtime import dask_client
 
         with dask_client(n_workers=args.workers) as client:
-            out = predict(args.model, args.catalog, args.out, client=client, progress=progress)
+            out = predict(args.model, args.catalog, args.out, client=client, progress=progress, missing=args.missing)
         print(f"predictions written to {out}")
     elif args.command == "evaluate":
         import json
@@ -439,7 +450,8 @@ def _dispatch(args) -> int:
             params.pop("min_samples")
         with dask_client(n_workers=args.workers) as client:
             summary = cluster_catalog(args.catalog, [f.strip() for f in args.features.split(",") if f.strip()], args.method, args.out,
-                                      id_column=args.id, params=params, client=client, progress=progress)
+                                      id_column=args.id, params=params, client=client, progress=progress, where=args.where,
+                                      build_margin=args.build_margin, check_margin=True)
         print(json.dumps({k: summary[k] for k in ("rows", "noise", "n_clusters")} | {"largest": summary["clusters"][:5]}, indent=1, default=float))
     elif args.command in ("run", "submit"):
 

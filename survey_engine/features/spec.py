@@ -18,6 +18,8 @@ many catalogs use for "no measurement") and infinities become NaN first. Missing
 follow ``missing``: ``nan`` passes NaN to the model (XGBoost learns a direction for it; the
 default), ``impute`` replaces them by the training medians (learned by ``fit``), ``drop`` drops
 training rows with any missing feature (at application such rows get NaN predictions).
+Text in a numeric input column (``"n/a"``, ``"abc"``) is an error naming the column and the first
+bad row, unless ``text_as_missing`` (the CLI's explicit ``--missing``) makes it a missing value.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class FeatureSpec:
     sentinels: tuple[float, ...] = DEFAULT_SENTINELS
     missing: str = "nan"
     impute_values: dict[str, float] = field(default_factory=dict)
+    text_as_missing: bool = False  # text in a numeric input column: an error (default) or a missing value
 
     def __post_init__(self) -> None:
         if isinstance(self.features, str):
@@ -137,12 +140,40 @@ class FeatureSpec:
     # -- computing ---------------------------------------------------------------------------
     def compute(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The feature matrix (float64, one column per feature, same index) of a pandas frame."""
+        return self.impute(self.compute_raw(frame))
+
+    def impute(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Missing values filled with the training medians under ``missing='impute'``; else as they are."""
+        if self.missing == "impute" and self.impute_values:
+            features = features.fillna({k: v for k, v in self.impute_values.items() if k in features.columns})
+        return features
+
+    def inputs_by_feature(self, columns: list[str]) -> dict[str, list[str]]:
+        """Each feature's input columns (which features one missing column takes away)."""
+        return {feat: list(inputs) for feat, _, inputs in self.plan(columns)}
+
+    def compute_raw(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The features before imputation (NaN where an input is missing, a sentinel or not finite).
+        Text in a numeric input column is a FeatureError naming the column and the first bad row,
+        unless ``text_as_missing``."""
         plan = self.plan(list(frame.columns))
         clean: dict[str, np.ndarray] = {}
 
         def col(name: str) -> np.ndarray:
             if name not in clean:
-                values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                raw = frame[name]
+                numeric = pd.to_numeric(raw, errors="coerce")
+                if not self.text_as_missing and not pd.api.types.is_numeric_dtype(raw.dtype):
+                    text = numeric.isna().to_numpy() & raw.notna().to_numpy()
+                    if text.any():
+                        text &= raw.astype("string").str.strip().fillna("").ne("").to_numpy(dtype=bool)
+                    if text.any():
+                        first = int(np.argmax(text))
+                        raise FeatureError(
+                            f"column {name!r} holds text where numbers are expected: {raw.iloc[first]!r} in row {first} of this "
+                            f"partition (index {raw.index[first]!r}), {int(text.sum())} such rows; fix the data, or pass "
+                            f"--missing nan (or impute / drop) to treat them as missing values")
+                values = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
                 values = values.copy()
                 bad = ~np.isfinite(values)
                 if self.sentinels:
@@ -197,10 +228,7 @@ class FeatureSpec:
                 else:  # pragma: no cover - _parse knows every kind
                     raise AssertionError(kind)
                 out[feat] = v
-        features = pd.DataFrame(out, index=frame.index)
-        if self.missing == "impute" and self.impute_values:
-            features = features.fillna({k: v for k, v in self.impute_values.items() if k in features.columns})
-        return features
+        return pd.DataFrame(out, index=frame.index)
 
     def fit(self, features: pd.DataFrame) -> None:
         """Learn what ``missing='impute'`` fills in (training medians); check no feature is all-NaN."""

@@ -16,7 +16,7 @@ from survey_engine.ml.artifact import ModelError, load_model
 from survey_engine.ml.data import open_table
 
 
-def apply_frame(frame: pd.DataFrame, meta: dict, models) -> pd.DataFrame:
+def apply_frame(frame: pd.DataFrame, meta: dict, models, text_as_missing: bool | None = None) -> pd.DataFrame:
     """The model's output columns added to one partition (``models``: the fitted objects, or a
     ``runtime.Shared`` holding them)."""
     from survey_engine.runtime import shared_value
@@ -25,7 +25,7 @@ def apply_frame(frame: pd.DataFrame, meta: dict, models) -> pd.DataFrame:
     if meta["task"] in ("photoz", "classify"):
         from survey_engine.ml.supervised import predict_frame
 
-        return predict_frame(frame, meta, models)
+        return predict_frame(frame, meta, models, text_as_missing)
     if meta["task"] in ("anomaly", "pca"):
         from survey_engine.ml.unsupervised import apply_unsupervised
 
@@ -33,11 +33,16 @@ def apply_frame(frame: pd.DataFrame, meta: dict, models) -> pd.DataFrame:
     raise ModelError(f"unknown model task {meta['task']!r}")
 
 
-def predict(model_dir: str, table_path: str, out: str, client=None, progress: bool = True) -> Path:
+def predict(model_dir: str, table_path: str, out: str, client=None, progress: bool = True, missing: str | None = None) -> Path:
+    """Apply the model in ``model_dir`` to every row. Text in a feature column is an error naming
+    the column and row, unless ``missing`` (``--missing nan|impute|drop``) is given: then such
+    values are missing values, handled as that policy says."""
     from survey_engine.features.spec import FeatureError, FeatureSpec
     from survey_engine.runtime import Shared, dask_client
 
     meta, models = load_model(model_dir)
+    if missing is not None:
+        meta = with_missing_policy(meta, missing, model_dir)
     table = open_table(table_path)
     try:
         FeatureSpec.from_json(meta["feature_spec"]).plan(table.columns)
@@ -48,27 +53,40 @@ def predict(model_dir: str, table_path: str, out: str, client=None, progress: bo
         raise ModelError(f"{out}: exists and is not a folder; choose another --out or remove it")
     if out.exists() and any(out.iterdir()):
         raise ModelError(f"{out}: already exists; choose another --out or remove it")
+    placeholder = _Applier(meta, models, text_as_missing=True)  # Dask's made-up rows hold text ("foo")
     with dask_client(client) as client, Shared(client, models) as shared:  # to every worker once, not in every task
         apply = _Applier(meta, shared)
         if table.catalog is not None:
             from survey_engine.catalog.catalog import open_catalog
 
             cat = open_catalog(table_path)
-            sample = apply(cat.to_dask()._meta_nonempty.head(2))
+            sample = placeholder(cat.to_dask()._meta_nonempty.head(2))
             return cat.map_partitions(apply, meta=sample.iloc[:0]).write(out, client=client, progress=progress)
-        frame = table.frame.map_partitions(apply, meta=apply(table.frame._meta_nonempty.head(2)).iloc[:0])
+        frame = table.frame.map_partitions(apply, meta=placeholder(table.frame._meta_nonempty.head(2)).iloc[:0])
         return _write_files(frame, out, client, progress)
+
+
+def with_missing_policy(meta: dict, missing: str, model_dir: str) -> dict:
+    """The model's metadata with an explicit missing-value policy: text reads as missing."""
+    from survey_engine.features.spec import MISSING_POLICIES
+
+    spec = dict(meta.get("feature_spec", {}))
+    if missing not in MISSING_POLICIES:
+        raise ModelError(f"--missing must be one of {MISSING_POLICIES}, got {missing!r}")
+    if missing == "impute" and not spec.get("impute_values"):
+        raise ModelError(f"{model_dir}: --missing impute needs a model trained with --missing impute (it holds no training medians)")
+    return {**meta, "feature_spec": {**spec, "missing": missing, "text_as_missing": True}}
 
 
 class _Applier:
     """Picklable per-partition function carrying the model's metadata and a handle on its fitted
     objects (a ``runtime.Shared``) to the workers."""
 
-    def __init__(self, meta: dict, models):
-        self.meta, self.models = meta, models
+    def __init__(self, meta: dict, models, text_as_missing: bool | None = None):
+        self.meta, self.models, self.text_as_missing = meta, models, text_as_missing
 
     def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return apply_frame(frame, self.meta, self.models)
+        return apply_frame(frame, self.meta, self.models, self.text_as_missing)
 
 
 def _write_files(frame, out: Path, client, progress: bool = True) -> Path:

@@ -4,7 +4,9 @@ Photo-z (conventions of ../shared/notes/anchors.md): ez = (z_phot - z_spec) / (1
 bias = median(ez); sigma_NMAD = 1.4826 median(|ez - median(ez)|); sigma_IQR = IQR(ez) / 1.349;
 outlier rates |ez| > 0.15 and |ez| > max(0.06, 3 sigma_IQR). Each partition contributes counts of
 ez quantised to 1e-6 (per magnitude and redshift bin), and the metrics come from the merged
-counts: exact to 1e-6, whatever the number of partitions.
+counts: exact to 1e-6, whatever the number of partitions. With a p(z) (a grid of quantiles, see
+``ml/pdf.py``) also: coverage of the 68% and 95% intervals, the PIT histogram and its KS statistic
+(PIT in 100 bins: KS exact to 0.01), and the mean CRPS (as Rubin's RAIL / qp define them).
 
 Classification: the confusion matrix (summed per partition) gives precision, recall and F1 per
 class; one-vs-rest ROC AUC comes from per-class histograms of the predicted probability (1e-4 bins).
@@ -42,30 +44,48 @@ def photoz_metrics(z_phot, z_spec) -> dict:
     }
 
 
-def photoz_summary(frame: pd.DataFrame, z_phot: str, z_spec: str, mag: str | None, lo: str | None = None, hi: str | None = None) -> pd.DataFrame:
-    """One partition's mergeable summary: counts of quantised ez per (magnitude bin, z bin), and
-    whether z_spec fell inside [lo, hi] (the 68% interval) when those columns are given."""
+def photoz_summary(frame: pd.DataFrame, z_phot: str, z_spec: str, mag: str | None, lo: str | None = None, hi: str | None = None,
+                   lo95: str | None = None, hi95: str | None = None, pdf_columns: list[str] | None = None,
+                   pdf_levels: list[float] | None = None) -> pd.DataFrame:
+    """One partition's mergeable summary: counts of quantised ez per (magnitude bin, z_spec bin,
+    z_phot bin), whether z_spec fell inside [lo, hi] (68%) and [lo95, hi95] (95%) when those
+    columns are given, the PIT bin and the summed CRPS when the quantile grid is given."""
     ez = ez_values(frame[z_phot], frame[z_spec])
     ok = np.isfinite(ez)
     zs = np.asarray(frame[z_spec], float)[ok]
     zbin = np.digitize(zs, Z_BINS) - 1
+    pbin = np.digitize(np.asarray(frame[z_phot], float)[ok], Z_BINS) - 1
     if mag and mag in frame.columns:
         mbin = np.digitize(np.asarray(frame[mag], float)[ok], MAG_BINS) - 1
     else:
         mbin = np.full(len(zs), -1)
     code = np.rint(ez[ok] / EZ_RES).astype(np.int64)
-    if lo and hi:
-        inside = ((zs >= np.asarray(frame[lo], float)[ok]) & (zs <= np.asarray(frame[hi], float)[ok])).astype(np.int8)
-    else:
-        inside = np.full(len(zs), -1, dtype=np.int8)
-    df = pd.DataFrame({"mbin": mbin.astype(np.int16), "zbin": zbin.astype(np.int16), "code": code, "inside": inside})
-    return df.value_counts().rename("n").reset_index()
+
+    def inside(a, b):
+        if a and b:
+            return ((zs >= np.asarray(frame[a], float)[ok]) & (zs <= np.asarray(frame[b], float)[ok])).astype(np.int8)
+        return np.full(len(zs), -1, dtype=np.int8)
+
+    pit_bin, crps = np.full(len(zs), -1, dtype=np.int16), np.zeros(len(zs))
+    if pdf_columns:
+        from survey_engine.ml.pdf import PIT_BINS, pit
+        from survey_engine.ml.pdf import crps as crps_of
+
+        grid = frame[list(pdf_columns)].to_numpy(dtype=np.float64)[ok]
+        pit_bin = np.clip((pit(grid, zs, pdf_levels) * PIT_BINS).astype(np.int16), 0, PIT_BINS - 1)
+        crps = crps_of(grid, zs, pdf_levels)
+    df = pd.DataFrame({"mbin": mbin.astype(np.int16), "zbin": zbin.astype(np.int16), "pbin": pbin.astype(np.int16), "code": code,
+                       "inside": inside(lo, hi), "inside95": inside(lo95, hi95), "pit": pit_bin, "crps": crps, "n": 1})
+    return df.groupby(SUMMARY_KEYS, as_index=False)[["n", "crps"]].sum()
+
+
+SUMMARY_KEYS = ["mbin", "zbin", "pbin", "code", "inside", "inside95", "pit"]
 
 
 def merge_summaries(parts: list[pd.DataFrame]) -> pd.DataFrame:
     if not parts:
-        return pd.DataFrame({"mbin": [], "zbin": [], "code": [], "inside": [], "n": []})
-    return pd.concat(parts).groupby(["mbin", "zbin", "code", "inside"], as_index=False)["n"].sum()
+        return pd.DataFrame({k: [] for k in SUMMARY_KEYS + ["n", "crps"]})
+    return pd.concat(parts).groupby(SUMMARY_KEYS, as_index=False)[["n", "crps"]].sum()
 
 
 def _wquantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
@@ -97,20 +117,41 @@ def metrics_from_counts(codes: np.ndarray, counts: np.ndarray) -> dict:
     }
 
 
-def photoz_metrics_from_summary(summary: pd.DataFrame) -> dict:
-    """Overall metrics plus the same metrics in bins of magnitude and of spectroscopic redshift."""
-    def collapse(df):
-        g = df.groupby("code")["n"].sum()
-        out = metrics_from_counts(g.index.to_numpy(), g.to_numpy())
-        known = df[df.inside >= 0]
+def _distribution_metrics(df: pd.DataFrame, histogram: bool = False) -> dict:
+    """Coverage of the 68% and 95% intervals, PIT (histogram, KS) and mean CRPS of summary rows."""
+    out = {}
+    for key, name in (("inside", "interval_coverage"), ("inside95", "interval_coverage_95")):
+        known = df[df[key] >= 0]
         if len(known):
-            out["interval_coverage"] = float(known.loc[known.inside == 1, "n"].sum() / known["n"].sum())
-        return out
+            out[name] = float(known.loc[known[key] == 1, "n"].sum() / known["n"].sum())
+    known = df[df.pit >= 0]
+    if len(known):
+        from survey_engine.ml.pdf import PIT_BINS
 
-    out = collapse(summary)
+        counts = np.bincount(known.pit.to_numpy(int), weights=known.n.to_numpy(float), minlength=PIT_BINS)
+        cdf = np.cumsum(counts) / counts.sum()
+        out["pit_ks"] = float(np.max(np.abs(cdf - np.arange(1, PIT_BINS + 1) / PIT_BINS)))
+        out["crps"] = float(known.crps.sum() / known.n.sum())
+        if histogram:  # ten bins: a calibrated p(z) gives 0.1 in each
+            out["pit_histogram"] = (counts.reshape(10, -1).sum(axis=1) / counts.sum()).round(5).tolist()
+    return out
+
+
+def photoz_metrics_from_summary(summary: pd.DataFrame) -> dict:
+    """Overall metrics plus the same metrics in bins of magnitude, of spectroscopic redshift and of
+    photometric redshift (what calibration on unseen rows can promise coverage in)."""
+    def collapse(df, histogram=False):
+        g = df.groupby("code")["n"].sum()
+        return {**metrics_from_counts(g.index.to_numpy(), g.to_numpy()), **_distribution_metrics(df, histogram)}
+
+    out = collapse(summary, histogram=True)
     out["by_redshift"] = [
         {"z_lo": Z_BINS[b], "z_hi": Z_BINS[b + 1], **collapse(df)}
         for b, df in summary.groupby("zbin") if 0 <= b < len(Z_BINS) - 1
+    ]
+    out["by_photoz"] = [
+        {"z_lo": Z_BINS[b], "z_hi": Z_BINS[b + 1], **collapse(df)}
+        for b, df in summary.groupby("pbin") if 0 <= b < len(Z_BINS) - 1
     ]
     if (summary.mbin >= 0).any():
         out["by_magnitude"] = [

@@ -44,6 +44,7 @@ def model(table, client, tmp_path_factory):
         (dict(task="classify", features=["u-g"], label="one"), "single class"),
         (dict(task="photoz", features=["u-g"], target="z", where="u < 10.5"), "fewer than the 5 folds"),
         (dict(task="photoz", features=["u-g", "z"], target="z"), "leaks"),
+        (dict(task="photoz", features=["u-g"], target="z", magnitude="nosuch"), "--mag-column 'nosuch' is not a column"),
     ],
 )
 def test_training_errors(table, client, tmp_path, opts, message):
@@ -102,3 +103,40 @@ def test_few_held_out_rows_warn(table, client, tmp_path):
     with pytest.warns(UserWarning, match=r"only \d held-out rows \(fewer than 50\): the test metrics mean little"):
         result = train(str(small), TrainOptions("photoz", ["u-g", "g-r"], target="z", members=1), str(tmp_path / "m"), client=client)
     assert result["warnings"] and result["test"].get("n", 0) < 50
+
+
+def test_text_in_a_feature_column_is_an_error_naming_column_and_row(model, client, tmp_path):
+    """Text where numbers belong stops the run with the column, value and row, and writes nothing;
+    with --missing nan it is a missing value: the row is flagged (and, here, gets no prediction,
+    since without g neither feature u-g nor g-r exists)."""
+    data = tmp_path / "text.parquet"
+    pd.DataFrame({"u": [19.0, 19.5, 20.0, 18.0, 99.0, 19.3], "g": ["18.1", "18.2", "abc", "17.9", "18.4", "18.4"],
+                  "r": [17.5, 17.0, 17.2, 17.1, 17.3, 17.3]}).to_parquet(data)
+    with pytest.raises(ModelError, match=r"column 'g' holds text .*'abc' in row 2"):
+        predict(str(model), str(data), str(tmp_path / "out"), client=client, progress=False)
+    assert not (tmp_path / "out").exists()
+    out = pd.read_parquet(predict(str(model), str(data), str(tmp_path / "out"), client=client, progress=False, missing="nan"))
+    assert out["n_missing_features"].tolist() == [0, 0, 2, 0, 1, 0]  # u = 99 is a sentinel: u-g is missing
+    assert out["quality"].tolist() == [0, 0, 2, 0, 1, 0]
+    assert np.isnan(out["z_phot"][2]) and np.isfinite(out["z_phot"].drop(index=2)).all()
+    # without u-g (what the redshift depends on) the interval is wider than for the same row with it
+    assert out["z_phot_hi"][4] - out["z_phot_lo"][4] > out["z_phot_hi"][5] - out["z_phot_lo"][5]
+    ok = out.drop(index=2)
+    assert (ok["z_phot_lo95"] <= ok["z_phot_lo"]).all() and (ok["z_phot_hi"] <= ok["z_phot_hi95"]).all()
+
+
+def test_refit_on_every_labelled_row_keeps_the_calibration_rows_out(table, client, tmp_path):
+    from survey_engine.ml.artifact import load_model
+    from survey_engine.ml.supervised import predict_frame
+
+    quick = dict(members=1, params={"rounds": 60})
+    refit = train(str(table), TrainOptions("photoz", ["u-g", "g-r"], target="z", **quick), str(tmp_path / "a"), client=client)
+    kept = train(str(table), TrainOptions("photoz", ["u-g", "g-r"], target="z", refit=False, **quick), str(tmp_path / "b"), client=client)
+    assert "refit" not in kept and refit["test"]["n"] == kept["test"]["n"]
+    assert refit["test"]["sigma_nmad"] == pytest.approx(kept["test"]["sigma_nmad"], rel=0.02)  # the same evaluated model
+    # the refit trains on every labelled row but the calibration rows (about 15%), the evaluated one on 80% of the rest
+    assert 0.8 * 3000 < refit["refit"]["rows"] < 0.9 * 3000
+    df = pd.read_parquet(table)
+    za = predict_frame(df, *load_model(tmp_path / "a"))["z_phot"]
+    zb = predict_frame(df, *load_model(tmp_path / "b"))["z_phot"]
+    assert not np.allclose(za, zb)

@@ -45,8 +45,12 @@ def test_sdss_dr14_goal_over_five_spatial_folds(dr14):
     assert len(cv["folds"]) == 5 and sum(f["n"] for f in cv["folds"]) == r["split"]["rows"]
     mean = {k: v["mean"] for k, v in cv["summary"].items()}
     assert mean["accuracy"] >= 0.97 and mean["macro_f1"] >= 0.96
+    # the baselines are the textbook configurations now (issue 20: XGBoost 600 trees at eta 0.05,
+    # forest of 200 trees with min_samples_leaf 2), stronger than the 300-tree XGBoost this was
+    # measured against; on independent data the ensemble's gain over them was nil, so the honest
+    # assertion is "not worse" (within two objects per fold), not "better"
     for name, base in cv["baselines"].items():
-        assert mean["accuracy"] > base["accuracy"] and mean["macro_f1"] > base["macro_f1"], name
+        assert mean["accuracy"] >= base["accuracy"] - 0.002 and mean["macro_f1"] >= base["macro_f1"] - 0.005, name
     for f in cv["folds"]:
         assert set(f["baselines"]) == {"xgboost_single_process", "random_forest"}
 

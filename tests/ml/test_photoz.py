@@ -21,7 +21,8 @@ SDSS_COLOURS = ["u-g", "g-r", "r-i", "i-z", "r"]
 @pytest.fixture(scope="module")
 def sdss_model(client, tmp_path_factory):
     out = tmp_path_factory.mktemp("pz") / "sdss_photoz"
-    opts = TrainOptions("photoz", SDSS_COLOURS, target="redshift", where="spec_class == 'GALAXY'", baselines=True)
+    # refit=False: the saved model is the evaluated one (the refit is tested in test_bad_input.py)
+    opts = TrainOptions("photoz", SDSS_COLOURS, target="redshift", where="spec_class == 'GALAXY'", baselines=True, refit=False)
     result = train(str(shared_path("photoz/sdss_galaxy_colors_50k.parquet")), opts, str(out), client=client)
     return out, result
 
@@ -31,18 +32,28 @@ def test_sdss_galaxies_as_accurate_as_single_process_baselines(sdss_model):
     test = r["test"]
     assert 0.18 * 41475 < test["n"] < 0.22 * 41475  # the held-out fifth of the galaxies
     assert r["split"]["fold_kind"].startswith("random")  # this file has no positions
-    # the issue's goal: at least 5% lower sigma_NMAD than single-process XGBoost and a random
-    # forest on the same split, in the same run (measured: 0.01520 vs 0.01639 / 0.01614). The
-    # rotated-view ensemble is what gets there (one booster on the plain features: 0.01565).
+    # The honest comparison (issue 20): the textbook baselines (XGBoost 600 trees, depth 6, eta
+    # 0.05, subsample / colsample 0.8; random forest 200 trees, min_samples_leaf 2) on the same
+    # split, trained on every training row, while the ensemble gives 15% of them to calibration.
+    # The earlier 5% margin was over a weaker XGBoost (300 trees at eta 0.1). Measured with one
+    # member: 0.01576 vs 0.01637 (XGBoost) / 0.01614 (forest).
     for name, base in r["baselines"].items():
         assert base["n"] == test["n"]
-        assert test["sigma_nmad"] <= 0.95 * base["sigma_nmad"], name
-    assert test["sigma_nmad"] < 0.0153  # anchors.md: single-machine XGBoost/RF give about 0.016
+        assert test["sigma_nmad"] < base["sigma_nmad"], name
+    assert r["headline"]["stronger_baseline"] == min(r["baselines"], key=lambda k: r["baselines"][k]["sigma_nmad"])
+    assert r["headline"]["sigma_nmad_lower_by"] > 0.01
+    assert test["sigma_nmad"] < 0.0158  # anchors.md: single-machine XGBoost/RF give about 0.016
     assert test["outlier_rate_015"] < 0.005
     assert abs(test["bias"]) < 0.002
-    assert 0.58 < test["interval_coverage"] < 0.78  # z_phot_lo..z_phot_hi is a 68% interval
+    # calibrated on rows the model did not train on: 68% and 95% within 0.03 of nominal (measured
+    # with one member 0.697 / 0.954), the PIT close to uniform
+    assert abs(test["interval_coverage"] - 0.68) < 0.03 and abs(test["interval_coverage_95"] - 0.95) < 0.03
+    assert test["pit_ks"] < 0.05 and 0 < test["crps"] < 0.02
+    for b in test["by_photoz"] + test["by_magnitude"]:  # measured: within 0.045 where >= 500 rows
+        if b["n"] >= 500:
+            assert abs(b["interval_coverage"] - 0.68) < 0.06 and abs(b["interval_coverage_95"] - 0.95) < 0.03, b
     assert {b["z_lo"] for b in test["by_redshift"]} >= {0.0, 0.1, 0.2}
-    assert len(test["by_magnitude"]) >= 3
+    assert len(test["by_magnitude"]) >= 3 and r["split"]["magnitude_column"] == "r"
 
 
 def test_artifact_and_report(sdss_model):
@@ -70,11 +81,12 @@ def test_evaluate_on_a_file_recomputes_the_metrics(sdss_model, client):
 
 def test_boss_dr10_as_accurate_as_baselines(client, tmp_path):
     feats = ["MAG_U-MAG_G", "MAG_G-MAG_R", "MAG_R-MAG_I", "MAG_I-MAG_Z", "MAG_R", "MAG_I", "MAGERR_G", "MAGERR_R", "MAGERR_I", "MAGERR_Z"]
-    r = train(str(shared_path("photoz/annz_boss_dr10/train")), TrainOptions("photoz", feats, target="Z", baselines=True),
+    r = train(str(shared_path("photoz/annz_boss_dr10/train")), TrainOptions("photoz", feats, target="Z", baselines=True, refit=False),
               str(tmp_path / "boss"), client=client)
-    for name, base in r["baselines"].items():  # the goal: 5% lower (measured 0.01852 vs 0.01984 / 0.01971)
-        assert r["test"]["sigma_nmad"] <= 0.95 * base["sigma_nmad"], name
-    assert r["test"]["sigma_nmad"] < 0.0188  # anchors.md: about 0.019 single-machine
+    # against the textbook baselines (measured 0.01864 vs 0.01975 XGBoost / 0.01971 forest: 5.4% lower)
+    assert r["headline"]["sigma_nmad_lower_by"] > 0.03
+    assert r["test"]["sigma_nmad"] < 0.0190  # anchors.md: about 0.019 single-machine
+    assert abs(r["test"]["interval_coverage"] - 0.68) < 0.03 and abs(r["test"]["interval_coverage_95"] - 0.95) < 0.03
 
 
 def test_mock_sky_train_with_spatial_folds_then_predict_whole_catalog(client, mock_catalog, tmp_path):
@@ -88,9 +100,10 @@ def test_mock_sky_train_with_spatial_folds_then_predict_whole_catalog(client, mo
     assert got.row_count() == src.row_count() and got.npartitions == src.npartitions
     assert got.margin is not None and got.margin.row_count() == src.margin.row_count()
     df = got.compute()
-    assert {"z_phot", "z_phot_lo", "z_phot_hi"} <= set(df.columns)
+    assert {"z_phot", "z_phot_lo", "z_phot_hi", "z_phot_lo95", "z_phot_hi95", "z_pdf_q010", "z_pdf_q990", "quality"} <= set(df.columns)
     assert np.isfinite(df.z_phot).all()
-    assert (df.z_phot_lo <= df.z_phot).all() and (df.z_phot <= df.z_phot_hi).all()
+    assert (df.z_phot_lo95 <= df.z_phot_lo).all() and (df.z_phot_lo <= df.z_phot).all() and (df.z_phot <= df.z_phot_hi).all()
+    assert (df.z_phot_hi <= df.z_phot_hi95).all() and (df.z_pdf_q500 == df.z_phot).all()
     gal = df[df.obj_class == "GALAXY"]
     ez = (gal.z_phot - gal.redshift) / (1 + gal.redshift)
     nmad = 1.4826 * np.median(np.abs(ez - np.median(ez)))
@@ -115,3 +128,27 @@ def test_cli_train_predict_evaluate(mock_catalog, tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp_path / "m.json").read_text())["n"] > 0
+
+
+def test_sdss_one_band_removed_keeps_its_coverage(sdss_model, client):
+    """A sentinel (99) in one band: the row is flagged and its intervals are those calibrated for
+    that band missing (measured with one member: 68% 0.67-0.69 and 95% 0.95 for each of ugriz;
+    the model before gave a narrow interval around a biased redshift, 6% coverage)."""
+    import pandas as pd
+
+    from survey_engine.features.spec import FeatureSpec
+    from survey_engine.ml.supervised import _prepare, predict_frame
+
+    out, _ = sdss_model
+    meta, models = load_model(out)
+    data = pd.read_parquet(shared_path("photoz/sdss_galaxy_colors_50k.parquet"))
+    galaxies = data.query("spec_class == 'GALAXY'")
+    prep = _prepare(data, FeatureSpec.from_json(meta["feature_spec"]), "photoz", "redshift", None, 5, 42, None, None, "spec_class == 'GALAXY'")
+    held_out = galaxies[(prep._fold == 0).to_numpy()]  # rows the model never saw
+    z = held_out.redshift.to_numpy()
+    for band in "ugriz":
+        pred = predict_frame(held_out.assign(**{band: 99.0}), meta, models)
+        assert (pred.quality == 1).all() and (pred.n_missing_features >= 1).all()
+        c68 = np.mean((z >= pred.z_phot_lo) & (z <= pred.z_phot_hi))
+        c95 = np.mean((z >= pred.z_phot_lo95) & (z <= pred.z_phot_hi95))
+        assert abs(c68 - 0.68) < 0.04 and abs(c95 - 0.95) < 0.03, band
