@@ -219,16 +219,6 @@ def cluster_catalog(catalog_path: str, features: list[str], method: str, out: st
     return summary
 
 
-class _Query:
-    """Picklable row filter: the rows a pandas query keeps."""
-
-    def __init__(self, where: str):
-        self.where = where
-
-    def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
-        return df.query(self.where)
-
-
 def _keep_input_cluster_id(df: pd.DataFrame) -> pd.DataFrame:
     """An input column already called ``cluster_id`` (e.g. a truth label) is kept as ``cluster_id_input``."""
     return df.rename(columns={"cluster_id": "cluster_id_input"}) if "cluster_id" in df.columns else df
