@@ -81,11 +81,16 @@ def _chunk_end(chunk) -> int:
 
 
 def files_on_disk(catalog_dir: Path) -> dict[tuple[int, int], Path]:
-    """Every ``Norder=K/Dir=D/Npix=N.parquet`` under ``dataset/`` (directory listings only)."""
+    """Every ``Norder=K/Dir=D/Npix=N<suffix>`` under ``dataset/`` (directory listings only): the
+    suffix is the catalog's ``hats_npix_suffix`` (``.parquet``, ``.parq``, or ``/`` for partitions
+    stored as ``Npix=N/`` folders)."""
     found: dict[tuple[int, int], Path] = {}
     dataset = catalog_dir / layout.DATASET_DIR
     if not dataset.is_dir():
         return found
+    suffix = layout.npix_suffix(catalog_dir)
+    if suffix != ".parquet":
+        return _files_with_suffix(dataset, suffix)
     for order_dir in os.scandir(dataset):
         if not (order_dir.is_dir() and order_dir.name.startswith("Norder=") and order_dir.name[7:].isdigit()):
             continue
@@ -97,6 +102,17 @@ def files_on_disk(catalog_dir: Path) -> dict[tuple[int, int], Path]:
                 name = entry.name
                 if name.startswith("Npix=") and name.endswith(".parquet") and name[5:-8].isdigit():
                     found[(order, int(name[5:-8]))] = Path(entry.path)
+    return found
+
+
+def _files_with_suffix(dataset: Path, suffix: str) -> dict[tuple[int, int], Path]:
+    found: dict[tuple[int, int], Path] = {}
+    folders = suffix == "/"
+    for order_dir in dataset.glob("Norder=*"):
+        for entry in order_dir.glob("Dir=*/Npix=*"):
+            stem = entry.name[5:] if folders else entry.name[5:-len(suffix)] if entry.name.endswith(suffix) else ""
+            if stem.isdigit() and entry.is_dir() == folders and order_dir.name[7:].isdigit():
+                found[(int(order_dir.name[7:]), int(stem))] = entry
     return found
 
 
@@ -152,12 +168,15 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
         rows = np.array([facts.rows[k] for k in listed], dtype=np.int64)
         for key in listed:
             path = disk[key]
+            if path.is_dir():  # a partition stored as a folder of files: its files' ends are not checked here
+                continue
             size = path.stat().st_size
             if size < facts.data_end[key] + _TAIL_BYTES:
                 raise CatalogIntegrityError(f"{path}: partition file truncated: {size} bytes, but dataset/_metadata says its "
                                             f"data ends at byte {facts.data_end[key]}")
     else:
-        rows = np.array([footer_rows(disk[k]) for k in listed], dtype=np.int64)
+        rows = np.array([layout.partition_num_rows(disk[k]) if disk[k].is_dir() else footer_rows(disk[k]) for k in listed],
+                        dtype=np.int64)
     if "hats_nrows" in properties:
         try:
             stated = int(properties["hats_nrows"])
