@@ -108,6 +108,10 @@ def pick_coordinate(columns: list[ColumnDescription], axis: str) -> str | None:
 def find_coordinates(path: str, ra: str = AUTO, dec: str = AUTO) -> tuple[str, str]:
     """``(ra, dec)`` with each ``auto`` replaced by the column the rules pick in ``path``."""
     columns = describe_columns(path)
+    names = [c.name for c in columns]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # the same message reading the file would give: which column is meant cannot be told
+        raise InputError(f"{path}: column name(s) {repeated} appear more than once; a column must be unique to be read")
     chosen = {}
     for axis, given, flag in (("ra", ra, "--ra"), ("dec", dec, "--dec")):
         if given != AUTO:
