@@ -143,9 +143,9 @@ def import_catalog(inputs: str | Path | Sequence[str | Path], *, out: str | Path
 
 def ingest_tap(*, tap: str, table: str, out: str | Path, columns: str | Sequence[str] | None = None, where: str | None = None,
                ra: str = "ra", dec: str = "dec", id: str | None = None, order: int = 3, max_order: int = 20,
-               page_rows: int = 100_000, workers: int = 4, paging: str = "auto", async_mode: bool = False, retries: int = 6,
+               page_rows: int = 100_000, pages_in_flight: int = 4, paging: str = "auto", async_mode: bool = False, retries: int = 6,
                min_interval: float = 0.0, timeout: float = 300.0, token_env: str = "SURVEY_ENGINE_TAP_TOKEN",
-               max_rows: int = 1_000_000, margin: float = 5.0, name: str | None = None, dask_workers: int | None = None,
+               max_rows: int = 1_000_000, margin: float = 5.0, name: str | None = None, workers: int | None = None,
                no_progress: bool = False, client=None) -> CatalogResult:
     """``survey-engine ingest``: a table (or columns / rows of it) from a TAP service -> a HATS collection."""
     from survey_engine.ingest.tap.arguments import TapIngestArguments
@@ -155,10 +155,10 @@ def ingest_tap(*, tap: str, table: str, out: str | Path, columns: str | Sequence
     args = TapIngestArguments(
         tap_url=tap, table=table, out=str(out), columns=_names(columns, "columns") if columns is not None else None,
         where=where, ra_column=ra, dec_column=dec, id_column=id, order=order, max_order=max_order, page_rows=page_rows,
-        workers=workers, paging=paging, mode="async" if async_mode else "sync", retries=retries, min_interval=min_interval,
+        pages_in_flight=pages_in_flight, paging=paging, mode="async" if async_mode else "sync", retries=retries, min_interval=min_interval,
         timeout=timeout, token=os.environ.get(token_env) or None, max_rows=max_rows, margin_arcsec=margin, name=name,
     )
-    with dask_client(client, n_workers=dask_workers) as client:
+    with dask_client(client, n_workers=workers) as client:
         result = run_ingest(args, client=client, progress=not no_progress)
     details = {"summary": result.summary(), "pages": result.pages, "paging": result.paging, "queries": result.queries,
                "retries": result.retries, "verification": result.verification, "up_to_date": result.up_to_date}
@@ -199,9 +199,9 @@ def crossmatch(left, right, *, radius: float, out: str | Path, how: str = "neare
 def train(task: str, *, catalog: str | Path, features: str | Sequence[str], model_out: str | Path,
           target: str | None = None, label: str | None = None, gpu: bool = False, where: str | None = None,
           test_fraction: float = 0.2, cv: int = 0, search: bool = False, baselines: bool = False, seed: int = 42,
-          members: int | None = None, class_weight: str = "none", ebv: str | None = None, missing: str = "nan",
-          ra: str | None = None, dec: str | None = None, components: int = 3, workers: int | None = None,
-          client=None) -> ModelResult:
+          members: int | None = None, class_weight: str = "none", ebv: str | None = None, missing: str | None = None,
+          ra: str | None = None, dec: str | None = None, components: int = 3, mag_column: str | None = None,
+          no_refit: bool = False, workers: int | None = None, no_progress: bool = False, client=None) -> ModelResult:
     """``survey-engine train photoz|classify|anomaly|pca``: fit a model on a catalog, save it with its metrics."""
     from survey_engine.runtime import dask_client
 
@@ -214,10 +214,11 @@ def train(task: str, *, catalog: str | Path, features: str | Sequence[str], mode
             if class_weight not in CLASS_WEIGHTS:
                 raise ApiError(f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, got {class_weight!r}")
             opts = TrainOptions(task, feats, target=target, label=label, seed=seed, test_fraction=test_fraction, cv=cv,
-                                search=search, baselines=baselines, gpu=gpu, ebv_column=ebv, missing=missing, ra_column=ra,
-                                dec_column=dec, where=where, members=members or MEMBERS,
+                                search=search, baselines=baselines, gpu=gpu, ebv_column=ebv, missing=missing or "nan", ra_column=ra,
+                                dec_column=dec, where=where, members=members or MEMBERS, magnitude=mag_column,
+                                refit=not no_refit, text_as_missing=missing is not None,
                                 params={"class_weight_power": CLASS_WEIGHTS[class_weight]} if task == "classify" else {})
-            metrics = train_supervised(str(catalog), opts, str(model_out), client=client)
+            metrics = train_supervised(str(catalog), opts, str(model_out), client=client, progress=not no_progress)
         elif task == "anomaly":
             from survey_engine.ml.unsupervised import train_anomaly
 
@@ -231,14 +232,14 @@ def train(task: str, *, catalog: str | Path, features: str | Sequence[str], mode
     return ModelResult(Path(model_out), task, metrics)
 
 
-def predict(*, model: str | Path, catalog: str | Path, out: str | Path, workers: int | None = None,
-            no_progress: bool = False, client=None) -> CatalogResult:
+def predict(*, model: str | Path, catalog: str | Path, out: str | Path, missing: str | None = None,
+            workers: int | None = None, no_progress: bool = False, client=None) -> CatalogResult:
     """``survey-engine predict``: apply a saved model to a whole catalog, writing a new one with its columns."""
     from survey_engine.ml.apply import predict as apply_model
     from survey_engine.runtime import dask_client
 
     with dask_client(client, n_workers=workers) as client:
-        written = apply_model(str(model), str(catalog), str(out), client=client, progress=not no_progress)
+        written = apply_model(str(model), str(catalog), str(out), client=client, progress=not no_progress, missing=missing)
     return _catalog_result(CatalogResult, written, {"model": str(model)})
 
 
@@ -258,8 +259,8 @@ def evaluate(*, model: str | Path, catalog: str | Path, truth: str | None = None
 
 def cluster(*, catalog: str | Path, features: str | Sequence[str], out: str | Path, method: str = "hdbscan",
             id: str | None = None, min_cluster_size: int = 20, min_samples: int | None = None, eps: float = 0.3,
-            max_cluster_fraction: float = 0.5, n_clusters: int = 8, workers: int | None = None,
-            no_progress: bool = False, client=None) -> ClusterResult:
+            max_cluster_fraction: float = 0.5, n_clusters: int = 8, where: str | None = None, build_margin: bool = False,
+            workers: int | None = None, no_progress: bool = False, client=None) -> ClusterResult:
     """``survey-engine cluster``: kmeans (global) or dbscan / hdbscan (per tile + margin, merged) -> ``cluster_id``."""
     from survey_engine.ml.cluster import cluster_catalog
     from survey_engine.runtime import dask_client
@@ -270,7 +271,8 @@ def cluster(*, catalog: str | Path, features: str | Sequence[str], out: str | Pa
         params.pop("min_samples")
     with dask_client(client, n_workers=workers) as client:
         summary = cluster_catalog(str(catalog), _names(features, "features"), method, str(out), id_column=id,
-                                  params=params, client=client, progress=not no_progress)
+                                  params=params, client=client, progress=not no_progress, where=where,
+                                  build_margin=build_margin, check_margin=True)
     result = _catalog_result(ClusterResult, Path(out), summary)
     result.n_clusters, result.noise, result.clusters = int(summary["n_clusters"]), int(summary["noise"]), summary["clusters"]
     return result

@@ -384,6 +384,7 @@ def _stage_train(stage, p, outputs, tmp, client, progress):
                             test_fraction=p.get("test_fraction", 0.2), cv=p.get("cv", 0), search=p.get("search", False),
                             baselines=p.get("baselines", False), gpu=p.get("gpu", False), ebv_column=p.get("ebv"),
                             missing=p.get("missing", "nan"), where=p.get("where"), members=p.get("members", MEMBERS),
+                            text_as_missing="missing" in p, magnitude=p.get("mag_column"), refit=not p.get("no_refit", False),
                             params={k: p[k] for k in ("rounds", "eta") if k in p})  # boosting rounds / learning rate
         r = train(catalog, opts, str(tmp), client=client, progress=progress)
         keys = ("n", "sigma_nmad", "bias", "outlier_rate_015") if task == "photoz" else ("n", "accuracy", "macro_f1")
@@ -427,7 +428,8 @@ class _AddFeatures:
 def _stage_predict(stage, p, outputs, tmp, client, progress):
     from survey_engine.ml.apply import predict
 
-    predict(_path(outputs, p["model"]), _path(outputs, p["catalog"]), str(tmp), client=client, progress=progress)
+    predict(_path(outputs, p["model"]), _path(outputs, p["catalog"]), str(tmp), client=client, progress=progress,
+            missing=p.get("missing"))
     return {}
 
 
