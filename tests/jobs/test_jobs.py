@@ -37,7 +37,7 @@ stages:
   - id: sky
     import: {max_rows: 5000, margin: 5}
   - id: model
-    train: {task: photoz, catalog: sky, features: [u-g, g-r], target: redshift}
+    train: {task: photoz, catalog: sky, features: [u-g, g-r], target: redshift, members: 1, rounds: 150}
 """
 
 

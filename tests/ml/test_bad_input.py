@@ -30,7 +30,7 @@ def table(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(table, client, tmp_path_factory):
     out = tmp_path_factory.mktemp("badm") / "m"
-    train(str(table), TrainOptions("photoz", ["u-g", "g-r"], target="z"), str(out), client=client)
+    train(str(table), TrainOptions("photoz", ["u-g", "g-r"], target="z", members=1), str(out), client=client)
     return out
 
 
@@ -79,8 +79,8 @@ def test_gpu_option_falls_back_or_agrees(table, client, tmp_path, capfd):
     GPU model's metrics agree with the CPU's."""
     from survey_engine.ml.supervised import choose_device
 
-    cpu = train(str(table), TrainOptions("photoz", ["u-g", "g-r"], target="z"), str(tmp_path / "cpu"), client=client)
-    gpu = train(str(table), TrainOptions("photoz", ["u-g", "g-r"], target="z", gpu=True), str(tmp_path / "gpu"), client=client)
+    cpu = train(str(table), TrainOptions("photoz", ["u-g", "g-r"], target="z", members=1), str(tmp_path / "cpu"), client=client)
+    gpu = train(str(table), TrainOptions("photoz", ["u-g", "g-r"], target="z", gpu=True, members=1), str(tmp_path / "gpu"), client=client)
     device = json.loads((tmp_path / "gpu" / "model.json").read_text())["device"]
     assert device == choose_device(True)
     if device == "cpu":
