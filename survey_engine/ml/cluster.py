@@ -162,11 +162,6 @@ def cluster_catalog(catalog_path: str, features: list[str], method: str, out: st
         raise ClusterError(f"--method must be one of {METHODS}, got {method!r}")
     params = dict(params or {})
     cat = open_catalog(catalog_path)
-    if where:
-        try:
-            cat._infer_meta().query(where)
-        except Exception as exc:
-            raise ClusterError(f"{catalog_path}: where {where!r} does not apply to these columns: {exc}") from None
     spec = FeatureSpec(features, ra_column=cat.ra_column, dec_column=cat.dec_column)
     try:
         spec.plan(cat.column_names())
