@@ -52,7 +52,7 @@ def test_demo_catalogs_open_with_their_rows_and_names(demo):
         assert props["obs_collection"] == props["hats_primary_table_url"] == sid
         assert open_catalog(work / sid).name == sid
     info = subprocess.run([*_cli(), "info", str(work / "gaia_x_sdss")], capture_output=True, text=True, timeout=120)
-    assert info.returncode == 0 and "Catalog('gaia_x_sdss'" in info.stdout and ".tmp" not in info.stdout
+    assert info.returncode == 0 and "Catalog 'gaia_x_sdss'" in info.stdout and ".tmp" not in info.stdout
     import lsdb
 
     assert lsdb.open_catalog(work / "photoz").name == "photoz"
