@@ -149,43 +149,30 @@ def _source(name: str, kind: str, src: dict, work: Path, client, progress, echo)
         from survey_engine.mock.sky import write_mock_sky
         from survey_engine.mock.surveys import write_survey
 
-        survey = src.get("survey", "sky")
-        fp = _fp("mock", src.get("rows"), src.get("seed", 42), *([survey] if survey != "sky" else []))
-        out = safe_child(work, name, "source name")
+        survey, seed = src.get("survey", "sky"), src.get("seed", 42)
         what = "mock sky" if survey == "sky" else f"mock {survey} survey"
-        if _state(work, name).get("fingerprint") == fp and out.exists():
-            _say(echo, f"  {name}: {what} unchanged (of a {src['rows']:,}-row sky), reused")
-            return out, fp
-        t0 = time.perf_counter()
-        tmp = work / f".tmp-{name}"
-        remove_tree(tmp, work)
-        if survey == "sky":
-            write_mock_sky(src["rows"], tmp, seed=src.get("seed", 42), client=client, progress=progress)
-            rows = src["rows"]
-        else:
-            rows = write_survey(survey, src["rows"], tmp, seed=src.get("seed", 42), client=client, progress=progress)
-        _publish(tmp, out, work)
-        _save_state(work, name, fp, {"rows": rows, "mock": True})
-        _say(echo, f"  {name}: {what}, {rows:,} rows (of a {src['rows']:,}-row sky) -> {out} ({time.perf_counter() - t0:.1f} s)")
-        return out, fp
+
+        def write(tmp: Path) -> dict:
+            if survey == "sky":
+                write_mock_sky(src["rows"], tmp, seed=seed, client=client, progress=progress)
+                return {"rows": src["rows"], "mock": True}
+            return {"rows": write_survey(survey, src["rows"], tmp, seed=seed, client=client, progress=progress), "mock": True}
+
+        fp = _fp("mock", src.get("rows"), seed, *([survey] if survey != "sky" else []))
+        return _generated_source(work, name, fp, write, echo, f"{what} (of a {src['rows']:,}-row sky)",
+                                 lambda info: f"{what}, {info['rows']:,} rows (of a {src['rows']:,}-row sky)")
     if kind == "mock_lightcurves":
         from survey_engine.mock.lightcurves import write_mock_lightcurves
 
         seed, cadence = src.get("seed", 42), src.get("cadence", "dense")
+
+        def write(tmp: Path) -> dict:
+            counts = write_mock_lightcurves(src["objects"], tmp, seed=seed, cadence=cadence, client=client, progress=progress)
+            return {**counts, "mock_lightcurves": True}
+
         fp = _fp("mock_lightcurves", src["objects"], seed, cadence)
-        out = safe_child(work, name, "source name")
-        if _state(work, name).get("fingerprint") == fp and out.exists():
-            _say(echo, f"  {name}: mock light curves unchanged ({src['objects']:,} objects), reused")
-            return out, fp
-        t0 = time.perf_counter()
-        tmp = work / f".tmp-{name}"
-        remove_tree(tmp, work)
-        counts = write_mock_lightcurves(src["objects"], tmp, seed=seed, cadence=cadence, client=client, progress=progress)
-        _publish(tmp, out, work)
-        _save_state(work, name, fp, {**counts, "mock_lightcurves": True})
-        _say(echo, f"  {name}: {counts['objects']:,} mock objects, {counts['detections']:,} detections ({cadence}) "
-             f"-> {out} ({time.perf_counter() - t0:.1f} s)")
-        return out, fp
+        return _generated_source(work, name, fp, write, echo, f"mock light curves ({src['objects']:,} objects)",
+                                 lambda info: f"{info['objects']:,} mock objects, {info['detections']:,} detections ({cadence})")
     if kind == "files":
         stats = [[p, os.path.getsize(p) if os.path.isfile(p) else None] for p in src["paths"]]
         return src["paths"], _fp("files", stats)
@@ -195,6 +182,23 @@ def _source(name: str, kind: str, src: dict, work: Path, client, progress, echo)
         return src["path"], open_table(src["path"]).fingerprint
     # how many pages run at once does not change the rows; "workers" was its old name
     return src, _fp("tap", {k: v for k, v in src.items() if k not in ("pages_in_flight", "workers")})
+
+
+def _generated_source(work: Path, name: str, fp: str, write, echo, unchanged: str, made) -> tuple[Path, str]:
+    """A source the job generates (a mock sky or survey, mock light curves): reused while its
+    fingerprint holds, else written to ``.tmp-<name>`` by ``write(tmp) -> info`` and published."""
+    out = safe_child(work, name, "source name")
+    if _state(work, name).get("fingerprint") == fp and out.exists():
+        _say(echo, f"  {name}: {unchanged} unchanged, reused")
+        return out, fp
+    t0 = time.perf_counter()
+    tmp = work / f".tmp-{name}"
+    remove_tree(tmp, work)
+    info = write(tmp)
+    _publish(tmp, out, work)
+    _save_state(work, name, fp, info)
+    _say(echo, f"  {name}: {made(info)} -> {out} ({time.perf_counter() - t0:.1f} s)")
+    return out, fp
 
 
 def _state(work: Path, sid: str) -> dict:
