@@ -3,13 +3,26 @@
 HEALPix-partitioned catalogs in the HATS layout, built from files, TAP services or the mock sky,
 processed with Dask. ``open_catalog`` is the entry point of the Python API; every CLI stage has a
 function with the command's parameters (``import_catalog``, ``ingest_tap``, ``crossmatch``,
-``train``, ``predict``, ``evaluate``, ``cluster``, ``run_job``; see ``survey_engine.api``),
+``add_margin``, ``compute_features``, ``train``, ``predict``, ``evaluate``, ``cluster``,
+``attach_lightcurves``, ``variability``, ``run_job``; see ``survey_engine.api``, built from
+``survey_engine.registry``),
 imported on first use so that ``import survey_engine`` stays light.
 """
 
 __version__ = "0.1.0"
 
 from survey_engine.catalog.catalog import Catalog, open_catalog  # noqa: E402
+
+
+def _catalog_crossmatch(self: Catalog, other: Catalog, radius_arcsec: float, **kwargs):
+    """Lazy cross-match with ``other`` (see ``survey_engine.crossmatch.crossmatch`` for options)."""
+    from survey_engine.crossmatch.match import crossmatch
+
+    return crossmatch(self, other, radius_arcsec, **kwargs)
+
+
+# ``catalog/`` is the floor and imports nothing above it: the method is attached here, from above
+Catalog.crossmatch = _catalog_crossmatch
 
 
 def verify_catalog(path, repair: bool = False, client=None, progress: bool = False):
@@ -21,7 +34,8 @@ def verify_catalog(path, repair: bool = False, client=None, progress: bool = Fal
 
 # the stage functions live in survey_engine.api; ``crossmatch`` is the subpackage of that name,
 # made callable (survey_engine/crossmatch/__init__.py), so that submodule imports keep working
-_API = ("import_catalog", "ingest_tap", "train", "predict", "evaluate", "cluster", "run_job",
+_API = ("import_catalog", "ingest_tap", "add_margin", "compute_features", "train", "predict", "evaluate", "cluster",
+        "attach_lightcurves", "variability", "run_job",
         "CatalogResult", "ClusterResult", "ModelResult", "MetricsResult", "JobResult")
 
 

@@ -14,8 +14,6 @@ counts, metrics; for a catalog, ``.catalog`` / ``.open()`` give the ``Catalog``.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,220 +118,108 @@ class JobResult:
         return open_catalog(self.outputs[stage], margin=margin)
 
 
-# --- the stages ------------------------------------------------------------------------------
+# --- the stages: one function per command, generated from the registry -----------------------
 
-def import_catalog(inputs: str | Path | Sequence[str | Path], *, out: str | Path, ra: str = "auto", dec: str = "auto",
-                   id: str | None = None, max_rows: int = 1_000_000, highest_order: int = 10, margin: float = 5.0,
-                   name: str | None = None, drop_invalid: bool = False, workers: int | None = None,
-                   no_progress: bool = False, client=None) -> CatalogResult:
-    """``survey-engine import``: files, folders or globs (CSV, Parquet, FITS, VOTable) -> a HATS collection."""
-    from survey_engine.ingest.file_import.arguments import ImportArguments
-    from survey_engine.ingest.file_import.run import run_import
-    from survey_engine.runtime import dask_client
+CONTRACT = {"import": "import_catalog", "ingest": "ingest_tap", "margin": "add_margin", "crossmatch": "crossmatch",
+            "features": "compute_features", "train": "train", "predict": "predict", "evaluate": "evaluate",
+            "cluster": "cluster", "lightcurves": "attach_lightcurves", "variability": "variability",
+            "run": "run_job"}
 
-    args = ImportArguments(inputs=_paths(inputs), out=str(out), ra_column=ra, dec_column=dec, id_column=id,
-                           max_rows=max_rows, highest_order=highest_order, margin_arcsec=margin, name=name,
-                           drop_invalid=drop_invalid)
-    with dask_client(client, n_workers=workers) as client:
-        result = run_import(args, client=client, progress=not no_progress)
-    details = {"summary": result.summary(), "dropped": result.dropped, "wrapped_ra": result.wrapped_ra,
-               "up_to_date": result.up_to_date, "resumed": result.resumed, "ra": args.ra_column, "dec": args.dec_column}
+
+def _check(face, value) -> None:
+    """The declared choices and checks, as the job spec applies them, with the keyword's name."""
+    if value is None:
+        return
+    p = face.param
+    if p.choices and value not in p.choices:
+        raise ApiError(f"{face.name} must be one of {', '.join(p.choices)}; got {value!r}")
+    if p.check is not None and p.type in (int, float) and isinstance(value, int | float) and not p.check[0](value):
+        raise ApiError(f"{face.name} must be {p.check[1]}, got {value!r}")
+
+
+def _result(kind: str, result, details: dict):
+    """The stage's result object: a catalog, a model, metrics or a job."""
+    if kind == "train":
+        return ModelResult(Path(result.out), details["task"], result.data)
+    if kind == "evaluate":
+        return MetricsResult(result.data, result.out)
+    if kind == "run":
+        spec, outputs, summary = result.data
+        status = "valid" if result.info.get("status") == "valid" else summary.get("status", "ok")
+        return JobResult(spec.name, spec.workdir, status, outputs, summary)
+    if kind == "cluster":
+        summary = result.data
+        out = _catalog_result(ClusterResult, result.out, summary)
+        out.n_clusters, out.noise, out.clusters = int(summary["n_clusters"]), int(summary["noise"]), summary["clusters"]
+        return out
     return _catalog_result(CatalogResult, result.out, details)
 
 
-def ingest_tap(*, tap: str, table: str, out: str | Path, columns: str | Sequence[str] | None = None, where: str | None = None,
-               ra: str = "ra", dec: str = "dec", id: str | None = None, order: int = 3, max_order: int = 20,
-               page_rows: int = 100_000, pages_in_flight: int = 4, paging: str = "auto", async_mode: bool = False, retries: int = 6,
-               min_interval: float = 0.0, timeout: float = 300.0, token_env: str = "SURVEY_ENGINE_TAP_TOKEN",
-               max_rows: int = 1_000_000, margin: float = 5.0, name: str | None = None, workers: int | None = None,
-               no_progress: bool = False, client=None) -> CatalogResult:
-    """``survey-engine ingest``: a table (or columns / rows of it) from a TAP service -> a HATS collection."""
-    from survey_engine.ingest.tap.arguments import TapIngestArguments
-    from survey_engine.ingest.tap.run import run_ingest
-    from survey_engine.runtime import dask_client
+def _stage_function(kind: str, name: str):
+    """``survey_engine.<name>``: the command ``kind`` with its declared arguments as parameters."""
+    import inspect
 
-    args = TapIngestArguments(
-        tap_url=tap, table=table, out=str(out), columns=_names(columns, "columns") if columns is not None else None,
-        where=where, ra_column=ra, dec_column=dec, id_column=id, order=order, max_order=max_order, page_rows=page_rows,
-        pages_in_flight=pages_in_flight, paging=paging, mode="async" if async_mode else "sync", retries=retries, min_interval=min_interval,
-        timeout=timeout, token=os.environ.get(token_env) or None, max_rows=max_rows, margin_arcsec=margin, name=name,
-    )
-    with dask_client(client, n_workers=workers) as client:
-        result = run_ingest(args, client=client, progress=not no_progress)
-    details = {"summary": result.summary(), "pages": result.pages, "paging": result.paging, "queries": result.queries,
-               "retries": result.retries, "verification": result.verification, "up_to_date": result.up_to_date}
-    return _catalog_result(CatalogResult, result.out, details)
+    from survey_engine.arguments import MISSING, build, faces
+    from survey_engine.registry import runtime_names, stages
 
+    stage = stages()[kind]
+    declared = [f for f in faces(stage.arguments) if f.param.cli]
+    params = []
+    for face in declared:
+        positional = face.param.role == "positional"
+        kind_ = inspect.Parameter.POSITIONAL_OR_KEYWORD if positional else inspect.Parameter.KEYWORD_ONLY
+        default = inspect.Parameter.empty if face.required and face.default is MISSING else face.default
+        annotation = stage.arguments.__annotations__.get(face.field, inspect.Parameter.empty)
+        params.append(inspect.Parameter(face.name, kind_, default=default, annotation=annotation))
+    extra = runtime_names(stage)
+    params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None if n == "workers" else False) for n in extra]
+    params.append(inspect.Parameter("client", inspect.Parameter.KEYWORD_ONLY, default=None))
+    signature = inspect.Signature(params)
 
-def crossmatch(left, right, *, radius: float, out: str | Path, how: str = "nearest", k: int = 1, join: str = "inner",
-               min_radius: float = 0.0, exclude_self: bool = False, suffixes: str | Sequence[str] = "_1,_2",
-               build_margin: bool = False, algorithm: str = "zones", gpu: bool = False, epoch: float | None = None,
-               left_epoch: float | str | None = None, right_epoch: float | str | None = None,
-               pm_columns: str | Sequence[str] = "pmra,pmdec", workers: int | None = None, no_progress: bool = False,
-               client=None) -> CatalogResult:
-    """``survey-engine crossmatch``: match LEFT against RIGHT (paths or ``Catalog`` objects) and write the pairs.
+    def call(*args, **kwargs):
+        from survey_engine.errors import UsageError
+        from survey_engine.runtime import dask_client
 
-    For a lazy match in a notebook, ``Catalog.crossmatch`` returns the plan without writing."""
-    from survey_engine.catalog.catalog import Catalog, open_catalog
-    from survey_engine.crossmatch.match import crossmatch as plan_crossmatch
-    from survey_engine.runtime import dask_client
-
-    suffix_pair = tuple(_names(suffixes, "suffixes", strip=False))
-    if len(suffix_pair) != 2:
-        raise ApiError(f"suffixes takes two suffixes (left, right), got {suffixes!r}")
-    pm = _names(pm_columns, "pm_columns")
-    if len(pm) != 2:
-        raise ApiError(f"pm_columns takes two names (pmra, pmdec), got {pm_columns!r}")
-    sides = [side if isinstance(side, Catalog) else open_catalog(side) for side in (left, right)]
-    with dask_client(client, n_workers=workers) as client:
-        planned = plan_crossmatch(
-            sides[0], sides[1], radius, how=how, k=k, join=join, min_radius_arcsec=min_radius, exclude_self=exclude_self,
-            suffixes=suffix_pair, build_margin=build_margin, epoch=epoch, algorithm="gpu" if gpu else algorithm,
-            left_epoch=_epoch_spec(left_epoch, pm), right_epoch=_epoch_spec(right_epoch, pm), client=client,
-        )
-        written = planned.write(out, client=client, progress=not no_progress)
-    return _catalog_result(CatalogResult, written, {"how": how, "join": join, "radius_arcsec": radius,
-                                                     "algorithm": planned.params.algorithm})
-
-
-def train(task: str, *, catalog: str | Path, features: str | Sequence[str], model_out: str | Path,
-          target: str | None = None, label: str | None = None, gpu: bool = False, where: str | None = None,
-          test_fraction: float = 0.2, cv: int = 0, search: bool = False, baselines: bool = False, seed: int = 42,
-          members: int | None = None, class_weight: str = "none", ebv: str | None = None, missing: str | None = None,
-          ra: str | None = None, dec: str | None = None, components: int = 3, mag_column: str | None = None,
-          no_refit: bool = False, workers: int | None = None, no_progress: bool = False, client=None) -> ModelResult:
-    """``survey-engine train photoz|classify|anomaly|pca``: fit a model on a catalog, save it with its metrics."""
-    from survey_engine.runtime import dask_client
-
-    feats = _names(features, "features")
-    with dask_client(client, n_workers=workers) as client:
-        if task in ("photoz", "classify"):
-            from survey_engine.ml.supervised import CLASS_WEIGHTS, MEMBERS, TrainOptions
-            from survey_engine.ml.supervised import train as train_supervised
-
-            if class_weight not in CLASS_WEIGHTS:
-                raise ApiError(f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, got {class_weight!r}")
-            opts = TrainOptions(task, feats, target=target, label=label, seed=seed, test_fraction=test_fraction, cv=cv,
-                                search=search, baselines=baselines, gpu=gpu, ebv_column=ebv, missing=missing or "nan", ra_column=ra,
-                                dec_column=dec, where=where, members=members or MEMBERS, magnitude=mag_column,
-                                refit=not no_refit, text_as_missing=missing is not None,
-                                params={"class_weight_power": CLASS_WEIGHTS[class_weight]} if task == "classify" else {})
-            metrics = train_supervised(str(catalog), opts, str(model_out), client=client, progress=not no_progress)
-        elif task == "anomaly":
-            from survey_engine.ml.unsupervised import train_anomaly
-
-            metrics = train_anomaly(str(catalog), feats, str(model_out), seed=seed, ebv=ebv, client=client)
-        elif task == "pca":
-            from survey_engine.ml.unsupervised import train_pca
-
-            metrics = train_pca(str(catalog), feats, str(model_out), n_components=components, ebv=ebv, client=client)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        client, workers, no_progress = values.pop("client"), values.pop("workers", None), values.pop("no_progress", False)
+        for face in declared:
+            value = values[face.name]
+            if face.param.nargs and isinstance(value, str | Path):
+                value = [value]
+            if isinstance(value, list | tuple):
+                value = [str(v) if isinstance(v, Path) else v for v in value]
+            values[face.name] = str(value) if isinstance(value, Path) else value
+            _check(face, values[face.name])
+        try:
+            stage_args = build(stage.arguments, values)
+        except UsageError as exc:
+            raise ApiError(str(exc)) from None
+        if stage.cluster:
+            with dask_client(client, n_workers=workers) as live:
+                result = stage.run(stage_args, client=live, progress=not no_progress)
         else:
-            raise ApiError(f"task must be one of photoz, classify, anomaly, pca; got {task!r}")
-    return ModelResult(Path(model_out), task, metrics)
+            result = stage.run(stage_args, client=client, progress=not no_progress)
+        details = {**values, "summary": result.line, **result.info, **_fields(result.data)}
+        return _result(kind, result, details)
+
+    call.__name__ = call.__qualname__ = name
+    call.__signature__ = signature
+    call.__doc__ = f"``survey-engine {kind}``: {stage.help}.\n\n{stage.arguments.__doc__ or ''}"
+    return call
 
 
-def predict(*, model: str | Path, catalog: str | Path, out: str | Path, missing: str | None = None,
-            workers: int | None = None, no_progress: bool = False, client=None) -> CatalogResult:
-    """``survey-engine predict``: apply a saved model to a whole catalog, writing a new one with its columns."""
-    from survey_engine.ml.apply import predict as apply_model
-    from survey_engine.runtime import dask_client
+def _fields(data) -> dict:
+    """A stage result's own fields (a dataclass), for ``details``."""
+    import dataclasses
 
-    with dask_client(client, n_workers=workers) as client:
-        written = apply_model(str(model), str(catalog), str(out), client=client, progress=not no_progress, missing=missing)
-    return _catalog_result(CatalogResult, written, {"model": str(model)})
-
-
-def evaluate(*, model: str | Path, catalog: str | Path, truth: str | None = None, where: str | None = None,
-             out: str | Path | None = None, workers: int | None = None, client=None) -> MetricsResult:
-    """``survey-engine evaluate``: metrics of a saved model on a labelled catalog (written as JSON with ``out``)."""
-    from survey_engine.catalog.layout import atomic_write_text
-    from survey_engine.ml.supervised import evaluate as evaluate_model
-    from survey_engine.runtime import dask_client
-
-    with dask_client(client, n_workers=workers) as client:
-        metrics = evaluate_model(str(model), str(catalog), client=client, truth=truth, where=where)
-    if out is not None:
-        atomic_write_text(Path(out), json.dumps(metrics, indent=1, default=float))
-    return MetricsResult(metrics, Path(out) if out is not None else None)
-
-
-def cluster(*, catalog: str | Path, features: str | Sequence[str], out: str | Path, method: str = "hdbscan",
-            id: str | None = None, min_cluster_size: int = 20, min_samples: int | None = None, eps: float = 0.3,
-            max_cluster_fraction: float = 0.5, n_clusters: int = 8, where: str | None = None, build_margin: bool = False,
-            workers: int | None = None, no_progress: bool = False, client=None) -> ClusterResult:
-    """``survey-engine cluster``: kmeans (global) or dbscan / hdbscan (per tile + margin, merged) -> ``cluster_id``."""
-    from survey_engine.ml.cluster import cluster_catalog
-    from survey_engine.runtime import dask_client
-
-    params = {"min_cluster_size": min_cluster_size, "min_samples": min_samples, "eps": eps,
-              "max_cluster_fraction": max_cluster_fraction, "n_clusters": n_clusters}
-    if min_samples is None:
-        params.pop("min_samples")
-    with dask_client(client, n_workers=workers) as client:
-        summary = cluster_catalog(str(catalog), _names(features, "features"), method, str(out), id_column=id,
-                                  params=params, client=client, progress=not no_progress, where=where,
-                                  build_margin=build_margin, check_margin=True)
-    result = _catalog_result(ClusterResult, Path(out), summary)
-    result.n_clusters, result.noise, result.clusters = int(summary["n_clusters"]), int(summary["noise"]), summary["clusters"]
-    return result
-
-
-def run_job(job: str | Path, *, cluster: str | None = None, workdir: str | Path | None = None, security: str | None = None,
-            min_workers: int | None = None, check: bool = False, no_progress: bool = False, client=None) -> JobResult:
-    """``survey-engine run``: a job spec (YAML) stage by stage; finished stages are reused on a re-run.
-
-    ``cluster`` as for the command (local, tcp://HOST:PORT, slurm, pbs, FILE.yaml); ``client=``
-    runs the job on that client instead. ``check=True`` validates the spec and runs nothing."""
-    from survey_engine.jobs.run import run_job as run_spec
-    from survey_engine.jobs.spec import load_spec
-
-    spec = load_spec(job)
-    if workdir is not None:
-        spec.workdir = Path(workdir).resolve()
-    outputs = {s.id: spec.workdir / s.id for s in spec.stages}
-    if check:
-        return JobResult(spec.name, spec.workdir, "valid", outputs)
-    if client is None and cluster is None:
-        from distributed import get_client
-
-        try:  # the current client, as every other function here
-            client = get_client()
-        except ValueError:
-            pass
-    summary = run_spec(spec, cluster=cluster, client=client, progress=not no_progress, security_config=security,
-                       min_workers=min_workers)
-    return JobResult(spec.name, spec.workdir, summary.get("status", "ok"), outputs, summary)
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        return {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    return {}
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-def _paths(inputs) -> list[str]:
-    if isinstance(inputs, str | Path):
-        return [str(inputs)]
-    return [str(p) for p in inputs]
-
-
-def _names(value, keyword: str, strip: bool = True) -> list[str]:
-    """A comma-separated string (as on the command line) or a list of names."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    names = [str(v).strip() if strip else str(v) for v in items]
-    names = [n for n in names if n] if strip else names
-    if not names:
-        raise ApiError(f"{keyword} is empty")
-    return names
-
-
-def _epoch_spec(value, pm: list[str]):
-    """A Julian year, or the name of a per-row epoch column, with the proper-motion columns."""
-    from survey_engine.crossmatch.epochs import EpochSpec
-
-    if value is None:
-        return None
-    try:
-        return EpochSpec(float(value), pm[0], pm[1])
-    except ValueError:
-        return EpochSpec(value, pm[0], pm[1])
-
 
 def _is_hats(path: Path) -> bool:
     return (path / "collection.properties").exists() or (path / "hats.properties").exists()
@@ -354,5 +240,7 @@ def _catalog_result(cls, path: str | Path, details: dict):
     return cls(path, sum(pq.read_metadata(f).num_rows for f in files), len(files), None, details)
 
 
-__all__ = ["import_catalog", "ingest_tap", "crossmatch", "train", "predict", "evaluate", "cluster", "run_job",
-           "CatalogResult", "ClusterResult", "ModelResult", "MetricsResult", "JobResult", "ApiError"]
+for _kind, _name in CONTRACT.items():
+    globals()[_name] = _stage_function(_kind, _name)
+
+__all__ = [*CONTRACT.values(), "CatalogResult", "ClusterResult", "ModelResult", "MetricsResult", "JobResult", "ApiError"]

@@ -498,3 +498,38 @@ def compute_frame(ddf):
         parts = client.gather(client.compute(ddf.to_delayed()), direct=workers_reachable(client))
         parts = [p for p in parts if len(p)] or parts[:1]
         return pd.concat(parts) if parts else ddf._meta
+
+
+class PeakMemory:
+    """Peak summed RSS of this process and all its children (Dask workers), and the peak of the
+    largest single process, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval, self.peak, self.peak_process, self.baseline, self._stop = interval, 0, 0, None, threading.Event()
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    rss = p.memory_info().rss
+                except psutil.Error:
+                    continue
+                total += rss
+                self.peak_process = max(self.peak_process, rss)
+            self.peak = max(self.peak, total)
+            if self.baseline is None:
+                self.baseline = total  # before the measured work starts (e.g. the idle cluster)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -9,13 +9,12 @@ in containers that scroll rather than widen the page.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import re
 
 from survey_engine.bench.cost_model import OURS
+from survey_engine.catalog.plots import png_html
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222;line-height:1.4}
@@ -268,7 +267,7 @@ def _stage_figure(suite: str, rows: list[dict], colors: dict) -> str | None:
     if not lines_drawn:  # bars only: as tall as the bars need
         fig.set_size_inches(fig.get_size_inches()[0], (1.0 + 0.42 * max(bars, 2)) * ((n + cols - 1) // cols))
     fig.tight_layout()
-    return _png(fig)
+    return png_html(fig, dpi=100, alt='time against rows')
 
 
 def duration_text(hours: float) -> str:
@@ -396,12 +395,3 @@ def _machine_html(report: dict) -> str:
         rows += (f"<tr><th>merged run</th><td>suites {html.escape(', '.join(part['suites']))}: started {html.escape(str(part['started']))}, "
                  f"commit {html.escape(str(part['machine'].get('git_commit')))}</td></tr>")
     return f"<div class='scroll'><table>{rows}</table></div>"
-
-
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return "<img src='data:image/png;base64," + base64.b64encode(buf.getvalue()).decode() + "' alt='time against rows'/>"

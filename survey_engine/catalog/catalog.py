@@ -294,12 +294,6 @@ class Catalog:
         _attach_field_metadata(table, self.schema)
         return table
 
-    def crossmatch(self, other: "Catalog", radius_arcsec: float, **kwargs):
-        """Lazy cross-match with ``other`` (see ``survey_engine.crossmatch.crossmatch`` for options)."""
-        from survey_engine.crossmatch import crossmatch
-
-        return crossmatch(self, other, radius_arcsec, **kwargs)
-
     def write(self, out: str | Path, name: str | None = None, client=None, progress: bool = False) -> Path:
         """Write this (derived) catalog, and its margin if any, as a new HATS collection at ``out``."""
         from survey_engine.catalog.writer import write_catalog

@@ -147,12 +147,12 @@ def distance_to_polyline_rad(points: np.ndarray, ring: np.ndarray, tree=None, ma
     p, near = points[found], nearest[found]
     sub = np.full(len(p), np.inf)
     for a_idx, b_idx in ((near - 1) % m, near), (near, (near + 1) % m):
-        sub = np.minimum(sub, _point_arc_distance(p, ring[a_idx], ring[b_idx]))
+        sub = np.minimum(sub, point_arc_distance(p, ring[a_idx], ring[b_idx]))
     best[found] = sub
     return best
 
 
-def _point_arc_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def point_arc_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Angular distance from points p to the minor great-circle arcs a-b (all (N, 3))."""
     n = np.cross(a, b)
     norm = np.linalg.norm(n, axis=1, keepdims=True)
@@ -169,3 +169,8 @@ def _point_arc_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarr
 def _angle(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Angle between unit vectors, accurate for small angles."""
     return 2 * np.arcsin(np.clip(np.linalg.norm(p - q, axis=1) / 2, 0, 1))
+
+
+def chord_for(sep_arcsec: float) -> float:
+    """Chord length on the unit sphere for an angular separation (arcsec)."""
+    return 2 * np.sin(np.radians(sep_arcsec / 3600.0) / 2)

@@ -16,7 +16,6 @@ import numpy as np
 
 from survey_engine.catalog.healpix import (
     SPATIAL_INDEX_ORDER,
-    _point_arc_distance,
     border_descendants,
     degrade,
     distance_to_polyline_rad,
@@ -24,6 +23,7 @@ from survey_engine.catalog.healpix import (
     mean_pixel_size_rad,
     neighbours,
     pixel_boundary_xyz,
+    point_arc_distance,
     radec_to_xyz,
 )
 from survey_engine.catalog.partitioning import PartitionPlan
@@ -162,7 +162,7 @@ def _distance_via_border_pixels(xyz: np.ndarray, q: np.ndarray, m: int, part_ord
         for j in range(4 * step):
             a = verts[inverse, j]
             b = verts[inverse, (j + 1) % (4 * step)]
-            best = np.minimum(best, _point_arc_distance(points, a, b))
+            best = np.minimum(best, point_arc_distance(points, a, b))
     else:
         # wide margins: long, densely sampled borders; per pixel a cached KD-tree finds the nearest
         # sample and only the arcs beside it are measured (cost ~ log(samples) per point)

@@ -208,3 +208,18 @@ def plot_density(catalog, order: int | None = None, ax=None, cmap: str = "viridi
     fig.colorbar(mesh, ax=ax, orientation="horizontal", shrink=0.6, pad=0.08,
                  label=f"rows per deg\N{SUPERSCRIPT TWO} ({len(counts):,} occupied pixels, {int(counts.sum()):,} rows)")
     return fig
+
+
+def png_html(fig, dpi: int = 110, alt: str = "") -> str:
+    """A matplotlib figure as a self-contained ``<img>`` (PNG, base64), closed after; the one way every
+    report (model, job, benchmark) embeds a plot."""
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    alt_text = f" alt='{alt}'" if alt else ""
+    return f"<img src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'{alt_text}/>"

@@ -13,10 +13,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-
-def chord_for(sep_arcsec: float) -> float:
-    """Chord length on the unit sphere for an angular separation."""
-    return 2 * np.sin(np.radians(sep_arcsec / 3600.0) / 2)
+from survey_engine.catalog.healpix import chord_for
 
 
 def sep_from_chord(chord: np.ndarray) -> np.ndarray:

@@ -81,7 +81,7 @@ class MatchParams:
             raise UsageError(f"give the common epoch, {option('--epoch', 'epoch')}, to propagate positions to")
 
 
-def _read(files, columns, ra: str, dec: str, epoch: EpochSpec | None = None, nullable=(), rows: dict | None = None
+def read_side(files, columns, ra: str, dec: str, epoch: EpochSpec | None = None, nullable=(), rows: dict | None = None
           ) -> pd.DataFrame:
     # _healpix_29 is always read: it routes rows to partitions and breaks ties
     extra = epoch.columns() if epoch else []
@@ -162,7 +162,7 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
 def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.DataFrame) -> pd.DataFrame:
     """Cross-match one left partition (run on a worker); ``empty`` is the output's empty frame."""
     file_rows = dict(task.file_rows)
-    left = _read([task.left_file], p.left_columns, *lcoords, p.left_epoch, p.left_nullable, file_rows)
+    left = read_side([task.left_file], p.left_columns, *lcoords, p.left_epoch, p.left_nullable, file_rows)
     if len(left) == 0:
         return empty
     lhp = left.index.to_numpy()
@@ -177,7 +177,7 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
         if len(rows) == 0:
             continue
         sub = left if len(rows) == len(left) else left.iloc[rows]
-        right = _read(list(files), p.right_columns, *rcoords, p.right_epoch, p.right_nullable, file_rows)
+        right = read_side(list(files), p.right_columns, *rcoords, p.right_epoch, p.right_nullable, file_rows)
         li, ri, sep = _pairs(sub, right, lcoords, rcoords, p)
         matched[rows[li]] = True
         pieces.append(_assemble(sub, right, li, ri, sep, p, empty))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from survey_engine.crossmatch.algorithms import chord_for
+from survey_engine.catalog.healpix import chord_for
 
 EPS_DEG = 1e-8  # 36 micro-arcsec of slack on every window: rounding never drops a true pair
 

@@ -38,9 +38,9 @@ def describe_columns(path: str) -> list[ColumnDescription]:
             return _fits_columns(path)
         if fmt == "votable":
             return _votable_columns(path)
-        from survey_engine.ingest.readers import _csv_header
+        from survey_engine.ingest.readers import csv_header
 
-        names, _ = _csv_header(path)
+        names, _ = csv_header(path)
         return [ColumnDescription(n, "", True) for n in names]
     except InputError:
         raise
@@ -63,10 +63,10 @@ def _parquet_columns(path: str) -> list[ColumnDescription]:
 def _fits_columns(path: str) -> list[ColumnDescription]:
     from astropy.io import fits
 
-    from survey_engine.ingest.readers import _fits_table_hdu
+    from survey_engine.ingest.readers import fits_table_hdu
 
     with fits.open(path, memmap=True) as hdul:
-        hdu = _fits_table_hdu(hdul, path)
+        hdu = fits_table_hdu(hdul, path)
         out = []
         for i, col in enumerate(hdu.columns, start=1):
             ucd = str(hdu.header.get(f"TUCD{i}", "") or "")

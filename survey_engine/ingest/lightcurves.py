@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from survey_engine.arguments import NAME_LIST, param
 from survey_engine.catalog import build
 from survey_engine.catalog.catalog import open_catalog
 from survey_engine.catalog.writer import finish_collection, finish_written, staged_collection
@@ -38,18 +39,25 @@ SHARDS_DIR = "_detection_shards"
 class LightcurveArguments:
     """Arguments of ``survey-engine lightcurves`` (flag = field name with ``-`` for ``_``)."""
 
-    objects: str  # object catalog (HATS collection or catalog)
-    detections: list[str]  # detection files, folders or globs (CSV, Parquet, FITS, VOTable)
-    out: str
-    id: str = "object_id"  # object id column in the detections
-    object_id: str | None = None  # the same id in the objects (default: --id)
-    time: str = "time"
-    mag: str = "mag"
-    err: str = "mag_err"
-    band: str | None = "band"  # None: single-band detections
-    keep: list[str] = field(default_factory=list)  # further detection columns to nest
-    lc_column: str = "lc"
-    require_objects: bool = False
+    objects: str = param(help="object catalog (HATS collection or catalog) with an id column", required=True,
+                         ref="catalog")
+    detections: list[str] = param(help="detection files, folders or globs (CSV, Parquet, FITS, VOTable); in a job: "
+                                  "a files or mock_lightcurves source", required=True, type=NAME_LIST, nargs="+",
+                                  metavar="INPUT", ref="source")
+    out: str = param(help="output collection: the objects plus a nested light-curve column", role="output",
+                     required=True, yaml=None, job="output")
+    id: str = param("object_id", "object id column of the detections (default object_id)")
+    object_id: str | None = param(None, "the same id in the objects (default: --id)")
+    time: str = param("time", "detection time column, days (default time)")
+    mag: str = param("mag", "magnitude (or flux) column (default mag)")
+    err: str = param("mag_err", "its error column (default mag_err)")
+    band: str | None = param("band", "band column; 'none' for single-band detections (default band)",
+                             convert=lambda b: None if b is None or str(b).lower() == "none" else b)
+    keep: list[str] = param(help="further detection columns to nest, comma-separated (e.g. flags)", type=NAME_LIST,
+                            default_factory=list)
+    lc_column: str = param("lc", "name of the nested light-curve column (default lc)")
+    require_objects: bool = param(False, "refuse detections whose id is no object's (default: leave them out and count "
+                                  "them)", type=bool)
     batch_rows: int = 1_000_000
 
     def __post_init__(self) -> None:

@@ -141,11 +141,11 @@ def _fits_nrows(path: str) -> int:
     from astropy.io import fits
 
     with fits.open(path, memmap=True) as hdul:
-        hdu = _fits_table_hdu(hdul, path)
+        hdu = fits_table_hdu(hdul, path)
         return int(hdu.header["NAXIS2"])
 
 
-def _fits_table_hdu(hdul, path: str):
+def fits_table_hdu(hdul, path: str):
     from astropy.io import fits
 
     for hdu in hdul:
@@ -209,7 +209,7 @@ def _parquet_batches(chunk, columns, batch_rows):
 
 
 def _csv_batches(chunk, columns, batch_rows, column_types=None):
-    header, skip = _csv_header(chunk.path)
+    header, skip = csv_header(chunk.path)
     read_opts = pacsv.ReadOptions(block_size=1 << 24, column_names=header, skip_rows=skip)
     types = {k: v for k, v in (column_types or {}).items() if k in header}
     convert = pacsv.ConvertOptions(include_columns=columns, column_types=types) if columns or types else None
@@ -237,7 +237,7 @@ def _csv_batches(chunk, columns, batch_rows, column_types=None):
 _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+):(?: Row #\d+:)? CSV conversion error to (\w+)")
 
 
-def _csv_header(path: str) -> tuple[list[str], int]:
+def csv_header(path: str) -> tuple[list[str], int]:
     """Column names and the number of lines before the data.
 
     Besides a plain header line, accepts leading ``#`` lines: comments before a header line
@@ -303,7 +303,7 @@ def _fits_batches(chunk, columns, batch_rows):
     from astropy.table import Table
 
     with fits.open(chunk.path, memmap=True) as hdul:
-        hdu = _fits_table_hdu(hdul, chunk.path)
+        hdu = fits_table_hdu(hdul, chunk.path)
         names = list(hdu.columns.names)
         _check_columns(chunk.path, names, columns)
         units = {c.name: c.unit for c in hdu.columns if c.unit}

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from survey_engine.catalog.layout import atomic_write_text
-from survey_engine.ml.report import _png, _table
+from survey_engine.catalog.plots import png_html
+from survey_engine.ml.report import table_html
 
 log = logging.getLogger("survey_engine.jobs")
 
@@ -116,9 +117,9 @@ def _stage_section(spec, done: dict) -> str:
         ax[1].barh(names, [float(r["peak memory (MiB)"] or 0) / 1024 for r in timed][::-1], color="#c77c2e")
         ax[1].set(xlabel="GiB", title="peak memory per stage")
         fig.tight_layout()
-        parts.append(_png(fig))
+        parts.append(png_html(fig))
     rows = [{k: ("" if v is None else v) for k, v in r.items()} for r in rows]
-    parts.append(_table(rows, ["stage", "kind", "seconds", "CPU seconds", "peak memory (MiB)", "reused", "result"]))
+    parts.append(table_html(rows, ["stage", "kind", "seconds", "CPU seconds", "peak memory (MiB)", "reused", "result"]))
     return "".join(parts)
 
 
@@ -201,7 +202,7 @@ def _sky_section(spec, stages, done) -> str:
         fig.colorbar(mesh, ax=ax, orientation="horizontal", pad=0.06, fraction=0.05, label="sources / deg²")
         rows = done[sid].get("rows")
         ax.set_title(f"{sid}: {rows:,} rows" if isinstance(rows, int) else sid)
-        parts.append(_png(fig))
+        parts.append(png_html(fig))
     parts.append("</div>")
     return "".join(parts)
 
@@ -243,7 +244,7 @@ def _crossmatch_section(spec, stages, done) -> str:
                      "positions": epoch, "matched": info.get("matched", info.get("rows")),
                      "match rate": f"{100 * info['match_rate']:.2f}%" if "match_rate" in info else "",
                      "median sep (arcsec)": float(np.median(sample["sep"])) if len(sample["sep"]) else None})
-    parts.append(_table(rows, list(rows[0])))
+    parts.append(table_html(rows, list(rows[0])))
     with_pm = [sid for sid in ids if "pm" in samples[sid]]
     fig, ax = plt.subplots(1, 2 if with_pm else 1, figsize=(11 if with_pm else 6, 4))
     ax = np.atleast_1d(ax)
@@ -268,7 +269,7 @@ def _crossmatch_section(spec, stages, done) -> str:
                   title="matched share vs proper motion")
         ax[1].legend(fontsize=8)
     fig.tight_layout()
-    parts.append(_png(fig))
+    parts.append(png_html(fig))
     return "".join(parts)
 
 
@@ -305,7 +306,7 @@ def _photoz_section(spec, stages, done) -> str:
         parts.append(f"<p>Model <b>{html.escape(sid)}</b> trained on {html.escape(str(target))} of "
                      f"{html.escape(stages[sid].params.get('where') or 'all labelled rows')}; metrics on the held-out sky "
                      "(whole HEALPix pixels kept out of training):</p>")
-        parts.append(_table([{"model": sid, **{k: test[k] for k in keys}}], ["model", *keys]))
+        parts.append(table_html([{"model": sid, **{k: test[k] for k in keys}}], ["model", *keys]))
         applied = [a for a in done if stages[a].kind == "predict" and stages[a].params.get("model") == sid]
         ncol = 2 + bool(applied)
         fig, ax = plt.subplots(1, ncol, figsize=(5.2 * ncol, 4.6))
@@ -342,7 +343,7 @@ def _photoz_section(spec, stages, done) -> str:
             ax[-1].set(xlabel="z_phot", ylabel="galaxies", title="z_phot of every galaxy")
             ax[-1].legend(fontsize=8)
         fig.tight_layout()
-        parts.append(_png(fig))
+        parts.append(png_html(fig))
     return "".join(parts)
 
 
@@ -387,8 +388,8 @@ def _classification_section(spec, stages, done) -> str:
                 ax[1].text(x, v, f"{int(v):,}", ha="center", va="bottom", fontsize=9)
             ax[1].set(ylabel="objects", title=f"{a}: predicted classes of all {int(counts.sum()):,}")
         fig.tight_layout()
-        parts.append(_png(fig))
-        parts.append(_table([{"class": c, **v} for c, v in test["per_class"].items()], ["class", "precision", "recall", "f1", "support"]))
+        parts.append(png_html(fig))
+        parts.append(table_html([{"class": c, **v} for c, v in test["per_class"].items()], ["class", "precision", "recall", "f1", "support"]))
     return "".join(parts)
 
 
@@ -441,12 +442,12 @@ def _cluster_section(spec, stages, done) -> str:
             ax[1].invert_yaxis()
             ax[1].set(xlabel=colour.replace("bp_rp", "BP - RP"), ylabel=mag.replace("phot_g_mean_mag", "G"), title="colour-magnitude diagram")
         fig.tight_layout()
-        parts.append(_png(fig))
+        parts.append(png_html(fig))
         table = [{"cluster": c.get("cluster_id"), "members": c.get("members"), **{k: c[k] for k in c if k not in ("cluster_id", "members")}}
                  for c in clusters[:12]]
         if table:
             keys = list(dict.fromkeys(k for r in table for k in r if not isinstance(r[k], (list, dict))))
-            parts.append(_table(table, keys))
+            parts.append(table_html(table, keys))
     return "".join(parts)
 
 
@@ -495,6 +496,6 @@ def _anomaly_section(spec, stages, done) -> str:
                       ylim=(min(-1.0, np.nanmin(ug) - 0.1), max(4.0, np.nanmax(ug) + 0.1)))
             ax[1].legend(fontsize=8)
         fig.tight_layout()
-        parts.append(_png(fig))
-        parts.append(_table(top.to_dict("records"), list(top.columns)))
+        parts.append(png_html(fig))
+        parts.append(table_html(top.to_dict("records"), list(top.columns)))
     return "".join(parts)

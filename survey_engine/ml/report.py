@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 
 import numpy as np
 import pandas as pd
 
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return "<img src='data:image/png;base64," + base64.b64encode(buf.getvalue()).decode() + "'/>"
+from survey_engine.catalog.plots import png_html
 
 
-def _table(rows: list[dict], keys: list[str]) -> str:
+def table_html(rows: list[dict], keys: list[str]) -> str:
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     body = ""
     for r in rows:
@@ -50,10 +41,10 @@ def model_report(meta: dict, sample: pd.DataFrame) -> str:
         rows = [{"model": "survey_engine (xgboost.dask)", **{k: test[k] for k in keys}}]
         for name, b in m.get("baselines", {}).items():
             rows.append({"model": name, **{k: b.get(k) for k in keys}})
-        parts += ["<h2>Held-out metrics</h2>", _table(rows, ["model"] + keys)]
+        parts += ["<h2>Held-out metrics</h2>", table_html(rows, ["model"] + keys)]
         for key, label in (("by_redshift", "z"), ("by_magnitude", "mag")):
             if test.get(key):
-                parts += [f"<h3>In bins of {label}</h3>", _table(test[key], [f"{label}_lo", f"{label}_hi"] + keys)]
+                parts += [f"<h3>In bins of {label}</h3>", table_html(test[key], [f"{label}_lo", f"{label}_hi"] + keys)]
         fig, ax = plt.subplots(1, 2, figsize=(10, 4.5))
         zs, zp = sample["_y"].to_numpy(), sample["z_phot"].to_numpy()
         top = float(np.nanpercentile(zs, 99.5)) * 1.05 if len(zs) else 1
@@ -63,14 +54,14 @@ def model_report(meta: dict, sample: pd.DataFrame) -> str:
         ez = (zp - zs) / (1 + zs)
         ax[1].hist(np.clip(ez, -0.2, 0.2), bins=200)
         ax[1].set(xlabel="(z_phot - z_spec) / (1 + z_spec)", title=f"sigma_NMAD = {test['sigma_nmad']:.4f}")
-        parts.append(_png(fig))
+        parts.append(png_html(fig))
     else:
         keys = ["n", "accuracy", "macro_f1", "macro_roc_auc"]
         rows = [{"model": "survey_engine (xgboost.dask)", **{k: test[k] for k in keys}}]
         for name, b in m.get("baselines", {}).items():
             rows.append({"model": name, **{k: b.get(k) for k in keys}})
-        parts += ["<h2>Held-out metrics</h2>", _table(rows, ["model"] + keys),
-                  "<h3>Per class</h3>", _table([{"class": c, **v} for c, v in test["per_class"].items()],
+        parts += ["<h2>Held-out metrics</h2>", table_html(rows, ["model"] + keys),
+                  "<h3>Per class</h3>", table_html([{"class": c, **v} for c, v in test["per_class"].items()],
                                                ["class", "precision", "recall", "f1", "roc_auc", "support"])]
         fig, ax = plt.subplots(figsize=(4.5, 4))
         conf = np.array(test["confusion"])
@@ -80,14 +71,14 @@ def model_report(meta: dict, sample: pd.DataFrame) -> str:
                 ax.text(j, i, str(conf[i, j]), ha="center", va="center")
         ax.set(xticks=range(len(meta["classes"])), yticks=range(len(meta["classes"])), xticklabels=meta["classes"],
                yticklabels=meta["classes"], xlabel="predicted", ylabel="true", title="confusion (held-out)")
-        parts.append(_png(fig))
+        parts.append(png_html(fig))
     imp = m.get("importance", {})
     if imp:
         fig, ax = plt.subplots(figsize=(6, 0.3 * len(imp) + 1))
         names = list(imp)[::-1]
         ax.barh(names, [imp[n] for n in names])
         ax.set(xlabel="share of total gain", title="feature importance")
-        parts.append(_png(fig))
+        parts.append(png_html(fig))
     if m.get("cv"):
         parts += ["<h2>Cross-validation</h2>", "<pre>" + html.escape(json.dumps(m["cv"]["summary"], indent=1)) + "</pre>"]
         if m["cv"].get("baselines"):

@@ -766,9 +766,9 @@ def headline(task: str, test: dict, baselines: dict) -> dict:
 def _dumps(obj) -> str:
     import json
 
-    from survey_engine.ml.artifact import _json_default
+    from survey_engine.ml.artifact import json_default
 
-    return json.dumps(obj, indent=1, default=_json_default)
+    return json.dumps(obj, indent=1, default=json_default)
 
 
 def _meta(opts, spec, classes, fitted, table, device, params, magnitude: str | None = None) -> dict:

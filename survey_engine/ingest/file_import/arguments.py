@@ -8,6 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from survey_engine.arguments import AT_LEAST_1, NAME_LIST, NOT_NEGATIVE, param, within
 from survey_engine.catalog.layout import check_name, output_path
 from survey_engine.ingest.readers import InputError, expand_inputs
 
@@ -20,16 +21,24 @@ DEFAULT_HIGHEST_ORDER = 10
 class ImportArguments:
     """Everything an import needs. ``inputs`` may hold files, folders and globs."""
 
-    inputs: list[str]
-    out: str
-    ra_column: str = "auto"  # auto: from the UCDs (pos.eq.ra;meta.main), else the column named ra (ingest/coordinates.py)
-    dec_column: str = "auto"
-    id_column: str | None = None
-    max_rows: int = DEFAULT_MAX_ROWS
-    highest_order: int = DEFAULT_HIGHEST_ORDER
-    margin_arcsec: float | None = DEFAULT_MARGIN_ARCSEC
-    name: str | None = None
-    drop_invalid: bool = False
+    inputs: list[str] = param(help="files, folders or globs", role="positional", type=NAME_LIST, nargs="+",
+                              metavar="INPUT", yaml=None, job="source")
+    out: str = param(help="output collection folder", role="output", required=True, yaml=None, job="output")
+    # auto: from the UCDs (pos.eq.ra;meta.main), else the column named ra (ingest/coordinates.py)
+    ra_column: str = param("auto", "RA column (degrees; default auto: the column whose UCD is pos.eq.ra;meta.main, "
+                           "else the one named ra)", name="ra")
+    dec_column: str = param("auto", "Dec column (degrees; default auto: UCD pos.eq.dec;meta.main, else the column "
+                            "named dec)", name="dec")
+    id_column: str | None = param(None, "id column (optional; must have no empty values)", name="id")
+    max_rows: int = param(DEFAULT_MAX_ROWS, "most rows per partition (default 1,000,000)", type=int, check=AT_LEAST_1)
+    highest_order: int = param(DEFAULT_HIGHEST_ORDER, "highest HEALPix order of a partition (default 10)", type=int,
+                               check=within(0, 13))
+    margin_arcsec: float | None = param(DEFAULT_MARGIN_ARCSEC, "margin radius in arcsec (default 5; 0 for none)",
+                                        name="margin", type=float, check=NOT_NEGATIVE)
+    name: str | None = param(None, "catalog name (default: the output folder's name; in a job: the stage id)",
+                             yaml=None, job="stage_id")
+    drop_invalid: bool = param(False, "drop rows with missing/NaN RA/Dec or Dec outside [-90, 90] (counted) instead "
+                               "of failing", type=bool)
     chunk_rows: int = 1_000_000
     files: list[str] = field(default_factory=list, init=False)
 

@@ -10,6 +10,16 @@ from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from survey_engine.arguments import (
+    AT_LEAST_1,
+    NAME_LIST,
+    NAMES,
+    NOT_NEGATIVE,
+    POSITIVE,
+    param,
+    positive_int,
+    within,
+)
 from survey_engine.ingest.file_import.arguments import (
     DEFAULT_HIGHEST_ORDER,
     DEFAULT_MARGIN_ARCSEC,
@@ -19,6 +29,14 @@ from survey_engine.ingest.readers import InputError
 from survey_engine.ingest.tap import adql
 from survey_engine.ingest.tap.client import PRESETS, redact
 from survey_engine.redact import split_userinfo
+
+
+def _token_from_env(variable: str | None) -> str | None:
+    """The bearer token held by the environment variable ``variable`` (never the token itself on a command line)."""
+    import os
+
+    return os.environ.get(variable) or None if variable else None
+
 
 PAGINGS = ("auto", "healpix", "contains", "id", "keyset")
 GAIA_ID_ORDER = 12  # Gaia source_id // 2**35 is the order-12 nested HEALPix pixel
@@ -36,29 +54,44 @@ class TapIngestArguments:
     ivo_healpix_index, else id for a preset that says so, else contains).
     """
 
-    tap_url: str
-    table: str
-    out: str
-    columns: list[str] | None = None
-    where: str | None = None
-    ra_column: str = "ra"
-    dec_column: str = "dec"
-    id_column: str | None = None
-    order: int = 3
-    max_order: int = 20
-    page_rows: int = 100_000
-    pages_in_flight: int = 4  # queries running at once (CLI --pages-in-flight)
-    paging: str = "auto"
-    mode: str = "sync"
-    retries: int = 6
+    tap_url: str = param(help="TAP service URL, or a named service: gaia, vizier, simbad, irsa, noirlab", name="tap",
+                         required=True, metavar="URL", yaml="url", job="source")
+    table: str = param(help="table name, e.g. gaiadr3.gaia_source", required=True, job="source")
+    out: str = param(help="output collection folder", role="output", required=True, yaml=None, job="output")
+    columns: list[str] | None = param(None, "comma-separated columns (default: all; ra/dec/id are always added)",
+                                      type=NAME_LIST, check=NAMES, job="source")
+    where: str | None = param(None, "ADQL condition, ANDed with the paging predicate", job="source")
+    ra_column: str = param("ra", "RA column (default ra)", name="ra", job="source")
+    dec_column: str = param("dec", "Dec column (default dec)", name="dec", job="source")
+    id_column: str | None = param(None, "unique id column (checked for duplicates; needed by id and keyset paging)",
+                                  name="id", job="source")
+    order: int = param(3, "HEALPix order the plan starts from (default 3)", type=int, check=within(0, 12), job="source")
+    max_order: int = param(20, "deepest order a dense page may split to (default 20)", type=int, job="source")
+    page_rows: int = param(100_000, "most rows per query (MAXREC; default 100,000)", type=int, check=AT_LEAST_1,
+                           parse=positive_int, job="source")
+    pages_in_flight: int = param(4, "queries (pages) running at once (default 4)", type=int, check=AT_LEAST_1,
+                                 parse=positive_int, job="source")
+    paging: str = param("auto", "how to cut the request (default auto: healpix if the service has ivo_healpix_index)",
+                        choices=PAGINGS, job="source")
+    mode: str = param("sync", "use asynchronous (UWS) jobs instead of sync queries", name="async_mode", type=bool,
+                      flags=("--async",), public_default=False, convert=lambda on: "async" if on else "sync", job="source")
+    retries: int = param(6, "retries per page on timeouts and 5xx answers (default 6)", type=int, check=NOT_NEGATIVE,
+                         job="source")
     backoff: float = 0.5
-    min_interval: float = 0.0
-    timeout: float = 300.0
-    token: str | None = field(default=None, repr=False)
-    max_rows: int = DEFAULT_MAX_ROWS
-    highest_order: int = DEFAULT_HIGHEST_ORDER
-    margin_arcsec: float | None = DEFAULT_MARGIN_ARCSEC
-    name: str | None = None
+    min_interval: float = param(0.0, "politeness: seconds between query starts (default 0)", type=float,
+                                check=NOT_NEGATIVE, job="source")
+    timeout: float = param(300.0, "seconds per request (default 300)", type=float, check=POSITIVE, job="source")
+    token: str | None = param(None, "environment variable holding a bearer token, if the service needs one (never "
+                              "logged)", name="token_env", public_default="SURVEY_ENGINE_TAP_TOKEN", convert=_token_from_env,
+                              job="source", repr=False)
+    max_rows: int = param(DEFAULT_MAX_ROWS, "most rows per catalog partition (default 1,000,000)", type=int,
+                          check=AT_LEAST_1)
+    highest_order: int = param(DEFAULT_HIGHEST_ORDER, "highest HEALPix order of a partition (default 10)", type=int,
+                               check=within(0, 13))
+    margin_arcsec: float | None = param(DEFAULT_MARGIN_ARCSEC, "margin radius in arcsec (default 5; 0 for none)",
+                                        name="margin", type=float, check=NOT_NEGATIVE)
+    name: str | None = param(None, "catalog name (default: the output folder's name; in a job: the stage id)",
+                             yaml=None, job="stage_id")
     where_sql: str | None = field(default=None, init=False, repr=False)
     basic_auth: tuple[str, str] | None = field(default=None, init=False, repr=False)
     workers: InitVar[int | None] = None  # deprecated name of pages_in_flight

@@ -1,0 +1,158 @@
+"""The registry: every command and job stage, kind -> (Arguments, run). The CLI's sub-commands and
+flags, the job spec's stage and source keys, the job runner and the Python API are all built from
+it, so an option added to a stage's Arguments (one field in one file) reaches every door.
+
+Each Arguments dataclass lives beside its stage (``crossmatch/arguments.py``, ``ml/arguments.py``,
+...); its fields declare their public name, default, help and check (``survey_engine.arguments``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+from survey_engine.arguments import StageResult
+
+WORKERS = "local Dask workers, one process and thread each (default: one per core, at most 8)"
+NO_PROGRESS = "show no progress bars"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One command: its Arguments, its run, and how the doors treat it."""
+
+    kind: str
+    help: str
+    arguments: type
+    run: Callable[..., StageResult]
+    produces: str | None = None  # a job stage's output: catalog | model | report; None: not a job stage
+    cluster: bool = True  # the CLI and the API give ``run`` a Dask client (``--workers``)
+    progress: bool = True  # takes ``--no-progress``
+    lock: bool = False  # the CLI holds OUT.lock before it starts a cluster (one writer per output)
+    workers_flags: tuple[str, ...] = ("--workers",)
+    source: str | None = None  # also a job spec source of this name
+
+
+def _run_import(args, client=None, progress: bool = True) -> StageResult:
+    from survey_engine.ingest.file_import.run import run_import
+
+    r = run_import(args, client=client, progress=progress)
+    info = {"rows": r.rows, "partitions": r.partitions, "margin_rows": r.margin_rows, "ra": args.ra_column,
+            "dec": args.dec_column}
+    return StageResult(r.summary(), info, r.out, r)
+
+
+def _run_ingest(args, client=None, progress: bool = True) -> StageResult:
+    import survey_engine.ingest.tap.run as tap_run
+
+    r = tap_run.run_ingest(args, client=client, progress=progress)
+    info = {"rows": getattr(r, "rows", None), "pages": getattr(r, "pages", None),
+            "verified": getattr(r, "verification", {}).get("ok")}
+    return StageResult(r.summary(), info, getattr(r, "out", None), r)
+
+
+def _run_lightcurves(args, client=None, progress: bool = True) -> StageResult:
+    from survey_engine.ingest.lightcurves import attach_lightcurves
+
+    r = attach_lightcurves(args, client=client, progress=progress)
+    info = {"objects": r.objects, "detections": r.detections, "unmatched_detections": r.unmatched_detections}
+    return StageResult(r.summary(), info, r.out, r)
+
+
+@cache
+def stages() -> dict[str, Stage]:
+    """Every command by name, in the order ``survey-engine --help`` lists them."""
+    from survey_engine.bench.arguments import BenchArguments, run_bench_command
+    from survey_engine.catalog.arguments import (
+        InfoArguments,
+        MarginArguments,
+        VerifyArguments,
+        run_info,
+        run_margin,
+        run_verify,
+    )
+    from survey_engine.crossmatch.arguments import CrossmatchArguments, run_crossmatch
+    from survey_engine.features.arguments import (
+        FeaturesArguments,
+        VariabilityArguments,
+        run_features,
+        run_variability,
+    )
+    from survey_engine.ingest.file_import.arguments import ImportArguments
+    from survey_engine.ingest.lightcurves import LightcurveArguments
+    from survey_engine.ingest.tap.arguments import TapIngestArguments
+    from survey_engine.jobs.arguments import (
+        DemoArguments,
+        RunArguments,
+        SubmitArguments,
+        run_demo_command,
+        run_run,
+    )
+    from survey_engine.ml.arguments import (
+        ClusterArguments,
+        EvaluateArguments,
+        PredictArguments,
+        TrainArguments,
+        run_cluster,
+        run_evaluate,
+        run_predict,
+        run_train,
+    )
+    from survey_engine.mock.arguments import (
+        MockArguments,
+        MockLightcurvesArguments,
+        run_mock,
+        run_mock_lightcurves,
+    )
+
+    every = [
+        Stage("import", "import CSV / Parquet / FITS / VOTable files into a HATS collection", ImportArguments,
+              _run_import, "catalog", lock=True),
+        Stage("ingest", "ingest a table from a TAP service (paged ADQL) into a HATS collection", TapIngestArguments,
+              _run_ingest, "catalog", lock=True, workers_flags=("--workers", "--dask-workers")),
+        Stage("margin", "add a margin catalog to an existing catalog or collection", MarginArguments, run_margin,
+              "catalog"),
+        Stage("mock", "write a deterministic mock sky (Parquet files) of any size", MockArguments, run_mock,
+              source="mock"),
+        Stage("demo", "the main job end to end on two mock surveys of one sky: catalogs, cross-match with proper "
+              "motions, photo-z, classification, open clusters, anomalies, report.html", DemoArguments,
+              run_demo_command, cluster=False),
+        Stage("crossmatch", "cross-match two catalogs (exact at every partition edge)", CrossmatchArguments,
+              run_crossmatch, "catalog"),
+        Stage("features", "compute features (colours, dered(), snr(), ...) as columns of a new catalog",
+              FeaturesArguments, run_features, "catalog"),
+        Stage("train", "train a model: photoz | classify | anomaly | pca", TrainArguments, run_train, "model"),
+        Stage("predict", "apply a model to a whole catalog, writing a new one with the prediction columns",
+              PredictArguments, run_predict, "catalog"),
+        Stage("evaluate", "metrics of a model on a labelled catalog", EvaluateArguments, run_evaluate, "report",
+              progress=False),
+        Stage("cluster", "find clusters: kmeans (global) or dbscan / hdbscan (per tile + margin, merged)",
+              ClusterArguments, run_cluster, "catalog"),
+        Stage("run", "run a job spec (YAML) on a local cluster or a running scheduler", RunArguments, run_run,
+              cluster=False),
+        Stage("submit", "run a job spec on a running Dask scheduler (same as run --cluster tcp://...)",
+              SubmitArguments, run_run, cluster=False),
+        Stage("bench", "benchmark suites with peers side by side: report.json, report.html, summary.md; or `bench "
+              "compare OLD NEW`", BenchArguments, run_bench_command, cluster=False, progress=False),
+        Stage("lightcurves", "attach a detection table to an object catalog as nested per-object light curves",
+              LightcurveArguments, _run_lightcurves, "catalog"),
+        Stage("variability", "variability features of every object's light curve, per band", VariabilityArguments,
+              run_variability, "catalog"),
+        Stage("mock-lightcurves", "write deterministic mock objects and their detections (variable stars)",
+              MockLightcurvesArguments, run_mock_lightcurves, source="mock_lightcurves"),
+        Stage("info", "describe a catalog or collection", InfoArguments, run_info, cluster=False, progress=False),
+        Stage("verify", "check a whole catalog or collection (every file, the metadata, the margin); exit 0 when "
+              "intact, 1 when damaged", VerifyArguments, run_verify),
+    ]
+    return {s.kind: s for s in every}
+
+
+def job_stages() -> dict[str, Stage]:
+    """The stage kinds a job spec may use."""
+    return {k: s for k, s in stages().items() if s.produces}
+
+
+def runtime_names(stage: Stage) -> list[str]:
+    """The public names the doors add to a stage's own arguments: ``workers`` and ``no_progress``."""
+    return (["workers"] if stage.cluster else []) + (["no_progress"] if stage.progress else [])
