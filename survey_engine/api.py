@@ -163,7 +163,7 @@ def _stage_function(kind: str, name: str):
     from survey_engine.registry import runtime_names, stages
 
     stage = stages()[kind]
-    declared = [f for f in faces(stage.arguments) if f.param.cli]
+    declared = sorted((f for f in faces(stage.arguments) if f.param.cli), key=lambda f: f.param.role != "positional")
     params = []
     for face in declared:
         positional = face.param.role == "positional"

@@ -52,14 +52,14 @@ class Param:
 
 
 def param(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING, repr: bool = True,
-          **face: Any) -> Any:
+          kw_only: bool = False, **face: Any) -> Any:
     """A dataclass field with its public face (see ``Param``); ``default`` is the field's default."""
     if "public_default" in face:
         face["has_public_default"] = True
     meta = {KEY: Param(help=help, **face)}
     if default_factory is not MISSING:
-        return dataclasses.field(default_factory=default_factory, metadata=meta, repr=repr)
-    return dataclasses.field(default=default, metadata=meta, repr=repr)
+        return dataclasses.field(default_factory=default_factory, metadata=meta, repr=repr, kw_only=kw_only)
+    return dataclasses.field(default=default, metadata=meta, repr=repr, kw_only=kw_only)
 
 
 # checks shared by many stages: (test, what the value must be), as messages say it

@@ -533,3 +533,41 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+MODEL_LIBRARIES = ("survey_engine", "scikit-learn", "dask", "distributed", "dask-ml", "numpy", "pandas", "pyarrow")
+
+
+def library_versions(names: Sequence[str] = MODEL_LIBRARIES) -> dict:
+    """Installed versions of ``names`` (those present), plus xgboost's module version and whether it
+    was built with CUDA (the xgboost and xgboost-cpu wheels install the same module). The one place
+    models and benchmarks record what they ran on."""
+    import importlib.metadata as md
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        import xgboost
+
+        out["xgboost"] = xgboost.__version__
+        out["xgboost_cuda"] = bool(xgboost.build_info().get("USE_CUDA"))
+    except ImportError:
+        pass
+    return out
+
+
+def gpu_available() -> tuple[bool, str]:
+    """Whether CuPy can use a CUDA device here, and if not, why (the one GPU probe)."""
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return False, "no CUDA device"
+        cupy.arange(1).sum()
+    except Exception as exc:  # no cupy, no driver, no device
+        return False, f"{type(exc).__name__}: {exc}"
+    return True, ""

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import psutil
 
-from survey_engine.runtime import (
-    PeakMemory,  # noqa: F401  (moved to runtime; the benchmarks import it from here too)
-)
+# PeakMemory lives in runtime (the job runner measures with it too); the benchmarks import it from here
+from survey_engine.runtime import PeakMemory, library_versions  # noqa: F401
 
 
 def timed(fn, repeats: int, warmup: int = 1) -> dict:
@@ -42,7 +41,6 @@ def run_summary(times: list[float], first: float, warmup: int, peak: int, peak_p
 
 
 def machine_info() -> dict:
-    import importlib.metadata as md
 
     cpu = platform.processor()
     try:
@@ -52,13 +50,8 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    versions = {}
-    for name in ("survey_engine", "dask", "distributed", "numpy", "pandas", "pyarrow", "scipy", "astropy", "lsdb", "hats",
-                 "hats-import", "xgboost-cpu", "xgboost", "scikit-learn", "pyvo"):
-        try:
-            versions[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
+    versions = library_versions(("survey_engine", "dask", "distributed", "numpy", "pandas", "pyarrow", "scipy", "astropy",
+                                 "lsdb", "hats", "hats-import", "xgboost-cpu", "xgboost", "scikit-learn", "pyvo"))
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or None

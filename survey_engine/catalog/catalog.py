@@ -95,6 +95,11 @@ class Catalog:
     def partition_files(self) -> list[Path]:
         return [layout.partition_path(self.path, o, p) for o, p in zip(self.partitions.Norder, self.partitions.Npix)]
 
+    def files_by_pixel(self) -> dict[tuple[int, int], str]:
+        """(order, pixel) -> partition file: the one map of a catalog's (or its margin's) files."""
+        pixels = zip(self.partitions.Norder.astype(int), self.partitions.Npix.astype(int))
+        return {(int(o), int(p)): str(f) for (o, p), f in zip(pixels, self.partition_files())}
+
     @cached_property
     def nullable_columns(self) -> tuple[str, ...]:
         """Integer and boolean columns that hold nulls somewhere (from the Parquet statistics):

@@ -418,3 +418,22 @@ def output_path(out: str | Path, flag: str = "--out") -> Path:
     if path.name in ("", ".", ".."):
         raise UnsafePathError(f"{flag} {str(out)!r} is not a folder an output can be written to")
     return path
+
+
+def publish_folder(tmp: str | Path, out: str | Path, root: str | Path) -> Path:
+    """Swap the finished folder ``tmp`` in as ``out``, atomically for readers: a reader sees the old
+    folder or the new one, never a mix; the old one is removed only after the new one is in place.
+    Both must sit inside ``root`` (checked): nothing outside it is ever replaced or removed. The one
+    way every stage publishes a folder (job stages, models, predictions, imports)."""
+    tmp, out = Path(tmp), Path(out)
+    check_inside(tmp, root, "staging folder")
+    check_inside(out, root, "output folder")
+    if out.exists() or out.is_symlink():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        remove_tree(old, root)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        remove_tree(old, root)
+    else:
+        os.replace(tmp, out)
+    return out

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from survey_engine.catalog.healpix import chord_for
+from survey_engine.runtime import gpu_available  # noqa: F401  (the one GPU probe; imported from here too)
 
 
 def sep_from_chord(chord: np.ndarray) -> np.ndarray:
@@ -219,17 +220,6 @@ class GPUAlgorithm(GridAlgorithm):
         super().__init__(cupy)
 
 
-def gpu_available() -> tuple[bool, str]:
-    """Whether CuPy can use a CUDA device here, and if not, why."""
-    try:
-        import cupy
-
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            return False, "no CUDA device"
-        cupy.arange(1).sum()
-    except Exception as exc:  # no cupy, no driver, no device
-        return False, f"{type(exc).__name__}: {exc}"
-    return True, ""
 
 
 ALGORITHMS: dict[str, type[CrossmatchAlgorithm]] = {"zones": ZonesAlgorithm, "kdtree": KDTreeAlgorithm, "grid": GridAlgorithm, "gpu": GPUAlgorithm}

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from survey_engine.catalog import layout
 from survey_engine.catalog.catalog import Catalog
 from survey_engine.catalog.healpix import margin_order_for_radius, pixel_range29
 from survey_engine.catalog.margins import margin_ring
@@ -65,9 +64,7 @@ def plan_crossmatch(left: Catalog, right: Catalog, radius_arcsec: float) -> list
     r_pixels = right.partitions.Npix.to_numpy()
     r_start, r_stop = pixel_range29(r_orders, r_pixels)
     r_files = [str(f) for f in right.partition_files()]
-    margin_files = {}
-    for o, p in zip(right.margin.partitions.Norder, right.margin.partitions.Npix):
-        margin_files[(int(o), int(p))] = str(layout.partition_path(right.margin.path, int(o), int(p)))
+    margin_files = right.margin.files_by_pixel()
     # every read checks its file's rows against these (the metadata checked when the catalogs were opened)
     rows_of = dict(zip(r_files, right._expected_rows()))
     rows_of.update(zip(margin_files.values(), right.margin._expected_rows()))

@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from survey_engine.catalog.layout import atomic_write_text, check_inside, remove_tree, safe_child
+from survey_engine.catalog.layout import atomic_write_text, publish_folder, remove_tree, safe_child
 from survey_engine.catalog.lock import output_lock
 from survey_engine.errors import SurveyEngineError
 from survey_engine.jobs.spec import JobSpec, JobSpecError, Stage
@@ -207,19 +207,8 @@ def _save_state(work: Path, sid: str, fp: str, info: dict) -> None:
 
 
 def _publish(tmp: Path, out: Path, work: Path) -> None:
-    """Swap ``tmp`` in as ``out``; the old output is removed only after the new one is in place.
-    Both sit in the workdir ``work``, checked: nothing outside it is ever replaced or removed."""
-    check_inside(tmp, work, "stage staging")
-    check_inside(out, work, "stage output")
-    if out.exists():
-        old = out.with_name(f".old-{out.name}")
-        remove_tree(old, work)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        remove_tree(old, work)
-    else:
-        os.replace(tmp, out)
-
+    """Swap ``tmp`` in as ``out``, both inside the workdir ``work`` (see ``layout.publish_folder``)."""
+    publish_folder(tmp, out, work)
 
 def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, echo, summary) -> tuple:
     p = stage.params

@@ -99,7 +99,7 @@ def _write_files(frame, out: Path, client, progress: bool = True) -> Path:
 def _write_files_locked(frame, out: Path, client, progress: bool) -> Path:
     import dask
 
-    from survey_engine.catalog.layout import output_path, remove_tree
+    from survey_engine.catalog.layout import output_path, publish_folder, remove_tree
     from survey_engine.runtime import compute_with_progress
 
     out = output_path(out)
@@ -112,7 +112,4 @@ def _write_files_locked(frame, out: Path, client, progress: bool) -> Path:
         return len(part)
 
     compute_with_progress(client, [dask.delayed(write)(p, i) for i, p in enumerate(frame.to_delayed())], f"predict {out.name}", progress)
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
-    return out
+    return publish_folder(tmp, out, out.parent)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from survey_engine.errors import SurveyEngineError
+from survey_engine.runtime import library_versions
 
 FORMAT_VERSION = 2
 MODEL_FILE = "model.json"
@@ -32,25 +33,6 @@ SAFE_SUFFIXES = (".ubj", ".npz", ".json")
 
 class ModelError(SurveyEngineError, ValueError):
     """A model folder that cannot be used (missing, incompatible, tampered or not fitting the data)."""
-
-
-def library_versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for name in ("survey_engine", "scikit-learn", "dask", "distributed", "dask-ml", "numpy", "pandas", "pyarrow"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    try:  # the module's version: the xgboost and xgboost-cpu wheels install the same module
-        import xgboost
-
-        out["xgboost"] = xgboost.__version__
-        out["xgboost_cuda"] = bool(xgboost.build_info().get("USE_CUDA"))
-    except ImportError:
-        pass
-    return out
 
 
 def file_sha256(path: Path) -> str:
@@ -73,7 +55,7 @@ def save_model(out: str | Path, meta: dict, boosters: dict | None = None, arrays
     """Write a model folder atomically: ``boosters`` name -> xgboost.Booster (``name.ubj``),
     ``arrays`` name -> {key: numeric NumPy array} (``name.npz``), ``extra_files`` name -> text or
     bytes (reports; listed with checksums, never loaded as models)."""
-    from survey_engine.catalog.layout import check_name, output_path, remove_tree, safe_child
+    from survey_engine.catalog.layout import check_name, output_path, publish_folder, remove_tree, safe_child
     from survey_engine.catalog.lock import output_lock
 
     out = output_path(out, "--model-out")
@@ -103,13 +85,7 @@ def save_model(out: str | Path, meta: dict, boosters: dict | None = None, arrays
         meta = {"format_version": FORMAT_VERSION, "files": files, "checksums": checksums, "versions": library_versions(), **meta}
         meta["feature_spec_sha256"] = feature_spec_sha256(meta)
         (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=1, default=json_default))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            remove_tree(old, out.parent)
-        else:
-            os.replace(tmp, out)
+        publish_folder(tmp, out, out.parent)
     return out
 
 

@@ -246,10 +246,8 @@ def _tiles(cat, spec, feats, centre, scale, method, params, id_column, client, w
     """Merged assignments (id, cluster_id) and the largest spatial reach of a cluster in arcsec."""
     import dask
 
-    from survey_engine.catalog import layout
 
-    margin_files = {(int(o), int(p)): str(layout.partition_path(cat.margin.path, int(o), int(p)))
-                    for o, p in zip(cat.margin.partitions.Norder, cat.margin.partitions.Npix)}
+    margin_files = cat.margin.files_by_pixel()
     tasks = []
     for tile, (o, p, f) in enumerate(zip(cat.partitions.Norder, cat.partitions.Npix, cat.partition_files())):
         mfile = margin_files.get((int(o), int(p)))

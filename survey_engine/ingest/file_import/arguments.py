@@ -8,17 +8,19 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from survey_engine.arguments import AT_LEAST_1, NAME_LIST, NOT_NEGATIVE, param, within
+from survey_engine.arguments import NAME_LIST, param
 from survey_engine.catalog.layout import check_name, output_path
+from survey_engine.ingest.arguments import (  # noqa: F401  (the defaults are imported from here too)
+    DEFAULT_HIGHEST_ORDER,
+    DEFAULT_MARGIN_ARCSEC,
+    DEFAULT_MAX_ROWS,
+    CatalogBuildArguments,
+)
 from survey_engine.ingest.readers import InputError, expand_inputs
-
-DEFAULT_MAX_ROWS = 1_000_000
-DEFAULT_MARGIN_ARCSEC = 5.0
-DEFAULT_HIGHEST_ORDER = 10
 
 
 @dataclass
-class ImportArguments:
+class ImportArguments(CatalogBuildArguments):
     """Everything an import needs. ``inputs`` may hold files, folders and globs."""
 
     inputs: list[str] = param(help="files, folders or globs", role="positional", type=NAME_LIST, nargs="+",
@@ -30,13 +32,6 @@ class ImportArguments:
     dec_column: str = param("auto", "Dec column (degrees; default auto: UCD pos.eq.dec;meta.main, else the column "
                             "named dec)", name="dec")
     id_column: str | None = param(None, "id column (optional; must have no empty values)", name="id")
-    max_rows: int = param(DEFAULT_MAX_ROWS, "most rows per partition (default 1,000,000)", type=int, check=AT_LEAST_1)
-    highest_order: int = param(DEFAULT_HIGHEST_ORDER, "highest HEALPix order of a partition (default 10)", type=int,
-                               check=within(0, 13))
-    margin_arcsec: float | None = param(DEFAULT_MARGIN_ARCSEC, "margin radius in arcsec (default 5; 0 for none)",
-                                        name="margin", type=float, check=NOT_NEGATIVE)
-    name: str | None = param(None, "catalog name (default: the output folder's name; in a job: the stage id)",
-                             yaml=None, job="stage_id")
     drop_invalid: bool = param(False, "drop rows with missing/NaN RA/Dec or Dec outside [-90, 90] (counted) instead "
                                "of failing", type=bool)
     chunk_rows: int = 1_000_000
@@ -45,16 +40,7 @@ class ImportArguments:
     def __post_init__(self) -> None:
         if not self.inputs:
             raise InputError("no input files given")
-        if self.max_rows is None or int(self.max_rows) < 1:
-            raise InputError(f"--max-rows must be a positive number of rows, got {self.max_rows}")
-        if not 0 <= int(self.highest_order) <= 13:
-            raise InputError(f"--highest-order must be within 0..13, got {self.highest_order}")
-        if self.margin_arcsec is not None and not float(self.margin_arcsec) >= 0:
-            raise InputError(f"--margin must be >= 0 arcsec (0 for none), got {self.margin_arcsec}")
-        if self.margin_arcsec is not None and float(self.margin_arcsec) == 0:
-            self.margin_arcsec = None
-        if self.margin_arcsec is not None and float(self.margin_arcsec) > 3600 * 10:
-            raise InputError(f"--margin of {self.margin_arcsec} arcsec is larger than 10 degrees; use a smaller margin")
+        self.check_catalog_build()
         if self.chunk_rows < 1:
             raise InputError(f"chunk_rows must be positive, got {self.chunk_rows}")
         for label, col in (("--ra", self.ra_column), ("--dec", self.dec_column)):

@@ -9,7 +9,6 @@ Only when everything is written is ``collection/`` renamed to ``OUT``.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from survey_engine.catalog.layout import remove_tree
+from survey_engine.catalog.layout import publish_folder, remove_tree
 
 
 class ResumePlan:
@@ -71,7 +70,7 @@ class ResumePlan:
     def publish(self, out: Path) -> None:
         """Move the finished collection into place and drop the staging folder."""
         out = Path(out)
-        if out.exists():
-            out.rmdir()  # only an empty folder gets here (checked before the import started)
-        os.replace(self.collection_dir, out)
+        if out.exists() and any(out.iterdir()):  # checked before the import started: only an empty folder
+            raise FileExistsError(f"{out}: not empty; an import writes a new collection")
+        publish_folder(self.collection_dir, out, self.root.parent)
         remove_tree(self.root, self.root.parent)

@@ -20,11 +20,7 @@ from survey_engine.arguments import (
     positive_int,
     within,
 )
-from survey_engine.ingest.file_import.arguments import (
-    DEFAULT_HIGHEST_ORDER,
-    DEFAULT_MARGIN_ARCSEC,
-    DEFAULT_MAX_ROWS,
-)
+from survey_engine.ingest.arguments import CatalogBuildArguments
 from survey_engine.ingest.readers import InputError
 from survey_engine.ingest.tap import adql
 from survey_engine.ingest.tap.client import PRESETS, redact
@@ -44,7 +40,7 @@ GAIA_ID_SHIFT = 35
 
 
 @dataclass
-class TapIngestArguments:
+class TapIngestArguments(CatalogBuildArguments):
     """Everything an ingest needs: ``table`` (+ ``columns``, ``where``) from the service at ``tap_url``
     into a HATS collection at ``out``. ``tap_url`` may also be a preset name (see client.PRESETS).
 
@@ -84,14 +80,6 @@ class TapIngestArguments:
     token: str | None = param(None, "environment variable holding a bearer token, if the service needs one (never "
                               "logged)", name="token_env", public_default="SURVEY_ENGINE_TAP_TOKEN", convert=_token_from_env,
                               job="source", repr=False)
-    max_rows: int = param(DEFAULT_MAX_ROWS, "most rows per catalog partition (default 1,000,000)", type=int,
-                          check=AT_LEAST_1)
-    highest_order: int = param(DEFAULT_HIGHEST_ORDER, "highest HEALPix order of a partition (default 10)", type=int,
-                               check=within(0, 13))
-    margin_arcsec: float | None = param(DEFAULT_MARGIN_ARCSEC, "margin radius in arcsec (default 5; 0 for none)",
-                                        name="margin", type=float, check=NOT_NEGATIVE)
-    name: str | None = param(None, "catalog name (default: the output folder's name; in a job: the stage id)",
-                             yaml=None, job="stage_id")
     where_sql: str | None = field(default=None, init=False, repr=False)
     basic_auth: tuple[str, str] | None = field(default=None, init=False, repr=False)
     workers: InitVar[int | None] = None  # deprecated name of pages_in_flight
@@ -157,6 +145,7 @@ class TapIngestArguments:
             raise InputError(f"--pages-in-flight must be at least 1, got {self.pages_in_flight}")
         if self.retries < 0 or self.backoff < 0 or self.min_interval < 0 or self.timeout <= 0:
             raise InputError("--retries, backoff and --min-interval must be >= 0 and the timeout > 0")
+        self.check_catalog_build()
         self.out = str(Path(self.out))
         from survey_engine.catalog.layout import check_name, output_path
 
