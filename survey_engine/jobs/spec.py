@@ -97,7 +97,7 @@ def _schemas() -> tuple[dict, dict, dict, dict]:
 
 STAGES, SOURCES, PRODUCES, VALUES = _schemas()
 MOCK_SURVEYS = ("sky", "astrometric", "photometric")  # survey_engine.mock.surveys.SURVEYS
-VALUES.update({("cluster", "workers"): AT_LEAST_1, ("cluster", "min_workers"): AT_LEAST_1})
+VALUES.update({("dask_cluster", "workers"): AT_LEAST_1, ("dask_cluster", "min_workers"): AT_LEAST_1})
 
 
 class JobSpecError(SurveyEngineError, ValueError):
@@ -157,6 +157,24 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
         err.add(root, "missing 'source'")
     err.raise_if_any()
 
+    sources = _load_sources(path, root, top, data, err)
+    source_kind, source = next(iter(sources.values()))
+
+    stages = _load_stages(top, data, sources, err)
+    cluster = _load_dask_cluster(top, data, err)
+    if "name" in top and isinstance(data.get("name"), str):
+        _plain_name(err, top["name"][1], data["name"], "name (the job's name)")
+    err.raise_if_any()
+    name = data.get("name") or path.stem
+    base = base or Path.cwd()
+    workdir = Path(data.get("workdir") or f"{name}-job")
+    workdir = workdir if workdir.is_absolute() else base / workdir
+    return JobSpec(path, name, workdir, source_kind, source, stages, cluster, text, sources, data.get("description") or "")
+
+
+def _load_sources(path: Path, root, top: dict, data: dict, err: _Errors) -> dict[str, tuple[str, dict]]:
+    """name -> (kind, params) of ``source:`` (named "source") or ``sources: {name: {kind: ...}}``;
+    relative paths resolved against the spec's folder."""
     # sources: `source: {kind: ...}` (named "source"), or `sources: {name: {kind: ...}, ...}`
     if ("source" in top) == ("sources" in top):
         err.add(root, "give either 'source' (one input) or 'sources' (several, by name)")
@@ -205,9 +223,12 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
             params = {**params, "path": str(p if Path(p).is_absolute() or Path(p).exists() else path.parent / p)}
         sources[sname] = (kind, params)
     err.raise_if_any()
-    source_kind, source = next(iter(sources.values()))
+    return sources
 
-    # stages
+
+def _load_stages(top: dict, data: dict, sources: dict, err: _Errors) -> list[Stage]:
+    """The stages in order, each checked against its declared arguments (``registry``), its references
+    to earlier outputs and its source."""
     produced = {n: "catalog" for n, (k, _) in sources.items() if k == "catalog"}
     stages: list[Stage] = []
     snodes = top["stages"][1]
@@ -278,6 +299,12 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
                 err.add(pnode, f"{label}: classify needs a label")
         produced[sid] = PRODUCES[kind]
         stages.append(Stage(sid, kind, params, node.start_mark.line + 1))
+    return stages
+
+
+def _load_dask_cluster(top: dict, data: dict, err: _Errors) -> dict:
+    """The job's ``cluster:`` section: where the job's Dask cluster comes from (not the ``cluster``
+    stage, which is ML clustering)."""
     cluster = data.get("cluster") or {}
     if isinstance(cluster, dict):
         cmap = _mapping(top["cluster"][1], err, "cluster") if "cluster" in top else {}
@@ -286,16 +313,9 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
                 err.add(cmap[key][0], f"cluster: unknown key {key!r} (known: {', '.join(CLUSTER_KEYS)})")
             elif not isinstance(value, CLUSTER_KEYS[key]) or isinstance(value, bool):
                 err.add(cmap[key][1], f"cluster: {key} must be a {CLUSTER_KEYS[key].__name__}")
-            elif ("cluster", key) in VALUES and not VALUES[("cluster", key)][0](value):
-                err.add(cmap[key][1], f"cluster: {key} must be {VALUES[('cluster', key)][1]}, got {value!r}")
-    if "name" in top and isinstance(data.get("name"), str):
-        _plain_name(err, top["name"][1], data["name"], "name (the job's name)")
-    err.raise_if_any()
-    name = data.get("name") or path.stem
-    base = base or Path.cwd()
-    workdir = Path(data.get("workdir") or f"{name}-job")
-    workdir = workdir if workdir.is_absolute() else base / workdir
-    return JobSpec(path, name, workdir, source_kind, source, stages, cluster, text, sources, data.get("description") or "")
+            elif ("dask_cluster", key) in VALUES and not VALUES[("dask_cluster", key)][0](value):
+                err.add(cmap[key][1], f"cluster: {key} must be {VALUES[('dask_cluster', key)][1]}, got {value!r}")
+    return cluster
 
 
 class _Errors:
