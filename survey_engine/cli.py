@@ -96,6 +96,31 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"survey-engine {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # the machine's trouble, not a bug: one line, the same exit as a user's error
+        message = _environment_error(exc)
+        if message is None:
+            raise
+        print(f"survey-engine {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _environment_error(exc: BaseException) -> str | None:
+    """A one-line message for a full disk or a lost Dask scheduler (anything else: ``None``, a bug)."""
+    import errno
+    from asyncio import CancelledError
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return (f"no space left on the device{where} ({exc.strerror}); finished work is kept: free space and run the "
+                "same command again to resume")
+    try:
+        from distributed.comm.core import CommClosedError
+    except ImportError:  # pragma: no cover - distributed is a base dependency
+        CommClosedError = ConnectionError  # noqa: N806
+    if isinstance(exc, CommClosedError | CancelledError | ConnectionError):
+        return (f"lost the Dask scheduler or a connection to it ({type(exc).__name__}: {exc}); finished work is kept: "
+                "run the same command again (on a working cluster) to resume")
+    return None
 
 
 def command_values(arguments: type, args: argparse.Namespace) -> dict[str, Any]:

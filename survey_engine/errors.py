@@ -16,6 +16,15 @@ class UsageError(SurveyEngineError, ValueError):
     """An option or a combination of options that cannot work (names the CLI flag)."""
 
 
+class MissingColumnError(SurveyEngineError, KeyError):
+    """A column the command needs is not in the catalog or file (names the file and the columns).
+
+    ``str()`` is the message itself (a plain ``KeyError`` would quote it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class MissingExtraError(SurveyEngineError, ImportError):
     """An optional module is not installed; the message names the extra to install."""
 

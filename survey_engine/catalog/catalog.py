@@ -21,6 +21,7 @@ from survey_engine.catalog import layout
 from survey_engine.catalog import selection as sel
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, pixel_range29
 from survey_engine.catalog.integrity import CatalogIntegrityError, checked_partition_rows, read_checked
+from survey_engine.errors import MissingColumnError, UsageError
 
 # A per-partition transform: pandas DataFrame in, pandas DataFrame out.
 Transform = Callable[[pd.DataFrame], pd.DataFrame]
@@ -78,7 +79,7 @@ class Catalog:
         After a row filter (cone, box, ...) the exact count needs ``len(compute())``.
         """
         if self.filtered:
-            raise ValueError("row_count() is only known from metadata before row filters; use len(catalog.compute())")
+            raise UsageError("row_count() is only known from metadata before row filters; use len(catalog.compute())")
         return sum(self.partition_rows())
 
     def partition_rows(self) -> list[int]:
@@ -167,7 +168,7 @@ class Catalog:
         available = self.column_names()
         missing = [c for c in columns if c not in available]
         if missing:
-            raise KeyError(f"{self.path}: column(s) {missing} not in catalog; available: {available}")
+            raise MissingColumnError(f"{self.path}: column(s) {missing} not in catalog; available: {available}")
         if self.transforms:
             return self.map_partitions(lambda df, cols=list(columns): df[cols])
         margin = self.margin.select_columns(columns) if self.margin is not None else None
@@ -294,7 +295,7 @@ class Catalog:
 
         df = self.compute()
         if len(df) > max_rows:
-            raise ValueError(f"{len(df)} rows is more than max_rows={max_rows} for an astropy Table; select first")
+            raise UsageError(f"{len(df)} rows is more than max_rows={max_rows} for an astropy Table; select first")
         table = Table.from_pandas(df.reset_index())
         _attach_field_metadata(table, self.schema)
         return table

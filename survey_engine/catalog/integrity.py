@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from survey_engine.catalog import layout
-from survey_engine.errors import SurveyEngineError
+from survey_engine.errors import MissingColumnError, SurveyEngineError
 
 # Parquet's file tail: a 4-byte footer length and the magic "PAR1"; a footer is never empty.
 _TAIL_BYTES = 8
@@ -216,7 +216,7 @@ def read_checked(path: str | Path, columns: list[str] | None = None, expected_ro
         if columns is not None:
             absent = [c for c in columns if c not in pf.schema_arrow.names]
             if absent:
-                raise KeyError(f"{path}: column(s) {absent} not in the partition file; it has {pf.schema_arrow.names}")
+                raise MissingColumnError(f"{path}: column(s) {absent} not in the partition file; it has {pf.schema_arrow.names}")
         try:
             table = pf.read(columns=columns)
         except (OSError, pa.ArrowException) as exc:

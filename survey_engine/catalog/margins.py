@@ -27,6 +27,7 @@ from survey_engine.catalog.healpix import (
     radec_to_xyz,
 )
 from survey_engine.catalog.partitioning import PartitionPlan
+from survey_engine.errors import UsageError
 
 
 def margin_ring(order: int, pix: int, m: int) -> np.ndarray:
@@ -76,7 +77,7 @@ class MarginPlan:
         find the pairs across the border. Those extra targets are numbered after the plan's
         partitions (``part_orders`` / ``part_pixels`` hold both)."""
         if not radius_arcsec > 0:
-            raise ValueError(f"margin radius must be positive, got {radius_arcsec}")
+            raise UsageError(f"margin radius must be positive, got {radius_arcsec}")
         m = margin_order_for_radius(radius_arcsec)
         orders, pixels_all = plan.orders, plan.pixels
         if uncovered:

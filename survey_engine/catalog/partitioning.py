@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from survey_engine.catalog.healpix import SPATIAL_INDEX_ORDER
+from survey_engine.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def plan_partitions(histogram: np.ndarray, histogram_order: int, max_rows: int, 
     """Adaptive partitions from a dense row-count histogram at ``histogram_order``."""
     histogram = np.asarray(histogram)
     if len(histogram) != 12 * 4**histogram_order:
-        raise ValueError(f"histogram has {len(histogram)} bins, expected {12 * 4**histogram_order} for order {histogram_order}")
+        raise UsageError(f"histogram has {len(histogram)} bins, expected {12 * 4**histogram_order} for order {histogram_order}")
     pixels = np.flatnonzero(histogram)
     return plan_partitions_sparse(pixels, histogram[pixels], histogram_order, max_rows, min_order, drop_empty_siblings)
 
@@ -63,9 +64,9 @@ def plan_partitions_sparse(pixels: np.ndarray, counts: np.ndarray, histogram_ord
     proportional to the occupied pixels, not to the 12 * 4**order pixels of the sphere.
     """
     if max_rows < 1:
-        raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+        raise UsageError(f"max_rows must be at least 1, got {max_rows}")
     if not 0 <= min_order <= histogram_order:
-        raise ValueError(f"min_order must be within [0, {histogram_order}], got {min_order}")
+        raise UsageError(f"min_order must be within [0, {histogram_order}], got {min_order}")
     pixels = np.asarray(pixels, dtype=np.int64)
     counts = np.asarray(counts, dtype=np.int64)
     by_order = {histogram_order: (pixels, counts)}

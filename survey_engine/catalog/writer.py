@@ -21,6 +21,7 @@ from survey_engine.catalog.catalog import Catalog, read_partition
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
 from survey_engine.catalog.lock import output_lock
 from survey_engine.catalog.margins import margin_catalog_name
+from survey_engine.errors import UsageError
 from survey_engine.runtime import dask_client, run_tasks
 
 
@@ -30,7 +31,7 @@ def write_frame_partition(frame: pd.DataFrame, catalog_dir: str | Path, order: i
         return None
     table = pa.Table.from_pandas(frame.reset_index(), preserve_index=False)
     if SPATIAL_INDEX_COLUMN not in table.column_names:
-        raise ValueError(f"a transform dropped the {SPATIAL_INDEX_COLUMN} index; keep it as the frame index")
+        raise UsageError(f"a transform dropped the {SPATIAL_INDEX_COLUMN} index; keep it as the frame index")
     table = table.select([SPATIAL_INDEX_COLUMN] + [c for c in table.column_names if c != SPATIAL_INDEX_COLUMN])
     if not frame.index.is_monotonic_increasing:  # cross-match and transform outputs usually are: no sort and copy
         table = build.sort_by_healpix(table)
@@ -80,7 +81,7 @@ def _write_one(src: str, read_columns, keep_columns, transforms, out_dir: str, o
         return None
     for col in (ra, dec):
         if col not in frame.columns:
-            raise ValueError(f"cannot write a catalog without its coordinate column {col!r} (columns: {list(frame.columns)})")
+            raise UsageError(f"cannot write a catalog without its coordinate column {col!r} (columns: {list(frame.columns)})")
     return write_frame_partition(frame, out_dir, order, pix)
 
 
@@ -97,7 +98,7 @@ def _write_single(catalog: Catalog, out_dir: Path, name: str, product: str, clie
     schemas = run_tasks(client, _write_one, calls, f"write {name}", progress)
     written = [(c[5], c[6]) for c, s in zip(calls, schemas) if s is not None]
     if not written and product == "object":
-        raise ValueError(f"nothing to write to {out_dir}: the catalog selection is empty")
+        raise UsageError(f"nothing to write to {out_dir}: the catalog selection is empty")
     props = finish_written(out_dir, written, schemas, catalog.schema, name=name, product=product,
                            ra_column=catalog.ra_column, dec_column=catalog.dec_column, extra=extra)
     return int(props["hats_nrows"])

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from survey_engine.catalog.healpix import chord_for
+from survey_engine.errors import UsageError
 from survey_engine.runtime import gpu_available  # noqa: F401  (the one GPU probe; imported from here too)
 
 
@@ -228,7 +229,7 @@ DEFAULT_ALGORITHM = "zones"
 
 def check_algorithm(name: str) -> None:
     if name not in ALGORITHMS:
-        raise ValueError(f"unknown cross-match algorithm {name!r}; available: {sorted(ALGORITHMS)}")
+        raise UsageError(f"unknown cross-match algorithm {name!r}; available: {sorted(ALGORITHMS)}")
 
 
 def get_algorithm(name: str) -> CrossmatchAlgorithm:

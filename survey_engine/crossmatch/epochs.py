@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from survey_engine.errors import MissingColumnError
+
 
 def julian_year_to_jd(epoch) -> np.ndarray:
     return 2451545.0 + (np.asarray(epoch, dtype=np.float64) - 2000.0) * 365.25
@@ -64,7 +66,7 @@ class EpochSpec:
     def positions_at(self, frame: pd.DataFrame, ra: str, dec: str, target: float) -> tuple[np.ndarray, np.ndarray]:
         missing = [c for c in self.columns() if c not in frame.columns]
         if missing:
-            raise KeyError(f"epoch propagation needs column(s) {missing}; the catalog has {list(frame.columns)}")
+            raise MissingColumnError(f"epoch propagation needs column(s) {missing}; the catalog has {list(frame.columns)}")
         epoch = frame[self.epoch].to_numpy(float) if isinstance(self.epoch, str) else float(self.epoch)
         return propagate(
             frame[ra].to_numpy(float), frame[dec].to_numpy(float), frame[self.pmra].to_numpy(float), frame[self.pmdec].to_numpy(float),

@@ -420,7 +420,7 @@ def crossmatch(
                          tuple(left_columns) if left_columns else None, tuple(right_columns) if right_columns else None,
                          epoch, as_spec(left_epoch), as_spec(right_epoch), left.nullable_columns, right.nullable_columns)
     if left.transforms or right.transforms:
-        raise ValueError("cross-match works on stored catalogs; write a derived catalog first (Catalog.write) and open it")
+        raise UsageError("cross-match works on stored catalogs; write a derived catalog first (Catalog.write) and open it")
     from survey_engine.crossmatch.plan import MarginTooSmallError, check_margin
 
     reach = radius_arcsec

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from survey_engine.errors import UsageError
+
 LEVELS = (0.01, 0.025, 0.05, 0.1, 0.16, 0.25, 0.5, 0.75, 0.84, 0.9, 0.95, 0.975, 0.99)
 PDF_COLUMNS = tuple(f"z_pdf_q{round(level * 1000):03d}" for level in LEVELS)
 MIN_HALF_WIDTH = 1e-3  # in log(1 + z): a floor on a row's scale, where the quantile booster gives none
@@ -97,7 +99,7 @@ def fit_calibration(m: np.ndarray, lo: np.ndarray, hi: np.ndarray, y: np.ndarray
     ``patterns`` maps a missing-feature code (``missing_code``) to (m, lo, hi, y) of the rows with
     exactly those features removed."""
     if len(y) < 20:
-        raise ValueError(f"only {len(y)} calibration rows; at least 20 are needed")
+        raise UsageError(f"only {len(y)} calibration rows; at least 20 are needed")
     cal = {"levels": list(LEVELS), "complete": _group_table(m, lo, hi, y, MAX_GROUPS)}
     if y_missing is not None and len(y_missing) >= 20:
         cal["missing"] = _group_table(m_missing, lo_missing, hi_missing, y_missing, 4, centred=False)

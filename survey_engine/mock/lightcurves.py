@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from survey_engine.errors import UsageError
+
 BLOCK_OBJECTS = 2_000
 CLASS_FRACTIONS = {"CONST": 0.30, "RRAB": 0.14, "RRC": 0.10, "CEP": 0.10, "DSCT": 0.10, "ECL": 0.14, "LPV": 0.12}
 CADENCES = ("dense", "sparse")
@@ -108,7 +110,7 @@ def epochs(cadence: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
         t = np.concatenate([visits, visits + 0.25])
         t = np.sort(t + rng.normal(0, 0.01, len(t)))
         return MJD0 + t, np.full(len(t), "G")
-    raise ValueError(f"unknown cadence {cadence!r} (known: {', '.join(CADENCES)})")
+    raise UsageError(f"unknown cadence {cadence!r} (known: {', '.join(CADENCES)})")
 
 
 def _fourier_shape(phase: np.ndarray, r21: float, phi21: float, r31: float, phi31: float, phi1: float) -> np.ndarray:
@@ -198,7 +200,7 @@ def write_mock_lightcurves(n_objects: int, out: str | Path, seed: int = 42, cade
     from survey_engine.runtime import dask_client, run_tasks
 
     if cadence not in CADENCES:
-        raise ValueError(f"unknown cadence {cadence!r} (known: {', '.join(CADENCES)})")
+        raise UsageError(f"unknown cadence {cadence!r} (known: {', '.join(CADENCES)})")
     out = Path(out)
     for name in ("objects", "detections"):
         (out / name).mkdir(parents=True, exist_ok=True)

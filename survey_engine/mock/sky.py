@@ -32,6 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from survey_engine.errors import UsageError
+
 BLOCK_ROWS = 250_000
 CLASS_FRACTIONS = {"STAR": 0.55, "GALAXY": 0.38, "QSO": 0.07}
 FILTERS = ("u", "g", "r", "i", "z")
@@ -347,7 +349,7 @@ def write_mock_sky(rows: int, out: str | Path, seed: int = 42, client=None, prog
     from survey_engine.runtime import dask_client, run_tasks
 
     if rows < 1:
-        raise ValueError(f"--rows must be positive, got {rows}")
+        raise UsageError(f"--rows must be positive, got {rows}")
     out = Path(out)
     spec = {"rows": int(rows), "seed": int(seed), "block_rows": BLOCK_ROWS, "generator": "survey_engine.mock.sky v1"}
     manifest = out / "mock.json"

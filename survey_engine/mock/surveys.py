@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from survey_engine.crossmatch.epochs import propagate
+from survey_engine.errors import UsageError
 from survey_engine.mock.sky import BLOCK_ROWS, block_sizes, generate_block
 
 SURVEYS = ("sky", "astrometric", "photometric")
@@ -99,7 +100,7 @@ def survey_block(survey: str, seed: int, block: int, rows: int) -> pd.DataFrame:
         return astrometric_block(sky)
     if survey == "photometric":
         return photometric_block(sky, seed, block)
-    raise ValueError(f"survey must be one of {', '.join(SURVEYS)}, got {survey!r}")
+    raise UsageError(f"survey must be one of {', '.join(SURVEYS)}, got {survey!r}")
 
 
 def _write_block(survey: str, seed: int, block: int, rows: int, out_dir: str) -> int:
@@ -120,9 +121,9 @@ def write_survey(survey: str, rows: int, out: str | Path, seed: int = 42, client
     from survey_engine.runtime import dask_client, run_tasks
 
     if survey not in SURVEYS:
-        raise ValueError(f"survey must be one of {', '.join(SURVEYS)}, got {survey!r}")
+        raise UsageError(f"survey must be one of {', '.join(SURVEYS)}, got {survey!r}")
     if rows < 1:
-        raise ValueError(f"--rows must be positive, got {rows}")
+        raise UsageError(f"--rows must be positive, got {rows}")
     out = Path(out)
     spec = {"rows": int(rows), "seed": int(seed), "block_rows": BLOCK_ROWS, "survey": survey,
             "generator": "survey_engine.mock.surveys v1"}

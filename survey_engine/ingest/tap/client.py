@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import requests
 
-from survey_engine.errors import SurveyEngineError
+from survey_engine.errors import SurveyEngineError, UsageError
 from survey_engine.redact import redact_text, redact_url
 
 # Named services (the URLs astroquery's modules use), with the paging each supports best.
@@ -61,7 +61,7 @@ class TapService:
             raise ImportError("TAP ingest needs pyvo: pip install 'survey_engine[tap]'") from None
 
         if mode not in ("sync", "async"):
-            raise ValueError(f"query mode must be 'sync' or 'async', got {mode!r}")
+            raise UsageError(f"query mode must be 'sync' or 'async', got {mode!r}")
         self.url = url.rstrip("/")
         self.label = redact(self.url)
         self.mode, self.timeout, self.retries, self.backoff = mode, timeout, retries, backoff
