@@ -571,3 +571,15 @@ def gpu_available() -> tuple[bool, str]:
     except Exception as exc:  # no cupy, no driver, no device
         return False, f"{type(exc).__name__}: {exc}"
     return True, ""
+
+
+def xgboost_collective(client):
+    """XGBoost's collective settings for ``client``: its tracker listens on the address the workers
+    already reach the Dask scheduler at. (Left alone, XGBoost picks the scheduler machine's primary
+    address, which workers on other hosts or in other network namespaces may not reach.)"""
+    from urllib.parse import urlparse
+
+    from xgboost.collective import Config
+
+    host = urlparse(str(client.scheduler.address)).hostname
+    return Config(tracker_host_ip=host) if host and host not in ("localhost", "::1") else None

@@ -261,13 +261,15 @@ def _dask_train(client, frame, features: list[str], params: dict, rounds: int, w
     from xgboost import dask as dxgb
 
     from survey_engine.ml.progress import RoundProgress
+    from survey_engine.runtime import xgboost_collective
 
     def run():
         X, y = placed(client, frame[features]), placed(client, frame["_y"])
         w = None if weight is None else placed(client, weight)
         with xgboost.config_context(verbosity=0):
             dtrain = dxgb.DaskDMatrix(client, X, y, weight=w)
-            return dxgb.train(client, params, dtrain, num_boost_round=rounds, callbacks=[RoundProgress(topic)])["booster"]
+            return dxgb.train(client, params, dtrain, num_boost_round=rounds, callbacks=[RoundProgress(topic)],
+                              coll_cfg=xgboost_collective(client))["booster"]
 
     return watch_workers(client, run, "XGBoost training")
 
