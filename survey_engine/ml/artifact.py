@@ -64,7 +64,7 @@ def file_sha256(path: Path) -> str:
 def feature_spec_sha256(meta: dict) -> str:
     """Checksum of what decides the model's inputs: the feature spec and the feature names."""
     blob = json.dumps({"feature_spec": meta.get("feature_spec"), "features": meta.get("features")}, sort_keys=True,
-                      default=_json_default)
+                      default=json_default)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -102,7 +102,7 @@ def save_model(out: str | Path, meta: dict, boosters: dict | None = None, arrays
         checksums = {f: file_sha256(tmp / f) for f in [*files.values(), *extras.values()]}
         meta = {"format_version": FORMAT_VERSION, "files": files, "checksums": checksums, "versions": library_versions(), **meta}
         meta["feature_spec_sha256"] = feature_spec_sha256(meta)
-        (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=1, default=_json_default))
+        (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=1, default=json_default))
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
@@ -177,7 +177,7 @@ def load_model(path: str | Path) -> tuple[dict, dict]:
     return meta, models
 
 
-def _json_default(obj):
+def json_default(obj):
     import numpy as np
 
     if isinstance(obj, np.integer):
