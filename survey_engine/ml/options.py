@@ -23,7 +23,6 @@ MEMBERS = 4
 CALIBRATION_FRACTION = 0.15
 CALIBRATION_SEED = 7919
 CALIBRATION_MAX_ROWS = 200_000
-# The textbook single-process baselines (--baselines), as a user would configure them.
 TASKS = ("photoz", "classify")
 # Column names that hold spectroscopic redshifts: never features of a photometric classifier.
 SPECTROSCOPIC_COLUMNS = {"redshift", "z_spec", "zspec", "specz", "spec_z", "z_noqso", "zspec_best", "redshift_err"}
