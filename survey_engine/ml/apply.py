@@ -23,7 +23,7 @@ def apply_frame(frame: pd.DataFrame, meta: dict, models, text_as_missing: bool |
 
     models = shared_value(models)
     if meta["task"] in ("photoz", "classify"):
-        from survey_engine.ml.supervised import predict_frame
+        from survey_engine.ml.prediction import predict_frame
 
         return predict_frame(frame, meta, models, text_as_missing)
     if meta["task"] in ("anomaly", "pca"):

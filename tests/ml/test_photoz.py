@@ -137,13 +137,14 @@ def test_sdss_one_band_removed_keeps_its_coverage(sdss_model, client):
     import pandas as pd
 
     from survey_engine.features.spec import FeatureSpec
-    from survey_engine.ml.supervised import _prepare, predict_frame
+    from survey_engine.ml.preparation import prepare_partition
+    from survey_engine.ml.supervised import predict_frame
 
     out, _ = sdss_model
     meta, models = load_model(out)
     data = pd.read_parquet(shared_path("photoz/sdss_galaxy_colors_50k.parquet"))
     galaxies = data.query("spec_class == 'GALAXY'")
-    prep = _prepare(data, FeatureSpec.from_json(meta["feature_spec"]), "photoz", "redshift", None, 5, 42, None, None, "spec_class == 'GALAXY'")
+    prep = prepare_partition(data, FeatureSpec.from_json(meta["feature_spec"]), "photoz", "redshift", None, 5, 42, None, None, "spec_class == 'GALAXY'")
     held_out = galaxies[(prep._fold == 0).to_numpy()]  # rows the model never saw
     z = held_out.redshift.to_numpy()
     for band in "ugriz":

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from survey_engine.ml.supervised import _dask_train, placed
+from survey_engine.ml.dask_xgboost import dask_train, placed
 
 
 def _frame(n_parts: int = 8, rows: int = 1500) -> pd.DataFrame:
@@ -63,7 +63,7 @@ def test_xgboost_trains_on_the_fixed_placement(client, monkeypatch):
     params = {"objective": "reg:absoluteerror", "tree_method": "hist", "max_depth": 3, "seed": 7, "nthread": 1, "verbosity": 0}
     for layout in (lambda i: i % 2, lambda i: 1 - i % 2, lambda i: 0):  # wherever the partitions were computed first
         seen.clear()
-        _dask_train(client, _persisted(client, _frame(), layout), ["a", "b", "c", "d"], params, 2)
+        dask_train(client, _persisted(client, _frame(), layout), ["a", "b", "c", "d"], params, 2)
         assert seen == {by_name[0]: [0, 2, 4, 6], by_name[1]: [1, 3, 5, 7]}
 
 
