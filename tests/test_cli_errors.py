@@ -36,7 +36,7 @@ def test_a_full_disk_ends_a_crossmatch_with_one_line_and_no_partial_output(tmp_p
                 cwd=tmp_path).returncode == 0
     assert _cli("import", "sky", "--out", "cat", "--id", "source_id", "--max-rows", "6000", "--margin", "5",
                 "--workers", "1", "--no-progress", cwd=tmp_path).returncode == 0
-    full = _cli("crossmatch", "cat", "cat", "--radius", "5", "--how", "all", "--self", "--out", str(small_disk / "pairs"),
+    full = _cli("crossmatch", "cat", "cat", "--radius", "5", "--join", "left", "--self", "--out", str(small_disk / "pairs"),
                 "--workers", "1", "--no-progress", cwd=tmp_path)
     assert full.returncode == 2, full.stderr[-3000:]
     lines = [line for line in full.stderr.splitlines() if "error:" in line]
@@ -45,10 +45,10 @@ def test_a_full_disk_ends_a_crossmatch_with_one_line_and_no_partial_output(tmp_p
     # nothing that looks like a finished catalog was left on the full disk
     assert not (small_disk / "pairs" / "collection.properties").exists()
     # with room, the same command works
-    again = _cli("crossmatch", "cat", "cat", "--radius", "5", "--how", "all", "--self", "--out", "pairs",
+    again = _cli("crossmatch", "cat", "cat", "--radius", "5", "--join", "left", "--self", "--out", "pairs",
                  "--workers", "1", "--no-progress", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert open_catalog(tmp_path / "pairs").row_count() > 0
+    assert open_catalog(tmp_path / "pairs").row_count() == 30000  # every left row (left join)
 
 
 @pytest.mark.parametrize("exc, words", [
