@@ -56,7 +56,7 @@ PERIOD_FEATURE_NAMES = (
 )
 VARIABILITY_FEATURES = ("n_obs", *LC_FEATURE_NAMES, *OWN_FEATURE_NAMES, *PERIOD_FEATURE_NAMES)
 TWO_PI = 2.0 * math.pi
-PEAKS = 3  # periodogram peaks refined before the best is chosen (aliases can outrank the true peak coarsely)
+PEAKS = 5  # periodogram peaks refined before the best is chosen (aliases can outrank the true peak coarsely)
 
 
 class VariabilityError(SurveyEngineError, ValueError):
@@ -75,7 +75,7 @@ class VariabilitySpec:
     min_epochs: int = 10
     min_period: float = 0.05  # days
     max_period: float | None = None  # days; default: the light curve's time span
-    samples_per_peak: int = 10
+    samples_per_peak: int = 5  # of the coarse FFT grid; the best peaks are refined 10x finer
     harmonics: int = 3
 
     def __post_init__(self) -> None:
