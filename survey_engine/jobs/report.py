@@ -535,7 +535,7 @@ def _variables_section(spec, stages, done) -> str:
         for ax in axes.ravel()[len(picked):]:
             ax.axis("off")
         fig.tight_layout()
-        parts.append(_png(fig))
+        parts.append(png_html(fig))
         fig, ax = plt.subplots(figsize=(7.5, 4.8))
         for c in classes:
             grp = shown[shown["class_pred"].astype(str) == c]
@@ -545,8 +545,8 @@ def _variables_section(spec, stages, done) -> str:
                title=f"{sid}: period-amplitude diagram by predicted class")
         ax.legend(fontsize=8, markerscale=2, ncol=2)
         fig.tight_layout()
-        parts.append(_png(fig))
-        parts.append(_table([{id_column: r[id_column], **({"true class": r[label]} if label in r.index else {}),
+        parts.append(png_html(fig))
+        parts.append(table_html([{id_column: r[id_column], **({"true class": r[label]} if label in r.index else {}),
                               "predicted": r["class_pred"], "period (d)": float(r[period]), "amplitude (mag)": float(r[amplitude]),
                               "FAP": float(r[fap])} for _, r in picked.iterrows()],
                             [id_column, *(["true class"] if label in cols else []), "predicted", "period (d)", "amplitude (mag)", "FAP"]))
