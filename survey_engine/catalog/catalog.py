@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from survey_engine.catalog import layout
+from survey_engine.catalog import layout, storage
 from survey_engine.catalog import selection as sel
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, pixel_range29
 from survey_engine.catalog.integrity import CatalogIntegrityError, checked_partition_rows, read_checked
@@ -127,7 +127,7 @@ class Catalog:
         for path in self.partition_files():
             if got >= n:
                 break
-            if not self.transforms and pq.read_metadata(path).num_rows == 0:
+            if not self.transforms and layout.partition_num_rows(path) == 0:
                 continue
             frame = read_partition(path, read_columns=self._read_columns(), keep_columns=self.columns, transforms=self.transforms)
             if len(frame):
@@ -258,7 +258,7 @@ class Catalog:
             return dd.from_pandas(meta, npartitions=1)
         return dd.from_map(
             _read_listed,
-            list(zip(map(str, files), self._expected_rows())),
+            list(zip(map(storage.portable, files), self._expected_rows())),
             read_columns=self._read_columns(),
             keep_columns=self.columns,
             transforms=self.transforms,
@@ -357,8 +357,8 @@ def read_partition(path: str | Path, read_columns=None, keep_columns=None, trans
     spatial = layout.spatial_index_of(catalog_dir) if catalog_dir is not None else None
     if spatial is not None:
         table = _with_healpix29(path, read_columns, *spatial)
-    elif Path(path).is_dir():  # a partition stored as a folder of files (Npix=N/)
-        table = pq.read_table(path, columns=read_columns)
+    elif layout.is_partition_folder(path):  # a partition stored as a folder of files (Npix=N/)
+        table = pq.read_table(*storage.pyarrow_args(storage.as_path(path)), columns=read_columns)
         if expected_rows is not None and table.num_rows != expected_rows:
             raise CatalogIntegrityError(f"{path}: partition holds {table.num_rows} rows, but the catalog's metadata says {expected_rows}")
     else:
@@ -387,7 +387,7 @@ def _with_healpix29(path, read_columns, column: str, order: int, ra: str, dec: s
     from survey_engine.catalog.healpix import radec_to_healpix
 
     cols = None if read_columns is None else [c for c in dict.fromkeys([*read_columns, ra, dec]) if c != SPATIAL_INDEX_COLUMN]
-    table = pq.read_table(path, columns=cols)
+    table = pq.read_table(*storage.pyarrow_args(storage.as_path(path)), columns=cols)
     hp29 = radec_to_healpix(table.column(ra).to_numpy(zero_copy_only=False), table.column(dec).to_numpy(zero_copy_only=False))
     table = table.add_column(0, SPATIAL_INDEX_COLUMN, pa.array(hp29, pa.int64()))
     return table.take(pa.array(np.argsort(hp29, kind="stable")))
@@ -412,17 +412,23 @@ def _attach_field_metadata(table, schema: pa.Schema) -> None:
             column.meta["ucd"] = meta["ucd"]
 
 
-def open_catalog(path: str | Path, margin: str | float | None = "default") -> Catalog:
-    """Open a HATS catalog or collection (written by survey_engine, hats-import or LSDB).
+def open_catalog(path: str | Path, margin: str | float | None = "default", storage_options: dict | None = None) -> Catalog:
+    """Open a HATS catalog or collection (written by survey_engine, hats-import or LSDB): a local
+    folder, or a remote one at an ``https://``, ``http://`` or ``s3://`` location.
 
     For a collection the main catalog is opened with its default margin; ``margin=None`` skips
     it, a margin's folder name picks that one, and a number (arcsec) picks the narrowest of the
     collection's margins at least that wide. Object, source, margin, map and association
     catalogs (with leaf files) open as rows; an index catalog is refused with an error that
     names its primary catalog.
+
+    ``storage_options`` (anonymous access, a profile, an endpoint URL, keys: what fsspec's file
+    system for the protocol takes) go over those in ``SURVEY_ENGINE_STORAGE_OPTIONS``; opening a
+    remote catalog reads its properties, partition list and ``_metadata`` only, and each read later
+    fetches the footer and the requested columns of the partitions it needs.
     """
-    path = Path(path)
-    if (path / layout.COLLECTION_FILE).exists():
+    path = storage.as_path(path, storage_options)
+    if storage.exists(path / layout.COLLECTION_FILE):
         cprops = layout.read_properties(path / layout.COLLECTION_FILE)
         if not cprops.get("hats_primary_table_url"):
             raise layout.CatalogVariantError(f"{path / layout.COLLECTION_FILE}: no hats_primary_table_url (the main catalog's folder)")
@@ -431,21 +437,22 @@ def open_catalog(path: str | Path, margin: str | float | None = "default") -> Ca
         if chosen:
             main = replace(main, margin=_open_single(path / chosen))
         return main
-    if (path / layout.PROPERTIES_FILE).exists() or (path / "properties").exists():
+    if storage.exists(path / layout.PROPERTIES_FILE) or storage.exists(path / "properties"):
         return _open_single(path)
-    raise FileNotFoundError(f"{path}: not a HATS catalog or collection (no collection.properties or hats.properties)")
+    raise layout.CatalogNotFoundError(f"{storage.display(path)}: not a HATS catalog or collection (no collection.properties or hats.properties)")
 
 
 def collection_margins(collection: Path) -> dict[str, float]:
     """A collection's margin catalogs: folder name -> radius in arcsec (``hats_margin_threshold``)."""
-    cprops = layout.read_properties(Path(collection) / layout.COLLECTION_FILE)
+    collection = storage.as_path(collection)
+    cprops = layout.read_properties(collection / layout.COLLECTION_FILE)
     out = {}
     for name in cprops.get("all_margins", "").split():
-        props = layout._properties_of(Path(collection) / name)
+        props = layout._properties_of(collection / name)
         try:
             out[name] = float(props["hats_margin_threshold"])
         except (KeyError, ValueError):
-            raise layout.CatalogVariantError(f"{Path(collection) / name}: margin catalog without a numeric hats_margin_threshold") from None
+            raise layout.CatalogVariantError(f"{collection / name}: margin catalog without a numeric hats_margin_threshold") from None
     return out
 
 
@@ -469,10 +476,10 @@ def _choose_margin(path: Path, cprops: dict, margin: str | float | None) -> str 
 
 def _open_single(path: Path) -> Catalog:
     props_file = path / layout.PROPERTIES_FILE
-    if not props_file.exists():
+    if not storage.exists(props_file):
         props_file = path / "properties"
-    if not props_file.exists():
-        raise FileNotFoundError(f"{path}: no hats.properties")
+    if not storage.exists(props_file):
+        raise layout.CatalogNotFoundError(f"{storage.display(path)}: no hats.properties")
     props = layout.read_properties(props_file)
     _check_kind(path, props)
     parts = layout.read_partition_info(path)
@@ -480,12 +487,13 @@ def _open_single(path: Path) -> Catalog:
     start, _ = pixel_range29(parts.Norder.to_numpy(), parts.Npix.to_numpy())
     parts = parts.iloc[np.argsort(start, kind="stable")].reset_index(drop=True)
     common = path / layout.DATASET_DIR / "_common_metadata"
-    if common.exists():
-        schema = pq.read_schema(common)
+    if storage.exists(common):
+        with storage.parquet_source(common) as source:
+            schema = pq.read_schema(source)
     elif len(parts):
         schema = layout.read_partition_schema(layout.partition_path(path, int(parts.Norder[0]), int(parts.Npix[0])))
     else:
-        raise FileNotFoundError(f"{path}: no dataset/_common_metadata and no partitions")
+        raise layout.CatalogNotFoundError(f"{storage.display(path)}: no dataset/_common_metadata and no partitions")
     schema = pa.schema([f for f in schema if f.name not in ("Norder", "Dir", "Npix")], metadata=schema.metadata)
     if layout.spatial_index_of(path) is not None and SPATIAL_INDEX_COLUMN not in schema.names:
         # indexed by another HEALPix column: _healpix_29 is computed on read (read_partition)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from survey_engine.catalog import layout
+from survey_engine.catalog import layout, storage
 from survey_engine.catalog.catalog import Catalog
 from survey_engine.catalog.healpix import margin_order_for_radius, pixel_range29
 from survey_engine.catalog.margins import margin_ring
@@ -29,7 +29,7 @@ class MarginTooSmallError(SurveyEngineError, ValueError):
 class RightGroup:
     start29: int  # the left rows in [start29, stop29) are matched against ``files``
     stop29: int
-    files: tuple[str, ...]  # a right partition and its margin partition (if it has one)
+    files: tuple[str, ...]  # a right partition and its margin partition (if it has one); a UPath where remote
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,14 @@ def plan_crossmatch(left: Catalog, right: Catalog, radius_arcsec: float) -> list
     r_orders = right.partitions.Norder.to_numpy()
     r_pixels = right.partitions.Npix.to_numpy()
     r_start, r_stop = pixel_range29(r_orders, r_pixels)
-    r_files = [str(f) for f in right.partition_files()]
+    r_files = [storage.portable(f) for f in right.partition_files()]
     margin_files = {}
     for o, p in zip(right.margin.partitions.Norder, right.margin.partitions.Npix):
-        margin_files[(int(o), int(p))] = str(layout.partition_path(right.margin.path, int(o), int(p)))
+        margin_files[(int(o), int(p))] = storage.portable(layout.partition_path(right.margin.path, int(o), int(p)))
     # every read checks its file's rows against these (the metadata checked when the catalogs were opened)
     rows_of = dict(zip(r_files, right._expected_rows()))
     rows_of.update(zip(margin_files.values(), right.margin._expected_rows()))
-    rows_of.update(zip(map(str, left.partition_files()), left._expected_rows()))
+    rows_of.update(zip(map(storage.portable, left.partition_files()), left._expected_rows()))
     m = margin_order_for_radius(radius_arcsec)
     tasks = []
     for l_order, l_pix, l_file in zip(left.partitions.Norder.tolist(), left.partitions.Npix.tolist(), left.partition_files()):
@@ -92,7 +92,7 @@ def plan_crossmatch(left: Catalog, right: Catalog, radius_arcsec: float) -> list
             cov = normalise_ranges(np.append(cov[0], l_start), np.append(cov[1], l_stop))
             near = np.flatnonzero(ranges_overlap(r_start, r_stop, cov))
             orphans = tuple(r_files[i] for i in near)
-        used = (str(l_file), *(f for g in groups for f in g.files), *orphans)
+        used = (storage.portable(l_file), *(f for g in groups for f in g.files), *orphans)
         file_rows = tuple((f, rows_of[f]) for f in dict.fromkeys(used) if rows_of.get(f) is not None)
-        tasks.append(MatchTask(str(l_file), l_order, l_pix, tuple(groups), orphans, file_rows))
+        tasks.append(MatchTask(storage.portable(l_file), l_order, l_pix, tuple(groups), orphans, file_rows))
     return tasks
