@@ -104,14 +104,23 @@ def parquet_source(path) -> Iterator[Any]:
     if not is_remote(path):
         yield str(path)
         return
-    try:
-        handle = path.fs.open(path.path, mode="rb", cache_type="none")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{display(path)}: not found") from None
-    except Exception as exc:  # noqa: BLE001 - any backend's refusal: credentials, network, server
-        raise remote_error(path, exc) from None
+    handle = _call(path, lambda: path.fs.open(path.path, mode="rb", cache_type="none"))
     with handle:
         yield handle
+
+
+def _call(path, action):
+    """``action()`` with the backend's errors made ours: FileNotFoundError naming the location, or
+    RemoteStorageError. They are raised outside the ``except`` so that they carry no context: Dask
+    pickles an exception with its whole chain, and aiohttp's errors hold unpicklable headers."""
+    error: Exception | None = None
+    try:
+        return action()
+    except FileNotFoundError:
+        error = FileNotFoundError(f"{display(path)}: not found")
+    except Exception as exc:  # noqa: BLE001 - any backend's refusal: credentials, network, server
+        error = remote_error(path, exc)
+    raise error
 
 
 def remote_error(path, exc: BaseException) -> RemoteStorageError:
@@ -141,14 +150,7 @@ def read_text(path) -> str:
     """A small text file's content (local or remote), remote errors as ``RemoteStorageError``."""
     if not is_remote(path):
         return Path(path).read_text(encoding="utf-8")
-    try:
-        return path.fs.cat_file(path.path).decode("utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{display(path)}: not found") from None
-    except UnicodeDecodeError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise remote_error(path, exc) from None
+    return _call(path, lambda: path.fs.cat_file(path.path)).decode("utf-8")
 
 
 def exists(path) -> bool:
@@ -156,19 +158,14 @@ def exists(path) -> bool:
     rather than a silent False."""
     if not is_remote(path):
         return Path(path).exists()
-    try:
-        return bool(path.fs.exists(path.path)) if protocol_of(path) not in _HTTP else _http_exists(path)
-    except Exception as exc:  # noqa: BLE001
-        raise remote_error(path, exc) from None
-
-
-def _http_exists(path) -> bool:
+    if protocol_of(path) not in _HTTP:
+        return bool(_call(path, lambda: path.fs.exists(path.path)))
     # fsspec's HTTP exists() swallows every error into False; a HEAD tells "missing" from "refused"
     try:
-        path.fs.info(path.path)
-        return True
+        _call(path, lambda: path.fs.info(path.path))
     except FileNotFoundError:
         return False
+    return True
 
 
 def can_list(path) -> bool:
@@ -182,11 +179,9 @@ def list_files(folder) -> dict[str, int]:
         root = Path(folder)
         return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
     try:
-        found = folder.fs.find(folder.path, detail=True)
+        found = _call(folder, lambda: folder.fs.find(folder.path, detail=True))
     except FileNotFoundError:
         return {}
-    except Exception as exc:  # noqa: BLE001
-        raise remote_error(folder, exc) from None
     prefix = folder.path.rstrip("/") + "/"
     return {name[len(prefix):]: int(info.get("size") or 0) for name, info in found.items()
             if name.startswith(prefix) and info.get("type", "file") == "file"}
