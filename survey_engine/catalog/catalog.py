@@ -304,7 +304,7 @@ class Catalog:
         """Write this (derived) catalog, and its margin if any, as a new HATS collection at ``out``."""
         from survey_engine.catalog.writer import write_catalog
 
-        return write_catalog(self, Path(out), name=name, client=client, progress=progress)
+        return write_catalog(self, out if storage.is_remote(out) else Path(out), name=name, client=client, progress=progress)
 
 
 def nested_types_mapper(arrow_type: pa.DataType):

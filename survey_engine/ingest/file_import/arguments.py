@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from survey_engine.catalog.layout import check_name, output_path
+from survey_engine.catalog.storage import is_remote
 from survey_engine.ingest.readers import InputError, expand_inputs
 
 DEFAULT_MAX_ROWS = 1_000_000
@@ -51,7 +52,8 @@ class ImportArguments:
         for label, col in (("--ra", self.ra_column), ("--dec", self.dec_column)):
             if not col:
                 raise InputError(f"{label} column name is empty")
-        self.out = str(Path(self.out))
+        if not is_remote(self.out):  # an s3:// output stays a URL (built locally, then uploaded)
+            self.out = str(Path(self.out))
         # the name becomes a folder inside the output: a plain name only (never '..', '/x', '')
         self.name = check_name(self.name, "--name (the catalog name)") if self.name is not None else output_path(self.out).name
         self.files = expand_inputs(self.inputs)
