@@ -428,8 +428,9 @@ def open_catalog(path: str | Path, margin: str | float | None = "default", stora
     fetches the footer and the requested columns of the partitions it needs.
     """
     path = storage.as_path(path, storage_options)
-    if storage.exists(path / layout.COLLECTION_FILE):
-        cprops = layout.read_properties(path / layout.COLLECTION_FILE)
+    ctext = storage.read_text_or_none(path / layout.COLLECTION_FILE) if storage.is_remote(path) else None
+    if ctext is not None or (not storage.is_remote(path) and (path / layout.COLLECTION_FILE).exists()):
+        cprops = layout.read_properties(path / layout.COLLECTION_FILE, ctext)
         if not cprops.get("hats_primary_table_url"):
             raise layout.CatalogVariantError(f"{path / layout.COLLECTION_FILE}: no hats_primary_table_url (the main catalog's folder)")
         main = replace(_open_single(path / cprops["hats_primary_table_url"]), collection=path)
@@ -437,7 +438,11 @@ def open_catalog(path: str | Path, margin: str | float | None = "default", stora
         if chosen:
             main = replace(main, margin=_open_single(path / chosen))
         return main
-    if storage.exists(path / layout.PROPERTIES_FILE) or storage.exists(path / "properties"):
+    if storage.is_remote(path):  # no HEAD first: reading hats.properties tells whether it is there
+        props = layout._properties_of(path)
+        if props:
+            return _open_single(path, props)
+    elif (path / layout.PROPERTIES_FILE).exists() or (path / "properties").exists():
         return _open_single(path)
     raise layout.CatalogNotFoundError(f"{storage.display(path)}: not a HATS catalog or collection (no collection.properties or hats.properties)")
 
@@ -474,26 +479,35 @@ def _choose_margin(path: Path, cprops: dict, margin: str | float | None) -> str 
     return str(margin)
 
 
-def _open_single(path: Path) -> Catalog:
-    props_file = path / layout.PROPERTIES_FILE
-    if not storage.exists(props_file):
-        props_file = path / "properties"
-    if not storage.exists(props_file):
-        raise layout.CatalogNotFoundError(f"{storage.display(path)}: no hats.properties")
-    props = layout.read_properties(props_file)
+def _open_single(path: Path, props: dict | None = None) -> Catalog:
+    if storage.is_remote(path):  # one request per file that is there, not a HEAD first
+        props = props or layout._properties_of(path)
+        if not props:
+            raise layout.CatalogNotFoundError(f"{storage.display(path)}: no hats.properties")
+    else:
+        props_file = path / layout.PROPERTIES_FILE
+        if not props_file.exists():
+            props_file = path / "properties"
+        if not props_file.exists():
+            raise layout.CatalogNotFoundError(f"{path}: no hats.properties")
+        props = layout.read_properties(props_file)
     _check_kind(path, props)
     parts = layout.read_partition_info(path)
     parts = parts.assign(rows=checked_partition_rows(path, parts, props))
     start, _ = pixel_range29(parts.Norder.to_numpy(), parts.Npix.to_numpy())
     parts = parts.iloc[np.argsort(start, kind="stable")].reset_index(drop=True)
     common = path / layout.DATASET_DIR / "_common_metadata"
-    if storage.exists(common):
-        with storage.parquet_source(common) as source:
-            schema = pq.read_schema(source)
-    elif len(parts):
+    schema = None
+    if storage.is_remote(common) or common.exists():
+        try:
+            with storage.parquet_source(common) as source:
+                schema = pq.read_schema(source)
+        except FileNotFoundError:  # remotely asked by reading it, not by a HEAD first
+            schema = None
+    if schema is None:
+        if not len(parts):
+            raise layout.CatalogNotFoundError(f"{storage.display(path)}: no dataset/_common_metadata and no partitions")
         schema = layout.read_partition_schema(layout.partition_path(path, int(parts.Norder[0]), int(parts.Npix[0])))
-    else:
-        raise layout.CatalogNotFoundError(f"{storage.display(path)}: no dataset/_common_metadata and no partitions")
     schema = pa.schema([f for f in schema if f.name not in ("Norder", "Dir", "Npix")], metadata=schema.metadata)
     if layout.spatial_index_of(path) is not None and SPATIAL_INDEX_COLUMN not in schema.names:
         # indexed by another HEALPix column: _healpix_29 is computed on read (read_partition)

@@ -48,10 +48,12 @@ class MetadataFacts:
 def read_metadata_facts(catalog_dir: Path) -> MetadataFacts | None:
     """Rows and data end per partition from ``dataset/_metadata`` (None when there is none)."""
     meta_path = catalog_dir / layout.DATASET_DIR / "_metadata"
-    if not storage.exists(meta_path):
+    if not storage.is_remote(meta_path) and not meta_path.exists():
         return None
     try:
         md = layout.read_parquet_metadata(meta_path)
+    except FileNotFoundError:  # remotely asked by reading it, not by a HEAD first
+        return None
     except storage.RemoteStorageError:
         raise
     except (OSError, pa.ArrowException) as exc:
@@ -153,12 +155,18 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
 
     Cost: one read of ``_metadata`` (already small), a directory listing per ``Dir=`` folder and
     one ``stat`` per partition; no partition file is opened. Without ``_metadata``, each file's
-    footer is read instead."""
+    footer is read instead.
+
+    A remote catalog (``https://``, ``s3://``) is not listed (a web server cannot, and a listing
+    of a large bucket costs more than the match it serves): at open its metadata must agree with
+    each other and with ``hats_nrows``; a missing, truncated or corrupt file is found when it is
+    read (its footer's rows against the metadata, every page's checksum)."""
     catalog_dir = storage.as_path(catalog_dir)
     listed = list(zip(parts.Norder.tolist(), parts.Npix.tolist()))
     listed_set = set(listed)
     info_file = catalog_dir / layout.PARTITION_INFO_FILE
-    info_name = layout.PARTITION_INFO_FILE if storage.exists(info_file) else "dataset/_metadata"
+    # (remotely the file is taken to exist: only messages name it, and a HEAD per open is saved)
+    info_name = layout.PARTITION_INFO_FILE if storage.is_remote(info_file) or info_file.exists() else "dataset/_metadata"
     if len(listed_set) != len(listed):
         raise CatalogIntegrityError(f"{catalog_dir / info_name}: lists a partition more than once")
     facts = read_metadata_facts(catalog_dir)
@@ -167,7 +175,7 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
         only_info = listed_set - facts.rows.keys()
         only_meta = facts.rows.keys() - listed_set
         if only_info or only_meta:
-            disk = files_on_disk(catalog_dir) if storage.can_list(catalog_dir) else {}
+            disk = {} if storage.is_remote(catalog_dir) else files_on_disk(catalog_dir)
             what = []
             if only_meta:
                 where = "present" if only_meta <= disk.keys() else "some missing"
@@ -180,17 +188,9 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
             meta_file = catalog_dir / layout.DATASET_DIR / "_metadata"
             odd_one = meta_file if only_info and not only_meta and only_info <= disk.keys() else info_file
             raise CatalogIntegrityError(f"{odd_one}: the catalog's metadata disagree: {'; '.join(what)}; {repair}")
-    if not storage.can_list(catalog_dir):
-        # a web server lists nothing: the metadata agree with each other (above) and with
-        # hats_nrows (below); each file's row count and checksums are checked as it is read
-        return _remote_rows_unlisted(catalog_dir, listed, facts, properties, repair)
-    sizes: dict[tuple[int, int], int | None] = {}
     if storage.is_remote(catalog_dir):
-        listing = remote_files(catalog_dir)
-        disk = {key: path for key, (path, _) in listing.items()}
-        sizes = {key: size for key, (_, size) in listing.items()}
-    else:
-        disk = files_on_disk(catalog_dir)
+        return _remote_rows_unlisted(catalog_dir, listed, facts, properties, repair)
+    disk = files_on_disk(catalog_dir)
     missing = listed_set - disk.keys()
     if missing:
         raise CatalogIntegrityError(f"{_names(missing, catalog_dir, 1)}: partition file missing ({len(missing)} of "
@@ -203,20 +203,15 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
         rows = np.array([facts.rows[k] for k in listed], dtype=np.int64)
         for key in listed:
             path = disk[key]
-            if storage.is_remote(path):
-                size = sizes.get(key)
-                if size is None:  # a folder partition
-                    continue
-            elif path.is_dir():  # a partition stored as a folder of files: its files' ends are not checked here
+            if path.is_dir():  # a partition stored as a folder of files: its files' ends are not checked here
                 continue
-            else:
-                size = path.stat().st_size
+            size = path.stat().st_size
             if size < facts.data_end[key] + _TAIL_BYTES:
                 raise CatalogIntegrityError(f"{path}: partition file truncated: {size} bytes, but dataset/_metadata says its "
                                             f"data ends at byte {facts.data_end[key]}")
     else:
-        rows = np.array([layout.partition_num_rows(disk[k]) if layout.is_partition_folder(disk[k]) else footer_rows(disk[k])
-                         for k in listed], dtype=np.int64)
+        rows = np.array([layout.partition_num_rows(disk[k]) if disk[k].is_dir() else footer_rows(disk[k]) for k in listed],
+                        dtype=np.int64)
     _check_nrows(catalog_dir, properties, rows, facts, repair)
     return rows
 

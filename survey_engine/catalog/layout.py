@@ -44,11 +44,11 @@ def partition_path(catalog_dir: str | Path, order: int, pix: int) -> Path:
     return storage.as_path(catalog_dir) / DATASET_DIR / partition_relpath(order, pix, npix_suffix(catalog_dir))
 
 
-def read_properties(path: str | Path) -> dict[str, str]:
-    """Parse a Java-style key=value properties file (comments start with #)."""
+def read_properties(path: str | Path, text: str | None = None) -> dict[str, str]:
+    """Parse a Java-style key=value properties file (comments start with #); ``text`` if already read."""
     props: dict[str, str] = {}
     try:
-        text = storage.read_text(storage.as_path(path))
+        text = storage.read_text(storage.as_path(path)) if text is None else text
     except UnicodeDecodeError as exc:
         raise CatalogVariantError(f"{path}: not a properties file (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
     for line in text.splitlines():
@@ -95,8 +95,9 @@ def read_partition_info(catalog_dir: str | Path) -> pd.DataFrame:
 
     catalog_dir = storage.as_path(catalog_dir)
     info = catalog_dir / PARTITION_INFO_FILE
-    if storage.exists(info):
-        df = pd.read_csv(io.StringIO(storage.read_text(info)))
+    text = storage.read_text_or_none(info) if storage.is_remote(info) else (info.read_text() if info.exists() else None)
+    if text is not None:
+        df = pd.read_csv(io.StringIO(text))
         return df[["Norder", "Npix"]].astype(np.int64)
     meta = catalog_dir / DATASET_DIR / "_metadata"
     if not storage.exists(meta):
@@ -125,7 +126,8 @@ def columns_with_nulls(catalog_dir: str | Path, schema: pa.Schema, partition_fil
         return ()
     meta_file = storage.as_path(catalog_dir) / DATASET_DIR / "_metadata"
     try:
-        footers = [read_parquet_metadata(meta_file)] if storage.exists(meta_file) else [read_parquet_metadata(f) for f in partition_files]
+        known = str(meta_file) in _REMOTE_METADATA or storage.exists(meta_file)
+        footers = [read_parquet_metadata(meta_file)] if known else [read_parquet_metadata(f) for f in partition_files]
     except (OSError, pa.ArrowException):
         return tuple(candidates)
     found: set[str] = set()
@@ -299,7 +301,11 @@ def _properties_key(catalog_dir: str | Path) -> tuple[str, int] | None:
 def _properties_of(catalog_dir: str | Path) -> dict[str, str]:
     for name in (PROPERTIES_FILE, "properties"):
         path = storage.as_path(catalog_dir) / name
-        if storage.exists(path):
+        if storage.is_remote(path):
+            text = storage.read_text_or_none(path)
+            if text is not None:
+                return read_properties(path, text)
+        elif path.exists():
             return read_properties(path)
     return {}
 

@@ -199,3 +199,12 @@ def pyarrow_args(path) -> tuple[str, Any]:
     if not is_remote(path):
         return str(path), None
     return path.path, path.fs
+
+
+def read_text_or_none(path) -> str | None:
+    """A small text file's content, or None where there is none: one request for a remote file
+    (not a HEAD and then a GET)."""
+    try:
+        return read_text(path)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
