@@ -358,7 +358,8 @@ def read_partition(path: str | Path, read_columns=None, keep_columns=None, trans
     if spatial is not None:
         table = _with_healpix29(path, read_columns, *spatial)
     elif layout.is_partition_folder(path):  # a partition stored as a folder of files (Npix=N/)
-        table = pq.read_table(*storage.pyarrow_args(storage.as_path(path)), columns=read_columns)
+        source, filesystem = storage.pyarrow_args(storage.as_path(path))
+        table = pq.read_table(source, filesystem=filesystem, columns=read_columns)
         if expected_rows is not None and table.num_rows != expected_rows:
             raise CatalogIntegrityError(f"{path}: partition holds {table.num_rows} rows, but the catalog's metadata says {expected_rows}")
     else:
@@ -387,7 +388,8 @@ def _with_healpix29(path, read_columns, column: str, order: int, ra: str, dec: s
     from survey_engine.catalog.healpix import radec_to_healpix
 
     cols = None if read_columns is None else [c for c in dict.fromkeys([*read_columns, ra, dec]) if c != SPATIAL_INDEX_COLUMN]
-    table = pq.read_table(*storage.pyarrow_args(storage.as_path(path)), columns=cols)
+    source, filesystem = storage.pyarrow_args(storage.as_path(path))
+    table = pq.read_table(source, filesystem=filesystem, columns=cols)
     hp29 = radec_to_healpix(table.column(ra).to_numpy(zero_copy_only=False), table.column(dec).to_numpy(zero_copy_only=False))
     table = table.add_column(0, SPATIAL_INDEX_COLUMN, pa.array(hp29, pa.int64()))
     return table.take(pa.array(np.argsort(hp29, kind="stable")))
@@ -498,7 +500,10 @@ def _open_single(path: Path, props: dict | None = None) -> Catalog:
     parts = parts.iloc[np.argsort(start, kind="stable")].reset_index(drop=True)
     common = path / layout.DATASET_DIR / "_common_metadata"
     schema = None
-    if storage.is_remote(common) or common.exists():
+    if storage.is_remote(common) and str(path / layout.DATASET_DIR / "_metadata") in layout._REMOTE_METADATA:
+        # the _metadata read at open holds the same schema as _common_metadata: no request more
+        schema = layout._REMOTE_METADATA[str(path / layout.DATASET_DIR / "_metadata")].schema.to_arrow_schema()
+    elif storage.is_remote(common) or common.exists():
         try:
             with storage.parquet_source(common) as source:
                 schema = pq.read_schema(source)

@@ -10,6 +10,7 @@ write exactly this, so catalogs move freely between them and survey_engine.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import re
 from pathlib import Path
@@ -41,7 +42,15 @@ def partition_relpath(order: int, pix: int, suffix: str = ".parquet") -> str:
 
 def partition_path(catalog_dir: str | Path, order: int, pix: int) -> Path:
     """A partition's file (or folder, for ``hats_npix_suffix=/``) in the catalog at ``catalog_dir``."""
-    return storage.as_path(catalog_dir) / DATASET_DIR / partition_relpath(order, pix, npix_suffix(catalog_dir))
+    if storage.is_remote(catalog_dir):
+        return _remote_partition_path(storage.as_path(catalog_dir), int(order), int(pix))
+    return Path(catalog_dir) / DATASET_DIR / partition_relpath(order, pix, npix_suffix(catalog_dir))
+
+
+@functools.lru_cache(maxsize=100_000)
+def _remote_partition_path(catalog_dir, order: int, pix: int):
+    # a UPath costs about half a millisecond to make: one join per partition, and each made once
+    return catalog_dir.joinpath(f"{DATASET_DIR}/{partition_relpath(order, pix, npix_suffix(catalog_dir))}")
 
 
 def read_properties(path: str | Path, text: str | None = None) -> dict[str, str]:
@@ -298,13 +307,22 @@ def _properties_key(catalog_dir: str | Path) -> tuple[str, int] | None:
     return None
 
 
+# what a remote catalog's properties say, read once per process (remote catalogs are read as unchanging)
+_REMOTE_PROPERTIES: dict[str, dict[str, str]] = {}
+
+
 def _properties_of(catalog_dir: str | Path) -> dict[str, str]:
+    if storage.is_remote(catalog_dir) and str(catalog_dir) in _REMOTE_PROPERTIES:
+        return _REMOTE_PROPERTIES[str(catalog_dir)]
     for name in (PROPERTIES_FILE, "properties"):
         path = storage.as_path(catalog_dir) / name
         if storage.is_remote(path):
             text = storage.read_text_or_none(path)
             if text is not None:
-                return read_properties(path, text)
+                if len(_REMOTE_PROPERTIES) > 256:
+                    _REMOTE_PROPERTIES.clear()
+                _REMOTE_PROPERTIES[str(catalog_dir)] = props = read_properties(path, text)
+                return props
         elif path.exists():
             return read_properties(path)
     return {}
@@ -396,13 +414,17 @@ _REMOTE_METADATA: dict[str, pq.FileMetaData] = {}
 def read_parquet_metadata(path) -> pq.FileMetaData:
     """A Parquet file's footer (local or remote: only the footer's bytes are fetched). A remote
     ``_metadata`` is kept for the process, as remote catalogs are read as unchanging: opening the
-    catalog and finding its nullable columns read it once."""
+    catalog and finding its nullable columns read it once; it is all footer, so it is fetched whole
+    in one request (no HEAD for its size, no second read)."""
     path = storage.as_path(path)
     key = str(path) if storage.is_remote(path) and path.name == "_metadata" else None
     if key is not None and key in _REMOTE_METADATA:
         return _REMOTE_METADATA[key]
-    with storage.parquet_source(path) as source:
-        md = pq.read_metadata(source)
+    if key is not None:
+        md = pq.read_metadata(pa.BufferReader(storage.read_bytes(path)))
+    else:
+        with storage.parquet_source(path) as source:
+            md = pq.read_metadata(source)
     if key is not None:
         if len(_REMOTE_METADATA) > 32:
             _REMOTE_METADATA.clear()

@@ -146,6 +146,11 @@ def _secret_values(options: dict) -> list[str]:
     return out
 
 
+def read_bytes(path) -> bytes:
+    """A remote file's whole content in one request; errors as ``read_text``'s."""
+    return _call(path, lambda: path.fs.cat_file(path.path))
+
+
 def read_text(path) -> str:
     """A small text file's content (local or remote), remote errors as ``RemoteStorageError``."""
     if not is_remote(path):
