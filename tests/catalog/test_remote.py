@@ -205,3 +205,48 @@ def test_missing_catalogs_and_wrong_credentials_are_errors_naming_the_location(p
             remote.compute()
     finally:
         hidden.rename(on_disk)
+
+
+def test_hats_variants_read_remotely(mock_catalog, s3_server, http_server, tmp_path, client):
+    """Another spatial index column (healpix13) over HTTP, and partitions stored as Npix=N/
+    folders of several files on S3 (an object store lists them), read as the local copies."""
+    import pyarrow.parquet as pq
+    import s3fs
+
+    from tests.catalog.test_variants import _rewrite_metadata, _set_properties, pc_shift
+
+    name = f"variant-{uuid.uuid4().hex[:8]}"
+    hp13 = tmp_path / "hp13"
+    shutil.copytree(mock_catalog / "sky", hp13)
+    for f in (hp13 / "dataset").rglob("Npix=*.parquet"):
+        table = pq.read_table(f)
+        pq.write_table(table.drop_columns(["_healpix_29"]).append_column("healpix13", pc_shift(table.column("_healpix_29"))), f)
+    _rewrite_metadata(hp13)
+    _set_properties(hp13, hats_col_healpix="healpix13", hats_col_healpix_order=13)
+    folders = tmp_path / "folders"
+    shutil.copytree(mock_catalog / "sky", folders)
+    for f in list((folders / "dataset").rglob("Npix=*.parquet")):
+        table = pq.read_table(f)
+        f.unlink()
+        f.with_suffix("").mkdir()
+        pq.write_table(table.slice(0, table.num_rows // 2), f.with_suffix("") / "part0.parquet")
+        pq.write_table(table.slice(table.num_rows // 2), f.with_suffix("") / "part1.parquet")
+    _rewrite_metadata(folders)
+    _set_properties(folders, hats_npix_suffix="/")
+
+    shutil.copytree(hp13, http_server.root / name)
+    fs = s3fs.S3FileSystem(**s3_server)
+    if not fs.exists(BUCKET):
+        fs.mkdir(BUCKET)
+    fs.put(str(folders), f"{BUCKET}/{name}", recursive=True)
+    try:
+        for local, remote in ((hp13, open_catalog(f"{http_server.url}/{name}")),
+                              (folders, open_catalog(f"s3://{BUCKET}/{name}", storage_options=s3_server))):
+            want = open_catalog(local).compute()
+            assert len(want) == 60_000
+            pd.testing.assert_frame_equal(remote.compute(), want)
+            cone = remote.cone_search(200.0, 30.0, 8 * 3600).compute()
+            pd.testing.assert_frame_equal(cone, open_catalog(local).cone_search(200.0, 30.0, 8 * 3600).compute())
+    finally:
+        shutil.rmtree(http_server.root / name, ignore_errors=True)
+        fs.rm(f"{BUCKET}/{name}", recursive=True)
