@@ -83,11 +83,7 @@ def as_path(location: str | os.PathLike | Any, storage_options: dict | None = No
         return location
     protocol = protocol_of(location)
     options = {**env_storage_options(protocol), **(getattr(location, "storage_options", None) or {}), **(storage_options or {})}
-    text = str(location)
-    if protocol in _HTTP:
-        # fsspec's HTTP file system asks the server for sizes (HEAD); it must not try a listing
-        options.setdefault("simple_links", True)
-    return UPath(text, **options)
+    return UPath(str(location), **options)
 
 
 def display(location: object) -> str:
@@ -171,11 +167,6 @@ def exists(path) -> bool:
     except FileNotFoundError:
         return False
     return True
-
-
-def can_list(path) -> bool:
-    """Whether the storage lists folders (object stores do; a plain web server does not)."""
-    return not is_remote(path) or protocol_of(path) not in _HTTP
 
 
 def list_files(folder) -> dict[str, int]:
