@@ -36,6 +36,8 @@ def provision(url: str, out: str) -> None:
     except iam.exceptions.EntityAlreadyExistsException:
         pass
     iam.put_user_policy(UserName="survey-engine-test", PolicyName="s3-all", PolicyDocument=json.dumps(POLICY))
+    for old in iam.list_access_keys(UserName="survey-engine-test")["AccessKeyMetadata"]:  # a re-provisioning: at most 2 keys
+        iam.delete_access_key(UserName="survey-engine-test", AccessKeyId=old["AccessKeyId"])
     key = iam.create_access_key(UserName="survey-engine-test")["AccessKey"]
     creds = {"endpoint_url": url, "key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
     fd = os.open(out + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
