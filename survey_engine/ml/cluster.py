@@ -149,19 +149,20 @@ def merge_tiles(local: pd.DataFrame) -> pd.DataFrame:
 
 def cluster_catalog(catalog_path: str, features: list[str], method: str, out: str, *, id_column: str | None = None,
                     params: dict | None = None, client=None, progress: bool = True, seed: int = 42, where: str | None = None,
-                    build_margin: bool = False, check_margin: bool = False) -> dict:
+                    build_margin: bool = False, check_margin: bool = False, storage_options: dict | None = None) -> dict:
     """Cluster a catalog; write it with ``cluster_id`` to ``out`` (a new collection) plus a summary.
     ``where`` selects the rows that take part. ``check_margin`` (the CLI's default) stops where the
     margin is narrower than the clusters' reach; ``build_margin`` builds one as wide instead. Off by
     default here: in the mock sky, diffuse kinematic groups of QSOs and field stars reach degrees,
-    and a job stage has no ``where`` yet to leave them out."""
+    and a job stage has no ``where`` yet to leave them out. ``catalog_path`` may be remote
+    (``https://``, ``s3://``; ``storage_options`` as in ``open_catalog``)."""
     from survey_engine.catalog.catalog import open_catalog
     from survey_engine.runtime import dask_client
 
     if method not in METHODS:
         raise ClusterError(f"--method must be one of {METHODS}, got {method!r}")
     params = dict(params or {})
-    cat = open_catalog(catalog_path)
+    cat = open_catalog(catalog_path, storage_options=storage_options)
     spec = FeatureSpec(features, ra_column=cat.ra_column, dec_column=cat.dec_column)
     try:
         spec.plan(cat.column_names())
@@ -249,9 +250,9 @@ def _tiles(cat, spec, feats, centre, scale, method, params, id_column, client, w
 
     margin_files = cat.margin.files_by_pixel()
     tasks = []
-    for tile, (o, p, f) in enumerate(zip(cat.partitions.Norder, cat.partitions.Npix, cat.partition_files())):
-        mfile = margin_files.get((int(o), int(p)))
-        tasks.append(dask.delayed(_tile_task)(str(f), mfile, spec, feats, centre, scale, method, params, id_column, tile, cat.transforms,
+    for tile, (pixel, f) in enumerate(cat.files_by_pixel().items()):
+        mfile = margin_files.get(pixel)
+        tasks.append(dask.delayed(_tile_task)(f, mfile, spec, feats, centre, scale, method, params, id_column, tile, cat.transforms,
                                               where, cat.ra_column, cat.dec_column))
     local = pd.concat(dask.compute(*tasks), ignore_index=True)
     assignments = merge_tiles(local)
