@@ -173,7 +173,8 @@ def _stage_function(kind: str, name: str):
         annotation = stage.arguments.__annotations__.get(face.field, inspect.Parameter.empty)
         params.append(inspect.Parameter(face.name, kind_, default=default, annotation=annotation))
     extra = runtime_names(stage)
-    params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None if n == "workers" else False) for n in extra]
+    params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=False if n == "no_progress" else None)
+               for n in extra]
     params.append(inspect.Parameter("client", inspect.Parameter.KEYWORD_ONLY, default=None))
     signature = inspect.Signature(params)
 
@@ -185,6 +186,7 @@ def _stage_function(kind: str, name: str):
         bound.apply_defaults()
         values = dict(bound.arguments)
         client, workers, no_progress = values.pop("client"), values.pop("workers", None), values.pop("no_progress", False)
+        storage_options = values.pop("storage_options", None)
         for face in declared:
             value = values[face.name]
             if face.param.nargs and isinstance(value, str | Path):
@@ -193,15 +195,18 @@ def _stage_function(kind: str, name: str):
                 value = [str(v) if isinstance(v, Path) else v for v in value]
             values[face.name] = str(value) if isinstance(value, Path) else value
             _check(face, values[face.name])
-        try:
-            stage_args = build(stage.arguments, values)
-        except UsageError as exc:
-            raise ApiError(str(exc)) from None
-        if stage.cluster:
-            with dask_client(client, n_workers=workers) as live:
-                result = stage.run(stage_args, client=live, progress=not no_progress)
-        else:
-            result = stage.run(stage_args, client=client, progress=not no_progress)
+        from survey_engine.catalog.storage import storage_options_given
+
+        with storage_options_given(storage_options):
+            try:
+                stage_args = build(stage.arguments, values)
+            except UsageError as exc:
+                raise ApiError(str(exc)) from None
+            if stage.cluster:
+                with dask_client(client, n_workers=workers) as live:
+                    result = stage.run(stage_args, client=live, progress=not no_progress)
+            else:
+                result = stage.run(stage_args, client=client, progress=not no_progress)
         details = {**values, "summary": result.line, **result.info, **_fields(result.data)}
         return _result(kind, result, details)
 
@@ -222,13 +227,17 @@ def _fields(data) -> dict:
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def _is_hats(path: Path) -> bool:
-    return (path / "collection.properties").exists() or (path / "hats.properties").exists()
+def _is_hats(path) -> bool:
+    from survey_engine.catalog import storage
+
+    return storage.exists(path / "collection.properties") or storage.exists(path / "hats.properties")
 
 
-def _catalog_result(cls, path: str | Path, details: dict):
-    """Counts of a written output from its metadata (no data read)."""
-    path = Path(path)
+def _catalog_result(cls, path, details: dict):
+    """Counts of a written output from its metadata (no data read); local or remote (``s3://``)."""
+    from survey_engine.catalog import storage
+
+    path = storage.as_path(path)
     if _is_hats(path):
         from survey_engine.catalog.catalog import open_catalog
 

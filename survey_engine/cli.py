@@ -59,7 +59,7 @@ def _add(parser: argparse.ArgumentParser, face: Face) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from survey_engine.commands import commands
-    from survey_engine.registry import NO_PROGRESS, WORKERS
+    from survey_engine.registry import NO_PROGRESS, STORAGE_OPTIONS, WORKERS
 
     parser = argparse.ArgumentParser(prog="survey-engine", description="Distributed batch engine for astronomical survey catalogs.")
     parser.add_argument("--version", action="version", version=f"survey_engine {__version__}")
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(*stage.workers_flags, dest="workers", type=positive_int, default=None, help=WORKERS + extra)
         if stage.progress:
             p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
+        if stage.storage:
+            p.add_argument("--storage-options", default=None, metavar="JSON", help=STORAGE_OPTIONS)
         # --verbose also after the command (survey-engine train ... --verbose)
         p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE)
     return parser
@@ -140,13 +142,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     import contextlib
 
     from survey_engine.arguments import build
+    from survey_engine.catalog.storage import is_remote, storage_options_given
     from survey_engine.commands import commands
 
     stage = commands()[args.command]
-    stage_args = build(stage.arguments, command_values(stage.arguments, args))
     progress = not getattr(args, "no_progress", False)
     with contextlib.ExitStack() as stack:
-        if stage.lock:  # the lock first: a second writer to the same --out stops before starting a cluster
+        stack.enter_context(storage_options_given(getattr(args, "storage_options", None)))
+        stage_args = build(stage.arguments, command_values(stage.arguments, args))
+        # the lock first: a second writer to the same --out stops before starting a cluster (a remote
+        # output has no local lock file: its upload is made safe for readers by remote_write)
+        if stage.lock and not is_remote(stage_args.out):
             from survey_engine.catalog.lock import output_lock
             from survey_engine.redact import redact_text
 

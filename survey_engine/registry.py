@@ -33,6 +33,7 @@ class Stage:
     progress: bool = True  # takes ``--no-progress``
     lock: bool = False  # the CLI holds OUT.lock before it starts a cluster (one writer per output)
     workers_flags: tuple[str, ...] = ("--workers",)
+    storage: bool = True  # takes ``--storage-options`` (https:// and s3:// locations)
     source: str | None = None  # also a job spec source of this name
 
 
@@ -109,7 +110,7 @@ def stages() -> dict[str, Stage]:
         Stage("margin", "add a margin catalog to an existing catalog or collection", MarginArguments, run_margin,
               "catalog"),
         Stage("mock", "write a deterministic mock sky (Parquet files) of any size", MockArguments, run_mock,
-              source="mock"),
+              source="mock", storage=False),
         Stage("crossmatch", "cross-match two catalogs (exact at every partition edge)", CrossmatchArguments,
               run_crossmatch, "catalog"),
         Stage("features", "compute features (colours, dered(), snr(), ...) as columns of a new catalog",
@@ -126,7 +127,7 @@ def stages() -> dict[str, Stage]:
         Stage("variability", "variability features of every object's light curve, per band", VariabilityArguments,
               run_variability, "catalog"),
         Stage("mock-lightcurves", "write deterministic mock objects and their detections (variable stars)",
-              MockLightcurvesArguments, run_mock_lightcurves, source="mock_lightcurves"),
+              MockLightcurvesArguments, run_mock_lightcurves, source="mock_lightcurves", storage=False),
         Stage("info", "describe a catalog or collection", InfoArguments, run_info, cluster=False, progress=False),
         Stage("verify", "check a whole catalog or collection (every file, the metadata, the margin); exit 0 when "
               "intact, 1 when damaged", VerifyArguments, run_verify),
@@ -139,6 +140,13 @@ def job_stages() -> dict[str, Stage]:
     return {k: s for k, s in stages().items() if s.produces}
 
 
+STORAGE_OPTIONS = ("fsspec storage options (a JSON object) for https:// and s3:// catalogs and outputs, e.g. "
+                   "'{\"anon\": true}' or '{\"endpoint_url\": \"http://127.0.0.1:9000\", \"key\": \"...\", \"secret\": \"...\"}'; "
+                   "over $SURVEY_ENGINE_STORAGE_OPTIONS")
+
+
 def runtime_names(stage: Stage) -> list[str]:
-    """The public names the doors add to a stage's own arguments: ``workers`` and ``no_progress``."""
-    return (["workers"] if stage.cluster else []) + (["no_progress"] if stage.progress else [])
+    """The public names the doors add to a stage's own arguments: ``workers``, ``no_progress`` and
+    ``storage_options``."""
+    return ((["workers"] if stage.cluster else []) + (["no_progress"] if stage.progress else [])
+            + (["storage_options"] if stage.storage else []))

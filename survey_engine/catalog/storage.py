@@ -16,6 +16,7 @@ only requests (HTTP range requests, S3 ranged GETs); no file is downloaded whole
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from contextlib import contextmanager
@@ -204,3 +205,29 @@ def read_text_or_none(path) -> str | None:
         return read_text(path)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
+
+
+@contextlib.contextmanager
+def storage_options_given(options: str | dict | None):
+    """Within the block, ``options`` (a JSON object as text, or a dict: ``--storage-options`` /
+    ``storage_options=``) are the storage options of every remote location, over the environment's;
+    Dask workers started in the block inherit them (and remote paths carry theirs when pickled)."""
+    if options is None or options == "" or options == {}:
+        yield
+        return
+    if isinstance(options, str):
+        try:
+            options = json.loads(options)
+        except json.JSONDecodeError as exc:
+            raise RemoteStorageError(f"--storage-options: not valid JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(options, dict):
+        raise RemoteStorageError(f"--storage-options: must be a JSON object such as {{\"anon\": true}}, got {type(options).__name__}")
+    before = os.environ.get(STORAGE_OPTIONS_ENV)
+    os.environ[STORAGE_OPTIONS_ENV] = json.dumps(options)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(STORAGE_OPTIONS_ENV, None)
+        else:
+            os.environ[STORAGE_OPTIONS_ENV] = before

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from survey_engine.catalog import build, layout
+from survey_engine.catalog import build, layout, storage
 from survey_engine.catalog.catalog import Catalog, read_partition
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
 from survey_engine.catalog.lock import output_lock
@@ -91,7 +91,7 @@ def _write_single(catalog: Catalog, out_dir: Path, name: str, product: str, clie
     # margin takes its main catalog's: its rows are some of the main's)
     nullable = catalog.nullable_columns if nullable is None else nullable
     calls = [
-        (str(f), catalog._read_columns(), catalog.columns, catalog.transforms, str(out_dir), int(o), int(p), catalog.ra_column,
+        (storage.portable(f), catalog._read_columns(), catalog.columns, catalog.transforms, str(out_dir), int(o), int(p), catalog.ra_column,
          catalog.dec_column, nullable, rows)
         for f, o, p, rows in zip(catalog.partition_files(), catalog.partitions.Norder, catalog.partitions.Npix, catalog._expected_rows())
     ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from survey_engine.catalog import storage
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, pixel_range29
 
 
@@ -61,7 +62,7 @@ def unmatched_rows(result, side: str, pairs: pd.DataFrame, meta: pd.DataFrame) -
     for o, p, f, rows in zip(catalog.partitions.Norder, catalog.partitions.Npix, catalog.partition_files(), catalog._expected_rows()):
         start, stop = pixel_range29(int(o), int(p))
         a, b = np.searchsorted(hp, int(start)), np.searchsorted(hp, int(stop))
-        tasks.append(dask.delayed(_unmatched_in_partition)(str(f), columns, ra, dec, epoch, (hp[a:b], pra[a:b], pdec[a:b]),
+        tasks.append(dask.delayed(_unmatched_in_partition)(storage.portable(f), columns, ra, dec, epoch, (hp[a:b], pra[a:b], pdec[a:b]),
                                                           suffix, side == "right", meta, nullable, rows))
     parts = [t for t in dask.compute(*tasks) if len(t)]
     return pd.concat(parts) if parts else meta.iloc[:0]

@@ -85,7 +85,9 @@ def run_job(spec: JobSpec, cluster: str | None = None, client=None, progress: bo
     into the same workdir stops at once with an error naming the first). The summary (also
     ``WORKDIR/run_summary.json``) gives each stage's seconds, peak memory and outputs; with ``report``,
     ``WORKDIR/report.html`` shows them."""
-    with output_lock(spec.workdir, f"run {spec.path}"):
+    from survey_engine.catalog.storage import storage_options_given
+
+    with output_lock(spec.workdir, f"run {spec.path}"), storage_options_given(spec.storage_options or None):
         return _run_job(spec, cluster, client, progress, echo, security_config, min_workers, report)
 
 

@@ -36,7 +36,8 @@ FILE_SOURCES = {
     "files": {"paths": (list, True, None), "ra": (str, False, None), "dec": (str, False, None), "id": (str, False, None)},
     "catalog": {"path": (str, True, None)},
 }
-TOP = {"name": str, "workdir": str, "source": dict, "sources": dict, "stages": list, "cluster": dict, "description": str}
+TOP = {"name": str, "workdir": str, "source": dict, "sources": dict, "stages": list, "cluster": dict, "description": str,
+       "storage_options": dict}  # storage_options: for https:// and s3:// locations, as --storage-options
 CLUSTER_KEYS = {"workers": int, "address": str, "kind": str, "config": str, "min_workers": int}
 _YAML_TYPES = {int: int, float: (int, float), str: str, bool: bool, NAME_LIST: list, NUMBER_OR_NAME: (int, float, str)}
 
@@ -124,6 +125,7 @@ class JobSpec:
     text: str = ""
     sources: dict = field(default_factory=dict)  # name -> (kind, params); relative paths resolved
     description: str = ""
+    storage_options: dict = field(default_factory=dict)  # for remote (https://, s3://) sources and outputs
 
 
 def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
@@ -169,7 +171,8 @@ def load_spec(path: str | Path, base: Path | None = None) -> JobSpec:
     base = base or Path.cwd()
     workdir = Path(data.get("workdir") or f"{name}-job")
     workdir = workdir if workdir.is_absolute() else base / workdir
-    return JobSpec(path, name, workdir, source_kind, source, stages, cluster, text, sources, data.get("description") or "")
+    return JobSpec(path, name, workdir, source_kind, source, stages, cluster, text, sources, data.get("description") or "",
+                   data.get("storage_options") or {})
 
 
 def _load_sources(path: Path, root, top: dict, data: dict, err: _Errors) -> dict[str, tuple[str, dict]]:
@@ -217,10 +220,15 @@ def _load_sources(path: Path, root, top: dict, data: dict, err: _Errors) -> dict
                     err.add(sv_node, f"{label}.files: {p} does not exist")
             params = {**params, "paths": [str(p if Path(p).is_absolute() or Path(p).exists() else path.parent / p) for p in params.get("paths", [])]}
         if kind == "catalog":
+            from survey_engine.catalog.storage import is_remote
+
             p = params.get("path", "")
-            if not (Path(p).exists() or (path.parent / p).exists()):
-                err.add(sv_node, f"{label}.catalog: {p} does not exist")
-            params = {**params, "path": str(p if Path(p).is_absolute() or Path(p).exists() else path.parent / p)}
+            if is_remote(p):  # https:// or s3://: opened (and checked) when the job runs
+                params = {**params, "path": p}
+            else:
+                if not (Path(p).exists() or (path.parent / p).exists()):
+                    err.add(sv_node, f"{label}.catalog: {p} does not exist")
+                params = {**params, "path": str(p if Path(p).is_absolute() or Path(p).exists() else path.parent / p)}
         sources[sname] = (kind, params)
     err.raise_if_any()
     return sources

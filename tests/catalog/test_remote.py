@@ -250,3 +250,24 @@ def test_hats_variants_read_remotely(mock_catalog, s3_server, http_server, tmp_p
     finally:
         shutil.rmtree(http_server.root / name, ignore_errors=True)
         fs.rm(f"{BUCKET}/{name}", recursive=True)
+
+
+def test_storage_options_flag_and_keyword(published, monkeypatch, tmp_path):
+    """--storage-options JSON on the command line, storage_options= in Python, and a job spec's
+    storage_options: section reach an s3:// catalog without the environment variable."""
+    import survey_engine as se
+
+    monkeypatch.delenv(storage.STORAGE_OPTIONS_ENV, raising=False)
+    env = {k: v for k, v in os.environ.items() if k != storage.STORAGE_OPTIONS_ENV} | {"PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "survey_engine.cli", "info", published.s3, "--storage-options",
+                           json.dumps(published.creds)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and "rows: 60,000" in proc.stdout, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "survey_engine.cli", "info", published.s3, "--storage-options", "{not json"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and "--storage-options: not valid JSON" in proc.stderr
+    job = tmp_path / "remote.yaml"
+    job.write_text(f"name: remote\nsource:\n  catalog: {published.s3}\nstorage_options: {json.dumps(published.creds)}\n"
+                   "stages:\n  - id: near\n    cluster: {catalog: source, features: [pmra, pmdec], method: kmeans, n_clusters: 3}\n")
+    done = se.run_job(job, workdir=tmp_path / "work", no_progress=True)
+    assert done.status == "ok" and done.open("near").row_count() == 60_000
+    assert storage.STORAGE_OPTIONS_ENV not in os.environ  # restored after the call
