@@ -11,6 +11,8 @@ imported on first use so that ``import survey_engine`` stays light.
 
 __version__ = "0.1.0"
 
+from pathlib import Path  # noqa: E402
+
 from survey_engine.catalog.catalog import Catalog, open_catalog  # noqa: E402
 
 
@@ -21,8 +23,19 @@ def _catalog_crossmatch(self: Catalog, other: Catalog, radius_arcsec: float, **k
     return crossmatch(self, other, radius_arcsec, **kwargs)
 
 
-# ``catalog/`` is the floor and imports nothing above it: the method is attached here, from above
+def _catalog_write(self: Catalog, out, name: str | None = None, client=None, progress: bool = False):
+    """Write this (derived) catalog, and its margin if any, as a new HATS collection at ``out``
+    (a folder, or an ``s3://`` location)."""
+    from survey_engine.catalog import storage
+    from survey_engine.catalog.writer import write_catalog
+
+    return write_catalog(self, out if storage.is_remote(out) else Path(out), name=name, client=client, progress=progress)
+
+
+# the lazy Catalog (catalog/catalog.py) reads; what writes or matches it is attached here, from
+# above, so that neither the writer nor the cross-match is imported by the module they work on
 Catalog.crossmatch = _catalog_crossmatch
+Catalog.write = _catalog_write
 
 
 def verify_catalog(path, repair: bool = False, client=None, progress: bool = False):

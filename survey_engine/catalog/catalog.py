@@ -300,11 +300,8 @@ class Catalog:
         _attach_field_metadata(table, self.schema)
         return table
 
-    def write(self, out: str | Path, name: str | None = None, client=None, progress: bool = False) -> Path:
-        """Write this (derived) catalog, and its margin if any, as a new HATS collection at ``out``."""
-        from survey_engine.catalog.writer import write_catalog
-
-        return write_catalog(self, out if storage.is_remote(out) else Path(out), name=name, client=client, progress=progress)
+    # ``crossmatch`` and ``write`` are attached by survey_engine/__init__.py (the modules that match
+    # and write catalogs import this one, so it does not import them)
 
 
 def nested_types_mapper(arrow_type: pa.DataType):

@@ -15,11 +15,11 @@ from survey_engine.arguments import (
     param,
     positive_int,
 )
+from survey_engine.crossmatch.algorithms import ALGORITHMS
+from survey_engine.crossmatch.tasks import HOWS, JOINS
 from survey_engine.errors import UsageError
 
-HOWS = ("nearest", "knn", "all", "one-to-one")
-JOINS = ("inner", "left", "outer")
-ALGORITHMS = ("zones", "kdtree", "grid", "gpu")  # crossmatch.algorithms.ALGORITHMS
+ALGORITHM_NAMES = tuple(ALGORITHMS)
 
 
 def _pair(what: str, flag: str):
@@ -56,7 +56,7 @@ class CrossmatchArguments:
                                type=bool)
     algorithm: str = param("zones", "matching kernel: zones (compiled declination-zone sweep, default), kdtree (scipy "
                            "cKDTree), grid (sorted-grid kernel, NumPy), gpu (the grid kernel on CuPy); all give the "
-                           "same pairs", choices=ALGORITHMS)
+                           "same pairs", choices=ALGORITHM_NAMES)
     gpu: bool = param(False, "same as --algorithm gpu; falls back to the CPU grid kernel with a message where no GPU "
                       "exists", type=bool)
     epoch: float | None = param(None, "compare positions at this epoch (Julian year, e.g. 2016.0)", type=float)

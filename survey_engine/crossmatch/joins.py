@@ -23,7 +23,7 @@ def row_keys(hp: np.ndarray, ra: np.ndarray, dec: np.ndarray) -> pd.MultiIndex:
 
 def _unmatched_in_partition(file: str, columns, ra: str, dec: str, epoch, paired: tuple, suffix: str,
                             is_right: bool, meta: pd.DataFrame, nullable=(), rows: int | None = None) -> pd.DataFrame:
-    from survey_engine.crossmatch.match import read_side  # the same columns a match task reads
+    from survey_engine.crossmatch.tasks import read_side  # the same columns a match task reads
 
     frame = read_side([file], columns, ra, dec, epoch, nullable, {file: rows})
     if len(frame) == 0:

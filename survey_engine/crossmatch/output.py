@@ -14,7 +14,7 @@ from survey_engine.catalog.writer import (
     write_frame_partition,
 )
 from survey_engine.crossmatch.algorithms import get_algorithm
-from survey_engine.crossmatch.match import match_task
+from survey_engine.crossmatch.tasks import match_task
 from survey_engine.runtime import dask_client, run_tasks
 
 

@@ -83,8 +83,10 @@ def test_a_small_target_list_reads_only_the_right_partitions_it_touches(edge_pai
     assert len(targets) >= 100 and len(target_list.partitions) == 1 and len(right.partitions) > 20
 
     read: list[str] = []
-    original = xm._read
-    monkeypatch.setattr(xm, "_read", lambda files, *args: (read.extend(map(str, files)), original(files, *args))[1])
+    import survey_engine.crossmatch.tasks as tasks  # where a match task reads its rows
+
+    original = tasks.read_side
+    monkeypatch.setattr(tasks, "read_side", lambda files, *args: (read.extend(map(str, files)), original(files, *args))[1])
     result = crossmatch(target_list, right, 10.0)
     local = pd.concat([xm.match_task(*call) for call in result.task_calls()])  # in this process, to see its reads
 

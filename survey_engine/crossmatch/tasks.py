@@ -1,0 +1,203 @@
+"""The work of one cross-match task: read a left partition and the right rows that can match it
+(its partition and margin), find the pairs with the chosen kernel, and assemble the matched rows.
+``match.py`` plans the tasks and gathers or writes their results; ``joins.py`` and ``output.py``
+use these pieces too, so they live below all three."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from survey_engine.catalog.catalog import read_partition
+from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
+from survey_engine.crossmatch.algorithms import (
+    DEFAULT_ALGORITHM,
+    check_algorithm,
+    get_algorithm,
+)
+from survey_engine.crossmatch.epochs import EpochSpec
+from survey_engine.crossmatch.plan import MatchTask
+from survey_engine.errors import UsageError, option
+
+HOWS = ("nearest", "knn", "all", "one-to-one")
+JOINS = ("inner", "left", "outer")
+
+
+@dataclass(frozen=True)
+class MatchParams:
+    radius_arcsec: float
+    how: str = "nearest"
+    k: int = 1
+    join: str = "inner"
+    min_radius_arcsec: float = 0.0
+    exclude_self: bool = False
+    suffixes: tuple[str, str] = ("_1", "_2")
+    algorithm: str = DEFAULT_ALGORITHM
+    left_columns: tuple[str, ...] | None = None
+    right_columns: tuple[str, ...] | None = None
+    target_epoch: float | None = None  # positions are compared at this epoch (Julian year)
+    left_epoch: EpochSpec | None = None  # how to move left rows there (None: already there)
+    right_epoch: EpochSpec | None = None
+    left_nullable: tuple[str, ...] = ()  # integer / boolean columns holding nulls: read as nullable dtypes
+    right_nullable: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not self.radius_arcsec > 0:
+            raise UsageError(f"{option('--radius', 'radius_arcsec')} must be positive, got {self.radius_arcsec}")
+        if self.how not in HOWS:
+            raise UsageError(f"{option('--how', 'how')} must be one of {HOWS}, got {self.how!r}")
+        if self.join not in JOINS:
+            raise UsageError(f"{option('--join', 'join')} must be one of {JOINS}, got {self.join!r}")
+        if self.k < 1:
+            raise UsageError(f"{option('--k', 'k')} must be at least 1, got {self.k}")
+        if not 0 <= self.min_radius_arcsec < self.radius_arcsec:
+            raise UsageError(f"{option('--min-radius', 'min_radius_arcsec')} must be within [0, --radius), got {self.min_radius_arcsec}")
+        if len(self.suffixes) != 2 or self.suffixes[0] == self.suffixes[1]:
+            raise UsageError(f"{option('--suffixes', 'suffixes')} must be two different strings, got {self.suffixes}")
+        check_algorithm(self.algorithm)
+        if (self.left_epoch or self.right_epoch) and self.target_epoch is None:
+            raise UsageError(f"give the common epoch, {option('--epoch', 'epoch')}, to propagate positions to")
+
+
+def read_side(files, columns, ra: str, dec: str, epoch: EpochSpec | None = None, nullable=(), rows: dict | None = None
+          ) -> pd.DataFrame:
+    # _healpix_29 is always read: it routes rows to partitions and breaks ties
+    extra = epoch.columns() if epoch else []
+    cols = None if columns is None else list(dict.fromkeys([SPATIAL_INDEX_COLUMN, *columns, ra, dec, *extra]))
+    rows = rows or {}
+    frames = [read_partition(f, cols, nullable=nullable, expected_rows=rows.get(f)) for f in files]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames) if frames else (read_partition(files[0], cols, nullable=nullable).iloc[:0] if files else pd.DataFrame())
+
+
+def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchParams):
+    """Pairs (left idx, right idx, sep) after radius, min radius, self and k rules."""
+    if len(left) == 0 or len(right) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    lpos = _positions(left, lcoords, p.left_epoch, p.target_epoch)
+    rpos = _positions(right, rcoords, p.right_epoch, p.target_epoch)
+    algo = get_algorithm(p.algorithm)
+    k = 1 if p.how == "nearest" else p.k
+    ties = 0
+    if p.how in ("all", "one-to-one") or p.min_radius_arcsec > 0:
+        li, ri, sep = algo.all_pairs_radec(*lpos, *rpos, p.radius_arcsec)
+    else:
+        # a KD-tree returns one of several right rows at the same distance at random; asking
+        # for as many extra candidates as the right side has duplicated positions lets the
+        # documented tie-break (right _healpix_29, then order) choose. The zones kernel applies
+        # that tie-break itself; it still needs them with exclude_self, which drops every
+        # duplicate of a row's own position.
+        if not algo.breaks_ties or p.exclude_self:
+            ties = 0 if right.index.is_unique else int(right.index.value_counts().max()) - 1
+        li, ri, sep = algo.nearest_radec(*lpos, *rpos, k + ties + (1 if p.exclude_self else 0), p.radius_arcsec, right.index.to_numpy())
+    keep = sep >= p.min_radius_arcsec
+    if p.exclude_self:
+        lhp, rhp = left.index.to_numpy(), right.index.to_numpy()
+        same = (lhp[li] == rhp[ri]) & (left[lcoords[0]].to_numpy()[li] == right[rcoords[0]].to_numpy()[ri]) & (
+            left[lcoords[1]].to_numpy()[li] == right[rcoords[1]].to_numpy()[ri]
+        )
+        keep &= ~same
+    li, ri, sep = li[keep], ri[keep], sep[keep]
+    if p.exclude_self and p.how == "all" and p.join == "inner":
+        keep = _first_of_pair(left, right, li, ri, lcoords, rcoords)
+        li, ri, sep = li[keep], ri[keep], sep[keep]
+    if k == 1 and p.how == "nearest" and not p.exclude_self and p.min_radius_arcsec == 0 and ties == 0:
+        return li, ri, sep  # one candidate per left row, in left order: nothing to rank
+    rhp = right.index.to_numpy()
+    order = np.lexsort((ri, rhp[ri], sep, li))
+    li, ri, sep = li[order], ri[order], sep[order]
+    if p.how in ("nearest", "knn"):
+        rank = _rank_within(li)
+        keep = rank < k
+        li, ri, sep = li[keep], ri[keep], sep[keep]
+    return li, ri, sep
+
+
+def _first_of_pair(left: pd.DataFrame, right: pd.DataFrame, li, ri, lcoords, rcoords) -> np.ndarray:
+    """A self-match lists each close pair once: keep (a, b) only where a sorts before b by
+    (_healpix_29, RA, Dec). The rule depends on the two rows alone, so it holds across partitions."""
+    lh, rh = left.index.to_numpy()[li], right.index.to_numpy()[ri]
+    lra, rra = left[lcoords[0]].to_numpy()[li], right[rcoords[0]].to_numpy()[ri]
+    ldec, rdec = left[lcoords[1]].to_numpy()[li], right[rcoords[1]].to_numpy()[ri]
+    return (lh < rh) | ((lh == rh) & ((lra < rra) | ((lra == rra) & (ldec < rdec))))
+
+
+def _positions(frame: pd.DataFrame, coords, epoch: EpochSpec | None, target: float | None):
+    if epoch is None:
+        return frame[coords[0]].to_numpy(float), frame[coords[1]].to_numpy(float)
+    return epoch.positions_at(frame, coords[0], coords[1], target)
+
+
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within runs of equal values of a sorted array."""
+    if len(groups) == 0:
+        return np.empty(0, np.int64)
+    starts = np.r_[0, np.flatnonzero(np.diff(groups)) + 1]
+    counts = np.diff(np.r_[starts, len(groups)])
+    return np.arange(len(groups)) - np.repeat(starts, counts)
+
+
+def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.DataFrame) -> pd.DataFrame:
+    """Cross-match one left partition (run on a worker); ``empty`` is the output's empty frame."""
+    file_rows = dict(task.file_rows)
+    left = read_side([task.left_file], p.left_columns, *lcoords, p.left_epoch, p.left_nullable, file_rows)
+    if len(left) == 0:
+        return empty
+    lhp = left.index.to_numpy()
+    jobs = [((lhp >= g.start29) & (lhp < g.stop29), g.files) for g in task.groups]
+    assigned = np.logical_or.reduce([mask for mask, _ in jobs]) if jobs else np.zeros(len(left), dtype=bool)
+    if task.orphan_files and not assigned.all():
+        jobs.append((~assigned, task.orphan_files))
+    matched = np.zeros(len(left), dtype=bool)
+    pieces = []
+    for mask, files in jobs:
+        rows = np.flatnonzero(mask)
+        if len(rows) == 0:
+            continue
+        sub = left if len(rows) == len(left) else left.iloc[rows]
+        right = read_side(list(files), p.right_columns, *rcoords, p.right_epoch, p.right_nullable, file_rows)
+        li, ri, sep = _pairs(sub, right, lcoords, rcoords, p)
+        matched[rows[li]] = True
+        pieces.append(_assemble(sub, right, li, ri, sep, p, empty))
+    if p.join in ("left", "outer") and p.how != "one-to-one" and not matched.all():
+        unmatched = left.iloc[np.flatnonzero(~matched)]
+        pieces.append(_assemble(unmatched, None, np.arange(len(unmatched)), None, None, p, empty))
+    out = pd.concat(pieces) if pieces else empty
+    return sorted_rows(out, empty)
+
+
+def _assemble(left, right, li, ri, sep, p: MatchParams, meta: pd.DataFrame) -> pd.DataFrame:
+    s1, s2 = p.suffixes
+    data = _taken(left, li, s1)
+    if right is not None:
+        data.update(_taken(right, ri, s2))
+        data[f"{SPATIAL_INDEX_COLUMN}{s2}"] = right.index.to_numpy()[ri]
+        data["sep_arcsec"] = sep
+    index = pd.Index(left.index.to_numpy()[li], name=SPATIAL_INDEX_COLUMN)
+    frame = pd.DataFrame(data, index=index, copy=False)  # one block per column: no stacking copy
+    if list(frame.columns) != list(meta.columns):
+        frame = frame.reindex(columns=meta.columns)
+    wrong = {c: t for c, t in meta.dtypes.items() if frame[c].dtype != t}
+    return frame.astype(wrong) if wrong else frame
+
+
+def _taken(frame: pd.DataFrame, rows: np.ndarray, suffix: str) -> dict:
+    """The rows ``rows`` of every column, suffixed; NumPy columns by a plain take, others
+    (strings, nullable) through pandas so that their dtype survives."""
+    out = {}
+    for c in frame.columns:
+        col = frame[c]
+        out[f"{c}{suffix}"] = col.to_numpy().take(rows) if isinstance(col.dtype, np.dtype) else col.array.take(rows)
+    return out
+
+
+def sorted_rows(out: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    if len(out) == 0:
+        return meta
+    index = out.index.to_numpy()
+    if bool(np.all(index[1:] > index[:-1])):
+        return out  # strictly increasing: one row per index value, already in order
+    order = np.lexsort((out["sep_arcsec"].to_numpy(dtype=float, na_value=np.inf), index))
+    return out.iloc[order]
