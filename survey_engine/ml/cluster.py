@@ -155,24 +155,9 @@ def cluster_catalog(catalog_path: str, features: list[str], method: str, out: st
     margin is narrower than the clusters' reach; ``build_margin`` builds one as wide instead. Off by
     default here: in the mock sky, diffuse kinematic groups of QSOs and field stars reach degrees,
     and a job stage has no ``where`` yet to leave them out."""
-    from survey_engine.catalog.catalog import open_catalog
     from survey_engine.runtime import dask_client
 
-    if method not in METHODS:
-        raise ClusterError(f"--method must be one of {METHODS}, got {method!r}")
-    params = dict(params or {})
-    cat = open_catalog(catalog_path)
-    spec = FeatureSpec(features, ra_column=cat.ra_column, dec_column=cat.dec_column)
-    try:
-        spec.plan(cat.column_names())
-    except FeatureError as exc:
-        raise ClusterError(f"{catalog_path}: {exc}") from None
-    feats = list(spec.features)
-    if where:
-        try:
-            cat.to_dask()._meta_nonempty.query(where)
-        except Exception as exc:
-            raise ClusterError(f"{catalog_path}: --where {where!r} does not apply to these columns: {exc}") from None
+    cat, spec, feats, params = _plan(catalog_path, features, method, params, where)
     with dask_client(client) as client:
         selected = cat.to_dask() if not where else cat.to_dask().map_partitions(lambda df: df.query(where))
         featured = selected.map_partitions(lambda df: pd.concat([df, spec.compute(df).add_prefix("_f_")], axis=1))
@@ -187,15 +172,8 @@ def cluster_catalog(catalog_path: str, features: list[str], method: str, out: st
                 raise ClusterError(f"{catalog_path}: density clustering per tile needs a unique id column (--id); columns: {cat.column_names()}")
             if cat.margin is None:
                 raise ClusterError(f"{catalog_path}: density clustering per tile needs a margin (build one with `survey-engine margin`)")
-            assignments, needed = _tiles(cat, spec, feats, centre, scale, method, params, id_column, client, where)
-            while (check_margin or build_margin) and needed > cat.margin_radius_arcsec:
-                if not build_margin:
-                    raise ClusterError(
-                        f"{catalog_path}: the margin ({cat.margin_radius_arcsec:g} arcsec) is narrower than the clustering's reach: "
-                        f"members of a cluster link over {needed:.0f} arcsec, so tiles split it. Build a margin of at least {math.ceil(needed)} arcsec "
-                        f"(survey-engine margin --catalog {catalog_path} --radius {math.ceil(needed)}) or pass --build-margin")
-                cat = _with_wider_margin(cat, catalog_path, float(math.ceil(needed * 1.05)), client, progress)
-                assignments, needed = _tiles(cat, spec, feats, centre, scale, method, params, id_column, client, where)
+            cat, assignments, needed = _tiled_assignments(cat, catalog_path, spec, feats, centre, scale, method, params,
+                                                          id_column, client, where, build_margin, check_margin, progress)
             mapping = assignments.set_index("id")["cluster_id"]
             result = cat.map_partitions(_attach_mapping(mapping, id_column))
             summary_extra = {"tiles": int(cat.npartitions), "margin_arcsec": cat.margin_radius_arcsec,
@@ -212,6 +190,64 @@ def cluster_catalog(catalog_path: str, features: list[str], method: str, out: st
 
     atomic_write_text(written / "clusters.json", json.dumps(summary, indent=1, default=float))
     return summary
+
+
+def _plan(catalog_path: str, features: list[str], method: str, params: dict | None, where: str | None):
+    """(catalog, feature spec, feature names, params) checked before any work."""
+    from survey_engine.catalog.catalog import open_catalog
+
+    if method not in METHODS:
+        raise ClusterError(f"--method must be one of {METHODS}, got {method!r}")
+    params = dict(params or {})
+    cat = open_catalog(catalog_path)
+    spec = FeatureSpec(features, ra_column=cat.ra_column, dec_column=cat.dec_column)
+    try:
+        spec.plan(cat.column_names())
+    except FeatureError as exc:
+        raise ClusterError(f"{catalog_path}: {exc}") from None
+    feats = list(spec.features)
+    if where:
+        try:
+            cat.to_dask()._meta_nonempty.query(where)
+        except Exception as exc:
+            raise ClusterError(f"{catalog_path}: --where {where!r} does not apply to these columns: {exc}") from None
+    return cat, spec, feats, params
+
+
+def cluster_assignments(catalog_path: str, features: list[str], method: str = "hdbscan", *, id_column: str | None = None,
+                        params: dict | None = None, client=None, where: str | None = None, build_margin: bool = False,
+                        check_margin: bool = False, progress: bool = False) -> tuple[pd.DataFrame, object]:
+    """The density clustering of ``cluster_catalog`` without writing anything: (assignments (id,
+    cluster_id) for every row, the catalog clustered (with the margin used))."""
+    from survey_engine.runtime import dask_client
+
+    if method not in ("dbscan", "hdbscan"):
+        raise ClusterError(f"cluster_assignments: method must be dbscan or hdbscan, got {method!r}")
+    cat, spec, feats, params = _plan(catalog_path, features, method, params, where)
+    id_column = id_column or cat.properties.get("se_col_id")
+    with dask_client(client) as client:
+        selected = cat.to_dask() if not where else cat.to_dask().map_partitions(lambda df: df.query(where))
+        featured = selected.map_partitions(lambda df: pd.concat([df, spec.compute(df).add_prefix("_f_")], axis=1))
+        centre, scale = robust_scales(featured, [f"_f_{f}" for f in feats])
+        cat, assignments, _ = _tiled_assignments(cat, catalog_path, spec, feats, centre, scale, method, params, id_column,
+                                                 client, where, build_margin, check_margin, progress)
+    return assignments, cat
+
+
+def _tiled_assignments(cat, catalog_path, spec, feats, centre, scale, method, params, id_column, client, where,
+                       build_margin, check_margin, progress):
+    """(catalog, assignments, reach): the tiles clustered and merged; where the margin is narrower than
+    the clusters' reach, an error or (``build_margin``) a wider margin and the clustering again."""
+    assignments, needed = _tiles(cat, spec, feats, centre, scale, method, params, id_column, client, where)
+    while (check_margin or build_margin) and needed > cat.margin_radius_arcsec:
+        if not build_margin:
+            raise ClusterError(
+                f"{catalog_path}: the margin ({cat.margin_radius_arcsec:g} arcsec) is narrower than the clustering's reach: "
+                f"members of a cluster link over {needed:.0f} arcsec, so tiles split it. Build a margin of at least {math.ceil(needed)} arcsec "
+                f"(survey-engine margin --catalog {catalog_path} --radius {math.ceil(needed)}) or pass --build-margin")
+        cat = _with_wider_margin(cat, catalog_path, float(math.ceil(needed * 1.05)), client, progress)
+        assignments, needed = _tiles(cat, spec, feats, centre, scale, method, params, id_column, client, where)
+    return cat, assignments, needed
 
 
 def _keep_input_cluster_id(df: pd.DataFrame) -> pd.DataFrame:
