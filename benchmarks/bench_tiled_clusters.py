@@ -110,7 +110,7 @@ def run(fields: list[str], client, work: Path) -> list[dict]:
         loader, params, max_rows_list = FIELDS[name]
         frame = loader().set_index("source_id")
         whole, _ = labels(import_field(frame.reset_index(), work, name, 10 * len(frame), client), params, client)
-        whole = whole.reindex(frame.index)
+        whole = whole.reindex(frame.index).fillna(-1)
         r0, p0, g0 = best_group(whole, frame.member)
         rows.append({"field": name, "tiles": 1, "max_rows": None, "recall": r0, "purity": p0, "jaccard": 1.0, "ari": 1.0,
                      "seconds": None})
@@ -119,7 +119,7 @@ def run(fields: list[str], client, work: Path) -> list[dict]:
             t0 = time.perf_counter()
             tiled, ntiles = labels(cat, params, client)
             seconds = time.perf_counter() - t0
-            tiled = tiled.reindex(frame.index)
+            tiled = tiled.reindex(frame.index).fillna(-1)
             r, p, g = best_group(tiled, frame.member)
             rows.append({"field": name, "tiles": ntiles, "max_rows": max_rows, "recall": r, "purity": p,
                          "jaccard": len(g & g0) / max(1, len(g | g0)), "ari": adjusted_rand_score(whole, tiled),
