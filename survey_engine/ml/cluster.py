@@ -375,23 +375,26 @@ def _refine_windows(cat, local, assignments, spec, feats, centre, scale, method,
         xyz = _unit(g["_ra"].to_numpy(float), g["_dec"].to_numpy(float))
         c = xyz.sum(axis=0)
         c = c / np.linalg.norm(c)
-        cones.append([c, float(np.arccos(np.clip(xyz @ c, -1, 1)).max()) + pad, [int(cid)]])
+        radius = float(np.arccos(np.clip(xyz @ c, -1, 1)).max()) + pad
+        cones.append([c, radius, [int(cid)], radius])
     merged = True
-    while merged:  # windows that overlap become one window
+    while merged:  # overlapping windows become one, no wider than their largest cluster's plus a margin
         merged = False
         for i in range(len(cones)):
             for j in range(i + 1, len(cones)):
                 ci, cj = cones[i], cones[j]
                 if float(np.arccos(np.clip(ci[0] @ cj[0], -1, 1))) < ci[1] + cj[1]:
                     c, r = _enclosing_cone(ci[0], ci[1], cj[0], cj[1])
-                    cones[i] = [c, r, ci[2] + cj[2]]
-                    del cones[j]
-                    merged = True
-                    break
+                    base = max(ci[3], cj[3])
+                    if r <= base + pad:
+                        cones[i] = [c, r, ci[2] + cj[2], base]
+                        del cones[j]
+                        merged = True
+                        break
             if merged:
                 break
     tasks = []
-    for c, r, cids in cones:
+    for c, r, cids, _ in cones:
         ra = float(np.degrees(np.arctan2(c[1], c[0])) % 360)
         dec = float(np.degrees(np.arcsin(np.clip(c[2], -1, 1))))
         window = cat.cone_search(ra, dec, min(np.degrees(r), 180.0) * 3600)
@@ -430,7 +433,10 @@ def _window_task(files, transforms, spec, feats, centre, scale, method, params, 
         if hits.empty:
             continue
         best = hits.local.value_counts().index[0]
-        out.append(pd.DataFrame({"id": lab.id[lab.local == best].to_numpy(), "cluster_id": cid}))
+        ids = lab.id[lab.local == best].to_numpy()
+        if len(ids) > 2 * len(groups[cid]) + params.get("min_cluster_size", 20):
+            ids = groups[cid]  # the window's field became one clump around it: keep the tiles' cluster
+        out.append(pd.DataFrame({"id": ids, "cluster_id": cid}))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame({"id": [], "cluster_id": []})
 
 
