@@ -45,29 +45,30 @@ class ClusterError(SurveyEngineError, ValueError):
 
 
 SKETCH_POINTS = 2001  # quantiles per partition and feature in the robust-scale sketch
+SKETCH_FAN_IN = 16  # sketches merged per task
 
 
 def robust_scales(frame, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Global median and IQR/1.349 per feature over the whole catalog.
 
-    Each partition sends a sketch (its row count and ``SKETCH_POINTS`` quantiles per feature); the
-    driver merges the partitions' piecewise-linear CDFs. Dask's own ``quantile`` over many partitions
-    was far off where the partitions hold different populations (NGC 2516 in 14 tiles: the pmdec
-    scale 9.0 against 1.45 in one partition), so tiling changed the metric the clustering uses."""
+    Each partition makes a sketch (its row count and ``SKETCH_POINTS`` quantiles per feature);
+    workers merge the sketches in a tree (their piecewise-linear CDFs summed), so the driver gets
+    one. Dask's own ``quantile`` over many partitions was far off where the partitions hold
+    different populations (NGC 2516 in 14 tiles: the pmdec scale 9.0 against 1.45 in one
+    partition), so tiling changed the metric the clustering uses."""
     import dask
 
     probs = np.linspace(0, 1, SKETCH_POINTS)
-    sketches = dask.compute(*[dask.delayed(_quantile_sketch)(part, features, probs) for part in frame[features].to_delayed()])
-    centre, scale = np.empty(len(features)), np.empty(len(features))
+    level = [dask.delayed(_quantile_sketch)(part, features, probs) for part in frame[features].to_delayed()]
+    while len(level) > 1:
+        level = [dask.delayed(_merge_sketches)(level[i:i + SKETCH_FAN_IN], probs)
+                 for i in range(0, len(level), SKETCH_FAN_IN)]
+    counts, quantiles = dask.compute(level[0])[0] if level else ([0] * len(features), [np.zeros(0)] * len(features))
+    centre, scale = np.zeros(len(features)), np.ones(len(features))
     for j in range(len(features)):
-        parts = [(n[j], q[j]) for n, q in sketches if n[j] > 0]
-        if not parts:
-            centre[j], scale[j] = 0.0, 1.0
-            continue
-        grid = np.unique(np.concatenate([q for _, q in parts]))
-        cdf = sum(n * np.interp(grid, q, probs) for n, q in parts) / sum(n for n, _ in parts)
-        q25, q50, q75 = np.interp([0.25, 0.5, 0.75], cdf, grid)
-        centre[j], scale[j] = q50, (q75 - q25) / 1.349
+        if counts[j] > 0:
+            q25, q50, q75 = np.interp([0.25, 0.5, 0.75], probs, quantiles[j])
+            centre[j], scale[j] = q50, (q75 - q25) / 1.349
     scale[~(scale > 0)] = 1.0
     return centre, scale
 
@@ -79,6 +80,22 @@ def _quantile_sketch(df: pd.DataFrame, features: list[str], probs: np.ndarray) -
         v = v[np.isfinite(v)]
         counts.append(len(v))
         quantiles.append(np.quantile(v, probs) if len(v) else np.zeros(0))
+    return counts, quantiles
+
+
+def _merge_sketches(sketches: list, probs: np.ndarray) -> tuple[list[int], list[np.ndarray]]:
+    """One sketch of several: the count-weighted sum of their CDFs, read back at ``probs``."""
+    counts, quantiles = [], []
+    for j in range(len(sketches[0][0])):
+        parts = [(n[j], q[j]) for n, q in sketches if n[j] > 0]
+        total = sum(n for n, _ in parts)
+        counts.append(total)
+        if not parts:
+            quantiles.append(np.zeros(0))
+            continue
+        grid = np.unique(np.concatenate([q for _, q in parts]))
+        cdf = sum(n * np.interp(grid, q, probs) for n, q in parts) / total
+        quantiles.append(np.interp(probs, cdf, grid))
     return counts, quantiles
 
 
