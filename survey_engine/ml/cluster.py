@@ -330,7 +330,8 @@ def _tiles(cat, spec, feats, centre, scale, method, params, id_column, client, w
     """Merged assignments (id, cluster_id) and the largest spatial reach of a cluster in arcsec.
 
     Clusters found in several tiles are then clustered again, each in one window of the sky that
-    holds them whole (``_refine_windows``), so that tiling does not change them."""
+    holds them whole (``_refine_windows``), so that tiling does not change them (``params["refine"]
+    = False`` skips that, for measuring its effect)."""
     import dask
 
     margin_files = cat.margin.files_by_pixel()
