@@ -465,7 +465,7 @@ def _window_task(files, transforms, spec, feats, centre, scale, method, params, 
 
 def _tile_task(main_file, margin_file, spec, feats, centre, scale, method, params, id_column, tile, transforms,
                where=None, ra="ra", dec="dec") -> tuple[pd.DataFrame, int]:
-    """The tile's clustered rows (noise left out: it is -1 by default) and its own row count."""
+    """The tile's clustered rows (noise left out: it is -1 by default) and its own rows with every feature."""
     from survey_engine.catalog.catalog import read_partition
 
     main = read_partition(main_file, transforms=transforms)
@@ -478,7 +478,8 @@ def _tile_task(main_file, margin_file, spec, feats, centre, scale, method, param
     main = pd.DataFrame({id_column: main[id_column].to_numpy(), **{f: fm[f].to_numpy() for f in feats}})
     margin = pd.DataFrame({id_column: margin[id_column].to_numpy(), **{f: fg[f].to_numpy() for f in feats}})
     labels = _tile_labels(main, margin, feats, centre, scale, method, params, id_column, tile, positions)
-    return labels[labels.local >= 0].reset_index(drop=True), len(main)
+    usable = int(np.isfinite(main[feats].to_numpy(dtype=float)).all(axis=1).sum())  # the rows HDBSCAN sees
+    return labels[labels.local >= 0].reset_index(drop=True), usable
 
 
 def _kmeans(featured, fcols, centre, scale, params, seed):
