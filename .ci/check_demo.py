@@ -27,12 +27,13 @@ def main(workdir: str) -> None:
     if not report.exists() or report.stat().st_size < 50_000:
         fail(f"{report} missing or too small to hold its plots")
     html = report.read_text()
-    for section in ("gaia_x_sdss", "photoz", "open_clusters", "data:image/png;base64"):
+    for section in ("gaia_x_sdss", "photoz", "open_clusters", "id='variables'", "data:image/png;base64"):
         if section not in html:
             fail(f"{report} has no {section!r}")
     stages = summary["stages"]
     rows = {}
-    for name in ("gaia", "sdss", "gaia_x_sdss", "gaia_x_sdss_no_pm", "classes", "photoz", "open_clusters", "anomalies"):
+    for name in ("gaia", "sdss", "gaia_x_sdss", "gaia_x_sdss_no_pm", "classes", "photoz", "open_clusters", "anomalies",
+                 "light_curves", "variable_classes"):
         cat = se.open_catalog(work / name)
         rows[name] = cat.row_count()
         if rows[name] <= 0:
@@ -50,13 +51,16 @@ def main(workdir: str) -> None:
     classes = stages["classifier"]["held_out"]
     if classes["accuracy"] < 0.85:
         fail(f"classifier accuracy {classes['accuracy']} below 0.85")
+    variables = stages["variable_types"]["held_out"]
+    if variables["accuracy"] < 0.8:
+        fail(f"variable-star classifier accuracy {variables['accuracy']} below 0.8")
     zphot = se.open_catalog(work / "photoz").head(5)
     for column in ("z_phot", "z_phot_lo", "z_phot_hi"):
         if column not in zphot.columns:
             fail(f"photoz has no {column!r}")
     print(f"demo check: ok ({rows['gaia']:,} Gaia-like, {rows['sdss']:,} SDSS-like rows; match rate {with_pm:.4f} with "
           f"proper motions, {without_pm:.4f} without; photo-z sigma_NMAD {photoz['sigma_nmad']:.4f}; "
-          f"class accuracy {classes['accuracy']:.3f}; report {report})")
+          f"class accuracy {classes['accuracy']:.3f}; variable types {variables['accuracy']:.3f}; report {report})")
 
 
 if __name__ == "__main__":

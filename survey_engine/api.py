@@ -160,9 +160,10 @@ def _stage_function(kind: str, name: str):
     import inspect
 
     from survey_engine.arguments import MISSING, build, faces
-    from survey_engine.registry import runtime_names, stages
+    from survey_engine.commands import commands
+    from survey_engine.registry import runtime_names
 
-    stage = stages()[kind]
+    stage = commands()[kind]
     declared = sorted((f for f in faces(stage.arguments) if f.param.cli), key=lambda f: f.param.role != "positional")
     params = []
     for face in declared:

@@ -58,13 +58,14 @@ def _add(parser: argparse.ArgumentParser, face: Face) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from survey_engine.registry import NO_PROGRESS, WORKERS, stages
+    from survey_engine.commands import commands
+    from survey_engine.registry import NO_PROGRESS, WORKERS
 
     parser = argparse.ArgumentParser(prog="survey-engine", description="Distributed batch engine for astronomical survey catalogs.")
     parser.add_argument("--version", action="version", version=f"survey_engine {__version__}")
     parser.add_argument("--verbose", action="store_true", help=VERBOSE)
     sub = parser.add_subparsers(dest="command", required=True)
-    for stage in stages().values():
+    for stage in commands().values():
         p = sub.add_parser(stage.kind, help=stage.help, description=stage.arguments.__doc__)
         for face in faces(stage.arguments):
             if face.param.cli:
@@ -90,8 +91,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _dispatch(args)
-    except (SurveyEngineError, FileExistsError, FileNotFoundError, KeyError, ValueError, TimeoutError) as exc:
+    except (SurveyEngineError, FileExistsError, FileNotFoundError, TimeoutError) as exc:
         print(f"survey-engine {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyError, ValueError) as exc:  # from a library, about the input; with --verbose, shown as the bug it may be
+        if args.verbose:
+            raise
+        print(f"survey-engine {args.command}: error: {exc} ({type(exc).__name__}; --verbose shows where it came from)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"survey-engine {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
@@ -133,9 +140,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     import contextlib
 
     from survey_engine.arguments import build
-    from survey_engine.registry import stages
+    from survey_engine.commands import commands
 
-    stage = stages()[args.command]
+    stage = commands()[args.command]
     stage_args = build(stage.arguments, command_values(stage.arguments, args))
     progress = not getattr(args, "no_progress", False)
     with contextlib.ExitStack() as stack:

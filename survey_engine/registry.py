@@ -1,6 +1,8 @@
-"""The registry: every command and job stage, kind -> (Arguments, run). The CLI's sub-commands and
-flags, the job spec's stage and source keys, the job runner and the Python API are all built from
-it, so an option added to a stage's Arguments (one field in one file) reaches every door.
+"""The registry: every stage, kind -> (Arguments, run). The CLI's sub-commands and flags, the job
+spec's stage and source keys, the job runner and the Python API are all built from it, so an option
+added to a stage's Arguments (one field in one file) reaches every door. (The commands that run
+job specs and benchmarks are added on top of it in ``survey_engine/commands.py``: the job runner
+reads this registry, so it cannot be part of it.)
 
 Each Arguments dataclass lives beside its stage (``crossmatch/arguments.py``, ``ml/arguments.py``,
 ...); its fields declare their public name, default, help and check (``survey_engine.arguments``).
@@ -62,8 +64,8 @@ def _run_lightcurves(args, client=None, progress: bool = True) -> StageResult:
 
 @cache
 def stages() -> dict[str, Stage]:
-    """Every command by name, in the order ``survey-engine --help`` lists them."""
-    from survey_engine.bench.arguments import BenchArguments, run_bench_command
+    """Every stage and catalog command by name: the job stages, the mock sources, ``info`` and
+    ``verify``. The commands that run jobs and benchmarks sit above them, in ``commands.py``."""
     from survey_engine.catalog.arguments import (
         InfoArguments,
         MarginArguments,
@@ -82,13 +84,6 @@ def stages() -> dict[str, Stage]:
     from survey_engine.ingest.file_import.arguments import ImportArguments
     from survey_engine.ingest.lightcurves import LightcurveArguments
     from survey_engine.ingest.tap.arguments import TapIngestArguments
-    from survey_engine.jobs.arguments import (
-        DemoArguments,
-        RunArguments,
-        SubmitArguments,
-        run_demo_command,
-        run_run,
-    )
     from survey_engine.ml.arguments import (
         ClusterArguments,
         EvaluateArguments,
@@ -115,9 +110,6 @@ def stages() -> dict[str, Stage]:
               "catalog"),
         Stage("mock", "write a deterministic mock sky (Parquet files) of any size", MockArguments, run_mock,
               source="mock"),
-        Stage("demo", "the main job end to end on two mock surveys of one sky: catalogs, cross-match with proper "
-              "motions, photo-z, classification, open clusters, anomalies, report.html", DemoArguments,
-              run_demo_command, cluster=False),
         Stage("crossmatch", "cross-match two catalogs (exact at every partition edge)", CrossmatchArguments,
               run_crossmatch, "catalog"),
         Stage("features", "compute features (colours, dered(), snr(), ...) as columns of a new catalog",
@@ -129,12 +121,6 @@ def stages() -> dict[str, Stage]:
               progress=False),
         Stage("cluster", "find clusters: kmeans (global) or dbscan / hdbscan (per tile + margin, merged)",
               ClusterArguments, run_cluster, "catalog"),
-        Stage("run", "run a job spec (YAML) on a local cluster or a running scheduler", RunArguments, run_run,
-              cluster=False),
-        Stage("submit", "run a job spec on a running Dask scheduler (same as run --cluster tcp://...)",
-              SubmitArguments, run_run, cluster=False),
-        Stage("bench", "benchmark suites with peers side by side: report.json, report.html, summary.md; or `bench "
-              "compare OLD NEW`", BenchArguments, run_bench_command, cluster=False, progress=False),
         Stage("lightcurves", "attach a detection table to an object catalog as nested per-object light curves",
               LightcurveArguments, _run_lightcurves, "catalog"),
         Stage("variability", "variability features of every object's light curve, per band", VariabilityArguments,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-SERVICE_FIXTURES = {"dachs", "slurm"}
+SERVICE_FIXTURES = {"dachs", "slurm", "http_server", "s3_server"}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tests that use a real service (DaCHS, SLURM) are ``services`` and ``slow`` by their fixtures."""
+    """Tests that use a real service (DaCHS, SLURM, nginx, S3) are ``services`` and ``slow`` by their fixtures."""
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.services)
@@ -116,3 +117,46 @@ def slurm() -> None:
     proc = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.fail(f"could not start the SLURM test cluster ({script}):\n{proc.stdout}\n{proc.stderr}")
+
+
+@dataclass(frozen=True)
+class HttpService:
+    """The nginx of tests/services/nginx/setup.sh: ``url`` serves the folder ``root``; every request
+    is a line "METHOD URI STATUS BYTES "RANGE"" in ``access_log``."""
+
+    url: str
+    root: Path
+    access_log: Path
+
+
+@pytest.fixture(scope="session")
+def http_server() -> HttpService:
+    """A real nginx (Debian) on 127.0.0.1:8089 serving a folder over HTTP with range requests.
+
+    Started (and installed on first use) by the project's own script, or found running; a failure
+    to bring it up fails the tests that need it."""
+    import subprocess
+
+    script = REPO / "tests" / "services" / "nginx" / "setup.sh"
+    proc = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"could not start the nginx test service ({script}):\n{proc.stdout}\n{proc.stderr}")
+    return HttpService("http://127.0.0.1:8089", Path("/var/lib/survey-engine-test/www"),
+                       Path("/var/lib/survey-engine-test/nginx/access.log"))
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> dict:
+    """A real S3-compatible server (moto's standalone server, as s3fs's tests use) on
+    127.0.0.1:9000 that refuses unknown keys; returns the storage options of its one user
+    (``endpoint_url``, ``key``, ``secret``). Started by the project's own script, or found running."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = REPO / "tests" / "services" / "s3" / "setup.sh"
+    proc = subprocess.run(["bash", str(script), "start"], env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"could not start the S3 (moto) test service ({script}):\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(Path("/var/lib/survey-engine-test/s3/credentials.json").read_text())

@@ -12,7 +12,7 @@ import pytest
 
 from survey_engine import open_catalog
 from survey_engine.cli import main
-from survey_engine.registry import stages
+from survey_engine.commands import commands
 
 
 def _cli(*args, cwd):
@@ -60,7 +60,7 @@ def test_environment_errors_are_one_line(monkeypatch, capsys, exc, words):
     def broken(args, client=None, progress=True):
         raise exc
 
-    monkeypatch.setitem(stages(), "info", replace(stages()["info"], run=broken))
+    monkeypatch.setitem(commands(), "info", replace(commands()["info"], run=broken))
     assert main(["info", "somewhere"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("survey-engine info: error: ")
@@ -72,6 +72,6 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     def broken(args, client=None, progress=True):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setitem(stages(), "info", replace(stages()["info"], run=broken))
+    monkeypatch.setitem(commands(), "info", replace(commands()["info"], run=broken))
     with pytest.raises(ZeroDivisionError):
         main(["info", "somewhere"])

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from survey_engine.catalog import layout
+from survey_engine.catalog import layout, storage
 from survey_engine.catalog import selection as sel
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, pixel_range29
 from survey_engine.catalog.integrity import CatalogIntegrityError, checked_partition_rows, read_checked
@@ -99,7 +99,7 @@ class Catalog:
     def files_by_pixel(self) -> dict[tuple[int, int], str]:
         """(order, pixel) -> partition file: the one map of a catalog's (or its margin's) files."""
         pixels = zip(self.partitions.Norder.astype(int), self.partitions.Npix.astype(int))
-        return {(int(o), int(p)): str(f) for (o, p), f in zip(pixels, self.partition_files())}
+        return {(int(o), int(p)): storage.portable(f) for (o, p), f in zip(pixels, self.partition_files())}
 
     @cached_property
     def nullable_columns(self) -> tuple[str, ...]:
@@ -133,7 +133,7 @@ class Catalog:
         for path in self.partition_files():
             if got >= n:
                 break
-            if not self.transforms and pq.read_metadata(path).num_rows == 0:
+            if not self.transforms and layout.partition_num_rows(path) == 0:
                 continue
             frame = read_partition(path, read_columns=self._read_columns(), keep_columns=self.columns, transforms=self.transforms)
             if len(frame):
@@ -264,7 +264,7 @@ class Catalog:
             return dd.from_pandas(meta, npartitions=1)
         return dd.from_map(
             _read_listed,
-            list(zip(map(str, files), self._expected_rows())),
+            list(zip(map(storage.portable, files), self._expected_rows())),
             read_columns=self._read_columns(),
             keep_columns=self.columns,
             transforms=self.transforms,
@@ -304,7 +304,7 @@ class Catalog:
         """Write this (derived) catalog, and its margin if any, as a new HATS collection at ``out``."""
         from survey_engine.catalog.writer import write_catalog
 
-        return write_catalog(self, Path(out), name=name, client=client, progress=progress)
+        return write_catalog(self, out if storage.is_remote(out) else Path(out), name=name, client=client, progress=progress)
 
 
 def nested_types_mapper(arrow_type: pa.DataType):
@@ -357,8 +357,9 @@ def read_partition(path: str | Path, read_columns=None, keep_columns=None, trans
     spatial = layout.spatial_index_of(catalog_dir) if catalog_dir is not None else None
     if spatial is not None:
         table = _with_healpix29(path, read_columns, *spatial)
-    elif Path(path).is_dir():  # a partition stored as a folder of files (Npix=N/)
-        table = pq.read_table(path, columns=read_columns)
+    elif layout.is_partition_folder(path):  # a partition stored as a folder of files (Npix=N/)
+        source, filesystem = storage.pyarrow_args(storage.as_path(path))
+        table = pq.read_table(source, filesystem=filesystem, columns=read_columns)
         if expected_rows is not None and table.num_rows != expected_rows:
             raise CatalogIntegrityError(f"{path}: partition holds {table.num_rows} rows, but the catalog's metadata says {expected_rows}")
     else:
@@ -387,7 +388,8 @@ def _with_healpix29(path, read_columns, column: str, order: int, ra: str, dec: s
     from survey_engine.catalog.healpix import radec_to_healpix
 
     cols = None if read_columns is None else [c for c in dict.fromkeys([*read_columns, ra, dec]) if c != SPATIAL_INDEX_COLUMN]
-    table = pq.read_table(path, columns=cols)
+    source, filesystem = storage.pyarrow_args(storage.as_path(path))
+    table = pq.read_table(source, filesystem=filesystem, columns=cols)
     hp29 = radec_to_healpix(table.column(ra).to_numpy(zero_copy_only=False), table.column(dec).to_numpy(zero_copy_only=False))
     table = table.add_column(0, SPATIAL_INDEX_COLUMN, pa.array(hp29, pa.int64()))
     return table.take(pa.array(np.argsort(hp29, kind="stable")))
@@ -412,18 +414,25 @@ def _attach_field_metadata(table, schema: pa.Schema) -> None:
             column.meta["ucd"] = meta["ucd"]
 
 
-def open_catalog(path: str | Path, margin: str | float | None = "default") -> Catalog:
-    """Open a HATS catalog or collection (written by survey_engine, hats-import or LSDB).
+def open_catalog(path: str | Path, margin: str | float | None = "default", storage_options: dict | None = None) -> Catalog:
+    """Open a HATS catalog or collection (written by survey_engine, hats-import or LSDB): a local
+    folder, or a remote one at an ``https://``, ``http://`` or ``s3://`` location.
 
     For a collection the main catalog is opened with its default margin; ``margin=None`` skips
     it, a margin's folder name picks that one, and a number (arcsec) picks the narrowest of the
     collection's margins at least that wide. Object, source, margin, map and association
     catalogs (with leaf files) open as rows; an index catalog is refused with an error that
     names its primary catalog.
+
+    ``storage_options`` (anonymous access, a profile, an endpoint URL, keys: what fsspec's file
+    system for the protocol takes) go over those in ``SURVEY_ENGINE_STORAGE_OPTIONS``; opening a
+    remote catalog reads its properties, partition list and ``_metadata`` only, and each read later
+    fetches the footer and the requested columns of the partitions it needs.
     """
-    path = Path(path)
-    if (path / layout.COLLECTION_FILE).exists():
-        cprops = layout.read_properties(path / layout.COLLECTION_FILE)
+    path = storage.as_path(path, storage_options)
+    ctext = storage.read_text_or_none(path / layout.COLLECTION_FILE) if storage.is_remote(path) else None
+    if ctext is not None or (not storage.is_remote(path) and (path / layout.COLLECTION_FILE).exists()):
+        cprops = layout.read_properties(path / layout.COLLECTION_FILE, ctext)
         if not cprops.get("hats_primary_table_url"):
             raise layout.CatalogVariantError(f"{path / layout.COLLECTION_FILE}: no hats_primary_table_url (the main catalog's folder)")
         main = replace(_open_single(path / cprops["hats_primary_table_url"]), collection=path)
@@ -431,21 +440,26 @@ def open_catalog(path: str | Path, margin: str | float | None = "default") -> Ca
         if chosen:
             main = replace(main, margin=_open_single(path / chosen))
         return main
-    if (path / layout.PROPERTIES_FILE).exists() or (path / "properties").exists():
+    if storage.is_remote(path):  # no HEAD first: reading hats.properties tells whether it is there
+        props = layout._properties_of(path)
+        if props:
+            return _open_single(path, props)
+    elif (path / layout.PROPERTIES_FILE).exists() or (path / "properties").exists():
         return _open_single(path)
-    raise FileNotFoundError(f"{path}: not a HATS catalog or collection (no collection.properties or hats.properties)")
+    raise layout.CatalogNotFoundError(f"{storage.display(path)}: not a HATS catalog or collection (no collection.properties or hats.properties)")
 
 
 def collection_margins(collection: Path) -> dict[str, float]:
     """A collection's margin catalogs: folder name -> radius in arcsec (``hats_margin_threshold``)."""
-    cprops = layout.read_properties(Path(collection) / layout.COLLECTION_FILE)
+    collection = storage.as_path(collection)
+    cprops = layout.read_properties(collection / layout.COLLECTION_FILE)
     out = {}
     for name in cprops.get("all_margins", "").split():
-        props = layout._properties_of(Path(collection) / name)
+        props = layout._properties_of(collection / name)
         try:
             out[name] = float(props["hats_margin_threshold"])
         except (KeyError, ValueError):
-            raise layout.CatalogVariantError(f"{Path(collection) / name}: margin catalog without a numeric hats_margin_threshold") from None
+            raise layout.CatalogVariantError(f"{collection / name}: margin catalog without a numeric hats_margin_threshold") from None
     return out
 
 
@@ -467,25 +481,38 @@ def _choose_margin(path: Path, cprops: dict, margin: str | float | None) -> str 
     return str(margin)
 
 
-def _open_single(path: Path) -> Catalog:
-    props_file = path / layout.PROPERTIES_FILE
-    if not props_file.exists():
-        props_file = path / "properties"
-    if not props_file.exists():
-        raise FileNotFoundError(f"{path}: no hats.properties")
-    props = layout.read_properties(props_file)
+def _open_single(path: Path, props: dict | None = None) -> Catalog:
+    if storage.is_remote(path):  # one request per file that is there, not a HEAD first
+        props = props or layout._properties_of(path)
+        if not props:
+            raise layout.CatalogNotFoundError(f"{storage.display(path)}: no hats.properties")
+    else:
+        props_file = path / layout.PROPERTIES_FILE
+        if not props_file.exists():
+            props_file = path / "properties"
+        if not props_file.exists():
+            raise layout.CatalogNotFoundError(f"{path}: no hats.properties")
+        props = layout.read_properties(props_file)
     _check_kind(path, props)
     parts = layout.read_partition_info(path)
     parts = parts.assign(rows=checked_partition_rows(path, parts, props))
     start, _ = pixel_range29(parts.Norder.to_numpy(), parts.Npix.to_numpy())
     parts = parts.iloc[np.argsort(start, kind="stable")].reset_index(drop=True)
     common = path / layout.DATASET_DIR / "_common_metadata"
-    if common.exists():
-        schema = pq.read_schema(common)
-    elif len(parts):
+    schema = None
+    if storage.is_remote(common) and str(path / layout.DATASET_DIR / "_metadata") in layout._REMOTE_METADATA:
+        # the _metadata read at open holds the same schema as _common_metadata: no request more
+        schema = layout._REMOTE_METADATA[str(path / layout.DATASET_DIR / "_metadata")].schema.to_arrow_schema()
+    elif storage.is_remote(common) or common.exists():
+        try:
+            with storage.parquet_source(common) as source:
+                schema = pq.read_schema(source)
+        except FileNotFoundError:  # remotely asked by reading it, not by a HEAD first
+            schema = None
+    if schema is None:
+        if not len(parts):
+            raise layout.CatalogNotFoundError(f"{storage.display(path)}: no dataset/_common_metadata and no partitions")
         schema = layout.read_partition_schema(layout.partition_path(path, int(parts.Norder[0]), int(parts.Npix[0])))
-    else:
-        raise FileNotFoundError(f"{path}: no dataset/_common_metadata and no partitions")
     schema = pa.schema([f for f in schema if f.name not in ("Norder", "Dir", "Npix")], metadata=schema.metadata)
     if layout.spatial_index_of(path) is not None and SPATIAL_INDEX_COLUMN not in schema.names:
         # indexed by another HEALPix column: _healpix_29 is computed on read (read_partition)

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from survey_engine.catalog import layout
+from survey_engine.catalog import layout, storage
 from survey_engine.errors import MissingColumnError, SurveyEngineError
 
 # Parquet's file tail: a 4-byte footer length and the magic "PAR1"; a footer is never empty.
@@ -48,10 +48,14 @@ class MetadataFacts:
 def read_metadata_facts(catalog_dir: Path) -> MetadataFacts | None:
     """Rows and data end per partition from ``dataset/_metadata`` (None when there is none)."""
     meta_path = catalog_dir / layout.DATASET_DIR / "_metadata"
-    if not meta_path.exists():
+    if not storage.is_remote(meta_path) and not meta_path.exists():
         return None
     try:
-        md = pq.read_metadata(meta_path)
+        md = layout.read_parquet_metadata(meta_path)
+    except FileNotFoundError:  # remotely asked by reading it, not by a HEAD first
+        return None
+    except storage.RemoteStorageError:
+        raise
     except (OSError, pa.ArrowException) as exc:
         raise CatalogIntegrityError(f"{meta_path}: cannot read the catalog's _metadata ({exc}); "
                                     f"`survey-engine verify --repair {catalog_dir}` rebuilds it from the partitions") from None
@@ -84,6 +88,8 @@ def files_on_disk(catalog_dir: Path) -> dict[tuple[int, int], Path]:
     """Every ``Norder=K/Dir=D/Npix=N<suffix>`` under ``dataset/`` (directory listings only): the
     suffix is the catalog's ``hats_npix_suffix`` (``.parquet``, ``.parq``, or ``/`` for partitions
     stored as ``Npix=N/`` folders)."""
+    if storage.is_remote(catalog_dir):
+        return {key: path for key, (path, _) in remote_files(catalog_dir).items()}
     found: dict[tuple[int, int], Path] = {}
     dataset = catalog_dir / layout.DATASET_DIR
     if not dataset.is_dir():
@@ -116,6 +122,27 @@ def _files_with_suffix(dataset: Path, suffix: str) -> dict[tuple[int, int], Path
     return found
 
 
+def remote_files(catalog_dir) -> dict[tuple[int, int], tuple[object, int | None]]:
+    """The partitions of a remote catalog in one listing of ``dataset/`` (an object store pages it,
+    1,000 keys a request): (order, pix) -> (location, size; None for a folder partition)."""
+    suffix = layout.npix_suffix(catalog_dir)
+    dataset = catalog_dir / layout.DATASET_DIR
+    found: dict[tuple[int, int], tuple[object, int | None]] = {}
+    for rel, size in storage.list_files(dataset).items():
+        parts = rel.split("/")
+        if len(parts) < 3 or not parts[0].startswith("Norder=") or not parts[1].startswith("Dir="):
+            continue
+        name = parts[2]
+        if suffix == "/":
+            stem, size = (name[5:], None) if len(parts) > 3 else ("", None)
+        else:
+            stem = name[5:-len(suffix)] if name.endswith(suffix) and len(parts) == 3 else ""
+        if name.startswith("Npix=") and stem.isdigit() and parts[0][7:].isdigit():
+            key = (int(parts[0][7:]), int(stem))
+            found[key] = (layout.partition_path(catalog_dir, *key), size)
+    return found
+
+
 def _names(keys, catalog_dir: Path, limit: int = 3) -> str:
     keys = sorted(keys)
     shown = ", ".join(str(layout.partition_path(catalog_dir, o, p)) for o, p in keys[:limit])
@@ -128,12 +155,18 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
 
     Cost: one read of ``_metadata`` (already small), a directory listing per ``Dir=`` folder and
     one ``stat`` per partition; no partition file is opened. Without ``_metadata``, each file's
-    footer is read instead."""
-    catalog_dir = Path(catalog_dir)
+    footer is read instead.
+
+    A remote catalog (``https://``, ``s3://``) is not listed (a web server cannot, and a listing
+    of a large bucket costs more than the match it serves): at open its metadata must agree with
+    each other and with ``hats_nrows``; a missing, truncated or corrupt file is found when it is
+    read (its footer's rows against the metadata, every page's checksum)."""
+    catalog_dir = storage.as_path(catalog_dir)
     listed = list(zip(parts.Norder.tolist(), parts.Npix.tolist()))
     listed_set = set(listed)
     info_file = catalog_dir / layout.PARTITION_INFO_FILE
-    info_name = layout.PARTITION_INFO_FILE if info_file.exists() else "dataset/_metadata"
+    # (remotely the file is taken to exist: only messages name it, and a HEAD per open is saved)
+    info_name = layout.PARTITION_INFO_FILE if storage.is_remote(info_file) or info_file.exists() else "dataset/_metadata"
     if len(listed_set) != len(listed):
         raise CatalogIntegrityError(f"{catalog_dir / info_name}: lists a partition more than once")
     facts = read_metadata_facts(catalog_dir)
@@ -142,7 +175,7 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
         only_info = listed_set - facts.rows.keys()
         only_meta = facts.rows.keys() - listed_set
         if only_info or only_meta:
-            disk = files_on_disk(catalog_dir)
+            disk = {} if storage.is_remote(catalog_dir) else files_on_disk(catalog_dir)
             what = []
             if only_meta:
                 where = "present" if only_meta <= disk.keys() else "some missing"
@@ -155,6 +188,8 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
             meta_file = catalog_dir / layout.DATASET_DIR / "_metadata"
             odd_one = meta_file if only_info and not only_meta and only_info <= disk.keys() else info_file
             raise CatalogIntegrityError(f"{odd_one}: the catalog's metadata disagree: {'; '.join(what)}; {repair}")
+    if storage.is_remote(catalog_dir):
+        return _remote_rows_unlisted(catalog_dir, listed, facts, properties, repair)
     disk = files_on_disk(catalog_dir)
     missing = listed_set - disk.keys()
     if missing:
@@ -177,6 +212,24 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
     else:
         rows = np.array([layout.partition_num_rows(disk[k]) if disk[k].is_dir() else footer_rows(disk[k]) for k in listed],
                         dtype=np.int64)
+    _check_nrows(catalog_dir, properties, rows, facts, repair)
+    return rows
+
+
+def _remote_rows_unlisted(catalog_dir, listed, facts: MetadataFacts | None, properties: dict, repair: str) -> np.ndarray:
+    """Rows per partition of a catalog on a server that lists nothing: from ``_metadata``, else
+    from each partition's footer (a missing file is an error naming it)."""
+    if facts is not None:
+        rows = np.array([facts.rows[k] for k in listed], dtype=np.int64)
+    else:
+        paths = [layout.partition_path(catalog_dir, o, p) for o, p in listed]
+        rows = np.array([layout.partition_num_rows(f) if layout.is_partition_folder(f) else footer_rows(f) for f in paths],
+                        dtype=np.int64)
+    _check_nrows(catalog_dir, properties, rows, facts, repair)
+    return rows
+
+
+def _check_nrows(catalog_dir, properties: dict, rows: np.ndarray, facts: MetadataFacts | None, repair: str) -> None:
     if "hats_nrows" in properties:
         try:
             stated = int(properties["hats_nrows"])
@@ -187,13 +240,14 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
             source = "dataset/_metadata" if facts is not None else "the partition files' footers"
             raise CatalogIntegrityError(f"{catalog_dir / layout.PROPERTIES_FILE}: hats_nrows={stated}, but {source} hold "
                                         f"{int(rows.sum())} rows; {repair}")
-    return rows
 
 
 def footer_rows(path: Path) -> int:
     """Rows in one partition file by its footer; a missing or unreadable file names itself."""
     try:
-        return int(pq.read_metadata(path).num_rows)
+        return int(layout.read_parquet_metadata(path).num_rows)
+    except storage.RemoteStorageError:
+        raise
     except FileNotFoundError:
         raise CatalogIntegrityError(f"{path}: partition file missing") from None
     except (OSError, pa.ArrowException) as exc:
@@ -202,9 +256,18 @@ def footer_rows(path: Path) -> int:
 
 def read_checked(path: str | Path, columns: list[str] | None = None, expected_rows: int | None = None) -> pa.Table:
     """Read a partition file with every page's checksum verified, its row count checked against
-    ``expected_rows`` (the catalog's metadata); any damage raises ``CatalogIntegrityError``."""
+    ``expected_rows`` (the catalog's metadata); any damage raises ``CatalogIntegrityError``.
+    A remote file is read by byte ranges: its footer, then the requested columns' chunks."""
     try:
-        pf = pq.ParquetFile(path, page_checksum_verification=True, pre_buffer=True)
+        with storage.parquet_source(storage.as_path(path)) as source:
+            return _read_checked(path, source, columns, expected_rows)
+    except FileNotFoundError:
+        raise CatalogIntegrityError(f"{storage.display(path)}: partition file missing") from None
+
+
+def _read_checked(path, source, columns: list[str] | None, expected_rows: int | None) -> pa.Table:
+    try:
+        pf = pq.ParquetFile(source, page_checksum_verification=True, pre_buffer=True)
     except FileNotFoundError:
         raise CatalogIntegrityError(f"{path}: partition file missing") from None
     except (OSError, pa.ArrowException) as exc:

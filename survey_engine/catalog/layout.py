@@ -10,6 +10,7 @@ write exactly this, so catalogs move freely between them and survey_engine.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from survey_engine.catalog import storage
 from survey_engine.errors import SurveyEngineError
 
 HATS_VERSION = "v1.0"
@@ -40,14 +42,22 @@ def partition_relpath(order: int, pix: int, suffix: str = ".parquet") -> str:
 
 def partition_path(catalog_dir: str | Path, order: int, pix: int) -> Path:
     """A partition's file (or folder, for ``hats_npix_suffix=/``) in the catalog at ``catalog_dir``."""
+    if storage.is_remote(catalog_dir):
+        return _remote_partition_path(storage.as_path(catalog_dir), int(order), int(pix))
     return Path(catalog_dir) / DATASET_DIR / partition_relpath(order, pix, npix_suffix(catalog_dir))
 
 
-def read_properties(path: str | Path) -> dict[str, str]:
-    """Parse a Java-style key=value properties file (comments start with #)."""
+@functools.lru_cache(maxsize=100_000)
+def _remote_partition_path(catalog_dir, order: int, pix: int):
+    # a UPath costs about half a millisecond to make: one join per partition, and each made once
+    return catalog_dir.joinpath(f"{DATASET_DIR}/{partition_relpath(order, pix, npix_suffix(catalog_dir))}")
+
+
+def read_properties(path: str | Path, text: str | None = None) -> dict[str, str]:
+    """Parse a Java-style key=value properties file (comments start with #); ``text`` if already read."""
     props: dict[str, str] = {}
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = storage.read_text(storage.as_path(path)) if text is None else text
     except UnicodeDecodeError as exc:
         raise CatalogVariantError(f"{path}: not a properties file (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
     for line in text.splitlines():
@@ -90,15 +100,18 @@ def write_partition_info(catalog_dir: Path, orders: np.ndarray, pixels: np.ndarr
 
 def read_partition_info(catalog_dir: str | Path) -> pd.DataFrame:
     """Partitions as a DataFrame (Norder, Npix), from partition_info.csv or else _metadata."""
-    catalog_dir = Path(catalog_dir)
+    import io
+
+    catalog_dir = storage.as_path(catalog_dir)
     info = catalog_dir / PARTITION_INFO_FILE
-    if info.exists():
-        df = pd.read_csv(info)
+    text = storage.read_text_or_none(info) if storage.is_remote(info) else (info.read_text() if info.exists() else None)
+    if text is not None:
+        df = pd.read_csv(io.StringIO(text))
         return df[["Norder", "Npix"]].astype(np.int64)
     meta = catalog_dir / DATASET_DIR / "_metadata"
-    if not meta.exists():
-        raise FileNotFoundError(f"{catalog_dir}: neither {PARTITION_INFO_FILE} nor dataset/_metadata found")
-    md = pq.read_metadata(meta)
+    if not storage.exists(meta):
+        raise CatalogNotFoundError(f"{storage.display(catalog_dir)}: neither {PARTITION_INFO_FILE} nor dataset/_metadata found")
+    md = read_parquet_metadata(meta)
     pixels = set()
     for i in range(md.num_row_groups):
         pixels.add(pixel_from_path(md.row_group(i).column(0).file_path))
@@ -120,9 +133,10 @@ def columns_with_nulls(catalog_dir: str | Path, schema: pa.Schema, partition_fil
     candidates = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_boolean(f.type)]
     if not candidates:
         return ()
-    meta_file = Path(catalog_dir) / DATASET_DIR / "_metadata"
+    meta_file = storage.as_path(catalog_dir) / DATASET_DIR / "_metadata"
     try:
-        footers = [pq.read_metadata(meta_file)] if meta_file.exists() else [pq.read_metadata(f) for f in partition_files]
+        known = str(meta_file) in _REMOTE_METADATA or storage.exists(meta_file)
+        footers = [read_parquet_metadata(meta_file)] if known else [read_parquet_metadata(f) for f in partition_files]
     except (OSError, pa.ArrowException):
         return tuple(candidates)
     found: set[str] = set()
@@ -164,10 +178,18 @@ def _write_explicit_skymap(path: Path, order: int, pixels: np.ndarray, counts: n
 def read_point_map(catalog_dir: str | Path) -> np.ndarray | None:
     from cdshealpix.skymap.skymap import Scheme, Skymap
 
-    path = Path(catalog_dir) / POINT_MAP_FILE
-    if not path.exists():
+    path = storage.as_path(catalog_dir) / POINT_MAP_FILE
+    if not storage.exists(path):
         return None
-    skymap = Skymap.from_fits(str(path))
+    if storage.is_remote(path):  # cdshealpix reads a local file: fetch the (small) map first
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=".fits") as tmp:
+            tmp.write(path.fs.cat_file(path.path))
+            tmp.flush()
+            skymap = Skymap.from_fits(tmp.name)
+    else:
+        skymap = Skymap.from_fits(str(path))
     if skymap.scheme == Scheme.EXPLICIT:
         return skymap.skymap.to_implicit(null_value=0).values
     return skymap.skymap.values
@@ -273,7 +295,10 @@ _SPATIAL_CACHE: dict[tuple[str, int], tuple[str, int, str, str] | None] = {}
 
 
 def _properties_key(catalog_dir: str | Path) -> tuple[str, int] | None:
-    """(catalog folder, properties mtime): the cache key of what its properties say, or None."""
+    """(catalog folder, properties mtime): the cache key of what its properties say, or None.
+    A remote catalog is taken as unchanging while this process runs (no request per look-up)."""
+    if storage.is_remote(catalog_dir):
+        return str(catalog_dir), -1
     for name in (PROPERTIES_FILE, "properties"):
         try:
             return str(catalog_dir), (Path(catalog_dir) / name).stat().st_mtime_ns
@@ -282,10 +307,23 @@ def _properties_key(catalog_dir: str | Path) -> tuple[str, int] | None:
     return None
 
 
+# what a remote catalog's properties say, read once per process (remote catalogs are read as unchanging)
+_REMOTE_PROPERTIES: dict[str, dict[str, str]] = {}
+
+
 def _properties_of(catalog_dir: str | Path) -> dict[str, str]:
+    if storage.is_remote(catalog_dir) and str(catalog_dir) in _REMOTE_PROPERTIES:
+        return _REMOTE_PROPERTIES[str(catalog_dir)]
     for name in (PROPERTIES_FILE, "properties"):
-        path = Path(catalog_dir) / name
-        if path.exists():
+        path = storage.as_path(catalog_dir) / name
+        if storage.is_remote(path):
+            text = storage.read_text_or_none(path)
+            if text is not None:
+                if len(_REMOTE_PROPERTIES) > 256:
+                    _REMOTE_PROPERTIES.clear()
+                _REMOTE_PROPERTIES[str(catalog_dir)] = props = read_properties(path, text)
+                return props
+        elif path.exists():
             return read_properties(path)
     return {}
 
@@ -306,7 +344,7 @@ def npix_suffix(catalog_dir: str | Path) -> str:
 
 def catalog_dir_of(partition: str | Path) -> Path | None:
     """The catalog folder holding a partition file ``.../dataset/Norder=K/...`` (None elsewhere)."""
-    for parent in Path(partition).parents:
+    for parent in storage.as_path(partition).parents:
         if parent.name == DATASET_DIR:
             return parent.parent
     return None
@@ -338,26 +376,64 @@ def spatial_index_of(catalog_dir: str | Path) -> tuple[str, int, str, str] | Non
 
 def partition_num_rows(path: str | Path) -> int:
     """Rows in one partition, from the Parquet footer(s): a file, or a ``Npix=N/`` folder of files."""
-    path = Path(path)
-    if path.is_dir():
-        return sum(pq.read_metadata(f).num_rows for f in partition_folder_files(path))
-    return pq.read_metadata(path).num_rows
+    path = storage.as_path(path)
+    if is_partition_folder(path):
+        return sum(read_parquet_metadata(f).num_rows for f in partition_folder_files(path))
+    return read_parquet_metadata(path).num_rows
 
 
 def partition_folder_files(path: str | Path) -> list[Path]:
     """The Parquet files of a partition stored as a folder, in name order (hidden files skipped)."""
-    return sorted(f for f in Path(path).iterdir() if f.is_file() and not f.name.startswith((".", "_")))
+    return sorted((f for f in storage.as_path(path).iterdir() if f.is_file() and not f.name.startswith((".", "_"))), key=str)
 
 
 def read_partition_schema(path: str | Path) -> pa.Schema:
     """Arrow schema of one partition (file or folder)."""
-    path = Path(path)
-    if path.is_dir():
+    path = storage.as_path(path)
+    if is_partition_folder(path):
         files = partition_folder_files(path)
         if not files:
             raise FileNotFoundError(f"{path}: partition folder holds no files")
-        return pq.read_schema(files[0])
-    return pq.read_schema(path)
+        path = files[0]
+    with storage.parquet_source(path) as source:
+        return pq.read_schema(source)
+
+
+def is_partition_folder(path) -> bool:
+    """Whether a partition is stored as a folder of files (``Npix=N/``): asked of the file system
+    locally, of the catalog's ``hats_npix_suffix`` remotely (no request)."""
+    if not storage.is_remote(path):
+        return Path(path).is_dir()
+    catalog_dir = catalog_dir_of(path)
+    return catalog_dir is not None and npix_suffix(catalog_dir) == "/"
+
+
+_REMOTE_METADATA: dict[str, pq.FileMetaData] = {}
+
+
+def read_parquet_metadata(path) -> pq.FileMetaData:
+    """A Parquet file's footer (local or remote: only the footer's bytes are fetched). A remote
+    ``_metadata`` is kept for the process, as remote catalogs are read as unchanging: opening the
+    catalog and finding its nullable columns read it once; it is all footer, so it is fetched whole
+    in one request (no HEAD for its size, no second read)."""
+    path = storage.as_path(path)
+    key = str(path) if storage.is_remote(path) and path.name == "_metadata" else None
+    if key is not None and key in _REMOTE_METADATA:
+        return _REMOTE_METADATA[key]
+    if key is not None:
+        md = pq.read_metadata(pa.BufferReader(storage.read_bytes(path)))
+    else:
+        with storage.parquet_source(path) as source:
+            md = pq.read_metadata(source)
+    if key is not None:
+        if len(_REMOTE_METADATA) > 32:
+            _REMOTE_METADATA.clear()
+        _REMOTE_METADATA[key] = md
+    return md
+
+
+class CatalogNotFoundError(SurveyEngineError, FileNotFoundError):
+    """No HATS catalog or collection where one was asked for (a local folder or a remote location)."""
 # --- paths are data: plain names, writes and removals that stay inside their folder -------------
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")

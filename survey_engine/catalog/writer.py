@@ -105,7 +105,17 @@ def _write_single(catalog: Catalog, out_dir: Path, name: str, product: str, clie
 
 
 def write_catalog(catalog: Catalog, out: Path, name: str | None = None, client=None, progress: bool = False) -> Path:
-    """Write ``catalog`` (and its margin) as a collection at ``out``; atomic: built beside, then renamed."""
+    """Write ``catalog`` (and its margin) as a collection at ``out``; atomic: built beside, then renamed
+    (or, for an ``s3://`` location, built in a local staging folder and uploaded properties last)."""
+    from survey_engine.catalog import storage
+
+    if storage.is_remote(out):
+        from survey_engine.catalog.remote_write import write_via_stage
+
+        out = storage.as_path(out)
+        name = name if name is not None else out.name
+        write_via_stage(out, lambda stage: write_catalog(catalog, stage, name=name, client=client, progress=progress))
+        return out
     out = Path(out)
     # a given name is checked; the output folder's own name (made absolute) is one path component
     name = layout.check_name(name, "catalog name") if name is not None else layout.output_path(out).name

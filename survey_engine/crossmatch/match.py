@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from survey_engine.catalog import storage
 from survey_engine.catalog.catalog import Catalog, read_partition
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
 from survey_engine.crossmatch.algorithms import (
@@ -358,7 +359,7 @@ class CrossmatchResult:
         """Write the result as a HATS collection partitioned like the left catalog."""
         from survey_engine.crossmatch.output import write_result
 
-        return write_result(self, Path(out), name=name, client=client, progress=progress)
+        return write_result(self, out if storage.is_remote(out) else Path(out), name=name, client=client, progress=progress)
 
 
 def _nullable(dtype):

@@ -41,7 +41,18 @@ def _write_frame_by_partition(frame, tasks, catalog_dir: Path) -> tuple[list, li
 
 
 def write_result(result, out: Path, name: str | None = None, client=None, progress: bool = False) -> Path:
+    """Write the matches at ``out``: a local folder (built beside, then renamed) or an ``s3://``
+    location (built in a local staging folder, then uploaded with the properties last)."""
+    from survey_engine.catalog import storage
     from survey_engine.catalog.layout import check_name, output_path
+
+    if storage.is_remote(out):
+        from survey_engine.catalog.remote_write import write_via_stage
+
+        out = storage.as_path(out)
+        name = name if name is not None else out.name
+        write_via_stage(out, lambda stage: write_result(result, stage, name=name, client=client, progress=progress))
+        return out
 
     name = check_name(name, "catalog name") if name is not None else output_path(out).name
     meta = result.meta()

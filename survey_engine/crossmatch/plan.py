@@ -9,10 +9,12 @@ Every left row is matched exactly once and sees every right row within the radiu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from survey_engine.catalog import layout, storage
 from survey_engine.catalog.catalog import Catalog
 from survey_engine.catalog.healpix import margin_order_for_radius, pixel_range29
 from survey_engine.catalog.margins import margin_ring
@@ -28,7 +30,7 @@ class MarginTooSmallError(SurveyEngineError, ValueError):
 class RightGroup:
     start29: int  # the left rows in [start29, stop29) are matched against ``files``
     stop29: int
-    files: tuple[str, ...]  # a right partition and its margin partition (if it has one)
+    files: tuple[str, ...]  # a right partition and its margin partition (if it has one); a UPath where remote
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,26 @@ def plan_crossmatch(left: Catalog, right: Catalog, radius_arcsec: float) -> list
     r_orders = right.partitions.Norder.to_numpy()
     r_pixels = right.partitions.Npix.to_numpy()
     r_start, r_stop = pixel_range29(r_orders, r_pixels)
-    r_files = [str(f) for f in right.partition_files()]
-    margin_files = right.margin.files_by_pixel()
-    # every read checks its file's rows against these (the metadata checked when the catalogs were opened)
-    rows_of = dict(zip(r_files, right._expected_rows()))
-    rows_of.update(zip(margin_files.values(), right.margin._expected_rows()))
-    rows_of.update(zip(map(str, left.partition_files()), left._expected_rows()))
+    # file names are made only for the right partitions a task uses (a remote one is a UPath,
+    # slow to make by the hundred); every read checks its file's rows against the metadata
+    r_rows = right._expected_rows()
+    margin_rows = dict(zip(zip(right.margin.partitions.Norder.tolist(), right.margin.partitions.Npix.tolist()),
+                           right.margin._expected_rows()))
+    rows_of: dict = {}
+
+    @functools.cache
+    def r_file(i: int):
+        f = storage.portable(layout.partition_path(right.path, int(r_orders[i]), int(r_pixels[i])))
+        rows_of[f] = r_rows[i]
+        return f
+
+    @functools.cache
+    def margin_file(key: tuple[int, int]):
+        f = storage.portable(layout.partition_path(right.margin.path, *key))
+        rows_of[f] = margin_rows[key]
+        return f
+
+    rows_of.update(zip(map(storage.portable, left.partition_files()), left._expected_rows()))
     m = margin_order_for_radius(radius_arcsec)
     tasks = []
     for l_order, l_pix, l_file in zip(left.partitions.Norder.tolist(), left.partitions.Npix.tolist(), left.partition_files()):
@@ -80,7 +96,8 @@ def plan_crossmatch(left: Catalog, right: Catalog, radius_arcsec: float) -> list
                 break
             s, e = max(l_start, int(r_start[i])), min(l_stop, int(r_stop[i]))
             covered += e - s
-            files = (r_files[i],) + ((margin_files[(int(r_orders[i]), int(r_pixels[i]))],) if (int(r_orders[i]), int(r_pixels[i])) in margin_files else ())
+            key = (int(r_orders[i]), int(r_pixels[i]))
+            files = (r_file(i),) + ((margin_file(key),) if key in margin_rows else ())
             groups.append(RightGroup(s, e, files))
         orphans: tuple[str, ...] = ()
         if covered < l_stop - l_start:
@@ -88,8 +105,8 @@ def plan_crossmatch(left: Catalog, right: Catalog, radius_arcsec: float) -> list
             cov = normalise_ranges(*pixel_range29(np.full(len(ring), m), ring))
             cov = normalise_ranges(np.append(cov[0], l_start), np.append(cov[1], l_stop))
             near = np.flatnonzero(ranges_overlap(r_start, r_stop, cov))
-            orphans = tuple(r_files[i] for i in near)
-        used = (str(l_file), *(f for g in groups for f in g.files), *orphans)
+            orphans = tuple(r_file(int(i)) for i in near)
+        used = (storage.portable(l_file), *(f for g in groups for f in g.files), *orphans)
         file_rows = tuple((f, rows_of[f]) for f in dict.fromkeys(used) if rows_of.get(f) is not None)
-        tasks.append(MatchTask(str(l_file), l_order, l_pix, tuple(groups), orphans, file_rows))
+        tasks.append(MatchTask(storage.portable(l_file), l_order, l_pix, tuple(groups), orphans, file_rows))
     return tasks

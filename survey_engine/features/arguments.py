@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from survey_engine.arguments import NAME_LIST, NAMES, StageResult, param
+from survey_engine.arguments import AT_LEAST_1, NAME_LIST, NAMES, StageResult, param, positive_int
 
 
 @dataclass
@@ -69,13 +69,17 @@ class VariabilityArguments:
     max_period: float | None = param(None, "longest period searched, days (default: the light curve's time span)",
                                      type=float)
     lc_column: str = param("lc", "the nested light-curve column (default lc)")
+    samples_per_peak: int = param(3, "periodogram samples per peak width of the coarse search; its 5 best peaks are "
+                                  "refined 20x finer (default 3)", type=int, check=AT_LEAST_1, parse=positive_int)
+    harmonics: int = param(3, "Fourier harmonics fitted at the best period (default 3)", type=int, check=AT_LEAST_1,
+                           parse=positive_int)
 
 
 def run_variability(args: VariabilityArguments, client=None, progress: bool = True) -> StageResult:
     from survey_engine.features.variability import VariabilitySpec, variability_catalog
 
     spec = VariabilitySpec(bands=args.bands, min_epochs=args.min_epochs, min_period=args.min_period,
-                           max_period=args.max_period)
+                           max_period=args.max_period, samples_per_peak=args.samples_per_peak, harmonics=args.harmonics)
     r = variability_catalog(str(args.catalog), str(args.out), spec, lc_column=args.lc_column, client=client,
                             progress=progress)
     return StageResult(r.summary(), {"rows": r.rows, "features": len(r.columns)}, Path(args.out), r)

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from survey_engine.arguments import NAME_LIST, param
+from survey_engine.arguments import AT_LEAST_1, NAME_LIST, param, positive_int
 from survey_engine.catalog import build
 from survey_engine.catalog.catalog import open_catalog
 from survey_engine.catalog.writer import finish_collection, finish_written, staged_collection
@@ -58,7 +58,8 @@ class LightcurveArguments:
     lc_column: str = param("lc", "name of the nested light-curve column (default lc)")
     require_objects: bool = param(False, "refuse detections whose id is no object's (default: leave them out and count "
                                   "them)", type=bool)
-    batch_rows: int = 1_000_000
+    batch_rows: int = param(1_000_000, "detections read per batch (memory is flat in the number of detections; "
+                            "default 1,000,000)", type=int, check=AT_LEAST_1, parse=positive_int)
 
     def __post_init__(self) -> None:
         if isinstance(self.detections, str):

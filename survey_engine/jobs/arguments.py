@@ -12,32 +12,31 @@ WORKERS = "local Dask workers, one process and thread each (default: one per cor
 
 
 @dataclass
-class RunArguments:
-    """Run a job spec (YAML) on a local Dask cluster, a running scheduler or an HPC batch system."""
+class JobRunArguments:
+    """What ``run`` and ``submit`` share: the spec, where its outputs go, how long to wait for workers."""
 
     job: str = param(help="job spec, e.g. jobs/photoz.yaml", role="positional")
-    cluster: str | None = param(None, "local (default), tcp://HOST:PORT of a running scheduler, slurm / pbs "
-                                "(cluster/slurm.yaml, cluster/pbs.yaml) or a cluster config FILE.yaml")
-    workdir: str | None = param(None, "override the spec's workdir")
+    workdir: str | None = param(None, "override the spec's workdir", kw_only=True)
     security: str | None = param(None, "cluster config whose security: section holds TLS credentials (for tls:// "
-                                 "schedulers)")
+                                 "schedulers)", kw_only=True)
     min_workers: int | None = param(None, "running scheduler: wait (up to 60 s) until this many workers have joined "
-                                    "(default 1)", type=int, check=AT_LEAST_1, parse=positive_int)
-    check: bool = param(False, "validate the spec and stop", type=bool)
+                                    "(default 1)", type=int, check=AT_LEAST_1, parse=positive_int, kw_only=True)
+    check: bool = param(False, "validate the spec and stop", type=bool, kw_only=True)
 
 
 @dataclass
-class SubmitArguments:
+class RunArguments(JobRunArguments):
+    """Run a job spec (YAML) on a local Dask cluster, a running scheduler or an HPC batch system."""
+
+    cluster: str | None = param(None, "local (default), tcp://HOST:PORT of a running scheduler, slurm / pbs "
+                                "(cluster/slurm.yaml, cluster/pbs.yaml) or a cluster config FILE.yaml")
+
+
+@dataclass
+class SubmitArguments(JobRunArguments):
     """Run a job spec on a running Dask scheduler (same as run --cluster tcp://...)."""
 
-    job: str = param(help="job spec, e.g. jobs/photoz.yaml", role="positional")
     scheduler: str = param(help="tcp://HOST:PORT", required=True)
-    workdir: str | None = param(None, "override the spec's workdir")
-    security: str | None = param(None, "cluster config whose security: section holds TLS credentials (for tls:// "
-                                 "schedulers)")
-    min_workers: int | None = param(None, "running scheduler: wait (up to 60 s) until this many workers have joined "
-                                    "(default 1)", type=int, check=AT_LEAST_1, parse=positive_int)
-    check: bool = param(False, "validate the spec and stop", type=bool)
 
 
 def run_run(args: RunArguments | SubmitArguments, client=None, progress: bool = True) -> StageResult:

@@ -4,7 +4,8 @@ the same runner as ``survey-engine run``, with the size, seed and output folder 
 Two mock surveys of one sky (astrometric at 2016.0, photometric at 2005.0 with spectra on part of
 the sky) -> HATS collections with margins -> cross-match with and without proper-motion
 propagation -> features -> star/galaxy/QSO classification -> photo-z with intervals -> open
-clusters per tile, merged -> anomaly scores -> ``report.html``. Re-running reuses finished stages.
+clusters per tile, merged -> anomaly scores; mock variable stars -> nested light curves ->
+variability features -> variable types -> ``report.html``. Re-running reuses finished stages.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def demo_spec(rows: int = DEFAULT_ROWS, out: str | Path = DEFAULT_OUT, seed: int
     for name, (kind, params) in spec.sources.items():
         if kind == "mock":
             spec.sources[name] = (kind, {**params, "rows": int(rows), "seed": int(seed)})
+        elif kind == "mock_lightcurves":  # the variable stars keep their (small) size; the seed is the demo's
+            spec.sources[name] = (kind, {**params, "seed": int(seed)})
     if workers:
         spec.cluster = {**spec.cluster, "workers": int(workers)}
     return spec
@@ -67,6 +70,11 @@ def summary_lines(summary: dict) -> list[str]:
     if "classifier" in st:
         h = st["classifier"].get("held_out", {})
         lines.append(f"  classification  held-out accuracy {h.get('accuracy', float('nan')):.3f}, macro-F1 {h.get('macro_f1', float('nan')):.3f}")
+    if "variable_types" in st:
+        h = st["variable_types"].get("held_out", {})
+        lines.append(f"  variable stars  types from light curves: held-out accuracy {h.get('accuracy', float('nan')):.3f}, "
+                     f"macro-F1 {h.get('macro_f1', float('nan')):.3f} ({st.get('light_curves', {}).get('detections', 0):,} detections "
+                     f"of {st.get('light_curves', {}).get('objects', 0):,} stars)")
     if "open_clusters" in st:
         c = st["open_clusters"]
         lines.append(f"  open clusters   {c.get('n_clusters')} found (largest: {', '.join(str(n) for n in c.get('largest', []))} stars)")

@@ -6,7 +6,9 @@ stage; a sky map (Mollweide, sources per square degree) of every imported catalo
 separations and match rates of every cross-match (and, where the left side has proper motions,
 the share matched against proper motion); photo-z against the spectroscopic redshifts of the
 held-out sky with the coverage of the 68% intervals; the confusion matrix of a classifier; the
-proper-motion and colour-magnitude diagrams of the clusters found; anomaly scores. Data are
+proper-motion and colour-magnitude diagrams of the clusters found; anomaly scores; for variable
+stars classified from their light curves, phase-folded light curves of a few and the
+period-amplitude (Bailey) diagram coloured by predicted class. Data are
 reduced on the workers partition by partition (histograms, samples), so the report stays cheap at
 any size. A section that cannot be drawn says why instead of failing the job.
 """
@@ -38,7 +40,7 @@ img{max-width:100%}.grid{display:flex;flex-wrap:wrap;gap:1em}.note{color:#666;fo
 .card{border:1px solid #ccd;border-radius:6px;padding:.5em .9em;background:#f8f9fc}.card b{display:block;font-size:1.3em}
 </style>"""
 
-SECTION_IDS = ("stages", "sky", "crossmatch", "photoz", "classification", "clusters", "anomalies")
+SECTION_IDS = ("stages", "sky", "crossmatch", "photoz", "classification", "variables", "clusters", "anomalies")
 
 
 def write_report(spec, summary: dict, client=None) -> Path:
@@ -50,7 +52,8 @@ def write_report(spec, summary: dict, client=None) -> Path:
     stages = {s.id: s for s in spec.stages}
     done = {sid: info for sid, info in summary["stages"].items() if sid in stages}
     parts = [_header(spec, summary, done), _stage_section(spec, done)]
-    for builder in (_sky_section, _crossmatch_section, _photoz_section, _classification_section, _cluster_section, _anomaly_section):
+    for builder in (_sky_section, _crossmatch_section, _photoz_section, _classification_section, _variables_section, _cluster_section,
+                    _anomaly_section):
         parts.append(_guarded(builder, spec, stages, done))
     parts.append(f"<p class='note'>Report written in {time.perf_counter() - t0:.1f} s by survey_engine from "
                  f"{html.escape(str(spec.path))}; the run's numbers are in run_summary.json beside this file.</p>")
@@ -368,18 +371,21 @@ def _classification_section(spec, stages, done) -> str:
         test = metrics["test"]
         conf = np.array(test["confusion"], dtype=float)
         parts.append(f"<p>Model <b>{html.escape(sid)}</b>: held-out accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} "
-                     f"({int(conf.sum()):,} spectroscopic objects on sky kept out of training).</p>")
+                     f"({int(conf.sum()):,} labelled objects on sky kept out of training; true classes from "
+                     f"{html.escape(str(stages[sid].params.get('label')))}).</p>")
         applied = [a for a in done if stages[a].kind == "predict" and stages[a].params.get("model") == sid]
-        fig, ax = plt.subplots(1, 1 + bool(applied), figsize=(5.2 * (1 + bool(applied)), 4.4))
+        width = max(5.2, 0.9 * len(classes) + 1.0)  # many classes (variable types) need room for their counts
+        fig, ax = plt.subplots(1, 1 + bool(applied), figsize=(width * (1 + bool(applied)), 4.4 * width / 5.2))
         ax = np.atleast_1d(ax)
         share = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
         ax[0].imshow(share, cmap="Blues", vmin=0, vmax=1)
         for i in range(conf.shape[0]):
             for j in range(conf.shape[1]):
                 ax[0].text(j, i, f"{int(conf[i, j]):,}\n{share[i, j]:.1%}", ha="center", va="center",
-                           color="white" if share[i, j] > 0.6 else "black", fontsize=9)
+                           color="white" if share[i, j] > 0.6 else "black", fontsize=9 if len(classes) <= 4 else 7)
         ax[0].set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
-                  xlabel="predicted", ylabel="spectroscopic class", title="confusion matrix (held out)")
+                  xlabel="predicted", ylabel=f"true class ({stages[sid].params.get('label')})",
+                  title="confusion matrix (held out)")
         for a in applied:
             counts = pd.concat(_partition_results(done[a]["path"], ["class_pred"], _ClassCounts())).groupby(level=0).sum()
             counts = counts.reindex(classes).fillna(0)
@@ -390,6 +396,160 @@ def _classification_section(spec, stages, done) -> str:
         fig.tight_layout()
         parts.append(png_html(fig))
         parts.append(table_html([{"class": c, **v} for c, v in test["per_class"].items()], ["class", "precision", "recall", "f1", "support"]))
+    return "".join(parts)
+
+
+# -- variable stars ------------------------------------------------------------------------------
+
+PHASE_PANELS = 8  # phase-folded light curves shown: the clearest star of each predicted class, and a misclassified one
+
+
+class _VariableSample:
+    """Per partition: the columns of the Bailey diagram for at most ``keep`` rows, and the candidates
+    for the phase-folded panels (each predicted class's most clearly periodic star, rightly classified
+    where the true class is known, and the most clearly periodic misclassified one)."""
+
+    def __init__(self, columns: list[str], fap: str, label: str | None, keep: int):
+        self.columns, self.fap, self.label, self.keep = columns, fap, label, keep
+
+    def __call__(self, df: pd.DataFrame) -> dict:
+        df = df[[c for c in self.columns if c in df.columns]]
+        df = df.assign(_healpix_29=df.index.to_numpy())
+        shown = df.sample(min(len(df), self.keep), random_state=0) if len(df) > self.keep else df
+        ranked = df[np.isfinite(df[self.fap].to_numpy(float))].sort_values(self.fap, kind="stable")
+        wrong = np.zeros(len(ranked), bool)
+        if self.label:
+            wrong = (ranked[self.label].astype(str) != ranked["class_pred"].astype(str)).to_numpy()
+        right = ranked[~wrong]
+        best = pd.concat([right.groupby(right["class_pred"].astype(str), sort=True).head(1).assign(_wrong=False),
+                          ranked[wrong].head(1).assign(_wrong=True)])
+        return {"shown": shown, "best": best, "rows": len(df)}
+
+
+def _variable_stages(stages, done) -> list[tuple[str, str, str]]:
+    """(predict stage, its classify model, the lightcurves stage) for every classification of
+    variability features computed from nested light curves."""
+    found = []
+    for sid in done:
+        if stages[sid].kind != "predict":
+            continue
+        model, catalog = stages[sid].params.get("model"), stages[sid].params.get("catalog")
+        if (model in done and stages[model].params.get("task") == "classify" and catalog in done
+                and stages[catalog].kind == "variability" and stages[catalog].params.get("catalog") in done
+                and stages[stages[catalog].params["catalog"]].kind == "lightcurves"):
+            found.append((sid, model, stages[catalog].params["catalog"]))
+    return found
+
+
+def _period_band(features: list[str], columns: list[str]) -> str:
+    """The prefix (``r_``, or empty for an unnamed band) of the period the classifier used."""
+    for f in features:
+        if (f == "period" or f.endswith("_period")) and f in columns:
+            return f[: -len("period")]
+    prefixes = [c[: -len("period")] for c in columns if c.endswith("_period")]
+    if not prefixes:
+        raise ValueError("no <band>_period column: not a variability catalog")
+    return prefixes[0]
+
+
+def _light_curves(path: str, id_column: str, lc_column: str, picked: pd.DataFrame) -> dict:
+    """The nested light curves of the ``picked`` objects, read from only the partitions that hold them."""
+    import pyarrow.parquet as pq
+
+    from survey_engine.catalog.catalog import open_catalog
+
+    cat = open_catalog(path, margin=None)
+    hp = picked["_healpix_29"].to_numpy(np.int64)
+    curves = {}
+    for order, pix, file in zip(cat.partitions.Norder, cat.partitions.Npix, cat.partition_files()):
+        ids = picked[(hp >> (2 * (29 - int(order)))) == int(pix)][id_column].tolist()
+        if not ids:
+            continue
+        table = pq.read_table(file, columns=[id_column, lc_column], filters=[(id_column, "in", ids)])
+        for ident, record in zip(table.column(id_column).to_pylist(), table.column(lc_column).to_pylist()):
+            curves[ident] = record or {}
+    return curves
+
+
+def _variables_section(spec, stages, done) -> str:
+    import matplotlib.pyplot as plt
+
+    found = _variable_stages(stages, done)
+    if not found:
+        return ""
+    parts = ["<h2 id='variables'>Variable stars</h2><p class='note'>Classified from their light curves' variability features. "
+             "Phase-folded light curves (two cycles, every band, folded at the period found, maximum light at phase 0) of "
+             "the most clearly periodic star of each predicted class and of the most clearly periodic misclassified one; "
+             "the period-amplitude (Bailey) diagram of every classified star (a sample beyond 20,000), coloured by predicted "
+             "class. Amplitude is light-curve's: half the range of the magnitudes.</p>"]
+    for sid, model, lc_sid in found:
+        lc_params = stages[lc_sid].params
+        id_column = lc_params.get("object_id") or lc_params.get("id") or "object_id"
+        lc_column = lc_params.get("lc_column", "lc")
+        band_field, time_field, mag_field = lc_params.get("band", "band"), lc_params.get("time", "time"), lc_params.get("mag", "mag")
+        label = stages[model].params.get("label")
+        cols = _columns(done[sid]["path"])
+        band = _period_band(list(stages[model].params.get("features", [])), cols)
+        period, amplitude, fap = f"{band}period", f"{band}amplitude", f"{band}period_fap"
+        want = [id_column, "class_pred", period, amplitude, fap, *([label] if label in cols else [])]
+        rows = done[sid].get("rows") or done[lc_sid].get("objects") or 20_000
+        got = _partition_results(done[sid]["path"], want,
+                                 _VariableSample(want, fap, label if label in cols else None, max(200, 20_000 * 30 // max(rows, 1))))
+        shown = pd.concat([g["shown"] for g in got])
+        best = pd.concat([g["best"] for g in got]).sort_values(fap, kind="stable")
+        wrong = best[best["_wrong"].astype(bool)].head(1)
+        right = best[~best["_wrong"].astype(bool)].drop_duplicates("class_pred").head(PHASE_PANELS - len(wrong))
+        picked = pd.concat([right.sort_values("class_pred", kind="stable"), wrong])
+        curves = _light_curves(done[lc_sid]["path"], id_column, lc_column, picked)
+        classes = sorted(shown["class_pred"].astype(str).unique())
+        colours = dict(zip(classes, plt.get_cmap("tab10").colors))
+        acc = done[model].get("held_out", {}).get("accuracy")
+        parts.append(f"<p><b>{html.escape(sid)}</b>: {sum(g['rows'] for g in got):,} stars classified by <b>{html.escape(model)}</b>"
+                     + (f" (held-out accuracy {acc:.3f})" if isinstance(acc, float) else "")
+                     + f", from the light curves of <b>{html.escape(lc_sid)}</b>; periods and amplitudes of band "
+                     f"{html.escape(band.rstrip('_') or '(unnamed)')}.</p>")
+        ncol = 4
+        nrow = max(1, -(-len(picked) // ncol))
+        fig, axes = plt.subplots(nrow, ncol, figsize=(13, 3.2 * nrow), squeeze=False)
+        for ax, (_, star) in zip(axes.ravel(), picked.iterrows()):
+            record = curves.get(star[id_column], {})
+            t = np.asarray(record.get(time_field, []), dtype=float)
+            m = np.asarray(record.get(mag_field, []), dtype=float)
+            bands = np.asarray(record.get(band_field, [""] * len(t)), dtype=object) if band_field else np.full(len(t), "")
+            p = float(star[period])
+            ref = band.rstrip("_")
+            main = (bands == ref) if ref and (bands == ref).any() else np.ones(len(t), bool)
+            t0 = t[main][np.argmin(m[main])] if main.any() else 0.0
+            phase = ((t - t0) / p) % 1.0 if np.isfinite(p) and p > 0 else np.zeros(len(t))
+            for b in sorted(set(bands.tolist())):
+                sel = bands == b
+                ax.scatter(np.r_[phase[sel], phase[sel] + 1], np.r_[m[sel], m[sel]], s=4, label=str(b) or None)
+            ax.invert_yaxis()
+            truth = f"true {star[label]}, " if label in star.index else ""
+            mark = " (misclassified)" if bool(star["_wrong"]) else ""
+            ax.set_title(f"{id_column} {star[id_column]}{mark}\n{truth}predicted {star['class_pred']}, P = {p:.5g} d", fontsize=9,
+                         color="#a00" if mark else "black")
+            ax.set(xlabel="phase", ylabel="magnitude", xlim=(0, 2))
+            if len(set(bands.tolist())) > 1:
+                ax.legend(fontsize=7, markerscale=2, loc="lower right")
+        for ax in axes.ravel()[len(picked):]:
+            ax.axis("off")
+        fig.tight_layout()
+        parts.append(png_html(fig))
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        for c in classes:
+            grp = shown[shown["class_pred"].astype(str) == c]
+            ax.scatter(np.log10(grp[period].to_numpy(float)), grp[amplitude].to_numpy(float), s=7, color=colours[c],
+                       label=f"{c} ({len(grp):,})", alpha=0.8)
+        ax.set(xlabel=f"log10 period ({band.rstrip('_') or 'light curve'}, days)", ylabel=f"amplitude ({band.rstrip('_') or 'mag'}, mag)",
+               title=f"{sid}: period-amplitude diagram by predicted class")
+        ax.legend(fontsize=8, markerscale=2, ncol=2)
+        fig.tight_layout()
+        parts.append(png_html(fig))
+        parts.append(table_html([{id_column: r[id_column], **({"true class": r[label]} if label in r.index else {}),
+                              "predicted": r["class_pred"], "period (d)": float(r[period]), "amplitude (mag)": float(r[amplitude]),
+                              "FAP": float(r[fap])} for _, r in picked.iterrows()],
+                            [id_column, *(["true class"] if label in cols else []), "predicted", "period (d)", "amplitude (mag)", "FAP"]))
     return "".join(parts)
 
 

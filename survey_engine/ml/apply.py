@@ -33,17 +33,19 @@ def apply_frame(frame: pd.DataFrame, meta: dict, models, text_as_missing: bool |
     raise ModelError(f"unknown model task {meta['task']!r}")
 
 
-def predict(model_dir: str, table_path: str, out: str, client=None, progress: bool = True, missing: str | None = None) -> Path:
+def predict(model_dir: str, table_path: str, out: str, client=None, progress: bool = True, missing: str | None = None,
+            storage_options: dict | None = None) -> Path:
     """Apply the model in ``model_dir`` to every row. Text in a feature column is an error naming
     the column and row, unless ``missing`` (``--missing nan|impute|drop``) is given: then such
-    values are missing values, handled as that policy says."""
+    values are missing values, handled as that policy says. ``table_path`` may be a remote
+    catalog (``https://``, ``s3://``; ``storage_options`` as in ``open_catalog``)."""
     from survey_engine.features.spec import FeatureError, FeatureSpec
     from survey_engine.runtime import Shared, dask_client
 
     meta, models = load_model(model_dir)
     if missing is not None:
         meta = with_missing_policy(meta, missing, model_dir)
-    table = open_table(table_path)
+    table = open_table(table_path, storage_options=storage_options)
     try:
         FeatureSpec.from_json(meta["feature_spec"]).plan(table.columns)
     except FeatureError as exc:
@@ -59,7 +61,7 @@ def predict(model_dir: str, table_path: str, out: str, client=None, progress: bo
         if table.catalog is not None:
             from survey_engine.catalog.catalog import open_catalog
 
-            cat = open_catalog(table_path)
+            cat = open_catalog(table_path, storage_options=storage_options)
             sample = placeholder(cat.to_dask()._meta_nonempty.head(2))
             return cat.map_partitions(apply, meta=sample.iloc[:0]).write(out, client=client, progress=progress)
         frame = table.frame.map_partitions(apply, meta=placeholder(table.frame._meta_nonempty.head(2)).iloc[:0])

@@ -202,15 +202,16 @@ def merge_tiles(local: pd.DataFrame) -> pd.DataFrame:
 
 def cluster_catalog(catalog_path: str, features: list[str], method: str, out: str, *, id_column: str | None = None,
                     params: dict | None = None, client=None, progress: bool = True, seed: int = 42, where: str | None = None,
-                    build_margin: bool = False, check_margin: bool = False) -> dict:
+                    build_margin: bool = False, check_margin: bool = False, storage_options: dict | None = None) -> dict:
     """Cluster a catalog; write it with ``cluster_id`` to ``out`` (a new collection) plus a summary.
     ``where`` selects the rows that take part. ``check_margin`` (the CLI's default) stops where the
     margin is narrower than the clusters' reach; ``build_margin`` builds one as wide instead. Off by
     default here: in the mock sky, diffuse kinematic groups of QSOs and field stars reach degrees,
-    and a job stage has no ``where`` yet to leave them out."""
+    and a job stage has no ``where`` yet to leave them out. ``catalog_path`` may be remote
+    (``https://``, ``s3://``; ``storage_options`` as in ``open_catalog``)."""
     from survey_engine.runtime import dask_client
 
-    cat, spec, feats, params = _plan(catalog_path, features, method, params, where)
+    cat, spec, feats, params = _plan(catalog_path, features, method, params, where, storage_options)
     with dask_client(client) as client:
         selected = cat.to_dask() if not where else cat.to_dask().map_partitions(lambda df: df.query(where))
         featured = selected.map_partitions(lambda df: pd.concat([df, spec.compute(df).add_prefix("_f_")], axis=1))
@@ -245,14 +246,15 @@ def cluster_catalog(catalog_path: str, features: list[str], method: str, out: st
     return summary
 
 
-def _plan(catalog_path: str, features: list[str], method: str, params: dict | None, where: str | None):
+def _plan(catalog_path: str, features: list[str], method: str, params: dict | None, where: str | None,
+          storage_options: dict | None = None):
     """(catalog, feature spec, feature names, params) checked before any work."""
     from survey_engine.catalog.catalog import open_catalog
 
     if method not in METHODS:
         raise ClusterError(f"--method must be one of {METHODS}, got {method!r}")
     params = dict(params or {})
-    cat = open_catalog(catalog_path)
+    cat = open_catalog(catalog_path, storage_options=storage_options)
     spec = FeatureSpec(features, ra_column=cat.ra_column, dec_column=cat.dec_column)
     try:
         spec.plan(cat.column_names())
@@ -269,14 +271,15 @@ def _plan(catalog_path: str, features: list[str], method: str, params: dict | No
 
 def cluster_assignments(catalog_path: str, features: list[str], method: str = "hdbscan", *, id_column: str | None = None,
                         params: dict | None = None, client=None, where: str | None = None, build_margin: bool = False,
-                        check_margin: bool = False, progress: bool = False) -> tuple[pd.DataFrame, object]:
+                        check_margin: bool = False, progress: bool = False,
+                        storage_options: dict | None = None) -> tuple[pd.DataFrame, object]:
     """The density clustering of ``cluster_catalog`` without writing anything: (assignments (id,
     cluster_id) for every row, the catalog clustered (with the margin used))."""
     from survey_engine.runtime import dask_client
 
     if method not in ("dbscan", "hdbscan"):
         raise ClusterError(f"cluster_assignments: method must be dbscan or hdbscan, got {method!r}")
-    cat, spec, feats, params = _plan(catalog_path, features, method, params, where)
+    cat, spec, feats, params = _plan(catalog_path, features, method, params, where, storage_options)
     id_column = id_column or cat.properties.get("se_col_id")
     with dask_client(client) as client:
         selected = cat.to_dask() if not where else cat.to_dask().map_partitions(lambda df: df.query(where))
@@ -341,9 +344,9 @@ def _tiles(cat, spec, feats, centre, scale, method, params, id_column, client, w
 
     margin_files = cat.margin.files_by_pixel()
     tasks = []
-    for tile, (o, p, f) in enumerate(zip(cat.partitions.Norder, cat.partitions.Npix, cat.partition_files())):
-        mfile = margin_files.get((int(o), int(p)))
-        tasks.append(dask.delayed(_tile_task)(str(f), mfile, spec, feats, centre, scale, method, params, id_column, tile, cat.transforms,
+    for tile, (pixel, f) in enumerate(cat.files_by_pixel().items()):
+        mfile = margin_files.get(pixel)
+        tasks.append(dask.delayed(_tile_task)(f, mfile, spec, feats, centre, scale, method, params, id_column, tile, cat.transforms,
                                               where, cat.ra_column, cat.dec_column))
     parts = dask.compute(*tasks)
     field_rows = sum(n for _, n in parts)
@@ -422,7 +425,7 @@ def _refine_windows(cat, local, assignments, spec, feats, centre, scale, method,
         dec = float(np.degrees(np.arcsin(np.clip(c[2], -1, 1))))
         window = cat.cone_search(ra, dec, min(np.degrees(r), 180.0) * 3600)
         groups = {cid: members.loc[members.cluster_id == cid, "id"].to_numpy() for cid in cids}
-        tasks.append(dask.delayed(_window_task)([str(f) for f in window.partition_files()], window.transforms, spec, feats,
+        tasks.append(dask.delayed(_window_task)(list(window.files_by_pixel().values()), window.transforms, spec, feats,
                                                 centre, scale, method, params, id_column, where, field_rows, groups))
     refined = pd.concat(dask.compute(*tasks), ignore_index=True)
     out = assignments.set_index("id")["cluster_id"].copy()

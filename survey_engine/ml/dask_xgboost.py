@@ -45,6 +45,13 @@ def placed(client, collection):
     import dask.dataframe as dd
 
     info = client.scheduler_info(n_workers=-1)["workers"]
+    if not info:  # workers restarting (a nanny bringing back a lost one): wait for them, briefly
+        try:
+            client.wait_for_workers(1, timeout=60)
+        except TimeoutError:
+            raise TrainingError("the Dask cluster has no workers (none joined within 60 s); start workers, "
+                                "or run again on a working cluster") from None
+        info = client.scheduler_info(n_workers=-1)["workers"]
     workers = sorted(info, key=lambda addr: (str(info[addr].get("name", addr)), addr))
     futures = [client.compute(part, workers=[workers[i % len(workers)]], allow_other_workers=False)
                for i, part in enumerate(collection.to_delayed())]

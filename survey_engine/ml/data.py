@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from survey_engine.catalog import layout
+from survey_engine.catalog import layout, storage
 
 
 @dataclass
@@ -30,22 +30,26 @@ class Table:
         return list(self.frame.columns)
 
 
-def is_hats(path: str | Path) -> bool:
+def is_hats(path: str | Path, storage_options: dict | None = None) -> bool:
+    if storage.is_remote(path):  # a remote location is read as a catalog (a web server lists no folders)
+        p = storage.as_path(path, storage_options)
+        return any(storage.exists(p / f) for f in (layout.COLLECTION_FILE, layout.PROPERTIES_FILE))
     p = Path(path)
     return p.is_dir() and any((p / f).exists() for f in (layout.COLLECTION_FILE, layout.PROPERTIES_FILE, "properties"))
 
 
-def open_table(path: str | Path) -> Table:
-    """Open ``path`` (HATS catalog or collection, a file, a folder or a glob of files)."""
+def open_table(path: str | Path, storage_options: dict | None = None) -> Table:
+    """Open ``path`` (HATS catalog or collection, a file, a folder or a glob of files; a remote
+    ``https://`` / ``s3://`` location must be a HATS catalog or collection)."""
     import dask.dataframe as dd
 
     from survey_engine.ingest.readers import expand_inputs, plan_chunks
 
     path = str(path)
-    if is_hats(path):
+    if storage.is_remote(path) or is_hats(path):
         from survey_engine.catalog.catalog import open_catalog
 
-        cat = open_catalog(path, margin=None)
+        cat = open_catalog(path, margin=None, storage_options=storage_options)
         return Table(path, cat.to_dask(), cat, _hats_fingerprint(cat))
     files = expand_inputs([path])
     chunks = plan_chunks(files)

@@ -87,13 +87,15 @@ __all__ = [
 # Below this many held-out rows the test metrics are mostly noise; training warns.
 MIN_HELD_OUT_ROWS = 50
 
-def train(table_path: str, opts: TrainOptions, model_out: str, client=None, progress: bool = True) -> dict:
+def train(table_path: str, opts: TrainOptions, model_out: str, client=None, progress: bool = True,
+          storage_options: dict | None = None) -> dict:
     """Train, evaluate on held-out sky, optionally cross-validate / search / compare with
-    single-process baselines, and save the model artifact with its report."""
+    single-process baselines, and save the model artifact with its report. ``table_path`` may be
+    a remote catalog (``https://``, ``s3://``; ``storage_options`` as in ``open_catalog``)."""
     from survey_engine.runtime import dask_client
 
     t0 = time.time()
-    table = open_table(table_path)
+    table = open_table(table_path, storage_options=storage_options)
     device = choose_device(opts.gpu)
     with dask_client(client) as client:
         prepared, spec, classes, info = prepare_table(table, opts, client)

@@ -333,32 +333,42 @@ def block_sizes(rows: int, block_rows: int = BLOCK_ROWS) -> list[int]:
     return [block_rows] * full + ([rest] if rest else [])
 
 
-def _write_block(seed: int, block: int, rows: int, out_dir: str) -> int:
+def _write_block(make_block, seed: int, block: int, rows: int, out_dir: str) -> int:
+    """Block ``block`` as ``out_dir/part-NNNNN.parquet`` (written under a temporary name, then renamed);
+    a block already there is kept (a resumed run). The rows in the file."""
     path = Path(out_dir) / f"part-{block:05d}.parquet"
     if path.exists():
-        return rows
-    table = pa.Table.from_pandas(generate_block(seed, block, rows), preserve_index=False)
+        return pq.read_metadata(path).num_rows
+    table = pa.Table.from_pandas(make_block(seed, block, rows), preserve_index=False)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, row_group_size=rows, compression="snappy")
+    pq.write_table(table, tmp, row_group_size=max(table.num_rows, 1), compression="snappy")
     os.replace(tmp, path)
-    return rows
+    return table.num_rows
 
 
-def write_mock_sky(rows: int, out: str | Path, seed: int = 42, client=None, progress: bool = True) -> list[Path]:
-    """Stream a mock sky of ``rows`` rows to ``out/part-NNNNN.parquet`` (resumable, block by block)."""
+def write_blocks(make_block, rows: int, out: str | Path, spec: dict, what: str, seed: int = 42, client=None,
+                 progress: bool = True) -> list[int]:
+    """Stream ``make_block(seed, block, rows)`` for every block of a ``rows``-row sky to
+    ``out/part-NNNNN.parquet``, resumable block by block; ``out/mock.json`` holds ``spec``, and an
+    ``out`` holding another mock (other spec) or other files is refused. The rows of each block."""
     from survey_engine.runtime import dask_client, run_tasks
 
     if rows < 1:
         raise UsageError(f"--rows must be positive, got {rows}")
     out = Path(out)
-    spec = {"rows": int(rows), "seed": int(seed), "block_rows": BLOCK_ROWS, "generator": "survey_engine.mock.sky v1"}
     manifest = out / "mock.json"
     if out.exists() and any(out.iterdir()):
         if not manifest.exists() or json.loads(manifest.read_text()) != spec:
-            raise FileExistsError(f"{out}: already holds other files (or a mock sky with other --rows/--seed); choose another --out")
+            raise FileExistsError(f"{out}: already holds other files (or a {what} with other --rows/--seed); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps(spec))
-    sizes = block_sizes(rows)
+    calls = [(make_block, seed, b, n, str(out)) for b, n in enumerate(block_sizes(rows))]
     with dask_client(client) as c:
-        run_tasks(c, _write_block, [(seed, b, n, str(out)) for b, n in enumerate(sizes)], "mock sky", progress)
-    return [out / f"part-{b:05d}.parquet" for b in range(len(sizes))]
+        return list(run_tasks(c, _write_block, calls, what, progress))
+
+
+def write_mock_sky(rows: int, out: str | Path, seed: int = 42, client=None, progress: bool = True) -> list[Path]:
+    """Stream a mock sky of ``rows`` rows to ``out/part-NNNNN.parquet`` (resumable, block by block)."""
+    spec = {"rows": int(rows), "seed": int(seed), "block_rows": BLOCK_ROWS, "generator": "survey_engine.mock.sky v1"}
+    counts = write_blocks(generate_block, rows, out, spec, "mock sky", seed, client, progress)
+    return [Path(out) / f"part-{b:05d}.parquet" for b in range(len(counts))]

@@ -22,18 +22,14 @@ independent of the number of workers.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from survey_engine.crossmatch.epochs import propagate
 from survey_engine.errors import UsageError
-from survey_engine.mock.sky import BLOCK_ROWS, block_sizes, generate_block
+from survey_engine.mock.sky import BLOCK_ROWS, generate_block
 
 SURVEYS = ("sky", "astrometric", "photometric")
 EPOCHS = {"astrometric": 2016.0, "photometric": 2005.0}
@@ -103,37 +99,17 @@ def survey_block(survey: str, seed: int, block: int, rows: int) -> pd.DataFrame:
     raise UsageError(f"survey must be one of {', '.join(SURVEYS)}, got {survey!r}")
 
 
-def _write_block(survey: str, seed: int, block: int, rows: int, out_dir: str) -> int:
-    path = Path(out_dir) / f"part-{block:05d}.parquet"
-    if path.exists():
-        return pq.read_metadata(path).num_rows
-    frame = survey_block(survey, seed, block, rows)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="snappy")
-    os.replace(tmp, path)
-    return len(frame)
-
-
 def write_survey(survey: str, rows: int, out: str | Path, seed: int = 42, client=None, progress: bool = True) -> int:
     """Stream ``survey`` of a ``rows``-row mock sky to ``out/part-NNNNN.parquet``; the rows written.
 
     Resumable block by block; an ``out`` holding another survey, size or seed is refused."""
-    from survey_engine.runtime import dask_client, run_tasks
+    from functools import partial
+
+    from survey_engine.mock.sky import write_blocks
 
     if survey not in SURVEYS:
         raise UsageError(f"survey must be one of {', '.join(SURVEYS)}, got {survey!r}")
-    if rows < 1:
-        raise UsageError(f"--rows must be positive, got {rows}")
-    out = Path(out)
     spec = {"rows": int(rows), "seed": int(seed), "block_rows": BLOCK_ROWS, "survey": survey,
             "generator": "survey_engine.mock.surveys v1"}
-    manifest = out / "mock.json"
-    if out.exists() and any(out.iterdir()):
-        if not manifest.exists() or json.loads(manifest.read_text()) != spec:
-            raise FileExistsError(f"{out}: already holds other files (or a mock survey with other --rows/--seed); choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps(spec))
-    calls = [(survey, seed, b, n, str(out)) for b, n in enumerate(block_sizes(rows))]
-    with dask_client(client) as c:
-        counts = run_tasks(c, _write_block, calls, f"mock {survey}", progress)
-    return int(sum(counts))
+    return int(sum(write_blocks(partial(survey_block, survey), rows, out, spec, f"mock {survey} survey", seed, client,
+                                progress)))

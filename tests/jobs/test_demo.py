@@ -3,6 +3,7 @@ default output folder under the working directory), its outputs checked, its rep
 real headless browser, and a re-run that reuses every stage."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -106,6 +107,39 @@ def test_demo_report_has_every_section_and_the_terminal_says_where(demo):
     tail = proc.stdout.strip().splitlines()[-8:]
     assert tail[-1].strip() == f"report          {report}"
     assert any("cross-match" in line for line in tail) and any("photo-z" in line for line in tail)
+
+
+def test_demo_report_shows_the_variable_stars(demo):
+    """The time-domain branch: nested light curves of the mock variables, their features, a classifier
+    of the variable type; the report folds a few classified stars' light curves and draws the
+    period-amplitude diagram."""
+    work, proc, summary, _ = demo
+    st = summary["stages"]
+    stars = open_catalog(work / "variable_stars").row_count()
+    assert st["light_curves"]["objects"] == stars == 400 and st["light_curves"]["unmatched_detections"] == 0
+    detections = len(pd.read_parquet(sorted((work / "variable_star_files" / "detections").glob("*.parquet")), columns=["time"]))
+    assert st["light_curves"]["detections"] == detections > 50_000
+    held = st["variable_types"]["held_out"]
+    assert held["n"] >= 50 and held["accuracy"] > 0.8
+    classes = open_catalog(work / "variable_classes").compute()
+    assert len(classes) == stars and classes["class_pred"].notna().all()
+    rr = classes[classes.var_class.isin(["RRAB", "RRC"]) & (classes.r_n_obs >= 50)]
+    assert len(rr) >= 20 and (abs(rr.r_period - rr.period) / rr.period < 1e-3).mean() >= 0.95
+    text = (work / "report.html").read_text()
+    section = text[text.index("id='variables'"):]
+    section = section[: section.find("<h2", 10)] if "<h2" in section[10:] else section
+    assert "could not draw" not in section
+    assert section.count("<img src='data:image/png;base64,") == 2  # the folded light curves and the Bailey diagram
+    # the table under the plots names each folded star's true and predicted class and period
+    table = section[section.index("<table>"): section.index("</table>")]
+    head, *body = [re.findall(r"<t[dh]>(.*?)</t[dh]>", row) for row in re.findall(r"<tr>(.*?)</tr>", table)]
+    shown = pd.DataFrame(body, columns=head)
+    shown["object_id"], shown["period (d)"] = shown["object_id"].astype(int), shown["period (d)"].astype(float)
+    assert 6 <= len(shown) <= 8 and set(shown.columns) >= {"object_id", "true class", "predicted", "period (d)"}
+    truth = classes.set_index("object_id").loc[shown["object_id"]]
+    assert (truth["class_pred"].to_numpy() == shown["predicted"].to_numpy()).all()
+    assert np.allclose(truth["r_period"].to_numpy(), shown["period (d)"].to_numpy(), rtol=1e-3)
+    assert any("variable stars" in line and "held-out accuracy" in line for line in proc.stdout.splitlines()[-10:])
 
 
 def _browser() -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from survey_engine.arguments import NAME_LIST, param
 from survey_engine.catalog.layout import check_name, output_path
+from survey_engine.catalog.storage import is_remote
 from survey_engine.ingest.arguments import (  # noqa: F401  (the defaults are imported from here too)
     DEFAULT_HIGHEST_ORDER,
     DEFAULT_MARGIN_ARCSEC,
@@ -46,7 +47,8 @@ class ImportArguments(CatalogBuildArguments):
         for label, col in (("--ra", self.ra_column), ("--dec", self.dec_column)):
             if not col:
                 raise InputError(f"{label} column name is empty")
-        self.out = str(Path(self.out))
+        if not is_remote(self.out):  # an s3:// output stays a URL (built locally, then uploaded)
+            self.out = str(Path(self.out))
         # the name becomes a folder inside the output: a plain name only (never '..', '/x', '')
         self.name = check_name(self.name, "--name (the catalog name)") if self.name is not None else output_path(self.out).name
         self.files = expand_inputs(self.inputs)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from survey_engine.catalog import build, layout
+from survey_engine.catalog import build, layout, storage
 from survey_engine.catalog.margins import MarginPlan, margin_catalog_name
 from survey_engine.catalog.partitioning import plan_partitions_sparse
 from survey_engine.ingest.file_import import map_reduce
@@ -78,13 +78,44 @@ def check_output(out: Path, fingerprint: str) -> dict | None:
 
 
 def run_import(args: ImportArguments, client=None, progress: bool = True) -> ImportResult:
-    """Import the files named by ``args`` into a HATS collection at ``args.out`` (resumable)."""
+    """Import the files named by ``args`` into a HATS collection at ``args.out`` (resumable); an
+    ``s3://`` output is built in a local staging folder and uploaded with its properties last."""
     from survey_engine.catalog.lock import output_lock
 
+    if storage.is_remote(args.out):
+        return _import_remote(args, client, progress)
     out = Path(args.out)
     layout.output_path(out)
     with output_lock(out, f"import {' '.join(args.inputs)} --out {args.out}"):
         return _import_locked(args, out, client, progress)
+
+
+def _import_remote(args: ImportArguments, client, progress: bool) -> ImportResult:
+    """Import into a local staging folder (resumable there), then upload it to the remote ``--out``
+    so that readers never see it half-written (``catalog.remote_write``)."""
+    from dataclasses import replace
+
+    from survey_engine.catalog import remote_write
+
+    out = storage.as_path(args.out)
+    remote_write.check_writable(out)
+    fingerprint = args.fingerprint()
+    state = remote_write.remote_state(out)
+    if state is not None:
+        if state.get("fingerprint") == fingerprint:
+            return ImportResult(out=out, rows=state["rows"], partitions=state["partitions"], up_to_date=True)
+        raise InputError(f"{storage.display(out)}: already holds a different catalog (built from other inputs or parameters); "
+                         "choose another --out or remove it")
+    stage = remote_write.local_stage(out)
+    stage.parent.mkdir(parents=True, exist_ok=True)
+    result = run_import(replace(args, out=str(stage)), client=client, progress=progress)
+    remote_write.publish(stage, out, fingerprint)
+    layout.remove_tree(stage, stage.parent)
+    if result.up_to_date:  # built by an earlier run whose upload was interrupted
+        result.up_to_date, result.resumed = False, True
+    result.out, result.catalog_dir = out, out / args.name
+    result.margin_dir = out / result.margin_dir.name if result.margin_dir is not None else None
+    return result
 
 
 def _import_locked(args: ImportArguments, out: Path, client, progress: bool) -> ImportResult:
