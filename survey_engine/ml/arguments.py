@@ -166,8 +166,9 @@ class ClusterArguments:
                                   parse=positive_int)
     min_samples: int | None = param(None, "dbscan / hdbscan", type=int, check=AT_LEAST_1, parse=positive_int)
     eps: float = param(0.3, "dbscan radius in robust-standardised units (default 0.3)", type=float, check=POSITIVE)
-    max_cluster_fraction: float = param(0.5, "hdbscan: largest share of a tile one cluster may hold", type=float,
-                                        check=(lambda v: 0 < v <= 1, "within (0, 1]"))
+    max_cluster_fraction: float = param(0.5, "hdbscan: largest share of a tile one cluster may hold (of the "
+                                        "whole catalog where a cluster found in several tiles is clustered again)",
+                                        type=float, check=(lambda v: 0 < v <= 1, "within (0, 1]"))
     n_clusters: int = param(8, "kmeans", type=int, check=AT_LEAST_1, parse=positive_int)
     where: str | None = param(None, "pandas query selecting the rows that take part, e.g. \"obj_class == 'STAR'\" "
                               "(others get -1)")
