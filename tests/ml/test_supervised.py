@@ -97,9 +97,9 @@ def test_views_are_fitted_on_training_rows_and_rotate_orthogonally(client):
 
 def test_ensemble_and_single_booster_models_train_save_and_predict(client, tmp_path):
     """ensemble="members" with members=4 saves four boosters and the views and predicts their
-    mean; the default (stacked) saves one booster that sees the features and all four rotations;
-    members=1 is one booster on the plain features; a model folder written before the ensemble
-    (no "views") still predicts."""
+    mean; "stacked" and "distilled" save one booster that sees the features and all four
+    rotations; members=1 is one booster on the plain features; a model folder written before the
+    ensemble (no "views") still predicts."""
     import json
 
     from survey_engine.ml.artifact import MODEL_FILE, load_model
@@ -114,13 +114,16 @@ def test_ensemble_and_single_booster_models_train_save_and_predict(client, tmp_p
     params = {"rounds": 40}
     r4 = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, ensemble="members"), str(tmp_path / "m4"),
                client=client)
-    rs = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params), str(tmp_path / "ms"), client=client)
+    rs = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, ensemble="stacked"), str(tmp_path / "ms"),
+               client=client)
+    rd = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, ensemble="distilled"),
+               str(tmp_path / "md"), client=client)
     r1 = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, members=1), str(tmp_path / "m1"), client=client)
-    assert r4["test"]["n"] == r1["test"]["n"] == rs["test"]["n"]
-    assert max(r4["test"]["sigma_nmad"], r1["test"]["sigma_nmad"], rs["test"]["sigma_nmad"]) < 0.1
+    assert r4["test"]["n"] == r1["test"]["n"] == rs["test"]["n"] == rd["test"]["n"]
+    assert max(r["test"]["sigma_nmad"] for r in (r4, r1, rs, rd)) < 0.1
     # importances: the rotated features' gain handed back to the features they mix; z depends
     # mostly on g-r, whichever axes the trees split on
-    for r in (r4, r1, rs):
+    for r in (r4, r1, rs, rd):
         imp = r["importance"]
         assert set(imp) == {"g-r", "r-i", "r"} and sum(imp.values()) == pytest.approx(1.0)
         assert imp["g-r"] > 0.5, imp
@@ -129,8 +132,10 @@ def test_ensemble_and_single_booster_models_train_save_and_predict(client, tmp_p
     assert set(models4) == {"median", "median_1", "median_2", "median_3", "quantiles"} and len(meta4["views"]["rotations"]) == 4
     assert set(models1) == {"median", "quantiles"} and meta1["views"] is None
     meta_s, models_s = load_model(tmp_path / "ms")
-    assert set(models_s) == {"median", "quantiles"} and meta_s["views"]["stacked"] and len(meta_s["views"]["rotations"]) == 4
-    assert models_s["median"].num_features() == 3 * 5  # the features and their four rotations
+    for one in ("ms", "md"):
+        meta_one, models_one = load_model(tmp_path / one)
+        assert set(models_one) == {"median", "quantiles"} and meta_one["views"]["stacked"] and len(meta_one["views"]["rotations"]) == 4
+        assert models_one["median"].num_features() == 3 * 5  # the features and their four rotations
     df = pd.read_parquet(path).head(500)
     from survey_engine.ml.supervised import member_matrix
 

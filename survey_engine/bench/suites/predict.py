@@ -1,4 +1,4 @@
-"""predict suite: the default photo-z model applied to a whole catalog (a new catalog written, with
+"""predict suite: the fast photo-z model (``ensemble="stacked"``) applied to a whole catalog (a new catalog written, with
 the calibrated p(z)) against one fresh process running XGBoost's ``inplace_predict`` of the same
 boosters with as many threads as the cluster has workers (``bench/predict_peer.py``)."""
 
@@ -25,16 +25,16 @@ from survey_engine.bench.suites.train import TRAIN_FEATURES
 
 
 def _bench_model(work: Path, client) -> Path:
-    """The default photo-z model (one booster, early-stopped; calibrated p(z)) trained once on a
-    100k-row mock catalog, without the refit; members, where it has them, at 400 rounds to keep
-    the bench short (the booster that predicts stops early whatever the cap)."""
+    """The fast photo-z model (``ensemble="stacked"``: one booster on the members' views side by
+    side, early-stopped; calibrated p(z)) trained once on a 100k-row mock catalog, without the
+    refit. The members' ensemble (the default) predicts about 10-28x slower (README, photo-z)."""
     from survey_engine.ml.supervised import TrainOptions, train
 
-    model = work / "bench_photoz_model_default"
+    model = work / "bench_photoz_model_stacked"
     if not (model / "model.json").exists() and not model.exists():
         cat = mock_catalog(100_000, work, client)
         train(str(cat), TrainOptions("photoz", TRAIN_FEATURES, target="redshift", where="obj_class == 'GALAXY'", refit=False,
-                                     params={"rounds": 400}),
+                                     ensemble="stacked"),
               str(model), client=client, progress=False)
     return model
 
@@ -103,7 +103,7 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
             ms = xgboost_peer(model, files, peer_out, workers, plan)
             agree = n_ours == n and z_phot_agree(work / f"pred_{n}", peer_out)
             out_rows.append(bench_row("predict", case, "survey_engine", n, workers, m, agree=agree, profile=prof,
-                                      note="the default model (one booster on stacked views); z_phot, 68% / 95% intervals, p(z) grid"))
+                                      note="the stacked model (one early-stopped booster); z_phot, 68% / 95% intervals, p(z) grid"))
             out_rows.append(bench_row("predict", case, "single_process", n, workers, ms, agree=agree,
                                       note=f"one fresh process: pyarrow + XGBoost inplace_predict of the same boosters, nthread={workers}; "
                                            "z_phot and the raw quantiles to one Parquet file"))
