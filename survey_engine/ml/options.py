@@ -10,7 +10,7 @@ from survey_engine.errors import SurveyEngineError, option
 
 # Photo-z, ``ensemble="stacked"``: one booster on the features and every member's rotation of them
 # side by side, stopped early on the calibration rows ("rounds" is the most it may take), and a
-# 100-round quantile booster: about 480 trees per row where the members below need 5,400. Measured
+# 100-round quantile booster: about 350 trees per row where the members below need 5,400. Measured
 # on held-out fifths: SDSS sigma_NMAD 0.0152 vs 0.0153 (members), mock sky 0.0578 vs 0.0578, but
 # BOSS DR10 0.0193 vs 0.0186: not the default.
 PHOTOZ_PARAMS = {"max_depth": 8, "eta": 0.05, "subsample": 0.8, "colsample_bytree": 0.6, "min_child_weight": 5, "rounds": 2000}
