@@ -58,8 +58,11 @@ def placed(client, collection):
     return dd.from_delayed(futures, meta=collection._meta, verify_meta=False)
 
 
-def dask_train(client, frame, features: list[str], params: dict, rounds: int, weight=None, topic: str | None = None):
-    """One booster trained by xgboost.dask; its rounds advance the driver's bar ``topic``."""
+def dask_train(client, frame, features: list[str], params: dict, rounds: int, weight=None, topic: str | None = None,
+               stop_on=None, stopping_rounds: int = 0):
+    """One booster trained by xgboost.dask; its rounds advance the driver's bar ``topic``. With
+    ``stop_on`` (rows with the same columns and ``_y``), training stops once the loss on them has
+    not improved for ``stopping_rounds`` rounds, and the booster is cut back to its best round."""
     import xgboost
     from xgboost import dask as dxgb
 
@@ -69,9 +72,15 @@ def dask_train(client, frame, features: list[str], params: dict, rounds: int, we
     def run():
         X, y = placed(client, frame[features]), placed(client, frame["_y"])
         w = None if weight is None else placed(client, weight)
+        callbacks, evals = [RoundProgress(topic)], None
         with xgboost.config_context(verbosity=0):
             dtrain = dxgb.DaskDMatrix(client, X, y, weight=w)
-            return dxgb.train(client, params, dtrain, num_boost_round=rounds, callbacks=[RoundProgress(topic)],
+            if stop_on is not None:
+                dstop = dxgb.DaskDMatrix(client, placed(client, stop_on[features]), placed(client, stop_on["_y"]))
+                evals = [(dstop, "stop")]
+                callbacks.append(xgboost.callback.EarlyStopping(rounds=max(1, stopping_rounds), save_best=True))
+            return dxgb.train(client, params, dtrain, num_boost_round=rounds, evals=evals, callbacks=callbacks,
+                              verbose_eval=False,
                               coll_cfg=xgboost_collective(client))["booster"]
 
     return watch_workers(client, run, "XGBoost training")

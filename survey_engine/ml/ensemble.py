@@ -1,7 +1,9 @@
-"""The rotated-view ensemble: ``members`` boosters, each seeing the features plus one rotation of
-them (standardised, then member 0 on their principal axes and the others on random orthogonal
-axes). Fitting the views, the matrix each member sees, training the members on the cluster,
-their combined predictions, and the features' importances over all members."""
+"""The rotated-view ensemble: the features plus ``members`` rotations of them (standardised, then
+the first on their principal axes and the others on random orthogonal axes), either stacked side
+by side in one booster (``views["stacked"]``, the photo-z default: one early-stopped booster picks
+among all views, at a tenth of the trees) or one booster per rotation, averaged. Fitting the
+views, the matrix each booster sees, training the boosters on the cluster, their combined
+predictions, and the features' importances over all of them."""
 
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ import pandas as pd
 from survey_engine.ml.dask_xgboost import dask_train
 
 
-def fit_views(frame, feats: list[str], members: int, seed: int) -> dict | None:
+def fit_views(frame, feats: list[str], members: int, seed: int, stacked: bool = False) -> dict | None:
     """Standardisation (training mean and scale) and one rotation per member: member 0 the
     principal axes of the standardised training features, the others random orthogonal matrices
     drawn from ``seed``. Moments from the rows with every feature present, merged over partitions.
-    None for a single member, or too few complete rows (plain features)."""
+    ``stacked``: one booster sees them all. None for a single member, or too few complete rows
+    (plain features)."""
     import dask
 
     if members <= 1:
@@ -35,7 +38,8 @@ def fit_views(frame, feats: list[str], members: int, seed: int) -> dict | None:
     for _ in range(1, members):
         q, r = np.linalg.qr(rng.normal(size=(len(feats), len(feats))))
         rotations.append(q * np.sign(np.diag(r)))  # a uniformly random orthogonal matrix
-    return {"mean": mean.tolist(), "scale": scale.tolist(), "rotations": [m.tolist() for m in rotations]}
+    views = {"mean": mean.tolist(), "scale": scale.tolist(), "rotations": [m.tolist() for m in rotations]}
+    return {**views, "stacked": True} if stacked else views
 
 
 def _moments(part: pd.DataFrame, feats: list[str]) -> tuple[int, np.ndarray, np.ndarray]:
@@ -46,7 +50,15 @@ def _moments(part: pd.DataFrame, feats: list[str]) -> tuple[int, np.ndarray, np.
 
 
 def member_count(views: dict | None) -> int:
-    return len(views["rotations"]) if views else 1
+    """Boosters in the ensemble: one per rotation, or one for stacked views or plain features."""
+    return len(views["rotations"]) if views and not views.get("stacked") else 1
+
+
+def member_rotations(views: dict | None, m: int) -> list[int]:
+    """Which rotations booster ``m`` sees (after the plain features)."""
+    if not views:
+        return []
+    return list(range(len(views["rotations"]))) if views.get("stacked") else [m]
 
 
 def member_name(base: str, m: int) -> str:
@@ -54,19 +66,24 @@ def member_name(base: str, m: int) -> str:
 
 
 def member_matrix(X: np.ndarray, views: dict | None, m: int) -> np.ndarray:
-    """What member ``m`` sees: the features, then their rotation (NaN where a feature is NaN)."""
+    """What booster ``m`` sees: the features, then their rotation(s) (NaN where a feature is NaN),
+    float32 in C order as ``inplace_predict`` reads it without a copy."""
     X = np.asarray(X, dtype=np.float32)
     if not views:
         return X
-    z = (X.astype(np.float64) - np.asarray(views["mean"])) / np.asarray(views["scale"])
-    return np.hstack([X, (z @ np.asarray(views["rotations"][m])).astype(np.float32)])
+    rotation = np.hstack([np.asarray(views["rotations"][r], dtype=np.float64) for r in member_rotations(views, m)])
+    out = np.empty((len(X), X.shape[1] + rotation.shape[1]), dtype=np.float32)
+    out[:, : X.shape[1]] = X
+    z = (X - np.asarray(views["mean"])) / np.asarray(views["scale"])  # float64: the rotations as trained
+    out[:, X.shape[1]:] = z @ rotation
+    return out
 
 
 def member_frame(frame, feats: list[str], views: dict | None, m: int):
     """The dask frame member ``m`` trains on (columns: features, rotated features, ``_y``)."""
     if not views:
         return frame, list(feats)
-    cols = list(feats) + [f"_view{m}_{j}" for j in range(len(feats))]
+    cols = list(feats) + [f"_view{r}_{j}" for r in member_rotations(views, m) for j in range(len(feats))]
 
     def one(part: pd.DataFrame) -> pd.DataFrame:
         out = pd.DataFrame(member_matrix(part[feats].to_numpy(dtype=np.float32, na_value=np.nan), views, m), columns=cols, index=part.index)
@@ -78,11 +95,14 @@ def member_frame(frame, feats: list[str], views: dict | None, m: int):
 
 
 def train_members(client, frame, feats: list[str], views: dict | None, params: dict, rounds: int, base: str, weight=None,
-                   topic: str | None = None) -> dict:
+                  topic: str | None = None, stop_on=None, stopping_rounds: int = 0) -> dict:
+    """The ensemble's boosters; with ``stop_on`` (prepared rows), each stops early on them."""
     boosters = {}
     for m in range(member_count(views)):
         view_frame, cols = member_frame(frame, feats, views, m)
-        boosters[member_name(base, m)] = dask_train(client, view_frame, cols, {**params, "seed": params["seed"] + m}, rounds, weight, topic)
+        stop_frame = None if stop_on is None else member_frame(stop_on, feats, views, m)[0]
+        boosters[member_name(base, m)] = dask_train(client, view_frame, cols, {**params, "seed": params["seed"] + m}, rounds, weight, topic,
+                                                    stop_frame, stopping_rounds)
     return boosters
 
 
@@ -114,14 +134,16 @@ def importances(models: dict, feats: list[str], views: dict | None = None) -> di
     unit length, so each rotated feature hands out exactly its gain)."""
     base = "median" if "median" in models else "classifier"
     named = dict.fromkeys(feats, 0.0)
+    k = len(feats)
     for m in range(member_count(views)):
         score = models[member_name(base, m)].get_score(importance_type="gain")
-        rotation = np.asarray(views["rotations"][m]) if views else None
         for i, f in enumerate(feats):  # boosters trained from DataFrames keep feature names; else f0, f1, ...
             named[f] += float(score.get(f, score.get(f"f{i}", 0.0)))
-            if rotation is not None:
-                for j in range(len(feats)):
-                    gain = float(score.get(f"_view{m}_{j}", score.get(f"f{len(feats) + j}", 0.0)))
+        for place, r in enumerate(member_rotations(views, m), start=1):
+            rotation = np.asarray(views["rotations"][r])
+            for j in range(k):
+                gain = float(score.get(f"_view{r}_{j}", score.get(f"f{place * k + j}", 0.0)))
+                for i, f in enumerate(feats):
                     named[f] += gain * rotation[i, j] ** 2
     total = sum(named.values()) or 1.0
     return {f: v / total for f, v in sorted(named.items(), key=lambda kv: -kv[1])}

@@ -19,7 +19,7 @@ def search(client, train_rows, spec, classes, opts, device, inputs=None, progres
     log_rows, best, best_score = [], {}, None
     for cand in SEARCH_GRID:
         fitted = fit(opts.task, client, fit_rows, spec, classes, cand, device, opts.seed, opts.members, inputs, progress,
-                     f"search {', '.join(f'{k} {v}' for k, v in cand.items())}")
+                     f"search {', '.join(f'{k} {v}' for k, v in cand.items())}", ensemble=opts.ensemble_layout)
         meta = fitted_meta(opts, spec, classes, fitted)
         m = evaluate_prepared(val_rows, meta, fitted["boosters"])
         score = m["sigma_nmad"] if opts.task == "photoz" else -m["macro_f1"]
@@ -34,7 +34,7 @@ def cross_validate(client, prepared, spec, classes, opts, params, device, inputs
     for f in range(opts.folds):
         tr, te = prepared[prepared["_fold"] != f], prepared[prepared["_fold"] == f]
         fitted = fit(opts.task, client, tr, spec, classes, params, device, opts.seed, opts.members, inputs, progress,
-                     f"cv fold {f + 1}/{opts.folds}")
+                     f"cv fold {f + 1}/{opts.folds}", ensemble=opts.ensemble_layout)
         meta = fitted_meta(opts, spec, classes, fitted)
         m = evaluate_prepared(te, meta, fitted["boosters"])
         keys = ("sigma_nmad", "bias", "outlier_rate_015", "outlier_rate_lsst") if opts.task == "photoz" else ("accuracy", "macro_f1", "macro_roc_auc")

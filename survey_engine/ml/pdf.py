@@ -85,6 +85,11 @@ def _group_table(m: np.ndarray, lo: np.ndarray, hi: np.ndarray, y: np.ndarray, m
     k = int(np.clip(len(y) // ROWS_PER_GROUP, 1, max_groups))
     edges = np.unique(np.quantile(m, np.linspace(0, 1, k + 1)[1:-1])) if k > 1 else np.zeros(0)
     group = np.searchsorted(edges, m)
+    empty = np.flatnonzero(np.bincount(group, minlength=len(edges) + 1) == 0)
+    while len(empty):  # ties in m (a booster with few distinct outputs) can leave a group empty: merge it
+        edges = np.delete(edges, min(int(empty[0]), len(edges) - 1))
+        group = np.searchsorted(edges, m)
+        empty = np.flatnonzero(np.bincount(group, minlength=len(edges) + 1) == 0)
     offsets = [_offsets(m[group == g], lo[group == g], hi[group == g], y[group == g], normalised, centred)
                for g in range(len(edges) + 1)]
     return {"edges": edges.tolist(), "offsets": offsets, "rows": int(len(y)), "normalised": normalised}

@@ -28,35 +28,37 @@ def predict_frame(frame: pd.DataFrame, meta: dict, models, text_as_missing: bool
     if text_as_missing is not None:
         spec.text_as_missing = text_as_missing
     try:
-        raw = spec.compute_raw(frame)
-        X = spec.impute(raw).to_numpy(dtype=np.float32, na_value=np.nan)
+        raw = spec.compute_raw(frame).to_numpy(dtype=np.float64, na_value=np.nan)  # NaN: missing, sentinel, text
+        X = spec.impute(pd.DataFrame(raw, columns=spec.features, index=frame.index)) if spec.impute_values else raw
+        X = np.ascontiguousarray(X, dtype=np.float32)
     except FeatureError as exc:
         raise ModelError(f"the data do not have what the model needs: {exc}") from None
-    n_missing = raw.isna().sum(axis=1).to_numpy(dtype=np.int16)
+    absent = np.isnan(raw)
+    n_missing = absent.sum(axis=1).astype(np.int16)
     quality = np.where(n_missing == 0, QUALITY_GOOD, np.where(n_missing < raw.shape[1], QUALITY_MISSING, QUALITY_NONE)).astype(np.uint8)
     if spec.missing == "drop":  # rows with a missing feature get no prediction
         quality[n_missing > 0] = QUALITY_NONE
     views = meta.get("views")
-    out = frame.copy()
     if meta["task"] == "photoz":
         from survey_engine.ml.pdf import missing_code
 
-        out = out.assign(**_photoz_columns(X, meta, models, views, missing_code(raw.to_numpy(dtype=np.float64, na_value=np.nan)),
-                                           quality == QUALITY_NONE))
+        cols = _photoz_columns(X, meta, models, views, missing_code(raw), quality == QUALITY_NONE)
     elif meta["task"] == "classify":
-        classes = meta["classes"]
-        p = ensemble_proba(models, X, views, meta.get("temperature", 1.0)) if len(X) else np.zeros((0, len(classes)))
-        p = p.reshape(len(X), len(classes))
-        pred = pd.array(np.asarray(classes, dtype=object)[p.argmax(axis=1)] if len(X) else [], dtype="string")
-        none = quality == QUALITY_NONE
-        pred[none], p[none] = pd.NA, np.nan
-        out["class_pred"] = pred
-        for i, c in enumerate(classes):
-            out[f"prob_{c}"] = p[:, i].astype(np.float32)
+        cols = _class_columns(X, meta, models, views, quality == QUALITY_NONE)
     else:
         raise ModelError(f"model task {meta['task']!r} is not a supervised model")
-    out["n_missing_features"], out["quality"] = n_missing, quality
-    return out
+    # one new frame sharing the partition's columns (copy-on-write), not a copy per added column
+    return frame.assign(**cols, n_missing_features=n_missing, quality=quality)
+
+
+def _class_columns(X: np.ndarray, meta: dict, models: dict, views, none: np.ndarray) -> dict:
+    """``class_pred`` and ``prob_<label>`` (float32) per row; none where no feature is usable."""
+    classes = meta["classes"]
+    p = ensemble_proba(models, X, views, meta.get("temperature", 1.0)) if len(X) else np.zeros((0, len(classes)))
+    p = p.reshape(len(X), len(classes))
+    pred = pd.array(np.asarray(classes, dtype=object)[p.argmax(axis=1)] if len(X) else [], dtype="string")
+    pred[none], p[none] = pd.NA, np.nan
+    return {"class_pred": pred, **{f"prob_{c}": p[:, i].astype(np.float32) for i, c in enumerate(classes)}}
 
 
 def _photoz_columns(X: np.ndarray, meta: dict, models: dict, views, missing: np.ndarray, none: np.ndarray) -> dict:

@@ -53,7 +53,9 @@ from survey_engine.ml.options import (
     CLASS_WEIGHT_POWER,
     CLASS_WEIGHTS,
     CLASSIFY_PARAMS,
+    ENSEMBLES,
     MEMBERS,
+    PHOTOZ_ENSEMBLE,
     PHOTOZ_PARAMS,
     QUANTILE_PARAMS,
     SPECTROSCOPIC_COLUMNS,
@@ -74,7 +76,7 @@ from survey_engine.ml.training import (
 
 __all__ = [
     "BASELINE_FOREST", "BASELINE_XGBOOST", "CALIBRATION_FRACTION", "CALIBRATION_MAX_ROWS", "CALIBRATION_SEED", "CLASS_WEIGHTS",
-    "CLASS_WEIGHT_POWER", "CLASSIFY_PARAMS", "MEMBERS", "MIN_HELD_OUT_ROWS", "PHOTOZ_PARAMS", "QUALITY_GOOD", "QUALITY_MISSING",
+    "CLASS_WEIGHT_POWER", "CLASSIFY_PARAMS", "ENSEMBLES", "MEMBERS", "PHOTOZ_ENSEMBLE", "MIN_HELD_OUT_ROWS", "PHOTOZ_PARAMS", "QUALITY_GOOD", "QUALITY_MISSING",
     "QUALITY_NONE", "QUANTILE_PARAMS", "SEARCH_GRID", "SPECTROSCOPIC_COLUMNS", "TASKS", "TrainOptions", "TrainingError",
     "WorkerLostError", "calibrate_photoz", "check_model_fits", "choose_device", "cross_validate", "dask_train", "evaluate",
     "fit", "fit_temperature", "fit_views", "headline", "input_masks", "magnitude_column", "mask_one_input", "member_count",
@@ -110,7 +112,7 @@ def train(table_path: str, opts: TrainOptions, model_out: str, client=None, prog
             params, search_log = search(client, train_rows, spec, classes, opts, device, info["feature_inputs"], progress)
         inputs = info["feature_inputs"]
         fitted = fit(opts.task, client, train_rows, spec, classes, params, device, opts.seed, opts.members, inputs, progress,
-                     f"train {opts.task}")
+                     f"train {opts.task}", ensemble=opts.ensemble_layout)
         meta = _meta(opts, spec, classes, fitted, table, device, params, info["magnitude_column"])
         models = fitted["boosters"]
         test_metrics = evaluate_prepared(test_rows, meta, models)
@@ -136,7 +138,8 @@ def train(table_path: str, opts: TrainOptions, model_out: str, client=None, prog
         result["importance"] = importances(models, feats, fitted.get("views"))
         sample = sample_predictions(test_rows, meta, models)  # the evaluated model on its held-out rows
         if opts.refit:  # every labelled row; the photo-z calibration rows stay held out to calibrate it
-            fitted = fit(opts.task, client, prepared, spec, classes, params, device, opts.seed, opts.members, inputs, progress, f"refit {opts.task}")
+            fitted = fit(opts.task, client, prepared, spec, classes, params, device, opts.seed, opts.members, inputs, progress, f"refit {opts.task}",
+                         ensemble=opts.ensemble_layout)
             meta = _meta(opts, spec, classes, fitted, table, device, params, info["magnitude_column"])
             models = fitted["boosters"]
             result["refit"] = {"rows": n_refit(prepared, opts.task)}

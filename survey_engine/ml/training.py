@@ -11,13 +11,25 @@ import pandas as pd
 
 from survey_engine.features.spec import FeatureSpec
 from survey_engine.ml.dask_xgboost import dask_train, xgb_params
-from survey_engine.ml.ensemble import ensemble_proba, fit_views, member_count, photoz_raw, train_members
+from survey_engine.ml.ensemble import (
+    ensemble_proba,
+    fit_views,
+    member_count,
+    members_predict,
+    photoz_raw,
+    train_members,
+)
 from survey_engine.ml.options import (
     CALIBRATION_FRACTION,
     CALIBRATION_MAX_ROWS,
     CLASS_WEIGHT_POWER,
     CLASSIFY_PARAMS,
+    DISTILLED_PARAMS,
+    EARLY_STOPPING_ROUNDS,
+    MEMBER_PHOTOZ_PARAMS,
+    MEMBER_QUANTILE_PARAMS,
     MEMBERS,
+    PHOTOZ_ENSEMBLE,
     PHOTOZ_PARAMS,
     QUANTILE_PARAMS,
     TrainingError,
@@ -33,31 +45,84 @@ def balanced_weights(frame, k: int, power: float):
 
 
 def fit(task: str, client, frame, spec: FeatureSpec, classes, params: dict, device: str, seed: int, members: int = MEMBERS,
-        feature_inputs: dict | None = None, progress: bool = False, desc: str = "train") -> dict:
+        feature_inputs: dict | None = None, progress: bool = False, desc: str = "train", ensemble: str | None = None) -> dict:
     """Train the model(s) of ``task`` on ``frame`` (prepared rows). Returns boosters, the
     ensemble's views and extras. Photo-z: the boosters train on the rows that are not calibration
-    rows (``_cal``), and the p(z) is calibrated on those (``calibration``). With ``progress``, one
-    bar ``desc`` counts every boosting round."""
+    rows (``_cal``), and the p(z) is calibrated on those (``calibration``); ``ensemble`` (default
+    ``PHOTOZ_ENSEMBLE``) is "distilled", "stacked" or "members" (ml/options.py). With ``progress``, one bar ``desc`` counts every boosting round."""
     from survey_engine.runtime import event_progress
 
     feats = list(spec.features)
     if task == "photoz":
-        cal_rows, frame = frame[frame["_cal"]], frame[~frame["_cal"]]
-        views = fit_views(frame, feats, members, seed)
-        frame = frame.assign(_y=np.log1p(frame["_y"].clip(lower=-0.99)))
-        p, rounds = xgb_params(PHOTOZ_PARAMS, params, device, seed)
-        p["objective"] = "reg:absoluteerror"
-        q, qrounds = xgb_params(QUANTILE_PARAMS, {}, device, seed)
-        q.update({"objective": "reg:quantileerror", "quantile_alpha": [0.16, 0.84]})
-        with event_progress(client, member_count(views) * rounds + qrounds, desc, progress, unit="round") as topic:
-            boosters = train_members(client, frame, feats, views, p, rounds, "median", topic=topic)
-            boosters["quantiles"] = dask_train(client, frame, feats, q, qrounds, topic=topic)
-        calibration = calibrate_photoz(boosters, views, cal_rows.compute(), feats, feature_inputs, seed)
-        return {"boosters": boosters, "views": views, "calibration": calibration}
+        return _fit_photoz(client, frame, feats, params, device, seed, members, feature_inputs, progress, desc,
+                           ensemble or PHOTOZ_ENSEMBLE)
     views = fit_views(frame, feats, members, seed)
     rounds = int({**CLASSIFY_PARAMS, **params}["rounds"])
     with event_progress(client, 2 * member_count(views) * rounds, desc, progress, unit="round") as topic:  # temperature + final
         return _fit_classifier(client, frame, feats, views, classes, params, device, seed, topic)
+
+
+def _fit_photoz(client, frame, feats: list[str], params: dict, device: str, seed: int, members: int, feature_inputs: dict | None,
+                progress: bool, desc: str, layout: str) -> dict:
+    """The photo-z median booster(s) and 16% / 84% quantile booster, and the p(z) calibration.
+    ``layout``: "distilled" (members, then one student on their stacked views), "stacked" or
+    "members" (ml/options.py, ENSEMBLES)."""
+    from survey_engine.runtime import event_progress
+
+    cal_rows, frame = frame[frame["_cal"]], frame[~frame["_cal"]]
+    views = fit_views(frame, feats, members, seed, stacked=layout == "stacked")
+
+    def log_z(rows):
+        return rows.assign(_y=np.log1p(rows["_y"].clip(lower=-0.99)))
+
+    frame, cal_log = log_z(frame), log_z(cal_rows)
+    early = layout in ("stacked", "distilled")
+    distil = layout == "distilled" and views is not None
+    p, rounds = xgb_params(PHOTOZ_PARAMS if layout == "stacked" else MEMBER_PHOTOZ_PARAMS, params, device, seed)
+    p["objective"] = "reg:absoluteerror"
+    q, qrounds = xgb_params(QUANTILE_PARAMS if early else MEMBER_QUANTILE_PARAMS, {}, device, seed)
+    q.update({"objective": "reg:quantileerror", "quantile_alpha": [0.16, 0.84]})
+    s, srounds = xgb_params(DISTILLED_PARAMS, {}, device, seed)
+    s.update({"objective": "reg:squarederror", "eval_metric": "mae"})
+    total = member_count(views) * rounds + qrounds + (srounds if distil else 0)
+    with event_progress(client, total, desc, progress, unit="round") as topic:
+        boosters = train_members(client, frame, feats, views, p, rounds, "median", topic=topic,
+                                 stop_on=cal_log if layout == "stacked" else None, stopping_rounds=EARLY_STOPPING_ROUNDS)
+        if distil:
+            boosters, views = distil_members(client, frame, feats, views, boosters, s, srounds, cal_log, topic)
+        # the quantile booster trains its fixed rounds: XGBoost's quantile loss cannot be evaluated on a
+        # worker that holds no calibration rows ("Multi-target is not yet supported")
+        boosters["quantiles"] = dask_train(client, frame, feats, q, qrounds, topic=topic)
+    calibration = calibrate_photoz(boosters, views, cal_rows.compute(), feats, feature_inputs, seed)
+    return {"boosters": boosters, "views": views, "calibration": calibration}
+
+
+def distil_members(client, frame, feats: list[str], views: dict, teacher: dict, params: dict, rounds: int, stop_on,
+                   topic: str | None = None) -> tuple[dict, dict]:
+    """One booster (the student) on the members' views side by side, trained to reproduce the
+    members' mean log(1 + z) on the training rows (a smooth target, without the noise of the
+    truth), and stopped once its absolute error against the truth of ``stop_on`` (the calibration
+    rows) stops improving. Returns the student as the "median" booster and its (stacked) views."""
+    from survey_engine.runtime import Shared
+
+    student_views = {**views, "stacked": True}
+    meta = frame._meta
+    with Shared(client, teacher) as shared:  # the members sent to each worker once
+        targets = frame.map_partitions(teacher_target, feats, views, shared, meta=meta)
+        student = train_members(client, targets, feats, student_views, params, rounds, "median", topic=topic, stop_on=stop_on,
+                                stopping_rounds=EARLY_STOPPING_ROUNDS)
+    return student, student_views
+
+
+def teacher_target(part: pd.DataFrame, feats: list[str], views: dict, teacher) -> pd.DataFrame:
+    """``part`` with ``_y`` replaced by the members' mean log(1 + z) (``teacher``: the boosters or
+    a ``runtime.Shared`` holding them)."""
+    from survey_engine.runtime import shared_value
+
+    if not len(part):
+        return part
+    X = part[feats].to_numpy(dtype=np.float32, na_value=np.nan)
+    return part.assign(_y=np.mean(members_predict(shared_value(teacher), "median", X, views), axis=0, dtype=np.float64))
 
 
 def _fit_classifier(client, frame, feats: list[str], views: dict | None, classes, params: dict, device: str, seed: int,

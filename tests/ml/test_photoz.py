@@ -61,8 +61,8 @@ def test_artifact_and_report(sdss_model):
     meta, models = load_model(out)
     assert meta["task"] == "photoz" and meta["features"] == SDSS_COLOURS and meta["target"] == "redshift"
     assert meta["training_catalog"]["fingerprint"] and meta["versions"]["xgboost"]
-    assert set(models) == {"median", "median_1", "median_2", "median_3", "quantiles"}  # 4 ensemble members
     views = meta["views"]
+    assert set(models) == {"median", "median_1", "median_2", "median_3", "quantiles"}  # 4 ensemble members
     assert len(views["rotations"]) == 4 and len(views["mean"]) == len(SDSS_COLOURS)
     for rot in views["rotations"]:
         assert np.allclose(np.asarray(rot) @ np.asarray(rot).T, np.eye(len(SDSS_COLOURS)), atol=1e-9)

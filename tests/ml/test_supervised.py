@@ -96,9 +96,10 @@ def test_views_are_fitted_on_training_rows_and_rotate_orthogonally(client):
 
 
 def test_ensemble_and_single_booster_models_train_save_and_predict(client, tmp_path):
-    """members=4 (default) saves four boosters and the views and predicts their mean; members=1
-    is one booster on the plain features; a model folder written before the ensemble (no
-    "views") still predicts."""
+    """ensemble="members" with members=4 saves four boosters and the views and predicts their
+    mean; "stacked" and "distilled" save one booster that sees the features and all four
+    rotations; members=1 is one booster on the plain features; a model folder written before the
+    ensemble (no "views") still predicts."""
     import json
 
     from survey_engine.ml.artifact import MODEL_FILE, load_model
@@ -111,12 +112,18 @@ def test_ensemble_and_single_booster_models_train_save_and_predict(client, tmp_p
     path = tmp_path / "t.parquet"
     pd.DataFrame({"g": mags[:, 0], "r": mags[:, 1], "i": mags[:, 2], "z_spec": z}).to_parquet(path)
     params = {"rounds": 40}
-    r4 = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params), str(tmp_path / "m4"), client=client)
+    r4 = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, ensemble="members"), str(tmp_path / "m4"),
+               client=client)
+    rs = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, ensemble="stacked"), str(tmp_path / "ms"),
+               client=client)
+    rd = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, ensemble="distilled"),
+               str(tmp_path / "md"), client=client)
     r1 = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, members=1), str(tmp_path / "m1"), client=client)
-    assert r4["test"]["n"] == r1["test"]["n"] and r4["test"]["sigma_nmad"] < 0.1 and r1["test"]["sigma_nmad"] < 0.1
+    assert r4["test"]["n"] == r1["test"]["n"] == rs["test"]["n"] == rd["test"]["n"]
+    assert max(r["test"]["sigma_nmad"] for r in (r4, r1, rs, rd)) < 0.1
     # importances: the rotated features' gain handed back to the features they mix; z depends
     # mostly on g-r, whichever axes the trees split on
-    for r in (r4, r1):
+    for r in (r4, r1, rs, rd):
         imp = r["importance"]
         assert set(imp) == {"g-r", "r-i", "r"} and sum(imp.values()) == pytest.approx(1.0)
         assert imp["g-r"] > 0.5, imp
@@ -124,6 +131,11 @@ def test_ensemble_and_single_booster_models_train_save_and_predict(client, tmp_p
     meta1, models1 = load_model(tmp_path / "m1")
     assert set(models4) == {"median", "median_1", "median_2", "median_3", "quantiles"} and len(meta4["views"]["rotations"]) == 4
     assert set(models1) == {"median", "quantiles"} and meta1["views"] is None
+    meta_s, models_s = load_model(tmp_path / "ms")
+    for one in ("ms", "md"):
+        meta_one, models_one = load_model(tmp_path / one)
+        assert set(models_one) == {"median", "quantiles"} and meta_one["views"]["stacked"] and len(meta_one["views"]["rotations"]) == 4
+        assert models_one["median"].num_features() == 3 * 5  # the features and their four rotations
     df = pd.read_parquet(path).head(500)
     from survey_engine.ml.supervised import member_matrix
 
@@ -131,6 +143,8 @@ def test_ensemble_and_single_booster_models_train_save_and_predict(client, tmp_p
     each = [models4[k].inplace_predict(member_matrix(X, meta4["views"], m)) for m, k in enumerate(["median", "median_1", "median_2", "median_3"])]
     got = predict_frame(df, meta4, models4)
     assert np.allclose(got.z_phot, np.expm1(np.mean(each, axis=0, dtype=np.float64)), rtol=1e-6)
+    stacked = models_s["median"].inplace_predict(member_matrix(X, meta_s["views"], 0))
+    assert np.allclose(predict_frame(df, meta_s, models_s).z_phot, np.expm1(stacked.astype(np.float64)), rtol=1e-6)
     # an artifact from before the ensemble has no "views" key: one booster on the plain features
     old = json.loads((tmp_path / "m1" / MODEL_FILE).read_text())
     old.pop("views")
@@ -145,3 +159,18 @@ def test_members_out_of_range_is_a_clear_error():
 
     with pytest.raises(TrainingError, match="--members"):
         TrainOptions("photoz", ["g-r"], target="z", members=0)
+
+
+def test_stacked_views_are_the_members_views_side_by_side(client):
+    """One stacked booster sees exactly what the members see, side by side: the features once,
+    then each member's rotated features in member order."""
+    from survey_engine.ml.ensemble import fit_views, member_count, member_matrix, member_rotations
+
+    frame = _frame(2, 2000)
+    feats = ["a", "b", "c", "d"]
+    members = fit_views(dd.from_pandas(frame, npartitions=4), feats, 3, seed=1)
+    stacked = fit_views(dd.from_pandas(frame, npartitions=4), feats, 3, seed=1, stacked=True)
+    assert member_count(members) == 3 and member_count(stacked) == 1 and member_rotations(stacked, 0) == [0, 1, 2]
+    X = frame[feats].to_numpy(np.float32)
+    side_by_side = np.hstack([X] + [member_matrix(X, members, m)[:, 4:] for m in range(3)])
+    assert np.array_equal(member_matrix(X, stacked, 0), side_by_side)
