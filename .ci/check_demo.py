@@ -32,8 +32,18 @@ def main(workdir: str) -> None:
             fail(f"{report} has no {section!r}")
     stages = summary["stages"]
     rows = {}
-    for name in ("gaia", "sdss", "gaia_x_sdss", "gaia_x_sdss_no_pm", "classes", "photoz", "open_clusters", "anomalies",
-                 "light_curves", "variable_classes"):
+    for name in (
+        "gaia",
+        "sdss",
+        "gaia_x_sdss",
+        "gaia_x_sdss_no_pm",
+        "classes",
+        "photoz",
+        "open_clusters",
+        "anomalies",
+        "light_curves",
+        "variable_classes",
+    ):
         cat = se.open_catalog(work / name)
         rows[name] = cat.row_count()
         if rows[name] <= 0:
@@ -42,7 +52,10 @@ def main(workdir: str) -> None:
             fail(f"{work / name}: the catalog is called {cat.name!r}, not after its stage")
     if rows["gaia_x_sdss"] != rows["gaia"]:  # a left join keeps every Gaia row
         fail(f"gaia_x_sdss has {rows['gaia_x_sdss']} rows, gaia {rows['gaia']}")
-    with_pm, without_pm = stages["gaia_x_sdss"].get("match_rate"), stages["gaia_x_sdss_no_pm"].get("match_rate")
+    with_pm, without_pm = (
+        stages["gaia_x_sdss"].get("match_rate"),
+        stages["gaia_x_sdss_no_pm"].get("match_rate"),
+    )
     if not (with_pm and without_pm and with_pm > without_pm and with_pm > 0.9):
         fail(f"match rates with / without proper motions: {with_pm} / {without_pm}")
     photoz = stages["photoz_model"]["held_out"]
@@ -58,9 +71,11 @@ def main(workdir: str) -> None:
     for column in ("z_phot", "z_phot_lo", "z_phot_hi"):
         if column not in zphot.columns:
             fail(f"photoz has no {column!r}")
-    print(f"demo check: ok ({rows['gaia']:,} Gaia-like, {rows['sdss']:,} SDSS-like rows; match rate {with_pm:.4f} with "
-          f"proper motions, {without_pm:.4f} without; photo-z sigma_NMAD {photoz['sigma_nmad']:.4f}; "
-          f"class accuracy {classes['accuracy']:.3f}; variable types {variables['accuracy']:.3f}; report {report})")
+    print(
+        f"demo check: ok ({rows['gaia']:,} Gaia-like, {rows['sdss']:,} SDSS-like rows; match rate {with_pm:.4f} with "
+        f"proper motions, {without_pm:.4f} without; photo-z sigma_NMAD {photoz['sigma_nmad']:.4f}; "
+        f"class accuracy {classes['accuracy']:.3f}; variable types {variables['accuracy']:.3f}; report {report})"
+    )
 
 
 if __name__ == "__main__":

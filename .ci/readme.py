@@ -1,7 +1,7 @@
 """Pull commands out of README.md for CI, so that CI runs exactly what the README shows.
 
-    python .ci/readme.py first-command README.md   # the first line of the first ```bash block, comment removed
-    python .ci/readme.py python-api README.md      # the first ```python block under '## Python API'
+python .ci/readme.py first-command README.md   # the first line of the first ```bash block, comment removed
+python .ci/readme.py python-api README.md      # the first ```python block under '## Python API'
 """
 
 from __future__ import annotations

@@ -66,29 +66,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=100_000)
     parser.add_argument("--detections", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
-    parser.add_argument("--max-rows", type=int, default=2_000, help="objects per partition of the object catalog")
-    parser.add_argument("--workdir", default=None, help="keep the mock objects here between runs (default: a temporary folder)")
+    parser.add_argument(
+        "--max-rows", type=int, default=2_000, help="objects per partition of the object catalog"
+    )
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="keep the mock objects here between runs (default: a temporary folder)",
+    )
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-lightcurves-"))
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
-        with LocalCluster(n_workers=2, threads_per_worker=1, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(n_workers=2, threads_per_worker=1, silence_logs=logging.ERROR) as cluster,
+            Client(cluster) as client,
+        ):
             mock = work / f"mock-{args.objects}"
             t0 = time.perf_counter()
             if not (mock / "done").exists():
                 shutil.rmtree(mock, ignore_errors=True)
-                write_mock_lightcurves(args.objects, mock, seed=7, cadence="sparse", client=client, progress=False)
+                write_mock_lightcurves(
+                    args.objects, mock, seed=7, cadence="sparse", client=client, progress=False
+                )
                 (mock / "done").write_text("")
             objects = work / f"objects-{args.objects}"
             if not objects.exists():
-                run_import(ImportArguments([str(mock / "objects")], str(objects), id_column="object_id", max_rows=args.max_rows,
-                                           margin_arcsec=0), client=client, progress=False)
+                run_import(
+                    ImportArguments(
+                        [str(mock / "objects")],
+                        str(objects),
+                        id_column="object_id",
+                        max_rows=args.max_rows,
+                        margin_arcsec=0,
+                    ),
+                    client=client,
+                    progress=False,
+                )
             prepare_s = time.perf_counter() - t0
             files = sorted((mock / "detections").glob("*.parquet"))
             counts = [pq.ParquetFile(f).metadata.num_rows for f in files]
-            print(f"{args.objects:,} objects, {sum(counts):,} detections in {len(files)} files (prepared in {prepare_s:.0f} s)")
+            print(
+                f"{args.objects:,} objects, {sum(counts):,} detections in {len(files)} files (prepared in {prepare_s:.0f} s)"
+            )
             for wanted in args.detections:
                 inputs, total = detection_inputs(files, counts, wanted, work / "links")
                 out = work / f"nested-{wanted}"
@@ -97,23 +119,40 @@ def main() -> None:
                 with PeakMemory() as mem:
                     time.sleep(0.3)  # the baseline sample: the idle cluster
                     t0 = time.perf_counter()
-                    result = attach_lightcurves(LightcurveArguments(str(objects), inputs, str(out)), client=client, progress=False)
+                    result = attach_lightcurves(
+                        LightcurveArguments(str(objects), inputs, str(out)), client=client, progress=False
+                    )
                     seconds = time.perf_counter() - t0
                 assert result.detections == total and result.unmatched_detections == 0
-                row = {"detections": result.detections, "objects": result.objects, "partitions": result.partitions,
-                       "detections_per_object": result.detections / result.objects, "seconds": seconds,
-                       "detections_per_second": result.detections / seconds, "peak_rss_mib": mem.peak / 2**20,
-                       "peak_rss_process_mib": mem.peak_process / 2**20, "idle_rss_mib": (mem.baseline or 0) / 2**20,
-                       "load_average_1min": os.getloadavg()[0]}
+                row = {
+                    "detections": result.detections,
+                    "objects": result.objects,
+                    "partitions": result.partitions,
+                    "detections_per_object": result.detections / result.objects,
+                    "seconds": seconds,
+                    "detections_per_second": result.detections / seconds,
+                    "peak_rss_mib": mem.peak / 2**20,
+                    "peak_rss_process_mib": mem.peak_process / 2**20,
+                    "idle_rss_mib": (mem.baseline or 0) / 2**20,
+                    "load_average_1min": os.getloadavg()[0],
+                }
                 rows.append(row)
-                print(f"{row['detections']:>11,} detections -> {row['objects']:,} objects: {seconds:6.1f} s, "
-                      f"peak RSS {row['peak_rss_mib']:.0f} MiB (largest process {row['peak_rss_process_mib']:.0f} MiB; "
-                      f"idle cluster {row['idle_rss_mib']:.0f} MiB), load {row['load_average_1min']:.1f}")
+                print(
+                    f"{row['detections']:>11,} detections -> {row['objects']:,} objects: {seconds:6.1f} s, "
+                    f"peak RSS {row['peak_rss_mib']:.0f} MiB (largest process {row['peak_rss_process_mib']:.0f} MiB; "
+                    f"idle cluster {row['idle_rss_mib']:.0f} MiB), load {row['load_average_1min']:.1f}"
+                )
                 shutil.rmtree(out, ignore_errors=True)
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    result = {"objects": args.objects, "cadence": "sparse", "max_rows": args.max_rows, "rows": rows, "machine": machine_info()}
+    result = {
+        "objects": args.objects,
+        "cadence": "sparse",
+        "max_rows": args.max_rows,
+        "rows": rows,
+        "machine": machine_info(),
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "lightcurves.json").write_text(json.dumps(result, indent=1))

@@ -36,28 +36,48 @@ def target_list(local: str, n: int, out: Path, client) -> tuple[pd.DataFrame, ob
     near = cat.cone_search(200.0, 30.0, 3600.0).compute()
     ra, dec = np.radians(near[cat.ra_column].to_numpy()), np.radians(near[cat.dec_column].to_numpy())
     c = np.radians([200.0, 30.0])
-    near = near.iloc[np.argsort(-(np.sin(dec) * np.sin(c[1]) + np.cos(dec) * np.cos(c[1]) * np.cos(ra - c[0])))[:n]]
+    near = near.iloc[
+        np.argsort(-(np.sin(dec) * np.sin(c[1]) + np.cos(dec) * np.cos(c[1]) * np.cos(ra - c[0])))[:n]
+    ]
     rng = np.random.default_rng(5)
-    frame = pd.DataFrame({"target_id": np.arange(len(near)),
-                          "ra": near[cat.ra_column].to_numpy() + rng.uniform(-0.3, 0.3, len(near)) / 3600 / np.cos(np.radians(near[cat.dec_column].to_numpy())),
-                          "dec": near[cat.dec_column].to_numpy() + rng.uniform(-0.3, 0.3, len(near)) / 3600})
+    frame = pd.DataFrame(
+        {
+            "target_id": np.arange(len(near)),
+            "ra": near[cat.ra_column].to_numpy()
+            + rng.uniform(-0.3, 0.3, len(near)) / 3600 / np.cos(np.radians(near[cat.dec_column].to_numpy())),
+            "dec": near[cat.dec_column].to_numpy() + rng.uniform(-0.3, 0.3, len(near)) / 3600,
+        }
+    )
     frame.to_parquet(out / "targets.parquet")
-    run_import(ImportArguments([str(out / "targets.parquet")], str(out / "targets"), id_column="target_id", margin_arcsec=None),
-               client=client, progress=False)
+    run_import(
+        ImportArguments(
+            [str(out / "targets.parquet")], str(out / "targets"), id_column="target_id", margin_arcsec=None
+        ),
+        client=client,
+        progress=False,
+    )
     return frame, open_catalog(out / "targets")
 
 
 def nginx_requests(start: int) -> dict:
     lines = NGINX_LOG.read_text().splitlines()[start:]
     data = [line.split(" ") for line in lines if " /" in line]
-    return {"requests": len(data), "data_file_requests": sum("/dataset/Norder=" in d[1] for d in data),
-            "bytes": sum(int(d[3]) for d in data),
-            "data_files": len({d[1] for d in data if "/dataset/Norder=" in d[1]})}
+    return {
+        "requests": len(data),
+        "data_file_requests": sum("/dataset/Norder=" in d[1] for d in data),
+        "bytes": sum(int(d[3]) for d in data),
+        "data_files": len({d[1] for d in data if "/dataset/Norder=" in d[1]}),
+    }
 
 
 def moto_requests(start: int) -> dict:
-    lines = [line for line in MOTO_LOG.read_text().splitlines()[start:] if '"GET ' in line or '"HEAD ' in line]
-    return {"requests": len(lines), "data_file_requests": sum("Norder%3D" in line or "Norder=" in line for line in lines)}
+    lines = [
+        line for line in MOTO_LOG.read_text().splitlines()[start:] if '"GET ' in line or '"HEAD ' in line
+    ]
+    return {
+        "requests": len(lines),
+        "data_file_requests": sum("Norder%3D" in line or "Norder=" in line for line in lines),
+    }
 
 
 def main() -> None:
@@ -77,8 +97,13 @@ def main() -> None:
     from survey_engine import open_catalog
     from survey_engine.crossmatch import crossmatch
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
-            Client(cluster) as client, tempfile.TemporaryDirectory() as tmp:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, dashboard_address=":0", silence_logs=logging.ERROR
+        ) as cluster,
+        Client(cluster) as client,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         frame, targets = target_list(args.local, args.targets, Path(tmp), client)
         right = open_catalog(args.local)
         print(f"catalog: {right.row_count():,} rows in {right.npartitions} partitions; targets: {len(frame)}")
@@ -94,10 +119,18 @@ def main() -> None:
                 if name == "local" and i == 0:
                     continue  # warm-up: kernel compilation
                 times.append(seconds)
-                counts = nginx_requests(n_log) if name == "http" else moto_requests(m_log) if name == "s3" else {}
-            pairs[name] = set(zip(got.target_id_1, got[[c for c in got.columns if c.startswith("source_id")][0]]))
-            results[name] = {"median_s": round(statistics.median(times), 3), "runs_s": [round(t, 3) for t in times],
-                             "matches": len(got), **counts}
+                counts = (
+                    nginx_requests(n_log) if name == "http" else moto_requests(m_log) if name == "s3" else {}
+                )
+            pairs[name] = set(
+                zip(got.target_id_1, got[[c for c in got.columns if c.startswith("source_id")][0]])
+            )
+            results[name] = {
+                "median_s": round(statistics.median(times), 3),
+                "runs_s": [round(t, 3) for t in times],
+                "matches": len(got),
+                **counts,
+            }
             print(name, json.dumps(results[name]))
         for name in ("http", "s3"):
             results[name]["same_pairs_as_local"] = pairs[name] == pairs["local"]

@@ -42,7 +42,9 @@ def raw_keyset(page_rows: int) -> tuple[float, np.ndarray]:
     t0 = time.perf_counter()
     while True:
         where = "" if last is None else f" WHERE source_id > {last}"
-        result = service.run_sync(f"SELECT TOP {page_rows} * FROM {TABLE}{where} ORDER BY source_id", maxrec=page_rows + 1)
+        result = service.run_sync(
+            f"SELECT TOP {page_rows} * FROM {TABLE}{where} ORDER BY source_id", maxrec=page_rows + 1
+        )
         table = result.to_table()
         if len(table):
             ids.append(np.asarray(table["source_id"]))
@@ -59,7 +61,9 @@ def ours(page_rows: int, workers: int, client) -> tuple[float, float, np.ndarray
 
     work = Path(tempfile.mkdtemp(prefix="bench_tap_"))
     try:
-        args = TapIngestArguments(URL, TABLE, str(work / "gaia"), id_column="source_id", page_rows=page_rows, workers=workers)
+        args = TapIngestArguments(
+            URL, TABLE, str(work / "gaia"), id_column="source_id", page_rows=page_rows, workers=workers
+        )
         t0 = time.perf_counter()
         result = run_ingest(args, client=client, progress=False)
         total = time.perf_counter() - t0
@@ -79,7 +83,11 @@ def plan_pages(where: str | None, page_rows: int) -> tuple[int, int, int]:
         args = TapIngestArguments(URL, TABLE, str(work / "x"), where=where, page_rows=page_rows)
         ingest = Ingest(args, progress=False)
         pages = ingest.plan("healpix")
-        rows = int(TapService(URL).query(f"SELECT COUNT(*) AS n FROM {TABLE}" + (f" WHERE {where}" if where else ""), 2, "count").table["n"][0])
+        rows = int(
+            TapService(URL)
+            .query(f"SELECT COUNT(*) AS n FROM {TABLE}" + (f" WHERE {where}" if where else ""), 2, "count")
+            .table["n"][0]
+        )
         return rows, len(pages), ingest.queries
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -109,9 +117,14 @@ def main() -> None:
             n = len(raw_ids)
             agree = len(our_ids) == n and set(our_ids.tolist()) == set(raw_ids.tolist())
             row = {
-                "page_rows": page_rows, "rows": n, "pages": pages, "agree": agree,
-                "raw_keyset_s": statistics.median(raw_times), "raw_spread_s": [min(raw_times), max(raw_times)],
-                "ours_fetch_s": statistics.median(our_fetch), "ours_fetch_spread_s": [min(our_fetch), max(our_fetch)],
+                "page_rows": page_rows,
+                "rows": n,
+                "pages": pages,
+                "agree": agree,
+                "raw_keyset_s": statistics.median(raw_times),
+                "raw_spread_s": [min(raw_times), max(raw_times)],
+                "ours_fetch_s": statistics.median(our_fetch),
+                "ours_fetch_spread_s": [min(our_fetch), max(our_fetch)],
                 "ours_end_to_end_s": statistics.median(our_total),
             }
             row["raw_rows_per_s"] = n / row["raw_keyset_s"]
@@ -124,7 +137,15 @@ def main() -> None:
     for where in ["phot_g_mean_mag < 7", "phot_g_mean_mag < 8", "phot_g_mean_mag < 9", None]:
         for page_rows in (2_000, 10_000, 50_000):
             rows, pages, queries = plan_pages(where, page_rows)
-            scaling.append({"where": where, "rows": rows, "page_rows": page_rows, "pages": pages, "plan_queries": queries})
+            scaling.append(
+                {
+                    "where": where,
+                    "rows": rows,
+                    "page_rows": page_rows,
+                    "pages": pages,
+                    "plan_queries": queries,
+                }
+            )
             print(json.dumps(scaling[-1]))
     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.out).write_text(json.dumps({"throughput": rows_out, "page_scaling": scaling}, indent=1))

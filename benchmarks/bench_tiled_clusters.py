@@ -30,7 +30,9 @@ FEATURES = ["pmra", "pmdec", "parallax", "pos_x", "pos_y", "pos_z"]
 def blanco1() -> pd.DataFrame:
     """Blanco 1 Gaia DR2 field; members: Cantat-Gaudin et al. (ocelot_label 0)."""
     df = pd.read_parquet(DATA / "blanco1/blanco1_gaia_dr2_G18_field.parquet")
-    return df[["source_id", "ra", "dec", "pmra", "pmdec", "parallax"]].assign(member=(df.ocelot_label == 0).to_numpy())
+    return df[["source_id", "ra", "dec", "pmra", "pmdec", "parallax"]].assign(
+        member=(df.ocelot_label == 0).to_numpy()
+    )
 
 
 def ngc2516() -> pd.DataFrame:
@@ -43,7 +45,9 @@ def ngc2516() -> pd.DataFrame:
     rng = np.random.default_rng(2516)
     lo, hi = members[["ra", "dec"]].quantile(0.01), members[["ra", "dec"]].quantile(0.99)
     field["ra"] = rng.uniform(lo.ra, hi.ra, len(field))
-    field["dec"] = np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(lo.dec)), np.sin(np.radians(hi.dec)), len(field))))
+    field["dec"] = np.degrees(
+        np.arcsin(rng.uniform(np.sin(np.radians(lo.dec)), np.sin(np.radians(hi.dec)), len(field)))
+    )
     return pd.concat([members, field], ignore_index=True)
 
 
@@ -58,8 +62,10 @@ def ngc2323() -> pd.DataFrame:
     df = df[["ra", "dec", "pmra", "pmdec", "parallax"]].assign(source_id=np.arange(len(df)))
     simbad = parse_single_table(str(DATA / "ngc2323/ngc2323_simbad_region.vot.xml")).to_table().to_pandas()
     listed = simbad[simbad.MAIN_ID.astype(str).str.startswith("Cl* NGC 2323")]
-    idx, sep, _ = match_coordinates_sky(SkyCoord(listed.RA.values * u.deg, listed.DEC.values * u.deg),
-                                        SkyCoord(df.ra.values * u.deg, df.dec.values * u.deg))
+    idx, sep, _ = match_coordinates_sky(
+        SkyCoord(listed.RA.values * u.deg, listed.DEC.values * u.deg),
+        SkyCoord(df.ra.values * u.deg, df.dec.values * u.deg),
+    )
     return df.assign(member=df.source_id.isin(idx[sep.arcsec < 1.0]).to_numpy())
 
 
@@ -79,8 +85,11 @@ def import_field(frame: pd.DataFrame, work: Path, name: str, max_rows: int, clie
     if not src.exists():
         frame.drop(columns="member").to_parquet(src)
     out = work / f"{name}_{max_rows}"
-    run_import(ImportArguments([str(src)], str(out), id_column="source_id", max_rows=max_rows, margin_arcsec=1800),
-               client=client, progress=False)
+    run_import(
+        ImportArguments([str(src)], str(out), id_column="source_id", max_rows=max_rows, margin_arcsec=1800),
+        client=client,
+        progress=False,
+    )
     return out
 
 
@@ -109,11 +118,23 @@ def run(fields: list[str], client, work: Path) -> list[dict]:
     for name in fields:
         loader, params, max_rows_list = FIELDS[name]
         frame = loader().set_index("source_id")
-        whole, _ = labels(import_field(frame.reset_index(), work, name, 10 * len(frame), client), params, client)
+        whole, _ = labels(
+            import_field(frame.reset_index(), work, name, 10 * len(frame), client), params, client
+        )
         whole = whole.reindex(frame.index).fillna(-1)
         r0, p0, g0 = best_group(whole, frame.member)
-        rows.append({"field": name, "tiles": 1, "max_rows": None, "recall": r0, "purity": p0, "jaccard": 1.0, "ari": 1.0,
-                     "seconds": None})
+        rows.append(
+            {
+                "field": name,
+                "tiles": 1,
+                "max_rows": None,
+                "recall": r0,
+                "purity": p0,
+                "jaccard": 1.0,
+                "ari": 1.0,
+                "seconds": None,
+            }
+        )
         for max_rows in max_rows_list:
             cat = import_field(frame.reset_index(), work, name, max_rows, client)
             t0 = time.perf_counter()
@@ -121,23 +142,36 @@ def run(fields: list[str], client, work: Path) -> list[dict]:
             seconds = time.perf_counter() - t0
             tiled = tiled.reindex(frame.index).fillna(-1)
             r, p, g = best_group(tiled, frame.member)
-            rows.append({"field": name, "tiles": ntiles, "max_rows": max_rows, "recall": r, "purity": p,
-                         "jaccard": len(g & g0) / max(1, len(g | g0)), "ari": adjusted_rand_score(whole, tiled),
-                         "seconds": seconds})
+            rows.append(
+                {
+                    "field": name,
+                    "tiles": ntiles,
+                    "max_rows": max_rows,
+                    "recall": r,
+                    "purity": p,
+                    "jaccard": len(g & g0) / max(1, len(g | g0)),
+                    "ari": adjusted_rand_score(whole, tiled),
+                    "seconds": seconds,
+                }
+            )
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| field | tiles | members found | purity | d recall | d purity | Jaccard vs 1 | ARI vs 1 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| field | tiles | members found | purity | d recall | d purity | Jaccard vs 1 | ARI vs 1 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     ref = {}
     for r in rows:
         if r["tiles"] == 1 and r["max_rows"] is None:
             ref[r["field"]] = r
         base = ref[r["field"]]
-        lines.append(f"| {r['field']} | {r['tiles']} | {r['recall']:.3f} | {r['purity']:.3f} | "
-                     f"{100 * (r['recall'] - base['recall']):+.1f} | {100 * (r['purity'] - base['purity']):+.1f} | "
-                     f"{r['jaccard']:.3f} | {r['ari']:.3f} |")
+        lines.append(
+            f"| {r['field']} | {r['tiles']} | {r['recall']:.3f} | {r['purity']:.3f} | "
+            f"{100 * (r['recall'] - base['recall']):+.1f} | {100 * (r['purity'] - base['purity']):+.1f} | "
+            f"{r['jaccard']:.3f} | {r['ari']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -150,9 +184,13 @@ def main() -> None:
     ap.add_argument("--fields", nargs="+", default=list(FIELDS), choices=list(FIELDS))
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, \
-            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0", silence_logs=logging.WARNING) as lc, \
-            Client(lc) as client:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, dashboard_address=":0", silence_logs=logging.WARNING
+        ) as lc,
+        Client(lc) as client,
+    ):
         rows = run(args.fields, client, Path(tmp))
     print(table(rows))
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -72,8 +72,10 @@ def light_curve_alone(curves):
 
     ex = lc_extractor()
     pg = lc.Periodogram(peaks=1, resolution=10, max_freq_factor=20)
-    return [np.concatenate([ex(t, m, e, sorted=True, check=False), pg(t, m, e, sorted=True, check=False)])
-            for t, m, e in curves]
+    return [
+        np.concatenate([ex(t, m, e, sorted=True, check=False), pg(t, m, e, sorted=True, check=False)])
+        for t, m, e in curves
+    ]
 
 
 def light_curve_our_grid(curves):
@@ -87,15 +89,23 @@ def light_curve_our_grid(curves):
     for t, m, e in curves:
         fmax = 1.0 / spec.min_period
         k = max(10, math.ceil(math.log2(fmax * (t[-1] - t[0]) * spec.samples_per_peak)))
-        out.append(np.concatenate([ex(t, m, e, sorted=True, check=False),
-                                   _periodogram(k, TWO_PI * fmax)(t, m, e, sorted=True, check=False)[:2]]))
+        out.append(
+            np.concatenate(
+                [
+                    ex(t, m, e, sorted=True, check=False),
+                    _periodogram(k, TWO_PI * fmax)(t, m, e, sorted=True, check=False)[:2],
+                ]
+            )
+        )
     return out
 
 
 def feets_features(curves):
     import feets
 
-    space = feets.FeatureSpace(only=["Amplitude", "Skew", "Std", "PeriodLS", "StetsonK"], dask_options={"scheduler": "synchronous"})
+    space = feets.FeatureSpace(
+        only=["Amplitude", "Skew", "Std", "PeriodLS", "StetsonK"], dask_options={"scheduler": "synchronous"}
+    )
     return [space.extract(time=t, magnitude=m, error=e).as_frame().iloc[0] for t, m, e in curves]
 
 
@@ -122,17 +132,41 @@ def ours_on_cluster(objects: int, cadence: str, workdir: Path) -> tuple[float, f
     from survey_engine.ingest.lightcurves import LightcurveArguments, attach_lightcurves
     from survey_engine.mock.lightcurves import write_mock_lightcurves
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-        write_mock_lightcurves(objects, workdir / "mock", seed=5, cadence=cadence, client=client, progress=False)
-        run_import(ImportArguments([str(workdir / "mock" / "objects")], str(workdir / "objects"), id_column="object_id",
-                                   max_rows=max(100, objects // 8), margin_arcsec=0), client=client, progress=False)
-        attach_lightcurves(LightcurveArguments(str(workdir / "objects"), [str(workdir / "mock" / "detections")],
-                                               str(workdir / "nested")), client=client, progress=False)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, silence_logs=logging.ERROR) as cluster,
+        Client(cluster) as client,
+    ):
+        write_mock_lightcurves(
+            objects, workdir / "mock", seed=5, cadence=cadence, client=client, progress=False
+        )
+        run_import(
+            ImportArguments(
+                [str(workdir / "mock" / "objects")],
+                str(workdir / "objects"),
+                id_column="object_id",
+                max_rows=max(100, objects // 8),
+                margin_arcsec=0,
+            ),
+            client=client,
+            progress=False,
+        )
+        attach_lightcurves(
+            LightcurveArguments(
+                str(workdir / "objects"), [str(workdir / "mock" / "detections")], str(workdir / "nested")
+            ),
+            client=client,
+            progress=False,
+        )
         band = "r" if cadence == "dense" else "G"
         c0 = sum(client.run(_cpu_seconds).values())
         t0 = time.perf_counter()
-        variability_catalog(str(workdir / "nested"), str(workdir / "features"), VariabilitySpec(bands=[band]),
-                            client=client, progress=False)
+        variability_catalog(
+            str(workdir / "nested"),
+            str(workdir / "features"),
+            VariabilitySpec(bands=[band]),
+            client=client,
+            progress=False,
+        )
         return time.perf_counter() - t0, sum(client.run(_cpu_seconds).values()) - c0
 
 
@@ -140,7 +174,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=2000)
-    parser.add_argument("--peer-objects", type=int, default=300, help="objects for feets and cesium (they are slow)")
+    parser.add_argument(
+        "--peer-objects", type=int, default=300, help="objects for feets and cesium (they are slow)"
+    )
     parser.add_argument("--cadence", choices=["dense", "sparse"], default="dense")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
@@ -150,9 +186,15 @@ def main() -> None:
     curves, truth = curves_of(args.objects, args.cadence)
     peer = curves[: args.peer_objects]
     rows = {}
+
     def row(n: int, wall: float, cpu: float, cores: int = 1) -> dict:
-        return {"curves": n, "seconds": wall, "cpu_seconds": cpu, "per_second_per_core": n / wall / cores,
-                "per_cpu_second": n / cpu}
+        return {
+            "curves": n,
+            "seconds": wall,
+            "cpu_seconds": cpu,
+            "per_second_per_core": n / wall / cores,
+            "per_cpu_second": n / cpu,
+        }
 
     t, c, ours = timed(ours_one_process, curves)
     rows["survey_engine, one process"] = row(len(curves), t, c)
@@ -174,11 +216,17 @@ def main() -> None:
 
     n = len(peer)
     agree = {
-        "amplitude_vs_feets": bool(np.allclose(ours["amplitude"][:n], [f["Amplitude"] for f in theirs_feets], rtol=1e-6)),
+        "amplitude_vs_feets": bool(
+            np.allclose(ours["amplitude"][:n], [f["Amplitude"] for f in theirs_feets], rtol=1e-6)
+        ),
         "skew_vs_feets": bool(np.allclose(ours["skew"][:n], [f["Skew"] for f in theirs_feets], rtol=1e-6)),
-        "std_vs_feets": bool(np.allclose(ours["standard_deviation"][:n], [f["Std"] for f in theirs_feets], rtol=1e-6)),
+        "std_vs_feets": bool(
+            np.allclose(ours["standard_deviation"][:n], [f["Std"] for f in theirs_feets], rtol=1e-6)
+        ),
         # cesium's featurize() computes stetson_j without the errors; its function with them is the definition
-        "stetson_j_vs_cesium": bool(np.allclose(ours["stetson_j"][:n], [stetson_j(m, dx=e) for _, m, e in peer], rtol=1e-9)),
+        "stetson_j_vs_cesium": bool(
+            np.allclose(ours["stetson_j"][:n], [stetson_j(m, dx=e) for _, m, e in peer], rtol=1e-9)
+        ),
     }
     periodic = np.isfinite(truth)
     rel_ours = np.abs(ours["period"].to_numpy() - truth) / truth
@@ -187,8 +235,12 @@ def main() -> None:
     agree["period_to_0.1%_of_truth"] = {
         "survey_engine": float(np.mean(rel_ours[periodic] < 1e-3)),
         "survey_engine_same_curves_as_peers": float(np.mean(rel_ours[:n][periodic[:n]] < 1e-3)),
-        "light-curve_its_grid": float(np.mean((np.abs(np.array([r[-2] for r in lc_default]) - truth) / truth)[periodic] < 1e-3)),
-        "light-curve_our_grid": float(np.mean((np.abs(np.array([r[-2] for r in lc_ours]) - truth) / truth)[periodic] < 1e-3)),
+        "light-curve_its_grid": float(
+            np.mean((np.abs(np.array([r[-2] for r in lc_default]) - truth) / truth)[periodic] < 1e-3)
+        ),
+        "light-curve_our_grid": float(
+            np.mean((np.abs(np.array([r[-2] for r in lc_ours]) - truth) / truth)[periodic] < 1e-3)
+        ),
         "feets": float(np.mean((np.abs(feets_p - truth[:n]) / truth[:n])[periodic[:n]] < 1e-3)),
         "cesium": float(np.mean((np.abs(cesium_p - truth[:n]) / truth[:n])[periodic[:n]] < 1e-3)),
     }
@@ -196,14 +248,22 @@ def main() -> None:
 
     from survey_engine.bench.measure import machine_info
 
-    result = {"objects": args.objects, "cadence": args.cadence, "rows": rows, "agree": agree,
-              "load_average_1_5_15_min_at_end": list(os.getloadavg()), "machine": machine_info()}
+    result = {
+        "objects": args.objects,
+        "cadence": args.cadence,
+        "rows": rows,
+        "agree": agree,
+        "load_average_1_5_15_min_at_end": list(os.getloadavg()),
+        "machine": machine_info(),
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "variability.json").write_text(json.dumps(result, indent=1))
     for name, r in rows.items():
-        print(f"{name:34s} {r['curves']:6d} curves {r['seconds']:8.1f} s {r['per_second_per_core']:8.1f} curves/s/core "
-              f"{r['per_cpu_second']:8.1f} curves/CPU-s")
+        print(
+            f"{name:34s} {r['curves']:6d} curves {r['seconds']:8.1f} s {r['per_second_per_core']:8.1f} curves/s/core "
+            f"{r['per_cpu_second']:8.1f} curves/CPU-s"
+        )
     print("agreement:", agree)
 
 

@@ -22,7 +22,12 @@ def main(roots: list[Path]) -> int:
     import survey_engine as se
 
     warnings.filterwarnings("ignore")
-    folders = [p for root in roots for p in sorted(root.rglob("*")) if p.is_dir() and any((p / f).exists() for f in PROPERTY_FILES)]
+    folders = [
+        p
+        for root in roots
+        for p in sorted(root.rglob("*"))
+        if p.is_dir() and any((p / f).exists() for f in PROPERTY_FILES)
+    ]
     peer_opens = same = 0
     for path in folders:
         try:
@@ -42,7 +47,9 @@ def main(roots: list[Path]) -> int:
             continue
         same += got == want
         print(f"{'OK' if got == want else 'DIFF':8} {path} lsdb={want} survey_engine={got}")
-    print(f"{len(folders)} catalog folders; LSDB opens {peer_opens}; survey_engine opens {same} of them with LSDB's rows")
+    print(
+        f"{len(folders)} catalog folders; LSDB opens {peer_opens}; survey_engine opens {same} of them with LSDB's rows"
+    )
     return 0 if same == peer_opens else 1
 
 

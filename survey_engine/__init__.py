@@ -29,7 +29,9 @@ def _catalog_write(self: Catalog, out, name: str | None = None, client=None, pro
     from survey_engine.catalog import storage
     from survey_engine.catalog.writer import write_catalog
 
-    return write_catalog(self, out if storage.is_remote(out) else Path(out), name=name, client=client, progress=progress)
+    return write_catalog(
+        self, out if storage.is_remote(out) else Path(out), name=name, client=client, progress=progress
+    )
 
 
 # the lazy Catalog (catalog/catalog.py) reads; what writes or matches it is attached here, from
@@ -47,9 +49,24 @@ def verify_catalog(path, repair: bool = False, client=None, progress: bool = Fal
 
 # the stage functions live in survey_engine.api; ``crossmatch`` is the subpackage of that name,
 # made callable (survey_engine/crossmatch/__init__.py), so that submodule imports keep working
-_API = ("import_catalog", "ingest_tap", "add_margin", "compute_features", "train", "predict", "evaluate", "cluster",
-        "attach_lightcurves", "variability", "run_job",
-        "CatalogResult", "ClusterResult", "ModelResult", "MetricsResult", "JobResult")
+_API = (
+    "import_catalog",
+    "ingest_tap",
+    "add_margin",
+    "compute_features",
+    "train",
+    "predict",
+    "evaluate",
+    "cluster",
+    "attach_lightcurves",
+    "variability",
+    "run_job",
+    "CatalogResult",
+    "ClusterResult",
+    "ModelResult",
+    "MetricsResult",
+    "JobResult",
+)
 
 
 def __getattr__(name: str):

@@ -26,6 +26,7 @@ class ApiError(SurveyEngineError, ValueError):
 
 # --- result objects --------------------------------------------------------------------------
 
+
 @dataclass
 class CatalogResult:
     """A stage that wrote a catalog (a HATS collection; ``predict`` on plain files writes Parquet files)."""
@@ -41,7 +42,9 @@ class CatalogResult:
         from survey_engine.catalog.catalog import open_catalog
 
         if not _is_hats(self.path):
-            raise ApiError(f"{self.path}: holds Parquet files, not a HATS collection; read it with pandas.read_parquet")
+            raise ApiError(
+                f"{self.path}: holds Parquet files, not a HATS collection; read it with pandas.read_parquet"
+            )
         return open_catalog(self.path, margin=margin)
 
     @property
@@ -120,10 +123,20 @@ class JobResult:
 
 # --- the stages: one function per command, generated from the registry -----------------------
 
-CONTRACT = {"import": "import_catalog", "ingest": "ingest_tap", "margin": "add_margin", "crossmatch": "crossmatch",
-            "features": "compute_features", "train": "train", "predict": "predict", "evaluate": "evaluate",
-            "cluster": "cluster", "lightcurves": "attach_lightcurves", "variability": "variability",
-            "run": "run_job"}
+CONTRACT = {
+    "import": "import_catalog",
+    "ingest": "ingest_tap",
+    "margin": "add_margin",
+    "crossmatch": "crossmatch",
+    "features": "compute_features",
+    "train": "train",
+    "predict": "predict",
+    "evaluate": "evaluate",
+    "cluster": "cluster",
+    "lightcurves": "attach_lightcurves",
+    "variability": "variability",
+    "run": "run_job",
+}
 
 
 def _check(face, value) -> None:
@@ -133,7 +146,12 @@ def _check(face, value) -> None:
     p = face.param
     if p.choices and value not in p.choices:
         raise ApiError(f"{face.name} must be one of {', '.join(p.choices)}; got {value!r}")
-    if p.check is not None and p.type in (int, float) and isinstance(value, int | float) and not p.check[0](value):
+    if (
+        p.check is not None
+        and p.type in (int, float)
+        and isinstance(value, int | float)
+        and not p.check[0](value)
+    ):
         raise ApiError(f"{face.name} must be {p.check[1]}, got {value!r}")
 
 
@@ -150,7 +168,11 @@ def _result(kind: str, result, details: dict):
     if kind == "cluster":
         summary = result.data
         out = _catalog_result(ClusterResult, result.out, summary)
-        out.n_clusters, out.noise, out.clusters = int(summary["n_clusters"]), int(summary["noise"]), summary["clusters"]
+        out.n_clusters, out.noise, out.clusters = (
+            int(summary["n_clusters"]),
+            int(summary["noise"]),
+            summary["clusters"],
+        )
         return out
     return _catalog_result(CatalogResult, result.out, details)
 
@@ -164,7 +186,9 @@ def _stage_function(kind: str, name: str):
     from survey_engine.registry import runtime_names
 
     stage = commands()[kind]
-    declared = sorted((f for f in faces(stage.arguments) if f.param.cli), key=lambda f: f.param.role != "positional")
+    declared = sorted(
+        (f for f in faces(stage.arguments) if f.param.cli), key=lambda f: f.param.role != "positional"
+    )
     params = []
     for face in declared:
         positional = face.param.role == "positional"
@@ -173,8 +197,10 @@ def _stage_function(kind: str, name: str):
         annotation = stage.arguments.__annotations__.get(face.field, inspect.Parameter.empty)
         params.append(inspect.Parameter(face.name, kind_, default=default, annotation=annotation))
     extra = runtime_names(stage)
-    params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=False if n == "no_progress" else None)
-               for n in extra]
+    params += [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=False if n == "no_progress" else None)
+        for n in extra
+    ]
     params.append(inspect.Parameter("client", inspect.Parameter.KEYWORD_ONLY, default=None))
     signature = inspect.Signature(params)
 
@@ -185,7 +211,11 @@ def _stage_function(kind: str, name: str):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         values = dict(bound.arguments)
-        client, workers, no_progress = values.pop("client"), values.pop("workers", None), values.pop("no_progress", False)
+        client, workers, no_progress = (
+            values.pop("client"),
+            values.pop("workers", None),
+            values.pop("no_progress", False),
+        )
         storage_options = values.pop("storage_options", None)
         for face in declared:
             value = values[face.name]
@@ -227,6 +257,7 @@ def _fields(data) -> dict:
 
 # --- helpers ---------------------------------------------------------------------------------
 
+
 def _is_hats(path) -> bool:
     from survey_engine.catalog import storage
 
@@ -253,4 +284,12 @@ def _catalog_result(cls, path, details: dict):
 for _kind, _name in CONTRACT.items():
     globals()[_name] = _stage_function(_kind, _name)
 
-__all__ = [*CONTRACT.values(), "CatalogResult", "ClusterResult", "ModelResult", "MetricsResult", "JobResult", "ApiError"]
+__all__ = [
+    *CONTRACT.values(),
+    "CatalogResult",
+    "ClusterResult",
+    "ModelResult",
+    "MetricsResult",
+    "JobResult",
+    "ApiError",
+]

@@ -23,7 +23,9 @@ from dataclasses import MISSING, dataclass
 from typing import Any
 
 KEY = "survey_engine.param"
-NAME_LIST = "names"  # a list of names: comma-separated on the command line, a YAML list, a Python list or string
+NAME_LIST = (
+    "names"  # a list of names: comma-separated on the command line, a YAML list, a Python list or string
+)
 NUMBER_OR_NAME = "number_or_name"  # a number (e.g. an epoch) or the name of a column
 
 
@@ -44,15 +46,24 @@ class Param:
     nargs: str | None = None  # "+" / "*": several CLI values (a list)
     metavar: str | None = None
     yaml: str | None = ""  # the YAML key; "" = the public name; None = not a job spec key (see job)
-    job: str | None = None  # where a job takes the value instead: output | output_file:NAME | stage_id | source
+    job: str | None = (
+        None  # where a job takes the value instead: output | output_file:NAME | stage_id | source
+    )
     convert: Callable[[Any], Any] | None = None  # public value -> field value
     has_public_default: bool = False
     cli: bool = True  # False: not a command-line option (a Python-only knob)
     parse: Callable[[str], Any] | None = None  # how the CLI reads the text (default: from type)
 
 
-def param(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING, repr: bool = True,
-          kw_only: bool = False, **face: Any) -> Any:
+def param(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    default_factory: Any = MISSING,
+    repr: bool = True,
+    kw_only: bool = False,
+    **face: Any,
+) -> Any:
     """A dataclass field with its public face (see ``Param``); ``default`` is the field's default."""
     if "public_default" in face:
         face["has_public_default"] = True
@@ -67,7 +78,10 @@ POSITIVE = (lambda v: v > 0, "> 0")
 AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
 NOT_NEGATIVE = (lambda v: v >= 0, ">= 0")
 FRACTION = (lambda v: 0 < v < 1, "within (0, 1)")
-NAMES = (lambda v: len(v) > 0 and all(isinstance(x, str) and x.strip() for x in v), "a non-empty list of names")
+NAMES = (
+    lambda v: len(v) > 0 and all(isinstance(x, str) and x.strip() for x in v),
+    "a non-empty list of names",
+)
 
 
 def positive_int(text: str) -> int:
@@ -146,7 +160,9 @@ def public_values(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     known = {face.name: face for face in faces(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise UsageError(f"{cls.__name__}: unknown argument(s) {', '.join(unknown)} (known: {', '.join(known)})")
+        raise UsageError(
+            f"{cls.__name__}: unknown argument(s) {', '.join(unknown)} (known: {', '.join(known)})"
+        )
     out = {}
     for name, face in known.items():
         if name in values:

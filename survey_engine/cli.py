@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     from survey_engine.commands import commands
     from survey_engine.registry import NO_PROGRESS, STORAGE_OPTIONS, WORKERS
 
-    parser = argparse.ArgumentParser(prog="survey-engine", description="Distributed batch engine for astronomical survey catalogs.")
+    parser = argparse.ArgumentParser(
+        prog="survey-engine", description="Distributed batch engine for astronomical survey catalogs."
+    )
     parser.add_argument("--version", action="version", version=f"survey_engine {__version__}")
     parser.add_argument("--verbose", action="store_true", help=VERBOSE)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,8 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
             if face.param.cli:
                 _add(p, face)
         if stage.cluster:
-            extra = "; they build the catalog from the pages (--dask-workers: the old name)" if len(stage.workers_flags) > 1 else ""
-            p.add_argument(*stage.workers_flags, dest="workers", type=positive_int, default=None, help=WORKERS + extra)
+            extra = (
+                "; they build the catalog from the pages (--dask-workers: the old name)"
+                if len(stage.workers_flags) > 1
+                else ""
+            )
+            p.add_argument(
+                *stage.workers_flags, dest="workers", type=positive_int, default=None, help=WORKERS + extra
+            )
         if stage.progress:
             p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
         if stage.storage:
@@ -84,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if args.verbose:
         from survey_engine.runtime import set_verbose
 
@@ -96,14 +106,21 @@ def main(argv: list[str] | None = None) -> int:
     except (SurveyEngineError, FileExistsError, FileNotFoundError, TimeoutError) as exc:
         print(f"survey-engine {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except (KeyError, ValueError) as exc:  # from a library, about the input; with --verbose, shown as the bug it may be
+    except (
+        KeyError,
+        ValueError,
+    ) as exc:  # from a library, about the input; with --verbose, shown as the bug it may be
         if args.verbose:
             raise
-        print(f"survey-engine {args.command}: error: {exc} ({type(exc).__name__}; --verbose shows where it came from)",
-              file=sys.stderr)
+        print(
+            f"survey-engine {args.command}: error: {exc} ({type(exc).__name__}; --verbose shows where it came from)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
-        print(f"survey-engine {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        print(
+            f"survey-engine {args.command}: interrupted; re-run the same command to resume", file=sys.stderr
+        )
         return 130
     except Exception as exc:  # the machine's trouble, not a bug: one line, the same exit as a user's error
         message = _environment_error(exc)
@@ -120,15 +137,19 @@ def _environment_error(exc: BaseException) -> str | None:
 
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" writing {exc.filename}" if exc.filename else ""
-        return (f"no space left on the device{where} ({exc.strerror}); finished work is kept: free space and run the "
-                "same command again to resume")
+        return (
+            f"no space left on the device{where} ({exc.strerror}); finished work is kept: free space and run the "
+            "same command again to resume"
+        )
     try:
         from distributed.comm.core import CommClosedError
     except ImportError:  # pragma: no cover - distributed is a base dependency
         CommClosedError = ConnectionError  # noqa: N806
     if isinstance(exc, CommClosedError | CancelledError | ConnectionError):
-        return (f"lost the Dask scheduler or a connection to it ({type(exc).__name__}: {exc}); finished work is kept: "
-                "run the same command again (on a working cluster) to resume")
+        return (
+            f"lost the Dask scheduler or a connection to it ({type(exc).__name__}: {exc}); finished work is kept: "
+            "run the same command again (on a working cluster) to resume"
+        )
     return None
 
 
@@ -156,7 +177,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             from survey_engine.catalog.lock import output_lock
             from survey_engine.redact import redact_text
 
-            stack.enter_context(output_lock(stage_args.out, redact_text(" ".join([stage.kind, *sys.argv[2:]]))))
+            stack.enter_context(
+                output_lock(stage_args.out, redact_text(" ".join([stage.kind, *sys.argv[2:]])))
+            )
         client = None
         if stage.cluster:
             import survey_engine.runtime as runtime

@@ -29,14 +29,14 @@ def _split(url: str) -> tuple[str, str | None, str]:
     authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
     if "@" in authority:  # the well-formed case
         at = authority.rfind("@")
-        return scheme, rest[:at], rest[at + 1:]
+        return scheme, rest[:at], rest[at + 1 :]
     port = authority.rpartition(":")[2] if ":" in authority and not authority.endswith("]") else None
     if port is not None and not port.isdigit():  # "user:pa" of a password holding '/', '#' or '?'
         at = rest.rfind("@")
-        while at >= 0 and not _plausible_host(rest[at + 1:]):
+        while at >= 0 and not _plausible_host(rest[at + 1 :]):
             at = rest.rfind("@", 0, at)
         if at >= 0:
-            return scheme, rest[:at], rest[at + 1:]
+            return scheme, rest[:at], rest[at + 1 :]
     return scheme, None, rest
 
 
@@ -94,6 +94,10 @@ def redact_text(text: str, *urls: str) -> str:
     for url in urls:
         for secret in url_secrets(url):
             text = text.replace(secret, REDACTED)
-    text = re.sub(r"(?i)\b([\w.-]*(?:token|key|secret|pass|pwd|sig|auth|cred)[\w.-]*)=([^&\s'\"]+)", rf"\1={REDACTED}", text)
+    text = re.sub(
+        r"(?i)\b([\w.-]*(?:token|key|secret|pass|pwd|sig|auth|cred)[\w.-]*)=([^&\s'\"]+)",
+        rf"\1={REDACTED}",
+        text,
+    )
     text = re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@", r"\1", text)
     return text

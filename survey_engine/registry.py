@@ -41,8 +41,13 @@ def _run_import(args, client=None, progress: bool = True) -> StageResult:
     from survey_engine.ingest.file_import.run import run_import
 
     r = run_import(args, client=client, progress=progress)
-    info = {"rows": r.rows, "partitions": r.partitions, "margin_rows": r.margin_rows, "ra": args.ra_column,
-            "dec": args.dec_column}
+    info = {
+        "rows": r.rows,
+        "partitions": r.partitions,
+        "margin_rows": r.margin_rows,
+        "ra": args.ra_column,
+        "dec": args.dec_column,
+    }
     return StageResult(r.summary(), info, r.out, r)
 
 
@@ -50,8 +55,11 @@ def _run_ingest(args, client=None, progress: bool = True) -> StageResult:
     import survey_engine.ingest.tap.run as tap_run
 
     r = tap_run.run_ingest(args, client=client, progress=progress)
-    info = {"rows": getattr(r, "rows", None), "pages": getattr(r, "pages", None),
-            "verified": getattr(r, "verification", {}).get("ok")}
+    info = {
+        "rows": getattr(r, "rows", None),
+        "pages": getattr(r, "pages", None),
+        "verified": getattr(r, "verification", {}).get("ok"),
+    }
     return StageResult(r.summary(), info, getattr(r, "out", None), r)
 
 
@@ -103,34 +111,109 @@ def stages() -> dict[str, Stage]:
     )
 
     every = [
-        Stage("import", "import CSV / Parquet / FITS / VOTable files into a HATS collection", ImportArguments,
-              _run_import, "catalog", lock=True),
-        Stage("ingest", "ingest a table from a TAP service (paged ADQL) into a HATS collection", TapIngestArguments,
-              _run_ingest, "catalog", lock=True, workers_flags=("--workers", "--dask-workers")),
-        Stage("margin", "add a margin catalog to an existing catalog or collection", MarginArguments, run_margin,
-              "catalog"),
-        Stage("mock", "write a deterministic mock sky (Parquet files) of any size", MockArguments, run_mock,
-              source="mock", storage=False),
-        Stage("crossmatch", "cross-match two catalogs (exact at every partition edge)", CrossmatchArguments,
-              run_crossmatch, "catalog"),
-        Stage("features", "compute features (colours, dered(), snr(), ...) as columns of a new catalog",
-              FeaturesArguments, run_features, "catalog"),
-        Stage("train", "train a model: photoz | classify | anomaly | pca", TrainArguments, run_train, "model"),
-        Stage("predict", "apply a model to a whole catalog, writing a new one with the prediction columns",
-              PredictArguments, run_predict, "catalog"),
-        Stage("evaluate", "metrics of a model on a labelled catalog", EvaluateArguments, run_evaluate, "report",
-              progress=False),
-        Stage("cluster", "find clusters: kmeans (global) or dbscan / hdbscan (per tile + margin, merged)",
-              ClusterArguments, run_cluster, "catalog"),
-        Stage("lightcurves", "attach a detection table to an object catalog as nested per-object light curves",
-              LightcurveArguments, _run_lightcurves, "catalog"),
-        Stage("variability", "variability features of every object's light curve, per band", VariabilityArguments,
-              run_variability, "catalog"),
-        Stage("mock-lightcurves", "write deterministic mock objects and their detections (variable stars)",
-              MockLightcurvesArguments, run_mock_lightcurves, source="mock_lightcurves", storage=False),
-        Stage("info", "describe a catalog or collection", InfoArguments, run_info, cluster=False, progress=False),
-        Stage("verify", "check a whole catalog or collection (every file, the metadata, the margin); exit 0 when "
-              "intact, 1 when damaged", VerifyArguments, run_verify),
+        Stage(
+            "import",
+            "import CSV / Parquet / FITS / VOTable files into a HATS collection",
+            ImportArguments,
+            _run_import,
+            "catalog",
+            lock=True,
+        ),
+        Stage(
+            "ingest",
+            "ingest a table from a TAP service (paged ADQL) into a HATS collection",
+            TapIngestArguments,
+            _run_ingest,
+            "catalog",
+            lock=True,
+            workers_flags=("--workers", "--dask-workers"),
+        ),
+        Stage(
+            "margin",
+            "add a margin catalog to an existing catalog or collection",
+            MarginArguments,
+            run_margin,
+            "catalog",
+        ),
+        Stage(
+            "mock",
+            "write a deterministic mock sky (Parquet files) of any size",
+            MockArguments,
+            run_mock,
+            source="mock",
+            storage=False,
+        ),
+        Stage(
+            "crossmatch",
+            "cross-match two catalogs (exact at every partition edge)",
+            CrossmatchArguments,
+            run_crossmatch,
+            "catalog",
+        ),
+        Stage(
+            "features",
+            "compute features (colours, dered(), snr(), ...) as columns of a new catalog",
+            FeaturesArguments,
+            run_features,
+            "catalog",
+        ),
+        Stage(
+            "train", "train a model: photoz | classify | anomaly | pca", TrainArguments, run_train, "model"
+        ),
+        Stage(
+            "predict",
+            "apply a model to a whole catalog, writing a new one with the prediction columns",
+            PredictArguments,
+            run_predict,
+            "catalog",
+        ),
+        Stage(
+            "evaluate",
+            "metrics of a model on a labelled catalog",
+            EvaluateArguments,
+            run_evaluate,
+            "report",
+            progress=False,
+        ),
+        Stage(
+            "cluster",
+            "find clusters: kmeans (global) or dbscan / hdbscan (per tile + margin, merged)",
+            ClusterArguments,
+            run_cluster,
+            "catalog",
+        ),
+        Stage(
+            "lightcurves",
+            "attach a detection table to an object catalog as nested per-object light curves",
+            LightcurveArguments,
+            _run_lightcurves,
+            "catalog",
+        ),
+        Stage(
+            "variability",
+            "variability features of every object's light curve, per band",
+            VariabilityArguments,
+            run_variability,
+            "catalog",
+        ),
+        Stage(
+            "mock-lightcurves",
+            "write deterministic mock objects and their detections (variable stars)",
+            MockLightcurvesArguments,
+            run_mock_lightcurves,
+            source="mock_lightcurves",
+            storage=False,
+        ),
+        Stage(
+            "info", "describe a catalog or collection", InfoArguments, run_info, cluster=False, progress=False
+        ),
+        Stage(
+            "verify",
+            "check a whole catalog or collection (every file, the metadata, the margin); exit 0 when "
+            "intact, 1 when damaged",
+            VerifyArguments,
+            run_verify,
+        ),
     ]
     return {s.kind: s for s in every}
 
@@ -140,13 +223,18 @@ def job_stages() -> dict[str, Stage]:
     return {k: s for k, s in stages().items() if s.produces}
 
 
-STORAGE_OPTIONS = ("fsspec storage options (a JSON object) for https:// and s3:// catalogs and outputs, e.g. "
-                   "'{\"anon\": true}' or '{\"endpoint_url\": \"http://127.0.0.1:9000\", \"key\": \"...\", \"secret\": \"...\"}'; "
-                   "over $SURVEY_ENGINE_STORAGE_OPTIONS")
+STORAGE_OPTIONS = (
+    "fsspec storage options (a JSON object) for https:// and s3:// catalogs and outputs, e.g. "
+    '\'{"anon": true}\' or \'{"endpoint_url": "http://127.0.0.1:9000", "key": "...", "secret": "..."}\'; '
+    "over $SURVEY_ENGINE_STORAGE_OPTIONS"
+)
 
 
 def runtime_names(stage: Stage) -> list[str]:
     """The public names the doors add to a stage's own arguments: ``workers``, ``no_progress`` and
     ``storage_options``."""
-    return ((["workers"] if stage.cluster else []) + (["no_progress"] if stage.progress else [])
-            + (["storage_options"] if stage.storage else []))
+    return (
+        (["workers"] if stage.cluster else [])
+        + (["no_progress"] if stage.progress else [])
+        + (["storage_options"] if stage.storage else [])
+    )

@@ -99,8 +99,11 @@ def dask_client(client=None, n_workers: int | None = None, memory_limit: str | N
 def close_cluster(cluster, timeout: float = WORKER_CLOSE_TIMEOUT) -> None:
     """Close a LocalCluster in order: its workers first, each given ``timeout`` seconds to finish
     (distributed's own close allows 4 s, then kills the process and says so), then the scheduler."""
+
     async def close_workers() -> None:
-        await asyncio.gather(*(w.close(timeout=timeout) for w in list(cluster.workers.values())), return_exceptions=True)
+        await asyncio.gather(
+            *(w.close(timeout=timeout) for w in list(cluster.workers.values())), return_exceptions=True
+        )
 
     with suppress(Exception):
         cluster.sync(close_workers)
@@ -124,8 +127,12 @@ class StderrFilter:
         os.dup2(write_fd, 2)
         os.close(write_fd)
         self.stop = threading.Event()
-        self.pump = threading.Thread(target=_pump, args=(read_fd, self.saved, noise, self.stop), name="survey-engine stderr filter",
-                                     daemon=True)
+        self.pump = threading.Thread(
+            target=_pump,
+            args=(read_fd, self.saved, noise, self.stop),
+            name="survey-engine stderr filter",
+            daemon=True,
+        )
         self.pump.start()
         self.released = False
 
@@ -228,8 +235,15 @@ def quiet_task_failures():
     return QuietTaskFailures()
 
 
-def run_tasks(client, func, calls: Sequence[tuple], desc: str, progress: bool = True, key_prefix: str = "se",
-              sink: Callable[[int, object], None] | None = None) -> list:
+def run_tasks(
+    client,
+    func,
+    calls: Sequence[tuple],
+    desc: str,
+    progress: bool = True,
+    key_prefix: str = "se",
+    sink: Callable[[int, object], None] | None = None,
+) -> list:
     """Submit ``func(*args)`` for each tuple in ``calls``; return results in call order.
 
     With ``sink``, each result is handed to ``sink(position, result)`` as soon as it arrives and
@@ -238,8 +252,13 @@ def run_tasks(client, func, calls: Sequence[tuple], desc: str, progress: bool = 
     """
     if not calls:
         return []
-    run_id = uuid.uuid4().hex[:10]  # unique per run: a key reused from an earlier (failed) run would return its result
-    futures = [client.submit(func, *args, pure=False, key=f"{key_prefix}-{desc.replace(' ', '_')}-{run_id}-{i}") for i, args in enumerate(calls)]
+    run_id = uuid.uuid4().hex[
+        :10
+    ]  # unique per run: a key reused from an earlier (failed) run would return its result
+    futures = [
+        client.submit(func, *args, pure=False, key=f"{key_prefix}-{desc.replace(' ', '_')}-{run_id}-{i}")
+        for i, args in enumerate(calls)
+    ]
     return _collect(client, futures, desc, progress, sink)
 
 
@@ -251,7 +270,9 @@ def compute_with_progress(client, collections: Sequence, desc: str, progress: bo
     return _collect(client, client.compute(list(collections)), desc, progress, None)
 
 
-def _collect(client, futures: list, desc: str, progress: bool, sink: Callable[[int, object], None] | None) -> list:
+def _collect(
+    client, futures: list, desc: str, progress: bool, sink: Callable[[int, object], None] | None
+) -> list:
     from distributed import as_completed
 
     position = {f.key: i for i, f in enumerate(futures)}
@@ -260,7 +281,7 @@ def _collect(client, futures: list, desc: str, progress: bool, sink: Callable[[i
     bar = tqdm(total=len(futures), desc=desc, disable=not progress, leave=False, unit="task")
     try:
         for fut in as_completed(futures):  # each result fetched as soon as it is ready: transfers
-            if fut.status == "error":      # overlap the remaining work
+            if fut.status == "error":  # overlap the remaining work
                 exc = fut.exception()
                 client.cancel(futures)
                 raise exc
@@ -278,7 +299,9 @@ def _collect(client, futures: list, desc: str, progress: bool, sink: Callable[[i
 
 
 @contextmanager
-def event_progress(client, total: int, desc: str, progress: bool = True, unit: str = "step") -> Iterator[str | None]:
+def event_progress(
+    client, total: int, desc: str, progress: bool = True, unit: str = "step"
+) -> Iterator[str | None]:
     """A bar on the driver for work that runs inside tasks (e.g. boosting rounds): yields a topic
     name that those tasks pass to ``report_progress(topic, n)``; None when no bar is shown."""
     if not progress or total <= 0:
@@ -328,7 +351,9 @@ class Shared:
 
     def __init__(self, client, value):
         self._value, self._client = value, client
-        [self._future] = client.scatter([value], broadcast=True, hash=False)  # a list: a dict would be scattered per key
+        [self._future] = client.scatter(
+            [value], broadcast=True, hash=False
+        )  # a list: a dict would be scattered per key
         self.key = self._future.key
         client.publish_dataset(self._future, name=self.key)
 
@@ -425,18 +450,27 @@ class ColumnSlots:
 
         def plain(t) -> bool:
             return isinstance(t, np.dtype) and t.kind in "biufcmM"
-        return meta.columns.is_unique and not isinstance(meta.index, pd.MultiIndex) and plain(meta.index.dtype) \
+
+        return (
+            meta.columns.is_unique
+            and not isinstance(meta.index, pd.MultiIndex)
+            and plain(meta.index.dtype)
             and all(plain(t) for t in meta.dtypes)
+        )
 
     def put(self, position: int, piece) -> None:
         start, n = int(self.starts[position]), len(piece)
         if n > self.starts[position + 1] - start:
-            raise RuntimeError(f"piece {position} has {n} rows, more than the {int(self.starts[position + 1]) - start} bound for it")
+            raise RuntimeError(
+                f"piece {position} has {n} rows, more than the {int(self.starts[position + 1]) - start} bound for it"
+            )
         if not piece.columns.equals(self.meta.columns):
-            raise RuntimeError(f"piece {position} has columns {list(piece.columns)}, expected {list(self.meta.columns)}")
+            raise RuntimeError(
+                f"piece {position} has columns {list(piece.columns)}, expected {list(self.meta.columns)}"
+            )
         for c, values in self.columns.items():
-            values[start:start + n] = piece[c].to_numpy()
-        self.index[start:start + n] = piece.index.to_numpy()
+            values[start : start + n] = piece[c].to_numpy()
+        self.index[start : start + n] = piece.index.to_numpy()
         self.lengths[position] = n
 
     def frame(self):
@@ -450,10 +484,17 @@ class ColumnSlots:
         for start, n in zip(self.starts[:-1].tolist(), self.lengths.tolist()):
             if n and start != end:  # slide the piece down over the gap: memmove allows the overlap
                 for a in arrays:
-                    ctypes.memmove(a.ctypes.data + end * a.itemsize, a.ctypes.data + start * a.itemsize, n * a.itemsize)
+                    ctypes.memmove(
+                        a.ctypes.data + end * a.itemsize, a.ctypes.data + start * a.itemsize, n * a.itemsize
+                    )
             end += n
         data = {c: values[:end] for c, values in self.columns.items()}
-        return pd.DataFrame(data, index=pd.Index(self.index[:end], name=self.meta.index.name), columns=self.meta.columns, copy=False)
+        return pd.DataFrame(
+            data,
+            index=pd.Index(self.index[:end], name=self.meta.index.name),
+            columns=self.meta.columns,
+            copy=False,
+        )
 
 
 @contextmanager
@@ -505,7 +546,13 @@ class PeakMemory:
     largest single process, sampled in a thread."""
 
     def __init__(self, interval: float = 0.05):
-        self.interval, self.peak, self.peak_process, self.baseline, self._stop = interval, 0, 0, None, threading.Event()
+        self.interval, self.peak, self.peak_process, self.baseline, self._stop = (
+            interval,
+            0,
+            0,
+            None,
+            threading.Event(),
+        )
 
     def __enter__(self) -> "PeakMemory":
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -535,7 +582,16 @@ class PeakMemory:
         self._thread.join()
 
 
-MODEL_LIBRARIES = ("survey_engine", "scikit-learn", "dask", "distributed", "dask-ml", "numpy", "pandas", "pyarrow")
+MODEL_LIBRARIES = (
+    "survey_engine",
+    "scikit-learn",
+    "dask",
+    "distributed",
+    "dask-ml",
+    "numpy",
+    "pandas",
+    "pyarrow",
+)
 
 
 def library_versions(names: Sequence[str] = MODEL_LIBRARIES) -> dict:

@@ -37,7 +37,13 @@ def client():
     from distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.WARNING) as cluster:
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        silence_logs=logging.WARNING,
+    ) as cluster:
         with Client(cluster) as c:
             yield c
 
@@ -56,7 +62,18 @@ def gaia_allsky_collection(tmp_path_factory, client, gaia_allsky):
 
     out = tmp_path_factory.mktemp("allsky") / "gaia_g10"
     src = shared_path("clusters_xmatch/gaia_dr3_allsky_G10.parquet")
-    run_import(ImportArguments([str(src)], str(out), id_column="source_id", max_rows=20_000, margin_arcsec=60.0, chunk_rows=100_000), client=client, progress=False)
+    run_import(
+        ImportArguments(
+            [str(src)],
+            str(out),
+            id_column="source_id",
+            max_rows=20_000,
+            margin_arcsec=60.0,
+            chunk_rows=100_000,
+        ),
+        client=client,
+        progress=False,
+    )
     return out
 
 
@@ -88,7 +105,12 @@ def dachs() -> str:
 
     shared_path("clusters_xmatch/gaia_dr3_allsky_G10.parquet")
     script = REPO / "tests" / "services" / "dachs" / "setup.sh"
-    proc = subprocess.run(["bash", str(script), "start"], env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["bash", str(script), "start"],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         pytest.fail(f"could not start the DaCHS test service ({script}):\n{proc.stdout}\n{proc.stderr}")
     return TAP_URL
@@ -103,8 +125,17 @@ def mock_catalog(tmp_path_factory, client) -> Path:
 
     root = tmp_path_factory.mktemp("mocksky")
     write_mock_sky(60_000, root / "files", seed=7, client=client, progress=False)
-    run_import(ImportArguments([str(root / "files")], str(root / "sky"), id_column="source_id", max_rows=8_000, margin_arcsec=60.0),
-               client=client, progress=False)
+    run_import(
+        ImportArguments(
+            [str(root / "files")],
+            str(root / "sky"),
+            id_column="source_id",
+            max_rows=8_000,
+            margin_arcsec=60.0,
+        ),
+        client=client,
+        progress=False,
+    )
     return root / "sky"
 
 
@@ -141,8 +172,11 @@ def http_server() -> HttpService:
     proc = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.fail(f"could not start the nginx test service ({script}):\n{proc.stdout}\n{proc.stderr}")
-    return HttpService("http://127.0.0.1:8089", Path("/var/lib/survey-engine-test/www"),
-                       Path("/var/lib/survey-engine-test/nginx/access.log"))
+    return HttpService(
+        "http://127.0.0.1:8089",
+        Path("/var/lib/survey-engine-test/www"),
+        Path("/var/lib/survey-engine-test/nginx/access.log"),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +190,12 @@ def s3_server() -> dict:
     import sys
 
     script = REPO / "tests" / "services" / "s3" / "setup.sh"
-    proc = subprocess.run(["bash", str(script), "start"], env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["bash", str(script), "start"],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         pytest.fail(f"could not start the S3 (moto) test service ({script}):\n{proc.stdout}\n{proc.stderr}")
     return json.loads(Path("/var/lib/survey-engine-test/s3/credentials.json").read_text())

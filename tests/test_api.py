@@ -34,21 +34,38 @@ def mock_files(tmp_path_factory, client):
 @pytest.fixture(scope="module")
 def mock_sky(mock_files, tmp_path_factory, client):
     out = tmp_path_factory.mktemp("api_sky") / "sky"
-    return se.import_catalog(mock_files, out=out, id="source_id", max_rows=1_500, margin=1800, no_progress=True,
-                             client=client)
+    return se.import_catalog(
+        mock_files, out=out, id="source_id", max_rows=1_500, margin=1800, no_progress=True, client=client
+    )
 
 
 @pytest.fixture(scope="module")
 def photoz_model(mock_sky, tmp_path_factory, client):
     out = tmp_path_factory.mktemp("api_model") / "photoz"
-    return se.train("photoz", catalog=mock_sky.path, features="u-g,g-r,r-i,i-z,r", target="redshift",
-                    where="obj_class == 'GALAXY'", members=1, model_out=out, client=client)
+    return se.train(
+        "photoz",
+        catalog=mock_sky.path,
+        features="u-g,g-r,r-i,i-z,r",
+        target="redshift",
+        where="obj_class == 'GALAXY'",
+        members=1,
+        model_out=out,
+        client=client,
+    )
 
 
 # -- the contract: the names, and the CLI's parameters -------------------------------------------
 
-CONTRACT = {"import": "import_catalog", "ingest": "ingest_tap", "crossmatch": "crossmatch", "train": "train",
-            "predict": "predict", "evaluate": "evaluate", "cluster": "cluster", "run": "run_job"}
+CONTRACT = {
+    "import": "import_catalog",
+    "ingest": "ingest_tap",
+    "crossmatch": "crossmatch",
+    "train": "train",
+    "predict": "predict",
+    "evaluate": "evaluate",
+    "cluster": "cluster",
+    "run": "run_job",
+}
 
 
 @pytest.mark.parametrize("command,function", sorted(CONTRACT.items()))
@@ -59,14 +76,18 @@ def test_each_function_takes_exactly_its_commands_parameters(command, function):
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
-    dests = {a.dest for a in sub._actions if a.dest not in ("help", "verbose")}  # --verbose: the CLI's terminal only
+    dests = {
+        a.dest for a in sub._actions if a.dest not in ("help", "verbose")
+    }  # --verbose: the CLI's terminal only
     params = set(inspect.signature(getattr(api, function)).parameters) - {"client"}
     assert params == dests, f"{function}: missing {sorted(dests - params)}, extra {sorted(params - dests)}"
     # and the same defaults
     for action in sub._actions:
         if action.dest in params and action.default is not None and not action.required:
             default = inspect.signature(getattr(api, function)).parameters[action.dest].default
-            assert default == action.default, f"{function}({action.dest}=...) defaults to {default!r}, the CLI to {action.default!r}"
+            assert default == action.default, (
+                f"{function}({action.dest}=...) defaults to {default!r}, the CLI to {action.default!r}"
+            )
 
 
 def test_the_contract_names_are_exported_lazily():
@@ -115,6 +136,7 @@ def test_crossmatch_is_callable_whatever_was_imported_first(first):
 
 # -- each stage -----------------------------------------------------------------------------------
 
+
 def test_import_catalog_returns_the_catalog_and_its_counts(mock_sky, mock_files):
     frame = pd.concat(pd.read_parquet(f) for f in sorted(mock_files.glob("*.parquet")))
     assert isinstance(mock_sky, api.CatalogResult)
@@ -128,10 +150,20 @@ def test_import_catalog_returns_the_catalog_and_its_counts(mock_sky, mock_files)
 
 
 def test_import_catalog_again_is_a_no_op_with_the_same_counts(mock_sky, mock_files, client):
-    again = se.import_catalog(mock_files, out=mock_sky.path, id="source_id", max_rows=1_500, margin=1800,
-                              no_progress=True, client=client)
+    again = se.import_catalog(
+        mock_files,
+        out=mock_sky.path,
+        id="source_id",
+        max_rows=1_500,
+        margin=1800,
+        no_progress=True,
+        client=client,
+    )
     assert again.details["up_to_date"] and (again.rows, again.partitions, again.margin_rows) == (
-        mock_sky.rows, mock_sky.partitions, mock_sky.margin_rows)
+        mock_sky.rows,
+        mock_sky.partitions,
+        mock_sky.margin_rows,
+    )
 
 
 @pytest.mark.slow
@@ -141,11 +173,25 @@ def test_crossmatch_self_match_equals_brute_force(tmp_path, client):
 
     sky = random_sky(2_000, seed=5)
     sky.to_parquet(tmp_path / "sky.parquet")
-    cat = se.import_catalog(str(tmp_path / "sky.parquet"), out=tmp_path / "cat", id="id", max_rows=500, margin=1200,
-                            no_progress=True, client=client)
+    cat = se.import_catalog(
+        str(tmp_path / "sky.parquet"),
+        out=tmp_path / "cat",
+        id="id",
+        max_rows=500,
+        margin=1200,
+        no_progress=True,
+        client=client,
+    )
     radius = 1200.0
-    pairs = se.crossmatch(cat.path, cat.catalog, radius=radius, exclude_self=True, out=tmp_path / "pairs",
-                          no_progress=True, client=client)
+    pairs = se.crossmatch(
+        cat.path,
+        cat.catalog,
+        radius=radius,
+        exclude_self=True,
+        out=tmp_path / "pairs",
+        no_progress=True,
+        client=client,
+    )
     coords = SkyCoord(sky.ra.to_numpy() * u.deg, sky.dec.to_numpy() * u.deg)
     i, j, _, _ = coords.search_around_sky(coords, radius * u.arcsec)
     with_neighbour = np.unique(i[i != j])
@@ -163,14 +209,24 @@ def test_train_predict_evaluate(photoz_model, mock_sky, tmp_path, client):
     held_out = photoz_model.metrics["test"]
     assert 0 < held_out["n"] < MOCK_ROWS and held_out["sigma_nmad"] < 0.2
 
-    predicted = se.predict(model=photoz_model.path, catalog=mock_sky.path, out=tmp_path / "zphot", no_progress=True,
-                           client=client)
+    predicted = se.predict(
+        model=photoz_model.path,
+        catalog=mock_sky.path,
+        out=tmp_path / "zphot",
+        no_progress=True,
+        client=client,
+    )
     assert predicted.rows == MOCK_ROWS and predicted.partitions == mock_sky.partitions
     frame = predicted.catalog.compute()
     assert {"z_phot", "z_phot_lo", "z_phot_hi"} <= set(frame.columns) and frame.z_phot.notna().all()
 
-    metrics = se.evaluate(model=photoz_model.path, catalog=mock_sky.path, where="obj_class == 'GALAXY'",
-                          out=tmp_path / "metrics.json", client=client)
+    metrics = se.evaluate(
+        model=photoz_model.path,
+        catalog=mock_sky.path,
+        where="obj_class == 'GALAXY'",
+        out=tmp_path / "metrics.json",
+        client=client,
+    )
     galaxies = int((mock_sky.catalog.compute().obj_class == "GALAXY").sum())
     assert isinstance(metrics, api.MetricsResult) and metrics.rows == galaxies
     assert json.loads(metrics.path.read_text())["n"] == galaxies
@@ -178,8 +234,14 @@ def test_train_predict_evaluate(photoz_model, mock_sky, tmp_path, client):
 
 
 def test_train_takes_a_list_of_features_and_rejects_an_unknown_task(mock_sky, tmp_path, client):
-    result = se.train("pca", catalog=mock_sky.path, features=["u-g", "g-r", "r-i"], components=2,
-                      model_out=tmp_path / "pca", client=client)
+    result = se.train(
+        "pca",
+        catalog=mock_sky.path,
+        features=["u-g", "g-r", "r-i"],
+        components=2,
+        model_out=tmp_path / "pca",
+        client=client,
+    )
     assert result.task == "pca" and result.path.exists() and result.metrics
     with pytest.raises(api.ApiError, match="task must be one of"):
         se.train("regress", catalog=mock_sky.path, features="r", model_out=tmp_path / "x", client=client)
@@ -187,8 +249,15 @@ def test_train_takes_a_list_of_features_and_rejects_an_unknown_task(mock_sky, tm
 
 @pytest.mark.slow
 def test_cluster_kmeans_labels_every_row(mock_sky, tmp_path, client):
-    result = se.cluster(catalog=mock_sky.path, features="pmra,pmdec,parallax", method="kmeans", n_clusters=4,
-                        out=tmp_path / "clusters", no_progress=True, client=client)
+    result = se.cluster(
+        catalog=mock_sky.path,
+        features="pmra,pmdec,parallax",
+        method="kmeans",
+        n_clusters=4,
+        out=tmp_path / "clusters",
+        no_progress=True,
+        client=client,
+    )
     assert isinstance(result, api.ClusterResult)
     frame = result.catalog.compute()
     assert result.rows == len(frame) == MOCK_ROWS
@@ -198,7 +267,8 @@ def test_cluster_kmeans_labels_every_row(mock_sky, tmp_path, client):
 
 def test_run_job_checks_then_runs_and_opens_each_stage(tmp_path, client):
     spec = tmp_path / "tiny.yaml"
-    spec.write_text(textwrap.dedent("""
+    spec.write_text(
+        textwrap.dedent("""
         name: tiny
         workdir: work
         source:
@@ -206,7 +276,8 @@ def test_run_job_checks_then_runs_and_opens_each_stage(tmp_path, client):
         stages:
           - id: sky
             import: {max_rows: 1000, margin: 5}
-    """))
+    """)
+    )
     checked = se.run_job(spec, workdir=tmp_path / "work", check=True)
     assert checked.status == "valid" and list(checked.outputs) == ["sky"] and not (tmp_path / "work").exists()
     ran = se.run_job(spec, workdir=tmp_path / "work", no_progress=True, client=client)
@@ -230,21 +301,44 @@ def test_ingest_tap_builds_the_commands_arguments(monkeypatch, mock_sky):
 
     monkeypatch.setattr(tap_run, "run_ingest", fake_run_ingest)
     monkeypatch.setenv("MY_TOKEN", "secret")
-    result = se.ingest_tap(tap="http://127.0.0.1:1/tap", table="segaia.main", columns="source_id, phot_g_mean_mag",
-                           id="source_id", async_mode=True, token_env="MY_TOKEN", paging="keyset", out="unused",
-                           no_progress=True, client=object())
+    result = se.ingest_tap(
+        tap="http://127.0.0.1:1/tap",
+        table="segaia.main",
+        columns="source_id, phot_g_mean_mag",
+        id="source_id",
+        async_mode=True,
+        token_env="MY_TOKEN",
+        paging="keyset",
+        out="unused",
+        no_progress=True,
+        client=object(),
+    )
     args = seen["args"]
-    assert args.columns[:2] == ["source_id", "phot_g_mean_mag"] and {"ra", "dec"} <= set(args.columns)  # always added
+    assert args.columns[:2] == ["source_id", "phot_g_mean_mag"] and {"ra", "dec"} <= set(
+        args.columns
+    )  # always added
     assert args.mode == "async" and args.token == "secret"
     assert args.paging == "keyset" and seen["progress"] is False
-    assert result.rows == mock_sky.rows and result.partitions == mock_sky.partitions and result.details["pages"] == 3
+    assert (
+        result.rows == mock_sky.rows
+        and result.partitions == mock_sky.partitions
+        and result.details["pages"] == 3
+    )
 
 
 @pytest.mark.services
 def test_ingest_tap_from_dachs(dachs, tmp_path, client):
-    result = se.ingest_tap(tap=dachs, table="segaia.main", columns=["source_id", "phot_g_mean_mag"],
-                           where="phot_g_mean_mag < 7", id="source_id", page_rows=5_000, out=tmp_path / "bright",
-                           no_progress=True, client=client)
+    result = se.ingest_tap(
+        tap=dachs,
+        table="segaia.main",
+        columns=["source_id", "phot_g_mean_mag"],
+        where="phot_g_mean_mag < 7",
+        id="source_id",
+        page_rows=5_000,
+        out=tmp_path / "bright",
+        no_progress=True,
+        client=client,
+    )
     frame = result.catalog.compute()
     assert result.rows == len(frame) > 0 and (frame.phot_g_mean_mag < 7).all()
     assert result.details["verification"]["ok"]

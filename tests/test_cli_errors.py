@@ -16,8 +16,13 @@ from survey_engine.commands import commands
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "survey_engine.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "survey_engine.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 @pytest.fixture
@@ -25,19 +30,66 @@ def small_disk(tmp_path):
     """A 256 KiB tmpfs (the tests run as root, as CI does): a real full disk."""
     mount = tmp_path / "small_disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     assert done.returncode == 0, f"cannot mount a tmpfs (run the tests as root, as CI does): {done.stderr}"
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_ends_a_crossmatch_with_one_line_and_no_partial_output(tmp_path, small_disk):
-    assert _cli("mock", "--rows", "30000", "--out", "sky", "--seed", "5", "--workers", "1", "--no-progress",
-                cwd=tmp_path).returncode == 0
-    assert _cli("import", "sky", "--out", "cat", "--id", "source_id", "--max-rows", "6000", "--margin", "5",
-                "--workers", "1", "--no-progress", cwd=tmp_path).returncode == 0
-    full = _cli("crossmatch", "cat", "cat", "--radius", "5", "--join", "left", "--self", "--out", str(small_disk / "pairs"),
-                "--workers", "1", "--no-progress", cwd=tmp_path)
+    assert (
+        _cli(
+            "mock",
+            "--rows",
+            "30000",
+            "--out",
+            "sky",
+            "--seed",
+            "5",
+            "--workers",
+            "1",
+            "--no-progress",
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
+    assert (
+        _cli(
+            "import",
+            "sky",
+            "--out",
+            "cat",
+            "--id",
+            "source_id",
+            "--max-rows",
+            "6000",
+            "--margin",
+            "5",
+            "--workers",
+            "1",
+            "--no-progress",
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
+    full = _cli(
+        "crossmatch",
+        "cat",
+        "cat",
+        "--radius",
+        "5",
+        "--join",
+        "left",
+        "--self",
+        "--out",
+        str(small_disk / "pairs"),
+        "--workers",
+        "1",
+        "--no-progress",
+        cwd=tmp_path,
+    )
     assert full.returncode == 2, full.stderr[-3000:]
     lines = [line for line in full.stderr.splitlines() if "error:" in line]
     assert "Traceback" not in full.stderr and len(lines) == 1, full.stderr[-3000:]
@@ -45,17 +97,39 @@ def test_a_full_disk_ends_a_crossmatch_with_one_line_and_no_partial_output(tmp_p
     # nothing that looks like a finished catalog was left on the full disk
     assert not (small_disk / "pairs" / "collection.properties").exists()
     # with room, the same command works
-    again = _cli("crossmatch", "cat", "cat", "--radius", "5", "--join", "left", "--self", "--out", "pairs",
-                 "--workers", "1", "--no-progress", cwd=tmp_path)
+    again = _cli(
+        "crossmatch",
+        "cat",
+        "cat",
+        "--radius",
+        "5",
+        "--join",
+        "left",
+        "--self",
+        "--out",
+        "pairs",
+        "--workers",
+        "1",
+        "--no-progress",
+        cwd=tmp_path,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert open_catalog(tmp_path / "pairs").row_count() == 30000  # every left row (left join)
 
 
-@pytest.mark.parametrize("exc, words", [
-    (OSError(errno.ENOSPC, "No space left on device", "/data/out/part-0.parquet"),
-     ["no space left on the device writing /data/out/part-0.parquet", "run the same command again"]),
-    (ConnectionRefusedError("connection to tcp://10.0.0.1:8786 refused"), ["lost the Dask scheduler", "tcp://10.0.0.1:8786"]),
-])
+@pytest.mark.parametrize(
+    "exc, words",
+    [
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/data/out/part-0.parquet"),
+            ["no space left on the device writing /data/out/part-0.parquet", "run the same command again"],
+        ),
+        (
+            ConnectionRefusedError("connection to tcp://10.0.0.1:8786 refused"),
+            ["lost the Dask scheduler", "tcp://10.0.0.1:8786"],
+        ),
+    ],
+)
 def test_environment_errors_are_one_line(monkeypatch, capsys, exc, words):
     def broken(args, client=None, progress=True):
         raise exc
@@ -69,6 +143,7 @@ def test_environment_errors_are_one_line(monkeypatch, capsys, exc, words):
 
 def test_a_bug_keeps_its_traceback(monkeypatch):
     """Anything else that escapes is a bug: raised as it is, not dressed as a user's error."""
+
     def broken(args, client=None, progress=True):
         raise ZeroDivisionError("a bug")
 

@@ -19,7 +19,9 @@ def _options_without_help(parser: argparse.ArgumentParser, path: tuple[str, ...]
             for name, sub in action.choices.items():
                 missing += _options_without_help(sub, path + (name,))
         elif not action.help or action.help == argparse.SUPPRESS or not action.help.strip():
-            missing.append(" ".join(path + (action.option_strings[0] if action.option_strings else action.dest,)))
+            missing.append(
+                " ".join(path + (action.option_strings[0] if action.option_strings else action.dest,))
+            )
     return missing
 
 
@@ -31,13 +33,18 @@ def test_every_option_and_argument_has_help_text():
     # every command takes --verbose, before or after its name
     for name, sub in commands.items():
         assert any("--verbose" in a.option_strings for a in sub._actions), name
-    assert parser.parse_args(["--verbose", "info", "x"]).verbose and parser.parse_args(["info", "x", "--verbose"]).verbose
+    assert (
+        parser.parse_args(["--verbose", "info", "x"]).verbose
+        and parser.parse_args(["info", "x", "--verbose"]).verbose
+    )
     assert not parser.parse_args(["info", "x"]).verbose
 
 
 def test_workers_means_dask_workers_everywhere():
     """--workers is the number of local Dask workers in every command that has it (ingest included)."""
-    for name, sub in next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices.items():
+    for name, sub in next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices.items():
         for action in sub._actions:
             if "--workers" in action.option_strings:
                 assert "Dask workers" in action.help, (name, action.help)
@@ -73,8 +80,25 @@ def test_ingest_pages_in_flight_and_workers(monkeypatch):
 
 
 def test_ingest_pages_in_flight_must_be_positive():
-    run = subprocess.run([sys.executable, "-m", "survey_engine.cli", "ingest", "--tap", "http://127.0.0.1:9/tap", "--table", "t",
-                          "--out", "o", "--pages-in-flight", "0"], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_engine.cli",
+            "ingest",
+            "--tap",
+            "http://127.0.0.1:9/tap",
+            "--table",
+            "t",
+            "--out",
+            "o",
+            "--pages-in-flight",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2 and "--pages-in-flight" in run.stderr and "at least 1" in run.stderr
 
 
@@ -90,8 +114,10 @@ def test_python_keyword_workers_is_a_deprecated_name_of_pages_in_flight():
 
 def _tap_job(tmp_path, extra: str):
     job = tmp_path / "job.yaml"
-    job.write_text("name: t\nworkdir: w\nsource:\n  tap: {url: 'http://127.0.0.1:9/tap', table: t" + extra + "}\n"
-                   "stages:\n  - id: cat\n    ingest: {}\n")
+    job.write_text(
+        "name: t\nworkdir: w\nsource:\n  tap: {url: 'http://127.0.0.1:9/tap', table: t" + extra + "}\n"
+        "stages:\n  - id: cat\n    ingest: {}\n"
+    )
     return job
 
 
@@ -120,15 +146,43 @@ def test_errors_name_the_cli_flag_and_the_python_keyword(tmp_path, client):
     from tests.conftest import random_sky
 
     random_sky(3000, seed=5).to_parquet(tmp_path / "sky.parquet")
-    run_import(ImportArguments([str(tmp_path / "sky.parquet")], str(tmp_path / "cat"), id_column="id", max_rows=1000, margin_arcsec=0),
-               client=client, progress=False)
+    run_import(
+        ImportArguments(
+            [str(tmp_path / "sky.parquet")],
+            str(tmp_path / "cat"),
+            id_column="id",
+            max_rows=1000,
+            margin_arcsec=0,
+        ),
+        client=client,
+        progress=False,
+    )
     cat = open_catalog(tmp_path / "cat")
     with pytest.raises(MarginTooSmallError) as info:
         crossmatch(cat, cat, 2.0)
     assert "--build-margin (build_margin=True in Python)" in str(info.value)
     with pytest.raises(ValueError, match=r"--radius \(radius_arcsec in Python\) must be positive"):
         crossmatch(cat, cat, -1.0)
-    run = subprocess.run([sys.executable, "-m", "survey_engine.cli", "crossmatch", "cat", "cat", "--radius", "2", "--out", "m",
-                          "--workers", "1", "--no-progress"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_engine.cli",
+            "crossmatch",
+            "cat",
+            "cat",
+            "--radius",
+            "2",
+            "--out",
+            "m",
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert run.returncode == 2 and "--build-margin" in run.stderr and "Traceback" not in run.stderr
     assert run.stderr.count("\n") == 1  # one line: the error, nothing else on the terminal

@@ -34,7 +34,10 @@ def test_redact_url_drops_user_info_and_credential_parameters(url):
 
 
 def test_redact_url_keeps_what_is_not_secret():
-    assert redact_url("https://host:8443/tap?lang=adql&token=x") == f"https://host:8443/tap?lang=adql&token={REDACTED}"
+    assert (
+        redact_url("https://host:8443/tap?lang=adql&token=x")
+        == f"https://host:8443/tap?lang=adql&token={REDACTED}"
+    )
     assert redact_url("https://host/tap?email=a@b.c") == "https://host/tap?email=a@b.c"
     assert redact_url("https://host/tap#frag") == "https://host/tap"
 
@@ -48,8 +51,10 @@ def test_password_with_hash_and_slash_is_split_not_misparsed():
 
 def test_redact_text_scrubs_messages_that_quote_the_url():
     url = HOSTILE_URLS[-1]
-    message = ("HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with url: "
-               "/tap/sync?token=TOKEN123abc&X-Amz-Signature=SIG789ghi; auth pa/ss#w0rd")
+    message = (
+        "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with url: "
+        "/tap/sync?token=TOKEN123abc&X-Amz-Signature=SIG789ghi; auth pa/ss#w0rd"
+    )
     assert not leaks(redact_text(message, url))
     assert not leaks(redact_text("failed: http://u:hunter2@h/x?api_key=KEY456def"))
 
@@ -67,7 +72,9 @@ def test_tap_arguments_keep_credentials_out_of_the_url(url, tmp_path):
 def test_unreachable_service_error_has_no_secret(tmp_path):
     from survey_engine.ingest.tap.client import TapError, TapService
 
-    service = TapService("http://127.0.0.1:9/tap?token=TOKEN123abc&api_key=KEY456def", token="TOKEN123abc", retries=0)
+    service = TapService(
+        "http://127.0.0.1:9/tap?token=TOKEN123abc&api_key=KEY456def", token="TOKEN123abc", retries=0
+    )
     with pytest.raises(TapError) as info:
         service.query("SELECT TOP 1 * FROM t", 10, "p0")
     assert "127.0.0.1:9" in str(info.value) and not leaks(str(info.value))
@@ -76,9 +83,32 @@ def test_unreachable_service_error_has_no_secret(tmp_path):
 @pytest.mark.parametrize("url", HOSTILE_URLS)
 def test_cli_ingest_error_and_manifest_have_no_secret(url, tmp_path):
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-m", "survey_engine.cli", "ingest", "--tap", url, "--table", "segaia.main", "--out", str(out),
-                          "--retries", "0", "--paging", "keyset", "--id", "source_id", "--dask-workers", "1"],
-                         capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "SURVEY_ENGINE_TAP_TOKEN": "TOKEN123abc"})
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_engine.cli",
+            "ingest",
+            "--tap",
+            url,
+            "--table",
+            "segaia.main",
+            "--out",
+            str(out),
+            "--retries",
+            "0",
+            "--paging",
+            "keyset",
+            "--id",
+            "source_id",
+            "--dask-workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "SURVEY_ENGINE_TAP_TOKEN": "TOKEN123abc"},
+    )
     assert run.returncode == 2, run.stderr
     assert "127.0.0.1:9" in run.stderr and not leaks(run.stdout + run.stderr), run.stderr
     assert "Traceback" not in run.stderr and "Port could not be cast" not in run.stderr

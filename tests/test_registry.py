@@ -41,7 +41,9 @@ def test_the_cli_has_exactly_the_registry_commands_and_their_declared_arguments(
 def test_cli_is_a_loop_over_the_registry():
     """No sub-command is written out in cli.py: one add_parser call, inside the loop."""
     tree = ast.parse((PACKAGE / "cli.py").read_text())
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "add_parser"]
+    calls = [
+        n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "add_parser"
+    ]
     assert len(calls) == 1 and not isinstance(calls[0].args[0], ast.Constant)
     kinds = set(commands())
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
@@ -131,7 +133,11 @@ def test_cli_and_job_spec_give_the_same_values(kind, tmp_path):
     if kind in ("import", "ingest"):
         source = {"src": [str(tmp_path / "d1.csv")]} if kind == "import" else {}
         if kind == "ingest":  # the tap source holds the same sample values
-            tap = {f.yaml_key: _sample(f) for f in faces(stage.arguments) if f.param.job == "source" and f.yaml_key}
+            tap = {
+                f.yaml_key: _sample(f)
+                for f in faces(stage.arguments)
+                if f.param.job == "source" and f.yaml_key
+            }
             source = {"src": tap}
         outputs.update({k: (v, "fp") for k, v in source.items()})
         yaml_params.update({"_source_name": "src", "_source_kind": "files" if kind == "import" else "tap"})
@@ -167,13 +173,21 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-FLOOR_MAY_IMPORT = ("survey_engine.catalog", "survey_engine.errors", "survey_engine.arguments", "survey_engine.redact",
-                    "survey_engine.runtime")
+FLOOR_MAY_IMPORT = (
+    "survey_engine.catalog",
+    "survey_engine.errors",
+    "survey_engine.arguments",
+    "survey_engine.redact",
+    "survey_engine.runtime",
+)
 
 
 def test_the_floor_imports_nothing_above_it():
     """catalog/ (and the small top-level modules it uses) import no stage above them."""
-    files = [*sorted((PACKAGE / "catalog").glob("*.py")), *(PACKAGE / f"{m}.py" for m in ("errors", "arguments", "redact", "runtime"))]
+    files = [
+        *sorted((PACKAGE / "catalog").glob("*.py")),
+        *(PACKAGE / f"{m}.py" for m in ("errors", "arguments", "redact", "runtime")),
+    ]
     for f in files:
         above = {m for m in _imports(f) if m != "survey_engine" and not m.startswith(FLOOR_MAY_IMPORT)}
         assert not above, f"{f.relative_to(REPO)} imports {sorted(above)}"
@@ -184,6 +198,9 @@ def test_no_module_imports_another_modules_private_names():
     for f in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("survey_engine"):
-                bad += [f"{f.relative_to(REPO)}: {node.module}.{a.name}" for a in node.names
-                        if a.name.startswith("_") and not a.name.startswith("__")]
+                bad += [
+                    f"{f.relative_to(REPO)}: {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
     assert bad == []

@@ -33,8 +33,14 @@ def test_column_slots_give_the_pieces_in_order_whatever_the_arrival_order():
     from survey_engine.runtime import ColumnSlots
 
     def piece(start, n):
-        return pd.DataFrame({"id": np.arange(start, start + n, dtype=np.int64), "sep": np.arange(start, start + n) / 10.0,
-                             "ok": np.arange(n) % 2 == 0}, index=pd.Index(np.arange(start, start + n, dtype=np.int64) * 3, name="_healpix_29"))
+        return pd.DataFrame(
+            {
+                "id": np.arange(start, start + n, dtype=np.int64),
+                "sep": np.arange(start, start + n) / 10.0,
+                "ok": np.arange(n) % 2 == 0,
+            },
+            index=pd.Index(np.arange(start, start + n, dtype=np.int64) * 3, name="_healpix_29"),
+        )
 
     pieces = [piece(0, 4), piece(4, 0), piece(4, 9), piece(13, 1), piece(14, 6)]
     capacities = [4, 3, 12, 5, 6]  # gaps of 0, 3, 3, 4 and 0 rows to close
@@ -62,6 +68,8 @@ def test_an_error_inside_the_block_on_the_current_client_passes_through(client):
         with dask_client() as current:
             assert current is client
             raise InputError("bad.csv: broken")
+
+
 def test_filtered_stderr_drops_native_noise_of_child_processes_and_keeps_the_rest(tmp_path):
     """XGBoost's collective writes "Task [...] got rank N" to descriptor 2 of each worker process;
     processes started inside the block inherit the filter. Everything else passes, in order,
@@ -104,5 +112,7 @@ def test_shared_value_goes_to_the_workers_once_and_tasks_carry_only_its_key(clie
     futures = [client.submit(use, shared, i, pure=False) for i in range(6)]
     results = client.gather(futures)
     assert [r[0] for r in results] == [float(i) for i in range(6)]
-    assert len({r[1] for r in results}) <= len(client.scheduler_info()["workers"])  # read once per worker process
+    assert len({r[1] for r in results}) <= len(
+        client.scheduler_info()["workers"]
+    )  # read once per worker process
     assert shared_value({"a": 1}) == {"a": 1}

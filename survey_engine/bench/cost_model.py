@@ -18,7 +18,15 @@ def cost_models(rows: list[dict]) -> list[dict]:
     data too. ``max_rel_residual`` says how well one per-row cost describes every size."""
     models = []
     for stage in MODELLED:
-        pts = [r for r in rows if r["suite"] == stage and r["tool"] in OURS and r.get("task_seconds") and r.get("rows") and r.get("seconds")]
+        pts = [
+            r
+            for r in rows
+            if r["suite"] == stage
+            and r["tool"] in OURS
+            and r.get("task_seconds")
+            and r.get("rows")
+            and r.get("seconds")
+        ]
         if stage == "train" and pts:
             pts = [r for r in pts if "predict with" not in r["case"]]  # training only
             top = max(r["workers"] for r in pts)
@@ -34,9 +42,17 @@ def cost_models(rows: list[dict]) -> list[dict]:
             s_row, a = (float(v) for v in np.polyfit(R, serial, 1))
             if s_row < 0 or a < 0:  # no growth measured: keep the median as a constant
                 a, s_row = float(np.median(serial)), 0.0
-        models.append({"stage": stage, "core_s_per_row": c, "serial_s": a, "serial_s_per_row": s_row, "sizes": [int(x) for x in R],
-                       "task_s_p95": [r.get("task_s_p95") for r in pts],
-                       "max_rel_residual": float(np.max(np.abs(c * R - C) / C))})
+        models.append(
+            {
+                "stage": stage,
+                "core_s_per_row": c,
+                "serial_s": a,
+                "serial_s_per_row": s_row,
+                "sizes": [int(x) for x in R],
+                "task_s_p95": [r.get("task_s_p95") for r in pts],
+                "max_rel_residual": float(np.max(np.abs(c * R - C) / C)),
+            }
+        )
     return models
 
 
@@ -48,7 +64,19 @@ def projections(rows: list[dict], cores: tuple[int, ...] = (128, 1024)) -> list[
     for m in cost_models(rows):
         for name, total in FULL_SKY:
             for n in cores:
-                seconds = m["serial_s"] + m.get("serial_s_per_row", 0.0) * total + m["core_s_per_row"] * total / n
-                out.append({"stage": m["stage"], "catalog": name, "rows": total, "cores": n, "projected_hours": seconds / 3600,
-                            "core_s_per_row": m["core_s_per_row"], "serial_s": m["serial_s"], "serial_s_per_row": m.get("serial_s_per_row", 0.0)})
+                seconds = (
+                    m["serial_s"] + m.get("serial_s_per_row", 0.0) * total + m["core_s_per_row"] * total / n
+                )
+                out.append(
+                    {
+                        "stage": m["stage"],
+                        "catalog": name,
+                        "rows": total,
+                        "cores": n,
+                        "projected_hours": seconds / 3600,
+                        "core_s_per_row": m["core_s_per_row"],
+                        "serial_s": m["serial_s"],
+                        "serial_s_per_row": m.get("serial_s_per_row", 0.0),
+                    }
+                )
     return out

@@ -36,12 +36,19 @@ def timed(fn, repeats: int, warmup: int = 1) -> dict:
 def run_summary(times: list[float], first: float, warmup: int, peak: int, peak_process: int) -> dict:
     """The row fields of a measurement: median and spread of the timed runs, the first run (cold),
     the discipline used, and peak memory (all processes / the largest one)."""
-    return {"seconds": statistics.median(times), "min_s": min(times), "max_s": max(times), "first_s": first, "repeats": len(times),
-            "warmup": warmup, "peak_rss_bytes": peak, "peak_rss_process_bytes": peak_process}
+    return {
+        "seconds": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "first_s": first,
+        "repeats": len(times),
+        "warmup": warmup,
+        "peak_rss_bytes": peak,
+        "peak_rss_process_bytes": peak_process,
+    }
 
 
 def machine_info() -> dict:
-
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -50,19 +57,57 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    versions = library_versions(("survey_engine", "dask", "distributed", "numpy", "pandas", "pyarrow", "scipy", "astropy",
-                                 "lsdb", "hats", "hats-import", "xgboost-cpu", "xgboost", "scikit-learn", "pyvo"))
+    versions = library_versions(
+        (
+            "survey_engine",
+            "dask",
+            "distributed",
+            "numpy",
+            "pandas",
+            "pyarrow",
+            "scipy",
+            "astropy",
+            "lsdb",
+            "hats",
+            "hats-import",
+            "xgboost-cpu",
+            "xgboost",
+            "scikit-learn",
+            "pyvo",
+        )
+    )
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).resolve().parent,
+                timeout=10,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.TimeoutExpired):
         commit = None
     gpu = None
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         gpu = out.stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
         pass
-    return {"cores": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "cpu": cpu,
-            "python": platform.python_version(), "platform": platform.platform(), "versions": versions, "git_commit": commit, "gpu": gpu,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "cores": psutil.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "git_commit": commit,
+        "gpu": gpu,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }

@@ -54,7 +54,9 @@ def main(argv: list[str]) -> None:
     model_dir, out, nthread, files = argv[0], argv[1], int(argv[2]), argv[3:]
     meta, models = load_model(model_dir)
     features = list(meta["features"])
-    columns = sorted({c.strip() for f in features for c in ([f] if "-" not in f else f.split("-"))} | {"source_id"})
+    columns = sorted(
+        {c.strip() for f in features for c in ([f] if "-" not in f else f.split("-"))} | {"source_id"}
+    )
     views = meta.get("views")
     inputs_count = 1 if not views or views.get("stacked") else len(views["rotations"])
     medians = [models["median" if i == 0 else f"median_{i}"] for i in range(inputs_count)]
@@ -63,10 +65,18 @@ def main(argv: list[str]) -> None:
     t0 = time.perf_counter()
     table = ds.dataset(files, format="parquet").to_table(columns=columns)
     X = feature_matrix(table, features)
-    m = np.mean([b.inplace_predict(v) for b, v in zip(medians, booster_inputs(X, views))], axis=0, dtype=np.float64)
+    m = np.mean(
+        [b.inplace_predict(v) for b, v in zip(medians, booster_inputs(X, views))], axis=0, dtype=np.float64
+    )
     q = np.asarray(models["quantiles"].inplace_predict(X), dtype=np.float64).reshape(len(X), -1)
-    result = pa.table({"source_id": table.column("source_id"), "z_phot": np.expm1(m).astype(np.float32),
-                       "z_lo": np.expm1(q[:, 0]).astype(np.float32), "z_hi": np.expm1(q[:, -1]).astype(np.float32)})
+    result = pa.table(
+        {
+            "source_id": table.column("source_id"),
+            "z_phot": np.expm1(m).astype(np.float32),
+            "z_lo": np.expm1(q[:, 0]).astype(np.float32),
+            "z_hi": np.expm1(q[:, -1]).astype(np.float32),
+        }
+    )
     pq.write_table(result, out)
     print(json.dumps({"seconds": time.perf_counter() - t0, "rows": len(X)}))
 

@@ -16,9 +16,18 @@ from survey_engine.catalog.layout import atomic_write_text
 from survey_engine.errors import UsageError
 
 
-def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, repeats: int | None = None, workers: int = 2,
-              echo=print, sizes_override: list[int] | None = None, max_peer_rows: int | None = None,
-              partition_rows: int | None = None, data: str | Path | None = None) -> dict:
+def run_bench(
+    names: list[str] | None,
+    out: str | Path,
+    quick: bool = False,
+    repeats: int | None = None,
+    workers: int = 2,
+    echo=print,
+    sizes_override: list[int] | None = None,
+    max_peer_rows: int | None = None,
+    partition_rows: int | None = None,
+    data: str | Path | None = None,
+) -> dict:
     """Run the suites ``names`` (all by default) and write the reports to ``out``. ``data``: the folder
     of the real catalogs for the ``real`` suite (else ``$SURVEY_ENGINE_SHARED_DATA`` or the checkout's
     ``../shared/data``). A suite that raises is recorded in ``errors``; the others still run."""
@@ -38,10 +47,23 @@ def run_bench(names: list[str] | None, out: str | Path, quick: bool = False, rep
     peer_limits = dict(MAX_PEER_ROWS)
     if max_peer_rows:
         peer_limits["default"] = max_peer_rows
-    report = {"machine": machine_info(), "params": {"suites": names, "quick": quick, "repeats": repeats, "workers": workers, "sizes": sizes,
-                                                    "max_peer_rows": peer_limits, "single_run_from_rows": BIG,
-                                                    "partition_rows": partition_rows, "data": str(data) if data else None},
-              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": [], "errors": {}}
+    report = {
+        "machine": machine_info(),
+        "params": {
+            "suites": names,
+            "quick": quick,
+            "repeats": repeats,
+            "workers": workers,
+            "sizes": sizes,
+            "max_peer_rows": peer_limits,
+            "single_run_from_rows": BIG,
+            "partition_rows": partition_rows,
+            "data": str(data) if data else None,
+        },
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "rows": [],
+        "errors": {},
+    }
     for name in names:
         t0 = time.perf_counter()
         if echo:
@@ -85,10 +107,20 @@ def merge(old: str | Path, new: str | Path, out: str | Path) -> dict:
     suites = set(b["params"]["suites"])
     report = dict(a)
     report["rows"] = [r for r in a["rows"] if r["suite"] not in suites] + b["rows"]
-    report["errors"] = {**{k: v for k, v in a.get("errors", {}).items() if k not in suites}, **b.get("errors", {})}
-    report["params"] = {**a["params"], "suites": list(dict.fromkeys(a["params"]["suites"] + b["params"]["suites"]))}
-    earlier = a.get("merged_from") or [{"suites": a["params"]["suites"], "machine": a["machine"], "started": a.get("started")}]
-    report["merged_from"] = earlier + [{"suites": b["params"]["suites"], "machine": b["machine"], "started": b.get("started")}]
+    report["errors"] = {
+        **{k: v for k, v in a.get("errors", {}).items() if k not in suites},
+        **b.get("errors", {}),
+    }
+    report["params"] = {
+        **a["params"],
+        "suites": list(dict.fromkeys(a["params"]["suites"] + b["params"]["suites"])),
+    }
+    earlier = a.get("merged_from") or [
+        {"suites": a["params"]["suites"], "machine": a["machine"], "started": a.get("started")}
+    ]
+    report["merged_from"] = earlier + [
+        {"suites": b["params"]["suites"], "machine": b["machine"], "started": b.get("started")}
+    ]
     report["cost_models"] = cost_models(report["rows"])
     report["projections"] = projections(report["rows"])
     write_reports(report, out)
@@ -108,25 +140,51 @@ def _fmt(v) -> str:
     return str(v)
 
 
-COLUMNS = ["suite", "case", "tool", "workers", "seconds", "min_s", "max_s", "rows_per_s", "peak_rss_gib", "largest_process_gib", "agree", "note"]
+COLUMNS = [
+    "suite",
+    "case",
+    "tool",
+    "workers",
+    "seconds",
+    "min_s",
+    "max_s",
+    "rows_per_s",
+    "peak_rss_gib",
+    "largest_process_gib",
+    "agree",
+    "note",
+]
 
 
 def _table_rows(report) -> list[dict]:
     out = []
     for r in report["rows"]:
-        out.append({**r, "peak_rss_gib": (r["peak_rss_bytes"] / 2**30) if r.get("peak_rss_bytes") else None,
-                    "largest_process_gib": (r["peak_rss_process_bytes"] / 2**30) if r.get("peak_rss_process_bytes") else None})
+        out.append(
+            {
+                **r,
+                "peak_rss_gib": (r["peak_rss_bytes"] / 2**30) if r.get("peak_rss_bytes") else None,
+                "largest_process_gib": (r["peak_rss_process_bytes"] / 2**30)
+                if r.get("peak_rss_process_bytes")
+                else None,
+            }
+        )
     return out
 
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    lines = [f"# survey_engine benchmarks ({'quick' if report['params']['quick'] else 'full'})", "",
-             f"{m['date']}, commit {m['git_commit']}, {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, GPU: {m['gpu'] or 'none'}; "
-             f"medians of {report['params']['repeats']} runs after a warm-up (sizes from {report['params'].get('single_run_from_rows', 0):,} rows: "
-             "one run, no warm-up); peak memory summed over all processes (peak_rss_gib) and of the largest single process.", ""]
+    lines = [
+        f"# survey_engine benchmarks ({'quick' if report['params']['quick'] else 'full'})",
+        "",
+        f"{m['date']}, commit {m['git_commit']}, {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, GPU: {m['gpu'] or 'none'}; "
+        f"medians of {report['params']['repeats']} runs after a warm-up (sizes from {report['params'].get('single_run_from_rows', 0):,} rows: "
+        "one run, no warm-up); peak memory summed over all processes (peak_rss_gib) and of the largest single process.",
+        "",
+    ]
     for part in report.get("merged_from", []):
-        lines += [f"- suites {', '.join(part['suites'])}: run started {part['started']}, commit {part['machine']['git_commit']}"]
+        lines += [
+            f"- suites {', '.join(part['suites'])}: run started {part['started']}, commit {part['machine']['git_commit']}"
+        ]
     if report.get("merged_from"):
         lines.append("")
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
@@ -135,27 +193,54 @@ def markdown(report: dict) -> str:
     lines.append("")
     ratios = peer_ratios(report)
     if ratios:
-        lines += ["Against peers in the same run (their time / ours; above 1 means survey_engine is faster):", ""]
-        lines += [f"- {x['suite']} {x['case']} ({x['workers']} worker(s)): {x['peer']} {x['ratio']:.2f}x" for x in ratios]
+        lines += [
+            "Against peers in the same run (their time / ours; above 1 means survey_engine is faster):",
+            "",
+        ]
+        lines += [
+            f"- {x['suite']} {x['case']} ({x['workers']} worker(s)): {x['peer']} {x['ratio']:.2f}x"
+            for x in ratios
+        ]
         lines.append("")
-    overheads = [r for r in report["rows"] if r["suite"] == "train" and r["tool"] == "xgboost.dask" and r.get("overhead") is not None]
+    overheads = [
+        r
+        for r in report["rows"]
+        if r["suite"] == "train" and r["tool"] == "xgboost.dask" and r.get("overhead") is not None
+    ]
     if overheads:
-        lines += ["Distributed training overhead (xgboost.dask time / single-process XGBoost time with the same threads - 1) "
-                  "and efficiency across workers:", ""]
-        lines += [f"- {r['case']}, {r['workers']} worker(s): overhead {r['overhead']:+.0%}, efficiency {r['efficiency']:.2f}" for r in overheads]
+        lines += [
+            "Distributed training overhead (xgboost.dask time / single-process XGBoost time with the same threads - 1) "
+            "and efficiency across workers:",
+            "",
+        ]
+        lines += [
+            f"- {r['case']}, {r['workers']} worker(s): overhead {r['overhead']:+.0%}, efficiency {r['efficiency']:.2f}"
+            for r in overheads
+        ]
         lines.append("")
     if report.get("cost_models"):
-        lines += ["Cost models fitted from the measured per-task times (time = a + s x rows + c x rows / cores):", "",
-                  "| stage | c (core-us per row) | a (s) | s (us per row, driver) | sizes fitted | worst residual of c |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {m['stage']} | {m['core_s_per_row'] * 1e6:.3g} | {m['serial_s']:.3g} | {m.get('serial_s_per_row', 0) * 1e6:.3g} | "
-                  f"{', '.join(f'{x:,}' for x in m['sizes'])} | {m['max_rel_residual']:.0%} |" for m in report["cost_models"]]
+        lines += [
+            "Cost models fitted from the measured per-task times (time = a + s x rows + c x rows / cores):",
+            "",
+            "| stage | c (core-us per row) | a (s) | s (us per row, driver) | sizes fitted | worst residual of c |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {m['stage']} | {m['core_s_per_row'] * 1e6:.3g} | {m['serial_s']:.3g} | {m.get('serial_s_per_row', 0) * 1e6:.3g} | "
+            f"{', '.join(f'{x:,}' for x in m['sizes'])} | {m['max_rel_residual']:.0%} |"
+            for m in report["cost_models"]
+        ]
         lines.append("")
     if report.get("projections"):
-        lines += ["Projection from those models (not a measurement: it assumes the per-row cost holds at scale, even spread over "
-                  "the cores, and storage that keeps up):", ""]
-        lines += [f"- {p['stage']}: {p['catalog']} ({p['rows']:,} rows) on {p['cores']} cores: about {duration_text(p['projected_hours'])}"
-                  for p in report["projections"]]
+        lines += [
+            "Projection from those models (not a measurement: it assumes the per-row cost holds at scale, even spread over "
+            "the cores, and storage that keeps up):",
+            "",
+        ]
+        lines += [
+            f"- {p['stage']}: {p['catalog']} ({p['rows']:,} rows) on {p['cores']} cores: about {duration_text(p['projected_hours'])}"
+            for p in report["projections"]
+        ]
         lines.append("")
     if report.get("errors"):
         lines += ["Suites that failed:", ""] + [f"- {k}: {v}" for k, v in report["errors"].items()] + [""]
@@ -178,6 +263,17 @@ def compare(old: str | Path, new: str | Path, threshold: float = 1.2) -> tuple[l
         k = key(r)
         if k in before and r.get("seconds"):
             ratio = r["seconds"] / before[k]["seconds"]
-            rows.append({"suite": k[0], "case": k[1], "tool": k[2], "workers": k[3], "old_s": before[k]["seconds"], "new_s": r["seconds"],
-                         "ratio": ratio, "regression": ratio > threshold, "agree_now": r.get("agree")})
+            rows.append(
+                {
+                    "suite": k[0],
+                    "case": k[1],
+                    "tool": k[2],
+                    "workers": k[3],
+                    "old_s": before[k]["seconds"],
+                    "new_s": r["seconds"],
+                    "ratio": ratio,
+                    "regression": ratio > threshold,
+                    "agree_now": r.get("agree"),
+                }
+            )
     return [r for r in rows if r["regression"] or r["agree_now"] is False], rows

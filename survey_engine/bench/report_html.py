@@ -36,9 +36,19 @@ code{background:#f1f1f1;padding:0 3px}
 ul.notes{font-size:85%;color:#555;margin-top:.2em}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:85%}
 """
-FULL_COLUMNS = {"suite": "suite", "case": "case", "tool": "tool", "workers": "workers", "rows": "rows",
-                "seconds": "seconds: median (min-max)", "rows_per_s": "rows/s", "peak_rss_gib": "peak GiB, all processes",
-                "largest_process_gib": "peak GiB, largest process", "agree": "agree", "note": "note"}
+FULL_COLUMNS = {
+    "suite": "suite",
+    "case": "case",
+    "tool": "tool",
+    "workers": "workers",
+    "rows": "rows",
+    "seconds": "seconds: median (min-max)",
+    "rows_per_s": "rows/s",
+    "peak_rss_gib": "peak GiB, all processes",
+    "largest_process_gib": "peak GiB, largest process",
+    "agree": "agree",
+    "note": "note",
+}
 
 
 def html_report(report: dict) -> str:
@@ -47,38 +57,58 @@ def html_report(report: dict) -> str:
     colors = _tool_colors(rows)
     params, machine = report["params"], report["machine"]
     kind = "quick" if params.get("quick") else "full"
-    parts = [f"<h1>survey_engine benchmarks</h1><p class='lead'>{kind} run, {html.escape(str(machine.get('date')))}, "
-             f"{machine.get('cores')} cores, {machine.get('memory_gib')} GiB"
-             + (f", commit {html.escape(machine['git_commit'])}" if machine.get("git_commit") else "") + ". "
-             "Speed-up = the peer's time / survey_engine's time on the same data and cores (above 1: survey_engine is faster). "
-             "Agree = the same rows, the same pair set or metrics within 5%.</p>"]
+    parts = [
+        f"<h1>survey_engine benchmarks</h1><p class='lead'>{kind} run, {html.escape(str(machine.get('date')))}, "
+        f"{machine.get('cores')} cores, {machine.get('memory_gib')} GiB"
+        + (f", commit {html.escape(machine['git_commit'])}" if machine.get("git_commit") else "")
+        + ". "
+        "Speed-up = the peer's time / survey_engine's time on the same data and cores (above 1: survey_engine is faster). "
+        "Agree = the same rows, the same pair set or metrics within 5%.</p>"
+    ]
     if report.get("errors"):
-        parts.append("<div class='box'><b>Suites that failed</b><pre>" + html.escape(json.dumps(report["errors"], indent=1)) + "</pre></div>")
-    unmeasured: dict[str, dict] = {}  # why a tool has no time (a peer not installed, data or a service missing) -> suites
+        parts.append(
+            "<div class='box'><b>Suites that failed</b><pre>"
+            + html.escape(json.dumps(report["errors"], indent=1))
+            + "</pre></div>"
+        )
+    unmeasured: dict[
+        str, dict
+    ] = {}  # why a tool has no time (a peer not installed, data or a service missing) -> suites
     for r in rows:
         if not r.get("seconds") and r.get("note") and not str(r["note"]).startswith("not run above"):
             unmeasured.setdefault(r["note"], {})[r["suite"]] = None
     if unmeasured:
-        items = "".join(f"<li>{html.escape(note)} <span class='na'>({html.escape(', '.join(suites))})</span></li>"
-                        for note, suites in unmeasured.items())
+        items = "".join(
+            f"<li>{html.escape(note)} <span class='na'>({html.escape(', '.join(suites))})</span></li>"
+            for note, suites in unmeasured.items()
+        )
         parts.append(f"<div class='info'><b>Not measured in this run</b><ul>{items}</ul></div>")
     parts.append("<h2>At a glance</h2>" + _glance_table(rows))
     for suite in dict.fromkeys(r["suite"] for r in rows):
         sub = [r for r in rows if r["suite"] == suite]
         parts.append(f"<h2 id='{html.escape(suite)}'>{html.escape(suite)}</h2>")
-        parts.append(f"<div class='stage'>{_stage_figure(suite, sub, colors) or ''}<div class='cell'>{_stage_table(sub)}</div></div>")
+        parts.append(
+            f"<div class='stage'>{_stage_figure(suite, sub, colors) or ''}<div class='cell'>{_stage_table(sub)}</div></div>"
+        )
     parts.append(_cost_html(report))
     parts.append("<h2>Machine</h2>" + _machine_html(report))
     head = "".join(f"<th>{html.escape(title)}</th>" for title in FULL_COLUMNS.values())
     body = "".join("<tr>" + "".join(_cell(c, r) for c in FULL_COLUMNS) + "</tr>" for r in rows)
     parts.append(f"<h2>All measurements</h2><div class='scroll'><table><tr>{head}</tr>{body}</table></div>")
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
-            f"<title>survey_engine benchmarks</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+        f"<title>survey_engine benchmarks</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    )
 
 
 def _with_gib(r: dict) -> dict:
-    return {**r, "peak_rss_gib": (r["peak_rss_bytes"] / 2**30) if r.get("peak_rss_bytes") else None,
-            "largest_process_gib": (r["peak_rss_process_bytes"] / 2**30) if r.get("peak_rss_process_bytes") else None}
+    return {
+        **r,
+        "peak_rss_gib": (r["peak_rss_bytes"] / 2**30) if r.get("peak_rss_bytes") else None,
+        "largest_process_gib": (r["peak_rss_process_bytes"] / 2**30)
+        if r.get("peak_rss_process_bytes")
+        else None,
+    }
 
 
 def _tool_colors(rows: list[dict]) -> dict:
@@ -113,8 +143,17 @@ def speedups(rows: list[dict]) -> list[dict]:
             continue
         o = _ours_for(r, measured)
         if o:
-            out.append({"suite": r["suite"], "case": r["case"], "peer": r["tool"], "rows": r.get("rows"), "workers": o["workers"],
-                        "ratio": r["seconds"] / o["seconds"], "agree": r.get("agree")})
+            out.append(
+                {
+                    "suite": r["suite"],
+                    "case": r["case"],
+                    "peer": r["tool"],
+                    "rows": r.get("rows"),
+                    "workers": o["workers"],
+                    "ratio": r["seconds"] / o["seconds"],
+                    "agree": r.get("agree"),
+                }
+            )
     return out
 
 
@@ -151,8 +190,12 @@ def _glance_table(rows: list[dict]) -> str:
         ours = [r for r in sub if r["tool"] in OURS and r.get("seconds")]
         agree_ours = [r.get("agree") for r in ours]
         if not peers:
-            verdict = f"{sum(a is True for a in agree_ours)} of {len(agree_ours)} checks pass" if ours else "-"
-            why = "; ".join(dict.fromkeys(str(r.get("note")) for r in sub if not r.get("seconds") and r.get("note")))
+            verdict = (
+                f"{sum(a is True for a in agree_ours)} of {len(agree_ours)} checks pass" if ours else "-"
+            )
+            why = "; ".join(
+                dict.fromkeys(str(r.get("note")) for r in sub if not r.get("seconds") and r.get("note"))
+            )
             lines.append((suite, "(no peer)", html.escape(why) or "measured alone (see below)", verdict))
         for peer in peers:
             mine = [x for x in ratios if x["suite"] == suite and x["peer"] == peer]
@@ -160,19 +203,32 @@ def _glance_table(rows: list[dict]) -> str:
                 by_kind: dict[str, list] = {}
                 for x in mine:
                     by_kind.setdefault(_short_kind(suite, x["case"]), []).append(x)
-                text = "<br>".join((f"{html.escape(k)}: " if k else "") + ", ".join(
-                    f"{_ratio_html(x['ratio'])} at {_rows_label(x['rows'])}" + (f" ({x['workers']} w)" if _several_workers(mine) else "")
-                    for x in xs) for k, xs in by_kind.items())
+                text = "<br>".join(
+                    (f"{html.escape(k)}: " if k else "")
+                    + ", ".join(
+                        f"{_ratio_html(x['ratio'])} at {_rows_label(x['rows'])}"
+                        + (f" ({x['workers']} w)" if _several_workers(mine) else "")
+                        for x in xs
+                    )
+                    for k, xs in by_kind.items()
+                )
                 n_ok = sum(x["agree"] is True for x in mine)
                 verdict = _agree_html(n_ok == len(mine)) + f" {n_ok} of {len(mine)}"
             else:
                 notes = dict.fromkeys(str(r.get("note")) for r in sub if r["tool"] == peer and r.get("note"))
-                text, verdict = "<span class='na'>" + html.escape("; ".join(notes) or "no time") + "</span>", "<span class='na'>-</span>"
+                text, verdict = (
+                    "<span class='na'>" + html.escape("; ".join(notes) or "no time") + "</span>",
+                    "<span class='na'>-</span>",
+                )
             lines.append((suite, html.escape(peer), text, verdict))
-    body = "".join(f"<tr><td><a href='#{html.escape(s)}'>{html.escape(s)}</a></td><td>{p}</td><td>{t}</td><td>{v}</td></tr>"
-                   for s, p, t, v in lines)
-    return ("<div class='scroll'><table><tr><th>stage</th><th>peer</th><th>survey_engine's speed-up (peer time / ours)</th>"
-            f"<th>agree</th></tr>{body}</table></div>")
+    body = "".join(
+        f"<tr><td><a href='#{html.escape(s)}'>{html.escape(s)}</a></td><td>{p}</td><td>{t}</td><td>{v}</td></tr>"
+        for s, p, t, v in lines
+    )
+    return (
+        "<div class='scroll'><table><tr><th>stage</th><th>peer</th><th>survey_engine's speed-up (peer time / ours)</th>"
+        f"<th>agree</th></tr>{body}</table></div>"
+    )
 
 
 def _several_workers(xs: list[dict]) -> bool:
@@ -207,17 +263,28 @@ def _stage_figure(suite: str, rows: list[dict], colors: dict) -> str | None:
     xkey = "workers" if suite == "scaling" else "rows"
     kinds: dict[str, list[dict]] = {}
     for r in measured:
-        key = "strong and weak scaling of import" if suite == "scaling" else (_short_kind(suite, r["case"]) or case_kind(r["case"]))
+        key = (
+            "strong and weak scaling of import"
+            if suite == "scaling"
+            else (_short_kind(suite, r["case"]) or case_kind(r["case"]))
+        )
         kinds.setdefault(key, []).append(r)
     n = len(kinds)
     cols = min(n, 3)
-    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(4.2 * cols + 0.6, 3.4 * ((n + cols - 1) // cols)), squeeze=False)
+    fig, axes = plt.subplots(
+        (n + cols - 1) // cols,
+        cols,
+        figsize=(4.2 * cols + 0.6, 3.4 * ((n + cols - 1) // cols)),
+        squeeze=False,
+    )
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     bars, lines_drawn = 0, False
     for ax, (kind, sub) in zip(axes.flat, kinds.items()):
         sizes = {r[xkey] for r in sub}
-        several = {t for t in {r["tool"] for r in sub} if len({r["workers"] for r in sub if r["tool"] == t}) > 1}
+        several = {
+            t for t in {r["tool"] for r in sub} if len({r["workers"] for r in sub if r["tool"] == t}) > 1
+        }
 
         def label(r):
             if suite == "scaling":
@@ -230,11 +297,23 @@ def _stage_figure(suite: str, rows: list[dict], colors: dict) -> str | None:
                 pts = sorted((r[xkey], r["seconds"], r["tool"]) for r in sub if label(r) == line)
                 tool = pts[0][2]
                 ours = tool in OURS
-                fewer = suite != "scaling" and tool in several and pts and min(r["workers"] for r in sub if label(r) == line) < max(
-                    r["workers"] for r in sub if r["tool"] == tool)
+                fewer = (
+                    suite != "scaling"
+                    and tool in several
+                    and pts
+                    and min(r["workers"] for r in sub if label(r) == line)
+                    < max(r["workers"] for r in sub if r["tool"] == tool)
+                )
                 style = ("o-" if ours else "s--") if suite != "scaling" or "strong" in line else "^:"
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colors[tool],
-                        lw=2.4 if ours else 1.4, alpha=0.45 if fewer else 1, label=line)
+                ax.plot(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    style,
+                    color=colors[tool],
+                    lw=2.4 if ours else 1.4,
+                    alpha=0.45 if fewer else 1,
+                    label=line,
+                )
             lines_drawn = True
             ax.set_xscale("log")
             ax.set_yscale("log")
@@ -245,7 +324,9 @@ def _stage_figure(suite: str, rows: list[dict], colors: dict) -> str | None:
             ax.set_xlabel("workers" if xkey == "workers" else "rows")
             ax.grid(True, which="both", alpha=0.25)
         else:
-            ordered = sorted(lines, key=lambda t: (not any(r["tool"] in OURS for r in sub if label(r) == t), t))
+            ordered = sorted(
+                lines, key=lambda t: (not any(r["tool"] in OURS for r in sub if label(r) == t), t)
+            )
             secs = [next(r["seconds"] for r in sub if label(r) == t) for t in ordered]
             tools = [next(r["tool"] for r in sub if label(r) == t) for t in ordered]
             ax.barh(range(len(ordered)), secs, height=0.6, color=[colors[t] for t in tools])
@@ -267,7 +348,7 @@ def _stage_figure(suite: str, rows: list[dict], colors: dict) -> str | None:
     if not lines_drawn:  # bars only: as tall as the bars need
         fig.set_size_inches(fig.get_size_inches()[0], (1.0 + 0.42 * max(bars, 2)) * ((n + cols - 1) // cols))
     fig.tight_layout()
-    return png_html(fig, dpi=100, alt='time against rows')
+    return png_html(fig, dpi=100, alt="time against rows")
 
 
 def duration_text(hours: float) -> str:
@@ -279,7 +360,9 @@ def _plain_ticks(ax, axes: str) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     fmt = FuncFormatter(lambda v, _: f"{v:g}")
-    for axis, limits in ([(ax.xaxis, ax.get_xlim())] if "x" in axes else []) + ([(ax.yaxis, ax.get_ylim())] if "y" in axes else []):
+    for axis, limits in ([(ax.xaxis, ax.get_xlim())] if "x" in axes else []) + (
+        [(ax.yaxis, ax.get_ylim())] if "y" in axes else []
+    ):
         low, high = sorted(limits)
         if high < 4 * low:  # a narrow range: evenly spaced round numbers
             axis.set_major_locator(MaxNLocator(nbins=4))
@@ -301,8 +384,12 @@ def _stage_table(rows: list[dict]) -> str:
     tools = sorted(dict.fromkeys(r["tool"] for r in rows), key=lambda t: t not in OURS)
     by_workers = any(len({r["workers"] for r in rows if r["tool"] == t}) > 1 for t in tools)
     keys = dict.fromkeys((r["case"], r["workers"] if by_workers else None) for r in rows)
-    head = "<tr><th>case</th>" + ("<th>workers</th>" if by_workers else "") + "".join(
-        f"<th>{html.escape(t)}</th>" for t in tools) + "<th>agree</th></tr>"
+    head = (
+        "<tr><th>case</th>"
+        + ("<th>workers</th>" if by_workers else "")
+        + "".join(f"<th>{html.escape(t)}</th>" for t in tools)
+        + "<th>agree</th></tr>"
+    )
     body = []
     for case, workers in keys:
         line = [r for r in rows if r["case"] == case and (workers is None or r["workers"] == workers)]
@@ -312,12 +399,26 @@ def _stage_table(rows: list[dict]) -> str:
             cells.append(_time_cell(r, measured))
         agrees = [r.get("agree") for r in line if r.get("seconds")]
         agree = False if False in agrees else (True if agrees and all(a is True for a in agrees) else None)
-        body.append(f"<tr><td>{html.escape(_readable_case(case))}</td>" + (f"<td class='num'>{workers}</td>" if by_workers else "")
-                    + "".join(cells) + f"<td>{_agree_html(agree)}</td></tr>")
+        body.append(
+            f"<tr><td>{html.escape(_readable_case(case))}</td>"
+            + (f"<td class='num'>{workers}</td>" if by_workers else "")
+            + "".join(cells)
+            + f"<td>{_agree_html(agree)}</td></tr>"
+        )
     notes = dict.fromkeys((r["tool"], r["note"]) for r in rows if r.get("note") and r.get("seconds"))
     # a tool's note repeated with more after it (the cold run's "...; a fresh process: ..."): keep the longer
-    notes = {(t, n): None for t, n in notes if not any(t2 == t and n2 != n and n2.startswith(n) for t2, n2 in notes)}
-    note_html = "<ul class='notes'>" + "".join(f"<li><b>{html.escape(t)}</b>: {html.escape(n)}</li>" for t, n in notes) + "</ul>" if notes else ""
+    notes = {
+        (t, n): None
+        for t, n in notes
+        if not any(t2 == t and n2 != n and n2.startswith(n) for t2, n2 in notes)
+    }
+    note_html = (
+        "<ul class='notes'>"
+        + "".join(f"<li><b>{html.escape(t)}</b>: {html.escape(n)}</li>" for t, n in notes)
+        + "</ul>"
+        if notes
+        else ""
+    )
     return f"<div class='scroll'><table>{head}{''.join(body)}</table></div>{note_html}"
 
 
@@ -326,7 +427,13 @@ def _time_cell(r: dict | None, measured: list[dict]) -> str:
         return "<td></td>"
     if not r.get("seconds"):
         note = str(r.get("note") or "no time")
-        short = "not installed" if note.startswith("not installed") else "not run" if note.startswith("not run") else note
+        short = (
+            "not installed"
+            if note.startswith("not installed")
+            else "not run"
+            if note.startswith("not run")
+            else note
+        )
         return f"<td class='na' title='{html.escape(note, quote=True)}'>{html.escape(short)}</td>"
     text = f"{r['seconds']:.3g} s"
     memory = f"<br><small class='na'>{r['peak_rss_gib']:.2g} GiB</small>" if r.get("peak_rss_gib") else ""
@@ -351,7 +458,11 @@ def _num(v) -> str:
 def _cell(column: str, r: dict) -> str:
     v = r.get(column)
     if column == "seconds" and v:
-        spread = f" ({r['min_s']:.3g}-{r['max_s']:.3g})" if r.get("min_s") is not None and r.get("repeats", 1) > 1 else ""
+        spread = (
+            f" ({r['min_s']:.3g}-{r['max_s']:.3g})"
+            if r.get("min_s") is not None and r.get("repeats", 1) > 1
+            else ""
+        )
         return f"<td class='num'>{v:.3g}{spread}</td>"
     if column == "agree":
         return f"<td>{_agree_html(v)}</td>"
@@ -367,19 +478,38 @@ def _cell(column: str, r: dict) -> str:
 def _cost_html(report: dict) -> str:
     parts = []
     if report.get("cost_models"):
-        head = "".join(f"<th>{c}</th>" for c in ("stage", "c: core-us per row", "a: s", "s: driver us per row", "sizes fitted", "worst residual of c"))
-        body = "".join(f"<tr><td>{m['stage']}</td><td class='num'>{m['core_s_per_row'] * 1e6:.3g}</td><td class='num'>{m['serial_s']:.3g}</td>"
-                       f"<td class='num'>{m.get('serial_s_per_row', 0) * 1e6:.3g}</td>"
-                       f"<td>{', '.join(f'{x:,}' for x in m['sizes'])}</td><td class='num'>{m['max_rel_residual']:.0%}</td></tr>"
-                       for m in report["cost_models"])
-        parts.append("<h2>Cost models</h2><p>Fitted from every task's time on the workers: time = a + s x rows + c x rows / cores.</p>"
-                     f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>")
+        head = "".join(
+            f"<th>{c}</th>"
+            for c in (
+                "stage",
+                "c: core-us per row",
+                "a: s",
+                "s: driver us per row",
+                "sizes fitted",
+                "worst residual of c",
+            )
+        )
+        body = "".join(
+            f"<tr><td>{m['stage']}</td><td class='num'>{m['core_s_per_row'] * 1e6:.3g}</td><td class='num'>{m['serial_s']:.3g}</td>"
+            f"<td class='num'>{m.get('serial_s_per_row', 0) * 1e6:.3g}</td>"
+            f"<td>{', '.join(f'{x:,}' for x in m['sizes'])}</td><td class='num'>{m['max_rel_residual']:.0%}</td></tr>"
+            for m in report["cost_models"]
+        )
+        parts.append(
+            "<h2>Cost models</h2><p>Fitted from every task's time on the workers: time = a + s x rows + c x rows / cores.</p>"
+            f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
+        )
     if report.get("projections"):
         head = "<tr><th>stage</th><th>catalog</th><th>rows</th><th>cores</th><th>about</th></tr>"
-        body = "".join(f"<tr><td>{p['stage']}</td><td>{p['catalog']}</td><td class='num'>{p['rows']:,}</td><td class='num'>{p['cores']}</td>"
-                       f"<td class='num'>{duration_text(p['projected_hours'])}</td></tr>" for p in report["projections"])
-        parts.append("<h3>Projection from the cost models</h3><p>Not a measurement: it assumes the per-row cost holds at scale, "
-                     f"an even spread over the cores and storage that keeps up.</p><div class='scroll'><table>{head}{body}</table></div>")
+        body = "".join(
+            f"<tr><td>{p['stage']}</td><td>{p['catalog']}</td><td class='num'>{p['rows']:,}</td><td class='num'>{p['cores']}</td>"
+            f"<td class='num'>{duration_text(p['projected_hours'])}</td></tr>"
+            for p in report["projections"]
+        )
+        parts.append(
+            "<h3>Projection from the cost models</h3><p>Not a measurement: it assumes the per-row cost holds at scale, "
+            f"an even spread over the cores and storage that keeps up.</p><div class='scroll'><table>{head}{body}</table></div>"
+        )
     return "".join(parts)
 
 
@@ -392,6 +522,8 @@ def _machine_html(report: dict) -> str:
     params = report.get("params", {})
     rows += f"<tr><th>parameters</th><td><pre>{html.escape(json.dumps(params, default=str))}</pre></td></tr>"
     for part in report.get("merged_from", []):
-        rows += (f"<tr><th>merged run</th><td>suites {html.escape(', '.join(part['suites']))}: started {html.escape(str(part['started']))}, "
-                 f"commit {html.escape(str(part['machine'].get('git_commit')))}</td></tr>")
+        rows += (
+            f"<tr><th>merged run</th><td>suites {html.escape(', '.join(part['suites']))}: started {html.escape(str(part['started']))}, "
+            f"commit {html.escape(str(part['machine'].get('git_commit')))}</td></tr>"
+        )
     return f"<div class='scroll'><table>{rows}</table></div>"

@@ -19,7 +19,13 @@ import numpy as np
 def main(argv: list[str]) -> None:
     import xgboost as xgb
 
-    data, nthread, model_out, params, rounds = argv[0], int(argv[1]), argv[2], json.loads(argv[3]), int(argv[4])
+    data, nthread, model_out, params, rounds = (
+        argv[0],
+        int(argv[1]),
+        argv[2],
+        json.loads(argv[3]),
+        int(argv[4]),
+    )
     with np.load(data) as z:
         X, y = z["X"], z["y"]
     t0 = time.perf_counter()
@@ -30,7 +36,11 @@ def main(argv: list[str]) -> None:
     pred = booster.inplace_predict(X)
     predict_s = time.perf_counter() - t0
     booster.save_model(model_out)
-    print(json.dumps({"train_s": train_s, "predict_s": predict_s, "predict_sum": float(np.sum(pred, dtype=np.float64))}))
+    print(
+        json.dumps(
+            {"train_s": train_s, "predict_s": predict_s, "predict_sum": float(np.sum(pred, dtype=np.float64))}
+        )
+    )
 
 
 if __name__ == "__main__":

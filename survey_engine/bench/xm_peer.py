@@ -35,8 +35,11 @@ def _ours(spec: dict, client):
     left, right = open_catalog(spec["left"]), open_catalog(spec["right"])
 
     def run():
-        res = left.crossmatch(right, spec["radius"], left_columns=["id"], right_columns=["id"], client=client).compute()
+        res = left.crossmatch(
+            right, spec["radius"], left_columns=["id"], right_columns=["id"], client=client
+        ).compute()
         return res.id_1.to_numpy(), res.id_2.to_numpy()
+
     return run
 
 
@@ -47,8 +50,15 @@ def _lsdb(spec: dict, client):
     right = lsdb.open_catalog(spec["right"], columns=["id", "ra", "dec"])
 
     def run():
-        res = left.crossmatch(right, radius_arcsec=spec["radius"], n_neighbors=1, suffixes=("_1", "_2"), suffix_method="all_columns").compute()
+        res = left.crossmatch(
+            right,
+            radius_arcsec=spec["radius"],
+            n_neighbors=1,
+            suffixes=("_1", "_2"),
+            suffix_method="all_columns",
+        ).compute()
         return res.id_1.to_numpy(), res.id_2.to_numpy()
+
     return run
 
 
@@ -67,9 +77,13 @@ def _astropy(spec: dict, client):
     a, b = _read_inputs(spec)
 
     def run():
-        idx, sep, _ = match_coordinates_sky(SkyCoord(a.ra.values * u.deg, a.dec.values * u.deg), SkyCoord(b.ra.values * u.deg, b.dec.values * u.deg))
+        idx, sep, _ = match_coordinates_sky(
+            SkyCoord(a.ra.values * u.deg, a.dec.values * u.deg),
+            SkyCoord(b.ra.values * u.deg, b.dec.values * u.deg),
+        )
         ok = sep.arcsec <= spec["radius"]
         return a.id.to_numpy()[ok], b.id.to_numpy()[idx[ok]]
+
     return run
 
 
@@ -83,13 +97,21 @@ def _ckdtree(spec: dict, client):
 
     def run():
         xa = radec_to_xyz(a.ra.to_numpy(), a.dec.to_numpy())
-        d, i = cKDTree(radec_to_xyz(b.ra.to_numpy(), b.dec.to_numpy())).query(xa, k=1, distance_upper_bound=chord, workers=spec["workers"])
+        d, i = cKDTree(radec_to_xyz(b.ra.to_numpy(), b.dec.to_numpy())).query(
+            xa, k=1, distance_upper_bound=chord, workers=spec["workers"]
+        )
         ok = np.isfinite(d)
         return a.id.to_numpy()[ok], b.id.to_numpy()[i[ok]]
+
     return run
 
 
-TOOLS = {"survey_engine": (_ours, True), "lsdb": (_lsdb, True), "astropy": (_astropy, False), "ckdtree_global": (_ckdtree, False)}
+TOOLS = {
+    "survey_engine": (_ours, True),
+    "lsdb": (_lsdb, True),
+    "astropy": (_astropy, False),
+    "ckdtree_global": (_ckdtree, False),
+}
 
 
 class ToolRuns:
@@ -128,7 +150,12 @@ class ToolRuns:
             else:
                 self.ids = self.fn()
             seconds = time.perf_counter() - t0
-        run = {"seconds": seconds, "peak_rss_bytes": mem.peak, "peak_rss_process_bytes": mem.peak_process, "started": started}
+        run = {
+            "seconds": seconds,
+            "peak_rss_bytes": mem.peak,
+            "peak_rss_process_bytes": mem.peak_process,
+            "started": started,
+        }
         self.runs.append(run)
         if not last:
             self.ids = None
@@ -141,7 +168,11 @@ class ToolRuns:
         pairs = pair_array(*self.ids)
         self.ids = None
         np.save(self.spec["pairs_out"], pairs)
-        return {"runs": self.runs, "pairs": int(len(pairs)), "profile": self.profile[-1] if self.profile else None}
+        return {
+            "runs": self.runs,
+            "pairs": int(len(pairs)),
+            "profile": self.profile[-1] if self.profile else None,
+        }
 
 
 def run_tool(tool: str, spec: dict) -> dict:

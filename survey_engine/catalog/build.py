@@ -76,7 +76,9 @@ def output_schema(input_schema: pa.Schema) -> pa.Schema:
     return layout.without_pandas_metadata(pa.schema(fields, metadata=input_schema.metadata))
 
 
-def prepare_batch(batch: pa.Table, spec: SplitSpec, clean: Callable[[pa.Table], pa.Table] | None = None) -> tuple[pa.Table, np.ndarray]:
+def prepare_batch(
+    batch: pa.Table, spec: SplitSpec, clean: Callable[[pa.Table], pa.Table] | None = None
+) -> tuple[pa.Table, np.ndarray]:
     """Add ``_healpix_29`` (first column), cast to the output schema; returns (table, partition idx)."""
     if clean is not None:
         batch = clean(batch)
@@ -113,8 +115,14 @@ def split_batches(
                 main.write_grouped(table, part)
             if margin is not None:
                 hp29 = table.column(0).to_numpy()
-                ra = table.column(spec.ra_column).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-                dec = table.column(spec.dec_column).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                ra = (
+                    table.column(spec.ra_column).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                )
+                dec = (
+                    table.column(spec.dec_column)
+                    .to_numpy(zero_copy_only=False)
+                    .astype(np.float64, copy=False)
+                )
                 mrows, mparts = spec.margin.assign(hp29, ra, dec, part)
                 if len(mrows):
                     margin.write_grouped(table.take(pa.array(mrows)), mparts)
@@ -201,7 +209,9 @@ def reduce_partition(
         with pa.OSFile(path, "rb") as source:
             reader = pa.ipc.open_file(source)
             batches.extend(_copy_batch(reader.get_batch(i)) for i in numbers)
-    table = pa.Table.from_batches(batches, schema=schema.remove_metadata()) if batches else schema.empty_table()
+    table = (
+        pa.Table.from_batches(batches, schema=schema.remove_metadata()) if batches else schema.empty_table()
+    )
     table = sort_by_healpix(table, id_column)
     write_partition_file(table.replace_schema_metadata(schema.metadata), catalog_dir, order, pix)
     return table.num_rows
@@ -212,8 +222,18 @@ def _copy_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.concat_arrays([col]) for col in batch.columns], schema=batch.schema)
 
 
-def reduce_all(client, indexes: list[ShardIndex], orders: np.ndarray, pixels: np.ndarray, schema: pa.Schema, catalog_dir: Path,
-               id_column: str | None, desc: str, progress: bool, only_with_rows: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+def reduce_all(
+    client,
+    indexes: list[ShardIndex],
+    orders: np.ndarray,
+    pixels: np.ndarray,
+    schema: pa.Schema,
+    catalog_dir: Path,
+    id_column: str | None,
+    desc: str,
+    progress: bool,
+    only_with_rows: bool = False,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Reduce shards into one file per partition (files already written are kept: resume).
 
     ``orders``/``pixels`` are the planned partitions, indexed as in the shards. With
@@ -259,11 +279,22 @@ def dictionary_columns(table: pa.Table, sample_rows: int = DICTIONARY_SAMPLE_ROW
         kind = column.type
         if name == SPATIAL_INDEX_COLUMN:
             continue  # sorted: delta-encoded instead
-        if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind) \
-                or pa.types.is_dictionary(kind) or pa.types.is_boolean(kind):
+        if (
+            pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)
+            or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind)
+            or pa.types.is_dictionary(kind)
+            or pa.types.is_boolean(kind)
+        ):
             chosen.append(name)
             continue
-        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_temporal(kind) or pa.types.is_decimal(kind)):
+        if not (
+            pa.types.is_integer(kind)
+            or pa.types.is_floating(kind)
+            or pa.types.is_temporal(kind)
+            or pa.types.is_decimal(kind)
+        ):
             continue  # nested and other types: plain
         head = column.slice(0, sample_rows)
         if len(head) and pc.count_distinct(head, mode="all").as_py() <= len(head) // 2:
@@ -281,8 +312,12 @@ def write_partition_file(table: pa.Table, catalog_dir: str | Path, order: int, p
     final = partition_path(catalog_dir, order, pix)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    delta = {SPATIAL_INDEX_COLUMN: "DELTA_BINARY_PACKED"} if SPATIAL_INDEX_COLUMN in table.column_names \
-        and pa.types.is_integer(table.schema.field(SPATIAL_INDEX_COLUMN).type) else None
+    delta = (
+        {SPATIAL_INDEX_COLUMN: "DELTA_BINARY_PACKED"}
+        if SPATIAL_INDEX_COLUMN in table.column_names
+        and pa.types.is_integer(table.schema.field(SPATIAL_INDEX_COLUMN).type)
+        else None
+    )
     pq.write_table(
         table,
         tmp,

@@ -79,7 +79,9 @@ class Catalog:
         After a row filter (cone, box, ...) the exact count needs ``len(compute())``.
         """
         if self.filtered:
-            raise UsageError("row_count() is only known from metadata before row filters; use len(catalog.compute())")
+            raise UsageError(
+                "row_count() is only known from metadata before row filters; use len(catalog.compute())"
+            )
         return sum(self.partition_rows())
 
     def partition_rows(self) -> list[int]:
@@ -94,7 +96,10 @@ class Catalog:
         return self.row_count()
 
     def partition_files(self) -> list[Path]:
-        return [layout.partition_path(self.path, o, p) for o, p in zip(self.partitions.Norder, self.partitions.Npix)]
+        return [
+            layout.partition_path(self.path, o, p)
+            for o, p in zip(self.partitions.Norder, self.partitions.Npix)
+        ]
 
     def files_by_pixel(self) -> dict[tuple[int, int], str]:
         """(order, pixel) -> partition file: the one map of a catalog's (or its margin's) files."""
@@ -135,7 +140,9 @@ class Catalog:
                 break
             if not self.transforms and layout.partition_num_rows(path) == 0:
                 continue
-            frame = read_partition(path, read_columns=self._read_columns(), keep_columns=self.columns, transforms=self.transforms)
+            frame = read_partition(
+                path, read_columns=self._read_columns(), keep_columns=self.columns, transforms=self.transforms
+            )
             if len(frame):
                 frames.append(frame.head(n - got))
                 got += len(frames[-1])
@@ -168,7 +175,9 @@ class Catalog:
         available = self.column_names()
         missing = [c for c in columns if c not in available]
         if missing:
-            raise MissingColumnError(f"{self.path}: column(s) {missing} not in catalog; available: {available}")
+            raise MissingColumnError(
+                f"{self.path}: column(s) {missing} not in catalog; available: {available}"
+            )
         if self.transforms:
             return self.map_partitions(lambda df, cols=list(columns): df[cols])
         margin = self.margin.select_columns(columns) if self.margin is not None else None
@@ -203,7 +212,9 @@ class Catalog:
     def cone_search(self, ra: float, dec: float, radius_arcsec: float) -> "Catalog":
         """Rows within ``radius_arcsec`` of (ra, dec) degrees."""
         cov = sel.cone_coverage(ra, dec, radius_arcsec)
-        return self._pixel_filter(self._overlaps(cov), sel.cone_filter(self.ra_column, self.dec_column, ra, dec, radius_arcsec))
+        return self._pixel_filter(
+            self._overlaps(cov), sel.cone_filter(self.ra_column, self.dec_column, ra, dec, radius_arcsec)
+        )
 
     def box_search(self, ra_min: float, ra_max: float, dec_min: float, dec_max: float) -> "Catalog":
         """Rows with ra in [ra_min, ra_max] and dec in [dec_min, dec_max] (degrees).
@@ -211,14 +222,19 @@ class Catalog:
         As in LSDB: RA limits are taken modulo 360, ``ra_min > ra_max`` wraps through 0, and equal
         limits (``(0, 0)``, ``(360, 0)``) mean the whole RA range; ``dec_min < dec_max`` is required."""
         cov = sel.box_coverage(ra_min, ra_max, dec_min, dec_max)
-        return self._pixel_filter(self._overlaps(cov), sel.box_filter(self.ra_column, self.dec_column, ra_min, ra_max, dec_min, dec_max))
+        return self._pixel_filter(
+            self._overlaps(cov),
+            sel.box_filter(self.ra_column, self.dec_column, ra_min, ra_max, dec_min, dec_max),
+        )
 
     def polygon_search(self, vertices: list[tuple[float, float]]) -> "Catalog":
         """Rows inside the convex spherical polygon with these (ra, dec) vertices (great-circle
         edges; each vertex once, either orientation). Concave polygons, repeated vertices and three
         vertices on one great circle are refused, as in LSDB."""
         cov = sel.polygon_coverage(vertices)
-        return self._pixel_filter(self._overlaps(cov), sel.polygon_filter(self.ra_column, self.dec_column, vertices))
+        return self._pixel_filter(
+            self._overlaps(cov), sel.polygon_filter(self.ra_column, self.dec_column, vertices)
+        )
 
     def pixel_search(self, pixels: list[tuple[int, int]]) -> "Catalog":
         """Rows inside any of the given (order, nested pixel) HEALPix pixels.
@@ -295,7 +311,9 @@ class Catalog:
 
         df = self.compute()
         if len(df) > max_rows:
-            raise UsageError(f"{len(df)} rows is more than max_rows={max_rows} for an astropy Table; select first")
+            raise UsageError(
+                f"{len(df)} rows is more than max_rows={max_rows} for an astropy Table; select first"
+            )
         table = Table.from_pandas(df.reset_index())
         _attach_field_metadata(table, self.schema)
         return table
@@ -316,7 +334,9 @@ def _reapply(margin: Catalog, like: Catalog) -> Catalog:
     """A freshly opened margin with the pixel selection, columns and transforms of ``like``'s."""
     if len(like.partitions) < len(layout.read_partition_info(like.path)):  # a pixel selection was applied
         keys = set(zip(like.partitions.Norder, like.partitions.Npix))
-        keep = np.array([k in keys for k in zip(margin.partitions.Norder, margin.partitions.Npix)], dtype=bool)
+        keep = np.array(
+            [k in keys for k in zip(margin.partitions.Norder, margin.partitions.Npix)], dtype=bool
+        )
         margin = replace(margin, partitions=margin.partitions[keep].reset_index(drop=True))
     if like.margin is None:
         return margin
@@ -324,9 +344,17 @@ def _reapply(margin: Catalog, like: Catalog) -> Catalog:
     return replace(margin, columns=m.columns, transforms=m.transforms, meta=m.meta, filtered=m.filtered)
 
 
-_NULLABLE_DTYPES = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
-                    pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(), pa.uint32(): pd.UInt32Dtype(),
-                    pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype()}
+_NULLABLE_DTYPES = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+}
 
 
 def nullable_frame(table: pa.Table, nullable=()) -> pd.DataFrame:
@@ -340,8 +368,14 @@ def nullable_frame(table: pa.Table, nullable=()) -> pd.DataFrame:
     return frame
 
 
-def read_partition(path: str | Path, read_columns=None, keep_columns=None, transforms=(), nullable=(),
-                   expected_rows: int | None = None) -> pd.DataFrame:
+def read_partition(
+    path: str | Path,
+    read_columns=None,
+    keep_columns=None,
+    transforms=(),
+    nullable=(),
+    expected_rows: int | None = None,
+) -> pd.DataFrame:
     """Read one partition file into pandas, indexed by ``_healpix_29``, then apply transforms.
 
     Page checksums are verified and the file's row count is checked against ``expected_rows``
@@ -358,7 +392,9 @@ def read_partition(path: str | Path, read_columns=None, keep_columns=None, trans
         source, filesystem = storage.pyarrow_args(storage.as_path(path))
         table = pq.read_table(source, filesystem=filesystem, columns=read_columns)
         if expected_rows is not None and table.num_rows != expected_rows:
-            raise CatalogIntegrityError(f"{path}: partition holds {table.num_rows} rows, but the catalog's metadata says {expected_rows}")
+            raise CatalogIntegrityError(
+                f"{path}: partition holds {table.num_rows} rows, but the catalog's metadata says {expected_rows}"
+            )
     else:
         table = read_checked(path, read_columns, expected_rows)
     drop = [c for c in ("Norder", "Dir", "Npix") if c in table.column_names]
@@ -384,10 +420,16 @@ def _with_healpix29(path, read_columns, column: str, order: int, ra: str, dec: s
     (from RA/Dec) and its rows sorted by it."""
     from survey_engine.catalog.healpix import radec_to_healpix
 
-    cols = None if read_columns is None else [c for c in dict.fromkeys([*read_columns, ra, dec]) if c != SPATIAL_INDEX_COLUMN]
+    cols = (
+        None
+        if read_columns is None
+        else [c for c in dict.fromkeys([*read_columns, ra, dec]) if c != SPATIAL_INDEX_COLUMN]
+    )
     source, filesystem = storage.pyarrow_args(storage.as_path(path))
     table = pq.read_table(source, filesystem=filesystem, columns=cols)
-    hp29 = radec_to_healpix(table.column(ra).to_numpy(zero_copy_only=False), table.column(dec).to_numpy(zero_copy_only=False))
+    hp29 = radec_to_healpix(
+        table.column(ra).to_numpy(zero_copy_only=False), table.column(dec).to_numpy(zero_copy_only=False)
+    )
     table = table.add_column(0, SPATIAL_INDEX_COLUMN, pa.array(hp29, pa.int64()))
     return table.take(pa.array(np.argsort(hp29, kind="stable")))
 
@@ -411,7 +453,9 @@ def _attach_field_metadata(table, schema: pa.Schema) -> None:
             column.meta["ucd"] = meta["ucd"]
 
 
-def open_catalog(path: str | Path, margin: str | float | None = "default", storage_options: dict | None = None) -> Catalog:
+def open_catalog(
+    path: str | Path, margin: str | float | None = "default", storage_options: dict | None = None
+) -> Catalog:
     """Open a HATS catalog or collection (written by survey_engine, hats-import or LSDB): a local
     folder, or a remote one at an ``https://``, ``http://`` or ``s3://`` location.
 
@@ -431,7 +475,9 @@ def open_catalog(path: str | Path, margin: str | float | None = "default", stora
     if ctext is not None or (not storage.is_remote(path) and (path / layout.COLLECTION_FILE).exists()):
         cprops = layout.read_properties(path / layout.COLLECTION_FILE, ctext)
         if not cprops.get("hats_primary_table_url"):
-            raise layout.CatalogVariantError(f"{path / layout.COLLECTION_FILE}: no hats_primary_table_url (the main catalog's folder)")
+            raise layout.CatalogVariantError(
+                f"{path / layout.COLLECTION_FILE}: no hats_primary_table_url (the main catalog's folder)"
+            )
         main = replace(_open_single(path / cprops["hats_primary_table_url"]), collection=path)
         chosen = _choose_margin(path, cprops, margin)
         if chosen:
@@ -443,7 +489,9 @@ def open_catalog(path: str | Path, margin: str | float | None = "default", stora
             return _open_single(path, props)
     elif (path / layout.PROPERTIES_FILE).exists() or (path / "properties").exists():
         return _open_single(path)
-    raise layout.CatalogNotFoundError(f"{storage.display(path)}: not a HATS catalog or collection (no collection.properties or hats.properties)")
+    raise layout.CatalogNotFoundError(
+        f"{storage.display(path)}: not a HATS catalog or collection (no collection.properties or hats.properties)"
+    )
 
 
 def collection_margins(collection: Path) -> dict[str, float]:
@@ -456,7 +504,9 @@ def collection_margins(collection: Path) -> dict[str, float]:
         try:
             out[name] = float(props["hats_margin_threshold"])
         except (KeyError, ValueError):
-            raise layout.CatalogVariantError(f"{collection / name}: margin catalog without a numeric hats_margin_threshold") from None
+            raise layout.CatalogVariantError(
+                f"{collection / name}: margin catalog without a numeric hats_margin_threshold"
+            ) from None
     return out
 
 
@@ -470,8 +520,10 @@ def _choose_margin(path: Path, cprops: dict, margin: str | float | None) -> str 
         radii = collection_margins(path)
         wide = sorted((r, n) for n, r in radii.items() if r >= float(margin))
         if not wide:
-            have = ", ".join(f"{n} ({r:g}\")" for n, r in radii.items()) or "none"
-            raise layout.CatalogVariantError(f"{path}: no margin of at least {float(margin):g} arcsec; margins: {have}")
+            have = ", ".join(f'{n} ({r:g}")' for n, r in radii.items()) or "none"
+            raise layout.CatalogVariantError(
+                f"{path}: no margin of at least {float(margin):g} arcsec; margins: {have}"
+            )
         return wide[0][1]
     if margin not in names:
         raise layout.CatalogVariantError(f"{path}: no margin catalog {margin!r}; available: {names}")
@@ -499,7 +551,9 @@ def _open_single(path: Path, props: dict | None = None) -> Catalog:
     schema = None
     if storage.is_remote(common) and str(path / layout.DATASET_DIR / "_metadata") in layout._REMOTE_METADATA:
         # the _metadata read at open holds the same schema as _common_metadata: no request more
-        schema = layout._REMOTE_METADATA[str(path / layout.DATASET_DIR / "_metadata")].schema.to_arrow_schema()
+        schema = layout._REMOTE_METADATA[
+            str(path / layout.DATASET_DIR / "_metadata")
+        ].schema.to_arrow_schema()
     elif storage.is_remote(common) or common.exists():
         try:
             with storage.parquet_source(common) as source:
@@ -508,13 +562,25 @@ def _open_single(path: Path, props: dict | None = None) -> Catalog:
             schema = None
     if schema is None:
         if not len(parts):
-            raise layout.CatalogNotFoundError(f"{storage.display(path)}: no dataset/_common_metadata and no partitions")
-        schema = layout.read_partition_schema(layout.partition_path(path, int(parts.Norder[0]), int(parts.Npix[0])))
-    schema = pa.schema([f for f in schema if f.name not in ("Norder", "Dir", "Npix")], metadata=schema.metadata)
+            raise layout.CatalogNotFoundError(
+                f"{storage.display(path)}: no dataset/_common_metadata and no partitions"
+            )
+        schema = layout.read_partition_schema(
+            layout.partition_path(path, int(parts.Norder[0]), int(parts.Npix[0]))
+        )
+    schema = pa.schema(
+        [f for f in schema if f.name not in ("Norder", "Dir", "Npix")], metadata=schema.metadata
+    )
     if layout.spatial_index_of(path) is not None and SPATIAL_INDEX_COLUMN not in schema.names:
         # indexed by another HEALPix column: _healpix_29 is computed on read (read_partition)
         schema = schema.insert(0, pa.field(SPATIAL_INDEX_COLUMN, pa.int64()))
-    return Catalog(path=path, properties=props, partitions=parts, schema=schema, name=props.get("obs_collection", path.name))
+    return Catalog(
+        path=path,
+        properties=props,
+        partitions=parts,
+        schema=schema,
+        name=props.get("obs_collection", path.name),
+    )
 
 
 def _check_kind(path: Path, props: dict) -> None:

@@ -26,7 +26,11 @@ class ColumnInfo:
 def field_metadata(field: pa.Field) -> dict[str, str]:
     """A field's unit / ucd / description, as the import stores them (Arrow field metadata)."""
     meta = field.metadata or {}
-    return {k.decode(): v.decode(errors="replace") for k, v in meta.items() if k in (b"unit", b"ucd", b"description")}
+    return {
+        k.decode(): v.decode(errors="replace")
+        for k, v in meta.items()
+        if k in (b"unit", b"ucd", b"description")
+    }
 
 
 def column_infos(catalog) -> list[ColumnInfo]:
@@ -52,7 +56,11 @@ def rows_text(catalog) -> str:
     whole = len(catalog.partitions) == len(layout.read_partition_info(catalog.path))
     if not catalog.filtered:
         return f"{catalog.row_count():,} rows"
-    stored = int(catalog.properties["hats_nrows"]) if whole and "hats_nrows" in catalog.properties else sum(catalog.partition_rows())
+    stored = (
+        int(catalog.properties["hats_nrows"])
+        if whole and "hats_nrows" in catalog.properties
+        else sum(catalog.partition_rows())
+    )
     return f"at most {stored:,} rows (filtered; len(catalog.compute()) counts them)"
 
 
@@ -81,7 +89,9 @@ def text(catalog) -> str:
     width = max((len(c.name) for c in cols[:MAX_COLUMNS_SHOWN]), default=0)
     type_width = max((len(c.type) for c in cols[:MAX_COLUMNS_SHOWN]), default=0)
     for c in cols[:MAX_COLUMNS_SHOWN]:
-        description = c.description if len(c.description) <= 70 else c.description[:69] + "\N{HORIZONTAL ELLIPSIS}"
+        description = (
+            c.description if len(c.description) <= 70 else c.description[:69] + "\N{HORIZONTAL ELLIPSIS}"
+        )
         extra = "  ".join(x for x in (f"[{c.unit}]" if c.unit else "", description) if x)
         lines.append(f"    {c.name:<{width}}  {c.type:<{type_width}}  {extra}".rstrip())
     if len(cols) > MAX_COLUMNS_SHOWN:

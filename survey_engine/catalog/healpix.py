@@ -18,6 +18,7 @@ def radec_to_healpix(ra_deg: np.ndarray, dec_deg: np.ndarray, order: int = SPATI
     import astropy.units as u
     import cdshealpix.nested as cdsn
     from astropy.coordinates import Latitude, Longitude
+
     ra = np.asarray(ra_deg, dtype=np.float64)
     dec = np.asarray(dec_deg, dtype=np.float64)
     if ra.size == 0:
@@ -82,6 +83,7 @@ def _interleave(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def neighbours(pix: np.ndarray, order: int) -> np.ndarray:
     """All distinct 8-neighbours (edge and corner) of the given pixels, excluding missing ones."""
     import cdshealpix.nested as cdsn
+
     pix = np.asarray(pix, dtype=np.uint64)
     if pix.size == 0:
         return np.empty(0, dtype=np.int64)
@@ -118,13 +120,16 @@ def pixel_boundary_xyz(order: int, pix: int) -> np.ndarray:
     """Closed polyline (M, 3) of unit vectors tracing the pixel's border, densely sampled."""
     import astropy.units as u
     import cdshealpix.nested as cdsn
+
     edge_len = 1.6 * mean_pixel_size_rad(order)
     step = int(max(4, np.ceil(edge_len / _MAX_BOUNDARY_SPACING_RAD)))
     lon, lat = cdsn.vertices(np.array([pix], dtype=np.uint64), order, step=step)
     return radec_to_xyz(lon.to_value(u.deg)[0], lat.to_value(u.deg)[0])
 
 
-def distance_to_polyline_rad(points: np.ndarray, ring: np.ndarray, tree=None, max_distance_rad: float | None = None) -> np.ndarray:
+def distance_to_polyline_rad(
+    points: np.ndarray, ring: np.ndarray, tree=None, max_distance_rad: float | None = None
+) -> np.ndarray:
     """Angular distance (radians) from unit vectors ``points`` (N, 3) to a closed polyline.
 
     Segments are great-circle arcs between consecutive samples of ``ring``. The nearest sample
@@ -159,7 +164,9 @@ def point_arc_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarra
     n = n / np.where(norm == 0, 1, norm)
     pn = np.einsum("ij,ij->i", p, n)
     foot = p - pn[:, None] * n
-    inside = (np.einsum("ij,ij->i", np.cross(a, foot), n) >= 0) & (np.einsum("ij,ij->i", np.cross(foot, b), n) >= 0)
+    inside = (np.einsum("ij,ij->i", np.cross(a, foot), n) >= 0) & (
+        np.einsum("ij,ij->i", np.cross(foot, b), n) >= 0
+    )
     to_arc = np.arcsin(np.clip(np.abs(pn), 0, 1))
     to_a = _angle(p, a)
     to_b = _angle(p, b)

@@ -57,8 +57,10 @@ def read_metadata_facts(catalog_dir: Path) -> MetadataFacts | None:
     except storage.RemoteStorageError:
         raise
     except (OSError, pa.ArrowException) as exc:
-        raise CatalogIntegrityError(f"{meta_path}: cannot read the catalog's _metadata ({exc}); "
-                                    f"`survey-engine verify --repair {catalog_dir}` rebuilds it from the partitions") from None
+        raise CatalogIntegrityError(
+            f"{meta_path}: cannot read the catalog's _metadata ({exc}); "
+            f"`survey-engine verify --repair {catalog_dir}` rebuilds it from the partitions"
+        ) from None
     rows: dict[tuple[int, int], int] = {}
     data_end: dict[tuple[int, int], int] = {}
     for i in range(md.num_row_groups):
@@ -68,8 +70,9 @@ def read_metadata_facts(catalog_dir: Path) -> MetadataFacts | None:
         try:
             key = layout.pixel_from_path(rg.column(0).file_path)
         except (KeyError, ValueError):
-            raise CatalogIntegrityError(f"{meta_path}: row group {i} names no partition file "
-                                        f"({rg.column(0).file_path!r})") from None
+            raise CatalogIntegrityError(
+                f"{meta_path}: row group {i} names no partition file ({rg.column(0).file_path!r})"
+            ) from None
         rows[key] = rows.get(key, 0) + rg.num_rows
         # column chunks follow each other in a file: the last one ends the row group's data
         # (one chunk read per row group: the Python access to each costs ~20 us)
@@ -116,7 +119,13 @@ def _files_with_suffix(dataset: Path, suffix: str) -> dict[tuple[int, int], Path
     folders = suffix == "/"
     for order_dir in dataset.glob("Norder=*"):
         for entry in order_dir.glob("Dir=*/Npix=*"):
-            stem = entry.name[5:] if folders else entry.name[5:-len(suffix)] if entry.name.endswith(suffix) else ""
+            stem = (
+                entry.name[5:]
+                if folders
+                else entry.name[5 : -len(suffix)]
+                if entry.name.endswith(suffix)
+                else ""
+            )
             if stem.isdigit() and entry.is_dir() == folders and order_dir.name[7:].isdigit():
                 found[(int(order_dir.name[7:]), int(stem))] = entry
     return found
@@ -136,7 +145,7 @@ def remote_files(catalog_dir) -> dict[tuple[int, int], tuple[object, int | None]
         if suffix == "/":
             stem, size = (name[5:], None) if len(parts) > 3 else ("", None)
         else:
-            stem = name[5:-len(suffix)] if name.endswith(suffix) and len(parts) == 3 else ""
+            stem = name[5 : -len(suffix)] if name.endswith(suffix) and len(parts) == 3 else ""
         if name.startswith("Npix=") and stem.isdigit() and parts[0][7:].isdigit():
             key = (int(parts[0][7:]), int(stem))
             found[key] = (layout.partition_path(catalog_dir, *key), size)
@@ -166,7 +175,11 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
     listed_set = set(listed)
     info_file = catalog_dir / layout.PARTITION_INFO_FILE
     # (remotely the file is taken to exist: only messages name it, and a HEAD per open is saved)
-    info_name = layout.PARTITION_INFO_FILE if storage.is_remote(info_file) or info_file.exists() else "dataset/_metadata"
+    info_name = (
+        layout.PARTITION_INFO_FILE
+        if storage.is_remote(info_file) or info_file.exists()
+        else "dataset/_metadata"
+    )
     if len(listed_set) != len(listed):
         raise CatalogIntegrityError(f"{catalog_dir / info_name}: lists a partition more than once")
     facts = read_metadata_facts(catalog_dir)
@@ -179,26 +192,36 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
             what = []
             if only_meta:
                 where = "present" if only_meta <= disk.keys() else "some missing"
-                what.append(f"dataset/_metadata lists {len(only_meta)} partition(s) that {info_name} lacks ({where} on disk: "
-                            f"{_names(only_meta, catalog_dir)})")
+                what.append(
+                    f"dataset/_metadata lists {len(only_meta)} partition(s) that {info_name} lacks ({where} on disk: "
+                    f"{_names(only_meta, catalog_dir)})"
+                )
             if only_info:
                 where = "present" if only_info <= disk.keys() else "missing"
-                what.append(f"{info_name} lists {len(only_info)} partition(s) that dataset/_metadata lacks ({where} on disk: "
-                            f"{_names(only_info, catalog_dir)})")
+                what.append(
+                    f"{info_name} lists {len(only_info)} partition(s) that dataset/_metadata lacks ({where} on disk: "
+                    f"{_names(only_info, catalog_dir)})"
+                )
             meta_file = catalog_dir / layout.DATASET_DIR / "_metadata"
             odd_one = meta_file if only_info and not only_meta and only_info <= disk.keys() else info_file
-            raise CatalogIntegrityError(f"{odd_one}: the catalog's metadata disagree: {'; '.join(what)}; {repair}")
+            raise CatalogIntegrityError(
+                f"{odd_one}: the catalog's metadata disagree: {'; '.join(what)}; {repair}"
+            )
     if storage.is_remote(catalog_dir):
         return _remote_rows_unlisted(catalog_dir, listed, facts, properties, repair)
     disk = files_on_disk(catalog_dir)
     missing = listed_set - disk.keys()
     if missing:
-        raise CatalogIntegrityError(f"{_names(missing, catalog_dir, 1)}: partition file missing ({len(missing)} of "
-                                    f"{len(listed)} listed in {info_name} are missing: {_names(missing, catalog_dir)})")
+        raise CatalogIntegrityError(
+            f"{_names(missing, catalog_dir, 1)}: partition file missing ({len(missing)} of "
+            f"{len(listed)} listed in {info_name} are missing: {_names(missing, catalog_dir)})"
+        )
     unlisted = disk.keys() - listed_set
     if unlisted:
-        raise CatalogIntegrityError(f"{_names(unlisted, catalog_dir, 1)}: partition file on disk that {info_name} does not list "
-                                    f"({len(unlisted)} such: {_names(unlisted, catalog_dir)}); {repair}")
+        raise CatalogIntegrityError(
+            f"{_names(unlisted, catalog_dir, 1)}: partition file on disk that {info_name} does not list "
+            f"({len(unlisted)} such: {_names(unlisted, catalog_dir)}); {repair}"
+        )
     if facts is not None:
         rows = np.array([facts.rows[k] for k in listed], dtype=np.int64)
         for key in listed:
@@ -207,39 +230,59 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
                 continue
             size = path.stat().st_size
             if size < facts.data_end[key] + _TAIL_BYTES:
-                raise CatalogIntegrityError(f"{path}: partition file truncated: {size} bytes, but dataset/_metadata says its "
-                                            f"data ends at byte {facts.data_end[key]}")
+                raise CatalogIntegrityError(
+                    f"{path}: partition file truncated: {size} bytes, but dataset/_metadata says its "
+                    f"data ends at byte {facts.data_end[key]}"
+                )
     else:
-        rows = np.array([layout.partition_num_rows(disk[k]) if disk[k].is_dir() else footer_rows(disk[k]) for k in listed],
-                        dtype=np.int64)
+        rows = np.array(
+            [
+                layout.partition_num_rows(disk[k]) if disk[k].is_dir() else footer_rows(disk[k])
+                for k in listed
+            ],
+            dtype=np.int64,
+        )
     _check_nrows(catalog_dir, properties, rows, facts, repair)
     return rows
 
 
-def _remote_rows_unlisted(catalog_dir, listed, facts: MetadataFacts | None, properties: dict, repair: str) -> np.ndarray:
+def _remote_rows_unlisted(
+    catalog_dir, listed, facts: MetadataFacts | None, properties: dict, repair: str
+) -> np.ndarray:
     """Rows per partition of a catalog on a server that lists nothing: from ``_metadata``, else
     from each partition's footer (a missing file is an error naming it)."""
     if facts is not None:
         rows = np.array([facts.rows[k] for k in listed], dtype=np.int64)
     else:
         paths = [layout.partition_path(catalog_dir, o, p) for o, p in listed]
-        rows = np.array([layout.partition_num_rows(f) if layout.is_partition_folder(f) else footer_rows(f) for f in paths],
-                        dtype=np.int64)
+        rows = np.array(
+            [
+                layout.partition_num_rows(f) if layout.is_partition_folder(f) else footer_rows(f)
+                for f in paths
+            ],
+            dtype=np.int64,
+        )
     _check_nrows(catalog_dir, properties, rows, facts, repair)
     return rows
 
 
-def _check_nrows(catalog_dir, properties: dict, rows: np.ndarray, facts: MetadataFacts | None, repair: str) -> None:
+def _check_nrows(
+    catalog_dir, properties: dict, rows: np.ndarray, facts: MetadataFacts | None, repair: str
+) -> None:
     if "hats_nrows" in properties:
         try:
             stated = int(properties["hats_nrows"])
         except ValueError:
-            raise CatalogIntegrityError(f"{catalog_dir / layout.PROPERTIES_FILE}: hats_nrows={properties['hats_nrows']!r} "
-                                        "is not a number") from None
+            raise CatalogIntegrityError(
+                f"{catalog_dir / layout.PROPERTIES_FILE}: hats_nrows={properties['hats_nrows']!r} "
+                "is not a number"
+            ) from None
         if stated != int(rows.sum()):
             source = "dataset/_metadata" if facts is not None else "the partition files' footers"
-            raise CatalogIntegrityError(f"{catalog_dir / layout.PROPERTIES_FILE}: hats_nrows={stated}, but {source} hold "
-                                        f"{int(rows.sum())} rows; {repair}")
+            raise CatalogIntegrityError(
+                f"{catalog_dir / layout.PROPERTIES_FILE}: hats_nrows={stated}, but {source} hold "
+                f"{int(rows.sum())} rows; {repair}"
+            )
 
 
 def footer_rows(path: Path) -> int:
@@ -254,7 +297,9 @@ def footer_rows(path: Path) -> int:
         raise CatalogIntegrityError(f"{path}: partition file unreadable (bad footer: {exc})") from None
 
 
-def read_checked(path: str | Path, columns: list[str] | None = None, expected_rows: int | None = None) -> pa.Table:
+def read_checked(
+    path: str | Path, columns: list[str] | None = None, expected_rows: int | None = None
+) -> pa.Table:
     """Read a partition file with every page's checksum verified, its row count checked against
     ``expected_rows`` (the catalog's metadata); any damage raises ``CatalogIntegrityError``.
     A remote file is read by byte ranges: its footer, then the requested columns' chunks."""
@@ -271,19 +316,29 @@ def _read_checked(path, source, columns: list[str] | None, expected_rows: int | 
     except FileNotFoundError:
         raise CatalogIntegrityError(f"{path}: partition file missing") from None
     except (OSError, pa.ArrowException) as exc:
-        raise CatalogIntegrityError(f"{path}: partition file unreadable (bad magic or footer: {exc})") from None
+        raise CatalogIntegrityError(
+            f"{path}: partition file unreadable (bad magic or footer: {exc})"
+        ) from None
     with pf:
         if expected_rows is not None and pf.metadata.num_rows != expected_rows:
-            raise CatalogIntegrityError(f"{path}: partition file holds {pf.metadata.num_rows} rows, but the catalog's metadata "
-                                        f"says {expected_rows}")
+            raise CatalogIntegrityError(
+                f"{path}: partition file holds {pf.metadata.num_rows} rows, but the catalog's metadata "
+                f"says {expected_rows}"
+            )
         if columns is not None:
             absent = [c for c in columns if c not in pf.schema_arrow.names]
             if absent:
-                raise MissingColumnError(f"{path}: column(s) {absent} not in the partition file; it has {pf.schema_arrow.names}")
+                raise MissingColumnError(
+                    f"{path}: column(s) {absent} not in the partition file; it has {pf.schema_arrow.names}"
+                )
         try:
             table = pf.read(columns=columns)
         except (OSError, pa.ArrowException) as exc:
-            raise CatalogIntegrityError(f"{path}: partition file corrupt (a page failed to decode or its checksum: {exc})") from None
+            raise CatalogIntegrityError(
+                f"{path}: partition file corrupt (a page failed to decode or its checksum: {exc})"
+            ) from None
     if table.num_rows != pf.metadata.num_rows:
-        raise CatalogIntegrityError(f"{path}: decoded {table.num_rows} rows, its footer says {pf.metadata.num_rows}")
+        raise CatalogIntegrityError(
+            f"{path}: decoded {table.num_rows} rows, its footer says {pf.metadata.num_rows}"
+        )
     return table

@@ -59,7 +59,9 @@ def read_properties(path: str | Path, text: str | None = None) -> dict[str, str]
     try:
         text = storage.read_text(storage.as_path(path)) if text is None else text
     except UnicodeDecodeError as exc:
-        raise CatalogVariantError(f"{path}: not a properties file (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
+        raise CatalogVariantError(
+            f"{path}: not a properties file (not UTF-8 text: {exc.reason} at byte {exc.start})"
+        ) from None
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:
@@ -92,7 +94,9 @@ def builder_string() -> str:
 
 
 def write_partition_info(catalog_dir: Path, orders: np.ndarray, pixels: np.ndarray) -> None:
-    df = pd.DataFrame({"Norder": np.asarray(orders, dtype=np.int64), "Npix": np.asarray(pixels, dtype=np.int64)})
+    df = pd.DataFrame(
+        {"Norder": np.asarray(orders, dtype=np.int64), "Npix": np.asarray(pixels, dtype=np.int64)}
+    )
     tmp = catalog_dir / f".{PARTITION_INFO_FILE}.tmp"
     df.to_csv(tmp, index=False)
     os.replace(tmp, catalog_dir / PARTITION_INFO_FILE)
@@ -104,13 +108,19 @@ def read_partition_info(catalog_dir: str | Path) -> pd.DataFrame:
 
     catalog_dir = storage.as_path(catalog_dir)
     info = catalog_dir / PARTITION_INFO_FILE
-    text = storage.read_text_or_none(info) if storage.is_remote(info) else (info.read_text() if info.exists() else None)
+    text = (
+        storage.read_text_or_none(info)
+        if storage.is_remote(info)
+        else (info.read_text() if info.exists() else None)
+    )
     if text is not None:
         df = pd.read_csv(io.StringIO(text))
         return df[["Norder", "Npix"]].astype(np.int64)
     meta = catalog_dir / DATASET_DIR / "_metadata"
     if not storage.exists(meta):
-        raise CatalogNotFoundError(f"{storage.display(catalog_dir)}: neither {PARTITION_INFO_FILE} nor dataset/_metadata found")
+        raise CatalogNotFoundError(
+            f"{storage.display(catalog_dir)}: neither {PARTITION_INFO_FILE} nor dataset/_metadata found"
+        )
     md = read_parquet_metadata(meta)
     pixels = set()
     for i in range(md.num_row_groups):
@@ -136,7 +146,11 @@ def columns_with_nulls(catalog_dir: str | Path, schema: pa.Schema, partition_fil
     meta_file = storage.as_path(catalog_dir) / DATASET_DIR / "_metadata"
     try:
         known = str(meta_file) in _REMOTE_METADATA or storage.exists(meta_file)
-        footers = [read_parquet_metadata(meta_file)] if known else [read_parquet_metadata(f) for f in partition_files]
+        footers = (
+            [read_parquet_metadata(meta_file)]
+            if known
+            else [read_parquet_metadata(f) for f in partition_files]
+        )
     except (OSError, pa.ArrowException):
         return tuple(candidates)
     found: set[str] = set()
@@ -166,11 +180,21 @@ def write_point_map(catalog_dir: Path, *, order: int, pixels: np.ndarray, counts
 def _write_explicit_skymap(path: Path, order: int, pixels: np.ndarray, counts: np.ndarray) -> None:
     from astropy.io import fits
 
-    cols = fits.ColDefs([fits.Column(name="PIXEL", format="K", array=np.asarray(pixels, np.int64)),
-                         fits.Column(name="VALUE", format="K", array=np.asarray(counts, np.int64))])
+    cols = fits.ColDefs(
+        [
+            fits.Column(name="PIXEL", format="K", array=np.asarray(pixels, np.int64)),
+            fits.Column(name="VALUE", format="K", array=np.asarray(counts, np.int64)),
+        ]
+    )
     hdu = fits.BinTableHDU.from_columns(cols, name="xtension")
-    for key, value in (("PIXTYPE", "HEALPIX"), ("INDXSCHM", "EXPLICIT"), ("ORDERING", "NESTED"), ("COORDSYS", "C"),
-                       ("NSIDE", 2**order), ("OBS_NPIX", len(pixels))):
+    for key, value in (
+        ("PIXTYPE", "HEALPIX"),
+        ("INDXSCHM", "EXPLICIT"),
+        ("ORDERING", "NESTED"),
+        ("COORDSYS", "C"),
+        ("NSIDE", 2**order),
+        ("OBS_NPIX", len(pixels)),
+    ):
         hdu.header[key] = value
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)
 
@@ -337,7 +361,9 @@ def npix_suffix(catalog_dir: str | Path) -> str:
     if key not in _SUFFIX_CACHE:
         suffix = _properties_of(catalog_dir).get("hats_npix_suffix", ".parquet") or ".parquet"
         if suffix != "/" and not suffix.startswith("."):
-            raise CatalogVariantError(f"{catalog_dir}: hats_npix_suffix={suffix!r} is neither '/' nor a file suffix such as '.parquet'")
+            raise CatalogVariantError(
+                f"{catalog_dir}: hats_npix_suffix={suffix!r} is neither '/' nor a file suffix such as '.parquet'"
+            )
         _SUFFIX_CACHE[key] = suffix
     return _SUFFIX_CACHE[key]
 
@@ -369,8 +395,15 @@ def spatial_index_of(catalog_dir: str | Path) -> tuple[str, int, str, str] | Non
             except ValueError:
                 order_int = -1
             if not 0 <= order_int <= 29:
-                raise CatalogVariantError(f"{catalog_dir}: hats_col_healpix_order={order!r} is not an order within 0..29")
-            _SPATIAL_CACHE[key] = (column, order_int, props.get("hats_col_ra", "ra"), props.get("hats_col_dec", "dec"))
+                raise CatalogVariantError(
+                    f"{catalog_dir}: hats_col_healpix_order={order!r} is not an order within 0..29"
+                )
+            _SPATIAL_CACHE[key] = (
+                column,
+                order_int,
+                props.get("hats_col_ra", "ra"),
+                props.get("hats_col_dec", "dec"),
+            )
     return _SPATIAL_CACHE[key]
 
 
@@ -384,7 +417,10 @@ def partition_num_rows(path: str | Path) -> int:
 
 def partition_folder_files(path: str | Path) -> list[Path]:
     """The Parquet files of a partition stored as a folder, in name order (hidden files skipped)."""
-    return sorted((f for f in storage.as_path(path).iterdir() if f.is_file() and not f.name.startswith((".", "_"))), key=str)
+    return sorted(
+        (f for f in storage.as_path(path).iterdir() if f.is_file() and not f.name.startswith((".", "_"))),
+        key=str,
+    )
 
 
 def read_partition_schema(path: str | Path) -> pa.Schema:
@@ -434,6 +470,8 @@ def read_parquet_metadata(path) -> pq.FileMetaData:
 
 class CatalogNotFoundError(SurveyEngineError, FileNotFoundError):
     """No HATS catalog or collection where one was asked for (a local folder or a remote location)."""
+
+
 # --- paths are data: plain names, writes and removals that stay inside their folder -------------
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
@@ -470,7 +508,9 @@ def check_inside(path: str | Path, root: str | Path, what: str = "path") -> Path
     real = path.parent.resolve() / path.name  # the entry itself may be a link: judge where it sits
     real_root = root.resolve()
     if path.name in ("", ".", "..") or real == real_root or real_root not in real.parents:
-        raise UnsafePathError(f"{what} {str(path)!r} is not inside {str(root)!r}; refusing to write or remove it")
+        raise UnsafePathError(
+            f"{what} {str(path)!r} is not inside {str(root)!r}; refusing to write or remove it"
+        )
     return path
 
 

@@ -22,7 +22,9 @@ from survey_engine.errors import SurveyEngineError
 from survey_engine.redact import redact_text
 
 LOCK_SUFFIX = ".lock"
-_HELD: dict[Path, int] = {}  # locks this process holds -> depth (an ingest holds OUT.lock, then imports into OUT)
+_HELD: dict[
+    Path, int
+] = {}  # locks this process holds -> depth (an ingest holds OUT.lock, then imports into OUT)
 
 
 class OutputLockedError(SurveyEngineError, RuntimeError):
@@ -45,8 +47,10 @@ def _alive(pid: int) -> bool:
 
 
 def _describe(holder: dict) -> str:
-    return (f"host {holder.get('host')}, pid {holder.get('pid')}, since {holder.get('started')}, "
-            f"command: {holder.get('command')}")
+    return (
+        f"host {holder.get('host')}, pid {holder.get('pid')}, since {holder.get('started')}, "
+        f"command: {holder.get('command')}"
+    )
 
 
 def _read(path: Path) -> dict | None:
@@ -70,8 +74,13 @@ def output_lock(out: str | Path, command: str | None = None) -> Iterator[Path]:
             _HELD[path] -= 1
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-          "command": redact_text(command or " ".join(sys.argv)), "token": uuid.uuid4().hex}
+    me = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "command": redact_text(command or " ".join(sys.argv)),
+        "token": uuid.uuid4().hex,
+    }
     for attempt in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -79,13 +88,21 @@ def output_lock(out: str | Path, command: str | None = None) -> Iterator[Path]:
             holder = _read(path)
             if holder is None:
                 continue  # released in between: try again
-            stale = bool(holder) and holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) \
+            stale = (
+                bool(holder)
+                and holder.get("host") == me["host"]
+                and isinstance(holder.get("pid"), int)
                 and not _alive(holder["pid"])
+            )
             if not stale:
-                raise OutputLockedError(f"{out}: another writer is writing it ({_describe(holder) if holder else 'lock being written'}); "
-                                        f"wait for it to finish (or remove {path} if that process is gone)") from None
-            print(f"survey-engine: warning: {path}: taking over a stale lock of a writer that is gone ({_describe(holder)})",
-                  file=sys.stderr)
+                raise OutputLockedError(
+                    f"{out}: another writer is writing it ({_describe(holder) if holder else 'lock being written'}); "
+                    f"wait for it to finish (or remove {path} if that process is gone)"
+                ) from None
+            print(
+                f"survey-engine: warning: {path}: taking over a stale lock of a writer that is gone ({_describe(holder)})",
+                file=sys.stderr,
+            )
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             continue

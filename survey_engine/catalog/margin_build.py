@@ -39,14 +39,27 @@ def build_margin(path: str | Path, radius_arcsec: float, client=None, progress: 
     is_collection = (path / layout.COLLECTION_FILE).exists()
     parent = path if is_collection else path.parent
     # the name comes from hats.properties (obs_collection): data, checked like any other name
-    mname = layout.check_name(margin_catalog_name(catalog.name, radius_arcsec), f"{path}: margin catalog name")
+    mname = layout.check_name(
+        margin_catalog_name(catalog.name, radius_arcsec), f"{path}: margin catalog name"
+    )
     final = layout.safe_child(parent, mname, "margin catalog name")
     with output_lock(final, f"margin {path} --radius {radius_arcsec:g}"):
-        return _build_margin(path, catalog, is_collection, parent, mname, final, radius_arcsec, client, progress)
+        return _build_margin(
+            path, catalog, is_collection, parent, mname, final, radius_arcsec, client, progress
+        )
 
 
-def _build_margin(path: Path, catalog, is_collection: bool, parent: Path, mname: str, final: Path, radius_arcsec: float,
-                  client, progress: bool) -> Path:
+def _build_margin(
+    path: Path,
+    catalog,
+    is_collection: bool,
+    parent: Path,
+    mname: str,
+    final: Path,
+    radius_arcsec: float,
+    client,
+    progress: bool,
+) -> Path:
     if final.exists():
         raise FileExistsError(f"{final}: a margin of {radius_arcsec:g} arcsec already exists")
     staging = parent / f".{mname}.partial"
@@ -58,19 +71,46 @@ def _build_margin(path: Path, catalog, is_collection: bool, parent: Path, mname:
     margin = MarginPlan.build(plan, radius_arcsec)
     schema = catalog.schema
     spec = build.SplitSpec(plan, catalog.ra_column, catalog.dec_column, schema, margin, write_main=False)
-    files = [str(layout.partition_path(catalog.path, int(o), int(p))) for o, p in zip(plan.orders, plan.pixels)]
+    files = [
+        str(layout.partition_path(catalog.path, int(o), int(p))) for o, p in zip(plan.orders, plan.pixels)
+    ]
     shards = [str(staging / "shards" / f"margin_{i:06d}.arrow") for i in range(len(files))]
     with dask_client(client) as client:
         [spec_f] = client.scatter([spec], broadcast=True)
-        run_tasks(client, _split_partition_file, [(f, spec_f, s) for f, s in zip(files, shards)], "margin split", progress)
+        run_tasks(
+            client,
+            _split_partition_file,
+            [(f, spec_f, s) for f, s in zip(files, shards)],
+            "margin split",
+            progress,
+        )
         indexes = [build.ShardIndex.load(s) for s in shards]
         out_dir = staging / "catalog"
-        m_orders, m_pixels, _ = build.reduce_all(client, indexes, margin.part_orders, margin.part_pixels, schema, out_dir, None,
-                                                 "margin reduce", progress, only_with_rows=True)
+        m_orders, m_pixels, _ = build.reduce_all(
+            client,
+            indexes,
+            margin.part_orders,
+            margin.part_pixels,
+            schema,
+            out_dir,
+            None,
+            "margin reduce",
+            progress,
+            only_with_rows=True,
+        )
     build.finish_catalog(
-        out_dir, name=mname, product="margin", orders=m_orders, pixels=m_pixels, schema=schema,
-        ra_column=catalog.ra_column, dec_column=catalog.dec_column,
-        extra_properties={"hats_primary_table_url": catalog.name, "hats_margin_threshold": float(radius_arcsec)},
+        out_dir,
+        name=mname,
+        product="margin",
+        orders=m_orders,
+        pixels=m_pixels,
+        schema=schema,
+        ra_column=catalog.ra_column,
+        dec_column=catalog.dec_column,
+        extra_properties={
+            "hats_primary_table_url": catalog.name,
+            "hats_margin_threshold": float(radius_arcsec),
+        },
     )
     out_dir.rename(final)
     layout.remove_tree(staging, parent)
@@ -78,5 +118,10 @@ def _build_margin(path: Path, catalog, is_collection: bool, parent: Path, mname:
         props = layout.read_properties(path / layout.COLLECTION_FILE)
         margins = props.get("all_margins", "").split() + [mname]
         default = props.get("default_margin") or mname
-        layout.write_collection_properties(path, props.get("obs_collection", catalog.name), props["hats_primary_table_url"], [default] + [m for m in margins if m != default])
+        layout.write_collection_properties(
+            path,
+            props.get("obs_collection", catalog.name),
+            props["hats_primary_table_url"],
+            [default] + [m for m in margins if m != default],
+        )
     return final

@@ -97,7 +97,9 @@ class MarginPlan:
         offsets = np.append(first, len(pixels)).astype(np.int64)
         return cls(float(radius_arcsec), m, uniq, offsets, parts, orders.copy(), pixels_all.copy())
 
-    def assign(self, hp29: np.ndarray, ra: np.ndarray, dec: np.ndarray, own_part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def assign(
+        self, hp29: np.ndarray, ra: np.ndarray, dec: np.ndarray, own_part: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(row indices, partition indices) of every row that belongs to another partition's margin."""
         rows, parts = self.candidates(hp29, own_part)
         if len(rows) == 0:
@@ -109,7 +111,9 @@ class MarginPlan:
         local = orders <= self.order
         if local.any():
             q = degrade(hp29[rows[local]], SPATIAL_INDEX_ORDER, self.order)
-            dist[local] = _distance_via_border_pixels(xyz[local], q, self.order, orders[local], self.part_pixels[parts[local]])
+            dist[local] = _distance_via_border_pixels(
+                xyz[local], q, self.order, orders[local], self.part_pixels[parts[local]]
+            )
         for part in np.unique(parts[~local]):
             # a partition finer than the margin order (large radius): its whole, short boundary
             group = np.flatnonzero((parts == part) & ~local)
@@ -135,7 +139,9 @@ class MarginPlan:
         return rows[other], parts[other]
 
 
-def _distance_via_border_pixels(xyz: np.ndarray, q: np.ndarray, m: int, part_order: np.ndarray, part_pix: np.ndarray) -> np.ndarray:
+def _distance_via_border_pixels(
+    xyz: np.ndarray, q: np.ndarray, m: int, part_order: np.ndarray, part_pix: np.ndarray
+) -> np.ndarray:
     """Exact distance from points (in margin-order pixels ``q``) to partitions of order <= m.
 
     The nearest point of the partition lies in one of its order-m pixels adjacent to ``q``
@@ -145,6 +151,7 @@ def _distance_via_border_pixels(xyz: np.ndarray, q: np.ndarray, m: int, part_ord
     """
     import astropy.units as u
     import cdshealpix.nested as cdsn
+
     nb = cdsn.neighbours(q.astype(np.uint64), m).astype(np.int64)  # (n, 9), centre included
     shift = (2 * (m - part_order))[:, None]
     inside = (nb >= 0) & (np.right_shift(np.maximum(nb, 0), shift) == part_pix[:, None])
@@ -159,7 +166,9 @@ def _distance_via_border_pixels(xyz: np.ndarray, q: np.ndarray, m: int, part_ord
     if step <= _VECTORISED_MAX_STEP:
         # small margins: few samples per edge, every arc of every candidate pixel at once
         lon, lat = cdsn.vertices(pixels.astype(np.uint64), m, step=step)
-        verts = radec_to_xyz(lon.to_value(u.deg).ravel(), lat.to_value(u.deg).ravel()).reshape(len(pixels), 4 * step, 3)
+        verts = radec_to_xyz(lon.to_value(u.deg).ravel(), lat.to_value(u.deg).ravel()).reshape(
+            len(pixels), 4 * step, 3
+        )
         for j in range(4 * step):
             a = verts[inverse, j]
             b = verts[inverse, (j + 1) % (4 * step)]

@@ -40,18 +40,33 @@ class PartitionPlan:
         return cls(orders[order], pixels[order], counts[order], starts[order])
 
 
-def plan_partitions(histogram: np.ndarray, histogram_order: int, max_rows: int, min_order: int = 0,
-                    drop_empty_siblings: bool = True) -> PartitionPlan:
+def plan_partitions(
+    histogram: np.ndarray,
+    histogram_order: int,
+    max_rows: int,
+    min_order: int = 0,
+    drop_empty_siblings: bool = True,
+) -> PartitionPlan:
     """Adaptive partitions from a dense row-count histogram at ``histogram_order``."""
     histogram = np.asarray(histogram)
     if len(histogram) != 12 * 4**histogram_order:
-        raise UsageError(f"histogram has {len(histogram)} bins, expected {12 * 4**histogram_order} for order {histogram_order}")
+        raise UsageError(
+            f"histogram has {len(histogram)} bins, expected {12 * 4**histogram_order} for order {histogram_order}"
+        )
     pixels = np.flatnonzero(histogram)
-    return plan_partitions_sparse(pixels, histogram[pixels], histogram_order, max_rows, min_order, drop_empty_siblings)
+    return plan_partitions_sparse(
+        pixels, histogram[pixels], histogram_order, max_rows, min_order, drop_empty_siblings
+    )
 
 
-def plan_partitions_sparse(pixels: np.ndarray, counts: np.ndarray, histogram_order: int, max_rows: int, min_order: int = 0,
-                           drop_empty_siblings: bool = True) -> PartitionPlan:
+def plan_partitions_sparse(
+    pixels: np.ndarray,
+    counts: np.ndarray,
+    histogram_order: int,
+    max_rows: int,
+    min_order: int = 0,
+    drop_empty_siblings: bool = True,
+) -> PartitionPlan:
     """Adaptive partitions from sparse counts (sorted unique ``pixels`` at ``histogram_order``).
 
     With ``drop_empty_siblings`` (the default, as hats-import's): hats' bottom-up rule
@@ -93,7 +108,9 @@ def plan_partitions_sparse(pixels: np.ndarray, counts: np.ndarray, histogram_ord
         split_parents = pix[~keep]
         if len(split_parents) == 0:
             break
-    return PartitionPlan.from_arrays(np.concatenate(out_orders), np.concatenate(out_pixels), np.concatenate(out_counts))
+    return PartitionPlan.from_arrays(
+        np.concatenate(out_orders), np.concatenate(out_pixels), np.concatenate(out_counts)
+    )
 
 
 def _plan_bottom_up(by_order: dict, highest: int, max_rows: int, min_order: int) -> PartitionPlan:

@@ -30,6 +30,7 @@ def pixel_area_deg2(order: int | np.ndarray) -> np.ndarray:
 
 # --- axes ------------------------------------------------------------------------------------
 
+
 def sky_axes(ax=None, title: str | None = None):
     """A Mollweide axes (a new Figure unless ``ax`` is given) with RA labels growing leftward."""
     if ax is None:
@@ -83,6 +84,7 @@ def pixel_polygons(orders: np.ndarray, pixels: np.ndarray) -> tuple[list[np.ndar
 
 # --- partitions ------------------------------------------------------------------------------
 
+
 def plot_pixels(catalog, color_by: str = "order", ax=None, cmap: str | None = None, title: str | None = None):
     """The catalog's partitions on the sky, coloured by HEALPix order or by rows per square degree."""
     from matplotlib.collections import PolyCollection
@@ -119,6 +121,7 @@ def plot_pixels(catalog, color_by: str = "order", ax=None, cmap: str | None = No
 
 # --- density ---------------------------------------------------------------------------------
 
+
 def pixel_counts(catalog, order: int) -> pd.Series:
     """Rows per HEALPix pixel (nested) at ``order``, indexed by pixel, only occupied pixels.
 
@@ -136,7 +139,9 @@ def pixel_counts(catalog, order: int) -> pd.Series:
             series = pd.Series(counts, index=coarse).groupby(level=0).sum()
             return series[series > 0].rename_axis("pixel").rename("rows")
     shift = 2 * (SPATIAL_INDEX_ORDER - order)
-    parts = catalog.to_dask().map_partitions(_counts_by_pixel, shift, meta=pd.Series([], dtype=np.int64, name="rows"))
+    parts = catalog.to_dask().map_partitions(
+        _counts_by_pixel, shift, meta=pd.Series([], dtype=np.int64, name="rows")
+    )
     from survey_engine.runtime import compute_frame
 
     counts = compute_frame(parts.to_frame())["rows"]
@@ -177,8 +182,14 @@ def default_density_order(catalog) -> int:
     return int(np.clip(order, 3, 8))
 
 
-def plot_density(catalog, order: int | None = None, ax=None, cmap: str = "viridis", log: bool = True,
-                 title: str | None = None):
+def plot_density(
+    catalog,
+    order: int | None = None,
+    ax=None,
+    cmap: str = "viridis",
+    log: bool = True,
+    title: str | None = None,
+):
     """Rows per square degree in each HEALPix pixel at ``order`` (default: see
     ``default_density_order``), drawn as a raster a few cells per pixel wide."""
     import cdshealpix.nested as nested
@@ -198,15 +209,23 @@ def plot_density(catalog, order: int | None = None, ax=None, cmap: str = "viridi
     pix = counts.index.to_numpy(np.int64)
     at = np.clip(np.searchsorted(pix, cells), 0, max(len(pix) - 1, 0))
     hit = (pix[at] == cells) if len(pix) else np.zeros(len(cells), dtype=bool)
-    values = np.ma.masked_array(np.where(hit, density[at] if len(pix) else 0.0, 0.0), mask=~hit).reshape(xc.shape)
+    values = np.ma.masked_array(np.where(hit, density[at] if len(pix) else 0.0, 0.0), mask=~hit).reshape(
+        xc.shape
+    )
     if hit.any():
         lo, hi = float(values.min()), float(values.max())
         norm = LogNorm(lo, max(hi, lo * 1.01)) if log else Normalize(0, hi)
     else:
         norm = None
     mesh = ax.pcolormesh(x_edges, y_edges, values, cmap=cmap, norm=norm, shading="flat", rasterized=True)
-    fig.colorbar(mesh, ax=ax, orientation="horizontal", shrink=0.6, pad=0.08,
-                 label=f"rows per deg\N{SUPERSCRIPT TWO} ({len(counts):,} occupied pixels, {int(counts.sum()):,} rows)")
+    fig.colorbar(
+        mesh,
+        ax=ax,
+        orientation="horizontal",
+        shrink=0.6,
+        pad=0.08,
+        label=f"rows per deg\N{SUPERSCRIPT TWO} ({len(counts):,} occupied pixels, {int(counts.sum()):,} rows)",
+    )
     return fig
 
 

@@ -53,7 +53,9 @@ def remote_state(out) -> dict | None:
     out = storage.as_path(out)
     if not storage.exists(out / layout.COLLECTION_FILE):
         if storage.exists(out / layout.PROPERTIES_FILE):
-            raise storage.RemoteStorageError(f"{storage.display(out)}: already holds a catalog; choose another output or remove it")
+            raise storage.RemoteStorageError(
+                f"{storage.display(out)}: already holds a catalog; choose another output or remove it"
+            )
         return None
     try:
         return json.loads(storage.read_text(out / STATE_FILE))
@@ -71,17 +73,28 @@ def publish(local: Path, out, fingerprint: str | None = None) -> None:
     same_build = fingerprint is not None and marker is not None and marker.get("fingerprint") == fingerprint
     if not same_build:  # an upload of another build (or none): rewrite from scratch, marker first
         _remove(out, [rel for rel in remote if rel != UPLOAD_MARKER])
-        _call(out, lambda: out.fs.pipe_file(f"{out.path}/{UPLOAD_MARKER}", json.dumps({"fingerprint": fingerprint}).encode()))
+        _call(
+            out,
+            lambda: out.fs.pipe_file(
+                f"{out.path}/{UPLOAD_MARKER}", json.dumps({"fingerprint": fingerprint}).encode()
+            ),
+        )
         remote = {}
     _remove(out, [rel for rel in remote if rel not in files and rel != UPLOAD_MARKER])
 
     def todo(rels):  # what an interrupted upload of this same build has not yet sent
-        return [(files[r], r) for r in rels if remote.get(r) != files[r].stat().st_size or Path(r).name in _LAST_NAMES]
+        return [
+            (files[r], r)
+            for r in rels
+            if remote.get(r) != files[r].stat().st_size or Path(r).name in _LAST_NAMES
+        ]
 
     phases = [[r for r in files if "/dataset/Norder=" in f"/{r}"]]
     phases.append([r for r in files if r not in phases[0] and Path(r).name not in _LAST_NAMES])
-    margins_first = sorted((r for r in files if Path(r).name in ("properties", layout.PROPERTIES_FILE)),
-                           key=lambda r: (not _is_margin(local, r), r))
+    margins_first = sorted(
+        (r for r in files if Path(r).name in ("properties", layout.PROPERTIES_FILE)),
+        key=lambda r: (not _is_margin(local, r), r),
+    )
     phases.append(margins_first)
     phases.append([r for r in files if r == STATE_FILE])
     phases.append([r for r in files if r == layout.COLLECTION_FILE])
@@ -126,15 +139,18 @@ def _call(out, action):
     return storage._call(out, action)
 
 
-def write_via_stage(out, write_local: Callable[[Path], object], fingerprint: str | None = None,
-                    refuse_existing: bool = True) -> object:
+def write_via_stage(
+    out, write_local: Callable[[Path], object], fingerprint: str | None = None, refuse_existing: bool = True
+) -> object:
     """Build a collection with ``write_local(stage)`` (a local write to a fresh or resumable staging
     folder), upload it to ``out`` and remove the staging folder. A complete collection already at
     ``out`` is refused (``refuse_existing``), as a local output is."""
     out = storage.as_path(out)
     check_writable(out)
     if refuse_existing and remote_state(out) is not None:
-        raise storage.RemoteStorageError(f"{storage.display(out)}: already exists and is not empty; choose another output or remove it")
+        raise storage.RemoteStorageError(
+            f"{storage.display(out)}: already exists and is not empty; choose another output or remove it"
+        )
     stage = local_stage(out)
     stage.parent.mkdir(parents=True, exist_ok=True)
     if refuse_existing:

@@ -37,7 +37,9 @@ def _cdshealpix(func, *args, what: str):
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # noqa: BLE001 - pyo3's PanicException
-        raise SelectionError(f"{what}: cdshealpix cannot compute this region ({type(exc).__name__}: {exc})") from None
+        raise SelectionError(
+            f"{what}: cdshealpix cannot compute this region ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _depth_for(size_rad: float) -> int:
@@ -53,7 +55,12 @@ def _coverage(ipix: np.ndarray, depth: np.ndarray | int) -> tuple[np.ndarray, np
     d = int(depth.max())
     start, stop = pixel_range29(depth, ipix)
     # express at depth d, then add neighbours of the border cells
-    deep = np.concatenate([np.arange(s >> (2 * (SPATIAL_INDEX_ORDER - d)), e >> (2 * (SPATIAL_INDEX_ORDER - d))) for s, e in zip(start, stop)])
+    deep = np.concatenate(
+        [
+            np.arange(s >> (2 * (SPATIAL_INDEX_ORDER - d)), e >> (2 * (SPATIAL_INDEX_ORDER - d)))
+            for s, e in zip(start, stop)
+        ]
+    )
     ring = neighbours(deep, d)
     allpix = np.union1d(deep, ring)
     return normalise_ranges(*pixel_range29(d, allpix))
@@ -91,12 +98,15 @@ def cone_coverage(ra: float, dec: float, radius_arcsec: float):
     import astropy.units as u
     import cdshealpix.nested as cdsn
     from astropy.coordinates import Latitude, Longitude
+
     _check_radec(ra, dec, "cone centre")
     if not radius_arcsec > 0:
         raise SelectionError(f"cone radius must be positive, got {radius_arcsec}")
     radius_deg = min(radius_arcsec / 3600.0, 180.0)
     depth = _depth_for(np.radians(radius_deg))
-    ipix, d, _ = _cdshealpix(cdsn.cone_search, Longitude(ra, u.deg), Latitude(dec, u.deg), radius_deg * u.deg, depth, what="cone")
+    ipix, d, _ = _cdshealpix(
+        cdsn.cone_search, Longitude(ra, u.deg), Latitude(dec, u.deg), radius_deg * u.deg, depth, what="cone"
+    )
     return _coverage(ipix, d)
 
 
@@ -135,6 +145,7 @@ def box_coverage(ra_min: float, ra_max: float, dec_min: float, dec_max: float):
     import astropy.units as u
     import cdshealpix.nested as cdsn
     from astropy.coordinates import Latitude, Longitude
+
     _check_box_dec(dec_min, dec_max)
     limits = box_ra_limits(ra_min, ra_max)
     if limits is None:
@@ -149,8 +160,13 @@ def box_coverage(ra_min: float, ra_max: float, dec_min: float, dec_max: float):
     for lo, hi in spans:
         ipix, d, _ = _cdshealpix(
             # Longitude(360) wraps to 0; the neighbour ring added by _coverage covers the sliver.
-            cdsn.zone_search, Longitude(lo, u.deg), Latitude(dec_min, u.deg), Longitude(min(hi, 360.0 - 1e-9), u.deg),
-            Latitude(dec_max, u.deg), depth, what="box",
+            cdsn.zone_search,
+            Longitude(lo, u.deg),
+            Latitude(dec_min, u.deg),
+            Longitude(min(hi, 360.0 - 1e-9), u.deg),
+            Latitude(dec_max, u.deg),
+            depth,
+            what="box",
         )
         s, e = _coverage(ipix, d)
         starts.append(s)
@@ -179,9 +195,12 @@ def polygon_coverage(vertices):
     import astropy.units as u
     import cdshealpix.nested as cdsn
     from astropy.coordinates import Latitude, Longitude
+
     ra, dec = _polygon_arrays(vertices)
     size = np.radians(max(np.ptp(dec), 1e-6))
-    ipix, d, _ = _cdshealpix(cdsn.polygon_search, Longitude(ra, u.deg), Latitude(dec, u.deg), _depth_for(size), what="polygon")
+    ipix, d, _ = _cdshealpix(
+        cdsn.polygon_search, Longitude(ra, u.deg), Latitude(dec, u.deg), _depth_for(size), what="polygon"
+    )
     return _coverage(ipix, d)
 
 
@@ -201,21 +220,30 @@ def _polygon_arrays(vertices):
     for i in range(len(arr)):
         for j in range(i + 1, len(arr)):
             if np.linalg.norm(xyz[i] - xyz[j]) < _SAME_VERTEX_RAD:
-                closing = " (the polygon closes itself: do not repeat the first vertex at the end)" if (i, j) == (0, len(arr) - 1) else ""
+                closing = (
+                    " (the polygon closes itself: do not repeat the first vertex at the end)"
+                    if (i, j) == (0, len(arr) - 1)
+                    else ""
+                )
                 raise SelectionError(
                     f"polygon: vertex {j} ({arr[j, 0]:g}, {arr[j, 1]:g}) is the same point as vertex {i} ({arr[i, 0]:g}, {arr[i, 1]:g}); "
                     f"give each vertex once{closing}"
                 )
     turns = np.einsum("ij,ij->i", np.cross(xyz, np.roll(xyz, -1, axis=0)), np.roll(xyz, -2, axis=0))
     scale = np.linalg.norm(np.cross(xyz, np.roll(xyz, -1, axis=0)), axis=1) * np.linalg.norm(
-        np.cross(np.roll(xyz, -1, axis=0), np.roll(xyz, -2, axis=0)), axis=1)
+        np.cross(np.roll(xyz, -1, axis=0), np.roll(xyz, -2, axis=0)), axis=1
+    )
     flat = np.abs(turns) <= 1e-12 + 1e-9 * scale
     if flat.any():
         k = int(np.flatnonzero(flat)[0])
         idx = [k, (k + 1) % len(arr), (k + 2) % len(arr)]
-        raise SelectionError(f"polygon: vertices {idx} lie on one great circle (a degenerate corner); drop the middle one")
+        raise SelectionError(
+            f"polygon: vertices {idx} lie on one great circle (a degenerate corner); drop the middle one"
+        )
     if not (np.all(turns > 0) or np.all(turns < 0)):
-        raise SelectionError("polygon: must be convex (as in hats and LSDB); split a concave region into convex polygons")
+        raise SelectionError(
+            "polygon: must be convex (as in hats and LSDB); split a concave region into convex polygons"
+        )
     return arr[:, 0], arr[:, 1]
 
 
@@ -263,7 +291,11 @@ def range_filter(cov):
     cstart, cstop = cov
 
     def _filter(df: pd.DataFrame) -> pd.DataFrame:
-        idx = df.index.to_numpy(np.int64) if df.index.name == "_healpix_29" else df["_healpix_29"].to_numpy(np.int64)
+        idx = (
+            df.index.to_numpy(np.int64)
+            if df.index.name == "_healpix_29"
+            else df["_healpix_29"].to_numpy(np.int64)
+        )
         i = np.searchsorted(cstop, idx, side="right")
         ok = i < len(cstart)
         inside = np.zeros(len(idx), dtype=bool)
@@ -277,14 +309,18 @@ def pixel_coverage(pixels) -> tuple[np.ndarray, np.ndarray]:
     """Order-29 ranges of a non-empty list of (order, nested pixel) pairs, each checked."""
     pairs = list(pixels)
     if not pairs:
-        raise SelectionError("pixel_search: give at least one (order, pixel) pair; an empty list selects nothing")
+        raise SelectionError(
+            "pixel_search: give at least one (order, pixel) pair; an empty list selects nothing"
+        )
     for item in pairs:
         try:
             order, pix = (int(v) for v in item)
         except (TypeError, ValueError):
             raise SelectionError(f"pixel_search: {item!r} is not an (order, pixel) pair") from None
         if not 0 <= order <= SPATIAL_INDEX_ORDER or not 0 <= pix < 12 * 4**order:
-            raise SelectionError(f"pixel_search: ({order}, {pix}) is not a HEALPix pixel (order 0..29, pixel 0..12*4**order-1)")
+            raise SelectionError(
+                f"pixel_search: ({order}, {pix}) is not a HEALPix pixel (order 0..29, pixel 0..12*4**order-1)"
+            )
     orders = np.array([int(o) for o, _ in pairs], dtype=np.int64)
     pix = np.array([int(p) for _, p in pairs], dtype=np.int64)
     return normalise_ranges(*pixel_range29(orders, pix))

@@ -61,13 +61,23 @@ def env_storage_options(protocol: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise RemoteStorageError(f"{STORAGE_OPTIONS_ENV}: not valid JSON ({exc.msg} at character {exc.pos})") from None
+        raise RemoteStorageError(
+            f"{STORAGE_OPTIONS_ENV}: not valid JSON ({exc.msg} at character {exc.pos})"
+        ) from None
     if not isinstance(value, dict):
-        raise RemoteStorageError(f"{STORAGE_OPTIONS_ENV}: must be a JSON object such as {{\"anon\": true}}, got {type(value).__name__}")
+        raise RemoteStorageError(
+            f'{STORAGE_OPTIONS_ENV}: must be a JSON object such as {{"anon": true}}, got {type(value).__name__}'
+        )
     if value and all(k in REMOTE_PROTOCOLS for k in value):  # keyed by protocol
-        chosen = value.get(protocol) or (value.get("https" if protocol == "http" else "http") if protocol in _HTTP else None) or {}
+        chosen = (
+            value.get(protocol)
+            or (value.get("https" if protocol == "http" else "http") if protocol in _HTTP else None)
+            or {}
+        )
         if not isinstance(chosen, dict):
-            raise RemoteStorageError(f"{STORAGE_OPTIONS_ENV}: the options for {protocol!r} must be a JSON object")
+            raise RemoteStorageError(
+                f"{STORAGE_OPTIONS_ENV}: the options for {protocol!r} must be a JSON object"
+            )
         return dict(chosen)
     return {} if protocol in _HTTP else dict(value)
 
@@ -83,7 +93,11 @@ def as_path(location: str | os.PathLike | Any, storage_options: dict | None = No
     if isinstance(location, UPath) and not storage_options:
         return location
     protocol = protocol_of(location)
-    options = {**env_storage_options(protocol), **(getattr(location, "storage_options", None) or {}), **(storage_options or {})}
+    options = {
+        **env_storage_options(protocol),
+        **(getattr(location, "storage_options", None) or {}),
+        **(storage_options or {}),
+    }
     return UPath(str(location), **options)
 
 
@@ -126,11 +140,18 @@ def remote_error(path, exc: BaseException) -> RemoteStorageError:
     options = getattr(path, "storage_options", None) or {}
     for value in _secret_values(options):
         reason = reason.replace(value, "REDACTED")
-    if isinstance(exc, PermissionError) or "AccessDenied" in reason or "InvalidAccessKeyId" in reason or "403" in reason:
+    if (
+        isinstance(exc, PermissionError)
+        or "AccessDenied" in reason
+        or "InvalidAccessKeyId" in reason
+        or "403" in reason
+    ):
         hint = f"; check the credentials (storage_options=, or {STORAGE_OPTIONS_ENV})"
     else:
         hint = ""
-    return RemoteStorageError(f"{display(path)}: cannot read ({type(exc).__name__}: {reason.splitlines()[0][:300]}){hint}")
+    return RemoteStorageError(
+        f"{display(path)}: cannot read ({type(exc).__name__}: {reason.splitlines()[0][:300]}){hint}"
+    )
 
 
 def _secret_values(options: dict) -> list[str]:
@@ -138,7 +159,11 @@ def _secret_values(options: dict) -> list[str]:
     for key, value in options.items():
         if isinstance(value, dict):
             out += _secret_values(value)
-        elif isinstance(value, str) and len(value) >= 4 and any(s in key.lower() for s in ("key", "secret", "token", "pass")):
+        elif (
+            isinstance(value, str)
+            and len(value) >= 4
+            and any(s in key.lower() for s in ("key", "secret", "token", "pass"))
+        ):
             out.append(value)
     return out
 
@@ -180,8 +205,11 @@ def list_files(folder) -> dict[str, int]:
     except FileNotFoundError:
         return {}
     prefix = folder.path.rstrip("/") + "/"
-    return {name[len(prefix):]: int(info.get("size") or 0) for name, info in found.items()
-            if name.startswith(prefix) and info.get("type", "file") == "file"}
+    return {
+        name[len(prefix) :]: int(info.get("size") or 0)
+        for name, info in found.items()
+        if name.startswith(prefix) and info.get("type", "file") == "file"
+    }
 
 
 def portable(path) -> Any:
@@ -219,9 +247,13 @@ def storage_options_given(options: str | dict | None):
         try:
             options = json.loads(options)
         except json.JSONDecodeError as exc:
-            raise RemoteStorageError(f"--storage-options: not valid JSON ({exc.msg} at character {exc.pos})") from None
+            raise RemoteStorageError(
+                f"--storage-options: not valid JSON ({exc.msg} at character {exc.pos})"
+            ) from None
     if not isinstance(options, dict):
-        raise RemoteStorageError(f"--storage-options: must be a JSON object such as {{\"anon\": true}}, got {type(options).__name__}")
+        raise RemoteStorageError(
+            f'--storage-options: must be a JSON object such as {{"anon": true}}, got {type(options).__name__}'
+        )
     before = os.environ.get(STORAGE_OPTIONS_ENV)
     os.environ[STORAGE_OPTIONS_ENV] = json.dumps(options)
     try:

@@ -59,17 +59,24 @@ class VerifyReport:
         return not self.problems
 
     def text(self) -> str:
-        lines = [f"{self.path}: {'OK' if self.ok else 'DAMAGED'}: {len(self.catalogs)} catalog(s) "
-                 f"({', '.join(self.catalogs)}), {self.files} files read in full, {self.rows:,} rows, {self.margin_rows:,} margin rows"]
+        lines = [
+            f"{self.path}: {'OK' if self.ok else 'DAMAGED'}: {len(self.catalogs)} catalog(s) "
+            f"({', '.join(self.catalogs)}), {self.files} files read in full, {self.rows:,} rows, {self.margin_rows:,} margin rows"
+        ]
         lines += [f"  repaired: {r}" for r in self.repaired]
         lines += [f"  note: {n}" for n in self.notes]
         for p in self.problems:
-            fix = "repairable with --repair" if p.repairable else "not repairable: restore the file or re-import"
+            fix = (
+                "repairable with --repair"
+                if p.repairable
+                else "not repairable: restore the file or re-import"
+            )
             lines.append(f"  DAMAGED {p.path}: {p.what} ({fix})")
         return "\n".join(lines)
 
 
 # --- one file, read in full (runs on a worker) ----------------------------------------------
+
 
 def _row_hash(hp29: np.ndarray, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each row's position (splitmix64): summed, it identifies a set of rows in any order."""
@@ -85,8 +92,18 @@ def _hash_sum(h: np.ndarray) -> int:
     return int(np.sum(h, dtype=np.uint64)) if len(h) else 0
 
 
-def _check_file(path: str, ra: str, dec: str, order: int, pix: int, skymap_order: int | None, margin_plan, own: int,
-                margin_of: int | None, own_pixel_only: bool = True) -> dict:
+def _check_file(
+    path: str,
+    ra: str,
+    dec: str,
+    order: int,
+    pix: int,
+    skymap_order: int | None,
+    margin_plan,
+    own: int,
+    margin_of: int | None,
+    own_pixel_only: bool = True,
+) -> dict:
     """Read one partition file in full; its rows, point-map counts and margin facts.
 
     ``margin_plan`` (a ``(MarginPlan, PartitionPlan)``) with ``margin_of=None``: this is a main
@@ -141,6 +158,7 @@ def _check_file(path: str, ra: str, dec: str, order: int, pix: int, skymap_order
 
 # --- one catalog's metadata against its files -----------------------------------------------
 
+
 @dataclass
 class _Catalog:
     path: Path
@@ -184,7 +202,9 @@ def _survey(path: Path, derived: bool = False) -> _Catalog:
         facts = read_metadata_facts(path)
         meta_rows = facts.rows if facts is not None else None
     except CatalogIntegrityError as exc:
-        problems.append(Problem(str(path / layout.DATASET_DIR / "_metadata"), str(exc).split(": ", 1)[1], True))
+        problems.append(
+            Problem(str(path / layout.DATASET_DIR / "_metadata"), str(exc).split(": ", 1)[1], True)
+        )
     if not (path / layout.DATASET_DIR / "_common_metadata").exists():
         problems.append(Problem(str(path / layout.DATASET_DIR / "_common_metadata"), "missing", True))
     disk = files_on_disk(path)
@@ -196,16 +216,36 @@ def _survey(path: Path, derived: bool = False) -> _Catalog:
         in_info, in_meta = listed is not None and key in listed, meta_rows is not None and key in meta_rows
         file = str(layout.partition_path(path, *key))
         if (in_info or listed is None) and (in_meta or meta_rows is None):
-            problems.append(Problem(file, "partition file missing (listed in partition_info.csv and dataset/_metadata)", derived))
+            problems.append(
+                Problem(
+                    file,
+                    "partition file missing (listed in partition_info.csv and dataset/_metadata)",
+                    derived,
+                )
+            )
         elif in_info:
-            problems.append(Problem(str(info), f"lists {file}, which neither dataset/_metadata nor the disk has", True))
+            problems.append(
+                Problem(str(info), f"lists {file}, which neither dataset/_metadata nor the disk has", True)
+            )
         else:
-            problems.append(Problem(str(path / layout.DATASET_DIR / "_metadata"), f"lists {file}, which neither partition_info.csv nor the disk has", True))
+            problems.append(
+                Problem(
+                    str(path / layout.DATASET_DIR / "_metadata"),
+                    f"lists {file}, which neither partition_info.csv nor the disk has",
+                    True,
+                )
+            )
     for key in sorted(disk.keys()):
         if listed is not None and key not in listed:
             problems.append(Problem(str(info), f"does not list {disk[key]}, which is on disk", True))
         if meta_rows is not None and key not in meta_rows:
-            problems.append(Problem(str(path / layout.DATASET_DIR / "_metadata"), f"does not list {disk[key]}, which is on disk", True))
+            problems.append(
+                Problem(
+                    str(path / layout.DATASET_DIR / "_metadata"),
+                    f"does not list {disk[key]}, which is on disk",
+                    True,
+                )
+            )
     if listed is None and meta_rows is None and disk:
         problems.append(Problem(str(info), "missing (and no dataset/_metadata)", True))
     return cat
@@ -215,13 +255,19 @@ def _catalog_dirs(path: Path) -> tuple[Path, list[Path]]:
     """(main catalog, its margin catalogs) for a collection; (catalog, []) for a lone catalog."""
     if (path / layout.COLLECTION_FILE).exists():
         cprops = layout.read_properties(path / layout.COLLECTION_FILE)
-        return path / cprops["hats_primary_table_url"], [path / m for m in cprops.get("all_margins", "").split()]
+        return path / cprops["hats_primary_table_url"], [
+            path / m for m in cprops.get("all_margins", "").split()
+        ]
     if (path / layout.PROPERTIES_FILE).exists() or (path / "properties").exists():
         return path, []
-    raise FileNotFoundError(f"{path}: not a HATS catalog or collection (no collection.properties or hats.properties)")
+    raise FileNotFoundError(
+        f"{path}: not a HATS catalog or collection (no collection.properties or hats.properties)"
+    )
 
 
-def verify_catalog(path: str | Path, repair: bool = False, client=None, progress: bool = False) -> VerifyReport:
+def verify_catalog(
+    path: str | Path, repair: bool = False, client=None, progress: bool = False
+) -> VerifyReport:
     """Check a whole catalog or collection (every file read in full); with ``repair``, rebuild the
     metadata and margins that the partition files determine, then check again."""
     from survey_engine.runtime import dask_client
@@ -247,8 +293,11 @@ def _verify(path: Path, client, progress: bool) -> VerifyReport:
     main = _survey(main_dir)
     margins = [_survey(d, derived=True) for d in margin_dirs if d.exists()]
     report.problems += main.problems
-    report.problems += [Problem(str(d), "margin catalog folder missing (named in collection.properties)", True)
-                        for d in margin_dirs if not d.exists()]
+    report.problems += [
+        Problem(str(d), "margin catalog folder missing (named in collection.properties)", True)
+        for d in margin_dirs
+        if not d.exists()
+    ]
     ra, dec = main.props.get("hats_col_ra", "ra"), main.props.get("hats_col_dec", "dec")
     keys = sorted(main.disk, key=lambda k: int(pixel_range29(*k)[0]))
     pplan = PartitionPlan.from_arrays([k[0] for k in keys], [k[1] for k in keys], np.zeros(len(keys)))
@@ -259,15 +308,35 @@ def _verify(path: Path, client, progress: bool) -> VerifyReport:
         try:
             plans[m.path] = (MarginPlan.build(pplan, float(m.props["hats_margin_threshold"])), pplan)
         except (KeyError, ValueError):
-            m.problems.append(Problem(str(m.path / layout.PROPERTIES_FILE), "no valid hats_margin_threshold", False))
+            m.problems.append(
+                Problem(str(m.path / layout.PROPERTIES_FILE), "no valid hats_margin_threshold", False)
+            )
     # the main files, read in full; with the first margin's plan, the margin rows each owes the others
     first = next(iter(plans), None)
-    is_margin = main.props.get("dataproduct_type") == "margin"  # a margin catalog given on its own: rows lie outside their pixel
-    calls = [(str(main.disk[k]), ra, dec, k[0], k[1], skymap_order, plans.get(first), index_of[k], None, not is_margin) for k in keys]
+    is_margin = (
+        main.props.get("dataproduct_type") == "margin"
+    )  # a margin catalog given on its own: rows lie outside their pixel
+    calls = [
+        (
+            str(main.disk[k]),
+            ra,
+            dec,
+            k[0],
+            k[1],
+            skymap_order,
+            plans.get(first),
+            index_of[k],
+            None,
+            not is_margin,
+        )
+        for k in keys
+    ]
     results = run_tasks(client, _check_file, calls, "verify", progress)
     owed_by_margin = {first: _owed(results)} if first is not None else {}
     for mpath in list(plans)[1:]:  # another margin radius: one more pass over the main rows
-        mcalls = [(str(main.disk[k]), ra, dec, k[0], k[1], None, plans[mpath], index_of[k], None) for k in keys]
+        mcalls = [
+            (str(main.disk[k]), ra, dec, k[0], k[1], None, plans[mpath], index_of[k], None) for k in keys
+        ]
         owed_by_margin[mpath] = _owed(run_tasks(client, _check_file, mcalls, "verify margin", progress))
     report.files += len(results)
     total = _file_problems(main, results, report)
@@ -277,18 +346,27 @@ def _verify(path: Path, client, progress: bool) -> VerifyReport:
         report.problems += m.problems
         mkeys = sorted(m.disk)
         plan = plans.get(m.path)
-        mcalls = [(str(m.disk[k]), ra, dec, k[0], k[1], None, plan, index_of.get(k, -1), index_of.get(k, -1)) for k in mkeys
-                  if plan is None or k in index_of]
+        mcalls = [
+            (str(m.disk[k]), ra, dec, k[0], k[1], None, plan, index_of.get(k, -1), index_of.get(k, -1))
+            for k in mkeys
+            if plan is None or k in index_of
+        ]
         for k in mkeys:
             if k not in index_of:
-                report.problems.append(Problem(str(m.disk[k]), "margin partition of a partition the main catalog does not have", True))
+                report.problems.append(
+                    Problem(
+                        str(m.disk[k]), "margin partition of a partition the main catalog does not have", True
+                    )
+                )
         mresults = run_tasks(client, _check_file, mcalls, "verify margin", progress)
         report.files += len(mresults)
         mtotal = _file_problems(m, mresults, report)
         report.margin_rows += mtotal
         _catalog_totals(m, mtotal, mresults, None, report)
         if plan is not None and main.data_damaged:
-            report.notes.append(f"{m.path}: margin rows not compared with the main catalog while its partition files are damaged")
+            report.notes.append(
+                f"{m.path}: margin rows not compared with the main catalog while its partition files are damaged"
+            )
         elif plan is not None:
             _margin_problems(m, mresults, owed_by_margin.get(m.path, {}), pplan, report)
     return report
@@ -332,20 +410,29 @@ def _file_problems(cat: _Catalog, results: list[dict], report: VerifyReport) -> 
             continue
         total += r["rows"]
         if cat.meta_rows is not None and key in cat.meta_rows and cat.meta_rows[key] != r["rows"]:
-            problem = Problem(str(cat.path / layout.DATASET_DIR / "_metadata"),
-                              f"says {cat.meta_rows[key]} rows for {r['path']}, which holds {r['rows']}", True)
+            problem = Problem(
+                str(cat.path / layout.DATASET_DIR / "_metadata"),
+                f"says {cat.meta_rows[key]} rows for {r['path']}, which holds {r['rows']}",
+                True,
+            )
             cat.problems.append(problem)
             report.problems.append(problem)
     return total
 
 
-def _catalog_totals(cat: _Catalog, total: int, results: list[dict], skymap_order: int | None, report: VerifyReport) -> None:
+def _catalog_totals(
+    cat: _Catalog, total: int, results: list[dict], skymap_order: int | None, report: VerifyReport
+) -> None:
     """hats_nrows and the point map against the rows actually read."""
     if cat.data_damaged:
         return  # the totals cannot agree while rows are missing; the file problems say why
     stated = cat.props.get("hats_nrows")
     if stated is not None and str(stated) != str(total):
-        problem = Problem(str(cat.path / layout.PROPERTIES_FILE), f"hats_nrows={stated}, but the partition files hold {total} rows", True)
+        problem = Problem(
+            str(cat.path / layout.PROPERTIES_FILE),
+            f"hats_nrows={stated}, but the partition files hold {total} rows",
+            True,
+        )
         cat.problems.append(problem)
         report.problems.append(problem)
     point_map = cat.path / layout.POINT_MAP_FILE
@@ -360,7 +447,9 @@ def _catalog_totals(cat: _Catalog, total: int, results: list[dict], skymap_order
         report.problems.append(problem)
         return
     if stated_map != total:
-        problem = Problem(str(point_map), f"counts {stated_map} rows, but the partition files hold {total}", True)
+        problem = Problem(
+            str(point_map), f"counts {stated_map} rows, but the partition files hold {total}", True
+        )
         cat.problems.append(problem)
         report.problems.append(problem)
 
@@ -374,14 +463,23 @@ def _margin_problems(m: _Catalog, results: list[dict], owed: dict, pplan, report
         key = layout.pixel_from_path(r["path"])
         have[key] = r["have"]
         if r["inside"]:
-            report.problems.append(Problem(r["path"], f"{r['inside']} margin rows lie inside the partition itself", True))
+            report.problems.append(
+                Problem(r["path"], f"{r['inside']} margin rows lie inside the partition itself", True)
+            )
         if r["beyond"]:
             if exact:
-                report.problems.append(Problem(r["path"], f"{r['beyond']} margin rows lie beyond the margin radius "
-                                                          "of the partition's border", True))
+                report.problems.append(
+                    Problem(
+                        r["path"],
+                        f"{r['beyond']} margin rows lie beyond the margin radius of the partition's border",
+                        True,
+                    )
+                )
             else:
-                report.notes.append(f"{r['path']}: {r['beyond']} margin rows beyond the radius (margins built from whole "
-                                    f"border pixels, as hats-import does, are wider than their threshold)")
+                report.notes.append(
+                    f"{r['path']}: {r['beyond']} margin rows beyond the radius (margins built from whole "
+                    f"border pixels, as hats-import does, are wider than their threshold)"
+                )
     damaged = {layout.pixel_from_path(p.path) for p in m.problems if p.path.endswith(".parquet")}
     for part, (n, h) in sorted(owed.items()):
         key = (int(pplan.orders[part]), int(pplan.pixels[part]))
@@ -391,15 +489,26 @@ def _margin_problems(m: _Catalog, results: list[dict], owed: dict, pplan, report
         file = layout.partition_path(m.path, *key)
         if (exact and (got_n, got_h) != (n, h)) or got_n < n:
             where = "" if key in have else " (the margin has no file for it)"
-            report.problems.append(Problem(str(file), f"margin holds {got_n} rows{where}, but {n} rows of other partitions lie "
-                                                      "within the radius of its border" + ("" if got_n != n else " (different rows)"), True))
+            report.problems.append(
+                Problem(
+                    str(file),
+                    f"margin holds {got_n} rows{where}, but {n} rows of other partitions lie "
+                    "within the radius of its border" + ("" if got_n != n else " (different rows)"),
+                    True,
+                )
+            )
     for key, (got_n, _) in sorted(have.items()):
         part = int(pplan.partition_of(np.array([pixel_range29(*key)[0]]))[0])
         if exact and part not in owed and got_n:
-            report.problems.append(Problem(str(m.disk[key]), f"margin holds {got_n} rows, but no row lies within the radius", True))
+            report.problems.append(
+                Problem(
+                    str(m.disk[key]), f"margin holds {got_n} rows, but no row lies within the radius", True
+                )
+            )
 
 
 # --- repair -----------------------------------------------------------------------------------
+
 
 def _repair(path: Path, report: VerifyReport, client, progress: bool) -> list[str]:
     main_dir, margin_dirs = _catalog_dirs(path)
@@ -407,7 +516,9 @@ def _repair(path: Path, report: VerifyReport, client, progress: bool) -> list[st
     main = _survey(main_dir)
     lost = [p for p in report.problems if not p.repairable and Path(p.path).is_relative_to(main_dir)]
     if lost:
-        return [f"nothing in {main_dir}: a main partition file is missing or damaged ({lost[0].path}); restore it or re-import"]
+        return [
+            f"nothing in {main_dir}: a main partition file is missing or damaged ({lost[0].path}); restore it or re-import"
+        ]
     if any(Path(p.path).is_relative_to(main_dir) for p in report.problems):
         done += rebuild_metadata(main_dir, main.props)
     for mdir in margin_dirs:
@@ -415,7 +526,9 @@ def _repair(path: Path, report: VerifyReport, client, progress: bool) -> list[st
         if not touched:
             continue
         margin = _survey(mdir, derived=True) if mdir.exists() else None
-        if margin is None or any(p.path.endswith(".parquet") for p in touched):  # its rows: rebuilt from the main catalog
+        if margin is None or any(
+            p.path.endswith(".parquet") for p in touched
+        ):  # its rows: rebuilt from the main catalog
             done.append(_rebuild_margin(path, mdir, client, progress))
         else:
             done += rebuild_metadata(mdir, margin.props)
@@ -432,10 +545,16 @@ def rebuild_metadata(catalog_dir: Path, props: dict) -> list[str]:
     schema = _schema(catalog_dir, [disk[k] for k in keys])
     total = layout.write_dataset_metadata(catalog_dir, orders, pixels, schema)
     layout.write_partition_info(catalog_dir, orders, pixels)
-    done = [f"{catalog_dir / layout.PARTITION_INFO_FILE} ({len(keys)} partitions)",
-            f"{catalog_dir / layout.DATASET_DIR / '_metadata'} and _common_metadata ({total:,} rows)"]
+    done = [
+        f"{catalog_dir / layout.PARTITION_INFO_FILE} ({len(keys)} partitions)",
+        f"{catalog_dir / layout.DATASET_DIR / '_metadata'} and _common_metadata ({total:,} rows)",
+    ]
     order = _skymap_order(catalog_dir, props)
-    if order is not None and (catalog_dir / layout.POINT_MAP_FILE).exists() or props.get("dataproduct_type") == "object":
+    if (
+        order is not None
+        and (catalog_dir / layout.POINT_MAP_FILE).exists()
+        or props.get("dataproduct_type") == "object"
+    ):
         order = order if order is not None else int(orders.max()) if len(orders) else 0
         counts: dict[int, int] = {}
         for k in keys:
@@ -444,7 +563,12 @@ def rebuild_metadata(catalog_dir: Path, props: dict) -> list[str]:
             for p, c in zip(pix.tolist(), cnt.tolist()):
                 counts[p] = counts.get(p, 0) + c
         pix = np.array(sorted(counts), dtype=np.int64)
-        layout.write_point_map(catalog_dir, order=order, pixels=pix, counts=np.array([counts[p] for p in pix.tolist()], dtype=np.int64))
+        layout.write_point_map(
+            catalog_dir,
+            order=order,
+            pixels=pix,
+            counts=np.array([counts[p] for p in pix.tolist()], dtype=np.int64),
+        )
         done.append(f"{catalog_dir / layout.POINT_MAP_FILE} (order {order})")
     if str(props.get("hats_nrows")) != str(total):
         props = dict(props, hats_nrows=total)
@@ -485,6 +609,12 @@ def _rebuild_margin(collection: Path, margin_dir: Path, client, progress: bool) 
     built = build_margin(collection, radius, client=client, progress=progress)
     if built != margin_dir:  # named otherwise by its builder: keep the name the collection uses
         os.rename(built, margin_dir)
-    layout.write_collection_properties(collection, cprops.get("obs_collection", collection.name), cprops["hats_primary_table_url"],
-                                       cprops.get("all_margins", "").split())
-    return f"{margin_dir} (margin of {radius:g} arcsec rebuilt from the main catalog" + (f"; the damaged one kept as {kept})" if kept else ")")
+    layout.write_collection_properties(
+        collection,
+        cprops.get("obs_collection", collection.name),
+        cprops["hats_primary_table_url"],
+        cprops.get("all_margins", "").split(),
+    )
+    return f"{margin_dir} (margin of {radius:g} arcsec rebuilt from the main catalog" + (
+        f"; the damaged one kept as {kept})" if kept else ")"
+    )

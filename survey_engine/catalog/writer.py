@@ -25,15 +25,21 @@ from survey_engine.errors import UsageError
 from survey_engine.runtime import dask_client, run_tasks
 
 
-def write_frame_partition(frame: pd.DataFrame, catalog_dir: str | Path, order: int, pix: int) -> pa.Schema | None:
+def write_frame_partition(
+    frame: pd.DataFrame, catalog_dir: str | Path, order: int, pix: int
+) -> pa.Schema | None:
     """Write a frame indexed by ``_healpix_29`` as one partition file (sorted); None if empty."""
     if len(frame) == 0:
         return None
     table = pa.Table.from_pandas(frame.reset_index(), preserve_index=False)
     if SPATIAL_INDEX_COLUMN not in table.column_names:
         raise UsageError(f"a transform dropped the {SPATIAL_INDEX_COLUMN} index; keep it as the frame index")
-    table = table.select([SPATIAL_INDEX_COLUMN] + [c for c in table.column_names if c != SPATIAL_INDEX_COLUMN])
-    if not frame.index.is_monotonic_increasing:  # cross-match and transform outputs usually are: no sort and copy
+    table = table.select(
+        [SPATIAL_INDEX_COLUMN] + [c for c in table.column_names if c != SPATIAL_INDEX_COLUMN]
+    )
+    if (
+        not frame.index.is_monotonic_increasing
+    ):  # cross-match and transform outputs usually are: no sort and copy
         table = build.sort_by_healpix(table)
     build.write_partition_file(table, catalog_dir, order, pix)
     return table.schema
@@ -47,7 +53,9 @@ def staged_collection(out: Path) -> Iterator[Path]:
         if out.exists() and not out.is_dir():
             raise FileExistsError(f"{out}: exists and is not a folder; choose another output or remove it")
         if out.exists() and any(out.iterdir()):
-            raise FileExistsError(f"{out}: already exists and is not empty; choose another output or remove it")
+            raise FileExistsError(
+                f"{out}: already exists and is not empty; choose another output or remove it"
+            )
         staging = out.with_name(out.name + ".partial")
         layout.remove_tree(staging, out.parent)
         staging.mkdir(parents=True)
@@ -57,15 +65,31 @@ def staged_collection(out: Path) -> Iterator[Path]:
         staging.rename(out)
 
 
-def finish_written(catalog_dir: Path, written: list[tuple[int, int]], schemas: list, fallback: pa.Schema, *, name: str, product: str,
-                   ra_column: str, dec_column: str, extra: dict | None = None) -> dict:
+def finish_written(
+    catalog_dir: Path,
+    written: list[tuple[int, int]],
+    schemas: list,
+    fallback: pa.Schema,
+    *,
+    name: str,
+    product: str,
+    ra_column: str,
+    dec_column: str,
+    extra: dict | None = None,
+) -> dict:
     """Catalog metadata for the partitions that got a file (``written``, with their schemas)."""
     schema = next((s for s in schemas if s is not None), None) or fallback
     (catalog_dir / layout.DATASET_DIR).mkdir(parents=True, exist_ok=True)
     return build.finish_catalog(
-        catalog_dir, name=name, product=product,
-        orders=np.array([o for o, _ in written], dtype=np.int64), pixels=np.array([p for _, p in written], dtype=np.int64),
-        schema=schema.remove_metadata(), ra_column=ra_column, dec_column=dec_column, extra_properties=extra,
+        catalog_dir,
+        name=name,
+        product=product,
+        orders=np.array([o for o, _ in written], dtype=np.int64),
+        pixels=np.array([p for _, p in written], dtype=np.int64),
+        schema=schema.remove_metadata(),
+        ra_column=ra_column,
+        dec_column=dec_column,
+        extra_properties=extra,
     )
 
 
@@ -74,37 +98,85 @@ def finish_collection(staging: Path, name: str, margins: list[str], state: dict)
     layout.atomic_write_text(staging / "survey_engine.json", json.dumps(state))
 
 
-def _write_one(src: str, read_columns, keep_columns, transforms, out_dir: str, order: int, pix: int, ra: str, dec: str,
-               nullable=(), expected_rows: int | None = None):
+def _write_one(
+    src: str,
+    read_columns,
+    keep_columns,
+    transforms,
+    out_dir: str,
+    order: int,
+    pix: int,
+    ra: str,
+    dec: str,
+    nullable=(),
+    expected_rows: int | None = None,
+):
     frame = read_partition(src, read_columns, keep_columns, transforms, nullable, expected_rows=expected_rows)
     if len(frame) == 0:
         return None
     for col in (ra, dec):
         if col not in frame.columns:
-            raise UsageError(f"cannot write a catalog without its coordinate column {col!r} (columns: {list(frame.columns)})")
+            raise UsageError(
+                f"cannot write a catalog without its coordinate column {col!r} (columns: {list(frame.columns)})"
+            )
     return write_frame_partition(frame, out_dir, order, pix)
 
 
-def _write_single(catalog: Catalog, out_dir: Path, name: str, product: str, client, progress: bool, extra: dict,
-                  nullable: tuple[str, ...] | None = None) -> int:
+def _write_single(
+    catalog: Catalog,
+    out_dir: Path,
+    name: str,
+    product: str,
+    client,
+    progress: bool,
+    extra: dict,
+    nullable: tuple[str, ...] | None = None,
+) -> int:
     # integer / boolean columns with nulls keep them, with one type in every partition (the
     # margin takes its main catalog's: its rows are some of the main's)
     nullable = catalog.nullable_columns if nullable is None else nullable
     calls = [
-        (storage.portable(f), catalog._read_columns(), catalog.columns, catalog.transforms, str(out_dir), int(o), int(p), catalog.ra_column,
-         catalog.dec_column, nullable, rows)
-        for f, o, p, rows in zip(catalog.partition_files(), catalog.partitions.Norder, catalog.partitions.Npix, catalog._expected_rows())
+        (
+            storage.portable(f),
+            catalog._read_columns(),
+            catalog.columns,
+            catalog.transforms,
+            str(out_dir),
+            int(o),
+            int(p),
+            catalog.ra_column,
+            catalog.dec_column,
+            nullable,
+            rows,
+        )
+        for f, o, p, rows in zip(
+            catalog.partition_files(),
+            catalog.partitions.Norder,
+            catalog.partitions.Npix,
+            catalog._expected_rows(),
+        )
     ]
     schemas = run_tasks(client, _write_one, calls, f"write {name}", progress)
     written = [(c[5], c[6]) for c, s in zip(calls, schemas) if s is not None]
     if not written and product == "object":
         raise UsageError(f"nothing to write to {out_dir}: the catalog selection is empty")
-    props = finish_written(out_dir, written, schemas, catalog.schema, name=name, product=product,
-                           ra_column=catalog.ra_column, dec_column=catalog.dec_column, extra=extra)
+    props = finish_written(
+        out_dir,
+        written,
+        schemas,
+        catalog.schema,
+        name=name,
+        product=product,
+        ra_column=catalog.ra_column,
+        dec_column=catalog.dec_column,
+        extra=extra,
+    )
     return int(props["hats_nrows"])
 
 
-def write_catalog(catalog: Catalog, out: Path, name: str | None = None, client=None, progress: bool = False) -> Path:
+def write_catalog(
+    catalog: Catalog, out: Path, name: str | None = None, client=None, progress: bool = False
+) -> Path:
     """Write ``catalog`` (and its margin) as a collection at ``out``; atomic: built beside, then renamed
     (or, for an ``s3://`` location, built in a local staging folder and uploaded properties last)."""
     from survey_engine.catalog import storage
@@ -114,7 +186,9 @@ def write_catalog(catalog: Catalog, out: Path, name: str | None = None, client=N
 
         out = storage.as_path(out)
         name = name if name is not None else out.name
-        write_via_stage(out, lambda stage: write_catalog(catalog, stage, name=name, client=client, progress=progress))
+        write_via_stage(
+            out, lambda stage: write_catalog(catalog, stage, name=name, client=client, progress=progress)
+        )
         return out
     out = Path(out)
     # a given name is checked; the output folder's own name (made absolute) is one path component
@@ -125,8 +199,14 @@ def write_catalog(catalog: Catalog, out: Path, name: str | None = None, client=N
         if catalog.margin is not None:
             mname = margin_catalog_name(name, catalog.margin_radius_arcsec)
             _write_single(
-                catalog.margin, staging / mname, mname, "margin", client, progress,
-                {"hats_primary_table_url": name, "hats_margin_threshold": catalog.margin_radius_arcsec}, catalog.nullable_columns,
+                catalog.margin,
+                staging / mname,
+                mname,
+                "margin",
+                client,
+                progress,
+                {"hats_primary_table_url": name, "hats_margin_threshold": catalog.margin_radius_arcsec},
+                catalog.nullable_columns,
             )
             margins.append(mname)
         finish_collection(staging, name, margins, {"rows": rows, "derived_from": str(catalog.path)})

@@ -33,11 +33,15 @@ class CrossmatchAlgorithm(ABC):
         """Called on the driver before the match tasks start (e.g. to compile a kernel once)."""
 
     @abstractmethod
-    def nearest(self, left: np.ndarray, right: np.ndarray, k: int, radius_arcsec: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def nearest(
+        self, left: np.ndarray, right: np.ndarray, k: int, radius_arcsec: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Up to ``k`` nearest right rows within the radius of each left row: (left idx, right idx, sep arcsec)."""
 
     @abstractmethod
-    def all_pairs(self, left: np.ndarray, right: np.ndarray, radius_arcsec: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def all_pairs(
+        self, left: np.ndarray, right: np.ndarray, radius_arcsec: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every (left, right) pair within the radius: (left idx, right idx, sep arcsec)."""
 
     # the match tasks hand over RA/Dec (degrees); kernels that work on unit vectors get them here
@@ -117,7 +121,9 @@ class ZonesAlgorithm(CrossmatchAlgorithm):
 
 def _radec(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     xyz = np.asarray(xyz, dtype=np.float64)
-    return np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0])) % 360.0, np.degrees(np.arcsin(np.clip(xyz[:, 2], -1, 1)))
+    return np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0])) % 360.0, np.degrees(
+        np.arcsin(np.clip(xyz[:, 2], -1, 1))
+    )
 
 
 def _empty():
@@ -167,12 +173,17 @@ class GridAlgorithm(CrossmatchAlgorithm):
         if len(left) == 0 or len(right) == 0:
             return xp.empty(0, xp.int64), xp.empty(0, xp.int64), xp.empty(0, xp.float64)
         left, right = xp.asarray(left, dtype=xp.float64), xp.asarray(right, dtype=xp.float64)
-        cell = max(2 * chord, 2.0 / (2**AXIS_BITS - 4))  # >= 2 chords: a +-chord box spans <= 2 cells per axis
+        cell = max(
+            2 * chord, 2.0 / (2**AXIS_BITS - 4)
+        )  # >= 2 chords: a +-chord box spans <= 2 cells per axis
         shift = int(np.ceil(1.0 / cell)) + 1
         rkeys = self._keys(xp.floor(right / cell).astype(xp.int64) + shift)
         order = xp.argsort(rkeys)
         rkeys = rkeys[order]
-        pieces = [self._chunk(left[i:i + CHUNK_ROWS], i, right, order, rkeys, chord, cell, shift) for i in range(0, len(left), CHUNK_ROWS)]
+        pieces = [
+            self._chunk(left[i : i + CHUNK_ROWS], i, right, order, rkeys, chord, cell, shift)
+            for i in range(0, len(left), CHUNK_ROWS)
+        ]
         return tuple(xp.concatenate([p[j] for p in pieces]) for j in range(3))
 
     def _keys(self, cells):
@@ -221,9 +232,12 @@ class GPUAlgorithm(GridAlgorithm):
         super().__init__(cupy)
 
 
-
-
-ALGORITHMS: dict[str, type[CrossmatchAlgorithm]] = {"zones": ZonesAlgorithm, "kdtree": KDTreeAlgorithm, "grid": GridAlgorithm, "gpu": GPUAlgorithm}
+ALGORITHMS: dict[str, type[CrossmatchAlgorithm]] = {
+    "zones": ZonesAlgorithm,
+    "kdtree": KDTreeAlgorithm,
+    "grid": GridAlgorithm,
+    "gpu": GPUAlgorithm,
+}
 DEFAULT_ALGORITHM = "zones"
 
 

@@ -21,7 +21,9 @@ def julian_year_to_jd(epoch) -> np.ndarray:
     return 2451545.0 + (np.asarray(epoch, dtype=np.float64) - 2000.0) * 365.25
 
 
-def propagate(ra_deg, dec_deg, pmra_cosdec_mas_yr, pmdec_mas_yr, epoch_from, epoch_to, parallax_mas=None, rv_km_s=None):
+def propagate(
+    ra_deg, dec_deg, pmra_cosdec_mas_yr, pmdec_mas_yr, epoch_from, epoch_to, parallax_mas=None, rv_km_s=None
+):
     """(ra, dec) in degrees at ``epoch_to`` (Julian years; scalars or per-row arrays)."""
     import erfa
 
@@ -34,16 +36,28 @@ def propagate(ra_deg, dec_deg, pmra_cosdec_mas_yr, pmdec_mas_yr, epoch_from, epo
     cosd = np.cos(dec)
     pmr = np.where(moving, pmra, 0.0) * mas / np.where(cosd == 0, 1e-300, cosd)
     pmd = np.where(moving, pmdec, 0.0) * mas
-    plx = np.zeros_like(ra) if parallax_mas is None else np.nan_to_num(np.asarray(parallax_mas, dtype=np.float64), nan=0.0) / 1000.0
+    plx = (
+        np.zeros_like(ra)
+        if parallax_mas is None
+        else np.nan_to_num(np.asarray(parallax_mas, dtype=np.float64), nan=0.0) / 1000.0
+    )
     plx = np.maximum(plx, 0.0)
-    rv = np.zeros_like(ra) if rv_km_s is None else np.nan_to_num(np.asarray(rv_km_s, dtype=np.float64), nan=0.0)
+    rv = (
+        np.zeros_like(ra)
+        if rv_km_s is None
+        else np.nan_to_num(np.asarray(rv_km_s, dtype=np.float64), nan=0.0)
+    )
     jd1 = np.broadcast_to(julian_year_to_jd(epoch_from), ra.shape)
     jd2 = np.broadcast_to(julian_year_to_jd(epoch_to), ra.shape)
-    with warnings.catch_warnings():  # ERFA notes each row without a parallax, which then gets its default distance
+    with (
+        warnings.catch_warnings()
+    ):  # ERFA notes each row without a parallax, which then gets its default distance
         warnings.filterwarnings("ignore", category=erfa.ErfaWarning)
         out = erfa.pmsafe(ra, dec, pmr, pmd, plx, rv, jd1, np.zeros_like(ra), jd2, np.zeros_like(ra))
     new_ra, new_dec = np.degrees(out[0]) % 360.0, np.degrees(out[1])
-    return np.where(moving, new_ra, np.asarray(ra_deg, float)), np.where(moving, new_dec, np.asarray(dec_deg, float))
+    return np.where(moving, new_ra, np.asarray(ra_deg, float)), np.where(
+        moving, new_dec, np.asarray(dec_deg, float)
+    )
 
 
 @dataclass(frozen=True)
@@ -63,14 +77,22 @@ class EpochSpec:
             cols.append(self.epoch)
         return cols
 
-    def positions_at(self, frame: pd.DataFrame, ra: str, dec: str, target: float) -> tuple[np.ndarray, np.ndarray]:
+    def positions_at(
+        self, frame: pd.DataFrame, ra: str, dec: str, target: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         missing = [c for c in self.columns() if c not in frame.columns]
         if missing:
-            raise MissingColumnError(f"epoch propagation needs column(s) {missing}; the catalog has {list(frame.columns)}")
+            raise MissingColumnError(
+                f"epoch propagation needs column(s) {missing}; the catalog has {list(frame.columns)}"
+            )
         epoch = frame[self.epoch].to_numpy(float) if isinstance(self.epoch, str) else float(self.epoch)
         return propagate(
-            frame[ra].to_numpy(float), frame[dec].to_numpy(float), frame[self.pmra].to_numpy(float), frame[self.pmdec].to_numpy(float),
-            epoch, target,
+            frame[ra].to_numpy(float),
+            frame[dec].to_numpy(float),
+            frame[self.pmra].to_numpy(float),
+            frame[self.pmdec].to_numpy(float),
+            epoch,
+            target,
             frame[self.parallax].to_numpy(float) if self.parallax else None,
             frame[self.radial_velocity].to_numpy(float) if self.radial_velocity else None,
         )

@@ -18,11 +18,24 @@ from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, pixel_range29
 
 def row_keys(hp: np.ndarray, ra: np.ndarray, dec: np.ndarray) -> pd.MultiIndex:
     """A row's identity in a cross-match: its ``_healpix_29`` and exact coordinates."""
-    return pd.MultiIndex.from_arrays([np.asarray(hp, dtype=np.int64), np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)])
+    return pd.MultiIndex.from_arrays(
+        [np.asarray(hp, dtype=np.int64), np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)]
+    )
 
 
-def _unmatched_in_partition(file: str, columns, ra: str, dec: str, epoch, paired: tuple, suffix: str,
-                            is_right: bool, meta: pd.DataFrame, nullable=(), rows: int | None = None) -> pd.DataFrame:
+def _unmatched_in_partition(
+    file: str,
+    columns,
+    ra: str,
+    dec: str,
+    epoch,
+    paired: tuple,
+    suffix: str,
+    is_right: bool,
+    meta: pd.DataFrame,
+    nullable=(),
+    rows: int | None = None,
+) -> pd.DataFrame:
     from survey_engine.crossmatch.tasks import read_side  # the same columns a match task reads
 
     frame = read_side([file], columns, ra, dec, epoch, nullable, {file: rows})
@@ -31,7 +44,10 @@ def _unmatched_in_partition(file: str, columns, ra: str, dec: str, epoch, paired
     hp = frame.index.to_numpy()
     keep = ~row_keys(hp, frame[ra].to_numpy(), frame[dec].to_numpy()).isin(row_keys(*paired))
     rows = frame[keep]
-    data = {f"{c}{suffix}": rows[c].to_numpy() if isinstance(rows[c].dtype, np.dtype) else rows[c].array for c in rows.columns}
+    data = {
+        f"{c}{suffix}": rows[c].to_numpy() if isinstance(rows[c].dtype, np.dtype) else rows[c].array
+        for c in rows.columns
+    }
     if is_right:
         data[f"{SPATIAL_INDEX_COLUMN}{suffix}"] = rows.index.to_numpy()
     out = pd.DataFrame(data, index=pd.Index(rows.index.to_numpy(), name=SPATIAL_INDEX_COLUMN))
@@ -59,16 +75,36 @@ def unmatched_rows(result, side: str, pairs: pd.DataFrame, meta: pd.DataFrame) -
     order = np.argsort(hp[ok], kind="stable")
     hp, pra, pdec = hp[ok][order], pra[ok][order], pdec[ok][order]
     tasks = []
-    for o, p, f, rows in zip(catalog.partitions.Norder, catalog.partitions.Npix, catalog.partition_files(), catalog._expected_rows()):
+    for o, p, f, rows in zip(
+        catalog.partitions.Norder,
+        catalog.partitions.Npix,
+        catalog.partition_files(),
+        catalog._expected_rows(),
+    ):
         start, stop = pixel_range29(int(o), int(p))
         a, b = np.searchsorted(hp, int(start)), np.searchsorted(hp, int(stop))
-        tasks.append(dask.delayed(_unmatched_in_partition)(storage.portable(f), columns, ra, dec, epoch, (hp[a:b], pra[a:b], pdec[a:b]),
-                                                          suffix, side == "right", meta, nullable, rows))
+        tasks.append(
+            dask.delayed(_unmatched_in_partition)(
+                storage.portable(f),
+                columns,
+                ra,
+                dec,
+                epoch,
+                (hp[a:b], pra[a:b], pdec[a:b]),
+                suffix,
+                side == "right",
+                meta,
+                nullable,
+                rows,
+            )
+        )
     parts = [t for t in dask.compute(*tasks) if len(t)]
     return pd.concat(parts) if parts else meta.iloc[:0]
 
 
-def pixels_outside(index29: np.ndarray, orders: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pixels_outside(
+    index29: np.ndarray, orders: np.ndarray, pixels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """HEALPix pixels, disjoint from the given ones, that hold every index in ``index29`` not
     inside them: each as coarse as it can be without overlapping a given pixel (so right-only
     rows of an outer join get partitions of their own that never overlap the left's)."""

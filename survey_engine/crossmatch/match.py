@@ -71,7 +71,9 @@ class CrossmatchResult:
         frame = pd.DataFrame(data)
         frame.index = pd.Index([], dtype="int64", name=SPATIAL_INDEX_COLUMN)
         if self.params.join == "left":
-            frame = frame.astype({c: _nullable(t) for c, t in frame.dtypes.items() if c.endswith(s2) or c == "sep_arcsec"})
+            frame = frame.astype(
+                {c: _nullable(t) for c, t in frame.dtypes.items() if c.endswith(s2) or c == "sep_arcsec"}
+            )
         elif self.params.join == "outer":
             frame = frame.astype({c: _nullable(t) for c, t in frame.dtypes.items()})
         return frame
@@ -103,7 +105,17 @@ class CrossmatchResult:
         rcoords = (self.right.ra_column, self.right.dec_column)
         if not self.tasks:
             return dd.from_pandas(meta, npartitions=1)
-        return dd.from_map(match_task, self.tasks, p=self.params, lcoords=lcoords, rcoords=rcoords, empty=meta, meta=meta, label="crossmatch", enforce_metadata=False)
+        return dd.from_map(
+            match_task,
+            self.tasks,
+            p=self.params,
+            lcoords=lcoords,
+            rcoords=rcoords,
+            empty=meta,
+            meta=meta,
+            label="crossmatch",
+            enforce_metadata=False,
+        )
 
     def _matched(self) -> pd.DataFrame:
         """Every left partition's matches, concatenated in partition order.
@@ -121,7 +133,14 @@ class CrossmatchResult:
         capacities = self._row_bounds() if ColumnSlots.usable(meta) else None
         slots = ColumnSlots(meta, capacities) if capacities is not None else None
         get_algorithm(self.params.algorithm).prepare()
-        parts = run_tasks(client, match_task, self.task_calls(), "crossmatch", progress=False, sink=slots.put if slots else None)
+        parts = run_tasks(
+            client,
+            match_task,
+            self.task_calls(),
+            "crossmatch",
+            progress=False,
+            sink=slots.put if slots else None,
+        )
         if slots is not None:
             return slots.frame()
         parts = [p for p in parts if len(p)]
@@ -160,7 +179,9 @@ class CrossmatchResult:
         if self.params.how == "one-to-one":
             from survey_engine.crossmatch.one_to_one import select_one_to_one
 
-            pairs = select_one_to_one(pairs, self.ra_column, self.dec_column, self.right.ra_column + s2, self.right.dec_column + s2)
+            pairs = select_one_to_one(
+                pairs, self.ra_column, self.dec_column, self.right.ra_column + s2, self.right.dec_column + s2
+            )
         meta = self.meta()
         pieces = [pairs]
         if self.params.how == "one-to-one" and self.params.join in ("left", "outer"):
@@ -178,7 +199,9 @@ class CrossmatchResult:
         """Write the result as a HATS collection partitioned like the left catalog."""
         from survey_engine.crossmatch.output import write_result
 
-        return write_result(self, out if storage.is_remote(out) else Path(out), name=name, client=client, progress=progress)
+        return write_result(
+            self, out if storage.is_remote(out) else Path(out), name=name, client=client, progress=progress
+        )
 
 
 def _nullable(dtype):
@@ -194,9 +217,15 @@ def _read_meta(catalog: Catalog, columns, epoch: EpochSpec | None = None) -> pd.
     from survey_engine.catalog.catalog import nullable_frame
 
     frame = nullable_frame(catalog.schema.empty_table(), catalog.nullable_columns)
-    frame = frame.drop(columns=[c for c in (SPATIAL_INDEX_COLUMN, "Norder", "Dir", "Npix") if c in frame.columns])
+    frame = frame.drop(
+        columns=[c for c in (SPATIAL_INDEX_COLUMN, "Norder", "Dir", "Npix") if c in frame.columns]
+    )
     if columns is not None:
-        keep = list(dict.fromkeys([*columns, catalog.ra_column, catalog.dec_column, *(epoch.columns() if epoch else [])]))
+        keep = list(
+            dict.fromkeys(
+                [*columns, catalog.ra_column, catalog.dec_column, *(epoch.columns() if epoch else [])]
+            )
+        )
         frame = frame[keep]
     return frame
 
@@ -231,16 +260,35 @@ def crossmatch(
     if algorithm == "gpu":
         usable, why = gpu_available()
         if not usable:
-            print(f"survey-engine: the GPU cross-match kernel was asked for, but there is no usable GPU ({why}); "
-                  "running the same grid kernel on the CPU (--algorithm grid; algorithm='grid' in Python).", file=sys.stderr)
+            print(
+                f"survey-engine: the GPU cross-match kernel was asked for, but there is no usable GPU ({why}); "
+                "running the same grid kernel on the CPU (--algorithm grid; algorithm='grid' in Python).",
+                file=sys.stderr,
+            )
             algorithm = "grid"
     as_spec = lambda e: e if (e is None or isinstance(e, EpochSpec)) else EpochSpec(e)  # noqa: E731
     k = cap_k(k, how, right)
-    params = MatchParams(radius_arcsec, how, k, join, min_radius_arcsec, exclude_self, tuple(suffixes), algorithm,
-                         tuple(left_columns) if left_columns else None, tuple(right_columns) if right_columns else None,
-                         epoch, as_spec(left_epoch), as_spec(right_epoch), left.nullable_columns, right.nullable_columns)
+    params = MatchParams(
+        radius_arcsec,
+        how,
+        k,
+        join,
+        min_radius_arcsec,
+        exclude_self,
+        tuple(suffixes),
+        algorithm,
+        tuple(left_columns) if left_columns else None,
+        tuple(right_columns) if right_columns else None,
+        epoch,
+        as_spec(left_epoch),
+        as_spec(right_epoch),
+        left.nullable_columns,
+        right.nullable_columns,
+    )
     if left.transforms or right.transforms:
-        raise UsageError("cross-match works on stored catalogs; write a derived catalog first (Catalog.write) and open it")
+        raise UsageError(
+            "cross-match works on stored catalogs; write a derived catalog first (Catalog.write) and open it"
+        )
     from survey_engine.crossmatch.plan import MarginTooSmallError, check_margin
 
     reach = radius_arcsec
@@ -269,7 +317,10 @@ def cap_k(k: int, how: str, right: Catalog) -> int:
     if k > max(rows, 1):
         import warnings
 
-        warnings.warn(f"--k {k} is more than the {rows} rows of {right.path}; matching with k={max(rows, 1)}", stacklevel=3)
+        warnings.warn(
+            f"--k {k} is more than the {rows} rows of {right.path}; matching with k={max(rows, 1)}",
+            stacklevel=3,
+        )
         return max(rows, 1)
     return k
 
@@ -284,8 +335,14 @@ def _with_margin(right: Catalog, radius_arcsec: float, client) -> Catalog:
     from survey_engine.catalog.margins import margin_catalog_name
 
     # in a collection and beside a lone catalog alike, the margin lands next to the main catalog
-    margin_path = layout.safe_child(right.path.parent, margin_catalog_name(right.name, radius_arcsec), f"{right.path}: margin catalog name")
+    margin_path = layout.safe_child(
+        right.path.parent,
+        margin_catalog_name(right.name, radius_arcsec),
+        f"{right.path}: margin catalog name",
+    )
     if not margin_path.exists():
         in_collection = (right.path.parent / layout.COLLECTION_FILE).exists()
-        build_margin(right.path.parent if in_collection else right.path, radius_arcsec, client=client, progress=False)
+        build_margin(
+            right.path.parent if in_collection else right.path, radius_arcsec, client=client, progress=False
+        )
     return replace(right, margin=open_catalog(margin_path, margin=None))

@@ -26,7 +26,9 @@ def greedy_one_to_one(left_key: np.ndarray, right_key: np.ndarray, sep: np.ndarr
     return keep
 
 
-def select_one_to_one(pairs: pd.DataFrame, left_ra: str, left_dec: str, right_ra: str, right_dec: str) -> pd.DataFrame:
+def select_one_to_one(
+    pairs: pd.DataFrame, left_ra: str, left_dec: str, right_ra: str, right_dec: str
+) -> pd.DataFrame:
     """Keep the greedy one-to-one subset of an all-pairs result frame."""
     if len(pairs) == 0:
         return pairs
@@ -36,9 +38,20 @@ def select_one_to_one(pairs: pd.DataFrame, left_ra: str, left_dec: str, right_ra
     from survey_engine.crossmatch.joins import row_keys
 
     lkey = row_keys(lhp, frame[left_ra].to_numpy(), frame[left_dec].to_numpy()).factorize()[0]
-    rkey = row_keys(frame[right_hp].to_numpy(), frame[right_ra].to_numpy(), frame[right_dec].to_numpy()).factorize()[0]
-    order = np.lexsort((frame[right_dec].to_numpy(), frame[right_ra].to_numpy(), frame[right_hp].to_numpy(),
-                        frame[left_dec].to_numpy(), frame[left_ra].to_numpy(), lhp, frame["sep_arcsec"].to_numpy()))
+    rkey = row_keys(
+        frame[right_hp].to_numpy(), frame[right_ra].to_numpy(), frame[right_dec].to_numpy()
+    ).factorize()[0]
+    order = np.lexsort(
+        (
+            frame[right_dec].to_numpy(),
+            frame[right_ra].to_numpy(),
+            frame[right_hp].to_numpy(),
+            frame[left_dec].to_numpy(),
+            frame[left_ra].to_numpy(),
+            lhp,
+            frame["sep_arcsec"].to_numpy(),
+        )
+    )
     keep = greedy_one_to_one(lkey[order], rkey[order], frame["sep_arcsec"].to_numpy()[order])
     chosen = np.sort(order[keep])
     return pairs.iloc[chosen]

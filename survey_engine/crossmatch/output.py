@@ -19,7 +19,9 @@ from survey_engine.runtime import dask_client, run_tasks
 
 
 def _match_and_write(task, params, lcoords, rcoords, meta, out_dir: str):
-    return write_frame_partition(match_task(task, params, lcoords, rcoords, meta), out_dir, task.left_order, task.left_pix)
+    return write_frame_partition(
+        match_task(task, params, lcoords, rcoords, meta), out_dir, task.left_order, task.left_pix
+    )
 
 
 def _write_frame_by_partition(frame, tasks, catalog_dir: Path) -> tuple[list, list]:
@@ -31,7 +33,9 @@ def _write_frame_by_partition(frame, tasks, catalog_dir: Path) -> tuple[list, li
 
     index = frame.index.to_numpy()
     pixels = [(t.left_order, t.left_pix) for t in tasks]
-    extra_o, extra_p = pixels_outside(index, np.array([o for o, _ in pixels]), np.array([p for _, p in pixels]))
+    extra_o, extra_p = pixels_outside(
+        index, np.array([o for o, _ in pixels]), np.array([p for _, p in pixels])
+    )
     pixels += list(zip(extra_o.tolist(), extra_p.tolist()))
     schemas = []
     for o, p in pixels:
@@ -51,7 +55,9 @@ def write_result(result, out: Path, name: str | None = None, client=None, progre
 
         out = storage.as_path(out)
         name = name if name is not None else out.name
-        write_via_stage(out, lambda stage: write_result(result, stage, name=name, client=client, progress=progress))
+        write_via_stage(
+            out, lambda stage: write_result(result, stage, name=name, client=client, progress=progress)
+        )
         return out
 
     name = check_name(name, "catalog name") if name is not None else output_path(out).name
@@ -61,14 +67,36 @@ def write_result(result, out: Path, name: str | None = None, client=None, progre
         if result.in_memory:
             pixels, schemas = _write_frame_by_partition(result.compute(), result.tasks, catalog_dir)
         else:
-            get_algorithm(result.params.algorithm).prepare()  # e.g. compile the kernel once, saying so, before the bar
-            schemas = run_tasks(client, _match_and_write, result.task_calls(str(catalog_dir)), "crossmatch", progress)
+            get_algorithm(
+                result.params.algorithm
+            ).prepare()  # e.g. compile the kernel once, saying so, before the bar
+            schemas = run_tasks(
+                client, _match_and_write, result.task_calls(str(catalog_dir)), "crossmatch", progress
+            )
             pixels = [(t.left_order, t.left_pix) for t in result.tasks]
         written = [px for px, s in zip(pixels, schemas) if s is not None]
         props = finish_written(
-            catalog_dir, written, schemas, pa.Schema.from_pandas(meta.reset_index(), preserve_index=False), name=name, product="object",
-            ra_column=result.ra_column, dec_column=result.dec_column,
-            extra={"se_crossmatch_radius_arcsec": result.params.radius_arcsec, "se_crossmatch_how": result.params.how},
+            catalog_dir,
+            written,
+            schemas,
+            pa.Schema.from_pandas(meta.reset_index(), preserve_index=False),
+            name=name,
+            product="object",
+            ra_column=result.ra_column,
+            dec_column=result.dec_column,
+            extra={
+                "se_crossmatch_radius_arcsec": result.params.radius_arcsec,
+                "se_crossmatch_how": result.params.how,
+            },
         )
-        finish_collection(staging, name, [], {"rows": int(props["hats_nrows"]), "left": str(result.left.path), "right": str(result.right.path)})
+        finish_collection(
+            staging,
+            name,
+            [],
+            {
+                "rows": int(props["hats_nrows"]),
+                "left": str(result.left.path),
+                "right": str(result.right.path),
+            },
+        )
     return Path(out)

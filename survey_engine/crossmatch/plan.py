@@ -40,7 +40,9 @@ class MatchTask:
     left_pix: int
     groups: tuple[RightGroup, ...]
     orphan_files: tuple[str, ...] = field(default=())  # right partitions near uncovered left rows
-    file_rows: tuple[tuple[str, int], ...] = field(default=())  # rows each file holds, by the catalogs' metadata
+    file_rows: tuple[tuple[str, int], ...] = field(
+        default=()
+    )  # rows each file holds, by the catalogs' metadata
 
 
 BUILD_MARGIN = option("--build-margin", "build_margin=True")
@@ -68,8 +70,12 @@ def plan_crossmatch(left: Catalog, right: Catalog, radius_arcsec: float) -> list
     # file names are made only for the right partitions a task uses (a remote one is a UPath,
     # slow to make by the hundred); every read checks its file's rows against the metadata
     r_rows = right._expected_rows()
-    margin_rows = dict(zip(zip(right.margin.partitions.Norder.tolist(), right.margin.partitions.Npix.tolist()),
-                           right.margin._expected_rows()))
+    margin_rows = dict(
+        zip(
+            zip(right.margin.partitions.Norder.tolist(), right.margin.partitions.Npix.tolist()),
+            right.margin._expected_rows(),
+        )
+    )
     rows_of: dict = {}
 
     @functools.cache
@@ -87,7 +93,9 @@ def plan_crossmatch(left: Catalog, right: Catalog, radius_arcsec: float) -> list
     rows_of.update(zip(map(storage.portable, left.partition_files()), left._expected_rows()))
     m = margin_order_for_radius(radius_arcsec)
     tasks = []
-    for l_order, l_pix, l_file in zip(left.partitions.Norder.tolist(), left.partitions.Npix.tolist(), left.partition_files()):
+    for l_order, l_pix, l_file in zip(
+        left.partitions.Norder.tolist(), left.partitions.Npix.tolist(), left.partition_files()
+    ):
         l_start, l_stop = (int(v) for v in pixel_range29(l_order, l_pix))
         first = int(np.searchsorted(r_stop, l_start, side="right"))
         groups, covered = [], 0

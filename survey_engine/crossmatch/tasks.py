@@ -45,7 +45,9 @@ class MatchParams:
 
     def __post_init__(self):
         if not self.radius_arcsec > 0:
-            raise UsageError(f"{option('--radius', 'radius_arcsec')} must be positive, got {self.radius_arcsec}")
+            raise UsageError(
+                f"{option('--radius', 'radius_arcsec')} must be positive, got {self.radius_arcsec}"
+            )
         if self.how not in HOWS:
             raise UsageError(f"{option('--how', 'how')} must be one of {HOWS}, got {self.how!r}")
         if self.join not in JOINS:
@@ -53,23 +55,34 @@ class MatchParams:
         if self.k < 1:
             raise UsageError(f"{option('--k', 'k')} must be at least 1, got {self.k}")
         if not 0 <= self.min_radius_arcsec < self.radius_arcsec:
-            raise UsageError(f"{option('--min-radius', 'min_radius_arcsec')} must be within [0, --radius), got {self.min_radius_arcsec}")
+            raise UsageError(
+                f"{option('--min-radius', 'min_radius_arcsec')} must be within [0, --radius), got {self.min_radius_arcsec}"
+            )
         if len(self.suffixes) != 2 or self.suffixes[0] == self.suffixes[1]:
-            raise UsageError(f"{option('--suffixes', 'suffixes')} must be two different strings, got {self.suffixes}")
+            raise UsageError(
+                f"{option('--suffixes', 'suffixes')} must be two different strings, got {self.suffixes}"
+            )
         check_algorithm(self.algorithm)
         if (self.left_epoch or self.right_epoch) and self.target_epoch is None:
-            raise UsageError(f"give the common epoch, {option('--epoch', 'epoch')}, to propagate positions to")
+            raise UsageError(
+                f"give the common epoch, {option('--epoch', 'epoch')}, to propagate positions to"
+            )
 
 
-def read_side(files, columns, ra: str, dec: str, epoch: EpochSpec | None = None, nullable=(), rows: dict | None = None
-          ) -> pd.DataFrame:
+def read_side(
+    files, columns, ra: str, dec: str, epoch: EpochSpec | None = None, nullable=(), rows: dict | None = None
+) -> pd.DataFrame:
     # _healpix_29 is always read: it routes rows to partitions and breaks ties
     extra = epoch.columns() if epoch else []
     cols = None if columns is None else list(dict.fromkeys([SPATIAL_INDEX_COLUMN, *columns, ra, dec, *extra]))
     rows = rows or {}
     frames = [read_partition(f, cols, nullable=nullable, expected_rows=rows.get(f)) for f in files]
     frames = [f for f in frames if len(f)]
-    return pd.concat(frames) if frames else (read_partition(files[0], cols, nullable=nullable).iloc[:0] if files else pd.DataFrame())
+    return (
+        pd.concat(frames)
+        if frames
+        else (read_partition(files[0], cols, nullable=nullable).iloc[:0] if files else pd.DataFrame())
+    )
 
 
 def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchParams):
@@ -91,12 +104,16 @@ def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchPa
         # duplicate of a row's own position.
         if not algo.breaks_ties or p.exclude_self:
             ties = 0 if right.index.is_unique else int(right.index.value_counts().max()) - 1
-        li, ri, sep = algo.nearest_radec(*lpos, *rpos, k + ties + (1 if p.exclude_self else 0), p.radius_arcsec, right.index.to_numpy())
+        li, ri, sep = algo.nearest_radec(
+            *lpos, *rpos, k + ties + (1 if p.exclude_self else 0), p.radius_arcsec, right.index.to_numpy()
+        )
     keep = sep >= p.min_radius_arcsec
     if p.exclude_self:
         lhp, rhp = left.index.to_numpy(), right.index.to_numpy()
-        same = (lhp[li] == rhp[ri]) & (left[lcoords[0]].to_numpy()[li] == right[rcoords[0]].to_numpy()[ri]) & (
-            left[lcoords[1]].to_numpy()[li] == right[rcoords[1]].to_numpy()[ri]
+        same = (
+            (lhp[li] == rhp[ri])
+            & (left[lcoords[0]].to_numpy()[li] == right[rcoords[0]].to_numpy()[ri])
+            & (left[lcoords[1]].to_numpy()[li] == right[rcoords[1]].to_numpy()[ri])
         )
         keep &= ~same
     li, ri, sep = li[keep], ri[keep], sep[keep]
@@ -189,7 +206,9 @@ def _taken(frame: pd.DataFrame, rows: np.ndarray, suffix: str) -> dict:
     out = {}
     for c in frame.columns:
         col = frame[c]
-        out[f"{c}{suffix}"] = col.to_numpy().take(rows) if isinstance(col.dtype, np.dtype) else col.array.take(rows)
+        out[f"{c}{suffix}"] = (
+            col.to_numpy().take(rows) if isinstance(col.dtype, np.dtype) else col.array.take(rows)
+        )
     return out
 
 

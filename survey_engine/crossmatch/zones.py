@@ -113,8 +113,29 @@ def _before(d2, r, best_d2, best_r, tie):
 
 
 @njit(cache=True, nogil=True)
-def _scan(mode, lra, ldec, lxyz, rxyz, order, starts, sorted_ra, dec0, height, r_deg, sin_r, c2, tie,
-          count, offset, li_out, ri_out, d2_out, best_r, best_d):
+def _scan(
+    mode,
+    lra,
+    ldec,
+    lxyz,
+    rxyz,
+    order,
+    starts,
+    sorted_ra,
+    dec0,
+    height,
+    r_deg,
+    sin_r,
+    c2,
+    tie,
+    count,
+    offset,
+    li_out,
+    ri_out,
+    d2_out,
+    best_r,
+    best_d,
+):
     """Visit every candidate of every left row: COUNT pairs per row, FILL them at ``offset``, or
     keep the NEAREST k per row (``best_r``/``best_d``, (n, k)), ordered by distance, then by the
     right row's ``tie`` key (its ``_healpix_29``), then by right row.
@@ -173,7 +194,9 @@ def _scan(mode, lra, ldec, lxyz, rxyz, order, starts, sorted_ra, dec0, height, r
 def _prepare(lra, ldec, rra, rdec, r_deg):
     dec0 = rdec.min()
     span = rdec.max() - dec0 + 1e-9
-    height = max(2.0 * r_deg, span / max(len(rra), 1))  # a row's band [dec - r, dec + r] meets 2 strips at most
+    height = max(
+        2.0 * r_deg, span / max(len(rra), 1)
+    )  # a row's band [dec - r, dec + r] meets 2 strips at most
     order, starts, sorted_ra = _build_zones(rra, rdec, dec0, height, int(span / height) + 1)
     lxyz = _unit_vectors(lra, ldec, np.arange(len(lra)))
     rxyz = _unit_vectors(rra, rdec, order)  # in (zone, RA) order: candidates are contiguous
@@ -186,8 +209,15 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return view
 
 
-def zones_match(lra: np.ndarray, ldec: np.ndarray, rra: np.ndarray, rdec: np.ndarray, radius_arcsec: float, k: int,
-                tie_key: np.ndarray | None = None):
+def zones_match(
+    lra: np.ndarray,
+    ldec: np.ndarray,
+    rra: np.ndarray,
+    rdec: np.ndarray,
+    radius_arcsec: float,
+    k: int,
+    tie_key: np.ndarray | None = None,
+):
     """(left idx, right idx, squared chord) of the k nearest (k >= 1) or all (k == 0) right rows
     within the radius; RA is taken modulo 360. Pairs come by left row, then (for k >= 1) by
     distance; equal distances go to the smaller ``tie_key`` (default: none), then the earlier right row."""
@@ -197,8 +227,15 @@ def zones_match(lra: np.ndarray, ldec: np.ndarray, rra: np.ndarray, rdec: np.nda
     lok, rok = np.isfinite(lra) & np.isfinite(ldec), np.isfinite(rra) & np.isfinite(rdec)
     if not (lok.all() and rok.all()):  # rows without a position match nothing
         lrows, rrows = np.flatnonzero(lok), np.flatnonzero(rok)
-        li, ri, d2 = zones_match(lra[lrows], ldec[lrows], rra[rrows], rdec[rrows], radius_arcsec, k,
-                                 None if tie_key is None else np.asarray(tie_key)[rrows])
+        li, ri, d2 = zones_match(
+            lra[lrows],
+            ldec[lrows],
+            rra[rrows],
+            rdec[rrows],
+            radius_arcsec,
+            k,
+            None if tie_key is None else np.asarray(tie_key)[rrows],
+        )
         return lrows[li], rrows[ri], d2
     lra, rra = (a if (a.min() >= 0.0 and a.max() < 360.0) else a % 360.0 for a in (lra, rra))
     tie = np.zeros(len(rra), np.int64) if tie_key is None else np.ascontiguousarray(tie_key, dtype=np.int64)
@@ -208,7 +245,21 @@ def zones_match(lra: np.ndarray, ldec: np.ndarray, rra: np.ndarray, rdec: np.nda
     r_deg = radius_arcsec / 3600.0
     c2 = chord_for(radius_arcsec) ** 2
     lxyz, rxyz, order, starts, sorted_ra, dec0, height = _prepare(lra, ldec, rra, rdec, r_deg)
-    geometry = (lra, ldec, lxyz, rxyz, order, starts, sorted_ra, dec0, height, r_deg, np.sin(np.radians(r_deg)), c2, tie)
+    geometry = (
+        lra,
+        ldec,
+        lxyz,
+        rxyz,
+        order,
+        starts,
+        sorted_ra,
+        dec0,
+        height,
+        r_deg,
+        np.sin(np.radians(r_deg)),
+        c2,
+        tie,
+    )
     n = len(lra)
     count = np.zeros(n, np.int64)
     no_i, no_f = np.empty(0, np.int64), np.empty(0)
@@ -265,7 +316,12 @@ def ensure_compiled(stream=None) -> bool:
     if kernels_cached():
         return False
     stream = stream or sys.stderr
-    print("survey-engine: compiling the cross-match kernel once (about 10 s; cached for later runs)...", end="", file=stream, flush=True)
+    print(
+        "survey-engine: compiling the cross-match kernel once (about 10 s; cached for later runs)...",
+        end="",
+        file=stream,
+        flush=True,
+    )
     t0 = time.perf_counter()
     compile_kernels()
     print(f" done ({time.perf_counter() - t0:.0f} s)", file=stream, flush=True)

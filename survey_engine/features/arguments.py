@@ -14,14 +14,22 @@ class FeaturesArguments:
     """A catalog with the named features as columns (plus the columns in ``keep``, default all)."""
 
     catalog: str = param(help="a HATS catalog or collection", required=True, ref="catalog")
-    features: list[str] = param(help="comma-separated features: columns, colours like u-g, dered(r), snr(err), "
-                                "absmag(g), ...", type=NAME_LIST, required=True, check=NAMES)
+    features: list[str] = param(
+        help="comma-separated features: columns, colours like u-g, dered(r), snr(err), absmag(g), ...",
+        type=NAME_LIST,
+        required=True,
+        check=NAMES,
+    )
     out: str = param(help="output collection folder", role="output", required=True, yaml=None, job="output")
     ebv: str | None = param(None, "E(B-V) column: colours and dered() are corrected for extinction")
-    missing: str = param("nan", "missing/sentinel values: NaN (default), impute medians, or drop rows",
-                         choices=("nan", "impute", "drop"))
-    keep: list[str] | None = param(None, "columns to keep beside the features, comma-separated (default: all)",
-                                   type=NAME_LIST)
+    missing: str = param(
+        "nan",
+        "missing/sentinel values: NaN (default), impute medians, or drop rows",
+        choices=("nan", "impute", "drop"),
+    )
+    keep: list[str] | None = param(
+        None, "columns to keep beside the features, comma-separated (default: all)", type=NAME_LIST
+    )
 
 
 class _AddFeatures:
@@ -44,8 +52,13 @@ def run_features(args: FeaturesArguments, client=None, progress: bool = True) ->
     from survey_engine.features.spec import FeatureSpec
 
     cat = open_catalog(str(args.catalog))
-    spec = FeatureSpec(args.features, ebv_column=args.ebv, missing=args.missing, ra_column=cat.ra_column,
-                       dec_column=cat.dec_column)
+    spec = FeatureSpec(
+        args.features,
+        ebv_column=args.ebv,
+        missing=args.missing,
+        ra_column=cat.ra_column,
+        dec_column=cat.dec_column,
+    )
     spec.plan(cat.column_names())  # a FeatureError naming the missing column, before any work
     mapped = cat.map_partitions(_AddFeatures(spec, args.keep, cat.ra_column, cat.dec_column))
     out = mapped.write(str(args.out), client=client, progress=progress)
@@ -58,28 +71,56 @@ def run_features(args: FeaturesArguments, client=None, progress: bool = True) ->
 class VariabilityArguments:
     """Variability features of every object's light curve, per band."""
 
-    catalog: str = param(help="catalog with nested light curves (from survey-engine lightcurves)", required=True,
-                         ref="catalog")
-    out: str = param(help="output collection: object columns plus <band>_<feature> columns", role="output",
-                     required=True, yaml=None, job="output")
-    bands: list[str] = param(help="bands to compute, comma-separated (default: every band found)", type=NAME_LIST,
-                             default_factory=list)
+    catalog: str = param(
+        help="catalog with nested light curves (from survey-engine lightcurves)", required=True, ref="catalog"
+    )
+    out: str = param(
+        help="output collection: object columns plus <band>_<feature> columns",
+        role="output",
+        required=True,
+        yaml=None,
+        job="output",
+    )
+    bands: list[str] = param(
+        help="bands to compute, comma-separated (default: every band found)",
+        type=NAME_LIST,
+        default_factory=list,
+    )
     min_epochs: int = param(10, "fewest detections for features; fewer give NaN (default 10)", type=int)
     min_period: float = param(0.05, "shortest period searched, days (default 0.05)", type=float)
-    max_period: float | None = param(None, "longest period searched, days (default: the light curve's time span)",
-                                     type=float)
+    max_period: float | None = param(
+        None, "longest period searched, days (default: the light curve's time span)", type=float
+    )
     lc_column: str = param("lc", "the nested light-curve column (default lc)")
-    samples_per_peak: int = param(3, "periodogram samples per peak width of the coarse search; its 5 best peaks are "
-                                  "refined 20x finer (default 3)", type=int, check=AT_LEAST_1, parse=positive_int)
-    harmonics: int = param(3, "Fourier harmonics fitted at the best period (default 3)", type=int, check=AT_LEAST_1,
-                           parse=positive_int)
+    samples_per_peak: int = param(
+        3,
+        "periodogram samples per peak width of the coarse search; its 5 best peaks are "
+        "refined 20x finer (default 3)",
+        type=int,
+        check=AT_LEAST_1,
+        parse=positive_int,
+    )
+    harmonics: int = param(
+        3,
+        "Fourier harmonics fitted at the best period (default 3)",
+        type=int,
+        check=AT_LEAST_1,
+        parse=positive_int,
+    )
 
 
 def run_variability(args: VariabilityArguments, client=None, progress: bool = True) -> StageResult:
     from survey_engine.features.variability import VariabilitySpec, variability_catalog
 
-    spec = VariabilitySpec(bands=args.bands, min_epochs=args.min_epochs, min_period=args.min_period,
-                           max_period=args.max_period, samples_per_peak=args.samples_per_peak, harmonics=args.harmonics)
-    r = variability_catalog(str(args.catalog), str(args.out), spec, lc_column=args.lc_column, client=client,
-                            progress=progress)
+    spec = VariabilitySpec(
+        bands=args.bands,
+        min_epochs=args.min_epochs,
+        min_period=args.min_period,
+        max_period=args.max_period,
+        samples_per_peak=args.samples_per_peak,
+        harmonics=args.harmonics,
+    )
+    r = variability_catalog(
+        str(args.catalog), str(args.out), spec, lc_column=args.lc_column, client=client, progress=progress
+    )
     return StageResult(r.summary(), {"rows": r.rows, "features": len(r.columns)}, Path(args.out), r)

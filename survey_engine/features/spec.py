@@ -36,10 +36,18 @@ from survey_engine.errors import SurveyEngineError
 # R = A / E(B-V) for R_V = 3.1 (SDSS ugriz: Schlafly & Finkbeiner 2011, table 6; Gaia: Casagrande
 # & VandenBerg 2018, mean values). Matched on the column name, case-insensitively.
 EXTINCTION_R = {
-    "u": 4.239, "g": 3.303, "r": 2.285, "i": 1.698, "z": 1.263,
-    "phot_g_mean_mag": 2.740, "phot_bp_mean_mag": 3.374, "phot_rp_mean_mag": 2.035,
+    "u": 4.239,
+    "g": 3.303,
+    "r": 2.285,
+    "i": 1.698,
+    "z": 1.263,
+    "phot_g_mean_mag": 2.740,
+    "phot_bp_mean_mag": 3.374,
+    "phot_rp_mean_mag": 2.035,
 }
-_BAND = re.compile(r"^(?:mag_?|dered_?|model_?mag_?|psf_?mag_?|cmodel_?mag_?|petro_?mag_?)?([ugriz])(?:_?mag)?$", re.I)
+_BAND = re.compile(
+    r"^(?:mag_?|dered_?|model_?mag_?|psf_?mag_?|cmodel_?mag_?|petro_?mag_?)?([ugriz])(?:_?mag)?$", re.I
+)
 DEFAULT_SENTINELS = (99.0, -99.0, 999.0, -999.0, 9999.0, -9999.0, 99999.0, -99999.0)
 MISSING_POLICIES = ("nan", "impute", "drop")
 _FUNC = re.compile(r"^(dered|snr|absmag)\((.+)\)$")
@@ -83,7 +91,9 @@ class FeatureSpec:
         if len(set(self.features)) != len(self.features):
             raise FeatureError(f"a feature is listed twice: {self.features}")
         if self.missing not in MISSING_POLICIES:
-            raise FeatureError(f"missing-value policy must be one of {MISSING_POLICIES}, got {self.missing!r}")
+            raise FeatureError(
+                f"missing-value policy must be one of {MISSING_POLICIES}, got {self.missing!r}"
+            )
         self.sentinels = tuple(float(s) for s in self.sentinels)
 
     # -- what is needed ----------------------------------------------------------------------
@@ -95,7 +105,9 @@ class FeatureSpec:
             kind, inputs = self._parse(feat, have)
             missing = [c for c in inputs if c not in have]
             if missing:
-                raise FeatureError(f"feature {feat!r} needs column(s) {missing}, which the data do not have (columns: {sorted(have)[:40]})")
+                raise FeatureError(
+                    f"feature {feat!r} needs column(s) {missing}, which the data do not have (columns: {sorted(have)[:40]})"
+                )
             out.append((feat, kind, inputs))
         return out
 
@@ -124,7 +136,12 @@ class FeatureSpec:
         if feat == "pm_total":
             return feat, (self.pmra_column, self.pmdec_column)
         if feat == "v_tan":
-            return feat, (self.pmra_column, self.pmdec_column, self.parallax_column, self.parallax_error_column)
+            return feat, (
+                self.pmra_column,
+                self.pmdec_column,
+                self.parallax_column,
+                self.parallax_error_column,
+            )
         if feat in ("gal_l", "gal_b", "pos_x", "pos_y", "pos_z"):
             return feat, (self.ra_column, self.dec_column)
         # a colour: the one split at a '-' where both sides are columns
@@ -135,7 +152,9 @@ class FeatureSpec:
             a, _, b = feat.partition("-")
             missing = [c for c in (a.strip(), b.strip()) if c not in have]
             raise FeatureError(f"colour {feat!r}: column(s) {missing} not in the data")
-        raise FeatureError(f"feature {feat!r}: no such column, and not a known feature (a-b, dered(), snr(), absmag(), {', '.join(_NAMED)})")
+        raise FeatureError(
+            f"feature {feat!r}: no such column, and not a known feature (a-b, dered(), snr(), absmag(), {', '.join(_NAMED)})"
+        )
 
     # -- computing ---------------------------------------------------------------------------
     def compute(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -172,7 +191,8 @@ class FeatureSpec:
                         raise FeatureError(
                             f"column {name!r} holds text where numbers are expected: {raw.iloc[first]!r} in row {first} of this "
                             f"partition (index {raw.index[first]!r}), {int(text.sum())} such rows; fix the data, or pass "
-                            f"--missing nan (or impute / drop) to treat them as missing values")
+                            f"--missing nan (or impute / drop) to treat them as missing values"
+                        )
                 values = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
                 values = values.copy()
                 bad = ~np.isfinite(values)
@@ -188,7 +208,9 @@ class FeatureSpec:
                 return values
             r = extinction_coefficient(name)
             if r is None:
-                raise FeatureError(f"no extinction coefficient known for column {name!r} (known: ugriz and Gaia G/BP/RP names)")
+                raise FeatureError(
+                    f"no extinction coefficient known for column {name!r} (known: ugriz and Gaia G/BP/RP names)"
+                )
             return values - r * col(self.ebv_column)
 
         def good_parallax() -> np.ndarray:
@@ -202,7 +224,11 @@ class FeatureSpec:
                 if kind == "column":
                     v = col(inputs[0])
                 elif kind == "colour":
-                    v = (dered(inputs[0]) - dered(inputs[1])) if self.ebv_column else (col(inputs[0]) - col(inputs[1]))
+                    v = (
+                        (dered(inputs[0]) - dered(inputs[1]))
+                        if self.ebv_column
+                        else (col(inputs[0]) - col(inputs[1]))
+                    )
                 elif kind == "dered":
                     v = dered(inputs[0])
                 elif kind == "snr":
@@ -220,7 +246,11 @@ class FeatureSpec:
                     v = np.where(good_parallax(), 4.74047 * pm / col(self.parallax_column), np.nan)
                 elif kind in ("pos_x", "pos_y", "pos_z"):
                     ra_r, dec_r = np.radians(col(self.ra_column)), np.radians(col(self.dec_column))
-                    xyz = {"pos_x": np.cos(dec_r) * np.cos(ra_r), "pos_y": np.cos(dec_r) * np.sin(ra_r), "pos_z": np.sin(dec_r)}
+                    xyz = {
+                        "pos_x": np.cos(dec_r) * np.cos(ra_r),
+                        "pos_y": np.cos(dec_r) * np.sin(ra_r),
+                        "pos_z": np.sin(dec_r),
+                    }
                     v = np.degrees(xyz[kind])
                 elif kind in ("gal_l", "gal_b"):
                     l, b = galactic(col(self.ra_column), col(self.dec_column))

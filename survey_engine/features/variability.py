@@ -85,7 +85,9 @@ class VariabilitySpec:
         if self.min_period <= 0:
             raise VariabilityError(f"--min-period must be positive (got {self.min_period})")
         if self.max_period is not None and self.max_period <= self.min_period:
-            raise VariabilityError(f"--max-period ({self.max_period}) must exceed --min-period ({self.min_period})")
+            raise VariabilityError(
+                f"--max-period ({self.max_period}) must exceed --min-period ({self.min_period})"
+            )
         if isinstance(self.bands, str):
             self.bands = [b.strip() for b in self.bands.split(",") if b.strip()]
 
@@ -112,8 +114,14 @@ def lc_extractor():
     )
 
 
-def stetson_mean(x: np.ndarray, weight: np.ndarray, alpha: float = 2.0, beta: float = 2.0, tol: float = 1e-6,
-                 nmax: int = 20) -> float:
+def stetson_mean(
+    x: np.ndarray,
+    weight: np.ndarray,
+    alpha: float = 2.0,
+    beta: float = 2.0,
+    tol: float = 1e-6,
+    nmax: int = 20,
+) -> float:
     """Stetson's iteratively reweighted mean (as cesium computes it): outliers lose weight."""
     mu = float(np.median(x))
     for _ in range(nmax):
@@ -193,15 +201,25 @@ def period_search(t: np.ndarray, mag: np.ndarray, err: np.ndarray, spec: Variabi
         return dict.fromkeys(PERIOD_FEATURE_NAMES, float("nan"))
     ls = LombScargle(t, mag, err)
     # every peak's fine grid in one call: the per-call overhead, not the sums, is what costs here
-    fine = np.concatenate([np.linspace(max(f0 - 1.5 * step, fmin), min(f0 + 1.5 * step, fmax), REFINE_POINTS)
-                           for f0 in candidates])
+    fine = np.concatenate(
+        [
+            np.linspace(max(f0 - 1.5 * step, fmin), min(f0 + 1.5 * step, fmax), REFINE_POINTS)
+            for f0 in candidates
+        ]
+    )
     power = ls.power(fine, method="cython")
     i = int(np.argmax(power))
     best_f, best_p = float(fine[i]), float(power[i])
-    fap = float(ls.false_alarm_probability(best_p, minimum_frequency=fmin, maximum_frequency=fmax, method="baluev"))
+    fap = float(
+        ls.false_alarm_probability(best_p, minimum_frequency=fmin, maximum_frequency=fmax, method="baluev")
+    )
     period = 1.0 / best_f
-    return {"period": period, "period_power": best_p, "period_fap": fap,
-            **fourier_terms(t, mag, err, period, spec.harmonics)}
+    return {
+        "period": period,
+        "period_power": best_p,
+        "period_fap": fap,
+        **fourier_terms(t, mag, err, period, spec.harmonics),
+    }
 
 
 def lightcurve_features(t, mag, err, spec: VariabilitySpec | None = None) -> dict[str, float]:
@@ -250,7 +268,9 @@ def feature_columns(spec: VariabilitySpec, bands: list[str]) -> list[str]:
 def partition_features(frame: pd.DataFrame, lc_column: str, spec: VariabilitySpec) -> pd.DataFrame:
     """The object rows of one partition (light curves nested in ``lc_column``) with their features."""
     if lc_column not in frame.columns:
-        raise VariabilityError(f"no light-curve column {lc_column!r} (columns: {', '.join(map(str, frame.columns))})")
+        raise VariabilityError(
+            f"no light-curve column {lc_column!r} (columns: {', '.join(map(str, frame.columns))})"
+        )
     curves = frame[lc_column]
     bands = list(spec.bands)
     per_band: dict[str, list[tuple]] = {b: [] for b in bands} if bands else {"": []}
@@ -260,7 +280,9 @@ def partition_features(frame: pd.DataFrame, lc_column: str, spec: VariabilitySpe
         m = np.asarray(record.get(spec.mag_field, []), dtype=np.float64)
         e = np.asarray(record.get(spec.err_field, []), dtype=np.float64)
         if len(t) and not (len(t) == len(m) == len(e)):
-            raise VariabilityError(f"light curve fields {spec.time_field}/{spec.mag_field}/{spec.err_field} differ in length")
+            raise VariabilityError(
+                f"light curve fields {spec.time_field}/{spec.mag_field}/{spec.err_field} differ in length"
+            )
         if bands:
             band = np.asarray(record.get(spec.band_field, []), dtype=object)
             for b in bands:
@@ -300,8 +322,14 @@ class VariabilityResult:
         return f"{len(self.columns)} variability features for {self.rows:,} objects -> {self.out}"
 
 
-def variability_catalog(catalog, out: str, spec: VariabilitySpec | None = None, lc_column: str = "lc", client=None,
-                        progress: bool = True) -> VariabilityResult:
+def variability_catalog(
+    catalog,
+    out: str,
+    spec: VariabilitySpec | None = None,
+    lc_column: str = "lc",
+    client=None,
+    progress: bool = True,
+) -> VariabilityResult:
     """Features of every object's light curve (nested in ``lc_column``), written as a new catalog
     with the object columns and ``<band>_<feature>`` columns (the light curves themselves are left out)."""
     import functools as _ft
@@ -311,14 +339,19 @@ def variability_catalog(catalog, out: str, spec: VariabilitySpec | None = None, 
     spec = spec or VariabilitySpec()
     cat = catalog if isinstance(catalog, Catalog) else open_catalog(catalog, margin=None)
     if lc_column not in cat.schema.names:
-        raise VariabilityError(f"{cat.path}: no light-curve column {lc_column!r}; attach detections first "
-                               "(survey-engine lightcurves)")
+        raise VariabilityError(
+            f"{cat.path}: no light-curve column {lc_column!r}; attach detections first "
+            "(survey-engine lightcurves)"
+        )
     if not spec.bands and spec.band_field:
         spec.bands = _bands_in(cat, lc_column, spec.band_field)
     derived = cat.map_partitions(_ft.partial(partition_features, lc_column=lc_column, spec=spec))
     derived.write(out, client=client, progress=progress)
-    return VariabilityResult(out=str(out), rows=derived.row_count() if not derived.filtered else _rows(out),
-                             columns=feature_columns(spec, spec.bands))
+    return VariabilityResult(
+        out=str(out),
+        rows=derived.row_count() if not derived.filtered else _rows(out),
+        columns=feature_columns(spec, spec.bands),
+    )
 
 
 def _rows(out: str) -> int:

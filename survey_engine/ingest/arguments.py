@@ -17,14 +17,35 @@ DEFAULT_HIGHEST_ORDER = 10
 class CatalogBuildArguments:
     """The partitioning, margin and name of the HATS catalog an import or an ingest writes."""
 
-    max_rows: int = param(DEFAULT_MAX_ROWS, "most rows per partition (default 1,000,000)", type=int, check=AT_LEAST_1,
-                          kw_only=True)
-    highest_order: int = param(DEFAULT_HIGHEST_ORDER, "highest HEALPix order of a partition (default 10)", type=int,
-                               check=within(0, 13), kw_only=True)
-    margin_arcsec: float | None = param(DEFAULT_MARGIN_ARCSEC, "margin radius in arcsec (default 5; 0 for none)",
-                                        name="margin", type=float, check=NOT_NEGATIVE, kw_only=True)
-    name: str | None = param(None, "catalog name (default: the output folder's name; in a job: the stage id)",
-                             yaml=None, job="stage_id", kw_only=True)
+    max_rows: int = param(
+        DEFAULT_MAX_ROWS,
+        "most rows per partition (default 1,000,000)",
+        type=int,
+        check=AT_LEAST_1,
+        kw_only=True,
+    )
+    highest_order: int = param(
+        DEFAULT_HIGHEST_ORDER,
+        "highest HEALPix order of a partition (default 10)",
+        type=int,
+        check=within(0, 13),
+        kw_only=True,
+    )
+    margin_arcsec: float | None = param(
+        DEFAULT_MARGIN_ARCSEC,
+        "margin radius in arcsec (default 5; 0 for none)",
+        name="margin",
+        type=float,
+        check=NOT_NEGATIVE,
+        kw_only=True,
+    )
+    name: str | None = param(
+        None,
+        "catalog name (default: the output folder's name; in a job: the stage id)",
+        yaml=None,
+        job="stage_id",
+        kw_only=True,
+    )
 
     def check_catalog_build(self) -> None:
         """Validate the shared fields (messages name the CLI flag); ``margin 0`` means none."""
@@ -37,4 +58,6 @@ class CatalogBuildArguments:
         if self.margin_arcsec is not None and float(self.margin_arcsec) == 0:
             self.margin_arcsec = None
         if self.margin_arcsec is not None and float(self.margin_arcsec) > 3600 * 10:
-            raise InputError(f"--margin of {self.margin_arcsec} arcsec is larger than 10 degrees; use a smaller margin")
+            raise InputError(
+                f"--margin of {self.margin_arcsec} arcsec is larger than 10 degrees; use a smaller margin"
+            )

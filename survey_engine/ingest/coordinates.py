@@ -17,7 +17,10 @@ from survey_engine.ingest.readers import InputError, detect_format
 
 AUTO = "auto"
 _SUFFIX = r"(_?(j2000|icrs|deg|2000|d|ep[\w.]*))?$"
-_LIKELY = {"ra": re.compile(r"^_?(ra|alpha)" + _SUFFIX, re.I), "dec": re.compile(r"^_?(dec?|delta)" + _SUFFIX, re.I)}
+_LIKELY = {
+    "ra": re.compile(r"^_?(ra|alpha)" + _SUFFIX, re.I),
+    "dec": re.compile(r"^_?(dec?|delta)" + _SUFFIX, re.I),
+}
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,11 @@ def _parquet_columns(path: str) -> list[ColumnDescription]:
     out = []
     for field in pq.read_schema(path):
         ucd = (field.metadata or {}).get(b"ucd", b"").decode(errors="replace")
-        numeric = pa.types.is_floating(field.type) or pa.types.is_integer(field.type) or pa.types.is_decimal(field.type)
+        numeric = (
+            pa.types.is_floating(field.type)
+            or pa.types.is_integer(field.type)
+            or pa.types.is_decimal(field.type)
+        )
         out.append(ColumnDescription(field.name, ucd, numeric))
     return out
 
@@ -81,8 +88,10 @@ def _votable_columns(path: str) -> list[ColumnDescription]:
     from astropy.io.votable import parse_single_table
 
     table = parse_single_table(path)
-    return [ColumnDescription(f.name, f.ucd or "", f.datatype in _NUMERIC_VOTABLE and f.arraysize in (None, "1"))
-            for f in table.fields]
+    return [
+        ColumnDescription(f.name, f.ucd or "", f.datatype in _NUMERIC_VOTABLE and f.arraysize in (None, "1"))
+        for f in table.fields
+    ]
 
 
 def _words(ucd: str) -> list[str]:
@@ -111,7 +120,9 @@ def find_coordinates(path: str, ra: str = AUTO, dec: str = AUTO) -> tuple[str, s
     names = [c.name for c in columns]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:  # the same message reading the file would give: which column is meant cannot be told
-        raise InputError(f"{path}: column name(s) {repeated} appear more than once; a column must be unique to be read")
+        raise InputError(
+            f"{path}: column name(s) {repeated} appear more than once; a column must be unique to be read"
+        )
     chosen = {}
     for axis, given, flag in (("ra", ra, "--ra"), ("dec", dec, "--dec")):
         if given != AUTO:
@@ -128,8 +139,17 @@ def _not_found(path: str, columns: list[ColumnDescription], axis: str, flag: str
     atom = f"pos.eq.{axis}"
     by_ucd = [c for c in columns if atom in _words(c.ucd)[:1]]
     likely = [c for c in columns if _LIKELY[axis].search(c.name) and c not in by_ucd]
-    listed = [f"{c.name} (UCD {c.ucd}{'' if c.numeric else ', not numeric'})" for c in by_ucd] + [c.name for c in likely]
-    why = (f"several columns have UCD {atom}" if len([c for c in by_ucd if c.numeric]) > 1
-           else f"no numeric column has UCD {atom};meta.main")
-    hint = f"candidates: {', '.join(listed)}" if listed else f"columns: {', '.join(c.name for c in columns[:40])}"
+    listed = [f"{c.name} (UCD {c.ucd}{'' if c.numeric else ', not numeric'})" for c in by_ucd] + [
+        c.name for c in likely
+    ]
+    why = (
+        f"several columns have UCD {atom}"
+        if len([c for c in by_ucd if c.numeric]) > 1
+        else f"no numeric column has UCD {atom};meta.main"
+    )
+    hint = (
+        f"candidates: {', '.join(listed)}"
+        if listed
+        else f"columns: {', '.join(c.name for c in columns[:40])}"
+    )
     return f"{path}: cannot tell which column holds {axis.upper()}: {why} and column {axis!r} not found; {hint}; pass {flag} COLUMN"

@@ -39,27 +39,51 @@ SHARDS_DIR = "_detection_shards"
 class LightcurveArguments:
     """Arguments of ``survey-engine lightcurves`` (flag = field name with ``-`` for ``_``)."""
 
-    objects: str = param(help="object catalog (HATS collection or catalog) with an id column", required=True,
-                         ref="catalog")
-    detections: list[str] = param(help="detection files, folders or globs (CSV, Parquet, FITS, VOTable); in a job: "
-                                  "a files or mock_lightcurves source", required=True, type=NAME_LIST, nargs="+",
-                                  metavar="INPUT", ref="source")
-    out: str = param(help="output collection: the objects plus a nested light-curve column", role="output",
-                     required=True, yaml=None, job="output")
+    objects: str = param(
+        help="object catalog (HATS collection or catalog) with an id column", required=True, ref="catalog"
+    )
+    detections: list[str] = param(
+        help="detection files, folders or globs (CSV, Parquet, FITS, VOTable); in a job: "
+        "a files or mock_lightcurves source",
+        required=True,
+        type=NAME_LIST,
+        nargs="+",
+        metavar="INPUT",
+        ref="source",
+    )
+    out: str = param(
+        help="output collection: the objects plus a nested light-curve column",
+        role="output",
+        required=True,
+        yaml=None,
+        job="output",
+    )
     id: str = param("object_id", "object id column of the detections (default object_id)")
     object_id: str | None = param(None, "the same id in the objects (default: --id)")
     time: str = param("time", "detection time column, days (default time)")
     mag: str = param("mag", "magnitude (or flux) column (default mag)")
     err: str = param("mag_err", "its error column (default mag_err)")
-    band: str | None = param("band", "band column; 'none' for single-band detections (default band)",
-                             convert=lambda b: None if b is None or str(b).lower() == "none" else b)
-    keep: list[str] = param(help="further detection columns to nest, comma-separated (e.g. flags)", type=NAME_LIST,
-                            default_factory=list)
+    band: str | None = param(
+        "band",
+        "band column; 'none' for single-band detections (default band)",
+        convert=lambda b: None if b is None or str(b).lower() == "none" else b,
+    )
+    keep: list[str] = param(
+        help="further detection columns to nest, comma-separated (e.g. flags)",
+        type=NAME_LIST,
+        default_factory=list,
+    )
     lc_column: str = param("lc", "name of the nested light-curve column (default lc)")
-    require_objects: bool = param(False, "refuse detections whose id is no object's (default: leave them out and count "
-                                  "them)", type=bool)
-    batch_rows: int = param(1_000_000, "detections read per batch (memory is flat in the number of detections; "
-                            "default 1,000,000)", type=int, check=AT_LEAST_1, parse=positive_int)
+    require_objects: bool = param(
+        False, "refuse detections whose id is no object's (default: leave them out and count them)", type=bool
+    )
+    batch_rows: int = param(
+        1_000_000,
+        "detections read per batch (memory is flat in the number of detections; default 1,000,000)",
+        type=int,
+        check=AT_LEAST_1,
+        parse=positive_int,
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.detections, str):
@@ -84,9 +108,15 @@ class LightcurveResult:
     partitions: int
 
     def summary(self) -> str:
-        return (f"{self.detections:,} detections attached to {self.objects_with_detections:,} of {self.objects:,} objects "
-                f"in {self.partitions} partitions -> {self.out}"
-                + (f"; {self.unmatched_detections:,} detections had no object and were left out" if self.unmatched_detections else ""))
+        return (
+            f"{self.detections:,} detections attached to {self.objects_with_detections:,} of {self.objects:,} objects "
+            f"in {self.partitions} partitions -> {self.out}"
+            + (
+                f"; {self.unmatched_detections:,} detections had no object and were left out"
+                if self.unmatched_detections
+                else ""
+            )
+        )
 
 
 def _object_ids(files: list[Path], column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -104,12 +134,21 @@ def _object_ids(files: list[Path], column: str) -> tuple[np.ndarray, np.ndarray]
     ids_all, parts_all = ids_all[order], parts_all[order]
     dup = np.flatnonzero(ids_all[1:] == ids_all[:-1])
     if len(dup):
-        raise InputError(f"object id {ids_all[dup[0]]!r} appears more than once in the objects ({column!r} must be unique)")
+        raise InputError(
+            f"object id {ids_all[dup[0]]!r} appears more than once in the objects ({column!r} must be unique)"
+        )
     return ids_all, parts_all
 
 
-def _map_chunk(chunk, columns: list[str], id_column: str, ids: np.ndarray, parts: np.ndarray, shard_root: str,
-               batch_rows: int) -> tuple[int, int]:
+def _map_chunk(
+    chunk,
+    columns: list[str],
+    id_column: str,
+    ids: np.ndarray,
+    parts: np.ndarray,
+    shard_root: str,
+    batch_rows: int,
+) -> tuple[int, int]:
     """Route one input chunk's detections to per-partition shard files; returns (routed, unmatched)."""
     routed = unmatched = 0
     token = uuid.uuid4().hex[:12]
@@ -162,15 +201,20 @@ def _nest(object_table: pa.Table, detections: pa.Table, args: LightcurveArgument
     return object_table.append_column(args.lc_column, nested), int((counts > 0).sum())
 
 
-def _reduce_partition(object_file: str, shard_dir: str, out_dir: str, order: int, pix: int,
-                      args: LightcurveArguments) -> tuple[pa.Schema, int, int, int]:
+def _reduce_partition(
+    object_file: str, shard_dir: str, out_dir: str, order: int, pix: int, args: LightcurveArguments
+) -> tuple[pa.Schema, int, int, int]:
     objects = pq.read_table(object_file)
     shard_dir = Path(shard_dir)
     shards = sorted(shard_dir.glob("*.parquet")) if shard_dir.exists() else []
-    detections = pa.concat_tables([pq.read_table(s) for s in shards], promote_options="permissive") if shards else None
+    detections = (
+        pa.concat_tables([pq.read_table(s) for s in shards], promote_options="permissive") if shards else None
+    )
     if detections is None:
-        empty = {c: pa.array([], objects.schema.field(args.object_id).type if c == args.id else pa.float64())
-                 for c in [args.id, *args.nested_fields()]}
+        empty = {
+            c: pa.array([], objects.schema.field(args.object_id).type if c == args.id else pa.float64())
+            for c in [args.id, *args.nested_fields()]
+        }
         if args.band:
             empty[args.band] = pa.array([], pa.string())
         detections = pa.table(empty)
@@ -182,13 +226,19 @@ def _reduce_partition(object_file: str, shard_dir: str, out_dir: str, order: int
 def attach_lightcurves(args: LightcurveArguments, client=None, progress: bool = True) -> LightcurveResult:
     """Build the nested light-curve catalog at ``args.out`` (see the module docstring)."""
     objects = open_catalog(args.objects)
-    if objects.margin is not None:  # the objects' own margin rows carry no light curves; nested output has none
+    if (
+        objects.margin is not None
+    ):  # the objects' own margin rows carry no light curves; nested output has none
         objects = open_catalog(args.objects, margin=None)
     for col in (args.object_id,):
         if col not in objects.schema.names:
-            raise InputError(f"{args.objects}: no object id column {col!r} (columns: {', '.join(objects.schema.names)})")
+            raise InputError(
+                f"{args.objects}: no object id column {col!r} (columns: {', '.join(objects.schema.names)})"
+            )
     if args.lc_column in objects.schema.names:
-        raise InputError(f"{args.objects}: already has a column {args.lc_column!r}; choose another --lc-column")
+        raise InputError(
+            f"{args.objects}: already has a column {args.lc_column!r}; choose another --lc-column"
+        )
     files = objects.partition_files()
     ids, parts = _object_ids(files, args.object_id)
     det_files = expand_inputs(args.detections)
@@ -205,8 +255,10 @@ def attach_lightcurves(args: LightcurveArguments, client=None, progress: bool = 
         mapped = run_tasks(client, _map_chunk, calls, "route detections", progress)
         unmatched = int(sum(m[1] for m in mapped))
         if unmatched and args.require_objects:
-            raise InputError(f"{unmatched:,} detections have an {args.id!r} that is no object's in {args.objects} "
-                             "(without --require-objects they are left out and counted)")
+            raise InputError(
+                f"{unmatched:,} detections have an {args.id!r} that is no object's in {args.objects} "
+                "(without --require-objects they are left out and counted)"
+            )
         catalog_dir = staging / name
         reduce_calls = [
             (str(f), str(shard_root / f"p{i:07d}"), str(catalog_dir), int(o), int(p), args)
@@ -215,11 +267,34 @@ def attach_lightcurves(args: LightcurveArguments, client=None, progress: bool = 
         reduced = run_tasks(client, _reduce_partition, reduce_calls, "nest light curves", progress)
         shutil.rmtree(shard_root)
         written = [(c[3], c[4]) for c in reduce_calls]
-        props = finish_written(catalog_dir, written, [r[0] for r in reduced], reduced[0][0] if reduced else None,
-                               name=name, product="object", ra_column=objects.ra_column, dec_column=objects.dec_column,
-                               extra={"hats_col_nested": args.lc_column})
+        props = finish_written(
+            catalog_dir,
+            written,
+            [r[0] for r in reduced],
+            reduced[0][0] if reduced else None,
+            name=name,
+            product="object",
+            ra_column=objects.ra_column,
+            dec_column=objects.dec_column,
+            extra={"hats_col_nested": args.lc_column},
+        )
         detections = int(sum(r[3] for r in reduced))
-        finish_collection(staging, name, [], {"rows": int(props["hats_nrows"]), "detections": detections,
-                                              "objects_from": str(args.objects), "lc_column": args.lc_column})
-    return LightcurveResult(out=out, objects=int(sum(r[1] for r in reduced)), objects_with_detections=int(sum(r[2] for r in reduced)),
-                            detections=detections, unmatched_detections=unmatched, partitions=len(reduced))
+        finish_collection(
+            staging,
+            name,
+            [],
+            {
+                "rows": int(props["hats_nrows"]),
+                "detections": detections,
+                "objects_from": str(args.objects),
+                "lc_column": args.lc_column,
+            },
+        )
+    return LightcurveResult(
+        out=out,
+        objects=int(sum(r[1] for r in reduced)),
+        objects_with_detections=int(sum(r[2] for r in reduced)),
+        detections=detections,
+        unmatched_detections=unmatched,
+        partitions=len(reduced),
+    )

@@ -77,7 +77,9 @@ def detect_format(path: str) -> str:
     for suffix in sorted(FORMATS, key=len, reverse=True):
         if name.endswith(suffix):
             return FORMATS[suffix]
-    raise InputError(f"{path}: cannot tell the file format from its name (known: {', '.join(sorted(set(FORMATS.values())))})")
+    raise InputError(
+        f"{path}: cannot tell the file format from its name (known: {', '.join(sorted(set(FORMATS.values())))})"
+    )
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
@@ -154,8 +156,12 @@ def fits_table_hdu(hdul, path: str):
     raise InputError(f"{path}: no binary table HDU in this FITS file")
 
 
-def read_batches(chunk: InputChunk, columns: list[str] | None = None, batch_rows: int = BATCH_ROWS,
-                 column_types: dict[str, pa.DataType] | None = None) -> Iterator[pa.Table]:
+def read_batches(
+    chunk: InputChunk,
+    columns: list[str] | None = None,
+    batch_rows: int = BATCH_ROWS,
+    column_types: dict[str, pa.DataType] | None = None,
+) -> Iterator[pa.Table]:
     """Yield Arrow tables of at most ``batch_rows`` rows from one chunk (``columns`` to project).
 
     ``column_types`` fixes the types of CSV columns (other formats declare their own): the
@@ -165,7 +171,9 @@ def read_batches(chunk: InputChunk, columns: list[str] | None = None, batch_rows
         if not checked:
             repeated = sorted({n for n in table.column_names if table.column_names.count(n) > 1})
             if repeated:
-                raise InputError(f"{chunk.path}: column name(s) {repeated} appear more than once; a column must be unique to be read")
+                raise InputError(
+                    f"{chunk.path}: column name(s) {repeated} appear more than once; a column must be unique to be read"
+                )
             checked = True
         yield table
 
@@ -187,7 +195,9 @@ def _read_batches(chunk: InputChunk, columns, batch_rows, column_types) -> Itera
     except KeyError as exc:
         raise InputError(f"{chunk.path}: column {exc} not found") from exc
     except Exception as exc:
-        raise InputError(f"{chunk.describe()}: cannot read {chunk.fmt} data ({type(exc).__name__}: {exc})") from exc
+        raise InputError(
+            f"{chunk.describe()}: cannot read {chunk.fmt} data ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _check_columns(path: str, available: list[str], wanted: list[str] | None) -> None:
@@ -195,13 +205,17 @@ def _check_columns(path: str, available: list[str], wanted: list[str] | None) ->
         return
     missing = [c for c in wanted if c not in available]
     if missing:
-        raise InputError(f"{path}: column(s) {', '.join(missing)} not found; the file has: {', '.join(available)}")
+        raise InputError(
+            f"{path}: column(s) {', '.join(missing)} not found; the file has: {', '.join(available)}"
+        )
 
 
 def _parquet_batches(chunk, columns, batch_rows):
     pf = pq.ParquetFile(chunk.path)
     _check_columns(chunk.path, pf.schema_arrow.names, columns)
-    groups = list(range(chunk.start or 0, chunk.stop if chunk.stop is not None else pf.metadata.num_row_groups))
+    groups = list(
+        range(chunk.start or 0, chunk.stop if chunk.stop is not None else pf.metadata.num_row_groups)
+    )
     if not groups:
         return
     for batch in pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns):
@@ -225,8 +239,16 @@ def _csv_batches(chunk, columns, batch_rows, column_types=None):
             failed = _CONVERSION_ERROR.search(str(exc))
             if failed:
                 index, failed_type = int(failed.group(1)), failed.group(2)
-                name = header[index] if columns is None else list(columns)[index] if index < len(columns) else header[index]
-                raise CsvTypeError(f"{chunk.path}: column {name!r} after {rows} data rows: {exc}", name, failed_type) from exc
+                name = (
+                    header[index]
+                    if columns is None
+                    else list(columns)[index]
+                    if index < len(columns)
+                    else header[index]
+                )
+                raise CsvTypeError(
+                    f"{chunk.path}: column {name!r} after {rows} data rows: {exc}", name, failed_type
+                ) from exc
             raise InputError(f"{chunk.path}: CSV parse error after {rows} data rows: {exc}") from exc
         for start in range(0, batch.num_rows, batch_rows):
             piece = batch.slice(start, batch_rows)
@@ -339,7 +361,9 @@ def astropy_to_arrow(table, path: str, units: dict) -> pa.Table:
     for name in table.colnames:
         col = table[name]
         if col.ndim > 1:
-            raise InputError(f"{path}: column {name} is multidimensional ({col.shape[1:]}); only scalar columns can be imported")
+            raise InputError(
+                f"{path}: column {name} is multidimensional ({col.shape[1:]}); only scalar columns can be imported"
+            )
         values = np.asarray(col)
         mask = np.ma.getmaskarray(col) if hasattr(col, "mask") else None
         if values.dtype.kind == "S":

@@ -35,7 +35,9 @@ def config_path(target: str) -> Path:
         for base in (Path.cwd() / "cluster", REPO_CLUSTER_DIR, PACKAGED_CLUSTER_DIR):
             if (base / f"{target}.yaml").exists():
                 return base / f"{target}.yaml"
-        raise ClusterConfigError(f"--cluster {target}: no cluster/{target}.yaml here, in the survey_engine checkout or in the installed package")
+        raise ClusterConfigError(
+            f"--cluster {target}: no cluster/{target}.yaml here, in the survey_engine checkout or in the installed package"
+        )
     path = Path(target)
     if not path.exists():
         raise ClusterConfigError(f"--cluster {target}: no such cluster config file")
@@ -54,11 +56,13 @@ def load_config(path: Path) -> tuple[str, dict, dict]:
     kind, section = next(iter(jq.items()))
     unknown = set(data) - {"jobqueue", "scale", "security"}
     if unknown:
-        raise ClusterConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)} (known: jobqueue, scale, security)")
+        raise ClusterConfigError(
+            f"{path}: unknown top-level key(s) {sorted(unknown)} (known: jobqueue, scale, security)"
+        )
     kwargs = {k.replace("-", "_"): v for k, v in (section or {}).items()}
     for key, value in os.environ.items():
         if key.startswith("SURVEY_ENGINE_CLUSTER_"):
-            name = key[len("SURVEY_ENGINE_CLUSTER_"):].lower()
+            name = key[len("SURVEY_ENGINE_CLUSTER_") :].lower()
             if name in ("jobs", "wait_timeout"):
                 continue
             kwargs[name] = yaml.safe_load(value)
@@ -70,8 +74,17 @@ def load_config(path: Path) -> tuple[str, dict, dict]:
     return kind, kwargs, scale
 
 
-SECURITY_KEYS = ("tls_ca_file", "tls_client_cert", "tls_client_key", "tls_scheduler_cert", "tls_scheduler_key",
-                 "tls_worker_cert", "tls_worker_key", "require_encryption", "tls_min_version")
+SECURITY_KEYS = (
+    "tls_ca_file",
+    "tls_client_cert",
+    "tls_client_key",
+    "tls_scheduler_cert",
+    "tls_scheduler_key",
+    "tls_worker_cert",
+    "tls_worker_key",
+    "require_encryption",
+    "tls_min_version",
+)
 
 
 def load_security(path: Path | None):
@@ -88,7 +101,9 @@ def load_security(path: Path | None):
         return None
     unknown = set(sec) - set(SECURITY_KEYS)
     if unknown:
-        raise ClusterConfigError(f"{path}: unknown security key(s) {sorted(unknown)} (known: {', '.join(SECURITY_KEYS)})")
+        raise ClusterConfigError(
+            f"{path}: unknown security key(s) {sorted(unknown)} (known: {', '.join(SECURITY_KEYS)})"
+        )
     kw = {}
     for key, value in sec.items():
         if key.startswith("tls_") and key != "tls_min_version":
@@ -103,7 +118,9 @@ def load_security(path: Path | None):
         kw.setdefault(f"tls_{role}_key", kw.get("tls_client_key"))
     from distributed.security import Security
 
-    return Security(require_encryption=kw.pop("require_encryption", True), **{k: v for k, v in kw.items() if v})
+    return Security(
+        require_encryption=kw.pop("require_encryption", True), **{k: v for k, v in kw.items() if v}
+    )
 
 
 def make_cluster(kind: str, kwargs: dict, security=None):
@@ -111,14 +128,19 @@ def make_cluster(kind: str, kwargs: dict, security=None):
     try:
         from dask_jobqueue import PBSCluster, SLURMCluster
     except ImportError:
-        raise ClusterConfigError("HPC clusters need dask-jobqueue: pip install 'survey_engine[hpc]'") from None
+        raise ClusterConfigError(
+            "HPC clusters need dask-jobqueue: pip install 'survey_engine[hpc]'"
+        ) from None
     import logging
 
     for name in ("distributed.scheduler", "distributed.core", "distributed.deploy", "dask_jobqueue"):
         logging.getLogger(name).setLevel(logging.WARNING)
     kw = dict(kwargs)
     interface = kw.get("interface")
-    kw.setdefault("scheduler_options", {"interface": interface, "dashboard_address": ":0"} if interface else {"dashboard_address": ":0"})
+    kw.setdefault(
+        "scheduler_options",
+        {"interface": interface, "dashboard_address": ":0"} if interface else {"dashboard_address": ":0"},
+    )
     if security is not None:
         kw["security"] = security
         kw["protocol"] = "tls://"
@@ -135,7 +157,11 @@ def hpc_client(target: str, echo=print):
     cluster = make_cluster(kind, kwargs, load_security(path))
     try:
         cluster.scale(jobs=int(scale["jobs"]))
-        client = Client(cluster, security=cluster.security) if getattr(cluster, "security", None) else Client(cluster)
+        client = (
+            Client(cluster, security=cluster.security)
+            if getattr(cluster, "security", None)
+            else Client(cluster)
+        )
         try:
             want = int(scale["jobs"]) * int(kwargs.get("processes", 1))
             try:

@@ -24,7 +24,9 @@ def demo_spec_path() -> Path:
     return Path(str(resources.files("survey_engine.jobs") / "specs" / "demo.yaml"))
 
 
-def demo_spec(rows: int = DEFAULT_ROWS, out: str | Path = DEFAULT_OUT, seed: int = 42, workers: int | None = None) -> JobSpec:
+def demo_spec(
+    rows: int = DEFAULT_ROWS, out: str | Path = DEFAULT_OUT, seed: int = 42, workers: int | None = None
+) -> JobSpec:
     """The shipped demo spec with the mock sky's ``rows`` and ``seed``, written to ``out``."""
     spec = load_spec(demo_spec_path())
     spec.workdir = Path(out).resolve()
@@ -38,8 +40,15 @@ def demo_spec(rows: int = DEFAULT_ROWS, out: str | Path = DEFAULT_OUT, seed: int
     return spec
 
 
-def run_demo(rows: int = DEFAULT_ROWS, out: str | Path = DEFAULT_OUT, seed: int = 42, workers: int | None = None,
-             client=None, progress: bool = True, echo=print) -> dict:
+def run_demo(
+    rows: int = DEFAULT_ROWS,
+    out: str | Path = DEFAULT_OUT,
+    seed: int = 42,
+    workers: int | None = None,
+    client=None,
+    progress: bool = True,
+    echo=print,
+) -> dict:
     """Run the demo; the run summary (as in ``run_summary.json``) with a short summary printed at the end."""
     spec = demo_spec(rows, out, seed, workers)
     if echo:
@@ -58,29 +67,43 @@ def summary_lines(summary: dict) -> list[str]:
     if all(s.get("skipped") for s in st.values()):
         lines.append("  every stage was already up to date (reused)")
     if "gaia" in st and "sdss" in st:
-        lines.append(f"  catalogs        gaia {st['gaia']['rows']:,} rows (epoch 2016.0), sdss {st['sdss']['rows']:,} rows (epoch 2005.0)")
+        lines.append(
+            f"  catalogs        gaia {st['gaia']['rows']:,} rows (epoch 2016.0), sdss {st['sdss']['rows']:,} rows (epoch 2005.0)"
+        )
     if "gaia_x_sdss" in st and "gaia_x_sdss_no_pm" in st:
         with_pm, without = st["gaia_x_sdss"], st["gaia_x_sdss_no_pm"]
-        lines.append(f"  cross-match     {100 * with_pm['match_rate']:.2f}% of gaia matched within 1\" with proper motions "
-                     f"propagated, {100 * without['match_rate']:.2f}% without ({with_pm['matched'] - without['matched']:,} more)")
+        lines.append(
+            f'  cross-match     {100 * with_pm["match_rate"]:.2f}% of gaia matched within 1" with proper motions '
+            f"propagated, {100 * without['match_rate']:.2f}% without ({with_pm['matched'] - without['matched']:,} more)"
+        )
     if "photoz_model" in st:
         h = st["photoz_model"].get("held_out", {})
-        lines.append(f"  photo-z         held-out sigma_NMAD {h.get('sigma_nmad', float('nan')):.4f}, bias {h.get('bias', float('nan')):+.4f}, "
-                     f"outliers {100 * h.get('outlier_rate_015', float('nan')):.1f}% ({h.get('n', 0):,} galaxies)")
+        lines.append(
+            f"  photo-z         held-out sigma_NMAD {h.get('sigma_nmad', float('nan')):.4f}, bias {h.get('bias', float('nan')):+.4f}, "
+            f"outliers {100 * h.get('outlier_rate_015', float('nan')):.1f}% ({h.get('n', 0):,} galaxies)"
+        )
     if "classifier" in st:
         h = st["classifier"].get("held_out", {})
-        lines.append(f"  classification  held-out accuracy {h.get('accuracy', float('nan')):.3f}, macro-F1 {h.get('macro_f1', float('nan')):.3f}")
+        lines.append(
+            f"  classification  held-out accuracy {h.get('accuracy', float('nan')):.3f}, macro-F1 {h.get('macro_f1', float('nan')):.3f}"
+        )
     if "variable_types" in st:
         h = st["variable_types"].get("held_out", {})
-        lines.append(f"  variable stars  types from light curves: held-out accuracy {h.get('accuracy', float('nan')):.3f}, "
-                     f"macro-F1 {h.get('macro_f1', float('nan')):.3f} ({st.get('light_curves', {}).get('detections', 0):,} detections "
-                     f"of {st.get('light_curves', {}).get('objects', 0):,} stars)")
+        lines.append(
+            f"  variable stars  types from light curves: held-out accuracy {h.get('accuracy', float('nan')):.3f}, "
+            f"macro-F1 {h.get('macro_f1', float('nan')):.3f} ({st.get('light_curves', {}).get('detections', 0):,} detections "
+            f"of {st.get('light_curves', {}).get('objects', 0):,} stars)"
+        )
     if "open_clusters" in st:
         c = st["open_clusters"]
-        lines.append(f"  open clusters   {c.get('n_clusters')} found (largest: {', '.join(str(n) for n in c.get('largest', []))} stars)")
+        lines.append(
+            f"  open clusters   {c.get('n_clusters')} found (largest: {', '.join(str(n) for n in c.get('largest', []))} stars)"
+        )
     seconds = sum(float(s.get("seconds") or 0) for s in st.values() if not s.get("skipped"))
-    lines.append(f"  time            {seconds:.0f} s in {sum(not s.get('skipped') for s in st.values())} stages run "
-                 f"({sum(bool(s.get('skipped')) for s in st.values())} reused)")
+    lines.append(
+        f"  time            {seconds:.0f} s in {sum(not s.get('skipped') for s in st.values())} stages run "
+        f"({sum(bool(s.get('skipped')) for s in st.values())} reused)"
+    )
     if summary.get("report"):
         lines.append(f"  report          {summary['report']}")
     return lines

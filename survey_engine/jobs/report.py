@@ -40,7 +40,16 @@ img{max-width:100%}.grid{display:flex;flex-wrap:wrap;gap:1em}.note{color:#666;fo
 .card{border:1px solid #ccd;border-radius:6px;padding:.5em .9em;background:#f8f9fc}.card b{display:block;font-size:1.3em}
 </style>"""
 
-SECTION_IDS = ("stages", "sky", "crossmatch", "photoz", "classification", "variables", "clusters", "anomalies")
+SECTION_IDS = (
+    "stages",
+    "sky",
+    "crossmatch",
+    "photoz",
+    "classification",
+    "variables",
+    "clusters",
+    "anomalies",
+)
 
 
 def write_report(spec, summary: dict, client=None) -> Path:
@@ -52,13 +61,24 @@ def write_report(spec, summary: dict, client=None) -> Path:
     stages = {s.id: s for s in spec.stages}
     done = {sid: info for sid, info in summary["stages"].items() if sid in stages}
     parts = [_header(spec, summary, done), _stage_section(spec, done)]
-    for builder in (_sky_section, _crossmatch_section, _photoz_section, _classification_section, _variables_section, _cluster_section,
-                    _anomaly_section):
+    for builder in (
+        _sky_section,
+        _crossmatch_section,
+        _photoz_section,
+        _classification_section,
+        _variables_section,
+        _cluster_section,
+        _anomaly_section,
+    ):
         parts.append(_guarded(builder, spec, stages, done))
-    parts.append(f"<p class='note'>Report written in {time.perf_counter() - t0:.1f} s by survey_engine from "
-                 f"{html.escape(str(spec.path))}; the run's numbers are in run_summary.json beside this file.</p>")
-    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
-            f"<title>survey_engine run report: {html.escape(spec.name)}</title>{STYLE}</head><body>{''.join(parts)}</body></html>")
+    parts.append(
+        f"<p class='note'>Report written in {time.perf_counter() - t0:.1f} s by survey_engine from "
+        f"{html.escape(str(spec.path))}; the run's numbers are in run_summary.json beside this file.</p>"
+    )
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>survey_engine run report: {html.escape(spec.name)}</title>{STYLE}</head><body>{''.join(parts)}</body></html>"
+    )
     out = spec.workdir / "report.html"
     atomic_write_text(out, page)
     return out
@@ -74,14 +94,22 @@ def _guarded(builder, spec, stages, done) -> str:
 
 
 def _of_kind(stages, done, kind: str, task: str | None = None) -> list[str]:
-    return [sid for sid in done if stages[sid].kind == kind and (task is None or stages[sid].params.get("task") == task)]
+    return [
+        sid
+        for sid in done
+        if stages[sid].kind == kind and (task is None or stages[sid].params.get("task") == task)
+    ]
 
 
 def _header(spec, summary: dict, done: dict) -> str:
     total = sum(float(i.get("seconds") or 0) for i in done.values() if not i.get("skipped"))
     cluster = summary.get("cluster", {})
     reused = [sid for sid, i in done.items() if i.get("skipped")]
-    cards = [("stages", f"{len(done)}"), ("run time", f"{total:.0f} s"), ("workers", str(cluster.get("workers", "?")))]
+    cards = [
+        ("stages", f"{len(done)}"),
+        ("run time", f"{total:.0f} s"),
+        ("workers", str(cluster.get("workers", "?"))),
+    ]
     peak = max((float(i.get("peak_memory_mib") or 0) for i in done.values()), default=0.0)
     if peak:
         cards.append(("peak memory", f"{peak / 1024:.2f} GiB"))
@@ -90,11 +118,17 @@ def _header(spec, summary: dict, done: dict) -> str:
         if "match_rate" in info:
             cards.append((f"{sid} match rate", f"{100 * info['match_rate']:.2f}%"))
     text = "".join(f"<div class='card'>{html.escape(k)}<b>{html.escape(v)}</b></div>" for k, v in cards)
-    note = f" Reused from an earlier run: {html.escape(', '.join(reused))} (their times are that run's)." if reused else ""
+    note = (
+        f" Reused from an earlier run: {html.escape(', '.join(reused))} (their times are that run's)."
+        if reused
+        else ""
+    )
     desc = f"<p class='lead'>{html.escape(spec.description)}</p>" if getattr(spec, "description", "") else ""
-    return (f"<h1>Run report: {html.escape(spec.name)}</h1>{desc}"
-            f"<p class='lead'>Work directory <code>{html.escape(str(spec.workdir))}</code>, started {html.escape(summary.get('started', ''))} "
-            f"on {cluster.get('workers', '?')} Dask workers.{note}</p><div class='cards'>{text}</div>")
+    return (
+        f"<h1>Run report: {html.escape(spec.name)}</h1>{desc}"
+        f"<p class='lead'>Work directory <code>{html.escape(str(spec.workdir))}</code>, started {html.escape(summary.get('started', ''))} "
+        f"on {cluster.get('workers', '?')} Dask workers.{note}</p><div class='cards'>{text}</div>"
+    )
 
 
 def _stage_section(spec, done: dict) -> str:
@@ -103,14 +137,28 @@ def _stage_section(spec, done: dict) -> str:
     rows = []
     for sid, info in done.items():
         flat = {**info, **info.get("held_out", {})}  # a model's held-out metrics
-        extra = {k: v for k, v in flat.items() if k not in ("kind", "seconds", "path", "skipped", "peak_memory_mib", "cpu_seconds")
-                 and not isinstance(v, (dict, list))}
-        rows.append({"stage": sid, "kind": info["kind"], "seconds": info.get("seconds"), "CPU seconds": info.get("cpu_seconds"),
-                     "peak memory (MiB)": info.get("peak_memory_mib"),
-                     "reused": "yes" if info.get("skipped") else "", "result": ", ".join(f"{k}={_short(v)}" for k, v in extra.items())})
-    parts = ["<h2 id='stages'>Stages: time and memory</h2>",
-             "<p class='note'>Seconds are wall-clock time; CPU seconds and peak memory are summed over the driver and its local "
-             "Dask workers during the stage.</p>"]
+        extra = {
+            k: v
+            for k, v in flat.items()
+            if k not in ("kind", "seconds", "path", "skipped", "peak_memory_mib", "cpu_seconds")
+            and not isinstance(v, (dict, list))
+        }
+        rows.append(
+            {
+                "stage": sid,
+                "kind": info["kind"],
+                "seconds": info.get("seconds"),
+                "CPU seconds": info.get("cpu_seconds"),
+                "peak memory (MiB)": info.get("peak_memory_mib"),
+                "reused": "yes" if info.get("skipped") else "",
+                "result": ", ".join(f"{k}={_short(v)}" for k, v in extra.items()),
+            }
+        )
+    parts = [
+        "<h2 id='stages'>Stages: time and memory</h2>",
+        "<p class='note'>Seconds are wall-clock time; CPU seconds and peak memory are summed over the driver and its local "
+        "Dask workers during the stage.</p>",
+    ]
     timed = [r for r in rows if r["seconds"] is not None]
     if timed:
         fig, ax = plt.subplots(1, 2, figsize=(11, 0.34 * len(timed) + 1.3), sharey=True)
@@ -122,7 +170,9 @@ def _stage_section(spec, done: dict) -> str:
         fig.tight_layout()
         parts.append(png_html(fig))
     rows = [{k: ("" if v is None else v) for k, v in r.items()} for r in rows]
-    parts.append(table_html(rows, ["stage", "kind", "seconds", "CPU seconds", "peak memory (MiB)", "reused", "result"]))
+    parts.append(
+        table_html(rows, ["stage", "kind", "seconds", "CPU seconds", "peak memory (MiB)", "reused", "result"])
+    )
     return "".join(parts)
 
 
@@ -159,8 +209,12 @@ class _SkyHistogram:
         self.ra, self.dec = ra, dec
 
     def __call__(self, df: pd.DataFrame) -> np.ndarray:
-        h, _, _ = np.histogram2d(df[self.ra].to_numpy(float) % 360.0, np.sin(np.radians(df[self.dec].to_numpy(float))),
-                                 bins=[RA_BINS, SINDEC_BINS], range=[[0, 360], [-1, 1]])
+        h, _, _ = np.histogram2d(
+            df[self.ra].to_numpy(float) % 360.0,
+            np.sin(np.radians(df[self.dec].to_numpy(float))),
+            bins=[RA_BINS, SINDEC_BINS],
+            range=[[0, 360], [-1, 1]],
+        )
         return h
 
 
@@ -170,7 +224,13 @@ def sky_density(path: str) -> np.ndarray:
     from survey_engine.catalog.catalog import open_catalog
 
     cat = open_catalog(path, margin=None)
-    counts = np.asarray(sum(_partition_results(path, [cat.ra_column, cat.dec_column], _SkyHistogram(cat.ra_column, cat.dec_column))))
+    counts = np.asarray(
+        sum(
+            _partition_results(
+                path, [cat.ra_column, cat.dec_column], _SkyHistogram(cat.ra_column, cat.dec_column)
+            )
+        )
+    )
     factor = 1
     while factor < 8 and counts.sum() / counts.size < 10:
         counts = counts.reshape(counts.shape[0] // 2, 2, counts.shape[1] // 2, 2).sum(axis=(1, 3))
@@ -186,8 +246,10 @@ def _sky_section(spec, stages, done) -> str:
     ids = [sid for sid in done if stages[sid].kind in ("import", "ingest")]
     if not ids:
         return ""
-    parts = ["<h2 id='sky'>Sky maps</h2><p class='note'>Mollweide projection in equatorial coordinates (RA increasing to the left), "
-             "sources per square degree.</p><div class='grid'>"]
+    parts = [
+        "<h2 id='sky'>Sky maps</h2><p class='note'>Mollweide projection in equatorial coordinates (RA increasing to the left), "
+        "sources per square degree.</p><div class='grid'>"
+    ]
     for sid in ids:
         density = sky_density(done[sid]["path"])
         ra_edges = np.radians(np.linspace(0, 360, density.shape[0] + 1))
@@ -211,6 +273,7 @@ def _sky_section(spec, stages, done) -> str:
 
 
 # -- cross-matches -------------------------------------------------------------------------------
+
 
 class _MatchSample:
     def __init__(self, pmra: str | None, pmdec: str | None):
@@ -239,14 +302,27 @@ def _crossmatch_section(spec, stages, done) -> str:
         cols = _columns(info["path"])
         pmra, pmdec = f"pmra{suffix}", f"pmdec{suffix}"
         has_pm = pmra in cols and pmdec in cols and p.get("join", "inner") in ("left", "outer")
-        got = _partition_results(info["path"], ["sep_arcsec", *([pmra, pmdec] if has_pm else [])], _MatchSample(pmra if has_pm else None, pmdec))
+        got = _partition_results(
+            info["path"],
+            ["sep_arcsec", *([pmra, pmdec] if has_pm else [])],
+            _MatchSample(pmra if has_pm else None, pmdec),
+        )
         sample = {k: np.concatenate([g[k] for g in got]) for k in got[0]} if got else {"sep": np.zeros(0)}
         samples[sid] = sample
-        epoch = (f"propagated to {p['epoch']:g}" if "epoch" in p else "as observed (no propagation)")
-        rows.append({"stage": sid, "left": p["left"], "right": p["right"], "radius (arcsec)": p["radius"], "how": p.get("how", "nearest"),
-                     "positions": epoch, "matched": info.get("matched", info.get("rows")),
-                     "match rate": f"{100 * info['match_rate']:.2f}%" if "match_rate" in info else "",
-                     "median sep (arcsec)": float(np.median(sample["sep"])) if len(sample["sep"]) else None})
+        epoch = f"propagated to {p['epoch']:g}" if "epoch" in p else "as observed (no propagation)"
+        rows.append(
+            {
+                "stage": sid,
+                "left": p["left"],
+                "right": p["right"],
+                "radius (arcsec)": p["radius"],
+                "how": p.get("how", "nearest"),
+                "positions": epoch,
+                "matched": info.get("matched", info.get("rows")),
+                "match rate": f"{100 * info['match_rate']:.2f}%" if "match_rate" in info else "",
+                "median sep (arcsec)": float(np.median(sample["sep"])) if len(sample["sep"]) else None,
+            }
+        )
     parts.append(table_html(rows, list(rows[0])))
     with_pm = [sid for sid in ids if "pm" in samples[sid]]
     fig, ax = plt.subplots(1, 2 if with_pm else 1, figsize=(11 if with_pm else 6, 4))
@@ -254,7 +330,9 @@ def _crossmatch_section(spec, stages, done) -> str:
     radius = max(float(stages[sid].params["radius"]) for sid in ids)
     for sid in ids:
         sep = samples[sid]["sep"]
-        ax[0].hist(sep, bins=60, range=(0, radius), histtype="step", lw=1.6, label=f"{sid} ({len(sep):,} pairs)")
+        ax[0].hist(
+            sep, bins=60, range=(0, radius), histtype="step", lw=1.6, label=f"{sid} ({len(sep):,} pairs)"
+        )
     ax[0].set(xlabel="separation (arcsec)", ylabel="pairs", title="match separations", yscale="log")
     ax[0].legend(fontsize=8)
     if with_pm:
@@ -268,8 +346,12 @@ def _crossmatch_section(spec, stages, done) -> str:
             centre = 0.5 * (edges[1:] + edges[:-1])
             keep = n >= 3
             ax[1].plot(centre[keep], (m / np.maximum(n, 1))[keep], "o-", label=sid)
-        ax[1].set(xlabel="total proper motion (mas/yr)", ylabel="share of left rows matched", ylim=(-0.03, 1.05),
-                  title="matched share vs proper motion")
+        ax[1].set(
+            xlabel="total proper motion (mas/yr)",
+            ylabel="share of left rows matched",
+            ylim=(-0.03, 1.05),
+            title="matched share vs proper motion",
+        )
         ax[1].legend(fontsize=8)
     fig.tight_layout()
     parts.append(png_html(fig))
@@ -277,6 +359,7 @@ def _crossmatch_section(spec, stages, done) -> str:
 
 
 # -- photometric redshifts -----------------------------------------------------------------------
+
 
 def _model_files(path: str) -> tuple[dict, pd.DataFrame | None]:
     model = Path(path)
@@ -306,9 +389,11 @@ def _photoz_section(spec, stages, done) -> str:
         test = metrics.get("test", {})
         keys = [k for k in ("n", "bias", "sigma_nmad", "outlier_rate_015", "interval_coverage") if k in test]
         target = stages[sid].params.get("target")
-        parts.append(f"<p>Model <b>{html.escape(sid)}</b> trained on {html.escape(str(target))} of "
-                     f"{html.escape(stages[sid].params.get('where') or 'all labelled rows')}; metrics on the held-out sky "
-                     "(whole HEALPix pixels kept out of training):</p>")
+        parts.append(
+            f"<p>Model <b>{html.escape(sid)}</b> trained on {html.escape(str(target))} of "
+            f"{html.escape(stages[sid].params.get('where') or 'all labelled rows')}; metrics on the held-out sky "
+            "(whole HEALPix pixels kept out of training):</p>"
+        )
         parts.append(table_html([{"model": sid, **{k: test[k] for k in keys}}], ["model", *keys]))
         applied = [a for a in done if stages[a].kind == "predict" and stages[a].params.get("model") == sid]
         ncol = 2 + bool(applied)
@@ -316,20 +401,37 @@ def _photoz_section(spec, stages, done) -> str:
         if held is not None and len(held):
             zs, zp = held["_y"].to_numpy(float), held["z_phot"].to_numpy(float)
             top = float(np.nanpercentile(zs, 99.5)) * 1.08
-            hb = ax[0].hexbin(zs, zp, gridsize=70, extent=(0, top, 0, top), bins="log", cmap="viridis", mincnt=1)
+            hb = ax[0].hexbin(
+                zs, zp, gridsize=70, extent=(0, top, 0, top), bins="log", cmap="viridis", mincnt=1
+            )
             ax[0].plot([0, top], [0, top], "w-", lw=0.8)
             zz = np.linspace(0, top, 50)
             for sign in (-1, 1):
                 ax[0].plot(zz, zz + sign * 0.15 * (1 + zz), "w--", lw=0.6)
             fig.colorbar(hb, ax=ax[0], label="galaxies")
-            ax[0].set(xlim=(0, top), ylim=(0, top), xlabel="z_spec", ylabel="z_phot",
-                      title=f"held out: {len(zs):,} galaxies, σ_NMAD = {test.get('sigma_nmad', float('nan')):.4f}")
+            ax[0].set(
+                xlim=(0, top),
+                ylim=(0, top),
+                xlabel="z_spec",
+                ylabel="z_phot",
+                title=f"held out: {len(zs):,} galaxies, σ_NMAD = {test.get('sigma_nmad', float('nan')):.4f}",
+            )
             if {"z_phot_lo", "z_phot_hi"} <= set(held.columns):
                 inside = (held["z_phot_lo"].to_numpy(float) <= zs) & (zs <= held["z_phot_hi"].to_numpy(float))
                 edges = np.quantile(zs, np.linspace(0, 1, 9))
                 which = np.clip(np.digitize(zs, edges[1:-1]), 0, len(edges) - 2)
-                cov = np.array([inside[which == b].mean() if (which == b).any() else np.nan for b in range(len(edges) - 1)])
-                width = np.array([np.median((held["z_phot_hi"] - held["z_phot_lo"]).to_numpy(float)[which == b]) for b in range(len(edges) - 1)])
+                cov = np.array(
+                    [
+                        inside[which == b].mean() if (which == b).any() else np.nan
+                        for b in range(len(edges) - 1)
+                    ]
+                )
+                width = np.array(
+                    [
+                        np.median((held["z_phot_hi"] - held["z_phot_lo"]).to_numpy(float)[which == b])
+                        for b in range(len(edges) - 1)
+                    ]
+                )
                 centre = 0.5 * (edges[1:] + edges[:-1])
                 ax[1].plot(centre, cov, "o-", label=f"coverage (all: {inside.mean():.1%})")
                 ax[1].axhline(0.68, color="k", ls="--", lw=0.8, label="nominal 68%")
@@ -341,8 +443,12 @@ def _photoz_section(spec, stages, done) -> str:
             edges = _ZHistogram.EDGES
             ax[-1].stairs(hist, edges, fill=True, alpha=0.6, label=f"{a}: {int(np.sum(hist)):,} galaxies")
             if held is not None and len(held):
-                ax[-1].stairs(np.histogram(held["_y"], bins=edges)[0] * (np.sum(hist) / max(len(held), 1)), edges,
-                              color="k", label="held-out z_spec (scaled)")
+                ax[-1].stairs(
+                    np.histogram(held["_y"], bins=edges)[0] * (np.sum(hist) / max(len(held), 1)),
+                    edges,
+                    color="k",
+                    label="held-out z_spec (scaled)",
+                )
             ax[-1].set(xlabel="z_phot", ylabel="galaxies", title="z_phot of every galaxy")
             ax[-1].legend(fontsize=8)
         fig.tight_layout()
@@ -351,6 +457,7 @@ def _photoz_section(spec, stages, done) -> str:
 
 
 # -- classification ------------------------------------------------------------------------------
+
 
 class _ClassCounts:
     def __call__(self, df: pd.DataFrame) -> pd.Series:
@@ -370,9 +477,11 @@ def _classification_section(spec, stages, done) -> str:
         classes = json.loads((model / "model.json").read_text())["classes"]
         test = metrics["test"]
         conf = np.array(test["confusion"], dtype=float)
-        parts.append(f"<p>Model <b>{html.escape(sid)}</b>: held-out accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} "
-                     f"({int(conf.sum()):,} labelled objects on sky kept out of training; true classes from "
-                     f"{html.escape(str(stages[sid].params.get('label')))}).</p>")
+        parts.append(
+            f"<p>Model <b>{html.escape(sid)}</b>: held-out accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} "
+            f"({int(conf.sum()):,} labelled objects on sky kept out of training; true classes from "
+            f"{html.escape(str(stages[sid].params.get('label')))}).</p>"
+        )
         applied = [a for a in done if stages[a].kind == "predict" and stages[a].params.get("model") == sid]
         width = max(5.2, 0.9 * len(classes) + 1.0)  # many classes (variable types) need room for their counts
         fig, ax = plt.subplots(1, 1 + bool(applied), figsize=(width * (1 + bool(applied)), 4.4 * width / 5.2))
@@ -381,13 +490,30 @@ def _classification_section(spec, stages, done) -> str:
         ax[0].imshow(share, cmap="Blues", vmin=0, vmax=1)
         for i in range(conf.shape[0]):
             for j in range(conf.shape[1]):
-                ax[0].text(j, i, f"{int(conf[i, j]):,}\n{share[i, j]:.1%}", ha="center", va="center",
-                           color="white" if share[i, j] > 0.6 else "black", fontsize=9 if len(classes) <= 4 else 7)
-        ax[0].set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
-                  xlabel="predicted", ylabel=f"true class ({stages[sid].params.get('label')})",
-                  title="confusion matrix (held out)")
+                ax[0].text(
+                    j,
+                    i,
+                    f"{int(conf[i, j]):,}\n{share[i, j]:.1%}",
+                    ha="center",
+                    va="center",
+                    color="white" if share[i, j] > 0.6 else "black",
+                    fontsize=9 if len(classes) <= 4 else 7,
+                )
+        ax[0].set(
+            xticks=range(len(classes)),
+            yticks=range(len(classes)),
+            xticklabels=classes,
+            yticklabels=classes,
+            xlabel="predicted",
+            ylabel=f"true class ({stages[sid].params.get('label')})",
+            title="confusion matrix (held out)",
+        )
         for a in applied:
-            counts = pd.concat(_partition_results(done[a]["path"], ["class_pred"], _ClassCounts())).groupby(level=0).sum()
+            counts = (
+                pd.concat(_partition_results(done[a]["path"], ["class_pred"], _ClassCounts()))
+                .groupby(level=0)
+                .sum()
+            )
             counts = counts.reindex(classes).fillna(0)
             ax[1].bar(classes, counts.to_numpy(), color=["#4a78b5", "#c77c2e", "#5a9e5a"][: len(classes)])
             for x, v in enumerate(counts.to_numpy()):
@@ -395,13 +521,20 @@ def _classification_section(spec, stages, done) -> str:
             ax[1].set(ylabel="objects", title=f"{a}: predicted classes of all {int(counts.sum()):,}")
         fig.tight_layout()
         parts.append(png_html(fig))
-        parts.append(table_html([{"class": c, **v} for c, v in test["per_class"].items()], ["class", "precision", "recall", "f1", "support"]))
+        parts.append(
+            table_html(
+                [{"class": c, **v} for c, v in test["per_class"].items()],
+                ["class", "precision", "recall", "f1", "support"],
+            )
+        )
     return "".join(parts)
 
 
 # -- variable stars ------------------------------------------------------------------------------
 
-PHASE_PANELS = 8  # phase-folded light curves shown: the clearest star of each predicted class, and a misclassified one
+PHASE_PANELS = (
+    8  # phase-folded light curves shown: the clearest star of each predicted class, and a misclassified one
+)
 
 
 class _VariableSample:
@@ -421,8 +554,12 @@ class _VariableSample:
         if self.label:
             wrong = (ranked[self.label].astype(str) != ranked["class_pred"].astype(str)).to_numpy()
         right = ranked[~wrong]
-        best = pd.concat([right.groupby(right["class_pred"].astype(str), sort=True).head(1).assign(_wrong=False),
-                          ranked[wrong].head(1).assign(_wrong=True)])
+        best = pd.concat(
+            [
+                right.groupby(right["class_pred"].astype(str), sort=True).head(1).assign(_wrong=False),
+                ranked[wrong].head(1).assign(_wrong=True),
+            ]
+        )
         return {"shown": shown, "best": best, "rows": len(df)}
 
 
@@ -434,9 +571,14 @@ def _variable_stages(stages, done) -> list[tuple[str, str, str]]:
         if stages[sid].kind != "predict":
             continue
         model, catalog = stages[sid].params.get("model"), stages[sid].params.get("catalog")
-        if (model in done and stages[model].params.get("task") == "classify" and catalog in done
-                and stages[catalog].kind == "variability" and stages[catalog].params.get("catalog") in done
-                and stages[stages[catalog].params["catalog"]].kind == "lightcurves"):
+        if (
+            model in done
+            and stages[model].params.get("task") == "classify"
+            and catalog in done
+            and stages[catalog].kind == "variability"
+            and stages[catalog].params.get("catalog") in done
+            and stages[stages[catalog].params["catalog"]].kind == "lightcurves"
+        ):
             found.append((sid, model, stages[catalog].params["catalog"]))
     return found
 
@@ -477,37 +619,52 @@ def _variables_section(spec, stages, done) -> str:
     found = _variable_stages(stages, done)
     if not found:
         return ""
-    parts = ["<h2 id='variables'>Variable stars</h2><p class='note'>Classified from their light curves' variability features. "
-             "Phase-folded light curves (two cycles, every band, folded at the period found, maximum light at phase 0) of "
-             "the most clearly periodic star of each predicted class and of the most clearly periodic misclassified one; "
-             "the period-amplitude (Bailey) diagram of every classified star (a sample beyond 20,000), coloured by predicted "
-             "class. Amplitude is light-curve's: half the range of the magnitudes.</p>"]
+    parts = [
+        "<h2 id='variables'>Variable stars</h2><p class='note'>Classified from their light curves' variability features. "
+        "Phase-folded light curves (two cycles, every band, folded at the period found, maximum light at phase 0) of "
+        "the most clearly periodic star of each predicted class and of the most clearly periodic misclassified one; "
+        "the period-amplitude (Bailey) diagram of every classified star (a sample beyond 20,000), coloured by predicted "
+        "class. Amplitude is light-curve's: half the range of the magnitudes.</p>"
+    ]
     for sid, model, lc_sid in found:
         lc_params = stages[lc_sid].params
         id_column = lc_params.get("object_id") or lc_params.get("id") or "object_id"
         lc_column = lc_params.get("lc_column", "lc")
-        band_field, time_field, mag_field = lc_params.get("band", "band"), lc_params.get("time", "time"), lc_params.get("mag", "mag")
+        band_field, time_field, mag_field = (
+            lc_params.get("band", "band"),
+            lc_params.get("time", "time"),
+            lc_params.get("mag", "mag"),
+        )
         label = stages[model].params.get("label")
         cols = _columns(done[sid]["path"])
         band = _period_band(list(stages[model].params.get("features", [])), cols)
         period, amplitude, fap = f"{band}period", f"{band}amplitude", f"{band}period_fap"
         want = [id_column, "class_pred", period, amplitude, fap, *([label] if label in cols else [])]
         rows = done[sid].get("rows") or done[lc_sid].get("objects") or 20_000
-        got = _partition_results(done[sid]["path"], want,
-                                 _VariableSample(want, fap, label if label in cols else None, max(200, 20_000 * 30 // max(rows, 1))))
+        got = _partition_results(
+            done[sid]["path"],
+            want,
+            _VariableSample(
+                want, fap, label if label in cols else None, max(200, 20_000 * 30 // max(rows, 1))
+            ),
+        )
         shown = pd.concat([g["shown"] for g in got])
         best = pd.concat([g["best"] for g in got]).sort_values(fap, kind="stable")
         wrong = best[best["_wrong"].astype(bool)].head(1)
-        right = best[~best["_wrong"].astype(bool)].drop_duplicates("class_pred").head(PHASE_PANELS - len(wrong))
+        right = (
+            best[~best["_wrong"].astype(bool)].drop_duplicates("class_pred").head(PHASE_PANELS - len(wrong))
+        )
         picked = pd.concat([right.sort_values("class_pred", kind="stable"), wrong])
         curves = _light_curves(done[lc_sid]["path"], id_column, lc_column, picked)
         classes = sorted(shown["class_pred"].astype(str).unique())
         colours = dict(zip(classes, plt.get_cmap("tab10").colors))
         acc = done[model].get("held_out", {}).get("accuracy")
-        parts.append(f"<p><b>{html.escape(sid)}</b>: {sum(g['rows'] for g in got):,} stars classified by <b>{html.escape(model)}</b>"
-                     + (f" (held-out accuracy {acc:.3f})" if isinstance(acc, float) else "")
-                     + f", from the light curves of <b>{html.escape(lc_sid)}</b>; periods and amplitudes of band "
-                     f"{html.escape(band.rstrip('_') or '(unnamed)')}.</p>")
+        parts.append(
+            f"<p><b>{html.escape(sid)}</b>: {sum(g['rows'] for g in got):,} stars classified by <b>{html.escape(model)}</b>"
+            + (f" (held-out accuracy {acc:.3f})" if isinstance(acc, float) else "")
+            + f", from the light curves of <b>{html.escape(lc_sid)}</b>; periods and amplitudes of band "
+            f"{html.escape(band.rstrip('_') or '(unnamed)')}.</p>"
+        )
         ncol = 4
         nrow = max(1, -(-len(picked) // ncol))
         fig, axes = plt.subplots(nrow, ncol, figsize=(13, 3.2 * nrow), squeeze=False)
@@ -515,7 +672,11 @@ def _variables_section(spec, stages, done) -> str:
             record = curves.get(star[id_column], {})
             t = np.asarray(record.get(time_field, []), dtype=float)
             m = np.asarray(record.get(mag_field, []), dtype=float)
-            bands = np.asarray(record.get(band_field, [""] * len(t)), dtype=object) if band_field else np.full(len(t), "")
+            bands = (
+                np.asarray(record.get(band_field, [""] * len(t)), dtype=object)
+                if band_field
+                else np.full(len(t), "")
+            )
             p = float(star[period])
             ref = band.rstrip("_")
             main = (bands == ref) if ref and (bands == ref).any() else np.ones(len(t), bool)
@@ -523,37 +684,71 @@ def _variables_section(spec, stages, done) -> str:
             phase = ((t - t0) / p) % 1.0 if np.isfinite(p) and p > 0 else np.zeros(len(t))
             for b in sorted(set(bands.tolist())):
                 sel = bands == b
-                ax.scatter(np.r_[phase[sel], phase[sel] + 1], np.r_[m[sel], m[sel]], s=4, label=str(b) or None)
+                ax.scatter(
+                    np.r_[phase[sel], phase[sel] + 1], np.r_[m[sel], m[sel]], s=4, label=str(b) or None
+                )
             ax.invert_yaxis()
             truth = f"true {star[label]}, " if label in star.index else ""
             mark = " (misclassified)" if bool(star["_wrong"]) else ""
-            ax.set_title(f"{id_column} {star[id_column]}{mark}\n{truth}predicted {star['class_pred']}, P = {p:.5g} d", fontsize=9,
-                         color="#a00" if mark else "black")
+            ax.set_title(
+                f"{id_column} {star[id_column]}{mark}\n{truth}predicted {star['class_pred']}, P = {p:.5g} d",
+                fontsize=9,
+                color="#a00" if mark else "black",
+            )
             ax.set(xlabel="phase", ylabel="magnitude", xlim=(0, 2))
             if len(set(bands.tolist())) > 1:
                 ax.legend(fontsize=7, markerscale=2, loc="lower right")
-        for ax in axes.ravel()[len(picked):]:
+        for ax in axes.ravel()[len(picked) :]:
             ax.axis("off")
         fig.tight_layout()
         parts.append(png_html(fig))
         fig, ax = plt.subplots(figsize=(7.5, 4.8))
         for c in classes:
             grp = shown[shown["class_pred"].astype(str) == c]
-            ax.scatter(np.log10(grp[period].to_numpy(float)), grp[amplitude].to_numpy(float), s=7, color=colours[c],
-                       label=f"{c} ({len(grp):,})", alpha=0.8)
-        ax.set(xlabel=f"log10 period ({band.rstrip('_') or 'light curve'}, days)", ylabel=f"amplitude ({band.rstrip('_') or 'mag'}, mag)",
-               title=f"{sid}: period-amplitude diagram by predicted class")
+            ax.scatter(
+                np.log10(grp[period].to_numpy(float)),
+                grp[amplitude].to_numpy(float),
+                s=7,
+                color=colours[c],
+                label=f"{c} ({len(grp):,})",
+                alpha=0.8,
+            )
+        ax.set(
+            xlabel=f"log10 period ({band.rstrip('_') or 'light curve'}, days)",
+            ylabel=f"amplitude ({band.rstrip('_') or 'mag'}, mag)",
+            title=f"{sid}: period-amplitude diagram by predicted class",
+        )
         ax.legend(fontsize=8, markerscale=2, ncol=2)
         fig.tight_layout()
         parts.append(png_html(fig))
-        parts.append(table_html([{id_column: r[id_column], **({"true class": r[label]} if label in r.index else {}),
-                              "predicted": r["class_pred"], "period (d)": float(r[period]), "amplitude (mag)": float(r[amplitude]),
-                              "FAP": float(r[fap])} for _, r in picked.iterrows()],
-                            [id_column, *(["true class"] if label in cols else []), "predicted", "period (d)", "amplitude (mag)", "FAP"]))
+        parts.append(
+            table_html(
+                [
+                    {
+                        id_column: r[id_column],
+                        **({"true class": r[label]} if label in r.index else {}),
+                        "predicted": r["class_pred"],
+                        "period (d)": float(r[period]),
+                        "amplitude (mag)": float(r[amplitude]),
+                        "FAP": float(r[fap]),
+                    }
+                    for _, r in picked.iterrows()
+                ],
+                [
+                    id_column,
+                    *(["true class"] if label in cols else []),
+                    "predicted",
+                    "period (d)",
+                    "amplitude (mag)",
+                    "FAP",
+                ],
+            )
+        )
     return "".join(parts)
 
 
 # -- clusters ------------------------------------------------------------------------------------
+
 
 class _ClusterSample:
     def __init__(self, columns: list[str], field_share: float):
@@ -577,15 +772,21 @@ def _cluster_section(spec, stages, done) -> str:
         path = Path(done[sid]["path"])
         found = json.loads((path / "clusters.json").read_text()) if (path / "clusters.json").exists() else {}
         clusters = found.get("clusters", [])
-        parts.append(f"<p><b>{html.escape(sid)}</b>: {found.get('n_clusters', len(clusters))} clusters found by "
-                     f"{html.escape(str(found.get('method', '')))} in {found.get('tiles', '?')} tiles (each with its "
-                     f"{found.get('margin_arcsec', '?')}\" margin), merged across tile borders; {found.get('noise', '?'):,} rows are field.</p>")
+        parts.append(
+            f"<p><b>{html.escape(sid)}</b>: {found.get('n_clusters', len(clusters))} clusters found by "
+            f"{html.escape(str(found.get('method', '')))} in {found.get('tiles', '?')} tiles (each with its "
+            f'{found.get("margin_arcsec", "?")}" margin), merged across tile borders; {found.get("noise", "?"):,} rows are field.</p>'
+        )
         cols = _columns(str(path))
         want = ["cluster_id", "pmra", "pmdec", "parallax", "phot_g_mean_mag", "bp_rp", "g", "r"]
         rows = done[sid].get("rows") or 200_000
-        sample = pd.concat(_partition_results(str(path), want, _ClusterSample(want, min(1.0, 40_000 / max(rows, 1)))))
+        sample = pd.concat(
+            _partition_results(str(path), want, _ClusterSample(want, min(1.0, 40_000 / max(rows, 1))))
+        )
         members, field = sample[sample.cluster_id >= 0], sample[sample.cluster_id < 0]
-        mag, colour = (("phot_g_mean_mag", "bp_rp") if {"phot_g_mean_mag", "bp_rp"} <= set(cols) else ("r", None))
+        mag, colour = (
+            ("phot_g_mean_mag", "bp_rp") if {"phot_g_mean_mag", "bp_rp"} <= set(cols) else ("r", None)
+        )
         fig, ax = plt.subplots(1, 2, figsize=(11, 4.8))
         if {"pmra", "pmdec"} <= set(sample.columns):
             ax[0].scatter(field.pmra, field.pmdec, s=1, c="0.75", label="field (sample)", rasterized=True)
@@ -593,18 +794,34 @@ def _cluster_section(spec, stages, done) -> str:
                 ax[0].scatter(grp.pmra, grp.pmdec, s=4, label=f"cluster {cid} ({len(grp)})")
             lim = np.nanpercentile(np.abs(np.r_[field.pmra, field.pmdec]), 98) if len(field) else 20
             lim = max(lim, np.nanmax(np.abs(np.r_[members.pmra, members.pmdec])) * 1.1 if len(members) else 0)
-            ax[0].set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="pmra (mas/yr)", ylabel="pmdec (mas/yr)", title="proper motions")
+            ax[0].set(
+                xlim=(-lim, lim),
+                ylim=(-lim, lim),
+                xlabel="pmra (mas/yr)",
+                ylabel="pmdec (mas/yr)",
+                title="proper motions",
+            )
             ax[0].legend(fontsize=7, markerscale=3, loc="lower left")
         if colour and colour in sample.columns:
             ax[1].scatter(field[colour], field[mag], s=1, c="0.75", rasterized=True)
             for cid, grp in members.groupby("cluster_id"):
                 ax[1].scatter(grp[colour], grp[mag], s=4)
             ax[1].invert_yaxis()
-            ax[1].set(xlabel=colour.replace("bp_rp", "BP - RP"), ylabel=mag.replace("phot_g_mean_mag", "G"), title="colour-magnitude diagram")
+            ax[1].set(
+                xlabel=colour.replace("bp_rp", "BP - RP"),
+                ylabel=mag.replace("phot_g_mean_mag", "G"),
+                title="colour-magnitude diagram",
+            )
         fig.tight_layout()
         parts.append(png_html(fig))
-        table = [{"cluster": c.get("cluster_id"), "members": c.get("members"), **{k: c[k] for k in c if k not in ("cluster_id", "members")}}
-                 for c in clusters[:12]]
+        table = [
+            {
+                "cluster": c.get("cluster_id"),
+                "members": c.get("members"),
+                **{k: c[k] for k in c if k not in ("cluster_id", "members")},
+            }
+            for c in clusters[:12]
+        ]
         if table:
             keys = list(dict.fromkeys(k for r in table for k in r if not isinstance(r[k], (list, dict))))
             parts.append(table_html(table, keys))
@@ -612,6 +829,7 @@ def _cluster_section(spec, stages, done) -> str:
 
 
 # -- anomalies -----------------------------------------------------------------------------------
+
 
 class _AnomalySample:
     EDGES = np.linspace(0.3, 0.85, 111)  # Isolation Forest scores lie in (0, 1); ~0.5 is ordinary
@@ -621,16 +839,25 @@ class _AnomalySample:
 
     def __call__(self, df: pd.DataFrame) -> dict:
         score = np.clip(df["anomaly_score"].to_numpy(float), self.EDGES[0], self.EDGES[-1])
-        return {"hist": np.histogram(score[np.isfinite(score)], bins=self.EDGES)[0],
-                "top": df.nlargest(self.keep, "anomaly_score")[[c for c in self.columns if c in df.columns]],
-                "sample": df.sample(min(len(df), 2000), random_state=0)[[c for c in self.columns if c in df.columns]]}
+        return {
+            "hist": np.histogram(score[np.isfinite(score)], bins=self.EDGES)[0],
+            "top": df.nlargest(self.keep, "anomaly_score")[[c for c in self.columns if c in df.columns]],
+            "sample": df.sample(min(len(df), 2000), random_state=0)[
+                [c for c in self.columns if c in df.columns]
+            ],
+        }
 
 
 def _anomaly_section(spec, stages, done) -> str:
     import matplotlib.pyplot as plt
 
-    ids = [a for a in done if stages[a].kind == "predict" and stages.get(stages[a].params.get("model")) is not None
-           and stages[stages[a].params["model"]].params.get("task") == "anomaly"]
+    ids = [
+        a
+        for a in done
+        if stages[a].kind == "predict"
+        and stages.get(stages[a].params.get("model")) is not None
+        and stages[stages[a].params["model"]].params.get("task") == "anomaly"
+    ]
     if not ids:
         return ""
     parts = ["<h2 id='anomalies'>Anomalies</h2><p class='note'>Isolation Forest scores: higher is odder.</p>"]
@@ -638,22 +865,56 @@ def _anomaly_section(spec, stages, done) -> str:
         path = done[sid]["path"]
         cols = _columns(path)
         ident = next((c for c in ("objid", "source_id", "id") if c in cols), None)
-        want = [c for c in [ident, "ra", "dec", "anomaly_score", "u", "g", "r", "i", "z", "class_pred", "true_class"] if c]
+        want = [
+            c
+            for c in [
+                ident,
+                "ra",
+                "dec",
+                "anomaly_score",
+                "u",
+                "g",
+                "r",
+                "i",
+                "z",
+                "class_pred",
+                "true_class",
+            ]
+            if c
+        ]
         got = _partition_results(path, want, _AnomalySample(want, 20))
         hist = sum(g["hist"] for g in got)
         top = pd.concat([g["top"] for g in got]).nlargest(15, "anomaly_score")
         sample = pd.concat([g["sample"] for g in got])
         fig, ax = plt.subplots(1, 2, figsize=(11, 4))
         ax[0].stairs(hist, _AnomalySample.EDGES, fill=True)
-        ax[0].set(xlabel="anomaly_score", ylabel="rows", yscale="log", title=f"{sid}: scores of {int(hist.sum()):,} rows")
+        ax[0].set(
+            xlabel="anomaly_score",
+            ylabel="rows",
+            yscale="log",
+            title=f"{sid}: scores of {int(hist.sum()):,} rows",
+        )
         if {"u", "g", "r"} <= set(sample.columns):
-            sc = ax[1].scatter(sample.g - sample.r, sample.u - sample.g, c=sample.anomaly_score, s=2, cmap="plasma")
-            ax[1].scatter(top.g - top.r, top.u - top.g, s=40, facecolors="none", edgecolors="k", label="15 highest scores")
+            sc = ax[1].scatter(
+                sample.g - sample.r, sample.u - sample.g, c=sample.anomaly_score, s=2, cmap="plasma"
+            )
+            ax[1].scatter(
+                top.g - top.r,
+                top.u - top.g,
+                s=40,
+                facecolors="none",
+                edgecolors="k",
+                label="15 highest scores",
+            )
             fig.colorbar(sc, ax=ax[1], label="anomaly_score")
             gr, ug = np.r_[sample.g - sample.r, top.g - top.r], np.r_[sample.u - sample.g, top.u - top.g]
-            ax[1].set(xlabel="g - r", ylabel="u - g", title="colours (sample)",
-                      xlim=(min(-0.8, np.nanmin(gr) - 0.1), max(2.2, np.nanmax(gr) + 0.1)),
-                      ylim=(min(-1.0, np.nanmin(ug) - 0.1), max(4.0, np.nanmax(ug) + 0.1)))
+            ax[1].set(
+                xlabel="g - r",
+                ylabel="u - g",
+                title="colours (sample)",
+                xlim=(min(-0.8, np.nanmin(gr) - 0.1), max(2.2, np.nanmax(gr) + 0.1)),
+                ylim=(min(-1.0, np.nanmin(ug) - 0.1), max(4.0, np.nanmax(ug) + 0.1)),
+            )
             ax[1].legend(fontsize=8)
         fig.tight_layout()
         parts.append(png_html(fig))

@@ -32,8 +32,14 @@ def _fp(*parts) -> str:
 
 
 @contextlib.contextmanager
-def job_client(spec: JobSpec, cluster: str | None = None, timeout: float = 60.0, connect_timeout: float = 15.0,
-               security_config: str | None = None, min_workers: int | None = None):
+def job_client(
+    spec: JobSpec,
+    cluster: str | None = None,
+    timeout: float = 60.0,
+    connect_timeout: float = 15.0,
+    security_config: str | None = None,
+    min_workers: int | None = None,
+):
     """The Dask client a job runs on: ``local`` (default), ``tcp://`` / ``tls://host:port`` of a
     running scheduler (TLS credentials from the ``security:`` section of ``security_config``),
     or a dask-jobqueue cluster (``slurm``, ``pbs``, a config file).
@@ -52,9 +58,15 @@ def job_client(spec: JobSpec, cluster: str | None = None, timeout: float = 60.0,
 
         security = load_security(Path(security_config)) if security_config else None
         if target.startswith("tls://") and security is None:
-            raise JobSpecError(f"{target}: a TLS scheduler needs credentials: --security CONFIG.yaml with a security: section")
+            raise JobSpecError(
+                f"{target}: a TLS scheduler needs credentials: --security CONFIG.yaml with a security: section"
+            )
         try:
-            client = Client(target, timeout=connect_timeout, security=security) if security else Client(target, timeout=connect_timeout)
+            client = (
+                Client(target, timeout=connect_timeout, security=security)
+                if security
+                else Client(target, timeout=connect_timeout)
+            )
         except OSError as exc:
             raise JobSpecError(f"cannot reach the Dask scheduler at {target}: {exc}") from None
         want = int(min_workers or spec.cluster.get("min_workers") or 1)
@@ -63,7 +75,9 @@ def job_client(spec: JobSpec, cluster: str | None = None, timeout: float = 60.0,
         except TimeoutError:
             got = len(client.scheduler_info().get("workers", {}))
             client.close()
-            raise JobSpecError(f"the scheduler at {target} has {got} workers after {timeout:g} s; the job wants at least {want}") from None
+            raise JobSpecError(
+                f"the scheduler at {target} has {got} workers after {timeout:g} s; the job wants at least {want}"
+            ) from None
         try:
             yield client
         finally:
@@ -79,8 +93,16 @@ def job_client(spec: JobSpec, cluster: str | None = None, timeout: float = 60.0,
         yield client
 
 
-def run_job(spec: JobSpec, cluster: str | None = None, client=None, progress: bool = True, echo=print,
-            security_config: str | None = None, min_workers: int | None = None, report: bool = True) -> dict:
+def run_job(
+    spec: JobSpec,
+    cluster: str | None = None,
+    client=None,
+    progress: bool = True,
+    echo=print,
+    security_config: str | None = None,
+    min_workers: int | None = None,
+    report: bool = True,
+) -> dict:
     """Run ``spec``'s stages in order in its workdir, holding ``WORKDIR.lock`` (a second run of a job
     into the same workdir stops at once with an error naming the first). The summary (also
     ``WORKDIR/run_summary.json``) gives each stage's seconds, peak memory and outputs; with ``report``,
@@ -91,8 +113,16 @@ def run_job(spec: JobSpec, cluster: str | None = None, client=None, progress: bo
         return _run_job(spec, cluster, client, progress, echo, security_config, min_workers, report)
 
 
-def _run_job(spec: JobSpec, cluster: str | None, client, progress: bool, echo, security_config: str | None,
-             min_workers: int | None, report: bool) -> dict:
+def _run_job(
+    spec: JobSpec,
+    cluster: str | None,
+    client,
+    progress: bool,
+    echo,
+    security_config: str | None,
+    min_workers: int | None,
+    report: bool,
+) -> dict:
     work = spec.workdir
     work.mkdir(parents=True, exist_ok=True)
     (work / ".state").mkdir(exist_ok=True)
@@ -101,23 +131,42 @@ def _run_job(spec: JobSpec, cluster: str | None, client, progress: bool, echo, s
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False  # the console gets ``echo``; the log file gets everything
-    summary = {"job": spec.name, "spec": str(spec.path), "workdir": str(work), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": {}}
+    summary = {
+        "job": spec.name,
+        "spec": str(spec.path),
+        "workdir": str(work),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "stages": {},
+    }
     status = "failed"
     try:
-        ctx = contextlib.nullcontext(client) if client is not None else job_client(spec, cluster, security_config=security_config,
-                                                                                            min_workers=min_workers)
+        ctx = (
+            contextlib.nullcontext(client)
+            if client is not None
+            else job_client(spec, cluster, security_config=security_config, min_workers=min_workers)
+        )
         with ctx as client:
             nworkers = len(client.scheduler_info()["workers"])
-            _say(echo, f"job {spec.name}: {len(spec.stages)} stages on {nworkers} workers ({client.scheduler.address})")
+            _say(
+                echo,
+                f"job {spec.name}: {len(spec.stages)} stages on {nworkers} workers ({client.scheduler.address})",
+            )
             if client.dashboard_link:
                 _say(echo, f"  dashboard: {client.dashboard_link}")
-            summary["cluster"] = {"scheduler": client.scheduler.address, "workers": nworkers, "dashboard": client.dashboard_link}
+            summary["cluster"] = {
+                "scheduler": client.scheduler.address,
+                "workers": nworkers,
+                "dashboard": client.dashboard_link,
+            }
             cluster_obj = getattr(client, "cluster", None)
             if cluster_obj is not None and hasattr(cluster_obj, "job_script"):
                 from survey_engine.jobs.clusters import job_ids
 
                 summary["cluster"]["batch_jobs"] = job_ids(cluster_obj)
-            outputs = {name: _source(name, kind, params, work, client, progress, echo) for name, (kind, params) in spec.sources.items()}
+            outputs = {
+                name: _source(name, kind, params, work, client, progress, echo)
+                for name, (kind, params) in spec.sources.items()
+            }
             for stage in spec.stages:
                 outputs[stage.id] = _run_stage(spec, stage, outputs, work, client, progress, echo, summary)
             if report:
@@ -154,7 +203,9 @@ def _source(name: str, kind: str, src: dict, work: Path, client, progress, echo)
         seed = src.get("seed", 42)
         if kind == "mock":
             survey = src.get("survey", "sky")
-            what = ("mock sky" if survey == "sky" else f"mock {survey} survey") + f" (of a {src['rows']:,}-row sky)"
+            what = (
+                "mock sky" if survey == "sky" else f"mock {survey} survey"
+            ) + f" (of a {src['rows']:,}-row sky)"
             fp = _fp("mock", src.get("rows"), seed, *([survey] if survey != "sky" else []))
 
             def made(info: dict) -> str:
@@ -168,7 +219,9 @@ def _source(name: str, kind: str, src: dict, work: Path, client, progress, echo)
                 return f"{info['objects']:,} mock objects, {info['detections']:,} detections ({cadence})"
 
         def write(tmp: Path) -> dict:
-            return entry.run(build(entry.arguments, {**src, "out": str(tmp)}), client=client, progress=progress).info
+            return entry.run(
+                build(entry.arguments, {**src, "out": str(tmp)}), client=client, progress=progress
+            ).info
 
         return _generated_source(work, name, fp, write, echo, what, made)
     if kind == "files":
@@ -205,18 +258,29 @@ def _state(work: Path, sid: str) -> dict:
 
 
 def _save_state(work: Path, sid: str, fp: str, info: dict) -> None:
-    atomic_write_text(work / ".state" / f"{sid}.json", json.dumps({"fingerprint": fp, **info}, indent=1, default=str))
+    atomic_write_text(
+        work / ".state" / f"{sid}.json", json.dumps({"fingerprint": fp, **info}, indent=1, default=str)
+    )
 
 
 def _publish(tmp: Path, out: Path, work: Path) -> None:
     """Swap ``tmp`` in as ``out``, both inside the workdir ``work`` (see ``layout.publish_folder``)."""
     publish_folder(tmp, out, work)
 
+
 def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, echo, summary) -> tuple:
     p = stage.params
-    refs = {k: outputs[v][1] for k, v in p.items() if isinstance(v, str) and v in outputs and k in ("catalog", "model", "left", "right", "objects", "detections")}
+    refs = {
+        k: outputs[v][1]
+        for k, v in p.items()
+        if isinstance(v, str)
+        and v in outputs
+        and k in ("catalog", "model", "left", "right", "objects", "detections")
+    }
     # a stage that reads an earlier stage's output is redone when that output changed
-    source_name = p.get("source") or (next(iter(spec.sources)) if stage.kind in ("import", "ingest") else None)
+    source_name = p.get("source") or (
+        next(iter(spec.sources)) if stage.kind in ("import", "ingest") else None
+    )
     source_fp = outputs[source_name][1] if source_name else None
     fp = _fp(stage.kind, p, refs, source_fp)
     out = safe_child(work, stage.id, f"stage {stage.id!r}: id")
@@ -263,7 +327,9 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
     info = {"peak_memory_mib": round(memory.peak / 2**20, 1), "cpu_seconds": round(cpu, 1), **info}
     _save_state(work, stage.id, fp, {"kind": stage.kind, "seconds": seconds, **info})
     summary["stages"][stage.id] = {"kind": stage.kind, "seconds": seconds, "path": str(out), **info}
-    _say(echo, f"  {stage.id} ({stage.kind}) -> {out} ({seconds:.1f} s) {json.dumps(info, default=str)[:200]}")
+    _say(
+        echo, f"  {stage.id} ({stage.kind}) -> {out} ({seconds:.1f} s) {json.dumps(info, default=str)[:200]}"
+    )
     return out, fp
 
 
@@ -317,7 +383,9 @@ def stage_values(stage: Stage, p: dict, outputs: dict, tmp: Path) -> dict:
         elif job == "source" and source_name is not None:
             src = outputs[source_name][0]
             if key is None:  # the files the source made or names
-                if p["_source_kind"] == "mock_lightcurves":  # the objects; their detections go to a lightcurves stage
+                if (
+                    p["_source_kind"] == "mock_lightcurves"
+                ):  # the objects; their detections go to a lightcurves stage
                     src = Path(src) / "objects"
                 values[face.name] = [str(s) for s in src] if isinstance(src, list) else [str(src)]
             elif isinstance(src, dict) and key in src:  # a TAP source's keys

@@ -33,8 +33,15 @@ def apply_frame(frame: pd.DataFrame, meta: dict, models, text_as_missing: bool |
     raise ModelError(f"unknown model task {meta['task']!r}")
 
 
-def predict(model_dir: str, table_path: str, out: str, client=None, progress: bool = True, missing: str | None = None,
-            storage_options: dict | None = None) -> Path:
+def predict(
+    model_dir: str,
+    table_path: str,
+    out: str,
+    client=None,
+    progress: bool = True,
+    missing: str | None = None,
+    storage_options: dict | None = None,
+) -> Path:
     """Apply the model in ``model_dir`` to every row. Text in a feature column is an error naming
     the column and row, unless ``missing`` (``--missing nan|impute|drop``) is given: then such
     values are missing values, handled as that policy says. ``table_path`` may be a remote
@@ -56,15 +63,22 @@ def predict(model_dir: str, table_path: str, out: str, client=None, progress: bo
     if out.exists() and any(out.iterdir()):
         raise ModelError(f"{out}: already exists; choose another --out or remove it")
     placeholder = _Applier(meta, models, text_as_missing=True)  # Dask's made-up rows hold text ("foo")
-    with dask_client(client) as client, Shared(client, models) as shared:  # to every worker once, not in every task
+    with (
+        dask_client(client) as client,
+        Shared(client, models) as shared,
+    ):  # to every worker once, not in every task
         apply = _Applier(meta, shared)
         if table.catalog is not None:
             from survey_engine.catalog.catalog import open_catalog
 
             cat = open_catalog(table_path, storage_options=storage_options)
             sample = placeholder(cat.to_dask()._meta_nonempty.head(2))
-            return cat.map_partitions(apply, meta=sample.iloc[:0]).write(out, client=client, progress=progress)
-        frame = table.frame.map_partitions(apply, meta=placeholder(table.frame._meta_nonempty.head(2)).iloc[:0])
+            return cat.map_partitions(apply, meta=sample.iloc[:0]).write(
+                out, client=client, progress=progress
+            )
+        frame = table.frame.map_partitions(
+            apply, meta=placeholder(table.frame._meta_nonempty.head(2)).iloc[:0]
+        )
         return _write_files(frame, out, client, progress)
 
 
@@ -76,7 +90,9 @@ def with_missing_policy(meta: dict, missing: str, model_dir: str) -> dict:
     if missing not in MISSING_POLICIES:
         raise ModelError(f"--missing must be one of {MISSING_POLICIES}, got {missing!r}")
     if missing == "impute" and not spec.get("impute_values"):
-        raise ModelError(f"{model_dir}: --missing impute needs a model trained with --missing impute (it holds no training medians)")
+        raise ModelError(
+            f"{model_dir}: --missing impute needs a model trained with --missing impute (it holds no training medians)"
+        )
     return {**meta, "feature_spec": {**spec, "missing": missing, "text_as_missing": True}}
 
 
@@ -113,5 +129,10 @@ def _write_files_locked(frame, out: Path, client, progress: bool) -> Path:
         part.to_parquet(tmp / f"part-{i:05d}.parquet", index=False)
         return len(part)
 
-    compute_with_progress(client, [dask.delayed(write)(p, i) for i, p in enumerate(frame.to_delayed())], f"predict {out.name}", progress)
+    compute_with_progress(
+        client,
+        [dask.delayed(write)(p, i) for i, p in enumerate(frame.to_delayed())],
+        f"predict {out.name}",
+        progress,
+    )
     return publish_folder(tmp, out, out.parent)

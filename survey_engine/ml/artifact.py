@@ -45,13 +45,21 @@ def file_sha256(path: Path) -> str:
 
 def feature_spec_sha256(meta: dict) -> str:
     """Checksum of what decides the model's inputs: the feature spec and the feature names."""
-    blob = json.dumps({"feature_spec": meta.get("feature_spec"), "features": meta.get("features")}, sort_keys=True,
-                      default=json_default)
+    blob = json.dumps(
+        {"feature_spec": meta.get("feature_spec"), "features": meta.get("features")},
+        sort_keys=True,
+        default=json_default,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def save_model(out: str | Path, meta: dict, boosters: dict | None = None, arrays: dict | None = None,
-               extra_files: dict | None = None) -> Path:
+def save_model(
+    out: str | Path,
+    meta: dict,
+    boosters: dict | None = None,
+    arrays: dict | None = None,
+    extra_files: dict | None = None,
+) -> Path:
     """Write a model folder atomically: ``boosters`` name -> xgboost.Booster (``name.ubj``),
     ``arrays`` name -> {key: numeric NumPy array} (``name.npz``), ``extra_files`` name -> text or
     bytes (reports; listed with checksums, never loaded as models)."""
@@ -73,7 +81,9 @@ def save_model(out: str | Path, meta: dict, boosters: dict | None = None, arrays
             plain = {k: np.asarray(v) for k, v in content.items()}
             odd = [k for k, v in plain.items() if v.dtype.kind not in "biuf"]
             if odd:
-                raise TypeError(f"model part {name}: arrays {odd} are not numeric; only numeric arrays are stored")
+                raise TypeError(
+                    f"model part {name}: arrays {odd} are not numeric; only numeric arrays are stored"
+                )
             np.savez(safe_child(tmp, f"{check_name(name)}.npz"), **plain)
             files[name] = f"{name}.npz"
         extras = {}
@@ -82,7 +92,13 @@ def save_model(out: str | Path, meta: dict, boosters: dict | None = None, arrays
                 fh.write(content)
             extras[name] = name
         checksums = {f: file_sha256(tmp / f) for f in [*files.values(), *extras.values()]}
-        meta = {"format_version": FORMAT_VERSION, "files": files, "checksums": checksums, "versions": library_versions(), **meta}
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "files": files,
+            "checksums": checksums,
+            "versions": library_versions(),
+            **meta,
+        }
         meta["feature_spec_sha256"] = feature_spec_sha256(meta)
         (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=1, default=json_default))
         publish_folder(tmp, out, out.parent)
@@ -108,10 +124,14 @@ def load_model(path: str | Path) -> tuple[dict, dict]:
         raise ModelError(f"{meta_file}: model metadata is not a JSON object")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
-        raise ModelError(f"{meta_file}: model format version {version!r}; this survey_engine reads version {FORMAT_VERSION} (retrain the model)")
+        raise ModelError(
+            f"{meta_file}: model format version {version!r}; this survey_engine reads version {FORMAT_VERSION} (retrain the model)"
+        )
     if meta.get("feature_spec_sha256") != feature_spec_sha256(meta):
-        raise ModelError(f"{meta_file}: the feature spec does not match its checksum (feature_spec_sha256): "
-                         "the features were edited after training; retrain instead")
+        raise ModelError(
+            f"{meta_file}: the feature spec does not match its checksum (feature_spec_sha256): "
+            "the features were edited after training; retrain instead"
+        )
     files, checksums = meta.get("files"), meta.get("checksums")
     if not isinstance(files, dict) or not isinstance(checksums, dict):
         raise ModelError(f"{meta_file}: no files / checksums listed")
@@ -122,11 +142,15 @@ def load_model(path: str | Path) -> tuple[dict, dict]:
         except UnsafePathError as exc:
             raise ModelError(str(exc)) from None
         if not fname.endswith(SAFE_SUFFIXES):
-            raise ModelError(f"{f}: not a safe model format (only {', '.join(SAFE_SUFFIXES)} files are read; never pickles)")
+            raise ModelError(
+                f"{f}: not a safe model format (only {', '.join(SAFE_SUFFIXES)} files are read; never pickles)"
+            )
         if not f.is_file():
             raise ModelError(f"{path}: model file {fname} is missing")
         if checksums.get(fname) != file_sha256(f):
-            raise ModelError(f"{f}: checksum does not match the one in {MODEL_FILE} (damaged or replaced file)")
+            raise ModelError(
+                f"{f}: checksum does not match the one in {MODEL_FILE} (damaged or replaced file)"
+            )
         checked[name] = f
     models = {}
     for name, f in checked.items():

@@ -9,7 +9,13 @@ import numpy as np
 from survey_engine.ml import metrics as M
 
 # The textbook single-process baselines (--baselines), as a user would configure them.
-BASELINE_XGBOOST = {"n_estimators": 600, "max_depth": 6, "learning_rate": 0.05, "subsample": 0.8, "colsample_bytree": 0.8}
+BASELINE_XGBOOST = {
+    "n_estimators": 600,
+    "max_depth": 6,
+    "learning_rate": 0.05,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+}
 BASELINE_FOREST = {"n_estimators": 200, "min_samples_leaf": 2}
 
 
@@ -39,7 +45,10 @@ def run_baselines(train_rows, test_rows, opts, feats, classes) -> dict:
         xg = xgb.XGBClassifier(**BASELINE_XGBOOST, n_jobs=2, random_state=opts.seed).fit(Xtr, ytr)
         rf = RandomForestClassifier(**BASELINE_FOREST, n_jobs=2, random_state=opts.seed).fit(Xtr_f, ytr)
         for name, pred in (("xgboost_single_process", xg.predict(Xte)), ("random_forest", rf.predict(Xte_f))):
-            out[name] = {"accuracy": float(accuracy_score(yte, pred)), "macro_f1": float(f1_score(yte, pred, average="macro"))}
+            out[name] = {
+                "accuracy": float(accuracy_score(yte, pred)),
+                "macro_f1": float(f1_score(yte, pred, average="macro")),
+            }
     return out
 
 
@@ -49,9 +58,17 @@ def headline(task: str, test: dict, baselines: dict) -> dict:
     if task == "photoz":
         name = min(baselines, key=lambda k: baselines[k]["sigma_nmad"])
         best = baselines[name]["sigma_nmad"]
-        return {"stronger_baseline": name, "baseline_sigma_nmad": best, "sigma_nmad": test["sigma_nmad"],
-                "sigma_nmad_lower_by": 1 - test["sigma_nmad"] / best}
+        return {
+            "stronger_baseline": name,
+            "baseline_sigma_nmad": best,
+            "sigma_nmad": test["sigma_nmad"],
+            "sigma_nmad_lower_by": 1 - test["sigma_nmad"] / best,
+        }
     name = max(baselines, key=lambda k: baselines[k]["accuracy"])
-    return {"stronger_baseline": name, "baseline_accuracy": baselines[name]["accuracy"], "accuracy": test["accuracy"],
-            "accuracy_gain": test["accuracy"] - baselines[name]["accuracy"],
-            "macro_f1_gain": test["macro_f1"] - baselines[name]["macro_f1"]}
+    return {
+        "stronger_baseline": name,
+        "baseline_accuracy": baselines[name]["accuracy"],
+        "accuracy": test["accuracy"],
+        "accuracy_gain": test["accuracy"] - baselines[name]["accuracy"],
+        "macro_f1_gain": test["macro_f1"] - baselines[name]["macro_f1"],
+    }

@@ -66,9 +66,13 @@ def robust_scales(frame, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
     probs = np.linspace(0, 1, SKETCH_POINTS)
     level = [dask.delayed(_quantile_sketch)(part, features, probs) for part in frame[features].to_delayed()]
     while len(level) > 1:
-        level = [dask.delayed(_merge_sketches)(level[i:i + SKETCH_FAN_IN], probs)
-                 for i in range(0, len(level), SKETCH_FAN_IN)]
-    counts, quantiles = dask.compute(level[0])[0] if level else ([0] * len(features), [np.zeros(0)] * len(features))
+        level = [
+            dask.delayed(_merge_sketches)(level[i : i + SKETCH_FAN_IN], probs)
+            for i in range(0, len(level), SKETCH_FAN_IN)
+        ]
+    counts, quantiles = (
+        dask.compute(level[0])[0] if level else ([0] * len(features), [np.zeros(0)] * len(features))
+    )
     centre, scale = np.zeros(len(features)), np.ones(len(features))
     for j in range(len(features)):
         if counts[j] > 0:
@@ -78,7 +82,9 @@ def robust_scales(frame, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return centre, scale
 
 
-def _quantile_sketch(df: pd.DataFrame, features: list[str], probs: np.ndarray) -> tuple[list[int], list[np.ndarray]]:
+def _quantile_sketch(
+    df: pd.DataFrame, features: list[str], probs: np.ndarray
+) -> tuple[list[int], list[np.ndarray]]:
     counts, quantiles = [], []
     for f in features:
         v = pd.to_numeric(df[f], errors="coerce").to_numpy(dtype=float)
@@ -104,9 +110,19 @@ def _merge_sketches(sketches: list, probs: np.ndarray) -> tuple[list[int], list[
     return counts, quantiles
 
 
-def _tile_labels(main: pd.DataFrame, margin: pd.DataFrame, feats: list[str], centre, scale, method: str, params: dict,
-                 id_column: str, tile: int, positions: tuple[np.ndarray, np.ndarray] | None = None,
-                 cap_rows: int | None = None) -> pd.DataFrame:
+def _tile_labels(
+    main: pd.DataFrame,
+    margin: pd.DataFrame,
+    feats: list[str],
+    centre,
+    scale,
+    method: str,
+    params: dict,
+    id_column: str,
+    tile: int,
+    positions: tuple[np.ndarray, np.ndarray] | None = None,
+    cap_rows: int | None = None,
+) -> pd.DataFrame:
     """Cluster one tile plus its margin; local labels for every row it saw. ``cap_rows``: the rows
     ``max_cluster_fraction`` is a share of (default: the rows clustered here)."""
     both = pd.concat([main.assign(_owned=True), margin.assign(_owned=False)], ignore_index=True)
@@ -129,17 +145,25 @@ def _tile_labels(main: pd.DataFrame, margin: pd.DataFrame, feats: list[str], cen
             # max_cluster_fraction: no cluster may hold more than this share of the tile (a dense
             # field is otherwise one big "cluster" and the real ones become its noise)
             max_size = int(params.get("max_cluster_fraction", 0.5) * (cap_rows or ok.sum())) or None
-            est = HDBSCAN(min_cluster_size=params.get("min_cluster_size", 20), min_samples=params.get("min_samples"),
-                          cluster_selection_epsilon=params.get("cluster_selection_epsilon", 0.0),
-                          max_cluster_size=max_size, copy=True)
+            est = HDBSCAN(
+                min_cluster_size=params.get("min_cluster_size", 20),
+                min_samples=params.get("min_samples"),
+                cluster_selection_epsilon=params.get("cluster_selection_epsilon", 0.0),
+                max_cluster_size=max_size,
+                copy=True,
+            )
         labels[ok] = est.fit_predict(X[ok])
-    out = pd.DataFrame({"id": both[id_column].to_numpy(), "owned": both["_owned"].to_numpy(), "tile": tile, "local": labels})
+    out = pd.DataFrame(
+        {"id": both[id_column].to_numpy(), "owned": both["_owned"].to_numpy(), "tile": tile, "local": labels}
+    )
     if positions is not None:
         out["_ra"], out["_dec"] = positions
     return out
 
 
-def cluster_reach_arcsec(local: pd.DataFrame, assignments: pd.DataFrame, k: int, quantile: float = REACH_QUANTILE) -> pd.Series:
+def cluster_reach_arcsec(
+    local: pd.DataFrame, assignments: pd.DataFrame, k: int, quantile: float = REACH_QUANTILE
+) -> pd.Series:
     """Each merged cluster's spatial reach: how far on the sky its members link to each other, the
     ``quantile`` of the members' angular distances to their k-th nearest fellow member (arcsec).
     Tiles see a cluster's pieces together with their margins, so
@@ -197,12 +221,27 @@ def merge_tiles(local: pd.DataFrame) -> pd.DataFrame:
     sizes = root[root >= 0].groupby(root[root >= 0]).size()
     order = sorted(sizes.index, key=lambda r: (-sizes[r], r))
     relabel = {r: i for i, r in enumerate(order)}
-    return pd.DataFrame({"id": ids.to_numpy(), "cluster_id": root.map(lambda r: relabel.get(r, -1)).to_numpy(np.int64)})
+    return pd.DataFrame(
+        {"id": ids.to_numpy(), "cluster_id": root.map(lambda r: relabel.get(r, -1)).to_numpy(np.int64)}
+    )
 
 
-def cluster_catalog(catalog_path: str, features: list[str], method: str, out: str, *, id_column: str | None = None,
-                    params: dict | None = None, client=None, progress: bool = True, seed: int = 42, where: str | None = None,
-                    build_margin: bool = False, check_margin: bool = False, storage_options: dict | None = None) -> dict:
+def cluster_catalog(
+    catalog_path: str,
+    features: list[str],
+    method: str,
+    out: str,
+    *,
+    id_column: str | None = None,
+    params: dict | None = None,
+    client=None,
+    progress: bool = True,
+    seed: int = 42,
+    where: str | None = None,
+    build_margin: bool = False,
+    check_margin: bool = False,
+    storage_options: dict | None = None,
+) -> dict:
     """Cluster a catalog; write it with ``cluster_id`` to ``out`` (a new collection) plus a summary.
     ``where`` selects the rows that take part. ``check_margin`` (the CLI's default) stops where the
     margin is narrower than the clusters' reach; ``build_margin`` builds one as wide instead. Off by
@@ -214,7 +253,9 @@ def cluster_catalog(catalog_path: str, features: list[str], method: str, out: st
     cat, spec, feats, params = _plan(catalog_path, features, method, params, where, storage_options)
     with dask_client(client) as client:
         selected = cat.to_dask() if not where else cat.to_dask().map_partitions(lambda df: df.query(where))
-        featured = selected.map_partitions(lambda df: pd.concat([df, spec.compute(df).add_prefix("_f_")], axis=1))
+        featured = selected.map_partitions(
+            lambda df: pd.concat([df, spec.compute(df).add_prefix("_f_")], axis=1)
+        )
         fcols = [f"_f_{f}" for f in feats]
         centre, scale = robust_scales(featured, fcols)
         if method == "kmeans":
@@ -223,15 +264,36 @@ def cluster_catalog(catalog_path: str, features: list[str], method: str, out: st
         else:
             id_column = id_column or cat.properties.get("se_col_id")
             if not id_column or id_column not in cat.column_names():
-                raise ClusterError(f"{catalog_path}: density clustering per tile needs a unique id column (--id); columns: {cat.column_names()}")
+                raise ClusterError(
+                    f"{catalog_path}: density clustering per tile needs a unique id column (--id); columns: {cat.column_names()}"
+                )
             if cat.margin is None:
-                raise ClusterError(f"{catalog_path}: density clustering per tile needs a margin (build one with `survey-engine margin`)")
-            cat, assignments, needed = _tiled_assignments(cat, catalog_path, spec, feats, centre, scale, method, params,
-                                                          id_column, client, where, build_margin, check_margin, progress)
+                raise ClusterError(
+                    f"{catalog_path}: density clustering per tile needs a margin (build one with `survey-engine margin`)"
+                )
+            cat, assignments, needed = _tiled_assignments(
+                cat,
+                catalog_path,
+                spec,
+                feats,
+                centre,
+                scale,
+                method,
+                params,
+                id_column,
+                client,
+                where,
+                build_margin,
+                check_margin,
+                progress,
+            )
             mapping = assignments.set_index("id")["cluster_id"]
             result = cat.map_partitions(_attach_mapping(mapping, id_column))
-            summary_extra = {"tiles": int(cat.npartitions), "margin_arcsec": cat.margin_radius_arcsec,
-                             "reach_arcsec": round(needed, 1)}
+            summary_extra = {
+                "tiles": int(cat.npartitions),
+                "margin_arcsec": cat.margin_radius_arcsec,
+                "reach_arcsec": round(needed, 1),
+            }
         written = result.write(out, client=client, progress=progress)
         from survey_engine.catalog.catalog import open_catalog as _open
 
@@ -246,8 +308,14 @@ def cluster_catalog(catalog_path: str, features: list[str], method: str, out: st
     return summary
 
 
-def _plan(catalog_path: str, features: list[str], method: str, params: dict | None, where: str | None,
-          storage_options: dict | None = None):
+def _plan(
+    catalog_path: str,
+    features: list[str],
+    method: str,
+    params: dict | None,
+    where: str | None,
+    storage_options: dict | None = None,
+):
     """(catalog, feature spec, feature names, params) checked before any work."""
     from survey_engine.catalog.catalog import open_catalog
 
@@ -265,14 +333,26 @@ def _plan(catalog_path: str, features: list[str], method: str, params: dict | No
         try:
             cat.to_dask()._meta_nonempty.query(where)
         except Exception as exc:
-            raise ClusterError(f"{catalog_path}: --where {where!r} does not apply to these columns: {exc}") from None
+            raise ClusterError(
+                f"{catalog_path}: --where {where!r} does not apply to these columns: {exc}"
+            ) from None
     return cat, spec, feats, params
 
 
-def cluster_assignments(catalog_path: str, features: list[str], method: str = "hdbscan", *, id_column: str | None = None,
-                        params: dict | None = None, client=None, where: str | None = None, build_margin: bool = False,
-                        check_margin: bool = False, progress: bool = False,
-                        storage_options: dict | None = None) -> tuple[pd.DataFrame, object]:
+def cluster_assignments(
+    catalog_path: str,
+    features: list[str],
+    method: str = "hdbscan",
+    *,
+    id_column: str | None = None,
+    params: dict | None = None,
+    client=None,
+    where: str | None = None,
+    build_margin: bool = False,
+    check_margin: bool = False,
+    progress: bool = False,
+    storage_options: dict | None = None,
+) -> tuple[pd.DataFrame, object]:
     """The density clustering of ``cluster_catalog`` without writing anything: (assignments (id,
     cluster_id) for every row, the catalog clustered (with the margin used))."""
     from survey_engine.runtime import dask_client
@@ -283,15 +363,45 @@ def cluster_assignments(catalog_path: str, features: list[str], method: str = "h
     id_column = id_column or cat.properties.get("se_col_id")
     with dask_client(client) as client:
         selected = cat.to_dask() if not where else cat.to_dask().map_partitions(lambda df: df.query(where))
-        featured = selected.map_partitions(lambda df: pd.concat([df, spec.compute(df).add_prefix("_f_")], axis=1))
+        featured = selected.map_partitions(
+            lambda df: pd.concat([df, spec.compute(df).add_prefix("_f_")], axis=1)
+        )
         centre, scale = robust_scales(featured, [f"_f_{f}" for f in feats])
-        cat, assignments, _ = _tiled_assignments(cat, catalog_path, spec, feats, centre, scale, method, params, id_column,
-                                                 client, where, build_margin, check_margin, progress)
+        cat, assignments, _ = _tiled_assignments(
+            cat,
+            catalog_path,
+            spec,
+            feats,
+            centre,
+            scale,
+            method,
+            params,
+            id_column,
+            client,
+            where,
+            build_margin,
+            check_margin,
+            progress,
+        )
     return assignments, cat
 
 
-def _tiled_assignments(cat, catalog_path, spec, feats, centre, scale, method, params, id_column, client, where,
-                       build_margin, check_margin, progress):
+def _tiled_assignments(
+    cat,
+    catalog_path,
+    spec,
+    feats,
+    centre,
+    scale,
+    method,
+    params,
+    id_column,
+    client,
+    where,
+    build_margin,
+    check_margin,
+    progress,
+):
     """(catalog, assignments, reach): the tiles clustered and merged; where the margin is narrower than
     the clusters' reach, an error or (``build_margin``) a wider margin and the clustering again."""
     assignments, needed = _tiles(cat, spec, feats, centre, scale, method, params, id_column, client, where)
@@ -300,9 +410,12 @@ def _tiled_assignments(cat, catalog_path, spec, feats, centre, scale, method, pa
             raise ClusterError(
                 f"{catalog_path}: the margin ({cat.margin_radius_arcsec:g} arcsec) is narrower than the clustering's reach: "
                 f"members of a cluster link over {needed:.0f} arcsec, so tiles split it. Build a margin of at least {math.ceil(needed)} arcsec "
-                f"(survey-engine margin --catalog {catalog_path} --radius {math.ceil(needed)}) or pass --build-margin")
+                f"(survey-engine margin --catalog {catalog_path} --radius {math.ceil(needed)}) or pass --build-margin"
+            )
         cat = _with_wider_margin(cat, catalog_path, float(math.ceil(needed * 1.05)), client, progress)
-        assignments, needed = _tiles(cat, spec, feats, centre, scale, method, params, id_column, client, where)
+        assignments, needed = _tiles(
+            cat, spec, feats, centre, scale, method, params, id_column, client, where
+        )
     return cat, assignments, needed
 
 
@@ -314,7 +427,10 @@ def _keep_input_cluster_id(df: pd.DataFrame) -> pd.DataFrame:
 def _attach_mapping(mapping: pd.Series, id_column: str):
     def attach(df: pd.DataFrame) -> pd.DataFrame:
         df = _keep_input_cluster_id(df)
-        return df.assign(cluster_id=mapping.reindex(df[id_column].to_numpy()).fillna(-1).astype(np.int64).to_numpy())
+        return df.assign(
+            cluster_id=mapping.reindex(df[id_column].to_numpy()).fillna(-1).astype(np.int64).to_numpy()
+        )
+
     return attach
 
 
@@ -330,11 +446,15 @@ def _with_wider_margin(cat, catalog_path: str, radius_arcsec: float, client, pro
     margin_path = cat.path.parent / margin_catalog_name(cat.name, radius_arcsec)
     if not margin_path.exists():
         in_collection = (cat.path.parent / layout.COLLECTION_FILE).exists()
-        build_margin(cat.path.parent if in_collection else cat.path, radius_arcsec, client=client, progress=progress)
+        build_margin(
+            cat.path.parent if in_collection else cat.path, radius_arcsec, client=client, progress=progress
+        )
     return replace(cat, margin=open_catalog(margin_path, margin=None))
 
 
-def _tiles(cat, spec, feats, centre, scale, method, params, id_column, client, where=None) -> tuple[pd.DataFrame, float]:
+def _tiles(
+    cat, spec, feats, centre, scale, method, params, id_column, client, where=None
+) -> tuple[pd.DataFrame, float]:
     """Merged assignments (id, cluster_id) and the largest spatial reach of a cluster in arcsec.
 
     Clusters found in several tiles are then clustered again, each in one window of the sky that
@@ -346,15 +466,32 @@ def _tiles(cat, spec, feats, centre, scale, method, params, id_column, client, w
     tasks = []
     for tile, (pixel, f) in enumerate(cat.files_by_pixel().items()):
         mfile = margin_files.get(pixel)
-        tasks.append(dask.delayed(_tile_task)(f, mfile, spec, feats, centre, scale, method, params, id_column, tile, cat.transforms,
-                                              where, cat.ra_column, cat.dec_column))
+        tasks.append(
+            dask.delayed(_tile_task)(
+                f,
+                mfile,
+                spec,
+                feats,
+                centre,
+                scale,
+                method,
+                params,
+                id_column,
+                tile,
+                cat.transforms,
+                where,
+                cat.ra_column,
+                cat.dec_column,
+            )
+        )
     parts = dask.compute(*tasks)
     field_rows = sum(n for _, n in parts)
     local = pd.concat([frame for frame, _ in parts], ignore_index=True)
     assignments = merge_tiles(local)
     if params.get("refine", True) and cat.npartitions > 1:
-        assignments = _refine_windows(cat, local, assignments, spec, feats, centre, scale, method, params, id_column,
-                                      where, field_rows)
+        assignments = _refine_windows(
+            cat, local, assignments, spec, feats, centre, scale, method, params, id_column, where, field_rows
+        )
     reach = cluster_reach_arcsec(local, assignments, REACH_NEIGHBOURS)
     return assignments, float(reach.max()) if len(reach) else 0.0
 
@@ -379,7 +516,9 @@ def _enclosing_cone(c1: np.ndarray, r1: float, c2: np.ndarray, r2: float) -> tup
     return w / np.linalg.norm(w), radius
 
 
-def _refine_windows(cat, local, assignments, spec, feats, centre, scale, method, params, id_column, where, field_rows):
+def _refine_windows(
+    cat, local, assignments, spec, feats, centre, scale, method, params, id_column, where, field_rows
+):
     """Cluster again, in one sky window per group of overlapping multi-tile clusters, the rows around them.
 
     A cluster that several tiles saw was shaped by each tile's own density hierarchy (the field
@@ -425,8 +564,22 @@ def _refine_windows(cat, local, assignments, spec, feats, centre, scale, method,
         dec = float(np.degrees(np.arcsin(np.clip(c[2], -1, 1))))
         window = cat.cone_search(ra, dec, min(np.degrees(r), 180.0) * 3600)
         groups = {cid: members.loc[members.cluster_id == cid, "id"].to_numpy() for cid in cids}
-        tasks.append(dask.delayed(_window_task)(list(window.files_by_pixel().values()), window.transforms, spec, feats,
-                                                centre, scale, method, params, id_column, where, field_rows, groups))
+        tasks.append(
+            dask.delayed(_window_task)(
+                list(window.files_by_pixel().values()),
+                window.transforms,
+                spec,
+                feats,
+                centre,
+                scale,
+                method,
+                params,
+                id_column,
+                where,
+                field_rows,
+                groups,
+            )
+        )
     refined = pd.concat(dask.compute(*tasks), ignore_index=True)
     out = assignments.set_index("id")["cluster_id"].copy()
     out[out.isin(multi)] = -1
@@ -436,11 +589,14 @@ def _refine_windows(cat, local, assignments, spec, feats, centre, scale, method,
     sizes = out[out >= 0].value_counts()
     order = sorted(sizes.index, key=lambda r: (-sizes[r], r))
     relabel = {r: i for i, r in enumerate(order)}
-    return pd.DataFrame({"id": out.index.to_numpy(), "cluster_id": out.map(lambda r: relabel.get(r, -1)).to_numpy(np.int64)})
+    return pd.DataFrame(
+        {"id": out.index.to_numpy(), "cluster_id": out.map(lambda r: relabel.get(r, -1)).to_numpy(np.int64)}
+    )
 
 
-def _window_task(files, transforms, spec, feats, centre, scale, method, params, id_column, where, field_rows,
-                 groups: dict) -> pd.DataFrame:
+def _window_task(
+    files, transforms, spec, feats, centre, scale, method, params, id_column, where, field_rows, groups: dict
+) -> pd.DataFrame:
     """(id, cluster_id) of the rows of each group as the window's clustering finds it: the window's
     cluster holding most of the group's tiled members."""
     from survey_engine.catalog.catalog import read_partition
@@ -450,8 +606,9 @@ def _window_task(files, transforms, spec, feats, centre, scale, method, params, 
         rows = rows.query(where)
     fm = spec.compute(rows)
     frame = pd.DataFrame({id_column: rows[id_column].to_numpy(), **{f: fm[f].to_numpy() for f in feats}})
-    lab = _tile_labels(frame, frame.iloc[:0], feats, centre, scale, method, params, id_column, -1,
-                       cap_rows=field_rows)
+    lab = _tile_labels(
+        frame, frame.iloc[:0], feats, centre, scale, method, params, id_column, -1, cap_rows=field_rows
+    )
     lab = lab[lab.local >= 0]
     out = []
     for cid in sorted(groups, key=lambda c: -len(groups[c])):
@@ -466,8 +623,22 @@ def _window_task(files, transforms, spec, feats, centre, scale, method, params, 
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame({"id": [], "cluster_id": []})
 
 
-def _tile_task(main_file, margin_file, spec, feats, centre, scale, method, params, id_column, tile, transforms,
-               where=None, ra="ra", dec="dec") -> tuple[pd.DataFrame, int]:
+def _tile_task(
+    main_file,
+    margin_file,
+    spec,
+    feats,
+    centre,
+    scale,
+    method,
+    params,
+    id_column,
+    tile,
+    transforms,
+    where=None,
+    ra="ra",
+    dec="dec",
+) -> tuple[pd.DataFrame, int]:
     """The tile's clustered rows (noise left out: it is -1 by default) and its own rows with every feature."""
     from survey_engine.catalog.catalog import read_partition
 
@@ -476,8 +647,10 @@ def _tile_task(main_file, margin_file, spec, feats, centre, scale, method, param
     if where:
         main, margin = main.query(where), margin.query(where)
     fm, fg = spec.compute(main), spec.compute(margin)
-    positions = (np.concatenate([main[ra].to_numpy(float), margin[ra].to_numpy(float)]),
-                 np.concatenate([main[dec].to_numpy(float), margin[dec].to_numpy(float)]))
+    positions = (
+        np.concatenate([main[ra].to_numpy(float), margin[ra].to_numpy(float)]),
+        np.concatenate([main[dec].to_numpy(float), margin[dec].to_numpy(float)]),
+    )
     main = pd.DataFrame({id_column: main[id_column].to_numpy(), **{f: fm[f].to_numpy() for f in feats}})
     margin = pd.DataFrame({id_column: margin[id_column].to_numpy(), **{f: fg[f].to_numpy() for f in feats}})
     labels = _tile_labels(main, margin, feats, centre, scale, method, params, id_column, tile, positions)
@@ -496,7 +669,9 @@ def _kmeans(featured, fcols, centre, scale, params, seed):
     km.fit(X)
     sample = X[: min(10_000, X.shape[0])].compute() if X.shape[0] else np.zeros((0, len(fcols)))
     labels = km.predict(sample).compute() if hasattr(km.predict(sample), "compute") else km.predict(sample)
-    sil = float(silhouette_score(sample, labels)) if len(set(labels)) > 1 and len(sample) > k else float("nan")
+    sil = (
+        float(silhouette_score(sample, labels)) if len(set(labels)) > 1 and len(sample) > k else float("nan")
+    )
     return km.cluster_centers_, {"silhouette_sample": sil, "n_clusters": k}
 
 
@@ -509,6 +684,7 @@ def _attach_kmeans(spec, feats, centre, scale, centers):
             d = ((X[ok, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
             lab[ok] = d.argmin(axis=1)
         return _keep_input_cluster_id(df).assign(cluster_id=lab)
+
     return attach
 
 
@@ -517,11 +693,20 @@ def summarize(frame: pd.DataFrame, ra: str, dec: str) -> dict:
     clusters = []
     for cid, g in frame[frame.cluster_id >= 0].groupby("cluster_id"):
         ra_r = np.radians(g[ra].to_numpy(float))
-        entry = {"cluster_id": int(cid), "members": int(len(g)),
-                 "ra": float(np.degrees(math.atan2(np.sin(ra_r).mean(), np.cos(ra_r).mean())) % 360), "dec": float(g[dec].mean())}
+        entry = {
+            "cluster_id": int(cid),
+            "members": int(len(g)),
+            "ra": float(np.degrees(math.atan2(np.sin(ra_r).mean(), np.cos(ra_r).mean())) % 360),
+            "dec": float(g[dec].mean()),
+        }
         for col in ("pmra", "pmdec", "parallax"):
             if col in g.columns:
                 entry[f"{col}_mean"] = float(g[col].mean())
                 entry[f"{col}_std"] = float(g[col].std())
         clusters.append(entry)
-    return {"rows": int(len(frame)), "noise": int((frame.cluster_id < 0).sum()), "n_clusters": len(clusters), "clusters": clusters}
+    return {
+        "rows": int(len(frame)),
+        "noise": int((frame.cluster_id < 0).sum()),
+        "n_clusters": len(clusters),
+        "clusters": clusters,
+    }

@@ -9,7 +9,7 @@ from survey_engine.ml.options import TrainingError
 
 
 def choose_device(gpu: bool) -> str:
-    """"cuda" when asked for and usable, else "cpu" (with a message saying why)."""
+    """ "cuda" when asked for and usable, else "cpu" (with a message saying why)."""
     if not gpu:
         return "cpu"
     import xgboost
@@ -17,12 +17,18 @@ def choose_device(gpu: bool) -> str:
     from survey_engine.runtime import gpu_available
 
     if not xgboost.build_info().get("USE_CUDA"):
-        print("survey-engine: --gpu asked for, but this xgboost build has no CUDA (xgboost-cpu?); "
-              "training on the CPU. Install survey_engine[gpu] for the GPU path.", file=sys.stderr)
+        print(
+            "survey-engine: --gpu asked for, but this xgboost build has no CUDA (xgboost-cpu?); "
+            "training on the CPU. Install survey_engine[gpu] for the GPU path.",
+            file=sys.stderr,
+        )
         return "cpu"
     usable, why = gpu_available()
     if not usable:
-        print(f"survey-engine: --gpu asked for, but no usable GPU ({why}); training on the CPU.", file=sys.stderr)
+        print(
+            f"survey-engine: --gpu asked for, but no usable GPU ({why}); training on the CPU.",
+            file=sys.stderr,
+        )
         return "cpu"
     return "cuda"
 
@@ -49,17 +55,30 @@ def placed(client, collection):
         try:
             client.wait_for_workers(1, timeout=60)
         except TimeoutError:
-            raise TrainingError("the Dask cluster has no workers (none joined within 60 s); start workers, "
-                                "or run again on a working cluster") from None
+            raise TrainingError(
+                "the Dask cluster has no workers (none joined within 60 s); start workers, "
+                "or run again on a working cluster"
+            ) from None
         info = client.scheduler_info(n_workers=-1)["workers"]
     workers = sorted(info, key=lambda addr: (str(info[addr].get("name", addr)), addr))
-    futures = [client.compute(part, workers=[workers[i % len(workers)]], allow_other_workers=False)
-               for i, part in enumerate(collection.to_delayed())]
+    futures = [
+        client.compute(part, workers=[workers[i % len(workers)]], allow_other_workers=False)
+        for i, part in enumerate(collection.to_delayed())
+    ]
     return dd.from_delayed(futures, meta=collection._meta, verify_meta=False)
 
 
-def dask_train(client, frame, features: list[str], params: dict, rounds: int, weight=None, topic: str | None = None,
-               stop_on=None, stopping_rounds: int = 0):
+def dask_train(
+    client,
+    frame,
+    features: list[str],
+    params: dict,
+    rounds: int,
+    weight=None,
+    topic: str | None = None,
+    stop_on=None,
+    stopping_rounds: int = 0,
+):
     """One booster trained by xgboost.dask; its rounds advance the driver's bar ``topic``. With
     ``stop_on`` (rows with the same columns and ``_y``), training stops once the loss on them has
     not improved for ``stopping_rounds`` rounds, and the booster is cut back to its best round."""
@@ -76,12 +95,23 @@ def dask_train(client, frame, features: list[str], params: dict, rounds: int, we
         with xgboost.config_context(verbosity=0):
             dtrain = dxgb.DaskDMatrix(client, X, y, weight=w)
             if stop_on is not None:
-                dstop = dxgb.DaskDMatrix(client, placed(client, stop_on[features]), placed(client, stop_on["_y"]))
+                dstop = dxgb.DaskDMatrix(
+                    client, placed(client, stop_on[features]), placed(client, stop_on["_y"])
+                )
                 evals = [(dstop, "stop")]
-                callbacks.append(xgboost.callback.EarlyStopping(rounds=max(1, stopping_rounds), save_best=True))
-            return dxgb.train(client, params, dtrain, num_boost_round=rounds, evals=evals, callbacks=callbacks,
-                              verbose_eval=False,
-                              coll_cfg=xgboost_collective(client))["booster"]
+                callbacks.append(
+                    xgboost.callback.EarlyStopping(rounds=max(1, stopping_rounds), save_best=True)
+                )
+            return dxgb.train(
+                client,
+                params,
+                dtrain,
+                num_boost_round=rounds,
+                evals=evals,
+                callbacks=callbacks,
+                verbose_eval=False,
+                coll_cfg=xgboost_collective(client),
+            )["booster"]
 
     return watch_workers(client, run, "XGBoost training")
 
@@ -116,6 +146,7 @@ def watch_workers(client, run, what: str, poll_seconds: float = 1.0):
 
     thread = threading.Thread(target=target, name=f"survey_engine {what}", daemon=True)
     thread.start()
+
     def gone() -> set[str]:
         try:
             return start - workers()

@@ -35,7 +35,9 @@ def is_hats(path: str | Path, storage_options: dict | None = None) -> bool:
         p = storage.as_path(path, storage_options)
         return any(storage.exists(p / f) for f in (layout.COLLECTION_FILE, layout.PROPERTIES_FILE))
     p = Path(path)
-    return p.is_dir() and any((p / f).exists() for f in (layout.COLLECTION_FILE, layout.PROPERTIES_FILE, "properties"))
+    return p.is_dir() and any(
+        (p / f).exists() for f in (layout.COLLECTION_FILE, layout.PROPERTIES_FILE, "properties")
+    )
 
 
 def open_table(path: str | Path, storage_options: dict | None = None) -> Table:
@@ -69,8 +71,14 @@ def _read_chunk(chunk) -> pd.DataFrame:
 
 
 def _hats_fingerprint(cat) -> str:
-    blob = json.dumps({"properties": {k: v for k, v in cat.properties.items() if "date" not in k},
-                       "partitions": cat.partitions[["Norder", "Npix"]].to_numpy().tolist()}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            "properties": {k: v for k, v in cat.properties.items() if "date" not in k},
+            "partitions": cat.partitions[["Norder", "Npix"]].to_numpy().tolist(),
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -84,13 +92,15 @@ def _files_fingerprint(files: list[str]) -> str:
 
 def _splitmix(x: np.ndarray) -> np.ndarray:
     """A fast integer hash (splitmix64) for reproducible fold assignment."""
-    z = (x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+    z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
 
 
-def assign_folds(frame: pd.DataFrame, k: int, seed: int, ra: str | None, dec: str | None, partition: int, order: int = 7) -> np.ndarray:
+def assign_folds(
+    frame: pd.DataFrame, k: int, seed: int, ra: str | None, dec: str | None, partition: int, order: int = 7
+) -> np.ndarray:
     """Fold number (0..k-1) per row. With positions: by HEALPix pixel at ``order`` (~0.46 deg at
     7), so neighbours share a fold and do not leak between folds; otherwise by row position."""
     with np.errstate(over="ignore"):

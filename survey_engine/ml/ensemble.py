@@ -71,11 +71,13 @@ def member_matrix(X: np.ndarray, views: dict | None, m: int) -> np.ndarray:
     X = np.asarray(X, dtype=np.float32)
     if not views:
         return X
-    rotation = np.hstack([np.asarray(views["rotations"][r], dtype=np.float64) for r in member_rotations(views, m)])
+    rotation = np.hstack(
+        [np.asarray(views["rotations"][r], dtype=np.float64) for r in member_rotations(views, m)]
+    )
     out = np.empty((len(X), X.shape[1] + rotation.shape[1]), dtype=np.float32)
     out[:, : X.shape[1]] = X
     z = (X - np.asarray(views["mean"])) / np.asarray(views["scale"])  # float64: the rotations as trained
-    out[:, X.shape[1]:] = z @ rotation
+    out[:, X.shape[1] :] = z @ rotation
     return out
 
 
@@ -86,7 +88,11 @@ def member_frame(frame, feats: list[str], views: dict | None, m: int):
     cols = list(feats) + [f"_view{r}_{j}" for r in member_rotations(views, m) for j in range(len(feats))]
 
     def one(part: pd.DataFrame) -> pd.DataFrame:
-        out = pd.DataFrame(member_matrix(part[feats].to_numpy(dtype=np.float32, na_value=np.nan), views, m), columns=cols, index=part.index)
+        out = pd.DataFrame(
+            member_matrix(part[feats].to_numpy(dtype=np.float32, na_value=np.nan), views, m),
+            columns=cols,
+            index=part.index,
+        )
         out["_y"] = part["_y"].to_numpy()
         return out
 
@@ -94,20 +100,43 @@ def member_frame(frame, feats: list[str], views: dict | None, m: int):
     return frame.map_partitions(one, meta=meta), cols
 
 
-def train_members(client, frame, feats: list[str], views: dict | None, params: dict, rounds: int, base: str, weight=None,
-                  topic: str | None = None, stop_on=None, stopping_rounds: int = 0) -> dict:
+def train_members(
+    client,
+    frame,
+    feats: list[str],
+    views: dict | None,
+    params: dict,
+    rounds: int,
+    base: str,
+    weight=None,
+    topic: str | None = None,
+    stop_on=None,
+    stopping_rounds: int = 0,
+) -> dict:
     """The ensemble's boosters; with ``stop_on`` (prepared rows), each stops early on them."""
     boosters = {}
     for m in range(member_count(views)):
         view_frame, cols = member_frame(frame, feats, views, m)
         stop_frame = None if stop_on is None else member_frame(stop_on, feats, views, m)[0]
-        boosters[member_name(base, m)] = dask_train(client, view_frame, cols, {**params, "seed": params["seed"] + m}, rounds, weight, topic,
-                                                    stop_frame, stopping_rounds)
+        boosters[member_name(base, m)] = dask_train(
+            client,
+            view_frame,
+            cols,
+            {**params, "seed": params["seed"] + m},
+            rounds,
+            weight,
+            topic,
+            stop_frame,
+            stopping_rounds,
+        )
     return boosters
 
 
 def members_predict(models: dict, base: str, X: np.ndarray, views: dict | None) -> list[np.ndarray]:
-    return [np.asarray(models[member_name(base, m)].inplace_predict(member_matrix(X, views, m))) for m in range(member_count(views))]
+    return [
+        np.asarray(models[member_name(base, m)].inplace_predict(member_matrix(X, views, m)))
+        for m in range(member_count(views))
+    ]
 
 
 def photoz_raw(models: dict, X: np.ndarray, views: dict | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

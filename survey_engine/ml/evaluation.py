@@ -24,8 +24,18 @@ def summaries(frame, meta: dict, models: dict, truth: str, magnitude: str | None
 
             pred = pred.assign(**{"_zs": pd.to_numeric(part[truth], errors="coerce")})
             if "z_phot_lo95" in pred.columns:
-                return M.photoz_summary(pred, "z_phot", "_zs", magnitude, "z_phot_lo", "z_phot_hi", "z_phot_lo95", "z_phot_hi95",
-                                        list(PDF_COLUMNS), list(LEVELS))
+                return M.photoz_summary(
+                    pred,
+                    "z_phot",
+                    "_zs",
+                    magnitude,
+                    "z_phot_lo",
+                    "z_phot_hi",
+                    "z_phot_lo95",
+                    "z_phot_hi95",
+                    list(PDF_COLUMNS),
+                    list(LEVELS),
+                )
             return M.photoz_summary(pred, "z_phot", "_zs", magnitude, "z_phot_lo", "z_phot_hi")
         pred = pred.assign(_label=part[truth].astype("string").str.strip())
         return M.classification_summary(pred, "_label", meta["classes"])
@@ -43,7 +53,9 @@ def sample_predictions(frame, meta, models, limit: int = 50_000) -> pd.DataFrame
 
     prepared_meta = on_prepared(meta)
     with _shared(models) as models:
-        parts = dask.compute(*[dask.delayed(predict_frame)(p, prepared_meta, models) for p in frame.to_delayed()])
+        parts = dask.compute(
+            *[dask.delayed(predict_frame)(p, prepared_meta, models) for p in frame.to_delayed()]
+        )
     df = pd.concat(parts) if parts else pd.DataFrame()
     if len(df) > limit:
         df = df.sample(limit, random_state=0)
@@ -69,8 +81,17 @@ def _shared(models):
 def on_prepared(meta: dict) -> dict:
     """The model's metadata for rows whose features are already computed (columns named as the
     features): the boosters are applied to them as they are."""
-    return {**meta, "feature_spec": {**meta["feature_spec"], "ebv_column": None, "sentinels": [], "missing": "nan", "impute_values": {},
-                                     "text_as_missing": True}}
+    return {
+        **meta,
+        "feature_spec": {
+            **meta["feature_spec"],
+            "ebv_column": None,
+            "sentinels": [],
+            "missing": "nan",
+            "impute_values": {},
+            "text_as_missing": True,
+        },
+    }
 
 
 def evaluate_prepared(rows, meta, models) -> dict:
@@ -79,7 +100,9 @@ def evaluate_prepared(rows, meta, models) -> dict:
     truth = "_y"
     if meta["task"] == "classify":
         classes = meta["classes"]
-        rows = rows.assign(_label=rows["_y"].map({float(i): c for i, c in enumerate(classes)}, meta=("_y", "object")))
+        rows = rows.assign(
+            _label=rows["_y"].map({float(i): c for i, c in enumerate(classes)}, meta=("_y", "object"))
+        )
         truth = "_label"
     mag = "_mag" if "_mag" in rows.columns else None
     return summaries(rows, fake_meta, models, truth, mag)
@@ -93,7 +116,9 @@ def check_model_fits(meta: dict, table: Table) -> None:
         raise ModelError(f"{table.path}: cannot apply the model: {exc}") from None
 
 
-def evaluate(model_dir: str, table_path: str, client=None, truth: str | None = None, where: str | None = None) -> dict:
+def evaluate(
+    model_dir: str, table_path: str, client=None, truth: str | None = None, where: str | None = None
+) -> dict:
     """Metrics of a saved model on a labelled catalog (every row with a truth value)."""
     from survey_engine.runtime import dask_client
 
@@ -112,7 +137,9 @@ def evaluate(model_dir: str, table_path: str, client=None, truth: str | None = N
         try:
             frame._meta_nonempty.query(where)
         except Exception as exc:
-            raise ModelError(f"{table.path}: --where {where!r} does not apply to these columns: {exc}") from None
+            raise ModelError(
+                f"{table.path}: --where {where!r} does not apply to these columns: {exc}"
+            ) from None
         frame = frame.map_partitions(lambda df, q=where: df.query(q), meta=frame._meta)
     with dask_client(client):
         return summaries(frame, meta, models, truth, mag)

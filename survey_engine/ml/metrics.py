@@ -38,15 +38,27 @@ def photoz_metrics(z_phot, z_spec) -> dict:
     q25, q75 = np.percentile(ez, [25, 75])
     sig_iqr = float((q75 - q25) / 1.349)
     return {
-        "n": int(len(ez)), "bias": med, "sigma_nmad": float(1.4826 * np.median(np.abs(ez - med))), "sigma_iqr": sig_iqr,
+        "n": int(len(ez)),
+        "bias": med,
+        "sigma_nmad": float(1.4826 * np.median(np.abs(ez - med))),
+        "sigma_iqr": sig_iqr,
         "outlier_rate_015": float(np.mean(np.abs(ez) > 0.15)),
         "outlier_rate_lsst": float(np.mean(np.abs(ez) > max(0.06, 3 * sig_iqr))),
     }
 
 
-def photoz_summary(frame: pd.DataFrame, z_phot: str, z_spec: str, mag: str | None, lo: str | None = None, hi: str | None = None,
-                   lo95: str | None = None, hi95: str | None = None, pdf_columns: list[str] | None = None,
-                   pdf_levels: list[float] | None = None) -> pd.DataFrame:
+def photoz_summary(
+    frame: pd.DataFrame,
+    z_phot: str,
+    z_spec: str,
+    mag: str | None,
+    lo: str | None = None,
+    hi: str | None = None,
+    lo95: str | None = None,
+    hi95: str | None = None,
+    pdf_columns: list[str] | None = None,
+    pdf_levels: list[float] | None = None,
+) -> pd.DataFrame:
     """One partition's mergeable summary: counts of quantised ez per (magnitude bin, z_spec bin,
     z_phot bin), whether z_spec fell inside [lo, hi] (68%) and [lo95, hi95] (95%) when those
     columns are given, the PIT bin and the summed CRPS when the quantile grid is given."""
@@ -63,7 +75,9 @@ def photoz_summary(frame: pd.DataFrame, z_phot: str, z_spec: str, mag: str | Non
 
     def inside(a, b):
         if a and b:
-            return ((zs >= np.asarray(frame[a], float)[ok]) & (zs <= np.asarray(frame[b], float)[ok])).astype(np.int8)
+            return ((zs >= np.asarray(frame[a], float)[ok]) & (zs <= np.asarray(frame[b], float)[ok])).astype(
+                np.int8
+            )
         return np.full(len(zs), -1, dtype=np.int8)
 
     pit_bin, crps = np.full(len(zs), -1, dtype=np.int16), np.zeros(len(zs))
@@ -74,8 +88,19 @@ def photoz_summary(frame: pd.DataFrame, z_phot: str, z_spec: str, mag: str | Non
         grid = frame[list(pdf_columns)].to_numpy(dtype=np.float64)[ok]
         pit_bin = np.clip((pit(grid, zs, pdf_levels) * PIT_BINS).astype(np.int16), 0, PIT_BINS - 1)
         crps = crps_of(grid, zs, pdf_levels)
-    df = pd.DataFrame({"mbin": mbin.astype(np.int16), "zbin": zbin.astype(np.int16), "pbin": pbin.astype(np.int16), "code": code,
-                       "inside": inside(lo, hi), "inside95": inside(lo95, hi95), "pit": pit_bin, "crps": crps, "n": 1})
+    df = pd.DataFrame(
+        {
+            "mbin": mbin.astype(np.int16),
+            "zbin": zbin.astype(np.int16),
+            "pbin": pbin.astype(np.int16),
+            "code": code,
+            "inside": inside(lo, hi),
+            "inside95": inside(lo95, hi95),
+            "pit": pit_bin,
+            "crps": crps,
+            "n": 1,
+        }
+    )
     return df.groupby(SUMMARY_KEYS, as_index=False)[["n", "crps"]].sum()
 
 
@@ -111,7 +136,10 @@ def metrics_from_counts(codes: np.ndarray, counts: np.ndarray) -> dict:
     sig_iqr = (q75 - q25) / 1.349
     n = int(w.sum())
     return {
-        "n": n, "bias": med, "sigma_nmad": 1.4826 * _wquantile(np.abs(ez - med), w, 0.5), "sigma_iqr": sig_iqr,
+        "n": n,
+        "bias": med,
+        "sigma_nmad": 1.4826 * _wquantile(np.abs(ez - med), w, 0.5),
+        "sigma_iqr": sig_iqr,
         "outlier_rate_015": float(w[np.abs(ez) > 0.15].sum() / n),
         "outlier_rate_lsst": float(w[np.abs(ez) > max(0.06, 3 * sig_iqr)].sum() / n),
     }
@@ -140,28 +168,36 @@ def _distribution_metrics(df: pd.DataFrame, histogram: bool = False) -> dict:
 def photoz_metrics_from_summary(summary: pd.DataFrame) -> dict:
     """Overall metrics plus the same metrics in bins of magnitude, of spectroscopic redshift and of
     photometric redshift (what calibration on unseen rows can promise coverage in)."""
+
     def collapse(df, histogram=False):
         g = df.groupby("code")["n"].sum()
-        return {**metrics_from_counts(g.index.to_numpy(), g.to_numpy()), **_distribution_metrics(df, histogram)}
+        return {
+            **metrics_from_counts(g.index.to_numpy(), g.to_numpy()),
+            **_distribution_metrics(df, histogram),
+        }
 
     out = collapse(summary, histogram=True)
     out["by_redshift"] = [
         {"z_lo": Z_BINS[b], "z_hi": Z_BINS[b + 1], **collapse(df)}
-        for b, df in summary.groupby("zbin") if 0 <= b < len(Z_BINS) - 1
+        for b, df in summary.groupby("zbin")
+        if 0 <= b < len(Z_BINS) - 1
     ]
     out["by_photoz"] = [
         {"z_lo": Z_BINS[b], "z_hi": Z_BINS[b + 1], **collapse(df)}
-        for b, df in summary.groupby("pbin") if 0 <= b < len(Z_BINS) - 1
+        for b, df in summary.groupby("pbin")
+        if 0 <= b < len(Z_BINS) - 1
     ]
     if (summary.mbin >= 0).any():
         out["by_magnitude"] = [
             {"mag_lo": MAG_BINS[b], "mag_hi": MAG_BINS[b + 1], **collapse(df)}
-            for b, df in summary.groupby("mbin") if 0 <= b < len(MAG_BINS) - 1
+            for b, df in summary.groupby("mbin")
+            if 0 <= b < len(MAG_BINS) - 1
         ]
     return out
 
 
 # -- classification ----------------------------------------------------------------------------
+
 
 def classification_summary(frame: pd.DataFrame, label: str, classes: list[str]) -> dict:
     """One partition: confusion counts and per-class probability histograms (pos / neg)."""
@@ -200,10 +236,19 @@ def classification_metrics(summary: dict, classes: list[str]) -> dict:
         # P(score_pos > score_neg) + 0.5 P(equal bin)
         neg_below = np.concatenate([[0], np.cumsum(neg)[:-1]])
         auc = float((pos * neg_below).sum() + 0.5 * (pos * neg).sum()) / max(1, pos.sum() * neg.sum())
-        per_class[c] = {"precision": float(prec), "recall": float(rec), "f1": float(f1), "support": int(conf[i, :].sum()), "roc_auc": auc}
+        per_class[c] = {
+            "precision": float(prec),
+            "recall": float(rec),
+            "f1": float(f1),
+            "support": int(conf[i, :].sum()),
+            "roc_auc": auc,
+        }
     return {
-        "n": n, "accuracy": float(np.trace(conf) / n) if n else 0.0,
+        "n": n,
+        "accuracy": float(np.trace(conf) / n) if n else 0.0,
         "macro_f1": float(np.mean([v["f1"] for v in per_class.values()])),
         "macro_roc_auc": float(np.mean([v["roc_auc"] for v in per_class.values()])),
-        "per_class": per_class, "confusion": conf.tolist(), "classes": classes,
+        "per_class": per_class,
+        "confusion": conf.tolist(),
+        "classes": classes,
     }

@@ -13,19 +13,54 @@ from survey_engine.errors import SurveyEngineError, option
 # 100-round quantile booster: about 350 trees per row where the members below need 5,400. Measured
 # on held-out fifths: SDSS sigma_NMAD 0.0152 vs 0.0153 (members), mock sky 0.0578 vs 0.0578, but
 # BOSS DR10 0.0193 vs 0.0186: not the default.
-PHOTOZ_PARAMS = {"max_depth": 8, "eta": 0.05, "subsample": 0.8, "colsample_bytree": 0.6, "min_child_weight": 5, "rounds": 2000}
-QUANTILE_PARAMS = {"max_depth": 5, "eta": 0.2, "subsample": 0.8, "colsample_bytree": 0.9, "min_child_weight": 5, "rounds": 100}
+PHOTOZ_PARAMS = {
+    "max_depth": 8,
+    "eta": 0.05,
+    "subsample": 0.8,
+    "colsample_bytree": 0.6,
+    "min_child_weight": 5,
+    "rounds": 2000,
+}
+QUANTILE_PARAMS = {
+    "max_depth": 5,
+    "eta": 0.2,
+    "subsample": 0.8,
+    "colsample_bytree": 0.9,
+    "min_child_weight": 5,
+    "rounds": 100,
+}
 EARLY_STOPPING_ROUNDS = 100  # rounds without a better calibration-row loss before the median booster stops
 # Photo-z, ``ensemble="members"`` (the model before): one 1,200-round booster per member, their
 # mean, and a 300-round quantile booster, all trained to the end.
-MEMBER_PHOTOZ_PARAMS = {"max_depth": 7, "eta": 0.03, "subsample": 0.8, "colsample_bytree": 0.9, "min_child_weight": 5, "rounds": 1200}
-MEMBER_QUANTILE_PARAMS = {"max_depth": 6, "eta": 0.1, "subsample": 0.8, "colsample_bytree": 0.9, "min_child_weight": 5, "rounds": 300}
+MEMBER_PHOTOZ_PARAMS = {
+    "max_depth": 7,
+    "eta": 0.03,
+    "subsample": 0.8,
+    "colsample_bytree": 0.9,
+    "min_child_weight": 5,
+    "rounds": 1200,
+}
+MEMBER_QUANTILE_PARAMS = {
+    "max_depth": 6,
+    "eta": 0.1,
+    "subsample": 0.8,
+    "colsample_bytree": 0.9,
+    "min_child_weight": 5,
+    "rounds": 300,
+}
 # Photo-z, ``ensemble="distilled"``: the members below are trained as before, then one student
 # booster on their views side by side learns to reproduce their mean, stopped early on the
 # calibration rows; the model keeps the student (and the 100-round quantile booster above). BOSS
 # held-out fifth, one process: members 0.01876; student of depth 10: 0.01864 with 357 trees (depth
 # 8: 0.01889 with 664).
-DISTILLED_PARAMS = {"max_depth": 10, "eta": 0.05, "subsample": 0.8, "colsample_bytree": 0.6, "min_child_weight": 1, "rounds": 3000}
+DISTILLED_PARAMS = {
+    "max_depth": 10,
+    "eta": 0.05,
+    "subsample": 0.8,
+    "colsample_bytree": 0.6,
+    "min_child_weight": 1,
+    "rounds": 3000,
+}
 # How the members' rotated views reach the boosters (photo-z): "distilled", one student of the
 # members; "stacked", side by side in one booster trained on the truth;
 # "members", one booster each, averaged (classification trains members only).
@@ -33,7 +68,14 @@ ENSEMBLES = ("distilled", "stacked", "members")
 # The default stays "members" until "distilled" (or "stacked") is shown to keep its sigma_NMAD on
 # SDSS and BOSS (tests/ml/test_training.py); both predict with about a tenth of its trees.
 PHOTOZ_ENSEMBLE = "members"
-CLASSIFY_PARAMS = {"max_depth": 4, "eta": 0.03, "subsample": 0.8, "colsample_bytree": 0.8, "min_child_weight": 2, "rounds": 800}
+CLASSIFY_PARAMS = {
+    "max_depth": 4,
+    "eta": 0.03,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+    "min_child_weight": 2,
+    "rounds": 800,
+}
 # Class weights (total / (k n_c)) ** power. Measured on SDSS DR14 star/galaxy/QSO: 0 (none) gave
 # the best accuracy and macro-F1 (0.969 / 0.951 vs 0.964 / 0.939 balanced); --class-weight sets it.
 CLASS_WEIGHT_POWER = 0.0
@@ -48,7 +90,16 @@ CALIBRATION_SEED = 7919
 CALIBRATION_MAX_ROWS = 200_000
 TASKS = ("photoz", "classify")
 # Column names that hold spectroscopic redshifts: never features of a photometric classifier.
-SPECTROSCOPIC_COLUMNS = {"redshift", "z_spec", "zspec", "specz", "spec_z", "z_noqso", "zspec_best", "redshift_err"}
+SPECTROSCOPIC_COLUMNS = {
+    "redshift",
+    "z_spec",
+    "zspec",
+    "specz",
+    "spec_z",
+    "z_noqso",
+    "zspec_best",
+    "redshift_err",
+}
 
 
 class TrainingError(SurveyEngineError, ValueError):
@@ -71,12 +122,18 @@ class TrainOptions:
     missing: str = "nan"
     ra_column: str | None = None
     dec_column: str | None = None
-    magnitude: str | None = None  # --mag-column: metrics in bins of it (default r, else a band magnitude feature)
+    magnitude: str | None = (
+        None  # --mag-column: metrics in bins of it (default r, else a band magnitude feature)
+    )
     where: str | None = None  # pandas query selecting the training rows, e.g. "spec_class == 'GALAXY'"
     members: int = MEMBERS  # rotated views of the ensemble; 1 = a single booster on the plain features
     ensemble: str | None = None  # photo-z: "members" (default), "stacked" or "distilled"; classify: "members"
-    refit: bool = True  # after evaluation, refit the saved model on every labelled row (but the calibration rows)
-    text_as_missing: bool = False  # text in a feature column: a missing value (explicit --missing) or an error
+    refit: bool = (
+        True  # after evaluation, refit the saved model on every labelled row (but the calibration rows)
+    )
+    text_as_missing: bool = (
+        False  # text in a feature column: a missing value (explicit --missing) or an error
+    )
     params: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -87,13 +144,17 @@ class TrainOptions:
         if self.task == "classify" and not self.label:
             raise TrainingError("classify needs --label COLUMN")
         if not 0.05 <= self.test_fraction <= 0.5:
-            raise TrainingError(f"{option('--test-fraction', 'test_fraction')} must be within 0.05..0.5, got {self.test_fraction}")
+            raise TrainingError(
+                f"{option('--test-fraction', 'test_fraction')} must be within 0.05..0.5, got {self.test_fraction}"
+            )
         if self.cv and self.cv < 2:
             raise TrainingError(f"--cv needs at least 2 folds, got {self.cv}")
         if self.ensemble is not None and self.ensemble not in ENSEMBLES:
             raise TrainingError(f"ensemble must be one of {ENSEMBLES}, got {self.ensemble!r}")
         if self.task == "classify" and self.ensemble not in (None, "members"):
-            raise TrainingError(f"ensemble {self.ensemble!r} is for photoz; a classifier trains one booster per member")
+            raise TrainingError(
+                f"ensemble {self.ensemble!r} is for photoz; a classifier trains one booster per member"
+            )
         if not 1 <= int(self.members) <= 32:
             raise TrainingError(f"--members must be within 1..32, got {self.members}")
 

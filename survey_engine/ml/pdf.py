@@ -46,15 +46,23 @@ PIT_BINS = 100
 CRPS_LEVELS = np.linspace(0.02, 0.98, 25)
 
 
-def _half_widths(m: np.ndarray, lo: np.ndarray, hi: np.ndarray, normalised: bool) -> tuple[np.ndarray, np.ndarray]:
+def _half_widths(
+    m: np.ndarray, lo: np.ndarray, hi: np.ndarray, normalised: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Each row's scale below and above the median (1 for plain, additive scores)."""
     if not normalised:
         return np.ones_like(m), np.ones_like(m)
     return np.maximum(m - lo, MIN_HALF_WIDTH), np.maximum(hi - m, MIN_HALF_WIDTH)
 
 
-def _offsets(m: np.ndarray, lo: np.ndarray, hi: np.ndarray, y: np.ndarray, normalised: bool = True,
-             centred: bool = True) -> list[float]:
+def _offsets(
+    m: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    y: np.ndarray,
+    normalised: bool = True,
+    centred: bool = True,
+) -> list[float]:
     """One group's signed offset per level, in units of the row's half-width on that side:
     quantile tau is ``m + s_tau * d`` (d = d_lo where s < 0, else d_hi). ``centred`` keeps the
     median at ``m`` (s = 0 at 0.5); otherwise the median moves too (rows with missing features,
@@ -74,12 +82,19 @@ def _offsets(m: np.ndarray, lo: np.ndarray, hi: np.ndarray, y: np.ndarray, norma
     mid = LEVELS.index(0.5)
     if centred:
         s[mid] = 0.0
-        s[:mid], s[mid + 1:] = np.minimum(s[:mid], 0.0), np.maximum(s[mid + 1:], 0.0)
+        s[:mid], s[mid + 1 :] = np.minimum(s[:mid], 0.0), np.maximum(s[mid + 1 :], 0.0)
     return np.maximum.accumulate(s).tolist()  # quantiles never cross
 
 
-def _group_table(m: np.ndarray, lo: np.ndarray, hi: np.ndarray, y: np.ndarray, max_groups: int, normalised: bool = True,
-                 centred: bool = True) -> dict:
+def _group_table(
+    m: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    y: np.ndarray,
+    max_groups: int,
+    normalised: bool = True,
+    centred: bool = True,
+) -> dict:
     ok = np.isfinite(m) & np.isfinite(lo) & np.isfinite(hi) & np.isfinite(y)
     m, lo, hi, y = m[ok], lo[ok], hi[ok], y[ok]
     k = int(np.clip(len(y) // ROWS_PER_GROUP, 1, max_groups))
@@ -90,15 +105,24 @@ def _group_table(m: np.ndarray, lo: np.ndarray, hi: np.ndarray, y: np.ndarray, m
         edges = np.delete(edges, min(int(empty[0]), len(edges) - 1))
         group = np.searchsorted(edges, m)
         empty = np.flatnonzero(np.bincount(group, minlength=len(edges) + 1) == 0)
-    offsets = [_offsets(m[group == g], lo[group == g], hi[group == g], y[group == g], normalised, centred)
-               for g in range(len(edges) + 1)]
+    offsets = [
+        _offsets(m[group == g], lo[group == g], hi[group == g], y[group == g], normalised, centred)
+        for g in range(len(edges) + 1)
+    ]
     return {"edges": edges.tolist(), "offsets": offsets, "rows": int(len(y)), "normalised": normalised}
 
 
-def fit_calibration(m: np.ndarray, lo: np.ndarray, hi: np.ndarray, y: np.ndarray,
-                    m_missing: np.ndarray | None = None, lo_missing: np.ndarray | None = None,
-                    hi_missing: np.ndarray | None = None, y_missing: np.ndarray | None = None,
-                    patterns: dict | None = None) -> dict:
+def fit_calibration(
+    m: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    y: np.ndarray,
+    m_missing: np.ndarray | None = None,
+    lo_missing: np.ndarray | None = None,
+    hi_missing: np.ndarray | None = None,
+    y_missing: np.ndarray | None = None,
+    patterns: dict | None = None,
+) -> dict:
     """Calibration offsets from rows the models did not train on (all in log(1 + z)); the
     ``*_missing`` arrays are the same rows with one input column removed at random, and
     ``patterns`` maps a missing-feature code (``missing_code``) to (m, lo, hi, y) of the rows with
@@ -108,19 +132,27 @@ def fit_calibration(m: np.ndarray, lo: np.ndarray, hi: np.ndarray, y: np.ndarray
     cal = {"levels": list(LEVELS), "complete": _group_table(m, lo, hi, y, MAX_GROUPS)}
     if y_missing is not None and len(y_missing) >= 20:
         cal["missing"] = _group_table(m_missing, lo_missing, hi_missing, y_missing, 4, centred=False)
-    cal["patterns"] = {str(int(code)): _group_table(*arrays, 4, centred=False) for code, arrays in (patterns or {}).items()
-                       if len(arrays[3]) >= 20}
+    cal["patterns"] = {
+        str(int(code)): _group_table(*arrays, 4, centred=False)
+        for code, arrays in (patterns or {}).items()
+        if len(arrays[3]) >= 20
+    }
     return cal
 
 
 def missing_code(X: np.ndarray) -> np.ndarray:
     """Which features a row misses, as bits (feature j -> 2**j); 0 for a complete row."""
     nan = np.isnan(np.asarray(X, dtype=np.float64))
-    return (nan.astype(np.int64) << np.arange(nan.shape[1], dtype=np.int64)).sum(axis=1) if nan.shape[1] else np.zeros(len(X), np.int64)
+    return (
+        (nan.astype(np.int64) << np.arange(nan.shape[1], dtype=np.int64)).sum(axis=1)
+        if nan.shape[1]
+        else np.zeros(len(X), np.int64)
+    )
 
 
-def quantile_grid(m: np.ndarray, lo: np.ndarray, hi: np.ndarray, calibration: dict,
-                  missing: np.ndarray | None = None) -> np.ndarray:
+def quantile_grid(
+    m: np.ndarray, lo: np.ndarray, hi: np.ndarray, calibration: dict, missing: np.ndarray | None = None
+) -> np.ndarray:
     """Calibrated quantiles (rows x LEVELS) in z, from the models' log(1 + z) median and 16/84%
     quantiles; ``missing``: each row's ``missing_code`` (or True / False)."""
     m, lo, hi = (np.asarray(a, dtype=np.float64) for a in (m, lo, hi))

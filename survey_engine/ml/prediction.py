@@ -17,7 +17,9 @@ from survey_engine.ml.ensemble import ensemble_proba, photoz_raw
 QUALITY_GOOD, QUALITY_MISSING, QUALITY_NONE = 0, 1, 2
 
 
-def predict_frame(frame: pd.DataFrame, meta: dict, models, text_as_missing: bool | None = None) -> pd.DataFrame:
+def predict_frame(
+    frame: pd.DataFrame, meta: dict, models, text_as_missing: bool | None = None
+) -> pd.DataFrame:
     """Add the prediction columns of a model to one pandas partition, with ``n_missing_features``
     and ``quality`` per row (``models``: the boosters, or a ``runtime.Shared`` holding them).
     ``text_as_missing`` overrides the model's rule for text in a feature column."""
@@ -28,14 +30,22 @@ def predict_frame(frame: pd.DataFrame, meta: dict, models, text_as_missing: bool
     if text_as_missing is not None:
         spec.text_as_missing = text_as_missing
     try:
-        raw = spec.compute_raw(frame).to_numpy(dtype=np.float64, na_value=np.nan)  # NaN: missing, sentinel, text
-        X = spec.impute(pd.DataFrame(raw, columns=spec.features, index=frame.index)) if spec.impute_values else raw
+        raw = spec.compute_raw(frame).to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )  # NaN: missing, sentinel, text
+        X = (
+            spec.impute(pd.DataFrame(raw, columns=spec.features, index=frame.index))
+            if spec.impute_values
+            else raw
+        )
         X = np.ascontiguousarray(X, dtype=np.float32)
     except FeatureError as exc:
         raise ModelError(f"the data do not have what the model needs: {exc}") from None
     absent = np.isnan(raw)
     n_missing = absent.sum(axis=1).astype(np.int16)
-    quality = np.where(n_missing == 0, QUALITY_GOOD, np.where(n_missing < raw.shape[1], QUALITY_MISSING, QUALITY_NONE)).astype(np.uint8)
+    quality = np.where(
+        n_missing == 0, QUALITY_GOOD, np.where(n_missing < raw.shape[1], QUALITY_MISSING, QUALITY_NONE)
+    ).astype(np.uint8)
     if spec.missing == "drop":  # rows with a missing feature get no prediction
         quality[n_missing > 0] = QUALITY_NONE
     views = meta.get("views")
@@ -54,14 +64,20 @@ def predict_frame(frame: pd.DataFrame, meta: dict, models, text_as_missing: bool
 def _class_columns(X: np.ndarray, meta: dict, models: dict, views, none: np.ndarray) -> dict:
     """``class_pred`` and ``prob_<label>`` (float32) per row; none where no feature is usable."""
     classes = meta["classes"]
-    p = ensemble_proba(models, X, views, meta.get("temperature", 1.0)) if len(X) else np.zeros((0, len(classes)))
+    p = (
+        ensemble_proba(models, X, views, meta.get("temperature", 1.0))
+        if len(X)
+        else np.zeros((0, len(classes)))
+    )
     p = p.reshape(len(X), len(classes))
     pred = pd.array(np.asarray(classes, dtype=object)[p.argmax(axis=1)] if len(X) else [], dtype="string")
     pred[none], p[none] = pd.NA, np.nan
     return {"class_pred": pred, **{f"prob_{c}": p[:, i].astype(np.float32) for i, c in enumerate(classes)}}
 
 
-def _photoz_columns(X: np.ndarray, meta: dict, models: dict, views, missing: np.ndarray, none: np.ndarray) -> dict:
+def _photoz_columns(
+    X: np.ndarray, meta: dict, models: dict, views, missing: np.ndarray, none: np.ndarray
+) -> dict:
     """z_phot (median), the 68% and 95% intervals and the p(z) quantile grid (float32)."""
     from survey_engine.ml.pdf import LEVELS, PDF_COLUMNS, quantile_grid
 
@@ -72,11 +88,21 @@ def _photoz_columns(X: np.ndarray, meta: dict, models: dict, views, missing: np.
         m, lo, hi = photoz_raw(models, X, views)
     if calibration is None:  # a model from before the calibration: its raw 16/84% interval only
         z = np.expm1(m)
-        cols = {"z_phot": z, "z_phot_lo": np.minimum(np.expm1(lo), z), "z_phot_hi": np.maximum(np.expm1(hi), z)}
+        cols = {
+            "z_phot": z,
+            "z_phot_lo": np.minimum(np.expm1(lo), z),
+            "z_phot_hi": np.maximum(np.expm1(hi), z),
+        }
     else:
         grid = quantile_grid(m, lo, hi, calibration, missing)
         grid[none] = np.nan
         at = {level: grid[:, i] for i, level in enumerate(LEVELS)}
-        cols = {"z_phot": at[0.5], "z_phot_lo": at[0.16], "z_phot_hi": at[0.84], "z_phot_lo95": at[0.025], "z_phot_hi95": at[0.975],
-                **{c: grid[:, i] for i, c in enumerate(PDF_COLUMNS)}}
+        cols = {
+            "z_phot": at[0.5],
+            "z_phot_lo": at[0.16],
+            "z_phot_hi": at[0.84],
+            "z_phot_lo95": at[0.025],
+            "z_phot_hi95": at[0.975],
+            **{c: grid[:, i] for i, c in enumerate(PDF_COLUMNS)},
+        }
     return {k: np.asarray(v).astype(np.float32) for k, v in cols.items()}

@@ -22,9 +22,20 @@ from survey_engine.ml.options import (
 )
 
 
-def prepare_partition(frame: pd.DataFrame, spec: FeatureSpec, task: str, truth: str, classes: list[str] | None,
-             folds: int, seed: int, ra: str | None, dec: str | None, where: str | None = None, partition_info=None,
-             magnitude: str | None = None) -> pd.DataFrame:
+def prepare_partition(
+    frame: pd.DataFrame,
+    spec: FeatureSpec,
+    task: str,
+    truth: str,
+    classes: list[str] | None,
+    folds: int,
+    seed: int,
+    ra: str | None,
+    dec: str | None,
+    where: str | None = None,
+    partition_info=None,
+    magnitude: str | None = None,
+) -> pd.DataFrame:
     number = partition_info["number"] if partition_info else 0
     if where:
         frame = frame.query(where)
@@ -37,31 +48,49 @@ def prepare_partition(frame: pd.DataFrame, spec: FeatureSpec, task: str, truth: 
     feats["_y"] = y
     feats["_fold"] = assign_folds(frame, folds, seed, ra, dec, number)
     # calibration rows (photo-z intervals): by sky pixel as the folds, independent of them
-    feats["_cal"] = assign_folds(frame, 100, seed + CALIBRATION_SEED, ra, dec, number) < round(100 * CALIBRATION_FRACTION)
+    feats["_cal"] = assign_folds(frame, 100, seed + CALIBRATION_SEED, ra, dec, number) < round(
+        100 * CALIBRATION_FRACTION
+    )
     if magnitude:
-        feats["_mag"] = pd.to_numeric(frame[magnitude], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        feats["_mag"] = pd.to_numeric(frame[magnitude], errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )
     feats = feats[np.isfinite(y)]
     if spec.missing == "drop":
         feats = feats.dropna(subset=list(spec.features))
     return feats
 
 
-def prepare_table(table: Table, opts: TrainOptions, client) -> tuple[object, FeatureSpec, list[str] | None, dict]:
+def prepare_table(
+    table: Table, opts: TrainOptions, client
+) -> tuple[object, FeatureSpec, list[str] | None, dict]:
     """Features + target + fold of every labelled row, persisted on the cluster."""
-    spec = FeatureSpec(opts.features, ebv_column=opts.ebv_column, missing=opts.missing,
-                       ra_column=opts.ra_column or "ra", dec_column=opts.dec_column or "dec", text_as_missing=opts.text_as_missing)
+    spec = FeatureSpec(
+        opts.features,
+        ebv_column=opts.ebv_column,
+        missing=opts.missing,
+        ra_column=opts.ra_column or "ra",
+        dec_column=opts.dec_column or "dec",
+        text_as_missing=opts.text_as_missing,
+    )
     if opts.truth not in table.columns:
-        raise TrainingError(f"{table.path}: no column {opts.truth!r} ({'--target' if opts.task == 'photoz' else '--label'}); columns: {table.columns}")
+        raise TrainingError(
+            f"{table.path}: no column {opts.truth!r} ({'--target' if opts.task == 'photoz' else '--label'}); columns: {table.columns}"
+        )
     try:
         inputs = spec.required_columns(table.columns)
     except FeatureError as exc:
         raise TrainingError(f"{table.path}: {exc}") from None
     if opts.truth in inputs:
-        raise TrainingError(f"{table.path}: the {'target' if opts.task == 'photoz' else 'label'} column {opts.truth!r} is also used as a feature (that leaks the answer)")
+        raise TrainingError(
+            f"{table.path}: the {'target' if opts.task == 'photoz' else 'label'} column {opts.truth!r} is also used as a feature (that leaks the answer)"
+        )
     if opts.task == "classify":
         leaks = [c for c in inputs if c.lower() in SPECTROSCOPIC_COLUMNS]
         if leaks:
-            raise TrainingError(f"{table.path}: feature column(s) {leaks} hold spectroscopic redshifts; a photometric classifier must not use them (it leaks the class)")
+            raise TrainingError(
+                f"{table.path}: feature column(s) {leaks} hold spectroscopic redshifts; a photometric classifier must not use them (it leaks the class)"
+            )
     ra, dec = table_positions(table, opts)
     classes = None
     if opts.task == "classify":
@@ -70,19 +99,44 @@ def prepare_table(table: Table, opts: TrainOptions, client) -> tuple[object, Fea
         counts = counts[counts.index.notna()]
         classes = sorted(str(c) for c in counts.index)
         if len(classes) < 2:
-            raise TrainingError(f"{table.path}: label column {opts.label!r} has a single class ({classes}); a classifier needs at least two")
+            raise TrainingError(
+                f"{table.path}: label column {opts.label!r} has a single class ({classes}); a classifier needs at least two"
+            )
     if opts.where:
         try:
             table.frame._meta_nonempty.query(opts.where)
         except Exception as exc:
-            raise TrainingError(f"{table.path}: --where {opts.where!r} does not apply to these columns: {exc}") from None
+            raise TrainingError(
+                f"{table.path}: --where {opts.where!r} does not apply to these columns: {exc}"
+            ) from None
     magnitude = magnitude_column(opts, spec, table)
     lenient = replace(spec, text_as_missing=True)  # the placeholder rows Dask makes up hold text ("foo")
-    meta = prepare_partition(table.frame._meta_nonempty.head(2), lenient, opts.task, opts.truth, classes or ["x"], opts.folds, opts.seed, ra, dec,
-                    magnitude=magnitude)
+    meta = prepare_partition(
+        table.frame._meta_nonempty.head(2),
+        lenient,
+        opts.task,
+        opts.truth,
+        classes or ["x"],
+        opts.folds,
+        opts.seed,
+        ra,
+        dec,
+        magnitude=magnitude,
+    )
     prepared = table.frame.map_partitions(
-        prepare_partition, spec, opts.task, opts.truth, classes, opts.folds, opts.seed, ra, dec, opts.where, meta=meta.iloc[:0],
-        align_dataframes=False, magnitude=magnitude,
+        prepare_partition,
+        spec,
+        opts.task,
+        opts.truth,
+        classes,
+        opts.folds,
+        opts.seed,
+        ra,
+        dec,
+        opts.where,
+        meta=meta.iloc[:0],
+        align_dataframes=False,
+        magnitude=magnitude,
     )
     prepared = placed(client, prepared)  # persisted where training wants each partition: no moves later
     n = int(prepared.shape[0].compute())
@@ -91,9 +145,16 @@ def prepare_table(table: Table, opts: TrainOptions, client) -> tuple[object, Fea
     present = prepared[list(spec.features)].count().compute()
     empty = [c for c in spec.features if present[c] == 0]
     if empty:
-        raise TrainingError(f"{table.path}: feature(s) {empty} are missing (NaN or a sentinel) in every labelled row")
-    info = {"rows": n, "positions": bool(ra), "fold_kind": "spatial (HEALPix order 7)" if ra else "random (by row)",
-            "magnitude_column": magnitude, "feature_inputs": spec.inputs_by_feature(table.columns)}
+        raise TrainingError(
+            f"{table.path}: feature(s) {empty} are missing (NaN or a sentinel) in every labelled row"
+        )
+    info = {
+        "rows": n,
+        "positions": bool(ra),
+        "fold_kind": "spatial (HEALPix order 7)" if ra else "random (by row)",
+        "magnitude_column": magnitude,
+        "feature_inputs": spec.inputs_by_feature(table.columns),
+    }
     return prepared, spec, classes, info
 
 
@@ -104,11 +165,15 @@ def magnitude_column(opts: TrainOptions, spec: FeatureSpec, table: Table) -> str
 
     if opts.magnitude:
         if opts.magnitude not in table.columns:
-            raise TrainingError(f"{table.path}: --mag-column {opts.magnitude!r} is not a column (columns: {table.columns[:40]})")
+            raise TrainingError(
+                f"{table.path}: --mag-column {opts.magnitude!r} is not a column (columns: {table.columns[:40]})"
+            )
         return opts.magnitude
     if "r" in table.columns:
         return "r"
-    return next((f for f in spec.features if f in table.columns and extinction_coefficient(f) is not None), None)
+    return next(
+        (f for f in spec.features if f in table.columns and extinction_coefficient(f) is not None), None
+    )
 
 
 def table_positions(table: Table, opts: TrainOptions) -> tuple[str | None, str | None]:

@@ -33,9 +33,11 @@ def model_report(meta: dict, sample: pd.DataFrame) -> str:
 
     m = meta["metrics"]
     test = m["test"]
-    parts = [f"<h1>survey_engine model: {html.escape(meta['task'])}</h1>",
-             f"<p>features: {html.escape(', '.join(meta['features']))}; trained on {html.escape(meta['training_catalog']['path'])} "
-             f"({m['split']['rows']} labelled rows, test fold: {html.escape(m['split']['fold_kind'])}, 1 of {m['split']['folds']}); device {meta['device']}</p>"]
+    parts = [
+        f"<h1>survey_engine model: {html.escape(meta['task'])}</h1>",
+        f"<p>features: {html.escape(', '.join(meta['features']))}; trained on {html.escape(meta['training_catalog']['path'])} "
+        f"({m['split']['rows']} labelled rows, test fold: {html.escape(m['split']['fold_kind'])}, 1 of {m['split']['folds']}); device {meta['device']}</p>",
+    ]
     if meta["task"] == "photoz":
         keys = ["n", "bias", "sigma_nmad", "sigma_iqr", "outlier_rate_015", "outlier_rate_lsst"]
         rows = [{"model": "survey_engine (xgboost.dask)", **{k: test[k] for k in keys}}]
@@ -44,13 +46,22 @@ def model_report(meta: dict, sample: pd.DataFrame) -> str:
         parts += ["<h2>Held-out metrics</h2>", table_html(rows, ["model"] + keys)]
         for key, label in (("by_redshift", "z"), ("by_magnitude", "mag")):
             if test.get(key):
-                parts += [f"<h3>In bins of {label}</h3>", table_html(test[key], [f"{label}_lo", f"{label}_hi"] + keys)]
+                parts += [
+                    f"<h3>In bins of {label}</h3>",
+                    table_html(test[key], [f"{label}_lo", f"{label}_hi"] + keys),
+                ]
         fig, ax = plt.subplots(1, 2, figsize=(10, 4.5))
         zs, zp = sample["_y"].to_numpy(), sample["z_phot"].to_numpy()
         top = float(np.nanpercentile(zs, 99.5)) * 1.05 if len(zs) else 1
         ax[0].scatter(zs, zp, s=1, alpha=0.3)
         ax[0].plot([0, top], [0, top], "k-", lw=0.8)
-        ax[0].set(xlim=(0, top), ylim=(0, top), xlabel="z_spec", ylabel="z_phot", title="z_phot vs z_spec (held-out)")
+        ax[0].set(
+            xlim=(0, top),
+            ylim=(0, top),
+            xlabel="z_spec",
+            ylabel="z_phot",
+            title="z_phot vs z_spec (held-out)",
+        )
         ez = (zp - zs) / (1 + zs)
         ax[1].hist(np.clip(ez, -0.2, 0.2), bins=200)
         ax[1].set(xlabel="(z_phot - z_spec) / (1 + z_spec)", title=f"sigma_NMAD = {test['sigma_nmad']:.4f}")
@@ -60,17 +71,30 @@ def model_report(meta: dict, sample: pd.DataFrame) -> str:
         rows = [{"model": "survey_engine (xgboost.dask)", **{k: test[k] for k in keys}}]
         for name, b in m.get("baselines", {}).items():
             rows.append({"model": name, **{k: b.get(k) for k in keys}})
-        parts += ["<h2>Held-out metrics</h2>", table_html(rows, ["model"] + keys),
-                  "<h3>Per class</h3>", table_html([{"class": c, **v} for c, v in test["per_class"].items()],
-                                               ["class", "precision", "recall", "f1", "roc_auc", "support"])]
+        parts += [
+            "<h2>Held-out metrics</h2>",
+            table_html(rows, ["model"] + keys),
+            "<h3>Per class</h3>",
+            table_html(
+                [{"class": c, **v} for c, v in test["per_class"].items()],
+                ["class", "precision", "recall", "f1", "roc_auc", "support"],
+            ),
+        ]
         fig, ax = plt.subplots(figsize=(4.5, 4))
         conf = np.array(test["confusion"])
         ax.imshow(conf, cmap="Blues")
         for i in range(conf.shape[0]):
             for j in range(conf.shape[1]):
                 ax.text(j, i, str(conf[i, j]), ha="center", va="center")
-        ax.set(xticks=range(len(meta["classes"])), yticks=range(len(meta["classes"])), xticklabels=meta["classes"],
-               yticklabels=meta["classes"], xlabel="predicted", ylabel="true", title="confusion (held-out)")
+        ax.set(
+            xticks=range(len(meta["classes"])),
+            yticks=range(len(meta["classes"])),
+            xticklabels=meta["classes"],
+            yticklabels=meta["classes"],
+            xlabel="predicted",
+            ylabel="true",
+            title="confusion (held-out)",
+        )
         parts.append(png_html(fig))
     imp = m.get("importance", {})
     if imp:
@@ -80,8 +104,14 @@ def model_report(meta: dict, sample: pd.DataFrame) -> str:
         ax.set(xlabel="share of total gain", title="feature importance")
         parts.append(png_html(fig))
     if m.get("cv"):
-        parts += ["<h2>Cross-validation</h2>", "<pre>" + html.escape(json.dumps(m["cv"]["summary"], indent=1)) + "</pre>"]
+        parts += [
+            "<h2>Cross-validation</h2>",
+            "<pre>" + html.escape(json.dumps(m["cv"]["summary"], indent=1)) + "</pre>",
+        ]
         if m["cv"].get("baselines"):
-            parts += ["<p>Baselines on the same folds (means):</p>", "<pre>" + html.escape(json.dumps(m["cv"]["baselines"], indent=1)) + "</pre>"]
+            parts += [
+                "<p>Baselines on the same folds (means):</p>",
+                "<pre>" + html.escape(json.dumps(m["cv"]["baselines"], indent=1)) + "</pre>",
+            ]
     style = "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>"
     return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>survey_engine model report</title>{style}</head><body>{''.join(parts)}</body></html>"

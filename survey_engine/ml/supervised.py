@@ -75,13 +75,55 @@ from survey_engine.ml.training import (
 )
 
 __all__ = [
-    "BASELINE_FOREST", "BASELINE_XGBOOST", "CALIBRATION_FRACTION", "CALIBRATION_MAX_ROWS", "CALIBRATION_SEED", "CLASS_WEIGHTS",
-    "CLASS_WEIGHT_POWER", "CLASSIFY_PARAMS", "ENSEMBLES", "MEMBERS", "PHOTOZ_ENSEMBLE", "MIN_HELD_OUT_ROWS", "PHOTOZ_PARAMS", "QUALITY_GOOD", "QUALITY_MISSING",
-    "QUALITY_NONE", "QUANTILE_PARAMS", "SEARCH_GRID", "SPECTROSCOPIC_COLUMNS", "TASKS", "TrainOptions", "TrainingError",
-    "WorkerLostError", "calibrate_photoz", "check_model_fits", "choose_device", "cross_validate", "dask_train", "evaluate",
-    "fit", "fit_temperature", "fit_views", "headline", "input_masks", "magnitude_column", "mask_one_input", "member_count",
-    "member_matrix", "member_name", "n_refit", "placed", "predict_frame", "prepare_partition", "prepare_table", "run_baselines",
-    "search", "train", "watch_workers", "xgb_params",
+    "BASELINE_FOREST",
+    "BASELINE_XGBOOST",
+    "CALIBRATION_FRACTION",
+    "CALIBRATION_MAX_ROWS",
+    "CALIBRATION_SEED",
+    "CLASS_WEIGHTS",
+    "CLASS_WEIGHT_POWER",
+    "CLASSIFY_PARAMS",
+    "ENSEMBLES",
+    "MEMBERS",
+    "PHOTOZ_ENSEMBLE",
+    "MIN_HELD_OUT_ROWS",
+    "PHOTOZ_PARAMS",
+    "QUALITY_GOOD",
+    "QUALITY_MISSING",
+    "QUALITY_NONE",
+    "QUANTILE_PARAMS",
+    "SEARCH_GRID",
+    "SPECTROSCOPIC_COLUMNS",
+    "TASKS",
+    "TrainOptions",
+    "TrainingError",
+    "WorkerLostError",
+    "calibrate_photoz",
+    "check_model_fits",
+    "choose_device",
+    "cross_validate",
+    "dask_train",
+    "evaluate",
+    "fit",
+    "fit_temperature",
+    "fit_views",
+    "headline",
+    "input_masks",
+    "magnitude_column",
+    "mask_one_input",
+    "member_count",
+    "member_matrix",
+    "member_name",
+    "n_refit",
+    "placed",
+    "predict_frame",
+    "prepare_partition",
+    "prepare_table",
+    "run_baselines",
+    "search",
+    "train",
+    "watch_workers",
+    "xgb_params",
 ]
 
 # -- the whole train command --------------------------------------------------------------------
@@ -89,8 +131,15 @@ __all__ = [
 # Below this many held-out rows the test metrics are mostly noise; training warns.
 MIN_HELD_OUT_ROWS = 50
 
-def train(table_path: str, opts: TrainOptions, model_out: str, client=None, progress: bool = True,
-          storage_options: dict | None = None) -> dict:
+
+def train(
+    table_path: str,
+    opts: TrainOptions,
+    model_out: str,
+    client=None,
+    progress: bool = True,
+    storage_options: dict | None = None,
+) -> dict:
     """Train, evaluate on held-out sky, optionally cross-validate / search / compare with
     single-process baselines, and save the model artifact with its report. ``table_path`` may be
     a remote catalog (``https://``, ``s3://``; ``storage_options`` as in ``open_catalog``)."""
@@ -109,10 +158,25 @@ def train(table_path: str, opts: TrainOptions, model_out: str, client=None, prog
         params = dict(opts.params)
         search_log = []
         if opts.search:
-            params, search_log = search(client, train_rows, spec, classes, opts, device, info["feature_inputs"], progress)
+            params, search_log = search(
+                client, train_rows, spec, classes, opts, device, info["feature_inputs"], progress
+            )
         inputs = info["feature_inputs"]
-        fitted = fit(opts.task, client, train_rows, spec, classes, params, device, opts.seed, opts.members, inputs, progress,
-                     f"train {opts.task}", ensemble=opts.ensemble_layout)
+        fitted = fit(
+            opts.task,
+            client,
+            train_rows,
+            spec,
+            classes,
+            params,
+            device,
+            opts.seed,
+            opts.members,
+            inputs,
+            progress,
+            f"train {opts.task}",
+            ensemble=opts.ensemble_layout,
+        )
         meta = _meta(opts, spec, classes, fitted, table, device, params, info["magnitude_column"])
         models = fitted["boosters"]
         test_metrics = evaluate_prepared(test_rows, meta, models)
@@ -124,12 +188,16 @@ def train(table_path: str, opts: TrainOptions, model_out: str, client=None, prog
         if held_out < MIN_HELD_OUT_ROWS:
             import warnings
 
-            note = (f"only {held_out} held-out rows (fewer than {MIN_HELD_OUT_ROWS}): the test metrics mean little; "
-                    "train on more rows, or judge the model with --cv")
+            note = (
+                f"only {held_out} held-out rows (fewer than {MIN_HELD_OUT_ROWS}): the test metrics mean little; "
+                "train on more rows, or judge the model with --cv"
+            )
             warnings.warn(note, stacklevel=2)
             result["warnings"] = [note]
         if opts.cv:
-            result["cv"] = cross_validate(client, prepared, spec, classes, opts, params, device, inputs, progress)
+            result["cv"] = cross_validate(
+                client, prepared, spec, classes, opts, params, device, inputs, progress
+            )
         if opts.baselines:
             result["baselines"] = run_baselines(train_rows, test_rows, opts, feats, classes)
             result["headline"] = headline(opts.task, test_metrics, result["baselines"])
@@ -138,8 +206,21 @@ def train(table_path: str, opts: TrainOptions, model_out: str, client=None, prog
         result["importance"] = importances(models, feats, fitted.get("views"))
         sample = sample_predictions(test_rows, meta, models)  # the evaluated model on its held-out rows
         if opts.refit:  # every labelled row; the photo-z calibration rows stay held out to calibrate it
-            fitted = fit(opts.task, client, prepared, spec, classes, params, device, opts.seed, opts.members, inputs, progress, f"refit {opts.task}",
-                         ensemble=opts.ensemble_layout)
+            fitted = fit(
+                opts.task,
+                client,
+                prepared,
+                spec,
+                classes,
+                params,
+                device,
+                opts.seed,
+                opts.members,
+                inputs,
+                progress,
+                f"refit {opts.task}",
+                ensemble=opts.ensemble_layout,
+            )
             meta = _meta(opts, spec, classes, fitted, table, device, params, info["magnitude_column"])
             models = fitted["boosters"]
             result["refit"] = {"rows": n_refit(prepared, opts.task)}
@@ -148,7 +229,11 @@ def train(table_path: str, opts: TrainOptions, model_out: str, client=None, prog
         from survey_engine.ml.report import model_report
 
         html = model_report(meta, sample)
-        extra = {"report.html": html, "metrics.json": _dumps(result), "held_out.parquet": parquet_bytes(sample)}
+        extra = {
+            "report.html": html,
+            "metrics.json": _dumps(result),
+            "held_out.parquet": parquet_bytes(sample),
+        }
         save_model(model_out, meta, boosters=models, extra_files=extra)
     return result
 
@@ -178,9 +263,12 @@ def _dumps(obj) -> str:
 
 def _meta(opts, spec, classes, fitted, table, device, params, magnitude: str | None = None) -> dict:
     return {
-        **fitted_meta(opts, spec, classes, fitted), "target": opts.target, "label": opts.label,
+        **fitted_meta(opts, spec, classes, fitted),
+        "target": opts.target,
+        "label": opts.label,
         "training_catalog": {"path": str(table.path), "fingerprint": table.fingerprint},
-        "options": {k: v for k, v in asdict(opts).items() if k != "params"}, "params": params, "device": device,
+        "options": {k: v for k, v in asdict(opts).items() if k != "params"},
+        "params": params,
+        "device": device,
         "magnitude_column": magnitude,
     }
-

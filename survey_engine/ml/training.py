@@ -44,8 +44,21 @@ def balanced_weights(frame, k: int, power: float):
     return frame["_y"].map(w, meta=("_y", "f8"))
 
 
-def fit(task: str, client, frame, spec: FeatureSpec, classes, params: dict, device: str, seed: int, members: int = MEMBERS,
-        feature_inputs: dict | None = None, progress: bool = False, desc: str = "train", ensemble: str | None = None) -> dict:
+def fit(
+    task: str,
+    client,
+    frame,
+    spec: FeatureSpec,
+    classes,
+    params: dict,
+    device: str,
+    seed: int,
+    members: int = MEMBERS,
+    feature_inputs: dict | None = None,
+    progress: bool = False,
+    desc: str = "train",
+    ensemble: str | None = None,
+) -> dict:
     """Train the model(s) of ``task`` on ``frame`` (prepared rows). Returns boosters, the
     ensemble's views and extras. Photo-z: the boosters train on the rows that are not calibration
     rows (``_cal``), and the p(z) is calibrated on those (``calibration``); ``ensemble`` (default
@@ -54,16 +67,40 @@ def fit(task: str, client, frame, spec: FeatureSpec, classes, params: dict, devi
 
     feats = list(spec.features)
     if task == "photoz":
-        return _fit_photoz(client, frame, feats, params, device, seed, members, feature_inputs, progress, desc,
-                           ensemble or PHOTOZ_ENSEMBLE)
+        return _fit_photoz(
+            client,
+            frame,
+            feats,
+            params,
+            device,
+            seed,
+            members,
+            feature_inputs,
+            progress,
+            desc,
+            ensemble or PHOTOZ_ENSEMBLE,
+        )
     views = fit_views(frame, feats, members, seed)
     rounds = int({**CLASSIFY_PARAMS, **params}["rounds"])
-    with event_progress(client, 2 * member_count(views) * rounds, desc, progress, unit="round") as topic:  # temperature + final
+    with event_progress(
+        client, 2 * member_count(views) * rounds, desc, progress, unit="round"
+    ) as topic:  # temperature + final
         return _fit_classifier(client, frame, feats, views, classes, params, device, seed, topic)
 
 
-def _fit_photoz(client, frame, feats: list[str], params: dict, device: str, seed: int, members: int, feature_inputs: dict | None,
-                progress: bool, desc: str, layout: str) -> dict:
+def _fit_photoz(
+    client,
+    frame,
+    feats: list[str],
+    params: dict,
+    device: str,
+    seed: int,
+    members: int,
+    feature_inputs: dict | None,
+    progress: bool,
+    desc: str,
+    layout: str,
+) -> dict:
     """The photo-z median booster(s) and 16% / 84% quantile booster, and the p(z) calibration.
     ``layout``: "distilled" (members, then one student on their stacked views), "stacked" or
     "members" (ml/options.py, ENSEMBLES)."""
@@ -78,7 +115,9 @@ def _fit_photoz(client, frame, feats: list[str], params: dict, device: str, seed
     frame, cal_log = log_z(frame), log_z(cal_rows)
     early = layout in ("stacked", "distilled")
     distil = layout == "distilled" and views is not None
-    p, rounds = xgb_params(PHOTOZ_PARAMS if layout == "stacked" else MEMBER_PHOTOZ_PARAMS, params, device, seed)
+    p, rounds = xgb_params(
+        PHOTOZ_PARAMS if layout == "stacked" else MEMBER_PHOTOZ_PARAMS, params, device, seed
+    )
     p["objective"] = "reg:absoluteerror"
     q, qrounds = xgb_params(QUANTILE_PARAMS if early else MEMBER_QUANTILE_PARAMS, {}, device, seed)
     q.update({"objective": "reg:quantileerror", "quantile_alpha": [0.16, 0.84]})
@@ -86,10 +125,22 @@ def _fit_photoz(client, frame, feats: list[str], params: dict, device: str, seed
     s.update({"objective": "reg:squarederror", "eval_metric": "mae"})
     total = member_count(views) * rounds + qrounds + (srounds if distil else 0)
     with event_progress(client, total, desc, progress, unit="round") as topic:
-        boosters = train_members(client, frame, feats, views, p, rounds, "median", topic=topic,
-                                 stop_on=cal_log if layout == "stacked" else None, stopping_rounds=EARLY_STOPPING_ROUNDS)
+        boosters = train_members(
+            client,
+            frame,
+            feats,
+            views,
+            p,
+            rounds,
+            "median",
+            topic=topic,
+            stop_on=cal_log if layout == "stacked" else None,
+            stopping_rounds=EARLY_STOPPING_ROUNDS,
+        )
         if distil:
-            boosters, views = distil_members(client, frame, feats, views, boosters, s, srounds, cal_log, topic)
+            boosters, views = distil_members(
+                client, frame, feats, views, boosters, s, srounds, cal_log, topic
+            )
         # the quantile booster trains its fixed rounds: XGBoost's quantile loss cannot be evaluated on a
         # worker that holds no calibration rows ("Multi-target is not yet supported")
         boosters["quantiles"] = dask_train(client, frame, feats, q, qrounds, topic=topic)
@@ -97,8 +148,17 @@ def _fit_photoz(client, frame, feats: list[str], params: dict, device: str, seed
     return {"boosters": boosters, "views": views, "calibration": calibration}
 
 
-def distil_members(client, frame, feats: list[str], views: dict, teacher: dict, params: dict, rounds: int, stop_on,
-                   topic: str | None = None) -> tuple[dict, dict]:
+def distil_members(
+    client,
+    frame,
+    feats: list[str],
+    views: dict,
+    teacher: dict,
+    params: dict,
+    rounds: int,
+    stop_on,
+    topic: str | None = None,
+) -> tuple[dict, dict]:
     """One booster (the student) on the members' views side by side, trained to reproduce the
     members' mean log(1 + z) on the training rows (a smooth target, without the noise of the
     truth), and stopped once its absolute error against the truth of ``stop_on`` (the calibration
@@ -109,8 +169,18 @@ def distil_members(client, frame, feats: list[str], views: dict, teacher: dict, 
     meta = frame._meta
     with Shared(client, teacher) as shared:  # the members sent to each worker once
         targets = frame.map_partitions(teacher_target, feats, views, shared, meta=meta)
-        student = train_members(client, targets, feats, student_views, params, rounds, "median", topic=topic, stop_on=stop_on,
-                                stopping_rounds=EARLY_STOPPING_ROUNDS)
+        student = train_members(
+            client,
+            targets,
+            feats,
+            student_views,
+            params,
+            rounds,
+            "median",
+            topic=topic,
+            stop_on=stop_on,
+            stopping_rounds=EARLY_STOPPING_ROUNDS,
+        )
     return student, student_views
 
 
@@ -122,19 +192,34 @@ def teacher_target(part: pd.DataFrame, feats: list[str], views: dict, teacher) -
     if not len(part):
         return part
     X = part[feats].to_numpy(dtype=np.float32, na_value=np.nan)
-    return part.assign(_y=np.mean(members_predict(shared_value(teacher), "median", X, views), axis=0, dtype=np.float64))
+    return part.assign(
+        _y=np.mean(members_predict(shared_value(teacher), "median", X, views), axis=0, dtype=np.float64)
+    )
 
 
-def _fit_classifier(client, frame, feats: list[str], views: dict | None, classes, params: dict, device: str, seed: int,
-                    topic: str | None) -> dict:
+def _fit_classifier(
+    client,
+    frame,
+    feats: list[str],
+    views: dict | None,
+    classes,
+    params: dict,
+    device: str,
+    seed: int,
+    topic: str | None,
+) -> dict:
     """A temperature-calibrated classification ensemble (two ensembles' worth of rounds)."""
     k = len(classes)
-    p, rounds = xgb_params(CLASSIFY_PARAMS, {k: v for k, v in params.items() if k != "class_weight_power"}, device, seed)
+    p, rounds = xgb_params(
+        CLASSIFY_PARAMS, {k: v for k, v in params.items() if k != "class_weight_power"}, device, seed
+    )
     p.update({"objective": "multi:softprob", "num_class": k, "eval_metric": "mlogloss"})
     weights = balanced_weights(frame, k, float(params.get("class_weight_power", CLASS_WEIGHT_POWER)))
     # temperature: fit on rows held out of a first ensemble, then train the final one on everything
     inner = frame["_fold"] == frame["_fold"].max()
-    t_models = train_members(client, frame[~inner], feats, views, p, rounds, "classifier", weights[~inner], topic)
+    t_models = train_members(
+        client, frame[~inner], feats, views, p, rounds, "classifier", weights[~inner], topic
+    )
     held = frame[inner].compute()
     temperature = 1.0
     if len(held) >= 20 and held["_y"].nunique() > 1:
@@ -162,8 +247,14 @@ def mask_one_input(X: np.ndarray, masks: list[np.ndarray], seed: int) -> np.ndar
     return out
 
 
-def calibrate_photoz(models: dict, views: dict | None, cal: pd.DataFrame, feats: list[str], feature_inputs: dict | None,
-                     seed: int) -> dict:
+def calibrate_photoz(
+    models: dict,
+    views: dict | None,
+    cal: pd.DataFrame,
+    feats: list[str],
+    feature_inputs: dict | None,
+    seed: int,
+) -> dict:
     """The p(z) calibration (ml/pdf.py) from rows the boosters did not train on; also from the same
     rows with one input column taken away, for rows with missing features."""
     from survey_engine.ml.pdf import fit_calibration, missing_code
@@ -171,8 +262,10 @@ def calibrate_photoz(models: dict, views: dict | None, cal: pd.DataFrame, feats:
     if len(cal) > CALIBRATION_MAX_ROWS:
         cal = cal.sample(CALIBRATION_MAX_ROWS, random_state=seed)
     if len(cal) < 20:
-        raise TrainingError(f"only {len(cal)} calibration rows (a {CALIBRATION_FRACTION:.0%} share of the training rows, by sky pixel); "
-                            "the photo-z intervals need at least 20: give more labelled rows")
+        raise TrainingError(
+            f"only {len(cal)} calibration rows (a {CALIBRATION_FRACTION:.0%} share of the training rows, by sky pixel); "
+            "the photo-z intervals need at least 20: give more labelled rows"
+        )
     X = cal[feats].to_numpy(dtype=np.float32, na_value=np.nan)
     y = np.log1p(cal["_y"].clip(lower=-0.99).to_numpy(dtype=np.float64))
     m, lo, hi = photoz_raw(models, X, views)
@@ -183,7 +276,10 @@ def calibrate_photoz(models: dict, views: dict | None, cal: pd.DataFrame, feats:
     for mask in masks:  # each input column removed from every calibration row in turn
         Xm = X.copy()
         Xm[:, mask] = np.nan
-        patterns[int(missing_code(np.where(mask, np.nan, 0.0)[None, :])[0])] = (*photoz_raw(models, Xm, views), y)
+        patterns[int(missing_code(np.where(mask, np.nan, 0.0)[None, :])[0])] = (
+            *photoz_raw(models, Xm, views),
+            y,
+        )
     mm, mlo, mhi = photoz_raw(models, mask_one_input(X, masks, seed), views)
     return fit_calibration(m, lo, hi, y, mm, mlo, mhi, y, patterns=patterns)
 
@@ -206,5 +302,12 @@ def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
 
 def fitted_meta(opts, spec, classes, fitted) -> dict:
     """What applying freshly fitted boosters needs (search and cross-validation)."""
-    return {"task": opts.task, "features": list(spec.features), "feature_spec": spec.to_json(), "classes": classes,
-            "temperature": fitted.get("temperature", 1.0), "views": fitted.get("views"), "calibration": fitted.get("calibration")}
+    return {
+        "task": opts.task,
+        "features": list(spec.features),
+        "feature_spec": spec.to_json(),
+        "classes": classes,
+        "temperature": fitted.get("temperature", 1.0),
+        "views": fitted.get("views"),
+        "calibration": fitted.get("calibration"),
+    }

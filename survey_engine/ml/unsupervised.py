@@ -30,8 +30,17 @@ def _features(table, features: list[str], ebv: str | None):
     return spec, table.frame.map_partitions(spec.compute, meta=meta)
 
 
-def train_anomaly(table_path: str, features: list[str], model_out: str, *, seed: int = 42, n_estimators: int = 200,
-                  sample_rows: int = ANOMALY_SAMPLE, ebv: str | None = None, client=None) -> dict:
+def train_anomaly(
+    table_path: str,
+    features: list[str],
+    model_out: str,
+    *,
+    seed: int = 42,
+    n_estimators: int = 200,
+    sample_rows: int = ANOMALY_SAMPLE,
+    ebv: str | None = None,
+    client=None,
+) -> dict:
     from sklearn.ensemble import IsolationForest
 
     from survey_engine.runtime import dask_client
@@ -49,15 +58,32 @@ def train_anomaly(table_path: str, features: list[str], model_out: str, *, seed:
         X = sample.fillna(spec.impute_values).to_numpy(dtype=np.float64)
         est = IsolationForest(n_estimators=n_estimators, random_state=seed, n_jobs=1).fit(X)
         scores = -est.score_samples(X)
-    metrics = {"rows": n, "sample_rows": len(sample), "score_quantiles": {str(q): float(np.quantile(scores, q)) for q in (0.5, 0.9, 0.99, 0.999)},
-               "seconds": round(time.time() - t0, 1)}
-    meta = {"task": "anomaly", "feature_spec": spec.to_json(), "features": list(spec.features),
-            "training_catalog": {"path": str(table.path), "fingerprint": table.fingerprint}, "metrics": metrics}
+    metrics = {
+        "rows": n,
+        "sample_rows": len(sample),
+        "score_quantiles": {str(q): float(np.quantile(scores, q)) for q in (0.5, 0.9, 0.99, 0.999)},
+        "seconds": round(time.time() - t0, 1),
+    }
+    meta = {
+        "task": "anomaly",
+        "feature_spec": spec.to_json(),
+        "features": list(spec.features),
+        "training_catalog": {"path": str(table.path), "fingerprint": table.fingerprint},
+        "metrics": metrics,
+    }
     save_model(model_out, meta, arrays={"isolation_forest": forest_arrays(est)})
     return metrics
 
 
-def train_pca(table_path: str, features: list[str], model_out: str, *, n_components: int = 3, ebv: str | None = None, client=None) -> dict:
+def train_pca(
+    table_path: str,
+    features: list[str],
+    model_out: str,
+    *,
+    n_components: int = 3,
+    ebv: str | None = None,
+    client=None,
+) -> dict:
     from dask_ml.decomposition import PCA
 
     from survey_engine.runtime import dask_client
@@ -74,10 +100,21 @@ def train_pca(table_path: str, features: list[str], model_out: str, *, n_compone
         std[~(std > 0)] = 1.0
         X = ((filled - mean) / std).to_dask_array(lengths=True)
         pca = PCA(n_components=n_components, svd_solver="full").fit(X)
-    model = {"mean": mean, "std": std, "components": np.asarray(pca.components_), "explained_variance_ratio": np.asarray(pca.explained_variance_ratio_)}
+    model = {
+        "mean": mean,
+        "std": std,
+        "components": np.asarray(pca.components_),
+        "explained_variance_ratio": np.asarray(pca.explained_variance_ratio_),
+    }
     metrics = {"explained_variance_ratio": model["explained_variance_ratio"].tolist()}
-    meta = {"task": "pca", "feature_spec": spec.to_json(), "features": list(spec.features), "n_components": n_components,
-            "training_catalog": {"path": str(table.path), "fingerprint": table.fingerprint}, "metrics": metrics}
+    meta = {
+        "task": "pca",
+        "feature_spec": spec.to_json(),
+        "features": list(spec.features),
+        "n_components": n_components,
+        "training_catalog": {"path": str(table.path), "fingerprint": table.fingerprint},
+        "metrics": metrics,
+    }
     save_model(model_out, meta, arrays={"pca": model})
     return metrics
 
@@ -102,10 +139,16 @@ def forest_arrays(est) -> dict[str, np.ndarray]:
         leaf_add.append(t.compute_node_depths() + _average_path_length(t.n_node_samples) - 1.0)
         offset += t.node_count
     denominator = len(est.estimators_) * float(_average_path_length([est._max_samples])[0])
-    return {"left": np.concatenate(left).astype(np.int64), "right": np.concatenate(right).astype(np.int64),
-            "feature": np.concatenate(feature).astype(np.int64), "threshold": np.concatenate(threshold).astype(np.float64),
-            "nan_left": np.concatenate(nan_left), "leaf_add": np.concatenate(leaf_add).astype(np.float64),
-            "roots": np.asarray(roots, dtype=np.int64), "denominator": np.asarray(denominator)}
+    return {
+        "left": np.concatenate(left).astype(np.int64),
+        "right": np.concatenate(right).astype(np.int64),
+        "feature": np.concatenate(feature).astype(np.int64),
+        "threshold": np.concatenate(threshold).astype(np.float64),
+        "nan_left": np.concatenate(nan_left),
+        "leaf_add": np.concatenate(leaf_add).astype(np.float64),
+        "roots": np.asarray(roots, dtype=np.int64),
+        "denominator": np.asarray(denominator),
+    }
 
 
 def forest_scores(forest: dict, X: np.ndarray, chunk: int = 20_000) -> np.ndarray:
@@ -117,7 +160,7 @@ def forest_scores(forest: dict, X: np.ndarray, chunk: int = 20_000) -> np.ndarra
     denominator = float(forest["denominator"])
     out = np.empty(len(X), dtype=np.float64)
     for start in range(0, len(X), chunk):
-        rows = X[start:start + chunk]
+        rows = X[start : start + chunk]
         node = np.broadcast_to(roots, (len(rows), len(roots))).copy()
         row = np.repeat(np.arange(len(rows)), len(roots)).reshape(node.shape)
         while True:
@@ -129,7 +172,7 @@ def forest_scores(forest: dict, X: np.ndarray, chunk: int = 20_000) -> np.ndarra
             go_left = np.where(np.isnan(x), nan_left[n], x <= threshold[n])
             node[inner] = np.where(go_left, left[n], right[n])
         depth = leaf_add[node].sum(axis=1)
-        out[start:start + chunk] = 2.0 ** (-depth / denominator) if denominator else 1.0
+        out[start : start + chunk] = 2.0 ** (-depth / denominator) if denominator else 1.0
     return out
 
 
@@ -138,10 +181,18 @@ def apply_unsupervised(frame: pd.DataFrame, meta: dict, models: dict) -> pd.Data
     X = spec.compute(frame).fillna(spec.impute_values).to_numpy(dtype=np.float64)
     out = frame.copy()
     if meta["task"] == "anomaly":
-        out["anomaly_score"] = forest_scores(models["isolation_forest"], X).astype(np.float32) if len(X) else np.zeros(0, np.float32)
+        out["anomaly_score"] = (
+            forest_scores(models["isolation_forest"], X).astype(np.float32)
+            if len(X)
+            else np.zeros(0, np.float32)
+        )
     else:
         m = models["pca"]
-        Z = ((X - m["mean"]) / m["std"]) @ m["components"].T if len(X) else np.zeros((0, len(m["components"])))
+        Z = (
+            ((X - m["mean"]) / m["std"]) @ m["components"].T
+            if len(X)
+            else np.zeros((0, len(m["components"])))
+        )
         for i in range(Z.shape[1]):
             out[f"pca_{i + 1}"] = Z[:, i].astype(np.float32)
     return out

@@ -16,14 +16,27 @@ CADENCES = ("dense", "sparse")
 class MockArguments:
     """A deterministic mock sky (stars, galaxies, QSOs), or one of two surveys of it, as Parquet files."""
 
-    rows: int = param(help="number of rows (stars, galaxies, QSOs) of the mock sky", type=int, required=True,
-                      check=AT_LEAST_1, parse=positive_int)
-    out: str = param(help="output folder for the Parquet files and mock.json", role="output", required=True, yaml=None,
-                     job="output")
+    rows: int = param(
+        help="number of rows (stars, galaxies, QSOs) of the mock sky",
+        type=int,
+        required=True,
+        check=AT_LEAST_1,
+        parse=positive_int,
+    )
+    out: str = param(
+        help="output folder for the Parquet files and mock.json",
+        role="output",
+        required=True,
+        yaml=None,
+        job="output",
+    )
     seed: int = param(42, "random seed: the same seed gives the same sky (default 42)", type=int)
-    survey: str = param("sky", "the whole mock sky (default), or one of two surveys of it: astrometric (Gaia-like, "
-                        "epoch 2016.0) or photometric (SDSS-like, epoch 2005.0, spectra on part of the sky)",
-                        choices=SURVEYS)
+    survey: str = param(
+        "sky",
+        "the whole mock sky (default), or one of two surveys of it: astrometric (Gaia-like, "
+        "epoch 2016.0) or photometric (SDSS-like, epoch 2005.0, spectra on part of the sky)",
+        choices=SURVEYS,
+    )
 
 
 def run_mock(args: MockArguments, client=None, progress: bool = True) -> StageResult:
@@ -44,18 +57,29 @@ def run_mock(args: MockArguments, client=None, progress: bool = True) -> StageRe
 class MockLightcurvesArguments:
     """Deterministic mock objects (variable and constant stars) and their detections."""
 
-    objects: int = param(help="number of objects", type=int, required=True, check=AT_LEAST_1, parse=positive_int)
-    out: str = param(help="output folder: objects/ and detections/ (Parquet)", role="output", required=True, yaml=None,
-                     job="output")
-    cadence: str = param("dense", "dense: ZTF-like g and r every few nights; sparse: Gaia-like G in visit pairs "
-                         "(default dense)", choices=CADENCES)
+    objects: int = param(
+        help="number of objects", type=int, required=True, check=AT_LEAST_1, parse=positive_int
+    )
+    out: str = param(
+        help="output folder: objects/ and detections/ (Parquet)",
+        role="output",
+        required=True,
+        yaml=None,
+        job="output",
+    )
+    cadence: str = param(
+        "dense",
+        "dense: ZTF-like g and r every few nights; sparse: Gaia-like G in visit pairs (default dense)",
+        choices=CADENCES,
+    )
     seed: int = param(42, "random seed (default 42)", type=int)
 
 
 def run_mock_lightcurves(args: MockLightcurvesArguments, client=None, progress: bool = True) -> StageResult:
     from survey_engine.mock.lightcurves import write_mock_lightcurves
 
-    counts = write_mock_lightcurves(args.objects, args.out, seed=args.seed, cadence=args.cadence, client=client,
-                                    progress=progress)
+    counts = write_mock_lightcurves(
+        args.objects, args.out, seed=args.seed, cadence=args.cadence, client=client, progress=progress
+    )
     line = f"{counts['objects']:,} objects, {counts['detections']:,} detections ({args.cadence} cadence) -> {args.out}"
     return StageResult(line, {**counts, "mock_lightcurves": True}, Path(args.out))

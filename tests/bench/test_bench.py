@@ -15,8 +15,12 @@ from survey_engine.bench.suites import SUITES
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory, dachs, client):
     out = tmp_path_factory.mktemp("bench") / "report"
-    done = subprocess.run([sys.executable, "-m", "survey_engine.cli", "bench", "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(
+        [sys.executable, "-m", "survey_engine.cli", "bench", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out, done.stdout
 
@@ -30,9 +34,18 @@ def test_quick_report_structure_and_agreement(quick_report):
     suites = {r["suite"] for r in report["rows"]}
     assert suites == set(SUITES)
     tools = {(r["suite"], r["tool"]) for r in report["rows"]}
-    for peer in (("import", "hats_import"), ("margins", "hats_import"), ("crossmatch", "lsdb"), ("crossmatch", "astropy"),
-                 ("crossmatch", "ckdtree_global"), ("train", "xgboost_single_process"), ("predict", "single_process"),
-                 ("clustering", "sklearn_single_process"), ("tap", "raw_keyset"), ("features", "pandas_single_process")):
+    for peer in (
+        ("import", "hats_import"),
+        ("margins", "hats_import"),
+        ("crossmatch", "lsdb"),
+        ("crossmatch", "astropy"),
+        ("crossmatch", "ckdtree_global"),
+        ("train", "xgboost_single_process"),
+        ("predict", "single_process"),
+        ("clustering", "sklearn_single_process"),
+        ("tap", "raw_keyset"),
+        ("features", "pandas_single_process"),
+    ):
         assert peer in tools, peer
     for r in report["rows"]:
         assert r["seconds"] > 0 and r["min_s"] <= r["seconds"] <= r["max_s"], r
@@ -44,11 +57,18 @@ def test_quick_report_structure_and_agreement(quick_report):
     assert sorted(r["workers"] for r in train if "predict" not in r["case"]) == [1, 2]
     assert all(isinstance(r["overhead"], float) for r in train)
     # the cost model comes from per-task times the suites recorded
-    ours = [r for r in report["rows"] if r["tool"] in ("survey_engine", "xgboost.dask") and r["suite"] in ("import", "crossmatch", "predict")
-            and not r["case"].endswith(", cold")]
+    ours = [
+        r
+        for r in report["rows"]
+        if r["tool"] in ("survey_engine", "xgboost.dask")
+        and r["suite"] in ("import", "crossmatch", "predict")
+        and not r["case"].endswith(", cold")
+    ]
     # cross-match: every tool also cold (a fresh process: imports, opening, matching), same pairs
     cold = [r for r in report["rows"] if r["suite"] == "crossmatch" and r["case"].endswith(", cold")]
-    assert {"survey_engine", "lsdb", "lsdb_small_partitions", "astropy", "ckdtree_global"} <= {r["tool"] for r in cold}
+    assert {"survey_engine", "lsdb", "lsdb_small_partitions", "astropy", "ckdtree_global"} <= {
+        r["tool"] for r in cold
+    }
     assert all(r["agree"] is True and r["seconds"] > 0 for r in cold)
     assert all(r["tasks"] > 0 and 0 < r["task_s_median"] <= r["task_s_max"] for r in ours)
     stages = {m["stage"] for m in report["cost_models"]}
@@ -58,8 +78,14 @@ def test_quick_report_structure_and_agreement(quick_report):
     assert all(r["recovered"] == r["true_clusters"] for r in report["rows"] if r["suite"] == "clustering")
     # real catalogs from ../shared/data: every peer present, every row agreeing (checked above)
     real = {(r["case"].split(" ")[0], r["tool"]) for r in report["rows"] if r["suite"] == "real"}
-    assert {("import", "hats_import"), ("Blanco", "lsdb"), ("Blanco", "astropy"), ("Blanco", "ckdtree_global"),
-            ("photo-z", "xgboost_single_process"), ("photo-z", "sklearn_hist_gradient_boosting")} <= real
+    assert {
+        ("import", "hats_import"),
+        ("Blanco", "lsdb"),
+        ("Blanco", "astropy"),
+        ("Blanco", "ckdtree_global"),
+        ("photo-z", "xgboost_single_process"),
+        ("photo-z", "sklearn_hist_gradient_boosting"),
+    } <= real
     html = (out / "report.html").read_text()
     assert html.count("<img src='data:image/png;base64,") >= len(SUITES)
     summary = (out / "summary.md").read_text()
@@ -69,15 +95,30 @@ def test_quick_report_structure_and_agreement(quick_report):
 
 def test_compare_flags_regressions(quick_report, tmp_path):
     out, _ = quick_report
-    same = subprocess.run([sys.executable, "-m", "survey_engine.cli", "bench", "compare", str(out), str(out)], capture_output=True, text=True)
+    same = subprocess.run(
+        [sys.executable, "-m", "survey_engine.cli", "bench", "compare", str(out), str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert same.returncode == 0 and "0 regression(s)" in same.stdout
     report = json.loads((out / "report.json").read_text())
     slower = json.loads(json.dumps(report))
     target = next(r for r in slower["rows"] if r["suite"] == "import" and r["tool"] == "survey_engine")
     target["seconds"] *= 1.5
     (tmp_path / "new.json").write_text(json.dumps(slower))
-    flagged = subprocess.run([sys.executable, "-m", "survey_engine.cli", "bench", "compare", str(out / "report.json"), str(tmp_path / "new.json")],
-                             capture_output=True, text=True)
+    flagged = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_engine.cli",
+            "bench",
+            "compare",
+            str(out / "report.json"),
+            str(tmp_path / "new.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert flagged.returncode == 1 and "1 regression(s)" in flagged.stdout and "REGRESSION" in flagged.stdout
 
 
@@ -89,13 +130,30 @@ def test_merge_replaces_the_rerun_suites(quick_report, tmp_path):
     rerun["rows"] = [dict(r, seconds=r["seconds"] * 2) for r in report["rows"] if r["suite"] == "train"]
     rerun["started"] = "later"
     (tmp_path / "rerun.json").write_text(json.dumps(rerun))
-    done = subprocess.run([sys.executable, "-m", "survey_engine.cli", "bench", "merge", str(out), str(tmp_path / "rerun.json"),
-                           "--out", str(tmp_path / "merged")], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_engine.cli",
+            "bench",
+            "merge",
+            str(out),
+            str(tmp_path / "rerun.json"),
+            "--out",
+            str(tmp_path / "merged"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     merged = json.loads((tmp_path / "merged" / "report.json").read_text())
     assert len(merged["rows"]) == len(report["rows"])
     old_train = sorted(r["seconds"] for r in report["rows"] if r["suite"] == "train")
     assert sorted(r["seconds"] for r in merged["rows"] if r["suite"] == "train") == [2 * t for t in old_train]
-    assert [r for r in merged["rows"] if r["suite"] == "import"] == [r for r in report["rows"] if r["suite"] == "import"]
+    assert [r for r in merged["rows"] if r["suite"] == "import"] == [
+        r for r in report["rows"] if r["suite"] == "import"
+    ]
     assert [m["started"] for m in merged["merged_from"]] == [report["started"], "later"]
-    assert (tmp_path / "merged" / "report.html").exists() and "later" in (tmp_path / "merged" / "summary.md").read_text()
+    assert (tmp_path / "merged" / "report.html").exists() and "later" in (
+        tmp_path / "merged" / "summary.md"
+    ).read_text()

@@ -19,13 +19,33 @@ from survey_engine.errors import UsageError
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "survey_engine.cli", "bench", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "survey_engine.cli", "bench", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_registry_has_every_suite():
-    assert SUITES == ("import", "margins", "crossmatch", "features", "train", "predict", "clustering", "real", "tap", "e2e", "scaling")
-    assert all(RUNNERS[s].__module__ == f"survey_engine.bench.suites.{'import_' if s == 'import' else s}" for s in SUITES)
+    assert SUITES == (
+        "import",
+        "margins",
+        "crossmatch",
+        "features",
+        "train",
+        "predict",
+        "clustering",
+        "real",
+        "tap",
+        "e2e",
+        "scaling",
+    )
+    assert all(
+        RUNNERS[s].__module__ == f"survey_engine.bench.suites.{'import_' if s == 'import' else s}"
+        for s in SUITES
+    )
 
 
 def test_install_command_uses_the_pinned_version():
@@ -34,14 +54,19 @@ def test_install_command_uses_the_pinned_version():
     assert common.install_command("hats-import") == "pip install hats-import==0.11.1"
     assert common.install_command("no-such-peer") == "pip install no-such-peer"
     assert common.peer_missing("lsdb", "lsdb") is None
-    assert common.peer_missing("no_such_peer_module", "no-such-peer") == "not installed: pip install no-such-peer"
+    assert (
+        common.peer_missing("no_such_peer_module", "no-such-peer")
+        == "not installed: pip install no-such-peer"
+    )
 
 
 @pytest.mark.slow
 def test_missing_peers_are_reported_and_ours_still_measured(tmp_path, monkeypatch):
     hidden = {"hats_import", "lsdb"}
     monkeypatch.setattr(common, "find_spec", lambda name, *a: None if name in hidden else find_spec(name, *a))
-    report = run_bench(["import", "crossmatch"], tmp_path / "out", quick=True, sizes_override=[5000], echo=None)
+    report = run_bench(
+        ["import", "crossmatch"], tmp_path / "out", quick=True, sizes_override=[5000], echo=None
+    )
     assert report["errors"] == {}
     rows = {(r["suite"], r["case"], r["tool"]): r for r in report["rows"]}
     hi = rows[("import", "5000 rows", "hats_import")]
@@ -53,9 +78,11 @@ def test_missing_peers_are_reported_and_ours_still_measured(tmp_path, monkeypatc
     assert lsdb_rows and all(r["note"] == "not installed: pip install lsdb==0.11.1" for r in lsdb_rows)
     # the others ran and found the same pairs as the global cKDTree
     measured = {r["tool"] for r in xm if r.get("seconds")}
-    assert measured == {"survey_engine", "astropy", "ckdtree_global"} and all(r["agree"] is True for r in xm if r.get("seconds"))
+    assert measured == {"survey_engine", "astropy", "ckdtree_global"} and all(
+        r["agree"] is True for r in xm if r.get("seconds")
+    )
     page = (tmp_path / "out" / "report.html").read_text()
-    assert "not installed: pip install lsdb==0.11.1" in page[:page.index("<h2>Machine")]
+    assert "not installed: pip install lsdb==0.11.1" in page[: page.index("<h2>Machine")]
 
 
 def test_data_flag_is_where_the_real_suite_looks(tmp_path):
@@ -63,10 +90,14 @@ def test_data_flag_is_where_the_real_suite_looks(tmp_path):
     done = _cli("real", "--quick", "--data", str(tmp_path), "--out", str(tmp_path / "out"), env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads((tmp_path / "out" / "report.json").read_text())["rows"]
-    assert row["note"].startswith(f"skipped: real data not found in --data {tmp_path} (no {REAL_FILES['gaia_g10']})")
+    assert row["note"].startswith(
+        f"skipped: real data not found in --data {tmp_path} (no {REAL_FILES['gaia_g10']})"
+    )
     assert "--data DIR" in row["note"]
     # a --data folder that does not exist is the user's error: exit 2, naming the flag, before any suite runs
-    bad = _cli("real", "--quick", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out2"), env=env)
+    bad = _cli(
+        "real", "--quick", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out2"), env=env
+    )
     assert bad.returncode == 2 and "--data" in bad.stderr and not (tmp_path / "out2" / "report.json").exists()
 
 

@@ -38,7 +38,9 @@ def brute_margin(ra, dec, own_order, own_pix, partitions, radius_arcsec, spacing
         bound = 2 * np.sin(np.radians((radius_arcsec + 2 * spacing_arcsec) / 3600) / 2)
         chord, _ = tree.query(xyz[near], distance_upper_bound=bound)
         dist = np.degrees(2 * np.arcsin(np.clip(chord / 2, 0, 1))) * 3600
-        for row, d in zip(near[dist <= radius_arcsec + spacing_arcsec], dist[dist <= radius_arcsec + spacing_arcsec]):
+        for row, d in zip(
+            near[dist <= radius_arcsec + spacing_arcsec], dist[dist <= radius_arcsec + spacing_arcsec]
+        ):
             out[(int(row), idx)] = float(d)
     return out
 
@@ -70,4 +72,6 @@ def edge_stress_sky(n_background: int = 20_000, seed: int = 3):
     ra = np.concatenate([p[0] for p in parts])
     dec = np.concatenate([p[1] for p in parts])
     ra = np.where(ra >= 360, 0.0, ra)
-    return pd.DataFrame({"id": np.arange(len(ra), dtype=np.int64), "ra": ra, "dec": dec, "flux": rng.lognormal(0, 1, len(ra))})
+    return pd.DataFrame(
+        {"id": np.arange(len(ra), dtype=np.int64), "ra": ra, "dec": dec, "flux": rng.lognormal(0, 1, len(ra))}
+    )

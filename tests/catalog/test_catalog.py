@@ -47,16 +47,26 @@ def test_every_row_in_its_partition_and_threshold_respected(gaia_allsky_collecti
     for (order, pix), f in zip(zip(cat.partitions.Norder, cat.partitions.Npix), cat.partition_files()):
         part = pd.read_parquet(f, columns=["ra", "dec"])
         assert 0 < len(part) <= 20_000
-        assert np.all(hp.ang2pix(2**int(order), part.ra.to_numpy(), part.dec.to_numpy(), nest=True, lonlat=True) == pix)
+        assert np.all(
+            hp.ang2pix(2 ** int(order), part.ra.to_numpy(), part.dec.to_numpy(), nest=True, lonlat=True)
+            == pix
+        )
 
 
-@pytest.mark.parametrize("ra,dec,radius", [(10.0, 20.0, 3600.0), (0.05, -30.0, 7200.0), (123.0, 89.9, 5400.0), (200.0, -89.95, 1800.0)])
+@pytest.mark.parametrize(
+    "ra,dec,radius",
+    [(10.0, 20.0, 3600.0), (0.05, -30.0, 7200.0), (123.0, 89.9, 5400.0), (200.0, -89.95, 1800.0)],
+)
 def test_cone_search_equals_brute_force(gaia_allsky, gaia_allsky_collection, ra, dec, radius):
     cat = open_catalog(gaia_allsky_collection)
     cone = cat.cone_search(ra, dec, radius)
     assert cone.npartitions < cat.npartitions  # pruned
     got = cone.compute()
-    sep = SkyCoord(gaia_allsky.ra.values * u.deg, gaia_allsky.dec.values * u.deg).separation(SkyCoord(ra * u.deg, dec * u.deg)).arcsec
+    sep = (
+        SkyCoord(gaia_allsky.ra.values * u.deg, gaia_allsky.dec.values * u.deg)
+        .separation(SkyCoord(ra * u.deg, dec * u.deg))
+        .arcsec
+    )
     want = set(gaia_allsky.source_id[sep <= radius])
     assert want and _ids(got) == want
 
@@ -113,7 +123,10 @@ def test_pixel_search_and_map_partitions_and_write(gaia_allsky, gaia_allsky_coll
     frame = back.compute()
     expected = gaia_allsky[gaia_allsky.phot_g_mean_mag < 8]
     assert back.row_count() == len(expected) == len(frame)
-    assert np.allclose(frame.set_index("source_id").loc[expected.source_id, "bp_rp"], expected.phot_bp_mean_mag - expected.phot_rp_mean_mag)
+    assert np.allclose(
+        frame.set_index("source_id").loc[expected.source_id, "bp_rp"],
+        expected.phot_bp_mean_mag - expected.phot_rp_mean_mag,
+    )
     table = back.cone_search(10, 20, 3600).to_astropy()
     assert "bp_rp" in table.colnames and "_healpix_29" in table.colnames
     with pytest.raises(FileExistsError):
@@ -137,17 +150,21 @@ def test_partition_files_encode_by_content_and_read_back_whole(tmp_path):
 
     n = 30_000
     rng = np.random.default_rng(5)
-    table = pa.table({
-        "_healpix_29": np.sort(rng.integers(0, 2**40, n)),
-        "ra": rng.uniform(0, 360, n),
-        "source_id": rng.permutation(n).astype(np.int64),
-        "flags": rng.integers(0, 4, n),
-        "band": pa.array(rng.choice(["g", "r", "i"], n)),
-        "phot_g": np.where(rng.uniform(size=n) < 0.5, 99.0, rng.uniform(10, 20, n)),
-    })
+    table = pa.table(
+        {
+            "_healpix_29": np.sort(rng.integers(0, 2**40, n)),
+            "ra": rng.uniform(0, 360, n),
+            "source_id": rng.permutation(n).astype(np.int64),
+            "flags": rng.integers(0, 4, n),
+            "band": pa.array(rng.choice(["g", "r", "i"], n)),
+            "phot_g": np.where(rng.uniform(size=n) < 0.5, 99.0, rng.uniform(10, 20, n)),
+        }
+    )
     path = write_partition_file(table, tmp_path, 3, 17)
     meta = pq.ParquetFile(path).metadata.row_group(0)
-    encodings = {meta.column(i).path_in_schema: set(meta.column(i).encodings) for i in range(meta.num_columns)}
+    encodings = {
+        meta.column(i).path_in_schema: set(meta.column(i).encodings) for i in range(meta.num_columns)
+    }
     assert "DELTA_BINARY_PACKED" in encodings["_healpix_29"]
     for plain in ("ra", "source_id"):  # unique values: no dictionary tried
         assert not encodings[plain] & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}, (plain, encodings[plain])

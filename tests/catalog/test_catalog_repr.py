@@ -24,8 +24,13 @@ def oph(tmp_path_factory, client):
     from survey_engine.ingest.file_import.run import run_import
 
     out = tmp_path_factory.mktemp("oph") / "oph"
-    run_import(ImportArguments([str(shared_path(VOTABLE))], str(out), id_column="source_id", max_rows=250, margin_arcsec=60.0),
-               client=client, progress=False)
+    run_import(
+        ImportArguments(
+            [str(shared_path(VOTABLE))], str(out), id_column="source_id", max_rows=250, margin_arcsec=60.0
+        ),
+        client=client,
+        progress=False,
+    )
     return open_catalog(out)
 
 
@@ -45,7 +50,9 @@ def test_repr_names_rows_partitions_by_order_margin_and_columns(oph, source):
     assert f"margin 60 arcsec (oph_60arcsec, {oph.margin.row_count():,} rows)" in text
     assert f"columns ({len(source.colnames)}):" in text
     assert re.search(r"\n    ra +double +\[deg\]  Right ascension\n", text)
-    assert re.search(r"\n    pmra +double +\[mas.yr\*\*-1\]  Proper motion in right ascension direction\n", text)
+    assert re.search(
+        r"\n    pmra +double +\[mas.yr\*\*-1\]  Proper motion in right ascension direction\n", text
+    )
     assert "source_id" in text and "_healpix_29" not in text
     # a description wrapped over lines in the file is shown on one line
     assert "Unique source identifier (unique within a particular Data Release)" in text
@@ -63,7 +70,10 @@ def test_repr_of_a_selection_and_a_filter(oph):
 def test_repr_html_is_a_table_of_columns_with_units_and_ucds(oph):
     html = oph._repr_html_()
     assert "<b>Catalog oph</b>: 2,300 rows" in html
-    assert "<tr><td><code>ra</code></td><td>double</td><td>deg</td><td>Right ascension</td><td>pos.eq.ra;meta.main</td></tr>" in html
+    assert (
+        "<tr><td><code>ra</code></td><td>double</td><td>deg</td><td>Right ascension</td><td>pos.eq.ra;meta.main</td></tr>"
+        in html
+    )
     assert "(BP-RP)**2" in html
     orders = layout.read_partition_info(oph.path).Norder.value_counts().sort_index()
     for order, n in orders.items():
@@ -102,7 +112,9 @@ def test_head_reads_one_partition(oph, monkeypatch):
 def test_head_after_a_row_filter_reads_on_only_until_it_has_n_rows(oph, monkeypatch):
     calls = []
     original = catalog_module.read_partition
-    monkeypatch.setattr(catalog_module, "read_partition", lambda p, *a, **k: calls.append(p) or original(p, *a, **k))
+    monkeypatch.setattr(
+        catalog_module, "read_partition", lambda p, *a, **k: calls.append(p) or original(p, *a, **k)
+    )
     cone = oph.cone_search(246.8, -24.5, 1800)
     everything = cone.compute()
     calls.clear()
@@ -135,7 +147,9 @@ def test_plot_pixels_draws_each_partition_coloured_by_order(oph):
 
 
 def test_plot_pixels_splits_a_pixel_across_ra_180():
-    polygons, owner = plots.pixel_polygons(np.array([0, 0]), np.array([4, 6]))  # base pixel 6 spans RA 135..225
+    polygons, owner = plots.pixel_polygons(
+        np.array([0, 0]), np.array([4, 6])
+    )  # base pixel 6 spans RA 135..225
     assert list(owner).count(1) == 2 and list(owner).count(0) == 1
     for poly in polygons:
         assert np.ptp(poly[:, 0]) <= np.pi
@@ -147,7 +161,9 @@ def test_pixel_counts_and_plot_density_equal_brute_force(oph, source):
     from matplotlib.collections import QuadMesh
 
     def brute(ra, dec, order):
-        pix = nested.lonlat_to_healpix(Longitude(np.asarray(ra), "deg"), Latitude(np.asarray(dec), "deg"), order)
+        pix = nested.lonlat_to_healpix(
+            Longitude(np.asarray(ra), "deg"), Latitude(np.asarray(dec), "deg"), order
+        )
         return pd.Series(pix).value_counts().sort_index()
 
     for order in (3, 6, 9):  # the point map (order 10 here), degraded

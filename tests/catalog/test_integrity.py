@@ -37,10 +37,16 @@ def blanco(tmp_path_factory, client) -> dict:
     root = tmp_path_factory.mktemp("blanco")
     dr2 = shared_path("clusters_xmatch/blanco1/blanco1_gaia_dr2_G18_field.parquet")
     dr3 = shared_path("clusters_xmatch/blanco1/blanco1_gaia_dr3_G17_field.parquet")
-    run_import(ImportArguments([str(dr2)], str(root / "dr2"), id_column="source_id", max_rows=1500, margin_arcsec=2),
-               client=client, progress=False)
-    run_import(ImportArguments([str(dr3)], str(root / "dr3"), id_column="SOURCE_ID", max_rows=1500, margin_arcsec=2),
-               client=client, progress=False)
+    run_import(
+        ImportArguments([str(dr2)], str(root / "dr2"), id_column="source_id", max_rows=1500, margin_arcsec=2),
+        client=client,
+        progress=False,
+    )
+    run_import(
+        ImportArguments([str(dr3)], str(root / "dr3"), id_column="SOURCE_ID", max_rows=1500, margin_arcsec=2),
+        client=client,
+        progress=False,
+    )
     ids = np.sort(pd.read_parquet(dr2, columns=["source_id"]).source_id.to_numpy())
     return {"dr2": root / "dr2", "dr3": root / "dr3", "ids": ids}
 
@@ -53,7 +59,9 @@ def _copy(blanco, tmp_path) -> Path:
 
 def _files(catalog_dir: Path) -> list[Path]:
     """Partition files, largest last (several pages: damage lands in the middle of data)."""
-    return sorted(catalog_dir.glob("dataset/Norder=*/Dir=*/Npix=*.parquet"), key=lambda p: (p.stat().st_size, str(p)))
+    return sorted(
+        catalog_dir.glob("dataset/Norder=*/Dir=*/Npix=*.parquet"), key=lambda p: (p.stat().st_size, str(p))
+    )
 
 
 def _flip_middle(path: Path) -> None:
@@ -95,7 +103,12 @@ def _damage(kind: str, coll: Path) -> Path:
     if kind == "metadata_stale":  # _metadata written when one partition was not there yet
         keys = sorted(layout.pixel_from_path(str(p.relative_to(main / "dataset"))) for p in _files(main))
         keep = [k for k in keys if k != layout.pixel_from_path(str(victim))]
-        layout.write_dataset_metadata(main, [k[0] for k in keep], [k[1] for k in keep], pq.read_schema(main / "dataset" / "_common_metadata"))
+        layout.write_dataset_metadata(
+            main,
+            [k[0] for k in keep],
+            [k[1] for k in keep],
+            pq.read_schema(main / "dataset" / "_common_metadata"),
+        )
         return main / "dataset" / "_metadata"
     if kind == "hats_nrows":
         props = main / layout.PROPERTIES_FILE
@@ -114,6 +127,7 @@ DATA_CASES = ["truncated", "flipped", "deleted"]
 
 def _all_commands_fail(blanco, coll: Path, named: Path, on_open: bool = True) -> None:
     """open + row count, compute and cross-match (DR2 as the right side, its margin needed) all stop."""
+
     def count():
         return open_catalog(coll).row_count()
 
@@ -144,7 +158,9 @@ def test_intact_catalog_reads_and_verifies(blanco, client):
     _reads_whole(blanco, blanco["dr2"])
     report = verify_catalog(blanco["dr2"], client=client)
     assert report.ok, report.text()
-    assert report.rows == DR2_ROWS and report.files == len(_files(blanco["dr2"] / "dr2")) + len(_files(blanco["dr2"] / "dr2_2arcsec"))
+    assert report.rows == DR2_ROWS and report.files == len(_files(blanco["dr2"] / "dr2")) + len(
+        _files(blanco["dr2"] / "dr2_2arcsec")
+    )
     assert report.margin_rows == open_catalog(blanco["dr2"]).margin.row_count() > 0
 
 
@@ -189,13 +205,21 @@ def test_stale_partition_file_fails_its_read(blanco, client, tmp_path):
     table = pq.read_table(victim)
     order, pix = layout.pixel_from_path(str(victim))
     build.write_partition_file(pa.concat_tables([table, table.slice(0, 5)]), coll / "dr2", order, pix)
-    for run in (lambda: open_catalog(coll).compute(),
-                lambda: crossmatch(open_catalog(blanco["dr3"]), open_catalog(coll), 1.0).compute()):
-        with pytest.raises(CatalogIntegrityError, match=f"{victim.name}: partition file holds {table.num_rows + 5} rows, "
-                                                        f"but the catalog's metadata says {table.num_rows}"):
+    for run in (
+        lambda: open_catalog(coll).compute(),
+        lambda: crossmatch(open_catalog(blanco["dr3"]), open_catalog(coll), 1.0).compute(),
+    ):
+        with pytest.raises(
+            CatalogIntegrityError,
+            match=f"{victim.name}: partition file holds {table.num_rows + 5} rows, "
+            f"but the catalog's metadata says {table.num_rows}",
+        ):
             run()
     report = verify_catalog(coll, client=client)
-    assert {p.path for p in report.problems} >= {str(coll / "dr2" / "dataset" / "_metadata"), str(coll / "dr2" / layout.PROPERTIES_FILE)}
+    assert {p.path for p in report.problems} >= {
+        str(coll / "dr2" / "dataset" / "_metadata"),
+        str(coll / "dr2" / layout.PROPERTIES_FILE),
+    }
     assert verify_catalog(coll, repair=True, client=client).ok
     assert len(open_catalog(coll).compute()) == open_catalog(coll).row_count() == DR2_ROWS + 5
 
@@ -245,7 +269,10 @@ def test_margin_row_inside_its_partition_reported(blanco, client, tmp_path):
     build.write_partition_file(pa.concat_tables([table, own.slice(0, 1)]), margin, order, pix)
     rebuild_metadata(margin, layout.read_properties(margin / layout.PROPERTIES_FILE))
     report = verify_catalog(coll, client=client)
-    assert any(p.path == str(target) and "1 margin rows lie inside the partition itself" in p.what for p in report.problems), report.text()
+    assert any(
+        p.path == str(target) and "1 margin rows lie inside the partition itself" in p.what
+        for p in report.problems
+    ), report.text()
 
 
 def test_truncated_footer_and_missing_file_name_the_file(tmp_path):
@@ -301,7 +328,14 @@ def test_hats_import_collection_passes_the_checks_and_verify(tmp_path, client):
     src = shared_path("clusters_xmatch/blanco1/blanco1_gaia_dr3_G17_field.parquet")
     args = (
         CollectionArguments(output_artifact_name="blanco1", output_path=str(tmp_path), progress_bar=False)
-        .catalog(input_file_list=[str(src)], file_reader="parquet", ra_column="ra", dec_column="dec", pixel_threshold=2000, highest_healpix_order=8)
+        .catalog(
+            input_file_list=[str(src)],
+            file_reader="parquet",
+            ra_column="ra",
+            dec_column="dec",
+            pixel_threshold=2000,
+            highest_healpix_order=8,
+        )
         .add_margin(margin_threshold=10.0)
     )
     pipeline_with_client(args, client)

@@ -61,7 +61,14 @@ def test_hats_import_collection_opens_in_survey_engine(tmp_path, client):
     df = pd.read_parquet(src)
     args = (
         CollectionArguments(output_artifact_name="blanco1", output_path=str(tmp_path), progress_bar=False)
-        .catalog(input_file_list=[str(src)], file_reader="parquet", ra_column="ra", dec_column="dec", pixel_threshold=2000, highest_healpix_order=8)
+        .catalog(
+            input_file_list=[str(src)],
+            file_reader="parquet",
+            ra_column="ra",
+            dec_column="dec",
+            pixel_threshold=2000,
+            highest_healpix_order=8,
+        )
         .add_margin(margin_threshold=10.0)
     )
     pipeline_with_client(args, client)
@@ -86,7 +93,9 @@ def test_hats_import_collection_opens_in_survey_engine(tmp_path, client):
     import astropy.units as u
     from astropy.coordinates import SkyCoord, search_around_sky
 
-    pairs = cat.crossmatch(cat, 10.0, how="all", exclude_self=True, left_columns=["SOURCE_ID"], right_columns=["SOURCE_ID"]).compute()
+    pairs = cat.crossmatch(
+        cat, 10.0, how="all", exclude_self=True, left_columns=["SOURCE_ID"], right_columns=["SOURCE_ID"]
+    ).compute()
     coords = SkyCoord(df.ra.to_numpy() * u.deg, df.dec.to_numpy() * u.deg)
     i, j, _, _ = search_around_sky(coords, coords, 10.0 * u.arcsec)
     ids = df.SOURCE_ID.to_numpy()

@@ -68,7 +68,9 @@ def test_partitions_equal_hats_import_alignment():
             hist[lo : lo + 4**spread] += rng.integers(0, 300, size=4**spread)
         for max_rows in (300, 1_000, 10**6):  # hats refuses a threshold below one pixel's rows
             plan = plan_partitions(hist, order, max_rows)
-            alignment = generate_alignment(hist, highest_order=order, threshold=max_rows, drop_empty_siblings=True)
+            alignment = generate_alignment(
+                hist, highest_order=order, threshold=max_rows, drop_empty_siblings=True
+            )
             theirs = {tuple(int(v) for v in a) for a, n in zip(alignment, hist) if n > 0 and a is not None}
             ours = set(zip(plan.orders.tolist(), plan.pixels.tolist(), plan.counts.tolist()))
             assert ours == theirs, (trial, max_rows)
@@ -78,6 +80,8 @@ def test_lone_deep_pixel_stays_at_its_order():
     hist = np.zeros(12 * 4**2, dtype=np.int64)
     hist[66] = 50
     plan = plan_partitions(hist, 2, max_rows=1_000)
-    assert list(zip(plan.orders.tolist(), plan.pixels.tolist())) == [(2, 66)]  # hats-import's; top-down gave (0, 4)
+    assert list(zip(plan.orders.tolist(), plan.pixels.tolist())) == [
+        (2, 66)
+    ]  # hats-import's; top-down gave (0, 4)
     top_down = plan_partitions(hist, 2, max_rows=1_000, drop_empty_siblings=False)
     assert list(zip(top_down.orders.tolist(), top_down.pixels.tolist())) == [(0, 4)]

@@ -37,9 +37,29 @@ def test_import_name_must_be_plain(tmp_path, name):
 def test_cli_import_name_dotdot_exit_2_and_nothing_removed(tmp_path):
     v = victim(tmp_path)
     random_sky(100).to_parquet(tmp_path / "in.parquet")
-    run = subprocess.run([sys.executable, "-m", "survey_engine.cli", "import", str(tmp_path / "in.parquet"), "--out", str(v / "cat"),
-                          "--name", "..", "--workers", "1"], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2 and "--name (the catalog name) '..'" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_engine.cli",
+            "import",
+            str(tmp_path / "in.parquet"),
+            "--out",
+            str(v / "cat"),
+            "--name",
+            "..",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        run.returncode == 2
+        and "--name (the catalog name) '..'" in run.stderr
+        and "Traceback" not in run.stderr
+    )
     assert untouched(v)
 
 
@@ -58,7 +78,11 @@ def test_margin_name_from_hostile_properties_is_refused(client, tmp_path):
     v = victim(tmp_path)
     random_sky(3000).to_parquet(tmp_path / "in.parquet")
     out = tmp_path / "deep" / "cat"
-    run_import(ImportArguments([str(tmp_path / "in.parquet")], str(out), max_rows=1000, margin_arcsec=None), client=client, progress=False)
+    run_import(
+        ImportArguments([str(tmp_path / "in.parquet")], str(out), max_rows=1000, margin_arcsec=None),
+        client=client,
+        progress=False,
+    )
     props = out / "cat" / layout.PROPERTIES_FILE
     props.write_text(props.read_text().replace("obs_collection=cat", "obs_collection=../../victim"))
     with pytest.raises(UnsafePathError, match="margin catalog name"):

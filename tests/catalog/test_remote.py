@@ -48,7 +48,9 @@ def published(mock_catalog, http_server, s3_server):
     if not fs.exists(BUCKET):
         fs.mkdir(BUCKET)
     fs.put(str(mock_catalog), f"{BUCKET}/{name}", recursive=True)
-    yield Published(mock_catalog, f"{http_server.url}/{name}", f"s3://{BUCKET}/{name}", s3_server, http_server.root / name)
+    yield Published(
+        mock_catalog, f"{http_server.url}/{name}", f"s3://{BUCKET}/{name}", s3_server, http_server.root / name
+    )
     shutil.rmtree(http_server.root / name, ignore_errors=True)
     fs.rm(f"{BUCKET}/{name}", recursive=True)
 
@@ -62,13 +64,24 @@ def targets(published, tmp_path_factory, client):
     cos_sep = np.sin(dec) * np.sin(centre[1]) + np.cos(dec) * np.cos(centre[1]) * np.cos(ra - centre[0])
     near = sky.iloc[np.argsort(-cos_sep)[:300]]
     rng = np.random.default_rng(5)
-    frame = pd.DataFrame({"target_id": np.arange(300), "source": near.source_id.to_numpy(),
-                          "ra": near.ra.to_numpy() + rng.uniform(-0.3, 0.3, 300) / 3600 / np.cos(np.radians(near.dec.to_numpy())),
-                          "dec": near.dec.to_numpy() + rng.uniform(-0.3, 0.3, 300) / 3600})
+    frame = pd.DataFrame(
+        {
+            "target_id": np.arange(300),
+            "source": near.source_id.to_numpy(),
+            "ra": near.ra.to_numpy()
+            + rng.uniform(-0.3, 0.3, 300) / 3600 / np.cos(np.radians(near.dec.to_numpy())),
+            "dec": near.dec.to_numpy() + rng.uniform(-0.3, 0.3, 300) / 3600,
+        }
+    )
     root = tmp_path_factory.mktemp("targets")
     frame.to_parquet(root / "targets.parquet")
-    run_import(ImportArguments([str(root / "targets.parquet")], str(root / "targets"), id_column="target_id", margin_arcsec=None),
-               client=client, progress=False)
+    run_import(
+        ImportArguments(
+            [str(root / "targets.parquet")], str(root / "targets"), id_column="target_id", margin_arcsec=None
+        ),
+        client=client,
+        progress=False,
+    )
     return frame, open_catalog(root / "targets")
 
 
@@ -92,7 +105,10 @@ def test_remote_catalogs_read_the_same_rows_as_local(published, client):
 
 def test_cone_and_box_selections_equal_local(published, client):
     local = open_catalog(published.local)
-    searches = [lambda c: c.cone_search(200.0, 30.0, 8 * 3600), lambda c: c.box_search(30.0, 60.0, -10.0, 20.0)]
+    searches = [
+        lambda c: c.cone_search(200.0, 30.0, 8 * 3600),
+        lambda c: c.box_search(30.0, 60.0, -10.0, 20.0),
+    ]
     for search in searches:
         want = search(local)
         rows = want.compute()
@@ -110,8 +126,12 @@ def test_crossmatch_against_a_remote_catalog_equals_local(published, targets, cl
     for remote in _remotes(published):
         got = crossmatch(target_list, remote, 1.0).compute()
         assert set(zip(got.target_id_1, got.source_id_2)) == set(zip(local.target_id_1, local.source_id_2))
-        assert np.allclose(got.sort_values("target_id_1").sep_arcsec.to_numpy(), local.sort_values("target_id_1").sep_arcsec.to_numpy(),
-                           rtol=0, atol=0)
+        assert np.allclose(
+            got.sort_values("target_id_1").sep_arcsec.to_numpy(),
+            local.sort_values("target_id_1").sep_arcsec.to_numpy(),
+            rtol=0,
+            atol=0,
+        )
 
 
 def _access_log(http_server) -> list[tuple[str, str, int, int, str]]:
@@ -136,21 +156,30 @@ def test_a_small_target_list_fetches_only_the_partitions_it_overlaps(published, 
     assert set(zip(got.target_id_1, got.source_id_2)) >= set(zip(frame.target_id, frame.source))
     log = _access_log(http_server)
     base = published.http.split("127.0.0.1:8089", 1)[1]
-    touched = [(int(o), int(p)) for o, p in zip(remote.partitions.Norder, remote.partitions.Npix)
-               if np.any(radec_to_healpix(frame.ra.to_numpy(), frame.dec.to_numpy(), int(o)) == int(p))]
-    margins = {(int(o), int(p)) for o, p in zip(remote.margin.partitions.Norder, remote.margin.partitions.Npix)}
+    touched = [
+        (int(o), int(p))
+        for o, p in zip(remote.partitions.Norder, remote.partitions.Npix)
+        if np.any(radec_to_healpix(frame.ra.to_numpy(), frame.dec.to_numpy(), int(o)) == int(p))
+    ]
+    margins = {
+        (int(o), int(p)) for o, p in zip(remote.margin.partitions.Norder, remote.margin.partitions.Npix)
+    }
     expected = {str(partition_path(remote.path, o, p)) for o, p in touched}
     expected |= {str(partition_path(remote.margin.path, o, p)) for o, p in touched if (o, p) in margins}
     expected = {u.split("127.0.0.1:8089", 1)[1] for u in expected}
     data_gets = [entry for entry in log if entry[0] == "GET" and "/dataset/Norder=" in entry[1]]
     assert {uri for _, uri, *_ in data_gets} == expected
     assert 0 < len(touched) < remote.npartitions / 2
-    assert all(status == 206 and rng.startswith("bytes=") for _, _, status, _, rng in data_gets)  # ranges only
+    assert all(
+        status == 206 and rng.startswith("bytes=") for _, _, status, _, rng in data_gets
+    )  # ranges only
     fetched = sum(size for _, _, _, size, _ in data_gets)
-    on_disk = sum((published.http_root / uri[len(base) + 1:]).stat().st_size for uri in expected)
+    on_disk = sum((published.http_root / uri[len(base) + 1 :]).stat().st_size for uri in expected)
     assert fetched < 0.6 * on_disk  # 4 of 28 columns (_healpix_29, source_id, ra, dec) plus footers
     assert len(data_gets) <= 3 * len(expected)  # footer, then the coalesced column chunks
-    assert all(entry[0] in ("GET", "HEAD") for entry in log) and not any(uri.endswith("/") for _, uri, *_ in log)
+    assert all(entry[0] in ("GET", "HEAD") for entry in log) and not any(
+        uri.endswith("/") for _, uri, *_ in log
+    )
 
 
 def test_training_and_prediction_inputs_open_remote_catalogs(published, client):
@@ -167,28 +196,51 @@ def test_storage_options_from_the_environment_reach_every_door(published, monkey
     monkeypatch.setenv(storage.STORAGE_OPTIONS_ENV, json.dumps(published.creds))
     assert open_catalog(published.s3).row_count() == 60_000
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "survey_engine.cli", "info", published.s3], capture_output=True, text=True, env=env,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "survey_engine.cli", "info", published.s3],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "rows: 60,000" in proc.stdout and published.s3 in proc.stdout
     keyed = json.dumps({"s3": published.creds, "https": {}})
-    proc = subprocess.run([sys.executable, "-m", "survey_engine.cli", "info", published.http], capture_output=True, text=True,
-                          env={**env, storage.STORAGE_OPTIONS_ENV: keyed}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "survey_engine.cli", "info", published.http],
+        capture_output=True,
+        text=True,
+        env={**env, storage.STORAGE_OPTIONS_ENV: keyed},
+        timeout=300,
+    )
     assert proc.returncode == 0 and "rows: 60,000" in proc.stdout, proc.stderr
     bad = {**published.creds, "secret": "wrong-secret-0123456789"}
-    proc = subprocess.run([sys.executable, "-m", "survey_engine.cli", "info", published.s3], capture_output=True, text=True,
-                          env={**env, storage.STORAGE_OPTIONS_ENV: json.dumps(bad)}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "survey_engine.cli", "info", published.s3],
+        capture_output=True,
+        text=True,
+        env={**env, storage.STORAGE_OPTIONS_ENV: json.dumps(bad)},
+        timeout=300,
+    )
     assert proc.returncode == 2 and published.s3 in proc.stderr
-    assert "wrong-secret" not in proc.stderr + proc.stdout and published.creds["secret"] not in proc.stderr + proc.stdout
+    assert (
+        "wrong-secret" not in proc.stderr + proc.stdout
+        and published.creds["secret"] not in proc.stderr + proc.stdout
+    )
 
 
-def test_missing_catalogs_and_wrong_credentials_are_errors_naming_the_location(published, http_server, s3_server):
+def test_missing_catalogs_and_wrong_credentials_are_errors_naming_the_location(
+    published, http_server, s3_server
+):
     missing = f"{http_server.url}/no-such-catalog"
     with pytest.raises(CatalogNotFoundError, match=f"{missing}: not a HATS catalog"):
         open_catalog(missing)
     with pytest.raises(SurveyEngineError, match=f"s3://{BUCKET}/no-such-catalog"):
         open_catalog(f"s3://{BUCKET}/no-such-catalog", storage_options=s3_server)
-    for bad in ({**s3_server, "secret": "wrong-secret-0123456789"}, {**s3_server, "key": "AKIANOSUCHKEY0000000", "secret": "x" * 20}):
+    for bad in (
+        {**s3_server, "secret": "wrong-secret-0123456789"},
+        {**s3_server, "key": "AKIANOSUCHKEY0000000", "secret": "x" * 20},
+    ):
         with pytest.raises(storage.RemoteStorageError) as err:
             open_catalog(published.s3, storage_options=bad)
         text = str(err.value)
@@ -220,7 +272,12 @@ def test_hats_variants_read_remotely(mock_catalog, s3_server, http_server, tmp_p
     shutil.copytree(mock_catalog / "sky", hp13)
     for f in (hp13 / "dataset").rglob("Npix=*.parquet"):
         table = pq.read_table(f)
-        pq.write_table(table.drop_columns(["_healpix_29"]).append_column("healpix13", pc_shift(table.column("_healpix_29"))), f)
+        pq.write_table(
+            table.drop_columns(["_healpix_29"]).append_column(
+                "healpix13", pc_shift(table.column("_healpix_29"))
+            ),
+            f,
+        )
     _rewrite_metadata(hp13)
     _set_properties(hp13, hats_col_healpix="healpix13", hats_col_healpix_order=13)
     folders = tmp_path / "folders"
@@ -240,13 +297,17 @@ def test_hats_variants_read_remotely(mock_catalog, s3_server, http_server, tmp_p
         fs.mkdir(BUCKET)
     fs.put(str(folders), f"{BUCKET}/{name}", recursive=True)
     try:
-        for local, remote in ((hp13, open_catalog(f"{http_server.url}/{name}")),
-                              (folders, open_catalog(f"s3://{BUCKET}/{name}", storage_options=s3_server))):
+        for local, remote in (
+            (hp13, open_catalog(f"{http_server.url}/{name}")),
+            (folders, open_catalog(f"s3://{BUCKET}/{name}", storage_options=s3_server)),
+        ):
             want = open_catalog(local).compute()
             assert len(want) == 60_000
             pd.testing.assert_frame_equal(remote.compute(), want)
             cone = remote.cone_search(200.0, 30.0, 8 * 3600).compute()
-            pd.testing.assert_frame_equal(cone, open_catalog(local).cone_search(200.0, 30.0, 8 * 3600).compute())
+            pd.testing.assert_frame_equal(
+                cone, open_catalog(local).cone_search(200.0, 30.0, 8 * 3600).compute()
+            )
     finally:
         shutil.rmtree(http_server.root / name, ignore_errors=True)
         fs.rm(f"{BUCKET}/{name}", recursive=True)
@@ -258,16 +319,38 @@ def test_storage_options_flag_and_keyword(published, monkeypatch, tmp_path):
     import survey_engine as se
 
     monkeypatch.delenv(storage.STORAGE_OPTIONS_ENV, raising=False)
-    env = {k: v for k, v in os.environ.items() if k != storage.STORAGE_OPTIONS_ENV} | {"PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "survey_engine.cli", "info", published.s3, "--storage-options",
-                           json.dumps(published.creds)], capture_output=True, text=True, env=env, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != storage.STORAGE_OPTIONS_ENV} | {
+        "PYTHONPATH": str(REPO)
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_engine.cli",
+            "info",
+            published.s3,
+            "--storage-options",
+            json.dumps(published.creds),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0 and "rows: 60,000" in proc.stdout, proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "survey_engine.cli", "info", published.s3, "--storage-options", "{not json"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "survey_engine.cli", "info", published.s3, "--storage-options", "{not json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "--storage-options: not valid JSON" in proc.stderr
     job = tmp_path / "remote.yaml"
-    job.write_text(f"name: remote\nsource:\n  catalog: {published.s3}\nstorage_options: {json.dumps(published.creds)}\n"
-                   "stages:\n  - id: near\n    cluster: {catalog: source, features: [pmra, pmdec], method: kmeans, n_clusters: 3}\n")
+    job.write_text(
+        f"name: remote\nsource:\n  catalog: {published.s3}\nstorage_options: {json.dumps(published.creds)}\n"
+        "stages:\n  - id: near\n    cluster: {catalog: source, features: [pmra, pmdec], method: kmeans, n_clusters: 3}\n"
+    )
     done = se.run_job(job, workdir=tmp_path / "work", no_progress=True)
     assert done.status == "ok" and done.open("near").row_count() == 60_000
     assert storage.STORAGE_OPTIONS_ENV not in os.environ  # restored after the call

@@ -46,20 +46,29 @@ def s3_out(s3_server, monkeypatch, tmp_path):
 
 
 def _import(src, out, client, **kw):
-    return run_import(ImportArguments([str(src)], str(out), id_column="id", max_rows=2_000, margin_arcsec=20.0, **kw), client=client,
-                      progress=False)
+    return run_import(
+        ImportArguments([str(src)], str(out), id_column="id", max_rows=2_000, margin_arcsec=20.0, **kw),
+        client=client,
+        progress=False,
+    )
 
 
 def test_import_to_s3_equals_a_local_import_and_a_rerun_does_nothing(sky_file, s3_out, tmp_path, client):
     local = _import(sky_file, tmp_path / "local", client)
     remote = _import(sky_file, f"{s3_out}/sky", client)
-    assert str(remote.out) == f"{s3_out}/sky" and remote.rows == local.rows == 20_000 and remote.partitions == local.partitions > 4
+    assert (
+        str(remote.out) == f"{s3_out}/sky"
+        and remote.rows == local.rows == 20_000
+        and remote.partitions == local.partitions > 4
+    )
     a, b = open_catalog(tmp_path / "local"), open_catalog(f"{s3_out}/sky")
     pd.testing.assert_frame_equal(b.compute(), a.compute())
     pd.testing.assert_frame_equal(b.margin.compute(), a.margin.compute())
     again = _import(sky_file, f"{s3_out}/sky", client)
     assert again.up_to_date and "already up to date" in again.summary()
-    assert not remote_write.local_stage(storage.as_path(f"{s3_out}/sky")).exists()  # the staging folder is removed
+    assert not remote_write.local_stage(
+        storage.as_path(f"{s3_out}/sky")
+    ).exists()  # the staging folder is removed
     other = random_sky(100, seed=9)
     other.to_parquet(tmp_path / "other.parquet")
     with pytest.raises(Exception, match=f"{s3_out}/sky: already holds a different catalog"):
@@ -91,10 +100,16 @@ def test_an_interrupted_upload_is_invisible_and_a_rerun_resumes(sky_file, s3_out
         open_catalog(f"{out}/sky")  # nor the main catalog inside it
 
     sent.clear()
-    monkeypatch.setattr(remote_write, "_put", lambda target, pairs: (sent.append([rel for _, rel in pairs]), original(target, pairs)))
+    monkeypatch.setattr(
+        remote_write,
+        "_put",
+        lambda target, pairs: (sent.append([rel for _, rel in pairs]), original(target, pairs)),
+    )
     result = _import(sky_file, out, client)
     assert result.resumed and result.rows == 20_000
-    assert not any("/dataset/Norder=" in rel for batch in sent for rel in batch)  # partitions were not sent again
+    assert not any(
+        "/dataset/Norder=" in rel for batch in sent for rel in batch
+    )  # partitions were not sent again
     assert sent[-1] == ["collection.properties"]  # the very last object written
     assert open_catalog(out).row_count() == 20_000
     assert remote_write.UPLOAD_MARKER not in storage.list_files(storage.as_path(out))
@@ -115,5 +130,7 @@ def test_a_crossmatch_result_written_to_s3_equals_the_local_one(sky_file, s3_out
 
 
 def test_writing_to_a_web_server_is_refused():
-    with pytest.raises(storage.RemoteStorageError, match="http://127.0.0.1:8089/out: cannot write to an http"):
+    with pytest.raises(
+        storage.RemoteStorageError, match="http://127.0.0.1:8089/out: cannot write to an http"
+    ):
         remote_write.check_writable(storage.as_path("http://127.0.0.1:8089/out"))

@@ -25,7 +25,11 @@ def sky(tmp_path_factory, client):
     src = work / "sky.parquet"
     random_sky(ROWS, seed=11).to_parquet(src)
     out = work / "sky"
-    run_import(ImportArguments([str(src)], str(out), id_column="id", max_rows=500, margin_arcsec=None), client=client, progress=False)
+    run_import(
+        ImportArguments([str(src)], str(out), id_column="id", max_rows=500, margin_arcsec=None),
+        client=client,
+        progress=False,
+    )
     return out, open_catalog(out).compute()
 
 
@@ -41,7 +45,10 @@ def test_box_with_equal_ra_limits_is_the_whole_ra_range(sky, ra_limits):
     got = open_catalog(path).box_search(ra_limits[0], ra_limits[1], -10.0, 10.0).compute()
     want = rows[(rows.dec >= -10) & (rows.dec <= 10)]
     assert len(want) > 500 and _ids(got) == _ids(want)
-    if ra_limits != (10, 370):  # LSDB filters rows by the whole RA range but prunes to a zero-width zone there
+    if ra_limits != (
+        10,
+        370,
+    ):  # LSDB filters rows by the whole RA range but prunes to a zero-width zone there
         peer = lsdb.open_catalog(path).box_search(ra=ra_limits, dec=(-10.0, 10.0)).compute()
         assert _ids(peer) == _ids(want)
 
@@ -78,13 +85,22 @@ def test_cdshealpix_panics_become_selection_errors():
         sel._cdshealpix(cdsn.zone_search, *args, what="box")
 
 
-@pytest.mark.parametrize("vertices,message", [
-    ([(10, 0), (30, 0), (30, 20), (20, 5), (10, 20)], "must be convex"),
-    ([(10, 0), (20, 0), (30, 0), (20, 10)], r"vertices \[0, 1, 2\] lie on one great circle"),
-    ([(10, 0), (20, 0), (20, 10), (10, 0)], "vertex 3 .* same point as vertex 0.*do not repeat the first vertex"),
-    ([(10, 0), (20, 0), (20, 0), (15, 10)], r"vertex 2 \(20, 0\) is the same point as vertex 1 \(20, 0\); give each vertex once"),
-    ([(0, 90), (120, 90), (240, 80)], "same point as vertex 0"),
-])
+@pytest.mark.parametrize(
+    "vertices,message",
+    [
+        ([(10, 0), (30, 0), (30, 20), (20, 5), (10, 20)], "must be convex"),
+        ([(10, 0), (20, 0), (30, 0), (20, 10)], r"vertices \[0, 1, 2\] lie on one great circle"),
+        (
+            [(10, 0), (20, 0), (20, 10), (10, 0)],
+            "vertex 3 .* same point as vertex 0.*do not repeat the first vertex",
+        ),
+        (
+            [(10, 0), (20, 0), (20, 0), (15, 10)],
+            r"vertex 2 \(20, 0\) is the same point as vertex 1 \(20, 0\); give each vertex once",
+        ),
+        ([(0, 90), (120, 90), (240, 80)], "same point as vertex 0"),
+    ],
+)
 def test_polygons_lsdb_refuses_are_refused(sky, vertices, message):
     from hats.pixel_math.validators import validate_polygon  # what LSDB's polygon_search validates with
 
@@ -96,7 +112,9 @@ def test_polygons_lsdb_refuses_are_refused(sky, vertices, message):
             validate_polygon(vertices)
 
 
-@pytest.mark.parametrize("vertices", [[(40, 10), (60, 12), (58, 30), (45, 25)], [(45, 25), (58, 30), (60, 12), (40, 10)]])
+@pytest.mark.parametrize(
+    "vertices", [[(40, 10), (60, 12), (58, 30), (45, 25)], [(45, 25), (58, 30), (60, 12), (40, 10)]]
+)
 def test_convex_polygon_either_orientation_equals_brute_force(sky, vertices):
     from survey_engine.catalog.healpix import radec_to_xyz
 
@@ -104,7 +122,9 @@ def test_convex_polygon_either_orientation_equals_brute_force(sky, vertices):
     got = open_catalog(path).polygon_search(vertices).compute()
     corners = radec_to_xyz(*np.array(vertices, dtype=float).T)
     points = radec_to_xyz(rows.ra.to_numpy(), rows.dec.to_numpy())
-    sides = np.stack([points @ np.cross(corners[i], corners[(i + 1) % len(corners)]) for i in range(len(corners))])
+    sides = np.stack(
+        [points @ np.cross(corners[i], corners[(i + 1) % len(corners)]) for i in range(len(corners))]
+    )
     near = points @ corners.sum(axis=0) > 0  # not the antipodal twin, whose sides have the other signs
     inside = (np.all(sides > 0, axis=0) | np.all(sides < 0, axis=0)) & near
     assert len(got) > 10 and _ids(got) == _ids(rows[inside])

@@ -35,7 +35,11 @@ def base(tmp_path_factory, client) -> Path:
     src = work / "sky.parquet"
     random_sky(ROWS, seed=7).to_parquet(src)
     out = work / "sky"
-    run_import(ImportArguments([str(src)], str(out), id_column="id", max_rows=400, margin_arcsec=600.0), client=client, progress=False)
+    run_import(
+        ImportArguments([str(src)], str(out), id_column="id", max_rows=400, margin_arcsec=600.0),
+        client=client,
+        progress=False,
+    )
     return out
 
 
@@ -93,7 +97,9 @@ def test_spatial_index_column_healpix13(base, tmp_path):
     assert np.array_equal(frame["healpix13"].to_numpy(), frame.index.to_numpy() >> 32)
     # selections and the margin work as on the original
     plain = open_catalog(base)
-    assert _ids(cat.cone_search(40.0, 20.0, 15 * 3600).compute()) == _ids(plain.cone_search(40.0, 20.0, 15 * 3600).compute())
+    assert _ids(cat.cone_search(40.0, 20.0, 15 * 3600).compute()) == _ids(
+        plain.cone_search(40.0, 20.0, 15 * 3600).compute()
+    )
     assert len(cat.margin.compute()) == len(plain.margin.compute())
 
 
@@ -159,17 +165,31 @@ def test_several_margins_chosen_by_radius(base, tmp_path, client):
 def test_index_and_association_catalogs_give_clear_errors(base, tmp_path):
     index = tmp_path / "sky_id_index"
     (index / "dataset").mkdir(parents=True)
-    layout.write_properties(index / layout.PROPERTIES_FILE, {
-        "obs_collection": "sky_id_index", "dataproduct_type": "index", "hats_primary_table_url": "sky", "hats_index_column": "id",
-    })
-    with pytest.raises(CatalogVariantError, match=r"sky_id_index: an index catalog \(column 'id' -> partitions of sky\)"):
+    layout.write_properties(
+        index / layout.PROPERTIES_FILE,
+        {
+            "obs_collection": "sky_id_index",
+            "dataproduct_type": "index",
+            "hats_primary_table_url": "sky",
+            "hats_index_column": "id",
+        },
+    )
+    with pytest.raises(
+        CatalogVariantError, match=r"sky_id_index: an index catalog \(column 'id' -> partitions of sky\)"
+    ):
         open_catalog(index)
     assn = tmp_path / "sky_to_sky"
     assn.mkdir()
-    layout.write_properties(assn / layout.PROPERTIES_FILE, {
-        "obs_collection": "sky_to_sky", "dataproduct_type": "association", "hats_primary_table_url": "sky",
-        "hats_assn_join_table_url": "other", "hats_assn_leaf_files": "False",
-    })
+    layout.write_properties(
+        assn / layout.PROPERTIES_FILE,
+        {
+            "obs_collection": "sky_to_sky",
+            "dataproduct_type": "association",
+            "hats_primary_table_url": "sky",
+            "hats_assn_join_table_url": "other",
+            "hats_assn_leaf_files": "False",
+        },
+    )
     with pytest.raises(CatalogVariantError, match="sky_to_sky: an association catalog without leaf files"):
         open_catalog(assn)
     broken = _copy(base, tmp_path, "no_primary")
@@ -186,13 +206,19 @@ def test_nested_columns_keep_their_type_through_compute(base, tmp_path):
         table = pq.read_table(f)
         ids = table.column("id").to_numpy()
         lists = pa.array([[int(i), int(i) + 1] for i in ids], pa.list_(pa.int64()))
-        structs = pa.array([{"id": int(i), "band": "g"} for i in ids], pa.struct([("id", pa.int64()), ("band", pa.string())]))
+        structs = pa.array(
+            [{"id": int(i), "band": "g"} for i in ids], pa.struct([("id", pa.int64()), ("band", pa.string())])
+        )
         pq.write_table(table.append_column("obs", lists).append_column("info", structs), f)
     _rewrite_metadata(cat_dir)
     cat = open_catalog(coll, margin=None)
     frame = cat.compute()
-    assert isinstance(frame["obs"].dtype, pd.ArrowDtype) and pa.types.is_list(frame["obs"].dtype.pyarrow_dtype)
-    assert isinstance(frame["info"].dtype, pd.ArrowDtype) and pa.types.is_struct(frame["info"].dtype.pyarrow_dtype)
+    assert isinstance(frame["obs"].dtype, pd.ArrowDtype) and pa.types.is_list(
+        frame["obs"].dtype.pyarrow_dtype
+    )
+    assert isinstance(frame["info"].dtype, pd.ArrowDtype) and pa.types.is_struct(
+        frame["info"].dtype.pyarrow_dtype
+    )
     row = frame.iloc[0]
     assert list(row["obs"]) == [row["id"], row["id"] + 1] and row["info"] == {"id": row["id"], "band": "g"}
     written = open_catalog(cat.write(tmp_path / "rewritten"), margin=None)

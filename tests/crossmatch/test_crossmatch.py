@@ -34,7 +34,17 @@ def edge_pair(tmp_path_factory, client):
     b = _jittered(a, 0.85, 1.5, seed=12)
     for name, df, max_rows in (("left", a, 400), ("right", b, 1500)):
         df.to_parquet(root / f"{name}.parquet")
-        run_import(ImportArguments([str(root / f"{name}.parquet")], str(root / name), id_column="id", max_rows=max_rows, margin_arcsec=12), client=client, progress=False)
+        run_import(
+            ImportArguments(
+                [str(root / f"{name}.parquet")],
+                str(root / name),
+                id_column="id",
+                max_rows=max_rows,
+                margin_arcsec=12,
+            ),
+            client=client,
+            progress=False,
+        )
     return a, b, open_catalog(root / "left"), open_catalog(root / "right"), root
 
 
@@ -64,7 +74,9 @@ def test_nearest_equals_brute_force(edge_pair):
     assert "flux_1" not in slim.columns and {"ra_1", "dec_2", "sep_arcsec"} <= set(slim.columns)
 
 
-def test_a_small_target_list_reads_only_the_right_partitions_it_touches(edge_pair, tmp_path, client, monkeypatch):
+def test_a_small_target_list_reads_only_the_right_partitions_it_touches(
+    edge_pair, tmp_path, client, monkeypatch
+):
     """300 targets in one 2-degree cell against the whole right catalog: the tasks open exactly
     the right partitions that contain a target, and their margins - no other file, although the
     target list's one partition spans a twelfth of the sky - and the pairs equal brute force."""
@@ -78,7 +90,11 @@ def test_a_small_target_list_reads_only_the_right_partitions_it_touches(edge_pai
     targets = patch.sample(n=min(300, len(patch)), random_state=3)[["ra", "dec"]].reset_index(drop=True)
     targets.insert(0, "id", np.arange(len(targets)))
     targets.to_parquet(tmp_path / "targets.parquet")
-    run_import(ImportArguments([str(tmp_path / "targets.parquet")], str(tmp_path / "targets"), id_column="id"), client=client, progress=False)
+    run_import(
+        ImportArguments([str(tmp_path / "targets.parquet")], str(tmp_path / "targets"), id_column="id"),
+        client=client,
+        progress=False,
+    )
     target_list = open_catalog(tmp_path / "targets")
     assert len(targets) >= 100 and len(target_list.partitions) == 1 and len(right.partitions) > 20
 
@@ -86,12 +102,19 @@ def test_a_small_target_list_reads_only_the_right_partitions_it_touches(edge_pai
     import survey_engine.crossmatch.tasks as tasks  # where a match task reads its rows
 
     original = tasks.read_side
-    monkeypatch.setattr(tasks, "read_side", lambda files, *args: (read.extend(map(str, files)), original(files, *args))[1])
+    monkeypatch.setattr(
+        tasks, "read_side", lambda files, *args: (read.extend(map(str, files)), original(files, *args))[1]
+    )
     result = crossmatch(target_list, right, 10.0)
-    local = pd.concat([xm.match_task(*call) for call in result.task_calls()])  # in this process, to see its reads
+    local = pd.concat(
+        [xm.match_task(*call) for call in result.task_calls()]
+    )  # in this process, to see its reads
 
-    touched = [(int(o), int(p)) for o, p in zip(right.partitions.Norder, right.partitions.Npix)
-               if np.any(radec_to_healpix(targets.ra.to_numpy(), targets.dec.to_numpy(), int(o)) == int(p))]
+    touched = [
+        (int(o), int(p))
+        for o, p in zip(right.partitions.Norder, right.partitions.Npix)
+        if np.any(radec_to_healpix(targets.ra.to_numpy(), targets.dec.to_numpy(), int(o)) == int(p))
+    ]
     margins = {(int(o), int(p)) for o, p in zip(right.margin.partitions.Norder, right.margin.partitions.Npix)}
     expected = {str(partition_path(right.path, o, p)) for o, p in touched}
     expected |= {str(partition_path(right.margin.path, o, p)) for o, p in touched if (o, p) in margins}
@@ -100,7 +123,9 @@ def test_a_small_target_list_reads_only_the_right_partitions_it_touches(edge_pai
     assert len(touched) <= 4 < len(right.partitions) / 5
     truth = _truth_all(targets, b, 10.0).sort_values(["id_1", "sep", "id_2"]).drop_duplicates("id_1")
     got = result.compute()
-    assert set(zip(got.id_1, got.id_2)) == set(zip(truth.id_1, truth.id_2)) == set(zip(local.id_1, local.id_2))
+    assert (
+        set(zip(got.id_1, got.id_2)) == set(zip(truth.id_1, truth.id_2)) == set(zip(local.id_1, local.id_2))
+    )
 
 
 def test_all_pairs_and_knn_equal_brute_force(edge_pair):
@@ -122,11 +147,25 @@ def test_duplicated_right_rows_break_ties_by_catalog_order(tmp_path, client):
     a = edge_stress_sky(3000, seed=21)
     b = _jittered(a, 1.0, 0.5, seed=22)
     dup = b.sample(600, random_state=3)
-    b = pd.concat([b, dup, dup.iloc[:200]], ignore_index=True).sample(frac=1.0, random_state=4).reset_index(drop=True)
+    b = (
+        pd.concat([b, dup, dup.iloc[:200]], ignore_index=True)
+        .sample(frac=1.0, random_state=4)
+        .reset_index(drop=True)
+    )
     b["id"] = rng.permutation(len(b)) + 10_000_000
     for name, df, max_rows in (("left", a, 300), ("right", b, 900)):
         df.to_parquet(tmp_path / f"{name}.parquet")
-        run_import(ImportArguments([str(tmp_path / f"{name}.parquet")], str(tmp_path / name), id_column="id", max_rows=max_rows, margin_arcsec=6), client=client, progress=False)
+        run_import(
+            ImportArguments(
+                [str(tmp_path / f"{name}.parquet")],
+                str(tmp_path / name),
+                id_column="id",
+                max_rows=max_rows,
+                margin_arcsec=6,
+            ),
+            client=client,
+            progress=False,
+        )
     right = open_catalog(tmp_path / "right")
     order = right.compute().reset_index()
     order["rank"] = np.arange(len(order))  # the catalog's own order: partitions, then rows in each
@@ -163,11 +202,15 @@ def _sky_patch(case: str, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
     if case == "south cap":
         return rng.uniform(0, 360, n), rng.uniform(-90, -89.9, n)
     if case == "RA 0/360 on the equator":
-        return np.r_[rng.uniform(0, 0.02, n // 2), rng.uniform(359.98, 360, n - n // 2)], rng.uniform(-0.02, 0.02, n)
+        return np.r_[rng.uniform(0, 0.02, n // 2), rng.uniform(359.98, 360, n - n // 2)], rng.uniform(
+            -0.02, 0.02, n
+        )
     return rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))  # the whole sky
 
 
-@pytest.mark.parametrize("case", ["north pole across RA 0", "south cap", "RA 0/360 on the equator", "whole sky"])
+@pytest.mark.parametrize(
+    "case", ["north pole across RA 0", "south cap", "RA 0/360 on the equator", "whole sky"]
+)
 def test_kernels_agree_at_poles_ra0_and_tiny_and_wide_radii(case):
     """Zones (strip heights, RA windows that widen toward a pole and wrap at 0/360), grid (cells
     never narrower than 2 chords, keys that never overflow) and the KD-tree give the same pairs
@@ -179,8 +222,14 @@ def test_kernels_agree_at_poles_ra0_and_tiny_and_wide_radii(case):
     ra, dec = _sky_patch(case, 20_000, rng)
     near = rng.choice(len(ra), 500, replace=False)  # 500 rows within a few mas: pairs even at 0.001"
     extra = _sky_patch(case, 4000, rng)
-    rra = np.r_[(ra + rng.normal(0, 2e-4, len(ra))) % 360, extra[0], (ra[near] + rng.normal(0, 1e-7, 500)) % 360]
-    rdec = np.r_[np.clip(dec + rng.normal(0, 2e-4, len(ra)), -90, 90), extra[1], np.clip(dec[near] + rng.normal(0, 1e-7, 500), -90, 90)]
+    rra = np.r_[
+        (ra + rng.normal(0, 2e-4, len(ra))) % 360, extra[0], (ra[near] + rng.normal(0, 1e-7, 500)) % 360
+    ]
+    rdec = np.r_[
+        np.clip(dec + rng.normal(0, 2e-4, len(ra)), -90, 90),
+        extra[1],
+        np.clip(dec[near] + rng.normal(0, 1e-7, 500), -90, 90),
+    ]
     left, right = radec_to_xyz(ra, dec), radec_to_xyz(rra, rdec)
     radii = (0.001, 1.0, 120.0) if case in ("north pole across RA 0", "whole sky") else (0.001, 1.0, 5.0)
     for radius in radii:
@@ -193,7 +242,9 @@ def test_kernels_agree_at_poles_ra0_and_tiny_and_wide_radii(case):
         assert np.allclose(np.sort(got[2]), np.sort(ref[2]), rtol=0, atol=1e-9)
         for k in (1, 3):
             near = KDTreeAlgorithm().nearest(left, right, k, radius)
-            assert set(zip(*ZonesAlgorithm().nearest_radec(ra, dec, rra, rdec, k, radius)[:2])) == set(zip(*near[:2]))
+            assert set(zip(*ZonesAlgorithm().nearest_radec(ra, dec, rra, rdec, k, radius)[:2])) == set(
+                zip(*near[:2])
+            )
     # rows without a position (NaN) match nothing and leave the other rows' pairs unchanged
     nan_ra, nan_rdec = ra.copy(), rdec.copy()
     nan_ra[::7], nan_rdec[::5] = np.nan, np.nan
@@ -258,7 +309,11 @@ def test_self_match_all_lists_each_close_pair_once(edge_pair):
     # the row that sorts first by _healpix_29 is on the left
     assert (got.index.to_numpy() <= got["_healpix_29_2"].to_numpy()).all()
     # every row's own neighbours (a left join) still list a mutual pair in both orders
-    both = crossmatch(left, self_cat, 5.0, how="all", join="left", exclude_self=True).compute().dropna(subset=["sep_arcsec"])
+    both = (
+        crossmatch(left, self_cat, 5.0, how="all", join="left", exclude_self=True)
+        .compute()
+        .dropna(subset=["sep_arcsec"])
+    )
     assert len(both) == len(truth)
 
 
@@ -290,8 +345,20 @@ def test_blanco1_dr2_against_dr3_across_ra_zero(tmp_path, client):
     """Real Gaia fields straddling RA 0: DR3 (G<17) nearest DR2 neighbour within 1" agrees with astropy."""
     dr2 = shared_path("clusters_xmatch/blanco1/blanco1_gaia_dr2_G18_field.parquet")
     dr3 = shared_path("clusters_xmatch/blanco1/blanco1_gaia_dr3_G17_field.parquet")
-    run_import(ImportArguments([str(dr3)], str(tmp_path / "dr3"), id_column="SOURCE_ID", max_rows=1500, margin_arcsec=2), client=client, progress=False)
-    run_import(ImportArguments([str(dr2)], str(tmp_path / "dr2"), id_column="source_id", max_rows=1500, margin_arcsec=2), client=client, progress=False)
+    run_import(
+        ImportArguments(
+            [str(dr3)], str(tmp_path / "dr3"), id_column="SOURCE_ID", max_rows=1500, margin_arcsec=2
+        ),
+        client=client,
+        progress=False,
+    )
+    run_import(
+        ImportArguments(
+            [str(dr2)], str(tmp_path / "dr2"), id_column="source_id", max_rows=1500, margin_arcsec=2
+        ),
+        client=client,
+        progress=False,
+    )
     got = crossmatch(open_catalog(tmp_path / "dr3"), open_catalog(tmp_path / "dr2"), 1.0).compute()
     a, b = pd.read_parquet(dr3), pd.read_parquet(dr2)
     ca = SkyCoord(a.ra.values * u.deg, a.dec.values * u.deg)
@@ -313,13 +380,36 @@ def test_ngc2323_gaia_against_simbad(tmp_path, client):
 
     gaia_src = shared_path("clusters_xmatch/ngc2323/ngc2323_gaia_field.fits")
     simbad_src = shared_path("clusters_xmatch/ngc2323/ngc2323_simbad_region.vot.xml")
-    run_import(ImportArguments([str(gaia_src)], str(tmp_path / "gaia"), max_rows=4000, margin_arcsec=2), client=client, progress=False)
-    run_import(ImportArguments([str(simbad_src)], str(tmp_path / "simbad"), ra_column="RA", dec_column="DEC", id_column="MAIN_ID", max_rows=500, margin_arcsec=2),
-               client=client, progress=False)
-    got = crossmatch(open_catalog(tmp_path / "simbad"), open_catalog(tmp_path / "gaia"), 1.0, right_columns=["phot_g_mean_mag"]).compute()
+    run_import(
+        ImportArguments([str(gaia_src)], str(tmp_path / "gaia"), max_rows=4000, margin_arcsec=2),
+        client=client,
+        progress=False,
+    )
+    run_import(
+        ImportArguments(
+            [str(simbad_src)],
+            str(tmp_path / "simbad"),
+            ra_column="RA",
+            dec_column="DEC",
+            id_column="MAIN_ID",
+            max_rows=500,
+            margin_arcsec=2,
+        ),
+        client=client,
+        progress=False,
+    )
+    got = crossmatch(
+        open_catalog(tmp_path / "simbad"),
+        open_catalog(tmp_path / "gaia"),
+        1.0,
+        right_columns=["phot_g_mean_mag"],
+    ).compute()
     simbad = parse_single_table(str(simbad_src)).to_table().to_pandas()
     gaia = Table.read(gaia_src).to_pandas()
-    idx, sep, _ = match_coordinates_sky(SkyCoord(simbad.RA.values * u.deg, simbad.DEC.values * u.deg), SkyCoord(gaia.ra.values * u.deg, gaia.dec.values * u.deg))
+    idx, sep, _ = match_coordinates_sky(
+        SkyCoord(simbad.RA.values * u.deg, simbad.DEC.values * u.deg),
+        SkyCoord(gaia.ra.values * u.deg, gaia.dec.values * u.deg),
+    )
     ok = sep.arcsec <= 1.0
     truth = set(zip(simbad.MAIN_ID.values[ok].astype(str), np.round(gaia.ra.values[idx[ok]], 9)))
     assert set(zip(got.MAIN_ID_1.astype(str), np.round(got.ra_2.to_numpy(), 9))) == truth
@@ -370,10 +460,16 @@ def test_outer_join_equals_brute_force(edge_pair, tmp_path, client):
     assert set(zip(paired.id_1.astype(int), paired.id_2.astype(int))) == set(zip(truth.id_1, truth.id_2))
     left_only, right_only = got[got.id_2.isna()], got[got.id_1.isna()]
     assert sorted(left_only.id_1.astype(int)) == sorted(set(a.id) - set(truth.id_1))
-    assert sorted(right_only.id_2.astype(int)) == sorted(set(b.id) - set(truth.id_2))  # each unmatched right row once
+    assert sorted(right_only.id_2.astype(int)) == sorted(
+        set(b.id) - set(truth.id_2)
+    )  # each unmatched right row once
     assert len(got) == len(truth) + len(left_only) + len(right_only)
-    assert right_only.sep_arcsec.isna().all() and right_only.ra_1.isna().all() and right_only.ra_2.notna().all()
-    assert (right_only.index.to_numpy() == right_only["_healpix_29_2"].to_numpy()).all()  # placed by its own position
+    assert (
+        right_only.sep_arcsec.isna().all() and right_only.ra_1.isna().all() and right_only.ra_2.notna().all()
+    )
+    assert (
+        right_only.index.to_numpy() == right_only["_healpix_29_2"].to_numpy()
+    ).all()  # placed by its own position
     out = res.write(tmp_path / "outer", client=client)
     assert open_catalog(out).row_count() == len(got)
 
@@ -389,7 +485,11 @@ def test_outer_join_rows_outside_every_left_partition(tmp_path, client):
         n = 3000
         r = np.degrees(np.sqrt(rng.uniform(0, 1, n))) * 0.02
         t = rng.uniform(0, 2 * np.pi, n)
-        parts.append(pd.DataFrame({"ra": (ra0 + r * np.cos(t) / np.cos(np.radians(dec0))) % 360, "dec": dec0 + r * np.sin(t)}))
+        parts.append(
+            pd.DataFrame(
+                {"ra": (ra0 + r * np.cos(t) / np.cos(np.radians(dec0))) % 360, "dec": dec0 + r * np.sin(t)}
+            )
+        )
     a = pd.concat(parts, ignore_index=True)
     a.insert(0, "id", np.arange(len(a)))
     b = edge_stress_sky(4000, seed=6)[["ra", "dec"]].iloc[:4000].copy()
@@ -411,12 +511,24 @@ def test_outer_join_rows_outside_every_left_partition(tmp_path, client):
     assert sorted(frame.id_2.dropna().astype(int)) == sorted(got.id_2.dropna().astype(int))
 
 
-def _import_pair(tmp_path, client, a: pd.DataFrame, b: pd.DataFrame, left_rows: int, right_rows: int, margin: float):
+def _import_pair(
+    tmp_path, client, a: pd.DataFrame, b: pd.DataFrame, left_rows: int, right_rows: int, margin: float
+):
     """Left and right catalogs (order up to 12) from frames with an ``id`` column."""
     for name, df, max_rows in (("left", a, left_rows), ("right", b, right_rows)):
         df.to_parquet(tmp_path / f"{name}.parquet")
-        run_import(ImportArguments([str(tmp_path / f"{name}.parquet")], str(tmp_path / name), id_column="id", max_rows=max_rows,
-                                   highest_order=12, margin_arcsec=margin), client=client, progress=False)
+        run_import(
+            ImportArguments(
+                [str(tmp_path / f"{name}.parquet")],
+                str(tmp_path / name),
+                id_column="id",
+                max_rows=max_rows,
+                highest_order=12,
+                margin_arcsec=margin,
+            ),
+            client=client,
+            progress=False,
+        )
     return open_catalog(tmp_path / "left"), open_catalog(tmp_path / "right")
 
 
@@ -430,11 +542,21 @@ def test_radius_bigger_than_the_smallest_partitions(tmp_path, client):
     dec = 41.27 + r * np.sin(t)
     ra = 10.68 + r * np.cos(t) / np.cos(np.radians(dec))
     a = pd.DataFrame({"id": np.arange(n // 2), "ra": ra[: n // 2], "dec": dec[: n // 2]})
-    b = pd.DataFrame({"id": np.arange(n - n // 2) + 10**7, "ra": ra[n // 2:], "dec": dec[n // 2:]})
+    b = pd.DataFrame({"id": np.arange(n - n // 2) + 10**7, "ra": ra[n // 2 :], "dec": dec[n // 2 :]})
     for name, df, max_rows in (("left", a, 30), ("right", b, 40)):
         df.to_parquet(tmp_path / f"{name}.parquet")
-        run_import(ImportArguments([str(tmp_path / f"{name}.parquet")], str(tmp_path / name), id_column="id", max_rows=max_rows,
-                                   highest_order=13, margin_arcsec=45), client=client, progress=False)
+        run_import(
+            ImportArguments(
+                [str(tmp_path / f"{name}.parquet")],
+                str(tmp_path / name),
+                id_column="id",
+                max_rows=max_rows,
+                highest_order=13,
+                margin_arcsec=45,
+            ),
+            client=client,
+            progress=False,
+        )
     left, right = open_catalog(tmp_path / "left"), open_catalog(tmp_path / "right")
     size = {o: np.degrees(np.sqrt(4 * np.pi / (12 * 4.0**o))) * 3600 for o in range(14)}
     assert size[left.partitions.Norder.max()] < 40 and size[right.partitions.Norder.max()] < 40
@@ -513,14 +635,23 @@ def test_pixels_outside_are_disjoint_coarsest_and_cover_every_row():
 def test_knn_k_is_capped_by_the_right_rows_with_a_warning(tmp_path, client):
     """--k 1000000 against 40 rows asks for 40 neighbours (it took 11.7 GB before), and says so."""
     rng = np.random.default_rng(12)
-    right = pd.DataFrame({"id": np.arange(40), "ra": 10 + rng.uniform(0, 0.01, 40), "dec": rng.uniform(0, 0.01, 40)})
+    right = pd.DataFrame(
+        {"id": np.arange(40), "ra": 10 + rng.uniform(0, 0.01, 40), "dec": rng.uniform(0, 0.01, 40)}
+    )
     left = right.iloc[:5].copy()
     for name, frame in (("l", left), ("r", right)):
         frame.to_parquet(tmp_path / f"{name}.parquet")
-        run_import(ImportArguments([str(tmp_path / f"{name}.parquet")], str(tmp_path / name), id_column="id", margin_arcsec=60),
-                   client=client, progress=False)
+        run_import(
+            ImportArguments(
+                [str(tmp_path / f"{name}.parquet")], str(tmp_path / name), id_column="id", margin_arcsec=60
+            ),
+            client=client,
+            progress=False,
+        )
     with pytest.warns(UserWarning, match=r"--k 1000000 is more than the 40 rows of .*r; matching with k=40"):
-        result = crossmatch(open_catalog(tmp_path / "l"), open_catalog(tmp_path / "r"), 60.0, how="knn", k=1_000_000)
+        result = crossmatch(
+            open_catalog(tmp_path / "l"), open_catalog(tmp_path / "r"), 60.0, how="knn", k=1_000_000
+        )
     assert result.params.k == 40
     pairs = result.compute()
     assert len(pairs) == 5 * 40  # every right row is within 60" of every left row

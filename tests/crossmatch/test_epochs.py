@@ -19,8 +19,14 @@ def _astropy_at(df, epoch_from, epoch_to, with_parallax):
     kw = {}
     if with_parallax:
         kw["distance"] = (np.clip(df.parallax.values, 1e-3, None) * u.mas).to(u.pc, u.parallax())
-    c = SkyCoord(ra=df.ra.values * u.deg, dec=df.dec.values * u.deg, pm_ra_cosdec=df.pmra.values * u.mas / u.yr,
-                 pm_dec=df.pmdec.values * u.mas / u.yr, obstime=Time(epoch_from, format="jyear", scale="tdb"), **kw)
+    c = SkyCoord(
+        ra=df.ra.values * u.deg,
+        dec=df.dec.values * u.deg,
+        pm_ra_cosdec=df.pmra.values * u.mas / u.yr,
+        pm_dec=df.pmdec.values * u.mas / u.yr,
+        obstime=Time(epoch_from, format="jyear", scale="tdb"),
+        **kw,
+    )
     moved = c.apply_space_motion(new_obstime=Time(epoch_to, format="jyear", scale="tdb"))
     return moved.ra.deg, moved.dec.deg
 
@@ -30,11 +36,17 @@ def test_propagation_agrees_with_astropy(with_parallax):
     df = pd.read_parquet(shared_path("clusters_xmatch/blanco1/blanco1_gaia_dr3_G17_field.parquet"))
     if with_parallax:
         df = df[df.parallax > 1e-3]
-    ra, dec = propagate(df.ra, df.dec, df.pmra, df.pmdec, 2016.0, 1991.25, df.parallax if with_parallax else None)
+    ra, dec = propagate(
+        df.ra, df.dec, df.pmra, df.pmdec, 2016.0, 1991.25, df.parallax if with_parallax else None
+    )
     ara, adec = _astropy_at(df, 2016.0, 1991.25, with_parallax)
     sep = SkyCoord(ra * u.deg, dec * u.deg).separation(SkyCoord(ara * u.deg, adec * u.deg)).to_value(u.mas)
     assert sep.max() < 1e-3  # a microarcsecond
-    moved = SkyCoord(ra * u.deg, dec * u.deg).separation(SkyCoord(df.ra.values * u.deg, df.dec.values * u.deg)).to_value(u.arcsec)
+    moved = (
+        SkyCoord(ra * u.deg, dec * u.deg)
+        .separation(SkyCoord(df.ra.values * u.deg, df.dec.values * u.deg))
+        .to_value(u.arcsec)
+    )
     assert moved.max() > 10  # the fastest stars really moved (25 years)
 
 
@@ -46,8 +58,20 @@ def test_missing_motion_keeps_position():
 def test_blanco1_dr3_moved_to_dr2_epoch(tmp_path, client):
     dr2 = shared_path("clusters_xmatch/blanco1/blanco1_gaia_dr2_G18_field.parquet")
     dr3 = shared_path("clusters_xmatch/blanco1/blanco1_gaia_dr3_G17_field.parquet")
-    run_import(ImportArguments([str(dr3)], str(tmp_path / "dr3"), id_column="SOURCE_ID", max_rows=1500, margin_arcsec=1), client=client, progress=False)
-    run_import(ImportArguments([str(dr2)], str(tmp_path / "dr2"), id_column="source_id", max_rows=1500, margin_arcsec=2), client=client, progress=False)
+    run_import(
+        ImportArguments(
+            [str(dr3)], str(tmp_path / "dr3"), id_column="SOURCE_ID", max_rows=1500, margin_arcsec=1
+        ),
+        client=client,
+        progress=False,
+    )
+    run_import(
+        ImportArguments(
+            [str(dr2)], str(tmp_path / "dr2"), id_column="source_id", max_rows=1500, margin_arcsec=2
+        ),
+        client=client,
+        progress=False,
+    )
     left, right = open_catalog(tmp_path / "dr3"), open_catalog(tmp_path / "dr2")
     radius = 0.01  # 10 mas: half a year of motion matters at this scale
     plain = crossmatch(left, right, radius).compute()
@@ -55,9 +79,13 @@ def test_blanco1_dr3_moved_to_dr2_epoch(tmp_path, client):
     # brute force with astropy: DR3 moved to 2015.5, nearest DR2 star within the radius
     a, b = pd.read_parquet(dr3), pd.read_parquet(dr2)
     ara, adec = _astropy_at(a, 2016.0, 2015.5, False)
-    idx, sep, _ = match_coordinates_sky(SkyCoord(ara * u.deg, adec * u.deg), SkyCoord((b.ra.values % 360) * u.deg, b.dec.values * u.deg))
+    idx, sep, _ = match_coordinates_sky(
+        SkyCoord(ara * u.deg, adec * u.deg), SkyCoord((b.ra.values % 360) * u.deg, b.dec.values * u.deg)
+    )
     ok = sep.arcsec <= radius
-    assert set(zip(moved.SOURCE_ID_1, moved.source_id_2)) == set(zip(a.SOURCE_ID.values[ok], b.source_id.values[idx[ok]]))
+    assert set(zip(moved.SOURCE_ID_1, moved.source_id_2)) == set(
+        zip(a.SOURCE_ID.values[ok], b.source_id.values[idx[ok]])
+    )
     # at a common epoch every star whose source_id both releases share finds that counterpart
     # (9,337 of them, as SOURCES.md reports at 1"); without propagation a third are missed
     same_plain = int((plain.SOURCE_ID_1 == plain.source_id_2).sum())

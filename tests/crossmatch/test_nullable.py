@@ -31,21 +31,30 @@ def null_ints(source) -> dict[str, int]:
     """Integer columns of the real file that hold nulls, with their exact null counts."""
     found = {f.name: source.column(f.name).null_count for f in source.schema if pa.types.is_integer(f.type)}
     found = {k: v for k, v in found.items() if v}
-    assert found["phot_bp_n_contaminated_transits"] == 33 and len(found) == 11  # as in the Gaia archive's answer
+    assert (
+        found["phot_bp_n_contaminated_transits"] == 33 and len(found) == 11
+    )  # as in the Gaia archive's answer
     return found
 
 
 @pytest.fixture(scope="module")
 def cone(client, tmp_path_factory) -> open_catalog:
     out = tmp_path_factory.mktemp("nullable") / "cone"
-    run_import(ImportArguments([str(shared_path(CONE))], str(out), id_column="source_id", max_rows=500, margin_arcsec=10.0),
-               client=client, progress=False)
+    run_import(
+        ImportArguments(
+            [str(shared_path(CONE))], str(out), id_column="source_id", max_rows=500, margin_arcsec=10.0
+        ),
+        client=client,
+        progress=False,
+    )
     return open_catalog(out)
 
 
 def _truth(source: pa.Table, column: str) -> pd.Series:
-    return pd.Series(source.column(column).to_pandas(types_mapper={pa.int16(): pd.Int16Dtype()}.get).array,
-                     index=source.column("source_id").to_numpy())
+    return pd.Series(
+        source.column(column).to_pandas(types_mapper={pa.int16(): pd.Int16Dtype()}.get).array,
+        index=source.column("source_id").to_numpy(),
+    )
 
 
 def test_import_keeps_integer_nulls_and_types(cone, source, null_ints):
@@ -60,7 +69,9 @@ def test_import_keeps_integer_nulls_and_types(cone, source, null_ints):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how, join", list(itertools.product(["nearest", "knn", "all", "one-to-one"], ["inner", "left", "outer"])))
+@pytest.mark.parametrize(
+    "how, join", list(itertools.product(["nearest", "knn", "all", "one-to-one"], ["inner", "left", "outer"]))
+)
 def test_every_crossmatch_keeps_the_nulls(client, cone, source, null_ints, how, join):
     """A self-match within 5": each row finds itself, so each side carries exactly the file's
     nulls (plus, for left/outer joins, the nulls of the unmatched side, which are counted)."""
@@ -77,7 +88,10 @@ def test_every_crossmatch_keeps_the_nulls(client, cone, source, null_ints, how, 
         # every null of a present row is there, exactly; no new nulls except on absent rows
         assert int(result[column].isna().sum()) == int(expected.isna().sum()) + int((~present).sum())
     if how == "nearest" and join == "inner":
-        assert len(result) == source.num_rows and int(result["phot_bp_n_contaminated_transits_1"].isna().sum()) == 33
+        assert (
+            len(result) == source.num_rows
+            and int(result["phot_bp_n_contaminated_transits_1"].isna().sum()) == 33
+        )
 
 
 @pytest.mark.parametrize("join", ["inner", "left", "outer"])
@@ -94,8 +108,12 @@ def test_predict_and_write_keep_the_nulls(client, cone, null_ints, tmp_path):
     from survey_engine.ml.apply import predict
     from survey_engine.ml.unsupervised import train_pca
 
-    train_pca(_collection(cone), ["phot_g_mean_mag", "bp_rp"], str(tmp_path / "m"), n_components=1, client=client)
-    out = predict(str(tmp_path / "m"), str(_collection(cone)), str(tmp_path / "pred"), client=client, progress=False)
+    train_pca(
+        _collection(cone), ["phot_g_mean_mag", "bp_rp"], str(tmp_path / "m"), n_components=1, client=client
+    )
+    out = predict(
+        str(tmp_path / "m"), str(_collection(cone)), str(tmp_path / "pred"), client=client, progress=False
+    )
     frame = open_catalog(out).compute()
     assert "pca_1" in frame.columns and len(frame) == 2390
     for column, nulls in null_ints.items():
@@ -114,20 +132,40 @@ def test_booleans_strings_and_int64_with_nulls(client, tmp_path):
     flags = pa.array([None if i % 7 == 0 else bool(i % 2) for i in range(n)], pa.bool_())
     names = pa.array([None if i % 5 == 0 else f"s{i}" for i in range(n)], pa.string())
     counts = pa.array([None if i % 3 == 0 else i for i in range(n)], pa.int64())
-    table = pa.table({"id": np.arange(n), "ra": ra, "dec": dec, "flag": flags, "name": names, "count": counts})
+    table = pa.table(
+        {"id": np.arange(n), "ra": ra, "dec": dec, "flag": flags, "name": names, "count": counts}
+    )
     pq.write_table(table, tmp_path / "t.parquet")
-    run_import(ImportArguments([str(tmp_path / "t.parquet")], str(tmp_path / "cat"), id_column="id", max_rows=800, margin_arcsec=10.0),
-               client=client, progress=False)
+    run_import(
+        ImportArguments(
+            [str(tmp_path / "t.parquet")],
+            str(tmp_path / "cat"),
+            id_column="id",
+            max_rows=800,
+            margin_arcsec=10.0,
+        ),
+        client=client,
+        progress=False,
+    )
     cat = open_catalog(tmp_path / "cat")
     frame = cat.compute()
-    assert int(frame["flag"].isna().sum()) == flags.null_count and int(frame["count"].isna().sum()) == counts.null_count
+    assert (
+        int(frame["flag"].isna().sum()) == flags.null_count
+        and int(frame["count"].isna().sum()) == counts.null_count
+    )
     assert int(frame["name"].isna().sum()) == names.null_count
     for join in ("inner", "left", "outer"):
         result = crossmatch(cat, cat, 1.0, join=join).compute()
         assert len(result) == n  # each row is its own nearest neighbour within 1"
         for col, arr in (("flag", flags), ("name", names), ("count", counts)):
-            assert int(result[f"{col}_1"].isna().sum()) == arr.null_count and int(result[f"{col}_2"].isna().sum()) == arr.null_count
+            assert (
+                int(result[f"{col}_1"].isna().sum()) == arr.null_count
+                and int(result[f"{col}_2"].isna().sum()) == arr.null_count
+            )
     out = crossmatch(cat, cat, 1.0, join="left").write(tmp_path / "xm", client=client)
     written = pq.read_table(open_catalog(out).path / "dataset", columns=["flag_1", "name_2", "count_2"])
     assert [c.null_count for c in written.columns] == [flags.null_count, names.null_count, counts.null_count]
-    assert written.schema.field("count_2").type == pa.int64() and written.schema.field("flag_1").type == pa.bool_()
+    assert (
+        written.schema.field("count_2").type == pa.int64()
+        and written.schema.field("flag_1").type == pa.bool_()
+    )

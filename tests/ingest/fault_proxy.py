@@ -26,9 +26,15 @@ class FaultProxy:
 
             def _forward(self, method: str):
                 proxy.requests += 1
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if method == "POST" else None
+                body = (
+                    self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                    if method == "POST"
+                    else None
+                )
                 if proxy.mode == "html":
-                    return self._reply(200, "text/html", b"<!DOCTYPE html><html><body><h1>Welcome</h1></body></html>")
+                    return self._reply(
+                        200, "text/html", b"<!DOCTYPE html><html><body><h1>Welcome</h1></body></html>"
+                    )
                 if proxy.mode == "flaky" and proxy.failures > 0:
                     proxy.failures -= 1
                     return self._reply(503, "text/plain", b"service temporarily unavailable")

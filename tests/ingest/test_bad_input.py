@@ -15,7 +15,9 @@ from tests.conftest import REPO, random_sky
 
 
 def _run(client, inputs, out, **kw):
-    return run_import(ImportArguments([str(i) for i in inputs], str(out), **kw), client=client, progress=False)
+    return run_import(
+        ImportArguments([str(i) for i in inputs], str(out), **kw), client=client, progress=False
+    )
 
 
 def _assert_nothing_published(out):
@@ -130,7 +132,9 @@ def test_cli_rejects_bad_parameters(tmp_path, args, message):
     random_sky(10).to_parquet(src)
     proc = subprocess.run(
         [sys.executable, "-m", "survey_engine.cli", "import", str(src), "--out", str(tmp_path / "o"), *args],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert proc.returncode == 2
     assert message in proc.stderr

@@ -15,7 +15,7 @@ from survey_engine.ingest.file_import.run import run_import
 from survey_engine.ingest.readers import InputError
 from tests.conftest import shared_path
 
-OPH_MEMBERS = "clusters_xmatch/rho_oph/tab_3.vot"          # 532 rows; ra/dec carry pos.eq.ra;meta.main
+OPH_MEMBERS = "clusters_xmatch/rho_oph/tab_3.vot"  # 532 rows; ra/dec carry pos.eq.ra;meta.main
 SIMBAD = "clusters_xmatch/ngc2323/ngc2323_simbad_region.vot.xml"
 NO_POSITIONS = "votable/astroquery/vizier/tests/data/kang2010.xml"  # only _Glon/_Glat
 
@@ -46,7 +46,9 @@ def test_the_ucd_finds_columns_whatever_their_names(tmp_path, client):
     assert (args.ra_column, args.dec_column) == ("RA_ICRS", "DE_ICRS")
     run_import(args, client=client, progress=False)
     cat = open_catalog(tmp_path / "members")
-    assert (cat.ra_column, cat.dec_column) == ("RA_ICRS", "DE_ICRS") and cat.row_count() == len(original) == 532
+    assert (cat.ra_column, cat.dec_column) == ("RA_ICRS", "DE_ICRS") and cat.row_count() == len(
+        original
+    ) == 532
     got = cat.compute().sort_values("RA_ICRS")
     assert np.array_equal(got.RA_ICRS.to_numpy(), np.sort(np.asarray(original["ra"])))
 
@@ -76,9 +78,15 @@ def test_fits_tucd_keywords(tmp_path):
 
 def test_plain_pos_eq_ucd_and_names_any_case(tmp_path):
     n = 5
-    plain = pa.schema([pa.field("lon", pa.float64(), metadata={b"ucd": b"pos.eq.ra"}),
-                       pa.field("lat", pa.float64(), metadata={b"ucd": b"pos.eq.dec"})])
-    pq.write_table(pa.table({"lon": np.zeros(n), "lat": np.zeros(n)}, schema=plain), tmp_path / "plain.parquet")
+    plain = pa.schema(
+        [
+            pa.field("lon", pa.float64(), metadata={b"ucd": b"pos.eq.ra"}),
+            pa.field("lat", pa.float64(), metadata={b"ucd": b"pos.eq.dec"}),
+        ]
+    )
+    pq.write_table(
+        pa.table({"lon": np.zeros(n), "lat": np.zeros(n)}, schema=plain), tmp_path / "plain.parquet"
+    )
     assert find_coordinates(str(tmp_path / "plain.parquet")) == ("lon", "lat")
     (tmp_path / "named.csv").write_text("id,RA,Dec\n1,10.0,20.0\n")
     assert find_coordinates(str(tmp_path / "named.csv")) == ("RA", "Dec")
@@ -86,7 +94,9 @@ def test_plain_pos_eq_ucd_and_names_any_case(tmp_path):
 
 def test_no_position_is_an_error_naming_the_file_and_the_flag(tmp_path):
     path = str(shared_path(NO_POSITIONS))
-    with pytest.raises(InputError, match=r"kang2010.xml: cannot tell which column holds RA: .*pass --ra COLUMN") as err:
+    with pytest.raises(
+        InputError, match=r"kang2010.xml: cannot tell which column holds RA: .*pass --ra COLUMN"
+    ) as err:
         find_coordinates(path)
     assert "_Glon" in str(err.value)  # the columns are listed when nothing looks like RA
     (tmp_path / "vizier.csv").write_text("Seq,RAJ2000,DEJ2000,pmRA\n1,10.0,20.0,3\n")
@@ -97,10 +107,16 @@ def test_no_position_is_an_error_naming_the_file_and_the_flag(tmp_path):
 
 
 def test_two_plain_ra_ucds_without_a_main_one_are_ambiguous(tmp_path):
-    schema = pa.schema([pa.field(name, pa.float64(), metadata={b"ucd": ucd})
-                        for name, ucd in (("ra_a", b"pos.eq.ra"), ("ra_b", b"pos.eq.ra"), ("de", b"pos.eq.dec;meta.main"))])
+    schema = pa.schema(
+        [
+            pa.field(name, pa.float64(), metadata={b"ucd": ucd})
+            for name, ucd in (("ra_a", b"pos.eq.ra"), ("ra_b", b"pos.eq.ra"), ("de", b"pos.eq.dec;meta.main"))
+        ]
+    )
     pq.write_table(pa.table({n: np.zeros(2) for n in schema.names}, schema=schema), tmp_path / "two.parquet")
-    with pytest.raises(InputError, match=r"several columns have UCD pos.eq.ra .*ra_a \(UCD pos.eq.ra\), ra_b"):
+    with pytest.raises(
+        InputError, match=r"several columns have UCD pos.eq.ra .*ra_a \(UCD pos.eq.ra\), ra_b"
+    ):
         find_coordinates(str(tmp_path / "two.parquet"))
 
 

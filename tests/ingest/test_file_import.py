@@ -24,7 +24,9 @@ def _split_frame(df, n):
 
 def _import(client, inputs, out, **kw):
     kw.setdefault("margin_arcsec", 5.0)
-    return run_import(ImportArguments([str(i) for i in inputs], str(out), **kw), client=client, progress=False)
+    return run_import(
+        ImportArguments([str(i) for i in inputs], str(out), **kw), client=client, progress=False
+    )
 
 
 def test_fits_import_keeps_types_and_units(tmp_path, client):
@@ -51,7 +53,9 @@ def test_votable_import_keeps_ucds_and_masks(tmp_path, client):
 
     src = shared_path("clusters_xmatch/ngc2323/ngc2323_simbad_region.vot.xml")
     ref = parse_single_table(str(src)).to_table()
-    result = _import(client, [src], tmp_path / "simbad", ra_column="RA", dec_column="DEC", id_column="MAIN_ID")
+    result = _import(
+        client, [src], tmp_path / "simbad", ra_column="RA", dec_column="DEC", id_column="MAIN_ID"
+    )
     cat = open_catalog(result.out)
     frame = cat.compute()
     assert len(frame) == len(ref)
@@ -61,9 +65,17 @@ def test_votable_import_keeps_ucds_and_masks(tmp_path, client):
     assert meta[b"ucd"] == b"meta.id;meta.main" and meta[b"description"] == b"Main identifier for an object"
     assert cat.schema.field("COO_ERR_MAJA").metadata[b"unit"] == b"mas"
     # a Gaia VOTable keeps its units and UCDs on the coordinate columns too
-    gaia = _import(client, [shared_path("clusters_xmatch/rho_oph/gaia_sample_cleaned.vot")], tmp_path / "oph", id_column="source_id")
+    gaia = _import(
+        client,
+        [shared_path("clusters_xmatch/rho_oph/gaia_sample_cleaned.vot")],
+        tmp_path / "oph",
+        id_column="source_id",
+    )
     gschema = open_catalog(gaia.out).schema
-    assert gschema.field("ra").metadata[b"ucd"] == b"pos.eq.ra;meta.main" and gschema.field("parallax").metadata[b"unit"] == b"mas"
+    assert (
+        gschema.field("ra").metadata[b"ucd"] == b"pos.eq.ra;meta.main"
+        and gschema.field("parallax").metadata[b"unit"] == b"mas"
+    )
     assert gaia.rows == 2300
 
 
@@ -81,7 +93,9 @@ def test_csv_import_and_glob_of_many_files(tmp_path, client):
     # the same rows split into three CSV files, read through a glob, give the same catalog
     for k, part in enumerate(_split_frame(ref, 3)):
         part.to_csv(tmp_path / f"piece_{k}.csv", index=False)
-    result2 = _import(client, [tmp_path / "piece_*.csv"], tmp_path / "sdss_glob", id_column="specobjid", max_rows=500)
+    result2 = _import(
+        client, [tmp_path / "piece_*.csv"], tmp_path / "sdss_glob", id_column="specobjid", max_rows=500
+    )
     frame2 = open_catalog(result2.out).compute()
     pd.testing.assert_frame_equal(frame.reset_index(), frame2.reset_index())
 
@@ -129,10 +143,28 @@ def test_kill_minus_9_then_resume_gives_identical_catalog(tmp_path):
     for k, part in enumerate(_split_frame(df, 6)):
         part.to_parquet(src_dir / f"p{k}.parquet", row_group_size=50_000)
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "survey_engine.cli", "import", str(src_dir), "--out", str(out), "--id", "id",
-           "--max-rows", "20000", "--margin", "10", "--workers", "2", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "survey_engine.cli",
+        "import",
+        str(src_dir),
+        "--out",
+        str(out),
+        "--id",
+        "id",
+        "--max-rows",
+        "20000",
+        "--margin",
+        "10",
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     staging = tmp_path / "killed.partial"
     deadline = time.time() + 120
     # kill once the split step has produced shard files but before the catalog is published
@@ -143,14 +175,22 @@ def test_kill_minus_9_then_resume_gives_identical_catalog(tmp_path):
     assert proc.poll() is None, "import finished before it could be killed; make the input larger"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not out.exists() or not any(out.iterdir()), "a killed import must not leave a catalog that looks complete"
+    assert not out.exists() or not any(out.iterdir()), (
+        "a killed import must not leave a catalog that looks complete"
+    )
     assert staging.exists()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "resumed" in done.stdout
     assert not staging.exists()
     fresh = tmp_path / "fresh"
-    subprocess.run([*cmd[:5], str(src_dir), "--out", str(fresh), *cmd[7:]], env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [*cmd[:5], str(src_dir), "--out", str(fresh), *cmd[7:]],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     assert _catalog_digest(out) == _catalog_digest(fresh)
     assert _catalog_digest(out)[1] == len(df)
     m_out = open_catalog(out).margin.compute().reset_index()

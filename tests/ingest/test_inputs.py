@@ -17,7 +17,9 @@ from tests.conftest import random_sky
 
 def _run(client, inputs, out, **kw):
     kw.setdefault("margin_arcsec", 0)
-    return run_import(ImportArguments([str(i) for i in inputs], str(out), **kw), client=client, progress=False)
+    return run_import(
+        ImportArguments([str(i) for i in inputs], str(out), **kw), client=client, progress=False
+    )
 
 
 def test_empty_files_among_good_ones_are_skipped_with_a_note(tmp_path, client):
@@ -27,8 +29,14 @@ def test_empty_files_among_good_ones_are_skipped_with_a_note(tmp_path, client):
     (tmp_path / "c_zero_bytes.csv").write_text("")
     sky.iloc[:0].to_parquet(tmp_path / "d_zero_rows.parquet")
     sky.to_parquet(tmp_path / "e.parquet")
-    result = _run(client, [tmp_path / n for n in ("a.csv", "b_header_only.csv", "c_zero_bytes.csv", "d_zero_rows.parquet", "e.parquet")],
-                  tmp_path / "out")
+    result = _run(
+        client,
+        [
+            tmp_path / n
+            for n in ("a.csv", "b_header_only.csv", "c_zero_bytes.csv", "d_zero_rows.parquet", "e.parquet")
+        ],
+        tmp_path / "out",
+    )
     assert result.rows == 600 and len(result.skipped) == 3
     text = result.summary()
     assert "skipped 3 file(s) without rows" in text
@@ -59,10 +67,22 @@ def test_annz_commented_header_still_read(tmp_path, client):
 
 def test_column_types_unified_when_lossless(tmp_path, client):
     sky = random_sky(100, seed=4)
-    a = pa.table({"id": pa.array(sky.id[:50], pa.int32()), "ra": pa.array(sky.ra[:50], pa.float32()),
-                  "dec": sky.dec[:50], "mag": pa.nulls(50, pa.null())})
-    b = pa.table({"id": pa.array(sky.id[50:], pa.int64()), "ra": pa.array(sky.ra[50:], pa.float64()),
-                  "dec": sky.dec[50:], "mag": pa.array(sky.mag[50:], pa.float32())})
+    a = pa.table(
+        {
+            "id": pa.array(sky.id[:50], pa.int32()),
+            "ra": pa.array(sky.ra[:50], pa.float32()),
+            "dec": sky.dec[:50],
+            "mag": pa.nulls(50, pa.null()),
+        }
+    )
+    b = pa.table(
+        {
+            "id": pa.array(sky.id[50:], pa.int64()),
+            "ra": pa.array(sky.ra[50:], pa.float64()),
+            "dec": sky.dec[50:],
+            "mag": pa.array(sky.mag[50:], pa.float32()),
+        }
+    )
     pq.write_table(a, tmp_path / "a.parquet")
     pq.write_table(b, tmp_path / "b.parquet")
     _run(client, [tmp_path / "a.parquet", tmp_path / "b.parquet"], tmp_path / "out")
@@ -75,14 +95,25 @@ def test_column_types_unified_when_lossless(tmp_path, client):
 
 def test_column_types_refused_naming_both_files_and_the_column(tmp_path, client):
     sky = random_sky(20, seed=5)
-    pq.write_table(pa.table({"id": sky.id, "ra": sky.ra, "dec": sky.dec, "flag": pa.array(["x"] * 20)}), tmp_path / "a.parquet")
-    pq.write_table(pa.table({"id": sky.id, "ra": sky.ra, "dec": sky.dec, "flag": pa.array(np.arange(20), pa.int64())}),
-                   tmp_path / "b.parquet")
+    pq.write_table(
+        pa.table({"id": sky.id, "ra": sky.ra, "dec": sky.dec, "flag": pa.array(["x"] * 20)}),
+        tmp_path / "a.parquet",
+    )
+    pq.write_table(
+        pa.table({"id": sky.id, "ra": sky.ra, "dec": sky.dec, "flag": pa.array(np.arange(20), pa.int64())}),
+        tmp_path / "b.parquet",
+    )
     with pytest.raises(InputError, match=r"b\.parquet: column 'flag' is int64 but string in .*a\.parquet"):
         _run(client, [tmp_path / "a.parquet", tmp_path / "b.parquet"], tmp_path / "out")
     # int64 + double from declared types would lose integers above 2**53: refused too
-    pq.write_table(pa.table({"id": sky.id, "ra": sky.ra, "dec": sky.dec, "flag": pa.array(np.arange(20), pa.int64())}), tmp_path / "c.parquet")
-    pq.write_table(pa.table({"id": sky.id, "ra": sky.ra, "dec": sky.dec, "flag": pa.array(np.arange(20) / 2)}), tmp_path / "d.parquet")
+    pq.write_table(
+        pa.table({"id": sky.id, "ra": sky.ra, "dec": sky.dec, "flag": pa.array(np.arange(20), pa.int64())}),
+        tmp_path / "c.parquet",
+    )
+    pq.write_table(
+        pa.table({"id": sky.id, "ra": sky.ra, "dec": sky.dec, "flag": pa.array(np.arange(20) / 2)}),
+        tmp_path / "d.parquet",
+    )
     with pytest.raises(InputError, match=r"d\.parquet: column 'flag' is double but int64 in .*c\.parquet"):
         _run(client, [tmp_path / "c.parquet", tmp_path / "d.parquet"], tmp_path / "out2")
 
@@ -93,8 +124,15 @@ def test_csv_type_inference_reads_past_the_first_block(tmp_path, client):
     later, and whose `note` is empty at first: it imports, with double and string columns."""
     n = 560_000
     rng = np.random.default_rng(6)
-    sky = pd.DataFrame({"id": np.arange(n), "ra": rng.uniform(0, 360, n).round(6), "dec": rng.uniform(-60, 60, n).round(6),
-                        "flux": rng.integers(0, 1000, n).astype(object), "note": [""] * n})
+    sky = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "ra": rng.uniform(0, 360, n).round(6),
+            "dec": rng.uniform(-60, 60, n).round(6),
+            "flux": rng.integers(0, 1000, n).astype(object),
+            "note": [""] * n,
+        }
+    )
     sky.loc[n - 5, "flux"] = 0.5
     sky.loc[n - 3, "note"] = "late"
     path = tmp_path / "big.csv"
@@ -105,7 +143,9 @@ def test_csv_type_inference_reads_past_the_first_block(tmp_path, client):
     cat = open_catalog(tmp_path / "out")
     assert cat.schema.field("flux").type == pa.float64()
     frame = cat.compute()
-    assert frame.loc[frame.id == n - 5, "flux"].item() == 0.5 and frame.flux.sum() == pytest.approx(sky.flux.astype(float).sum())
+    assert frame.loc[frame.id == n - 5, "flux"].item() == 0.5 and frame.flux.sum() == pytest.approx(
+        sky.flux.astype(float).sum()
+    )
     assert frame.loc[frame.id == n - 3, "note"].item() == "late"
 
 
@@ -134,7 +174,9 @@ def test_float32_ra_is_wrapped_in_float64(tmp_path, client):
     sky = random_sky(10, seed=8)
     ra = sky.ra.to_numpy(np.float32)
     ra[3] = np.float32(-1e-6)
-    pq.write_table(pa.table({"id": sky.id, "ra": ra, "dec": sky.dec.astype(np.float32)}), tmp_path / "f32.parquet")
+    pq.write_table(
+        pa.table({"id": sky.id, "ra": ra, "dec": sky.dec.astype(np.float32)}), tmp_path / "f32.parquet"
+    )
     _run(client, [tmp_path / "f32.parquet"], tmp_path / "out")
     cat = open_catalog(tmp_path / "out")
     assert cat.schema.field("ra").type == pa.float64()
@@ -175,7 +217,9 @@ def test_output_path_that_is_a_file_is_a_one_line_error(tmp_path, client):
 
 
 def test_damaged_inputs_name_the_file(tmp_path, client):
-    t = pa.Table.from_arrays([pa.array([1.0, 2.0]), pa.array([3.0, 4.0]), pa.array([5.0, 6.0])], names=["ra", "dec", "ra"])
+    t = pa.Table.from_arrays(
+        [pa.array([1.0, 2.0]), pa.array([3.0, 4.0]), pa.array([5.0, 6.0])], names=["ra", "dec", "ra"]
+    )
     pq.write_table(t, tmp_path / "dup.parquet")
     with pytest.raises(InputError, match=r"dup\.parquet: column name\(s\) \['ra'\] appear more than once"):
         _run(client, [tmp_path / "dup.parquet"], tmp_path / "out")
@@ -190,9 +234,28 @@ def test_cli_error_is_one_line_without_worker_logs(tmp_path):
     sky = random_sky(50, seed=12)
     sky.loc[7, "dec"] = 95.0
     sky.to_parquet(tmp_path / "baddec.parquet")
-    proc = subprocess.run([sys.executable, "-m", "survey_engine.cli", "import", str(tmp_path / "baddec.parquet"), "--out",
-                           str(tmp_path / "out"), "--workers", "2"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_engine.cli",
+            "import",
+            str(tmp_path / "baddec.parquet"),
+            "--out",
+            str(tmp_path / "out"),
+            "--workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert proc.returncode == 2
-    assert "Compute Failed" not in proc.stderr and "distributed." not in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        "Compute Failed" not in proc.stderr
+        and "distributed." not in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
     assert proc.stderr.strip().splitlines()[-1].endswith("(use --drop-invalid to drop them and count them)")
     assert "baddec.parquet: row 7: column 'dec' is outside [-90, 90]" in proc.stderr

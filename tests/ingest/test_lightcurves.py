@@ -18,16 +18,30 @@ from survey_engine.mock.lightcurves import write_mock_lightcurves
 @pytest.fixture(scope="module")
 def lc_sky(tmp_path_factory, client):
     root = tmp_path_factory.mktemp("lcsky")
-    counts = write_mock_lightcurves(300, root / "mock", seed=11, cadence="dense", client=client, progress=False)
-    run_import(ImportArguments([str(root / "mock" / "objects")], str(root / "objects"), id_column="object_id", max_rows=60,
-                               margin_arcsec=0), client=client, progress=False)
+    counts = write_mock_lightcurves(
+        300, root / "mock", seed=11, cadence="dense", client=client, progress=False
+    )
+    run_import(
+        ImportArguments(
+            [str(root / "mock" / "objects")],
+            str(root / "objects"),
+            id_column="object_id",
+            max_rows=60,
+            margin_arcsec=0,
+        ),
+        client=client,
+        progress=False,
+    )
     return root, counts
 
 
 def test_every_detection_lands_in_its_object_sorted_by_time(lc_sky, client):
     root, counts = lc_sky
-    result = attach_lightcurves(LightcurveArguments(str(root / "objects"), [str(root / "mock" / "detections")],
-                                                    str(root / "nested")), client=client, progress=False)
+    result = attach_lightcurves(
+        LightcurveArguments(str(root / "objects"), [str(root / "mock" / "detections")], str(root / "nested")),
+        client=client,
+        progress=False,
+    )
     assert result.detections == counts["detections"] and result.unmatched_detections == 0
     assert result.objects == counts["objects"] == result.objects_with_detections
     cat = open_catalog(root / "nested")
@@ -55,8 +69,13 @@ def test_lsdb_reads_the_light_curves_as_nested(lc_sky, client):
 
     root, _ = lc_sky
     if not (root / "nested").exists():
-        attach_lightcurves(LightcurveArguments(str(root / "objects"), [str(root / "mock" / "detections")], str(root / "nested")),
-                           client=client, progress=False)
+        attach_lightcurves(
+            LightcurveArguments(
+                str(root / "objects"), [str(root / "mock" / "detections")], str(root / "nested")
+            ),
+            client=client,
+            progress=False,
+        )
     cat = lsdb.open_catalog(root / "nested")
     assert str(cat.dtypes["lc"]).startswith("nested<time: [double], mag: [double], mag_err: [double], band:")
     frame = cat.compute()
@@ -66,19 +85,36 @@ def test_lsdb_reads_the_light_curves_as_nested(lc_sky, client):
 
 def test_unmatched_detections_are_counted_or_refused(lc_sky, client, tmp_path):
     root, counts = lc_sky
-    extra = pd.DataFrame({"object_id": [10**9, 10**9 + 1], "time": [1.0, 2.0], "band": ["r", "r"], "mag": [15.0, 15.1],
-                          "mag_err": [0.01, 0.01]})
+    extra = pd.DataFrame(
+        {
+            "object_id": [10**9, 10**9 + 1],
+            "time": [1.0, 2.0],
+            "band": ["r", "r"],
+            "mag": [15.0, 15.1],
+            "mag_err": [0.01, 0.01],
+        }
+    )
     extra.to_parquet(tmp_path / "stray.parquet")
     inputs = [str(root / "mock" / "detections"), str(tmp_path / "stray.parquet")]
-    r = attach_lightcurves(LightcurveArguments(str(root / "objects"), inputs, str(tmp_path / "out")), client=client, progress=False)
+    r = attach_lightcurves(
+        LightcurveArguments(str(root / "objects"), inputs, str(tmp_path / "out")),
+        client=client,
+        progress=False,
+    )
     assert r.unmatched_detections == 2 and r.detections == counts["detections"]
     with pytest.raises(InputError, match="no object's"):
-        attach_lightcurves(LightcurveArguments(str(root / "objects"), inputs, str(tmp_path / "out2"), require_objects=True),
-                           client=client, progress=False)
+        attach_lightcurves(
+            LightcurveArguments(str(root / "objects"), inputs, str(tmp_path / "out2"), require_objects=True),
+            client=client,
+            progress=False,
+        )
     assert not (tmp_path / "out2").exists()
     with pytest.raises(InputError, match="no object id column 'nope'"):
-        attach_lightcurves(LightcurveArguments(str(root / "objects"), inputs, str(tmp_path / "out3"), object_id="nope"),
-                           client=client, progress=False)
+        attach_lightcurves(
+            LightcurveArguments(str(root / "objects"), inputs, str(tmp_path / "out3"), object_id="nope"),
+            client=client,
+            progress=False,
+        )
 
 
 @pytest.mark.slow
@@ -87,12 +123,21 @@ def test_variability_features_per_band_on_the_cluster(lc_sky, client):
 
     root, counts = lc_sky
     if not (root / "nested").exists():
-        attach_lightcurves(LightcurveArguments(str(root / "objects"), [str(root / "mock" / "detections")], str(root / "nested")),
-                           client=client, progress=False)
-    result = variability_catalog(str(root / "nested"), str(root / "variability"), client=client, progress=False)
+        attach_lightcurves(
+            LightcurveArguments(
+                str(root / "objects"), [str(root / "mock" / "detections")], str(root / "nested")
+            ),
+            client=client,
+            progress=False,
+        )
+    result = variability_catalog(
+        str(root / "nested"), str(root / "variability"), client=client, progress=False
+    )
     assert result.rows == counts["objects"]
     frame = open_catalog(root / "variability").compute()
-    assert "lc" not in frame.columns and {"g_period", "r_period", "g_stetson_j", "r_fourier_r21"} <= set(frame.columns)
+    assert "lc" not in frame.columns and {"g_period", "r_period", "g_stetson_j", "r_fourier_r21"} <= set(
+        frame.columns
+    )
     rr = frame[frame["var_class"].isin(["RRAB", "RRC"])]
     rel = np.abs(rr["r_period"] - rr["period"]) / rr["period"]
     assert len(rr) >= 40 and (rel < 1e-3).mean() >= 0.95

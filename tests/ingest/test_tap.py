@@ -68,6 +68,7 @@ def subset_reference(dachs, client, tmp_path_factory):
 
 # -- whole table, checked against the server ---------------------------------------------------
 
+
 def test_whole_table_equals_server(dachs, whole_table, source_table):
     out, result = whole_table
     assert result.paging == "healpix"  # DaCHS declares ivo_healpix_index
@@ -78,7 +79,9 @@ def test_whole_table_equals_server(dachs, whole_table, source_table):
     pd.testing.assert_frame_equal(got[COLUMNS], source_table[COLUMNS], check_exact=True)
     # column checksums computed by the server itself
     for col in ("ra", "dec", "phot_g_mean_mag"):
-        server_sum = float(server_scalar(dachs, f"SELECT SUM(CAST({col} AS DOUBLE PRECISION)) AS s FROM {TAP_TABLE}"))
+        server_sum = float(
+            server_scalar(dachs, f"SELECT SUM(CAST({col} AS DOUBLE PRECISION)) AS s FROM {TAP_TABLE}")
+        )
         assert np.isclose(got[col].astype(np.float64).sum(), server_sum, rtol=1e-9), col
     report = json.loads((out / REPORT_FILE).read_text())
     assert report["verification"]["ok"] and report["verification"]["service_rows"] == n_server
@@ -108,8 +111,14 @@ def test_rerun_is_up_to_date(dachs, whole_table, client):
 
 def test_where_and_columns_honoured(dachs, client, tmp_path, source_table):
     out = tmp_path / "subset"
-    args = TapIngestArguments(dachs, TAP_TABLE, str(out), columns=["source_id", "phot_g_mean_mag"],
-                              where="phot_g_mean_mag < 7.5 AND dec > 0", id_column="source_id")
+    args = TapIngestArguments(
+        dachs,
+        TAP_TABLE,
+        str(out),
+        columns=["source_id", "phot_g_mean_mag"],
+        where="phot_g_mean_mag < 7.5 AND dec > 0",
+        id_column="source_id",
+    )
     result = run_ingest(args, client=client, progress=False)
     got = frame(out)
     # ra/dec are added because the catalog needs them; nothing else comes along
@@ -121,17 +130,28 @@ def test_where_and_columns_honoured(dachs, client, tmp_path, source_table):
 
 # -- adaptive paging ----------------------------------------------------------------------------
 
+
 def test_small_pages_force_deeper_plan(dachs, client, tmp_path, source_table):
     """Pages of 500 rows, far below the densest order-0 pixel: dense pixels are counted deeper."""
     out = tmp_path / "deep"
     want = source_table[source_table.phot_g_mean_mag < 7]
-    pix0 = TapService(dachs).query(f"SELECT ivo_healpix_index(0, ra, dec) AS p, COUNT(*) AS n FROM {TAP_TABLE} "
-                                   "WHERE phot_g_mean_mag < 7 GROUP BY p", 20, "test").table
+    pix0 = (
+        TapService(dachs)
+        .query(
+            f"SELECT ivo_healpix_index(0, ra, dec) AS p, COUNT(*) AS n FROM {TAP_TABLE} "
+            "WHERE phot_g_mean_mag < 7 GROUP BY p",
+            20,
+            "test",
+        )
+        .table
+    )
     assert pix0["n"].max() > 5 * 500
     result = ingest(dachs, out, client, where="phot_g_mean_mag < 7", page_rows=500, order=0)
     got = frame(out)
     assert result.rows == len(want) and set(got.source_id) == set(want.source_id)
-    assert result.pages >= len(want) / 500 and result.splits == 0  # planned deeper up front, nothing overflowed
+    assert (
+        result.pages >= len(want) / 500 and result.splits == 0
+    )  # planned deeper up front, nothing overflowed
     assert result.queries >= result.pages + 3  # 2 whole-sky counts (plan, check) + counts at deeper orders
 
 
@@ -159,13 +179,16 @@ def test_other_pagings_give_the_same_rows(dachs, client, tmp_path, subset_refere
 def test_async_uws_queries(dachs, client, tmp_path, subset_reference):
     ref_out, ref = subset_reference
     out = tmp_path / "async"
-    result = ingest(dachs, out, client, where="phot_g_mean_mag < 7", page_rows=20_000, mode="async", pages_in_flight=2)
+    result = ingest(
+        dachs, out, client, where="phot_g_mean_mag < 7", page_rows=20_000, mode="async", pages_in_flight=2
+    )
     want = frame(ref_out)
     assert set(frame(out).source_id) == set(want.source_id[want.phot_g_mean_mag < 7])
     assert result.rows > 0
 
 
 # -- interruptions ------------------------------------------------------------------------------
+
 
 def _done_pages(pages_dir: Path) -> int:
     try:
@@ -177,9 +200,31 @@ def _done_pages(pages_dir: Path) -> int:
 def test_kill9_then_resume_is_identical(dachs, tmp_path, subset_reference):
     ref_out, ref = subset_reference
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "survey_engine.cli", "ingest", "--tap", dachs, "--table", TAP_TABLE, "--id", "source_id",
-           "--where", SUBSET_WHERE, "--page-rows", "2000", "--workers", "1", "--min-interval", "0.15",
-           "--dask-workers", "2", "--out", str(out), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "survey_engine.cli",
+        "ingest",
+        "--tap",
+        dachs,
+        "--table",
+        TAP_TABLE,
+        "--id",
+        "source_id",
+        "--where",
+        SUBSET_WHERE,
+        "--page-rows",
+        "2000",
+        "--workers",
+        "1",
+        "--min-interval",
+        "0.15",
+        "--dask-workers",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     pages = Path(str(out) + ".pages")
     deadline = time.time() + 120
@@ -205,8 +250,18 @@ def test_kill9_then_resume_is_identical(dachs, tmp_path, subset_reference):
 def test_server_stop_and_restart_mid_ingest(dachs, client, tmp_path, subset_reference):
     ref_out, ref = subset_reference
     out = tmp_path / "restart"
-    args = TapIngestArguments(dachs, TAP_TABLE, str(out), id_column="source_id", where=SUBSET_WHERE,
-                              page_rows=2_000, pages_in_flight=2, min_interval=0.25, backoff=0.5, retries=8)
+    args = TapIngestArguments(
+        dachs,
+        TAP_TABLE,
+        str(out),
+        id_column="source_id",
+        where=SUBSET_WHERE,
+        page_rows=2_000,
+        pages_in_flight=2,
+        min_interval=0.25,
+        backoff=0.5,
+        retries=8,
+    )
     outcome = {}
 
     def work():
@@ -222,11 +277,17 @@ def test_server_stop_and_restart_mid_ingest(dachs, client, tmp_path, subset_refe
         while _done_pages(args.pages_dir) < 5 and time.time() < deadline:
             time.sleep(0.05)
         assert "error" not in outcome and thread.is_alive()
-        os.kill(int(Path("/var/gavo/state/web.pid").read_text().split()[0]), signal.SIGTERM)  # the server goes away
+        os.kill(
+            int(Path("/var/gavo/state/web.pid").read_text().split()[0]), signal.SIGTERM
+        )  # the server goes away
         time.sleep(3)
     finally:
-        subprocess.run(["bash", str(DACHS_SETUP), "start"], check=True, capture_output=True,
-                       env={**os.environ, "PYTHON": sys.executable})
+        subprocess.run(
+            ["bash", str(DACHS_SETUP), "start"],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHON": sys.executable},
+        )
     thread.join(timeout=300)
     assert "error" not in outcome, outcome.get("error")
     result = outcome["result"]
@@ -239,12 +300,15 @@ def test_pages_of_another_request_are_refused(dachs, client, tmp_path):
     out = tmp_path / "mixed"
     pages = Path(str(out) + ".pages")
     pages.mkdir()
-    (pages / "manifest.json").write_text(json.dumps({"fingerprint": "someone-else", "done": {}, "planned": []}))
+    (pages / "manifest.json").write_text(
+        json.dumps({"fingerprint": "someone-else", "done": {}, "planned": []})
+    )
     with pytest.raises(InputError, match="different ingest"):
         ingest(dachs, out, client, where=SUBSET_WHERE)
 
 
 # -- errors name the query and the page ---------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "kwargs, message",
@@ -265,23 +329,40 @@ def test_service_errors_name_query_and_page(dachs, client, tmp_path, kwargs, mes
 
 
 def test_unreachable_service(tmp_path, client):
-    args = TapIngestArguments("http://127.0.0.1:9/tap", TAP_TABLE, str(tmp_path / "x"), paging="id", id_column="source_id",
-                              retries=2, backoff=0.01)
+    args = TapIngestArguments(
+        "http://127.0.0.1:9/tap",
+        TAP_TABLE,
+        str(tmp_path / "x"),
+        paging="id",
+        id_column="source_id",
+        retries=2,
+        backoff=0.01,
+    )
     with pytest.raises(TapError, match=r"(?s)failed after 3 attempts.*Connection"):
         run_ingest(args, client=client, progress=False)
 
 
 def test_html_answer(dachs, tmp_path, client):
     with FaultProxy(mode="html") as proxy:
-        args = TapIngestArguments(proxy.url + "/tap", TAP_TABLE, str(tmp_path / "x"), paging="id", id_column="source_id")
+        args = TapIngestArguments(
+            proxy.url + "/tap", TAP_TABLE, str(tmp_path / "x"), paging="id", id_column="source_id"
+        )
         with pytest.raises(TapError, match="answered HTML"):
             run_ingest(args, client=client, progress=False)
 
 
 def test_truncated_votable_is_retried_then_reported(dachs, tmp_path, client):
     with FaultProxy(mode="truncate") as proxy:
-        args = TapIngestArguments(proxy.url + "/tap", TAP_TABLE, str(tmp_path / "x"), paging="id", id_column="source_id",
-                                  retries=2, backoff=0.01, pages_in_flight=1)
+        args = TapIngestArguments(
+            proxy.url + "/tap",
+            TAP_TABLE,
+            str(tmp_path / "x"),
+            paging="id",
+            id_column="source_id",
+            retries=2,
+            backoff=0.01,
+            pages_in_flight=1,
+        )
         with pytest.raises(TapError, match=r"(?s)page id-o03-\d+-\d+.*cut short|page id-rest.*cut short"):
             run_ingest(args, client=client, progress=False)
         assert proxy.requests >= 3
@@ -290,20 +371,37 @@ def test_truncated_votable_is_retried_then_reported(dachs, tmp_path, client):
 def test_503s_are_retried(dachs, tmp_path, client):
     with FaultProxy(mode="flaky", failures=3) as proxy:
         out = tmp_path / "flaky"
-        args = TapIngestArguments(proxy.url + "/tap", TAP_TABLE, str(out), id_column="source_id", where="phot_g_mean_mag < 6",
-                                  paging="id", order=0, page_rows=50_000, backoff=0.01, pages_in_flight=1)
+        args = TapIngestArguments(
+            proxy.url + "/tap",
+            TAP_TABLE,
+            str(out),
+            id_column="source_id",
+            where="phot_g_mean_mag < 6",
+            paging="id",
+            order=0,
+            page_rows=50_000,
+            backoff=0.01,
+            pages_in_flight=1,
+        )
         result = run_ingest(args, client=client, progress=False)
     assert result.retries == 3
-    assert result.rows == int(server_scalar(dachs, f"SELECT COUNT(*) FROM {TAP_TABLE} WHERE phot_g_mean_mag < 6"))
+    assert result.rows == int(
+        server_scalar(dachs, f"SELECT COUNT(*) FROM {TAP_TABLE} WHERE phot_g_mean_mag < 6")
+    )
 
 
 def test_maxrec_below_one_pixel_at_max_order(dachs, tmp_path, client):
-    args = TapIngestArguments(dachs, TAP_TABLE, str(tmp_path / "x"), id_column="source_id", order=2, max_order=2, page_rows=100)
-    with pytest.raises(TapError, match=r"(?s)more than 100 rows even at the deepest order \(2\).*query: SELECT"):
+    args = TapIngestArguments(
+        dachs, TAP_TABLE, str(tmp_path / "x"), id_column="source_id", order=2, max_order=2, page_rows=100
+    )
+    with pytest.raises(
+        TapError, match=r"(?s)more than 100 rows even at the deepest order \(2\).*query: SELECT"
+    ):
         run_ingest(args, client=client, progress=False)
 
 
 # -- hostile input and secrets ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "where",
@@ -323,10 +421,17 @@ def test_hostile_where_cannot_break_out(where, tmp_path):
 
 def test_where_with_parentheses_inside_strings_is_fine(dachs, tmp_path, client):
     out = tmp_path / "strings"
-    args = TapIngestArguments(dachs, TAP_TABLE, str(out), id_column="source_id",
-                              where="phot_g_mean_mag < 5 AND 'a) OR (1=1' = 'a) OR (1=1'")
+    args = TapIngestArguments(
+        dachs,
+        TAP_TABLE,
+        str(out),
+        id_column="source_id",
+        where="phot_g_mean_mag < 5 AND 'a) OR (1=1' = 'a) OR (1=1'",
+    )
     result = run_ingest(args, client=client, progress=False)
-    assert result.rows == int(server_scalar(dachs, f"SELECT COUNT(*) FROM {TAP_TABLE} WHERE phot_g_mean_mag < 5"))
+    assert result.rows == int(
+        server_scalar(dachs, f"SELECT COUNT(*) FROM {TAP_TABLE} WHERE phot_g_mean_mag < 5")
+    )
 
 
 @pytest.mark.parametrize("name", ["ra; DROP TABLE x", "ra--", "1ra", "select", "ra dec", 'a"b'])
@@ -348,15 +453,23 @@ def test_credentials_never_logged_or_stored(dachs, tmp_path, client, capfd, capl
     secret = "tok-SECRET-4711"
     url = dachs.replace("http://", f"http://user:{secret}@")
     out = tmp_path / "secret"
-    args = TapIngestArguments(url, TAP_TABLE, str(out), id_column="source_id", where="phot_g_mean_mag < 4", token=secret)
+    args = TapIngestArguments(
+        url, TAP_TABLE, str(out), id_column="source_id", where="phot_g_mean_mag < 4", token=secret
+    )
     result = run_ingest(args, client=client, progress=True)
     assert result.rows > 0
-    stored = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file() and p.suffix in ("", ".json", ".properties", ".csv"))
+    stored = "".join(
+        p.read_text(errors="replace")
+        for p in out.rglob("*")
+        if p.is_file() and p.suffix in ("", ".json", ".properties", ".csv")
+    )
     captured = capfd.readouterr()
     assert secret not in stored + captured.out + captured.err + caplog.text + repr(args)
     assert "user:" not in (out / REPORT_FILE).read_text()
     # and a failure message does not leak it either
-    bad = TapIngestArguments(url, "segaia.nope", str(tmp_path / "y"), paging="id", id_column="source_id", token=secret)
+    bad = TapIngestArguments(
+        url, "segaia.nope", str(tmp_path / "y"), paging="id", id_column="source_id", token=secret
+    )
     with pytest.raises(TapError) as info:
         run_ingest(bad, client=client, progress=False)
     assert secret not in str(info.value)
@@ -372,16 +485,45 @@ def test_presets_resolve_without_network(tmp_path):
 
 def test_cli_ingest(dachs, tmp_path):
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-m", "survey_engine.cli", "ingest", "--tap", dachs, "--table", TAP_TABLE,
-           "--columns", "source_id,phot_g_mean_mag", "--where", "phot_g_mean_mag < 6", "--ra", "ra", "--dec", "dec",
-           "--id", "source_id", "--order", "2", "--page-rows", "500", "--workers", "3", "--dask-workers", "1", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "survey_engine.cli",
+        "ingest",
+        "--tap",
+        dachs,
+        "--table",
+        TAP_TABLE,
+        "--columns",
+        "source_id,phot_g_mean_mag",
+        "--where",
+        "phot_g_mean_mag < 6",
+        "--ra",
+        "ra",
+        "--dec",
+        "dec",
+        "--id",
+        "source_id",
+        "--order",
+        "2",
+        "--page-rows",
+        "500",
+        "--workers",
+        "3",
+        "--dask-workers",
+        "1",
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "checked against the service" in done.stdout and "rows/s" in done.stdout
     assert "ingest pages" in done.stderr  # the progress bar
     n = int(server_scalar(dachs, f"SELECT COUNT(*) FROM {TAP_TABLE} WHERE phot_g_mean_mag < 6"))
     assert open_catalog(out).row_count() == n
-    bad = subprocess.run(cmd[:-2] + ["--where", "1=1) OR (1=1", "--out", str(tmp_path / "bad")], capture_output=True, text=True)
+    bad = subprocess.run(
+        cmd[:-2] + ["--where", "1=1) OR (1=1", "--out", str(tmp_path / "bad")], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "WHERE clause" in bad.stderr
 
 
@@ -389,9 +531,13 @@ def test_server_side_failures_are_told_from_refusals():
     from survey_engine.ingest.tap.client import server_side_failure
 
     # what DaCHS answered once under concurrent sync queries (a race in its job directories)
-    assert server_side_failure("Field query: [Errno 13] Permission denied: '/var/gavo/state/uwsjobs/8rajgr6s/tmp24gvf7ta'")
+    assert server_side_failure(
+        "Field query: [Errno 13] Permission denied: '/var/gavo/state/uwsjobs/8rajgr6s/tmp24gvf7ta'"
+    )
     assert server_side_failure("Query timed out after 60 seconds")
-    for refusal in ("Field query: Could not locate table 'segaia.nope'",
-                    "Field query: No such field known: column 'nope' could not be located in table metadata",
-                    "Field query: Could not parse your query: Expected \"SELECT\", found 'S'  (at char 0), (line:1, col:1)"):
+    for refusal in (
+        "Field query: Could not locate table 'segaia.nope'",
+        "Field query: No such field known: column 'nope' could not be located in table metadata",
+        "Field query: Could not parse your query: Expected \"SELECT\", found 'S'  (at char 0), (line:1, col:1)",
+    ):
         assert not server_side_failure(refusal)

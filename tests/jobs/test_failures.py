@@ -56,7 +56,10 @@ def test_worker_killed_mid_stage_gives_identical_outputs(tmp_path, client):
     run_job(ref, client=client, progress=False, echo=None)
 
     spec = load_spec(tmp_path / "job.yaml", base=tmp_path / "killed")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as c,
+    ):
         pids = c.run(os.getpid)
         thread, outcome = _start(spec, c)
         _wait_for_import(spec)  # then kill -9 a worker
@@ -86,9 +89,13 @@ def test_scheduler_gone_is_a_clear_error_and_rerun_resumes(tmp_path, client):
     from survey_engine.jobs.run import SchedulerLost
 
     assert isinstance(outcome.get("error"), SchedulerLost), repr(outcome.get("error"))
-    assert "lost the Dask scheduler" in str(outcome["error"]) and "run the same command again" in str(outcome["error"])
+    assert "lost the Dask scheduler" in str(outcome["error"]) and "run the same command again" in str(
+        outcome["error"]
+    )
     assert not (spec.workdir / "sky").exists()
     # the same command again, on a working cluster, finishes the job
-    summary = run_job(load_spec(tmp_path / "job.yaml", base=tmp_path), client=client, progress=False, echo=None)
+    summary = run_job(
+        load_spec(tmp_path / "job.yaml", base=tmp_path), client=client, progress=False, echo=None
+    )
     assert summary["status"] == "ok"
     assert open_catalog(spec.workdir / "sky").row_count() == 300_000

@@ -26,8 +26,24 @@ stages:
 def test_job_on_slurm_workers_are_batch_jobs(slurm, tmp_path):
     spec = tmp_path / "job.yaml"
     spec.write_text(JOB)
-    done = subprocess.run([sys.executable, "-m", "survey_engine.cli", "run", str(spec), "--cluster", "slurm", "--workdir",
-                           str(tmp_path / "work"), "--no-progress"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_engine.cli",
+            "run",
+            str(spec),
+            "--cluster",
+            "slurm",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "work" / "run_summary.json").read_text())
     assert summary["status"] == "ok" and summary["cluster"]["workers"] == 2
@@ -50,9 +66,25 @@ def test_refused_jobs_give_the_schedulers_reason(slurm, tmp_path, monkeypatch):
     env = {"SURVEY_ENGINE_CLUSTER_MEMORY": "900GB", "SURVEY_ENGINE_CLUSTER_WAIT_TIMEOUT": "15"}
     import os
 
-    done = subprocess.run([sys.executable, "-m", "survey_engine.cli", "run", str(spec), "--cluster", "slurm", "--workdir",
-                           str(tmp_path / "work"), "--no-progress"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={**os.environ, **env})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_engine.cli",
+            "run",
+            str(spec),
+            "--cluster",
+            "slurm",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, **env},
+    )
     assert done.returncode == 2
     assert "0 of 2 workers arrived" in done.stderr and "refuses the job" in done.stderr
     queued = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
@@ -117,8 +149,10 @@ def test_slurm_cluster_over_tls(slurm, tmp_path):
     certs.mkdir()
     make_certs(certs)
     config = tmp_path / "slurm_tls.yaml"
-    config.write_text((REPO / "cluster" / "slurm.yaml").read_text() + "security:\n  tls_ca_file: certs/ca.pem\n"
-                      "  tls_client_cert: certs/node.pem\n  tls_client_key: certs/node.key\n")
+    config.write_text(
+        (REPO / "cluster" / "slurm.yaml").read_text() + "security:\n  tls_ca_file: certs/ca.pem\n"
+        "  tls_client_cert: certs/node.pem\n  tls_client_key: certs/node.key\n"
+    )
     kind, kwargs, _ = load_config(config)
     from survey_engine.jobs.clusters import load_security
 
@@ -132,8 +166,24 @@ def test_slurm_cluster_over_tls(slurm, tmp_path):
     assert "PRIVATE KEY" not in script  # paths only, never the key itself
     spec = tmp_path / "job.yaml"
     spec.write_text(JOB)
-    done = subprocess.run([sys.executable, "-m", "survey_engine.cli", "run", str(spec), "--cluster", str(config), "--workdir",
-                           str(tmp_path / "work"), "--no-progress"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_engine.cli",
+            "run",
+            str(spec),
+            "--cluster",
+            str(config),
+            "--workdir",
+            str(tmp_path / "work"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "work" / "run_summary.json").read_text())
     assert summary["cluster"]["scheduler"].startswith("tls://") and len(summary["cluster"]["batch_jobs"]) == 2

@@ -41,15 +41,51 @@ def hosts():
     made = subprocess.run(["bash", str(script), "start", "2"], capture_output=True, text=True)
     assert made.returncode == 0, f"cannot make the network namespaces (root needed, as in CI): {made.stderr}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", DRIVER, "--port",
-                               str(PORT), "--dashboard-address", ":0"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_scheduler",
+                "--host",
+                DRIVER,
+                "--port",
+                str(PORT),
+                "--dashboard-address",
+                ":0",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    ]
     time.sleep(3)
     for i in (1, 2):
-        procs.append(subprocess.Popen(["ip", "netns", "exec", f"se-host{i}", sys.executable, "-m",
-                                       "distributed.cli.dask_worker", f"tcp://{DRIVER}:{PORT}", "--nthreads", "1",
-                                       "--memory-limit", "4GB", "--name", f"host{i}"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    f"se-host{i}",
+                    sys.executable,
+                    "-m",
+                    "distributed.cli.dask_worker",
+                    f"tcp://{DRIVER}:{PORT}",
+                    "--nthreads",
+                    "1",
+                    "--memory-limit",
+                    "4GB",
+                    "--name",
+                    f"host{i}",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
     yield f"tcp://{DRIVER}:{PORT}"
     for proc in procs:
         proc.terminate()
@@ -61,8 +97,24 @@ def hosts():
 
 
 def _run(job, cluster, cwd):
-    return subprocess.run([sys.executable, "-m", "survey_engine.cli", "run", str(job), "--cluster", cluster,
-                           "--min-workers", "2", "--no-progress"], capture_output=True, text=True, cwd=cwd, timeout=900)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_engine.cli",
+            "run",
+            str(job),
+            "--cluster",
+            cluster,
+            "--min-workers",
+            "2",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=900,
+    )
 
 
 def _pairs(path):
@@ -80,7 +132,9 @@ def test_a_job_on_workers_in_other_namespaces_equals_the_local_run(hosts, tmp_pa
     with Client(hosts, timeout=30) as client:
         client.wait_for_workers(2, timeout=60)
         addresses = sorted(client.scheduler_info()["workers"])
-        assert [a.split("//")[1].rsplit(":", 1)[0] for a in addresses] == ["10.77.0.2", "10.77.0.3"], addresses
+        assert [a.split("//")[1].rsplit(":", 1)[0] for a in addresses] == ["10.77.0.2", "10.77.0.3"], (
+            addresses
+        )
         assert not workers_reachable(client)  # not on the driver's host: results come through the scheduler
     job = tmp_path / "hosts.yaml"
     job.write_text(JOB)

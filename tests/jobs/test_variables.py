@@ -20,20 +20,28 @@ def test_variables_job_classifies_variable_types(tmp_path, client):
     spec_text = (REPO / "jobs" / "variables.yaml").read_text()
     data = yaml.safe_load(spec_text)
     data["sources"]["dense"]["mock_lightcurves"]["objects"] = 800
-    data["stages"] = [s for s in data["stages"] if s["id"].endswith("_dense")]  # one cadence keeps the test short
+    data["stages"] = [
+        s for s in data["stages"] if s["id"].endswith("_dense")
+    ]  # one cadence keeps the test short
     del data["sources"]["sparse"]
     small = tmp_path / "variables.yaml"
     small.write_text(yaml.safe_dump(data, sort_keys=False))
     spec = load_spec(small, base=tmp_path)
     summary = run_job(spec, client=client, progress=False, echo=None)
     stages = summary["stages"]
-    assert stages["lightcurves_dense"]["objects"] == 800 and stages["lightcurves_dense"]["unmatched_detections"] == 0
+    assert (
+        stages["lightcurves_dense"]["objects"] == 800
+        and stages["lightcurves_dense"]["unmatched_detections"] == 0
+    )
     assert stages["features_dense"]["rows"] == 800
     held_out = stages["types_dense"]["held_out"]
     assert held_out["n"] >= 120
     assert held_out["accuracy"] >= 0.80 and held_out["macro_f1"] >= 0.70, held_out
-    metrics = json.loads((spec.workdir / "types_dense" / "metrics.json").read_text()) \
-        if (spec.workdir / "types_dense" / "metrics.json").exists() else None
+    metrics = (
+        json.loads((spec.workdir / "types_dense" / "metrics.json").read_text())
+        if (spec.workdir / "types_dense" / "metrics.json").exists()
+        else None
+    )
     if metrics is not None:
         assert set(metrics["test"]["per_class"]) >= {"RRAB", "RRC", "CONST"}
 
@@ -45,5 +53,8 @@ def test_lightcurves_stage_checks_its_detections_source(tmp_path):
         "stages:\n  - id: objs\n    import: {source: lcs}\n"
         "  - id: lc\n    lightcurves: {objects: objs, detections: sky}\n"
     )
-    with pytest.raises(JobSpecError, match=r"bad.yaml:\d+: stage 'lc': detections: 'sky' is not a files or mock_lightcurves source"):
+    with pytest.raises(
+        JobSpecError,
+        match=r"bad.yaml:\d+: stage 'lc': detections: 'sky' is not a files or mock_lightcurves source",
+    ):
         load_spec(spec)

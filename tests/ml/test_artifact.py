@@ -54,7 +54,9 @@ def test_isolation_forest_arrays_score_exactly_as_scikit_learn():
     X = rng.normal(size=(4000, 3))
     X[:20] += 5
     est = IsolationForest(n_estimators=60, random_state=2).fit(X)
-    np.testing.assert_allclose(forest_scores(forest_arrays(est), X), -est.score_samples(X), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        forest_scores(forest_arrays(est), X), -est.score_samples(X), rtol=0, atol=1e-12
+    )
 
 
 def test_model_folders_hold_no_pickles_and_list_every_file(anomaly_model, table, client, tmp_path):
@@ -62,7 +64,9 @@ def test_model_folders_hold_no_pickles_and_list_every_file(anomaly_model, table,
     for folder in (anomaly_model, tmp_path / "pca"):
         meta = json.loads((folder / "model.json").read_text())
         on_disk = sorted(p.name for p in folder.iterdir() if p.name != "model.json")
-        assert on_disk == sorted(meta["checksums"]) and not any(n.endswith((".pkl", ".joblib")) for n in on_disk)
+        assert on_disk == sorted(meta["checksums"]) and not any(
+            n.endswith((".pkl", ".joblib")) for n in on_disk
+        )
         assert all(meta["checksums"][f] == file_sha256(folder / f) for f in on_disk)
         load_model(folder)
 
@@ -84,8 +88,26 @@ def test_an_entry_outside_the_folder_runs_no_code_and_exits_2(anomaly_model, tab
     marker = tmp_path / "PWNED"
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps(_Evil(str(marker))))
     _edit(model, lambda m: m["files"].update({"isolation_forest": "../evil.pkl"}))
-    run = subprocess.run([sys.executable, "-m", "survey_engine.cli", "predict", "--model", str(model), "--catalog", str(table),
-                          "--out", str(tmp_path / "out"), "--workers", "1", "--no-progress"], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_engine.cli",
+            "predict",
+            "--model",
+            str(model),
+            "--catalog",
+            str(table),
+            "--out",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2, run.stderr
     assert "'../evil.pkl'" in run.stderr and "model.json" in run.stderr and "Traceback" not in run.stderr
     assert not marker.exists() and not (tmp_path / "out").exists()
@@ -95,8 +117,13 @@ def test_a_pickle_inside_the_folder_is_never_read(anomaly_model, tmp_path):
     model = _copy(anomaly_model, tmp_path)
     marker = tmp_path / "PWNED"
     (model / "evil.pkl").write_bytes(pickle.dumps(_Evil(str(marker))))
-    _edit(model, lambda m: (m["files"].update({"isolation_forest": "evil.pkl"}),
-                            m["checksums"].update({"evil.pkl": file_sha256(model / "evil.pkl")})))
+    _edit(
+        model,
+        lambda m: (
+            m["files"].update({"isolation_forest": "evil.pkl"}),
+            m["checksums"].update({"evil.pkl": file_sha256(model / "evil.pkl")}),
+        ),
+    )
     with pytest.raises(ModelError, match=r"evil\.pkl: not a safe model format"):
         load_model(model)
     assert not marker.exists()

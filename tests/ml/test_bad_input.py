@@ -19,8 +19,16 @@ from survey_engine.ml.supervised import TrainingError, TrainOptions, evaluate, t
 def table(tmp_path_factory):
     rng = np.random.default_rng(0)
     n = 3000
-    df = pd.DataFrame({"u": rng.normal(19, 1, n), "g": rng.normal(18, 1, n), "r": rng.normal(17.5, 1, n),
-                       "allbad": np.full(n, 99.0), "cls": rng.choice(["A", "B"], n), "one": "A"})
+    df = pd.DataFrame(
+        {
+            "u": rng.normal(19, 1, n),
+            "g": rng.normal(18, 1, n),
+            "r": rng.normal(17.5, 1, n),
+            "allbad": np.full(n, 99.0),
+            "cls": rng.choice(["A", "B"], n),
+            "one": "A",
+        }
+    )
     df["z"] = np.clip(0.1 * (df.u - df.g) + rng.normal(0.3, 0.05, n), 0, None)
     path = tmp_path_factory.mktemp("bad") / "t.parquet"
     df.to_parquet(path)
@@ -44,7 +52,10 @@ def model(table, client, tmp_path_factory):
         (dict(task="classify", features=["u-g"], label="one"), "single class"),
         (dict(task="photoz", features=["u-g"], target="z", where="u < 10.5"), "fewer than the 5 folds"),
         (dict(task="photoz", features=["u-g", "z"], target="z"), "leaks"),
-        (dict(task="photoz", features=["u-g"], target="z", magnitude="nosuch"), "--mag-column 'nosuch' is not a column"),
+        (
+            dict(task="photoz", features=["u-g"], target="z", magnitude="nosuch"),
+            "--mag-column 'nosuch' is not a column",
+        ),
     ],
 )
 def test_training_errors(table, client, tmp_path, opts, message):
@@ -56,7 +67,9 @@ def test_training_errors(table, client, tmp_path, opts, message):
 def test_model_on_data_without_its_features(model, client, tmp_path):
     pd.DataFrame({"u": [1.0], "r": [2.0]}).to_parquet(tmp_path / "other.parquet")
     with pytest.raises(ModelError, match=r"\['g'\]"):
-        predict(str(model), str(tmp_path / "other.parquet"), str(tmp_path / "out"), client=client, progress=False)
+        predict(
+            str(model), str(tmp_path / "other.parquet"), str(tmp_path / "out"), client=client, progress=False
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -79,8 +92,18 @@ def test_gpu_option_falls_back_or_agrees(table, client, tmp_path, capfd):
     GPU model's metrics agree with the CPU's."""
     from survey_engine.ml.supervised import choose_device
 
-    cpu = train(str(table), TrainOptions("photoz", ["u-g", "g-r"], target="z", members=1), str(tmp_path / "cpu"), client=client)
-    gpu = train(str(table), TrainOptions("photoz", ["u-g", "g-r"], target="z", gpu=True, members=1), str(tmp_path / "gpu"), client=client)
+    cpu = train(
+        str(table),
+        TrainOptions("photoz", ["u-g", "g-r"], target="z", members=1),
+        str(tmp_path / "cpu"),
+        client=client,
+    )
+    gpu = train(
+        str(table),
+        TrainOptions("photoz", ["u-g", "g-r"], target="z", gpu=True, members=1),
+        str(tmp_path / "gpu"),
+        client=client,
+    )
     device = json.loads((tmp_path / "gpu" / "model.json").read_text())["device"]
     assert device == choose_device(True)
     if device == "cpu":
@@ -91,8 +114,28 @@ def test_gpu_option_falls_back_or_agrees(table, client, tmp_path, capfd):
 
 
 def test_cli_errors_exit_2(table, tmp_path):
-    run = subprocess.run([sys.executable, "-m", "survey_engine.cli", "train", "photoz", "--catalog", str(table), "--features", "u-nosuch",
-                          "--target", "z", "--model-out", str(tmp_path / "m"), "--workers", "1"], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_engine.cli",
+            "train",
+            "photoz",
+            "--catalog",
+            str(table),
+            "--features",
+            "u-nosuch",
+            "--target",
+            "z",
+            "--model-out",
+            str(tmp_path / "m"),
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2 and "nosuch" in run.stderr
 
 
@@ -103,14 +146,25 @@ def test_few_held_out_rows_warn(table, client, tmp_path, monkeypatch):
     from survey_engine.ml import supervised
 
     monkeypatch.setattr(supervised, "MIN_HELD_OUT_ROWS", 100_000)
-    with pytest.warns(UserWarning, match=r"only \d+ held-out rows \(fewer than 100000\): the test metrics mean little"):
-        result = train(str(table), TrainOptions("photoz", ["u-g", "g-r"], target="z", members=1, params={"rounds": 50}),
-                       str(tmp_path / "m"), client=client)
+    with pytest.warns(
+        UserWarning, match=r"only \d+ held-out rows \(fewer than 100000\): the test metrics mean little"
+    ):
+        result = train(
+            str(table),
+            TrainOptions("photoz", ["u-g", "g-r"], target="z", members=1, params={"rounds": 50}),
+            str(tmp_path / "m"),
+            client=client,
+        )
     assert result["warnings"] and 0 < result["test"]["n"] < 100_000
     small = tmp_path / "five.parquet"
     pd.read_parquet(table).iloc[:5].to_parquet(small)
     with pytest.raises(TrainingError, match="calibration rows"):
-        train(str(small), TrainOptions("photoz", ["u-g", "g-r"], target="z", members=1), str(tmp_path / "m5"), client=client)
+        train(
+            str(small),
+            TrainOptions("photoz", ["u-g", "g-r"], target="z", members=1),
+            str(tmp_path / "m5"),
+            client=client,
+        )
 
 
 def test_text_in_a_feature_column_is_an_error_naming_column_and_row(model, client, tmp_path):
@@ -118,12 +172,19 @@ def test_text_in_a_feature_column_is_an_error_naming_column_and_row(model, clien
     with --missing nan it is a missing value: the row is flagged (and, here, gets no prediction,
     since without g neither feature u-g nor g-r exists)."""
     data = tmp_path / "text.parquet"
-    pd.DataFrame({"u": [19.0, 19.5, 20.0, 18.0, 99.0, 19.3], "g": ["18.1", "18.2", "abc", "17.9", "18.4", "18.4"],
-                  "r": [17.5, 17.0, 17.2, 17.1, 17.3, 17.3]}).to_parquet(data)
+    pd.DataFrame(
+        {
+            "u": [19.0, 19.5, 20.0, 18.0, 99.0, 19.3],
+            "g": ["18.1", "18.2", "abc", "17.9", "18.4", "18.4"],
+            "r": [17.5, 17.0, 17.2, 17.1, 17.3, 17.3],
+        }
+    ).to_parquet(data)
     with pytest.raises(ModelError, match=r"column 'g' holds text .*'abc' in row 2"):
         predict(str(model), str(data), str(tmp_path / "out"), client=client, progress=False)
     assert not (tmp_path / "out").exists()
-    out = pd.read_parquet(predict(str(model), str(data), str(tmp_path / "out"), client=client, progress=False, missing="nan"))
+    out = pd.read_parquet(
+        predict(str(model), str(data), str(tmp_path / "out"), client=client, progress=False, missing="nan")
+    )
     assert out["n_missing_features"].tolist() == [0, 0, 2, 0, 1, 0]  # u = 99 is a sentinel: u-g is missing
     assert out["quality"].tolist() == [0, 0, 2, 0, 1, 0]
     assert np.isnan(out["z_phot"][2]) and np.isfinite(out["z_phot"].drop(index=2)).all()
@@ -138,10 +199,22 @@ def test_refit_on_every_labelled_row_keeps_the_calibration_rows_out(table, clien
     from survey_engine.ml.supervised import predict_frame
 
     quick = dict(members=1, params={"rounds": 60})
-    refit = train(str(table), TrainOptions("photoz", ["u-g", "g-r"], target="z", **quick), str(tmp_path / "a"), client=client)
-    kept = train(str(table), TrainOptions("photoz", ["u-g", "g-r"], target="z", refit=False, **quick), str(tmp_path / "b"), client=client)
+    refit = train(
+        str(table),
+        TrainOptions("photoz", ["u-g", "g-r"], target="z", **quick),
+        str(tmp_path / "a"),
+        client=client,
+    )
+    kept = train(
+        str(table),
+        TrainOptions("photoz", ["u-g", "g-r"], target="z", refit=False, **quick),
+        str(tmp_path / "b"),
+        client=client,
+    )
     assert "refit" not in kept and refit["test"]["n"] == kept["test"]["n"]
-    assert refit["test"]["sigma_nmad"] == pytest.approx(kept["test"]["sigma_nmad"], rel=0.02)  # the same evaluated model
+    assert refit["test"]["sigma_nmad"] == pytest.approx(
+        kept["test"]["sigma_nmad"], rel=0.02
+    )  # the same evaluated model
     # the refit trains on every labelled row but the calibration rows (about 15%), the evaluated one on 80% of the rest
     assert 0.8 * 3000 < refit["refit"]["rows"] < 0.9 * 3000
     df = pd.read_parquet(table)

@@ -50,14 +50,22 @@ def test_sdss_dr14_goal_over_five_spatial_folds(dr14):
     # measured against; on independent data the ensemble's gain over them was nil, so the honest
     # assertion is "not worse" (within two objects per fold), not "better"
     for name, base in cv["baselines"].items():
-        assert mean["accuracy"] >= base["accuracy"] - 0.002 and mean["macro_f1"] >= base["macro_f1"] - 0.005, name
+        assert (
+            mean["accuracy"] >= base["accuracy"] - 0.002 and mean["macro_f1"] >= base["macro_f1"] - 0.005
+        ), name
     for f in cv["folds"]:
         assert set(f["baselines"]) == {"xgboost_single_process", "random_forest"}
 
 
 def test_probabilities_are_calibrated_and_sum_to_one(dr14, client, tmp_path):
     out, _ = dr14
-    pred = predict(str(out), str(shared_path("classification/sdss_dr14_5k_dev.csv")), str(tmp_path / "p"), client=client, progress=False)
+    pred = predict(
+        str(out),
+        str(shared_path("classification/sdss_dr14_5k_dev.csv")),
+        str(tmp_path / "p"),
+        client=client,
+        progress=False,
+    )
     import pandas as pd
 
     df = pd.read_parquet(pred)
@@ -81,10 +89,24 @@ def test_temperature_fit_recovers_a_known_temperature():
 
 
 def test_star_galaxy_with_shape_parameters(client, tmp_path):
-    feats = ["psfMag_r-modelMag_r", "psfMag_r-petroMag_r", "fiberMag_r-modelMag_r", "petroR50_r", "petroR90_r", "lnLStar_r", "lnLExp_r",
-             "lnLDeV_r", "mRrCc_r", "modelMag_r"]
-    r = train(str(shared_path("classification/annz_sg_separation/train")), TrainOptions("classify", feats, label="class", baselines=True),
-              str(tmp_path / "sg"), client=client)
+    feats = [
+        "psfMag_r-modelMag_r",
+        "psfMag_r-petroMag_r",
+        "fiberMag_r-modelMag_r",
+        "petroR50_r",
+        "petroR90_r",
+        "lnLStar_r",
+        "lnLExp_r",
+        "lnLDeV_r",
+        "mRrCc_r",
+        "modelMag_r",
+    ]
+    r = train(
+        str(shared_path("classification/annz_sg_separation/train")),
+        TrainOptions("classify", feats, label="class", baselines=True),
+        str(tmp_path / "sg"),
+        client=client,
+    )
     assert set(r["test"]["per_class"]) == {"GALAXY", "STAR"}
     assert r["test"]["accuracy"] > 0.95
     for name, base in r["baselines"].items():
@@ -93,8 +115,15 @@ def test_star_galaxy_with_shape_parameters(client, tmp_path):
 
 def test_mock_sky_classification_applied_to_catalog(client, mock_catalog, tmp_path):
     model = tmp_path / "mock_cls"
-    r = train(str(mock_catalog), TrainOptions("classify", ["u-g", "g-r", "r-i", "i-z", "r"], label="obj_class"), str(model), client=client)
-    assert r["test"]["accuracy"] > 0.85  # mock colours overlap more than SDSS's (faint, noisy mock photometry)
+    r = train(
+        str(mock_catalog),
+        TrainOptions("classify", ["u-g", "g-r", "r-i", "i-z", "r"], label="obj_class"),
+        str(model),
+        client=client,
+    )
+    assert (
+        r["test"]["accuracy"] > 0.85
+    )  # mock colours overlap more than SDSS's (faint, noisy mock photometry)
     out = predict(str(model), str(mock_catalog), str(tmp_path / "classified"), client=client, progress=False)
     df = open_catalog(out).compute()
     assert {"class_pred", "prob_GALAXY", "prob_QSO", "prob_STAR"} <= set(df.columns)
@@ -103,6 +132,10 @@ def test_mock_sky_classification_applied_to_catalog(client, mock_catalog, tmp_pa
 
 def test_spectroscopic_redshift_is_never_a_classifier_feature(tmp_path, client):
     with pytest.raises(TrainingError, match="spectroscopic redshifts"):
-        train(str(shared_path("classification/sdss_dr14_5k_dev.csv")), TrainOptions("classify", UGRIZ_COLOURS + ["redshift"], label="class"),
-              str(tmp_path / "leak"), client=client)
+        train(
+            str(shared_path("classification/sdss_dr14_5k_dev.csv")),
+            TrainOptions("classify", UGRIZ_COLOURS + ["redshift"], label="class"),
+            str(tmp_path / "leak"),
+            client=client,
+        )
     assert not (tmp_path / "leak").exists()

@@ -26,10 +26,18 @@ def test_worker_killed_mid_training_is_a_clear_error_not_a_hang(tmp_path):
     df["z"] = np.abs(0.1 * (df.u - df.g) + rng.normal(0, 0.02, n))
     (tmp_path / "t").mkdir()
     for i in range(4):  # four partitions: both workers train
-        df.iloc[i * n // 4:(i + 1) * n // 4].to_parquet(tmp_path / "t" / f"part{i}.parquet")
+        df.iloc[i * n // 4 : (i + 1) * n // 4].to_parquet(tmp_path / "t" / f"part{i}.parquet")
     opts = TrainOptions("photoz", ["u-g", "g"], target="z", members=1)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         pids = client.run(os.getpid)
         killed: list[str] = []
         killed_at: list[float] = []
@@ -38,7 +46,11 @@ def test_worker_killed_mid_training_is_a_clear_error_not_a_hang(tmp_path):
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 # xgboost.dask submits its training tasks as fn-<uuid> (a wrapped partial of do_train)
-                busy = [w for w, keys in client.processing().items() if any(str(k).startswith("fn-") for k in keys)]
+                busy = [
+                    w
+                    for w, keys in client.processing().items()
+                    if any(str(k).startswith("fn-") for k in keys)
+                ]
                 if busy:
                     victim = sorted(pids)[-1]
                     killed.append(victim)

@@ -12,7 +12,9 @@ from survey_engine.ml import metrics as M
 def test_photoz_metrics_from_partition_summaries_equal_exact():
     rng = np.random.default_rng(1)
     zs = rng.uniform(0, 1.2, 20_001)
-    zp = zs + (1 + zs) * np.where(rng.random(len(zs)) < 0.03, rng.normal(0, 0.3, len(zs)), rng.normal(0.002, 0.02, len(zs)))
+    zp = zs + (1 + zs) * np.where(
+        rng.random(len(zs)) < 0.03, rng.normal(0, 0.3, len(zs)), rng.normal(0.002, 0.02, len(zs))
+    )
     df = pd.DataFrame({"zp": zp, "zs": zs, "mag": rng.uniform(15, 21, len(zs))})
     exact = M.photoz_metrics(zp, zs)
     parts = [M.photoz_summary(chunk, "zp", "zs", "mag") for chunk in (df.iloc[i::7] for i in range(7))]
@@ -37,9 +39,17 @@ def test_classification_metrics_match_scikit_learn():
     logits = rng.normal(0, 1, (5000, 3))
     logits[np.arange(5000), y] += 1.5
     p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    df = pd.DataFrame({"truth": np.array(classes)[y], "class_pred": np.array(classes)[p.argmax(axis=1)],
-                       **{f"prob_{c}": p[:, i] for i, c in enumerate(classes)}})
-    parts = [M.classification_summary(c, "truth", classes) for c in (df.iloc[i * 1000:(i + 1) * 1000] for i in range(5))]
+    df = pd.DataFrame(
+        {
+            "truth": np.array(classes)[y],
+            "class_pred": np.array(classes)[p.argmax(axis=1)],
+            **{f"prob_{c}": p[:, i] for i, c in enumerate(classes)},
+        }
+    )
+    parts = [
+        M.classification_summary(c, "truth", classes)
+        for c in (df.iloc[i * 1000 : (i + 1) * 1000] for i in range(5))
+    ]
     got = M.classification_metrics(M.merge_classification(parts), classes)
     assert got["accuracy"] == pytest.approx(accuracy_score(y, p.argmax(axis=1)))
     assert got["macro_f1"] == pytest.approx(f1_score(y, p.argmax(axis=1), average="macro"))

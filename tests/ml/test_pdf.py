@@ -49,7 +49,9 @@ def test_rows_with_missing_features_get_their_own_wider_factors():
     grid = quantile_grid(m, lo, hi, cal, missing=np.ones(len(m), bool))
     z = np.expm1(y_missing)
     assert abs(np.mean((z >= grid[:, 4]) & (z <= grid[:, 8])) - 0.68) < 0.03
-    assert (grid[:, -1] - grid[:, 0] > quantile_grid(m, lo, hi, cal)[:, -1] - quantile_grid(m, lo, hi, cal)[:, 0]).all()
+    assert (
+        grid[:, -1] - grid[:, 0] > quantile_grid(m, lo, hi, cal)[:, -1] - quantile_grid(m, lo, hi, cal)[:, 0]
+    ).all()
 
 
 def test_pit_and_crps_of_a_gaussian():
@@ -70,10 +72,20 @@ def test_metrics_merge_pit_coverage_and_crps_over_partitions():
     grid = quantile_grid(m, lo, hi, fit_calibration(*_heteroscedastic(4000, 6)))
     i = {level: k for k, level in enumerate(LEVELS)}
     df = pd.DataFrame(grid, columns=list(PDF_COLUMNS)).assign(
-        zp=grid[:, i[0.5]], zs=np.expm1(y), lo=grid[:, i[0.16]], hi=grid[:, i[0.84]], lo95=grid[:, i[0.025]], hi95=grid[:, i[0.975]],
-        mag=np.linspace(16, 21, len(y)))
-    parts = [M.photoz_summary(df.iloc[k::3], "zp", "zs", "mag", "lo", "hi", "lo95", "hi95", list(PDF_COLUMNS), list(LEVELS))
-             for k in range(3)]
+        zp=grid[:, i[0.5]],
+        zs=np.expm1(y),
+        lo=grid[:, i[0.16]],
+        hi=grid[:, i[0.84]],
+        lo95=grid[:, i[0.025]],
+        hi95=grid[:, i[0.975]],
+        mag=np.linspace(16, 21, len(y)),
+    )
+    parts = [
+        M.photoz_summary(
+            df.iloc[k::3], "zp", "zs", "mag", "lo", "hi", "lo95", "hi95", list(PDF_COLUMNS), list(LEVELS)
+        )
+        for k in range(3)
+    ]
     out = M.photoz_metrics_from_summary(M.merge_summaries(parts))
     z = df.zs.to_numpy()
     assert out["n"] == 5000
@@ -82,4 +94,6 @@ def test_metrics_merge_pit_coverage_and_crps_over_partitions():
     assert out["crps"] == pytest.approx(crps(grid, z).mean())
     assert sum(out["pit_histogram"]) == pytest.approx(1.0) and len(out["pit_histogram"]) == 10
     assert out["pit_ks"] == pytest.approx(stats.kstest(pit(grid, z), "uniform").statistic, abs=0.011)
-    assert sum(b["n"] for b in out["by_photoz"]) == 5000 and all("interval_coverage_95" in b for b in out["by_magnitude"])
+    assert sum(b["n"] for b in out["by_photoz"]) == 5000 and all(
+        "interval_coverage_95" in b for b in out["by_magnitude"]
+    )

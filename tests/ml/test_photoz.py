@@ -22,7 +22,9 @@ SDSS_COLOURS = ["u-g", "g-r", "r-i", "i-z", "r"]
 def sdss_model(client, tmp_path_factory):
     out = tmp_path_factory.mktemp("pz") / "sdss_photoz"
     # refit=False: the saved model is the evaluated one (the refit is tested in test_bad_input.py)
-    opts = TrainOptions("photoz", SDSS_COLOURS, target="redshift", where="spec_class == 'GALAXY'", baselines=True, refit=False)
+    opts = TrainOptions(
+        "photoz", SDSS_COLOURS, target="redshift", where="spec_class == 'GALAXY'", baselines=True, refit=False
+    )
     result = train(str(shared_path("photoz/sdss_galaxy_colors_50k.parquet")), opts, str(out), client=client)
     return out, result
 
@@ -40,7 +42,9 @@ def test_sdss_galaxies_as_accurate_as_single_process_baselines(sdss_model):
     for name, base in r["baselines"].items():
         assert base["n"] == test["n"]
         assert test["sigma_nmad"] < base["sigma_nmad"], name
-    assert r["headline"]["stronger_baseline"] == min(r["baselines"], key=lambda k: r["baselines"][k]["sigma_nmad"])
+    assert r["headline"]["stronger_baseline"] == min(
+        r["baselines"], key=lambda k: r["baselines"][k]["sigma_nmad"]
+    )
     assert r["headline"]["sigma_nmad_lower_by"] > 0.01
     assert test["sigma_nmad"] < 0.0158  # anchors.md: single-machine XGBoost/RF give about 0.016
     assert test["outlier_rate_015"] < 0.005
@@ -51,7 +55,9 @@ def test_sdss_galaxies_as_accurate_as_single_process_baselines(sdss_model):
     assert test["pit_ks"] < 0.05 and 0 < test["crps"] < 0.02
     for b in test["by_photoz"] + test["by_magnitude"]:  # measured: within 0.045 where >= 500 rows
         if b["n"] >= 500:
-            assert abs(b["interval_coverage"] - 0.68) < 0.06 and abs(b["interval_coverage_95"] - 0.95) < 0.03, b
+            assert (
+                abs(b["interval_coverage"] - 0.68) < 0.06 and abs(b["interval_coverage_95"] - 0.95) < 0.03
+            ), b
     assert {b["z_lo"] for b in test["by_redshift"]} >= {0.0, 0.1, 0.2}
     assert len(test["by_magnitude"]) >= 3 and r["split"]["magnitude_column"] == "r"
 
@@ -66,7 +72,9 @@ def test_artifact_and_report(sdss_model):
     assert len(views["rotations"]) == 4 and len(views["mean"]) == len(SDSS_COLOURS)
     for rot in views["rotations"]:
         assert np.allclose(np.asarray(rot) @ np.asarray(rot).T, np.eye(len(SDSS_COLOURS)), atol=1e-9)
-    assert json.loads((out / "metrics.json").read_text())["test"]["sigma_nmad"] == pytest.approx(r["test"]["sigma_nmad"])
+    assert json.loads((out / "metrics.json").read_text())["test"]["sigma_nmad"] == pytest.approx(
+        r["test"]["sigma_nmad"]
+    )
     html = (out / "report.html").read_text()
     assert "sigma_nmad" in html and "<img src='data:image/png;base64," in html and "random_forest" in html
     assert sum(r["importance"].values()) == pytest.approx(1.0)
@@ -80,19 +88,46 @@ def test_evaluate_on_a_file_recomputes_the_metrics(sdss_model, client):
 
 
 def test_boss_dr10_as_accurate_as_baselines(client, tmp_path):
-    feats = ["MAG_U-MAG_G", "MAG_G-MAG_R", "MAG_R-MAG_I", "MAG_I-MAG_Z", "MAG_R", "MAG_I", "MAGERR_G", "MAGERR_R", "MAGERR_I", "MAGERR_Z"]
-    r = train(str(shared_path("photoz/annz_boss_dr10/train")), TrainOptions("photoz", feats, target="Z", baselines=True, refit=False),
-              str(tmp_path / "boss"), client=client)
+    feats = [
+        "MAG_U-MAG_G",
+        "MAG_G-MAG_R",
+        "MAG_R-MAG_I",
+        "MAG_I-MAG_Z",
+        "MAG_R",
+        "MAG_I",
+        "MAGERR_G",
+        "MAGERR_R",
+        "MAGERR_I",
+        "MAGERR_Z",
+    ]
+    r = train(
+        str(shared_path("photoz/annz_boss_dr10/train")),
+        TrainOptions("photoz", feats, target="Z", baselines=True, refit=False),
+        str(tmp_path / "boss"),
+        client=client,
+    )
     # against the textbook baselines (measured 0.01864 vs 0.01975 XGBoost / 0.01971 forest: 5.4% lower)
     assert r["headline"]["sigma_nmad_lower_by"] > 0.03
     assert r["test"]["sigma_nmad"] < 0.0190  # anchors.md: about 0.019 single-machine
-    assert abs(r["test"]["interval_coverage"] - 0.68) < 0.03 and abs(r["test"]["interval_coverage_95"] - 0.95) < 0.03
+    assert (
+        abs(r["test"]["interval_coverage"] - 0.68) < 0.03
+        and abs(r["test"]["interval_coverage_95"] - 0.95) < 0.03
+    )
 
 
 def test_mock_sky_train_with_spatial_folds_then_predict_whole_catalog(client, mock_catalog, tmp_path):
     model = tmp_path / "mock_pz"
-    r = train(str(mock_catalog), TrainOptions("photoz", ["u-g", "g-r", "r-i", "i-z", "r", "snr(r_err)"], target="redshift",
-                                               where="obj_class == 'GALAXY'"), str(model), client=client)
+    r = train(
+        str(mock_catalog),
+        TrainOptions(
+            "photoz",
+            ["u-g", "g-r", "r-i", "i-z", "r", "snr(r_err)"],
+            target="redshift",
+            where="obj_class == 'GALAXY'",
+        ),
+        str(model),
+        client=client,
+    )
     assert r["split"]["fold_kind"].startswith("spatial")
     assert r["test"]["sigma_nmad"] < 0.08  # the mock's galaxies are noisier than SDSS's bright sample
     out = predict(str(model), str(mock_catalog), str(tmp_path / "with_zphot"), client=client, progress=False)
@@ -100,32 +135,98 @@ def test_mock_sky_train_with_spatial_folds_then_predict_whole_catalog(client, mo
     assert got.row_count() == src.row_count() and got.npartitions == src.npartitions
     assert got.margin is not None and got.margin.row_count() == src.margin.row_count()
     df = got.compute()
-    assert {"z_phot", "z_phot_lo", "z_phot_hi", "z_phot_lo95", "z_phot_hi95", "z_pdf_q010", "z_pdf_q990", "quality"} <= set(df.columns)
+    assert {
+        "z_phot",
+        "z_phot_lo",
+        "z_phot_hi",
+        "z_phot_lo95",
+        "z_phot_hi95",
+        "z_pdf_q010",
+        "z_pdf_q990",
+        "quality",
+    } <= set(df.columns)
     assert np.isfinite(df.z_phot).all()
-    assert (df.z_phot_lo95 <= df.z_phot_lo).all() and (df.z_phot_lo <= df.z_phot).all() and (df.z_phot <= df.z_phot_hi).all()
+    assert (
+        (df.z_phot_lo95 <= df.z_phot_lo).all()
+        and (df.z_phot_lo <= df.z_phot).all()
+        and (df.z_phot <= df.z_phot_hi).all()
+    )
     assert (df.z_phot_hi <= df.z_phot_hi95).all() and (df.z_pdf_q500 == df.z_phot).all()
     gal = df[df.obj_class == "GALAXY"]
     ez = (gal.z_phot - gal.redshift) / (1 + gal.redshift)
     nmad = 1.4826 * np.median(np.abs(ez - np.median(ez)))
     ez0 = (np.median(gal.redshift) - gal.redshift) / (1 + gal.redshift)
-    assert nmad < 0.08 and nmad < 0.6 * 1.4826 * np.median(np.abs(ez0 - np.median(ez0)))  # far better than a constant
+    assert nmad < 0.08 and nmad < 0.6 * 1.4826 * np.median(
+        np.abs(ez0 - np.median(ez0))
+    )  # far better than a constant
 
 
 def test_cli_train_predict_evaluate(mock_catalog, tmp_path):
     model, out = tmp_path / "m", tmp_path / "pred"
     base = [sys.executable, "-m", "survey_engine.cli"]
-    run = subprocess.run(base + ["train", "photoz", "--catalog", str(mock_catalog), "--features", "u-g,g-r,r-i,i-z,r",
-                                 "--target", "redshift", "--where", "obj_class == 'GALAXY'", "--model-out", str(model), "--workers", "2", "--members", "2"],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        base
+        + [
+            "train",
+            "photoz",
+            "--catalog",
+            str(mock_catalog),
+            "--features",
+            "u-g,g-r,r-i,i-z,r",
+            "--target",
+            "redshift",
+            "--where",
+            "obj_class == 'GALAXY'",
+            "--model-out",
+            str(model),
+            "--workers",
+            "2",
+            "--members",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout[: run.stdout.rindex("}") + 1])["held_out"]["sigma_nmad"] < 0.08
-    run = subprocess.run(base + ["predict", "--model", str(model), "--catalog", str(mock_catalog), "--out", str(out), "--workers", "2"],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        base
+        + [
+            "predict",
+            "--model",
+            str(model),
+            "--catalog",
+            str(mock_catalog),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     assert "z_phot" in open_catalog(out).column_names()
     assert len(load_model(model)[0]["views"]["rotations"]) == 2  # --members 2: two boosters, two views
-    run = subprocess.run(base + ["evaluate", "--model", str(model), "--catalog", str(out), "--workers", "2", "--out", str(tmp_path / "m.json")],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        base
+        + [
+            "evaluate",
+            "--model",
+            str(model),
+            "--catalog",
+            str(out),
+            "--workers",
+            "2",
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp_path / "m.json").read_text())["n"] > 0
 
@@ -144,7 +245,18 @@ def test_sdss_one_band_removed_keeps_its_coverage(sdss_model, client):
     meta, models = load_model(out)
     data = pd.read_parquet(shared_path("photoz/sdss_galaxy_colors_50k.parquet"))
     galaxies = data.query("spec_class == 'GALAXY'")
-    prep = prepare_partition(data, FeatureSpec.from_json(meta["feature_spec"]), "photoz", "redshift", None, 5, 42, None, None, "spec_class == 'GALAXY'")
+    prep = prepare_partition(
+        data,
+        FeatureSpec.from_json(meta["feature_spec"]),
+        "photoz",
+        "redshift",
+        None,
+        5,
+        42,
+        None,
+        None,
+        "spec_class == 'GALAXY'",
+    )
     held_out = galaxies[(prep._fold == 0).to_numpy()]  # rows the model never saw
     z = held_out.redshift.to_numpy()
     for band in "ugriz":

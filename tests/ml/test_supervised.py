@@ -17,14 +17,19 @@ def _frame(n_parts: int = 8, rows: int = 1500) -> pd.DataFrame:
     y = np.abs(x[:, 0] + 0.5 * x[:, 1] ** 2 - x[:, 2] * x[:, 3]) + rng.exponential(0.3, n_parts * rows)
     # partitions that differ from each other (as sky tiles do): sorted by the first feature
     order = np.argsort(x[:, 0])
-    return pd.DataFrame({"a": x[order, 0], "b": x[order, 1], "c": x[order, 2], "d": x[order, 3], "_y": y[order]})
+    return pd.DataFrame(
+        {"a": x[order, 0], "b": x[order, 1], "c": x[order, 2], "d": x[order, 3], "_y": y[order]}
+    )
 
 
 def _persisted(client, frame: pd.DataFrame, layout) -> dd.DataFrame:
     """The frame as a Dask dataframe of 8 partitions, partition i computed on worker layout(i)."""
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     parts = dd.from_pandas(frame, npartitions=8, sort=False).to_delayed()
-    futures = [client.compute(p, workers=[workers[layout(i)]], allow_other_workers=False) for i, p in enumerate(parts)]
+    futures = [
+        client.compute(p, workers=[workers[layout(i)]], allow_other_workers=False)
+        for i, p in enumerate(parts)
+    ]
     return dd.from_delayed(futures, meta=frame.iloc[:0], verify_meta=False)
 
 
@@ -55,19 +60,36 @@ def test_xgboost_trains_on_the_fixed_placement(client, monkeypatch):
     class Recording(dxgb.DaskDMatrix):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            seen.update({w: sorted(self.partition_order[p.key] for p in parts) for w, parts in self.worker_map.items()})
+            seen.update(
+                {
+                    w: sorted(self.partition_order[p.key] for p in parts)
+                    for w, parts in self.worker_map.items()
+                }
+            )
 
     monkeypatch.setattr(dxgb, "DaskDMatrix", Recording)
     info = client.scheduler_info(n_workers=-1)["workers"]
     by_name = sorted(info, key=lambda a: (str(info[a].get("name", a)), a))
-    params = {"objective": "reg:absoluteerror", "tree_method": "hist", "max_depth": 3, "seed": 7, "nthread": 1, "verbosity": 0}
-    for layout in (lambda i: i % 2, lambda i: 1 - i % 2, lambda i: 0):  # wherever the partitions were computed first
+    params = {
+        "objective": "reg:absoluteerror",
+        "tree_method": "hist",
+        "max_depth": 3,
+        "seed": 7,
+        "nthread": 1,
+        "verbosity": 0,
+    }
+    for layout in (
+        lambda i: i % 2,
+        lambda i: 1 - i % 2,
+        lambda i: 0,
+    ):  # wherever the partitions were computed first
         seen.clear()
         dask_train(client, _persisted(client, _frame(), layout), ["a", "b", "c", "d"], params, 2)
         assert seen == {by_name[0]: [0, 2, 4, 6], by_name[1]: [1, 3, 5, 7]}
 
 
 # -- the rotated-view ensemble -------------------------------------------------------------------
+
 
 def test_views_are_fitted_on_training_rows_and_rotate_orthogonally(client):
     from survey_engine.ml.supervised import fit_views, member_matrix
@@ -88,10 +110,16 @@ def test_views_are_fitted_on_training_rows_and_rotate_orthogonally(client):
     assert np.allclose(m0[:, 4:], z @ np.asarray(views["rotations"][0]), atol=1e-4)
     # a NaN feature (missing photometry) leaves the row's rotated features missing for XGBoost, not 0
     X[0, 1] = np.nan
-    assert np.isnan(member_matrix(X, views, 2)[0, 4:]).all() and np.isfinite(member_matrix(X, views, 2)[1]).all()
-    assert fit_views(dd.from_pandas(frame, npartitions=2), ["a", "b"], 1, seed=1) is None  # one member: plain features
+    assert (
+        np.isnan(member_matrix(X, views, 2)[0, 4:]).all() and np.isfinite(member_matrix(X, views, 2)[1]).all()
+    )
+    assert (
+        fit_views(dd.from_pandas(frame, npartitions=2), ["a", "b"], 1, seed=1) is None
+    )  # one member: plain features
     sparse = frame.assign(b=np.where(np.arange(len(frame)) < 4, frame.b, np.nan))  # 4 rows with every feature
-    assert fit_views(dd.from_pandas(sparse, npartitions=2), ["a", "b", "c", "d"], 3, seed=1) is None  # too few to fit axes
+    assert (
+        fit_views(dd.from_pandas(sparse, npartitions=2), ["a", "b", "c", "d"], 3, seed=1) is None
+    )  # too few to fit axes
     assert member_matrix(X, None, 0).shape == (len(X), 4)
 
 
@@ -108,17 +136,38 @@ def test_ensemble_and_single_booster_models_train_save_and_predict(client, tmp_p
     rng = np.random.default_rng(3)
     n = 6000
     mags = 18 + rng.normal(0, 1, (n, 3))
-    z = np.clip(0.3 * (mags[:, 0] - mags[:, 1]) + 0.1 * (mags[:, 1] - mags[:, 2]) + 0.4 + rng.normal(0, 0.02, n), 0.01, None)
+    z = np.clip(
+        0.3 * (mags[:, 0] - mags[:, 1]) + 0.1 * (mags[:, 1] - mags[:, 2]) + 0.4 + rng.normal(0, 0.02, n),
+        0.01,
+        None,
+    )
     path = tmp_path / "t.parquet"
     pd.DataFrame({"g": mags[:, 0], "r": mags[:, 1], "i": mags[:, 2], "z_spec": z}).to_parquet(path)
     params = {"rounds": 40}
-    r4 = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, ensemble="members"), str(tmp_path / "m4"),
-               client=client)
-    rs = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, ensemble="stacked"), str(tmp_path / "ms"),
-               client=client)
-    rd = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, ensemble="distilled"),
-               str(tmp_path / "md"), client=client)
-    r1 = train(str(path), TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, members=1), str(tmp_path / "m1"), client=client)
+    r4 = train(
+        str(path),
+        TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, ensemble="members"),
+        str(tmp_path / "m4"),
+        client=client,
+    )
+    rs = train(
+        str(path),
+        TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, ensemble="stacked"),
+        str(tmp_path / "ms"),
+        client=client,
+    )
+    rd = train(
+        str(path),
+        TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, ensemble="distilled"),
+        str(tmp_path / "md"),
+        client=client,
+    )
+    r1 = train(
+        str(path),
+        TrainOptions("photoz", ["g-r", "r-i", "r"], target="z_spec", params=params, members=1),
+        str(tmp_path / "m1"),
+        client=client,
+    )
     assert r4["test"]["n"] == r1["test"]["n"] == rs["test"]["n"] == rd["test"]["n"]
     assert max(r["test"]["sigma_nmad"] for r in (r4, r1, rs, rd)) < 0.1
     # importances: the rotated features' gain handed back to the features they mix; z depends
@@ -129,29 +178,47 @@ def test_ensemble_and_single_booster_models_train_save_and_predict(client, tmp_p
         assert imp["g-r"] > 0.5, imp
     meta4, models4 = load_model(tmp_path / "m4")
     meta1, models1 = load_model(tmp_path / "m1")
-    assert set(models4) == {"median", "median_1", "median_2", "median_3", "quantiles"} and len(meta4["views"]["rotations"]) == 4
+    assert (
+        set(models4) == {"median", "median_1", "median_2", "median_3", "quantiles"}
+        and len(meta4["views"]["rotations"]) == 4
+    )
     assert set(models1) == {"median", "quantiles"} and meta1["views"] is None
     meta_s, models_s = load_model(tmp_path / "ms")
     for one in ("ms", "md"):
         meta_one, models_one = load_model(tmp_path / one)
-        assert set(models_one) == {"median", "quantiles"} and meta_one["views"]["stacked"] and len(meta_one["views"]["rotations"]) == 4
+        assert (
+            set(models_one) == {"median", "quantiles"}
+            and meta_one["views"]["stacked"]
+            and len(meta_one["views"]["rotations"]) == 4
+        )
         assert models_one["median"].num_features() == 3 * 5  # the features and their four rotations
     df = pd.read_parquet(path).head(500)
     from survey_engine.ml.supervised import member_matrix
 
     X = df.assign(**{"g-r": df.g - df.r, "r-i": df.r - df.i})[["g-r", "r-i", "r"]].to_numpy(np.float32)
-    each = [models4[k].inplace_predict(member_matrix(X, meta4["views"], m)) for m, k in enumerate(["median", "median_1", "median_2", "median_3"])]
+    each = [
+        models4[k].inplace_predict(member_matrix(X, meta4["views"], m))
+        for m, k in enumerate(["median", "median_1", "median_2", "median_3"])
+    ]
     got = predict_frame(df, meta4, models4)
     assert np.allclose(got.z_phot, np.expm1(np.mean(each, axis=0, dtype=np.float64)), rtol=1e-6)
     stacked = models_s["median"].inplace_predict(member_matrix(X, meta_s["views"], 0))
-    assert np.allclose(predict_frame(df, meta_s, models_s).z_phot, np.expm1(stacked.astype(np.float64)), rtol=1e-6)
+    assert np.allclose(
+        predict_frame(df, meta_s, models_s).z_phot, np.expm1(stacked.astype(np.float64)), rtol=1e-6
+    )
     # an artifact from before the ensemble has no "views" key: one booster on the plain features
     old = json.loads((tmp_path / "m1" / MODEL_FILE).read_text())
     old.pop("views")
     (tmp_path / "m1" / MODEL_FILE).write_text(json.dumps(old))
     meta_old, models_old = load_model(tmp_path / "m1")
-    assert np.allclose(predict_frame(df, meta_old, models_old).z_phot, predict_frame(df, meta1, models1).z_phot)
-    assert np.allclose(predict_frame(df, meta_old, models_old).z_phot, np.expm1(models1["median"].inplace_predict(X)), rtol=1e-6)
+    assert np.allclose(
+        predict_frame(df, meta_old, models_old).z_phot, predict_frame(df, meta1, models1).z_phot
+    )
+    assert np.allclose(
+        predict_frame(df, meta_old, models_old).z_phot,
+        np.expm1(models1["median"].inplace_predict(X)),
+        rtol=1e-6,
+    )
 
 
 def test_members_out_of_range_is_a_clear_error():
@@ -170,7 +237,11 @@ def test_stacked_views_are_the_members_views_side_by_side(client):
     feats = ["a", "b", "c", "d"]
     members = fit_views(dd.from_pandas(frame, npartitions=4), feats, 3, seed=1)
     stacked = fit_views(dd.from_pandas(frame, npartitions=4), feats, 3, seed=1, stacked=True)
-    assert member_count(members) == 3 and member_count(stacked) == 1 and member_rotations(stacked, 0) == [0, 1, 2]
+    assert (
+        member_count(members) == 3
+        and member_count(stacked) == 1
+        and member_rotations(stacked, 0) == [0, 1, 2]
+    )
     X = frame[feats].to_numpy(np.float32)
     side_by_side = np.hstack([X] + [member_matrix(X, members, m)[:, 4:] for m in range(3)])
     assert np.array_equal(member_matrix(X, stacked, 0), side_by_side)

@@ -27,8 +27,17 @@ def test_stacked_keeps_the_members_quality_at_a_tenth_of_the_trees(client, tmp_p
     data_path = shared_path("photoz/sdss_galaxy_colors_50k.parquet")
     results, models = {}, {}
     for layout in ("members", FAST):
-        opts = TrainOptions("photoz", SDSS_COLOURS, target="redshift", where="spec_class == 'GALAXY'", refit=False, ensemble=layout)
-        results[layout] = train(str(data_path), opts, str(tmp_path / layout), client=client, progress=False)["test"]
+        opts = TrainOptions(
+            "photoz",
+            SDSS_COLOURS,
+            target="redshift",
+            where="spec_class == 'GALAXY'",
+            refit=False,
+            ensemble=layout,
+        )
+        results[layout] = train(str(data_path), opts, str(tmp_path / layout), client=client, progress=False)[
+            "test"
+        ]
         models[layout] = load_model(tmp_path / layout)
     members, fast = results["members"], results[FAST]
     assert fast["n"] == members["n"]  # the same held-out fifth
@@ -42,12 +51,17 @@ def test_stacked_keeps_the_members_quality_at_a_tenth_of_the_trees(client, tmp_p
     def trees(boosters: dict) -> int:
         return sum(b.num_boosted_rounds() * (2 if name == "quantiles" else 1) for name, b in boosters.items())
 
-    assert trees(models["members"][1]) == 4 * 1200 + 2 * 300 and trees(models[FAST][1]) < trees(models["members"][1]) / 8
+    assert (
+        trees(models["members"][1]) == 4 * 1200 + 2 * 300
+        and trees(models[FAST][1]) < trees(models["members"][1]) / 8
+    )
     # the same held-out rows predicted in this process: CPU time per row at least 5x lower
     data = pd.read_parquet(data_path)
     galaxies = data.query("spec_class == 'GALAXY'")
     spec = FeatureSpec.from_json(models[FAST][0]["feature_spec"])
-    fold = prepare_partition(data, spec, "photoz", "redshift", None, 5, 42, None, None, "spec_class == 'GALAXY'")["_fold"].to_numpy()
+    fold = prepare_partition(
+        data, spec, "photoz", "redshift", None, 5, 42, None, None, "spec_class == 'GALAXY'"
+    )["_fold"].to_numpy()
     held_out = galaxies[fold == 0]
     cpu = {}
     for layout, (meta, boosters) in models.items():
@@ -56,4 +70,3 @@ def test_stacked_keeps_the_members_quality_at_a_tenth_of_the_trees(client, tmp_p
         cpu[layout] = time.process_time() - start
         assert np.isfinite(out["z_phot"]).all()
     assert cpu["members"] > 5 * cpu[FAST], cpu
-

@@ -22,7 +22,15 @@ def test_injected_oddities_score_highest(client, tmp_path):
     df.to_parquet(tmp_path / "t.parquet")
     metrics = train_anomaly(str(tmp_path / "t.parquet"), ["u-g", "g-r"], str(tmp_path / "iso"), client=client)
     assert metrics["rows"] == len(df)
-    out = pd.read_parquet(predict(str(tmp_path / "iso"), str(tmp_path / "t.parquet"), str(tmp_path / "scored"), client=client, progress=False))
+    out = pd.read_parquet(
+        predict(
+            str(tmp_path / "iso"),
+            str(tmp_path / "t.parquet"),
+            str(tmp_path / "scored"),
+            client=client,
+            progress=False,
+        )
+    )
     top = out.nlargest(10, "anomaly_score")
     assert set(top.row) == set(range(n, n + 10))
 
@@ -32,7 +40,9 @@ def test_pca_matches_scikit_learn_on_the_mock_catalog(client, mock_catalog, tmp_
 
     feats = ["u-g", "g-r", "r-i", "i-z"]
     metrics = train_pca(str(mock_catalog), feats, str(tmp_path / "pca"), n_components=2, client=client)
-    out = predict(str(tmp_path / "pca"), str(mock_catalog), str(tmp_path / "with_pca"), client=client, progress=False)
+    out = predict(
+        str(tmp_path / "pca"), str(mock_catalog), str(tmp_path / "with_pca"), client=client, progress=False
+    )
     df = open_catalog(out).compute()
     X = np.column_stack([df[a] - df[b] for a, b in (("u", "g"), ("g", "r"), ("r", "i"), ("i", "z"))])
     ok = np.isfinite(X).all(axis=1)

@@ -13,16 +13,34 @@ def test_ogle3_types_from_period_amplitude_and_fourier_terms(tmp_path, client):
     from survey_engine.ml.supervised import TrainOptions, train
 
     table = ogle3_table()
-    table = table[table["Type"].isin(["RRLyr", "Cep", "DSCT", "T2Cep", "LPV"]) & table["P_1"].notna() & table["A_1"].notna()]
+    table = table[
+        table["Type"].isin(["RRLyr", "Cep", "DSCT", "T2Cep", "LPV"])
+        & table["P_1"].notna()
+        & table["A_1"].notna()
+    ]
     import pandas as pd
 
     sample = pd.concat([g.sample(min(len(g), 1500), random_state=0) for _, g in table.groupby("Type")])
-    sample = sample.rename(columns={"P_1": "period", "A_1": "amplitude", "R21_1": "r21", "phi21_1": "phi21",
-                                    "R31_1": "r31", "phi31_1": "phi31"})
+    sample = sample.rename(
+        columns={
+            "P_1": "period",
+            "A_1": "amplitude",
+            "R21_1": "r21",
+            "phi21_1": "phi21",
+            "R31_1": "r31",
+            "phi31_1": "phi31",
+        }
+    )
     path = tmp_path / "ogle3_sample.parquet"
     sample.to_parquet(path, index=False)
-    opts = TrainOptions("classify", ["period", "amplitude", "r21", "phi21", "r31", "phi31", "V-I", "I"], label="Type",
-                        members=1, ra_column="ra", dec_column="dec")
+    opts = TrainOptions(
+        "classify",
+        ["period", "amplitude", "r21", "phi21", "r31", "phi31", "V-I", "I"],
+        label="Type",
+        members=1,
+        ra_column="ra",
+        dec_column="dec",
+    )
     result = train(str(path), opts, str(tmp_path / "model"), client=client, progress=False)
     test = result["test"]
     assert test["n"] >= 1000
@@ -31,8 +49,23 @@ def test_ogle3_types_from_period_amplitude_and_fourier_terms(tmp_path, client):
 
 
 ASAS_TO_MOCK = {"Mira": "LPV", "Classical_Cepheid": "CEP", "W_Ursae_Maj": "ECL"}
-MOCK_FEATURES = ["period", "period_fap", "amplitude", "fourier_r21", "fourier_phi21", "fourier_r31", "fourier_phi31",
-                 "stetson_j", "stetson_l", "stetson_K", "eta", "skew", "kurtosis", "beyond_1_std", "inter_percentile_range_25"]
+MOCK_FEATURES = [
+    "period",
+    "period_fap",
+    "amplitude",
+    "fourier_r21",
+    "fourier_phi21",
+    "fourier_r31",
+    "fourier_phi31",
+    "stetson_j",
+    "stetson_l",
+    "stetson_K",
+    "eta",
+    "skew",
+    "kurtosis",
+    "beyond_1_std",
+    "inter_percentile_range_25",
+]
 
 
 def _asas_curves() -> tuple[dict, dict]:
@@ -50,7 +83,9 @@ def _asas_curves() -> tuple[dict, dict]:
     with tarfile.open(data / "asas_training_subset.tar.gz") as tar:
         for member in tar.getmembers():
             if member.name.endswith(".dat"):
-                curves[Path(member.name).stem] = np.loadtxt(tar.extractfile(member), delimiter=",", unpack=True)
+                curves[Path(member.name).stem] = np.loadtxt(
+                    tar.extractfile(member), delimiter=",", unpack=True
+                )
     return curves, {str(k): v for k, v in zip(labels["filename"], labels["target"])}
 
 
@@ -72,21 +107,31 @@ def test_classifier_trained_on_mock_light_curves_labels_real_asas_stars(tmp_path
         objects, detections = generate_block(21, block, 1000, cadence)
         detections = detections[detections["band"] == band].sort_values(["object_id", "time"], kind="stable")
         groups = dict(list(detections.groupby("object_id")))
-        curves = [(groups[i]["time"].to_numpy(), groups[i]["mag"].to_numpy(), groups[i]["mag_err"].to_numpy())
-                  for i in objects["object_id"]]
+        curves = [
+            (groups[i]["time"].to_numpy(), groups[i]["mag"].to_numpy(), groups[i]["mag_err"].to_numpy())
+            for i in objects["object_id"]
+        ]
         half = len(curves) // 2
-        feats = pd.concat(client.gather(client.map(features_of_many, [curves[:half], curves[half:]], pure=False)),
-                          ignore_index=True)
+        feats = pd.concat(
+            client.gather(client.map(features_of_many, [curves[:half], curves[half:]], pure=False)),
+            ignore_index=True,
+        )
         frames.append(pd.concat([objects[["object_id", "ra", "dec", "var_class"]], feats], axis=1))
     path = tmp_path / "mock_features.parquet"
     pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
-    opts = TrainOptions("classify", MOCK_FEATURES, label="var_class", members=1, ra_column="ra", dec_column="dec")
+    opts = TrainOptions(
+        "classify", MOCK_FEATURES, label="var_class", members=1, ra_column="ra", dec_column="dec"
+    )
     result = train(str(path), opts, str(tmp_path / "model"), client=client, progress=False)
     assert result["test"]["accuracy"] >= 0.9, result["test"]
     meta, models = load_model(tmp_path / "model")
     curves, labels = _asas_curves()
     assert len(curves) == 7
-    predicted = predict_frame(features_of_many(list(curves.values())), meta, models)["class_pred"].astype(str).tolist()
+    predicted = (
+        predict_frame(features_of_many(list(curves.values())), meta, models)["class_pred"]
+        .astype(str)
+        .tolist()
+    )
     truth = [ASAS_TO_MOCK[labels[name]] for name in curves]
     pairs = list(zip(truth, predicted))
     assert all(p == t for t, p in pairs if t in ("LPV", "CEP")), pairs

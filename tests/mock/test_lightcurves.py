@@ -27,7 +27,10 @@ def test_deterministic_and_consistent():
     c_obj, _ = generate_block(8, 3, 120, "sparse")
     assert not np.allclose(a_obj["ra"], c_obj["ra"])
     assert a_obj["object_id"].is_unique
-    assert (a_det.groupby("object_id").size().reindex(a_obj["object_id"]).to_numpy() == a_obj["n_epochs"].to_numpy()).all()
+    assert (
+        a_det.groupby("object_id").size().reindex(a_obj["object_id"]).to_numpy()
+        == a_obj["n_epochs"].to_numpy()
+    ).all()
     assert set(a_obj["var_class"]) <= set(CLASS_FRACTIONS)
     # variables' parameters are OGLE-III rows
     params = ogle_parameters()

@@ -38,7 +38,11 @@ def test_sky_is_astrophysically_sensible():
     assert np.corrcoef(bright.g - bright.r, bright.u - bright.g)[0, 1] > 0.6
     # galaxy colours carry redshift: g-r reddens up to z ~ 0.4, then r-i takes over
     gal = df[(df.obj_class == "GALAXY") & (df.r < 21)]
-    lo, mid, hi = gal[gal.redshift < 0.1], gal[(gal.redshift > 0.3) & (gal.redshift < 0.45)], gal[gal.redshift > 0.6]
+    lo, mid, hi = (
+        gal[gal.redshift < 0.1],
+        gal[(gal.redshift > 0.3) & (gal.redshift < 0.45)],
+        gal[gal.redshift > 0.6],
+    )
     assert (mid.g - mid.r).median() > (lo.g - lo.r).median() - 0.2
     assert (hi.r - hi.i).median() > (mid.r - mid.i).median() + 0.1
     # QSOs are at higher redshift than galaxies; stars have none

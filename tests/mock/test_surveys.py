@@ -18,15 +18,24 @@ from survey_engine.mock.surveys import (
 
 @pytest.fixture(scope="module")
 def block():
-    return generate_block(7, 0, 60_000), survey_block("astrometric", 7, 0, 60_000), survey_block("photometric", 7, 0, 60_000)
+    return (
+        generate_block(7, 0, 60_000),
+        survey_block("astrometric", 7, 0, 60_000),
+        survey_block("photometric", 7, 0, 60_000),
+    )
 
 
 def test_surveys_are_cuts_of_the_same_sky(block):
     sky, gaia, sdss = block
-    assert len(gaia) == int(np.isfinite(sky.phot_g_mean_mag).sum()) and (gaia.phot_g_mean_mag < G_LIMIT + 0.1).all()
+    assert (
+        len(gaia) == int(np.isfinite(sky.phot_g_mean_mag).sum())
+        and (gaia.phot_g_mean_mag < G_LIMIT + 0.1).all()
+    )
     assert len(sdss) == int((sky.r < R_LIMIT).sum())
     assert gaia.source_id.is_unique and sdss.objid.is_unique
-    assert {"parallax", "pmra", "pmdec", "phot_bp_mean_mag", "phot_rp_mean_mag", "ref_epoch"} <= set(gaia.columns)
+    assert {"parallax", "pmra", "pmdec", "phot_bp_mean_mag", "phot_rp_mean_mag", "ref_epoch"} <= set(
+        gaia.columns
+    )
     assert {"u", "g", "r", "i", "z", "u_err", "z_err", "z_spec", "spec_class"} <= set(sdss.columns)
     assert "pmra" not in sdss.columns and "u" not in gaia.columns
     # the same seed gives the same surveys
@@ -36,12 +45,16 @@ def test_surveys_are_cuts_of_the_same_sky(block):
 def test_photometric_positions_are_at_2005(block):
     sky, gaia, sdss = block
     # both keep the sky row: the low 20 bits of source_id, the low 24 bits of objid
-    gaia_row = (gaia.source_id.to_numpy() & (2**20 - 1))
+    gaia_row = gaia.source_id.to_numpy() & (2**20 - 1)
     sdss_row = (sdss.objid.to_numpy() - OBJID_BASE) & (2**24 - 1)
-    both = pd.DataFrame({"row": gaia_row, "gi": np.arange(len(gaia))}).merge(pd.DataFrame({"row": sdss_row, "si": np.arange(len(sdss))}))
+    both = pd.DataFrame({"row": gaia_row, "gi": np.arange(len(gaia))}).merge(
+        pd.DataFrame({"row": sdss_row, "si": np.arange(len(sdss))})
+    )
     g, s = gaia.iloc[both.gi.to_numpy()], sdss.iloc[both.si.to_numpy()]
     assert len(both) > 10_000
-    ra16, dec16 = propagate(s.ra.to_numpy(), s.dec.to_numpy(), g.pmra.to_numpy(), g.pmdec.to_numpy(), 2005.0, 2016.0)
+    ra16, dec16 = propagate(
+        s.ra.to_numpy(), s.dec.to_numpy(), g.pmra.to_numpy(), g.pmdec.to_numpy(), 2005.0, 2016.0
+    )
 
     def sep(ra1, dec1, ra2, dec2):
         from survey_engine.catalog.healpix import angular_separation_deg
@@ -68,7 +81,11 @@ def test_spectra_only_inside_the_footprint(block):
 def test_write_survey_is_resumable_and_refuses_another(tmp_path, client):
     out = tmp_path / "gaia"
     n = write_survey("astrometric", 30_000, out, seed=3, client=client, progress=False)
-    assert n == len(pd.read_parquet(out / "part-00000.parquet")) == len(survey_block("astrometric", 3, 0, 30_000))
+    assert (
+        n
+        == len(pd.read_parquet(out / "part-00000.parquet"))
+        == len(survey_block("astrometric", 3, 0, 30_000))
+    )
     assert write_survey("astrometric", 30_000, out, seed=3, client=client, progress=False) == n
     with pytest.raises(FileExistsError, match="another|other"):
         write_survey("photometric", 30_000, out, seed=3, client=client, progress=False)
@@ -78,8 +95,26 @@ def test_cli_writes_a_survey(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "survey_engine.cli", "mock", "--rows", "20000", "--survey", "photometric",
-                           "--out", str(tmp_path / "sdss"), "--workers", "1", "--no-progress"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "survey_engine.cli",
+            "mock",
+            "--rows",
+            "20000",
+            "--survey",
+            "photometric",
+            "--out",
+            str(tmp_path / "sdss"),
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     frame = pd.read_parquet(tmp_path / "sdss" / "part-00000.parquet")
     assert f"{len(frame):,} rows" in proc.stdout and "objid" in frame.columns

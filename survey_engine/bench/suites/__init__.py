@@ -23,14 +23,44 @@ from survey_engine.bench.suites import (
     train,
 )
 
-RUNNERS = {"import": import_.run, "margins": margins.run, "crossmatch": crossmatch.run, "features": features.run,
-           "train": train.run, "predict": predict.run, "clustering": clustering.run, "real": real.run, "tap": tap.run,
-           "e2e": e2e.run, "scaling": scaling.run}
+RUNNERS = {
+    "import": import_.run,
+    "margins": margins.run,
+    "crossmatch": crossmatch.run,
+    "features": features.run,
+    "train": train.run,
+    "predict": predict.run,
+    "clustering": clustering.run,
+    "real": real.run,
+    "tap": tap.run,
+    "e2e": e2e.run,
+    "scaling": scaling.run,
+}
 SUITES = tuple(RUNNERS)
-QUICK_SIZES = {"import": [100_000], "margins": [100_000], "crossmatch": [100_000], "features": [100_000], "train": [100_000],
-               "predict": [100_000], "clustering": [100_000], "real": [None], "tap": [None], "e2e": [100_000], "scaling": [200_000]}
+QUICK_SIZES = {
+    "import": [100_000],
+    "margins": [100_000],
+    "crossmatch": [100_000],
+    "features": [100_000],
+    "train": [100_000],
+    "predict": [100_000],
+    "clustering": [100_000],
+    "real": [None],
+    "tap": [None],
+    "e2e": [100_000],
+    "scaling": [200_000],
+}
 # The full run: 10^5 .. 10^8 rows where a stage can take them on this 24 GiB, 2-core machine.
-FULL_SIZES = {"import": [100_000, 1_000_000, 10_000_000, 100_000_000], "margins": [1_000_000, 10_000_000],
-              "crossmatch": [100_000, 1_000_000, 5_000_000], "features": [1_000_000, 10_000_000],
-              "train": [1_000_000, 10_000_000, 50_000_000], "predict": [1_000_000, 10_000_000], "clustering": [100_000, 1_000_000],
-              "real": [None], "tap": [None], "e2e": [1_000_000], "scaling": [5_000_000]}
+FULL_SIZES = {
+    "import": [100_000, 1_000_000, 10_000_000, 100_000_000],
+    "margins": [1_000_000, 10_000_000],
+    "crossmatch": [100_000, 1_000_000, 5_000_000],
+    "features": [1_000_000, 10_000_000],
+    "train": [1_000_000, 10_000_000, 50_000_000],
+    "predict": [1_000_000, 10_000_000],
+    "clustering": [100_000, 1_000_000],
+    "real": [None],
+    "tap": [None],
+    "e2e": [1_000_000],
+    "scaling": [5_000_000],
+}

@@ -23,7 +23,9 @@ CLUSTER_FEATURES = ["pmra", "pmdec", "parallax", "pos_x", "pos_y", "pos_z"]
 CLUSTER_PARAMS = {"min_cluster_size": 30, "max_cluster_fraction": 0.3}
 
 
-def recovered_clusters(labels: np.ndarray, truth: np.ndarray, min_recall: float = 0.5, min_purity: float = 0.5) -> int:
+def recovered_clusters(
+    labels: np.ndarray, truth: np.ndarray, min_recall: float = 0.5, min_purity: float = 0.5
+) -> int:
     """How many true clusters (truth >= 0) have a found cluster holding at least ``min_recall`` of
     their members with at least ``min_purity`` of its own rows from them."""
     found = 0
@@ -54,16 +56,39 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
             def ours():
                 out = work / f"clu_{n}"
                 shutil.rmtree(out, ignore_errors=True)
-                summary = cluster_catalog(str(cat_path), CLUSTER_FEATURES, "hdbscan", str(out), params=dict(CLUSTER_PARAMS), client=client, progress=False)
+                summary = cluster_catalog(
+                    str(cat_path),
+                    CLUSTER_FEATURES,
+                    "hdbscan",
+                    str(out),
+                    params=dict(CLUSTER_PARAMS),
+                    client=client,
+                    progress=False,
+                )
                 df = open_catalog(out, margin=None).compute()
-                return recovered_clusters(df["cluster_id"].to_numpy(), df["cluster_id_input"].to_numpy()), summary["tiles"]
+                return recovered_clusters(
+                    df["cluster_id"].to_numpy(), df["cluster_id_input"].to_numpy()
+                ), summary["tiles"]
 
             m = timed(profiled(client, ours, prof), **plan)
             (rec_ours, tiles) = m.pop("value")
             truth_n = int(open_catalog(cat_path, margin=None).to_dask()["cluster_id"].max().compute()) + 1
             if not peer_allowed("clustering", n, peer_limits):
-                out_rows.append(bench_row("clustering", case, "survey_engine", n, workers, m, agree=rec_ours == truth_n, profile=prof,
-                                     recovered=rec_ours, true_clusters=truth_n, tiles=tiles))
+                out_rows.append(
+                    bench_row(
+                        "clustering",
+                        case,
+                        "survey_engine",
+                        n,
+                        workers,
+                        m,
+                        agree=rec_ours == truth_n,
+                        profile=prof,
+                        recovered=rec_ours,
+                        true_clusters=truth_n,
+                        tiles=tiles,
+                    )
+                )
                 out_rows.append(not_run_row("clustering", case, "sklearn_single_process", n, 1, peer_limits))
                 continue
             spec = FeatureSpec(CLUSTER_FEATURES)
@@ -72,7 +97,12 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
             def single():
                 from sklearn.cluster import HDBSCAN
 
-                df = pd.concat([pd.read_parquet(f, columns=["ra", "dec", "pmra", "pmdec", "parallax", "cluster_id"]) for f in files])
+                df = pd.concat(
+                    [
+                        pd.read_parquet(f, columns=["ra", "dec", "pmra", "pmdec", "parallax", "cluster_id"])
+                        for f in files
+                    ]
+                )
                 F = spec.compute(df).to_numpy(dtype=float)
                 q = np.nanpercentile(F, [25, 50, 75], axis=0)
                 scale = (q[2] - q[0]) / 1.349
@@ -80,18 +110,44 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
                 X = (F - q[1]) / scale
                 ok = np.isfinite(X).all(axis=1)
                 labels = np.full(len(df), -1)
-                labels[ok] = HDBSCAN(min_cluster_size=CLUSTER_PARAMS["min_cluster_size"],
-                                     max_cluster_size=int(CLUSTER_PARAMS["max_cluster_fraction"] * ok.sum())).fit_predict(X[ok])
+                labels[ok] = HDBSCAN(
+                    min_cluster_size=CLUSTER_PARAMS["min_cluster_size"],
+                    max_cluster_size=int(CLUSTER_PARAMS["max_cluster_fraction"] * ok.sum()),
+                ).fit_predict(X[ok])
                 return recovered_clusters(labels, df["cluster_id"].to_numpy())
 
             ms = timed(single, **plan)
             rec_s = ms.pop("value")
             agree = rec_ours == rec_s == truth_n
-            out_rows.append(bench_row("clustering", case, "survey_engine", n, workers, m, agree=agree, profile=prof, recovered=rec_ours,
-                                 true_clusters=truth_n, tiles=tiles, note="per tile + 0.5 deg margin, merged across tile borders"))
-            out_rows.append(bench_row("clustering", case, "sklearn_single_process", n, 1, ms, agree=agree, recovered=rec_s, true_clusters=truth_n,
-                                 note="one HDBSCAN over the whole table"))
+            out_rows.append(
+                bench_row(
+                    "clustering",
+                    case,
+                    "survey_engine",
+                    n,
+                    workers,
+                    m,
+                    agree=agree,
+                    profile=prof,
+                    recovered=rec_ours,
+                    true_clusters=truth_n,
+                    tiles=tiles,
+                    note="per tile + 0.5 deg margin, merged across tile borders",
+                )
+            )
+            out_rows.append(
+                bench_row(
+                    "clustering",
+                    case,
+                    "sklearn_single_process",
+                    n,
+                    1,
+                    ms,
+                    agree=agree,
+                    recovered=rec_s,
+                    true_clusters=truth_n,
+                    note="one HDBSCAN over the whole table",
+                )
+            )
             shutil.rmtree(work / f"clu_{n}", ignore_errors=True)
     return out_rows
-
-

@@ -74,14 +74,22 @@ def task_profile(client, into: list):
             if ss.get("action") == "compute":
                 durations.append(ss["stop"] - ss["start"])
     d = np.asarray(durations) if durations else np.zeros(1)
-    into.append({"tasks": len(durations), "task_seconds": float(d.sum()), "task_s_median": float(np.median(d)),
-                 "task_s_p95": float(np.percentile(d, 95)), "task_s_max": float(d.max())})
+    into.append(
+        {
+            "tasks": len(durations),
+            "task_seconds": float(d.sum()),
+            "task_s_median": float(np.median(d)),
+            "task_s_p95": float(np.percentile(d, 95)),
+            "task_s_max": float(d.max()),
+        }
+    )
 
 
 def profiled(client, fn, into: list):
     def run():
         with task_profile(client, into):
             return fn()
+
     return run
 
 
@@ -102,8 +110,16 @@ def local_cluster(workers: int):
 
     saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
     try:
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                          silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=logging.ERROR,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             yield client
     finally:
         for k, v in saved.items():
@@ -120,8 +136,18 @@ def peer_environment(threads: int) -> dict:
     return {**os.environ, **{k: str(threads) for k in THREAD_VARIABLES}}
 
 
-def bench_row(suite, case, tool, rows, workers, m=None, agree=None, note=None, profile: list | None = None, **extra) -> dict:
-    r = {"suite": suite, "case": case, "tool": tool, "rows": rows, "workers": workers, "agree": agree, "note": note}
+def bench_row(
+    suite, case, tool, rows, workers, m=None, agree=None, note=None, profile: list | None = None, **extra
+) -> dict:
+    r = {
+        "suite": suite,
+        "case": case,
+        "tool": tool,
+        "rows": rows,
+        "workers": workers,
+        "agree": agree,
+        "note": note,
+    }
     if m is not None:
         r.update({k: m[k] for k in ("seconds", "min_s", "max_s", "first_s", "repeats", "peak_rss_bytes")})
         r["peak_rss_process_bytes"] = m.get("peak_rss_process_bytes")
@@ -134,7 +160,14 @@ def bench_row(suite, case, tool, rows, workers, m=None, agree=None, note=None, p
 
 
 def not_run_row(suite, case, tool, rows, workers, limits=None) -> dict:
-    return bench_row(suite, case, tool, rows, workers, note=f"not run above {peer_limit(suite, limits, tool):,} rows (time budget of the full run)")
+    return bench_row(
+        suite,
+        case,
+        tool,
+        rows,
+        workers,
+        note=f"not run above {peer_limit(suite, limits, tool):,} rows (time budget of the full run)",
+    )
 
 
 def mock_files(rows: int, work: Path, client) -> Path:
@@ -145,9 +178,11 @@ def mock_files(rows: int, work: Path, client) -> Path:
         write_mock_sky(rows, out, seed=11, client=client, progress=False)
     return out
 
+
 def import_max_rows(n: int) -> int:
     """Rows per partition for an n-row import: about 20 partitions, at least 10k, at most 1M rows."""
     return int(min(1_000_000, max(10_000, n // 20)))
+
 
 def ids_in_files(path: Path) -> np.ndarray:
     import pyarrow.dataset as ds
@@ -164,7 +199,12 @@ def catalog_ids(path: Path) -> np.ndarray:
     from survey_engine.catalog.catalog import open_catalog
 
     cat = open_catalog(path)
-    return ds.dataset([str(f) for f in cat.partition_files()], format="parquet").to_table(columns=["source_id"]).column(0).to_numpy()
+    return (
+        ds.dataset([str(f) for f in cat.partition_files()], format="parquet")
+        .to_table(columns=["source_id"])
+        .column(0)
+        .to_numpy()
+    )
 
 
 def hats_import_catalog(src: Path, out: Path, client, max_rows: int) -> None:
@@ -173,10 +213,22 @@ def hats_import_catalog(src: Path, out: Path, client, max_rows: int) -> None:
     from hats_import.pipeline import pipeline_with_client
 
     files = sorted(str(p) for p in src.glob("*.parquet")) if src.is_dir() else [str(src)]
-    args = (CollectionArguments(output_artifact_name=out.name, output_path=str(out.parent), progress_bar=False, resume=False)
-            .catalog(input_file_list=files, file_reader="parquet", ra_column="ra", dec_column="dec", pixel_threshold=max_rows, highest_healpix_order=10)
-            .add_margin(margin_threshold=5.0))
+    args = (
+        CollectionArguments(
+            output_artifact_name=out.name, output_path=str(out.parent), progress_bar=False, resume=False
+        )
+        .catalog(
+            input_file_list=files,
+            file_reader="parquet",
+            ra_column="ra",
+            dec_column="dec",
+            pixel_threshold=max_rows,
+            highest_healpix_order=10,
+        )
+        .add_margin(margin_threshold=5.0)
+    )
     pipeline_with_client(args, client)
+
 
 def pair_array(left_ids: np.ndarray, right_ids: np.ndarray) -> np.ndarray:
     """A pair set as a sorted (n, 2) int64 array: equal sets give equal arrays. Every tool's time
@@ -189,6 +241,7 @@ def xyz(df):
     from survey_engine.catalog.healpix import radec_to_xyz
 
     return radec_to_xyz(df.ra.to_numpy(), df.dec.to_numpy())
+
 
 def peer_process(module: str, args: list[str], what: str, env: dict | None = None) -> dict:
     """Run ``python -m module args`` in a fresh process; its last stdout line is a JSON result.
@@ -203,6 +256,7 @@ def peer_process(module: str, args: list[str], what: str, env: dict | None = Non
         raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
+
 def mock_catalog(n: int, work: Path, client, margin: float = 0.0, max_rows: int | None = None) -> Path:
     """The mock sky of n rows as a HATS catalog (made once per size and margin, then reused)."""
     from survey_engine.ingest.file_import.arguments import ImportArguments
@@ -211,7 +265,15 @@ def mock_catalog(n: int, work: Path, client, margin: float = 0.0, max_rows: int 
     cat_path = work / f"mock_cat_{n}_m{margin:g}"
     if not cat_path.exists():
         src = mock_files(n, work, client)
-        run_import(ImportArguments([str(src)], str(cat_path), id_column="source_id", max_rows=max_rows or max(20_000, n // 20),
-                                   margin_arcsec=margin), client=client, progress=False)
+        run_import(
+            ImportArguments(
+                [str(src)],
+                str(cat_path),
+                id_column="source_id",
+                max_rows=max_rows or max(20_000, n // 20),
+                margin_arcsec=margin,
+            ),
+            client=client,
+            progress=False,
+        )
     return cat_path
-

@@ -23,12 +23,31 @@ from survey_engine.bench.suites.common import (
 
 def pair_inputs(n: int, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(seed)
-    a = pd.DataFrame({"id": np.arange(n, dtype=np.int64), "ra": rng.uniform(0, 360, n), "dec": np.degrees(np.arcsin(rng.uniform(-1, 1, n)))})
+    a = pd.DataFrame(
+        {
+            "id": np.arange(n, dtype=np.int64),
+            "ra": rng.uniform(0, 360, n),
+            "dec": np.degrees(np.arcsin(rng.uniform(-1, 1, n))),
+        }
+    )
     sigma = 0.35 / 3600
     cosd = np.maximum(np.cos(np.radians(a.dec.to_numpy())), 1e-6)
-    b = pd.DataFrame({"ra": (a.ra + rng.normal(0, sigma, n) / cosd) % 360, "dec": np.clip(a.dec + rng.normal(0, sigma, n), -90, 90)})
+    b = pd.DataFrame(
+        {
+            "ra": (a.ra + rng.normal(0, sigma, n) / cosd) % 360,
+            "dec": np.clip(a.dec + rng.normal(0, sigma, n), -90, 90),
+        }
+    )
     extra = n // 5
-    b = pd.concat([b, pd.DataFrame({"ra": rng.uniform(0, 360, extra), "dec": np.degrees(np.arcsin(rng.uniform(-1, 1, extra)))})], ignore_index=True)
+    b = pd.concat(
+        [
+            b,
+            pd.DataFrame(
+                {"ra": rng.uniform(0, 360, extra), "dec": np.degrees(np.arcsin(rng.uniform(-1, 1, extra)))}
+            ),
+        ],
+        ignore_index=True,
+    )
     b.insert(0, "id", np.arange(len(b), dtype=np.int64) + 10**10)
     return a, b
 
@@ -36,8 +55,15 @@ def pair_inputs(n: int, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
 XM_SMALL_PARTITIONS = 40  # LSDB also runs on catalogs of n / 40 rows per partition: its best size is not ours
 
 
-def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1.0,
-                     partition_rows: int | None = None) -> list[dict]:
+def run(
+    sizes,
+    repeats,
+    workers,
+    work: Path,
+    peer_limits=None,
+    radius: float = 1.0,
+    partition_rows: int | None = None,
+) -> list[dict]:
     """Nearest neighbour within ``radius`` of A (n uniform rows) in B (A jittered by 0.35" per axis
     plus n/5 extra rows): survey_engine, LSDB (on the same catalogs, at most ``partition_rows`` rows
     per partition, default n/10, and on n/40-row partitions),
@@ -58,7 +84,9 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1
         b.to_parquet(files["B"])
         del a, b
         layouts = {"default": partition_rows or max(20_000, n // 10)}
-        missing = {tool: peer_missing(tool, tool) for tool in ("lsdb", "astropy")}  # module and distribution names agree
+        missing = {
+            tool: peer_missing(tool, tool) for tool in ("lsdb", "astropy")
+        }  # module and distribution names agree
         if peer_allowed("crossmatch", n, peer_limits, "lsdb") and not missing["lsdb"]:
             layouts["small"] = max(5_000, n // XM_SMALL_PARTITIONS)
         cats: dict[tuple[str, str], Path] = {}
@@ -67,27 +95,64 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1
                 for name, margin in (("A", 0.0), ("B", 5.0)):
                     out = work / f"xm_{name}_{n}_{lay}"
                     shutil.rmtree(out, ignore_errors=True)
-                    run_import(ImportArguments([str(files[name])], str(out), id_column="id", max_rows=max_rows, margin_arcsec=margin),
-                               client=client, progress=False)
+                    run_import(
+                        ImportArguments(
+                            [str(files[name])],
+                            str(out),
+                            id_column="id",
+                            max_rows=max_rows,
+                            margin_arcsec=margin,
+                        ),
+                        client=client,
+                        progress=False,
+                    )
                     cats[(name, lay)] = out
         parts = {lay: len(open_catalog(cats[("A", lay)]).partitions) for lay in layouts}
 
         def spec_of(tool, lay="default"):
-            return {"left": str(cats[("A", lay)]), "right": str(cats[("B", lay)]), "left_file": str(files["A"]), "right_file": str(files["B"]),
-                    "radius": radius, "workers": workers, "runs": 1 + plan["repeats"], "pairs_out": str(work / f"xm_pairs_{tool}_{lay}_{n}.npy")}
+            return {
+                "left": str(cats[("A", lay)]),
+                "right": str(cats[("B", lay)]),
+                "left_file": str(files["A"]),
+                "right_file": str(files["B"]),
+                "radius": radius,
+                "workers": workers,
+                "runs": 1 + plan["repeats"],
+                "pairs_out": str(work / f"xm_pairs_{tool}_{lay}_{n}.npy"),
+            }
 
-        tools = [("ckdtree_global", "ckdtree_global", "default"), ("survey_engine", "survey_engine", "default"), ("lsdb", "lsdb", "default"),
-                 ("lsdb_small_partitions", "lsdb", "small"), ("astropy", "astropy", "default")]
-        chosen = {label: (tool, spec_of(tool, lay)) for label, tool, lay in tools if lay in layouts and not missing.get(tool)
-                  and (label == "ckdtree_global" or tool == "survey_engine" or peer_allowed("crossmatch", n, peer_limits, tool))}
-        results = interleaved_peers(chosen, 1 + plan["repeats"])  # A, B, A, B: no tool measured alone in a quiet spell
+        tools = [
+            ("ckdtree_global", "ckdtree_global", "default"),
+            ("survey_engine", "survey_engine", "default"),
+            ("lsdb", "lsdb", "default"),
+            ("lsdb_small_partitions", "lsdb", "small"),
+            ("astropy", "astropy", "default"),
+        ]
+        chosen = {
+            label: (tool, spec_of(tool, lay))
+            for label, tool, lay in tools
+            if lay in layouts
+            and not missing.get(tool)
+            and (
+                label == "ckdtree_global"
+                or tool == "survey_engine"
+                or peer_allowed("crossmatch", n, peer_limits, tool)
+            )
+        }
+        results = interleaved_peers(
+            chosen, 1 + plan["repeats"]
+        )  # A, B, A, B: no tool measured alone in a quiet spell
         truth_res = results["ckdtree_global"]
         if isinstance(truth_res, Exception):
             raise truth_res
         truth_file = chosen["ckdtree_global"][1]["pairs_out"]
         truth = np.load(truth_file)
         for label, tool, lay in tools:
-            if label != "ckdtree_global" and tool != "survey_engine" and not peer_allowed("crossmatch", n, peer_limits, tool):
+            if (
+                label != "ckdtree_global"
+                and tool != "survey_engine"
+                and not peer_allowed("crossmatch", n, peer_limits, tool)
+            ):
                 out_rows.append(not_run_row("crossmatch", case, label, n, workers, peer_limits))
                 continue
             if missing.get(tool):
@@ -97,17 +162,46 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1
                 continue
             res, pairs_file = results[label], chosen[label][1]["pairs_out"]
             if isinstance(res, ImportError):
-                out_rows.append(bench_row("crossmatch", case, label, n, workers, note=f"not installed: {res}"))
+                out_rows.append(
+                    bench_row("crossmatch", case, label, n, workers, note=f"not installed: {res}")
+                )
                 continue
             if isinstance(res, Exception):
                 raise res
             agree = True if label == "ckdtree_global" else bool(np.array_equal(np.load(pairs_file), truth))
-            note = f"partitions: {parts[lay]} left" if tool in ("survey_engine", "lsdb") else "in-memory arrays; cold includes reading the Parquet inputs"
+            note = (
+                f"partitions: {parts[lay]} left"
+                if tool in ("survey_engine", "lsdb")
+                else "in-memory arrays; cold includes reading the Parquet inputs"
+            )
             warm, cold = _xm_measure(res["runs"][1:]), _xm_measure(res["runs"][:1])
-            out_rows.append(bench_row("crossmatch", case, label, n, workers, warm, agree=agree, pairs=res["pairs"], note=note,
-                                 profile=[res["profile"]] if res.get("profile") else None))
-            out_rows.append(bench_row("crossmatch", f"{case}, cold", label, n, workers, cold, agree=agree, pairs=res["pairs"],
-                                 note=note + "; a fresh process: imports, opening, matching"))
+            out_rows.append(
+                bench_row(
+                    "crossmatch",
+                    case,
+                    label,
+                    n,
+                    workers,
+                    warm,
+                    agree=agree,
+                    pairs=res["pairs"],
+                    note=note,
+                    profile=[res["profile"]] if res.get("profile") else None,
+                )
+            )
+            out_rows.append(
+                bench_row(
+                    "crossmatch",
+                    f"{case}, cold",
+                    label,
+                    n,
+                    workers,
+                    cold,
+                    agree=agree,
+                    pairs=res["pairs"],
+                    note=note + "; a fresh process: imports, opening, matching",
+                )
+            )
             if label != "ckdtree_global":
                 Path(pairs_file).unlink(missing_ok=True)
         del truth
@@ -116,8 +210,13 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1
 
 
 def _xm_measure(runs: list[dict]) -> dict:
-    return run_summary([r["seconds"] for r in runs], runs[0]["seconds"], 0, max(r["peak_rss_bytes"] for r in runs),
-                       max(r["peak_rss_process_bytes"] for r in runs))
+    return run_summary(
+        [r["seconds"] for r in runs],
+        runs[0]["seconds"],
+        0,
+        max(r["peak_rss_bytes"] for r in runs),
+        max(r["peak_rss_process_bytes"] for r in runs),
+    )
 
 
 def interleaved_peers(chosen: dict[str, tuple[str, dict]], runs: int) -> dict[str, dict | Exception]:
@@ -141,7 +240,9 @@ def interleaved_peers(chosen: dict[str, tuple[str, dict]], runs: int) -> dict[st
         err = logs[label].read()
         if "ModuleNotFoundError" in err:
             return ImportError(err.strip().splitlines()[-1])
-        return RuntimeError(f"cross-match benchmark of {chosen[label][0]} failed (exit {proc.returncode}):\n{err[-3000:]}")
+        return RuntimeError(
+            f"cross-match benchmark of {chosen[label][0]} failed (exit {proc.returncode}):\n{err[-3000:]}"
+        )
 
     def ask(label: str, command: str | None) -> dict | None:
         proc = procs[label]
@@ -160,8 +261,13 @@ def interleaved_peers(chosen: dict[str, tuple[str, dict]], runs: int) -> dict[st
     try:
         for label, (tool, spec) in chosen.items():
             logs[label] = tempfile.TemporaryFile("w+")
-            procs[label] = subprocess.Popen([sys.executable, "-m", "survey_engine.bench.xm_peer", "--serve", tool, json.dumps(spec)],
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logs[label], text=True)
+            procs[label] = subprocess.Popen(
+                [sys.executable, "-m", "survey_engine.bench.xm_peer", "--serve", tool, json.dumps(spec)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=logs[label],
+                text=True,
+            )
             ask(label, None)  # wait for "ready": startups never overlap a timed run
         for i in range(runs):
             for label in list(procs):

@@ -20,16 +20,28 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
         spec_file.write_text(
             f"source:\n  mock: {{rows: {n}, seed: 5}}\nstages:\n  - id: sky\n    import: {{max_rows: {max(10_000, n // 10)}, margin: 5}}\n"
             "  - id: model\n    train: {task: photoz, catalog: sky, features: [u-g, g-r, r-i, i-z, r], target: redshift, where: \"obj_class == 'GALAXY'\"}\n"
-            "  - id: zphot\n    predict: {model: model, catalog: sky}\n")
+            "  - id: zphot\n    predict: {model: model, catalog: sky}\n"
+        )
         with local_cluster(workers) as client:
+
             def job():
                 spec = load_spec(spec_file, base=work)
                 shutil.rmtree(spec.workdir, ignore_errors=True)
-                run_job(spec, client=client, progress=False, echo=None, report=False)  # the stages, not the report
+                run_job(
+                    spec, client=client, progress=False, echo=None, report=False
+                )  # the stages, not the report
                 return open_catalog(spec.workdir / "zphot").row_count()
 
             m = timed(job, repeats, warmup=0)
-            out_rows.append(bench_row("e2e", f"mock {n} rows: import + photo-z train + predict", "survey_engine", n, workers, m, agree=m["value"] == n))
+            out_rows.append(
+                bench_row(
+                    "e2e",
+                    f"mock {n} rows: import + photo-z train + predict",
+                    "survey_engine",
+                    n,
+                    workers,
+                    m,
+                    agree=m["value"] == n,
+                )
+            )
     return out_rows
-
-

@@ -38,7 +38,9 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
 
             def ours():
                 frame = cat.to_dask()
-                feats = frame.map_partitions(spec.compute, meta=spec.compute(frame._meta_nonempty.head(2)).iloc[:0])
+                feats = frame.map_partitions(
+                    spec.compute, meta=spec.compute(frame._meta_nonempty.head(2)).iloc[:0]
+                )
                 return feats.sum().compute()
 
             def pandas_():
@@ -47,13 +49,26 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
 
             m_ours = timed(profiled(client, ours, prof), **plan)
             if not peer_allowed("features", n, peer_limits):
-                out_rows.append(bench_row("features", case, "survey_engine", n, workers, m_ours, agree=bool(np.isfinite(m_ours["value"].to_numpy()).any()), profile=prof))
+                out_rows.append(
+                    bench_row(
+                        "features",
+                        case,
+                        "survey_engine",
+                        n,
+                        workers,
+                        m_ours,
+                        agree=bool(np.isfinite(m_ours["value"].to_numpy()).any()),
+                        profile=prof,
+                    )
+                )
                 out_rows.append(not_run_row("features", case, "pandas_single_process", n, 1, peer_limits))
                 continue
             m_pd = timed(pandas_, **plan)
-            agree = bool(np.allclose(m_ours["value"].to_numpy(), m_pd["value"].to_numpy(), rtol=1e-9, equal_nan=True))
-            out_rows.append(bench_row("features", case, "survey_engine", n, workers, m_ours, agree=agree, profile=prof))
+            agree = bool(
+                np.allclose(m_ours["value"].to_numpy(), m_pd["value"].to_numpy(), rtol=1e-9, equal_nan=True)
+            )
+            out_rows.append(
+                bench_row("features", case, "survey_engine", n, workers, m_ours, agree=agree, profile=prof)
+            )
             out_rows.append(bench_row("features", case, "pandas_single_process", n, 1, m_pd, agree=agree))
     return out_rows
-
-

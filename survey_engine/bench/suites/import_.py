@@ -39,20 +39,38 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
             def ours():
                 out = work / f"se_import_{n}"
                 shutil.rmtree(out, ignore_errors=True)
-                run_import(ImportArguments([str(src)], str(out), id_column="source_id", max_rows=max_rows, margin_arcsec=5.0), client=client, progress=False)
+                run_import(
+                    ImportArguments(
+                        [str(src)], str(out), id_column="source_id", max_rows=max_rows, margin_arcsec=5.0
+                    ),
+                    client=client,
+                    progress=False,
+                )
                 return catalog_ids(out)
 
             m_ours = timed(profiled(client, ours, prof), **plan)
             ours_ids = m_ours.pop("value")
             partitions = _partitions(work / f"se_import_{n}")
-            rows_out.append(bench_row("import", f"{n} rows", "survey_engine", n, workers, m_ours, agree=len(ours_ids) == n, profile=prof,
-                                 partitions=partitions))
+            rows_out.append(
+                bench_row(
+                    "import",
+                    f"{n} rows",
+                    "survey_engine",
+                    n,
+                    workers,
+                    m_ours,
+                    agree=len(ours_ids) == n,
+                    profile=prof,
+                    partitions=partitions,
+                )
+            )
             missing = peer_missing("hats_import", "hats-import")
             if missing:
                 rows_out.append(bench_row("import", f"{n} rows", "hats_import", n, workers, note=missing))
             elif not peer_allowed("import", n, peer_limits):
                 rows_out.append(not_run_row("import", f"{n} rows", "hats_import", n, workers, peer_limits))
             else:
+
                 def theirs():
                     out = work / f"hi_import_{n}"
                     shutil.rmtree(out, ignore_errors=True)
@@ -61,7 +79,9 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
 
                 m_theirs = timed(theirs, **plan)
                 same = np.array_equal(np.sort(ours_ids), np.sort(m_theirs.pop("value")))
-                rows_out.append(bench_row("import", f"{n} rows", "hats_import", n, workers, m_theirs, agree=bool(same)))
+                rows_out.append(
+                    bench_row("import", f"{n} rows", "hats_import", n, workers, m_theirs, agree=bool(same))
+                )
                 shutil.rmtree(work / f"hi_import_{n}", ignore_errors=True)
             del ours_ids
             if n >= BIG:  # the biggest inputs are not needed again: keep the disk free
@@ -76,4 +96,3 @@ def _partitions(path: Path) -> int | None:
         return int(open_catalog(path, margin=None).npartitions)
     except Exception:
         return None
-

@@ -31,13 +31,23 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1
     rows_out = []
     for n in sizes:
         plan = repeat_plan(n, repeats)
-        case = f"{n} rows, {radius:g}\" margin"
+        case = f'{n} rows, {radius:g}" margin'
         with local_cluster(workers) as client:
             src = mock_files(n, work, client)
             base = work / f"mg_base_{n}"
             if not base.exists():  # the same catalog (no margin) for both tools
-                run_import(ImportArguments([str(src)], str(base), id_column="source_id", max_rows=import_max_rows(n), margin_arcsec=0,
-                                           highest_order=10), client=client, progress=False)
+                run_import(
+                    ImportArguments(
+                        [str(src)],
+                        str(base),
+                        id_column="source_id",
+                        max_rows=import_max_rows(n),
+                        margin_arcsec=0,
+                        highest_order=10,
+                    ),
+                    client=client,
+                    progress=False,
+                )
             prof: list = []
 
             def ours():
@@ -51,7 +61,19 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1
             ours_ids = m.pop("value")
             # exactness: every margin row is within the radius of its partition (checked by the
             # catalog tests against brute force); here: the rows agree with hats-import's superset
-            rows_out.append(bench_row("margins", case, "survey_engine", n, workers, m, agree=None, profile=prof, margin_rows=len(ours_ids)))
+            rows_out.append(
+                bench_row(
+                    "margins",
+                    case,
+                    "survey_engine",
+                    n,
+                    workers,
+                    m,
+                    agree=None,
+                    profile=prof,
+                    margin_rows=len(ours_ids),
+                )
+            )
             missing = peer_missing("hats_import", "hats-import")
             if missing:
                 rows_out[-1]["agree"] = len(ours_ids) > 0
@@ -60,14 +82,21 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1
                 rows_out[-1]["agree"] = len(ours_ids) > 0
                 rows_out.append(not_run_row("margins", case, "hats_import", n, workers, peer_limits))
             else:
+
                 def theirs():
                     from hats_import.margin_cache.margin_cache_arguments import MarginCacheArguments
                     from hats_import.pipeline import pipeline_with_client
 
                     out = work / f"mg_hi_{n}"
                     shutil.rmtree(out, ignore_errors=True)
-                    args = MarginCacheArguments(input_catalog_path=str(open_catalog(base, margin=None).path), output_path=str(work),
-                                                output_artifact_name=out.name, margin_threshold=radius, progress_bar=False, resume=False)
+                    args = MarginCacheArguments(
+                        input_catalog_path=str(open_catalog(base, margin=None).path),
+                        output_path=str(work),
+                        output_artifact_name=out.name,
+                        margin_threshold=radius,
+                        progress_bar=False,
+                        resume=False,
+                    )
                     pipeline_with_client(args, client)
                     return ids_in_files(out)
 
@@ -75,9 +104,19 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None, radius: float = 1
                 theirs_ids = mt.pop("value")
                 within = bool(np.isin(ours_ids, theirs_ids).all()) and len(ours_ids) > 0
                 rows_out[-1]["agree"] = within
-                rows_out.append(bench_row("margins", case, "hats_import", n, workers, mt, agree=within, margin_rows=len(theirs_ids),
-                                     note="hats-import keeps whole border pixels (a superset); agree = every one of our margin rows is in theirs"))
+                rows_out.append(
+                    bench_row(
+                        "margins",
+                        case,
+                        "hats_import",
+                        n,
+                        workers,
+                        mt,
+                        agree=within,
+                        margin_rows=len(theirs_ids),
+                        note="hats-import keeps whole border pixels (a superset); agree = every one of our margin rows is in theirs",
+                    )
+                )
             for d in (f"mg_ours_{n}", f"mg_hi_{n}"):
                 shutil.rmtree(work / d, ignore_errors=True)
     return rows_out
-

@@ -33,9 +33,20 @@ def _bench_model(work: Path, client) -> Path:
     model = work / "bench_photoz_model_stacked"
     if not (model / "model.json").exists() and not model.exists():
         cat = mock_catalog(100_000, work, client)
-        train(str(cat), TrainOptions("photoz", TRAIN_FEATURES, target="redshift", where="obj_class == 'GALAXY'", refit=False,
-                                     ensemble="stacked"),
-              str(model), client=client, progress=False)
+        train(
+            str(cat),
+            TrainOptions(
+                "photoz",
+                TRAIN_FEATURES,
+                target="redshift",
+                where="obj_class == 'GALAXY'",
+                refit=False,
+                ensemble="stacked",
+            ),
+            str(model),
+            client=client,
+            progress=False,
+        )
     return model
 
 
@@ -45,11 +56,17 @@ def xgboost_peer(model: Path, files: list[str], out: Path, nthread: int, plan: d
     runs, peak, peak_process = [], 0, 0
     for i in range(plan["warmup"] + plan["repeats"]):
         with PeakMemory() as mem:
-            runs.append(peer_process("survey_engine.bench.predict_peer", args, "single-process XGBoost predict",
-                                     env=peer_environment(nthread)))
+            runs.append(
+                peer_process(
+                    "survey_engine.bench.predict_peer",
+                    args,
+                    "single-process XGBoost predict",
+                    env=peer_environment(nthread),
+                )
+            )
         if i >= plan["warmup"]:
             peak, peak_process = max(peak, mem.peak), max(peak_process, mem.peak_process)
-    seconds = [r["seconds"] for r in runs[plan["warmup"]:]]
+    seconds = [r["seconds"] for r in runs[plan["warmup"] :]]
     return run_summary(seconds, runs[0]["seconds"], plan["warmup"], peak, peak_process)
 
 
@@ -61,10 +78,14 @@ def z_phot_agree(written: Path, peer_file: Path) -> bool:
     from survey_engine.catalog.catalog import open_catalog
 
     files = [str(f) for f in open_catalog(written, margin=None).partition_files()]
-    ours = ds.dataset(files, format="parquet").to_table(columns=["source_id", "z_phot", "quality"]).to_pandas()
+    ours = (
+        ds.dataset(files, format="parquet").to_table(columns=["source_id", "z_phot", "quality"]).to_pandas()
+    )
     peer = pd.read_parquet(peer_file, columns=["source_id", "z_phot"])
     both = ours[ours["quality"] == 0].merge(peer, on="source_id", suffixes=("", "_peer"))
-    return len(both) > 0.5 * len(ours) and bool(np.allclose(both["z_phot"], both["z_phot_peer"], rtol=1e-5, atol=1e-6))
+    return len(both) > 0.5 * len(ours) and bool(
+        np.allclose(both["z_phot"], both["z_phot_peer"], rtol=1e-5, atol=1e-6)
+    )
 
 
 def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
@@ -89,26 +110,51 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
                 out = work / f"pred_{n}"
                 shutil.rmtree(out, ignore_errors=True)
                 written = predict(str(model), str(cat_path), str(out), client=client, progress=False)
-                t = ds.dataset([str(f) for f in open_catalog(written, margin=None).partition_files()], format="parquet").to_table(columns=["z_phot"])
+                t = ds.dataset(
+                    [str(f) for f in open_catalog(written, margin=None).partition_files()], format="parquet"
+                ).to_table(columns=["z_phot"])
                 return len(t), float(np.sum(t.column(0).to_numpy(), dtype=np.float64))
 
             m = timed(profiled(client, ours, prof), **plan)
             n_ours, _ = m.pop("value")
             if not peer_allowed("predict", n, peer_limits):
-                out_rows.append(bench_row("predict", case, "survey_engine", n, workers, m, agree=n_ours == n, profile=prof))
+                out_rows.append(
+                    bench_row(
+                        "predict", case, "survey_engine", n, workers, m, agree=n_ours == n, profile=prof
+                    )
+                )
                 out_rows.append(not_run_row("predict", case, "single_process", n, workers, peer_limits))
                 continue
             files = [str(f) for f in open_catalog(cat_path, margin=None).partition_files()]
             peer_out = work / f"pred_single_{n}.parquet"
             ms = xgboost_peer(model, files, peer_out, workers, plan)
             agree = n_ours == n and z_phot_agree(work / f"pred_{n}", peer_out)
-            out_rows.append(bench_row("predict", case, "survey_engine", n, workers, m, agree=agree, profile=prof,
-                                      note="the stacked model (one early-stopped booster); z_phot, 68% / 95% intervals, p(z) grid"))
-            out_rows.append(bench_row("predict", case, "single_process", n, workers, ms, agree=agree,
-                                      note=f"one fresh process: pyarrow + XGBoost inplace_predict of the same boosters, nthread={workers}; "
-                                           "z_phot and the raw quantiles to one Parquet file"))
+            out_rows.append(
+                bench_row(
+                    "predict",
+                    case,
+                    "survey_engine",
+                    n,
+                    workers,
+                    m,
+                    agree=agree,
+                    profile=prof,
+                    note="the stacked model (one early-stopped booster); z_phot, 68% / 95% intervals, p(z) grid",
+                )
+            )
+            out_rows.append(
+                bench_row(
+                    "predict",
+                    case,
+                    "single_process",
+                    n,
+                    workers,
+                    ms,
+                    agree=agree,
+                    note=f"one fresh process: pyarrow + XGBoost inplace_predict of the same boosters, nthread={workers}; "
+                    "z_phot and the raw quantiles to one Parquet file",
+                )
+            )
             shutil.rmtree(work / f"pred_{n}", ignore_errors=True)
             peer_out.unlink(missing_ok=True)
     return out_rows
-
-

@@ -25,14 +25,32 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
                 def job():
                     out = work / f"scale_{kind}_{w}"
                     shutil.rmtree(out, ignore_errors=True)
-                    return run_import(ImportArguments([str(src)], str(out), id_column="source_id", max_rows=max(10_000, rows // 20),
-                                                      margin_arcsec=5.0), client=client, progress=False).rows
+                    return run_import(
+                        ImportArguments(
+                            [str(src)],
+                            str(out),
+                            id_column="source_id",
+                            max_rows=max(10_000, rows // 20),
+                            margin_arcsec=5.0,
+                        ),
+                        client=client,
+                        progress=False,
+                    ).rows
 
                 m = timed(job, repeats)
             base = base or m["seconds"]
             eff = base / m["seconds"] / w if kind == "strong" else base / m["seconds"]
-            out_rows.append(bench_row("scaling", f"{kind} import", "survey_engine", rows, w, m, agree=m["value"] == rows, efficiency=eff,
-                                 partitions=None))
+            out_rows.append(
+                bench_row(
+                    "scaling",
+                    f"{kind} import",
+                    "survey_engine",
+                    rows,
+                    w,
+                    m,
+                    agree=m["value"] == rows,
+                    efficiency=eff,
+                    partitions=None,
+                )
+            )
     return out_rows
-
-

@@ -11,8 +11,17 @@ from survey_engine.bench.measure import timed
 from survey_engine.bench.suites.common import bench_row, local_cluster
 
 
-def run(sizes, repeats, workers, work: Path, url: str = "http://127.0.0.1:8080/tap", table: str = "segaia.main",
-              where: str | None = "phot_g_mean_mag < 8", page_rows: int = 10_000, peer_limits=None) -> list[dict]:
+def run(
+    sizes,
+    repeats,
+    workers,
+    work: Path,
+    url: str = "http://127.0.0.1:8080/tap",
+    table: str = "segaia.main",
+    where: str | None = "phot_g_mean_mag < 8",
+    page_rows: int = 10_000,
+    peer_limits=None,
+) -> list[dict]:
     import requests
 
     from survey_engine.catalog.catalog import open_catalog
@@ -24,8 +33,17 @@ def run(sizes, repeats, workers, work: Path, url: str = "http://127.0.0.1:8080/t
     except Exception as exc:
         from survey_engine.redact import redact_url
 
-        return [bench_row("tap", f"{table}", tool, None, workers, note=f"TAP service {redact_url(url)} not reachable ({type(exc).__name__}); start tests/services/dachs/setup.sh")
-                for tool in ("survey_engine", "raw_keyset")]
+        return [
+            bench_row(
+                "tap",
+                f"{table}",
+                tool,
+                None,
+                workers,
+                note=f"TAP service {redact_url(url)} not reachable ({type(exc).__name__}); start tests/services/dachs/setup.sh",
+            )
+            for tool in ("survey_engine", "raw_keyset")
+        ]
     import pyvo
 
     def raw():
@@ -35,7 +53,11 @@ def run(sizes, repeats, workers, work: Path, url: str = "http://127.0.0.1:8080/t
             conds = [f"({where})"] if where else []
             if last is not None:
                 conds.append(f"source_id > {last}")
-            q = f"SELECT TOP {page_rows} * FROM {table}" + (" WHERE " + " AND ".join(conds) if conds else "") + " ORDER BY source_id"
+            q = (
+                f"SELECT TOP {page_rows} * FROM {table}"
+                + (" WHERE " + " AND ".join(conds) if conds else "")
+                + " ORDER BY source_id"
+            )
             t = service.run_sync(q, maxrec=page_rows + 1).to_table()
             if len(t):
                 ids.append(np.asarray(t["source_id"]))
@@ -49,20 +71,53 @@ def run(sizes, repeats, workers, work: Path, url: str = "http://127.0.0.1:8080/t
         def ours():
             out = work / "tap_ingest"
             shutil.rmtree(out, ignore_errors=True)
-            r = run_ingest(TapIngestArguments(url, table, str(out), where=where, id_column="source_id", page_rows=page_rows), client=client, progress=False)
+            r = run_ingest(
+                TapIngestArguments(
+                    url, table, str(out), where=where, id_column="source_id", page_rows=page_rows
+                ),
+                client=client,
+                progress=False,
+            )
             fetch_times.append(r.seconds_fetching)
             return np.asarray(open_catalog(out).to_dask()["source_id"].compute())
 
         m_raw, m_ours = timed(raw, repeats), timed(ours, repeats)
         n = len(m_raw["value"])
-        agree = bool(len(m_ours["value"]) == n and set(m_ours["value"].tolist()) == set(m_raw["value"].tolist()))
+        agree = bool(
+            len(m_ours["value"]) == n and set(m_ours["value"].tolist()) == set(m_raw["value"].tolist())
+        )
         case = f"{table} WHERE {where}, {page_rows} rows/page"
         timed_fetch = sorted(fetch_times[1:] or fetch_times)
-        fetch = {"seconds": timed_fetch[len(timed_fetch) // 2], "min_s": timed_fetch[0], "max_s": timed_fetch[-1], "first_s": fetch_times[0],
-                 "repeats": len(timed_fetch), "peak_rss_bytes": None}
-        return [bench_row("tap", case, "survey_engine", n, workers, fetch, agree=agree, note="fetch phase: plan, pages in flight, Parquet pages, manifest"),
-                bench_row("tap", case + " (end to end)", "survey_engine", n, workers, m_ours, agree=agree,
-                     note="pages + count check against the service + HATS catalog with margin"),
-                bench_row("tap", case, "raw_keyset", n, 1, m_raw, agree=agree, note="pyvo, one client, keyset paging")]
-
-
+        fetch = {
+            "seconds": timed_fetch[len(timed_fetch) // 2],
+            "min_s": timed_fetch[0],
+            "max_s": timed_fetch[-1],
+            "first_s": fetch_times[0],
+            "repeats": len(timed_fetch),
+            "peak_rss_bytes": None,
+        }
+        return [
+            bench_row(
+                "tap",
+                case,
+                "survey_engine",
+                n,
+                workers,
+                fetch,
+                agree=agree,
+                note="fetch phase: plan, pages in flight, Parquet pages, manifest",
+            ),
+            bench_row(
+                "tap",
+                case + " (end to end)",
+                "survey_engine",
+                n,
+                workers,
+                m_ours,
+                agree=agree,
+                note="pages + count check against the service + HATS catalog with margin",
+            ),
+            bench_row(
+                "tap", case, "raw_keyset", n, 1, m_raw, agree=agree, note="pyvo, one client, keyset paging"
+            ),
+        ]

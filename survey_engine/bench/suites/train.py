@@ -21,7 +21,15 @@ from survey_engine.bench.suites.common import (
 )
 
 TRAIN_FEATURES = ["u-g", "g-r", "r-i", "i-z", "r"]
-TRAIN_PARAMS = {"objective": "reg:squarederror", "max_depth": 7, "eta": 0.3, "tree_method": "hist", "verbosity": 0, "seed": 1, "max_bin": 256}
+TRAIN_PARAMS = {
+    "objective": "reg:squarederror",
+    "max_depth": 7,
+    "eta": 0.3,
+    "tree_method": "hist",
+    "verbosity": 0,
+    "seed": 1,
+    "max_bin": 256,
+}
 TRAIN_ROUNDS = 50
 
 
@@ -32,7 +40,9 @@ def _training_rows(n: int, work: Path, client) -> tuple[pd.DataFrame, pd.Series]
     from survey_engine.features.spec import FeatureSpec
 
     src = mock_files(n, work, client)
-    table = ds.dataset(sorted(str(f) for f in src.glob("*.parquet")), format="parquet").to_table(columns=["u", "g", "r", "i", "z", "redshift"])
+    table = ds.dataset(sorted(str(f) for f in src.glob("*.parquet")), format="parquet").to_table(
+        columns=["u", "g", "r", "i", "z", "redshift"]
+    )
     frame = table.to_pandas()
     X = FeatureSpec(TRAIN_FEATURES).compute(frame).astype(np.float32)
     y = np.log1p(frame["redshift"].clip(lower=0)).astype(np.float32)
@@ -44,7 +54,9 @@ def _galaxy_nmad(booster, X: pd.DataFrame, y: pd.Series, sample: int = 200_000) 
 
     ok = (y > np.log1p(0.01)).to_numpy()
     Xs, ys = X[ok].iloc[:sample], y[ok].iloc[:sample]
-    return M.photoz_metrics(np.expm1(booster.inplace_predict(Xs.to_numpy())), np.expm1(ys.to_numpy().astype(float)))["sigma_nmad"]
+    return M.photoz_metrics(
+        np.expm1(booster.inplace_predict(Xs.to_numpy())), np.expm1(ys.to_numpy().astype(float))
+    )["sigma_nmad"]
 
 
 def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
@@ -75,7 +87,9 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
                 def distributed():
                     with xgb.config_context(verbosity=0):
                         dtrain = dxgb.DaskQuantileDMatrix(client, Xd, yd, max_bin=TRAIN_PARAMS["max_bin"])
-                        return dxgb.train(client, {**TRAIN_PARAMS, "nthread": 1}, dtrain, num_boost_round=TRAIN_ROUNDS)["booster"]
+                        return dxgb.train(
+                            client, {**TRAIN_PARAMS, "nthread": 1}, dtrain, num_boost_round=TRAIN_ROUNDS
+                        )["booster"]
 
                 m_d = timed(profiled(client, distributed, prof), **plan)
                 booster_d = m_d.pop("value")
@@ -94,21 +108,74 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
             pagree = bool(abs(p_d.pop("value") - ref) <= 1e-6 * abs(ref))
             p_s.pop("value")
             base_d, base_p = base_d or m_d["seconds"], base_p or p_d["seconds"]
-            out_rows.append(bench_row("train", case, "xgboost.dask", len(X), w, m_d, agree=agree, profile=prof, sigma_nmad=nm_d,
-                                 overhead=m_d["seconds"] / m_s["seconds"] - 1, efficiency=base_d / m_d["seconds"] / w,
-                                 note=f"{w} worker(s) x 1 thread; overhead = its time / single-process time at {w} thread(s) - 1"))
-            out_rows.append(bench_row("train", case, "xgboost_single_process", len(X), w, m_s, agree=agree, sigma_nmad=nm_s,
-                                 note=f"one fresh process, nthread={w} (its data loading excluded)"))
-            out_rows.append(bench_row("train", pcase, "xgboost.dask", len(X), w, p_d, agree=pagree, profile=pprof,
-                                 overhead=p_d["seconds"] / p_s["seconds"] - 1, efficiency=base_p / p_d["seconds"] / w,
-                                 note="dask inplace_predict over the persisted partitions; the same booster"))
-            out_rows.append(bench_row("train", pcase, "xgboost_single_process", len(X), w, p_s, agree=pagree,
-                                 note=f"inplace_predict of its own booster, nthread={w}, in a fresh process"))
+            out_rows.append(
+                bench_row(
+                    "train",
+                    case,
+                    "xgboost.dask",
+                    len(X),
+                    w,
+                    m_d,
+                    agree=agree,
+                    profile=prof,
+                    sigma_nmad=nm_d,
+                    overhead=m_d["seconds"] / m_s["seconds"] - 1,
+                    efficiency=base_d / m_d["seconds"] / w,
+                    note=f"{w} worker(s) x 1 thread; overhead = its time / single-process time at {w} thread(s) - 1",
+                )
+            )
+            out_rows.append(
+                bench_row(
+                    "train",
+                    case,
+                    "xgboost_single_process",
+                    len(X),
+                    w,
+                    m_s,
+                    agree=agree,
+                    sigma_nmad=nm_s,
+                    note=f"one fresh process, nthread={w} (its data loading excluded)",
+                )
+            )
+            out_rows.append(
+                bench_row(
+                    "train",
+                    pcase,
+                    "xgboost.dask",
+                    len(X),
+                    w,
+                    p_d,
+                    agree=pagree,
+                    profile=pprof,
+                    overhead=p_d["seconds"] / p_s["seconds"] - 1,
+                    efficiency=base_p / p_d["seconds"] / w,
+                    note="dask inplace_predict over the persisted partitions; the same booster",
+                )
+            )
+            out_rows.append(
+                bench_row(
+                    "train",
+                    pcase,
+                    "xgboost_single_process",
+                    len(X),
+                    w,
+                    p_s,
+                    agree=pagree,
+                    note=f"inplace_predict of its own booster, nthread={w}, in a fresh process",
+                )
+            )
         data_file.unlink(missing_ok=True)
     return out_rows
 
 
-def xgb_single_process(data_file: Path, nthread: int, plan: dict, work: Path, params: dict | None = None, rounds: int | None = None):
+def xgb_single_process(
+    data_file: Path,
+    nthread: int,
+    plan: dict,
+    work: Path,
+    params: dict | None = None,
+    rounds: int | None = None,
+):
     """Single-process XGBoost in a fresh process per run (``bench/xgb_peer.py``): the training and
     prediction times it reports (its data loading excluded), and its booster."""
     import xgboost as xgb
@@ -116,19 +183,30 @@ def xgb_single_process(data_file: Path, nthread: int, plan: dict, work: Path, pa
     from survey_engine.bench.measure import PeakMemory
 
     model = work / f"xgb_peer_{nthread}.ubj"
-    args = [str(data_file), str(nthread), str(model), json.dumps(params or TRAIN_PARAMS), str(rounds or TRAIN_ROUNDS)]
+    args = [
+        str(data_file),
+        str(nthread),
+        str(model),
+        json.dumps(params or TRAIN_PARAMS),
+        str(rounds or TRAIN_ROUNDS),
+    ]
     runs, peak, peak_process = [], 0, 0
     for i in range(plan["warmup"] + plan["repeats"]):
         with PeakMemory() as mem:
-            runs.append(peer_process("survey_engine.bench.xgb_peer", args, "single-process XGBoost", env=peer_environment(nthread)))
+            runs.append(
+                peer_process(
+                    "survey_engine.bench.xgb_peer",
+                    args,
+                    "single-process XGBoost",
+                    env=peer_environment(nthread),
+                )
+            )
         if i >= plan["warmup"]:
             peak, peak_process = max(peak, mem.peak), max(peak_process, mem.peak_process)
-    timed_runs = runs[plan["warmup"]:]
+    timed_runs = runs[plan["warmup"] :]
 
     def summary(key):
         return run_summary([r[key] for r in timed_runs], runs[0][key], plan["warmup"], peak, peak_process)
 
     booster = xgb.Booster(model_file=str(model))
     return summary("train_s"), {**summary("predict_s"), "predict_sum": timed_runs[-1]["predict_sum"]}, booster
-
-

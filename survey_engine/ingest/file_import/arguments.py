@@ -24,17 +24,34 @@ from survey_engine.ingest.readers import InputError, expand_inputs
 class ImportArguments(CatalogBuildArguments):
     """Everything an import needs. ``inputs`` may hold files, folders and globs."""
 
-    inputs: list[str] = param(help="files, folders or globs", role="positional", type=NAME_LIST, nargs="+",
-                              metavar="INPUT", yaml=None, job="source")
+    inputs: list[str] = param(
+        help="files, folders or globs",
+        role="positional",
+        type=NAME_LIST,
+        nargs="+",
+        metavar="INPUT",
+        yaml=None,
+        job="source",
+    )
     out: str = param(help="output collection folder", role="output", required=True, yaml=None, job="output")
     # auto: from the UCDs (pos.eq.ra;meta.main), else the column named ra (ingest/coordinates.py)
-    ra_column: str = param("auto", "RA column (degrees; default auto: the column whose UCD is pos.eq.ra;meta.main, "
-                           "else the one named ra)", name="ra")
-    dec_column: str = param("auto", "Dec column (degrees; default auto: UCD pos.eq.dec;meta.main, else the column "
-                            "named dec)", name="dec")
+    ra_column: str = param(
+        "auto",
+        "RA column (degrees; default auto: the column whose UCD is pos.eq.ra;meta.main, "
+        "else the one named ra)",
+        name="ra",
+    )
+    dec_column: str = param(
+        "auto",
+        "Dec column (degrees; default auto: UCD pos.eq.dec;meta.main, else the column named dec)",
+        name="dec",
+    )
     id_column: str | None = param(None, "id column (optional; must have no empty values)", name="id")
-    drop_invalid: bool = param(False, "drop rows with missing/NaN RA/Dec or Dec outside [-90, 90] (counted) instead "
-                               "of failing", type=bool)
+    drop_invalid: bool = param(
+        False,
+        "drop rows with missing/NaN RA/Dec or Dec outside [-90, 90] (counted) instead of failing",
+        type=bool,
+    )
     chunk_rows: int = 1_000_000
     files: list[str] = field(default_factory=list, init=False)
 
@@ -50,7 +67,11 @@ class ImportArguments(CatalogBuildArguments):
         if not is_remote(self.out):  # an s3:// output stays a URL (built locally, then uploaded)
             self.out = str(Path(self.out))
         # the name becomes a folder inside the output: a plain name only (never '..', '/x', '')
-        self.name = check_name(self.name, "--name (the catalog name)") if self.name is not None else output_path(self.out).name
+        self.name = (
+            check_name(self.name, "--name (the catalog name)")
+            if self.name is not None
+            else output_path(self.out).name
+        )
         self.files = expand_inputs(self.inputs)
         if "auto" in (self.ra_column, self.dec_column):
             from survey_engine.ingest.coordinates import find_coordinates

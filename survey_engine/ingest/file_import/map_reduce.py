@@ -31,8 +31,16 @@ def chunk_row_offset(chunk: InputChunk) -> int:
 class CoordinateCleaner:
     """Checks RA/Dec of each batch: drops (or rejects) invalid rows, wraps RA into [0, 360)."""
 
-    def __init__(self, chunk: InputChunk, ra: str, dec: str, drop_invalid: bool, id_column: str | None = None):
-        self.chunk, self.ra, self.dec, self.drop_invalid, self.id_column = chunk, ra, dec, drop_invalid, id_column
+    def __init__(
+        self, chunk: InputChunk, ra: str, dec: str, drop_invalid: bool, id_column: str | None = None
+    ):
+        self.chunk, self.ra, self.dec, self.drop_invalid, self.id_column = (
+            chunk,
+            ra,
+            dec,
+            drop_invalid,
+            id_column,
+        )
         self.row = chunk_row_offset(chunk)
         self.dropped = 0
         self.wrapped = 0
@@ -40,7 +48,9 @@ class CoordinateCleaner:
     def __call__(self, batch: pa.Table) -> pa.Table:
         for col in (self.ra, self.dec):
             if col not in batch.column_names:
-                raise InputError(f"{self.chunk.path}: coordinate column {col!r} not found; columns: {', '.join(batch.column_names)}")
+                raise InputError(
+                    f"{self.chunk.path}: coordinate column {col!r} not found; columns: {', '.join(batch.column_names)}"
+                )
             typ = batch.schema.field(col).type
             if not (pa.types.is_floating(typ) or pa.types.is_integer(typ) or pa.types.is_decimal(typ)):
                 raise InputError(f"{self.chunk.path}: coordinate column {col!r} is not numeric (type {typ})")
@@ -52,16 +62,24 @@ class CoordinateCleaner:
         bad = bad_ra | bad_dec
         if self.id_column is not None:
             if self.id_column not in batch.column_names:
-                raise InputError(f"{self.chunk.path}: id column {self.id_column!r} not found; columns: {', '.join(batch.column_names)}")
+                raise InputError(
+                    f"{self.chunk.path}: id column {self.id_column!r} not found; columns: {', '.join(batch.column_names)}"
+                )
             bad_id = np.asarray(batch.column(self.id_column).is_null())
             if bad_id.any():
                 first = int(np.flatnonzero(bad_id)[0])
-                raise InputError(f"{self.chunk.path}: id column {self.id_column!r} is empty at row {self.row + first}")
+                raise InputError(
+                    f"{self.chunk.path}: id column {self.id_column!r} is empty at row {self.row + first}"
+                )
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             if not self.drop_invalid:
                 col, val = (self.dec, dec[first]) if bad_dec[first] else (self.ra, ra[first])
-                limits = "[-90, 90]" if bad_dec[first] else f"[{RA_LIMITS[0]:g}, {RA_LIMITS[1]:g}] (RA is wrapped into [0, 360) only from there)"
+                limits = (
+                    "[-90, 90]"
+                    if bad_dec[first]
+                    else f"[{RA_LIMITS[0]:g}, {RA_LIMITS[1]:g}] (RA is wrapped into [0, 360) only from there)"
+                )
                 what = f"outside {limits}" if np.isfinite(val) else "missing or NaN"
                 raise InputError(
                     f"{self.chunk.path}: row {self.row + first}: column {col!r} is {what} ({val}); "
@@ -120,7 +138,9 @@ def csv_types_for(schema: pa.Schema) -> dict[str, pa.DataType]:
     return types
 
 
-def histogram_chunk(chunk: InputChunk, ra: str, dec: str, order: int, drop_invalid: bool, id_column: str | None, out_path: str) -> dict:
+def histogram_chunk(
+    chunk: InputChunk, ra: str, dec: str, order: int, drop_invalid: bool, id_column: str | None, out_path: str
+) -> dict:
     """Map: count rows per HEALPix pixel at ``order`` and record the chunk's schema.
 
     A CSV value that does not fit the type Arrow inferred from the first block (an integer
@@ -187,7 +207,9 @@ def _histogram_pass(chunk, ra, dec, order, drop_invalid, id_column, column_types
     }
 
 
-def split_chunk(chunk: InputChunk, spec: build.SplitSpec, drop_invalid: bool, main_shard: str, margin_shard: str) -> dict:
+def split_chunk(
+    chunk: InputChunk, spec: build.SplitSpec, drop_invalid: bool, main_shard: str, margin_shard: str
+) -> dict:
     """Split: route one chunk's rows into per-partition slices of its shard files."""
     cleaner = CoordinateCleaner(chunk, spec.ra_column, spec.dec_column, drop_invalid, spec.id_column)
     types = csv_types_for(spec.schema) if chunk.fmt == "csv" else None

@@ -54,7 +54,11 @@ class ResumePlan:
 
     def holds_work(self) -> bool:
         """Whether any piece of the import is done (a histogram, a shard or a partition file)."""
-        return any(f.is_file() for sub in ("histograms", "shards", "collection") for f in (self.root / sub).rglob("*"))
+        return any(
+            f.is_file()
+            for sub in ("histograms", "shards", "collection")
+            for f in (self.root / sub).rglob("*")
+        )
 
     @contextmanager
     def discarded_if_nothing_done(self) -> Iterator[None]:

@@ -41,7 +41,11 @@ class ImportResult:
 
     def summary(self) -> str:
         if self.up_to_date:
-            removed = f"; removed the leftover {self.out}.partial of an interrupted run" if self.removed_partial else ""
+            removed = (
+                f"; removed the leftover {self.out}.partial of an interrupted run"
+                if self.removed_partial
+                else ""
+            )
             return f"{self.out}: already up to date ({self.rows} rows), nothing to do{removed}"
         parts = [f"{self.rows} rows in {self.partitions} partitions -> {self.out}"]
         if self.margin_dir is not None:
@@ -53,7 +57,10 @@ class ImportResult:
         if self.resumed:
             parts.append("resumed from an earlier interrupted run")
         if self.renamed:
-            parts.append("renamed input columns reserved by HATS: " + ", ".join(f"{n} -> {n}{RENAMED_SUFFIX}" for n in self.renamed))
+            parts.append(
+                "renamed input columns reserved by HATS: "
+                + ", ".join(f"{n} -> {n}{RENAMED_SUFFIX}" for n in self.renamed)
+            )
         if self.skipped:
             parts.append(f"skipped {len(self.skipped)} file(s) without rows: " + "; ".join(self.skipped))
         return "; ".join(parts)
@@ -72,8 +79,14 @@ def check_output(out: Path, fingerprint: str) -> dict | None:
         state = json.loads(state_file.read_text())
         if state.get("fingerprint") == fingerprint:
             return state
-        raise InputError(f"{out}: already holds a different catalog (built from other inputs or parameters); choose another --out or remove it")
-    what = "a catalog" if (out / layout.PROPERTIES_FILE).exists() or (out / layout.COLLECTION_FILE).exists() else "other files"
+        raise InputError(
+            f"{out}: already holds a different catalog (built from other inputs or parameters); choose another --out or remove it"
+        )
+    what = (
+        "a catalog"
+        if (out / layout.PROPERTIES_FILE).exists() or (out / layout.COLLECTION_FILE).exists()
+        else "other files"
+    )
     raise InputError(f"{out}: already holds {what}; choose another --out or remove it")
 
 
@@ -104,8 +117,10 @@ def _import_remote(args: ImportArguments, client, progress: bool) -> ImportResul
     if state is not None:
         if state.get("fingerprint") == fingerprint:
             return ImportResult(out=out, rows=state["rows"], partitions=state["partitions"], up_to_date=True)
-        raise InputError(f"{storage.display(out)}: already holds a different catalog (built from other inputs or parameters); "
-                         "choose another --out or remove it")
+        raise InputError(
+            f"{storage.display(out)}: already holds a different catalog (built from other inputs or parameters); "
+            "choose another --out or remove it"
+        )
     stage = remote_write.local_stage(out)
     stage.parent.mkdir(parents=True, exist_ok=True)
     result = run_import(replace(args, out=str(stage)), client=client, progress=progress)
@@ -125,13 +140,21 @@ def _import_locked(args: ImportArguments, out: Path, client, progress: bool) -> 
         # a run killed between publishing OUT and removing its staging folder left OUT.partial behind
         leftover = args.staging.exists()
         layout.remove_tree(args.staging, out.parent)
-        return ImportResult(out=out, rows=state["rows"], partitions=state["partitions"], up_to_date=True, removed_partial=leftover)
+        return ImportResult(
+            out=out,
+            rows=state["rows"],
+            partitions=state["partitions"],
+            up_to_date=True,
+            removed_partial=leftover,
+        )
     try:
         return _run_import(args, out, fingerprint, client, progress)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise InputError(f"{exc.filename or args.staging}: no space left on device while writing {out}; free some space and run "
-                             "the same command again: it resumes where it stopped") from None
+            raise InputError(
+                f"{exc.filename or args.staging}: no space left on device while writing {out}; free some space and run "
+                "the same command again: it resumes where it stopped"
+            ) from None
         raise
 
 
@@ -144,44 +167,101 @@ def _run_import(args: ImportArguments, out: Path, fingerprint: str, client, prog
         rows, dropped, wrapped = (int(x) for x in stats)
         if rows == 0:
             notes = f" ({'; '.join(inputs.skipped)})" if inputs.skipped else ""
-            raise InputError(f"{', '.join(args.files[:3])}: no rows to import" + (f" ({dropped} dropped as invalid)" if dropped else "") + notes)
+            raise InputError(
+                f"{', '.join(args.files[:3])}: no rows to import"
+                + (f" ({dropped} dropped as invalid)" if dropped else "")
+                + notes
+            )
         schema = promote_coordinates(schema, args.ra_column, args.dec_column)
         plan = plan_partitions_sparse(histogram[1], histogram[2], args.highest_order, args.max_rows)
         margin = MarginPlan.build(plan, args.margin_arcsec) if args.margin_arcsec else None
-        spec = build.SplitSpec(plan, args.ra_column, args.dec_column, build.output_schema(schema), margin, True, args.id_column)
+        spec = build.SplitSpec(
+            plan, args.ra_column, args.dec_column, build.output_schema(schema), margin, True, args.id_column
+        )
         main_idx, margin_idx = _split(client, args, chunks, spec, resume, progress, inputs.empty)
         collection = resume.collection_dir
         main_dir = collection / args.name
-        _, _, main_rows = build.reduce_all(client, main_idx, plan.orders, plan.pixels, spec.schema, main_dir, spec.id_column, "reduce", progress)
+        _, _, main_rows = build.reduce_all(
+            client,
+            main_idx,
+            plan.orders,
+            plan.pixels,
+            spec.schema,
+            main_dir,
+            spec.id_column,
+            "reduce",
+            progress,
+        )
         if main_rows != rows:
-            raise RuntimeError(f"internal check failed: histogram counted {rows} rows but {main_rows} were written")
-        result = ImportResult(out=out, rows=rows, partitions=len(plan), dropped=dropped, wrapped_ra=wrapped, resumed=resume.resumed,
-                              skipped=inputs.skipped, renamed=inputs.renamed)
+            raise RuntimeError(
+                f"internal check failed: histogram counted {rows} rows but {main_rows} were written"
+            )
+        result = ImportResult(
+            out=out,
+            rows=rows,
+            partitions=len(plan),
+            dropped=dropped,
+            wrapped_ra=wrapped,
+            resumed=resume.resumed,
+            skipped=inputs.skipped,
+            renamed=inputs.renamed,
+        )
         props_extra = {"hats_max_rows": args.max_rows}
         if args.id_column:
             props_extra["se_col_id"] = args.id_column
         build.finish_catalog(
-            main_dir, name=args.name, product="object", orders=plan.orders, pixels=plan.pixels,
-            schema=spec.schema, ra_column=args.ra_column, dec_column=args.dec_column,
-            histogram=histogram, extra_properties=props_extra,
+            main_dir,
+            name=args.name,
+            product="object",
+            orders=plan.orders,
+            pixels=plan.pixels,
+            schema=spec.schema,
+            ra_column=args.ra_column,
+            dec_column=args.dec_column,
+            histogram=histogram,
+            extra_properties=props_extra,
         )
         margins = []
         if margin is not None:
             mname = margin_catalog_name(args.name, args.margin_arcsec)
             m_orders, m_pixels, result.margin_rows = build.reduce_all(
-                client, margin_idx, margin.part_orders, margin.part_pixels, spec.schema, collection / mname, spec.id_column, "margin",
-                progress, only_with_rows=True,
+                client,
+                margin_idx,
+                margin.part_orders,
+                margin.part_pixels,
+                spec.schema,
+                collection / mname,
+                spec.id_column,
+                "margin",
+                progress,
+                only_with_rows=True,
             )
             build.finish_catalog(
-                collection / mname, name=mname, product="margin", orders=m_orders, pixels=m_pixels,
-                schema=spec.schema, ra_column=args.ra_column, dec_column=args.dec_column,
-                extra_properties={"hats_primary_table_url": args.name, "hats_margin_threshold": float(args.margin_arcsec)},
+                collection / mname,
+                name=mname,
+                product="margin",
+                orders=m_orders,
+                pixels=m_pixels,
+                schema=spec.schema,
+                ra_column=args.ra_column,
+                dec_column=args.dec_column,
+                extra_properties={
+                    "hats_primary_table_url": args.name,
+                    "hats_margin_threshold": float(args.margin_arcsec),
+                },
             )
             margins.append(mname)
             result.margin_dir = out / mname
         layout.write_collection_properties(collection, args.name, args.name, margins)
-        state = {"fingerprint": fingerprint, "rows": rows, "partitions": len(plan), "margin_rows": result.margin_rows,
-                 "dropped": dropped, "wrapped_ra": wrapped, "inputs": args.files}
+        state = {
+            "fingerprint": fingerprint,
+            "rows": rows,
+            "partitions": len(plan),
+            "margin_rows": result.margin_rows,
+            "dropped": dropped,
+            "wrapped_ra": wrapped,
+            "inputs": args.files,
+        }
         layout.atomic_write_text(collection / STATE_FILE, json.dumps(state, indent=1))
     resume.publish(out)
     result.catalog_dir = out / args.name
@@ -197,7 +277,18 @@ class _InputNotes:
 
 def _histograms(client, args, chunks, resume, progress):
     todo = [i for i in range(len(chunks)) if resume.load_histogram(i) is None]
-    calls = [(chunks[i], args.ra_column, args.dec_column, args.highest_order, args.drop_invalid, args.id_column, str(resume.histogram_path(i))) for i in todo]
+    calls = [
+        (
+            chunks[i],
+            args.ra_column,
+            args.dec_column,
+            args.highest_order,
+            args.drop_invalid,
+            args.id_column,
+            str(resume.histogram_path(i)),
+        )
+        for i in todo
+    ]
     run_tasks(client, _histogram_task, calls, "histogram", progress)
     # one fixed-size dense accumulator (chunk histograms arrive one at a time), then only the
     # occupied pixels go on to planning and the point map
@@ -213,7 +304,7 @@ def _histograms(client, args, chunks, resume, progress):
             notes.empty.add(i)
             notes.skipped.append(h["note"].tobytes().decode())
             continue
-        for name in (h["renamed"].tobytes().decode().split(",") if "renamed" in h else []):
+        for name in h["renamed"].tobytes().decode().split(",") if "renamed" in h else []:
             if name and name not in notes.renamed:
                 notes.renamed.append(name)
         schemas.append((chunk, pa.ipc.read_schema(pa.py_buffer(h["schema"].tobytes()))))
@@ -242,7 +333,9 @@ def unify_schemas(schemas: list) -> pa.Schema:
         if set(schema.names) != names:
             extra = sorted(set(schema.names) - names)
             missing = sorted(names - set(schema.names))
-            raise InputError(f"{chunk.path}: columns differ from {base_chunk.path} (extra: {extra}, missing: {missing})")
+            raise InputError(
+                f"{chunk.path}: columns differ from {base_chunk.path} (extra: {extra}, missing: {missing})"
+            )
     fields = []
     for f in base:
         typ, src = f.type, base_chunk
@@ -271,11 +364,18 @@ def _lossless_common_type(a: pa.DataType, b: pa.DataType, csv: bool) -> pa.DataT
         if pa.types.is_integer(x) and pa.types.is_integer(y):
             if pa.types.is_signed_integer(x) == pa.types.is_signed_integer(y):
                 return x if x.bit_width >= y.bit_width else y
-            if pa.types.is_signed_integer(x) and x.bit_width > y.bit_width:  # unsigned y fits in wider signed x
+            if (
+                pa.types.is_signed_integer(x) and x.bit_width > y.bit_width
+            ):  # unsigned y fits in wider signed x
                 return x
         if pa.types.is_floating(x) and pa.types.is_floating(y):
             return x if x.bit_width >= y.bit_width else y
-        if pa.types.is_floating(x) and x.bit_width == 64 and pa.types.is_integer(y) and (y.bit_width <= 32 or csv):
+        if (
+            pa.types.is_floating(x)
+            and x.bit_width == 64
+            and pa.types.is_integer(y)
+            and (y.bit_width <= 32 or csv)
+        ):
             return x
         if pa.types.is_large_string(x) and pa.types.is_string(y):
             return x
@@ -302,10 +402,17 @@ def _split(client, args, chunks, spec, resume, progress, empty: set[int]):
 
     nonempty = [i for i in range(len(chunks)) if i not in empty]
     loaded = {i: load(i) for i in nonempty}
-    todo = [i for i, (main, margin) in loaded.items() if main is None or (spec.margin is not None and margin is None)]
+    todo = [
+        i
+        for i, (main, margin) in loaded.items()
+        if main is None or (spec.margin is not None and margin is None)
+    ]
     if todo:
         [spec_future] = client.scatter([spec], broadcast=True)
-        calls = [(chunks[i], spec_future, args.drop_invalid, resume.main_shard(i), resume.margin_shard(i)) for i in todo]
+        calls = [
+            (chunks[i], spec_future, args.drop_invalid, resume.main_shard(i), resume.margin_shard(i))
+            for i in todo
+        ]
         run_tasks(client, map_reduce.split_chunk, calls, "split", progress)
         for i in todo:
             loaded[i] = load(i)

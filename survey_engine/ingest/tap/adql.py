@@ -16,10 +16,50 @@ _REGULAR = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _DELIMITED = re.compile(r'^"[^"\x00-\x1f]+"$')
 # ADQL 2.1 reserved words that cannot be regular identifiers (the SQL ones a column is likely to hit).
 _RESERVED = {
-    "select", "from", "where", "and", "or", "not", "order", "by", "group", "having", "top", "offset",
-    "as", "in", "is", "null", "between", "like", "join", "on", "union", "distinct", "all", "case",
-    "when", "then", "else", "end", "asc", "desc", "exists", "inner", "outer", "left", "right",
-    "full", "natural", "using", "with", "intersect", "except", "values", "into", "table",
+    "select",
+    "from",
+    "where",
+    "and",
+    "or",
+    "not",
+    "order",
+    "by",
+    "group",
+    "having",
+    "top",
+    "offset",
+    "as",
+    "in",
+    "is",
+    "null",
+    "between",
+    "like",
+    "join",
+    "on",
+    "union",
+    "distinct",
+    "all",
+    "case",
+    "when",
+    "then",
+    "else",
+    "end",
+    "asc",
+    "desc",
+    "exists",
+    "inner",
+    "outer",
+    "left",
+    "right",
+    "full",
+    "natural",
+    "using",
+    "with",
+    "intersect",
+    "except",
+    "values",
+    "into",
+    "table",
 }
 
 
@@ -36,7 +76,7 @@ def identifier(name: str, what: str = "column") -> str:
     if not _REGULAR.match(name):
         raise AdqlInputError(
             f"{what} name {name!r} is not an ADQL identifier (letters, digits and '_', starting with a letter; "
-            f'or a delimited identifier in double quotes)'
+            f"or a delimited identifier in double quotes)"
         )
     if name.lower() in _RESERVED:
         raise AdqlInputError(f'{what} name {name!r} is an ADQL reserved word; write it quoted, as "{name}"')
@@ -113,7 +153,14 @@ def where_clause(where: str | None) -> str | None:
     return f"({text})"
 
 
-def select(table: str, columns: list[str] | None, predicates: list[str], *, top: int | None = None, order_by: str | None = None) -> str:
+def select(
+    table: str,
+    columns: list[str] | None,
+    predicates: list[str],
+    *,
+    top: int | None = None,
+    order_by: str | None = None,
+) -> str:
     """``SELECT [TOP n] cols FROM table WHERE p1 AND p2 ... [ORDER BY col]`` from checked parts."""
     cols = ", ".join(columns) if columns else "*"
     query = f"SELECT {'TOP %d ' % top if top else ''}{cols} FROM {table}"

@@ -50,44 +50,107 @@ class TapIngestArguments(CatalogBuildArguments):
     ivo_healpix_index, else id for a preset that says so, else contains).
     """
 
-    tap_url: str = param(help="TAP service URL, or a named service: gaia, vizier, simbad, irsa, noirlab", name="tap",
-                         required=True, metavar="URL", yaml="url", job="source")
+    tap_url: str = param(
+        help="TAP service URL, or a named service: gaia, vizier, simbad, irsa, noirlab",
+        name="tap",
+        required=True,
+        metavar="URL",
+        yaml="url",
+        job="source",
+    )
     table: str = param(help="table name, e.g. gaiadr3.gaia_source", required=True, job="source")
     out: str = param(help="output collection folder", role="output", required=True, yaml=None, job="output")
-    columns: list[str] | None = param(None, "comma-separated columns (default: all; ra/dec/id are always added)",
-                                      type=NAME_LIST, check=NAMES, job="source")
+    columns: list[str] | None = param(
+        None,
+        "comma-separated columns (default: all; ra/dec/id are always added)",
+        type=NAME_LIST,
+        check=NAMES,
+        job="source",
+    )
     where: str | None = param(None, "ADQL condition, ANDed with the paging predicate", job="source")
     ra_column: str = param("ra", "RA column (default ra)", name="ra", job="source")
     dec_column: str = param("dec", "Dec column (default dec)", name="dec", job="source")
-    id_column: str | None = param(None, "unique id column (checked for duplicates; needed by id and keyset paging)",
-                                  name="id", job="source")
-    order: int = param(3, "HEALPix order the plan starts from (default 3)", type=int, check=within(0, 12), job="source")
+    id_column: str | None = param(
+        None,
+        "unique id column (checked for duplicates; needed by id and keyset paging)",
+        name="id",
+        job="source",
+    )
+    order: int = param(
+        3, "HEALPix order the plan starts from (default 3)", type=int, check=within(0, 12), job="source"
+    )
     max_order: int = param(20, "deepest order a dense page may split to (default 20)", type=int, job="source")
-    page_rows: int = param(100_000, "most rows per query (MAXREC; default 100,000)", type=int, check=AT_LEAST_1,
-                           parse=positive_int, job="source")
-    pages_in_flight: int = param(4, "queries (pages) running at once (default 4)", type=int, check=AT_LEAST_1,
-                                 parse=positive_int, job="source")
-    paging: str = param("auto", "how to cut the request (default auto: healpix if the service has ivo_healpix_index)",
-                        choices=PAGINGS, job="source")
-    mode: str = param("sync", "use asynchronous (UWS) jobs instead of sync queries", name="async_mode", type=bool,
-                      flags=("--async",), public_default=False, convert=lambda on: "async" if on else "sync", job="source")
-    retries: int = param(6, "retries per page on timeouts and 5xx answers (default 6)", type=int, check=NOT_NEGATIVE,
-                         job="source")
+    page_rows: int = param(
+        100_000,
+        "most rows per query (MAXREC; default 100,000)",
+        type=int,
+        check=AT_LEAST_1,
+        parse=positive_int,
+        job="source",
+    )
+    pages_in_flight: int = param(
+        4,
+        "queries (pages) running at once (default 4)",
+        type=int,
+        check=AT_LEAST_1,
+        parse=positive_int,
+        job="source",
+    )
+    paging: str = param(
+        "auto",
+        "how to cut the request (default auto: healpix if the service has ivo_healpix_index)",
+        choices=PAGINGS,
+        job="source",
+    )
+    mode: str = param(
+        "sync",
+        "use asynchronous (UWS) jobs instead of sync queries",
+        name="async_mode",
+        type=bool,
+        flags=("--async",),
+        public_default=False,
+        convert=lambda on: "async" if on else "sync",
+        job="source",
+    )
+    retries: int = param(
+        6,
+        "retries per page on timeouts and 5xx answers (default 6)",
+        type=int,
+        check=NOT_NEGATIVE,
+        job="source",
+    )
     backoff: float = 0.5
-    min_interval: float = param(0.0, "politeness: seconds between query starts (default 0)", type=float,
-                                check=NOT_NEGATIVE, job="source")
-    timeout: float = param(300.0, "seconds per request (default 300)", type=float, check=POSITIVE, job="source")
-    token: str | None = param(None, "environment variable holding a bearer token, if the service needs one (never "
-                              "logged)", name="token_env", public_default="SURVEY_ENGINE_TAP_TOKEN", convert=_token_from_env,
-                              job="source", repr=False)
+    min_interval: float = param(
+        0.0,
+        "politeness: seconds between query starts (default 0)",
+        type=float,
+        check=NOT_NEGATIVE,
+        job="source",
+    )
+    timeout: float = param(
+        300.0, "seconds per request (default 300)", type=float, check=POSITIVE, job="source"
+    )
+    token: str | None = param(
+        None,
+        "environment variable holding a bearer token, if the service needs one (never logged)",
+        name="token_env",
+        public_default="SURVEY_ENGINE_TAP_TOKEN",
+        convert=_token_from_env,
+        job="source",
+        repr=False,
+    )
     where_sql: str | None = field(default=None, init=False, repr=False)
     basic_auth: tuple[str, str] | None = field(default=None, init=False, repr=False)
     workers: InitVar[int | None] = None  # deprecated name of pages_in_flight
 
     def __post_init__(self, workers: int | None = None) -> None:
         if workers is not None:
-            warnings.warn("TapIngestArguments(workers=N) is deprecated: pages in flight are pages_in_flight=N "
-                          "(--pages-in-flight); --workers means local Dask workers", DeprecationWarning, stacklevel=3)
+            warnings.warn(
+                "TapIngestArguments(workers=N) is deprecated: pages in flight are pages_in_flight=N "
+                "(--pages-in-flight); --workers means local Dask workers",
+                DeprecationWarning,
+                stacklevel=3,
+            )
             self.pages_in_flight = workers
         preset = PRESETS.get(self.tap_url.lower()) if self.tap_url else None
         if preset:
@@ -97,7 +160,9 @@ class TapIngestArguments(CatalogBuildArguments):
             if self.id_column is None and preset.get("id"):
                 self.id_column = preset["id"]
         if not self.tap_url or not re.match(r"^https?://[^\s/]+", self.tap_url):
-            raise InputError(f"--tap {redact(self.tap_url or '')!r}: not an http(s) URL or a known service ({', '.join(PRESETS)})")
+            raise InputError(
+                f"--tap {redact(self.tap_url or '')!r}: not an http(s) URL or a known service ({', '.join(PRESETS)})"
+            )
         # user:password@ in the URL becomes HTTP basic auth, kept out of the URL (and so out of logs);
         # split by hand: a password holding '#' or '/' breaks urllib's parsing (and its error quotes it)
         bare, user, password = split_userinfo(self.tap_url)
@@ -136,7 +201,9 @@ class TapIngestArguments(CatalogBuildArguments):
         if not 0 <= self.order <= 12:
             raise InputError(f"--order must be within 0..12, got {self.order}")
         if self.paging == "id" and self.order > GAIA_ID_ORDER:
-            raise InputError(f"--paging id splits Gaia-style ids down to order {GAIA_ID_ORDER}; --order {self.order} is deeper")
+            raise InputError(
+                f"--paging id splits Gaia-style ids down to order {GAIA_ID_ORDER}; --order {self.order} is deeper"
+            )
         if not self.order <= self.max_order <= 29:
             raise InputError(f"--max-order must be within --order..29, got {self.max_order}")
         if self.page_rows < 1:
@@ -149,7 +216,11 @@ class TapIngestArguments(CatalogBuildArguments):
         self.out = str(Path(self.out))
         from survey_engine.catalog.layout import check_name, output_path
 
-        self.name = check_name(self.name, "--name (the catalog name)") if self.name is not None else output_path(self.out).name
+        self.name = (
+            check_name(self.name, "--name (the catalog name)")
+            if self.name is not None
+            else output_path(self.out).name
+        )
 
     @property
     def pages_dir(self) -> Path:
@@ -157,14 +228,32 @@ class TapIngestArguments(CatalogBuildArguments):
 
     def describe_source(self) -> dict:
         """What was asked of which service: safe to log and store (no credentials)."""
-        return {"service": redact(self.tap_url), "table": self.table, "columns": self.columns, "where": self.where,
-                "ra": self.ra_column, "dec": self.dec_column, "id": self.id_column}
+        return {
+            "service": redact(self.tap_url),
+            "table": self.table,
+            "columns": self.columns,
+            "where": self.where,
+            "ra": self.ra_column,
+            "dec": self.dec_column,
+            "id": self.id_column,
+        }
 
     def fingerprint(self) -> str:
         """Hash of the request and of everything that shapes the pages and the catalog."""
         from survey_engine import __version__
 
-        skip = {"token", "basic_auth", "pages_in_flight", "mode", "retries", "backoff", "min_interval", "timeout", "out", "where_sql"}
+        skip = {
+            "token",
+            "basic_auth",
+            "pages_in_flight",
+            "mode",
+            "retries",
+            "backoff",
+            "min_interval",
+            "timeout",
+            "out",
+            "where_sql",
+        }
         params = {k: v for k, v in asdict(self).items() if k not in skip}
         params["tap_url"] = redact(self.tap_url)
         blob = json.dumps({"params": params, "version": __version__}, sort_keys=True)

@@ -22,7 +22,12 @@ from survey_engine.redact import redact_text, redact_url
 
 # Named services (the URLs astroquery's modules use), with the paging each supports best.
 PRESETS: dict[str, dict] = {
-    "gaia": {"url": "https://gea.esac.esa.int/tap-server/tap", "table": "gaiadr3.gaia_source", "id": "source_id", "paging": "id"},
+    "gaia": {
+        "url": "https://gea.esac.esa.int/tap-server/tap",
+        "table": "gaiadr3.gaia_source",
+        "id": "source_id",
+        "paging": "id",
+    },
     "vizier": {"url": "https://tapvizier.cds.unistra.fr/TAPVizieR/tap"},
     "simbad": {"url": "https://simbad.cds.unistra.fr/simbad/sim-tap"},
     "irsa": {"url": "https://irsa.ipac.caltech.edu/TAP"},
@@ -53,8 +58,19 @@ class TapService:
     """A TAP endpoint with a politeness limit (``min_interval`` seconds between request starts)
     and retries (``retries`` more attempts, exponential backoff from ``backoff`` seconds)."""
 
-    def __init__(self, url: str, *, token: str | None = None, basic_auth: tuple[str, str] | None = None, mode: str = "sync", timeout: float = 300.0,
-                 retries: int = 6, backoff: float = 0.5, min_interval: float = 0.0, fmt: str = "votable/b2"):
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        mode: str = "sync",
+        timeout: float = 300.0,
+        retries: int = 6,
+        backoff: float = 0.5,
+        min_interval: float = 0.0,
+        fmt: str = "votable/b2",
+    ):
         try:
             import pyvo
         except ImportError:
@@ -96,22 +112,39 @@ class TapService:
         while True:
             self._polite()
             try:
-                table, overflow = self._sync(adql, maxrec) if self.mode == "sync" else self._async(adql, maxrec)
+                table, overflow = (
+                    self._sync(adql, maxrec) if self.mode == "sync" else self._async(adql, maxrec)
+                )
                 return Answer(table, overflow, time.monotonic() - start, attempt)
             except pyvo.dal.DALQueryError as exc:
-                if not server_side_failure(str(exc)) or attempt >= self.retries:  # a refusal of the query: no retry
-                    raise TapError(self._clean(f"{self.label}: page {page}: the service rejected the query: {exc}\n  query: {adql}")) from None
+                if (
+                    not server_side_failure(str(exc)) or attempt >= self.retries
+                ):  # a refusal of the query: no retry
+                    raise TapError(
+                        self._clean(
+                            f"{self.label}: page {page}: the service rejected the query: {exc}\n  query: {adql}"
+                        )
+                    ) from None
                 attempt += 1  # the service failed while running a good query (e.g. a file-system race): retry
                 with self._lock:
                     self.retry_count += 1
                 time.sleep(self.backoff * 2 ** (attempt - 1) * (0.75 + 0.5 * random.random()))
             except _Permanent as exc:
                 raise TapError(self._clean(f"{self.label}: page {page}: {exc}\n  query: {adql}")) from None
-            except (requests.ConnectionError, requests.Timeout, Truncated, _Transient, pyvo.dal.DALServiceError, pyvo.dal.DALFormatError) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                Truncated,
+                _Transient,
+                pyvo.dal.DALServiceError,
+                pyvo.dal.DALFormatError,
+            ) as exc:
                 if attempt >= self.retries:
-                    raise TapError(self._clean(
-                        f"{self.label}: page {page}: failed after {attempt + 1} attempts; last error: {_short(exc)}\n  query: {adql}"
-                    )) from None
+                    raise TapError(
+                        self._clean(
+                            f"{self.label}: page {page}: failed after {attempt + 1} attempts; last error: {_short(exc)}\n  query: {adql}"
+                        )
+                    ) from None
                 attempt += 1
                 with self._lock:
                     self.retry_count += 1
@@ -135,14 +168,22 @@ class TapService:
         from astropy.io.votable import parse
         from pyvo.dal.tap import TAPResults
 
-        data = {"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": adql, "MAXREC": str(maxrec), "FORMAT": self.fmt}
+        data = {
+            "REQUEST": "doQuery",
+            "LANG": "ADQL",
+            "QUERY": adql,
+            "MAXREC": str(maxrec),
+            "FORMAT": self.fmt,
+        }
         resp = self.session.post(self.url + "/sync", data=data, timeout=self.timeout)
         body = resp.content
         if resp.status_code >= 500 or resp.status_code in (408, 429):
             raise _Transient(f"HTTP {resp.status_code} from the service")
         head = body[:512].lstrip().lower()
         if head.startswith(b"<!doctype html") or head.startswith(b"<html") or b"<html" in head[:200]:
-            raise _Permanent(f"the service answered HTML (HTTP {resp.status_code}), not a VOTable: is {self.label} a TAP endpoint?")
+            raise _Permanent(
+                f"the service answered HTML (HTTP {resp.status_code}), not a VOTable: is {self.label} a TAP endpoint?"
+            )
         if resp.status_code >= 400 and b"VOTABLE" not in body[:2048].upper():
             raise _Permanent(f"HTTP {resp.status_code} from {self.label}/sync: {body[:200]!r}")
         if not body.rstrip().endswith(b"</VOTABLE>"):
@@ -177,7 +218,10 @@ class _Permanent(Exception):
     pass
 
 
-_SERVER_SIDE = re.compile(r"\[Errno \d+\]|internal (server )?error|traceback|timed? ?out|temporar|unavailable|too many|overload|try again", re.I)
+_SERVER_SIDE = re.compile(
+    r"\[Errno \d+\]|internal (server )?error|traceback|timed? ?out|temporar|unavailable|too many|overload|try again",
+    re.I,
+)
 
 
 def server_side_failure(message: str) -> bool:

@@ -34,7 +34,15 @@ class Manifest:
             self.state = state
             self.resumed = bool(state["done"]) or bool(state["planned"])
         else:
-            self.state = {"fingerprint": fingerprint, "source": source, "paging": None, "planned": [], "done": {}, "split": {}, "plan_queries": 0}
+            self.state = {
+                "fingerprint": fingerprint,
+                "source": source,
+                "paging": None,
+                "planned": [],
+                "done": {},
+                "split": {},
+                "plan_queries": 0,
+            }
         self.page_dir.mkdir(parents=True, exist_ok=True)
 
     # -- plan --------------------------------------------------------------------------------
@@ -68,7 +76,13 @@ class Manifest:
 
     def mark_done(self, page: Page, rows: int, fetched: int, seconds: float, retries: int, **extra) -> None:
         with self._lock:
-            entry = {"page": page.to_json(), "rows": rows, "fetched": fetched, "seconds": round(seconds, 3), "retries": retries}
+            entry = {
+                "page": page.to_json(),
+                "rows": rows,
+                "fetched": fetched,
+                "seconds": round(seconds, 3),
+                "retries": retries,
+            }
             self.state["done"][page.key] = entry | extra
             self._save()
 

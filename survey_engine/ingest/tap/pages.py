@@ -103,12 +103,16 @@ def in_page(page: Page, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
 
     if len(ra) == 0:
         return np.zeros(0, dtype=bool)
-    pix = cdshealpix.nested.lonlat_to_healpix(np.asarray(ra, float) % 360.0 * u.deg, np.asarray(dec, float) * u.deg, page.order)
+    pix = cdshealpix.nested.lonlat_to_healpix(
+        np.asarray(ra, float) % 360.0 * u.deg, np.asarray(dec, float) * u.deg, page.order
+    )
     pix = pix.astype(np.int64)
     return (pix >= page.lo) & (pix <= page.hi)
 
 
-def ranges_from_counts(order: int, lo: int, hi: int, counts: dict[int, int], page_rows: int) -> tuple[list[Page], list[tuple[int, int]]]:
+def ranges_from_counts(
+    order: int, lo: int, hi: int, counts: dict[int, int], page_rows: int
+) -> tuple[list[Page], list[tuple[int, int]]]:
     """Cut pixels [lo, hi] at ``order`` into contiguous pages holding at most ``page_rows`` rows
     by the server's counts. Pixels that alone hold more come back separately as (pixel, count)."""
     pages: list[Page] = []

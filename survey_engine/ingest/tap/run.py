@@ -65,7 +65,9 @@ class IngestResult:
         parts = [
             f"{self.rows} rows in {self.pages} pages ({self.paging} paging, {self.splits} pages split, {self.retries} retries, "
             f"{rate:,.0f} rows/s fetching)",
-            f"checked against the service: {v.get('method')}, {v.get('groups')} groups, all equal" if v.get("ok") else "",
+            f"checked against the service: {v.get('method')}, {v.get('groups')} groups, all equal"
+            if v.get("ok")
+            else "",
             f"catalog: {self.partitions} partitions, margin {self.margin_rows} rows -> {self.out}",
         ]
         if self.resumed:
@@ -78,8 +80,16 @@ class Ingest:
 
     def __init__(self, args: TapIngestArguments, progress: bool):
         self.args = args
-        self.service = TapService(args.tap_url, token=args.token, basic_auth=args.basic_auth, mode=args.mode, timeout=args.timeout,
-                                  retries=args.retries, backoff=args.backoff, min_interval=args.min_interval)
+        self.service = TapService(
+            args.tap_url,
+            token=args.token,
+            basic_auth=args.basic_auth,
+            mode=args.mode,
+            timeout=args.timeout,
+            retries=args.retries,
+            backoff=args.backoff,
+            min_interval=args.min_interval,
+        )
         self.manifest = Manifest(args.pages_dir, args.fingerprint(), args.describe_source())
         self.progress = progress
         self.queries = 0
@@ -94,7 +104,9 @@ class Ingest:
             return "healpix"
         return "contains"
 
-    def count_pixels(self, order: int, within: tuple[int, int] | None = None, limit: int | None = None) -> dict[int, int]:
+    def count_pixels(
+        self, order: int, within: tuple[int, int] | None = None, limit: int | None = None
+    ) -> dict[int, int]:
         """Row counts per nested pixel at ``order`` from the service (only within one pixel if given)."""
         a = self.args
         expr = healpix_expr(order, a.ra_column, a.dec_column)
@@ -103,10 +115,14 @@ class Ingest:
             preds.append(f"{healpix_expr(within[0], a.ra_column, a.dec_column)} = {within[1]}")
         query = adql.select(a.table, [f"{expr} AS hpx", "COUNT(*) AS n"], preds) + " GROUP BY hpx"
         maxrec = (limit or 12 * 4**order) + 1
-        answer = self.service.query(query, maxrec, f"count at order {order}" + (f" in pixel {within}" if within else ""))
+        answer = self.service.query(
+            query, maxrec, f"count at order {order}" + (f" in pixel {within}" if within else "")
+        )
         self.queries += 1
         if answer.overflow or len(answer.table) >= maxrec:
-            raise TapError(f"{self.service.label}: the per-pixel count at order {order} came back truncated\n  query: {query}")
+            raise TapError(
+                f"{self.service.label}: the per-pixel count at order {order} came back truncated\n  query: {query}"
+            )
         return {int(p): int(n) for p, n in zip(answer.table["hpx"], answer.table["n"])}
 
     def plan(self, paging: str) -> list[Page]:
@@ -126,7 +142,9 @@ class Ingest:
                 continue
             shift = 4 ** (deeper - order)
             sub = self.count_pixels(deeper, (order, pix), limit=min(shift, n))
-            sub_pages, sub_dense = ranges_from_counts(deeper, pix * shift, (pix + 1) * shift - 1, sub, a.page_rows)
+            sub_pages, sub_dense = ranges_from_counts(
+                deeper, pix * shift, (pix + 1) * shift - 1, sub, a.page_rows
+            )
             pages += sub_pages
             todo += [(deeper, p, c) for p, c in sub_dense]
         return sorted(pages, key=lambda p: (p.lo << 2 * (a.max_order - p.order)))
@@ -136,7 +154,9 @@ class Ingest:
         a = self.args
         preds = [predicate(page, a.ra_column, a.dec_column, a.id_column), a.where_sql]
         if page.kind == "keyset":
-            return adql.select(a.table, a.columns, preds, top=a.page_rows, order_by=a.id_column), a.page_rows + 1
+            return adql.select(
+                a.table, a.columns, preds, top=a.page_rows, order_by=a.id_column
+            ), a.page_rows + 1
         return adql.select(a.table, a.columns, preds), a.page_rows
 
     def fetch(self, page: Page) -> tuple[str, object]:
@@ -168,7 +188,10 @@ class Ingest:
         if page.kind == "keyset":
             ids = np.asarray(table[a.id_column]) if rows else np.zeros(0, np.int64)
             # A service that caps a page below TOP is harmless here: the next page starts after the last id.
-            extra = {"next_after": int(ids.max()) if rows else None, "final": fetched < a.page_rows and not answer.overflow}
+            extra = {
+                "next_after": int(ids.max()) if rows else None,
+                "final": fetched < a.page_rows and not answer.overflow,
+            }
         self.manifest.mark_done(page, rows, fetched, answer.seconds, answer.retries, **extra)
         self.queries += 1 + answer.retries
         return "done", rows
@@ -239,7 +262,9 @@ class Ingest:
             self.bar.rows += rows
         elapsed = max(time.monotonic() - self.bar.t0, 1e-9)
         rate = (self.bar.rows - self.bar.rows0) / elapsed
-        self.bar.set_postfix(rows=f"{self.bar.rows:,}", rows_s=f"{rate:,.0f}", retries=self.service.retry_count, refresh=False)
+        self.bar.set_postfix(
+            rows=f"{self.bar.rows:,}", rows_s=f"{rate:,.0f}", retries=self.service.retry_count, refresh=False
+        )
 
     # -- verification ------------------------------------------------------------------------
     def verify(self, paging: str) -> dict:
@@ -256,26 +281,50 @@ class Ingest:
             for lo, hi, rows in groups:
                 expected = sum(n for p, n in counts.items() if lo <= p <= hi)
                 if expected != rows:
-                    bad.append({"pixels": f"order {vorder} pixels {lo}..{hi}", "service": expected, "landed": rows})
-            report.update(method=f"per-pixel COUNT(*) at order {vorder}", groups=len(groups), service_rows=sum(counts.values()), mismatches=bad)
+                    bad.append(
+                        {"pixels": f"order {vorder} pixels {lo}..{hi}", "service": expected, "landed": rows}
+                    )
+            report.update(
+                method=f"per-pixel COUNT(*) at order {vorder}",
+                groups=len(groups),
+                service_rows=sum(counts.values()),
+                mismatches=bad,
+            )
         else:
             query = adql.select(a.table, ["COUNT(*) AS n"], [a.where_sql])
             answer = self.service.query(query, 2, "total count")
             self.queries += 1
             expected = int(answer.table["n"][0])
-            bad = [] if expected == total else [{"pixels": "whole table", "service": expected, "landed": total}]
-            report.update(method="COUNT(*) of the whole request", groups=1, service_rows=expected, mismatches=bad)
+            bad = (
+                [] if expected == total else [{"pixels": "whole table", "service": expected, "landed": total}]
+            )
+            report.update(
+                method="COUNT(*) of the whole request", groups=1, service_rows=expected, mismatches=bad
+            )
         if a.id_column:
-            ids = [pq.read_table(self.manifest.page_file(Page.from_json(e["page"])), columns=[a.id_column]).column(0)
-                   for e in entries if e["rows"]]
+            ids = [
+                pq.read_table(
+                    self.manifest.page_file(Page.from_json(e["page"])), columns=[a.id_column]
+                ).column(0)
+                for e in entries
+                if e["rows"]
+            ]
             ids = pa.chunked_array(ids).to_numpy() if ids else np.zeros(0)
             dupes = int(len(ids) - len(np.unique(ids)))
             report["duplicate_ids"] = dupes
             if dupes:
-                bad.append({"pixels": "all pages", "service": "unique ids", "landed": f"{dupes} duplicated {a.id_column} values"})
+                bad.append(
+                    {
+                        "pixels": "all pages",
+                        "service": "unique ids",
+                        "landed": f"{dupes} duplicated {a.id_column} values",
+                    }
+                )
         report["ok"] = not bad
         if bad:
-            lines = "\n".join(f"  {b['pixels']}: service {b['service']}, landed {b['landed']}" for b in bad[:10])
+            lines = "\n".join(
+                f"  {b['pixels']}: service {b['service']}, landed {b['landed']}" for b in bad[:10]
+            )
             raise TapError(
                 f"{self.service.label}: table {a.table}: the pages do not add up to the service's counts "
                 f"(did the table change during the ingest?); pages kept in {a.pages_dir}:\n{lines}"
@@ -328,7 +377,9 @@ def _run_ingest(args: TapIngestArguments, out: Path, client, progress: bool) -> 
     if report_path.exists():
         report = json.loads(report_path.read_text())
         if report.get("fingerprint") == fingerprint:
-            return IngestResult(out=out, rows=report["rows"], pages=report["pages"], up_to_date=True, paging=report["paging"])
+            return IngestResult(
+                out=out, rows=report["rows"], pages=report["pages"], up_to_date=True, paging=report["paging"]
+            )
         raise InputError(f"{out}: already holds a different TAP ingest; choose another --out or remove it")
     if out.exists() and any(out.iterdir()) and not args.pages_dir.exists():
         raise InputError(f"{out}: already exists and is not this ingest; choose another --out or remove it")
@@ -349,25 +400,52 @@ def _run_ingest(args: TapIngestArguments, out: Path, client, progress: bool) -> 
     entries = manifest.done_entries()
     rows = sum(e["rows"] for e in entries)
     if rows == 0:
-        raise InputError(f"{ingest.service.label}: table {args.table}: the request returned no rows (WHERE {args.where!r})")
+        raise InputError(
+            f"{ingest.service.label}: table {args.table}: the request returned no rows (WHERE {args.where!r})"
+        )
     import_args = ImportArguments(
-        [str(manifest.page_dir)], args.out, ra_column=args.ra_column, dec_column=args.dec_column, id_column=args.id_column,
-        max_rows=args.max_rows, highest_order=args.highest_order, margin_arcsec=args.margin_arcsec, name=args.name,
+        [str(manifest.page_dir)],
+        args.out,
+        ra_column=args.ra_column,
+        dec_column=args.dec_column,
+        id_column=args.id_column,
+        max_rows=args.max_rows,
+        highest_order=args.highest_order,
+        margin_arcsec=args.margin_arcsec,
+        name=args.name,
     )
     imported = run_import(import_args, client=client, progress=progress)
     if imported.rows != rows:
-        raise RuntimeError(f"internal check failed: {rows} rows landed in pages but the import wrote {imported.rows}")
+        raise RuntimeError(
+            f"internal check failed: {rows} rows landed in pages but the import wrote {imported.rows}"
+        )
     result = IngestResult(
-        out=out, rows=rows, pages=len(entries), splits=len(manifest.state["split"]),
-        retries=sum(e["retries"] for e in entries), queries=manifest.state["plan_queries"] + ingest.queries,
-        paging=paging, seconds_fetching=seconds, verification=verification, resumed=resumed,
-        partitions=imported.partitions, margin_rows=imported.margin_rows,
+        out=out,
+        rows=rows,
+        pages=len(entries),
+        splits=len(manifest.state["split"]),
+        retries=sum(e["retries"] for e in entries),
+        queries=manifest.state["plan_queries"] + ingest.queries,
+        paging=paging,
+        seconds_fetching=seconds,
+        verification=verification,
+        resumed=resumed,
+        partitions=imported.partitions,
+        margin_rows=imported.margin_rows,
     )
     report = {
-        "fingerprint": fingerprint, "source": args.describe_source(), "paging": paging, "rows": rows,
-        "pages": result.pages, "pages_split": result.splits, "retries": result.retries,
-        "seconds_fetching_this_run": round(seconds, 3), "verification": verification,
-        "page_rows": args.page_rows, "order": args.order, "mode": args.mode,
+        "fingerprint": fingerprint,
+        "source": args.describe_source(),
+        "paging": paging,
+        "rows": rows,
+        "pages": result.pages,
+        "pages_split": result.splits,
+        "retries": result.retries,
+        "seconds_fetching_this_run": round(seconds, 3),
+        "verification": verification,
+        "page_rows": args.page_rows,
+        "order": args.order,
+        "mode": args.mode,
     }
     atomic_write_text(report_path, json.dumps(report, indent=1))
     remove_tree(args.pages_dir, out.parent)

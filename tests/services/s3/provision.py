@@ -18,13 +18,23 @@ POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "
 def client(service: str, url: str, key: str = "bootstrap", secret: str = "bootstrap"):
     import boto3
 
-    return boto3.client(service, endpoint_url=url, region_name="us-east-1", aws_access_key_id=key, aws_secret_access_key=secret)
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+    )
 
 
 def set_auth(url: str, free_requests: str) -> None:
     """moto's own endpoint: how many requests go unauthenticated from now on ("inf": all; "0": none)."""
-    req = urllib.request.Request(f"{url}/moto-api/reset-auth", data=free_requests.encode(), method="POST",
-                                 headers={"Content-Type": "application/octet-stream"})
+    req = urllib.request.Request(
+        f"{url}/moto-api/reset-auth",
+        data=free_requests.encode(),
+        method="POST",
+        headers={"Content-Type": "application/octet-stream"},
+    )
     urllib.request.urlopen(req, timeout=10).read()
 
 
@@ -36,7 +46,9 @@ def provision(url: str, out: str) -> None:
     except iam.exceptions.EntityAlreadyExistsException:
         pass
     iam.put_user_policy(UserName="survey-engine-test", PolicyName="s3-all", PolicyDocument=json.dumps(POLICY))
-    for old in iam.list_access_keys(UserName="survey-engine-test")["AccessKeyMetadata"]:  # a re-provisioning: at most 2 keys
+    for old in iam.list_access_keys(UserName="survey-engine-test")[
+        "AccessKeyMetadata"
+    ]:  # a re-provisioning: at most 2 keys
         iam.delete_access_key(UserName="survey-engine-test", AccessKeyId=old["AccessKeyId"])
     key = iam.create_access_key(UserName="survey-engine-test")["AccessKey"]
     creds = {"endpoint_url": url, "key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
