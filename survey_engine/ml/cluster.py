@@ -252,25 +252,12 @@ def cluster_catalog(
 
     cat, spec, feats, params = _plan(catalog_path, features, method, params, where, storage_options)
     with dask_client(client) as client:
-        selected = cat.to_dask() if not where else cat.to_dask().map_partitions(lambda df: df.query(where))
-        featured = selected.map_partitions(
-            lambda df: pd.concat([df, spec.compute(df).add_prefix("_f_")], axis=1)
-        )
-        fcols = [f"_f_{f}" for f in feats]
-        centre, scale = robust_scales(featured, fcols)
+        featured, fcols, centre, scale = _featured_scales(cat, spec, feats, where)
         if method == "kmeans":
             labels, summary_extra = _kmeans(featured, fcols, centre, scale, params, seed)
             result = cat.map_partitions(_attach_kmeans(spec, feats, centre, scale, labels))
         else:
-            id_column = id_column or cat.properties.get("se_col_id")
-            if not id_column or id_column not in cat.column_names():
-                raise ClusterError(
-                    f"{catalog_path}: density clustering per tile needs a unique id column (--id); columns: {cat.column_names()}"
-                )
-            if cat.margin is None:
-                raise ClusterError(
-                    f"{catalog_path}: density clustering per tile needs a margin (build one with `survey-engine margin`)"
-                )
+            id_column = _density_id_column(cat, catalog_path, id_column)
             cat, assignments, needed = _tiled_assignments(
                 cat,
                 catalog_path,
@@ -339,6 +326,30 @@ def _plan(
     return cat, spec, feats, params
 
 
+def _featured_scales(cat, spec, feats: list[str], where: str | None):
+    """The rows taking part with their features as ``_f_*`` columns, those columns' names, and the
+    features' robust centre and scale over the whole catalog."""
+    selected = cat.to_dask() if not where else cat.to_dask().map_partitions(lambda df: df.query(where))
+    featured = selected.map_partitions(lambda df: pd.concat([df, spec.compute(df).add_prefix("_f_")], axis=1))
+    fcols = [f"_f_{f}" for f in feats]
+    centre, scale = robust_scales(featured, fcols)
+    return featured, fcols, centre, scale
+
+
+def _density_id_column(cat, catalog_path: str, id_column: str | None) -> str:
+    """The id column density clustering merges tiles by; an error without one or without a margin."""
+    id_column = id_column or cat.properties.get("se_col_id")
+    if not id_column or id_column not in cat.column_names():
+        raise ClusterError(
+            f"{catalog_path}: density clustering per tile needs a unique id column (--id); columns: {cat.column_names()}"
+        )
+    if cat.margin is None:
+        raise ClusterError(
+            f"{catalog_path}: density clustering per tile needs a margin (build one with `survey-engine margin`)"
+        )
+    return id_column
+
+
 def cluster_assignments(
     catalog_path: str,
     features: list[str],
@@ -360,13 +371,9 @@ def cluster_assignments(
     if method not in ("dbscan", "hdbscan"):
         raise ClusterError(f"cluster_assignments: method must be dbscan or hdbscan, got {method!r}")
     cat, spec, feats, params = _plan(catalog_path, features, method, params, where, storage_options)
-    id_column = id_column or cat.properties.get("se_col_id")
+    id_column = _density_id_column(cat, catalog_path, id_column)
     with dask_client(client) as client:
-        selected = cat.to_dask() if not where else cat.to_dask().map_partitions(lambda df: df.query(where))
-        featured = selected.map_partitions(
-            lambda df: pd.concat([df, spec.compute(df).add_prefix("_f_")], axis=1)
-        )
-        centre, scale = robust_scales(featured, [f"_f_{f}" for f in feats])
+        _, _, centre, scale = _featured_scales(cat, spec, feats, where)
         cat, assignments, _ = _tiled_assignments(
             cat,
             catalog_path,
