@@ -106,17 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     except (SurveyEngineError, FileExistsError, FileNotFoundError, TimeoutError) as exc:
         print(f"survey-engine {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except (
-        KeyError,
-        ValueError,
-    ) as exc:  # from a library, about the input; with --verbose, shown as the bug it may be
-        if args.verbose:
-            raise
-        print(
-            f"survey-engine {args.command}: error: {exc} ({type(exc).__name__}; --verbose shows where it came from)",
-            file=sys.stderr,
-        )
-        return 2
     except KeyboardInterrupt:
         print(
             f"survey-engine {args.command}: interrupted; re-run the same command to resume", file=sys.stderr

@@ -74,7 +74,8 @@ def _run_lightcurves(args, client=None, progress: bool = True) -> StageResult:
 @cache
 def stages() -> dict[str, Stage]:
     """Every stage and catalog command by name: the job stages, the mock sources, ``info`` and
-    ``verify``. The commands that run jobs and benchmarks sit above them, in ``commands.py``."""
+    ``verify``. The commands that run jobs and benchmarks sit above them, in ``commands.py``.
+    Long on purpose: it is the one table of stages, one ``Stage(...)`` entry each, read top to bottom."""
     from survey_engine.catalog.arguments import (
         InfoArguments,
         MarginArguments,

@@ -255,7 +255,6 @@ def _stage_figure(suite: str, rows: list[dict], colors: dict) -> str | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullLocator
 
     measured = [r for r in rows if r.get("seconds")]
     if not measured:
@@ -286,60 +285,16 @@ def _stage_figure(suite: str, rows: list[dict], colors: dict) -> str | None:
             t for t in {r["tool"] for r in sub} if len({r["workers"] for r in sub if r["tool"] == t}) > 1
         }
 
-        def label(r):
+        def label(r, several=several):
             if suite == "scaling":
                 return f"{r['tool']}, {r['case']}"
             return f"{r['tool']} ({r['workers']} w)" if r["tool"] in several else r["tool"]
 
-        lines = dict.fromkeys(label(r) for r in sub)
         if len(sizes) > 1:
-            for line in lines:
-                pts = sorted((r[xkey], r["seconds"], r["tool"]) for r in sub if label(r) == line)
-                tool = pts[0][2]
-                ours = tool in OURS
-                fewer = (
-                    suite != "scaling"
-                    and tool in several
-                    and pts
-                    and min(r["workers"] for r in sub if label(r) == line)
-                    < max(r["workers"] for r in sub if r["tool"] == tool)
-                )
-                style = ("o-" if ours else "s--") if suite != "scaling" or "strong" in line else "^:"
-                ax.plot(
-                    [p[0] for p in pts],
-                    [p[1] for p in pts],
-                    style,
-                    color=colors[tool],
-                    lw=2.4 if ours else 1.4,
-                    alpha=0.45 if fewer else 1,
-                    label=line,
-                )
+            _lines_panel(ax, suite, sub, xkey, several, label, colors)
             lines_drawn = True
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            _plain_ticks(ax, "y")
-            if xkey == "workers":
-                ax.set_xticks(sorted(sizes), [str(w) for w in sorted(sizes)])
-                ax.xaxis.set_minor_locator(NullLocator())
-            ax.set_xlabel("workers" if xkey == "workers" else "rows")
-            ax.grid(True, which="both", alpha=0.25)
         else:
-            ordered = sorted(
-                lines, key=lambda t: (not any(r["tool"] in OURS for r in sub if label(r) == t), t)
-            )
-            secs = [next(r["seconds"] for r in sub if label(r) == t) for t in ordered]
-            tools = [next(r["tool"] for r in sub if label(r) == t) for t in ordered]
-            ax.barh(range(len(ordered)), secs, height=0.6, color=[colors[t] for t in tools])
-            ax.set_ylim(len(ordered) - 0.5, -0.5)
-            bars = max(bars, len(ordered))
-            ax.set_yticks(range(len(ordered)), ordered, fontsize=8)
-            ax.set_xscale("log")
-            _plain_ticks(ax, "x")
-            ax.set_xlabel(f"seconds ({_plain_rows(next(iter(sizes)))} rows)")
-            for y, s in enumerate(secs):
-                ax.text(s, y, f" {s:.3g} s", va="center", fontsize=8)
-            ax.margins(x=0.35)
-            ax.grid(True, axis="x", which="both", alpha=0.25)
+            bars = max(bars, _bars_panel(ax, sub, next(iter(sizes)), label, colors))
         ax.set_ylabel("seconds (median)" if len(sizes) > 1 else "")
         title = suite if n == 1 and suite not in ("crossmatch", "train", "tap", "real", "scaling") else kind
         ax.set_title(title if len(title) <= 48 else title[:46] + "...", fontsize=10)
@@ -349,6 +304,61 @@ def _stage_figure(suite: str, rows: list[dict], colors: dict) -> str | None:
         fig.set_size_inches(fig.get_size_inches()[0], (1.0 + 0.42 * max(bars, 2)) * ((n + cols - 1) // cols))
     fig.tight_layout()
     return png_html(fig, dpi=100, alt="time against rows")
+
+
+def _lines_panel(ax, suite: str, sub: list[dict], xkey: str, several: set, label, colors: dict) -> None:
+    """Seconds against rows (or workers), log-log, a line per tool; ours drawn thicker."""
+    from matplotlib.ticker import NullLocator
+
+    sizes = {r[xkey] for r in sub}
+    for line in dict.fromkeys(label(r) for r in sub):
+        pts = sorted((r[xkey], r["seconds"], r["tool"]) for r in sub if label(r) == line)
+        tool = pts[0][2]
+        ours = tool in OURS
+        fewer = (
+            suite != "scaling"
+            and tool in several
+            and pts
+            and min(r["workers"] for r in sub if label(r) == line)
+            < max(r["workers"] for r in sub if r["tool"] == tool)
+        )
+        style = ("o-" if ours else "s--") if suite != "scaling" or "strong" in line else "^:"
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            style,
+            color=colors[tool],
+            lw=2.4 if ours else 1.4,
+            alpha=0.45 if fewer else 1,
+            label=line,
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_ticks(ax, "y")
+    if xkey == "workers":
+        ax.set_xticks(sorted(sizes), [str(w) for w in sorted(sizes)])
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("workers" if xkey == "workers" else "rows")
+    ax.grid(True, which="both", alpha=0.25)
+
+
+def _bars_panel(ax, sub: list[dict], size: int, label, colors: dict) -> int:
+    """A bar per tool where a kind was measured at one size only (ours first); the number of bars."""
+    lines = dict.fromkeys(label(r) for r in sub)
+    ordered = sorted(lines, key=lambda t: (not any(r["tool"] in OURS for r in sub if label(r) == t), t))
+    secs = [next(r["seconds"] for r in sub if label(r) == t) for t in ordered]
+    tools = [next(r["tool"] for r in sub if label(r) == t) for t in ordered]
+    ax.barh(range(len(ordered)), secs, height=0.6, color=[colors[t] for t in tools])
+    ax.set_ylim(len(ordered) - 0.5, -0.5)
+    ax.set_yticks(range(len(ordered)), ordered, fontsize=8)
+    ax.set_xscale("log")
+    _plain_ticks(ax, "x")
+    ax.set_xlabel(f"seconds ({_plain_rows(size)} rows)")
+    for y, sec in enumerate(secs):
+        ax.text(sec, y, f" {sec:.3g} s", va="center", fontsize=8)
+    ax.margins(x=0.35)
+    ax.grid(True, axis="x", which="both", alpha=0.25)
+    return len(ordered)
 
 
 def duration_text(hours: float) -> str:

@@ -284,7 +284,6 @@ def verify_catalog(
 
 
 def _verify(path: Path, client, progress: bool) -> VerifyReport:
-    from survey_engine.catalog.margins import MarginPlan
     from survey_engine.catalog.partitioning import PartitionPlan
     from survey_engine.runtime import run_tasks
 
@@ -303,14 +302,7 @@ def _verify(path: Path, client, progress: bool) -> VerifyReport:
     pplan = PartitionPlan.from_arrays([k[0] for k in keys], [k[1] for k in keys], np.zeros(len(keys)))
     index_of = {(int(o), int(p)): i for i, (o, p) in enumerate(zip(pplan.orders, pplan.pixels))}
     skymap_order = _skymap_order(main_dir, main.props)
-    plans = {}
-    for m in margins:
-        try:
-            plans[m.path] = (MarginPlan.build(pplan, float(m.props["hats_margin_threshold"])), pplan)
-        except (KeyError, ValueError):
-            m.problems.append(
-                Problem(str(m.path / layout.PROPERTIES_FILE), "no valid hats_margin_threshold", False)
-            )
+    plans = _margin_plans(margins, pplan)
     # the main files, read in full; with the first margin's plan, the margin rows each owes the others
     first = next(iter(plans), None)
     is_margin = (
@@ -343,33 +335,76 @@ def _verify(path: Path, client, progress: bool) -> VerifyReport:
     report.rows = total
     _catalog_totals(main, total, results, skymap_order, report)
     for m in margins:
-        report.problems += m.problems
-        mkeys = sorted(m.disk)
-        plan = plans.get(m.path)
-        mcalls = [
-            (str(m.disk[k]), ra, dec, k[0], k[1], None, plan, index_of.get(k, -1), index_of.get(k, -1))
-            for k in mkeys
-            if plan is None or k in index_of
-        ]
-        for k in mkeys:
-            if k not in index_of:
-                report.problems.append(
-                    Problem(
-                        str(m.disk[k]), "margin partition of a partition the main catalog does not have", True
-                    )
-                )
-        mresults = run_tasks(client, _check_file, mcalls, "verify margin", progress)
-        report.files += len(mresults)
-        mtotal = _file_problems(m, mresults, report)
-        report.margin_rows += mtotal
-        _catalog_totals(m, mtotal, mresults, None, report)
-        if plan is not None and main.data_damaged:
-            report.notes.append(
-                f"{m.path}: margin rows not compared with the main catalog while its partition files are damaged"
-            )
-        elif plan is not None:
-            _margin_problems(m, mresults, owed_by_margin.get(m.path, {}), pplan, report)
+        _verify_margin(
+            m,
+            plans.get(m.path),
+            index_of,
+            (ra, dec),
+            main.data_damaged,
+            owed_by_margin,
+            pplan,
+            report,
+            client,
+            progress,
+        )
     return report
+
+
+def _margin_plans(margins: list, pplan) -> dict:
+    """Each margin catalog's plan (which main partitions its rows border), from its threshold; a
+    margin without a valid threshold gets a problem and no plan."""
+    from survey_engine.catalog.margins import MarginPlan
+
+    plans = {}
+    for m in margins:
+        try:
+            plans[m.path] = (MarginPlan.build(pplan, float(m.props["hats_margin_threshold"])), pplan)
+        except (KeyError, ValueError):
+            m.problems.append(
+                Problem(str(m.path / layout.PROPERTIES_FILE), "no valid hats_margin_threshold", False)
+            )
+    return plans
+
+
+def _verify_margin(
+    m,
+    plan,
+    index_of: dict,
+    radec: tuple[str, str],
+    main_damaged: bool,
+    owed_by_margin: dict,
+    pplan,
+    report,
+    client,
+    progress: bool,
+) -> None:
+    """One margin catalog's files read and checked, and its rows compared with those the main
+    partitions owe it (skipped, with a note, while the main files are damaged)."""
+    from survey_engine.runtime import run_tasks
+
+    report.problems += m.problems
+    mkeys = sorted(m.disk)
+    mcalls = [
+        (str(m.disk[k]), *radec, k[0], k[1], None, plan, index_of.get(k, -1), index_of.get(k, -1))
+        for k in mkeys
+        if plan is None or k in index_of
+    ]
+    report.problems += [
+        Problem(str(m.disk[k]), "margin partition of a partition the main catalog does not have", True)
+        for k in mkeys
+        if k not in index_of
+    ]
+    mresults = run_tasks(client, _check_file, mcalls, "verify margin", progress)
+    report.files += len(mresults)
+    mtotal = _file_problems(m, mresults, report)
+    report.margin_rows += mtotal
+    _catalog_totals(m, mtotal, mresults, None, report)
+    if plan is not None and main_damaged:
+        report.notes.append(
+            f"{m.path}: margin rows not compared with the main catalog while its partition files are damaged"
+        )
+    elif plan is not None:
+        _margin_problems(m, mresults, owed_by_margin.get(m.path, {}), pplan, report)
 
 
 def _owed(results: list[dict]) -> dict:

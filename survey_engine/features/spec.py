@@ -180,85 +180,84 @@ class FeatureSpec:
 
         def col(name: str) -> np.ndarray:
             if name not in clean:
-                raw = frame[name]
-                numeric = pd.to_numeric(raw, errors="coerce")
-                if not self.text_as_missing and not pd.api.types.is_numeric_dtype(raw.dtype):
-                    text = numeric.isna().to_numpy() & raw.notna().to_numpy()
-                    if text.any():
-                        text &= raw.astype("string").str.strip().fillna("").ne("").to_numpy(dtype=bool)
-                    if text.any():
-                        first = int(np.argmax(text))
-                        raise FeatureError(
-                            f"column {name!r} holds text where numbers are expected: {raw.iloc[first]!r} in row {first} of this "
-                            f"partition (index {raw.index[first]!r}), {int(text.sum())} such rows; fix the data, or pass "
-                            f"--missing nan (or impute / drop) to treat them as missing values"
-                        )
-                values = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
-                values = values.copy()
-                bad = ~np.isfinite(values)
-                if self.sentinels:
-                    bad |= np.isin(values, self.sentinels)
-                values[bad] = np.nan
-                clean[name] = values
+                clean[name] = self._clean_column(frame[name], name)
             return clean[name]
 
-        def dered(name: str) -> np.ndarray:
-            values = col(name)
-            if not self.ebv_column:
-                return values
-            r = extinction_coefficient(name)
-            if r is None:
-                raise FeatureError(
-                    f"no extinction coefficient known for column {name!r} (known: ugriz and Gaia G/BP/RP names)"
-                )
-            return values - r * col(self.ebv_column)
-
-        def good_parallax() -> np.ndarray:
-            plx, err = col(self.parallax_column), col(self.parallax_error_column)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return (plx > 0) & (plx / err >= self.min_parallax_over_error)
-
-        out = {}
         with np.errstate(invalid="ignore", divide="ignore"):
-            for feat, kind, inputs in plan:
-                if kind == "column":
-                    v = col(inputs[0])
-                elif kind == "colour":
-                    v = (
-                        (dered(inputs[0]) - dered(inputs[1]))
-                        if self.ebv_column
-                        else (col(inputs[0]) - col(inputs[1]))
-                    )
-                elif kind == "dered":
-                    v = dered(inputs[0])
-                elif kind == "snr":
-                    err = col(inputs[0])
-                    v = np.where(err > 0, LOG10_E_2_5 / err, np.nan)
-                elif kind == "absmag":
-                    plx = col(self.parallax_column)
-                    v = np.where(good_parallax(), col(inputs[0]) + 5 * np.log10(plx / 100.0), np.nan)
-                elif kind == "distance":
-                    v = np.where(good_parallax(), 1000.0 / col(self.parallax_column), np.nan)
-                elif kind == "pm_total":
-                    v = np.hypot(col(self.pmra_column), col(self.pmdec_column))
-                elif kind == "v_tan":
-                    pm = np.hypot(col(self.pmra_column), col(self.pmdec_column))
-                    v = np.where(good_parallax(), 4.74047 * pm / col(self.parallax_column), np.nan)
-                elif kind in ("pos_x", "pos_y", "pos_z"):
-                    ra_r, dec_r = np.radians(col(self.ra_column)), np.radians(col(self.dec_column))
-                    xyz = {
-                        "pos_x": np.cos(dec_r) * np.cos(ra_r),
-                        "pos_y": np.cos(dec_r) * np.sin(ra_r),
-                        "pos_z": np.sin(dec_r),
-                    }
-                    v = np.degrees(xyz[kind])
-                elif kind in ("gal_l", "gal_b"):
-                    l, b = galactic(col(self.ra_column), col(self.dec_column))
-                    v = l if kind == "gal_l" else b
-                else:  # pragma: no cover - _parse knows every kind
-                    raise AssertionError(kind)
-                out[feat] = v
+            out = {feat: self._feature(kind, inputs, col) for feat, kind, inputs in plan}
         return pd.DataFrame(out, index=frame.index)
+
+    def _clean_column(self, raw: pd.Series, name: str) -> np.ndarray:
+        """A numeric input as float64, NaN where missing, a sentinel or not finite; text is an error
+        naming the column and its first bad row (unless ``text_as_missing``)."""
+        numeric = pd.to_numeric(raw, errors="coerce")
+        if not self.text_as_missing and not pd.api.types.is_numeric_dtype(raw.dtype):
+            text = numeric.isna().to_numpy() & raw.notna().to_numpy()
+            if text.any():
+                text &= raw.astype("string").str.strip().fillna("").ne("").to_numpy(dtype=bool)
+            if text.any():
+                first = int(np.argmax(text))
+                raise FeatureError(
+                    f"column {name!r} holds text where numbers are expected: {raw.iloc[first]!r} in row {first} of this "
+                    f"partition (index {raw.index[first]!r}), {int(text.sum())} such rows; fix the data, or pass "
+                    f"--missing nan (or impute / drop) to treat them as missing values"
+                )
+        values = numeric.to_numpy(dtype=np.float64, na_value=np.nan).copy()
+        bad = ~np.isfinite(values)
+        if self.sentinels:
+            bad |= np.isin(values, self.sentinels)
+        values[bad] = np.nan
+        return values
+
+    def _dered(self, name: str, col) -> np.ndarray:
+        """A magnitude corrected for extinction (as read when there is no E(B-V) column)."""
+        values = col(name)
+        if not self.ebv_column:
+            return values
+        r = extinction_coefficient(name)
+        if r is None:
+            raise FeatureError(
+                f"no extinction coefficient known for column {name!r} (known: ugriz and Gaia G/BP/RP names)"
+            )
+        return values - r * col(self.ebv_column)
+
+    def _good_parallax(self, col) -> np.ndarray:
+        plx, err = col(self.parallax_column), col(self.parallax_error_column)
+        return (plx > 0) & (plx / err >= self.min_parallax_over_error)
+
+    def _feature(self, kind: str, inputs: list[str], col) -> np.ndarray:
+        """One feature's values from its kind and input columns (``col`` gives a cleaned column)."""
+        if kind == "column":
+            return col(inputs[0])
+        if kind == "colour":
+            return self._dered(inputs[0], col) - self._dered(inputs[1], col)
+        if kind == "dered":
+            return self._dered(inputs[0], col)
+        if kind == "snr":
+            err = col(inputs[0])
+            return np.where(err > 0, LOG10_E_2_5 / err, np.nan)
+        if kind == "absmag":
+            plx = col(self.parallax_column)
+            return np.where(self._good_parallax(col), col(inputs[0]) + 5 * np.log10(plx / 100.0), np.nan)
+        if kind == "distance":
+            return np.where(self._good_parallax(col), 1000.0 / col(self.parallax_column), np.nan)
+        if kind == "pm_total":
+            return np.hypot(col(self.pmra_column), col(self.pmdec_column))
+        if kind == "v_tan":
+            pm = np.hypot(col(self.pmra_column), col(self.pmdec_column))
+            return np.where(self._good_parallax(col), 4.74047 * pm / col(self.parallax_column), np.nan)
+        if kind in ("pos_x", "pos_y", "pos_z"):
+            ra_r, dec_r = np.radians(col(self.ra_column)), np.radians(col(self.dec_column))
+            xyz = {
+                "pos_x": np.cos(dec_r) * np.cos(ra_r),
+                "pos_y": np.cos(dec_r) * np.sin(ra_r),
+                "pos_z": np.sin(dec_r),
+            }
+            return np.degrees(xyz[kind])
+        if kind in ("gal_l", "gal_b"):
+            l, b = galactic(col(self.ra_column), col(self.dec_column))
+            return l if kind == "gal_l" else b
+        raise AssertionError(kind)  # pragma: no cover - _parse knows every kind
 
     def fit(self, features: pd.DataFrame) -> None:
         """Learn what ``missing='impute'`` fills in (training medians); check no feature is all-NaN."""

@@ -583,14 +583,16 @@ def _variable_stages(stages, done) -> list[tuple[str, str, str]]:
     return found
 
 
-def _period_band(features: list[str], columns: list[str]) -> str:
+def _period_band(features: list[str], columns: list[str], path: str) -> str:
     """The prefix (``r_``, or empty for an unnamed band) of the period the classifier used."""
     for f in features:
         if (f == "period" or f.endswith("_period")) and f in columns:
             return f[: -len("period")]
     prefixes = [c[: -len("period")] for c in columns if c.endswith("_period")]
     if not prefixes:
-        raise ValueError("no <band>_period column: not a variability catalog")
+        from survey_engine.errors import MissingColumnError
+
+        raise MissingColumnError(f"{path}: no <band>_period column, so it is not a variability catalog")
     return prefixes[0]
 
 
@@ -614,8 +616,6 @@ def _light_curves(path: str, id_column: str, lc_column: str, picked: pd.DataFram
 
 
 def _variables_section(spec, stages, done) -> str:
-    import matplotlib.pyplot as plt
-
     found = _variable_stages(stages, done)
     if not found:
         return ""
@@ -627,124 +627,139 @@ def _variables_section(spec, stages, done) -> str:
         "class. Amplitude is light-curve's: half the range of the magnitudes.</p>"
     ]
     for sid, model, lc_sid in found:
-        lc_params = stages[lc_sid].params
-        id_column = lc_params.get("object_id") or lc_params.get("id") or "object_id"
-        lc_column = lc_params.get("lc_column", "lc")
-        band_field, time_field, mag_field = (
-            lc_params.get("band", "band"),
-            lc_params.get("time", "time"),
-            lc_params.get("mag", "mag"),
-        )
-        label = stages[model].params.get("label")
-        cols = _columns(done[sid]["path"])
-        band = _period_band(list(stages[model].params.get("features", [])), cols)
-        period, amplitude, fap = f"{band}period", f"{band}amplitude", f"{band}period_fap"
-        want = [id_column, "class_pred", period, amplitude, fap, *([label] if label in cols else [])]
-        rows = done[sid].get("rows") or done[lc_sid].get("objects") or 20_000
-        got = _partition_results(
-            done[sid]["path"],
-            want,
-            _VariableSample(
-                want, fap, label if label in cols else None, max(200, 20_000 * 30 // max(rows, 1))
-            ),
-        )
-        shown = pd.concat([g["shown"] for g in got])
-        best = pd.concat([g["best"] for g in got]).sort_values(fap, kind="stable")
-        wrong = best[best["_wrong"].astype(bool)].head(1)
-        right = (
-            best[~best["_wrong"].astype(bool)].drop_duplicates("class_pred").head(PHASE_PANELS - len(wrong))
-        )
-        picked = pd.concat([right.sort_values("class_pred", kind="stable"), wrong])
-        curves = _light_curves(done[lc_sid]["path"], id_column, lc_column, picked)
-        classes = sorted(shown["class_pred"].astype(str).unique())
-        colours = dict(zip(classes, plt.get_cmap("tab10").colors))
-        acc = done[model].get("held_out", {}).get("accuracy")
-        parts.append(
-            f"<p><b>{html.escape(sid)}</b>: {sum(g['rows'] for g in got):,} stars classified by <b>{html.escape(model)}</b>"
-            + (f" (held-out accuracy {acc:.3f})" if isinstance(acc, float) else "")
-            + f", from the light curves of <b>{html.escape(lc_sid)}</b>; periods and amplitudes of band "
-            f"{html.escape(band.rstrip('_') or '(unnamed)')}.</p>"
-        )
-        ncol = 4
-        nrow = max(1, -(-len(picked) // ncol))
-        fig, axes = plt.subplots(nrow, ncol, figsize=(13, 3.2 * nrow), squeeze=False)
-        for ax, (_, star) in zip(axes.ravel(), picked.iterrows()):
-            record = curves.get(star[id_column], {})
-            t = np.asarray(record.get(time_field, []), dtype=float)
-            m = np.asarray(record.get(mag_field, []), dtype=float)
-            bands = (
-                np.asarray(record.get(band_field, [""] * len(t)), dtype=object)
-                if band_field
-                else np.full(len(t), "")
-            )
-            p = float(star[period])
-            ref = band.rstrip("_")
-            main = (bands == ref) if ref and (bands == ref).any() else np.ones(len(t), bool)
-            t0 = t[main][np.argmin(m[main])] if main.any() else 0.0
-            phase = ((t - t0) / p) % 1.0 if np.isfinite(p) and p > 0 else np.zeros(len(t))
-            for b in sorted(set(bands.tolist())):
-                sel = bands == b
-                ax.scatter(
-                    np.r_[phase[sel], phase[sel] + 1], np.r_[m[sel], m[sel]], s=4, label=str(b) or None
-                )
-            ax.invert_yaxis()
-            truth = f"true {star[label]}, " if label in star.index else ""
-            mark = " (misclassified)" if bool(star["_wrong"]) else ""
-            ax.set_title(
-                f"{id_column} {star[id_column]}{mark}\n{truth}predicted {star['class_pred']}, P = {p:.5g} d",
-                fontsize=9,
-                color="#a00" if mark else "black",
-            )
-            ax.set(xlabel="phase", ylabel="magnitude", xlim=(0, 2))
-            if len(set(bands.tolist())) > 1:
-                ax.legend(fontsize=7, markerscale=2, loc="lower right")
-        for ax in axes.ravel()[len(picked) :]:
-            ax.axis("off")
-        fig.tight_layout()
-        parts.append(png_html(fig))
-        fig, ax = plt.subplots(figsize=(7.5, 4.8))
-        for c in classes:
-            grp = shown[shown["class_pred"].astype(str) == c]
-            ax.scatter(
-                np.log10(grp[period].to_numpy(float)),
-                grp[amplitude].to_numpy(float),
-                s=7,
-                color=colours[c],
-                label=f"{c} ({len(grp):,})",
-                alpha=0.8,
-            )
-        ax.set(
-            xlabel=f"log10 period ({band.rstrip('_') or 'light curve'}, days)",
-            ylabel=f"amplitude ({band.rstrip('_') or 'mag'}, mag)",
-            title=f"{sid}: period-amplitude diagram by predicted class",
-        )
-        ax.legend(fontsize=8, markerscale=2, ncol=2)
-        fig.tight_layout()
-        parts.append(png_html(fig))
-        parts.append(
-            table_html(
-                [
-                    {
-                        id_column: r[id_column],
-                        **({"true class": r[label]} if label in r.index else {}),
-                        "predicted": r["class_pred"],
-                        "period (d)": float(r[period]),
-                        "amplitude (mag)": float(r[amplitude]),
-                        "FAP": float(r[fap]),
-                    }
-                    for _, r in picked.iterrows()
-                ],
-                [
-                    id_column,
-                    *(["true class"] if label in cols else []),
-                    "predicted",
-                    "period (d)",
-                    "amplitude (mag)",
-                    "FAP",
-                ],
-            )
-        )
+        parts += _variable_stage_html(sid, model, lc_sid, stages, done)
     return "".join(parts)
+
+
+def _variable_stage_html(sid: str, model: str, lc_sid: str, stages, done) -> list[str]:
+    """One classified variability catalog: a line of what it is, its phase-folded light curves, its
+    Bailey diagram and the table of the stars shown."""
+    lc_params = stages[lc_sid].params
+    id_column = lc_params.get("object_id") or lc_params.get("id") or "object_id"
+    fields = {k: lc_params.get(k, k) for k in ("band", "time", "mag")}
+    label = stages[model].params.get("label")
+    cols = _columns(done[sid]["path"])
+    band = _period_band(list(stages[model].params.get("features", [])), cols, done[sid]["path"])
+    period, amplitude, fap = f"{band}period", f"{band}amplitude", f"{band}period_fap"
+    want = [id_column, "class_pred", period, amplitude, fap, *([label] if label in cols else [])]
+    rows = done[sid].get("rows") or done[lc_sid].get("objects") or 20_000
+    got = _partition_results(
+        done[sid]["path"],
+        want,
+        _VariableSample(want, fap, label if label in cols else None, max(200, 20_000 * 30 // max(rows, 1))),
+    )
+    shown = pd.concat([g["shown"] for g in got])
+    best = pd.concat([g["best"] for g in got]).sort_values(fap, kind="stable")
+    wrong = best[best["_wrong"].astype(bool)].head(1)
+    right = best[~best["_wrong"].astype(bool)].drop_duplicates("class_pred").head(PHASE_PANELS - len(wrong))
+    picked = pd.concat([right.sort_values("class_pred", kind="stable"), wrong])
+    curves = _light_curves(done[lc_sid]["path"], id_column, lc_params.get("lc_column", "lc"), picked)
+    acc = done[model].get("held_out", {}).get("accuracy")
+    columns = {"id": id_column, "label": label, "period": period, "amplitude": amplitude, "fap": fap}
+    return [
+        f"<p><b>{html.escape(sid)}</b>: {sum(g['rows'] for g in got):,} stars classified by <b>{html.escape(model)}</b>"
+        + (f" (held-out accuracy {acc:.3f})" if isinstance(acc, float) else "")
+        + f", from the light curves of <b>{html.escape(lc_sid)}</b>; periods and amplitudes of band "
+        f"{html.escape(band.rstrip('_') or '(unnamed)')}.</p>",
+        png_html(_phase_folded_figure(picked, curves, fields, band, columns)),
+        png_html(_bailey_figure(sid, shown, band, period, amplitude)),
+        _picked_table(picked, columns, label in cols),
+    ]
+
+
+def _phase_folded_figure(picked: pd.DataFrame, curves: dict, fields: dict, band: str, columns: dict):
+    """The picked stars' light curves folded at their periods (two cycles, maximum light at phase 0)."""
+    import matplotlib.pyplot as plt
+
+    id_column, label = columns["id"], columns["label"]
+    ncol = 4
+    nrow = max(1, -(-len(picked) // ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(13, 3.2 * nrow), squeeze=False)
+    for ax, (_, star) in zip(axes.ravel(), picked.iterrows()):
+        record = curves.get(star[id_column], {})
+        t = np.asarray(record.get(fields["time"], []), dtype=float)
+        m = np.asarray(record.get(fields["mag"], []), dtype=float)
+        bands = (
+            np.asarray(record.get(fields["band"], [""] * len(t)), dtype=object)
+            if fields["band"]
+            else np.full(len(t), "")
+        )
+        p = float(star[columns["period"]])
+        ref = band.rstrip("_")
+        main = (bands == ref) if ref and (bands == ref).any() else np.ones(len(t), bool)
+        t0 = t[main][np.argmin(m[main])] if main.any() else 0.0
+        phase = ((t - t0) / p) % 1.0 if np.isfinite(p) and p > 0 else np.zeros(len(t))
+        for b in sorted(set(bands.tolist())):
+            sel = bands == b
+            ax.scatter(np.r_[phase[sel], phase[sel] + 1], np.r_[m[sel], m[sel]], s=4, label=str(b) or None)
+        ax.invert_yaxis()
+        truth = f"true {star[label]}, " if label in star.index else ""
+        mark = " (misclassified)" if bool(star["_wrong"]) else ""
+        ax.set_title(
+            f"{id_column} {star[id_column]}{mark}\n{truth}predicted {star['class_pred']}, P = {p:.5g} d",
+            fontsize=9,
+            color="#a00" if mark else "black",
+        )
+        ax.set(xlabel="phase", ylabel="magnitude", xlim=(0, 2))
+        if len(set(bands.tolist())) > 1:
+            ax.legend(fontsize=7, markerscale=2, loc="lower right")
+    for ax in axes.ravel()[len(picked) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def _bailey_figure(sid: str, shown: pd.DataFrame, band: str, period: str, amplitude: str):
+    """The period-amplitude diagram of the classified stars, coloured by predicted class."""
+    import matplotlib.pyplot as plt
+
+    classes = sorted(shown["class_pred"].astype(str).unique())
+    colours = dict(zip(classes, plt.get_cmap("tab10").colors))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for c in classes:
+        grp = shown[shown["class_pred"].astype(str) == c]
+        ax.scatter(
+            np.log10(grp[period].to_numpy(float)),
+            grp[amplitude].to_numpy(float),
+            s=7,
+            color=colours[c],
+            label=f"{c} ({len(grp):,})",
+            alpha=0.8,
+        )
+    ax.set(
+        xlabel=f"log10 period ({band.rstrip('_') or 'light curve'}, days)",
+        ylabel=f"amplitude ({band.rstrip('_') or 'mag'}, mag)",
+        title=f"{sid}: period-amplitude diagram by predicted class",
+    )
+    ax.legend(fontsize=8, markerscale=2, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def _picked_table(picked: pd.DataFrame, columns: dict, labelled: bool) -> str:
+    """The stars shown in the phase-folded panels: id, true class if known, prediction, period, amplitude, FAP."""
+    id_column, label = columns["id"], columns["label"]
+    return table_html(
+        [
+            {
+                id_column: r[id_column],
+                **({"true class": r[label]} if label in r.index else {}),
+                "predicted": r["class_pred"],
+                "period (d)": float(r[columns["period"]]),
+                "amplitude (mag)": float(r[columns["amplitude"]]),
+                "FAP": float(r[columns["fap"]]),
+            }
+            for _, r in picked.iterrows()
+        ],
+        [
+            id_column,
+            *(["true class"] if labelled else []),
+            "predicted",
+            "period (d)",
+            "amplitude (mag)",
+            "FAP",
+        ],
+    )
 
 
 # -- clusters ------------------------------------------------------------------------------------

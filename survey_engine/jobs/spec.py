@@ -320,67 +320,88 @@ def _load_stages(top: dict, data: dict, sources: dict, err: _Errors) -> list[Sta
             continue
         pnode = smap[kind][1]
         _check_params(err, pnode, params, STAGES[kind], f"{label} ({kind})", kind)
-        if (
-            kind == "crossmatch"
-            and _number(params.get("radius"))
-            and _number(params.get("min_radius"))
-            and params["min_radius"] >= params["radius"] > 0
-        ):
-            pm = _mapping(pnode, err, label)
-            err.add(
-                pm["min_radius"][1],
-                f"{label} ({kind}): min_radius {params['min_radius']} must be smaller than radius {params['radius']}",
-            )
         pmap = _mapping(pnode, err, label) if isinstance(pnode, yaml.MappingNode) else {}
-        for pname, (_, _, ref) in STAGES[kind].items():
-            if ref and pname in params and isinstance(params[pname], str):
-                target = params[pname]
-                if target not in produced:
-                    err.add(
-                        pmap[pname][1],
-                        f"{label}: {pname}: {target!r} is not the output of an earlier stage (earlier: {', '.join(produced) or 'none'})",
-                    )
-                elif produced[target] != ref:
-                    err.add(
-                        pmap[pname][1], f"{label}: {pname}: {target!r} is a {produced[target]}, not a {ref}"
-                    )
-        if kind in ("import", "ingest"):
-            want = ("tap",) if kind == "ingest" else ("mock", "files", "mock_lightcurves")
-            chosen = params.get("source")
-            if chosen is None and len(sources) > 1:
-                err.add(
-                    smap[kind][0],
-                    f"{label}: the job has several sources ({', '.join(sources)}); say which with source: NAME",
-                )
-                continue
-            chosen = chosen or next(iter(sources))
-            if chosen not in sources:
-                err.add(
-                    pmap.get("source", (pnode, pnode))[1],
-                    f"{label}: source {chosen!r} is not one of {', '.join(sources)}",
-                )
-                continue
-            if sources[chosen][0] not in want:
-                err.add(
-                    smap[kind][0],
-                    f"{label}: {kind} needs a {' or '.join(want)} source; {chosen!r} is {sources[chosen][0]}",
-                )
-        if kind == "lightcurves" and isinstance(params.get("detections"), str):
-            det = params["detections"]
-            if det not in sources or sources[det][0] not in ("files", "mock_lightcurves"):
-                err.add(
-                    pmap.get("detections", (pnode, pnode))[1],
-                    f"{label}: detections: {det!r} is not a files or mock_lightcurves source (sources: {', '.join(sources)})",
-                )
-        if kind == "train":
-            task = params.get("task")
-            if task == "photoz" and "target" not in params:
-                err.add(pnode, f"{label}: photoz needs a target")
-            if task == "classify" and "label" not in params:
-                err.add(pnode, f"{label}: classify needs a label")
+        _check_stage_rules(err, kind, params, pnode, pmap, label, sources)
+        _check_references(err, kind, params, pmap, label, produced)
+        if kind in ("import", "ingest") and not _check_source(
+            err, kind, params, smap, pnode, pmap, label, sources
+        ):
+            continue
         produced[sid] = PRODUCES[kind]
         stages.append(Stage(sid, kind, params, node.start_mark.line + 1))
     return stages
+
+
+def _check_stage_rules(
+    err: _Errors, kind: str, params: dict, pnode, pmap: dict, label: str, sources: dict
+) -> None:
+    """What one value's check cannot see: a cross-match's min_radius against its radius, a light-curve
+    stage's detections source, a training task's target or label."""
+    if (
+        kind == "crossmatch"
+        and _number(params.get("radius"))
+        and _number(params.get("min_radius"))
+        and params["min_radius"] >= params["radius"] > 0
+    ):
+        err.add(
+            pmap["min_radius"][1],
+            f"{label} ({kind}): min_radius {params['min_radius']} must be smaller than radius {params['radius']}",
+        )
+    if kind == "lightcurves" and isinstance(params.get("detections"), str):
+        det = params["detections"]
+        if det not in sources or sources[det][0] not in ("files", "mock_lightcurves"):
+            err.add(
+                pmap.get("detections", (pnode, pnode))[1],
+                f"{label}: detections: {det!r} is not a files or mock_lightcurves source (sources: {', '.join(sources)})",
+            )
+    if kind == "train":
+        task = params.get("task")
+        if task == "photoz" and "target" not in params:
+            err.add(pnode, f"{label}: photoz needs a target")
+        if task == "classify" and "label" not in params:
+            err.add(pnode, f"{label}: classify needs a label")
+
+
+def _check_references(err: _Errors, kind: str, params: dict, pmap: dict, label: str, produced: dict) -> None:
+    """Each value that names an earlier stage's output names one, of the kind it needs."""
+    for pname, (_, _, ref) in STAGES[kind].items():
+        if ref and pname in params and isinstance(params[pname], str):
+            target = params[pname]
+            if target not in produced:
+                err.add(
+                    pmap[pname][1],
+                    f"{label}: {pname}: {target!r} is not the output of an earlier stage (earlier: {', '.join(produced) or 'none'})",
+                )
+            elif produced[target] != ref:
+                err.add(pmap[pname][1], f"{label}: {pname}: {target!r} is a {produced[target]}, not a {ref}")
+
+
+def _check_source(
+    err: _Errors, kind: str, params: dict, smap: dict, pnode, pmap: dict, label: str, sources: dict
+) -> bool:
+    """An import or ingest stage's source: named when the job has several, one of them, of a kind the
+    stage reads. False when it is not (the stage is then left out)."""
+    want = ("tap",) if kind == "ingest" else ("mock", "files", "mock_lightcurves")
+    chosen = params.get("source")
+    if chosen is None and len(sources) > 1:
+        err.add(
+            smap[kind][0],
+            f"{label}: the job has several sources ({', '.join(sources)}); say which with source: NAME",
+        )
+        return False
+    chosen = chosen or next(iter(sources))
+    if chosen not in sources:
+        err.add(
+            pmap.get("source", (pnode, pnode))[1],
+            f"{label}: source {chosen!r} is not one of {', '.join(sources)}",
+        )
+        return False
+    if sources[chosen][0] not in want:
+        err.add(
+            smap[kind][0],
+            f"{label}: {kind} needs a {' or '.join(want)} source; {chosen!r} is {sources[chosen][0]}",
+        )
+    return True
 
 
 def _load_dask_cluster(top: dict, data: dict, err: _Errors) -> dict:

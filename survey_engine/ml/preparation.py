@@ -73,35 +73,9 @@ def prepare_table(
         dec_column=opts.dec_column or "dec",
         text_as_missing=opts.text_as_missing,
     )
-    if opts.truth not in table.columns:
-        raise TrainingError(
-            f"{table.path}: no column {opts.truth!r} ({'--target' if opts.task == 'photoz' else '--label'}); columns: {table.columns}"
-        )
-    try:
-        inputs = spec.required_columns(table.columns)
-    except FeatureError as exc:
-        raise TrainingError(f"{table.path}: {exc}") from None
-    if opts.truth in inputs:
-        raise TrainingError(
-            f"{table.path}: the {'target' if opts.task == 'photoz' else 'label'} column {opts.truth!r} is also used as a feature (that leaks the answer)"
-        )
-    if opts.task == "classify":
-        leaks = [c for c in inputs if c.lower() in SPECTROSCOPIC_COLUMNS]
-        if leaks:
-            raise TrainingError(
-                f"{table.path}: feature column(s) {leaks} hold spectroscopic redshifts; a photometric classifier must not use them (it leaks the class)"
-            )
+    _check_inputs(table, opts, spec)
     ra, dec = table_positions(table, opts)
-    classes = None
-    if opts.task == "classify":
-        labelled = table.frame.query(opts.where) if opts.where else table.frame
-        counts = labelled[opts.label].astype("string").str.strip().value_counts().compute()
-        counts = counts[counts.index.notna()]
-        classes = sorted(str(c) for c in counts.index)
-        if len(classes) < 2:
-            raise TrainingError(
-                f"{table.path}: label column {opts.label!r} has a single class ({classes}); a classifier needs at least two"
-            )
+    classes = _label_classes(table, opts) if opts.task == "classify" else None
     if opts.where:
         try:
             table.frame._meta_nonempty.query(opts.where)
@@ -156,6 +130,41 @@ def prepare_table(
         "feature_inputs": spec.inputs_by_feature(table.columns),
     }
     return prepared, spec, classes, info
+
+
+def _check_inputs(table: Table, opts: TrainOptions, spec: FeatureSpec) -> None:
+    """The target or label is there, the features' inputs are there, and no input leaks the answer."""
+    if opts.truth not in table.columns:
+        raise TrainingError(
+            f"{table.path}: no column {opts.truth!r} ({'--target' if opts.task == 'photoz' else '--label'}); columns: {table.columns}"
+        )
+    try:
+        inputs = spec.required_columns(table.columns)
+    except FeatureError as exc:
+        raise TrainingError(f"{table.path}: {exc}") from None
+    if opts.truth in inputs:
+        raise TrainingError(
+            f"{table.path}: the {'target' if opts.task == 'photoz' else 'label'} column {opts.truth!r} is also used as a feature (that leaks the answer)"
+        )
+    if opts.task == "classify":
+        leaks = [c for c in inputs if c.lower() in SPECTROSCOPIC_COLUMNS]
+        if leaks:
+            raise TrainingError(
+                f"{table.path}: feature column(s) {leaks} hold spectroscopic redshifts; a photometric classifier must not use them (it leaks the class)"
+            )
+
+
+def _label_classes(table: Table, opts: TrainOptions) -> list[str]:
+    """The classes of the labelled rows (after --where), sorted; at least two."""
+    labelled = table.frame.query(opts.where) if opts.where else table.frame
+    counts = labelled[opts.label].astype("string").str.strip().value_counts().compute()
+    counts = counts[counts.index.notna()]
+    classes = sorted(str(c) for c in counts.index)
+    if len(classes) < 2:
+        raise TrainingError(
+            f"{table.path}: label column {opts.label!r} has a single class ({classes}); a classifier needs at least two"
+        )
+    return classes
 
 
 def magnitude_column(opts: TrainOptions, spec: FeatureSpec, table: Table) -> str | None:

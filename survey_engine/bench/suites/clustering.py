@@ -41,113 +41,100 @@ def recovered_clusters(
 
 
 def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
-    from survey_engine.catalog.catalog import open_catalog
-    from survey_engine.features.spec import FeatureSpec
-    from survey_engine.ml.cluster import cluster_catalog
-
+    """HDBSCAN on mock catalogs with planted clusters: ours per tile with margins, merged across tile
+    borders, against one scikit-learn HDBSCAN over the whole table; agree = both recover every cluster."""
     out_rows = []
     for n in sizes:
-        plan = repeat_plan(n, repeats)
-        case = f"HDBSCAN on {n} mock rows ({', '.join(CLUSTER_FEATURES)})"
         with local_cluster(workers) as client:
-            cat_path = mock_catalog(n, work, client, margin=1800.0, max_rows=max(12_500, n // 8))
-            prof: list = []
-
-            def ours():
-                out = work / f"clu_{n}"
-                shutil.rmtree(out, ignore_errors=True)
-                summary = cluster_catalog(
-                    str(cat_path),
-                    CLUSTER_FEATURES,
-                    "hdbscan",
-                    str(out),
-                    params=dict(CLUSTER_PARAMS),
-                    client=client,
-                    progress=False,
-                )
-                df = open_catalog(out, margin=None).compute()
-                return recovered_clusters(
-                    df["cluster_id"].to_numpy(), df["cluster_id_input"].to_numpy()
-                ), summary["tiles"]
-
-            m = timed(profiled(client, ours, prof), **plan)
-            (rec_ours, tiles) = m.pop("value")
-            truth_n = int(open_catalog(cat_path, margin=None).to_dask()["cluster_id"].max().compute()) + 1
-            if not peer_allowed("clustering", n, peer_limits):
-                out_rows.append(
-                    bench_row(
-                        "clustering",
-                        case,
-                        "survey_engine",
-                        n,
-                        workers,
-                        m,
-                        agree=rec_ours == truth_n,
-                        profile=prof,
-                        recovered=rec_ours,
-                        true_clusters=truth_n,
-                        tiles=tiles,
-                    )
-                )
-                out_rows.append(not_run_row("clustering", case, "sklearn_single_process", n, 1, peer_limits))
-                continue
-            spec = FeatureSpec(CLUSTER_FEATURES)
-            files = [str(f) for f in open_catalog(cat_path, margin=None).partition_files()]
-
-            def single():
-                from sklearn.cluster import HDBSCAN
-
-                df = pd.concat(
-                    [
-                        pd.read_parquet(f, columns=["ra", "dec", "pmra", "pmdec", "parallax", "cluster_id"])
-                        for f in files
-                    ]
-                )
-                F = spec.compute(df).to_numpy(dtype=float)
-                q = np.nanpercentile(F, [25, 50, 75], axis=0)
-                scale = (q[2] - q[0]) / 1.349
-                scale[~(scale > 0)] = 1
-                X = (F - q[1]) / scale
-                ok = np.isfinite(X).all(axis=1)
-                labels = np.full(len(df), -1)
-                labels[ok] = HDBSCAN(
-                    min_cluster_size=CLUSTER_PARAMS["min_cluster_size"],
-                    max_cluster_size=int(CLUSTER_PARAMS["max_cluster_fraction"] * ok.sum()),
-                ).fit_predict(X[ok])
-                return recovered_clusters(labels, df["cluster_id"].to_numpy())
-
-            ms = timed(single, **plan)
-            rec_s = ms.pop("value")
-            agree = rec_ours == rec_s == truth_n
-            out_rows.append(
-                bench_row(
-                    "clustering",
-                    case,
-                    "survey_engine",
-                    n,
-                    workers,
-                    m,
-                    agree=agree,
-                    profile=prof,
-                    recovered=rec_ours,
-                    true_clusters=truth_n,
-                    tiles=tiles,
-                    note="per tile + 0.5 deg margin, merged across tile borders",
-                )
-            )
-            out_rows.append(
-                bench_row(
-                    "clustering",
-                    case,
-                    "sklearn_single_process",
-                    n,
-                    1,
-                    ms,
-                    agree=agree,
-                    recovered=rec_s,
-                    true_clusters=truth_n,
-                    note="one HDBSCAN over the whole table",
-                )
-            )
-            shutil.rmtree(work / f"clu_{n}", ignore_errors=True)
+            out_rows += _size_rows(n, repeat_plan(n, repeats), client, workers, work, peer_limits)
+        shutil.rmtree(work / f"clu_{n}", ignore_errors=True)
     return out_rows
+
+
+def _size_rows(n: int, plan: dict, client, workers: int, work: Path, peer_limits) -> list[dict]:
+    from survey_engine.catalog.catalog import open_catalog
+    from survey_engine.ml.cluster import cluster_catalog
+
+    case = f"HDBSCAN on {n} mock rows ({', '.join(CLUSTER_FEATURES)})"
+    cat_path = mock_catalog(n, work, client, margin=1800.0, max_rows=max(12_500, n // 8))
+    prof: list = []
+
+    def ours():
+        out = work / f"clu_{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        summary = cluster_catalog(
+            str(cat_path),
+            CLUSTER_FEATURES,
+            "hdbscan",
+            str(out),
+            params=dict(CLUSTER_PARAMS),
+            client=client,
+            progress=False,
+        )
+        df = open_catalog(out, margin=None).compute()
+        found = recovered_clusters(df["cluster_id"].to_numpy(), df["cluster_id_input"].to_numpy())
+        return found, summary["tiles"]
+
+    m = timed(profiled(client, ours, prof), **plan)
+    (rec_ours, tiles) = m.pop("value")
+    truth_n = int(open_catalog(cat_path, margin=None).to_dask()["cluster_id"].max().compute()) + 1
+    ours_row = dict(profile=prof, recovered=rec_ours, true_clusters=truth_n, tiles=tiles)
+    if not peer_allowed("clustering", n, peer_limits):
+        return [
+            bench_row(
+                "clustering", case, "survey_engine", n, workers, m, agree=rec_ours == truth_n, **ours_row
+            ),
+            not_run_row("clustering", case, "sklearn_single_process", n, 1, peer_limits),
+        ]
+    files = [str(f) for f in open_catalog(cat_path, margin=None).partition_files()]
+    ms = timed(lambda: _single_process_hdbscan(files), **plan)
+    rec_s = ms.pop("value")
+    agree = rec_ours == rec_s == truth_n
+    return [
+        bench_row(
+            "clustering",
+            case,
+            "survey_engine",
+            n,
+            workers,
+            m,
+            agree=agree,
+            note="per tile + 0.5 deg margin, merged across tile borders",
+            **ours_row,
+        ),
+        bench_row(
+            "clustering",
+            case,
+            "sklearn_single_process",
+            n,
+            1,
+            ms,
+            agree=agree,
+            recovered=rec_s,
+            true_clusters=truth_n,
+            note="one HDBSCAN over the whole table",
+        ),
+    ]
+
+
+def _single_process_hdbscan(files: list[str]) -> int:
+    """The peer: one scikit-learn HDBSCAN over the whole table, on the same robustly scaled features;
+    the number of planted clusters it recovers."""
+    from sklearn.cluster import HDBSCAN
+
+    from survey_engine.features.spec import FeatureSpec
+
+    columns = ["ra", "dec", "pmra", "pmdec", "parallax", "cluster_id"]
+    df = pd.concat([pd.read_parquet(f, columns=columns) for f in files])
+    F = FeatureSpec(CLUSTER_FEATURES).compute(df).to_numpy(dtype=float)
+    q = np.nanpercentile(F, [25, 50, 75], axis=0)
+    scale = (q[2] - q[0]) / 1.349
+    scale[~(scale > 0)] = 1
+    X = (F - q[1]) / scale
+    ok = np.isfinite(X).all(axis=1)
+    labels = np.full(len(df), -1)
+    labels[ok] = HDBSCAN(
+        min_cluster_size=CLUSTER_PARAMS["min_cluster_size"],
+        max_cluster_size=int(CLUSTER_PARAMS["max_cluster_fraction"] * ok.sum()),
+    ).fit_predict(X[ok])
+    return recovered_clusters(labels, df["cluster_id"].to_numpy())

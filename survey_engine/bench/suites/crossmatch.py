@@ -70,143 +70,154 @@ def run(
     astropy and one global cKDTree, each in a fresh process (``bench/xm_peer.py``): a cold run
     (imports, opening, matching) then warm runs, the tools' runs interleaved (A, B, A, B). The
     driver keeps only the truth and one tool's pair array at a time, so 5x10^7 rows fit this machine."""
-    from survey_engine.catalog.catalog import open_catalog
-    from survey_engine.ingest.file_import.arguments import ImportArguments
-    from survey_engine.ingest.file_import.run import run_import
-
     out_rows = []
     for n in sizes:
-        plan = repeat_plan(n, repeats)
-        a, b = pair_inputs(n)
-        case = f"{n} x {len(b)}" + (f", partitions of {partition_rows:,} rows" if partition_rows else "")
-        files = {"A": work / f"xm_A_{n}.parquet", "B": work / f"xm_B_{n}.parquet"}
-        a.to_parquet(files["A"])
-        b.to_parquet(files["B"])
-        del a, b
-        layouts = {"default": partition_rows or max(20_000, n // 10)}
-        missing = {
-            tool: peer_missing(tool, tool) for tool in ("lsdb", "astropy")
-        }  # module and distribution names agree
-        if peer_allowed("crossmatch", n, peer_limits, "lsdb") and not missing["lsdb"]:
-            layouts["small"] = max(5_000, n // XM_SMALL_PARTITIONS)
-        cats: dict[tuple[str, str], Path] = {}
-        with local_cluster(workers) as client:  # closed before the tools run: each starts its own
-            for lay, max_rows in layouts.items():
-                for name, margin in (("A", 0.0), ("B", 5.0)):
-                    out = work / f"xm_{name}_{n}_{lay}"
-                    shutil.rmtree(out, ignore_errors=True)
-                    run_import(
-                        ImportArguments(
-                            [str(files[name])],
-                            str(out),
-                            id_column="id",
-                            max_rows=max_rows,
-                            margin_arcsec=margin,
-                        ),
-                        client=client,
-                        progress=False,
-                    )
-                    cats[(name, lay)] = out
-        parts = {lay: len(open_catalog(cats[("A", lay)]).partitions) for lay in layouts}
+        out_rows += _size_rows(n, repeats, workers, work, peer_limits, radius, partition_rows)
+    return out_rows
 
-        def spec_of(tool, lay="default"):
-            return {
-                "left": str(cats[("A", lay)]),
-                "right": str(cats[("B", lay)]),
-                "left_file": str(files["A"]),
-                "right_file": str(files["B"]),
-                "radius": radius,
-                "workers": workers,
-                "runs": 1 + plan["repeats"],
-                "pairs_out": str(work / f"xm_pairs_{tool}_{lay}_{n}.npy"),
-            }
 
-        tools = [
-            ("ckdtree_global", "ckdtree_global", "default"),
-            ("survey_engine", "survey_engine", "default"),
-            ("lsdb", "lsdb", "default"),
-            ("lsdb_small_partitions", "lsdb", "small"),
-            ("astropy", "astropy", "default"),
-        ]
-        chosen = {
-            label: (tool, spec_of(tool, lay))
-            for label, tool, lay in tools
-            if lay in layouts
-            and not missing.get(tool)
-            and (
-                label == "ckdtree_global"
-                or tool == "survey_engine"
-                or peer_allowed("crossmatch", n, peer_limits, tool)
-            )
+XM_TOOLS = (  # (label, tool, catalog layout)
+    ("ckdtree_global", "ckdtree_global", "default"),
+    ("survey_engine", "survey_engine", "default"),
+    ("lsdb", "lsdb", "default"),
+    ("lsdb_small_partitions", "lsdb", "small"),
+    ("astropy", "astropy", "default"),
+)
+
+
+def _size_rows(
+    n: int, repeats, workers: int, work: Path, peer_limits, radius: float, partition_rows: int | None
+) -> list[dict]:
+    """The rows of one size: inputs written and imported once per layout, every tool run interleaved,
+    each tool's pairs compared with the global cKDTree's."""
+    from survey_engine.catalog.catalog import open_catalog
+
+    plan = repeat_plan(n, repeats)
+    a, b = pair_inputs(n)
+    case = f"{n} x {len(b)}" + (f", partitions of {partition_rows:,} rows" if partition_rows else "")
+    files = {"A": work / f"xm_A_{n}.parquet", "B": work / f"xm_B_{n}.parquet"}
+    a.to_parquet(files["A"])
+    b.to_parquet(files["B"])
+    del a, b
+    layouts = {"default": partition_rows or max(20_000, n // 10)}
+    # module and distribution names agree
+    missing = {tool: peer_missing(tool, tool) for tool in ("lsdb", "astropy")}
+    if peer_allowed("crossmatch", n, peer_limits, "lsdb") and not missing["lsdb"]:
+        layouts["small"] = max(5_000, n // XM_SMALL_PARTITIONS)
+    cats = _import_layouts(files, layouts, n, work, workers)
+    parts = {lay: len(open_catalog(cats[("A", lay)]).partitions) for lay in layouts}
+
+    def spec_of(tool, lay="default"):
+        return {
+            "left": str(cats[("A", lay)]),
+            "right": str(cats[("B", lay)]),
+            "left_file": str(files["A"]),
+            "right_file": str(files["B"]),
+            "radius": radius,
+            "workers": workers,
+            "runs": 1 + plan["repeats"],
+            "pairs_out": str(work / f"xm_pairs_{tool}_{lay}_{n}.npy"),
         }
-        results = interleaved_peers(
-            chosen, 1 + plan["repeats"]
-        )  # A, B, A, B: no tool measured alone in a quiet spell
-        truth_res = results["ckdtree_global"]
-        if isinstance(truth_res, Exception):
-            raise truth_res
-        truth_file = chosen["ckdtree_global"][1]["pairs_out"]
-        truth = np.load(truth_file)
-        for label, tool, lay in tools:
-            if (
-                label != "ckdtree_global"
-                and tool != "survey_engine"
-                and not peer_allowed("crossmatch", n, peer_limits, tool)
-            ):
-                out_rows.append(not_run_row("crossmatch", case, label, n, workers, peer_limits))
-                continue
-            if missing.get(tool):
-                out_rows.append(bench_row("crossmatch", case, label, n, workers, note=missing[tool]))
-                continue
-            if lay not in layouts:
-                continue
-            res, pairs_file = results[label], chosen[label][1]["pairs_out"]
-            if isinstance(res, ImportError):
-                out_rows.append(
-                    bench_row("crossmatch", case, label, n, workers, note=f"not installed: {res}")
-                )
-                continue
-            if isinstance(res, Exception):
-                raise res
-            agree = True if label == "ckdtree_global" else bool(np.array_equal(np.load(pairs_file), truth))
+
+    def allowed(label, tool):
+        return (
+            label == "ckdtree_global"
+            or tool == "survey_engine"
+            or peer_allowed("crossmatch", n, peer_limits, tool)
+        )
+
+    chosen = {
+        label: (tool, spec_of(tool, lay))
+        for label, tool, lay in XM_TOOLS
+        if lay in layouts and not missing.get(tool) and allowed(label, tool)
+    }
+    # A, B, A, B: no tool measured alone in a quiet spell
+    results = interleaved_peers(chosen, 1 + plan["repeats"])
+    if isinstance(results["ckdtree_global"], Exception):
+        raise results["ckdtree_global"]
+    truth_file = chosen["ckdtree_global"][1]["pairs_out"]
+    truth = np.load(truth_file)
+    out_rows = []
+    for label, tool, lay in XM_TOOLS:
+        if not allowed(label, tool):
+            out_rows.append(not_run_row("crossmatch", case, label, n, workers, peer_limits))
+        elif missing.get(tool):
+            out_rows.append(bench_row("crossmatch", case, label, n, workers, note=missing[tool]))
+        elif lay in layouts:
             note = (
                 f"partitions: {parts[lay]} left"
                 if tool in ("survey_engine", "lsdb")
                 else "in-memory arrays; cold includes reading the Parquet inputs"
             )
-            warm, cold = _xm_measure(res["runs"][1:]), _xm_measure(res["runs"][:1])
-            out_rows.append(
-                bench_row(
-                    "crossmatch",
-                    case,
-                    label,
-                    n,
-                    workers,
-                    warm,
-                    agree=agree,
-                    pairs=res["pairs"],
-                    note=note,
-                    profile=[res["profile"]] if res.get("profile") else None,
-                )
-            )
-            out_rows.append(
-                bench_row(
-                    "crossmatch",
-                    f"{case}, cold",
-                    label,
-                    n,
-                    workers,
-                    cold,
-                    agree=agree,
-                    pairs=res["pairs"],
-                    note=note + "; a fresh process: imports, opening, matching",
-                )
-            )
-            if label != "ckdtree_global":
-                Path(pairs_file).unlink(missing_ok=True)
-        del truth
-        Path(truth_file).unlink(missing_ok=True)
+            out_rows += _tool_rows(case, label, n, workers, results[label], chosen[label][1], truth, note)
+    del truth
+    Path(truth_file).unlink(missing_ok=True)
     return out_rows
+
+
+def _import_layouts(
+    files: dict, layouts: dict, n: int, work: Path, workers: int
+) -> dict[tuple[str, str], Path]:
+    """A and B (B with a 5" margin) imported once per partition layout, on a cluster closed before the
+    tools run (each starts its own)."""
+    from survey_engine.ingest.file_import.arguments import ImportArguments
+    from survey_engine.ingest.file_import.run import run_import
+
+    cats: dict[tuple[str, str], Path] = {}
+    with local_cluster(workers) as client:
+        for lay, max_rows in layouts.items():
+            for name, margin in (("A", 0.0), ("B", 5.0)):
+                out = work / f"xm_{name}_{n}_{lay}"
+                shutil.rmtree(out, ignore_errors=True)
+                run_import(
+                    ImportArguments(
+                        [str(files[name])], str(out), id_column="id", max_rows=max_rows, margin_arcsec=margin
+                    ),
+                    client=client,
+                    progress=False,
+                )
+                cats[(name, lay)] = out
+    return cats
+
+
+def _tool_rows(case: str, label: str, n: int, workers: int, res, spec: dict, truth, note: str) -> list[dict]:
+    """A tool's warm and cold rows, its pairs compared with ``truth`` (its pair file removed after)."""
+    pairs_file = spec["pairs_out"]
+    if isinstance(res, ImportError):
+        return [bench_row("crossmatch", case, label, n, workers, note=f"not installed: {res}")]
+    if isinstance(res, Exception):
+        raise res
+    agree = True if label == "ckdtree_global" else bool(np.array_equal(np.load(pairs_file), truth))
+    warm, cold = _xm_measure(res["runs"][1:]), _xm_measure(res["runs"][:1])
+    profile = [res["profile"]] if res.get("profile") else None
+    rows = [
+        bench_row(
+            "crossmatch",
+            case,
+            label,
+            n,
+            workers,
+            warm,
+            agree=agree,
+            pairs=res["pairs"],
+            note=note,
+            profile=profile,
+        ),
+        bench_row(
+            "crossmatch",
+            f"{case}, cold",
+            label,
+            n,
+            workers,
+            cold,
+            agree=agree,
+            pairs=res["pairs"],
+            note=note + "; a fresh process: imports, opening, matching",
+        ),
+    ]
+    if label != "ckdtree_global":
+        Path(pairs_file).unlink(missing_ok=True)
+    return rows
 
 
 def _xm_measure(runs: list[dict]) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,8 @@ def run(
     page_rows: int = 10_000,
     peer_limits=None,
 ) -> list[dict]:
+    """TAP ingest of ``table`` (a WHERE, pages of ``page_rows``) against raw keyset paging with pyvo on the
+    same server: the fetch phase and end to end, with the same source ids."""
     import requests
 
     from survey_engine.catalog.catalog import open_catalog
@@ -44,26 +47,7 @@ def run(
             )
             for tool in ("survey_engine", "raw_keyset")
         ]
-    import pyvo
-
-    def raw():
-        service = pyvo.dal.TAPService(url)
-        last, ids = None, []
-        while True:
-            conds = [f"({where})"] if where else []
-            if last is not None:
-                conds.append(f"source_id > {last}")
-            q = (
-                f"SELECT TOP {page_rows} * FROM {table}"
-                + (" WHERE " + " AND ".join(conds) if conds else "")
-                + " ORDER BY source_id"
-            )
-            t = service.run_sync(q, maxrec=page_rows + 1).to_table()
-            if len(t):
-                ids.append(np.asarray(t["source_id"]))
-                last = int(t["source_id"][-1])
-            if len(t) < page_rows:
-                return np.concatenate(ids)
+    raw = functools.partial(_raw_keyset_ids, url, table, where, page_rows)
 
     with local_cluster(workers) as client:
         fetch_times = []
@@ -87,15 +71,7 @@ def run(
             len(m_ours["value"]) == n and set(m_ours["value"].tolist()) == set(m_raw["value"].tolist())
         )
         case = f"{table} WHERE {where}, {page_rows} rows/page"
-        timed_fetch = sorted(fetch_times[1:] or fetch_times)
-        fetch = {
-            "seconds": timed_fetch[len(timed_fetch) // 2],
-            "min_s": timed_fetch[0],
-            "max_s": timed_fetch[-1],
-            "first_s": fetch_times[0],
-            "repeats": len(timed_fetch),
-            "peak_rss_bytes": None,
-        }
+        fetch = _fetch_measure(fetch_times)
         return [
             bench_row(
                 "tap",
@@ -121,3 +97,39 @@ def run(
                 "tap", case, "raw_keyset", n, 1, m_raw, agree=agree, note="pyvo, one client, keyset paging"
             ),
         ]
+
+
+def _raw_keyset_ids(url: str, table: str, where: str | None, page_rows: int) -> np.ndarray:
+    """The peer: one pyvo client paging by ``source_id`` (keyset), the ids it fetched."""
+    import pyvo
+
+    service = pyvo.dal.TAPService(url)
+    last, ids = None, []
+    while True:
+        conds = [f"({where})"] if where else []
+        if last is not None:
+            conds.append(f"source_id > {last}")
+        q = (
+            f"SELECT TOP {page_rows} * FROM {table}"
+            + (" WHERE " + " AND ".join(conds) if conds else "")
+            + " ORDER BY source_id"
+        )
+        t = service.run_sync(q, maxrec=page_rows + 1).to_table()
+        if len(t):
+            ids.append(np.asarray(t["source_id"]))
+            last = int(t["source_id"][-1])
+        if len(t) < page_rows:
+            return np.concatenate(ids)
+
+
+def _fetch_measure(fetch_times: list[float]) -> dict:
+    """The fetch phase's times as a measurement (the first run is the cold one)."""
+    timed_fetch = sorted(fetch_times[1:] or fetch_times)
+    return {
+        "seconds": timed_fetch[len(timed_fetch) // 2],
+        "min_s": timed_fetch[0],
+        "max_s": timed_fetch[-1],
+        "first_s": fetch_times[0],
+        "repeats": len(timed_fetch),
+        "peak_rss_bytes": None,
+    }

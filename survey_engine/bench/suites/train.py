@@ -62,10 +62,6 @@ def _galaxy_nmad(booster, X: pd.DataFrame, y: pd.Series, sample: int = 200_000) 
 def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
     """Distributed overhead at equal threads (xgboost.dask on w workers x 1 thread vs one process
     with w threads, the same rows in memory) and scaling across workers, per size."""
-    import dask.dataframe as dd
-    import xgboost as xgb
-    from xgboost import dask as dxgb
-
     out_rows = []
     for n in sizes:
         plan = repeat_plan(n, repeats)
@@ -73,99 +69,110 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
             X, y = _training_rows(n, work, client)
         data_file = work / f"train_rows_{n}.npz"
         np.savez(data_file, X=X.to_numpy(), y=y.to_numpy())
-        case = f"{len(X)} mock rows, {len(TRAIN_FEATURES)} features, {TRAIN_ROUNDS} rounds"
-        pcase = f"{len(X)} mock rows, predict with the {TRAIN_ROUNDS}-round model"
-        base_d = base_p = None
+        base: dict = {}  # one worker's times, for the efficiency across workers
         for w in range(1, workers + 1):
-            with local_cluster(w) as client:
-                parts = max(2 * w, len(X) // 2_000_000)
-                Xd = client.persist(dd.from_pandas(X, npartitions=parts))
-                yd = client.persist(dd.from_pandas(y, npartitions=parts))
-                prof: list = []
-                pprof: list = []
-
-                def distributed():
-                    with xgb.config_context(verbosity=0):
-                        dtrain = dxgb.DaskQuantileDMatrix(client, Xd, yd, max_bin=TRAIN_PARAMS["max_bin"])
-                        return dxgb.train(
-                            client, {**TRAIN_PARAMS, "nthread": 1}, dtrain, num_boost_round=TRAIN_ROUNDS
-                        )["booster"]
-
-                m_d = timed(profiled(client, distributed, prof), **plan)
-                booster_d = m_d.pop("value")
-
-                def distributed_predict():
-                    return float(dxgb.inplace_predict(client, booster_d, Xd).sum().compute())
-
-                p_d = timed(profiled(client, distributed_predict, pprof), **plan)
-
-            m_s, p_s, booster_s = xgb_single_process(data_file, w, plan, work)
-            p_s["value"] = p_s.pop("predict_sum")
-            nm_d, nm_s = _galaxy_nmad(booster_d, X, y), _galaxy_nmad(booster_s, X, y)
-            agree = bool(abs(nm_d - nm_s) <= 0.05 * nm_s)
-            # prediction agreement: the distributed prediction equals the same booster's in one process
-            ref = float(np.sum(booster_d.inplace_predict(X), dtype=np.float64))
-            pagree = bool(abs(p_d.pop("value") - ref) <= 1e-6 * abs(ref))
-            p_s.pop("value")
-            base_d, base_p = base_d or m_d["seconds"], base_p or p_d["seconds"]
-            out_rows.append(
-                bench_row(
-                    "train",
-                    case,
-                    "xgboost.dask",
-                    len(X),
-                    w,
-                    m_d,
-                    agree=agree,
-                    profile=prof,
-                    sigma_nmad=nm_d,
-                    overhead=m_d["seconds"] / m_s["seconds"] - 1,
-                    efficiency=base_d / m_d["seconds"] / w,
-                    note=f"{w} worker(s) x 1 thread; overhead = its time / single-process time at {w} thread(s) - 1",
-                )
-            )
-            out_rows.append(
-                bench_row(
-                    "train",
-                    case,
-                    "xgboost_single_process",
-                    len(X),
-                    w,
-                    m_s,
-                    agree=agree,
-                    sigma_nmad=nm_s,
-                    note=f"one fresh process, nthread={w} (its data loading excluded)",
-                )
-            )
-            out_rows.append(
-                bench_row(
-                    "train",
-                    pcase,
-                    "xgboost.dask",
-                    len(X),
-                    w,
-                    p_d,
-                    agree=pagree,
-                    profile=pprof,
-                    overhead=p_d["seconds"] / p_s["seconds"] - 1,
-                    efficiency=base_p / p_d["seconds"] / w,
-                    note="dask inplace_predict over the persisted partitions; the same booster",
-                )
-            )
-            out_rows.append(
-                bench_row(
-                    "train",
-                    pcase,
-                    "xgboost_single_process",
-                    len(X),
-                    w,
-                    p_s,
-                    agree=pagree,
-                    note=f"inplace_predict of its own booster, nthread={w}, in a fresh process",
-                )
-            )
+            out_rows += _workers_rows(X, y, w, plan, data_file, work, base)
         data_file.unlink(missing_ok=True)
     return out_rows
+
+
+def _distributed(X, y, w: int, plan: dict) -> tuple[dict, dict, list, list]:
+    """Training and prediction with xgboost.dask on ``w`` workers x 1 thread: their measurements (the
+    training's value is the booster, the prediction's the sum of predictions) and profiles."""
+    import dask.dataframe as dd
+    import xgboost as xgb
+    from xgboost import dask as dxgb
+
+    with local_cluster(w) as client:
+        parts = max(2 * w, len(X) // 2_000_000)
+        Xd = client.persist(dd.from_pandas(X, npartitions=parts))
+        yd = client.persist(dd.from_pandas(y, npartitions=parts))
+        prof: list = []
+        pprof: list = []
+
+        def distributed():
+            with xgb.config_context(verbosity=0):
+                dtrain = dxgb.DaskQuantileDMatrix(client, Xd, yd, max_bin=TRAIN_PARAMS["max_bin"])
+                return dxgb.train(
+                    client, {**TRAIN_PARAMS, "nthread": 1}, dtrain, num_boost_round=TRAIN_ROUNDS
+                )["booster"]
+
+        m_d = timed(profiled(client, distributed, prof), **plan)
+        booster = m_d["value"]
+
+        def distributed_predict():
+            return float(dxgb.inplace_predict(client, booster, Xd).sum().compute())
+
+        p_d = timed(profiled(client, distributed_predict, pprof), **plan)
+    return m_d, p_d, prof, pprof
+
+
+def _workers_rows(X, y, w: int, plan: dict, data_file: Path, work: Path, base: dict) -> list[dict]:
+    """Training and prediction rows at ``w`` workers, each against one process with ``w`` threads."""
+    case = f"{len(X)} mock rows, {len(TRAIN_FEATURES)} features, {TRAIN_ROUNDS} rounds"
+    pcase = f"{len(X)} mock rows, predict with the {TRAIN_ROUNDS}-round model"
+    m_d, p_d, prof, pprof = _distributed(X, y, w, plan)
+    booster_d = m_d.pop("value")
+    m_s, p_s, booster_s = xgb_single_process(data_file, w, plan, work)
+    p_s["value"] = p_s.pop("predict_sum")
+    nm_d, nm_s = _galaxy_nmad(booster_d, X, y), _galaxy_nmad(booster_s, X, y)
+    agree = bool(abs(nm_d - nm_s) <= 0.05 * nm_s)
+    # prediction agreement: the distributed prediction equals the same booster's in one process
+    ref = float(np.sum(booster_d.inplace_predict(X), dtype=np.float64))
+    pagree = bool(abs(p_d.pop("value") - ref) <= 1e-6 * abs(ref))
+    p_s.pop("value")
+    base.setdefault("train", m_d["seconds"])
+    base.setdefault("predict", p_d["seconds"])
+    return [
+        bench_row(
+            "train",
+            case,
+            "xgboost.dask",
+            len(X),
+            w,
+            m_d,
+            agree=agree,
+            profile=prof,
+            sigma_nmad=nm_d,
+            overhead=m_d["seconds"] / m_s["seconds"] - 1,
+            efficiency=base["train"] / m_d["seconds"] / w,
+            note=f"{w} worker(s) x 1 thread; overhead = its time / single-process time at {w} thread(s) - 1",
+        ),
+        bench_row(
+            "train",
+            case,
+            "xgboost_single_process",
+            len(X),
+            w,
+            m_s,
+            agree=agree,
+            sigma_nmad=nm_s,
+            note=f"one fresh process, nthread={w} (its data loading excluded)",
+        ),
+        bench_row(
+            "train",
+            pcase,
+            "xgboost.dask",
+            len(X),
+            w,
+            p_d,
+            agree=pagree,
+            profile=pprof,
+            overhead=p_d["seconds"] / p_s["seconds"] - 1,
+            efficiency=base["predict"] / p_d["seconds"] / w,
+            note="dask inplace_predict over the persisted partitions; the same booster",
+        ),
+        bench_row(
+            "train",
+            pcase,
+            "xgboost_single_process",
+            len(X),
+            w,
+            p_s,
+            agree=pagree,
+            note=f"inplace_predict of its own booster, nthread={w}, in a fresh process",
+        ),
+    ]
 
 
 def xgb_single_process(
