@@ -141,12 +141,26 @@ def test_environment_errors_are_one_line(monkeypatch, capsys, exc, words):
     assert all(w in err for w in words), err
 
 
-def test_a_bug_keeps_its_traceback(monkeypatch):
-    """Anything else that escapes is a bug: raised as it is, not dressed as a user's error."""
+@pytest.mark.parametrize("bug", [ZeroDivisionError("a bug"), ValueError("a bug"), KeyError("a bug")])
+def test_a_bug_keeps_its_traceback(monkeypatch, bug):
+    """Anything else that escapes is a bug: raised as it is, not dressed as a user's error. A plain
+    ValueError or KeyError too: the user's problems raise a SurveyEngineError kind."""
 
     def broken(args, client=None, progress=True):
-        raise ZeroDivisionError("a bug")
+        raise bug
 
     monkeypatch.setitem(commands(), "info", replace(commands()["info"], run=broken))
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(type(bug)):
         main(["info", "somewhere"])
+
+
+def test_a_users_problem_is_one_line_even_when_it_is_a_value_error(monkeypatch, capsys):
+    from survey_engine.errors import UsageError
+
+    def wrong(args, client=None, progress=True):
+        raise UsageError("--radius (radius_arcsec in Python) must be positive, got -1")
+
+    monkeypatch.setitem(commands(), "info", replace(commands()["info"], run=wrong))
+    assert main(["info", "somewhere"]) == 2
+    err = capsys.readouterr().err
+    assert err == "survey-engine info: error: --radius (radius_arcsec in Python) must be positive, got -1\n"
