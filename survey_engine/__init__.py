@@ -9,11 +9,10 @@ function with the command's parameters (``import_catalog``, ``ingest_tap``, ``cr
 imported on first use so that ``import survey_engine`` stays light.
 """
 
-__version__ = "0.1.0"
-
 from pathlib import Path  # noqa: E402
 
 from survey_engine.catalog.catalog import Catalog, open_catalog  # noqa: E402
+from survey_engine.version import __version__
 
 
 def _catalog_crossmatch(self: Catalog, other: Catalog, radius_arcsec: float, **kwargs):

@@ -8,8 +8,8 @@ import logging
 import sys
 from typing import Any
 
-from survey_engine import __version__
 from survey_engine.arguments import NUMBER_OR_NAME, Face, faces, positive_int
+from survey_engine.version import __version__
 
 VERBOSE = "show distributed's INFO log lines and XGBoost's per-worker messages (hidden by default)"
 

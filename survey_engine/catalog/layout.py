@@ -88,7 +88,7 @@ def now_utc() -> str:
 
 
 def builder_string() -> str:
-    from survey_engine import __version__
+    from survey_engine.version import __version__
 
     return f"survey_engine v{__version__}"
 

@@ -25,7 +25,7 @@ log = logging.getLogger("survey_engine.jobs")
 
 
 def _fp(*parts) -> str:
-    from survey_engine import __version__
+    from survey_engine.version import __version__
 
     blob = json.dumps([__version__, *parts], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]

@@ -88,7 +88,7 @@ class ImportArguments(CatalogBuildArguments):
 
     def fingerprint(self) -> str:
         """Hash of the inputs (path, size, mtime) and every parameter: same hash, same catalog."""
-        from survey_engine import __version__
+        from survey_engine.version import __version__
 
         params = {k: v for k, v in asdict(self).items() if k not in ("files", "inputs", "out")}
         stats = []

@@ -240,7 +240,7 @@ class TapIngestArguments(CatalogBuildArguments):
 
     def fingerprint(self) -> str:
         """Hash of the request and of everything that shapes the pages and the catalog."""
-        from survey_engine import __version__
+        from survey_engine.version import __version__
 
         skip = {
             "token",
