@@ -297,7 +297,9 @@ class CrossmatchMethod:
                 f"CrossmatchMethod is abstract; use one of {', '.join(c.__name__ for c in METHODS.values())}"
             )
         radius = self.radius_arcsec
-        if isinstance(radius, bool) or not isinstance(radius, numbers.Real) or not radius > 0:
+        if isinstance(radius, bool) or not isinstance(radius, numbers.Real):
+            raise UsageError(f"{option('--radius', 'radius_arcsec')} must be a number, got {radius!r}")
+        if not radius > 0:
             raise UsageError(f"{option('--radius', 'radius_arcsec')} must be positive, got {radius}")
         if self.how not in HOWS:
             raise UsageError(f"{option('--how', 'how')} must be one of {HOWS}, got {self.how!r}")

@@ -21,6 +21,7 @@ Ties in separation are broken by the right row's ``_healpix_29``, then its order
 
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -322,13 +323,7 @@ def algorithm_object(algorithm: str | CrossmatchMethod, **keywords) -> Crossmatc
     that differs from both its default and the object's value is a ``UsageError``), else the
     object of that kernel name with the keywords (``radius_arcsec`` is then required)."""
     if isinstance(algorithm, CrossmatchMethod):
-        defaults = {
-            "radius_arcsec": None,
-            "how": "nearest",
-            "k": 1,
-            "min_radius_arcsec": 0.0,
-            "exclude_self": False,
-        }
+        defaults = {name: p.default for name, p in inspect.signature(crossmatch).parameters.items()}
         clashes = [
             f"{name}={value!r}"
             for name, value in keywords.items()
