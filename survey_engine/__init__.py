@@ -15,8 +15,9 @@ from survey_engine.catalog.catalog import Catalog, open_catalog  # noqa: E402
 from survey_engine.version import __version__
 
 
-def _catalog_crossmatch(self: Catalog, other: Catalog, radius_arcsec: float, **kwargs):
-    """Lazy cross-match with ``other`` (see ``survey_engine.crossmatch.crossmatch`` for options)."""
+def _catalog_crossmatch(self: Catalog, other: Catalog, radius_arcsec: float | None = None, **kwargs):
+    """Lazy cross-match with ``other`` (see ``survey_engine.crossmatch.crossmatch`` for options);
+    ``algorithm=KDTreeCrossmatch(radius_arcsec=1.0, ...)`` carries the match parameters instead."""
     from survey_engine.crossmatch.match import crossmatch
 
     return crossmatch(self, other, radius_arcsec, **kwargs)

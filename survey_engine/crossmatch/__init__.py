@@ -4,12 +4,21 @@ This package is also callable: ``survey_engine.crossmatch(left, right, radius=..
 the stage function ``survey_engine.api.crossmatch`` (the ``survey-engine crossmatch`` command),
 whatever was imported before (importing ``survey_engine.crossmatch.match`` sets the attribute
 ``survey_engine.crossmatch`` to this package, so the package itself answers the call).
-``survey_engine.crossmatch.crossmatch`` stays the lazy planner that ``Catalog.crossmatch`` uses.
+``survey_engine.crossmatch.crossmatch`` stays the lazy planner that ``Catalog.crossmatch`` uses;
+it takes the algorithm objects exported here (``KDTreeCrossmatch(radius_arcsec=1.0)``, ...) as
+``algorithm=``.
 """
 
 import sys
 import types
 
+from survey_engine.crossmatch.algorithms import (
+    CrossmatchMethod,
+    GPUCrossmatch,
+    GridCrossmatch,
+    KDTreeCrossmatch,
+    ZonesCrossmatch,
+)
 from survey_engine.crossmatch.match import CrossmatchResult, crossmatch
 from survey_engine.crossmatch.plan import MarginTooSmallError
 
@@ -33,4 +42,13 @@ class _CallablePackage(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallablePackage
 
-__all__ = ["crossmatch", "CrossmatchResult", "MarginTooSmallError"]
+__all__ = [
+    "crossmatch",
+    "CrossmatchResult",
+    "MarginTooSmallError",
+    "CrossmatchMethod",
+    "ZonesCrossmatch",
+    "KDTreeCrossmatch",
+    "GridCrossmatch",
+    "GPUCrossmatch",
+]

@@ -1,4 +1,12 @@
-"""Per-partition matching kernels: abstract interface and its implementations.
+"""The cross-match algorithm: objects that carry and check the match parameters, and the kernels
+that find the pairs.
+
+A cross-match algorithm object (``ZonesCrossmatch``, ``KDTreeCrossmatch``, ``GridCrossmatch``,
+``GPUCrossmatch``; LSDB's ``KdTreeCrossmatch`` is the model) holds ``radius_arcsec``, ``how``,
+``k``, ``min_radius_arcsec`` and ``exclude_self``, refuses bad values when it is made,
+``validate(left, right)`` checks the catalogs against them (coordinates present, right margin
+wide enough) and ``match`` finds one task's pairs. What is not the algorithm's business (join,
+suffixes, columns, epochs) stays in ``tasks.MatchParams``.
 
 A kernel gets the positions of left and right rows and returns candidate pairs with their
 separations; the partition bookkeeping (margins, alignment, joins) lives in ``plan`` and
@@ -9,12 +17,20 @@ array operations) and ``gpu`` (the grid kernel on CuPy).
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from survey_engine.catalog.healpix import chord_for
-from survey_engine.errors import UsageError
+from survey_engine.errors import MissingColumnError, UsageError, option
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from survey_engine.catalog.catalog import Catalog
 from survey_engine.runtime import gpu_available  # noqa: F401  (the one GPU probe; imported from here too)
 
 
@@ -249,3 +265,212 @@ def check_algorithm(name: str) -> None:
 def get_algorithm(name: str) -> CrossmatchAlgorithm:
     check_algorithm(name)
     return ALGORITHMS[name]()
+
+
+# -- the algorithm objects: parameters, their checks and one task's match ---------------------
+
+HOWS = ("nearest", "knn", "all", "one-to-one")
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossmatchMethod:
+    """A cross-match algorithm with its parameters; use a subclass, which names the kernel.
+
+    ``how``: ``nearest`` (the closest right row within ``radius_arcsec``), ``knn`` (up to ``k``
+    closest), ``all`` (every pair) or ``one-to-one`` (all pairs here; the global choice is made
+    on the driver). ``min_radius_arcsec`` drops closer pairs; ``exclude_self`` drops a row
+    matched with itself (same ``_healpix_29`` and coordinates). Frozen and small, so it pickles
+    to every task; bad values raise ``UsageError`` naming the CLI flag and the keyword.
+    """
+
+    radius_arcsec: float
+    how: str = "nearest"
+    k: int = 1
+    min_radius_arcsec: float = 0.0
+    exclude_self: bool = False
+
+    kernel_name: ClassVar[str] = ""
+
+    def __post_init__(self):
+        if not self.kernel_name:
+            raise TypeError(
+                f"CrossmatchMethod is abstract; use one of {', '.join(c.__name__ for c in METHODS.values())}"
+            )
+        radius = self.radius_arcsec
+        if isinstance(radius, bool) or not isinstance(radius, numbers.Real):
+            raise UsageError(f"{option('--radius', 'radius_arcsec')} must be a number, got {radius!r}")
+        if not radius > 0:
+            raise UsageError(f"{option('--radius', 'radius_arcsec')} must be positive, got {radius}")
+        if self.how not in HOWS:
+            raise UsageError(f"{option('--how', 'how')} must be one of {HOWS}, got {self.how!r}")
+        if isinstance(self.k, bool) or not isinstance(self.k, numbers.Integral):
+            raise UsageError(f"{option('--k', 'k')} must be a whole number, got {self.k!r}")
+        if self.k < 1:
+            raise UsageError(f"{option('--k', 'k')} must be at least 1, got {self.k}")
+        low = self.min_radius_arcsec
+        if isinstance(low, bool) or not isinstance(low, numbers.Real) or not 0 <= low < radius:
+            raise UsageError(
+                f"{option('--min-radius', 'min_radius_arcsec')} must be within [0, --radius), got {low}"
+            )
+        if not isinstance(self.exclude_self, (bool, np.bool_)):
+            raise UsageError(
+                f"{option('--self', 'exclude_self')} must be True or False, got {self.exclude_self!r}"
+            )
+        # plain Python values: equal objects hash, compare and print alike whatever numbers made them
+        for name, kind in (
+            ("radius_arcsec", float),
+            ("k", int),
+            ("min_radius_arcsec", float),
+            ("exclude_self", bool),
+        ):
+            object.__setattr__(self, name, kind(getattr(self, name)))
+
+    @property
+    def name(self) -> str:
+        """The kernel's name, as ``--algorithm`` spells it."""
+        return self.kernel_name
+
+    def parameters(self) -> dict:
+        """The match parameters as keywords (``radius_arcsec``, ``how``, ``k``, ...)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def on_kernel(self, name: str) -> CrossmatchMethod:
+        """The same parameters on another kernel (e.g. ``grid`` where no GPU is usable)."""
+        return method_for(name, **self.parameters())
+
+    def kernel(self) -> CrossmatchAlgorithm:
+        return get_algorithm(self.kernel_name)
+
+    def prepare(self) -> None:
+        """Called on the driver before the match tasks start (e.g. to compile a kernel once)."""
+        self.kernel().prepare()
+
+    def reach_arcsec(self, motion_arcsec: float = 0.0) -> float:
+        """How far a right row can be from its left partner in the stored positions: the radius
+        plus the largest proper-motion shift of either side when epochs are propagated."""
+        return self.radius_arcsec + motion_arcsec
+
+    def validate(self, left: Catalog, right: Catalog, motion_arcsec: float = 0.0) -> None:
+        """Check the catalogs against the parameters before any task runs: both have their
+        coordinate columns, and the right margin covers ``reach_arcsec(motion_arcsec)``
+        (``plan.MarginTooSmallError`` otherwise, which says how to build one)."""
+        from survey_engine.crossmatch.plan import check_margin
+
+        for side, catalog in (("left", left), ("right", right)):
+            names = set(catalog.schema.names)
+            missing = [c for c in (catalog.ra_column, catalog.dec_column) if c not in names]
+            if missing:
+                raise MissingColumnError(
+                    f"{catalog.path}: the {side} catalog has no coordinate column(s) {missing} to match on"
+                )
+        check_margin(right, self.reach_arcsec(motion_arcsec))
+
+    def match(
+        self, left: pd.DataFrame, right: pd.DataFrame, lpos, rpos, lcoords, rcoords
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One task's pairs (left row, right row, separation arcsec) after the radius, minimum
+        radius, self and ``k`` rules, ranked by separation within each left row.
+
+        ``left`` / ``right`` are indexed by ``_healpix_29`` (the tie-break: equal separations go
+        to the smaller right ``_healpix_29``, then the earlier right row); ``lpos`` / ``rpos`` are
+        (RA, Dec) arrays in degrees at the common epoch; ``lcoords`` / ``rcoords`` name the stored
+        coordinate columns, which identify a row itself for ``exclude_self``.
+        """
+        if len(left) == 0 or len(right) == 0:
+            return _empty()
+        algo = self.kernel()
+        k = 1 if self.how == "nearest" else self.k
+        ties = 0
+        if self.how in ("all", "one-to-one") or self.min_radius_arcsec > 0:
+            li, ri, sep = algo.all_pairs_radec(*lpos, *rpos, self.radius_arcsec)
+        else:
+            # a KD-tree returns one of several right rows at the same distance at random; asking
+            # for as many extra candidates as the right side has duplicated positions lets the
+            # documented tie-break (right _healpix_29, then order) choose. The zones kernel applies
+            # that tie-break itself; it still needs them with exclude_self, which drops every
+            # duplicate of a row's own position.
+            if not algo.breaks_ties or self.exclude_self:
+                ties = 0 if right.index.is_unique else int(right.index.value_counts().max()) - 1
+            li, ri, sep = algo.nearest_radec(
+                *lpos,
+                *rpos,
+                k + ties + (1 if self.exclude_self else 0),
+                self.radius_arcsec,
+                right.index.to_numpy(),
+            )
+        keep = sep >= self.min_radius_arcsec
+        if self.exclude_self:
+            lhp, rhp = left.index.to_numpy(), right.index.to_numpy()
+            same = (
+                (lhp[li] == rhp[ri])
+                & (left[lcoords[0]].to_numpy()[li] == right[rcoords[0]].to_numpy()[ri])
+                & (left[lcoords[1]].to_numpy()[li] == right[rcoords[1]].to_numpy()[ri])
+            )
+            keep &= ~same
+        li, ri, sep = li[keep], ri[keep], sep[keep]
+        if (
+            k == 1
+            and self.how == "nearest"
+            and not self.exclude_self
+            and self.min_radius_arcsec == 0
+            and ties == 0
+        ):
+            return li, ri, sep  # one candidate per left row, in left order: nothing to rank
+        rhp = right.index.to_numpy()
+        order = np.lexsort((ri, rhp[ri], sep, li))
+        li, ri, sep = li[order], ri[order], sep[order]
+        if self.how in ("nearest", "knn"):
+            keep = _rank_within(li) < k
+            li, ri, sep = li[keep], ri[keep], sep[keep]
+        return li, ri, sep
+
+
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within runs of equal values of a sorted array."""
+    if len(groups) == 0:
+        return np.empty(0, np.int64)
+    starts = np.r_[0, np.flatnonzero(np.diff(groups)) + 1]
+    counts = np.diff(np.r_[starts, len(groups)])
+    return np.arange(len(groups)) - np.repeat(starts, counts)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZonesCrossmatch(CrossmatchMethod):
+    """The compiled declination-zone sweep (the default kernel, ``--algorithm zones``)."""
+
+    kernel_name: ClassVar[str] = "zones"
+
+
+@dataclasses.dataclass(frozen=True)
+class KDTreeCrossmatch(CrossmatchMethod):
+    """scipy cKDTree on unit vectors (``--algorithm kdtree``)."""
+
+    kernel_name: ClassVar[str] = "kdtree"
+
+
+@dataclasses.dataclass(frozen=True)
+class GridCrossmatch(CrossmatchMethod):
+    """The sorted-grid kernel in NumPy (``--algorithm grid``)."""
+
+    kernel_name: ClassVar[str] = "grid"
+
+
+@dataclasses.dataclass(frozen=True)
+class GPUCrossmatch(CrossmatchMethod):
+    """The sorted-grid kernel on a CUDA GPU through CuPy (``--algorithm gpu`` / ``--gpu``)."""
+
+    kernel_name: ClassVar[str] = "gpu"
+
+
+METHODS: dict[str, type[CrossmatchMethod]] = {
+    "zones": ZonesCrossmatch,
+    "kdtree": KDTreeCrossmatch,
+    "grid": GridCrossmatch,
+    "gpu": GPUCrossmatch,
+}
+
+
+def method_for(name: str, **parameters) -> CrossmatchMethod:
+    """The algorithm object for a kernel name (``--algorithm``) and the match parameters."""
+    check_algorithm(name)
+    return METHODS[name](**parameters)

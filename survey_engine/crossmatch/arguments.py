@@ -114,6 +114,20 @@ class CrossmatchArguments:
         except ValueError:
             return EpochSpec(value, *self.pm_columns)
 
+    def algorithm_object(self):
+        """The cross-match algorithm object these options describe (``--gpu`` picks the gpu
+        kernel); it checks the radius, how, k, min radius and self options once, here."""
+        from survey_engine.crossmatch.algorithms import method_for
+
+        return method_for(
+            "gpu" if self.gpu else self.algorithm,
+            radius_arcsec=self.radius,
+            how=self.how,
+            k=self.k,
+            min_radius_arcsec=self.min_radius,
+            exclude_self=self.exclude_self,
+        )
+
 
 def run_crossmatch(args: CrossmatchArguments, client=None, progress: bool = True) -> StageResult:
     from survey_engine.catalog.catalog import Catalog, open_catalog
@@ -125,16 +139,11 @@ def run_crossmatch(args: CrossmatchArguments, client=None, progress: bool = True
     planned = crossmatch(
         left,
         right,
-        args.radius,
-        how=args.how,
-        k=args.k,
+        algorithm=args.algorithm_object(),
         join=args.join,
-        min_radius_arcsec=args.min_radius,
-        exclude_self=args.exclude_self,
         suffixes=args.suffixes,
         build_margin=args.build_margin,
         epoch=args.epoch,
-        algorithm="gpu" if args.gpu else args.algorithm,
         left_epoch=args.epoch_spec(args.left_epoch),
         right_epoch=args.epoch_spec(args.right_epoch),
         client=client,

@@ -21,8 +21,9 @@ Ties in separation are broken by the right row's ``_healpix_29``, then its order
 
 from __future__ import annotations
 
+import inspect
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +34,14 @@ from survey_engine.catalog.catalog import Catalog
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
 from survey_engine.crossmatch.algorithms import (
     DEFAULT_ALGORITHM,
-    get_algorithm,
+    CrossmatchMethod,
     gpu_available,
+    method_for,
 )
 from survey_engine.crossmatch.epochs import EpochSpec, max_shift_arcsec
 from survey_engine.crossmatch.plan import MatchTask, plan_crossmatch
 from survey_engine.crossmatch.tasks import HOWS, JOINS, MatchParams, match_task, sorted_rows  # noqa: F401
-from survey_engine.errors import UsageError
+from survey_engine.errors import UsageError, option
 from survey_engine.runtime import ColumnSlots, compute_frame, plain_pages, run_tasks
 
 
@@ -132,7 +134,7 @@ class CrossmatchResult:
         meta = self.meta()
         capacities = self._row_bounds() if ColumnSlots.usable(meta) else None
         slots = ColumnSlots(meta, capacities) if capacities is not None else None
-        get_algorithm(self.params.algorithm).prepare()
+        self.params.method.prepare()
         parts = run_tasks(
             client,
             match_task,
@@ -233,14 +235,14 @@ def _read_meta(catalog: Catalog, columns, epoch: EpochSpec | None = None) -> pd.
 def crossmatch(
     left: Catalog,
     right: Catalog,
-    radius_arcsec: float,
+    radius_arcsec: float | None = None,
     how: str = "nearest",
     k: int = 1,
     join: str = "inner",
     min_radius_arcsec: float = 0.0,
     exclude_self: bool = False,
     suffixes: tuple[str, str] = ("_1", "_2"),
-    algorithm: str = DEFAULT_ALGORITHM,
+    algorithm: str | CrossmatchMethod = DEFAULT_ALGORITHM,
     left_columns: list[str] | None = None,
     right_columns: list[str] | None = None,
     build_margin: bool = False,
@@ -251,13 +253,26 @@ def crossmatch(
 ) -> CrossmatchResult:
     """Plan a partition-aligned cross-match of ``left`` against ``right`` (lazy).
 
+    ``algorithm`` is a kernel name (``zones``, ``kdtree``, ``grid``, ``gpu``) that takes the match
+    parameters from the keywords, or an algorithm object that carries them
+    (``KDTreeCrossmatch(radius_arcsec=2, how="knn", k=3)``); a keyword that disagrees with the
+    object is refused.
+
     With ``epoch`` set, rows are compared at that epoch: a side given ``left_epoch`` /
     ``right_epoch`` (a Julian year, a per-row epoch column name, or an ``EpochSpec`` naming the
     proper-motion / parallax / RV columns) is moved there with its proper motions first; a side
     without one is taken as already at ``epoch``. The right margin must then cover the radius
     plus the largest motion of either side.
     """
-    if algorithm == "gpu":
+    method = algorithm_object(
+        algorithm,
+        radius_arcsec=radius_arcsec,
+        how=how,
+        k=k,
+        min_radius_arcsec=min_radius_arcsec,
+        exclude_self=exclude_self,
+    )
+    if method.name == "gpu":
         usable, why = gpu_available()
         if not usable:
             print(
@@ -265,18 +280,15 @@ def crossmatch(
                 "running the same grid kernel on the CPU (--algorithm grid; algorithm='grid' in Python).",
                 file=sys.stderr,
             )
-            algorithm = "grid"
+            method = method.on_kernel("grid")
+    capped = cap_k(method.k, method.how, right)
+    if capped != method.k:
+        method = replace(method, k=capped)
     as_spec = lambda e: e if (e is None or isinstance(e, EpochSpec)) else EpochSpec(e)  # noqa: E731
-    k = cap_k(k, how, right)
     params = MatchParams(
-        radius_arcsec,
-        how,
-        k,
+        method,
         join,
-        min_radius_arcsec,
-        exclude_self,
         tuple(suffixes),
-        algorithm,
         tuple(left_columns) if left_columns else None,
         tuple(right_columns) if right_columns else None,
         epoch,
@@ -289,20 +301,50 @@ def crossmatch(
         raise UsageError(
             "cross-match works on stored catalogs; write a derived catalog first (Catalog.write) and open it"
         )
-    from survey_engine.crossmatch.plan import MarginTooSmallError, check_margin
+    from survey_engine.crossmatch.plan import MarginTooSmallError
 
-    reach = radius_arcsec
+    motion = 0.0
     for side, spec in ((left, params.left_epoch), (right, params.right_epoch)):
         if spec is not None:
-            reach += max_shift_arcsec(side, spec, params.target_epoch)
+            motion += max_shift_arcsec(side, spec, params.target_epoch)
+    reach = method.reach_arcsec(motion)
     right = right.with_margin_for(reach)  # a collection with several margins: the narrowest wide enough
     try:
-        check_margin(right, reach)
+        method.validate(left, right, motion)
     except MarginTooSmallError:
         if not build_margin:
             raise
         right = _with_margin(right, float(np.ceil(reach)), client)
     return CrossmatchResult(left, right, params, plan_crossmatch(left, right, reach))
+
+
+def algorithm_object(algorithm: str | CrossmatchMethod, **keywords) -> CrossmatchMethod:
+    """The algorithm object for ``crossmatch``: ``algorithm`` itself when it is one (a keyword
+    that differs from both its default and the object's value is a ``UsageError``), else the
+    object of that kernel name with the keywords (``radius_arcsec`` is then required)."""
+    if isinstance(algorithm, CrossmatchMethod):
+        defaults = {name: p.default for name, p in inspect.signature(crossmatch).parameters.items()}
+        clashes = [
+            f"{name}={value!r}"
+            for name, value in keywords.items()
+            if value != defaults[name] and value != getattr(algorithm, name)
+        ]
+        if clashes:
+            raise UsageError(
+                f"crossmatch: the keyword(s) {', '.join(clashes)} conflict with algorithm={algorithm!r}; "
+                "give the match parameters either in the algorithm object or as keywords"
+            )
+        return algorithm
+    if not isinstance(algorithm, str):
+        raise UsageError(
+            f"{option('--algorithm', 'algorithm')} must be a kernel name or a cross-match algorithm "
+            f"object (e.g. KDTreeCrossmatch(radius_arcsec=1.0)), got {algorithm!r}"
+        )
+    if keywords.get("radius_arcsec") is None:
+        raise UsageError(
+            f"{option('--radius', 'radius_arcsec')} is required (or an algorithm object carrying it)"
+        )
+    return method_for(algorithm, **keywords)
 
 
 def cap_k(k: int, how: str, right: Catalog) -> int:
@@ -327,8 +369,6 @@ def cap_k(k: int, how: str, right: Catalog) -> int:
 
 def _with_margin(right: Catalog, radius_arcsec: float, client) -> Catalog:
     """``right`` with a margin of ``radius_arcsec``, built beside its main catalog if missing."""
-    from dataclasses import replace
-
     from survey_engine.catalog import layout
     from survey_engine.catalog.catalog import open_catalog
     from survey_engine.catalog.margin_build import build_margin

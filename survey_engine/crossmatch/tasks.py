@@ -1,5 +1,6 @@
 """The work of one cross-match task: read a left partition and the right rows that can match it
-(its partition and margin), find the pairs with the chosen kernel, and assemble the matched rows.
+(its partition and margin), find the pairs with the algorithm object (``algorithms.py``), and
+assemble the matched rows.
 ``match.py`` plans the tasks and gathers or writes their results; ``joins.py`` and ``output.py``
 use these pieces too, so they live below all three."""
 
@@ -12,29 +13,25 @@ import pandas as pd
 
 from survey_engine.catalog.catalog import read_partition
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
-from survey_engine.crossmatch.algorithms import (
-    DEFAULT_ALGORITHM,
-    check_algorithm,
-    get_algorithm,
-)
+from survey_engine.crossmatch.algorithms import HOWS, CrossmatchMethod
 from survey_engine.crossmatch.epochs import EpochSpec
 from survey_engine.crossmatch.plan import MatchTask
 from survey_engine.errors import UsageError, option
 
-HOWS = ("nearest", "knn", "all", "one-to-one")
+__all__ = ["HOWS", "JOINS", "MatchParams", "match_task", "read_side", "sorted_rows"]
+
 JOINS = ("inner", "left", "outer")
 
 
 @dataclass(frozen=True)
 class MatchParams:
-    radius_arcsec: float
-    how: str = "nearest"
-    k: int = 1
+    """A match task's settings: the algorithm object (radius, how, k, min radius, self, kernel)
+    plus what is not the algorithm's business - the join, the output suffixes, the columns read,
+    the epochs positions are compared at and the columns read as nullable dtypes."""
+
+    method: CrossmatchMethod
     join: str = "inner"
-    min_radius_arcsec: float = 0.0
-    exclude_self: bool = False
     suffixes: tuple[str, str] = ("_1", "_2")
-    algorithm: str = DEFAULT_ALGORITHM
     left_columns: tuple[str, ...] | None = None
     right_columns: tuple[str, ...] | None = None
     target_epoch: float | None = None  # positions are compared at this epoch (Julian year)
@@ -44,29 +41,46 @@ class MatchParams:
     right_nullable: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if not self.radius_arcsec > 0:
+        if not isinstance(self.method, CrossmatchMethod):
             raise UsageError(
-                f"{option('--radius', 'radius_arcsec')} must be positive, got {self.radius_arcsec}"
+                f"{option('--algorithm', 'algorithm')} must be a cross-match algorithm object, got {self.method!r}"
             )
-        if self.how not in HOWS:
-            raise UsageError(f"{option('--how', 'how')} must be one of {HOWS}, got {self.how!r}")
         if self.join not in JOINS:
             raise UsageError(f"{option('--join', 'join')} must be one of {JOINS}, got {self.join!r}")
-        if self.k < 1:
-            raise UsageError(f"{option('--k', 'k')} must be at least 1, got {self.k}")
-        if not 0 <= self.min_radius_arcsec < self.radius_arcsec:
-            raise UsageError(
-                f"{option('--min-radius', 'min_radius_arcsec')} must be within [0, --radius), got {self.min_radius_arcsec}"
-            )
         if len(self.suffixes) != 2 or self.suffixes[0] == self.suffixes[1]:
             raise UsageError(
                 f"{option('--suffixes', 'suffixes')} must be two different strings, got {self.suffixes}"
             )
-        check_algorithm(self.algorithm)
         if (self.left_epoch or self.right_epoch) and self.target_epoch is None:
             raise UsageError(
                 f"give the common epoch, {option('--epoch', 'epoch')}, to propagate positions to"
             )
+
+    # the algorithm's parameters, read through (results, joins and output name them so)
+    @property
+    def radius_arcsec(self) -> float:
+        return self.method.radius_arcsec
+
+    @property
+    def how(self) -> str:
+        return self.method.how
+
+    @property
+    def k(self) -> int:
+        return self.method.k
+
+    @property
+    def min_radius_arcsec(self) -> float:
+        return self.method.min_radius_arcsec
+
+    @property
+    def exclude_self(self) -> bool:
+        return self.method.exclude_self
+
+    @property
+    def algorithm(self) -> str:
+        """The kernel's name (``zones``, ``kdtree``, ``grid``, ``gpu``)."""
+        return self.method.name
 
 
 def read_side(
@@ -86,48 +100,15 @@ def read_side(
 
 
 def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchParams):
-    """Pairs (left idx, right idx, sep) after radius, min radius, self and k rules."""
+    """Pairs (left idx, right idx, sep) of the algorithm, at the common epoch; a self-match's
+    inner ``all`` lists each close pair once."""
     if len(left) == 0 or len(right) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
     lpos = _positions(left, lcoords, p.left_epoch, p.target_epoch)
     rpos = _positions(right, rcoords, p.right_epoch, p.target_epoch)
-    algo = get_algorithm(p.algorithm)
-    k = 1 if p.how == "nearest" else p.k
-    ties = 0
-    if p.how in ("all", "one-to-one") or p.min_radius_arcsec > 0:
-        li, ri, sep = algo.all_pairs_radec(*lpos, *rpos, p.radius_arcsec)
-    else:
-        # a KD-tree returns one of several right rows at the same distance at random; asking
-        # for as many extra candidates as the right side has duplicated positions lets the
-        # documented tie-break (right _healpix_29, then order) choose. The zones kernel applies
-        # that tie-break itself; it still needs them with exclude_self, which drops every
-        # duplicate of a row's own position.
-        if not algo.breaks_ties or p.exclude_self:
-            ties = 0 if right.index.is_unique else int(right.index.value_counts().max()) - 1
-        li, ri, sep = algo.nearest_radec(
-            *lpos, *rpos, k + ties + (1 if p.exclude_self else 0), p.radius_arcsec, right.index.to_numpy()
-        )
-    keep = sep >= p.min_radius_arcsec
-    if p.exclude_self:
-        lhp, rhp = left.index.to_numpy(), right.index.to_numpy()
-        same = (
-            (lhp[li] == rhp[ri])
-            & (left[lcoords[0]].to_numpy()[li] == right[rcoords[0]].to_numpy()[ri])
-            & (left[lcoords[1]].to_numpy()[li] == right[rcoords[1]].to_numpy()[ri])
-        )
-        keep &= ~same
-    li, ri, sep = li[keep], ri[keep], sep[keep]
+    li, ri, sep = p.method.match(left, right, lpos, rpos, lcoords, rcoords)
     if p.exclude_self and p.how == "all" and p.join == "inner":
         keep = _first_of_pair(left, right, li, ri, lcoords, rcoords)
-        li, ri, sep = li[keep], ri[keep], sep[keep]
-    if k == 1 and p.how == "nearest" and not p.exclude_self and p.min_radius_arcsec == 0 and ties == 0:
-        return li, ri, sep  # one candidate per left row, in left order: nothing to rank
-    rhp = right.index.to_numpy()
-    order = np.lexsort((ri, rhp[ri], sep, li))
-    li, ri, sep = li[order], ri[order], sep[order]
-    if p.how in ("nearest", "knn"):
-        rank = _rank_within(li)
-        keep = rank < k
         li, ri, sep = li[keep], ri[keep], sep[keep]
     return li, ri, sep
 
@@ -145,15 +126,6 @@ def _positions(frame: pd.DataFrame, coords, epoch: EpochSpec | None, target: flo
     if epoch is None:
         return frame[coords[0]].to_numpy(float), frame[coords[1]].to_numpy(float)
     return epoch.positions_at(frame, coords[0], coords[1], target)
-
-
-def _rank_within(groups: np.ndarray) -> np.ndarray:
-    """0, 1, 2, ... within runs of equal values of a sorted array."""
-    if len(groups) == 0:
-        return np.empty(0, np.int64)
-    starts = np.r_[0, np.flatnonzero(np.diff(groups)) + 1]
-    counts = np.diff(np.r_[starts, len(groups)])
-    return np.arange(len(groups)) - np.repeat(starts, counts)
 
 
 def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.DataFrame) -> pd.DataFrame:
