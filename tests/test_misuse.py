@@ -7,41 +7,69 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from survey_engine import open_catalog
 from survey_engine.catalog.lock import lock_path
 from survey_engine.cli import main
 from survey_engine.crossmatch.match import crossmatch
+from survey_engine.ingest.file_import.arguments import ImportArguments
+from survey_engine.ingest.file_import.run import run_import
 from tests.conftest import REPO
 
-RADIUS = 30.0  # arcsec: every mock row has neighbours, so the pair count is large and exact
+RADIUS = 20.0  # arcsec: about one neighbour per row in the dense patch below
 
 
 @pytest.fixture(scope="module")
-def solo_pairs(mock_catalog, client) -> set[tuple[int, int]]:
-    """The self-match of the mock sky, computed alone: the pairs any correct run must give."""
-    sky = open_catalog(mock_catalog)
+def patch_sky(tmp_path_factory, client) -> Path:
+    """40,000 rows on 4 square degrees (dense: the self-match has tens of thousands of pairs),
+    imported into several partitions with a margin wider than the radius."""
+    rng = np.random.default_rng(19)
+    n = 40_000
+    root = tmp_path_factory.mktemp("patch")
+    frame = pd.DataFrame({"id": np.arange(n), "ra": rng.uniform(150, 152, n), "dec": rng.uniform(1, 3, n)})
+    frame.to_parquet(root / "patch.parquet")
+    run_import(
+        ImportArguments(
+            [str(root / "patch.parquet")],
+            str(root / "sky"),
+            id_column="id",
+            max_rows=5_000,
+            margin_arcsec=30.0,
+        ),
+        client=client,
+        progress=False,
+    )
+    return root / "sky"
+
+
+@pytest.fixture(scope="module")
+def solo_pairs(patch_sky, client) -> set[tuple[int, int]]:
+    """The self-match of the patch, computed alone: the pairs any correct run must give."""
+    sky = open_catalog(patch_sky)
     frame = crossmatch(sky, sky, RADIUS, how="all", exclude_self=True).compute()
-    pairs = set(zip(frame["source_id_1"].tolist(), frame["source_id_2"].tolist()))
-    assert len(pairs) == len(frame) > 10_000
+    pairs = set(zip(frame["id_1"].tolist(), frame["id_2"].tolist()))
+    assert len(pairs) == len(frame) > 15_000  # each pair once (the self-match)
     return pairs
 
 
 def written_pairs(out) -> set[tuple[int, int]]:
     frame = open_catalog(out).compute()
-    pairs = set(zip(frame["source_id_1"].tolist(), frame["source_id_2"].tolist()))
+    pairs = set(zip(frame["id_1"].tolist(), frame["id_2"].tolist()))
     assert len(pairs) == len(frame)  # no pair twice
     return pairs
 
 
 @pytest.mark.slow
-def test_two_crossmatches_at_once_to_one_out(mock_catalog, solo_pairs, tmp_path, capsys):
+def test_two_crossmatches_at_once_to_one_out(patch_sky, solo_pairs, tmp_path, capsys):
     """Two cross-matches into one --out (it gave 486,460 rows where 490,270 is right): the second
     stops at once with exit 2 naming the first's pid; the first writes exactly the right pairs."""
     out = tmp_path / "pairs"
-    args = ["crossmatch", str(mock_catalog), str(mock_catalog), "--radius", str(RADIUS), "--self"]
+    args = ["crossmatch", str(patch_sky), str(patch_sky), "--radius", str(RADIUS), "--self"]
     args += ["--how", "all", "--out", str(out), "--no-progress"]
     first = subprocess.Popen(
         [sys.executable, "-m", "survey_engine.cli", *args, "--workers", "1"],
@@ -69,14 +97,14 @@ def test_two_crossmatches_at_once_to_one_out(mock_catalog, solo_pairs, tmp_path,
     assert not lock_path(out).exists() and not (tmp_path / "pairs.partial").exists()
 
 
-def test_crashed_crossmatch_leaves_a_partial_the_next_run_removes(mock_catalog, solo_pairs, tmp_path):
+def test_crashed_crossmatch_leaves_a_partial_the_next_run_removes(patch_sky, solo_pairs, tmp_path):
     """``OUT.partial`` left by a crash before cleanup (178 MB in the report, never removed): the next
     run into OUT removes it and writes exactly the right pairs."""
     out = tmp_path / "pairs"
     partial = tmp_path / "pairs.partial"
     (partial / "pairs" / "dataset").mkdir(parents=True)
     (partial / "pairs" / "dataset" / "half-written.parquet").write_bytes(b"\0" * 1_000_000)
-    sky = open_catalog(mock_catalog)
+    sky = open_catalog(patch_sky)
     crossmatch(sky, sky, RADIUS, how="all", exclude_self=True).write(out)
     assert not partial.exists() and written_pairs(out) == solo_pairs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs"]
