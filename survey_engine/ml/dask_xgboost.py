@@ -128,9 +128,10 @@ def watch_workers(client, run, what: str, poll_seconds: float = 1.0):
 
     XGBoost trains with a collective ring over the workers it started on: when one of them dies
     the others wait in allreduce for it forever (or fail with "Ring allreduce failed"), and
-    partitions placed on it can never be recomputed elsewhere. So a worker that leaves stops the
-    stage within ``poll_seconds`` with a clear ``WorkerLostError`` naming it, instead of hanging;
-    the same command trains again from the start on the workers then present."""
+    partitions placed on it can never be recomputed elsewhere. So a worker that leaves ends ``run``
+    within ``poll_seconds`` with a clear ``WorkerLostError`` naming it, instead of hanging;
+    ``supervised.train`` then trains once more from the start on the workers present
+    (``settle_lost_training``)."""
     import threading
 
     def workers() -> set[str]:
