@@ -133,6 +133,7 @@ def watch_workers(client, run, what: str, poll_seconds: float = 1.0):
     ``supervised.train`` then trains once more from the start on the workers present
     (``settle_lost_training``)."""
     import threading
+    import time
 
     def workers() -> set[str]:
         # a fresh answer from the scheduler: scheduler_info() hands back the client's shared copy,
@@ -164,8 +165,10 @@ def watch_workers(client, run, what: str, poll_seconds: float = 1.0):
         if lost:  # seen twice, a second apart: a worker that really left, not a passing glitch
             thread.join(poll_seconds)
             lost = gone() & lost if thread.is_alive() else set()
-    if not lost and "error" in outcome:
-        lost = gone()  # failed fast ("Ring allreduce failed") rather than hanging: say why
+    if not lost and "error" in outcome:  # failed fast ("Ring allreduce failed") rather than hanging:
+        settle = time.monotonic() + 10 * poll_seconds  # give the scheduler time to see a worker leave
+        while not (lost := gone()) and time.monotonic() < settle and is_collective_failure(outcome["error"]):
+            time.sleep(poll_seconds / 4)
     if lost:
         names = ", ".join(sorted(lost))
         error = WorkerLostError(
@@ -177,6 +180,15 @@ def watch_workers(client, run, what: str, poll_seconds: float = 1.0):
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def is_collective_failure(error: BaseException) -> bool:
+    """An XGBoost error from its collective (a peer gone: "Ring allreduce failed", "Failed to bootstrap
+    the communication group"), which a worker's departure explains once the scheduler sees it."""
+    text = str(error)
+    return type(error).__name__ == "XGBoostError" and any(
+        word in text for word in ("collective", "Ring all", "bootstrap", "socket", "Connection reset")
+    )
 
 
 def settle_lost_training(client, lost: str, training, held_before: set) -> None:

@@ -36,12 +36,21 @@ def photoz_rows(folder) -> None:
 
 def kill_workers_while_training(client, times: int, killed: list[tuple[str, float]]) -> threading.Thread:
     """A thread that SIGKILLs a worker running an XGBoost training task, ``times`` times (once per
-    training: it waits for the training tasks to go before looking for the next)."""
+    training: it waits for the training tasks to go before looking for the next). It kills once
+    that training has reported boosting rounds: mid-training, past XGBoost's bootstrap of its
+    collective (a worker lost within the bootstrap can make XGBoost's tracker, C++ on the scheduler,
+    abort that process: an XGBoost fault this stage cannot catch; see README "Reliability")."""
 
-    def training_workers() -> list[str]:
+    def training_tasks() -> dict[str, str]:
         # xgboost.dask submits its training tasks as fn-<uuid> (a wrapped partial of do_train)
-        return sorted(
-            w for w, keys in client.processing().items() if any(str(k).startswith("fn-") for k in keys)
+        return {
+            str(k): w for w, keys in client.processing().items() for k in keys if str(k).startswith("fn-")
+        }
+
+    def rounds_reported() -> int:
+        # RoundProgress reports finished rounds as events on the scheduler (runtime.event_progress)
+        return sum(
+            len(v) for topic, v in client.get_events().items() if str(topic).startswith("se-progress-")
         )
 
     def kill() -> None:
@@ -53,18 +62,18 @@ def kill_workers_while_training(client, times: int, killed: list[tuple[str, floa
     def kill_each_training() -> None:
         deadline = time.monotonic() + DEADLINE
         while len(killed) < times and time.monotonic() < deadline:
-            busy = training_workers()
-            if busy:
-                time.sleep(0.5)  # into the training, not its start
-                busy = training_workers()
-            if busy:
-                victim = busy[-1]
+            seen, before = training_tasks(), rounds_reported()
+            while seen and rounds_reported() < before + 2 and set(training_tasks()) & set(seen):
+                time.sleep(0.05)
+            still = {k: w for k, w in training_tasks().items() if k in seen}
+            if still:  # the same training, and it has reported rounds twice (0.25 s apart at least)
+                victim = sorted(still.values())[-1]
                 pid = client.run(os.getpid, workers=[victim])[victim]
                 killed.append((victim, time.monotonic()))
                 os.kill(pid, signal.SIGKILL)
                 while victim in client.nthreads() and time.monotonic() < deadline:
                     time.sleep(0.1)  # gone from the scheduler: the next kill is for the next training
-                while training_workers() and time.monotonic() < deadline:
+                while training_tasks() and time.monotonic() < deadline:
                     time.sleep(0.1)
             time.sleep(0.05)
 
