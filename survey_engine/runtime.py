@@ -629,13 +629,22 @@ def gpu_available() -> tuple[bool, str]:
     return True, ""
 
 
+# The longest one XGBoost collective step (an allreduce) may wait for the other workers. When a worker
+# dies, the ones left wait for it in their step; XGBoost's own default (30 min) kept a survivor's only
+# thread busy that long, so training could not be retried on it. A step waits for the slowest
+# worker's share of one round, seconds on any balanced placement; this bounds the wait after a loss.
+COLLECTIVE_TIMEOUT_SECONDS = 180
+
+
 def xgboost_collective(client):
     """XGBoost's collective settings for ``client``: its tracker listens on the address the workers
-    already reach the Dask scheduler at. (Left alone, XGBoost picks the scheduler machine's primary
-    address, which workers on other hosts or in other network namespaces may not reach.)"""
+    already reach the Dask scheduler at (left alone, XGBoost picks the scheduler machine's primary
+    address, which workers on other hosts or in other network namespaces may not reach), and a step
+    waits at most ``COLLECTIVE_TIMEOUT_SECONDS`` for a worker that may be gone."""
     from urllib.parse import urlparse
 
     from xgboost.collective import Config
 
     host = urlparse(str(client.scheduler.address)).hostname
-    return Config(tracker_host_ip=host) if host and host not in ("localhost", "::1") else None
+    routable = host if host and host not in ("localhost", "::1") else None
+    return Config(tracker_host_ip=routable, timeout=int(COLLECTIVE_TIMEOUT_SECONDS))

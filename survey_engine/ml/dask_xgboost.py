@@ -117,7 +117,10 @@ def dask_train(
 
 
 class WorkerLostError(TrainingError, RuntimeError):
-    """A worker left the cluster while a collective step (XGBoost training) needed it."""
+    """A worker left the cluster while a collective step (XGBoost training) needed it. ``training``
+    is the driver thread of that training, which ends once the workers left give up their step."""
+
+    training = None
 
 
 def watch_workers(client, run, what: str, poll_seconds: float = 1.0):
@@ -125,10 +128,12 @@ def watch_workers(client, run, what: str, poll_seconds: float = 1.0):
 
     XGBoost trains with a collective ring over the workers it started on: when one of them dies
     the others wait in allreduce for it forever (or fail with "Ring allreduce failed"), and
-    partitions placed on it can never be recomputed elsewhere. So a worker that leaves stops the
-    stage within ``poll_seconds`` with a clear ``WorkerLostError`` naming it, instead of hanging;
-    the same command trains again from the start on the workers then present."""
+    partitions placed on it can never be recomputed elsewhere. So a worker that leaves ends ``run``
+    within ``poll_seconds`` with a clear ``WorkerLostError`` naming it, instead of hanging;
+    ``supervised.train`` then trains once more from the start on the workers present
+    (``settle_lost_training``)."""
     import threading
+    import time
 
     def workers() -> set[str]:
         # a fresh answer from the scheduler: scheduler_info() hands back the client's shared copy,
@@ -160,14 +165,57 @@ def watch_workers(client, run, what: str, poll_seconds: float = 1.0):
         if lost:  # seen twice, a second apart: a worker that really left, not a passing glitch
             thread.join(poll_seconds)
             lost = gone() & lost if thread.is_alive() else set()
-    if not lost and "error" in outcome:
-        lost = gone()  # failed fast ("Ring allreduce failed") rather than hanging: say why
+    if not lost and "error" in outcome:  # failed fast ("Ring allreduce failed") rather than hanging:
+        settle = time.monotonic() + 10 * poll_seconds  # give the scheduler time to see a worker leave
+        while not (lost := gone()) and time.monotonic() < settle and is_collective_failure(outcome["error"]):
+            time.sleep(poll_seconds / 4)
     if lost:
         names = ", ".join(sorted(lost))
-        raise WorkerLostError(
+        error = WorkerLostError(
             f"{what}: worker(s) {names} left the cluster during training ({len(start) - len(lost)} of {len(start)} remain); "
             "XGBoost's collective step cannot finish without them: run the same command again to retrain on the workers present"
-        ) from outcome.get("error")
+        )
+        error.training = thread
+        raise error from outcome.get("error")
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def is_collective_failure(error: BaseException) -> bool:
+    """An XGBoost error from its collective (a peer gone: "Ring allreduce failed", "Failed to bootstrap
+    the communication group"), which a worker's departure explains once the scheduler sees it."""
+    text = str(error)
+    return type(error).__name__ == "XGBoostError" and any(
+        word in text for word in ("collective", "Ring all", "bootstrap", "socket", "Connection reset")
+    )
+
+
+def settle_lost_training(client, lost: str, training, held_before: set) -> None:
+    """Make the cluster ready to train again after a ``WorkerLostError`` (message ``lost``, driver
+    thread ``training``; call it outside the ``except`` so the failed attempt's frames can go): wait
+    for that thread to end (the workers left give up their collective step within
+    ``runtime.COLLECTIVE_TIMEOUT_SECONDS``, which frees their threads and xgboost's per-worker locks),
+    then cancel every future the client took since ``held_before`` (a set of keys): the failed
+    attempt's data, placed on the lost worker, whose tasks the scheduler would only ever run there
+    (the retry computes the same keys, and would wait on them forever). Raises ``WorkerLostError``
+    if the thread does not end in time, or if no worker is left."""
+    from distributed import Future
+
+    from survey_engine import runtime
+
+    bound = runtime.COLLECTIVE_TIMEOUT_SECONDS + 60
+    if training is not None:
+        training.join(bound)
+        if training.is_alive():
+            raise WorkerLostError(
+                f"{lost} (the workers left stayed blocked in XGBoost's collective step for more than "
+                f"{bound} s, so training was not retried)"
+            )
+    stale = [Future(key, client) for key in set(client.futures) - held_before]
+    if stale:
+        client.cancel(stale, force=True)
+    try:
+        client.wait_for_workers(1, timeout=60)
+    except TimeoutError:
+        raise WorkerLostError(f"{lost} (no worker left to retry on)") from None

@@ -28,6 +28,7 @@ supervised learning; the parts live by job: ``options`` (TrainOptions, defaults)
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict
 
 import pandas as pd
@@ -39,6 +40,7 @@ from survey_engine.ml.dask_xgboost import (
     choose_device,
     dask_train,
     placed,
+    settle_lost_training,
     watch_workers,
     xgb_params,
 )
@@ -142,10 +144,42 @@ def train(
 ) -> dict:
     """Train, evaluate on held-out sky, optionally cross-validate / search / compare with
     single-process baselines, and save the model artifact with its report. ``table_path`` may be
-    a remote catalog (``https://``, ``s3://``; ``storage_options`` as in ``open_catalog``)."""
+    a remote catalog (``https://``, ``s3://``; ``storage_options`` as in ``open_catalog``).
+    A worker lost while XGBoost trains costs one retry from the start on the workers present (a
+    second loss is a ``WorkerLostError``); the retry is a warning and in the metrics' ``warnings``."""
     from survey_engine.runtime import dask_client
 
     t0 = time.time()
+    with dask_client(client) as client:
+        held_before = set(client.futures)
+        try:
+            return _train_once(table_path, opts, model_out, client, progress, storage_options, t0, [])
+        except WorkerLostError as exc:
+            lost, training = str(exc), exc.training
+        # the failed attempt's data, pinned to the lost worker, is dropped; then train once more from the
+        # start on the workers present
+        settle_lost_training(client, lost, training, held_before)
+        note = f"{lost.split(';')[0]}; retried once on the workers present"
+        warnings.warn(note, stacklevel=2)
+        try:
+            return _train_once(table_path, opts, model_out, client, progress, storage_options, t0, [note])
+        except WorkerLostError as exc:
+            raise WorkerLostError(f"{exc} (training had already been retried once, after: {lost})") from None
+
+
+def _train_once(
+    table_path: str,
+    opts: TrainOptions,
+    model_out: str,
+    client,
+    progress: bool,
+    storage_options: dict | None,
+    t0: float,
+    notes: list[str],
+) -> dict:
+    """One attempt of ``train``; ``notes`` are warnings to record in the metrics."""
+    from survey_engine.runtime import dask_client
+
     table = open_table(table_path, storage_options=storage_options)
     device = choose_device(opts.gpu)
     with dask_client(client) as client:
@@ -186,14 +220,14 @@ def train(
             result["split"]["calibration_rows"] = fitted["calibration"]["complete"]["rows"]
         held_out = int(test_metrics.get("n", 0))
         if held_out < MIN_HELD_OUT_ROWS:
-            import warnings
-
             note = (
                 f"only {held_out} held-out rows (fewer than {MIN_HELD_OUT_ROWS}): the test metrics mean little; "
                 "train on more rows, or judge the model with --cv"
             )
-            warnings.warn(note, stacklevel=2)
-            result["warnings"] = [note]
+            warnings.warn(note, stacklevel=3)
+            notes = [*notes, note]
+        if notes:
+            result["warnings"] = notes
         if opts.cv:
             result["cv"] = cross_validate(
                 client, prepared, spec, classes, opts, params, device, inputs, progress

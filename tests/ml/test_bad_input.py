@@ -221,3 +221,20 @@ def test_refit_on_every_labelled_row_keeps_the_calibration_rows_out(table, clien
     za = predict_frame(df, *load_model(tmp_path / "a"))["z_phot"]
     zb = predict_frame(df, *load_model(tmp_path / "b"))["z_phot"]
     assert not np.allclose(za, zb)
+
+
+def test_predict_out_on_a_file_is_one_line_naming_it(model, table, client, tmp_path, capsys):
+    """``predict --out`` naming an existing file: exit 2 with one line naming the path (it was a raw
+    traceback), and the file is left as it was."""
+    from survey_engine.cli import main
+
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine")
+    with pytest.raises(ModelError, match=r"taken\.txt: exists and is not a folder"):
+        predict(str(model), str(table), str(taken), client=client, progress=False)
+    argv = ["predict", "--model", str(model), "--catalog", str(table), "--out", str(taken), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("survey-engine predict: error: ") and f"{taken}: exists and is not a folder" in err
+    assert taken.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["taken.txt"]
