@@ -191,41 +191,36 @@ def _train_once(
             spec.fit(train_rows[feats].compute())
         params = dict(opts.params)
         search_log = []
-        if opts.search:
-            params, search_log = search(
-                client, train_rows, spec, classes, opts, device, info["feature_inputs"], progress
-            )
         inputs = info["feature_inputs"]
-        fitted = fit(
-            opts.task,
-            client,
-            train_rows,
-            spec,
-            classes,
-            params,
-            device,
-            opts.seed,
-            opts.members,
-            inputs,
-            progress,
-            f"train {opts.task}",
-            ensemble=opts.ensemble_layout,
-        )
-        meta = _meta(opts, spec, classes, fitted, table, device, params, info["magnitude_column"])
+        if opts.search:
+            params, search_log = search(client, train_rows, spec, classes, opts, device, inputs, progress)
+
+        def fitted_on(rows, what: str) -> tuple[dict, dict]:
+            fitted = fit(
+                opts.task,
+                client,
+                rows,
+                spec,
+                classes,
+                params,
+                device,
+                opts.seed,
+                opts.members,
+                inputs,
+                progress,
+                f"{what} {opts.task}",
+                ensemble=opts.ensemble_layout,
+            )
+            return fitted, _meta(opts, spec, classes, fitted, table, device, params, info["magnitude_column"])
+
+        fitted, meta = fitted_on(train_rows, "train")
         models = fitted["boosters"]
         test_metrics = evaluate_prepared(test_rows, meta, models)
         split = {k: v for k, v in info.items() if k != "feature_inputs"}
         result = {"test": test_metrics, "split": {**split, "test_fold": 0, "folds": opts.folds}}
         if opts.task == "photoz":
             result["split"]["calibration_rows"] = fitted["calibration"]["complete"]["rows"]
-        held_out = int(test_metrics.get("n", 0))
-        if held_out < MIN_HELD_OUT_ROWS:
-            note = (
-                f"only {held_out} held-out rows (fewer than {MIN_HELD_OUT_ROWS}): the test metrics mean little; "
-                "train on more rows, or judge the model with --cv"
-            )
-            warnings.warn(note, stacklevel=3)
-            notes = [*notes, note]
+        notes = [*notes, *_held_out_notes(test_metrics)]
         if notes:
             result["warnings"] = notes
         if opts.cv:
@@ -240,36 +235,38 @@ def _train_once(
         result["importance"] = importances(models, feats, fitted.get("views"))
         sample = sample_predictions(test_rows, meta, models)  # the evaluated model on its held-out rows
         if opts.refit:  # every labelled row; the photo-z calibration rows stay held out to calibrate it
-            fitted = fit(
-                opts.task,
-                client,
-                prepared,
-                spec,
-                classes,
-                params,
-                device,
-                opts.seed,
-                opts.members,
-                inputs,
-                progress,
-                f"refit {opts.task}",
-                ensemble=opts.ensemble_layout,
-            )
-            meta = _meta(opts, spec, classes, fitted, table, device, params, info["magnitude_column"])
+            fitted, meta = fitted_on(prepared, "refit")
             models = fitted["boosters"]
             result["refit"] = {"rows": n_refit(prepared, opts.task)}
         result["seconds"] = round(time.time() - t0, 1)
         meta["metrics"] = result
-        from survey_engine.ml.report import model_report
-
-        html = model_report(meta, sample)
-        extra = {
-            "report.html": html,
-            "metrics.json": _dumps(result),
-            "held_out.parquet": parquet_bytes(sample),
-        }
-        save_model(model_out, meta, boosters=models, extra_files=extra)
+        _save(model_out, meta, models, result, sample)
     return result
+
+
+def _held_out_notes(test_metrics: dict) -> list[str]:
+    """A warning (also kept in the metrics) when too few rows were held out for the metrics to mean much."""
+    held_out = int(test_metrics.get("n", 0))
+    if held_out >= MIN_HELD_OUT_ROWS:
+        return []
+    note = (
+        f"only {held_out} held-out rows (fewer than {MIN_HELD_OUT_ROWS}): the test metrics mean little; "
+        "train on more rows, or judge the model with --cv"
+    )
+    warnings.warn(note, stacklevel=4)
+    return [note]
+
+
+def _save(model_out: str, meta: dict, models, result: dict, sample: pd.DataFrame) -> None:
+    """The model folder: boosters, model.json, and the report, metrics and held-out predictions beside them."""
+    from survey_engine.ml.report import model_report
+
+    extra = {
+        "report.html": model_report(meta, sample),
+        "metrics.json": _dumps(result),
+        "held_out.parquet": parquet_bytes(sample),
+    }
+    save_model(model_out, meta, boosters=models, extra_files=extra)
 
 
 def parquet_bytes(sample: pd.DataFrame) -> bytes:
