@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -129,8 +130,6 @@ def _import_case(client, root: Path, work: Path, plan: dict, workers: int) -> li
 
 def _crossmatch_case(client, root: Path, work: Path, plan: dict, workers: int) -> list[dict]:
     """Blanco 1, Gaia DR3 nearest DR2 within 1" (the field straddles RA 0), against LSDB, astropy and a global cKDTree."""
-    from scipy.spatial import cKDTree
-
     from survey_engine.catalog.catalog import open_catalog
     from survey_engine.ingest.file_import.arguments import ImportArguments
     from survey_engine.ingest.file_import.run import run_import
@@ -157,13 +156,6 @@ def _crossmatch_case(client, root: Path, work: Path, plan: dict, workers: int) -
         paths[name] = out
     case = f'Blanco 1 Gaia DR3 ({len(dr3)}) nearest DR2 ({len(dr2)}) within 1"'
 
-    def ckdtree():
-        d, i = cKDTree(xyz(dr2)).query(
-            xyz(dr3), k=1, distance_upper_bound=2 * np.sin(np.radians(1 / 3600) / 2)
-        )
-        ok = np.isfinite(d)
-        return pair_array(dr3.SOURCE_ID.to_numpy()[ok], dr2.source_id.to_numpy()[i[ok]])
-
     def ours():
         res = (
             open_catalog(paths["dr3"])
@@ -178,27 +170,9 @@ def _crossmatch_case(client, root: Path, work: Path, plan: dict, workers: int) -
         )
         return pair_array(res.SOURCE_ID_1.to_numpy(), res.source_id_2.to_numpy())
 
-    def lsdb_():
-        import lsdb
-
-        left = lsdb.open_catalog(paths["dr3"], columns=["SOURCE_ID", "ra", "dec"])
-        right = lsdb.open_catalog(paths["dr2"], columns=["source_id", "ra", "dec"])
-        res = left.crossmatch(
-            right, radius_arcsec=1.0, n_neighbors=1, suffixes=("_1", "_2"), suffix_method="all_columns"
-        ).compute()
-        return pair_array(res.SOURCE_ID_1.to_numpy(), res.source_id_2.to_numpy())
-
-    def astropy_():
-        import astropy.units as u
-        from astropy.coordinates import SkyCoord, match_coordinates_sky
-
-        idx, sep, _ = match_coordinates_sky(
-            SkyCoord(dr3.ra.values * u.deg, dr3.dec.values * u.deg),
-            SkyCoord(dr2.ra.values * u.deg, dr2.dec.values * u.deg),
-        )
-        ok = sep.arcsec <= 1.0
-        return pair_array(dr3.SOURCE_ID.to_numpy()[ok], dr2.source_id.to_numpy()[idx[ok]])
-
+    ckdtree = functools.partial(_blanco1_ckdtree, dr3, dr2)
+    lsdb_ = functools.partial(_blanco1_lsdb, paths)
+    astropy_ = functools.partial(_blanco1_astropy, dr3, dr2)
     mt = timed(ckdtree, **plan)
     truth = mt.pop("value")
     out_rows.append(bench_row("real", case, "ckdtree_global", len(dr3), 1, mt, agree=True, pairs=len(truth)))
@@ -229,6 +203,38 @@ def _crossmatch_case(client, root: Path, work: Path, plan: dict, workers: int) -
         )
 
     return out_rows
+
+
+def _blanco1_ckdtree(dr3: pd.DataFrame, dr2: pd.DataFrame) -> np.ndarray:
+    """The truth: one global cKDTree on unit vectors, nearest DR2 source within 1" of each DR3 source."""
+    from scipy.spatial import cKDTree
+
+    d, i = cKDTree(xyz(dr2)).query(xyz(dr3), k=1, distance_upper_bound=2 * np.sin(np.radians(1 / 3600) / 2))
+    ok = np.isfinite(d)
+    return pair_array(dr3.SOURCE_ID.to_numpy()[ok], dr2.source_id.to_numpy()[i[ok]])
+
+
+def _blanco1_lsdb(paths: dict) -> np.ndarray:
+    import lsdb
+
+    left = lsdb.open_catalog(paths["dr3"], columns=["SOURCE_ID", "ra", "dec"])
+    right = lsdb.open_catalog(paths["dr2"], columns=["source_id", "ra", "dec"])
+    res = left.crossmatch(
+        right, radius_arcsec=1.0, n_neighbors=1, suffixes=("_1", "_2"), suffix_method="all_columns"
+    ).compute()
+    return pair_array(res.SOURCE_ID_1.to_numpy(), res.source_id_2.to_numpy())
+
+
+def _blanco1_astropy(dr3: pd.DataFrame, dr2: pd.DataFrame) -> np.ndarray:
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord, match_coordinates_sky
+
+    idx, sep, _ = match_coordinates_sky(
+        SkyCoord(dr3.ra.values * u.deg, dr3.dec.values * u.deg),
+        SkyCoord(dr2.ra.values * u.deg, dr2.dec.values * u.deg),
+    )
+    ok = sep.arcsec <= 1.0
+    return pair_array(dr3.SOURCE_ID.to_numpy()[ok], dr2.source_id.to_numpy()[idx[ok]])
 
 
 def _training_case(client, root: Path, work: Path, plan: dict, workers: int) -> list[dict]:
@@ -300,17 +306,7 @@ def _training_case(client, root: Path, work: Path, plan: dict, workers: int) -> 
         )
     )
 
-    def sklearn_():
-        from sklearn.ensemble import HistGradientBoostingRegressor
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(
-            limits=workers, user_api="openmp"
-        ):  # the driver's OMP_NUM_THREADS is 1 (LocalCluster)
-            return HistGradientBoostingRegressor(
-                loss="absolute_error", max_iter=200, max_depth=7, learning_rate=0.1, random_state=1
-            ).fit(X.to_numpy(), y.to_numpy())
-
+    sklearn_ = functools.partial(_sdss_sklearn, X.to_numpy(), y.to_numpy(), workers)
     mk = timed(sklearn_, **plan)
     nm_k = M.photoz_metrics(np.expm1(mk.pop("value").predict(X.to_numpy()).astype(float)), zs)["sigma_nmad"]
     out_rows.append(
@@ -327,3 +323,16 @@ def _training_case(client, root: Path, work: Path, plan: dict, workers: int) -> 
         )
     )
     return out_rows
+
+
+def _sdss_sklearn(X: np.ndarray, y: np.ndarray, workers: int):
+    """The peer: scikit-learn's histogram gradient boosting with the same loss, depth and rounds."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(
+        limits=workers, user_api="openmp"
+    ):  # the driver's OMP_NUM_THREADS is 1 (LocalCluster)
+        return HistGradientBoostingRegressor(
+            loss="absolute_error", max_iter=200, max_depth=7, learning_rate=0.1, random_state=1
+        ).fit(X, y)
