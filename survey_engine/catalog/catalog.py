@@ -471,7 +471,7 @@ def open_catalog(
     fetches the footer and the requested columns of the partitions it needs.
     """
     path = storage.as_path(path, storage_options)
-    ctext = storage.read_text_or_none(path / layout.COLLECTION_FILE) if storage.is_remote(path) else None
+    ctext = layout.remote_text_or_none(path / layout.COLLECTION_FILE) if storage.is_remote(path) else None
     if ctext is not None or (not storage.is_remote(path) and (path / layout.COLLECTION_FILE).exists()):
         cprops = layout.read_properties(path / layout.COLLECTION_FILE, ctext)
         if not cprops.get("hats_primary_table_url"):
