@@ -341,8 +341,9 @@ _REMOTE_TEXT: dict[str, str] = {}
 def remote_text_or_none(path) -> str | None:
     """A remote catalog's small text file (``collection.properties``, ``partition_info.csv``), or
     None where there is none; one GET the first time, none after (as its properties, a remote
-    catalog is read as unchanging while this process runs; a file not found is asked again)."""
-    key = str(path)
+    catalog is read as unchanging while this process runs; a file not found is asked again). Kept
+    per location and storage options: other credentials ask the server again."""
+    key = storage.access_key(path)
     if key not in _REMOTE_TEXT:
         text = storage.read_text_or_none(path)
         if text is None:

@@ -110,6 +110,15 @@ def as_path(location: str | os.PathLike | Any, storage_options: dict | None = No
     return UPath(str(location), **options)
 
 
+def access_key(location: object) -> str:
+    """The location with a digest of its storage options: what caches of remote content are keyed
+    by, so that other credentials for the same URL are asked of the server again (and refused)."""
+    import hashlib
+
+    options = json.dumps(getattr(location, "storage_options", None) or {}, sort_keys=True, default=str)
+    return f"{location}#{hashlib.sha256(options.encode()).hexdigest()[:16]}"
+
+
 def display(location: object) -> str:
     """The location as errors and logs show it: URLs without user info or secret query values."""
     text = str(location)
