@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -166,8 +167,13 @@ def _files_needed(remote, frame: pd.DataFrame) -> tuple[list[tuple[int, int]], s
 
 
 def _moto_requests(since: int) -> list[tuple[str, str]]:
-    """(method, URL path and query, unquoted) of each request moto logged after its line ``since``."""
-    lines = MOTO_LOG.read_text(errors="replace").splitlines()[since:]
+    """(method, URL path and query, unquoted) of each request moto logged after its line ``since``
+    (moto logs a request after answering it: read once the log stops growing)."""
+    lines, before = [], -1
+    while len(lines) != before:
+        before = len(lines)
+        time.sleep(0.5)
+        lines = MOTO_LOG.read_text(errors="replace").splitlines()[since:]
     found = (re.search(r'"(?:\x1b\[[0-9;]*m)*([A-Z]+) (\S+) HTTP/', line) for line in lines)
     return [(m.group(1), unquote(m.group(2))) for m in found if m]
 
