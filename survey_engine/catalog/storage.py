@@ -204,10 +204,11 @@ def read_text(path) -> str:
     return read_bytes(path).decode("utf-8")
 
 
-def map_concurrently(func: Callable[[Any], _T], paths: list) -> list[_T]:
+def map_concurrently(func: Callable[[Any], _T], paths: list, threads: bool = False) -> list[_T]:
     """``[func(p) for p in paths]``, run side by side in threads when more than one path is remote
-    (each mostly waits on the network), in order otherwise; the first error is raised."""
-    if sum(is_remote(p) for p in paths) < 2:
+    (each mostly waits on the network) or ``threads`` is set, in order otherwise; the first error is
+    raised."""
+    if not threads and sum(is_remote(p) for p in paths) < 2:
         return [func(p) for p in paths]
     with ThreadPoolExecutor(max_workers=min(len(paths), 16)) as pool:
         return list(pool.map(func, paths))
