@@ -450,6 +450,8 @@ def read_partition_schema(path: str | Path) -> pa.Schema:
         if not files:
             raise FileNotFoundError(f"{path}: partition folder holds no files")
         path = files[0]
+    if storage.is_remote(path):  # one suffix range request for the footer
+        return storage.remote_parquet_footer(path)[1].schema.to_arrow_schema()
     with storage.parquet_source(path) as source:
         return pq.read_schema(source)
 
