@@ -4,8 +4,12 @@ S3 (moto): time, requests and bytes (README "Remote catalogs").
 The catalog must already be served: a collection at LOCAL, the same files under the nginx root
 (HTTP_URL) and in the bucket (S3_URL; credentials from SURVEY_ENGINE_STORAGE_OPTIONS). Each run
 opens the catalog and computes the match (open + plan + read + match, the result in memory) on one
-LocalCluster of 2 workers x 1 thread; the first local run (kernel compilation, warm page cache) is
-discarded. Requests and bytes come from nginx's access log and moto's request log.
+LocalCluster of 2 workers x 1 thread, in rounds of local, HTTP and S3 in turn (a shared machine's
+load then weighs on all three alike); the first round (kernel compilation, warm page cache, each
+worker's first HTTP / S3 client and look at the catalog's properties) is reported apart as
+``first_run_s``. ``x_local``: median over median local; ``x_local_same_round``: the median of each
+round's ratio. Requests (of the last round) and bytes come from nginx's access log and moto's
+request log.
 
     python benchmarks/bench_remote.py LOCAL HTTP_URL S3_URL [--repeat 3] [--targets 300] [--radius 1]
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import tempfile
 import time
@@ -71,11 +76,18 @@ def nginx_requests(start: int) -> dict:
 
 
 def moto_requests(start: int) -> dict:
-    lines = [
-        line for line in MOTO_LOG.read_text().splitlines()[start:] if '"GET ' in line or '"HEAD ' in line
-    ]
+    """Requests in moto's log after line ``start`` (colour codes removed); moto logs a request after
+    answering it, so the log is read once it stops growing."""
+    lines, before = [], -1
+    while len(lines) != before:
+        before = len(lines)
+        time.sleep(0.5)
+        plain = (re.sub(r"\x1b\[[0-9;]*m", "", line) for line in MOTO_LOG.read_text().splitlines()[start:])
+        lines = [line for line in plain if '"GET ' in line or '"HEAD ' in line]
     return {
         "requests": len(lines),
+        "head_requests": sum('"HEAD ' in line for line in lines),
+        "list_requests": sum("list-type=" in line for line in lines),
         "data_file_requests": sum("Norder%3D" in line or "Norder=" in line for line in lines),
     }
 
@@ -107,34 +119,43 @@ def main() -> None:
         frame, targets = target_list(args.local, args.targets, Path(tmp), client)
         right = open_catalog(args.local)
         print(f"catalog: {right.row_count():,} rows in {right.npartitions} partitions; targets: {len(frame)}")
-        results, pairs = {}, {}
-        for name, location in (("local", args.local), ("http", args.http_url), ("s3", args.s3_url)):
-            times = []
-            for i in range(args.repeat + (1 if name == "local" else 0)):
+        where = {"local": args.local, "http": args.http_url, "s3": args.s3_url}
+        times, first, counts, pairs, matches = {n: [] for n in where}, {}, {}, {}, {}
+        # rounds of local, HTTP, S3 in turn, so that the load of a shared machine weighs on all three
+        # alike; the first round (kernel compilation, each worker's first S3 / HTTP client) is apart
+        for i in range(args.repeat + 1):
+            for name, location in where.items():
                 n_log = len(NGINX_LOG.read_text().splitlines()) if NGINX_LOG.exists() else 0
                 m_log = len(MOTO_LOG.read_text().splitlines()) if MOTO_LOG.exists() else 0
                 t0 = time.perf_counter()
                 got = crossmatch(targets, open_catalog(location), args.radius).compute()
                 seconds = time.perf_counter() - t0
-                if name == "local" and i == 0:
-                    continue  # warm-up: kernel compilation
-                times.append(seconds)
-                counts = (
+                counts[name] = (
                     nginx_requests(n_log) if name == "http" else moto_requests(m_log) if name == "s3" else {}
                 )
-            pairs[name] = set(
-                zip(got.target_id_1, got[[c for c in got.columns if c.startswith("source_id")][0]])
-            )
+                if i == 0:
+                    first[name] = seconds
+                    continue
+                times[name].append(seconds)
+                pairs[name] = set(
+                    zip(got.target_id_1, got[[c for c in got.columns if c.startswith("source_id")][0]])
+                )
+                matches[name] = len(got)
+        results = {}
+        for name in where:
             results[name] = {
-                "median_s": round(statistics.median(times), 3),
-                "runs_s": [round(t, 3) for t in times],
-                "matches": len(got),
-                **counts,
+                "median_s": round(statistics.median(times[name]), 3),
+                "runs_s": [round(t, 3) for t in times[name]],
+                "first_run_s": round(first[name], 3),
+                "matches": matches[name],
+                **counts[name],
             }
-            print(name, json.dumps(results[name]))
         for name in ("http", "s3"):
             results[name]["same_pairs_as_local"] = pairs[name] == pairs["local"]
             results[name]["x_local"] = round(results[name]["median_s"] / results["local"]["median_s"], 2)
+            results[name]["x_local_same_round"] = round(
+                statistics.median(r / lo for r, lo in zip(times[name], times["local"])), 2
+            )
         print(json.dumps(results, indent=1))
 
 

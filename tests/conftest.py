@@ -153,7 +153,7 @@ def slurm() -> None:
 @dataclass(frozen=True)
 class HttpService:
     """The nginx of tests/services/nginx/setup.sh: ``url`` serves the folder ``root``; every request
-    is a line "METHOD URI STATUS BYTES "RANGE"" in ``access_log``."""
+    is a line "METHOD URI STATUS BYTES "RANGE" CLIENT_ADDRESS" in ``access_log``."""
 
     url: str
     root: Path

@@ -303,16 +303,25 @@ def read_checked(
     """Read a partition file with every page's checksum verified, its row count checked against
     ``expected_rows`` (the catalog's metadata); any damage raises ``CatalogIntegrityError``.
     A remote file is read by byte ranges: its footer, then the requested columns' chunks."""
+    location = storage.as_path(path)
     try:
-        with storage.parquet_source(storage.as_path(path)) as source:
+        if storage.is_remote(location):
+            return _read_checked(path, None, columns, expected_rows, remote=location)
+        with storage.parquet_source(location) as source:
             return _read_checked(path, source, columns, expected_rows)
     except FileNotFoundError:
         raise CatalogIntegrityError(f"{storage.display(path)}: partition file missing") from None
 
 
-def _read_checked(path, source, columns: list[str] | None, expected_rows: int | None) -> pa.Table:
+def _read_checked(
+    path, source, columns: list[str] | None, expected_rows: int | None, remote=None
+) -> pa.Table:
     try:
-        pf = pq.ParquetFile(source, page_checksum_verification=True, pre_buffer=True)
+        if remote is not None:  # the footer, then the columns' byte ranges together
+            source, metadata = storage.remote_parquet(remote, columns)
+        else:
+            metadata = None
+        pf = pq.ParquetFile(source, metadata=metadata, page_checksum_verification=True, pre_buffer=True)
     except FileNotFoundError:
         raise CatalogIntegrityError(f"{path}: partition file missing") from None
     except (OSError, pa.ArrowException) as exc:

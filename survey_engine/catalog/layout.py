@@ -109,7 +109,7 @@ def read_partition_info(catalog_dir: str | Path) -> pd.DataFrame:
     catalog_dir = storage.as_path(catalog_dir)
     info = catalog_dir / PARTITION_INFO_FILE
     text = (
-        storage.read_text_or_none(info)
+        remote_text_or_none(info)
         if storage.is_remote(info)
         else (info.read_text() if info.exists() else None)
     )
@@ -335,6 +335,25 @@ def _properties_key(catalog_dir: str | Path) -> tuple[str, int] | None:
 _REMOTE_PROPERTIES: dict[str, dict[str, str]] = {}
 
 
+_REMOTE_TEXT: dict[str, str] = {}
+
+
+def remote_text_or_none(path) -> str | None:
+    """A remote catalog's small text file (``collection.properties``, ``partition_info.csv``), or
+    None where there is none; one GET the first time, none after (as its properties, a remote
+    catalog is read as unchanging while this process runs; a file not found is asked again). Kept
+    per location and storage options: other credentials ask the server again."""
+    key = storage.access_key(path)
+    if key not in _REMOTE_TEXT:
+        text = storage.read_text_or_none(path)
+        if text is None:
+            return None
+        if len(_REMOTE_TEXT) > 256:
+            _REMOTE_TEXT.clear()
+        _REMOTE_TEXT[key] = text
+    return _REMOTE_TEXT[key]
+
+
 def _properties_of(catalog_dir: str | Path) -> dict[str, str]:
     if storage.is_remote(catalog_dir) and str(catalog_dir) in _REMOTE_PROPERTIES:
         return _REMOTE_PROPERTIES[str(catalog_dir)]
@@ -431,6 +450,8 @@ def read_partition_schema(path: str | Path) -> pa.Schema:
         if not files:
             raise FileNotFoundError(f"{path}: partition folder holds no files")
         path = files[0]
+    if storage.is_remote(path):  # one suffix range request for the footer
+        return storage.remote_parquet_footer(path)[1].schema.to_arrow_schema()
     with storage.parquet_source(path) as source:
         return pq.read_schema(source)
 
@@ -458,6 +479,8 @@ def read_parquet_metadata(path) -> pq.FileMetaData:
         return _REMOTE_METADATA[key]
     if key is not None:
         md = pq.read_metadata(pa.BufferReader(storage.read_bytes(path)))
+    elif storage.is_remote(path):  # one suffix range request, no HEAD for the size
+        md = storage.remote_parquet_footer(path)[1]
     else:
         with storage.parquet_source(path) as source:
             md = pq.read_metadata(source)

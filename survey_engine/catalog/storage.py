@@ -9,19 +9,25 @@ CLI, job specs and the API all honour it), e.g. ``{"anon": true}`` or ``{"endpoi
 protocol but HTTP (whose fsspec file system passes every option on to each request); an object keyed
 by protocol (``{"s3": {...}, "https": {"headers": {...}}}``) gives each its own.
 
-Reads take only what they need: Parquet files are opened without fsspec's read-ahead cache
-(``cache_type="none"``), so pyarrow's footer read and its coalesced column-chunk reads are the
-only requests (HTTP range requests, S3 ranged GETs); no file is downloaded whole.
+Reads take only what they need, in as few round trips as they can: a partition file is read by
+one suffix range request for its tail (``bytes=-65536``: the footer, and the whole file when it is
+smaller; no HEAD for its size), then one request per coalesced run of the requested columns'
+chunks, issued together (``cat_ranges``); the files of one task are fetched side by side
+(``map_concurrently``). A whole small file (properties, ``partition_info.csv``, ``_metadata``) is
+one GET. Servers answer each request after a round trip (1 ms for nginx on loopback, 20-50 ms for
+S3 in a region, about 40 ms for moto), so requests in sequence are what makes a remote read slow.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path, PurePath
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from survey_engine.errors import SurveyEngineError
 from survey_engine.redact import redact_url
@@ -29,6 +35,9 @@ from survey_engine.redact import redact_url
 STORAGE_OPTIONS_ENV = "SURVEY_ENGINE_STORAGE_OPTIONS"
 REMOTE_PROTOCOLS = ("http", "https", "s3", "s3a", "gs", "gcs", "abfs", "az", "memory")
 _HTTP = ("http", "https")
+FOOTER_SAMPLE_BYTES = 64 * 1024  # the tail fetched first: a Parquet footer of a few hundred columns
+COALESCE_GAP_BYTES = 64 * 1024  # column chunks closer than this are fetched as one range
+_T = TypeVar("_T")
 
 
 class RemoteStorageError(SurveyEngineError, OSError):
@@ -101,6 +110,15 @@ def as_path(location: str | os.PathLike | Any, storage_options: dict | None = No
     return UPath(str(location), **options)
 
 
+def access_key(location: object) -> str:
+    """The location with a digest of its storage options: what caches of remote content are keyed
+    by, so that other credentials for the same URL are asked of the server again (and refused)."""
+    import hashlib
+
+    options = json.dumps(getattr(location, "storage_options", None) or {}, sort_keys=True, default=str)
+    return f"{location}#{hashlib.sha256(options.encode()).hexdigest()[:16]}"
+
+
 def display(location: object) -> str:
     """The location as errors and logs show it: URLs without user info or secret query values."""
     text = str(location)
@@ -168,16 +186,130 @@ def _secret_values(options: dict) -> list[str]:
     return out
 
 
+def _whole_file_options(path) -> dict[str, Any]:
+    """What makes ``cat_file`` one GET: s3fs asks for the size first (a HEAD) to split large
+    downloads into parallel parts unless told to fetch in one piece."""
+    return {"max_concurrency": 1} if protocol_of(path) in ("s3", "s3a") else {}
+
+
 def read_bytes(path) -> bytes:
-    """A remote file's whole content in one request; errors as ``read_text``'s."""
-    return _call(path, lambda: path.fs.cat_file(path.path))
+    """A remote file's whole content in one request (no HEAD first); errors as ``read_text``'s."""
+    return _call(path, lambda: path.fs.cat_file(path.path, **_whole_file_options(path)))
 
 
 def read_text(path) -> str:
     """A small text file's content (local or remote), remote errors as ``RemoteStorageError``."""
     if not is_remote(path):
         return Path(path).read_text(encoding="utf-8")
-    return _call(path, lambda: path.fs.cat_file(path.path)).decode("utf-8")
+    return read_bytes(path).decode("utf-8")
+
+
+def map_concurrently(func: Callable[[Any], _T], paths: list, threads: bool = False) -> list[_T]:
+    """``[func(p) for p in paths]``, run side by side in threads when more than one path is remote
+    (each mostly waits on the network) or ``threads`` is set, in order otherwise; the first error is
+    raised."""
+    if not threads and sum(is_remote(p) for p in paths) < 2:
+        return [func(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(len(paths), 16)) as pool:
+        return list(pool.map(func, paths))
+
+
+class _KnownRanges(io.RawIOBase):
+    """A read-only file of ``size`` bytes whose known byte ranges are held in memory; a read outside
+    them is fetched from the remote file (one request), which pyarrow's reads planned from the
+    footer never need."""
+
+    def __init__(self, path, size: int, parts: dict[int, bytes]):
+        super().__init__()
+        self._path, self._size, self._pos = path, size, 0
+        self._parts = sorted(parts.items())
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = offset if whence == 0 else self._pos + offset if whence == 1 else self._size + offset
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        start = self._pos
+        stop = self._size if n is None or n < 0 else min(self._size, start + n)
+        self._pos = stop
+        for offset, data in self._parts:
+            if offset <= start and stop <= offset + len(data):
+                return data[start - offset : stop - offset]
+        return _call(self._path, lambda: self._path.fs.cat_file(self._path.path, start=start, end=stop))
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+
+def remote_parquet_footer(path) -> tuple[bytes, Any, bool]:
+    """(the file's tail, its ``pyarrow.parquet.FileMetaData``, whether the tail is the whole file)
+    from one suffix range request (two for a footer larger than ``FOOTER_SAMPLE_BYTES``). A file
+    without Parquet's closing magic is an ``OSError`` naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tail = _call(path, lambda: path.fs.cat_file(path.path, start=-FOOTER_SAMPLE_BYTES))
+    whole = len(tail) != FOOTER_SAMPLE_BYTES  # shorter: the file is; longer: the server sent it all
+    if len(tail) < 12 or tail[-4:] != b"PAR1":
+        raise OSError(f"{display(path)}: not a Parquet file (no PAR1 magic at its end)")
+    footer_length = int.from_bytes(tail[-8:-4], "little") + 8
+    if footer_length > len(tail):
+        if whole:
+            raise OSError(
+                f"{display(path)}: footer length {footer_length} exceeds the file ({len(tail)} bytes)"
+            )
+        tail = _call(path, lambda: path.fs.cat_file(path.path, start=-footer_length))
+    return tail, pq.read_metadata(pa.BufferReader(b"PAR1" + tail[-footer_length:])), whole
+
+
+def remote_parquet(path, columns: list[str] | None = None) -> tuple[Any, Any]:
+    """(a file object, its ``FileMetaData``) for pyarrow to read ``columns`` (all if None) of a
+    remote Parquet file: the footer from one suffix request, then the byte ranges of those columns'
+    chunks in every row group, coalesced and fetched together; pyarrow then reads from memory.
+    Pass the metadata to ``pq.ParquetFile(..., metadata=)`` so the footer is not read again."""
+    from fsspec.utils import merge_offset_ranges
+
+    tail, metadata, whole = remote_parquet_footer(path)
+    if whole:
+        return io.BytesIO(tail), metadata
+    wanted = None if columns is None else set(columns)
+    starts, stops, data_end = [], [], 4
+    for i in range(metadata.num_row_groups):
+        group = metadata.row_group(i)
+        for j in range(group.num_columns):
+            chunk = group.column(j)
+            start = chunk.data_page_offset
+            if chunk.has_dictionary_page and 0 < chunk.dictionary_page_offset < start:
+                start = chunk.dictionary_page_offset
+            stop = start + chunk.total_compressed_size
+            data_end = max(data_end, stop)
+            if wanted is None or chunk.path_in_schema.split(".")[0] in wanted:
+                starts.append(start)
+                stops.append(stop)
+    footer = tail[-(int.from_bytes(tail[-8:-4], "little") + 8) :]
+    parts = {data_end: footer}
+    if starts:
+        _, starts, stops = merge_offset_ranges(
+            [path.path] * len(starts), starts, stops, max_gap=COALESCE_GAP_BYTES, sort=True
+        )
+        blocks = _call(path, lambda: path.fs.cat_ranges([path.path] * len(starts), starts, stops))
+        for start, stop, block in zip(starts, stops, blocks):
+            if isinstance(block, BaseException):
+                raise remote_error(path, block)
+            if len(block) != stop - start:
+                raise OSError(f"{display(path)}: bytes {start}-{stop} came back short ({len(block)} bytes)")
+            parts[start] = block
+    # the file as pyarrow sees it: the chunks at their own offsets, the footer right after the data
+    return _KnownRanges(path, data_end + len(footer), parts), metadata
 
 
 def exists(path) -> bool:

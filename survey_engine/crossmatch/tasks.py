@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from survey_engine.catalog import storage
 from survey_engine.catalog.catalog import read_partition
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
 from survey_engine.crossmatch.algorithms import HOWS, CrossmatchMethod
@@ -90,7 +91,9 @@ def read_side(
     extra = epoch.columns() if epoch else []
     cols = None if columns is None else list(dict.fromkeys([SPATIAL_INDEX_COLUMN, *columns, ra, dec, *extra]))
     rows = rows or {}
-    frames = [read_partition(f, cols, nullable=nullable, expected_rows=rows.get(f)) for f in files]
+    frames = storage.map_concurrently(  # a remote partition and its margin fetched side by side
+        lambda f: read_partition(f, cols, nullable=nullable, expected_rows=rows.get(f)), list(files)
+    )
     frames = [f for f in frames if len(f)]
     return (
         pd.concat(frames)

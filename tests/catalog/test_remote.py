@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -26,6 +30,7 @@ from survey_engine.ingest.file_import.run import run_import
 from tests.conftest import REPO
 
 BUCKET = "survey-engine-test"
+MOTO_LOG = Path("/var/lib/survey-engine-test/s3/moto.log")  # tests/services/s3/setup.sh: every request
 
 
 @dataclass(frozen=True)
@@ -135,27 +140,19 @@ def test_crossmatch_against_a_remote_catalog_equals_local(published, targets, cl
 
 
 def _access_log(http_server) -> list[tuple[str, str, int, int, str]]:
-    """(method, uri, status, bytes, range) of each request nginx logged."""
+    """(method, uri, status, bytes, range) of each request nginx logged (the client's address,
+    last on each line, left out)."""
     out = []
     for line in http_server.access_log.read_text().splitlines():
-        method, uri, status, size, rng = line.split(" ", 4)
+        method, uri, status, size, rng = line.split(" ")[:5]
         out.append((method, uri, int(status), int(size), rng.strip('"')))
     return out
 
 
-def test_a_small_target_list_fetches_only_the_partitions_it_overlaps(published, targets, http_server, client):
-    """Over HTTP, a 300-row target list cross-matched against the remote catalog requests only the
-    partitions (and their margins) that hold a target, by byte ranges: the footer and the asked-for
-    columns, never a whole file, and no listing."""
+def _files_needed(remote, frame: pd.DataFrame) -> tuple[list[tuple[int, int]], set[str]]:
+    """The partitions of ``remote`` that hold a target, and the URLs of their files and margin files."""
     from survey_engine.catalog.healpix import radec_to_healpix
 
-    frame, target_list = targets
-    remote = open_catalog(published.http)
-    http_server.access_log.write_text("")
-    got = crossmatch(target_list, remote, 1.0, right_columns=["source_id"]).compute()
-    assert set(zip(got.target_id_1, got.source_id_2)) >= set(zip(frame.target_id, frame.source))
-    log = _access_log(http_server)
-    base = published.http.split("127.0.0.1:8089", 1)[1]
     touched = [
         (int(o), int(p))
         for o, p in zip(remote.partitions.Norder, remote.partitions.Npix)
@@ -166,6 +163,76 @@ def test_a_small_target_list_fetches_only_the_partitions_it_overlaps(published, 
     }
     expected = {str(partition_path(remote.path, o, p)) for o, p in touched}
     expected |= {str(partition_path(remote.margin.path, o, p)) for o, p in touched if (o, p) in margins}
+    return touched, expected
+
+
+def _moto_requests(since: int) -> list[tuple[str, str]]:
+    """(method, URL path and query, unquoted) of each request moto logged after its line ``since``
+    (moto logs a request after answering it: read once the log stops growing)."""
+    lines, before = [], -1
+    while len(lines) != before:
+        before = len(lines)
+        time.sleep(0.5)
+        lines = MOTO_LOG.read_text(errors="replace").splitlines()[since:]
+    found = (re.search(r'"(?:\x1b\[[0-9;]*m)*([A-Z]+) (\S+) HTTP/', line) for line in lines)
+    return [(m.group(1), unquote(m.group(2))) for m in found if m]
+
+
+def _moto_log_lines() -> int:
+    return len(MOTO_LOG.read_text(errors="replace").splitlines())
+
+
+def test_a_remote_crossmatch_fetches_each_file_it_needs_in_two_requests(published, targets, client):
+    """Request counts on S3 (moto's log), which must not grow: opening the collection is one GET
+    for each of its 7 small files (no HEAD first); the cross-match then fetches each partition and
+    margin file it overlaps in at most 2 GETs (the tail with the footer, then the columns' byte
+    ranges together; a file smaller than the tail in one), and nothing else (a worker process's
+    first look at the catalogs' properties aside): no HEAD, no listing, no other file, and nothing
+    at open while the process holds the catalog's metadata."""
+    from survey_engine.catalog import layout
+
+    frame, target_list = targets
+    for cache in (layout._REMOTE_TEXT, layout._REMOTE_PROPERTIES, layout._REMOTE_METADATA):
+        cache.clear()  # as in a new process
+    since = _moto_log_lines()
+    remote = open_catalog(published.s3, storage_options=published.creds)
+    opened = _moto_requests(since)
+    small = ["hats.properties", "partition_info.csv", "dataset/_metadata"]
+    root = "/" + published.s3.split("://", 1)[1]
+    want = [f"{root}/collection.properties"]
+    want += [f"/{cat.path.path}/{name}" for cat in (remote, remote.margin) for name in small]
+    assert sorted(opened) == sorted(("GET", path) for path in want)
+
+    since = _moto_log_lines()
+    again = open_catalog(published.s3, storage_options=published.creds)
+    got = crossmatch(target_list, again, 1.0).compute()
+    assert set(zip(got.target_id_1, got.source_id_2)) >= set(zip(frame.target_id, frame.source))
+    reads = _moto_requests(since)
+    touched, expected = _files_needed(remote, frame)
+    expected = {"/" + url.split("://", 1)[1] for url in expected}
+    assert 0 < len(touched) < remote.npartitions / 2 and len(expected) > len(touched)
+    assert all(method == "GET" and "?" not in path for method, path in reads), reads  # no HEAD, no LIST
+    per_file = Counter(path for _, path in reads)
+    # a Dask worker process reads a catalog's properties once (its spatial index column), then holds them
+    properties = {f"/{cat.path.path}/hats.properties" for cat in (remote, remote.margin)}
+    assert all(per_file.pop(path, 0) <= len(client.scheduler_info()["workers"]) for path in properties)
+    assert set(per_file) == expected, reads
+    assert all(n <= 2 for n in per_file.values()), per_file
+    assert sum(per_file.values()) < 2 * len(expected)  # margin files are smaller than the tail: one GET
+
+
+def test_a_small_target_list_fetches_only_the_partitions_it_overlaps(published, targets, http_server, client):
+    """Over HTTP, a 300-row target list cross-matched against the remote catalog requests only the
+    partitions (and their margins) that hold a target, by byte ranges: the footer and the asked-for
+    columns, never a whole file, and no listing."""
+    frame, target_list = targets
+    remote = open_catalog(published.http)
+    http_server.access_log.write_text("")
+    got = crossmatch(target_list, remote, 1.0, right_columns=["source_id"]).compute()
+    assert set(zip(got.target_id_1, got.source_id_2)) >= set(zip(frame.target_id, frame.source))
+    log = _access_log(http_server)
+    base = published.http.split("127.0.0.1:8089", 1)[1]
+    touched, expected = _files_needed(remote, frame)
     expected = {u.split("127.0.0.1:8089", 1)[1] for u in expected}
     data_gets = [entry for entry in log if entry[0] == "GET" and "/dataset/Norder=" in entry[1]]
     assert {uri for _, uri, *_ in data_gets} == expected
@@ -176,7 +243,7 @@ def test_a_small_target_list_fetches_only_the_partitions_it_overlaps(published, 
     fetched = sum(size for _, _, _, size, _ in data_gets)
     on_disk = sum((published.http_root / uri[len(base) + 1 :]).stat().st_size for uri in expected)
     assert fetched < 0.6 * on_disk  # 4 of 28 columns (_healpix_29, source_id, ra, dec) plus footers
-    assert len(data_gets) <= 3 * len(expected)  # footer, then the coalesced column chunks
+    assert len(data_gets) <= 2 * len(expected)  # the tail with the footer, then the columns' ranges
     assert all(entry[0] in ("GET", "HEAD") for entry in log) and not any(
         uri.endswith("/") for _, uri, *_ in log
     )

@@ -53,3 +53,71 @@ def test_remote_errors_name_the_location_without_secrets():
     assert isinstance(err, SurveyEngineError) and text.startswith("s3://bucket/cat: cannot read")
     assert "AKIAEXAMPLEKEY" not in text and "s3cr3t-value" not in text and "check the credentials" in text
     assert storage.display("https://user:pw@host/cat?token=abc") == "https://host/cat?token=REDACTED"
+
+
+def _counting_memory_fs():
+    """fsspec's in-memory file system, counting the ``cat_file`` calls (one per request on a server)."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    fs = MemoryFileSystem()
+    calls = []
+    original = fs.cat_file
+
+    def cat_file(path, start=None, end=None, **kwargs):
+        calls.append((start, end))
+        return original(path, start=start, end=end, **kwargs)
+
+    fs.cat_file = cat_file
+    fs.cat_ranges = lambda paths, starts, ends, **kw: [
+        cat_file(p, s, e) for p, s, e in zip(paths, starts, ends)
+    ]
+    return fs, calls
+
+
+def test_remote_parquet_reads_the_footer_then_only_the_asked_columns():
+    """A remote Parquet file is read from its tail (one suffix request: the whole file when it is
+    smaller than the sample, a second one for a larger footer) and the asked columns' byte ranges,
+    and decodes to exactly the local table; a file that is not Parquet is an error naming it."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from upath import UPath
+
+    fs, calls = _counting_memory_fs()
+    rng = np.random.default_rng(3)
+    wide = pa.table({f"c{i}": rng.normal(size=50_000) for i in range(40)})  # ~16 MB, one row group
+    small = pa.table({"a": np.arange(100), "b": rng.normal(size=100)})
+    many = pa.table({f"column_with_a_long_name_{i}": [1.0] for i in range(2_000)})  # a footer > 64 kB
+    for name, table in (("wide", wide), ("small", small), ("many", many)):
+        with fs.open(f"/t/{name}.parquet", "wb") as f:
+            pq.write_table(table, f, write_page_checksum=True)
+    fs.pipe_file("/t/not.parquet", b"x" * 100_000)
+
+    def path(name):
+        p = UPath(f"memory:///t/{name}.parquet")
+        p._fs_cached = fs
+        return p
+
+    calls.clear()
+    source, metadata = storage.remote_parquet(path("wide"), ["c3", "c30"])
+    got = pq.ParquetFile(source, metadata=metadata, page_checksum_verification=True).read(["c3", "c30"])
+    assert got.equals(wide.select(["c3", "c30"]))
+    assert (
+        calls[0] == (-storage.FOOTER_SAMPLE_BYTES, None) and len(calls) == 3
+    )  # tail, then 2 far-apart chunks
+    assert sum(e - s for s, e in calls[1:]) < 0.06 * fs.info("/t/wide.parquet")["size"]
+
+    calls.clear()
+    source, metadata = storage.remote_parquet(path("wide"))
+    assert pq.ParquetFile(source, metadata=metadata).read().equals(wide) and len(calls) == 2  # coalesced
+
+    calls.clear()
+    source, metadata = storage.remote_parquet(path("small"), ["b"])
+    assert pq.ParquetFile(source, metadata=metadata).read(["b"]).equals(small.select(["b"]))
+    assert len(calls) == 1  # the tail was the whole file
+
+    calls.clear()
+    assert storage.remote_parquet_footer(path("many"))[1].num_columns == 2_000 and len(calls) == 2
+
+    with pytest.raises(OSError, match="t/not.parquet: not a Parquet file"):
+        storage.remote_parquet(path("not"))

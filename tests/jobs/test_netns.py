@@ -1,17 +1,22 @@
 """Workers on other hosts: a Dask scheduler on a bridge address and two workers, each in its own
 network namespace with its own IP address (cluster/dev/netns.sh), run a job (import, a
-cross-match, training) whose outputs equal those of the same job on a local cluster. The driver's
-fetch-from-the-workers shortcut sees that the workers are not on its host and is not taken."""
+cross-match, training) whose outputs equal those of the same job on a local cluster, and
+cross-match against a catalog that a second nginx serves on the bridge address, read over HTTP by
+the workers in the namespaces. The driver's fetch-from-the-workers shortcut sees that the workers
+are not on its host and is not taken."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from survey_engine import open_catalog
@@ -19,6 +24,8 @@ from tests.conftest import REPO
 
 DRIVER = "10.77.0.1"
 PORT = 8797
+HTTP_PORT = 8089
+HTTP_STATE = Path("/var/lib/survey-engine-test/nginx-netns")
 JOB = textwrap.dedent("""\
     name: hosts
     source:
@@ -154,3 +161,90 @@ def test_a_job_on_workers_in_other_namespaces_equals_the_local_run(hosts, tmp_pa
     local_model = json.loads((lo / "model" / "metrics.json").read_text())["test"]
     assert remote_model["n"] == local_model["n"] > 100
     assert remote_model["sigma_nmad"] == pytest.approx(local_model["sigma_nmad"], rel=0.1)
+
+
+@pytest.fixture(scope="module")
+def bridge_http(hosts, tmp_path_factory):
+    """A second nginx (tests/services/nginx/setup.sh, own state and root) listening on the bridge
+    address 10.77.0.1, which the workers in the namespaces reach (127.0.0.1 is their own)."""
+    root = tmp_path_factory.mktemp("www")
+    script = REPO / "tests" / "services" / "nginx" / "setup.sh"
+    env = {
+        **os.environ,
+        "SURVEY_ENGINE_HTTP_HOST": DRIVER,
+        "SURVEY_ENGINE_HTTP_PORT": str(HTTP_PORT),
+        "SURVEY_ENGINE_HTTP_STATE": str(HTTP_STATE),
+        "SURVEY_ENGINE_HTTP_ROOT": str(root),
+    }
+    made = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True, text=True)
+    assert made.returncode == 0, f"cannot start nginx on {DRIVER}:{HTTP_PORT}: {made.stderr}"
+    yield f"http://{DRIVER}:{HTTP_PORT}", root, HTTP_STATE / "access.log"
+    subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, text=True)
+
+
+def _targets(sky_path, out, client):
+    """300 sources nearest (200, 30) deg, moved by up to 0.3", imported as a local target catalog."""
+    from survey_engine.ingest.file_import.arguments import ImportArguments
+    from survey_engine.ingest.file_import.run import run_import
+
+    sky = open_catalog(sky_path).compute()
+    ra, dec = np.radians(sky.ra.to_numpy()), np.radians(sky.dec.to_numpy())
+    centre = np.radians([200.0, 30.0])
+    near = sky.iloc[
+        np.argsort(
+            -(np.sin(dec) * np.sin(centre[1]) + np.cos(dec) * np.cos(centre[1]) * np.cos(ra - centre[0]))
+        )[:300]
+    ]
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(
+        {
+            "target_id": np.arange(300),
+            "source": near.source_id.to_numpy(),
+            "ra": near.ra.to_numpy() + rng.uniform(-0.3, 0.3, 300) / 3600 / np.cos(np.radians(near.dec)),
+            "dec": near.dec.to_numpy() + rng.uniform(-0.3, 0.3, 300) / 3600,
+        }
+    )
+    frame.to_parquet(out / "targets.parquet")
+    run_import(
+        ImportArguments(
+            [str(out / "targets.parquet")], str(out / "targets"), id_column="target_id", margin_arcsec=None
+        ),
+        client=client,
+        progress=False,
+    )
+    return frame, open_catalog(out / "targets")
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_workers_in_other_namespaces_read_a_catalog_over_http(
+    hosts, bridge_http, mock_catalog, client, tmp_path
+):
+    """A cross-match whose right catalog is an http:// URL on the bridge address: the workers in
+    the namespaces fetch the partitions they match against (nginx logs their own addresses), and
+    the pairs equal those of the local catalog on a local cluster."""
+    from distributed import Client
+
+    from survey_engine.crossmatch import crossmatch
+
+    url, root, access_log = bridge_http
+    shutil.copytree(mock_catalog, root / "sky")
+    frame, targets = _targets(mock_catalog, tmp_path, client)
+    local = crossmatch(targets, open_catalog(mock_catalog), 1.0).compute()  # the local cluster
+    local_pairs = set(zip(local.target_id_1, local.source_id_2))
+    assert local_pairs >= set(zip(frame.target_id, frame.source))
+    access_log.write_text("")
+    with Client(hosts, timeout=30) as remote_client:
+        remote_client.wait_for_workers(2, timeout=60)
+        remote = open_catalog(f"{url}/sky")
+        got = crossmatch(targets, remote, 1.0).compute()
+    assert set(zip(got.target_id_1, got.source_id_2)) == local_pairs
+    assert np.array_equal(
+        got.sort_values("target_id_1").sep_arcsec.to_numpy(),
+        local.sort_values("target_id_1").sep_arcsec.to_numpy(),
+    )
+    requests = [line.split(" ") for line in access_log.read_text().splitlines()]
+    data_reads = [r for r in requests if r[0] == "GET" and "/dataset/Norder=" in r[1]]
+    assert data_reads and all(r[2] == "206" for r in data_reads)  # byte ranges of the partitions
+    readers = {r[5] for r in data_reads}
+    assert readers <= {"10.77.0.2", "10.77.0.3"} and readers, readers  # the workers, not the driver

@@ -3,15 +3,20 @@
 # for the remote-catalog tests: http://127.0.0.1:8089/ serves $root (default
 # /var/lib/survey-engine-test/www), with range requests (nginx's default for static files), HEAD,
 # and an access log of every request with its status, Range header and bytes sent
-# ($state/access.log), from which the tests count what a read fetched. Its own nginx instance
-# (own config, pid file and logs under $state): the system's nginx, if any, is not touched.
+# ($state/access.log: method, URI, status, bytes, Range header, client address), from which the
+# tests count what a read fetched and from where. Its own nginx instance (own config, pid file and
+# logs under $state): the system's nginx, if any, is not touched. SURVEY_ENGINE_HTTP_HOST (default
+# 127.0.0.1) listens on another local address instead, e.g. the bridge 10.77.0.1 that workers in
+# network namespaces reach (tests/jobs/test_netns.py starts such a second instance with its own
+# SURVEY_ENGINE_HTTP_STATE and _ROOT).
 # Idempotent: a running server with this configuration is left alone; `stop` ends it.
 # Usage: tests/services/nginx/setup.sh [start|stop|status]
 set -euo pipefail
+host="${SURVEY_ENGINE_HTTP_HOST:-127.0.0.1}"
 port="${SURVEY_ENGINE_HTTP_PORT:-8089}"
 state="${SURVEY_ENGINE_HTTP_STATE:-/var/lib/survey-engine-test/nginx}"
 root="${SURVEY_ENGINE_HTTP_ROOT:-/var/lib/survey-engine-test/www}"
-url="http://127.0.0.1:$port"
+url="http://$host:$port"
 conf="$state/nginx.conf"
 action="${1:-start}"
 
@@ -49,7 +54,7 @@ events { worker_connections 256; }
 http {
     include /etc/nginx/mime.types;
     default_type application/octet-stream;
-    log_format ranges '\$request_method \$uri \$status \$body_bytes_sent \"\$http_range\"';
+    log_format ranges '\$request_method \$uri \$status \$body_bytes_sent \"\$http_range\" \$remote_addr';
     access_log $state/access.log ranges;
     client_body_temp_path $state/tmp/body;
     proxy_temp_path $state/tmp/proxy;
@@ -58,7 +63,7 @@ http {
     scgi_temp_path $state/tmp/scgi;
     sendfile on;
     server {
-        listen 127.0.0.1:$port;
+        listen $host:$port;
         root $root;
         autoindex off;
         location / { try_files \$uri =404; }
