@@ -311,6 +311,9 @@ def _verify(path: Path, client, progress: bool) -> VerifyReport:
             m.problems.append(
                 Problem(str(m.path / layout.PROPERTIES_FILE), "no valid hats_margin_threshold", False)
             )
+    # each plan travels to the workers once (tens of MiB for a fine margin order), not pickled into
+    # every file's task
+    plans = {mpath: client.scatter([plan], broadcast=True)[0] for mpath, plan in plans.items()}
     # the main files, read in full; with the first margin's plan, the margin rows each owes the others
     first = next(iter(plans), None)
     is_margin = (
