@@ -47,6 +47,7 @@ def _compare(df, cat, parts, pairs, radius, spacing):
     return len(certain)
 
 
+@pytest.mark.slow
 def test_margins_equal_brute_force_at_poles_wrap_and_mixed_orders(tmp_path, client):
     df = edge_stress_sky()
     src = tmp_path / "edge.parquet"
