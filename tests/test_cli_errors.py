@@ -38,6 +38,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_ends_a_crossmatch_with_one_line_and_no_partial_output(tmp_path, small_disk):
     assert (
         _cli(

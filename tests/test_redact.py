@@ -80,6 +80,7 @@ def test_unreachable_service_error_has_no_secret(tmp_path):
     assert "127.0.0.1:9" in str(info.value) and not leaks(str(info.value))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("url", HOSTILE_URLS)
 def test_cli_ingest_error_and_manifest_have_no_secret(url, tmp_path):
     out = tmp_path / "out"

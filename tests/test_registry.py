@@ -179,6 +179,7 @@ FLOOR_MAY_IMPORT = (
     "survey_engine.arguments",
     "survey_engine.redact",
     "survey_engine.runtime",
+    "survey_engine.version",
 )
 
 

@@ -303,6 +303,9 @@ def _verify(path: Path, client, progress: bool) -> VerifyReport:
     index_of = {(int(o), int(p)): i for i, (o, p) in enumerate(zip(pplan.orders, pplan.pixels))}
     skymap_order = _skymap_order(main_dir, main.props)
     plans = _margin_plans(margins, pplan)
+    # each plan travels to the workers once (tens of MiB for a fine margin order), not pickled into
+    # every file's task
+    plans = {mpath: client.scatter([plan], broadcast=True)[0] for mpath, plan in plans.items()}
     # the main files, read in full; with the first margin's plan, the margin rows each owes the others
     first = next(iter(plans), None)
     is_margin = (

@@ -18,6 +18,36 @@ def boundary_samples(order: int, pix: int, spacing_arcsec: float) -> np.ndarray:
     return hp.boundaries(nside, pix, step=step, nest=True).T  # (4*step, 3)
 
 
+def nearest_sample_chord(samples: np.ndarray, points: np.ndarray, stride: int = 100) -> np.ndarray:
+    """Chord from each unit vector in ``points`` to its nearest sample of ``samples`` (exact), where
+    ``samples`` trace a closed ring in order (as ``hp.boundaries`` returns them).
+
+    A KD-tree over a million samples on a curve answers far points slowly (tens of ms each), so the
+    nearest of every ``stride``-th sample bounds the answer, and only the windows of samples around
+    the coarse samples within that bound plus half a window's length are measured: by the triangle
+    inequality the nearest sample lies in one of them.
+    """
+    n = len(samples)
+    coarse_idx = np.arange(0, n, stride)
+    coarse_samples = samples[coarse_idx]
+    gaps = np.linalg.norm(np.diff(samples, axis=0, append=samples[:1]), axis=1)
+    reach = (stride // 2 + 1) * gaps.max()  # every sample is within this of a coarse sample
+    window = np.arange(-(stride // 2) - 1, stride // 2 + 2)
+    out = np.empty(len(points))
+    for start in range(0, len(points), 500):
+        chunk = points[start : start + 500]
+        # squared chords from dot products (unit vectors): only selects windows, so a loose bound is fine
+        coarse_sq = np.maximum(2.0 - 2.0 * (chunk @ coarse_samples.T), 0.0)
+        bound_sq = (np.sqrt(coarse_sq.min(axis=1)) + reach) ** 2 + 1e-12
+        rows, cols = np.nonzero(coarse_sq <= bound_sq[:, None])
+        idx = (coarse_idx[cols][:, None] + window) % n
+        chord = np.linalg.norm(samples[idx] - chunk[rows][:, None, :], axis=2).min(axis=1)
+        best = np.full(len(chunk), np.inf)
+        np.minimum.at(best, rows, chord)
+        out[start : start + len(chunk)] = best
+    return out
+
+
 def brute_margin(ra, dec, own_order, own_pix, partitions, radius_arcsec, spacing_arcsec=0.5):
     """{(row, partition index): distance_arcsec} for rows within radius (+spacing) of another partition.
 

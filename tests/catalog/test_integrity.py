@@ -121,8 +121,15 @@ def _damage(kind: str, coll: Path) -> Path:
     raise AssertionError(kind)
 
 
-METADATA_CASES = ["info_row_missing", "info_row_extra", "metadata_stale", "hats_nrows"]
-DATA_CASES = ["truncated", "flipped", "deleted"]
+# one case of each kind in the fast subset (20-40 s each on 2 cores), the rest marked slow
+METADATA_CASES = [
+    "info_row_missing",
+    *(
+        pytest.param(kind, marks=pytest.mark.slow)
+        for kind in ("info_row_extra", "metadata_stale", "hats_nrows")
+    ),
+]
+DATA_CASES = ["truncated", *(pytest.param(kind, marks=pytest.mark.slow) for kind in ("flipped", "deleted"))]
 
 
 def _all_commands_fail(blanco, coll: Path, named: Path, on_open: bool = True) -> None:
@@ -237,6 +244,7 @@ def test_margin_partition_deleted(blanco, client, tmp_path):
     _reads_whole(blanco, coll)
 
 
+@pytest.mark.slow
 def test_margin_missing_rows_and_corrupt_margin_found_by_verify(blanco, client, tmp_path):
     """A margin partition short of one row (its metadata consistent with it): only a recomputation
     of the margin finds it; a flipped byte in a margin file is found by reading it."""
@@ -300,6 +308,7 @@ def test_written_partitions_carry_page_checksums(blanco):
         copy.unlink()
 
 
+@pytest.mark.slow
 def test_verify_cli_exit_codes(blanco, client, tmp_path, capsys):
     from survey_engine.cli import main
 

@@ -4,11 +4,13 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from survey_engine import open_catalog
 from tests.conftest import shared_path
 
 
+@pytest.mark.slow
 def test_our_collection_is_valid_hats_and_opens_in_lsdb(gaia_allsky, gaia_allsky_collection, caplog):
     import hats
     import lsdb
@@ -42,6 +44,7 @@ def test_our_collection_is_valid_hats_and_opens_in_lsdb(gaia_allsky, gaia_allsky
     assert len(lcat.margin.compute()) == len(open_catalog(gaia_allsky_collection).margin.compute())
 
 
+@pytest.mark.slow
 def test_lsdb_crossmatch_with_our_margin_finds_all_pairs(gaia_allsky_collection):
     """LSDB uses our margin cache in its own cross-match: a self-match within 60 arcsec finds every row."""
     import lsdb

@@ -47,6 +47,7 @@ def _compare(df, cat, parts, pairs, radius, spacing):
     return len(certain)
 
 
+@pytest.mark.slow
 def test_margins_equal_brute_force_at_poles_wrap_and_mixed_orders(tmp_path, client):
     df = edge_stress_sky()
     src = tmp_path / "edge.parquet"
@@ -78,6 +79,7 @@ def test_margin_on_real_allsky_gaia(gaia_allsky, gaia_allsky_collection):
     assert n > 100
 
 
+@pytest.mark.slow
 def test_margin_built_later_equals_margin_built_at_import(tmp_path, client):
     from survey_engine.catalog.margin_build import build_margin
 

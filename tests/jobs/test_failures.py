@@ -8,6 +8,7 @@ import threading
 import time
 
 import pandas as pd
+import pytest
 
 from survey_engine.catalog.catalog import open_catalog
 from survey_engine.jobs.run import run_job
@@ -48,6 +49,7 @@ def _wait_for_import(spec, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_stage_gives_identical_outputs(tmp_path, client):
     from distributed import Client, LocalCluster
 

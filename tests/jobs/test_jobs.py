@@ -93,6 +93,7 @@ def run(name: str, tmp_path: Path, client) -> tuple[dict, Path]:
     return summary, spec.workdir
 
 
+@pytest.mark.slow
 def test_demo_job(client, tmp_path):
     summary, work = run("demo", tmp_path, client)
     assert work == tmp_path / "demo-job"
@@ -118,6 +119,7 @@ def test_demo_job(client, tmp_path):
     assert all(summary["stages"][s]["peak_memory_mib"] > 0 for s in ("sky", "close_pairs"))
 
 
+@pytest.mark.slow
 def test_photoz_job(client, tmp_path):
     summary, work = run("photoz", tmp_path, client)
     assert summary["stages"]["model"]["held_out"]["sigma_nmad"] < 0.08
@@ -136,6 +138,7 @@ def test_photoz_job(client, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_classify_job(client, tmp_path):
     summary, work = run("classify", tmp_path, client)
     assert summary["stages"]["model"]["held_out"]["accuracy"] > 0.85
@@ -143,6 +146,7 @@ def test_classify_job(client, tmp_path):
     assert (df.class_pred == df.obj_class).mean() > 0.85
 
 
+@pytest.mark.slow
 def test_open_clusters_job_recovers_the_mock_clusters(client, tmp_path):
     _, work = run("open_clusters", tmp_path, client)
     df = open_catalog(work / "clusters", margin=None).compute()
@@ -161,6 +165,7 @@ def test_open_clusters_job_recovers_the_mock_clusters(client, tmp_path):
     assert json.loads((work / "clusters" / "clusters.json").read_text())["n_clusters"] >= 5
 
 
+@pytest.mark.slow
 def test_crossmatch_job_two_surveys(client, tmp_path):
     summary, work = run("crossmatch", tmp_path, client)
     dr2, dr3 = open_catalog(work / "gaia_dr2"), open_catalog(work / "gaia_dr3")
@@ -207,6 +212,7 @@ def test_gaia_tap_job_against_the_local_dachs(client, tmp_path, dachs):
     assert (spec.workdir / "clusters" / "clusters.json").exists()
 
 
+@pytest.mark.slow
 def test_rerun_skips_unchanged_and_failure_keeps_earlier_outputs(client, tmp_path):
     f = spec_file(tmp_path, GOOD)
     spec = load_spec(f, base=tmp_path)
@@ -251,6 +257,7 @@ def test_too_few_workers_on_a_running_scheduler_is_a_clear_error(client, tmp_pat
             pass
 
 
+@pytest.mark.slow
 def test_submit_to_a_running_scheduler(tmp_path):
     """A real `dask scheduler` and two `dask worker` processes on loopback; the job goes by address."""
     port = _free_port()

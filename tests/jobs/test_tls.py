@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from survey_engine.catalog.catalog import open_catalog
 
 JOB = """\
@@ -78,6 +80,7 @@ def make_certs(d: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_job_over_tls(tmp_path):
     certs = tmp_path / "certs"
     certs.mkdir()

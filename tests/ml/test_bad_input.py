@@ -38,7 +38,9 @@ def table(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(table, client, tmp_path_factory):
     out = tmp_path_factory.mktemp("badm") / "m"
-    train(str(table), TrainOptions("photoz", ["u-g", "g-r"], target="z", members=1), str(out), client=client)
+    # 60 rounds: these tests read the model's files and errors, not its accuracy
+    opts = TrainOptions("photoz", ["u-g", "g-r"], target="z", members=1, params={"rounds": 60})
+    train(str(table), opts, str(out), client=client)
     return out
 
 
@@ -94,13 +96,13 @@ def test_gpu_option_falls_back_or_agrees(table, client, tmp_path, capfd):
 
     cpu = train(
         str(table),
-        TrainOptions("photoz", ["u-g", "g-r"], target="z", members=1),
+        TrainOptions("photoz", ["u-g", "g-r"], target="z", members=1, params={"rounds": 60}),
         str(tmp_path / "cpu"),
         client=client,
     )
     gpu = train(
         str(table),
-        TrainOptions("photoz", ["u-g", "g-r"], target="z", gpu=True, members=1),
+        TrainOptions("photoz", ["u-g", "g-r"], target="z", gpu=True, members=1, params={"rounds": 60}),
         str(tmp_path / "gpu"),
         client=client,
     )

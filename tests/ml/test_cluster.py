@@ -76,6 +76,7 @@ def _recovery(df: pd.DataFrame, members: pd.Series) -> tuple[int, float, float, 
     return best, counts.iloc[0] / members.sum(), counts.iloc[0] / len(group), group
 
 
+@pytest.mark.slow
 def test_blanco1_found_as_one_group_across_tiles(client, blanco1_tiles, tmp_path):
     cat = open_catalog(blanco1_tiles)
     assert cat.npartitions >= 4
@@ -106,6 +107,7 @@ def test_blanco1_found_as_one_group_across_tiles(client, blanco1_tiles, tmp_path
     assert c["ra"] < 2 or c["ra"] > 358  # the centre is a circular mean: RA 0/360 does not split it
 
 
+@pytest.mark.slow
 def test_same_answer_with_one_tile(client, blanco1_tiles, tmp_path):
     """The tiled run agrees with clustering the whole field at once."""
     whole = tmp_path / "whole"
@@ -143,6 +145,7 @@ def test_same_answer_with_one_tile(client, blanco1_tiles, tmp_path):
     assert abs(ra_ - rb) < 0.05 and overlap > 0.8
 
 
+@pytest.mark.slow
 def test_rho_oph_control_members(client, tmp_path):
     """rho Ophiuchi (Gaia field) against the published control sample of members."""
     src = shared_path("clusters_xmatch/rho_oph/gaia_sample_cleaned.vot")
@@ -210,6 +213,7 @@ def _tiles_holding(cat, hp29: np.ndarray) -> set:
     }
 
 
+@pytest.mark.slow
 def test_ngc2516_members_among_real_field_stars_across_tiles(client, tmp_path):
     """NGC 2516: the 1,428 Gaia DR3 stars of ASteCA's example (spread over ~10 x 5 deg) among
     the 8,683 real Gaia DR3 stars of ASteCA's field example, whose measured proper motions and
@@ -261,6 +265,7 @@ def test_ngc2516_members_among_real_field_stars_across_tiles(client, tmp_path):
     assert c["parallax_mean"] == pytest.approx(2.4, abs=0.15)
 
 
+@pytest.mark.slow
 def test_ngc2323_field_across_tiles_against_simbad_cluster_stars(client, tmp_path):
     """NGC 2323 (M50): the 16,368-star Gaia field of scludam's tests, clustered per tile; the
     stars SIMBAD lists as NGC 2323 cluster stars ("Cl* NGC 2323 ...", matched within 1") fall
@@ -310,6 +315,7 @@ def test_ngc2323_field_across_tiles_against_simbad_cluster_stars(client, tmp_pat
     assert c["parallax_mean"] == pytest.approx(0.96, abs=0.1)
 
 
+@pytest.mark.slow
 def test_kmeans_global(client, mock_catalog, tmp_path):
     summary = cluster_catalog(
         str(mock_catalog),
@@ -407,6 +413,7 @@ def test_margin_narrower_than_the_clusters_reach_is_an_error_or_is_built(client,
     assert recall > 0.9 and purity > 0.55  # as with the 0.5 deg margin
 
 
+@pytest.mark.slow
 def test_where_selects_the_rows_that_take_part(client, blanco1_tiles, tmp_path):
     """Only stars nearer than 1 kpc take part: the others get -1, and Blanco 1 (4.2 mas) comes out
     purer (measured: recall 0.96, purity 0.71, against 0.55 with every row)."""

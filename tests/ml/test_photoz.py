@@ -16,6 +16,8 @@ from survey_engine.ml.supervised import TrainOptions, evaluate, train
 from tests.conftest import shared_path
 
 SDSS_COLOURS = ["u-g", "g-r", "r-i", "i-z", "r"]
+# every test here trains on real or mock data (or reads a model that did): minutes on 2 cores
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +126,7 @@ def test_mock_sky_train_with_spatial_folds_then_predict_whole_catalog(client, mo
             ["u-g", "g-r", "r-i", "i-z", "r", "snr(r_err)"],
             target="redshift",
             where="obj_class == 'GALAXY'",
+            params={"rounds": 300, "eta": 0.1},  # the four members still; a quarter of their rounds
         ),
         str(model),
         client=client,
@@ -183,6 +186,10 @@ def test_cli_train_predict_evaluate(mock_catalog, tmp_path):
             "2",
             "--members",
             "2",
+            "--rounds",
+            "300",
+            "--eta",
+            "0.1",
         ],
         capture_output=True,
         text=True,

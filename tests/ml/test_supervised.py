@@ -123,6 +123,7 @@ def test_views_are_fitted_on_training_rows_and_rotate_orthogonally(client):
     assert member_matrix(X, None, 0).shape == (len(X), 4)
 
 
+@pytest.mark.slow
 def test_ensemble_and_single_booster_models_train_save_and_predict(client, tmp_path):
     """ensemble="members" with members=4 saves four boosters and the views and predicts their
     mean; "stacked" and "distilled" save one booster that sees the features and all four

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from survey_engine.catalog.catalog import open_catalog
 from survey_engine.ml.apply import predict
@@ -35,6 +36,7 @@ def test_injected_oddities_score_highest(client, tmp_path):
     assert set(top.row) == set(range(n, n + 10))
 
 
+@pytest.mark.slow
 def test_pca_matches_scikit_learn_on_the_mock_catalog(client, mock_catalog, tmp_path):
     from sklearn.decomposition import PCA
 
