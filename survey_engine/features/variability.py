@@ -260,11 +260,13 @@ def period_search(t: np.ndarray, mag: np.ndarray, err: np.ndarray, spec: Variabi
         return dict.fromkeys(PERIOD_FEATURE_NAMES, float("nan"))
     fmin, fmax = 1.0 / max_period, 1.0 / spec.min_period
     log2_size = max(10, math.ceil(math.log2(fmax * span * spec.samples_per_peak)))
-    coarse = _periodogram(log2_size, TWO_PI * fmax)(t, mag, err, sorted=True, check=False)
+    single = [np.asarray(x, dtype=np.float32) for x in (t - t[0], mag, err)]
+    coarse = _periodogram(log2_size, TWO_PI * fmax)(*single, sorted=True, check=False)
     step = fmax / 2**log2_size
     periods = coarse[0::2]
     with np.errstate(divide="ignore", invalid="ignore"):
         peaks = 1.0 / periods[np.isfinite(periods) & (periods > 0)]
+    peaks = np.round(peaks / step) * step  # back onto the grid, exactly: float32 rounded the periods
     peaks = peaks[(peaks >= fmin) & (peaks <= fmax)]
     if not len(peaks):
         return dict.fromkeys(PERIOD_FEATURE_NAMES, float("nan"))
