@@ -229,7 +229,9 @@ def baluev_fap(power: float, max_frequency: float, t: np.ndarray, err: np.ndarra
     n = len(t)
     n_h, n_k = n - 1, n - 3
     w = 1.0 / err**2
-    t_var = np.dot(w, t * t) / w.sum() - (np.dot(w, t) / w.sum()) ** 2
+    # astropy's weighted variance of the times, term for term (with absolute times such as JD its
+    # cancellation rounds at ~1e-7; written the same way, the two agree to the last digits)
+    t_var = (t**2 * w).sum() / w.sum() - ((t * w).sum() / w.sum()) ** 2
     effective_baseline = math.sqrt(4.0 * math.pi * t_var)
     gamma = math.sqrt(2.0 / n_h) * math.exp(math.lgamma(n_h / 2.0) - math.lgamma((n_h - 1) / 2.0))
     tau = (
