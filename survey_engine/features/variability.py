@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from survey_engine.errors import SurveyEngineError
 
@@ -340,6 +342,73 @@ def partition_features(frame: pd.DataFrame, lc_column: str, spec: VariabilitySpe
         )
     curves = frame[lc_column]
     bands = list(spec.bands)
+    if isinstance(curves.dtype, pd.ArrowDtype) and pa.types.is_struct(curves.dtype.pyarrow_dtype):
+        per_band = _curves_from_arrow(pa.chunked_array(curves.array._pa_array).combine_chunks(), spec, bands)
+    else:
+        per_band = _curves_from_records(curves, spec, bands)
+    pieces = []
+    for b, curves_b in per_band.items():
+        feats = features_of_many(curves_b, spec)
+        if b:
+            feats.columns = [f"{b}_{c}" for c in feats.columns]
+        pieces.append(feats)
+    feats = pd.concat(pieces, axis=1)
+    feats.index = frame.index
+    return pd.concat([frame.drop(columns=[lc_column]), feats], axis=1)
+
+
+def _curves_from_arrow(
+    struct: pa.StructArray, spec: VariabilitySpec, bands: list[str]
+) -> dict[str, list[tuple]]:
+    """Each row's ``(time, mag, err)`` per band, sliced from the Arrow list columns' flat values: the
+    light curves as Python objects (``as_py`` per row) cost about as much as their features."""
+    names = [struct.type.field(i).name for i in range(struct.type.num_fields)]
+    children = dict(zip(names, struct.flatten()))
+    wanted = [spec.time_field, spec.mag_field, spec.err_field]
+    n = len(struct)
+    per_band: dict[str, list[tuple]] = {b: [] for b in bands} if bands else {"": []}
+    if any(f not in children for f in wanted):
+        empty = (np.empty(0),) * 3
+        for curves in per_band.values():
+            curves.extend([empty] * n)
+        return per_band
+    offsets, values = [], []
+    for f in wanted:
+        lists = children[f]
+        offsets.append(lists.offsets.to_numpy())
+        values.append(np.asarray(lists.values.to_numpy(zero_copy_only=False), dtype=np.float64))
+    if not (np.array_equal(offsets[0], offsets[1]) and np.array_equal(offsets[0], offsets[2])):
+        raise VariabilityError(
+            f"light curve fields {spec.time_field}/{spec.mag_field}/{spec.err_field} differ in length"
+        )
+    start, (t_all, m_all, e_all) = offsets[0], values
+    in_band = {}
+    if bands:
+        band_lists = children.get(spec.band_field)
+        band_values = band_lists.values if band_lists is not None else None
+        for b in bands:
+            in_band[b] = (
+                np.asarray(pc.fill_null(pc.equal(pc.cast(band_values, pa.string()), b), False))
+                if band_values is not None and np.array_equal(band_lists.offsets.to_numpy(), start)
+                else np.zeros(len(t_all), dtype=bool)
+            )
+    null = np.asarray(struct.is_null())
+    for i in range(n):
+        rows = slice(start[i], start[i] if null[i] else start[i + 1])
+        t, m, e = t_all[rows], m_all[rows], e_all[rows]
+        if bands:
+            for b in bands:
+                sel = in_band[b][rows]
+                per_band[b].append((t[sel], m[sel], e[sel]))
+        else:
+            per_band[""].append((t, m, e))
+    return per_band
+
+
+def _curves_from_records(
+    curves: pd.Series, spec: VariabilitySpec, bands: list[str]
+) -> dict[str, list[tuple]]:
+    """Each row's ``(time, mag, err)`` per band from Python values (dicts, nested-pandas frames)."""
     per_band: dict[str, list[tuple]] = {b: [] for b in bands} if bands else {"": []}
     for value in curves:
         record = _as_record(value)
@@ -357,15 +426,7 @@ def partition_features(frame: pd.DataFrame, lc_column: str, spec: VariabilitySpe
                 per_band[b].append((t[sel], m[sel], e[sel]))
         else:
             per_band[""].append((t, m, e))
-    pieces = []
-    for b, curves_b in per_band.items():
-        feats = features_of_many(curves_b, spec)
-        if b:
-            feats.columns = [f"{b}_{c}" for c in feats.columns]
-        pieces.append(feats)
-    feats = pd.concat(pieces, axis=1)
-    feats.index = frame.index
-    return pd.concat([frame.drop(columns=[lc_column]), feats], axis=1)
+    return per_band
 
 
 def _as_record(value) -> dict:
