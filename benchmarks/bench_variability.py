@@ -7,13 +7,15 @@ The same single-band light curves (the r band of mock objects) go through:
 * survey_engine's feature function in one process (one thread);
 * light-curve alone in one process: its features plus its own periodogram (no Stetson J/L, no Fourier terms),
   with its default grid (up to 20x the mean Nyquist frequency: it cannot see periods much shorter than the
-  typical gap between epochs) and with our grid (up to 20 / day, 3 samples per peak, no refinement);
+  typical gap between epochs) and with our grid (up to 20 / day, 3 samples per peak, no refinement), the
+  light curves given as float64 and as float32 (what survey_engine gives its coarse search);
 * feets in one process (synchronous): the overlapping features (Amplitude, Skew, Std, PeriodLS, StetsonK);
 * cesium in one process: the overlapping features (amplitude, skew, std, stetson_j, stetson_k, freq1_freq).
 Reported: light curves per second per core (wall clock; on a machine shared with other work this
 counts the waiting too) and per CPU-second (the CPU time of the process, or of the Dask workers: what a
 core doing nothing else would give), and whether the overlapping values agree (amplitude, skew and std
 to 1e-6; Stetson J equals cesium's; the period equals feets' where both find a clear peak).
+BLAS/OpenMP pools are held to one thread in this process, as they are in the Dask workers.
 Writes benchmarks/results/variability.json.
 """
 
@@ -98,6 +100,12 @@ def light_curve_our_grid(curves):
             )
         )
     return out
+
+
+def light_curve_our_grid_float32(curves):
+    """As ``light_curve_our_grid``, the periodogram given float32 times (from the first epoch) and values."""
+    single = [tuple(np.asarray(x, dtype=np.float32) for x in (t - t[0], m, e)) for t, m, e in curves]
+    return light_curve_our_grid(single)
 
 
 def feets_features(curves):
@@ -196,12 +204,17 @@ def main() -> None:
             "per_cpu_second": n / cpu,
         }
 
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # one thread per process, as the workers run (OMP/MKL/OPENBLAS_NUM_THREADS=1)
     t, c, ours = timed(ours_one_process, curves)
     rows["survey_engine, one process"] = row(len(curves), t, c)
     t, c, lc_default = timed(light_curve_alone, curves)
     rows["light-curve alone (its grid), one process"] = row(len(curves), t, c)
     t, c, lc_ours = timed(light_curve_our_grid, curves)
     rows["light-curve alone (our grid), one process"] = row(len(curves), t, c)
+    t, c, lc_ours32 = timed(light_curve_our_grid_float32, curves)
+    rows["light-curve alone (our grid, float32), one process"] = row(len(curves), t, c)
     t, c, theirs_feets = timed(feets_features, peer)
     rows["feets, one process"] = row(len(peer), t, c)
     t, c, theirs_cesium = timed(cesium_features, peer)
@@ -240,6 +253,9 @@ def main() -> None:
         ),
         "light-curve_our_grid": float(
             np.mean((np.abs(np.array([r[-2] for r in lc_ours]) - truth) / truth)[periodic] < 1e-3)
+        ),
+        "light-curve_our_grid_float32": float(
+            np.mean((np.abs(np.array([r[-2] for r in lc_ours32]) - truth) / truth)[periodic] < 1e-3)
         ),
         "feets": float(np.mean((np.abs(feets_p - truth[:n]) / truth[:n])[periodic[:n]] < 1e-3)),
         "cesium": float(np.mean((np.abs(cesium_p - truth[:n]) / truth[:n])[periodic[:n]] < 1e-3)),
