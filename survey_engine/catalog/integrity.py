@@ -185,28 +185,7 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
     facts = read_metadata_facts(catalog_dir)
     repair = f"`survey-engine verify --repair {catalog_dir}` rebuilds the metadata from the partition files"
     if facts is not None:
-        only_info = listed_set - facts.rows.keys()
-        only_meta = facts.rows.keys() - listed_set
-        if only_info or only_meta:
-            disk = {} if storage.is_remote(catalog_dir) else files_on_disk(catalog_dir)
-            what = []
-            if only_meta:
-                where = "present" if only_meta <= disk.keys() else "some missing"
-                what.append(
-                    f"dataset/_metadata lists {len(only_meta)} partition(s) that {info_name} lacks ({where} on disk: "
-                    f"{_names(only_meta, catalog_dir)})"
-                )
-            if only_info:
-                where = "present" if only_info <= disk.keys() else "missing"
-                what.append(
-                    f"{info_name} lists {len(only_info)} partition(s) that dataset/_metadata lacks ({where} on disk: "
-                    f"{_names(only_info, catalog_dir)})"
-                )
-            meta_file = catalog_dir / layout.DATASET_DIR / "_metadata"
-            odd_one = meta_file if only_info and not only_meta and only_info <= disk.keys() else info_file
-            raise CatalogIntegrityError(
-                f"{odd_one}: the catalog's metadata disagree: {'; '.join(what)}; {repair}"
-            )
+        _check_metadata_agree(catalog_dir, listed_set, facts, info_name, repair)
     if storage.is_remote(catalog_dir):
         return _remote_rows_unlisted(catalog_dir, listed, facts, properties, repair)
     disk = files_on_disk(catalog_dir)
@@ -224,16 +203,7 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
         )
     if facts is not None:
         rows = np.array([facts.rows[k] for k in listed], dtype=np.int64)
-        for key in listed:
-            path = disk[key]
-            if path.is_dir():  # a partition stored as a folder of files: its files' ends are not checked here
-                continue
-            size = path.stat().st_size
-            if size < facts.data_end[key] + _TAIL_BYTES:
-                raise CatalogIntegrityError(
-                    f"{path}: partition file truncated: {size} bytes, but dataset/_metadata says its "
-                    f"data ends at byte {facts.data_end[key]}"
-                )
+        _check_file_ends(disk, listed, facts)
     else:
         rows = np.array(
             [
@@ -244,6 +214,47 @@ def checked_partition_rows(catalog_dir: Path, parts: pd.DataFrame, properties: d
         )
     _check_nrows(catalog_dir, properties, rows, facts, repair)
     return rows
+
+
+def _check_metadata_agree(catalog_dir, listed_set: set, facts, info_name: str, repair: str) -> None:
+    """partition_info.csv and ``_metadata`` list the same partitions; else an error naming the odd one."""
+    only_info = listed_set - facts.rows.keys()
+    only_meta = facts.rows.keys() - listed_set
+    if not (only_info or only_meta):
+        return
+    disk = {} if storage.is_remote(catalog_dir) else files_on_disk(catalog_dir)
+    what = []
+    if only_meta:
+        where = "present" if only_meta <= disk.keys() else "some missing"
+        what.append(
+            f"dataset/_metadata lists {len(only_meta)} partition(s) that {info_name} lacks ({where} on disk: "
+            f"{_names(only_meta, catalog_dir)})"
+        )
+    if only_info:
+        where = "present" if only_info <= disk.keys() else "missing"
+        what.append(
+            f"{info_name} lists {len(only_info)} partition(s) that dataset/_metadata lacks ({where} on disk: "
+            f"{_names(only_info, catalog_dir)})"
+        )
+    meta_file = catalog_dir / layout.DATASET_DIR / "_metadata"
+    info_file = catalog_dir / layout.PARTITION_INFO_FILE
+    odd_one = meta_file if only_info and not only_meta and only_info <= disk.keys() else info_file
+    raise CatalogIntegrityError(f"{odd_one}: the catalog's metadata disagree: {'; '.join(what)}; {repair}")
+
+
+def _check_file_ends(disk: dict, listed: list, facts) -> None:
+    """Each partition file reaches at least where ``_metadata`` says its data ends (a truncated file is
+    found without opening it); a partition stored as a folder of files is not checked here."""
+    for key in listed:
+        path = disk[key]
+        if path.is_dir():
+            continue
+        size = path.stat().st_size
+        if size < facts.data_end[key] + _TAIL_BYTES:
+            raise CatalogIntegrityError(
+                f"{path}: partition file truncated: {size} bytes, but dataset/_metadata says its "
+                f"data ends at byte {facts.data_end[key]}"
+            )
 
 
 def _remote_rows_unlisted(
