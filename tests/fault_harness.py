@@ -187,6 +187,15 @@ def kill_a_local_worker(running: Running, timeout: float = 60) -> int:
     raise AssertionError("found no Dask worker process to kill")
 
 
+def pid_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
