@@ -103,7 +103,7 @@ def main() -> None:
                 out.parent.mkdir()
                 running = fh.Running(fh.cli(*args_for(kind, out)))
                 hit = fh.wait_for(marker(kind, out.with_name("out.partial")), running, "progress")
-                fh.kill_a_local_worker(running)
+                fh.kill_local_workers(running, count=1)
                 done = running.wait()
                 _check(done, f"{kind} with a worker killed")
                 record(kind, "worker killed", hit, f"completed in {done.seconds:.1f} s", None, out)

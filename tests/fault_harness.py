@@ -175,16 +175,17 @@ def local_worker_pids(pid: int) -> list[int]:
     return sorted(found)
 
 
-def kill_a_local_worker(running: Running, timeout: float = 60) -> int:
-    """SIGKILL one worker process of the command's LocalCluster; its pid."""
+def kill_local_workers(running: Running, count: int = 1, timeout: float = 60) -> list[int]:
+    """SIGKILL ``count`` worker processes of the command's LocalCluster at once; their pids."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         pids = local_worker_pids(running.proc.pid)
-        if pids:
-            os.kill(pids[0], signal.SIGKILL)
-            return pids[0]
+        if len(pids) >= count:
+            for pid in pids[:count]:
+                os.kill(pid, signal.SIGKILL)
+            return pids[:count]
         time.sleep(0.05)
-    raise AssertionError("found no Dask worker process to kill")
+    raise AssertionError(f"found fewer than {count} Dask worker processes to kill")
 
 
 def pid_alive(pid: int) -> bool:

@@ -59,14 +59,15 @@ def test_reference_runs_are_whole(reference):
 
 
 @pytest.mark.slow
-def test_import_with_a_worker_killed_completes_identically(reference, tmp_path):
+def test_import_with_its_workers_killed_completes_identically(reference, tmp_path):
     out = tmp_path / "cat"
     running = fh.Running(fh.cli(*fh.import_args(SIZES, reference["sky"], out)))
     fh.wait_for(fh.has_file(out.with_name("cat.partial"), "*.index.npz"), running, "the first shard")
-    victim = fh.kill_a_local_worker(running)
+    # every worker at once: whatever one of them held (the split plan it was sent) is lost too
+    victims = fh.kill_local_workers(running, count=SIZES.workers)
     done = running.wait()
     assert done.returncode == 0, done.stderr[-3000:]
-    assert not fh.pid_alive(victim), "the worker really died (its nanny started a new one)"
+    assert not any(map(fh.pid_alive, victims)), "the workers really died (their nannies started new ones)"
     assert fh.digest(out) == reference["cat_digest"]
     assert not out.with_name("cat.partial").exists()
     assert not list(out.rglob(".*.tmp-*")), "a killed worker's half-written file was published"
@@ -77,7 +78,7 @@ def test_crossmatch_with_a_worker_killed_completes_identically(reference, tmp_pa
     out = tmp_path / "pairs"
     running = fh.Running(fh.cli(*fh.crossmatch_args(SIZES, reference["cat"], out)))
     fh.wait_for(fh.has_file(out.with_name("pairs.partial"), "Npix=*.parquet"), running, "the first partition")
-    fh.kill_a_local_worker(running)
+    fh.kill_local_workers(running, count=1)
     done = running.wait()
     assert done.returncode == 0, done.stderr[-3000:]
     assert fh.digest(out) == reference["pairs_digest"]
