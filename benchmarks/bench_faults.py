@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--max-rows", type=int, default=20_000)
     ap.add_argument("--faults", nargs="+", default=["worker", "scheduler", "disk"])
+    ap.add_argument("--stages", nargs="+", default=["import", "crossmatch"])
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows of the table here")
     a = ap.parse_args()
@@ -97,7 +98,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             shutil.rmtree(out.parent, ignore_errors=True)
 
-        for kind in ("import", "crossmatch"):
+        for kind in a.stages:
             if "worker" in a.faults:
                 out = root / f"{kind}-worker" / "out"
                 out.parent.mkdir()
