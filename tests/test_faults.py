@@ -48,6 +48,7 @@ def _one_clear_line(done: fh.Done, words: tuple[str, ...]) -> None:
     assert all(w in lines[0] for w in words), lines[0]
 
 
+@pytest.mark.slow
 def test_reference_runs_are_whole(reference):
     """The undisturbed runs the others compare to: every row imported and every left row matched."""
     assert reference["cat_digest"]["rows"] == SIZES.rows
