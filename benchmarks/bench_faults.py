@@ -38,6 +38,8 @@ def _check(done: fh.Done, what: str) -> None:
 def _one_line(done: fh.Done) -> str:
     lines = done.error_lines()
     ok = done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr
+    if not ok:  # keep the evidence
+        print(f"--- stderr of a run that did not end with one clear line:\n{done.stderr[-4000:]}", flush=True)
     return ("one line, exit 2: " if ok else f"NOT one clear line (exit {done.returncode}): ") + (
         lines[0][:160] if lines else done.stderr[-300:]
     )
