@@ -79,6 +79,9 @@ def job_client(
             raise JobSpecError(
                 f"the scheduler at {target} has {got} workers after {timeout:g} s; the job wants at least {want}"
             ) from None
+        from survey_engine.runtime import quiet_distributed_logs
+
+        quiet_distributed_logs()  # as on a LocalCluster: no INFO lines (e.g. "Batched Comm Closed" + traceback)
         quiet = _CancelledReconnect()
         client_log = logging.getLogger("distributed.client")
         client_log.addFilter(quiet)
@@ -99,14 +102,17 @@ def job_client(
 
 
 class _CancelledReconnect(logging.Filter):
-    """Drops distributed's ERROR (with a traceback) for a reconnect cancelled when the client closes
-    after its scheduler went away: the job says so itself, in one line (``SchedulerLost``)."""
+    """Drops distributed's ERRORs when the scheduler went away (a reconnect cancelled as the client
+    closes, with a traceback; "Failed to reconnect to scheduler after 15.00 seconds, closing
+    client"): the job says so itself, in one line (``SchedulerLost``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from survey_engine.runtime import is_verbose
 
         exc = record.exc_info[1] if record.exc_info else None
-        return is_verbose() or not isinstance(exc, asyncio.CancelledError)
+        if isinstance(exc, asyncio.CancelledError):
+            return is_verbose()
+        return is_verbose() or not str(record.msg).startswith("Failed to reconnect to scheduler")
 
 
 def run_job(
