@@ -83,13 +83,15 @@ def job_client(
 
         quiet_distributed_logs()  # as on a LocalCluster: no INFO lines (e.g. "Batched Comm Closed" + traceback)
         quiet = _CancelledReconnect()
-        client_log = logging.getLogger("distributed.client")
-        client_log.addFilter(quiet)
+        logs = [logging.getLogger("distributed.client"), logging.getLogger("tornado.application")]
+        for log_ in logs:
+            log_.addFilter(quiet)
         try:
             yield client
         finally:
             client.close()
-            client_log.removeFilter(quiet)
+            for log_ in logs:
+                log_.removeFilter(quiet)
         return
     if target != "local":
         from survey_engine.jobs.clusters import hpc_client
@@ -103,14 +105,16 @@ def job_client(
 
 class _CancelledReconnect(logging.Filter):
     """Drops distributed's ERRORs when the scheduler went away (a reconnect cancelled as the client
-    closes, with a traceback; "Failed to reconnect to scheduler after 15.00 seconds, closing
-    client"): the job says so itself, in one line (``SchedulerLost``)."""
+    closes, or tornado's for a send on the closed comm, with tracebacks; "Failed to reconnect to
+    scheduler after 15.00 seconds, closing client"): the job says so itself, in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from distributed.comm.core import CommClosedError
+
         from survey_engine.runtime import is_verbose
 
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, asyncio.CancelledError):
+        if isinstance(exc, asyncio.CancelledError | CommClosedError):  # tornado: a send on the closed comm
             return is_verbose()
         return is_verbose() or not str(record.msg).startswith("Failed to reconnect to scheduler")
 
