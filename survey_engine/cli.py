@@ -134,9 +134,12 @@ def _environment_error(exc: BaseException) -> str | None:
         from distributed.comm.core import CommClosedError
     except ImportError:  # pragma: no cover - distributed is a base dependency
         CommClosedError = ConnectionError  # noqa: N806
-    if isinstance(exc, CommClosedError | CancelledError | ConnectionError):
+    from concurrent.futures import CancelledError as FutureCancelled  # a future cancelled by a lost scheduler
+
+    if isinstance(exc, CommClosedError | CancelledError | FutureCancelled | ConnectionError):
         return (
-            f"lost the Dask scheduler or a connection to it ({type(exc).__name__}: {exc}); finished work is kept: "
+            f"lost the Dask scheduler or a connection to it ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+            "finished work is kept: "
             "run the same command again (on a working cluster) to resume"
         )
     return None

@@ -302,6 +302,20 @@ def dictionary_columns(table: pa.Table, sample_rows: int = DICTIONARY_SAMPLE_ROW
     return chosen
 
 
+UNFINISHED_GLOB = ".*.tmp-*"  # write_partition_file's and atomic_write_text's temporaries
+
+
+def remove_unfinished_files(folder: str | Path) -> int:
+    """Remove the temporaries a killed or failed writer left under ``folder`` (never a finished
+    file: those are renamed into place whole); returns how many. Only while holding its lock."""
+    removed = 0
+    for path in Path(folder).rglob(UNFINISHED_GLOB):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def write_partition_file(table: pa.Table, catalog_dir: str | Path, order: int, pix: int) -> Path:
     """Write one partition atomically, with the sorting column recorded as hats does.
 

@@ -45,9 +45,17 @@ def write_frame_partition(
     return table.schema
 
 
+RESUME_FILE = ".resume"  # in OUT.partial: the fingerprint of the write that may resume from it
+DONE_DIR = ".done"  # in OUT.partial: one marker per finished task (a partition file, or none: no rows)
+
+
 @contextmanager
-def staged_collection(out: Path) -> Iterator[Path]:
-    """Yield a staging folder beside ``out``; rename it to ``out`` only when the block completes."""
+def staged_collection(out: Path, fingerprint: str | None = None) -> Iterator[Path]:
+    """Yield a staging folder beside ``out``; rename it to ``out`` only when the block completes.
+
+    With a ``fingerprint`` (what determines the output), a staging folder left by an interrupted
+    run with the same fingerprint is kept: its finished partition files (and ``DONE_DIR`` markers)
+    let the re-run resume instead of starting over. Without one, or another one, it starts clean."""
     out = layout.output_path(out)
     with output_lock(out, f"write {out}"):  # one writer at a time: a second one stops here
         if out.exists() and not out.is_dir():
@@ -57,9 +65,17 @@ def staged_collection(out: Path) -> Iterator[Path]:
                 f"{out}: already exists and is not empty; choose another output or remove it"
             )
         staging = out.with_name(out.name + ".partial")
-        layout.remove_tree(staging, out.parent)
-        staging.mkdir(parents=True)
+        marker = staging / RESUME_FILE
+        if fingerprint is None or not marker.is_file() or marker.read_text().strip() != fingerprint:
+            layout.remove_tree(staging, out.parent)
+        staging.mkdir(parents=True, exist_ok=True)
+        build.remove_unfinished_files(staging)  # a killed writer's half-written temporaries
+        if fingerprint is not None and not marker.is_file():
+            layout.atomic_write_text(marker, fingerprint)
         yield staging
+        build.remove_unfinished_files(staging)  # a lost worker's, whose task ran again elsewhere
+        marker.unlink(missing_ok=True)
+        layout.remove_tree(staging / DONE_DIR, staging)
         if out.exists():
             out.rmdir()
         staging.rename(out)

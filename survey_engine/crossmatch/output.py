@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from survey_engine.catalog.healpix import pixel_range29
 from survey_engine.catalog.writer import (
+    DONE_DIR,
     finish_collection,
     finish_written,
     staged_collection,
@@ -18,10 +23,87 @@ from survey_engine.crossmatch.tasks import match_task
 from survey_engine.runtime import dask_client, run_tasks
 
 
-def _match_and_write(task, params, lcoords, rcoords, meta, out_dir: str):
-    return write_frame_partition(
+def _match_and_write(task, params, lcoords, rcoords, meta, out_dir: str, done_marker: str):
+    """One left partition's matches written as its partition file, then its done-marker (so a
+    re-run after a crash, a full disk or a lost scheduler skips it)."""
+    schema = write_frame_partition(
         match_task(task, params, lcoords, rcoords, meta), out_dir, task.left_order, task.left_pix
     )
+    os.makedirs(os.path.dirname(done_marker), exist_ok=True)
+    with open(done_marker, "w") as marker:
+        marker.write("written" if schema is not None else "empty")
+    return schema
+
+
+def _fingerprint(result, name: str, meta) -> str:
+    """What determines a written result: the match parameters, the tasks (partition files and their
+    rows), the output schema and the two catalogs' metadata files as they are now."""
+    from survey_engine.version import __version__
+
+    def stamp(catalog) -> list:
+        found = []
+        for cat in (catalog, catalog.margin):
+            if cat is None:
+                continue
+            for path in (
+                Path(str(cat.path)) / "hats.properties",
+                Path(str(cat.path)) / "dataset" / "_metadata",
+            ):
+                try:
+                    st = path.stat()
+                    found.append([str(path), st.st_size, st.st_mtime_ns])
+                except OSError:
+                    found.append([str(path), None])
+        return found
+
+    blob = json.dumps(
+        [
+            __version__,
+            name,
+            repr(result.params),
+            [repr(t) for t in result.tasks],
+            str(pa.Schema.from_pandas(meta.reset_index(), preserve_index=False)),
+            stamp(result.left),
+            stamp(result.right),
+        ],
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _done_marker(staging: Path, index: int, task) -> Path:
+    return staging / DONE_DIR / f"task-{index:07d}-{task.left_order}-{task.left_pix}"
+
+
+def _match_resumable(client, result, staging: Path, catalog_dir: Path, progress: bool) -> list:
+    """Run the match-and-write tasks not already done in ``staging`` (by an interrupted run of the
+    same write); the schemas of all tasks (None where a task had no rows), in task order."""
+    from survey_engine.catalog.build import partition_path
+
+    calls = result.task_calls(str(catalog_dir))
+    schemas: list = [None] * len(calls)
+    todo = []
+    for i, (call, task) in enumerate(zip(calls, result.tasks)):
+        marker = _done_marker(staging, i, task)
+        path = partition_path(catalog_dir, task.left_order, task.left_pix)
+        if marker.is_file() and marker.read_text() == "empty":
+            continue
+        if marker.is_file() and path.is_file():
+            schemas[i] = pq.read_schema(path)
+            continue
+        todo.append(i)
+    if todo:
+        get_algorithm(result.params.algorithm).prepare()  # e.g. compile the kernel once, before the bar
+        done = run_tasks(
+            client,
+            _match_and_write,
+            [(*calls[i], str(_done_marker(staging, i, result.tasks[i]))) for i in todo],
+            "crossmatch",
+            progress,
+        )
+        for i, schema in zip(todo, done):
+            schemas[i] = schema
+    return schemas
 
 
 def _write_frame_by_partition(frame, tasks, catalog_dir: Path) -> tuple[list, list]:
@@ -62,17 +144,14 @@ def write_result(result, out: Path, name: str | None = None, client=None, progre
 
     name = check_name(name, "catalog name") if name is not None else output_path(out).name
     meta = result.meta()
-    with staged_collection(out) as staging, dask_client(client) as client:
+    # a partition-by-partition write resumes from the partitions an interrupted run finished
+    fingerprint = None if result.in_memory else _fingerprint(result, name, meta)
+    with staged_collection(out, fingerprint) as staging, dask_client(client) as client:
         catalog_dir = staging / name
         if result.in_memory:
             pixels, schemas = _write_frame_by_partition(result.compute(), result.tasks, catalog_dir)
         else:
-            get_algorithm(
-                result.params.algorithm
-            ).prepare()  # e.g. compile the kernel once, saying so, before the bar
-            schemas = run_tasks(
-                client, _match_and_write, result.task_calls(str(catalog_dir)), "crossmatch", progress
-            )
+            schemas = _match_resumable(client, result, staging, catalog_dir, progress)
             pixels = [(t.left_order, t.left_pix) for t in result.tasks]
         written = [px for px, s in zip(pixels, schemas) if s is not None]
         props = finish_written(

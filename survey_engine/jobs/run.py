@@ -8,6 +8,7 @@ leaves the earlier outputs (and its own previous output) untouched; the next run
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -78,10 +79,19 @@ def job_client(
             raise JobSpecError(
                 f"the scheduler at {target} has {got} workers after {timeout:g} s; the job wants at least {want}"
             ) from None
+        from survey_engine.runtime import quiet_distributed_logs
+
+        quiet_distributed_logs()  # as on a LocalCluster: no INFO lines (e.g. "Batched Comm Closed" + traceback)
+        quiet = _CancelledReconnect()
+        logs = [logging.getLogger("distributed.client"), logging.getLogger("tornado.application")]
+        for log_ in logs:
+            log_.addFilter(quiet)
         try:
             yield client
         finally:
             client.close()
+            for log_ in logs:
+                log_.removeFilter(quiet)
         return
     if target != "local":
         from survey_engine.jobs.clusters import hpc_client
@@ -91,6 +101,22 @@ def job_client(
         return
     with dask_client(n_workers=spec.cluster.get("workers")) as client:
         yield client
+
+
+class _CancelledReconnect(logging.Filter):
+    """Drops distributed's ERRORs when the scheduler went away (a reconnect cancelled as the client
+    closes, or tornado's for a send on the closed comm, with tracebacks; "Failed to reconnect to
+    scheduler after 15.00 seconds, closing client"): the job says so itself, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from distributed.comm.core import CommClosedError
+
+        from survey_engine.runtime import is_verbose
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, asyncio.CancelledError | CommClosedError):  # tornado: a send on the closed comm
+            return is_verbose()
+        return is_verbose() or not str(record.msg).startswith("Failed to reconnect to scheduler")
 
 
 def run_job(
@@ -263,6 +289,11 @@ def _save_state(work: Path, sid: str, fp: str, info: dict) -> None:
     )
 
 
+# stages whose staging folder holds done-markers a re-run resumes from (an import's or ingest's resume
+# plan, a cross-match's finished partitions): kept when the stage fails
+RESUMABLE_KINDS = ("import", "ingest", "crossmatch")
+
+
 def _publish(tmp: Path, out: Path, work: Path) -> None:
     """Swap ``tmp`` in as ``out``, both inside the workdir ``work`` (see ``layout.publish_folder``)."""
     publish_folder(tmp, out, work)
@@ -295,7 +326,7 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
     # the output itself is already called <id> there (catalog names inside it are the stage id)
     staging = work / f".tmp-{stage.id}-{fp[:8]}"
     tmp = staging / stage.id
-    if stage.kind not in ("import", "ingest"):  # those resume from their own staging; the rest start clean
+    if stage.kind not in RESUMABLE_KINDS:  # those resume from their own staging; the rest start clean
         remove_tree(staging, work)
     staging.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -310,12 +341,12 @@ def _run_stage(spec, stage: Stage, outputs: dict, work: Path, client, progress, 
             info = _run_declared(stage, p, outputs, tmp, client, progress)
         cpu = _cpu_seconds() - cpu0
     except Exception as exc:
-        # keep a staging folder only where an import can resume from it; nothing half-made stays behind
-        if stage.kind not in ("import", "ingest") or not any(f.is_file() for f in staging.rglob("*")):
+        # keep a staging folder only where the stage can resume from it; nothing half-made stays behind
+        if stage.kind not in RESUMABLE_KINDS or not any(f.is_file() for f in staging.rglob("*")):
             remove_tree(staging, work)
         if _scheduler_lost(client, exc):
             raise SchedulerLost(
-                f"stage {stage.id!r} ({stage.kind}): lost the Dask scheduler ({type(exc).__name__}: {exc}); "
+                f"stage {stage.id!r} ({stage.kind}): lost the Dask scheduler ({type(exc).__name__}: {' '.join(str(exc).split())}); "
                 "earlier outputs are kept: run the same command again (on a working cluster) to resume"
             ) from exc
         raise
@@ -353,10 +384,12 @@ class SchedulerLost(SurveyEngineError, RuntimeError):
 
 def _scheduler_lost(client, exc: Exception) -> bool:
     from asyncio import CancelledError
+    from concurrent.futures import CancelledError as FutureCancelled
 
     from distributed.comm.core import CommClosedError
 
-    if isinstance(exc, (CommClosedError, CancelledError, ConnectionError)):
+    # a future the client cancelled because its scheduler went away is a concurrent.futures one
+    if isinstance(exc, (CommClosedError, CancelledError, FutureCancelled, ConnectionError)):
         return True
     return getattr(client, "status", "running") not in ("running", "connecting")
 

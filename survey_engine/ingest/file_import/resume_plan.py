@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from survey_engine.catalog.build import remove_unfinished_files
 from survey_engine.catalog.layout import publish_folder, remove_tree
 
 
@@ -76,5 +77,6 @@ class ResumePlan:
         out = Path(out)
         if out.exists() and any(out.iterdir()):  # checked before the import started: only an empty folder
             raise FileExistsError(f"{out}: not empty; an import writes a new collection")
+        remove_unfinished_files(self.collection_dir)  # half-written temporaries of a killed worker
         publish_folder(self.collection_dir, out, self.root.parent)
         remove_tree(self.root, self.root.parent)

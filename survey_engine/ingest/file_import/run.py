@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -394,6 +395,10 @@ def promote_coordinates(schema: pa.Schema, ra: str, dec: str) -> pa.Schema:
     return schema
 
 
+def _same(value):
+    return value
+
+
 def _split(client, args, chunks, spec, resume, progress, empty: set[int]):
     def load(i):
         main = build.ShardIndex.load(resume.main_shard(i))
@@ -408,7 +413,12 @@ def _split(client, args, chunks, spec, resume, progress, empty: set[int]):
         if main is None or (spec.margin is not None and margin is None)
     ]
     if todo:
-        [spec_future] = client.scatter([spec], broadcast=True)
+        # computed by a task, not scattered: when the worker holding it is killed, the scheduler
+        # computes it again (scattered data is lost with its last copy, which Dask's memory manager
+        # keeps on one worker only, and every split task then fails)
+        with warnings.catch_warnings():  # the plan goes to the scheduler once (MBs for a fine margin plan)
+            warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+            spec_future = client.submit(_same, spec, pure=False)
         calls = [
             (chunks[i], spec_future, args.drop_invalid, resume.main_shard(i), resume.margin_shard(i))
             for i in todo

@@ -1,0 +1,131 @@
+"""A cross-match written with --out resumes from the partitions an interrupted write finished (the
+fault tests in tests/test_faults.py do this with real processes, signals and a full tmpfs)."""
+
+from __future__ import annotations
+
+import errno
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from survey_engine import open_catalog
+from survey_engine.crossmatch import crossmatch
+from survey_engine.crossmatch import output as xm_output
+from survey_engine.ingest.file_import.arguments import ImportArguments
+from survey_engine.ingest.file_import.run import run_import
+
+RADIUS = 300.0
+
+
+@pytest.fixture(scope="module")
+def threads():
+    """A cluster of threads in this process, so that a patched writer is the one the tasks call."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as c,
+    ):
+        yield c
+
+
+@pytest.fixture(scope="module")
+def sky(tmp_path_factory, threads) -> Path:
+    root = tmp_path_factory.mktemp("xm_output")
+    src = root / "sky.parquet"
+    rng = np.random.default_rng(11)  # 40,000 rows on 100 deg^2: a neighbour within 5' for most
+    n = 40_000
+    frame = pd.DataFrame({"id": np.arange(n), "ra": rng.uniform(10, 20, n), "dec": rng.uniform(-5, 5, n)})
+    frame.to_parquet(src)
+    out = root / "sky"
+    run_import(
+        ImportArguments([str(src)], str(out), id_column="id", max_rows=1_000, margin_arcsec=RADIUS),
+        client=threads,
+        progress=False,
+    )
+    return out
+
+
+def _settle(client, timeout: float = 120) -> None:
+    """Until the tasks of a failed write that were already running have finished (threads here; a
+    killed process's tasks end with it): they must not write into the next run's staging folder."""
+    workers = list(client.cluster.workers.values())  # in this process: their state is at hand
+    deadline = time.time() + timeout
+    while any(w.state.executing_count for w in workers) and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def _rows(path: Path) -> pd.DataFrame:
+    frame = open_catalog(path).compute().reset_index()
+    return frame.sort_values(["id_1", "id_2"]).reset_index(drop=True)
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {
+        str(Path(*p.relative_to(folder).parts[1:])): p.stat().st_ino  # below the catalog's folder
+        for p in folder.rglob("Npix=*.parquet")
+        if not p.name.startswith(".")
+    }
+
+
+def test_an_interrupted_write_resumes_from_its_finished_partitions(sky, tmp_path, threads, monkeypatch):
+    result = crossmatch(open_catalog(sky), open_catalog(sky), RADIUS, how="knn", k=2, exclude_self=True)
+    whole = result.write(tmp_path / "whole", client=threads)
+    assert len(result.tasks) >= 20
+
+    real = xm_output.write_frame_partition
+    calls = []
+
+    def disk_fills_up(frame, catalog_dir, order, pix):
+        calls.append((order, pix))
+        if len(calls) > 8:
+            raise OSError(errno.ENOSPC, "No space left on device", str(catalog_dir))
+        return real(frame, catalog_dir, order, pix)
+
+    monkeypatch.setattr(xm_output, "write_frame_partition", disk_fills_up)
+    out = tmp_path / "pairs"
+    with pytest.raises(OSError, match="No space left"):
+        result.write(out, client=threads)
+    _settle(threads)
+    assert not out.exists()
+    partial = out.with_name("pairs.partial")
+    finished = _files(partial)
+    assert 0 < len(finished) <= 8
+    (partial / "pairs" / "dataset" / ".Npix=1.parquet.tmp-1").write_bytes(b"half")  # a killed writer's
+
+    monkeypatch.setattr(xm_output, "write_frame_partition", real)
+    again = crossmatch(open_catalog(sky), open_catalog(sky), RADIUS, how="knn", k=2, exclude_self=True)
+    calls.clear()
+    again.write(out, client=threads)
+    published = _files(out)
+    assert {k: published[k] for k in finished} == finished  # kept, not matched again
+    pd.testing.assert_frame_equal(_rows(out), _rows(whole))
+    assert sorted(published) == sorted(_files(whole))
+    assert not partial.exists() and not list(out.rglob(".*tmp-*")) and not list(out.rglob(".done"))
+    assert not (out / ".resume").exists()
+
+
+def test_a_different_match_into_the_same_out_starts_over(sky, tmp_path, threads, monkeypatch):
+    real = xm_output.write_frame_partition
+    calls = []
+
+    def fails_late(frame, catalog_dir, order, pix):
+        calls.append(1)
+        if len(calls) > 5:
+            raise OSError(errno.ENOSPC, "No space left on device", str(catalog_dir))
+        return real(frame, catalog_dir, order, pix)
+
+    monkeypatch.setattr(xm_output, "write_frame_partition", fails_late)
+    out = tmp_path / "pairs"
+    first = crossmatch(open_catalog(sky), open_catalog(sky), RADIUS, how="knn", k=2, exclude_self=True)
+    with pytest.raises(OSError):
+        first.write(out, client=threads)
+    _settle(threads)
+    monkeypatch.setattr(xm_output, "write_frame_partition", real)
+    other = crossmatch(open_catalog(sky), open_catalog(sky), RADIUS / 2, how="knn", k=2, exclude_self=True)
+    other.write(out, client=threads)
+    fresh = other.write(tmp_path / "fresh", client=threads)
+    pd.testing.assert_frame_equal(_rows(out), _rows(fresh))  # nothing of the first match kept
