@@ -224,32 +224,8 @@ def _run_import(args: ImportArguments, out: Path, fingerprint: str, client, prog
         )
         margins = []
         if margin is not None:
-            mname = margin_catalog_name(args.name, args.margin_arcsec)
-            m_orders, m_pixels, result.margin_rows = build.reduce_all(
-                client,
-                margin_idx,
-                margin.part_orders,
-                margin.part_pixels,
-                spec.schema,
-                collection / mname,
-                spec.id_column,
-                "margin",
-                progress,
-                only_with_rows=True,
-            )
-            build.finish_catalog(
-                collection / mname,
-                name=mname,
-                product="margin",
-                orders=m_orders,
-                pixels=m_pixels,
-                schema=spec.schema,
-                ra_column=args.ra_column,
-                dec_column=args.dec_column,
-                extra_properties={
-                    "hats_primary_table_url": args.name,
-                    "hats_margin_threshold": float(args.margin_arcsec),
-                },
+            mname, result.margin_rows = _reduce_margin(
+                client, args, margin, margin_idx, spec, collection, progress
             )
             margins.append(mname)
             result.margin_dir = out / mname
@@ -267,6 +243,39 @@ def _run_import(args: ImportArguments, out: Path, fingerprint: str, client, prog
     resume.publish(out)
     result.catalog_dir = out / args.name
     return result
+
+
+def _reduce_margin(client, args: ImportArguments, margin, margin_idx, spec, collection: Path, progress: bool):
+    """The margin catalog beside the main one: its partitions reduced from the split's margin rows
+    (only those with rows written) and its properties; its name and rows."""
+    mname = margin_catalog_name(args.name, args.margin_arcsec)
+    m_orders, m_pixels, margin_rows = build.reduce_all(
+        client,
+        margin_idx,
+        margin.part_orders,
+        margin.part_pixels,
+        spec.schema,
+        collection / mname,
+        spec.id_column,
+        "margin",
+        progress,
+        only_with_rows=True,
+    )
+    build.finish_catalog(
+        collection / mname,
+        name=mname,
+        product="margin",
+        orders=m_orders,
+        pixels=m_pixels,
+        schema=spec.schema,
+        ra_column=args.ra_column,
+        dec_column=args.dec_column,
+        extra_properties={
+            "hats_primary_table_url": args.name,
+            "hats_margin_threshold": float(args.margin_arcsec),
+        },
+    )
+    return mname, margin_rows
 
 
 @dataclass
