@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from survey_engine import open_catalog
 
 
@@ -16,6 +18,7 @@ def _cli(*args, cwd):
     )
 
 
+@pytest.mark.slow
 def test_mock_import_info_margin(tmp_path):
     mock = _cli(
         "mock",
@@ -63,6 +66,7 @@ def test_mock_import_info_margin(tmp_path):
     assert bad.returncode == 2 and "not a HATS catalog" in bad.stderr
 
 
+@pytest.mark.slow
 def test_crossmatch_command(tmp_path):
     for name, seed in (("a", 1), ("b", 1)):
         assert (

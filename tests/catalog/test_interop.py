@@ -56,6 +56,7 @@ def test_lsdb_crossmatch_with_our_margin_finds_all_pairs(gaia_allsky_collection)
     assert (matched["source_id_l"] == matched["source_id_r"]).all()
 
 
+@pytest.mark.slow
 def test_hats_import_collection_opens_in_survey_engine(tmp_path, client):
     from hats_import.collection.arguments import CollectionArguments
     from hats_import.pipeline import pipeline_with_client

@@ -72,6 +72,7 @@ def test_margins_equal_brute_force_at_poles_wrap_and_mixed_orders(tmp_path, clie
     assert np.allclose(main.loc[margin.index, "flux"], margin["flux"])
 
 
+@pytest.mark.slow
 def test_margin_on_real_allsky_gaia(gaia_allsky, gaia_allsky_collection):
     cat, parts, pairs = _margin_pairs(gaia_allsky_collection, "source_id")
     df = gaia_allsky.rename(columns={"source_id": "id"})

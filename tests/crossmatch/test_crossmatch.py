@@ -128,6 +128,7 @@ def test_a_small_target_list_reads_only_the_right_partitions_it_touches(
     )
 
 
+@pytest.mark.slow
 def test_all_pairs_and_knn_equal_brute_force(edge_pair):
     a, b, left, right, _ = edge_pair
     truth = _truth_all(a, b, 10.0)
@@ -140,6 +141,7 @@ def test_all_pairs_and_knn_equal_brute_force(edge_pair):
     assert got3.groupby("id_1").size().max() <= 3
 
 
+@pytest.mark.slow
 def test_duplicated_right_rows_break_ties_by_catalog_order(tmp_path, client):
     """Right rows at identical positions (duplicated sources) are equally near: the documented
     tie-break (right _healpix_29, then order in its partition) picks one, the same every time."""
@@ -181,6 +183,7 @@ def test_duplicated_right_rows_break_ties_by_catalog_order(tmp_path, client):
     assert set(zip(got2.id_1, got2.id_2)) == set(zip(two.id_1, two.id_2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["kdtree", "grid"])
 @pytest.mark.parametrize("how,k", [("nearest", 1), ("knn", 3), ("all", 1)])
 def test_every_kernel_gives_the_same_pairs(edge_pair, how, k, algorithm):
@@ -208,6 +211,7 @@ def _sky_patch(case: str, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
     return rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))  # the whole sky
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "case", ["north pole across RA 0", "south cap", "RA 0/360 on the equator", "whole sky"]
 )
@@ -254,6 +258,7 @@ def test_kernels_agree_at_poles_ra0_and_tiny_and_wide_radii(case):
     assert set(zip(*got[:2])) == set(zip(ref[0][keep], ref[1][keep]))
 
 
+@pytest.mark.slow
 def test_gpu_kernel_on_a_gpu_or_a_clear_fallback(edge_pair, capsys):
     """algorithm='gpu': on a GPU machine the CuPy kernel gives the KD-tree's pairs; without one
     the same grid kernel runs on the CPU and a message says so."""
@@ -272,6 +277,7 @@ def test_gpu_kernel_on_a_gpu_or_a_clear_fallback(edge_pair, capsys):
     assert set(zip(got.id_1, got.id_2)) == set(zip(ref.id_1, ref.id_2))
 
 
+@pytest.mark.slow
 def test_left_join_and_min_radius(edge_pair):
     a, b, left, right, _ = edge_pair
     got = crossmatch(left, right, 2.0, join="left").compute()
@@ -296,6 +302,7 @@ def test_self_match_excludes_the_row_itself(edge_pair):
     assert set(zip(got.id_1, got.id_2)) == set(zip(truth.id_1, truth.id_2))
 
 
+@pytest.mark.slow
 def test_self_match_all_lists_each_close_pair_once(edge_pair):
     a, _, left, _, root = edge_pair
     self_cat = open_catalog(root / "left")
@@ -328,6 +335,7 @@ def test_radius_larger_than_margin_is_an_error_or_builds_one(edge_pair, client):
     assert set(zip(got.id_1, got.id_2)) == set(zip(truth.id_1, truth.id_2))
 
 
+@pytest.mark.slow
 def test_write_result_as_catalog(edge_pair, tmp_path, client):
     _, _, left, right, _ = edge_pair
     res = crossmatch(left, right, 10.0, suffixes=("_a", "_b"))
@@ -429,6 +437,7 @@ def _greedy(truth: pd.DataFrame) -> set:
     return keep
 
 
+@pytest.mark.slow
 def test_one_to_one_equals_greedy_brute_force(edge_pair, tmp_path, client):
     a, b, left, right, _ = edge_pair
     res = crossmatch(left, right, 10.0, how="one-to-one")
@@ -451,6 +460,7 @@ def test_one_to_one_equals_greedy_brute_force(edge_pair, tmp_path, client):
     assert len(left_join) == len(a) and sorted(left_join.id_1) == sorted(a.id)
 
 
+@pytest.mark.slow
 def test_outer_join_equals_brute_force(edge_pair, tmp_path, client):
     a, b, left, right, _ = edge_pair
     res = crossmatch(left, right, 2.0, join="outer")
@@ -474,6 +484,7 @@ def test_outer_join_equals_brute_force(edge_pair, tmp_path, client):
     assert open_catalog(out).row_count() == len(got)
 
 
+@pytest.mark.slow
 def test_outer_join_rows_outside_every_left_partition(tmp_path, client):
     """Left: dense clumps (fine partitions with gaps between); right: sparse all-sky. Right rows
     far from every left partition get partitions of their own, never overlapping the left's."""
@@ -532,6 +543,7 @@ def _import_pair(
     return open_catalog(tmp_path / "left"), open_catalog(tmp_path / "right")
 
 
+@pytest.mark.slow
 def test_radius_bigger_than_the_smallest_partitions(tmp_path, client):
     """A dense clump split into partitions down to order 13 (26" across) on both sides, matched
     within 40": a pair can skip over whole partitions, and the margins (45") must reach past them."""
@@ -570,6 +582,7 @@ def test_radius_bigger_than_the_smallest_partitions(tmp_path, client):
     assert set(zip(nearest.id_1, nearest.id_2)) == set(zip(best.id_1, best.id_2))
 
 
+@pytest.mark.slow
 def test_left_coarser_than_right_and_rows_outside_right_coverage(tmp_path, client):
     """Right: dense clumps only (fine partitions, gaps between); left: sparse all-sky (coarse
     partitions) plus points just outside the clumps, where no right partition covers them."""

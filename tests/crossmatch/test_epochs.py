@@ -55,6 +55,7 @@ def test_missing_motion_keeps_position():
     assert ra[0] == 10.0 and dec[0] == 5.0 and ra[1] != 20.0
 
 
+@pytest.mark.slow
 def test_blanco1_dr3_moved_to_dr2_epoch(tmp_path, client):
     dr2 = shared_path("clusters_xmatch/blanco1/blanco1_gaia_dr2_G18_field.parquet")
     dr3 = shared_path("clusters_xmatch/blanco1/blanco1_gaia_dr3_G17_field.parquet")

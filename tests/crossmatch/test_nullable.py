@@ -94,6 +94,7 @@ def test_every_crossmatch_keeps_the_nulls(client, cone, source, null_ints, how, 
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("join", ["inner", "left", "outer"])
 def test_written_crossmatch_keeps_int16_with_nulls(client, cone, null_ints, tmp_path, join):
     out = crossmatch(cone, cone, 5.0, join=join).write(tmp_path / f"xm_{join}", client=client)

@@ -108,6 +108,7 @@ def test_an_interrupted_write_resumes_from_its_finished_partitions(sky, tmp_path
     assert not (out / ".resume").exists()
 
 
+@pytest.mark.slow
 def test_a_different_match_into_the_same_out_starts_over(sky, tmp_path, threads, monkeypatch):
     real = xm_output.write_frame_partition
     calls = []

@@ -135,6 +135,7 @@ def _catalog_digest(path):
     return pd.util.hash_pandas_object(frame, index=False).sum(), len(frame)
 
 
+@pytest.mark.slow
 def test_kill_minus_9_then_resume_gives_identical_catalog(tmp_path):
     """A real import in a subprocess is killed mid-way; re-running the command completes it identically."""
     df = random_sky(1_500_000, seed=4)
