@@ -25,8 +25,7 @@ from survey_engine.catalog import storage
 from survey_engine.catalog.layout import CatalogNotFoundError, partition_path
 from survey_engine.crossmatch import crossmatch
 from survey_engine.errors import SurveyEngineError
-from survey_engine.ingest.file_import.arguments import ImportArguments
-from survey_engine.ingest.file_import.run import run_import
+from tests.catalog.targets import near_targets
 from tests.conftest import REPO
 
 BUCKET = "survey-engine-test"
@@ -63,31 +62,7 @@ def published(mock_catalog, http_server, s3_server):
 @pytest.fixture(scope="module")
 def targets(published, tmp_path_factory, client):
     """300 sources nearest one point, moved by up to 0.3", as a local target catalog (one partition)."""
-    sky = open_catalog(published.local).compute()
-    ra, dec = np.radians(sky.ra.to_numpy()), np.radians(sky.dec.to_numpy())
-    centre = np.radians([200.0, 30.0])
-    cos_sep = np.sin(dec) * np.sin(centre[1]) + np.cos(dec) * np.cos(centre[1]) * np.cos(ra - centre[0])
-    near = sky.iloc[np.argsort(-cos_sep)[:300]]
-    rng = np.random.default_rng(5)
-    frame = pd.DataFrame(
-        {
-            "target_id": np.arange(300),
-            "source": near.source_id.to_numpy(),
-            "ra": near.ra.to_numpy()
-            + rng.uniform(-0.3, 0.3, 300) / 3600 / np.cos(np.radians(near.dec.to_numpy())),
-            "dec": near.dec.to_numpy() + rng.uniform(-0.3, 0.3, 300) / 3600,
-        }
-    )
-    root = tmp_path_factory.mktemp("targets")
-    frame.to_parquet(root / "targets.parquet")
-    run_import(
-        ImportArguments(
-            [str(root / "targets.parquet")], str(root / "targets"), id_column="target_id", margin_arcsec=None
-        ),
-        client=client,
-        progress=False,
-    )
-    return frame, open_catalog(root / "targets")
+    return near_targets(published.local, tmp_path_factory.mktemp("targets"), client)
 
 
 def _remotes(published):

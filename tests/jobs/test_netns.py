@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from survey_engine import open_catalog
+from tests.catalog.targets import near_targets
 from tests.conftest import REPO
 
 DRIVER = "10.77.0.1"
@@ -184,35 +184,7 @@ def bridge_http(hosts, tmp_path_factory):
 
 def _targets(sky_path, out, client):
     """300 sources nearest (200, 30) deg, moved by up to 0.3", imported as a local target catalog."""
-    from survey_engine.ingest.file_import.arguments import ImportArguments
-    from survey_engine.ingest.file_import.run import run_import
-
-    sky = open_catalog(sky_path).compute()
-    ra, dec = np.radians(sky.ra.to_numpy()), np.radians(sky.dec.to_numpy())
-    centre = np.radians([200.0, 30.0])
-    near = sky.iloc[
-        np.argsort(
-            -(np.sin(dec) * np.sin(centre[1]) + np.cos(dec) * np.cos(centre[1]) * np.cos(ra - centre[0]))
-        )[:300]
-    ]
-    rng = np.random.default_rng(5)
-    frame = pd.DataFrame(
-        {
-            "target_id": np.arange(300),
-            "source": near.source_id.to_numpy(),
-            "ra": near.ra.to_numpy() + rng.uniform(-0.3, 0.3, 300) / 3600 / np.cos(np.radians(near.dec)),
-            "dec": near.dec.to_numpy() + rng.uniform(-0.3, 0.3, 300) / 3600,
-        }
-    )
-    frame.to_parquet(out / "targets.parquet")
-    run_import(
-        ImportArguments(
-            [str(out / "targets.parquet")], str(out / "targets"), id_column="target_id", margin_arcsec=None
-        ),
-        client=client,
-        progress=False,
-    )
-    return frame, open_catalog(out / "targets")
+    return near_targets(sky_path, out, client)
 
 
 @pytest.mark.services
