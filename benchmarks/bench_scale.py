@@ -123,7 +123,9 @@ def result_rows(path: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in path.rglob("*.parquet") if "Norder=" in str(f))
 
 
-def run_size(n: int, work: Path, workers: int, max_rows: int, keep: bool) -> list[dict]:
+def run_size(
+    n: int, work: Path, workers: int, max_rows: int, keep: bool, only: set[str] | None = None
+) -> list[dict]:
     folder = work / f"n{n}"
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -152,8 +154,12 @@ def run_size(n: int, work: Path, workers: int, max_rows: int, keep: bool) -> lis
     ]
     out = []
     for name, args in steps:
+        if only and args[0] not in only:
+            continue
         target = Path(args[args.index("--out") + 1])
-        shutil.rmtree(target, ignore_errors=True)
+        for leftover in (target, target.with_name(target.name + ".partial")):  # a fresh run, never a resume
+            shutil.rmtree(leftover, ignore_errors=True)
+        target.with_name(target.name + ".lock").unlink(missing_ok=True)
         extra = ["--max-rows", str(max_rows)] if args[0] == "import" else []
         m = run_measured([*exe, *args, *extra, *common], folder / f"{target.name}.log")
         m.update(stage=name, rows=n, disk_bytes=disk_bytes(target), workers=workers)
@@ -165,6 +171,8 @@ def run_size(n: int, work: Path, workers: int, max_rows: int, keep: bool) -> lis
             f"disk {m['disk_bytes'] / 2**30:6.2f} GiB",
             flush=True,
         )
+    if only:  # a rerun of some stages on kept inputs and catalogs
+        return out
     out.append(
         {
             "stage": "inputs (A + B Parquet)",
@@ -206,14 +214,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-rows", type=int, default=2_000_000, help="rows per partition at import")
     ap.add_argument("--fit-max", type=float, default=1e7, help="fit the cost model on sizes up to this")
     ap.add_argument("--keep", action="store_true", help="keep each size's files (default: removed after)")
+    ap.add_argument(
+        "--only", default="", help="rerun only these commands (e.g. crossmatch) on files kept by --keep"
+    )
     args = ap.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     record = work / "scale.json"
     runs = json.loads(record.read_text())["runs"] if record.exists() else []
+    only = {c for c in args.only.split(",") if c} or None
     for n in sizes:
-        runs = [r for r in runs if r["rows"] != n] + run_size(n, work, args.workers, args.max_rows, args.keep)
+        new = run_size(n, work, args.workers, args.max_rows, args.keep or bool(only), only)
+        redone = {r["stage"] for r in new}
+        runs = [r for r in runs if r["rows"] != n or (only and r["stage"] not in redone)] + new
         record.write_text(json.dumps({"runs": runs}, indent=0))
     print("\n| stage | rows | seconds | rows/s | peak memory (all processes) | disk |")
     print("|---|---:|---:|---:|---:|---:|")

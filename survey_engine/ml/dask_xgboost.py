@@ -85,10 +85,31 @@ def dask_train(
     import xgboost
     from xgboost import dask as dxgb
 
+    from survey_engine.ml import tracker
     from survey_engine.ml.progress import RoundProgress
     from survey_engine.runtime import xgboost_collective
 
+    tracker.install()  # XGBoost's tracker in a child of the scheduler: its abort is not the command's
+
+    since = tracker.started_trackers(client)
+
     def run():
+        try:
+            return train_booster()
+        except Exception as exc:
+            # the tracker itself lost (it aborts when a peer vanishes as the ring forms): a lost peer,
+            # retried like a lost worker, not an XGBoost error for the user to decipher
+            codes = tracker.stop_trackers(client, since, 0.0) if is_collective_failure(exc) else []
+            if codes:
+                raise WorkerLostError(
+                    f"XGBoost training: its tracker process ended (exit {codes[0]}) while the workers "
+                    "formed their collective; run the same command again to retrain"
+                ) from exc
+            raise
+        finally:
+            tracker.stop_trackers(client, since)
+
+    def train_booster():
         X, y = placed(client, frame[features]), placed(client, frame["_y"])
         w = None if weight is None else placed(client, weight)
         callbacks, evals = [RoundProgress(topic)], None
@@ -113,7 +134,11 @@ def dask_train(
                 coll_cfg=xgboost_collective(client),
             )["booster"]
 
-    return watch_workers(client, run, "XGBoost training")
+    # a worker lost: its training's tracker goes at once, so that workers still bootstrapping the
+    # collective fail now (and can train again) instead of waiting on the tracker for ever
+    return watch_workers(
+        client, run, "XGBoost training", on_lost=lambda: tracker.stop_trackers(client, since, 0.0)
+    )
 
 
 class WorkerLostError(TrainingError, RuntimeError):
@@ -123,7 +148,7 @@ class WorkerLostError(TrainingError, RuntimeError):
     training = None
 
 
-def watch_workers(client, run, what: str, poll_seconds: float = 1.0):
+def watch_workers(client, run, what: str, poll_seconds: float = 1.0, on_lost=None):
     """``run()`` on a driver thread, while this one watches the cluster's workers.
 
     XGBoost trains with a collective ring over the workers it started on: when one of them dies
@@ -131,7 +156,7 @@ def watch_workers(client, run, what: str, poll_seconds: float = 1.0):
     partitions placed on it can never be recomputed elsewhere. So a worker that leaves ends ``run``
     within ``poll_seconds`` with a clear ``WorkerLostError`` naming it, instead of hanging;
     ``supervised.train`` then trains once more from the start on the workers present
-    (``settle_lost_training``)."""
+    (``settle_lost_training``). ``on_lost()`` is called first, when a worker has left."""
     import threading
     import time
 
@@ -170,6 +195,8 @@ def watch_workers(client, run, what: str, poll_seconds: float = 1.0):
         while not (lost := gone()) and time.monotonic() < settle and is_collective_failure(outcome["error"]):
             time.sleep(poll_seconds / 4)
     if lost:
+        if on_lost is not None:
+            on_lost()
         names = ", ".join(sorted(lost))
         error = WorkerLostError(
             f"{what}: worker(s) {names} left the cluster during training ({len(start) - len(lost)} of {len(start)} remain); "
@@ -214,8 +241,51 @@ def settle_lost_training(client, lost: str, training, held_before: set) -> None:
             )
     stale = [Future(key, client) for key in set(client.futures) - held_before]
     if stale:
+        quiet_cancel_assertion(client)
         client.cancel(stale, force=True)
     try:
         client.wait_for_workers(1, timeout=60)
     except TimeoutError:
         raise WorkerLostError(f"{lost} (no worker left to retry on)") from None
+
+
+def _is_cancel_assertion(exc) -> bool:
+    import traceback
+
+    return isinstance(exc, AssertionError) and any(
+        frame.name == "stimulus_cancel" for frame in traceback.extract_tb(exc.__traceback__)
+    )
+
+
+def quiet_cancel_assertion(client) -> None:
+    """Drop one known, harmless distributed traceback from a local scheduler's log and event loop.
+
+    A forced cancel of keys that have dependents no client holds trips ``assert ts.who_wants`` in
+    ``Scheduler.stimulus_cancel`` (distributed 2025.x) after the keys themselves are cancelled; the
+    scheduler then logs "Exception while handling op register-client" and the loop prints "Task
+    exception was never retrieved", some 50 lines of traceback on the user's terminal for nothing.
+    Every other record and exception still goes where it went."""
+    import logging
+
+    class DropCancelAssertion(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not (record.exc_info and _is_cancel_assertion(record.exc_info[1]))
+
+    core = logging.getLogger("distributed.core")
+    if not any(type(f).__name__ == "DropCancelAssertion" for f in core.filters):
+        core.addFilter(DropCancelAssertion())
+    loop = client.loop.asyncio_loop
+    previous = loop.get_exception_handler()
+    if getattr(previous, "survey_engine_quiet_cancel", False):
+        return
+
+    def handler(loop, context) -> None:
+        if _is_cancel_assertion(context.get("exception")):
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler.survey_engine_quiet_cancel = True
+    loop.set_exception_handler(handler)

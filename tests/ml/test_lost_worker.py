@@ -38,8 +38,7 @@ def kill_workers_while_training(client, times: int, killed: list[tuple[str, floa
     """A thread that SIGKILLs a worker running an XGBoost training task, ``times`` times (once per
     training: it waits for the training tasks to go before looking for the next). It kills once
     that training has reported boosting rounds: mid-training, past XGBoost's bootstrap of its
-    collective (a worker lost within the bootstrap can make XGBoost's tracker, C++ on the scheduler,
-    abort that process: an XGBoost fault this stage cannot catch; see README "Reliability")."""
+    collective (a worker lost within the bootstrap is tests/ml/test_tracker.py's case)."""
 
     def training_tasks() -> dict[str, str]:
         # xgboost.dask submits its training tasks as fn-<uuid> (a wrapped partial of do_train)
