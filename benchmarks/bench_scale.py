@@ -204,6 +204,39 @@ def projections(runs: list[dict], fit_max: int) -> list[dict]:
     return out
 
 
+def memory_over_time(runs: list[dict]) -> list[dict]:
+    """Per stage and size, the resident memory of all processes at each tenth of the run's time."""
+    out = []
+    for r in sorted(runs, key=lambda r: (r["stage"], r["rows"])):
+        if not r.get("memory"):
+            continue
+        t, rss = np.array(r["memory"], dtype=float).T
+        at = [float(np.interp(f * t[-1], t, rss)) for f in np.linspace(0.1, 1.0, 10)]
+        out.append({"stage": r["stage"], "rows": r["rows"], "gib": [x / 2**30 for x in at]})
+    return out
+
+
+def plot_memory(runs: list[dict], path: Path) -> None:
+    """One panel per command: memory (GiB, all processes) against seconds, one line per size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = list(dict.fromkeys(r["stage"] for r in runs if r.get("memory")))
+    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.6), sharey=True)
+    for ax, stage in zip(np.atleast_1d(axes), stages):
+        for r in sorted((r for r in runs if r["stage"] == stage), key=lambda r: r["rows"]):
+            t, rss = np.array(r["memory"], dtype=float).T
+            ax.plot(t, rss / 2**30, label=f"{r['rows']:.0e} rows")
+        ax.set(title=stage, xlabel="seconds", xscale="log")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("resident memory, all processes (GiB)")
+    np.atleast_1d(axes)[-1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1e6,1e7", help="comma-separated row counts of A (B has 1.2x)")
@@ -214,13 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-rows", type=int, default=2_000_000, help="rows per partition at import")
     ap.add_argument("--fit-max", type=float, default=1e7, help="fit the cost model on sizes up to this")
     ap.add_argument("--keep", action="store_true", help="keep each size's files (default: removed after)")
+    ap.add_argument("--plot", default="", help="write memory over time as a PNG here")
     ap.add_argument(
         "--only", default="", help="rerun only these commands (e.g. crossmatch) on files kept by --keep"
     )
     args = ap.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    sizes = [int(float(s)) for s in args.sizes.split(",")]
+    sizes = [int(float(s)) for s in args.sizes.split(",") if s]  # none: only the report of WORK/scale.json
     record = work / "scale.json"
     runs = json.loads(record.read_text())["runs"] if record.exists() else []
     only = {c for c in args.only.split(",") if c} or None
@@ -237,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['stage']} | {r['rows']:,} | {r['seconds']:.1f} | {r['rows'] / r['seconds']:,.0f} | {peak} | "
             f"{r['disk_bytes'] / 2**30:.2f} GiB |"
         )
+    print("\n| stage | rows | memory (GiB) at 10%, 20%, ... 100% of the run's time |")
+    print("|---|---:|---|")
+    for m in memory_over_time(runs):
+        print(f"| {m['stage']} | {m['rows']:,} | {' '.join(f'{g:.2f}' for g in m['gib'])} |")
+    if args.plot:
+        plot_memory(runs, Path(args.plot))
     proj = projections(runs, int(args.fit_max))
     if proj:
         print("\n| stage | rows | projected (fit on <= %.0e) | measured | error |" % args.fit_max)

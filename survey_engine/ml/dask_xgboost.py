@@ -222,13 +222,12 @@ def settle_lost_training(client, lost: str, training, held_before: set) -> None:
     """Make the cluster ready to train again after a ``WorkerLostError`` (message ``lost``, driver
     thread ``training``; call it outside the ``except`` so the failed attempt's frames can go): wait
     for that thread to end (the workers left give up their collective step within
-    ``runtime.COLLECTIVE_TIMEOUT_SECONDS``, which frees their threads and xgboost's per-worker locks),
-    then cancel every future the client took since ``held_before`` (a set of keys): the failed
-    attempt's data, placed on the lost worker, whose tasks the scheduler would only ever run there
-    (the retry computes the same keys, and would wait on them forever). Raises ``WorkerLostError``
-    if the thread does not end in time, or if no worker is left."""
-    from distributed import Future
-
+    ``runtime.COLLECTIVE_TIMEOUT_SECONDS``, and a lost worker's tracker is stopped at once, which
+    frees their threads and xgboost's per-worker locks), then release on the scheduler every key the
+    client took since ``held_before`` (a set of keys): the failed attempt's data, pinned to its
+    workers, on the survivors' memory or waiting for ever for the lost one. (The retry's tasks are
+    named apart, ``prepare_table(attempt=1)``, so nothing of the failed attempt is waited on.)
+    Raises ``WorkerLostError`` if the thread does not end in time, or if no worker is left."""
     from survey_engine import runtime
 
     bound = runtime.COLLECTIVE_TIMEOUT_SECONDS + 60
@@ -239,53 +238,23 @@ def settle_lost_training(client, lost: str, training, held_before: set) -> None:
                 f"{lost} (the workers left stayed blocked in XGBoost's collective step for more than "
                 f"{bound} s, so training was not retried)"
             )
-    stale = [Future(key, client) for key in set(client.futures) - held_before]
+    stale = list(set(client.futures) - held_before)
     if stale:
-        quiet_cancel_assertion(client)
-        client.cancel(stale, force=True)
+        # not client.cancel(force=True): distributed's forced cancel trips ``assert ts.who_wants`` on
+        # dependents no client holds, which can drop the client's connection and every future with it
+        client.run_on_scheduler(release_keys, stale, client.id)
     try:
         client.wait_for_workers(1, timeout=60)
     except TimeoutError:
         raise WorkerLostError(f"{lost} (no worker left to retry on)") from None
 
 
-def _is_cancel_assertion(exc) -> bool:
-    import traceback
+def release_keys(keys: list, client_id: str, dask_scheduler=None) -> None:
+    """Run on the scheduler: ``client_id`` no longer wants ``keys`` (those no one else wants go)."""
+    import time
 
-    return isinstance(exc, AssertionError) and any(
-        frame.name == "stimulus_cancel" for frame in traceback.extract_tb(exc.__traceback__)
+    dask_scheduler.client_releases_keys(
+        keys=[k for k in keys if k in dask_scheduler.tasks],
+        client=client_id,
+        stimulus_id=f"survey-engine-retry-{time.time()}",
     )
-
-
-def quiet_cancel_assertion(client) -> None:
-    """Drop one known, harmless distributed traceback from a local scheduler's log and event loop.
-
-    A forced cancel of keys that have dependents no client holds trips ``assert ts.who_wants`` in
-    ``Scheduler.stimulus_cancel`` (distributed 2025.x) after the keys themselves are cancelled; the
-    scheduler then logs "Exception while handling op register-client" and the loop prints "Task
-    exception was never retrieved", some 50 lines of traceback on the user's terminal for nothing.
-    Every other record and exception still goes where it went."""
-    import logging
-
-    class DropCancelAssertion(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return not (record.exc_info and _is_cancel_assertion(record.exc_info[1]))
-
-    core = logging.getLogger("distributed.core")
-    if not any(type(f).__name__ == "DropCancelAssertion" for f in core.filters):
-        core.addFilter(DropCancelAssertion())
-    loop = client.loop.asyncio_loop
-    previous = loop.get_exception_handler()
-    if getattr(previous, "survey_engine_quiet_cancel", False):
-        return
-
-    def handler(loop, context) -> None:
-        if _is_cancel_assertion(context.get("exception")):
-            return
-        if previous is not None:
-            previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
-
-    handler.survey_engine_quiet_cancel = True
-    loop.set_exception_handler(handler)

@@ -35,7 +35,9 @@ def prepare_partition(
     where: str | None = None,
     partition_info=None,
     magnitude: str | None = None,
+    attempt: int = 0,
 ) -> pd.DataFrame:
+    """``attempt`` only names the tasks: a retry's are apart from a failed attempt's."""
     number = partition_info["number"] if partition_info else 0
     if where:
         frame = frame.query(where)
@@ -62,7 +64,7 @@ def prepare_partition(
 
 
 def prepare_table(
-    table: Table, opts: TrainOptions, client
+    table: Table, opts: TrainOptions, client, attempt: int = 0
 ) -> tuple[object, FeatureSpec, list[str] | None, dict]:
     """Features + target + fold of every labelled row, persisted on the cluster."""
     spec = FeatureSpec(
@@ -111,6 +113,7 @@ def prepare_table(
         meta=meta.iloc[:0],
         align_dataframes=False,
         magnitude=magnitude,
+        attempt=attempt,
     )
     prepared = placed(client, prepared)  # persisted where training wants each partition: no moves later
     n = int(prepared.shape[0].compute())

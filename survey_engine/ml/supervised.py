@@ -183,7 +183,7 @@ def _train_once(
     table = open_table(table_path, storage_options=storage_options)
     device = choose_device(opts.gpu)
     with dask_client(client) as client:
-        prepared, spec, classes, info = prepare_table(table, opts, client)
+        prepared, spec, classes, info = prepare_table(table, opts, client, attempt=len(notes))
         feats = list(spec.features)
         train_rows = prepared[prepared["_fold"] != 0]
         test_rows = prepared[prepared["_fold"] == 0]
