@@ -120,3 +120,80 @@ def test_period_search_equals_the_astropy_search(curves):
         assert ours["period_fap"] == pytest.approx(theirs["period_fap"], rel=1e-4, abs=1e-300)
         shape = fourier_terms(t, m, e, ours["period"], spec.harmonics)
         assert {k: ours[k] for k in shape} == pytest.approx(shape, rel=1e-12, nan_ok=True)
+
+
+def _flat(curves):
+    from survey_engine.features.variability import flat_curves
+
+    flat, kept = flat_curves(curves)
+    assert len(kept) == len(curves)
+    return flat
+
+
+def test_flat_curves_drop_bad_points_and_sort_by_time():
+    from survey_engine.features.variability import flat_curves
+
+    t = np.array([3.0, 1.0, np.nan, 2.0, 1.0])
+    m = np.array([13.0, 11.0, 10.0, 12.0, 11.5])
+    e = np.array([0.1, 0.1, 0.1, 0.0, 0.2])  # a zero error is dropped as NaN is
+    flat, kept = flat_curves([(t, m, e), ([], [], []), ([5.0], [15.0], [0.3])])
+    assert kept.tolist() == [0, 2]
+    assert flat.start.tolist() == [0, 3, 4]
+    assert flat.t.tolist() == [1.0, 1.0, 3.0, 5.0]
+    assert flat.mag.tolist() == [11.0, 11.5, 13.0, 15.0]  # equal times keep their order
+
+
+def test_segment_median_equals_numpy(curves):
+    from survey_engine.features.variability import segment_median
+
+    flat = _flat(curves)
+    expected = [np.median(m) for _, m, _ in curves]
+    assert segment_median(flat.mag, flat).tolist() == expected
+
+
+def test_stetson_many_equals_per_curve(curves):
+    from survey_engine.features.variability import stetson_jkl, stetson_jkl_many
+
+    j, k, l_index = stetson_jkl_many(_flat(curves))
+    expected = np.array([stetson_jkl(m, e) for _, m, e in curves])
+    np.testing.assert_allclose(np.stack([j, k, l_index], axis=1), expected, rtol=1e-9)
+
+
+def test_fourier_and_fap_many_equal_per_curve(curves):
+    from survey_engine.features.variability import baluev_fap_many, fourier_terms_many
+
+    flat = _flat(curves)
+    spec = VariabilitySpec()
+    found = [period_search(t, m, e, spec) for t, m, e in curves]
+    period = np.array([f["period"] for f in found])
+    power = np.array([f["period_power"] for f in found])
+    assert np.isfinite(period).all()
+    many = fourier_terms_many(flat, period, spec.harmonics)
+    for name in many:
+        np.testing.assert_allclose(many[name], [f[name] for f in found], rtol=1e-9)
+    fap = baluev_fap_many(power, 1.0 / spec.min_period, flat)
+    np.testing.assert_allclose(fap, [f["period_fap"] for f in found], rtol=1e-9, atol=1e-300)
+
+
+def test_features_of_many_equal_the_per_curve_functions(curves):
+    """The batched features are those of the per-curve reference (periods identical)."""
+    from survey_engine.features.variability import (
+        LC_FEATURE_NAMES,
+        PERIOD_FEATURE_NAMES,
+        features_of_many,
+        stetson_jkl,
+    )
+
+    spec = VariabilitySpec()
+    feats = features_of_many(curves, spec)
+    for i, (t, m, e) in enumerate(curves):
+        row = feats.iloc[i]
+        assert row["n_obs"] == len(t)
+        j, _, l_index = stetson_jkl(m, e)
+        assert row["stetson_j"] == pytest.approx(j, rel=1e-9)
+        assert row["stetson_l"] == pytest.approx(l_index, rel=1e-9)
+        found = period_search(t, m, e, spec)
+        assert row["period"] == found["period"]
+        for name in PERIOD_FEATURE_NAMES:
+            assert row[name] == pytest.approx(found[name], rel=1e-9, abs=1e-300, nan_ok=True)
+        assert np.isfinite(row[list(LC_FEATURE_NAMES)].to_numpy(dtype=float)).all()
