@@ -15,6 +15,7 @@ from survey_engine.features.variability import (
     PEAKS,
     REFINE_POINTS,
     TWO_PI,
+    ZOOM_POINTS,
     VariabilitySpec,
     _periodogram,
     baluev_fap,
@@ -85,8 +86,9 @@ def test_baluev_fap_equals_astropy(curves):
 
 
 def _astropy_period_search(t, m, e, spec: VariabilitySpec) -> dict:
-    """The search as it was before NumPy replaced astropy: float64 coarse FFT periodogram, astropy's
-    power on each peak's fine grid and astropy's Baluev FAP (the reference the fast path must equal)."""
+    """The search with astropy in place of NumPy: float64 coarse FFT periodogram, astropy's power on
+    each peak's fine grid and then around the best, and astropy's Baluev FAP (the reference the fast
+    path must equal)."""
     from astropy.timeseries import LombScargle
 
     span = float(t[-1] - t[0])
@@ -102,10 +104,16 @@ def _astropy_period_search(t, m, e, spec: VariabilitySpec) -> dict:
     )
     power = ls.power(fine, method="cython")
     i = int(np.argmax(power))
-    fap = ls.false_alarm_probability(
-        power[i], minimum_frequency=fmin, maximum_frequency=fmax, method="baluev"
-    )
-    return {"period": 1.0 / fine[i], "period_power": power[i], "period_fap": float(fap)}
+    best_f, best_p = fine[i], power[i]
+    # then ZOOM_POINTS across +-1 fine spacing around the best, inside its peak's row
+    row = fine[(i // REFINE_POINTS) * REFINE_POINTS : (i // REFINE_POINTS + 1) * REFINE_POINTS]
+    spacing = row[1] - row[0]
+    zoom = np.linspace(max(best_f - spacing, row[0]), min(best_f + spacing, row[-1]), ZOOM_POINTS)
+    zoom_power = ls.power(zoom, method="cython")
+    if zoom_power.max() > best_p:
+        best_f, best_p = zoom[np.argmax(zoom_power)], zoom_power.max()
+    fap = ls.false_alarm_probability(best_p, minimum_frequency=fmin, maximum_frequency=fmax, method="baluev")
+    return {"period": 1.0 / best_f, "period_power": best_p, "period_fap": float(fap)}
 
 
 def test_period_search_equals_the_astropy_search(curves):
