@@ -191,14 +191,25 @@ def lomb_scargle_power(t: np.ndarray, mag: np.ndarray, err: np.ndarray, frequenc
     eq. 5), as a few matrix products on the phasors ``exp(2 pi i f t)``. Those are computed with
     sine and cosine only at each row's first frequency and step, and by multiplication along the row
     (the trigonometry, not the sums, was the cost; the rounding this adds is ~1e-14 of the power)."""
-    frequency = np.asarray(frequency, dtype=np.float64)
+    return _power(t, _weights(mag, err), np.asarray(frequency, dtype=np.float64))
+
+
+def _weights(mag: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(n, 2)`` columns ``w`` (normalised ``1/err**2``) and ``w y`` (``y`` about the weighted mean),
+    and ``sum(w y**2)``: what the power at any frequency needs of the magnitudes."""
     w = 1.0 / err**2
     w /= w.sum()
     y = mag - np.dot(w, mag)
     wy = w * y
-    yy = np.dot(wy, y)
+    return np.stack([w, wy], axis=1), w, float(np.dot(wy, y))
+
+
+def _power(t: np.ndarray, weights: tuple, frequency: np.ndarray) -> np.ndarray:
+    both, w, yy = weights
     z = _phasors(frequency[:, 0], frequency[:, 1] - frequency[:, 0], t, frequency.shape[1])
-    z1, z2, zy = z @ w, (z * z) @ w, z @ wy  # z**2 gives CC - SS + 2i CS, and CC + SS = 1
+    sums = z @ both  # (peaks, points, 2): sum(w z) and sum(w y z) in one product
+    z1, zy = sums[..., 0], sums[..., 1]
+    z2 = (z * z) @ w  # z**2 gives CC - SS + 2i CS, and CC + SS = 1
     c, s, yc, ys = z1.real, z1.imag, zy.real, zy.imag
     cc = 0.5 * (1.0 + z2.real) - c * c
     ss = 0.5 * (1.0 - z2.real) - s * s
@@ -286,14 +297,17 @@ def best_frequency(
     fine = refinement_grid(t, mag, err, spec)
     if fine is None:
         return None
-    power = lomb_scargle_power(t, mag, err, fine).ravel()
+    weights = _weights(mag, err)
+    power = _power(t, weights, fine).ravel()
     i = int(np.argmax(power))
     best_f, best_p = float(fine.flat[i]), float(power[i])
     if ZOOM_POINTS > 1:
         row = fine[i // fine.shape[1]]
         spacing = row[1] - row[0]
-        zoom = np.linspace(max(best_f - spacing, row[0]), min(best_f + spacing, row[-1]), ZOOM_POINTS)
-        zoom_power = lomb_scargle_power(t, mag, err, zoom[None, :])[0]
+        lo, hi = max(best_f - spacing, row[0]), min(best_f + spacing, row[-1])
+        zoom = lo + np.arange(ZOOM_POINTS) * ((hi - lo) / (ZOOM_POINTS - 1))  # np.linspace's numbers
+        zoom[-1] = hi
+        zoom_power = _power(t, weights, zoom[None, :])[0]
         j = int(np.argmax(zoom_power))
         if zoom_power[j] > best_p:
             best_f, best_p = float(zoom[j]), float(zoom_power[j])
