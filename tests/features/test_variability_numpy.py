@@ -205,3 +205,23 @@ def test_features_of_many_equal_the_per_curve_functions(curves):
         for name in PERIOD_FEATURE_NAMES:
             assert row[name] == pytest.approx(found[name], rel=1e-9, abs=1e-300, nan_ok=True)
         assert np.isfinite(row[list(LC_FEATURE_NAMES)].to_numpy(dtype=float)).all()
+
+
+def test_fourier_many_equals_lstsq_on_short_and_mixed_length_curves():
+    """Fewer points than terms (the minimum-norm solution) and curves of different lengths in one
+    zero-padded stack give numpy lstsq's answer, curve by curve."""
+    from survey_engine.features.variability import fourier_terms_many
+
+    rng = np.random.default_rng(3)
+    curves = []
+    for n in (5, 6, 7, 9, 40, 131):
+        t = np.sort(rng.uniform(0, 300, n))
+        curves.append(
+            (t, 15 + 0.3 * np.cos(TWO_PI * t / 0.7) + rng.normal(0, 0.02, n), rng.uniform(0.01, 0.03, n))
+        )
+    period = np.array([0.7, 0.7, 1.3, 0.7, 2.1, 0.7])
+    for harmonics in (1, 3):
+        many = fourier_terms_many(_flat(curves), period, harmonics)
+        for i, (t, m, e) in enumerate(curves):
+            one = fourier_terms(t, m, e, period[i], harmonics)
+            assert {k: many[k][i] for k in one} == pytest.approx(one, rel=1e-7, nan_ok=True)
