@@ -423,18 +423,15 @@ def fourier_terms_many(flat: FlatCurves, period: np.ndarray, harmonics: int = 3)
     solution."""
     curves = len(period)
     coef = np.full((curves, 1 + 2 * harmonics), np.nan)
-    n = flat.n
-    by_length = np.argsort(n, kind="stable")
+    by_length = np.argsort(flat.n, kind="stable")  # chunks of similar length: little padding
     for chunk in np.array_split(by_length, max(1, math.ceil(len(by_length) / 256))):
-        sub = flat.subset(np.sort(chunk))
-        rows = sub.n
-        angle = np.multiply.outer(
-            TWO_PI / period[np.sort(chunk)][sub.curve_of_point] * sub.t, np.arange(1, harmonics + 1)
-        )
+        chunk = np.sort(chunk)
+        sub = flat.subset(chunk)
+        rows, owner = sub.n, sub.curve_of_point
+        angle = np.multiply.outer(TWO_PI / period[chunk][owner] * sub.t, np.arange(1, harmonics + 1))
         design = np.zeros((len(rows), int(rows.max()), 1 + 2 * harmonics))
         rhs = np.zeros((len(rows), int(rows.max())))
-        row_in_curve = np.arange(len(sub.t)) - sub.start[:-1][sub.curve_of_point]
-        at = (sub.curve_of_point, row_in_curve)
+        at = (owner, np.arange(len(sub.t)) - sub.start[:-1][owner])  # (curve, row in the curve)
         design[at + (0,)] = 1.0 / sub.err
         design[at + (slice(1, None, 2),)] = np.cos(angle) / sub.err[:, None]
         design[at + (slice(2, None, 2),)] = np.sin(angle) / sub.err[:, None]
@@ -442,7 +439,7 @@ def fourier_terms_many(flat: FlatCurves, period: np.ndarray, harmonics: int = 3)
         u, s, vt = np.linalg.svd(design, full_matrices=False)
         cutoff = np.finfo(np.float64).eps * np.maximum(rows, design.shape[2])[:, None] * s[:, :1]
         inverse = np.where(s > cutoff, 1.0 / np.where(s > cutoff, s, 1.0), 0.0)
-        coef[np.sort(chunk)] = np.einsum("bji,bj->bi", vt, np.einsum("bpj,bp->bj", u, rhs) * inverse)
+        coef[chunk] = np.einsum("bji,bj->bi", vt, np.einsum("bpj,bp->bj", u, rhs) * inverse)
     a, b = coef[:, 1::2], coef[:, 2::2]
     amp = np.hypot(a, b)
     phase = np.arctan2(-b, a)
