@@ -1,33 +1,44 @@
 """Variability features: survey_engine vs light-curve, feets and cesium, per core, on the same mock light curves.
 
     python benchmarks/bench_variability.py --objects 2000 [--cadence dense] [--out benchmarks/results]
+    python benchmarks/bench_variability.py --objects 100000 --one-process-objects 20000 --peer-objects 0
 
 The same single-band light curves (the r band of mock objects) go through:
 * survey_engine on the cluster (2 workers x 1 thread): the whole feature set, nested catalog in, catalog out;
 * survey_engine's feature function in one process (one thread);
 * light-curve alone in one process: its features plus its own periodogram (no Stetson J/L, no Fourier terms),
   with its default grid (up to 20x the mean Nyquist frequency: it cannot see periods much shorter than the
-  typical gap between epochs) and with our grid (up to 20 / day, 3 samples per peak, no refinement), the
-  light curves given as float64 and as float32 (what survey_engine gives its coarse search);
+  typical gap between epochs), with our grid (up to 20 / day, the same 2**k points, no refinement), the
+  light curves given as float64 and as float32 (what survey_engine gives its coarse search), and on the
+  2x and 4x finer grids (3 and 6 samples per peak), to see what accuracy light-curve alone reaches;
 * feets in one process (synchronous): the overlapping features (Amplitude, Skew, Std, PeriodLS, StetsonK);
 * cesium in one process: the overlapping features (amplitude, skew, std, stetson_j, stetson_k, freq1_freq).
 Reported: light curves per second per core (wall clock; on a machine shared with other work this
 counts the waiting too) and per CPU-second (the CPU time of the process, or of the Dask workers: what a
 core doing nothing else would give), and whether the overlapping values agree (amplitude, skew and std
 to 1e-6; Stetson J equals cesium's; the period equals feets' where both find a clear peak).
-BLAS/OpenMP pools are held to one thread in this process, as they are in the Dask workers.
+BLAS/OpenMP pools are held to one thread in this process (environment variables set before numpy
+loads), as they are in the Dask workers.
 Writes benchmarks/results/variability.json.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-import warnings
-from pathlib import Path
+import os
 
-import numpy as np
+# one BLAS/OpenMP thread, set before numpy loads: threadpoolctl's limit after the fact left OpenBLAS's
+# idle second thread in the way here (a 305 x 120 complex matrix-vector product took ~20 ms instead
+# of 0.02 ms, at random), and the Dask workers get these variables from distributed anyway
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -80,32 +91,31 @@ def light_curve_alone(curves):
     ]
 
 
-def light_curve_our_grid(curves):
-    """light-curve's features and its FFT periodogram on the grid survey_engine searches (no refinement)."""
+def light_curve_on_grid(curves, samples_per_peak: float, single: bool = False):
+    """light-curve's features and its FFT periodogram on survey_engine's kind of grid (0 to 20 / day,
+    ``2**k`` points, at least ``samples_per_peak`` per peak width), no refinement; ``single``: the
+    periodogram given float32 times (from the first epoch) and values, as survey_engine gives it."""
     import math
 
     from survey_engine.features.variability import TWO_PI, VariabilitySpec, _periodogram, lc_extractor
 
     ex, spec = lc_extractor(), VariabilitySpec()
+    fmax = 1.0 / spec.min_period
     out = []
     for t, m, e in curves:
-        fmax = 1.0 / spec.min_period
-        k = max(10, math.ceil(math.log2(fmax * (t[-1] - t[0]) * spec.samples_per_peak)))
+        k = max(10, math.ceil(math.log2(fmax * (t[-1] - t[0]) * samples_per_peak)))
+        x = (t - t[0], m, e) if single else (t, m, e)
+        if single:
+            x = tuple(np.asarray(a, dtype=np.float32) for a in x)
         out.append(
             np.concatenate(
                 [
                     ex(t, m, e, sorted=True, check=False),
-                    _periodogram(k, TWO_PI * fmax)(t, m, e, sorted=True, check=False)[:2],
+                    _periodogram(k, TWO_PI * fmax)(*x, sorted=True, check=False)[:2],
                 ]
             )
         )
     return out
-
-
-def light_curve_our_grid_float32(curves):
-    """As ``light_curve_our_grid``, the periodogram given float32 times (from the first epoch) and values."""
-    single = [tuple(np.asarray(x, dtype=np.float32) for x in (t - t[0], m, e)) for t, m, e in curves]
-    return light_curve_our_grid(single)
 
 
 def feets_features(curves):
@@ -178,22 +188,37 @@ def ours_on_cluster(objects: int, cadence: str, workdir: Path) -> tuple[float, f
         return time.perf_counter() - t0, sum(client.run(_cpu_seconds).values()) - c0
 
 
+def _period_fraction(periods: np.ndarray, truth: np.ndarray) -> float:
+    """Fraction of the periodic mock stars whose period is found to 0.1%."""
+    periodic = np.isfinite(truth)
+    return float(np.mean((np.abs(periods - truth) / truth)[periodic] < 1e-3))
+
+
 def main() -> None:
     warnings.filterwarnings("ignore")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objects", type=int, default=2000)
+    parser.add_argument("--objects", type=int, default=2000, help="mock objects through the 2-worker stage")
     parser.add_argument(
-        "--peer-objects", type=int, default=300, help="objects for feets and cesium (they are slow)"
+        "--one-process-objects",
+        type=int,
+        default=None,
+        help="the first N of those curves through survey_engine and light-curve in one process (default all)",
+    )
+    parser.add_argument(
+        "--peer-objects", type=int, default=300, help="objects for feets and cesium (they are slow; 0: skip)"
     )
     parser.add_argument("--cadence", choices=["dense", "sparse"], default="dense")
+    parser.add_argument("--skip-cluster", action="store_true", help="only the one-process rows")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
     import shutil
     import tempfile
 
-    curves, truth = curves_of(args.objects, args.cadence)
+    from survey_engine.features.variability import VariabilitySpec
+
+    curves, truth = curves_of(min(args.one_process_objects or args.objects, args.objects), args.cadence)
     peer = curves[: args.peer_objects]
-    rows = {}
+    rows, periods = {}, {}
 
     def row(n: int, wall: float, cpu: float, cores: int = 1) -> dict:
         return {
@@ -204,68 +229,78 @@ def main() -> None:
             "per_cpu_second": n / cpu,
         }
 
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)  # one thread per process, as the workers run (OMP/MKL/OPENBLAS_NUM_THREADS=1)
+    spp = VariabilitySpec().samples_per_peak
+    # each tool runs once on a few curves first (imports, FFT plans for the grid sizes), as each Dask
+    # worker has after its first partition
+    ours_one_process(curves[:20])
     t, c, ours = timed(ours_one_process, curves)
     rows["survey_engine, one process"] = row(len(curves), t, c)
-    t, c, lc_default = timed(light_curve_alone, curves)
-    rows["light-curve alone (its grid), one process"] = row(len(curves), t, c)
-    t, c, lc_ours = timed(light_curve_our_grid, curves)
-    rows["light-curve alone (our grid), one process"] = row(len(curves), t, c)
-    t, c, lc_ours32 = timed(light_curve_our_grid_float32, curves)
-    rows["light-curve alone (our grid, float32), one process"] = row(len(curves), t, c)
-    t, c, theirs_feets = timed(feets_features, peer)
-    rows["feets, one process"] = row(len(peer), t, c)
-    t, c, theirs_cesium = timed(cesium_features, peer)
-    rows["cesium, one process"] = row(len(peer), t, c)
-    work = Path(tempfile.mkdtemp(prefix="bench-variability-"))
-    try:
-        t, c = ours_on_cluster(args.objects, args.cadence, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    rows["survey_engine, 2 workers"] = row(len(curves), t, c, cores=2)
-    from cesium.features.stetson import stetson_j
-
-    n = len(peer)
+    periods["survey_engine"] = ours["period"].to_numpy()
+    lc_runs = {
+        "light-curve alone (its grid)": (light_curve_alone,),
+        f"light-curve alone (our grid, {spp:g} samples/peak, float64)": (light_curve_on_grid, spp, False),
+        f"light-curve alone (our grid, {spp:g} samples/peak, float32)": (light_curve_on_grid, spp, True),
+        "light-curve alone (3 samples/peak, float32)": (light_curve_on_grid, 3, True),
+        "light-curve alone (6 samples/peak, float32)": (light_curve_on_grid, 6, True),
+    }
+    for name, (func, *extra) in lc_runs.items():
+        func(curves[:20], *extra)
+        t, c, found = timed(func, curves, *extra)
+        rows[f"{name}, one process"] = row(len(curves), t, c)
+        periods[name] = np.array([r[-2] for r in found])
+    if len(peer):
+        t, c, theirs_feets = timed(feets_features, peer)
+        rows["feets, one process"] = row(len(peer), t, c)
+        t, c, theirs_cesium = timed(cesium_features, peer)
+        rows["cesium, one process"] = row(len(peer), t, c)
+    if not args.skip_cluster:
+        work = Path(tempfile.mkdtemp(prefix="bench-variability-"))
+        try:
+            t, c = ours_on_cluster(args.objects, args.cadence, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        rows["survey_engine, 2 workers"] = row(args.objects, t, c, cores=2)
     agree = {
-        "amplitude_vs_feets": bool(
-            np.allclose(ours["amplitude"][:n], [f["Amplitude"] for f in theirs_feets], rtol=1e-6)
-        ),
-        "skew_vs_feets": bool(np.allclose(ours["skew"][:n], [f["Skew"] for f in theirs_feets], rtol=1e-6)),
-        "std_vs_feets": bool(
-            np.allclose(ours["standard_deviation"][:n], [f["Std"] for f in theirs_feets], rtol=1e-6)
-        ),
-        # cesium's featurize() computes stetson_j without the errors; its function with them is the definition
-        "stetson_j_vs_cesium": bool(
-            np.allclose(ours["stetson_j"][:n], [stetson_j(m, dx=e) for _, m, e in peer], rtol=1e-9)
-        ),
+        "period_to_0.1%_of_truth": {name: _period_fraction(p, truth) for name, p in periods.items()},
     }
-    periodic = np.isfinite(truth)
-    rel_ours = np.abs(ours["period"].to_numpy() - truth) / truth
-    feets_p = np.array([f["PeriodLS_0"] for f in theirs_feets])
-    cesium_p = np.array([1.0 / c["freq1_freq"] for c in theirs_cesium])
-    agree["period_to_0.1%_of_truth"] = {
-        "survey_engine": float(np.mean(rel_ours[periodic] < 1e-3)),
-        "survey_engine_same_curves_as_peers": float(np.mean(rel_ours[:n][periodic[:n]] < 1e-3)),
-        "light-curve_its_grid": float(
-            np.mean((np.abs(np.array([r[-2] for r in lc_default]) - truth) / truth)[periodic] < 1e-3)
-        ),
-        "light-curve_our_grid": float(
-            np.mean((np.abs(np.array([r[-2] for r in lc_ours]) - truth) / truth)[periodic] < 1e-3)
-        ),
-        "light-curve_our_grid_float32": float(
-            np.mean((np.abs(np.array([r[-2] for r in lc_ours32]) - truth) / truth)[periodic] < 1e-3)
-        ),
-        "feets": float(np.mean((np.abs(feets_p - truth[:n]) / truth[:n])[periodic[:n]] < 1e-3)),
-        "cesium": float(np.mean((np.abs(cesium_p - truth[:n]) / truth[:n])[periodic[:n]] < 1e-3)),
-    }
-    import os
+    if len(peer):
+        from cesium.features.stetson import stetson_j
 
+        n = len(peer)
+        agree.update(
+            {
+                "amplitude_vs_feets": bool(
+                    np.allclose(ours["amplitude"][:n], [f["Amplitude"] for f in theirs_feets], rtol=1e-6)
+                ),
+                "skew_vs_feets": bool(
+                    np.allclose(ours["skew"][:n], [f["Skew"] for f in theirs_feets], rtol=1e-6)
+                ),
+                "std_vs_feets": bool(
+                    np.allclose(ours["standard_deviation"][:n], [f["Std"] for f in theirs_feets], rtol=1e-6)
+                ),
+                # cesium's featurize() computes stetson_j without the errors; its function with them is
+                # the definition
+                "stetson_j_vs_cesium": bool(
+                    np.allclose(ours["stetson_j"][:n], [stetson_j(m, dx=e) for _, m, e in peer], rtol=1e-9)
+                ),
+            }
+        )
+        feets_p = np.array([f["PeriodLS_0"] for f in theirs_feets])
+        cesium_p = np.array([1.0 / c["freq1_freq"] for c in theirs_cesium])
+        agree["period_to_0.1%_of_truth"].update(
+            {
+                "survey_engine_same_curves_as_peers": _period_fraction(
+                    periods["survey_engine"][:n], truth[:n]
+                ),
+                "feets": _period_fraction(feets_p, truth[:n]),
+                "cesium": _period_fraction(cesium_p, truth[:n]),
+            }
+        )
     from survey_engine.bench.measure import machine_info
 
     result = {
         "objects": args.objects,
+        "one_process_objects": len(curves),
         "cadence": args.cadence,
         "rows": rows,
         "agree": agree,
@@ -277,10 +312,10 @@ def main() -> None:
     (out / "variability.json").write_text(json.dumps(result, indent=1))
     for name, r in rows.items():
         print(
-            f"{name:34s} {r['curves']:6d} curves {r['seconds']:8.1f} s {r['per_second_per_core']:8.1f} curves/s/core "
-            f"{r['per_cpu_second']:8.1f} curves/CPU-s"
+            f"{name:62s} {r['curves']:7d} curves {r['seconds']:8.1f} s {r['per_second_per_core']:8.1f} "
+            f"curves/s/core {r['per_cpu_second']:8.1f} curves/CPU-s"
         )
-    print("agreement:", agree)
+    print("agreement:", json.dumps(agree, indent=1))
 
 
 if __name__ == "__main__":

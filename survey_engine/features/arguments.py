@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from survey_engine.arguments import AT_LEAST_1, NAME_LIST, NAMES, StageResult, param, positive_int
+from survey_engine.arguments import AT_LEAST_1, NAME_LIST, NAMES, POSITIVE, StageResult, param, positive_int
 
 
 @dataclass
@@ -92,13 +92,12 @@ class VariabilityArguments:
         None, "longest period searched, days (default: the light curve's time span)", type=float
     )
     lc_column: str = param("lc", "the nested light-curve column (default lc)")
-    samples_per_peak: int = param(
-        3,
-        "periodogram samples per peak width of the coarse search; its 5 best peaks are "
-        "refined 20x finer (default 3)",
-        type=int,
-        check=AT_LEAST_1,
-        parse=positive_int,
+    samples_per_peak: float = param(
+        1.5,
+        "periodogram samples per peak width of the coarse search (at least; the grid is a power of 2); "
+        "its 5 best peaks are refined 40x finer (default 1.5)",
+        type=float,
+        check=POSITIVE,
     )
     harmonics: int = param(
         3,

@@ -15,6 +15,7 @@ from survey_engine.features.variability import (
     PEAKS,
     REFINE_POINTS,
     TWO_PI,
+    ZOOM_POINTS,
     VariabilitySpec,
     _periodogram,
     baluev_fap,
@@ -85,8 +86,9 @@ def test_baluev_fap_equals_astropy(curves):
 
 
 def _astropy_period_search(t, m, e, spec: VariabilitySpec) -> dict:
-    """The search as it was before NumPy replaced astropy: float64 coarse FFT periodogram, astropy's
-    power on each peak's fine grid and astropy's Baluev FAP (the reference the fast path must equal)."""
+    """The search with astropy in place of NumPy: float64 coarse FFT periodogram, astropy's power on
+    each peak's fine grid and then around the best, and astropy's Baluev FAP (the reference the fast
+    path must equal)."""
     from astropy.timeseries import LombScargle
 
     span = float(t[-1] - t[0])
@@ -102,10 +104,16 @@ def _astropy_period_search(t, m, e, spec: VariabilitySpec) -> dict:
     )
     power = ls.power(fine, method="cython")
     i = int(np.argmax(power))
-    fap = ls.false_alarm_probability(
-        power[i], minimum_frequency=fmin, maximum_frequency=fmax, method="baluev"
-    )
-    return {"period": 1.0 / fine[i], "period_power": power[i], "period_fap": float(fap)}
+    best_f, best_p = fine[i], power[i]
+    # then ZOOM_POINTS across +-1 fine spacing around the best, inside its peak's row
+    row = fine[(i // REFINE_POINTS) * REFINE_POINTS : (i // REFINE_POINTS + 1) * REFINE_POINTS]
+    spacing = row[1] - row[0]
+    zoom = np.linspace(max(best_f - spacing, row[0]), min(best_f + spacing, row[-1]), ZOOM_POINTS)
+    zoom_power = ls.power(zoom, method="cython")
+    if zoom_power.max() > best_p:
+        best_f, best_p = zoom[np.argmax(zoom_power)], zoom_power.max()
+    fap = ls.false_alarm_probability(best_p, minimum_frequency=fmin, maximum_frequency=fmax, method="baluev")
+    return {"period": 1.0 / best_f, "period_power": best_p, "period_fap": float(fap)}
 
 
 def test_period_search_equals_the_astropy_search(curves):
@@ -120,3 +128,100 @@ def test_period_search_equals_the_astropy_search(curves):
         assert ours["period_fap"] == pytest.approx(theirs["period_fap"], rel=1e-4, abs=1e-300)
         shape = fourier_terms(t, m, e, ours["period"], spec.harmonics)
         assert {k: ours[k] for k in shape} == pytest.approx(shape, rel=1e-12, nan_ok=True)
+
+
+def _flat(curves):
+    from survey_engine.features.variability import flat_curves
+
+    flat, kept = flat_curves(curves)
+    assert len(kept) == len(curves)
+    return flat
+
+
+def test_flat_curves_drop_bad_points_and_sort_by_time():
+    from survey_engine.features.variability import flat_curves
+
+    t = np.array([3.0, 1.0, np.nan, 2.0, 1.0])
+    m = np.array([13.0, 11.0, 10.0, 12.0, 11.5])
+    e = np.array([0.1, 0.1, 0.1, 0.0, 0.2])  # a zero error is dropped as NaN is
+    flat, kept = flat_curves([(t, m, e), ([], [], []), ([5.0], [15.0], [0.3])])
+    assert kept.tolist() == [0, 2]
+    assert flat.start.tolist() == [0, 3, 4]
+    assert flat.t.tolist() == [1.0, 1.0, 3.0, 5.0]
+    assert flat.mag.tolist() == [11.0, 11.5, 13.0, 15.0]  # equal times keep their order
+
+
+def test_segment_median_equals_numpy(curves):
+    from survey_engine.features.variability import segment_median
+
+    flat = _flat(curves)
+    expected = [np.median(m) for _, m, _ in curves]
+    assert segment_median(flat.mag, flat).tolist() == expected
+
+
+def test_stetson_many_equals_per_curve(curves):
+    from survey_engine.features.variability import stetson_jkl, stetson_jkl_many
+
+    j, k, l_index = stetson_jkl_many(_flat(curves))
+    expected = np.array([stetson_jkl(m, e) for _, m, e in curves])
+    np.testing.assert_allclose(np.stack([j, k, l_index], axis=1), expected, rtol=1e-9)
+
+
+def test_fourier_and_fap_many_equal_per_curve(curves):
+    from survey_engine.features.variability import baluev_fap_many, fourier_terms_many
+
+    flat = _flat(curves)
+    spec = VariabilitySpec()
+    found = [period_search(t, m, e, spec) for t, m, e in curves]
+    period = np.array([f["period"] for f in found])
+    power = np.array([f["period_power"] for f in found])
+    assert np.isfinite(period).all()
+    many = fourier_terms_many(flat, period, spec.harmonics)
+    for name in many:
+        np.testing.assert_allclose(many[name], [f[name] for f in found], rtol=1e-9)
+    fap = baluev_fap_many(power, 1.0 / spec.min_period, flat)
+    np.testing.assert_allclose(fap, [f["period_fap"] for f in found], rtol=1e-9, atol=1e-300)
+
+
+def test_features_of_many_equal_the_per_curve_functions(curves):
+    """The batched features are those of the per-curve reference (periods identical)."""
+    from survey_engine.features.variability import (
+        LC_FEATURE_NAMES,
+        PERIOD_FEATURE_NAMES,
+        features_of_many,
+        stetson_jkl,
+    )
+
+    spec = VariabilitySpec()
+    feats = features_of_many(curves, spec)
+    for i, (t, m, e) in enumerate(curves):
+        row = feats.iloc[i]
+        assert row["n_obs"] == len(t)
+        j, _, l_index = stetson_jkl(m, e)
+        assert row["stetson_j"] == pytest.approx(j, rel=1e-9)
+        assert row["stetson_l"] == pytest.approx(l_index, rel=1e-9)
+        found = period_search(t, m, e, spec)
+        assert row["period"] == found["period"]
+        for name in PERIOD_FEATURE_NAMES:
+            assert row[name] == pytest.approx(found[name], rel=1e-9, abs=1e-300, nan_ok=True)
+        assert np.isfinite(row[list(LC_FEATURE_NAMES)].to_numpy(dtype=float)).all()
+
+
+def test_fourier_many_equals_lstsq_on_short_and_mixed_length_curves():
+    """Fewer points than terms (the minimum-norm solution) and curves of different lengths in one
+    zero-padded stack give numpy lstsq's answer, curve by curve."""
+    from survey_engine.features.variability import fourier_terms_many
+
+    rng = np.random.default_rng(3)
+    curves = []
+    for n in (5, 6, 7, 9, 40, 131):
+        t = np.sort(rng.uniform(0, 300, n))
+        curves.append(
+            (t, 15 + 0.3 * np.cos(TWO_PI * t / 0.7) + rng.normal(0, 0.02, n), rng.uniform(0.01, 0.03, n))
+        )
+    period = np.array([0.7, 0.7, 1.3, 0.7, 2.1, 0.7])
+    for harmonics in (1, 3):
+        many = fourier_terms_many(_flat(curves), period, harmonics)
+        for i, (t, m, e) in enumerate(curves):
+            one = fourier_terms(t, m, e, period[i], harmonics)
+            assert {k: many[k][i] for k in one} == pytest.approx(one, rel=1e-7, nan_ok=True)
