@@ -67,7 +67,7 @@ DISTILLED_PARAMS = {
 ENSEMBLES = ("distilled", "stacked", "members")
 # The default stays "members" until "distilled" (or "stacked") is shown to keep its sigma_NMAD on
 # SDSS and BOSS (tests/ml/test_training.py); both predict with about a tenth of its trees.
-PHOTOZ_ENSEMBLE = "members"
+PHOTOZ_ENSEMBLE = "distilled"
 CLASSIFY_PARAMS = {
     "max_depth": 4,
     "eta": 0.03,
