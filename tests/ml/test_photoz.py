@@ -70,7 +70,10 @@ def test_artifact_and_report(sdss_model):
     assert meta["task"] == "photoz" and meta["features"] == SDSS_COLOURS and meta["target"] == "redshift"
     assert meta["training_catalog"]["fingerprint"] and meta["versions"]["xgboost"]
     views = meta["views"]
-    assert set(models) == {"median", "median_1", "median_2", "median_3", "quantiles"}  # 4 ensemble members
+    # the default ("distilled"): one student booster on the features and the 4 members' rotations
+    # of them side by side, and the quantile booster; the members themselves are not kept
+    assert set(models) == {"median", "quantiles"} and views["stacked"]
+    assert models["median"].num_features() == 5 * len(SDSS_COLOURS)
     assert len(views["rotations"]) == 4 and len(views["mean"]) == len(SDSS_COLOURS)
     for rot in views["rotations"]:
         assert np.allclose(np.asarray(rot) @ np.asarray(rot).T, np.eye(len(SDSS_COLOURS)), atol=1e-9)
@@ -216,7 +219,7 @@ def test_cli_train_predict_evaluate(mock_catalog, tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert "z_phot" in open_catalog(out).column_names()
-    assert len(load_model(model)[0]["views"]["rotations"]) == 2  # --members 2: two boosters, two views
+    assert len(load_model(model)[0]["views"]["rotations"]) == 2  # --members 2: two views (one student)
     run = subprocess.run(
         base
         + [

@@ -1,6 +1,6 @@
-"""predict suite: the fast photo-z model (``ensemble="stacked"``) applied to a whole catalog (a new catalog written, with
-the calibrated p(z)) against one fresh process running XGBoost's ``inplace_predict`` of the same
-boosters with as many threads as the cluster has workers (``bench/predict_peer.py``)."""
+"""predict suite: the default photo-z model (``PHOTOZ_ENSEMBLE``, the distilled booster) applied to
+a whole catalog (a new catalog written, with the calibrated p(z)) against one fresh process running
+XGBoost's ``inplace_predict`` of the same boosters with as many threads as the cluster has workers (``bench/predict_peer.py``)."""
 
 from __future__ import annotations
 
@@ -22,15 +22,17 @@ from survey_engine.bench.suites.common import (
     repeat_plan,
 )
 from survey_engine.bench.suites.train import TRAIN_FEATURES
+from survey_engine.ml.options import PHOTOZ_ENSEMBLE
 
 
 def _bench_model(work: Path, client) -> Path:
-    """The fast photo-z model (``ensemble="stacked"``: one booster on the members' views side by
-    side, early-stopped; calibrated p(z)) trained once on a 100k-row mock catalog, without the
-    refit. The members' ensemble (the default) predicts about 10-28x slower (README, photo-z)."""
+    """The default photo-z model (``PHOTOZ_ENSEMBLE``: one student booster distilled from the
+    members on their views side by side, early-stopped; calibrated p(z)) trained once on a
+    100k-row mock catalog, without the refit. The members' ensemble predicts about 20x slower
+    (README, photo-z)."""
     from survey_engine.ml.supervised import TrainOptions, train
 
-    model = work / "bench_photoz_model_stacked"
+    model = work / f"bench_photoz_model_{PHOTOZ_ENSEMBLE}"
     if not (model / "model.json").exists() and not model.exists():
         cat = mock_catalog(100_000, work, client)
         train(
@@ -41,7 +43,7 @@ def _bench_model(work: Path, client) -> Path:
                 target="redshift",
                 where="obj_class == 'GALAXY'",
                 refit=False,
-                ensemble="stacked",
+                ensemble=PHOTOZ_ENSEMBLE,
             ),
             str(model),
             client=client,
@@ -139,7 +141,7 @@ def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
                     m,
                     agree=agree,
                     profile=prof,
-                    note="the stacked model (one early-stopped booster); z_phot, 68% / 95% intervals, p(z) grid",
+                    note=f"the default model ({PHOTOZ_ENSEMBLE}: one early-stopped booster); z_phot, 68% / 95% intervals, p(z) grid",
                 )
             )
             out_rows.append(
