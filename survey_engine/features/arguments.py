@@ -106,19 +106,30 @@ class VariabilityArguments:
         check=AT_LEAST_1,
         parse=positive_int,
     )
+    like_model: str | None = param(
+        None,
+        "compute with the options of the variability features a model was trained on (its folder); "
+        "they replace --bands, --min-epochs, --min-period, --max-period, --samples-per-peak, --harmonics",
+        ref="model",
+    )
 
 
 def run_variability(args: VariabilityArguments, client=None, progress: bool = True) -> StageResult:
-    from survey_engine.features.variability import VariabilitySpec, variability_catalog
+    from survey_engine.features.variability import VariabilitySpec, spec_of_model, variability_catalog
 
-    spec = VariabilitySpec(
-        bands=args.bands,
-        min_epochs=args.min_epochs,
-        min_period=args.min_period,
-        max_period=args.max_period,
-        samples_per_peak=args.samples_per_peak,
-        harmonics=args.harmonics,
-    )
+    if args.like_model is not None:
+        from survey_engine.ml.artifact import load_model  # checks the model folder (checksums) first
+
+        spec = spec_of_model(load_model(str(args.like_model))[0], str(args.like_model))
+    else:
+        spec = VariabilitySpec(
+            bands=args.bands,
+            min_epochs=args.min_epochs,
+            min_period=args.min_period,
+            max_period=args.max_period,
+            samples_per_peak=args.samples_per_peak,
+            harmonics=args.harmonics,
+        )
     r = variability_catalog(
         str(args.catalog), str(args.out), spec, lc_column=args.lc_column, client=client, progress=progress
     )
