@@ -111,6 +111,7 @@ class VariabilityArguments:
         "compute with the options of the variability features a model was trained on (its folder); "
         "they replace --bands, --min-epochs, --min-period, --max-period, --samples-per-peak, --harmonics",
         ref="model",
+        metavar="MODEL_DIR",
     )
 
 
