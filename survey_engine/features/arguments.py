@@ -50,6 +50,7 @@ class _AddFeatures:
 def run_features(args: FeaturesArguments, client=None, progress: bool = True) -> StageResult:
     from survey_engine.catalog.catalog import open_catalog
     from survey_engine.features.spec import FeatureSpec
+    from survey_engine.features.variability import carried_spec
 
     cat = open_catalog(str(args.catalog))
     spec = FeatureSpec(
@@ -61,7 +62,7 @@ def run_features(args: FeaturesArguments, client=None, progress: bool = True) ->
     )
     spec.plan(cat.column_names())  # a FeatureError naming the missing column, before any work
     mapped = cat.map_partitions(_AddFeatures(spec, args.keep, cat.ra_column, cat.dec_column))
-    out = mapped.write(str(args.out), client=client, progress=progress)
+    out = mapped.write(str(args.out), client=client, progress=progress, properties=carried_spec(cat))
     rows = open_catalog(out).row_count()
     info = {"features": list(spec.features), "rows": rows}
     return StageResult(f"{rows:,} rows with {len(spec.features)} features -> {out}", info, out)

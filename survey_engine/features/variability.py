@@ -159,6 +159,13 @@ def recorded_spec(catalog) -> dict | None:
     return values
 
 
+def carried_spec(catalog) -> dict:
+    """The catalog's recorded spec as hats.properties extras, for a catalog derived from it row by row
+    (``features``, ``predict``) to record too: its variability columns are the same."""
+    text = catalog.properties.get(SPEC_PROPERTY)
+    return {SPEC_PROPERTY: text} if text is not None else {}
+
+
 def spec_differences(model: dict, catalog: dict) -> list[str]:
     """``option: model X, catalog Y`` for every option whose values differ (an option one side lacks,
     e.g. ``search_version`` of an older catalog, reads as ``None`` there)."""

@@ -72,11 +72,12 @@ def predict(
         apply = _Applier(meta, shared)
         if table.catalog is not None:
             from survey_engine.catalog.catalog import open_catalog
+            from survey_engine.features.variability import carried_spec
 
             cat = open_catalog(table_path, storage_options=storage_options)
             sample = placeholder(cat.to_dask()._meta_nonempty.head(2))
             return cat.map_partitions(apply, meta=sample.iloc[:0]).write(
-                out, client=client, progress=progress
+                out, client=client, progress=progress, properties=carried_spec(cat)
             )
         frame = table.frame.map_partitions(
             apply, meta=placeholder(table.frame._meta_nonempty.head(2)).iloc[:0]

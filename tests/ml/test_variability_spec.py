@@ -86,6 +86,7 @@ def test_the_model_stores_the_spec_and_applies_to_features_computed_alike(traine
         out = predict(str(model), str(root / "feats"), str(tmp_path / "pred"), client=client, progress=False)
     frame = open_catalog(out).compute()
     assert len(frame) == OBJECTS and frame["class_pred"].notna().all()
+    assert recorded_spec(open_catalog(out)) == meta["variability_spec"]  # predictions keep the record
 
 
 def test_the_spec_is_inside_the_checksum(trained, tmp_path):
@@ -147,3 +148,11 @@ def test_like_model_needs_a_model_with_a_spec(tmp_path, trained):
     with pytest.raises(VariabilityError, match=r"model.json: the model records no variability spec"):
         run_variability(args)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_features_stage_keeps_the_record(trained, tmp_path, client):
+    from survey_engine.features.arguments import FeaturesArguments, run_features
+
+    root, model = trained
+    run_features(FeaturesArguments(str(root / "feats"), ["r_period"], str(tmp_path / "f")), client, False)
+    assert recorded_spec(open_catalog(tmp_path / "f")) == recorded_spec(open_catalog(root / "feats"))
