@@ -23,14 +23,26 @@ def _catalog_crossmatch(self: Catalog, other: Catalog, radius_arcsec: float | No
     return crossmatch(self, other, radius_arcsec, **kwargs)
 
 
-def _catalog_write(self: Catalog, out, name: str | None = None, client=None, progress: bool = False):
+def _catalog_write(
+    self: Catalog,
+    out,
+    name: str | None = None,
+    client=None,
+    progress: bool = False,
+    properties: dict | None = None,
+):
     """Write this (derived) catalog, and its margin if any, as a new HATS collection at ``out``
-    (a folder, or an ``s3://`` location)."""
+    (a folder, or an ``s3://`` location); ``properties``: extra keys for its hats.properties."""
     from survey_engine.catalog import storage
     from survey_engine.catalog.writer import write_catalog
 
     return write_catalog(
-        self, out if storage.is_remote(out) else Path(out), name=name, client=client, progress=progress
+        self,
+        out if storage.is_remote(out) else Path(out),
+        name=name,
+        client=client,
+        progress=progress,
+        properties=properties,
     )
 
 

@@ -191,10 +191,17 @@ def _write_single(
 
 
 def write_catalog(
-    catalog: Catalog, out: Path, name: str | None = None, client=None, progress: bool = False
+    catalog: Catalog,
+    out: Path,
+    name: str | None = None,
+    client=None,
+    progress: bool = False,
+    properties: dict | None = None,
 ) -> Path:
     """Write ``catalog`` (and its margin) as a collection at ``out``; atomic: built beside, then renamed
-    (or, for an ``s3://`` location, built in a local staging folder and uploaded properties last)."""
+    (or, for an ``s3://`` location, built in a local staging folder and uploaded properties last).
+    ``properties``: extra keys for the main catalog's hats.properties (how it was made, e.g.
+    ``se_variability_spec``), written with the rest."""
     from survey_engine.catalog import storage
 
     if storage.is_remote(out):
@@ -203,14 +210,19 @@ def write_catalog(
         out = storage.as_path(out)
         name = name if name is not None else out.name
         write_via_stage(
-            out, lambda stage: write_catalog(catalog, stage, name=name, client=client, progress=progress)
+            out,
+            lambda stage: write_catalog(
+                catalog, stage, name=name, client=client, progress=progress, properties=properties
+            ),
         )
         return out
     out = Path(out)
     # a given name is checked; the output folder's own name (made absolute) is one path component
     name = layout.check_name(name, "catalog name") if name is not None else layout.output_path(out).name
     with staged_collection(out) as staging, dask_client(client) as client:
-        rows = _write_single(catalog, staging / name, name, "object", client, progress, {})
+        rows = _write_single(
+            catalog, staging / name, name, "object", client, progress, dict(properties or {})
+        )
         margins = []
         if catalog.margin is not None:
             mname = margin_catalog_name(name, catalog.margin_radius_arcsec)

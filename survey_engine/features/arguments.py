@@ -50,6 +50,7 @@ class _AddFeatures:
 def run_features(args: FeaturesArguments, client=None, progress: bool = True) -> StageResult:
     from survey_engine.catalog.catalog import open_catalog
     from survey_engine.features.spec import FeatureSpec
+    from survey_engine.features.variability import carried_spec
 
     cat = open_catalog(str(args.catalog))
     spec = FeatureSpec(
@@ -61,7 +62,7 @@ def run_features(args: FeaturesArguments, client=None, progress: bool = True) ->
     )
     spec.plan(cat.column_names())  # a FeatureError naming the missing column, before any work
     mapped = cat.map_partitions(_AddFeatures(spec, args.keep, cat.ra_column, cat.dec_column))
-    out = mapped.write(str(args.out), client=client, progress=progress)
+    out = mapped.write(str(args.out), client=client, progress=progress, properties=carried_spec(cat))
     rows = open_catalog(out).row_count()
     info = {"features": list(spec.features), "rows": rows}
     return StageResult(f"{rows:,} rows with {len(spec.features)} features -> {out}", info, out)
@@ -106,19 +107,31 @@ class VariabilityArguments:
         check=AT_LEAST_1,
         parse=positive_int,
     )
+    like_model: str | None = param(
+        None,
+        "compute with the options of the variability features a model was trained on (its folder); "
+        "they replace --bands, --min-epochs, --min-period, --max-period, --samples-per-peak, --harmonics",
+        ref="model",
+        metavar="MODEL_DIR",
+    )
 
 
 def run_variability(args: VariabilityArguments, client=None, progress: bool = True) -> StageResult:
-    from survey_engine.features.variability import VariabilitySpec, variability_catalog
+    from survey_engine.features.variability import VariabilitySpec, spec_of_model, variability_catalog
 
-    spec = VariabilitySpec(
-        bands=args.bands,
-        min_epochs=args.min_epochs,
-        min_period=args.min_period,
-        max_period=args.max_period,
-        samples_per_peak=args.samples_per_peak,
-        harmonics=args.harmonics,
-    )
+    if args.like_model is not None:
+        from survey_engine.ml.artifact import load_model  # checks the model folder (checksums) first
+
+        spec = spec_of_model(load_model(str(args.like_model))[0], str(args.like_model))
+    else:
+        spec = VariabilitySpec(
+            bands=args.bands,
+            min_epochs=args.min_epochs,
+            min_period=args.min_period,
+            max_period=args.max_period,
+            samples_per_peak=args.samples_per_peak,
+            harmonics=args.harmonics,
+        )
     r = variability_catalog(
         str(args.catalog), str(args.out), spec, lc_column=args.lc_column, client=client, progress=progress
     )

@@ -16,13 +16,18 @@ The feature set (``VARIABILITY_FEATURES``, stored with a model so that applicati
   [0, 2 pi)), so they compare with the OGLE-III catalogue's R21, phi21, R31, phi31.
 
 A light curve with fewer than ``min_epochs`` points gets NaN features (counted in ``n_obs``).
+
+The spec (``VariabilitySpec.to_dict()``, with ``search_version``, the version of the period search) is
+recorded in the catalog it computes (``se_variability_spec`` in hats.properties); a model trained on
+that catalog stores it, and ``predict`` refuses a catalog whose features were computed otherwise.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -61,6 +66,12 @@ TWO_PI = 2.0 * math.pi
 PEAKS = 5  # periodogram peaks refined before the best is chosen (aliases can outrank the true peak coarsely)
 REFINE_POINTS = 13  # Lomb-Scargle frequencies across +-1.5 coarse steps around each peak: 4 per coarse step
 ZOOM_POINTS = 21  # then across +-1 of those steps around the best: 40 per coarse step
+# The period search's version, recorded with the spec: bump it whenever a change to the search (grid,
+# refinement, FAP, Fourier fit) can change a feature's value for the same options, so that models trained
+# on features of the old search refuse those of the new. 1: the coarse FFT grid at >= 1.5 samples per peak,
+# its 5 best peaks refined 4x then 40x finer (before it, unversioned: 3 samples per peak, no refinement).
+SEARCH_VERSION = 1
+SPEC_PROPERTY = "se_variability_spec"  # the hats.properties key holding the spec as one line of JSON
 
 
 class VariabilityError(SurveyEngineError, ValueError):
@@ -81,8 +92,14 @@ class VariabilitySpec:
     max_period: float | None = None  # days; default: the light curve's time span
     samples_per_peak: float = 1.5  # of the coarse FFT grid (at least); the best peaks are refined 40x finer
     harmonics: int = 3
+    search_version: int = SEARCH_VERSION  # of the period search; only the current one can be computed
 
     def __post_init__(self) -> None:
+        if self.search_version != SEARCH_VERSION:
+            raise VariabilityError(
+                f"period search version {self.search_version} cannot be computed: this survey_engine "
+                f"computes version {SEARCH_VERSION}; retrain the model on features computed now"
+            )
         if self.min_epochs < 5:
             raise VariabilityError(f"--min-epochs must be at least 5 (got {self.min_epochs})")
         if self.min_period <= 0:
@@ -96,6 +113,70 @@ class VariabilitySpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "variability spec") -> VariabilitySpec:
+        """The spec recorded by ``to_dict`` (in a catalog or a model); ``where`` names its origin in errors."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise VariabilityError(
+                f"{where}: unknown variability option(s) {', '.join(unknown)} (written by a newer survey_engine?)"
+            )
+        return cls(**values)
+
+
+def spec_of_model(meta: dict, model_dir: str) -> VariabilitySpec:
+    """The variability spec a model was trained with (``--like-model``), from its metadata (model.json);
+    a VariabilityError if it holds none."""
+    values = meta.get("variability_spec")
+    if values is None:
+        raise VariabilityError(
+            f"{model_dir}/model.json: the model records no variability spec (trained on features computed "
+            "elsewhere, or before specs were recorded); --like-model cannot use it"
+        )
+    return VariabilitySpec.from_dict(dict(values), f"{model_dir}/model.json: variability_spec")
+
+
+# options that change no feature of a band that both computations have: a band missing from one of them
+# is a missing <band>_<feature> column, refused by its name when the model is applied
+NOT_COMPARED = ("bands",)
+
+
+def recorded_spec(catalog) -> dict | None:
+    """The variability spec recorded in a catalog's properties (a ``Catalog``), or None if there is none."""
+    text = catalog.properties.get(SPEC_PROPERTY)
+    if text is None:
+        return None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise VariabilityError(
+            f"{catalog.path}: {SPEC_PROPERTY} in hats.properties is not JSON: {exc}"
+        ) from None
+    if not isinstance(values, dict):
+        raise VariabilityError(f"{catalog.path}: {SPEC_PROPERTY} in hats.properties is not a JSON object")
+    return values
+
+
+def carried_spec(catalog) -> dict:
+    """The catalog's recorded spec as hats.properties extras, for a catalog derived from it row by row
+    (``features``, ``predict``) to record too: its variability columns are the same."""
+    text = catalog.properties.get(SPEC_PROPERTY)
+    return {SPEC_PROPERTY: text} if text is not None else {}
+
+
+def spec_differences(model: dict, catalog: dict) -> list[str]:
+    """``option: model X, catalog Y`` for every option whose values differ (an option one side lacks,
+    e.g. ``search_version`` of an older catalog, reads as ``None`` there)."""
+    out = []
+    for key in sorted(set(model) | set(catalog)):
+        if key in NOT_COMPARED:
+            continue
+        a, b = model.get(key), catalog.get(key)
+        if a != b:
+            out.append(f"{key}: model {a}, catalog {b}")
+    return out
 
 
 def lc_extractor():
@@ -696,7 +777,8 @@ def variability_catalog(
     progress: bool = True,
 ) -> VariabilityResult:
     """Features of every object's light curve (nested in ``lc_column``), written as a new catalog
-    with the object columns and ``<band>_<feature>`` columns (the light curves themselves are left out)."""
+    with the object columns and ``<band>_<feature>`` columns (the light curves themselves are left out),
+    the spec recorded in its hats.properties (``SPEC_PROPERTY``) for the models trained on it."""
     import functools as _ft
 
     from survey_engine.catalog.catalog import Catalog, open_catalog
@@ -711,7 +793,8 @@ def variability_catalog(
     if not spec.bands and spec.band_field:
         spec.bands = _bands_in(cat, lc_column, spec.band_field)
     derived = cat.map_partitions(_ft.partial(partition_features, lc_column=lc_column, spec=spec))
-    derived.write(out, client=client, progress=progress)
+    spec_line = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
+    derived.write(out, client=client, progress=progress, properties={SPEC_PROPERTY: spec_line})
     return VariabilityResult(
         out=str(out),
         rows=derived.row_count() if not derived.filtered else _rows(out),

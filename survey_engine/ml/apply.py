@@ -14,6 +14,7 @@ import pandas as pd
 
 from survey_engine.ml.artifact import ModelError, load_model
 from survey_engine.ml.data import open_table
+from survey_engine.ml.prediction import check_variability_spec
 
 
 def apply_frame(frame: pd.DataFrame, meta: dict, models, text_as_missing: bool | None = None) -> pd.DataFrame:
@@ -57,6 +58,7 @@ def predict(
         FeatureSpec.from_json(meta["feature_spec"]).plan(table.columns)
     except FeatureError as exc:
         raise ModelError(f"{table.path}: cannot apply the model in {model_dir}: {exc}") from None
+    check_variability_spec(meta, table.catalog, model_dir)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ModelError(f"{out}: exists and is not a folder; choose another --out or remove it")
@@ -70,11 +72,12 @@ def predict(
         apply = _Applier(meta, shared)
         if table.catalog is not None:
             from survey_engine.catalog.catalog import open_catalog
+            from survey_engine.features.variability import carried_spec
 
             cat = open_catalog(table_path, storage_options=storage_options)
             sample = placeholder(cat.to_dask()._meta_nonempty.head(2))
             return cat.map_partitions(apply, meta=sample.iloc[:0]).write(
-                out, client=client, progress=progress
+                out, client=client, progress=progress, properties=carried_spec(cat)
             )
         frame = table.frame.map_partitions(
             apply, meta=placeholder(table.frame._meta_nonempty.head(2)).iloc[:0]

@@ -8,6 +8,8 @@ leaves half a model.
 Models are data, never code: a model folder holds only formats that cannot run code when read -
 XGBoost's own UBJSON (``*.ubj``), JSON, and NumPy ``*.npz`` read with ``allow_pickle=False``
 (fitted scikit-learn estimators are stored as their arrays, e.g. an Isolation Forest's trees).
+A catalog of light-curve features records how they were computed (``features.variability``); a model
+trained on one stores that spec as ``variability_spec``, inside the feature spec's checksum.
 ``model.json`` lists every file it loads, each a plain name inside the folder, with its SHA-256,
 and the SHA-256 of the feature spec; ``load_model`` checks them all before reading anything, so a
 tampered, truncated or swapped file, a renamed feature, or an entry such as ``../evil.pkl`` is a
@@ -44,13 +46,21 @@ def file_sha256(path: Path) -> str:
 
 
 def feature_spec_sha256(meta: dict) -> str:
-    """Checksum of what decides the model's inputs: the feature spec and the feature names."""
-    blob = json.dumps(
-        {"feature_spec": meta.get("feature_spec"), "features": meta.get("features")},
-        sort_keys=True,
-        default=json_default,
-    )
+    """Checksum of what decides the model's inputs: the feature spec and the feature names, and the
+    variability spec of light-curve features when the training catalog recorded one."""
+    decides = {"feature_spec": meta.get("feature_spec"), "features": meta.get("features")}
+    if meta.get("variability_spec") is not None:  # absent: the checksum of models before it was stored
+        decides["variability_spec"] = meta["variability_spec"]
+    blob = json.dumps(decides, sort_keys=True, default=json_default)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def training_variability_spec(table) -> dict | None:
+    """The variability spec recorded in a training catalog (``ml.data.Table``), stored in the model as
+    ``variability_spec`` so that ``predict`` can refuse features computed with other options."""
+    from survey_engine.features.variability import recorded_spec
+
+    return recorded_spec(table.catalog) if table.catalog is not None else None
 
 
 def save_model(

@@ -106,3 +106,35 @@ def _photoz_columns(
             **{c: grid[:, i] for i, c in enumerate(PDF_COLUMNS)},
         }
     return {k: np.asarray(v).astype(np.float32) for k, v in cols.items()}
+
+
+def check_variability_spec(meta: dict, catalog, model_dir: str) -> None:
+    """Refuse light-curve features computed otherwise than those the model was trained on.
+
+    ``catalog``: the ``Catalog`` predicted on (None for plain files). A ModelError names each option
+    that differs with both values; a catalog (or files) recording no spec is accepted with a warning,
+    since its inputs cannot be checked. Models trained without a recorded spec are not checked."""
+    import warnings
+
+    from survey_engine.features.variability import SPEC_PROPERTY, recorded_spec, spec_differences
+
+    wanted = meta.get("variability_spec")
+    if wanted is None:
+        return
+    found = recorded_spec(catalog) if catalog is not None else None
+    where = catalog.path if catalog is not None else "the input files"
+    if found is None:
+        warnings.warn(
+            f"{where}: no variability spec recorded ({SPEC_PROPERTY}; features computed elsewhere or by an "
+            f"older survey_engine): the model in {model_dir} cannot check that its inputs were computed "
+            "with the options it was trained on",
+            stacklevel=2,
+        )
+        return
+    differ = spec_differences(wanted, found)
+    if differ:
+        raise ModelError(
+            f"{where}: variability features computed with other options than the model in {model_dir} "
+            f"was trained on: {'; '.join(differ)}; recompute the features with the model's options "
+            f"(survey-engine variability ... --like-model {model_dir})"
+        )

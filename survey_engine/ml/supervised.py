@@ -33,7 +33,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from survey_engine.ml.artifact import save_model
+from survey_engine.ml.artifact import save_model, training_variability_spec
 from survey_engine.ml.baselines import BASELINE_FOREST, BASELINE_XGBOOST, headline, run_baselines
 from survey_engine.ml.dask_xgboost import (
     WorkerLostError,
@@ -298,6 +298,7 @@ def _meta(opts, spec, classes, fitted, table, device, params, magnitude: str | N
         "target": opts.target,
         "label": opts.label,
         "training_catalog": {"path": str(table.path), "fingerprint": table.fingerprint},
+        "variability_spec": training_variability_spec(table),
         "options": {k: v for k, v in asdict(opts).items() if k != "params"},
         "params": params,
         "device": device,

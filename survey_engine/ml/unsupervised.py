@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from survey_engine.features.spec import FeatureError, FeatureSpec
-from survey_engine.ml.artifact import save_model
+from survey_engine.ml.artifact import save_model, training_variability_spec
 from survey_engine.ml.data import open_table
 from survey_engine.ml.supervised import TrainingError
 
@@ -69,6 +69,7 @@ def train_anomaly(
         "feature_spec": spec.to_json(),
         "features": list(spec.features),
         "training_catalog": {"path": str(table.path), "fingerprint": table.fingerprint},
+        "variability_spec": training_variability_spec(table),
         "metrics": metrics,
     }
     save_model(model_out, meta, arrays={"isolation_forest": forest_arrays(est)})
@@ -113,6 +114,7 @@ def train_pca(
         "features": list(spec.features),
         "n_components": n_components,
         "training_catalog": {"path": str(table.path), "fingerprint": table.fingerprint},
+        "variability_spec": training_variability_spec(table),
         "metrics": metrics,
     }
     save_model(model_out, meta, arrays={"pca": model})

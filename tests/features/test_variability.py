@@ -150,3 +150,35 @@ def test_partition_features_read_from_arrow_equal_those_from_records():
     pd.testing.assert_frame_equal(ours, theirs, check_dtype=False)
     assert ours["g_n_obs"].tolist() == [40, 40, 0, 40, 40, 40, 0, 0]
     assert ours["r_period"].notna().sum() == 6
+
+
+def test_spec_round_trips_and_names_what_it_cannot_read():
+    from survey_engine.features.variability import SEARCH_VERSION
+
+    spec = VariabilitySpec(bands=["g", "r"], samples_per_peak=3.0, harmonics=4, max_period=50.0)
+    values = spec.to_dict()
+    assert values["search_version"] == SEARCH_VERSION
+    assert VariabilitySpec.from_dict(values) == spec
+    with pytest.raises(VariabilityError, match=r"m/model.json: unknown variability option\(s\) frobnicate"):
+        VariabilitySpec.from_dict({**values, "frobnicate": 1}, "m/model.json")
+    with pytest.raises(
+        VariabilityError, match=f"period search version 0 .* computes version {SEARCH_VERSION}"
+    ):
+        VariabilitySpec.from_dict({**values, "search_version": 0})
+
+
+def test_spec_differences_name_each_option_with_both_values():
+    from survey_engine.features.variability import spec_differences
+
+    model = VariabilitySpec(bands=["g", "r"]).to_dict()
+    assert spec_differences(model, dict(model)) == []
+    other = VariabilitySpec(bands=["r"], samples_per_peak=3, min_epochs=20).to_dict()
+    # a band present on one side only changes no feature of the other bands: a missing column is refused by name
+    assert spec_differences(model, other) == [
+        "min_epochs: model 10, catalog 20",
+        "samples_per_peak: model 1.5, catalog 3",
+    ]
+    older = {k: v for k, v in model.items() if k != "search_version"}
+    assert spec_differences(model, older) == [
+        f"search_version: model {model['search_version']}, catalog None"
+    ]
