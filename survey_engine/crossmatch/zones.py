@@ -72,26 +72,34 @@ def _zone_order(dec, dec0, height, nzones):
 
 @njit(cache=True, nogil=True)
 def _build_zones(ra, dec, dec0, height, nzones):
-    """Right rows ordered by (zone, RA): the order, each zone's start, and the sorted RAs."""
+    """Right rows ordered by (zone, RA): the order, each zone's start, and their RAs and Decs in
+    that order. The rows are gathered once, then sorted within each zone on those contiguous
+    copies (insertion sort, stable), so no comparison reads a row at random."""
     n = len(ra)
     order, starts = _zone_order(dec, dec0, height, nzones)
+    sorted_ra = np.empty(n)
+    sorted_dec = np.empty(n)
+    for j in range(n):
+        sorted_ra[j] = ra[order[j]]
+        sorted_dec[j] = dec[order[j]]
     for z in range(nzones):
         s, e = starts[z], starts[z + 1]
         if e - s > 32:
-            seg = order[s:e].copy()
-            order[s:e] = seg[np.argsort(ra[seg], kind="mergesort")]
+            by_ra = np.argsort(sorted_ra[s:e], kind="mergesort")
+            order[s:e] = order[s:e][by_ra]
+            sorted_ra[s:e] = sorted_ra[s:e][by_ra]
+            sorted_dec[s:e] = sorted_dec[s:e][by_ra]
         else:  # short strips (the usual case): insertion sort in place, stable
             for a in range(s + 1, e):
-                row = order[a]
+                row, row_ra, row_dec = order[a], sorted_ra[a], sorted_dec[a]
                 b = a
-                while b > s and ra[order[b - 1]] > ra[row]:
+                while b > s and sorted_ra[b - 1] > row_ra:
                     order[b] = order[b - 1]
+                    sorted_ra[b] = sorted_ra[b - 1]
+                    sorted_dec[b] = sorted_dec[b - 1]
                     b -= 1
-                order[b] = row
-    sorted_ra = np.empty(n)
-    for j in range(n):
-        sorted_ra[j] = ra[order[j]]
-    return order, starts, sorted_ra
+                order[b], sorted_ra[b], sorted_dec[b] = row, row_ra, row_dec
+    return order, starts, sorted_ra, sorted_dec
 
 
 @njit(cache=True, nogil=True)
@@ -227,8 +235,8 @@ def _prepare(ldec, rra, rdec, r_deg, sin_r):
         2.0 * r_deg, span / max(len(rra), 1)
     )  # a row's band [dec - r, dec + r] meets 2 strips at most
     nzones = int(span / height) + 1
-    order, starts, sorted_ra = _build_zones(rra, rdec, dec0, height, nzones)
-    rxyz = _unit_vectors(rra, rdec, order)  # in (zone, RA) order: candidates are contiguous
+    order, starts, sorted_ra, sorted_dec = _build_zones(rra, rdec, dec0, height, nzones)
+    rxyz = _unit_vectors(sorted_ra, sorted_dec, np.arange(len(order)))  # candidates are contiguous
     lorder = _zone_order(ldec, dec0, height, nzones)[0]
     half = _zone_half_widths(dec0, height, nzones, sin_r)
     return lorder, half, rxyz, order, starts, sorted_ra, dec0, height
