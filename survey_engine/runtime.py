@@ -296,27 +296,29 @@ def run_in_threads(
     sink: Callable[[int, object], None] | None = None,
 ) -> list:
     """``run_tasks`` on a pool of ``threads`` threads in this process: results in call order (or
-    each handed to ``sink`` as it arrives); the first failure cancels the calls not yet started,
-    waits for the running ones and re-raises."""
+    each handed to ``sink`` by the thread that made it, as soon as it is made: ``sink`` must take
+    different positions at once, as ``ColumnSlots.put`` does, so the copies run side by side);
+    the first failure cancels the calls not yet started, waits for the running ones and re-raises."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     if not calls:
         return []
     results: list = [None] * len(calls)
+
+    def sunk(position: int, args: tuple) -> None:
+        sink(position, func(*args))
+
     bar = tqdm(total=len(calls), desc=desc, disable=not progress, leave=False, unit="task")
     pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix=f"se-{desc.replace(' ', '_')}")
     try:
-        pending = {pool.submit(func, *args): i for i, args in enumerate(calls)}
+        if sink is None:
+            pending = {pool.submit(func, *args): i for i, args in enumerate(calls)}
+        else:
+            pending = {pool.submit(sunk, i, args): i for i, args in enumerate(calls)}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in sorted(done, key=pending.__getitem__):
-                position = pending.pop(fut)
-                result = fut.result()  # raises the task's own exception
-                if sink is None:
-                    results[position] = result
-                else:
-                    sink(position, result)
-                del result
+                results[pending.pop(fut)] = fut.result()  # raises the task's own exception
                 bar.update(1)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -133,11 +133,17 @@ def test_run_in_threads_keeps_call_order_feeds_the_sink_and_stops_at_the_first_f
     assert [r for r, _ in results] == [0, 1, 4, 9, 16]
     assert {name.rsplit("_", 1)[0] for _, name in results} == {"se-squares"}  # the pool's threads
     arrived: list = []
-    assert (
-        run_in_threads(slow_square, calls, 3, "squares", False, sink=lambda i, r: arrived.append(i))
-        == [None] * 5
-    )
-    assert sorted(arrived) == [0, 1, 2, 3, 4] and arrived != [0, 1, 2, 3, 4]  # handed over as they came
+    sink = lambda i, r: arrived.append((i, r[0], threading.current_thread().name))  # noqa: E731
+    assert run_in_threads(slow_square, calls, 3, "squares", False, sink=sink) == [None] * 5
+    # handed over as they came, by the thread that made each
+    assert sorted(i for i, _, _ in arrived) == [0, 1, 2, 3, 4] and [i for i, _, _ in arrived] != [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert all(square == i * i and name.startswith("se-squares") for i, square, name in arrived)
 
     started: list = []
 
