@@ -243,15 +243,20 @@ def run_tasks(
     progress: bool = True,
     key_prefix: str = "se",
     sink: Callable[[int, object], None] | None = None,
+    local: bool = False,
 ) -> list:
     """Submit ``func(*args)`` for each tuple in ``calls``; return results in call order.
 
     With ``sink``, each result is handed to ``sink(position, result)`` as soon as it arrives and
     not kept (the list then holds None). The first failure cancels the rest and re-raises the
-    worker's exception unchanged.
+    worker's exception unchanged. With ``local``, on a LocalCluster of this process the calls run
+    here on as many threads as it has (``local_threads``), for results this process keeps anyway.
     """
     if not calls:
         return []
+    threads = local_threads(client) if local else 0
+    if threads:
+        return run_in_threads(func, calls, threads, desc, progress, sink)
     run_id = uuid.uuid4().hex[
         :10
     ]  # unique per run: a key reused from an earlier (failed) run would return its result
@@ -260,6 +265,65 @@ def run_tasks(
         for i, args in enumerate(calls)
     ]
     return _collect(client, futures, desc, progress, sink)
+
+
+def local_threads(client) -> int:
+    """The worker threads of ``client``'s cluster when that cluster is a ``LocalCluster`` started in
+    this process (``--workers N``, no scheduler of its own), else 0 (a scheduler given by address,
+    SLURM / PBS jobs: their workers may be elsewhere, and only they may see the data).
+
+    On such a cluster, work whose result comes back to this process anyway is cheaper run here on
+    that many threads (``run_tasks(..., local=True)``): nothing is pickled, sent or copied between
+    processes. It pays where the work releases the GIL (numba ``nogil`` kernels, pyarrow reads)."""
+    try:
+        from distributed import LocalCluster
+    except ImportError:
+        return 0
+    if not isinstance(getattr(client, "cluster", None), LocalCluster):
+        return 0
+    try:
+        return int(sum(client.nthreads().values()))
+    except Exception:  # noqa: BLE001 - a scheduler that cannot answer: take the cluster's path
+        return 0
+
+
+def run_in_threads(
+    func,
+    calls: Sequence[tuple],
+    threads: int,
+    desc: str,
+    progress: bool = True,
+    sink: Callable[[int, object], None] | None = None,
+) -> list:
+    """``run_tasks`` on a pool of ``threads`` threads in this process: results in call order (or
+    each handed to ``sink`` by the thread that made it, as soon as it is made: ``sink`` must take
+    different positions at once, as ``ColumnSlots.put`` does, so the copies run side by side);
+    the first failure cancels the calls not yet started, waits for the running ones and re-raises."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    if not calls:
+        return []
+    results: list = [None] * len(calls)
+
+    def sunk(position: int, args: tuple) -> None:
+        sink(position, func(*args))
+
+    bar = tqdm(total=len(calls), desc=desc, disable=not progress, leave=False, unit="task")
+    pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix=f"se-{desc.replace(' ', '_')}")
+    try:
+        if sink is None:
+            pending = {pool.submit(func, *args): i for i, args in enumerate(calls)}
+        else:
+            pending = {pool.submit(sunk, i, args): i for i, args in enumerate(calls)}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in sorted(done, key=pending.__getitem__):
+                results[pending.pop(fut)] = fut.result()  # raises the task's own exception
+                bar.update(1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    return results
 
 
 def compute_with_progress(client, collections: Sequence, desc: str, progress: bool = True) -> list:

@@ -116,3 +116,55 @@ def test_shared_value_goes_to_the_workers_once_and_tasks_carry_only_its_key(clie
         client.scheduler_info()["workers"]
     )  # read once per worker process
     assert shared_value({"a": 1}) == {"a": 1}
+
+
+def test_run_in_threads_keeps_call_order_feeds_the_sink_and_stops_at_the_first_failure():
+    import threading
+    import time
+
+    from survey_engine.runtime import run_in_threads
+
+    def slow_square(x, delay):
+        time.sleep(delay)
+        return x * x, threading.current_thread().name
+
+    calls = [(i, 0.05 * (5 - i)) for i in range(5)]  # the last calls finish first
+    results = run_in_threads(slow_square, calls, 2, "squares", progress=False)
+    assert [r for r, _ in results] == [0, 1, 4, 9, 16]
+    assert {name.rsplit("_", 1)[0] for _, name in results} == {"se-squares"}  # the pool's threads
+    arrived: list = []
+    sink = lambda i, r: arrived.append((i, r[0], threading.current_thread().name))  # noqa: E731
+    assert run_in_threads(slow_square, calls, 3, "squares", False, sink=sink) == [None] * 5
+    # handed over as they came, by the thread that made each
+    assert sorted(i for i, _, _ in arrived) == [0, 1, 2, 3, 4] and [i for i, _, _ in arrived] != [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert all(square == i * i and name.startswith("se-squares") for i, square, name in arrived)
+
+    started: list = []
+
+    def fail_on_two(x):
+        started.append(x)
+        if x == 2:
+            raise KeyError("task 2")
+        time.sleep(0.2)
+        return x
+
+    with pytest.raises(KeyError, match="task 2"):
+        run_in_threads(fail_on_two, [(i,) for i in range(40)], 2, "failing", progress=False)
+    assert len(started) < 10  # the calls not yet started were cancelled
+
+
+def test_local_threads_only_for_a_local_cluster_of_this_process(client):
+    from distributed import Client
+
+    from survey_engine.runtime import local_threads
+
+    assert local_threads(client) == 2  # the session's LocalCluster: 2 workers x 1 thread
+    with Client(client.scheduler.address, set_as_default=False) as by_address:  # a scheduler elsewhere
+        assert local_threads(by_address) == 0
+    assert local_threads(None) == 0

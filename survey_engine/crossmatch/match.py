@@ -124,7 +124,10 @@ class CrossmatchResult:
 
         With a distributed client the match tasks are submitted directly (``run_tasks``: results
         fetched as they finish, straight from workers on this machine): no Dask dataframe graph,
-        so neither the driver nor a fresh worker imports dask.dataframe (half a second each cold)."""
+        so neither the driver nor a fresh worker imports dask.dataframe (half a second each cold).
+        On a LocalCluster started in this process they run here instead, on as many threads as it
+        has (the kernel and the Parquet reads release the GIL): the result is gathered here anyway,
+        and 4.9 M rows pickled, sent and copied between processes cost more than the match."""
         try:
             from distributed import get_client
 
@@ -142,6 +145,7 @@ class CrossmatchResult:
             "crossmatch",
             progress=False,
             sink=slots.put if slots else None,
+            local=True,  # on a LocalCluster of this process: threads here, no result sent between processes
         )
         if slots is not None:
             return slots.frame()

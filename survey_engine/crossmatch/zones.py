@@ -5,8 +5,11 @@ Points-Near-a-Point or Cross-Matching Spatial Datasets"): right rows are buckete
 declination strips (a counting sort, O(n)) and sorted by RA inside each strip. For a left row,
 only the strips its radius touches are visited, and in each only the RA window
 ``asin(sin r / cos |dec|max)`` wide (the exact RA half-width of a circle, taken at the band's
-highest |dec|, so a superset), found by binary search; strips that reach a pole are searched
-whole, windows that cross RA 0/360 are searched on both sides. Every candidate's chord on the unit
+highest |dec|, so a superset; computed once per strip), found by binary search; strips whose
+rows' circles reach a pole are searched whole, windows that cross RA 0/360 are searched on both
+sides. Left rows are visited by strip (a counting sort), not in their stored HEALPix order, so the
+strips and candidates they read stay in cache: the sweep took 0.042 s instead of 0.076 s on a
+415k x 499k partition pair. Every candidate's chord on the unit
 sphere is then compared with the radius, so the pairs are those of a brute-force search, with
 the KD-tree's separations.
 
@@ -48,9 +51,9 @@ def _zone_of(dec, dec0, height, nzones):
 
 
 @njit(cache=True, nogil=True)
-def _build_zones(ra, dec, dec0, height, nzones):
-    """Right rows ordered by (zone, RA): the order, each zone's start, and the sorted RAs."""
-    n = len(ra)
+def _zone_order(dec, dec0, height, nzones):
+    """Rows ordered by zone (a stable counting sort, O(n)), and each zone's start in that order."""
+    n = len(dec)
     zone = np.empty(n, np.int64)
     starts = np.zeros(nzones + 1, np.int64)
     for i in range(n):
@@ -64,39 +67,56 @@ def _build_zones(ra, dec, dec0, height, nzones):
     for i in range(n):
         order[fill[zone[i]]] = i
         fill[zone[i]] += 1
+    return order, starts
+
+
+@njit(cache=True, nogil=True)
+def _build_zones(ra, dec, dec0, height, nzones):
+    """Right rows ordered by (zone, RA): the order, each zone's start, and their RAs and Decs in
+    that order. The rows are gathered once, then sorted within each zone on those contiguous
+    copies (insertion sort, stable), so no comparison reads a row at random."""
+    n = len(ra)
+    order, starts = _zone_order(dec, dec0, height, nzones)
+    sorted_ra = np.empty(n)
+    sorted_dec = np.empty(n)
+    for j in range(n):
+        sorted_ra[j] = ra[order[j]]
+        sorted_dec[j] = dec[order[j]]
     for z in range(nzones):
         s, e = starts[z], starts[z + 1]
         if e - s > 32:
-            seg = order[s:e].copy()
-            order[s:e] = seg[np.argsort(ra[seg], kind="mergesort")]
+            by_ra = np.argsort(sorted_ra[s:e], kind="mergesort")
+            order[s:e] = order[s:e][by_ra]
+            sorted_ra[s:e] = sorted_ra[s:e][by_ra]
+            sorted_dec[s:e] = sorted_dec[s:e][by_ra]
         else:  # short strips (the usual case): insertion sort in place, stable
             for a in range(s + 1, e):
-                row = order[a]
+                row, row_ra, row_dec = order[a], sorted_ra[a], sorted_dec[a]
                 b = a
-                while b > s and ra[order[b - 1]] > ra[row]:
+                while b > s and sorted_ra[b - 1] > row_ra:
                     order[b] = order[b - 1]
+                    sorted_ra[b] = sorted_ra[b - 1]
+                    sorted_dec[b] = sorted_dec[b - 1]
                     b -= 1
-                order[b] = row
-    sorted_ra = np.empty(n)
-    for j in range(n):
-        sorted_ra[j] = ra[order[j]]
-    return order, starts, sorted_ra
+                order[b], sorted_ra[b], sorted_dec[b] = row, row_ra, row_dec
+    return order, starts, sorted_ra, sorted_dec
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _windows(ra, dec, r_deg, sin_r):
-    """The RA windows (at most two, after wrapping) that can hold neighbours of (ra, dec)."""
-    top = max(abs(dec - r_deg), abs(dec + r_deg)) + EPS_DEG
-    s = sin_r / np.cos(np.radians(top)) if top < 90.0 else 2.0
-    if s >= 1.0:  # the circle reaches a pole or wraps all the way round: the whole strip
-        return -1.0, 1e300, 1e300, -1e300
-    half = np.degrees(np.arcsin(s)) * (1 + 1e-9) + EPS_DEG
-    lo, hi = ra - half, ra + half
-    if lo < 0.0:
-        return lo + 360.0, 1e300, -1e300, hi  # [lo + 360, inf) and (-inf, hi]
-    if hi >= 360.0:
-        return lo, 1e300, -1e300, hi - 360.0
-    return lo, hi, 1e300, -1e300
+@njit(cache=True, nogil=True)
+def _zone_half_widths(dec0, height, nzones, sin_r):
+    """Per zone, the RA half-width (degrees) that holds every right row of the zone within the
+    radius of any left row: ``asin(sin r / cos |dec|max)`` at the zone's highest |dec| (a right row
+    at dec' sees left rows at most ``asin(sin r / cos dec')`` away in RA); -1 where the circle
+    around a row of the zone can reach a pole (the whole strip is searched). Computed once per zone
+    instead of once per left row: the sweep then does no trigonometry per row."""
+    half = np.empty(nzones)
+    for z in range(nzones):
+        lo = dec0 + z * height - EPS_DEG
+        hi = dec0 + (z + 1) * height + EPS_DEG
+        top = max(abs(lo), abs(hi))
+        s = sin_r / np.cos(np.radians(top)) if top < 90.0 else 2.0
+        half[z] = -1.0 if s >= 1.0 else np.degrees(np.arcsin(s)) * (1 + 1e-9) + EPS_DEG
+    return half
 
 
 COUNT, FILL, NEAREST = 0, 1, 2
@@ -117,7 +137,8 @@ def _scan(
     mode,
     lra,
     ldec,
-    lxyz,
+    lorder,
+    zone_half,
     rxyz,
     order,
     starts,
@@ -145,15 +166,31 @@ def _scan(
     nzones = len(starts) - 1
     k = best_r.shape[1]
     bounds = np.empty(4)
-    for i in range(len(lra)):
-        x, y, zc = lxyz[i, 0], lxyz[i, 1], lxyz[i, 2]
-        z0 = _zone_of(ldec[i] - r_deg - EPS_DEG, dec0, height, nzones)
-        z1 = _zone_of(ldec[i] + r_deg + EPS_DEG, dec0, height, nzones)
-        bounds[0], bounds[1], bounds[2], bounds[3] = _windows(lra[i], ldec[i], r_deg, sin_r)
-        n_windows = 2 if (bounds[2] <= 1e299 or bounds[3] >= -1e299) else 1
+    for t in range(len(lorder)):  # left rows by zone: the strips and candidates they visit stay in cache
+        i = lorder[t]
+        ra_i, dec_i = lra[i], ldec[i]
+        rad_ra, rad_dec = np.radians(ra_i), np.radians(dec_i)
+        cd = np.cos(rad_dec)
+        x, y, zc = cd * np.cos(rad_ra), cd * np.sin(rad_ra), np.sin(rad_dec)  # as _unit_vectors
+        z0 = _zone_of(dec_i - r_deg - EPS_DEG, dec0, height, nzones)
+        z1 = _zone_of(dec_i + r_deg + EPS_DEG, dec0, height, nzones)
         n_found = 0
         for z in range(z0, z1 + 1):
             s, e = starts[z], starts[z + 1]
+            if s == e:
+                continue
+            half = zone_half[z]
+            n_windows = 1
+            if half < 0.0 or half >= 180.0:  # the whole strip
+                bounds[0], bounds[1] = -1.0, 1e300
+            elif ra_i - half < 0.0:  # across RA 0: [lo + 360, inf) and (-inf, hi]
+                bounds[0], bounds[1], bounds[2], bounds[3] = ra_i - half + 360.0, 1e300, -1e300, ra_i + half
+                n_windows = 2
+            elif ra_i + half >= 360.0:
+                bounds[0], bounds[1], bounds[2], bounds[3] = ra_i - half, 1e300, -1e300, ra_i + half - 360.0
+                n_windows = 2
+            else:
+                bounds[0], bounds[1] = ra_i - half, ra_i + half
             for w in range(n_windows):
                 lo, hi = bounds[2 * w], bounds[2 * w + 1]
                 a, b = s, e  # lower bound of lo in sorted_ra[s:e]
@@ -191,16 +228,18 @@ def _scan(
 
 
 @njit(cache=True, nogil=True)
-def _prepare(lra, ldec, rra, rdec, r_deg):
+def _prepare(ldec, rra, rdec, r_deg, sin_r):
     dec0 = rdec.min()
     span = rdec.max() - dec0 + 1e-9
     height = max(
         2.0 * r_deg, span / max(len(rra), 1)
     )  # a row's band [dec - r, dec + r] meets 2 strips at most
-    order, starts, sorted_ra = _build_zones(rra, rdec, dec0, height, int(span / height) + 1)
-    lxyz = _unit_vectors(lra, ldec, np.arange(len(lra)))
-    rxyz = _unit_vectors(rra, rdec, order)  # in (zone, RA) order: candidates are contiguous
-    return lxyz, rxyz, order, starts, sorted_ra, dec0, height
+    nzones = int(span / height) + 1
+    order, starts, sorted_ra, sorted_dec = _build_zones(rra, rdec, dec0, height, nzones)
+    rxyz = _unit_vectors(sorted_ra, sorted_dec, np.arange(len(order)))  # candidates are contiguous
+    lorder = _zone_order(ldec, dec0, height, nzones)[0]
+    half = _zone_half_widths(dec0, height, nzones, sin_r)
+    return lorder, half, rxyz, order, starts, sorted_ra, dec0, height
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -244,11 +283,13 @@ def zones_match(
     lra, ldec, rra, rdec, tie = (_read_only(a) for a in (lra, ldec, rra, rdec, tie))
     r_deg = radius_arcsec / 3600.0
     c2 = chord_for(radius_arcsec) ** 2
-    lxyz, rxyz, order, starts, sorted_ra, dec0, height = _prepare(lra, ldec, rra, rdec, r_deg)
+    sin_r = np.sin(np.radians(r_deg))
+    lorder, zone_half, rxyz, order, starts, sorted_ra, dec0, height = _prepare(ldec, rra, rdec, r_deg, sin_r)
     geometry = (
         lra,
         ldec,
-        lxyz,
+        lorder,
+        zone_half,
         rxyz,
         order,
         starts,
@@ -256,7 +297,7 @@ def zones_match(
         dec0,
         height,
         r_deg,
-        np.sin(np.radians(r_deg)),
+        sin_r,
         c2,
         tie,
     )
@@ -285,7 +326,7 @@ def zones_match(
 
 # -- first use: compile once, saying so -----------------------------------------------------------
 
-_KERNELS = (_unit_vectors, _build_zones, _prepare, _scan)
+_KERNELS = (_unit_vectors, _zone_order, _build_zones, _zone_half_widths, _prepare, _scan)
 
 
 def kernels_cached() -> bool:

@@ -1,0 +1,99 @@
+"""Where the match tasks of ``compute()`` run: on a LocalCluster of this process, in threads here
+(nothing pickled between processes); on a scheduler given by address, on its workers. Both paths
+give the brute-force pairs."""
+
+import os
+import threading
+
+import astropy.units as u
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.coordinates import SkyCoord, search_around_sky
+
+from survey_engine import open_catalog
+from survey_engine.bench.suites.common import task_profile
+from survey_engine.crossmatch import crossmatch
+from survey_engine.ingest.file_import.arguments import ImportArguments
+from survey_engine.ingest.file_import.run import run_import
+from tests.catalog.brute import edge_stress_sky
+
+RADIUS = 8.0
+
+
+@pytest.fixture(scope="module")
+def sides(tmp_path_factory, client):
+    """Left (6,000 rows at poles, RA 0 and pixel borders) and right (left jittered plus extra rows),
+    several partitions each, with brute-force nearest pairs within RADIUS."""
+    root = tmp_path_factory.mktemp("xm_path")
+    rng = np.random.default_rng(5)
+    a = edge_stress_sky(3000, seed=21).sample(n=6000, random_state=1).reset_index(drop=True)
+    a["id"] = np.arange(len(a))
+    b = a.sample(frac=0.8, random_state=2).reset_index(drop=True)
+    b["ra"] = (b.ra + rng.normal(0, 2 / 3600, len(b)) / np.maximum(np.cos(np.radians(b.dec)), 1e-3)) % 360
+    b["dec"] = np.clip(b.dec + rng.normal(0, 2 / 3600, len(b)), -90, 90)
+    b["id"] = np.arange(len(b)) + 10**6
+    for name, frame, margin in (("left", a, 0.0), ("right", b, 10.0)):
+        frame.to_parquet(root / f"{name}.parquet")
+        run_import(
+            ImportArguments(
+                [str(root / f"{name}.parquet")],
+                str(root / name),
+                id_column="id",
+                max_rows=700,
+                margin_arcsec=margin,
+            ),
+            client=client,
+            progress=False,
+        )
+    ca, cb = (
+        SkyCoord(a.ra.values * u.deg, a.dec.values * u.deg),
+        SkyCoord(b.ra.values * u.deg, b.dec.values * u.deg),
+    )
+    ia, ib, sep, _ = search_around_sky(ca, cb, RADIUS * u.arcsec)
+    truth = pd.DataFrame({"id_1": a.id.values[ia], "id_2": b.id.values[ib], "sep": sep.arcsec})
+    truth = truth.sort_values(["id_1", "sep", "id_2"]).drop_duplicates("id_1")
+    return open_catalog(root / "left"), open_catalog(root / "right"), set(zip(truth.id_1, truth.id_2))
+
+
+def _profiled_match(left, right, client):
+    profile: list = []
+    with task_profile(client, profile):
+        got = crossmatch(
+            left, right, RADIUS, left_columns=["id"], right_columns=["id"], client=client
+        ).compute()
+    return got, profile[0]["tasks"]
+
+
+def test_a_local_cluster_matches_in_threads_here_with_the_brute_force_pairs(sides, client, monkeypatch):
+    import survey_engine.crossmatch.match as xm
+
+    left, right, truth = sides
+    where: list = []
+    original = xm.match_task
+
+    def recorded(*args):
+        where.append((os.getpid(), threading.current_thread().name))
+        return original(*args)
+
+    monkeypatch.setattr(xm, "match_task", recorded)
+    got, worker_tasks = _profiled_match(left, right, client)
+    assert len(truth) > 4000 and set(zip(got.id_1, got.id_2)) == truth and len(got) == len(truth)
+    assert np.all(np.diff(got.index.to_numpy()) >= 0)  # sorted like the left catalog
+    assert worker_tasks == 0  # no task reached the workers
+    assert len(where) == len(left.partitions) > 4
+    assert {pid for pid, _ in where} == {os.getpid()}
+    assert all(name.startswith("se-crossmatch") for _, name in where)
+
+
+def test_a_scheduler_given_by_address_matches_on_its_workers_with_the_same_pairs(sides, client):
+    from distributed import Client
+
+    left, right, truth = sides
+    local, _ = _profiled_match(left, right, client)
+    with Client(client.scheduler.address, set_as_default=False) as remote:
+        with remote.as_current():
+            got, worker_tasks = _profiled_match(left, right, remote)
+    assert worker_tasks == len(left.partitions)  # every match task ran on a worker
+    assert set(zip(got.id_1, got.id_2)) == truth
+    pd.testing.assert_frame_equal(got, local)  # identical rows, order and dtypes on both paths
