@@ -6,7 +6,7 @@ use these pieces too, so they live below all three."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,7 @@ from survey_engine.crossmatch.epochs import EpochSpec
 from survey_engine.crossmatch.plan import MatchTask
 from survey_engine.errors import UsageError, option
 
-__all__ = ["HOWS", "JOINS", "MatchParams", "match_task", "read_side", "sorted_rows"]
+__all__ = ["HOWS", "JOINS", "MatchParams", "match_task", "read_side", "sorted_rows", "split_large_tasks"]
 
 JOINS = ("inner", "left", "outer")
 
@@ -135,19 +135,21 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
     """Cross-match one left partition (run on a worker); ``empty`` is the output's empty frame."""
     file_rows = dict(task.file_rows)
     left = read_side([task.left_file], p.left_columns, *lcoords, p.left_epoch, p.left_nullable, file_rows)
+    if task.row_stop is not None:  # a piece of a split partition (split_large_tasks)
+        left = left.iloc[task.row_start : task.row_stop]
     if len(left) == 0:
         return empty
     lhp = left.index.to_numpy()
-    jobs = [((lhp >= g.start29) & (lhp < g.stop29), g.files) for g in task.groups]
-    assigned = np.logical_or.reduce([mask for mask, _ in jobs]) if jobs else np.zeros(len(left), dtype=bool)
+    jobs, right_rows = task.right_jobs(lhp)  # only the right partitions holding left rows
+    file_rows.update(right_rows)
+    assigned = np.zeros(len(left), dtype=bool)
+    for rows, _ in jobs:
+        assigned[rows] = True
     if task.orphan_files and not assigned.all():
-        jobs.append((~assigned, task.orphan_files))
+        jobs.append((np.flatnonzero(~assigned), task.orphan_files))
     matched = np.zeros(len(left), dtype=bool)
     pieces = []
-    for mask, files in jobs:
-        rows = np.flatnonzero(mask)
-        if len(rows) == 0:
-            continue
+    for rows, files in jobs:
         sub = left if len(rows) == len(left) else left.iloc[rows]
         right = read_side(list(files), p.right_columns, *rcoords, p.right_epoch, p.right_nullable, file_rows)
         li, ri, sep = _pairs(sub, right, lcoords, rcoords, p)
@@ -158,6 +160,49 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
         pieces.append(_assemble(unmatched, None, np.arange(len(unmatched)), None, None, p, empty))
     out = pd.concat(pieces) if pieces else empty
     return sorted_rows(out, empty)
+
+
+MIN_PIECE_ROWS = 20_000  # below this a piece costs more in task overhead than it saves
+
+
+def split_large_tasks(tasks: list[MatchTask], split_rows: int | None = None) -> list[MatchTask]:
+    """Each task whose left partition holds more than ``split_rows`` rows as several tasks of at
+    most about that many rows (row ranges of the same file, each against the same right
+    partitions and margin), so that one outsized partition (a straggler: 10x the rows of the
+    others) does not set the time of the whole run. In task order, the pieces of a partition in
+    row order: their results, concatenated, are the partition's result row for row.
+
+    ``split_rows=None`` (automatic): pieces of the median partition's rows (at least
+    ``MIN_PIECE_ROWS``), for partitions of more than twice that; ``0``: no split. The pieces'
+    boundaries come from the partition's ``_healpix_29`` column (read here, for those partitions
+    only) and never fall between two rows of the same ``_healpix_29``, so each left row's matches
+    stay in one piece, in the same order."""
+    rows = [dict(t.file_rows).get(t.left_file) for t in tasks]
+    known = [r for r in rows if r is not None]
+    if split_rows == 0 or not known:
+        return list(tasks)
+    if split_rows is None:
+        piece = max(int(np.median(known)), MIN_PIECE_ROWS)
+        limit = 2 * piece
+    else:
+        piece = limit = int(split_rows)
+    out: list[MatchTask] = []
+    for task, n in zip(tasks, rows):
+        if n is None or n <= limit or task.row_stop is not None:
+            out.append(task)
+            continue
+        hp29 = read_partition(task.left_file, [SPATIAL_INDEX_COLUMN], expected_rows=n).index.to_numpy()
+        if not bool(np.all(hp29[1:] >= hp29[:-1])):  # not sorted by _healpix_29: row order is not index order
+            out.append(task)
+            continue
+        cuts = [0]
+        for k in range(1, -(-n // piece)):
+            cut = int(np.searchsorted(hp29, hp29[k * n // (-(-n // piece))], side="left"))
+            if cut > cuts[-1]:
+                cuts.append(cut)
+        cuts.append(n)
+        out += [replace(task, row_start=a, row_stop=b) for a, b in zip(cuts[:-1], cuts[1:])]
+    return out
 
 
 def _assemble(left, right, li, ri, sep, p: MatchParams, meta: pd.DataFrame) -> pd.DataFrame:
