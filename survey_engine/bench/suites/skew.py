@@ -136,13 +136,17 @@ def target_list(
     cra, cdec = _uniform(rng, fields * 12 // base_pixels * 2 + 100)
     ok = np.flatnonzero(inside(cra, cdec))[:fields]
     cra, cdec = cra[ok], cdec[ok]
-    rxyz = radec_to_xyz(right.ra.to_numpy(), right.dec.to_numpy())
+    by_dec = np.argsort(right.dec.to_numpy(), kind="stable")  # a field looks only at its band of Dec
+    sorted_dec = right.dec.to_numpy()[by_dec]
     cos_r = np.cos(np.radians(field_radius_deg))
     jitter = 0.3 / 3600
     ras, decs = [], []
     share = n // len(cra)
     for a, d in zip(cra.tolist(), cdec.tolist()):
-        members = np.flatnonzero(rxyz @ radec_to_xyz(np.array([a]), np.array([d]))[0] > cos_r)[: share // 2]
+        lo, hi = np.searchsorted(sorted_dec, [d - field_radius_deg, d + field_radius_deg])
+        band = np.sort(by_dec[lo:hi])
+        bxyz = radec_to_xyz(right.ra.to_numpy()[band], right.dec.to_numpy()[band])
+        members = band[bxyz @ radec_to_xyz(np.array([a]), np.array([d]))[0] > cos_r][: share // 2]
         mdec = np.clip(right.dec.to_numpy()[members] + rng.normal(0, jitter, len(members)), -90, 90)
         mra = (
             right.ra.to_numpy()[members] + rng.normal(0, jitter, len(members)) / np.cos(np.radians(mdec))
