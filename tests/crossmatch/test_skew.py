@@ -194,3 +194,28 @@ def test_split_tasks_write_and_resume(straggler, threads, tmp_path, monkeypatch)
     b = open_catalog(out).compute()
     pd.testing.assert_frame_equal(a, b)
     assert not (out / ".done").exists() and not list(out.rglob("task-*"))
+
+
+def test_a_catalog_of_many_partitions_opens_without_listing_its_files(dense, tmp_path, monkeypatch):
+    """Above ``FILES_CHECKED_AT_OPEN`` partitions the files are not listed or stat-ed at open (the
+    metadata is checked against itself); a missing file is still an error naming it, when read."""
+    import shutil
+
+    from survey_engine.catalog import integrity
+
+    copy = tmp_path / "dense"
+    shutil.copytree(dense, copy)
+    monkeypatch.setattr(integrity, "FILES_CHECKED_AT_OPEN", 1_000)
+    listed = []
+    real_listing = integrity.files_on_disk
+    monkeypatch.setattr(integrity, "files_on_disk", lambda d: (listed.append(d), real_listing(d))[1])
+    catalog = open_catalog(copy)
+    assert catalog.npartitions == 2048 and catalog.margin.npartitions > 1000 and listed == []
+    victim = catalog.partition_files()[700]
+    victim.unlink()
+    assert open_catalog(copy).npartitions == 2048  # not seen at open
+    with pytest.raises(integrity.CatalogIntegrityError, match=f"{victim}: partition file missing"):
+        open_catalog(copy).compute()
+    monkeypatch.setattr(integrity, "FILES_CHECKED_AT_OPEN", 100_000)  # below it: found at open
+    with pytest.raises(integrity.CatalogIntegrityError, match="partition file missing"):
+        open_catalog(copy)

@@ -339,6 +339,25 @@ def counted_serial_run(result) -> dict:
     }
 
 
+def partitions_holding(left, right) -> int:
+    """How many right partitions hold at least one left row (what a match must open, at least),
+    from the left rows' ``_healpix_29`` and the right partitions' ranges."""
+    import pyarrow.parquet as pq
+
+    from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, pixel_range29
+
+    hp29 = np.concatenate(
+        [
+            pq.read_table(f, columns=[SPATIAL_INDEX_COLUMN]).column(0).to_numpy()
+            for f in left.partition_files()
+        ]
+    )
+    start, stop = pixel_range29(right.partitions.Norder.to_numpy(), right.partitions.Npix.to_numpy())
+    which = np.searchsorted(np.asarray(stop), hp29, side="right")
+    inside = (which < len(start)) & (hp29 >= np.asarray(start)[np.minimum(which, len(start) - 1)])
+    return int(len(np.unique(which[inside])))
+
+
 def _sparse_rows(n: int, order: int, base: int, repeats: int, workers: int, work: Path) -> list[dict]:
     from survey_engine.bench.suites.common import bench_row, local_cluster, repeat_plan
     from survey_engine.catalog.catalog import open_catalog
@@ -349,9 +368,12 @@ def _sparse_rows(n: int, order: int, base: int, repeats: int, workers: int, work
     right_rows = dense_rows(order, base)
     big = partitions >= 50_000
     n_targets = TARGETS if big else max(2_000, len(right_rows) // 50)
-    plan = repeat_plan(n_targets, repeats)
     out = []
     for variant, fields in (("clustered", FIELDS if big else 6), ("uniform", 0)):
+        # the uniform list reads every file of both catalogs (~2x10^5 at full size): one run, and
+        # no serial run (the files it needs are counted from its rows)
+        serial = variant == "clustered" or not big
+        plan = repeat_plan(n_targets, repeats) if serial else {"repeats": 1, "warmup": 0}
         targets = target_list(right_rows, n_targets, fields, base, FIELD_RADIUS_DEG if big else 0.5)
         truth = _truth(targets, right_rows, RADIUS_ARCSEC)
         with local_cluster(workers) as client:
@@ -362,7 +384,8 @@ def _sparse_rows(n: int, order: int, base: int, repeats: int, workers: int, work
             cpu0, t0 = time.process_time(), time.perf_counter()
             result = crossmatch(left, right, RADIUS_ARCSEC)
             plan_s, plan_cpu = time.perf_counter() - t0, time.process_time() - cpu0
-            counts = counted_serial_run(result)
+            counts = counted_serial_run(result) if serial else {}
+            counts["right_partitions_needed"] = partitions_holding(left, right)
 
             def total():  # open, plan and match, as a user's call would
                 return _pairs(
@@ -450,7 +473,8 @@ def straggler_inputs(small_rows: int, seed: int = 9) -> tuple[pd.DataFrame, pd.D
 
 def _straggler_rows(n: int, repeats: int, workers: int, work: Path) -> list[dict]:
     """The straggler matched with its partition split (the default) and whole (``split_rows=0``)."""
-    from survey_engine.bench.suites.common import bench_row, local_cluster, profiled, repeat_plan
+    from survey_engine.bench.measure import PeakMemory, run_summary
+    from survey_engine.bench.suites.common import bench_row, local_cluster, repeat_plan, task_profile
     from survey_engine.catalog.catalog import open_catalog
     from survey_engine.crossmatch.match import crossmatch
 
@@ -464,31 +488,48 @@ def _straggler_rows(n: int, repeats: int, workers: int, work: Path) -> list[dict
     if not (rpath / "collection.properties").exists():
         fixed_order_collection(rpath, right, 4, 1.0)
     plan = repeat_plan(len(left), repeats)
-    out, frames = [], {}
+    labels = ("split", "whole")
+    times: dict = {k: [] for k in labels}
+    first: dict = {}
+    peaks: dict = {k: (0, 0) for k in labels}
+    profiles: dict = {k: [] for k in labels}
+    frames: dict = {}
     with local_cluster(workers) as client:
         lcat, rcat = open_catalog(lpath), open_catalog(rpath)
-        for label, split in (("split", None), ("whole", 0)):
-            result = crossmatch(lcat, rcat, 1.0, split_rows=split)
-            prof: list = []
-            m = timed(profiled(client, result.compute, prof), **plan)
-            frames[label] = m.pop("value")
-            out.append(
-                bench_row(
-                    "skew",
-                    f"straggler: {len(left):,} x {len(right):,}, one of {STRAGGLER_PARTITIONS} left partitions "
-                    f"with {STRAGGLER_FACTOR}x the rows",
-                    f"survey_engine ({label})",
-                    len(left),
-                    workers,
-                    m,
-                    agree=bool(np.array_equal(_pairs(frames[label]), truth)),
-                    profile=prof,
-                    tasks=len(result.tasks),
-                    left_partitions=lcat.npartitions,
-                    pairs=len(frames[label]),
-                    note="split: the large partition as row ranges of its file in several tasks; whole: one task",
-                )
+        results = {k: crossmatch(lcat, rcat, 1.0, split_rows=None if k == "split" else 0) for k in labels}
+        # the two runs interleaved (split, whole, split, whole): a ratio must not depend on when
+        # the machine was busy
+        for i in range(plan["warmup"] + plan["repeats"]):
+            for label in labels:
+                with PeakMemory() as mem, task_profile(client, profiles[label]):
+                    t0 = time.perf_counter()
+                    frames[label] = results[label].compute()
+                    dt = time.perf_counter() - t0
+                first.setdefault(label, dt)
+                if i >= plan["warmup"]:
+                    times[label].append(dt)
+                    peaks[label] = (max(peaks[label][0], mem.peak), max(peaks[label][1], mem.peak_process))
+    out = []
+    for label in labels:
+        m = run_summary(times[label], first[label], plan["warmup"], *peaks[label])
+        out.append(
+            bench_row(
+                "skew",
+                f"straggler: {len(left):,} x {len(right):,}, one of {STRAGGLER_PARTITIONS} left partitions "
+                f"with {STRAGGLER_FACTOR}x the rows",
+                f"survey_engine ({label})",
+                len(left),
+                workers,
+                m,
+                agree=bool(np.array_equal(_pairs(frames[label]), truth)),
+                profile=profiles[label],
+                tasks=len(results[label].tasks),
+                left_partitions=lcat.npartitions,
+                pairs=len(frames[label]),
+                note="split: the large partition as row ranges of its file in several tasks; whole: one task; "
+                "runs interleaved",
             )
+        )
     same = frames["split"].equals(frames["whole"])
     for row in out:
         row["agree"] = bool(row["agree"] and same)
