@@ -6,6 +6,7 @@ use these pieces too, so they live below all three."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -134,9 +135,11 @@ def _positions(frame: pd.DataFrame, coords, epoch: EpochSpec | None, target: flo
 def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.DataFrame) -> pd.DataFrame:
     """Cross-match one left partition (run on a worker); ``empty`` is the output's empty frame."""
     file_rows = dict(task.file_rows)
-    left = read_side([task.left_file], p.left_columns, *lcoords, p.left_epoch, p.left_nullable, file_rows)
-    if task.row_stop is not None:  # a piece of a split partition (split_large_tasks)
-        left = left.iloc[task.row_start : task.row_stop]
+    piece = task.row_stop is not None  # a piece of a split partition (split_large_tasks)
+    if piece:
+        left = _piece_rows(task, p, lcoords, file_rows)
+    else:
+        left = read_side([task.left_file], p.left_columns, *lcoords, p.left_epoch, p.left_nullable, file_rows)
     if len(left) == 0:
         return empty
     lhp = left.index.to_numpy()
@@ -152,6 +155,8 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
     for rows, files in jobs:
         sub = left if len(rows) == len(left) else left.iloc[rows]
         right = read_side(list(files), p.right_columns, *rcoords, p.right_epoch, p.right_nullable, file_rows)
+        if piece and p.left_epoch is None and p.right_epoch is None:
+            right = _near_rows(right, sub.index.to_numpy(), p.radius_arcsec, task.left_order)
         li, ri, sep = _pairs(sub, right, lcoords, rcoords, p)
         matched[rows[li]] = True
         pieces.append(_assemble(sub, right, li, ri, sep, p, empty))
@@ -160,6 +165,57 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
         pieces.append(_assemble(unmatched, None, np.arange(len(unmatched)), None, None, p, empty))
     out = pd.concat(pieces) if pieces else empty
     return sorted_rows(out, empty)
+
+
+def _piece_rows(task: MatchTask, p: MatchParams, lcoords, file_rows: dict) -> pd.DataFrame:
+    """A piece's left rows: its row range of the partition file, read once per worker process for
+    all the pieces of the partition it runs (the file holds one row group: no range of it can be
+    read alone)."""
+    args = (
+        task.left_file,
+        p.left_columns,
+        *lcoords,
+        p.left_epoch,
+        p.left_nullable,
+        file_rows.get(task.left_file),
+    )
+    try:
+        whole = _read_left_cached(*args)
+    except TypeError:  # an unhashable argument: read it for this piece
+        whole = _read_left(*args)
+    return whole.iloc[task.row_start : task.row_stop]
+
+
+def _read_left(file, columns, ra, dec, epoch, nullable, rows) -> pd.DataFrame:
+    return read_side([file], columns, ra, dec, epoch, nullable, {} if rows is None else {file: rows})
+
+
+_read_left_cached = functools.lru_cache(maxsize=1)(_read_left)
+
+
+def _near_rows(
+    right: pd.DataFrame, left_hp29: np.ndarray, radius_arcsec: float, left_order: int
+) -> pd.DataFrame:
+    """The right rows that can lie within ``radius_arcsec`` of left rows at these ``_healpix_29``:
+    those in an order-m pixel that holds a left row or touches one (m: at most the margin order
+    of the radius, whose pixels are wider than it, and 6 orders below the left partition's, so
+    that a piece spans a few hundred of them). A piece of a split partition covers part of the
+    right partitions it reads; the kernel then indexes only the right rows near it. Their order
+    is kept (ties are broken by it)."""
+    import cdshealpix
+
+    from survey_engine.catalog.healpix import SPATIAL_INDEX_ORDER, margin_order_for_radius, sorted_unique
+
+    if len(right) == 0 or len(left_hp29) == 0:
+        return right
+    m = min(margin_order_for_radius(radius_arcsec), left_order + 6)
+    shift = 2 * (SPATIAL_INDEX_ORDER - m)
+    own = sorted_unique(left_hp29 >> shift)
+    around = cdshealpix.nested.neighbours(own.astype(np.uint64), m).astype(np.int64).ravel()
+    near = sorted_unique(np.concatenate([own, around[around >= 0]]))
+    rq = right.index.to_numpy() >> shift
+    keep = near[np.minimum(np.searchsorted(near, rq), len(near) - 1)] == rq
+    return right if keep.all() else right[keep]
 
 
 MIN_PIECE_ROWS = 20_000  # below this a piece costs more in task overhead than it saves

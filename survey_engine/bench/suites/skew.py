@@ -246,7 +246,7 @@ def _write_partitions(
 
 def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
     """Per size n (rows of the dense catalog, ~100 a partition): the sparse and uniform target
-    lists against it, then the straggler (a left catalog of 12 partitions, the last with 10x the
+    lists against it, then the straggler (a left catalog of 6 partitions, the last with 10x the
     rows of each other) matched with and without splitting."""
     out = []
     for n in sizes:
@@ -436,11 +436,11 @@ def _pixel_points(rng, order: int, pix: int, n: int) -> tuple[np.ndarray, np.nda
     return np.asarray(lon.deg, dtype=float), np.asarray(lat.deg, dtype=float)
 
 
-STRAGGLER_PARTITIONS, STRAGGLER_FACTOR = 12, 10
+STRAGGLER_PARTITIONS, STRAGGLER_FACTOR = 6, 10  # the large one: 2/3 of the rows
 
 
 def straggler_inputs(small_rows: int, seed: int = 9) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A left list in 12 order-3 pixels of base pixel 4, ``small_rows`` in each but the last, which
+    """A left list in 6 order-3 pixels of base pixel 4, ``small_rows`` in each but the last, which
     holds ten times as many; the right list is every left row moved by 0.3" plus a fifth as many
     random rows in the same pixels."""
     rng = np.random.default_rng(seed)
