@@ -13,7 +13,13 @@ import pytest
 from scipy.spatial import cKDTree
 
 from survey_engine import open_catalog
-from survey_engine.bench.suites.skew import QUICK_BASE_PIXELS, QUICK_ORDER, dense_catalog, target_list
+from survey_engine.bench.suites.skew import (
+    QUICK_BASE_PIXELS,
+    QUICK_ORDER,
+    dense_catalog,
+    dense_rows,
+    target_list,
+)
 from survey_engine.catalog.healpix import chord_for, radec_to_xyz
 from survey_engine.crossmatch import crossmatch
 from survey_engine.crossmatch import output as xm_output
@@ -74,7 +80,7 @@ def _truth(left: pd.DataFrame, right: pd.DataFrame, radius: float) -> set[tuple[
 
 
 def test_sparse_targets_open_only_the_partitions_holding_them(dense, tmp_path, threads, monkeypatch):
-    right_rows = open_catalog(dense).compute().reset_index()
+    right_rows = dense_rows(QUICK_ORDER, QUICK_BASE_PIXELS)  # the catalog's rows, made again
     targets = target_list(
         right_rows, n=4_000, fields=6, base_pixels=QUICK_BASE_PIXELS, field_radius_deg=0.5, seed=5
     )
