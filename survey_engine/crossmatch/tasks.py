@@ -7,6 +7,7 @@ use these pieces too, so they live below all three."""
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -170,7 +171,8 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
 def _piece_rows(task: MatchTask, p: MatchParams, lcoords, file_rows: dict) -> pd.DataFrame:
     """A piece's left rows: its row range of the partition file, read once per worker process for
     all the pieces of the partition it runs (the file holds one row group: no range of it can be
-    read alone)."""
+    read alone). The cache is keyed by the file's identity and time stamp as well as its path, so
+    a file written again is read again; a remote file is read for each piece."""
     args = (
         task.left_file,
         p.left_columns,
@@ -180,9 +182,16 @@ def _piece_rows(task: MatchTask, p: MatchParams, lcoords, file_rows: dict) -> pd
         file_rows.get(task.left_file),
     )
     try:
-        whole = _read_left_cached(*args)
-    except TypeError:  # an unhashable argument: read it for this piece
+        st = None if storage.is_remote(task.left_file) else os.stat(task.left_file)
+    except OSError:  # missing: the read says so, naming the file
+        st = None
+    if st is None:
         whole = _read_left(*args)
+    else:
+        try:
+            whole = _read_left_cached((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), *args)
+        except TypeError:  # an unhashable argument: read it for this piece
+            whole = _read_left(*args)
     return whole.iloc[task.row_start : task.row_stop]
 
 
@@ -190,7 +199,9 @@ def _read_left(file, columns, ra, dec, epoch, nullable, rows) -> pd.DataFrame:
     return read_side([file], columns, ra, dec, epoch, nullable, {} if rows is None else {file: rows})
 
 
-_read_left_cached = functools.lru_cache(maxsize=1)(_read_left)
+@functools.lru_cache(maxsize=1)
+def _read_left_cached(stamp: tuple, *args) -> pd.DataFrame:
+    return _read_left(*args)
 
 
 def _near_rows(
