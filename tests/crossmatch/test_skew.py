@@ -225,3 +225,22 @@ def test_a_catalog_of_many_partitions_opens_without_listing_its_files(dense, tmp
     monkeypatch.setattr(integrity, "FILES_CHECKED_AT_OPEN", 100_000)  # below it: found at open
     with pytest.raises(integrity.CatalogIntegrityError, match="partition file missing"):
         open_catalog(copy)
+
+
+@pytest.mark.parametrize(
+    "how, join",
+    [
+        ("all", "left"),
+        ("knn", "outer"),
+        pytest.param("one-to-one", "inner", marks=pytest.mark.slow),  # 20 s: the greedy choice
+        ("nearest", "left"),
+    ],
+)
+def test_split_tasks_give_the_whole_partition_result_for_every_join(straggler, threads, how, join):
+    lpath, rpath, _, _ = straggler
+    left, right = open_catalog(lpath), open_catalog(rpath)
+    kwargs = {"how": how, "join": join, "k": 2} if how == "knn" else {"how": how, "join": join}
+    whole = crossmatch(left, right, 3.0, split_rows=0, **kwargs)
+    split = crossmatch(left, right, 3.0, split_rows=5_000, **kwargs)
+    assert len(split.tasks) > len(whole.tasks)
+    pd.testing.assert_frame_equal(whole.compute(), split.compute())
