@@ -60,6 +60,7 @@ class CrossmatchResult:
     right: Catalog
     params: MatchParams
     tasks: list[MatchTask] = field(default_factory=list)
+    split_rows: int | None = None  # as asked (None: automatic, which write() does not split)
 
     @property
     def ra_column(self) -> str:
@@ -276,7 +277,8 @@ def crossmatch(
     plus the largest motion of either side.
 
     ``split_rows``: a left partition of more rows than this is matched as several tasks
-    (``tasks.split_large_tasks``; None: automatic, twice the median partition; 0: never).
+    (``tasks.split_large_tasks``; None: automatic, twice the median partition, for ``compute()``
+    and ``to_dask()``, not ``write()``, where the pieces would have to be joined again; 0: never).
     """
     method = algorithm_object(
         algorithm,
@@ -330,7 +332,7 @@ def crossmatch(
             raise
         right = _with_margin(right, float(np.ceil(reach)), client)
     tasks = split_large_tasks(plan_crossmatch(left, right, reach), split_rows)
-    return CrossmatchResult(left, right, params, tasks)
+    return CrossmatchResult(left, right, params, tasks, split_rows)
 
 
 def algorithm_object(algorithm: str | CrossmatchMethod, **keywords) -> CrossmatchMethod:

@@ -204,6 +204,15 @@ def write_result(result, out: Path, name: str | None = None, client=None, progre
         return out
 
     name = check_name(name, "catalog name") if name is not None else output_path(out).name
+    if result.split_rows is None and any(t.row_stop is not None for t in result.tasks):
+        # split automatically: the pieces would have to be joined into the partition's one file
+        # again (one more read and write of its result), which costs more than the split saves
+        # when the match is quick; split_rows=N splits here too
+        from dataclasses import replace
+
+        from survey_engine.crossmatch.tasks import whole_tasks
+
+        result = replace(result, tasks=whole_tasks(result.tasks))
     meta = result.meta()
     # a partition-by-partition write resumes from the partitions an interrupted run finished
     fingerprint = None if result.in_memory else _fingerprint(result, name, meta)

@@ -21,7 +21,16 @@ from survey_engine.crossmatch.epochs import EpochSpec
 from survey_engine.crossmatch.plan import MatchTask
 from survey_engine.errors import UsageError, option
 
-__all__ = ["HOWS", "JOINS", "MatchParams", "match_task", "read_side", "sorted_rows", "split_large_tasks"]
+__all__ = [
+    "HOWS",
+    "JOINS",
+    "MatchParams",
+    "match_task",
+    "read_side",
+    "sorted_rows",
+    "split_large_tasks",
+    "whole_tasks",
+]
 
 JOINS = ("inner", "left", "outer")
 
@@ -269,6 +278,17 @@ def split_large_tasks(tasks: list[MatchTask], split_rows: int | None = None) -> 
                 cuts.append(cut)
         cuts.append(n)
         out += [replace(task, row_start=a, row_stop=b) for a, b in zip(cuts[:-1], cuts[1:])]
+    return out
+
+
+def whole_tasks(tasks: list[MatchTask]) -> list[MatchTask]:
+    """``tasks`` with the pieces of each split partition (``split_large_tasks``) made one task again."""
+    out: list[MatchTask] = []
+    for task in tasks:
+        if task.row_stop is None:
+            out.append(task)
+        elif task.row_start == 0:
+            out.append(replace(task, row_start=None, row_stop=None))
     return out
 
 

@@ -175,6 +175,19 @@ def test_a_straggler_partition_is_split_with_the_same_pairs_in_the_same_order(st
     assert set(zip(nearest.id_1.tolist(), nearest.id_2.tolist())) == _truth(left_rows, right_rows, 3.0)
 
 
+def test_an_automatic_split_is_not_joined_again_when_written(straggler, threads, tmp_path, monkeypatch):
+    lpath, rpath, _, _ = straggler
+    left, right = open_catalog(lpath), open_catalog(rpath)
+    result = crossmatch(left, right, 3.0)
+    assert any(t.row_stop is not None for t in result.tasks)
+    ran = []
+    real_match = xm_output.match_task
+    monkeypatch.setattr(xm_output, "match_task", lambda t, *a: (ran.append(t), real_match(t, *a))[1])
+    out = result.write(tmp_path / "auto", client=threads)
+    assert len(ran) == left.npartitions and all(t.row_stop is None for t in ran)
+    pd.testing.assert_frame_equal(open_catalog(out).compute(), result.compute())
+
+
 def test_split_tasks_write_and_resume(straggler, threads, tmp_path, monkeypatch):
     lpath, rpath, _, _ = straggler
     left, right = open_catalog(lpath), open_catalog(rpath)

@@ -425,6 +425,34 @@ def _sparse_rows(n: int, order: int, base: int, repeats: int, workers: int, work
     return out
 
 
+def task_cpu_seconds(result) -> list[float]:
+    """Each task of ``result`` run in this process, in order: its CPU seconds (the second of two
+    runs of the whole list, so that files are cached and the kernel compiled alike for all)."""
+    from survey_engine.crossmatch import tasks as xm_tasks
+
+    result.params.method.prepare()
+    calls = result.task_calls()
+    for call in calls:
+        xm_tasks.match_task(*call)
+    seconds = []
+    for call in calls:
+        t0 = time.process_time()
+        xm_tasks.match_task(*call)
+        seconds.append(time.process_time() - t0)
+    return seconds
+
+
+def list_schedule(seconds: list[float], workers: int) -> float:
+    """The time ``workers`` take to run tasks of these durations handed out in order, each to the
+    first free worker (as Dask does with tasks of equal priority): the run's length without
+    scheduling costs or the machine's load."""
+    free = [0.0] * max(1, workers)
+    for s in seconds:
+        i = free.index(min(free))
+        free[i] += s
+    return max(free)
+
+
 def _pixel_points(rng, order: int, pix: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` points uniform in the HEALPix pixel (order, pix): order-29 pixels drawn in its range
     (they are of equal area), at their centres."""
@@ -472,7 +500,11 @@ def straggler_inputs(small_rows: int, seed: int = 9) -> tuple[pd.DataFrame, pd.D
 
 
 def _straggler_rows(n: int, repeats: int, workers: int, work: Path) -> list[dict]:
-    """The straggler matched with its partition split (the default) and whole (``split_rows=0``)."""
+    """The straggler matched with its partition split (the default) and whole (``split_rows=0``):
+    gathered (``compute``) and written (``write``, as ``crossmatch --out``), runs interleaved; and
+    each task's CPU seconds in one process, with the run's length on ``workers`` they imply."""
+    import shutil
+
     from survey_engine.bench.measure import PeakMemory, run_summary
     from survey_engine.bench.suites.common import bench_row, local_cluster, repeat_plan, task_profile
     from survey_engine.catalog.catalog import open_catalog
@@ -490,6 +522,7 @@ def _straggler_rows(n: int, repeats: int, workers: int, work: Path) -> list[dict
     plan = repeat_plan(len(left), repeats)
     labels = ("split", "whole")
     times: dict = {k: [] for k in labels}
+    write_times: dict = {k: [] for k in labels}
     first: dict = {}
     peaks: dict = {k: (0, 0) for k in labels}
     profiles: dict = {k: [] for k in labels}
@@ -506,9 +539,22 @@ def _straggler_rows(n: int, repeats: int, workers: int, work: Path) -> list[dict
                     frames[label] = results[label].compute()
                     dt = time.perf_counter() - t0
                 first.setdefault(label, dt)
+                # and written with --out (the command line's path: the workers write the
+                # partitions, the pieces of a split one are joined on the driver)
+                target = work / f"skew_straggler_out_{label}"
+                shutil.rmtree(target, ignore_errors=True)
+                t0 = time.perf_counter()
+                results[label].write(target, client=client)
+                written = time.perf_counter() - t0
                 if i >= plan["warmup"]:
                     times[label].append(dt)
+                    write_times[label].append(written)
                     peaks[label] = (max(peaks[label][0], mem.peak), max(peaks[label][1], mem.peak_process))
+        written_rows = {
+            label: open_catalog(work / f"skew_straggler_out_{label}").row_count() for label in labels
+        }
+    # the same tasks in one process, each one's CPU seconds: what the machine's load does not change
+    cpu = {label: task_cpu_seconds(results[label]) for label in labels}
     out = []
     for label in labels:
         m = run_summary(times[label], first[label], plan["warmup"], *peaks[label])
@@ -521,9 +567,16 @@ def _straggler_rows(n: int, repeats: int, workers: int, work: Path) -> list[dict
                 len(left),
                 workers,
                 m,
-                agree=bool(np.array_equal(_pairs(frames[label]), truth)),
+                agree=bool(np.array_equal(_pairs(frames[label]), truth))
+                and written_rows[label] == len(frames[label]),
                 profile=profiles[label],
                 tasks=len(results[label].tasks),
+                write_s=float(np.median(write_times[label])),
+                write_min_s=min(write_times[label]),
+                written_rows=written_rows[label],
+                task_cpu_s=sum(cpu[label]),
+                longest_task_cpu_s=max(cpu[label]),
+                makespan_cpu_s=list_schedule(cpu[label], workers),
                 left_partitions=lcat.npartitions,
                 pairs=len(frames[label]),
                 note="split: the large partition as row ranges of its file in several tasks; whole: one task; "
