@@ -15,7 +15,7 @@ class BenchArguments:
     and merge two reports."""
 
     suites: list[str] = param(
-        help="import margins crossmatch features train predict clustering real tap e2e scaling "
+        help="import margins crossmatch features train predict clustering real tap e2e scaling skew "
         "(default: all); or: compare OLD NEW; or: merge OLD NEW --out DIR (NEW's suites replace "
         "OLD's)",
         role="positional",

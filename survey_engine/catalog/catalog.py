@@ -96,10 +96,11 @@ class Catalog:
         return self.row_count()
 
     def partition_files(self) -> list[Path]:
-        return [
-            layout.partition_path(self.path, o, p)
-            for o, p in zip(self.partitions.Norder, self.partitions.Npix)
-        ]
+        pixels = zip(self.partitions.Norder.tolist(), self.partitions.Npix.tolist())
+        if storage.is_remote(self.path):
+            return [layout.partition_path(self.path, o, p) for o, p in pixels]
+        dataset, suffix = str(Path(self.path) / layout.DATASET_DIR), layout.npix_suffix(self.path)
+        return [Path(f"{dataset}/{layout.partition_relpath(o, p, suffix)}") for o, p in pixels]
 
     def files_by_pixel(self) -> dict[tuple[int, int], str]:
         """(order, pixel) -> partition file: the one map of a catalog's (or its margin's) files."""
@@ -111,7 +112,11 @@ class Catalog:
         """Integer and boolean columns that hold nulls somewhere (from the Parquet statistics):
         they are read as pandas' nullable dtypes (``Int16``, ``boolean``) in every partition, so
         their nulls survive and every partition has the same dtypes as the metadata frame."""
-        return layout.columns_with_nulls(self.path, self.schema, self.partition_files())
+
+        def files():  # each footer is read only where there is no _metadata
+            yield from self.partition_files()
+
+        return layout.columns_with_nulls(self.path, self.schema, files())
 
     def column_names(self) -> list[str]:
         if self.meta is not None:

@@ -165,6 +165,8 @@ def columns_with_nulls(catalog_dir: str | Path, schema: pa.Schema, partition_fil
                 stats = group.column(i).statistics
                 if stats is None or not stats.has_null_count or stats.null_count > 0:
                     found.add(name)
+            if len(found) == len(candidates):
+                break
     return tuple(c for c in candidates if c in found)
 
 

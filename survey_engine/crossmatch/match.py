@@ -40,7 +40,14 @@ from survey_engine.crossmatch.algorithms import (
 )
 from survey_engine.crossmatch.epochs import EpochSpec, max_shift_arcsec
 from survey_engine.crossmatch.plan import MatchTask, plan_crossmatch
-from survey_engine.crossmatch.tasks import HOWS, JOINS, MatchParams, match_task, sorted_rows  # noqa: F401
+from survey_engine.crossmatch.tasks import (  # noqa: F401
+    HOWS,
+    JOINS,
+    MatchParams,
+    match_task,
+    sorted_rows,
+    split_large_tasks,
+)
 from survey_engine.errors import UsageError, option
 from survey_engine.runtime import ColumnSlots, compute_frame, plain_pages, run_tasks
 
@@ -53,6 +60,7 @@ class CrossmatchResult:
     right: Catalog
     params: MatchParams
     tasks: list[MatchTask] = field(default_factory=list)
+    split_rows: int | None = None  # as asked (None: automatic, which write() does not split)
 
     @property
     def ra_column(self) -> str:
@@ -160,7 +168,10 @@ class CrossmatchResult:
         k = 1 if self.params.how == "nearest" else self.params.k
         try:
             rows = dict(zip(map(str, self.left.partition_files()), self.left.partition_rows()))
-            return [k * rows[str(t.left_file)] for t in self.tasks]
+            return [
+                k * (t.row_stop - t.row_start if t.row_stop is not None else rows[str(t.left_file)])
+                for t in self.tasks
+            ]
         except (OSError, ValueError, KeyError):  # a footer that cannot be read here: gather, then concatenate
             return None
 
@@ -254,6 +265,7 @@ def crossmatch(
     left_epoch: EpochSpec | float | str | None = None,
     right_epoch: EpochSpec | float | str | None = None,
     client=None,
+    split_rows: int | None = None,
 ) -> CrossmatchResult:
     """Plan a partition-aligned cross-match of ``left`` against ``right`` (lazy).
 
@@ -267,6 +279,10 @@ def crossmatch(
     proper-motion / parallax / RV columns) is moved there with its proper motions first; a side
     without one is taken as already at ``epoch``. The right margin must then cover the radius
     plus the largest motion of either side.
+
+    ``split_rows``: a left partition of more rows than this is matched as several tasks
+    (``tasks.split_large_tasks``; None: automatic, twice the median partition, for ``compute()``
+    and ``to_dask()``, not ``write()``, where the pieces would have to be joined again; 0: never).
     """
     method = algorithm_object(
         algorithm,
@@ -319,7 +335,8 @@ def crossmatch(
         if not build_margin:
             raise
         right = _with_margin(right, float(np.ceil(reach)), client)
-    return CrossmatchResult(left, right, params, plan_crossmatch(left, right, reach))
+    tasks = split_large_tasks(plan_crossmatch(left, right, reach), split_rows)
+    return CrossmatchResult(left, right, params, tasks, split_rows)
 
 
 def algorithm_object(algorithm: str | CrossmatchMethod, **keywords) -> CrossmatchMethod:

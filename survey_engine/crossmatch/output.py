@@ -75,17 +75,50 @@ def _done_marker(staging: Path, index: int, task) -> Path:
     return staging / DONE_DIR / f"task-{index:07d}-{task.left_order}-{task.left_pix}"
 
 
+def _piece_dir(staging: Path, index: int) -> Path:
+    """Where task ``index``, a piece of a split left partition, writes its rows (a partition file
+    of a catalog of its own) until the pieces are joined into the partition's file."""
+    return staging / DONE_DIR / "pieces" / f"task-{index:07d}"
+
+
+def _task_dirs(result, staging: Path, catalog_dir: Path) -> list[Path]:
+    """The folder each task writes its partition file in: the result's catalog, or for a piece
+    of a split partition (``tasks.split_large_tasks``) a folder of its own."""
+    return [
+        _piece_dir(staging, i) if t.row_stop is not None else catalog_dir for i, t in enumerate(result.tasks)
+    ]
+
+
+def _join_pieces(catalog_dir: Path, order: int, pix: int, piece_files: list[Path], marker: Path):
+    """One left partition's file from its pieces' files, in row order (each sorted, their
+    ``_healpix_29`` ranges in order: the file holds what one task would have written); then its
+    marker. Its schema, or None when no piece had rows."""
+    from survey_engine.catalog.build import write_partition_file
+
+    tables = [pq.read_table(f) for f in piece_files]
+    schema = None
+    if tables:
+        table = pa.concat_tables(tables)
+        write_partition_file(table, catalog_dir, order, pix)
+        schema = table.schema
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written" if schema is not None else "empty")
+    return schema
+
+
 def _match_resumable(client, result, staging: Path, catalog_dir: Path, progress: bool) -> list:
     """Run the match-and-write tasks not already done in ``staging`` (by an interrupted run of the
-    same write); the schemas of all tasks (None where a task had no rows), in task order."""
+    same write), then join the pieces of split partitions; the schemas of the result's partitions
+    (None where one had no rows), in the order of ``_pixels(result)``."""
     from survey_engine.catalog.build import partition_path
 
-    calls = result.task_calls(str(catalog_dir))
+    dirs = _task_dirs(result, staging, catalog_dir)
+    calls = [(*call[:-1], str(d)) for call, d in zip(result.task_calls(str(catalog_dir)), dirs)]
     schemas: list = [None] * len(calls)
     todo = []
     for i, (call, task) in enumerate(zip(calls, result.tasks)):
         marker = _done_marker(staging, i, task)
-        path = partition_path(catalog_dir, task.left_order, task.left_pix)
+        path = partition_path(dirs[i], task.left_order, task.left_pix)
         if marker.is_file() and marker.read_text() == "empty":
             continue
         if marker.is_file() and path.is_file():
@@ -103,7 +136,35 @@ def _match_resumable(client, result, staging: Path, catalog_dir: Path, progress:
         )
         for i, schema in zip(todo, done):
             schemas[i] = schema
-    return schemas
+    return _joined(result, staging, catalog_dir, dirs, schemas)
+
+
+def _joined(result, staging: Path, catalog_dir: Path, dirs: list[Path], schemas: list) -> list:
+    """The schema of each of the result's partitions: a task's own, or for a split partition the
+    one of the file its pieces were joined into (joined now unless an earlier run did)."""
+    from survey_engine.catalog.build import partition_path
+
+    by_pixel: dict = {}
+    for i, task in enumerate(result.tasks):
+        by_pixel.setdefault((task.left_order, task.left_pix), []).append(i)
+    out = []
+    for (order, pix), members in by_pixel.items():
+        if len(members) == 1 and result.tasks[members[0]].row_stop is None:
+            out.append(schemas[members[0]])
+            continue
+        marker = staging / DONE_DIR / f"joined-{order}-{pix}"
+        path = partition_path(catalog_dir, order, pix)
+        if marker.is_file() and (marker.read_text() == "empty" or path.is_file()):
+            out.append(pq.read_schema(path) if marker.read_text() == "written" else None)
+            continue
+        pieces = [partition_path(dirs[i], order, pix) for i in members if schemas[i] is not None]
+        out.append(_join_pieces(catalog_dir, order, pix, pieces, marker))
+    return out
+
+
+def _pixels(tasks) -> list[tuple[int, int]]:
+    """The result's partitions: the left partitions of the tasks, each once, in task order."""
+    return list(dict.fromkeys((t.left_order, t.left_pix) for t in tasks))
 
 
 def _write_frame_by_partition(frame, tasks, catalog_dir: Path) -> tuple[list, list]:
@@ -114,7 +175,7 @@ def _write_frame_by_partition(frame, tasks, catalog_dir: Path) -> tuple[list, li
     from survey_engine.crossmatch.joins import pixels_outside
 
     index = frame.index.to_numpy()
-    pixels = [(t.left_order, t.left_pix) for t in tasks]
+    pixels = _pixels(tasks)
     extra_o, extra_p = pixels_outside(
         index, np.array([o for o, _ in pixels]), np.array([p for _, p in pixels])
     )
@@ -143,6 +204,15 @@ def write_result(result, out: Path, name: str | None = None, client=None, progre
         return out
 
     name = check_name(name, "catalog name") if name is not None else output_path(out).name
+    if result.split_rows is None and any(t.row_stop is not None for t in result.tasks):
+        # split automatically: the pieces would have to be joined into the partition's one file
+        # again (one more read and write of its result), which costs more than the split saves
+        # when the match is quick; split_rows=N splits here too
+        from dataclasses import replace
+
+        from survey_engine.crossmatch.tasks import whole_tasks
+
+        result = replace(result, tasks=whole_tasks(result.tasks))
     meta = result.meta()
     # a partition-by-partition write resumes from the partitions an interrupted run finished
     fingerprint = None if result.in_memory else _fingerprint(result, name, meta)
@@ -152,7 +222,7 @@ def write_result(result, out: Path, name: str | None = None, client=None, progre
             pixels, schemas = _write_frame_by_partition(result.compute(), result.tasks, catalog_dir)
         else:
             schemas = _match_resumable(client, result, staging, catalog_dir, progress)
-            pixels = [(t.left_order, t.left_pix) for t in result.tasks]
+            pixels = _pixels(result.tasks)
         written = [px for px, s in zip(pixels, schemas) if s is not None]
         props = finish_written(
             catalog_dir,

@@ -6,7 +6,9 @@ use these pieces too, so they live below all three."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import os
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -19,7 +21,16 @@ from survey_engine.crossmatch.epochs import EpochSpec
 from survey_engine.crossmatch.plan import MatchTask
 from survey_engine.errors import UsageError, option
 
-__all__ = ["HOWS", "JOINS", "MatchParams", "match_task", "read_side", "sorted_rows"]
+__all__ = [
+    "HOWS",
+    "JOINS",
+    "MatchParams",
+    "match_task",
+    "read_side",
+    "sorted_rows",
+    "split_large_tasks",
+    "whole_tasks",
+]
 
 JOINS = ("inner", "left", "outer")
 
@@ -134,22 +145,28 @@ def _positions(frame: pd.DataFrame, coords, epoch: EpochSpec | None, target: flo
 def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.DataFrame) -> pd.DataFrame:
     """Cross-match one left partition (run on a worker); ``empty`` is the output's empty frame."""
     file_rows = dict(task.file_rows)
-    left = read_side([task.left_file], p.left_columns, *lcoords, p.left_epoch, p.left_nullable, file_rows)
+    piece = task.row_stop is not None  # a piece of a split partition (split_large_tasks)
+    if piece:
+        left = _piece_rows(task, p, lcoords, file_rows)
+    else:
+        left = read_side([task.left_file], p.left_columns, *lcoords, p.left_epoch, p.left_nullable, file_rows)
     if len(left) == 0:
         return empty
     lhp = left.index.to_numpy()
-    jobs = [((lhp >= g.start29) & (lhp < g.stop29), g.files) for g in task.groups]
-    assigned = np.logical_or.reduce([mask for mask, _ in jobs]) if jobs else np.zeros(len(left), dtype=bool)
+    jobs, right_rows = task.right_jobs(lhp)  # only the right partitions holding left rows
+    file_rows.update(right_rows)
+    assigned = np.zeros(len(left), dtype=bool)
+    for rows, _ in jobs:
+        assigned[rows] = True
     if task.orphan_files and not assigned.all():
-        jobs.append((~assigned, task.orphan_files))
+        jobs.append((np.flatnonzero(~assigned), task.orphan_files))
     matched = np.zeros(len(left), dtype=bool)
     pieces = []
-    for mask, files in jobs:
-        rows = np.flatnonzero(mask)
-        if len(rows) == 0:
-            continue
+    for rows, files in jobs:
         sub = left if len(rows) == len(left) else left.iloc[rows]
         right = read_side(list(files), p.right_columns, *rcoords, p.right_epoch, p.right_nullable, file_rows)
+        if piece and p.left_epoch is None and p.right_epoch is None:
+            right = _near_rows(right, sub.index.to_numpy(), p.radius_arcsec, task.left_order)
         li, ri, sep = _pairs(sub, right, lcoords, rcoords, p)
         matched[rows[li]] = True
         pieces.append(_assemble(sub, right, li, ri, sep, p, empty))
@@ -158,6 +175,121 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
         pieces.append(_assemble(unmatched, None, np.arange(len(unmatched)), None, None, p, empty))
     out = pd.concat(pieces) if pieces else empty
     return sorted_rows(out, empty)
+
+
+def _piece_rows(task: MatchTask, p: MatchParams, lcoords, file_rows: dict) -> pd.DataFrame:
+    """A piece's left rows: its row range of the partition file, read once per worker process for
+    all the pieces of the partition it runs (the file holds one row group: no range of it can be
+    read alone). The cache is keyed by the file's identity and time stamp as well as its path, so
+    a file written again is read again; a remote file is read for each piece."""
+    args = (
+        task.left_file,
+        p.left_columns,
+        *lcoords,
+        p.left_epoch,
+        p.left_nullable,
+        file_rows.get(task.left_file),
+    )
+    try:
+        st = None if storage.is_remote(task.left_file) else os.stat(task.left_file)
+    except OSError:  # missing: the read says so, naming the file
+        st = None
+    if st is None:
+        whole = _read_left(*args)
+    else:
+        try:
+            whole = _read_left_cached((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), *args)
+        except TypeError:  # an unhashable argument: read it for this piece
+            whole = _read_left(*args)
+    return whole.iloc[task.row_start : task.row_stop]
+
+
+def _read_left(file, columns, ra, dec, epoch, nullable, rows) -> pd.DataFrame:
+    return read_side([file], columns, ra, dec, epoch, nullable, {} if rows is None else {file: rows})
+
+
+@functools.lru_cache(maxsize=1)
+def _read_left_cached(stamp: tuple, *args) -> pd.DataFrame:
+    return _read_left(*args)
+
+
+def _near_rows(
+    right: pd.DataFrame, left_hp29: np.ndarray, radius_arcsec: float, left_order: int
+) -> pd.DataFrame:
+    """The right rows that can lie within ``radius_arcsec`` of left rows at these ``_healpix_29``:
+    those in an order-m pixel that holds a left row or touches one (m: at most the margin order
+    of the radius, whose pixels are wider than it, and 6 orders below the left partition's, so
+    that a piece spans a few hundred of them). A piece of a split partition covers part of the
+    right partitions it reads; the kernel then indexes only the right rows near it. Their order
+    is kept (ties are broken by it)."""
+    import cdshealpix
+
+    from survey_engine.catalog.healpix import SPATIAL_INDEX_ORDER, margin_order_for_radius, sorted_unique
+
+    if len(right) == 0 or len(left_hp29) == 0:
+        return right
+    m = min(margin_order_for_radius(radius_arcsec), left_order + 6)
+    shift = 2 * (SPATIAL_INDEX_ORDER - m)
+    own = sorted_unique(left_hp29 >> shift)
+    around = cdshealpix.nested.neighbours(own.astype(np.uint64), m).astype(np.int64).ravel()
+    near = sorted_unique(np.concatenate([own, around[around >= 0]]))
+    rq = right.index.to_numpy() >> shift
+    keep = near[np.minimum(np.searchsorted(near, rq), len(near) - 1)] == rq
+    return right if keep.all() else right[keep]
+
+
+MIN_PIECE_ROWS = 20_000  # below this a piece costs more in task overhead than it saves
+
+
+def split_large_tasks(tasks: list[MatchTask], split_rows: int | None = None) -> list[MatchTask]:
+    """Each task whose left partition holds more than ``split_rows`` rows as several tasks of at
+    most about that many rows (row ranges of the same file, each against the same right
+    partitions and margin), so that one outsized partition (a straggler: 10x the rows of the
+    others) does not set the time of the whole run. In task order, the pieces of a partition in
+    row order: their results, concatenated, are the partition's result row for row.
+
+    ``split_rows=None`` (automatic): pieces of the median partition's rows (at least
+    ``MIN_PIECE_ROWS``), for partitions of more than twice that; ``0``: no split. The pieces'
+    boundaries come from the partition's ``_healpix_29`` column (read here, for those partitions
+    only) and never fall between two rows of the same ``_healpix_29``, so each left row's matches
+    stay in one piece, in the same order."""
+    rows = [dict(t.file_rows).get(t.left_file) for t in tasks]
+    known = [r for r in rows if r is not None]
+    if split_rows == 0 or not known:
+        return list(tasks)
+    if split_rows is None:
+        piece = max(int(np.median(known)), MIN_PIECE_ROWS)
+        limit = 2 * piece
+    else:
+        piece = limit = int(split_rows)
+    out: list[MatchTask] = []
+    for task, n in zip(tasks, rows):
+        if n is None or n <= limit or task.row_stop is not None:
+            out.append(task)
+            continue
+        hp29 = read_partition(task.left_file, [SPATIAL_INDEX_COLUMN], expected_rows=n).index.to_numpy()
+        if not bool(np.all(hp29[1:] >= hp29[:-1])):  # not sorted by _healpix_29: row order is not index order
+            out.append(task)
+            continue
+        cuts = [0]
+        for k in range(1, -(-n // piece)):
+            cut = int(np.searchsorted(hp29, hp29[k * n // (-(-n // piece))], side="left"))
+            if cut > cuts[-1]:
+                cuts.append(cut)
+        cuts.append(n)
+        out += [replace(task, row_start=a, row_stop=b) for a, b in zip(cuts[:-1], cuts[1:])]
+    return out
+
+
+def whole_tasks(tasks: list[MatchTask]) -> list[MatchTask]:
+    """``tasks`` with the pieces of each split partition (``split_large_tasks``) made one task again."""
+    out: list[MatchTask] = []
+    for task in tasks:
+        if task.row_stop is None:
+            out.append(task)
+        elif task.row_start == 0:
+            out.append(replace(task, row_start=None, row_stop=None))
+    return out
 
 
 def _assemble(left, right, li, ri, sep, p: MatchParams, meta: pd.DataFrame) -> pd.DataFrame:

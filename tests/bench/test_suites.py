@@ -41,6 +41,7 @@ def test_registry_has_every_suite():
         "tap",
         "e2e",
         "scaling",
+        "skew",
     )
     assert all(
         RUNNERS[s].__module__ == f"survey_engine.bench.suites.{'import_' if s == 'import' else s}"

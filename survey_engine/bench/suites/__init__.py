@@ -19,6 +19,7 @@ from survey_engine.bench.suites import (
     predict,
     real,
     scaling,
+    skew,
     tap,
     train,
 )
@@ -35,6 +36,7 @@ RUNNERS = {
     "tap": tap.run,
     "e2e": e2e.run,
     "scaling": scaling.run,
+    "skew": skew.run,
 }
 SUITES = tuple(RUNNERS)
 QUICK_SIZES = {
@@ -49,6 +51,7 @@ QUICK_SIZES = {
     "tap": [None],
     "e2e": [100_000],
     "scaling": [200_000],
+    "skew": [204_800],  # 2,048 partitions of ~100 rows
 }
 # The full run: 10^5 .. 10^8 rows where a stage can take them on this 24 GiB, 2-core machine.
 FULL_SIZES = {
@@ -63,4 +66,5 @@ FULL_SIZES = {
     "tap": [None],
     "e2e": [1_000_000],
     "scaling": [5_000_000],
+    "skew": [9_830_400],  # 98,304 partitions of ~100 rows
 }
