@@ -177,11 +177,17 @@ def watch_workers(client, run, what: str, poll_seconds: float = 1.0, on_lost=Non
     thread = threading.Thread(target=target, name=f"survey_engine {what}", daemon=True)
     thread.start()
 
+    seen = set(start)
+
     def gone() -> set[str]:
+        # every worker seen during the run, not only at its start: a worker that joined after the
+        # start (a nanny's replacement of one lost before) can be in XGBoost's ring too
         try:
-            return start - workers()
+            present = workers()
         except Exception:  # the scheduler itself is gone: the run's own error says so
             return set()
+        seen.update(present)
+        return seen - present
 
     lost: set[str] = set()
     while thread.is_alive() and not lost:
@@ -199,7 +205,7 @@ def watch_workers(client, run, what: str, poll_seconds: float = 1.0, on_lost=Non
             on_lost()
         names = ", ".join(sorted(lost))
         error = WorkerLostError(
-            f"{what}: worker(s) {names} left the cluster during training ({len(start) - len(lost)} of {len(start)} remain); "
+            f"{what}: worker(s) {names} left the cluster during training ({len(seen) - len(lost)} of {len(seen)} remain); "
             "XGBoost's collective step cannot finish without them: run the same command again to retrain on the workers present"
         )
         error.training = thread
