@@ -21,18 +21,6 @@ RADIUS = 300.0
 
 
 @pytest.fixture(scope="module")
-def threads():
-    """A cluster of threads in this process, so that a patched writer is the one the tasks call."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
-
-
-@pytest.fixture(scope="module")
 def sky(tmp_path_factory, threads) -> Path:
     root = tmp_path_factory.mktemp("xm_output")
     src = root / "sky.parquet"

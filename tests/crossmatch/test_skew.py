@@ -32,18 +32,6 @@ RADIUS = 2.0
 
 
 @pytest.fixture(scope="module")
-def threads():
-    """A cluster of threads in this process, so that patched readers are the ones the tasks call."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
-
-
-@pytest.fixture(scope="module")
 def dense(tmp_path_factory) -> Path:
     """2,048 partitions of ~100 rows (order 5 over two base pixels) with a 2" margin."""
     return dense_catalog(
