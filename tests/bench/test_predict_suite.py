@@ -117,3 +117,23 @@ def test_predict_suite_measures_every_model(tmp_path, monkeypatch):
     assert ours["sigma_nmad_vs_members"] == pytest.approx(ours["sigma_nmad"] / rows[4]["sigma_nmad"] - 1)
     assert rows[2]["trees_per_row"] == 4 * 20 * 3 and 0.5 < rows[2]["accuracy"] <= 1
     assert [r.get("modelled", True) for r in rows] == [True, True, False, False, False]
+
+
+def test_summary_lists_each_prediction_model():
+    from survey_engine.bench.report import _prediction_lines
+
+    base = {"suite": "predict", "tool": "survey_engine"}
+    rows = [
+        {**base, "model": "photoz distilled", "rows": 10**7, "rows_per_s": 2.5e5, "trees_per_row": 557}
+        | {"sigma_nmad": 0.0580, "speedup_vs_members": 10.2, "sigma_nmad_vs_members": 0.004},
+        {**base, "model": "classify members", "rows": 10**6, "rows_per_s": 9000.0, "trees_per_row": 9600}
+        | {"accuracy": 0.9712},
+        {**base, "tool": "single_process", "rows": 10**7, "rows_per_s": 3e5},
+    ]
+    lines = _prediction_lines(rows)
+    assert lines[2:4] == [
+        "- photoz distilled, 10,000,000 rows: 250,000 rows/s, 557 trees per row, sigma_NMAD 0.0580; "
+        "10.2x the members' rows/s, sigma_NMAD +0.4% against theirs",
+        "- classify members, 1,000,000 rows: 9,000 rows/s, 9600 trees per row, accuracy 0.9712",
+    ]
+    assert _prediction_lines(rows[2:]) == []
