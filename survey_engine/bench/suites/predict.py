@@ -206,7 +206,7 @@ def _echo(rows: list[dict]) -> None:
         if r.get("seconds"):
             print(
                 f"  predict: {r['case']}: {r['tool']} {r['seconds']:.1f} s, {r['rows_per_s']:,.0f} rows/s, "
-                f"agree={r['agree']}",
+                f"agree={r['agree']}; {r['note']}",
                 file=sys.stderr,
                 flush=True,
             )
