@@ -1,9 +1,9 @@
 """predict suite: the default models applied to a whole catalog (a new catalog written), each
 against one fresh process running XGBoost's ``inplace_predict`` of the same boosters with as many
 threads as the cluster has workers in total (``bench/predict_peer.py``): the default photo-z model
-(``PHOTOZ_ENSEMBLE``, the distilled booster, with the calibrated p(z)) at every size, and, at up to
-``REFERENCE_ROWS``, the members' photo-z model it replaced (its rate and held-out sigma_NMAD beside
-the default's) and the default classifier (its members)."""
+(``PHOTOZ_ENSEMBLE``, the distilled booster, with the calibrated p(z)) at every size and the
+default classifier (its members) on at most ``REFERENCE_ROWS``; and there, without a peer, the
+members' photo-z model the default replaced (its rate and held-out sigma_NMAD beside the default's)."""
 
 from __future__ import annotations
 
