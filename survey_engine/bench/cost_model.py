@@ -26,6 +26,9 @@ def cost_models(rows: list[dict]) -> list[dict]:
             and r.get("task_seconds")
             and r.get("rows")
             and r.get("seconds")
+            and r.get(
+                "modelled", True
+            )  # predict: the default photo-z model's rows, not the reference models'
         ]
         if stage == "train" and pts:
             pts = [r for r in pts if "predict with" not in r["case"]]  # training only

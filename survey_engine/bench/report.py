@@ -218,6 +218,7 @@ def markdown(report: dict) -> str:
             for r in overheads
         ]
         lines.append("")
+    lines += _prediction_lines(report["rows"])
     if report.get("cost_models"):
         lines += [
             "Cost models fitted from the measured per-task times (time = a + s x rows + c x rows / cores):",
@@ -245,6 +246,32 @@ def markdown(report: dict) -> str:
     if report.get("errors"):
         lines += ["Suites that failed:", ""] + [f"- {k}: {v}" for k, v in report["errors"].items()] + [""]
     return "\n".join(lines)
+
+
+def _prediction_lines(rows: list[dict]) -> list[str]:
+    """The predict suite's models side by side: rate, trees per row, held-out quality, and the
+    default photo-z model's speed-up and sigma_NMAD against the members' model it replaced."""
+    ours = [r for r in rows if r["suite"] == "predict" and r["tool"] == "survey_engine" and r.get("model")]
+    if not ours:
+        return []
+    lines = [
+        "Prediction models (rows per second with the catalog written; held-out quality of the bench model):",
+        "",
+    ]
+    for r in ours:
+        quality = (
+            f"sigma_NMAD {r['sigma_nmad']:.4f}"
+            if r.get("sigma_nmad") is not None
+            else f"accuracy {r['accuracy']:.4f}"
+        )
+        line = f"- {r['model']}, {r['rows']:,} rows: {r['rows_per_s']:,.0f} rows/s, {r['trees_per_row']} trees per row, {quality}"
+        if r.get("speedup_vs_members") is not None:
+            line += (
+                f"; {r['speedup_vs_members']:.1f}x the members' rows/s, sigma_NMAD {r['sigma_nmad_vs_members']:+.1%} "
+                "against theirs"
+            )
+        lines.append(line)
+    return [*lines, ""]
 
 
 def peer_ratios(report: dict) -> list[dict]:

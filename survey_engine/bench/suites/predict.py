@@ -1,9 +1,13 @@
-"""predict suite: the default photo-z model (``PHOTOZ_ENSEMBLE``, the distilled booster) applied to
-a whole catalog (a new catalog written, with the calibrated p(z)) against one fresh process running
-XGBoost's ``inplace_predict`` of the same boosters with as many threads as the cluster has workers (``bench/predict_peer.py``)."""
+"""predict suite: the default models applied to a whole catalog (a new catalog written), each
+against one fresh process running XGBoost's ``inplace_predict`` of the same boosters with as many
+threads as the cluster has workers in total (``bench/predict_peer.py``): the default photo-z model
+(``PHOTOZ_ENSEMBLE``, the distilled booster, with the calibrated p(z)) at every size and the
+default classifier (its members) on at most ``REFERENCE_ROWS``; and there, without a peer, the
+members' photo-z model the default replaced (its rate and held-out sigma_NMAD beside the default's)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -24,32 +28,44 @@ from survey_engine.bench.suites.common import (
 from survey_engine.bench.suites.train import TRAIN_FEATURES
 from survey_engine.ml.options import PHOTOZ_ENSEMBLE
 
+# The members' photo-z model and the classifier predict 10-20x slower than the default photo-z
+# model: their rates are measured on at most this many rows (a 10^7-row run of each would take
+# 10-20 minutes on 2 cores); rows per second, not the size, is what is compared.
+REFERENCE_ROWS = 1_000_000
+TRAINING_ROWS = 100_000  # the mock catalog each bench model is trained on (without the refit)
 
-def _bench_model(work: Path, client) -> Path:
-    """The default photo-z model (``PHOTOZ_ENSEMBLE``: one student booster distilled from the
-    members on their views side by side, early-stopped; calibrated p(z)) trained once on a
-    100k-row mock catalog, without the refit. The members' ensemble predicts about 20x slower
-    (README, photo-z)."""
+
+def bench_model(work: Path, client, task: str, ensemble: str | None = None) -> tuple[Path, dict]:
+    """A model of ``task`` with the default options (``ensemble`` for photo-z: the default
+    ``PHOTOZ_ENSEMBLE`` unless named) trained once on the ``TRAINING_ROWS`` mock catalog, without
+    the refit (the held-out metrics are the saved model's): its folder and ``metrics.json``."""
     from survey_engine.ml.supervised import TrainOptions, train
 
-    model = work / f"bench_photoz_model_{PHOTOZ_ENSEMBLE}"
-    if not (model / "model.json").exists() and not model.exists():
-        cat = mock_catalog(100_000, work, client)
-        train(
-            str(cat),
-            TrainOptions(
+    layout = ensemble or (PHOTOZ_ENSEMBLE if task == "photoz" else "members")
+    model = work / f"bench_{task}_model_{layout}"
+    if not (model / "metrics.json").exists():
+        cat = mock_catalog(TRAINING_ROWS, work, client)
+        if task == "photoz":
+            opts = TrainOptions(
                 "photoz",
                 TRAIN_FEATURES,
                 target="redshift",
                 where="obj_class == 'GALAXY'",
                 refit=False,
-                ensemble=PHOTOZ_ENSEMBLE,
-            ),
-            str(model),
-            client=client,
-            progress=False,
-        )
-    return model
+                ensemble=ensemble,
+            )
+        else:
+            opts = TrainOptions("classify", TRAIN_FEATURES, label="obj_class", refit=False)
+        train(str(cat), opts, str(model), client=client, progress=False)
+    return model, json.loads((model / "metrics.json").read_text())
+
+
+def trees_per_row(model: Path) -> int:
+    """Trees every row goes through (all boosters; a multi-output booster counts each output's)."""
+    from survey_engine.ml.artifact import load_model
+
+    _, models = load_model(str(model))
+    return int(sum(len(b.get_dump()) for b in models.values()))
 
 
 def xgboost_peer(model: Path, files: list[str], out: Path, nthread: int, plan: dict) -> dict:
@@ -72,91 +88,154 @@ def xgboost_peer(model: Path, files: list[str], out: Path, nthread: int, plan: d
     return run_summary(seconds, runs[0]["seconds"], plan["warmup"], peak, peak_process)
 
 
-def z_phot_agree(written: Path, peer_file: Path) -> bool:
-    """The same z_phot for every row with all features (where the calibrated median is the boosters')."""
+def predictions_agree(written: Path, peer_file: Path, task: str) -> bool:
+    """The same predictions for every row with all features: photo-z the same z_phot (where the
+    calibrated median is the boosters'), classification the same ``class_pred`` and probabilities."""
     import pandas as pd
     import pyarrow.dataset as ds
 
     from survey_engine.catalog.catalog import open_catalog
 
     files = [str(f) for f in open_catalog(written, margin=None).partition_files()]
-    ours = (
-        ds.dataset(files, format="parquet").to_table(columns=["source_id", "z_phot", "quality"]).to_pandas()
-    )
-    peer = pd.read_parquet(peer_file, columns=["source_id", "z_phot"])
-    both = ours[ours["quality"] == 0].merge(peer, on="source_id", suffixes=("", "_peer"))
-    return len(both) > 0.5 * len(ours) and bool(
-        np.allclose(both["z_phot"], both["z_phot_peer"], rtol=1e-5, atol=1e-6)
-    )
+    peer = pd.read_parquet(peer_file)
+    cols = [c for c in peer.columns if c not in ("z_lo", "z_hi")]
+    ours = ds.dataset(files, format="parquet").to_table(columns=[*cols, "quality"]).to_pandas()
+    both = ours[ours["quality"] == 0].merge(peer[cols], on="source_id", suffixes=("", "_peer"))
+    if len(both) <= 0.5 * len(ours):
+        return False
+    if task == "classify":
+        probs = [c for c in cols if c.startswith("prob_")]
+        same_class = bool((both["class_pred"].astype(str) == both["class_pred_peer"].astype(str)).all())
+        return same_class and all(
+            np.allclose(both[c], both[f"{c}_peer"], rtol=1e-5, atol=1e-6) for c in probs
+        )
+    return bool(np.allclose(both["z_phot"], both["z_phot_peer"], rtol=1e-5, atol=1e-6))
 
 
-def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
-    """Full-catalog prediction rate: survey_engine's ``predict`` (partition by partition on the
-    cluster, a new HATS catalog written) vs one process with as many threads reading, predicting
-    with the same boosters and writing one file."""
+def _measure(client, model: Path, cat_path: Path, n: int, plan: dict, work: Path) -> tuple[dict, list, Path]:
+    """survey_engine's ``predict`` of ``model`` on the catalog (a new catalog written and read back
+    for its row count): the measurement, the last run's task profile and the written catalog."""
     import pyarrow.dataset as ds
 
     from survey_engine.catalog.catalog import open_catalog
     from survey_engine.ml.apply import predict
 
+    out = work / f"pred_{model.name}_{n}"
+    prof: list = []
+
+    def ours():
+        shutil.rmtree(out, ignore_errors=True)
+        written = predict(str(model), str(cat_path), str(out), client=client, progress=False)
+        files = [str(f) for f in open_catalog(written, margin=None).partition_files()]
+        return ds.dataset(files, format="parquet").count_rows()
+
+    m = timed(profiled(client, ours, prof), **plan)
+    return m, prof, out
+
+
+def _model_rows(
+    client, task: str, ensemble: str | None, n: int, repeats: int, workers: int, work: Path, peer
+) -> list[dict]:
+    """One model on an n-row catalog: survey_engine's row, then the one-process peer's (a row saying
+    it was not run above the peer limits ``peer``; none at all with ``peer=False``)."""
+    from survey_engine.catalog.catalog import open_catalog
+
+    plan = repeat_plan(n, repeats)
+    model, metrics = bench_model(work, client, task, ensemble)
+    layout = ensemble or (PHOTOZ_ENSEMBLE if task == "photoz" else "members")
+    what = "photo-z" if task == "photoz" else "classification"
+    outputs = "z_phot, intervals, p(z)" if task == "photoz" else "class_pred, prob_<class>"
+    case = f"{what} ({layout}) on {n} rows ({outputs}), catalog written"
+    cat_path = mock_catalog(n, work, client)
+    m, prof, written = _measure(client, model, cat_path, n, plan, work)
+    n_ours = m.pop("value")
+    test = metrics["test"]
+    quality = {"sigma_nmad": test["sigma_nmad"]} if task == "photoz" else {"accuracy": test["accuracy"]}
+    info = {
+        "model": f"{task} {layout}",
+        "trees_per_row": trees_per_row(model),
+        "train_s": metrics.get("seconds"),
+    }
+    note = (
+        f"the {layout} model, {info['trees_per_row']} trees per row, trained on {TRAINING_ROWS} mock rows "
+        f"in {info['train_s']} s; held-out {', '.join(f'{k} {v:.4g}' for k, v in quality.items())}"
+    )
+
+    def ours(agree: bool) -> dict:
+        row = bench_row("predict", case, "survey_engine", n, workers, m, agree=agree, profile=prof, note=note)
+        return {**row, **info, **quality}
+
+    rows = []
+    if peer is False:
+        rows.append(ours(n_ours == n))
+    elif not peer_allowed("predict", n, peer):
+        rows += [ours(n_ours == n), not_run_row("predict", case, "single_process", n, workers, peer)]
+    else:
+        files = [str(f) for f in open_catalog(cat_path, margin=None).partition_files()]
+        peer_out = work / f"pred_single_{model.name}_{n}.parquet"
+        ms = xgboost_peer(model, files, peer_out, workers, plan)
+        agree = n_ours == n and predictions_agree(written, peer_out, task)
+        written_cols = (
+            "z_phot and the raw quantiles" if task == "photoz" else "class_pred and the probabilities"
+        )
+        rows.append(ours(agree))
+        rows.append(
+            bench_row(
+                "predict",
+                case,
+                "single_process",
+                n,
+                workers,
+                ms,
+                agree=agree,
+                note=f"one fresh process: pyarrow + XGBoost inplace_predict of the same boosters, "
+                f"nthread={workers} (OMP_NUM_THREADS={workers}); {written_cols} to one Parquet file",
+            )
+        )
+        peer_out.unlink(missing_ok=True)
+    shutil.rmtree(written, ignore_errors=True)
+    _echo(rows)
+    return rows
+
+
+def _echo(rows: list[dict]) -> None:
+    """One line per measured row on stderr as it is done (a 10^7-row run takes minutes per model)."""
+    import sys
+
+    for r in rows:
+        if r.get("seconds"):
+            print(
+                f"  predict: {r['case']}: {r['tool']} {r['seconds']:.1f} s, {r['rows_per_s']:,.0f} rows/s, "
+                f"agree={r['agree']}; {r['note']}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
+    """Full-catalog prediction rates: survey_engine's ``predict`` (partition by partition on the
+    cluster, a new HATS catalog written) vs one process with as many threads reading, predicting
+    with the same boosters and writing one file. Per size: the default photo-z model; then, on at
+    most ``REFERENCE_ROWS``, the default classifier (with its peer) and the members' photo-z model,
+    the default before issue 20 (no peer: the default's speed-up and sigma_NMAD against it go into
+    the default's row)."""
     out_rows = []
     for n in sizes:
-        plan = repeat_plan(n, repeats)
-        case = f"photo-z on {n} rows (z_phot, intervals, p(z)), catalog written"
         with local_cluster(workers) as client:
-            model = _bench_model(work, client)
-            cat_path = mock_catalog(n, work, client)
-            prof: list = []
-
-            def ours():
-                out = work / f"pred_{n}"
-                shutil.rmtree(out, ignore_errors=True)
-                written = predict(str(model), str(cat_path), str(out), client=client, progress=False)
-                t = ds.dataset(
-                    [str(f) for f in open_catalog(written, margin=None).partition_files()], format="parquet"
-                ).to_table(columns=["z_phot"])
-                return len(t), float(np.sum(t.column(0).to_numpy(), dtype=np.float64))
-
-            m = timed(profiled(client, ours, prof), **plan)
-            n_ours, _ = m.pop("value")
-            if not peer_allowed("predict", n, peer_limits):
-                out_rows.append(
-                    bench_row(
-                        "predict", case, "survey_engine", n, workers, m, agree=n_ours == n, profile=prof
-                    )
-                )
-                out_rows.append(not_run_row("predict", case, "single_process", n, workers, peer_limits))
-                continue
-            files = [str(f) for f in open_catalog(cat_path, margin=None).partition_files()]
-            peer_out = work / f"pred_single_{n}.parquet"
-            ms = xgboost_peer(model, files, peer_out, workers, plan)
-            agree = n_ours == n and z_phot_agree(work / f"pred_{n}", peer_out)
-            out_rows.append(
-                bench_row(
-                    "predict",
-                    case,
-                    "survey_engine",
-                    n,
-                    workers,
-                    m,
-                    agree=agree,
-                    profile=prof,
-                    note=f"the default model ({PHOTOZ_ENSEMBLE}: one early-stopped booster); z_phot, 68% / 95% intervals, p(z) grid",
-                )
-            )
-            out_rows.append(
-                bench_row(
-                    "predict",
-                    case,
-                    "single_process",
-                    n,
-                    workers,
-                    ms,
-                    agree=agree,
-                    note=f"one fresh process: pyarrow + XGBoost inplace_predict of the same boosters, nthread={workers}; "
-                    "z_phot and the raw quantiles to one Parquet file",
-                )
-            )
-            shutil.rmtree(work / f"pred_{n}", ignore_errors=True)
-            peer_out.unlink(missing_ok=True)
+            rows = _model_rows(client, "photoz", None, n, repeats, workers, work, peer_limits)
+            ref = min(n, REFERENCE_ROWS)
+            classify = _model_rows(client, "classify", None, ref, repeats, workers, work, peer_limits)
+            members = _model_rows(client, "photoz", "members", ref, repeats, workers, work, False)
+        ours, base = rows[0], members[0]
+        ours["members_sigma_nmad"] = base["sigma_nmad"]
+        ours["sigma_nmad_vs_members"] = ours["sigma_nmad"] / base["sigma_nmad"] - 1
+        ours["members_rows_per_s"] = base["rows_per_s"]
+        ours["speedup_vs_members"] = ours["rows_per_s"] / base["rows_per_s"]
+        ours["note"] += (
+            f"; {ours['speedup_vs_members']:.1f}x the members' rows/s ({base['rows_per_s']:,.0f} at {ref} "
+            f"rows), held-out sigma_NMAD {ours['sigma_nmad_vs_members']:+.1%} against theirs"
+        )
+        for r in classify + members:
+            r["modelled"] = False  # the predict stage's cost model: the default photo-z model's rows only
+        out_rows += rows + classify + members
     return out_rows
