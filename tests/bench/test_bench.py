@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from survey_engine.bench.suites import SUITES
+from survey_engine.ml.options import PHOTOZ_ENSEMBLE
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,17 @@ def test_quick_report_structure_and_agreement(quick_report):
     train = [r for r in report["rows"] if r["suite"] == "train" and r["tool"] == "xgboost.dask"]
     assert sorted(r["workers"] for r in train if "predict" not in r["case"]) == [1, 2]
     assert all(isinstance(r["overhead"], float) for r in train)
+    # predict: the default photo-z model, the default classifier (each beside its one-process peer)
+    # and the members' photo-z model the default replaced, its speed-up and sigma_NMAD against them
+    pred = [r for r in report["rows"] if r["suite"] == "predict" and r["tool"] == "survey_engine"]
+    assert [r["model"] for r in pred] == [f"photoz {PHOTOZ_ENSEMBLE}", "classify members", "photoz members"]
+    default, classify, members = pred
+    assert default["trees_per_row"] < members["trees_per_row"] and 0.5 < classify["accuracy"] <= 1
+    assert default["speedup_vs_members"] == pytest.approx(default["rows_per_s"] / members["rows_per_s"])
+    assert default["sigma_nmad_vs_members"] == pytest.approx(
+        default["sigma_nmad"] / members["sigma_nmad"] - 1
+    )
+    assert [r.get("modelled", True) for r in pred] == [True, False, False]  # cost model: the default's rows
     # the cost model comes from per-task times the suites recorded
     ours = [
         r
