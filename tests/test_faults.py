@@ -169,3 +169,38 @@ def test_crossmatch_on_a_full_disk_stops_clearly_and_resumes_after_making_room(r
         assert {k: published.get(k) for k in kept} == kept  # resumed, not redone
         assert not list(out.rglob(".*.tmp-*"))
         _report("crossmatch, disk full", reference["crossmatch_seconds"], again.seconds)
+
+
+# --- a worker killed while a margin is built -------------------------------------------------------
+
+
+def _margin_args(catalog, out, radius: float = 20.0) -> list[str]:
+    return [
+        "margin",
+        str(catalog),
+        "--radius",
+        str(radius),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
+
+
+@pytest.mark.slow
+def test_margin_build_with_its_workers_killed_completes_identically(reference, tmp_path):
+    """``survey-engine margin`` (also the cross-match's --build-margin): the split spec every task
+    reads was scattered, and a killed worker took its one copy with it ("lost scattered data")."""
+    cold = fh.run(fh.cli(*_margin_args(reference["cat"], tmp_path / "ref")))
+    assert cold.returncode == 0, cold.stderr[-3000:]
+    name = "cat_20arcsec"  # the margin's folder in the collection: <catalog name>_<radius>arcsec
+    running = fh.Running(fh.cli(*_margin_args(reference["cat"], tmp_path / "killed")))
+    fh.wait_for(fh.has_file(tmp_path / "killed", "margin_*.index.npz"), running, "the first margin shard")
+    victims = fh.kill_local_workers(running, count=SIZES.workers)
+    done = running.wait()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not any(map(fh.pid_alive, victims)), "the workers really died (their nannies started new ones)"
+    want, got = fh.digest(tmp_path / "ref" / name), fh.digest(tmp_path / "killed" / name)
+    assert got["rows"] > 0 and got == want
+    assert not list((tmp_path / "killed").glob(".*.partial"))
