@@ -76,8 +76,11 @@ def import_args(sizes: Sizes, sky: Path, out: Path) -> list[str]:
     ]
 
 
-def crossmatch_args(sizes: Sizes, catalog: Path, out: Path) -> list[str]:
-    """A self-match, nearest neighbour within the radius, every left row kept (left join)."""
+def crossmatch_args(
+    sizes: Sizes, catalog: Path, out: Path, how: str = "nearest", join: str = "left"
+) -> list[str]:
+    """A self-match within the radius, by default the nearest neighbour with every left row kept
+    (left join); ``how`` / ``join`` as the CLI's --how / --join."""
     return [
         "crossmatch",
         str(catalog),
@@ -85,8 +88,10 @@ def crossmatch_args(sizes: Sizes, catalog: Path, out: Path) -> list[str]:
         "--radius",
         str(sizes.radius_arcsec),
         "--self",
+        "--how",
+        how,
         "--join",
-        "left",
+        join,
         "--out",
         str(out),
         "--workers",
@@ -257,7 +262,14 @@ def dask_processes(workers: int = 2) -> Iterator[DaskProcesses]:
         cluster.stop()
 
 
-def job_spec(path: Path, sizes: Sizes, sky: Path | None = None, catalog: Path | None = None) -> Path:
+def job_spec(
+    path: Path,
+    sizes: Sizes,
+    sky: Path | None = None,
+    catalog: Path | None = None,
+    how: str = "nearest",
+    join: str = "left",
+) -> Path:
     """A job that imports ``sky`` (stage ``cat``), or cross-matches ``catalog`` with itself (stage
     ``pairs``), with the same options as ``import_args`` / ``crossmatch_args``."""
     if sky is not None:
@@ -278,10 +290,24 @@ sources:
     catalog: {{path: "{catalog}"}}
 stages:
   - id: pairs
-    crossmatch: {{left: cat, right: cat, radius: {sizes.radius_arcsec}, self: true, join: left}}
+    crossmatch: {{left: cat, right: cat, radius: {sizes.radius_arcsec}, self: true, how: {how}, join: {join}}}
 """
     path.write_text(text)
     return path
+
+
+def scheduler_running(address: str, prefix: str) -> Callable[[], bool]:
+    """True once the scheduler at ``address`` has a task whose key starts with ``prefix`` processing
+    on a worker (for a run that writes no file until its tasks are all done)."""
+    from distributed import Client
+
+    client = Client(address, timeout=30)
+
+    def ready() -> bool:
+        return any(str(k).startswith(prefix) for keys in client.processing().values() for k in keys)
+
+    ready.client = client  # type: ignore[attr-defined] # closed by the caller before the fault
+    return ready
 
 
 def submit_args(spec: Path, address: str, workdir: Path, workers: int = 2) -> list[str]:
