@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -170,69 +171,91 @@ def main() -> None:
                 a.json.write_text(json.dumps(rows, indent=1))
 
         for kind, fault in cases:
-            _say(f"{kind}: {fault}")
-            if fault == "worker":
-                out = root / f"{kind}-worker" / "out"
-                shutil.rmtree(out.parent, ignore_errors=True)
-                out.parent.mkdir()
-                running = fh.Running(fh.cli(*args_for(kind, out)))
-                hit = fh.wait_for(marker(kind, out.with_name("out.partial")), running, "progress", a.timeout)
-                fh.kill_local_workers(running, count=1)
-                done = running.wait(a.timeout)
-                _check(done, f"{kind} with a worker killed")
-                record(kind, "worker killed", hit, f"completed in {done.seconds:.1f} s", None, out)
-                shutil.rmtree(out.parent, ignore_errors=True)
-            elif fault == "scheduler":
-                base = root / f"{kind}-scheduler"
-                shutil.rmtree(base, ignore_errors=True)
-                base.mkdir()
-                spec = fh.job_spec(
-                    base / "job.yaml", sizes, **({"sky": sky} if kind == "import" else {"catalog": cat})
-                )
-                work, stage = base / "work", "cat" if kind == "import" else "pairs"
-                with fh.dask_processes(sizes.workers) as first:
-                    running = fh.Running(fh.cli(*fh.submit_args(spec, first.address, work)))
-                    hit = fh.wait_for(marker(kind, work), running, "progress", a.timeout)
-                    first.kill_scheduler()
+            try:  # a case that fails is a row of the table, and the next case runs
+                _say(f"{kind}: {fault}")
+                if fault == "worker":
+                    out = root / f"{kind}-worker" / "out"
+                    shutil.rmtree(out.parent, ignore_errors=True)
+                    out.parent.mkdir()
+                    running = fh.Running(fh.cli(*args_for(kind, out)))
+                    hit = fh.wait_for(
+                        marker(kind, out.with_name("out.partial")), running, "progress", a.timeout
+                    )
+                    fh.kill_local_workers(running, count=1)
                     done = running.wait(a.timeout)
-                line = _one_line(done) + (
-                    "; nothing looks complete"
-                    if not fh.looks_complete(work)
-                    else "; SOMETHING LOOKS COMPLETE"
-                )
-                with fh.dask_processes(sizes.workers) as second:
-                    again = fh.run(fh.cli(*fh.submit_args(spec, second.address, work)), timeout=a.timeout)
-                _check(again, f"{kind} resumed after the scheduler was killed")
-                record(kind, "scheduler killed", hit, line, again.seconds, work / stage)
-                shutil.rmtree(base, ignore_errors=True)
-            elif fault == "disk":
-                base, ondisk = root / f"{kind}-disk", root / f"{kind}-disk-moved"
-                shutil.rmtree(ondisk, ignore_errors=True)
-                # a quarter of what the output needs (an import also needs its shards: about as much again)
-                size_mib = a.disk_mib or max(2, int(cold[f"{kind}_mib"] / 4))
-                room_mib = int(cold[f"{kind}_mib"] * 4) + 256
-                with fh.small_tmpfs(base, f"{size_mib}m") as disk:
-                    out = disk / "out"
-                    done = fh.run(fh.cli(*args_for(kind, out)), timeout=a.timeout)
+                    _check(done, f"{kind} with a worker killed")
+                    record(kind, "worker killed", hit, f"completed in {done.seconds:.1f} s", None, out)
+                    shutil.rmtree(out.parent, ignore_errors=True)
+                elif fault == "scheduler":
+                    base = root / f"{kind}-scheduler"
+                    shutil.rmtree(base, ignore_errors=True)
+                    base.mkdir()
+                    spec = fh.job_spec(
+                        base / "job.yaml", sizes, **({"sky": sky} if kind == "import" else {"catalog": cat})
+                    )
+                    work, stage = base / "work", "cat" if kind == "import" else "pairs"
+                    with fh.dask_processes(sizes.workers) as first:
+                        running = fh.Running(fh.cli(*fh.submit_args(spec, first.address, work)))
+                        hit = fh.wait_for(marker(kind, work), running, "progress", a.timeout)
+                        first.kill_scheduler()
+                        done = running.wait(a.timeout)
                     line = _one_line(done) + (
                         "; nothing looks complete"
-                        if not fh.looks_complete(disk)
+                        if not fh.looks_complete(work)
                         else "; SOMETHING LOOKS COMPLETE"
                     )
-                    if room_mib <= a.tmpfs_max_mib:
-                        fh.grow_tmpfs(disk, f"{room_mib}m")
-                        how = "tmpfs grown"
-                    else:
-                        t0 = time.perf_counter()
-                        fh.move_to_disk(disk, ondisk)
-                        how = f"moved to disk in {time.perf_counter() - t0:.1f} s"
-                    _say(f"first run: {line}; room made: {how}")
-                    again = fh.run(fh.cli(*args_for(kind, out)), timeout=a.timeout)
-                    _check(again, f"{kind} resumed after the disk filled up")
-                    record(kind, f"disk full ({size_mib} MiB tmpfs)", done.seconds, line, again.seconds, out)
-                shutil.rmtree(ondisk, ignore_errors=True)
-            else:
-                raise SystemExit(f"unknown fault {fault!r} (worker, scheduler, disk)")
+                    with fh.dask_processes(sizes.workers) as second:
+                        again = fh.run(fh.cli(*fh.submit_args(spec, second.address, work)), timeout=a.timeout)
+                    _check(again, f"{kind} resumed after the scheduler was killed")
+                    record(kind, "scheduler killed", hit, line, again.seconds, work / stage)
+                    shutil.rmtree(base, ignore_errors=True)
+                elif fault == "disk":
+                    base, ondisk = root / f"{kind}-disk", root / f"{kind}-disk-moved"
+                    shutil.rmtree(ondisk, ignore_errors=True)
+                    # a quarter of what the output needs (an import also needs its shards: about as much again)
+                    size_mib = a.disk_mib or max(2, int(cold[f"{kind}_mib"] / 4))
+                    room_mib = int(cold[f"{kind}_mib"] * 4) + 256
+                    with fh.small_tmpfs(base, f"{size_mib}m") as disk:
+                        out = disk / "out"
+                        done = fh.run(fh.cli(*args_for(kind, out)), timeout=a.timeout)
+                        line = _one_line(done) + (
+                            "; nothing looks complete"
+                            if not fh.looks_complete(disk)
+                            else "; SOMETHING LOOKS COMPLETE"
+                        )
+                        if room_mib <= a.tmpfs_max_mib:
+                            fh.grow_tmpfs(disk, f"{room_mib}m")
+                            how = "tmpfs grown"
+                        else:
+                            t0 = time.perf_counter()
+                            fh.move_to_disk(disk, ondisk)
+                            how = f"moved to disk in {time.perf_counter() - t0:.1f} s"
+                        _say(f"first run: {line}; room made: {how}")
+                        again = fh.run(fh.cli(*args_for(kind, out)), timeout=a.timeout)
+                        _check(again, f"{kind} resumed after the disk filled up")
+                        record(
+                            kind, f"disk full ({size_mib} MiB tmpfs)", done.seconds, line, again.seconds, out
+                        )
+                    shutil.rmtree(ondisk, ignore_errors=True)
+                else:
+                    raise SystemExit(f"unknown fault {fault!r} (worker, scheduler, disk)")
+            except (SystemExit, AssertionError, OSError, subprocess.SubprocessError) as exc:
+                rows.append(
+                    {
+                        "stage": kind,
+                        "fault": fault,
+                        "rows": sizes.rows,
+                        "cold_s": round(cold.get(kind, 0), 1),
+                        "fault_at_s": None,
+                        "first_run": f"CASE FAILED: {str(exc)[-600:]}",
+                        "resume_s": None,
+                        "identical": False,
+                        "compared": "",
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+                if a.json:
+                    a.json.write_text(json.dumps(rows, indent=1))
     finally:
         if a.work is None:
             shutil.rmtree(root, ignore_errors=True)
