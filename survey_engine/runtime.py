@@ -403,6 +403,25 @@ def report_progress(topic: str | None, steps: int) -> None:
         get_worker().log_event(topic, int(steps))
 
 
+def _same(value):
+    return value
+
+
+def task_value(client, value):
+    """A future of ``value`` for many tasks to share, made by a task rather than scattered.
+
+    When the worker holding it dies the scheduler computes it again from the task (the value is
+    in the task's spec). A scattered value is lost with its last copy, and Dask's memory manager
+    keeps one copy even of a broadcast, so one killed worker failed every task that used it
+    ("lost scattered data"). The value goes to the scheduler once (MBs for a fine margin plan),
+    so Dask's "Sending large graph" warning is silenced here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        return client.submit(_same, value, pure=False)
+
+
 class Shared:
     """A value sent to every worker once (``client.scatter(..., broadcast=True)``) instead of
     inside each task: tasks carry only its key and read it with ``get()``, once per worker

@@ -38,14 +38,32 @@ class Sizes:
     workers: int = 2
 
 
-def make_sky(out: Path, sizes: Sizes, block_rows: int = 1_000_000) -> Path:
-    """The deterministic mock sky of ``sizes.rows`` rows as Parquet files under ``out`` (in this process)."""
+def _sky_block(out: Path, seed: int, block: int, rows: int) -> None:
     from survey_engine.mock.sky import generate_block
 
+    path = out / f"part-{block:05d}.parquet"
+    tmp = path.with_name(f".{path.name}.tmp")
+    generate_block(seed, block, rows).to_parquet(tmp, index=False)
+    tmp.rename(path)
+
+
+def make_sky(out: Path, sizes: Sizes, block_rows: int = 1_000_000, processes: int = 1) -> Path:
+    """The deterministic mock sky of ``sizes.rows`` rows as Parquet files under ``out``: in this
+    process, or on ``processes`` processes (each block is drawn from its own seed: the same files)."""
     out.mkdir(parents=True, exist_ok=True)
-    for block, start in enumerate(range(0, sizes.rows, block_rows)):
-        frame = generate_block(sizes.seed, block, min(block_rows, sizes.rows - start))
-        frame.to_parquet(out / f"part-{block:05d}.parquet", index=False)
+    blocks = [
+        (out, sizes.seed, b, min(block_rows, sizes.rows - start))
+        for b, start in enumerate(range(0, sizes.rows, block_rows))
+    ]
+    if processes <= 1:
+        for block in blocks:
+            _sky_block(*block)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_sky_block, *zip(*blocks)))
     return out
 
 
@@ -76,8 +94,11 @@ def import_args(sizes: Sizes, sky: Path, out: Path) -> list[str]:
     ]
 
 
-def crossmatch_args(sizes: Sizes, catalog: Path, out: Path) -> list[str]:
-    """A self-match, nearest neighbour within the radius, every left row kept (left join)."""
+def crossmatch_args(
+    sizes: Sizes, catalog: Path, out: Path, how: str = "nearest", join: str = "left"
+) -> list[str]:
+    """A self-match within the radius, by default the nearest neighbour with every left row kept
+    (left join); ``how`` / ``join`` as the CLI's --how / --join."""
     return [
         "crossmatch",
         str(catalog),
@@ -85,8 +106,10 @@ def crossmatch_args(sizes: Sizes, catalog: Path, out: Path) -> list[str]:
         "--radius",
         str(sizes.radius_arcsec),
         "--self",
+        "--how",
+        how,
         "--join",
-        "left",
+        join,
         "--out",
         str(out),
         "--workers",
@@ -257,7 +280,14 @@ def dask_processes(workers: int = 2) -> Iterator[DaskProcesses]:
         cluster.stop()
 
 
-def job_spec(path: Path, sizes: Sizes, sky: Path | None = None, catalog: Path | None = None) -> Path:
+def job_spec(
+    path: Path,
+    sizes: Sizes,
+    sky: Path | None = None,
+    catalog: Path | None = None,
+    how: str = "nearest",
+    join: str = "left",
+) -> Path:
     """A job that imports ``sky`` (stage ``cat``), or cross-matches ``catalog`` with itself (stage
     ``pairs``), with the same options as ``import_args`` / ``crossmatch_args``."""
     if sky is not None:
@@ -278,10 +308,24 @@ sources:
     catalog: {{path: "{catalog}"}}
 stages:
   - id: pairs
-    crossmatch: {{left: cat, right: cat, radius: {sizes.radius_arcsec}, self: true, join: left}}
+    crossmatch: {{left: cat, right: cat, radius: {sizes.radius_arcsec}, self: true, how: {how}, join: {join}}}
 """
     path.write_text(text)
     return path
+
+
+def scheduler_running(address: str, prefix: str) -> Callable[[], bool]:
+    """True once the scheduler at ``address`` has a task whose key starts with ``prefix`` processing
+    on a worker (for a run that writes no file until its tasks are all done)."""
+    from distributed import Client
+
+    client = Client(address, timeout=30)
+
+    def ready() -> bool:
+        return any(str(k).startswith(prefix) for keys in client.processing().values() for k in keys)
+
+    ready.client = client  # type: ignore[attr-defined] # closed by the caller before the fault
+    return ready
 
 
 def submit_args(spec: Path, address: str, workdir: Path, workers: int = 2) -> list[str]:
@@ -365,3 +409,86 @@ def digest(path: Path) -> dict:
     if cat.margin is not None:
         found["margin_rows"], found["margin_checksum"] = rows(cat.margin)
     return found
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` below ``root``, with the collection's own name (which its catalog folders carry:
+    ``NAME/``, ``NAME_10arcsec/``) written as ``*``, so two collections of other names compare."""
+    rel = path.relative_to(root).as_posix()
+    if rel.startswith((root.name + "/", root.name + "_")):
+        rel = "*" + rel[len(root.name) :]
+    return rel
+
+
+def partition_files(path: Path) -> dict[str, Path]:
+    """Every finished partition file of a catalog or collection (its margins too), by relative path
+    (``_relative``)."""
+    return {_relative(p, path): p for p in sorted(path.rglob("Npix=*.parquet")) if not p.name.startswith(".")}
+
+
+def _file_rows(path: Path) -> tuple[int, int]:
+    """One partition file's row count and order-free checksum of its rows (columns by name)."""
+    import pyarrow.parquet as pq
+
+    frame = pq.read_table(path).to_pandas()
+    frame = frame[sorted(frame.columns)]
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return len(frame), int(hashed.sum(dtype="uint64"))
+
+
+def _same_bytes(a: Path, b: Path, block: int = 1 << 24) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(block), fb.read(block)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def same_output(ref: Path, out: Path) -> tuple[bool, str]:
+    """Whether ``out`` holds the same data as ``ref`` (main and margin catalogs), file by file, without
+    loading a whole catalog (``digest`` does, which 5x10^7 rows do not fit): the same partition
+    files, each byte-identical or else holding the same rows (an order-free checksum), the same
+    schema and the same total of rows in each catalog's hats.properties. The reason when not."""
+    import pyarrow.parquet as pq
+
+    from survey_engine.catalog import layout
+
+    want, got = partition_files(ref), partition_files(out)
+    if set(want) != set(got):
+        return False, f"partition files differ: {sorted(set(want) ^ set(got))[:5]}"
+    reordered = 0
+    for rel, path in want.items():
+        if _same_bytes(path, got[rel]):
+            continue
+        if pq.read_schema(path) != pq.read_schema(got[rel]) or _file_rows(path) != _file_rows(got[rel]):
+            return False, f"{rel}: other rows"
+        reordered += 1
+
+    def nrows(root: Path) -> dict[str, str | None]:
+        return {
+            _relative(p, root): layout.read_properties(p).get("hats_nrows")
+            for p in root.rglob(layout.PROPERTIES_FILE)
+            if not any(
+                part.endswith(".partial") or part.startswith(".") for part in p.relative_to(root).parts
+            )
+        }
+
+    if nrows(ref) != nrows(out):
+        return False, f"hats_nrows differ: {nrows(ref)} against {nrows(out)}"
+    return True, f"{len(want)} files identical" + (
+        f" ({reordered} with rows in another order)" if reordered else ""
+    )
+
+
+def move_to_disk(mount: Path, folder: Path) -> None:
+    """Make room the other way: copy what the tmpfs at ``mount`` holds to ``folder`` (a real disk),
+    unmount it and bind ``folder`` at the same path (a re-run sees the same files, with room). For
+    outputs too large to hold in RAM (a tmpfs large enough for the whole output would be)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", f"{mount}/.", str(folder)], check=True, capture_output=True)
+    subprocess.run(["umount", str(mount)], check=True, capture_output=True)
+    subprocess.run(["mount", "--bind", str(folder), str(mount)], check=True, capture_output=True)

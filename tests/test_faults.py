@@ -169,3 +169,95 @@ def test_crossmatch_on_a_full_disk_stops_clearly_and_resumes_after_making_room(r
         assert {k: published.get(k) for k in kept} == kept  # resumed, not redone
         assert not list(out.rglob(".*.tmp-*"))
         _report("crossmatch, disk full", reference["crossmatch_seconds"], again.seconds)
+
+
+# --- a worker killed while a margin is built -------------------------------------------------------
+
+
+def _margin_args(catalog, out, radius: float = 20.0) -> list[str]:
+    return [
+        "margin",
+        str(catalog),
+        "--radius",
+        str(radius),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
+
+
+@pytest.mark.slow
+def test_margin_build_with_its_workers_killed_completes_identically(reference, tmp_path):
+    """``survey-engine margin`` (also the cross-match's --build-margin): the split spec every task
+    reads was scattered, and a killed worker took its one copy with it ("lost scattered data")."""
+    cold = fh.run(fh.cli(*_margin_args(reference["cat"], tmp_path / "ref")))
+    assert cold.returncode == 0, cold.stderr[-3000:]
+    name = "cat_20arcsec"  # the margin's folder in the collection: <catalog name>_<radius>arcsec
+    running = fh.Running(fh.cli(*_margin_args(reference["cat"], tmp_path / "killed")))
+    fh.wait_for(fh.has_file(tmp_path / "killed", "margin_*.index.npz"), running, "the first margin shard")
+    victims = fh.kill_local_workers(running, count=SIZES.workers)
+    done = running.wait()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not any(map(fh.pid_alive, victims)), "the workers really died (their nannies started new ones)"
+    want, got = fh.digest(tmp_path / "ref" / name), fh.digest(tmp_path / "killed" / name)
+    assert got["rows"] > 0 and got == want
+    assert not list((tmp_path / "killed").glob(".*.partial"))
+
+
+# --- one-to-one and outer joins: finished on the driver, so they start over (cleanly) -------------
+# Their result needs every partition's pairs at once (the greedy one-to-one choice, the right rows
+# no left row matched), so there is no per-partition state to resume from: a re-run matches again.
+
+
+@pytest.fixture(scope="module")
+def one_to_one_outer(reference) -> dict:
+    """The undisturbed one-to-one outer self-match of the reference catalog, with its digest."""
+    out = reference["root"] / "ref" / "one_to_one"
+    done = fh.run(fh.cli(*fh.crossmatch_args(SIZES, reference["cat"], out, how="one-to-one", join="outer")))
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = fh.digest(out)
+    assert found["rows"] >= SIZES.rows  # outer: every left row, plus any right row left unmatched
+    return found
+
+
+@pytest.mark.slow
+def test_one_to_one_with_the_scheduler_killed_stops_clearly_and_starts_over(
+    reference, one_to_one_outer, tmp_path
+):
+    spec = fh.job_spec(tmp_path / "job.yaml", SIZES, catalog=reference["cat"], how="one-to-one", join="outer")
+    work = tmp_path / "work"
+    with fh.dask_processes(SIZES.workers) as first:
+        running = fh.Running(fh.cli(*fh.submit_args(spec, first.address, work)))
+        matching = fh.scheduler_running(first.address, "se-crossmatch-")
+        try:
+            fh.wait_for(matching, running, "the first match task")
+        finally:
+            matching.client.close()
+        first.kill_scheduler()
+        done = running.wait(timeout=600)
+    _one_clear_line(done, ("lost the Dask scheduler", "run the same command again"))
+    assert not (work / "pairs").exists() and fh.looks_complete(work) == []
+    with fh.dask_processes(SIZES.workers) as second:
+        again = fh.run(fh.cli(*fh.submit_args(spec, second.address, work)))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert fh.digest(work / "pairs") == one_to_one_outer
+    assert not list(work.rglob("*.partial")) and not list(work.rglob(".*.tmp-*"))
+
+
+@pytest.mark.slow
+def test_outer_join_on_a_full_disk_stops_clearly_and_starts_over_after_making_room(
+    reference, one_to_one_outer, tmp_path
+):
+    with fh.small_tmpfs(tmp_path / "disk", "3m") as disk:
+        out = disk / "pairs"
+        args = fh.crossmatch_args(SIZES, reference["cat"], out, how="one-to-one", join="outer")
+        full = fh.run(fh.cli(*args))
+        _one_clear_line(full, ("no space left on", "run the same command again"))
+        assert fh.looks_complete(disk) == [] and not out.exists()
+        fh.grow_tmpfs(disk, "512m")
+        again = fh.run(fh.cli(*args))
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert fh.digest(out) == one_to_one_outer
+        assert not list(disk.rglob("*.partial")) and not list(out.rglob(".*.tmp-*"))

@@ -12,7 +12,7 @@ from survey_engine.catalog.catalog import open_catalog
 from survey_engine.catalog.lock import output_lock
 from survey_engine.catalog.margins import MarginPlan, margin_catalog_name
 from survey_engine.catalog.partitioning import PartitionPlan
-from survey_engine.runtime import dask_client, run_tasks
+from survey_engine.runtime import dask_client, run_tasks, task_value
 
 
 def _split_partition_file(path: str, spec: build.SplitSpec, shard: str) -> dict:
@@ -76,7 +76,8 @@ def _build_margin(
     ]
     shards = [str(staging / "shards" / f"margin_{i:06d}.arrow") for i in range(len(files))]
     with dask_client(client) as client:
-        [spec_f] = client.scatter([spec], broadcast=True)
+        # made by a task, not scattered: a killed worker loses no input (see ``task_value``)
+        spec_f = task_value(client, spec)
         run_tasks(
             client,
             _split_partition_file,

@@ -285,7 +285,7 @@ def verify_catalog(
 
 def _verify(path: Path, client, progress: bool) -> VerifyReport:
     from survey_engine.catalog.partitioning import PartitionPlan
-    from survey_engine.runtime import run_tasks
+    from survey_engine.runtime import run_tasks, task_value
 
     main_dir, margin_dirs = _catalog_dirs(path)
     report = VerifyReport(path, catalogs=[d.name for d in [main_dir, *margin_dirs]])
@@ -303,9 +303,9 @@ def _verify(path: Path, client, progress: bool) -> VerifyReport:
     index_of = {(int(o), int(p)): i for i, (o, p) in enumerate(zip(pplan.orders, pplan.pixels))}
     skymap_order = _skymap_order(main_dir, main.props)
     plans = _margin_plans(margins, pplan)
-    # each plan travels to the workers once (tens of MiB for a fine margin order), not pickled into
-    # every file's task
-    plans = {mpath: client.scatter([plan], broadcast=True)[0] for mpath, plan in plans.items()}
+    # each plan travels to the cluster once (tens of MiB for a fine margin order), not pickled into
+    # every file's task; made by a task, not scattered, so a killed worker loses none (``task_value``)
+    plans = {mpath: task_value(client, plan) for mpath, plan in plans.items()}
     # the main files, read in full; with the first margin's plan, the margin rows each owes the others
     first = next(iter(plans), None)
     is_margin = (

@@ -30,7 +30,7 @@ from survey_engine.catalog import build
 from survey_engine.catalog.catalog import open_catalog
 from survey_engine.catalog.writer import finish_collection, finish_written, staged_collection
 from survey_engine.ingest.readers import InputError, expand_inputs, plan_chunks, read_batches
-from survey_engine.runtime import dask_client, run_tasks
+from survey_engine.runtime import dask_client, run_tasks, task_value
 
 SHARDS_DIR = "_detection_shards"
 
@@ -249,8 +249,9 @@ def attach_lightcurves(args: LightcurveArguments, client=None, progress: bool = 
     with staged_collection(out) as staging, dask_client(client) as client:
         shard_root = staging / SHARDS_DIR
         calls = [(chunk, columns, args.id, ids, parts, str(shard_root), args.batch_rows) for chunk in chunks]
-        if len(ids) > 1_000_000:  # send the id table to the workers once, not inside every task
-            ids_f, parts_f = client.scatter([ids, parts], broadcast=True)
+        if len(ids) > 1_000_000:  # send the id table to the cluster once, not inside every task
+            # made by tasks, not scattered: a killed worker loses neither (see ``task_value``)
+            ids_f, parts_f = task_value(client, ids), task_value(client, parts)
             calls = [(c[0], c[1], c[2], ids_f, parts_f, *c[5:]) for c in calls]
         mapped = run_tasks(client, _map_chunk, calls, "route detections", progress)
         unmatched = int(sum(m[1] for m in mapped))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from survey_engine.ingest.file_import.arguments import ImportArguments
 from survey_engine.ingest.file_import.map_reduce import RENAMED_SUFFIX
 from survey_engine.ingest.file_import.resume_plan import ResumePlan
 from survey_engine.ingest.readers import InputError, plan_chunks
-from survey_engine.runtime import dask_client, run_tasks
+from survey_engine.runtime import dask_client, run_tasks, task_value
 
 STATE_FILE = "survey_engine.json"
 
@@ -404,10 +403,6 @@ def promote_coordinates(schema: pa.Schema, ra: str, dec: str) -> pa.Schema:
     return schema
 
 
-def _same(value):
-    return value
-
-
 def _split(client, args, chunks, spec, resume, progress, empty: set[int]):
     def load(i):
         main = build.ShardIndex.load(resume.main_shard(i))
@@ -422,12 +417,8 @@ def _split(client, args, chunks, spec, resume, progress, empty: set[int]):
         if main is None or (spec.margin is not None and margin is None)
     ]
     if todo:
-        # computed by a task, not scattered: when the worker holding it is killed, the scheduler
-        # computes it again (scattered data is lost with its last copy, which Dask's memory manager
-        # keeps on one worker only, and every split task then fails)
-        with warnings.catch_warnings():  # the plan goes to the scheduler once (MBs for a fine margin plan)
-            warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
-            spec_future = client.submit(_same, spec, pure=False)
+        # made by a task, not scattered: it survives a killed worker (see ``task_value``)
+        spec_future = task_value(client, spec)
         calls = [
             (chunks[i], spec_future, args.drop_invalid, resume.main_shard(i), resume.margin_shard(i))
             for i in todo
