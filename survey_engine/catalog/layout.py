@@ -130,7 +130,18 @@ def read_partition_info(catalog_dir: str | Path) -> pd.DataFrame:
 
 
 def pixel_from_path(path: str) -> tuple[int, int]:
-    """(order, pix) from a ``.../Norder=K/Dir=D/Npix=N.parquet`` path."""
+    """(order, pix) from a ``.../Norder=K/Dir=D/Npix=N.parquet`` (or ``Npix=N/part.parquet``) path:
+    by string cuts (10^5 metadata row groups' paths parsed as ``Path`` objects took seconds), else
+    by the path's parts, which names what is missing (``KeyError``)."""
+    text = str(path)
+    try:
+        i, j = text.rindex("Norder="), text.rindex("Npix=")
+        order = text[i + 7 : text.index("/", i)]
+        pix = text[j + 5 :].split("/", 1)[0].split(".", 1)[0]
+        if order.isdigit() and pix.isdigit():
+            return int(order), int(pix)
+    except ValueError:
+        pass
     parts = dict(p.split("=", 1) for p in Path(path).parts if "=" in p)
     npix = parts["Npix"].split(".")[0]
     return int(parts["Norder"]), int(npix)
