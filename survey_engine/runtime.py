@@ -287,6 +287,40 @@ def local_threads(client) -> int:
         return 0
 
 
+_LOCAL_TIMES: list[list[float]] = []  # one list per open ``local_task_times`` block
+
+
+@contextmanager
+def local_task_times() -> Iterator[list[float]]:
+    """The seconds each call ``run_in_threads`` makes takes while the block runs: the twin, for work
+    run here on threads, of Dask's task stream (which sees only what workers run). The benchmarks'
+    cost model reads per-task times from both."""
+    times: list[float] = []
+    _LOCAL_TIMES.append(times)
+    try:
+        yield times
+    finally:
+        _LOCAL_TIMES[:] = [t for t in _LOCAL_TIMES if t is not times]  # by identity: equal lists differ
+
+
+def _timed(func):
+    """``func`` that appends its own duration to every open ``local_task_times`` list."""
+    if not _LOCAL_TIMES:
+        return func
+    listeners = list(_LOCAL_TIMES)
+
+    def timed(*args):
+        start = time.perf_counter()
+        try:
+            return func(*args)
+        finally:
+            elapsed = time.perf_counter() - start
+            for times in listeners:
+                times.append(elapsed)  # list.append is atomic under the GIL
+
+    return timed
+
+
 def run_in_threads(
     func,
     calls: Sequence[tuple],
@@ -304,6 +338,7 @@ def run_in_threads(
     if not calls:
         return []
     results: list = [None] * len(calls)
+    func = _timed(func)
 
     def sunk(position: int, args: tuple) -> None:
         sink(position, func(*args))

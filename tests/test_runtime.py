@@ -168,3 +168,22 @@ def test_local_threads_only_for_a_local_cluster_of_this_process(client):
     with Client(client.scheduler.address, set_as_default=False) as by_address:  # a scheduler elsewhere
         assert local_threads(by_address) == 0
     assert local_threads(None) == 0
+
+
+def test_local_task_times_records_each_threaded_call_only_inside_the_block():
+    import time
+
+    from survey_engine.runtime import local_task_times, run_in_threads
+
+    def nap(seconds):
+        time.sleep(seconds)
+        return seconds
+
+    run_in_threads(nap, [(0.01,)], 1, "before", progress=False)  # no block open: nothing kept
+    with local_task_times() as outer:
+        with local_task_times() as inner:
+            run_in_threads(nap, [(0.05,), (0.1,), (0.15,)], 2, "naps", progress=False)
+        run_in_threads(nap, [(0.02,)], 1, "after inner", progress=False)
+    run_in_threads(nap, [(0.01,)], 1, "after", progress=False)
+    assert len(inner) == 3 and sorted(inner) == pytest.approx([0.05, 0.1, 0.15], abs=0.04)
+    assert len(outer) == 4 and sorted(outer)[0] == pytest.approx(0.02, abs=0.02)

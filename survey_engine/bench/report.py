@@ -72,6 +72,8 @@ def run_bench(
             extra = {"partition_rows": partition_rows} if (name == "crossmatch" and partition_rows) else {}
             if name == "real" and data is not None:
                 extra["data"] = data
+            if quick and name in ("predict", "e2e"):  # models of a few minutes' training, not the defaults'
+                extra["model_rounds"] = S.QUICK_MODEL_ROUNDS
             rows = S.RUNNERS[name](sizes[name], repeats, workers, work, peer_limits=peer_limits, **extra)
         except Exception as exc:  # a suite that breaks is reported, the others still run
             report["errors"][name] = f"{type(exc).__name__}: {exc}"

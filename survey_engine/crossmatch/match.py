@@ -45,6 +45,7 @@ from survey_engine.crossmatch.tasks import (  # noqa: F401
     JOINS,
     MatchParams,
     match_task,
+    shared_reads,
     sorted_rows,
     split_large_tasks,
 )
@@ -146,15 +147,16 @@ class CrossmatchResult:
         capacities = self._row_bounds() if ColumnSlots.usable(meta) else None
         slots = ColumnSlots(meta, capacities) if capacities is not None else None
         self.params.method.prepare()
-        parts = run_tasks(
-            client,
-            match_task,
-            self.task_calls(),
-            "crossmatch",
-            progress=False,
-            sink=slots.put if slots else None,
-            local=True,  # on a LocalCluster of this process: threads here, no result sent between processes
-        )
+        with shared_reads():  # tasks run here on threads read each right partition once
+            parts = run_tasks(
+                client,
+                match_task,
+                self.task_calls(),
+                "crossmatch",
+                progress=False,
+                sink=slots.put if slots else None,
+                local=True,  # on a LocalCluster of this process: threads here, no result sent between processes
+            )
         if slots is not None:
             return slots.frame()
         parts = [p for p in parts if len(p)]

@@ -91,7 +91,8 @@ class TrainArguments:
     )
     rounds: int | None = param(
         None,
-        "photoz/classify: boosting rounds per booster (default: the model's own)",
+        "photoz/classify: boosting rounds of each member (default: the model's own); photo-z's quantile "
+        "and distilled boosters train at most as many",
         type=int,
         check=AT_LEAST_1,
         parse=positive_int,

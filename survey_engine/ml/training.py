@@ -122,6 +122,8 @@ def _fit_photoz(
     q, qrounds = xgb_params(QUANTILE_PARAMS if early else MEMBER_QUANTILE_PARAMS, {}, device, seed)
     q.update({"objective": "reg:quantileerror", "quantile_alpha": [0.16, 0.84]})
     s, srounds = xgb_params(DISTILLED_PARAMS, {}, device, seed)
+    if "rounds" in params:  # given rounds (--rounds) also cap the quantile booster and the student
+        qrounds, srounds = min(qrounds, rounds), min(srounds, rounds)
     s.update({"objective": "reg:squarederror", "eval_metric": "mae"})
     total = member_count(views) * rounds + qrounds + (srounds if distil else 0)
     with event_progress(client, total, desc, progress, unit="round") as topic:

@@ -20,7 +20,7 @@ def quick_report(tmp_path_factory, dachs, client):
         [sys.executable, "-m", "survey_engine.cli", "bench", "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=1800,  # the predict suite trains three models (about 5 min on 2 quiet cores)
+        timeout=1800,  # the whole quick bench: about 12 min on 2 quiet cores
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out, done.stdout

@@ -62,7 +62,8 @@ def _profiled_match(left, right, client):
         got = crossmatch(
             left, right, RADIUS, left_columns=["id"], right_columns=["id"], client=client
         ).compute()
-    return got, profile[0]["tasks"]
+    assert profile[0]["tasks"] >= len(left.partitions)  # each task timed, wherever it ran
+    return got, profile[0]["worker_tasks"]
 
 
 def test_a_local_cluster_matches_in_threads_here_with_the_brute_force_pairs(sides, client, monkeypatch):
@@ -97,3 +98,60 @@ def test_a_scheduler_given_by_address_matches_on_its_workers_with_the_same_pairs
     assert worker_tasks == len(left.partitions)  # every match task ran on a worker
     assert set(zip(got.id_1, got.id_2)) == truth
     pd.testing.assert_frame_equal(got, local)  # identical rows, order and dtypes on both paths
+
+
+def test_threads_here_read_each_right_partition_once(sides, client, monkeypatch):
+    """A right partition next to several left partitions is read once per run on the threads path
+    (``tasks.shared_reads``), with the same pairs; each task still reads its own left partition."""
+    import survey_engine.crossmatch.tasks as xt
+
+    left, right, truth = sides
+    right_files = {str(f) for f in right.partition_files()}
+    reads: list = []
+    original = xt.read_side
+
+    def counted(files, *args, **kwargs):
+        reads.append(tuple(map(str, files)))
+        return original(files, *args, **kwargs)
+
+    monkeypatch.setattr(xt, "read_side", counted)
+    got = crossmatch(left, right, RADIUS, left_columns=["id"], right_columns=["id"], client=client).compute()
+    assert set(zip(got.id_1, got.id_2)) == truth and len(got) == len(truth)
+    right_reads = [r for r in reads if r[0] in right_files]
+    assert len(right_reads) == len(set(right_reads)) > 1  # each right partition (+ margin) read once
+    assert len(reads) - len(right_reads) == len(left.partitions)
+    assert xt._SHARED_READS is None  # nothing kept after the run
+
+
+def test_shared_reads_waits_for_a_read_under_way_and_drops_the_least_recent():
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from survey_engine.crossmatch.tasks import SharedReads
+
+    shared = SharedReads(max_bytes=3 * (8 * 1000 + 200))  # three 1,000-row float columns (and indexes)
+    calls: list = []
+
+    def slow_read(key):
+        def read():
+            calls.append(key)
+            time.sleep(0.2)
+            return pd.DataFrame({"x": np.full(1000, float(key))}, index=pd.RangeIndex(1000))
+
+        return read
+
+    with ThreadPoolExecutor(4) as pool:
+        frames = list(pool.map(lambda _: shared.get(1, slow_read(1)), range(4)))
+    assert calls == [1] and all(f is frames[0] for f in frames)  # one read, waited for by the others
+    for key in (2, 3, 4):
+        shared.get(key, slow_read(key))
+    assert list(shared.held) == [2, 3, 4] and shared.bytes <= shared.max_bytes  # 1 dropped first
+    shared.get(2, slow_read(2))  # held: no read
+    assert calls == [1, 2, 3, 4] and shared.hits == 4
+
+    def failing():
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        shared.get(9, failing)
+    assert 9 not in shared.reading and 9 not in shared.held  # a failed read leaves nothing behind

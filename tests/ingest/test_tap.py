@@ -535,6 +535,11 @@ def test_server_side_failures_are_told_from_refusals():
         "Field query: [Errno 13] Permission denied: '/var/gavo/state/uwsjobs/8rajgr6s/tmp24gvf7ta'"
     )
     assert server_side_failure("Query timed out after 60 seconds")
+    # what DaCHS answered once just after it restarted (its UWS jobs table still locked)
+    assert server_side_failure(
+        "Could not access the jobs table. This probably means there is a stale lock on it.  Please "
+        "notify the service operators."
+    )
     for refusal in (
         "Field query: Could not locate table 'segaia.nope'",
         "Field query: No such field known: column 'nope' could not be located in table metadata",

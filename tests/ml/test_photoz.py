@@ -20,17 +20,6 @@ SDSS_COLOURS = ["u-g", "g-r", "r-i", "i-z", "r"]
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def sdss_model(client, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pz") / "sdss_photoz"
-    # refit=False: the saved model is the evaluated one (the refit is tested in test_bad_input.py)
-    opts = TrainOptions(
-        "photoz", SDSS_COLOURS, target="redshift", where="spec_class == 'GALAXY'", baselines=True, refit=False
-    )
-    result = train(str(shared_path("photoz/sdss_galaxy_colors_50k.parquet")), opts, str(out), client=client)
-    return out, result
-
-
 def test_sdss_galaxies_as_accurate_as_single_process_baselines(sdss_model):
     _, r = sdss_model
     test = r["test"]

@@ -53,6 +53,8 @@ QUICK_SIZES = {
     "scaling": [200_000],
     "skew": [204_800],  # 2,048 partitions of ~100 rows
 }
+# --quick trains its models (predict, e2e) with each booster's rounds capped at this (as --rounds does)
+QUICK_MODEL_ROUNDS = 100
 # The full run: 10^5 .. 10^8 rows where a stage can take them on this 24 GiB, 2-core machine.
 FULL_SIZES = {
     "import": [100_000, 1_000_000, 10_000_000, 100_000_000],

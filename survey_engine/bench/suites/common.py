@@ -62,21 +62,26 @@ def peer_allowed(suite: str, n: int | None, limits: dict | None = None, tool: st
 
 @contextlib.contextmanager
 def task_profile(client, into: list):
-    """Per-task compute times on the workers (Dask's task stream) while the block runs; appends a
-    summary to ``into``. These per-partition times feed the cost model."""
+    """Per-task compute times while the block runs, on the workers (Dask's task stream) and on this
+    process's threads (``runtime.local_task_times``: a LocalCluster's match tasks run here); appends
+    a summary to ``into``. These per-partition times feed the cost model."""
     from distributed import get_task_stream
 
-    with get_task_stream(client) as ts:
+    from survey_engine.runtime import local_task_times
+
+    with get_task_stream(client) as ts, local_task_times() as here:
         yield
-    durations = []
+    durations, on_workers = list(here), 0
     for t in ts.data:
         for ss in t.get("startstops", ()):
             if ss.get("action") == "compute":
                 durations.append(ss["stop"] - ss["start"])
+                on_workers += 1
     d = np.asarray(durations) if durations else np.zeros(1)
     into.append(
         {
             "tasks": len(durations),
+            "worker_tasks": on_workers,  # of those, run by Dask workers (the rest on threads here)
             "task_seconds": float(d.sum()),
             "task_s_median": float(np.median(d)),
             "task_s_p95": float(np.percentile(d, 95)),

@@ -35,14 +35,18 @@ REFERENCE_ROWS = 1_000_000
 TRAINING_ROWS = 100_000  # the mock catalog each bench model is trained on (without the refit)
 
 
-def bench_model(work: Path, client, task: str, ensemble: str | None = None) -> tuple[Path, dict]:
+def bench_model(
+    work: Path, client, task: str, ensemble: str | None = None, rounds: int | None = None
+) -> tuple[Path, dict]:
     """A model of ``task`` with the default options (``ensemble`` for photo-z: the default
-    ``PHOTOZ_ENSEMBLE`` unless named) trained once on the ``TRAINING_ROWS`` mock catalog, without
-    the refit (the held-out metrics are the saved model's): its folder and ``metrics.json``."""
+    ``PHOTOZ_ENSEMBLE`` unless named; ``rounds``: each booster's rounds capped, as ``--rounds``
+    does, for ``bench --quick``) trained once on the ``TRAINING_ROWS`` mock catalog, without the
+    refit (the held-out metrics are the saved model's): its folder and ``metrics.json``."""
     from survey_engine.ml.supervised import TrainOptions, train
 
     layout = ensemble or (PHOTOZ_ENSEMBLE if task == "photoz" else "members")
-    model = work / f"bench_{task}_model_{layout}"
+    model = work / f"bench_{task}_model_{layout}{f'_{rounds}_rounds' if rounds else ''}"
+    params = {"rounds": rounds} if rounds else {}
     if not (model / "metrics.json").exists():
         cat = mock_catalog(TRAINING_ROWS, work, client)
         if task == "photoz":
@@ -53,9 +57,10 @@ def bench_model(work: Path, client, task: str, ensemble: str | None = None) -> t
                 where="obj_class == 'GALAXY'",
                 refit=False,
                 ensemble=ensemble,
+                params=params,
             )
         else:
-            opts = TrainOptions("classify", TRAIN_FEATURES, label="obj_class", refit=False)
+            opts = TrainOptions("classify", TRAIN_FEATURES, label="obj_class", refit=False, params=params)
         train(str(cat), opts, str(model), client=client, progress=False)
     return model, json.loads((model / "metrics.json").read_text())
 
@@ -134,14 +139,22 @@ def _measure(client, model: Path, cat_path: Path, n: int, plan: dict, work: Path
 
 
 def _model_rows(
-    client, task: str, ensemble: str | None, n: int, repeats: int, workers: int, work: Path, peer
+    client,
+    task: str,
+    ensemble: str | None,
+    n: int,
+    repeats: int,
+    workers: int,
+    work: Path,
+    peer,
+    rounds: int | None = None,
 ) -> list[dict]:
     """One model on an n-row catalog: survey_engine's row, then the one-process peer's (a row saying
     it was not run above the peer limits ``peer``; none at all with ``peer=False``)."""
     from survey_engine.catalog.catalog import open_catalog
 
     plan = repeat_plan(n, repeats)
-    model, metrics = bench_model(work, client, task, ensemble)
+    model, metrics = bench_model(work, client, task, ensemble, rounds)
     layout = ensemble or (PHOTOZ_ENSEMBLE if task == "photoz" else "members")
     what = "photo-z" if task == "photoz" else "classification"
     outputs = "z_phot, intervals, p(z)" if task == "photoz" else "class_pred, prob_<class>"
@@ -157,7 +170,8 @@ def _model_rows(
         "train_s": metrics.get("seconds"),
     }
     note = (
-        f"the {layout} model, {info['trees_per_row']} trees per row, trained on {TRAINING_ROWS} mock rows "
+        f"the {layout} model{f' (rounds capped at {rounds})' if rounds else ''}, {info['trees_per_row']} "
+        f"trees per row, trained on {TRAINING_ROWS} mock rows "
         f"in {info['train_s']} s; held-out {', '.join(f'{k} {v:.4g}' for k, v in quality.items())}"
     )
 
@@ -212,20 +226,24 @@ def _echo(rows: list[dict]) -> None:
             )
 
 
-def run(sizes, repeats, workers, work: Path, peer_limits=None) -> list[dict]:
+def run(sizes, repeats, workers, work: Path, peer_limits=None, model_rounds: int | None = None) -> list[dict]:
     """Full-catalog prediction rates: survey_engine's ``predict`` (partition by partition on the
     cluster, a new HATS catalog written) vs one process with as many threads reading, predicting
     with the same boosters and writing one file. Per size: the default photo-z model; then, on at
     most ``REFERENCE_ROWS``, the default classifier (with its peer) and the members' photo-z model,
     the default before issue 20 (no peer: the default's speed-up and sigma_NMAD against it go into
-    the default's row)."""
+    the default's row). ``model_rounds`` caps the models' boosting rounds (``bench --quick``)."""
     out_rows = []
     for n in sizes:
         with local_cluster(workers) as client:
-            rows = _model_rows(client, "photoz", None, n, repeats, workers, work, peer_limits)
+            rows = _model_rows(client, "photoz", None, n, repeats, workers, work, peer_limits, model_rounds)
             ref = min(n, REFERENCE_ROWS)
-            classify = _model_rows(client, "classify", None, ref, repeats, workers, work, peer_limits)
-            members = _model_rows(client, "photoz", "members", ref, repeats, workers, work, False)
+            classify = _model_rows(
+                client, "classify", None, ref, repeats, workers, work, peer_limits, model_rounds
+            )
+            members = _model_rows(
+                client, "photoz", "members", ref, repeats, workers, work, False, model_rounds
+            )
         ours, base = rows[0], members[0]
         ours["members_sigma_nmad"] = base["sigma_nmad"]
         ours["sigma_nmad_vs_members"] = ours["sigma_nmad"] / base["sigma_nmad"] - 1

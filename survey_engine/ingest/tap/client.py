@@ -219,7 +219,8 @@ class _Permanent(Exception):
 
 
 _SERVER_SIDE = re.compile(
-    r"\[Errno \d+\]|internal (server )?error|traceback|timed? ?out|temporar|unavailable|too many|overload|try again",
+    r"\[Errno \d+\]|internal (server )?error|traceback|timed? ?out|temporar|unavailable|too many|overload|try again"
+    r"|stale lock|could not access the jobs table|notify the service operators",
     re.I,
 )
 
@@ -229,7 +230,9 @@ def server_side_failure(message: str) -> bool:
 
     DaCHS, for one, reports a file-system race in its own job directories as a query ERROR
     ("[Errno 13] Permission denied: '/var/gavo/state/uwsjobs/...'"), seen here under several
-    concurrent sync queries; bad ADQL or unknown names never look like this."""
+    concurrent sync queries, and a lock on its UWS jobs table, held for a moment while it starts, as
+    "Could not access the jobs table. This probably means there is a stale lock on it" (seen when
+    queries arrived just after the server restarted); bad ADQL or unknown names never look like this."""
     return bool(_SERVER_SIDE.search(message))
 
 

@@ -16,6 +16,13 @@ action="${1:-start}"
 log() { echo "[dachs] $*" >&2; }
 
 available() { curl -sf --max-time 5 "$url/tap/availability" 2>/dev/null | grep -q '>true<'; }
+# a query answered: just after a start DaCHS says it is available while its UWS jobs table is still
+# locked ("Could not access the jobs table ... stale lock"), and refuses queries for a moment
+answers() {
+    curl -sf --max-time 10 "$url/tap/sync" -d LANG=ADQL -d REQUEST=doQuery \
+        --data-urlencode "QUERY=SELECT TOP 1 source_id FROM segaia.main" 2>/dev/null |
+        grep -q 'QUERY_STATUS" value="OK"'
+}
 
 if [ "$action" = status ]; then available && echo up || { echo down; exit 1; }; exit 0; fi
 if [ "$action" = stop ]; then
@@ -75,4 +82,6 @@ if ! available; then
     for _ in $(seq 1 120); do available && break; sleep 0.5; done
     available || { log "DaCHS did not become available at $url (see /var/gavo/logs)"; exit 1; }
 fi
+for _ in $(seq 1 60); do answers && break; sleep 0.5; done
+answers || { log "DaCHS is up at $url but does not answer a query on segaia.main (see /var/gavo/logs)"; exit 1; }
 log "TAP service up at $url/tap (table segaia.main)"
