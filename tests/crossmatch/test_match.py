@@ -4,6 +4,7 @@ give the brute-force pairs."""
 
 import os
 import threading
+from pathlib import Path
 
 import astropy.units as u
 import numpy as np
@@ -100,27 +101,49 @@ def test_a_scheduler_given_by_address_matches_on_its_workers_with_the_same_pairs
     pd.testing.assert_frame_equal(got, local)  # identical rows, order and dtypes on both paths
 
 
-def test_threads_here_read_each_right_partition_once(sides, client, monkeypatch):
-    """A right partition next to several left partitions is read once per run on the threads path
-    (``tasks.shared_reads``), with the same pairs; each task still reads its own left partition."""
+def test_threads_here_read_each_right_partition_once(sides, client, monkeypatch, tmp_path):
+    """Left partitions finer than the right ones (several beside each right partition): on the
+    threads path each right partition and margin file is read once per run (``tasks.shared_reads``,
+    where each task read its own copy before), with the same pairs; each task still reads its own
+    left partition."""
+    from contextlib import nullcontext
+
+    import survey_engine.crossmatch.match as xm
     import survey_engine.crossmatch.tasks as xt
 
-    left, right, truth = sides
-    right_files = {str(f) for f in right.partition_files()}
+    _, right, truth = sides
+    fine = tmp_path / "left_fine"
+    source = next(d / "left.parquet" for d in Path(right.path).parents if (d / "left.parquet").is_file())
+    run_import(
+        ImportArguments([str(source)], str(fine), id_column="id", max_rows=150),
+        client=client,
+        progress=False,
+    )
+    left = open_catalog(fine)
+    right_files = {str(f) for f in right.partition_files()} | {str(f) for f in right.margin.partition_files()}
     reads: list = []
-    original = xt.read_side
+    original = xt.read_partition
 
-    def counted(files, *args, **kwargs):
-        reads.append(tuple(map(str, files)))
-        return original(files, *args, **kwargs)
+    def counted(path, *args, **kwargs):
+        reads.append(str(path))
+        return original(path, *args, **kwargs)
 
-    monkeypatch.setattr(xt, "read_side", counted)
-    got = crossmatch(left, right, RADIUS, left_columns=["id"], right_columns=["id"], client=client).compute()
-    assert set(zip(got.id_1, got.id_2)) == truth and len(got) == len(truth)
-    right_reads = [r for r in reads if r[0] in right_files]
-    assert len(right_reads) == len(set(right_reads)) > 1  # each right partition (+ margin) read once
-    assert len(reads) - len(right_reads) == len(left.partitions)
+    monkeypatch.setattr(xt, "read_partition", counted)
+
+    def matched() -> list:
+        reads.clear()
+        got = crossmatch(
+            left, right, RADIUS, left_columns=["id"], right_columns=["id"], client=client
+        ).compute()
+        assert set(zip(got.id_1, got.id_2)) == truth and len(got) == len(truth)
+        assert len(reads) - sum(r in right_files for r in reads) == len(left.partitions)
+        return [r for r in reads if r in right_files]
+
+    shared = matched()
+    assert len(shared) == len(set(shared)) > 1  # each right partition and margin file read once
     assert xt._SHARED_READS is None  # nothing kept after the run
+    monkeypatch.setattr(xm, "shared_reads", nullcontext)
+    assert len(matched()) > len(shared)  # without: a right file read by every left partition beside it
 
 
 def test_shared_reads_waits_for_a_read_under_way_and_drops_the_least_recent():
