@@ -103,7 +103,9 @@ def test_a_small_target_list_reads_only_the_right_partitions_it_touches(
 
     original = tasks.read_side
     monkeypatch.setattr(
-        tasks, "read_side", lambda files, *args: (read.extend(map(str, files)), original(files, *args))[1]
+        tasks,
+        "read_side",
+        lambda files, *args, **kwargs: (read.extend(map(str, files)), original(files, *args, **kwargs))[1],
     )
     result = crossmatch(target_list, right, 10.0)
     local = pd.concat(
