@@ -181,7 +181,7 @@ class SharedReads:
 
 
 _SHARED_READS: SharedReads | None = None
-SHARED_READ_BYTES = 1 << 30  # a few dozen right partitions of a 5x10^7-row catalog
+SHARED_READ_BYTES = 256 << 20  # right files read by neighbouring tasks: reuse comes within a few tasks
 
 
 @contextmanager
