@@ -180,29 +180,31 @@ class SharedReads:
             done.set()
 
 
-_SHARED_READS: SharedReads | None = None
+_SHARED_READS: SharedReads | None = None  # the one open while any run's ``shared_reads`` block is
+_SHARED_USERS = 0
+_SHARED_LOCK = threading.Lock()
 SHARED_READ_BYTES = 256 << 20  # right files read by neighbouring tasks: reuse comes within a few tasks
 
 
 @contextmanager
 def shared_reads(max_bytes: int = SHARED_READ_BYTES) -> Iterator[SharedReads]:
     """Within the block, ``match_task`` calls run on threads of this process share their right-side
-    reads (``SharedReads``); dropped at the end, so nothing outlives the run. Tasks run by workers
-    in other processes are not affected."""
-    global _SHARED_READS
-    previous, _SHARED_READS = _SHARED_READS, SharedReads(max_bytes)
+    reads (``SharedReads``). Runs at the same time (two ``compute()`` calls in a notebook's threads)
+    share one; it is dropped when the last of them ends, so nothing outlives them. Tasks run by
+    workers in other processes are not affected."""
+    global _SHARED_READS, _SHARED_USERS
+    with _SHARED_LOCK:
+        if _SHARED_USERS == 0:
+            _SHARED_READS = SharedReads(max_bytes)
+        _SHARED_USERS += 1
+        shared = _SHARED_READS
     try:
-        yield _SHARED_READS
+        yield shared
     finally:
-        _SHARED_READS = previous
-
-
-def _right_side(files: list, p: MatchParams, rcoords, file_rows: dict) -> pd.DataFrame:
-    """The right rows of ``files`` (a partition and its margin); each file from the run's shared
-    reads when there are some (a right partition beside several left partitions is read once)."""
-    return read_side(
-        files, p.right_columns, *rcoords, p.right_epoch, p.right_nullable, file_rows, shared=_SHARED_READS
-    )
+        with _SHARED_LOCK:
+            _SHARED_USERS -= 1
+            if _SHARED_USERS == 0:
+                _SHARED_READS = None
 
 
 def _pairs(left: pd.DataFrame, right: pd.DataFrame, lcoords, rcoords, p: MatchParams):
@@ -256,7 +258,10 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
     pieces = []
     for rows, files in jobs:
         sub = left if len(rows) == len(left) else left.iloc[rows]
-        right = _right_side(list(files), p, rcoords, file_rows)
+        # from the run's shared reads, if any: a right file beside several left partitions is read once
+        right = read_side(
+            list(files), p.right_columns, *rcoords, p.right_epoch, p.right_nullable, file_rows, _SHARED_READS
+        )
         if piece and p.left_epoch is None and p.right_epoch is None:
             right = _near_rows(right, sub.index.to_numpy(), p.radius_arcsec, task.left_order)
         li, ri, sep = _pairs(sub, right, lcoords, rcoords, p)

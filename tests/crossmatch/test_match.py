@@ -178,3 +178,15 @@ def test_shared_reads_waits_for_a_read_under_way_and_drops_the_least_recent():
     with pytest.raises(OSError, match="disk gone"):
         shared.get(9, failing)
     assert 9 not in shared.reading and 9 not in shared.held  # a failed read leaves nothing behind
+
+
+def test_runs_at_the_same_time_share_one_set_of_reads_dropped_when_the_last_ends():
+    import survey_engine.crossmatch.tasks as xt
+
+    first = xt.shared_reads()
+    a = first.__enter__()
+    with xt.shared_reads() as b:  # a second compute() while the first runs
+        assert b is a and xt._SHARED_READS is a
+        first.__exit__(None, None, None)  # the first run ends before the second
+        assert xt._SHARED_READS is b
+    assert xt._SHARED_READS is None  # nothing left behind, whatever order they ended in
