@@ -15,12 +15,35 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 SERVICE_FIXTURES = {"dachs", "slurm", "http_server", "s3_server"}
 
 
+# Modules that hold machine-wide state other than the services: their own network namespaces and nginx.
+SERIAL_MODULES = {"test_netns.py"}
+# Session fixtures that take minutes: the tests that read one run in one pytest-xdist worker.
+SHARED_SESSION_FIXTURES = ("sdss_model", "gaia_allsky_collection")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tests that use a real service (DaCHS, SLURM, nginx, S3) are ``services`` and ``slow`` by their fixtures."""
+    """Tests that use a real service (DaCHS, SLURM, nginx, S3) are ``services`` and ``slow`` by their
+    fixtures. Every test gets an ``xdist_group`` for ``--dist loadgroup`` (pyproject.toml): the
+    service tests one group, run one after another in one worker (one DaCHS, restarted by a test;
+    one SLURM; fixed ports), the readers of a costly session fixture one group each, and every
+    other module its own group, so that module fixtures are built once."""
+    module_group: dict = {}  # a module with a reader of a costly session fixture: wholly in its group
     for item in items:
-        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        uses = set(getattr(item, "fixturenames", ()))
+        shared = next((f for f in SHARED_SESSION_FIXTURES if f in uses), None)
+        if shared:
+            module_group.setdefault(item.path, shared)
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if SERVICE_FIXTURES & uses:
             item.add_marker(pytest.mark.services)
             item.add_marker(pytest.mark.slow)
+        if SERVICE_FIXTURES & uses or item.path.name in SERIAL_MODULES:
+            group = "services"
+        else:
+            group = module_group.get(item.path, item.nodeid.split("::")[0])
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def shared_path(relative: str) -> Path:

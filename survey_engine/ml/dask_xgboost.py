@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
 from survey_engine.ml.options import TrainingError
 
 
@@ -78,10 +80,13 @@ def dask_train(
     topic: str | None = None,
     stop_on=None,
     stopping_rounds: int = 0,
+    stop_tolerance: float = 0.0,
 ):
     """One booster trained by xgboost.dask; its rounds advance the driver's bar ``topic``. With
     ``stop_on`` (rows with the same columns and ``_y``), training stops once the loss on them has
-    not improved for ``stopping_rounds`` rounds, and the booster is cut back to its best round."""
+    not improved for ``stopping_rounds`` rounds, and the booster is cut back to its best round, or
+    with ``stop_tolerance`` to the first round whose loss is within that share of the best
+    (``fewest_rounds``)."""
     import xgboost
     from xgboost import dask as dxgb
 
@@ -123,7 +128,7 @@ def dask_train(
                 callbacks.append(
                     xgboost.callback.EarlyStopping(rounds=max(1, stopping_rounds), save_best=True)
                 )
-            return dxgb.train(
+            out = dxgb.train(
                 client,
                 params,
                 dtrain,
@@ -132,13 +137,29 @@ def dask_train(
                 callbacks=callbacks,
                 verbose_eval=False,
                 coll_cfg=xgboost_collective(client),
-            )["booster"]
+            )
+        if stop_on is not None and stop_tolerance > 0:
+            return fewest_rounds(out["booster"], list(out["history"]["stop"].values())[-1], stop_tolerance)
+        return out["booster"]
 
     # a worker lost: its training's tracker goes at once, so that workers still bootstrapping the
     # collective fail now (and can train again) instead of waiting on the tracker for ever
     return watch_workers(
         client, run, "XGBoost training", on_lost=lambda: tracker.stop_trackers(client, since, 0.0)
     )
+
+
+def fewest_rounds(booster, losses: list[float], tolerance: float):
+    """``booster`` cut back to the first round whose stopping loss (``losses``, one per round, lower
+    is better, the last metric as early stopping reads it) is within ``tolerance`` (a share) of the
+    best. On a flat loss curve the rounds after it buy less than that on rows the booster never
+    trained on, and every round is a tree that each predicted row goes through."""
+    loss = np.asarray(losses, dtype=np.float64)
+    if not len(loss) or not np.isfinite(loss).any():
+        return booster
+    best = np.nanmin(loss)
+    first = int(np.flatnonzero(loss <= best + tolerance * abs(best))[0])
+    return booster[: first + 1] if first + 1 < booster.num_boosted_rounds() else booster
 
 
 class WorkerLostError(TrainingError, RuntimeError):

@@ -112,8 +112,10 @@ def train_members(
     topic: str | None = None,
     stop_on=None,
     stopping_rounds: int = 0,
+    stop_tolerance: float = 0.0,
 ) -> dict:
-    """The ensemble's boosters; with ``stop_on`` (prepared rows), each stops early on them."""
+    """The ensemble's boosters; with ``stop_on`` (prepared rows), each stops early on them (cut back
+    to the fewest rounds within ``stop_tolerance`` of the best loss: ``dask_xgboost.fewest_rounds``)."""
     boosters = {}
     for m in range(member_count(views)):
         view_frame, cols = member_frame(frame, feats, views, m)
@@ -128,6 +130,7 @@ def train_members(
             topic,
             stop_frame,
             stopping_rounds,
+            stop_tolerance,
         )
     return boosters
 

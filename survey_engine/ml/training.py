@@ -32,6 +32,7 @@ from survey_engine.ml.options import (
     PHOTOZ_ENSEMBLE,
     PHOTOZ_PARAMS,
     QUANTILE_PARAMS,
+    STOP_TOLERANCE,
     TrainingError,
 )
 
@@ -182,6 +183,7 @@ def distil_members(
             topic=topic,
             stop_on=stop_on,
             stopping_rounds=EARLY_STOPPING_ROUNDS,
+            stop_tolerance=STOP_TOLERANCE,
         )
     return student, student_views
 
