@@ -46,6 +46,18 @@ def pytest_collection_modifyitems(config, items) -> None:
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+def pytest_configure(config) -> None:
+    """pytest 9.2 derives node ids in a way pytest-xdist 3.8's ``--dist loadgroup`` cannot change:
+    the groups above would be ignored and the service tests run in both workers at once (one DaCHS,
+    restarted by a test). Stop with a clear error instead (pyproject.toml pins a pytest that works)."""
+    version = tuple(int(p) for p in pytest.__version__.split(".")[:2] if p.isdigit())
+    if config.getoption("dist", "no") == "loadgroup" and version >= (9, 2):
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} with pytest-xdist's --dist loadgroup ignores the test groups "
+            "of tests/conftest.py: install the [test] extra's pinned pytest (9.1.1), or run with -n 0"
+        )
+
+
 def shared_path(relative: str) -> Path:
     """A file from ../shared/data (read in place, never copied). A missing file fails the test:
     the tests need the real data beside the checkout, in CI and everywhere else."""
