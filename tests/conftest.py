@@ -28,18 +28,18 @@ def pytest_collection_modifyitems(config, items) -> None:
     service tests one group, run one after another in one worker (one DaCHS, restarted by a test;
     one SLURM; fixed ports), the readers of a costly session fixture one group each, and every
     other module its own group, so that module fixtures are built once."""
+    uses = {item: set(getattr(item, "fixturenames", ())) for item in items}
     module_group: dict = {}  # a module with a reader of a costly session fixture: wholly in its group
     for item in items:
-        uses = set(getattr(item, "fixturenames", ()))
-        shared = next((f for f in SHARED_SESSION_FIXTURES if f in uses), None)
-        if shared:
-            module_group.setdefault(item.path, shared)
+        for fixture in SHARED_SESSION_FIXTURES:
+            if fixture in uses[item]:
+                module_group.setdefault(item.path, fixture)
     for item in items:
-        uses = set(getattr(item, "fixturenames", ()))
-        if SERVICE_FIXTURES & uses:
+        service = bool(SERVICE_FIXTURES & uses[item])
+        if service:
             item.add_marker(pytest.mark.services)
             item.add_marker(pytest.mark.slow)
-        if SERVICE_FIXTURES & uses or item.path.name in SERIAL_MODULES:
+        if service or item.path.name in SERIAL_MODULES:
             group = "services"
         else:
             group = module_group.get(item.path, item.nodeid.split("::")[0])
@@ -50,8 +50,9 @@ def pytest_configure(config) -> None:
     """pytest 9.2 derives node ids in a way pytest-xdist 3.8's ``--dist loadgroup`` cannot change:
     the groups above would be ignored and the service tests run in both workers at once (one DaCHS,
     restarted by a test). Stop with a clear error instead (pyproject.toml pins a pytest that works)."""
-    version = tuple(int(p) for p in pytest.__version__.split(".")[:2] if p.isdigit())
-    if config.getoption("dist", "no") == "loadgroup" and version >= (9, 2):
+    from packaging.version import Version  # a dependency of pytest itself
+
+    if config.getoption("dist", "no") == "loadgroup" and Version(pytest.__version__) >= Version("9.2"):
         raise pytest.UsageError(
             f"pytest {pytest.__version__} with pytest-xdist's --dist loadgroup ignores the test groups "
             "of tests/conftest.py: install the [test] extra's pinned pytest (9.1.1), or run with -n 0"

@@ -180,7 +180,7 @@ class SharedReads:
             done.set()
 
 
-_SHARED_READS: SharedReads | None = None  # the one open while any run's ``shared_reads`` block is
+_SHARED_READS: SharedReads | None = None  # open while any run is inside a ``shared_reads`` block
 _SHARED_USERS = 0
 _SHARED_LOCK = threading.Lock()
 SHARED_READ_BYTES = 256 << 20  # right files read by neighbouring tasks: reuse comes within a few tasks
@@ -260,7 +260,13 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
         sub = left if len(rows) == len(left) else left.iloc[rows]
         # from the run's shared reads, if any: a right file beside several left partitions is read once
         right = read_side(
-            list(files), p.right_columns, *rcoords, p.right_epoch, p.right_nullable, file_rows, _SHARED_READS
+            list(files),
+            p.right_columns,
+            *rcoords,
+            p.right_epoch,
+            p.right_nullable,
+            file_rows,
+            shared=_SHARED_READS,
         )
         if piece and p.left_epoch is None and p.right_epoch is None:
             right = _near_rows(right, sub.index.to_numpy(), p.radius_arcsec, task.left_order)

@@ -153,7 +153,9 @@ def fewest_rounds(booster, losses: list[float], tolerance: float):
     """``booster`` cut back to the first round whose stopping loss (``losses``, one per round, lower
     is better, the last metric as early stopping reads it) is within ``tolerance`` (a share) of the
     best. On a flat loss curve the rounds after it buy less than that on rows the booster never
-    trained on, and every round is a tree that each predicted row goes through."""
+    trained on, and every round is a tree that each predicted row goes through. (XGBoost's own
+    ``EarlyStopping(min_delta=...)`` is not this: its delta is absolute and judged round by round,
+    so a slow steady gain still moves its best round to the end.)"""
     loss = np.asarray(losses, dtype=np.float64)
     if not len(loss) or not np.isfinite(loss).any():
         return booster
