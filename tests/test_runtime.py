@@ -187,3 +187,70 @@ def test_local_task_times_records_each_threaded_call_only_inside_the_block():
     run_in_threads(nap, [(0.01,)], 1, "after", progress=False)
     assert len(inner) == 3 and sorted(inner) == pytest.approx([0.05, 0.1, 0.15], abs=0.04)
     assert len(outer) == 4 and sorted(outer)[0] == pytest.approx(0.02, abs=0.02)
+
+
+def _heartbeat_record():
+    import logging
+
+    return logging.LogRecord(
+        "distributed.worker",
+        logging.ERROR,
+        __file__,
+        1,
+        "Failed to communicate with scheduler during heartbeat.",
+        None,
+        None,
+    )
+
+
+def _worker_log_rules(dask_worker) -> tuple[list[str], bool]:
+    import logging
+
+    log = logging.getLogger("distributed.worker")
+    return sorted(type(rule).__name__ for rule in log.filters), bool(log.filter(_heartbeat_record()))
+
+
+def test_a_heartbeat_failing_while_its_worker_closes_is_not_logged():
+    """The CLI's own cluster: a heartbeat in flight while a worker closes fails when the worker's
+    connections close under it; distributed logs that with a 30-line traceback, which once ended on
+    a user's terminal after a one-line error. While the worker runs, the message is kept."""
+    import ast
+    import subprocess
+    import sys
+    import types
+    from pathlib import Path
+
+    from distributed.core import Status
+
+    from survey_engine.runtime import _DropHeartbeatWhileClosing
+
+    # in a process of its own: here another test's client may be current, and dask_client would use it
+    script = (
+        "from survey_engine.runtime import dask_client\n"
+        "from tests.test_runtime import _worker_log_rules\n"
+        "if __name__ == '__main__':\n"
+        "    with dask_client(n_workers=1) as client:\n"
+        "        print(list(client.run(_worker_log_rules).values()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    [(rules, kept)] = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert "_DropHeartbeatWhileClosing" in rules and kept  # a running worker keeps the message
+    for status, kept in [
+        (Status.running, True),
+        (Status.paused, True),
+        (Status.closing, False),
+        (Status.closed, False),
+        (Status.closing_gracefully, False),
+    ]:
+        rule = _DropHeartbeatWhileClosing(types.SimpleNamespace(status=status))
+        assert rule.filter(_heartbeat_record()) is kept, status
+    other = _heartbeat_record()
+    other.msg = "Compute Failed"  # not this rule's message: kept whatever the status
+    assert _DropHeartbeatWhileClosing(types.SimpleNamespace(status=Status.closed)).filter(other)

@@ -251,8 +251,8 @@ def markdown(report: dict) -> str:
 
 
 def _prediction_lines(rows: list[dict]) -> list[str]:
-    """The predict suite's models side by side: rate, trees per row, held-out quality, and the
-    default photo-z model's speed-up and sigma_NMAD against the members' model it replaced."""
+    """The predict suite's models side by side: rate, trees per row, held-out quality, and each
+    default model's speed-up and quality against the members' model it replaced."""
     ours = [r for r in rows if r["suite"] == "predict" and r["tool"] == "survey_engine" and r.get("model")]
     if not ours:
         return []
@@ -268,10 +268,12 @@ def _prediction_lines(rows: list[dict]) -> list[str]:
         )
         line = f"- {r['model']}, {r['rows']:,} rows: {r['rows_per_s']:,.0f} rows/s, {r['trees_per_row']} trees per row, {quality}"
         if r.get("speedup_vs_members") is not None:
-            line += (
-                f"; {r['speedup_vs_members']:.1f}x the members' rows/s, sigma_NMAD {r['sigma_nmad_vs_members']:+.1%} "
-                "against theirs"
+            change = (
+                f"sigma_NMAD {r['sigma_nmad_vs_members']:+.1%}"
+                if r.get("sigma_nmad_vs_members") is not None
+                else f"accuracy {r['accuracy_vs_members']:+.4f}"
             )
+            line += f"; {r['speedup_vs_members']:.1f}x the members' rows/s, {change} against theirs"
         lines.append(line)
     return [*lines, ""]
 

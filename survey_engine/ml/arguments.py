@@ -104,7 +104,8 @@ class TrainArguments:
         None,
         "photo-z model: distilled (the default: one early-stopped booster on all views that "
         "learns the 4 members' mean, about a tenth of their trees per row), stacked (one "
-        "early-stopped booster on all views, trained on the truth) or members (4 boosters on rotated views)",
+        "early-stopped booster on all views, trained on the truth) or members (4 boosters on rotated views); "
+        "classifier: stacked (the default, about a twentieth of the members' trees per row) or members",
         choices=("members", "stacked", "distilled"),
     )
     class_weight: str = param(

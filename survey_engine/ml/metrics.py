@@ -19,6 +19,8 @@ import pandas as pd
 
 EZ_RES = 1e-6
 PROB_BINS = 10_000
+# Bins of the top class's probability for the expected calibration error (the usual 15).
+RELIABILITY_BINS = 15
 Z_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 7.0)
 MAG_BINS = (10.0, 16.0, 17.0, 17.5, 18.0, 18.5, 19.0, 19.5, 20.0, 21.0, 22.0, 30.0)
 
@@ -216,11 +218,29 @@ def classification_summary(frame: pd.DataFrame, label: str, classes: list[str]) 
         b = np.clip((p * PROB_BINS).astype(int), 0, PROB_BINS - 1)
         hist_pos[i] = np.bincount(b[t == i], minlength=PROB_BINS)
         hist_neg[i] = np.bincount(b[t != i], minlength=PROB_BINS)
-    return {"confusion": conf, "pos": hist_pos, "neg": hist_neg}
+    probs = np.column_stack([np.asarray(frame[f"prob_{c}"], float)[ok] for c in classes]).reshape(-1, k)
+    p_true = probs[np.arange(len(t)), t]
+    onehot = np.zeros_like(probs)
+    onehot[np.arange(len(t)), t] = 1.0
+    top = probs.max(axis=1)
+    b = np.clip((top * RELIABILITY_BINS).astype(int), 0, RELIABILITY_BINS - 1)
+    return {
+        "confusion": conf,
+        "pos": hist_pos,
+        "neg": hist_neg,
+        "log_loss_sum": float(-np.log(np.clip(p_true, 1e-15, 1.0)).sum()),
+        "brier_sum": float(((probs - onehot) ** 2).sum()),
+        "top_n": np.bincount(b, minlength=RELIABILITY_BINS).astype(np.int64),
+        "top_p": np.bincount(b, weights=top, minlength=RELIABILITY_BINS),
+        "top_right": np.bincount(b, weights=(pred == t).astype(float), minlength=RELIABILITY_BINS),
+    }
+
+
+CLASSIFICATION_SUMS = ("confusion", "pos", "neg", "log_loss_sum", "brier_sum", "top_n", "top_p", "top_right")
 
 
 def merge_classification(parts: list[dict]) -> dict:
-    return {k: sum(p[k] for p in parts) for k in ("confusion", "pos", "neg")}
+    return {k: sum(p[k] for p in parts) for k in CLASSIFICATION_SUMS}
 
 
 def classification_metrics(summary: dict, classes: list[str]) -> dict:
@@ -248,6 +268,12 @@ def classification_metrics(summary: dict, classes: list[str]) -> dict:
         "accuracy": float(np.trace(conf) / n) if n else 0.0,
         "macro_f1": float(np.mean([v["f1"] for v in per_class.values()])),
         "macro_roc_auc": float(np.mean([v["roc_auc"] for v in per_class.values()])),
+        # how honest the probabilities are: mean log loss and Brier score (summed over classes),
+        # and the expected calibration error of the top class (|share right - mean probability| per
+        # bin of that probability, weighted by the bin's rows)
+        "log_loss": float(summary["log_loss_sum"] / n) if n else 0.0,
+        "brier": float(summary["brier_sum"] / n) if n else 0.0,
+        "ece": float(np.abs(summary["top_right"] - summary["top_p"]).sum() / n) if n else 0.0,
         "per_class": per_class,
         "confusion": conf.tolist(),
         "classes": classes,

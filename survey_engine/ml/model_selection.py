@@ -70,7 +70,7 @@ def cross_validate(
         keys = (
             ("sigma_nmad", "bias", "outlier_rate_015", "outlier_rate_lsst")
             if opts.task == "photoz"
-            else ("accuracy", "macro_f1", "macro_roc_auc")
+            else ("accuracy", "macro_f1", "macro_roc_auc", "log_loss", "ece")
         )
         row = {k: m[k] for k in keys} | {"fold": f, "n": m["n"]}
         if opts.task == "photoz":

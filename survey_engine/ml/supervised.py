@@ -15,7 +15,10 @@ space, so the rotated views let each tree follow them, and the members' differen
 their errors partly independent. Measured on 5 folds of SDSS galaxies and BOSS DR10 (one process):
 sigma_NMAD 2.7% / 2.3% lower than one booster on the plain features, 4.8% / 6.1% lower than
 the better of single-process XGBoost and a random forest; DR14 star/galaxy/QSO accuracy 0.972 vs 0.969. The
-rotations are fitted on the training rows only and saved in the model (``views``).
+rotations are fitted on the training rows only and saved in the model (``views``). The default
+models put the views side by side in one early-stopped booster (``ensemble``: photo-z "distilled",
+a student of the members; classification "stacked"), which predicts with a tenth to a twentieth of
+the members' trees (ml/options.py has the measurements).
 
 This module is the ``train`` command (split, fit, evaluate, refit, save) and the public names of
 supervised learning; the parts live by job: ``options`` (TrainOptions, defaults), ``preparation``

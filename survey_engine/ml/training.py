@@ -15,6 +15,7 @@ from survey_engine.ml.ensemble import (
     ensemble_proba,
     fit_views,
     member_count,
+    member_name,
     members_predict,
     photoz_raw,
     train_members,
@@ -23,6 +24,7 @@ from survey_engine.ml.options import (
     CALIBRATION_FRACTION,
     CALIBRATION_MAX_ROWS,
     CLASS_WEIGHT_POWER,
+    CLASSIFY_ENSEMBLE,
     CLASSIFY_PARAMS,
     DISTILLED_PARAMS,
     EARLY_STOPPING_ROUNDS,
@@ -32,6 +34,7 @@ from survey_engine.ml.options import (
     PHOTOZ_ENSEMBLE,
     PHOTOZ_PARAMS,
     QUANTILE_PARAMS,
+    STACKED_CLASSIFY_PARAMS,
     STOP_TOLERANCE,
     TrainingError,
 )
@@ -63,7 +66,9 @@ def fit(
     """Train the model(s) of ``task`` on ``frame`` (prepared rows). Returns boosters, the
     ensemble's views and extras. Photo-z: the boosters train on the rows that are not calibration
     rows (``_cal``), and the p(z) is calibrated on those (``calibration``); ``ensemble`` (default
-    ``PHOTOZ_ENSEMBLE``) is "distilled", "stacked" or "members" (ml/options.py). With ``progress``, one bar ``desc`` counts every boosting round."""
+    ``PHOTOZ_ENSEMBLE``) is "distilled", "stacked" or "members" (ml/options.py). Classification:
+    ``ensemble`` (default ``CLASSIFY_ENSEMBLE``) is "stacked" or "members". With ``progress``, one
+    bar ``desc`` counts every boosting round."""
     from survey_engine.runtime import event_progress
 
     feats = list(spec.features)
@@ -81,12 +86,14 @@ def fit(
             desc,
             ensemble or PHOTOZ_ENSEMBLE,
         )
-    views = fit_views(frame, feats, members, seed)
-    rounds = int({**CLASSIFY_PARAMS, **params}["rounds"])
+    layout = ensemble or CLASSIFY_ENSEMBLE
+    views = fit_views(frame, feats, members, seed, stacked=layout == "stacked")
+    base = STACKED_CLASSIFY_PARAMS if layout == "stacked" else CLASSIFY_PARAMS
+    rounds = int({**base, **params}["rounds"])
     with event_progress(
         client, 2 * member_count(views) * rounds, desc, progress, unit="round"
-    ) as topic:  # temperature + final
-        return _fit_classifier(client, frame, feats, views, classes, params, device, seed, topic)
+    ) as topic:  # temperature (stopping early when stacked: the bar then jumps to its end) + final
+        return _fit_classifier(client, frame, feats, views, classes, params, device, seed, topic, base)
 
 
 def _fit_photoz(
@@ -211,24 +218,40 @@ def _fit_classifier(
     device: str,
     seed: int,
     topic: str | None,
+    base: dict = CLASSIFY_PARAMS,
 ) -> dict:
-    """A temperature-calibrated classification ensemble (two ensembles' worth of rounds)."""
+    """A temperature-calibrated classification ensemble (two ensembles' worth of rounds). With
+    stacked views (one booster), the first ensemble also stops early on the inner held-out fold
+    (``STOP_TOLERANCE``), and the final one trains on every row for the rounds it kept."""
     k = len(classes)
-    p, rounds = xgb_params(
-        CLASSIFY_PARAMS, {k: v for k, v in params.items() if k != "class_weight_power"}, device, seed
-    )
+    p, rounds = xgb_params(base, {k: v for k, v in params.items() if k != "class_weight_power"}, device, seed)
     p.update({"objective": "multi:softprob", "num_class": k, "eval_metric": "mlogloss"})
     weights = balanced_weights(frame, k, float(params.get("class_weight_power", CLASS_WEIGHT_POWER)))
     # temperature: fit on rows held out of a first ensemble, then train the final one on everything
     inner = frame["_fold"] == frame["_fold"].max()
-    t_models = train_members(
-        client, frame[~inner], feats, views, p, rounds, "classifier", weights[~inner], topic
-    )
     held = frame[inner].compute()
+    usable = len(held) >= 20 and held["_y"].nunique() > 1
+    early = bool(views and views.get("stacked")) and usable
+    t_models = train_members(
+        client,
+        frame[~inner],
+        feats,
+        views,
+        p,
+        rounds,
+        "classifier",
+        weights[~inner],
+        topic,
+        stop_on=frame[inner] if early else None,
+        stopping_rounds=EARLY_STOPPING_ROUNDS,
+        stop_tolerance=STOP_TOLERANCE,
+    )
     temperature = 1.0
-    if len(held) >= 20 and held["_y"].nunique() > 1:
+    if usable:
         probs = ensemble_proba(t_models, held[feats].to_numpy(dtype=np.float32, na_value=np.nan), views, 1.0)
         temperature = fit_temperature(probs, held["_y"].to_numpy().astype(int))
+    if early:  # every row now, for the rounds the held-out fold chose
+        rounds = t_models[member_name("classifier", 0)].num_boosted_rounds()
     boosters = train_members(client, frame, feats, views, p, rounds, "classifier", weights, topic)
     return {"boosters": boosters, "temperature": temperature, "views": views}
 

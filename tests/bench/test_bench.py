@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from survey_engine.bench.suites import SUITES
-from survey_engine.ml.options import PHOTOZ_ENSEMBLE
+from survey_engine.ml.options import CLASSIFY_ENSEMBLE, PHOTOZ_ENSEMBLE
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +58,26 @@ def test_quick_report_structure_and_agreement(quick_report):
     assert sorted(r["workers"] for r in train if "predict" not in r["case"]) == [1, 2]
     assert all(isinstance(r["overhead"], float) for r in train)
     # predict: the default photo-z model, the default classifier (each beside its one-process peer)
-    # and the members' photo-z model the default replaced, its speed-up and sigma_NMAD against them
+    # and the members' models the defaults replaced, each default's speed-up and quality against them
     pred = [r for r in report["rows"] if r["suite"] == "predict" and r["tool"] == "survey_engine"]
-    assert [r["model"] for r in pred] == [f"photoz {PHOTOZ_ENSEMBLE}", "classify members", "photoz members"]
-    default, classify, members = pred
+    assert [r["model"] for r in pred] == [
+        f"photoz {PHOTOZ_ENSEMBLE}",
+        f"classify {CLASSIFY_ENSEMBLE}",
+        "photoz members",
+        "classify members",
+    ]
+    default, classify, members, class_members = pred
     assert default["trees_per_row"] < members["trees_per_row"] and 0.5 < classify["accuracy"] <= 1
+    assert classify["trees_per_row"] < class_members["trees_per_row"]
     assert default["speedup_vs_members"] == pytest.approx(default["rows_per_s"] / members["rows_per_s"])
     assert default["sigma_nmad_vs_members"] == pytest.approx(
         default["sigma_nmad"] / members["sigma_nmad"] - 1
     )
-    assert [r.get("modelled", True) for r in pred] == [True, False, False]  # cost model: the default's rows
+    assert classify["speedup_vs_members"] == pytest.approx(
+        classify["rows_per_s"] / class_members["rows_per_s"]
+    )
+    assert classify["accuracy_vs_members"] == pytest.approx(classify["accuracy"] - class_members["accuracy"])
+    assert [r.get("modelled", True) for r in pred] == [True, False, False, False]  # the default's rows
     # the cost model comes from per-task times the suites recorded
     ours = [
         r

@@ -94,14 +94,18 @@ def test_summary_lists_each_prediction_model():
     rows = [
         {**base, "model": "photoz distilled", "rows": 10**7, "rows_per_s": 2.5e5, "trees_per_row": 557}
         | {"sigma_nmad": 0.0580, "speedup_vs_members": 10.2, "sigma_nmad_vs_members": 0.004},
+        {**base, "model": "classify stacked", "rows": 10**6, "rows_per_s": 2e5, "trees_per_row": 480}
+        | {"accuracy": 0.9731, "speedup_vs_members": 22.2, "accuracy_vs_members": 0.0019},
         {**base, "model": "classify members", "rows": 10**6, "rows_per_s": 9000.0, "trees_per_row": 9600}
         | {"accuracy": 0.9712},
         {**base, "tool": "single_process", "rows": 10**7, "rows_per_s": 3e5},
     ]
     lines = _prediction_lines(rows)
-    assert lines[2:4] == [
+    assert lines[2:5] == [
         "- photoz distilled, 10,000,000 rows: 250,000 rows/s, 557 trees per row, sigma_NMAD 0.0580; "
         "10.2x the members' rows/s, sigma_NMAD +0.4% against theirs",
+        "- classify stacked, 1,000,000 rows: 200,000 rows/s, 480 trees per row, accuracy 0.9731; "
+        "22.2x the members' rows/s, accuracy +0.0019 against theirs",
         "- classify members, 1,000,000 rows: 9,000 rows/s, 9600 trees per row, accuracy 0.9712",
     ]
-    assert _prediction_lines(rows[2:]) == []
+    assert _prediction_lines(rows[3:]) == []

@@ -11,6 +11,9 @@ from survey_engine.ml.supervised import TrainingError, TrainOptions, fit_tempera
 from tests.conftest import shared_path
 
 UGRIZ_COLOURS = ["u-g", "g-r", "r-i", "i-z"]
+# The members' model (the default before issue 20) on the five spatial folds of DR14, measured
+# through ``train`` as the test below (2026-12-02): mean log loss 0.09436, ECE 0.01325.
+MEMBERS_LOG_LOSS, MEMBERS_ECE = 0.0944, 0.0133
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +40,18 @@ def test_sdss_dr14_star_galaxy_qso(dr14):
 
 @pytest.mark.slow
 def test_sdss_dr14_goal_over_five_spatial_folds(dr14):
-    """The issue's goal (accuracy >= 0.97, macro-F1 >= 0.96, beating single-process XGBoost and a
-    random forest on the same splits), judged on all five spatial folds: one fold holds ~1,100
-    rows and ~80 QSOs, so a single fold moves by 0.5% with two or three objects (fold 0 alone:
-    0.967 / 0.944 here, the baselines 0.966 / 0.947). Measured: 0.972 / 0.961 (a single booster
-    on the plain features: 0.969 / 0.957)."""
+    """Issue 20's goal (accuracy >= 0.972, macro-F1 >= 0.962, probabilities as calibrated as the
+    members' model's), judged on all five spatial folds: one fold holds ~1,100 rows and ~80 QSOs,
+    so a single fold moves by 0.5% with two or three objects (fold 0 alone: 0.967 / 0.944 here, the
+    baselines 0.966 / 0.947). Measured with the default stacked booster: 0.9724 / 0.9620, log loss
+    0.0937, ECE 0.0092 (the four members: 0.9719 / 0.9613, log loss 0.0944, ECE 0.0132; a single booster on the plain
+    features: 0.969 / 0.957)."""
     _, r = dr14
     cv = r["cv"]
     assert len(cv["folds"]) == 5 and sum(f["n"] for f in cv["folds"]) == r["split"]["rows"]
     mean = {k: v["mean"] for k, v in cv["summary"].items()}
-    assert mean["accuracy"] >= 0.97 and mean["macro_f1"] >= 0.96
+    assert mean["accuracy"] >= 0.972 and mean["macro_f1"] >= 0.962
+    assert mean["log_loss"] <= MEMBERS_LOG_LOSS and mean["ece"] <= MEMBERS_ECE
     # the baselines are the textbook configurations now (issue 20: XGBoost 600 trees at eta 0.05,
     # forest of 200 trees with min_samples_leaf 2), stronger than the 300-tree XGBoost this was
     # measured against; on independent data the ensemble's gain over them was nil, so the honest

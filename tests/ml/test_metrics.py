@@ -58,3 +58,15 @@ def test_classification_metrics_match_scikit_learn():
         assert got["per_class"][c]["precision"] == pytest.approx(prec[i])
         assert got["per_class"][c]["recall"] == pytest.approx(rec[i])
         assert got["per_class"][c]["roc_auc"] == pytest.approx(roc_auc_score(y == i, p[:, i]), abs=1e-3)
+    # the probabilities' honesty, merged over partitions: log loss, Brier score and the top class's
+    # expected calibration error (15 bins of its probability), as computed on all rows at once
+    from sklearn.metrics import log_loss
+
+    assert got["log_loss"] == pytest.approx(log_loss(y, p, labels=[0, 1, 2]))
+    assert got["brier"] == pytest.approx(np.mean(((p - np.eye(3)[y]) ** 2).sum(axis=1)))
+    top, right = p.max(axis=1), p.argmax(axis=1) == y
+    b = np.minimum((top * 15).astype(int), 14)
+    ece = sum(abs(right[b == k].sum() - top[b == k].sum()) for k in range(15)) / len(y)
+    assert got["ece"] == pytest.approx(ece) and got["ece"] > 0.01  # softmax of noisy logits: not calibrated
+    empty = M.classification_summary(df.assign(class_pred=np.array(classes)[y]).iloc[:0], "truth", classes)
+    assert M.classification_metrics(empty, classes)["ece"] == 0.0  # no rows: no error, no division

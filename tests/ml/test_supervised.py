@@ -52,22 +52,23 @@ def test_xgboost_trains_on_the_fixed_placement(client, monkeypatch):
     partitions 0, 2, 4, ... went to worker "0" on some fresh clusters and to worker "1" on others
     (so this check alone catches a lost placement only on about half of the clusters it runs on);
     the BOSS photo-z then gave sigma_NMAD 0.0189 or 0.0200 for the same seed. With the placement
-    fixed, four fresh clusters gave 0.0189 four times."""
+    fixed, four fresh clusters gave 0.0189 four times. Recorded where xgboost trains: the matrix
+    it is given (``pinned``: its packing could still move a part, see the test below)."""
     from xgboost import dask as dxgb
 
     seen = {}
+    train = dxgb.train
 
-    class Recording(dxgb.DaskDMatrix):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            seen.update(
-                {
-                    w: sorted(self.partition_order[p.key] for p in parts)
-                    for w, parts in self.worker_map.items()
-                }
-            )
+    def recording(client, params, dtrain, *args, **kwargs):
+        seen.update(
+            {
+                w: sorted(dtrain.partition_order[p.key] for p in parts)
+                for w, parts in dtrain.worker_map.items()
+            }
+        )
+        return train(client, params, dtrain, *args, **kwargs)
 
-    monkeypatch.setattr(dxgb, "DaskDMatrix", Recording)
+    monkeypatch.setattr(dxgb, "train", recording)
     info = client.scheduler_info(n_workers=-1)["workers"]
     by_name = sorted(info, key=lambda a: (str(info[a].get("name", a)), a))
     params = {
@@ -86,6 +87,27 @@ def test_xgboost_trains_on_the_fixed_placement(client, monkeypatch):
         seen.clear()
         dask_train(client, _persisted(client, _frame(), layout), ["a", "b", "c", "d"], params, 2)
         assert seen == {by_name[0]: [0, 2, 4, 6], by_name[1]: [1, 3, 5, 7]}
+
+
+def test_pinned_trains_partition_i_on_worker_i_mod_n_wherever_the_packed_parts_are(client):
+    """xgboost.dask trains each worker on the packed parts it holds; a packing task moved to the
+    other worker (seen on BOSS: partitions [0, 1, 2, 3] and [4]) changed the model for the same
+    seed. ``pinned`` assigns them by partition number, and training on it works."""
+    from xgboost import dask as dxgb
+
+    from survey_engine.ml.dask_xgboost import pinned
+
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    by_name = sorted(info, key=lambda a: (str(info[a].get("name", a)), a))
+    frame = _persisted(client, _frame(), lambda i: 0)  # everything held by one worker
+    dmatrix = dxgb.DaskDMatrix(client, frame[["a", "b", "c", "d"]], frame["_y"])
+    # where xgboost's packing put the parts varies from run to run (all on the one worker, or spread)
+    pinned(client, dmatrix)
+    got = {w: [dmatrix.partition_order[p.key] for p in parts] for w, parts in dmatrix.worker_map.items()}
+    assert got == {by_name[0]: [0, 2, 4, 6], by_name[1]: [1, 3, 5, 7]}
+    params = {"tree_method": "hist", "max_depth": 2, "nthread": 1, "verbosity": 0}
+    booster = dxgb.train(client, params, dmatrix, num_boost_round=3)["booster"]
+    assert booster.num_boosted_rounds() == 3
 
 
 # -- the rotated-view ensemble -------------------------------------------------------------------
@@ -220,6 +242,62 @@ def test_ensemble_and_single_booster_models_train_save_and_predict(client, tmp_p
         np.expm1(models1["median"].inplace_predict(X)),
         rtol=1e-6,
     )
+
+
+@pytest.mark.slow
+def test_classifier_stacked_by_default_stops_early_and_members_stay_selectable(client, tmp_path):
+    """The default classifier is one booster on the features and their four rotations, stopped
+    early on the inner held-out fold and then trained on every row for the rounds it kept: fewer
+    than the cap, and as accurate as the four members; ``ensemble="members"`` still saves four."""
+    from survey_engine.ml.artifact import load_model
+    from survey_engine.ml.ensemble import ensemble_proba, member_matrix
+    from survey_engine.ml.options import CLASSIFY_ENSEMBLE
+    from survey_engine.ml.supervised import TrainingError, TrainOptions, predict_frame, train
+
+    rng = np.random.default_rng(11)
+    n = 4000
+    X = rng.normal(size=(n, 3))
+    score = X[:, 0] + X[:, 1] - 0.5 * X[:, 2] + rng.normal(0, 0.6, n)  # a diagonal boundary
+    label = np.where(score < -0.7, "STAR", np.where(score < 0.9, "GALAXY", "QSO"))
+    path = tmp_path / "c.parquet"
+    pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "cls": label}).to_parquet(path)
+    cap = {"rounds": 400, "eta": 0.3}
+    stacked = train(
+        str(path),
+        TrainOptions("classify", ["a", "b", "c"], label="cls", params=cap),
+        str(tmp_path / "s"),
+        client=client,
+    )
+    members = train(
+        str(path),
+        TrainOptions(
+            "classify", ["a", "b", "c"], label="cls", params={"rounds": 40, "eta": 0.3}, ensemble="members"
+        ),
+        str(tmp_path / "m"),
+        client=client,
+    )
+    assert CLASSIFY_ENSEMBLE == "stacked"
+    meta, models = load_model(tmp_path / "s")
+    assert set(models) == {"classifier"} and meta["views"]["stacked"] and len(meta["views"]["rotations"]) == 4
+    assert models["classifier"].num_features() == 3 * 5
+    assert models["classifier"].num_boosted_rounds() < cap["rounds"]  # stopped early on held-out rows
+    assert stacked["test"]["accuracy"] >= members["test"]["accuracy"] - 0.01 > 0.7
+    assert set(load_model(tmp_path / "m")[1]) == {
+        "classifier",
+        "classifier_1",
+        "classifier_2",
+        "classifier_3",
+    }
+    # predict_frame gives the booster's softmax after the saved temperature
+    df = pd.read_parquet(path).head(300)
+    got = predict_frame(df, meta, models)
+    want = ensemble_proba(
+        models, df[["a", "b", "c"]].to_numpy(np.float32), meta["views"], meta["temperature"]
+    )
+    assert np.allclose(got[["prob_GALAXY", "prob_QSO", "prob_STAR"]].to_numpy(), want, atol=1e-6)
+    assert member_matrix(df[["a", "b", "c"]].to_numpy(np.float32), meta["views"], 0).shape == (300, 15)
+    with pytest.raises(TrainingError, match="'distilled' is for photoz"):
+        TrainOptions("classify", ["a"], label="cls", ensemble="distilled")
 
 
 def test_members_out_of_range_is_a_clear_error():
