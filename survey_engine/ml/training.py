@@ -88,12 +88,12 @@ def fit(
         )
     layout = ensemble or CLASSIFY_ENSEMBLE
     views = fit_views(frame, feats, members, seed, stacked=layout == "stacked")
-    base = STACKED_CLASSIFY_PARAMS if layout == "stacked" else CLASSIFY_PARAMS
+    base = STACKED_CLASSIFY_PARAMS if views and views.get("stacked") else CLASSIFY_PARAMS
     rounds = int({**base, **params}["rounds"])
     with event_progress(
         client, 2 * member_count(views) * rounds, desc, progress, unit="round"
     ) as topic:  # temperature (stopping early when stacked: the bar then jumps to its end) + final
-        return _fit_classifier(client, frame, feats, views, classes, params, device, seed, topic, base)
+        return _fit_classifier(client, frame, feats, views, classes, params, device, seed, topic)
 
 
 def _fit_photoz(
@@ -218,20 +218,25 @@ def _fit_classifier(
     device: str,
     seed: int,
     topic: str | None,
-    base: dict = CLASSIFY_PARAMS,
 ) -> dict:
     """A temperature-calibrated classification ensemble (two ensembles' worth of rounds). With
     stacked views (one booster), the first ensemble also stops early on the inner held-out fold
-    (``STOP_TOLERANCE``), and the final one trains on every row for the rounds it kept."""
+    (``STOP_TOLERANCE``), and the final one trains on every row for the rounds it kept; without
+    them (one member), or with too few held-out rows to judge, the members' fixed rounds."""
     k = len(classes)
-    p, rounds = xgb_params(base, {k: v for k, v in params.items() if k != "class_weight_power"}, device, seed)
-    p.update({"objective": "multi:softprob", "num_class": k, "eval_metric": "mlogloss"})
-    weights = balanced_weights(frame, k, float(params.get("class_weight_power", CLASS_WEIGHT_POWER)))
     # temperature: fit on rows held out of a first ensemble, then train the final one on everything
     inner = frame["_fold"] == frame["_fold"].max()
     held = frame[inner].compute()
     usable = len(held) >= 20 and held["_y"].nunique() > 1
     early = bool(views and views.get("stacked")) and usable
+    p, rounds = xgb_params(
+        STACKED_CLASSIFY_PARAMS if early else CLASSIFY_PARAMS,
+        {k: v for k, v in params.items() if k != "class_weight_power"},
+        device,
+        seed,
+    )
+    p.update({"objective": "multi:softprob", "num_class": k, "eval_metric": "mlogloss"})
+    weights = balanced_weights(frame, k, float(params.get("class_weight_power", CLASS_WEIGHT_POWER)))
     t_models = train_members(
         client,
         frame[~inner],

@@ -296,6 +296,22 @@ def test_classifier_stacked_by_default_stops_early_and_members_stay_selectable(c
     )
     assert np.allclose(got[["prob_GALAXY", "prob_QSO", "prob_STAR"]].to_numpy(), want, atol=1e-6)
     assert member_matrix(df[["a", "b", "c"]].to_numpy(np.float32), meta["views"], 0).shape == (300, 15)
+    # one member (the demo's and the jobs' classifiers): plain features and the members' fixed
+    # rounds and depth, as before the stacked default
+    train(
+        str(path),
+        TrainOptions("classify", ["a", "b", "c"], label="cls", members=1, params={"rounds": 20}),
+        str(tmp_path / "one"),
+        client=client,
+    )
+    one_meta, one = load_model(tmp_path / "one")
+    assert one_meta["views"] is None and one["classifier"].num_boosted_rounds() == 20
+    deepest = max(
+        len(line) - len(line.lstrip("\t"))
+        for tree in one["classifier"].get_dump()
+        for line in tree.splitlines()
+    )
+    assert deepest == 4  # a leaf's indentation is its depth: the members' depth 4, not the stacked 6
     with pytest.raises(TrainingError, match="'distilled' is for photoz"):
         TrainOptions("classify", ["a"], label="cls", ensemble="distilled")
 
