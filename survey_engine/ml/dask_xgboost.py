@@ -42,6 +42,11 @@ def xgb_params(base: dict, overrides: dict, device: str, seed: int) -> tuple[dic
     return p, rounds
 
 
+def _by_name(info: dict) -> list[str]:
+    """Worker addresses in name order (xgboost ranks its workers so too): the fixed placement's order."""
+    return sorted(info, key=lambda addr: (str(info[addr].get("name", addr)), addr))
+
+
 def placed(client, collection):
     """``collection`` computed with partition i on the (i mod n)-th worker in name order.
 
@@ -62,7 +67,7 @@ def placed(client, collection):
                 "or run again on a working cluster"
             ) from None
         info = client.scheduler_info(n_workers=-1)["workers"]
-    workers = sorted(info, key=lambda addr: (str(info[addr].get("name", addr)), addr))
+    workers = _by_name(info)
     futures = [
         client.compute(part, workers=[workers[i % len(workers)]], allow_other_workers=False)
         for i, part in enumerate(collection.to_delayed())
@@ -82,8 +87,7 @@ def pinned(client, dmatrix):
     elsewhere is fetched by the worker that trains on it."""
     from collections import defaultdict
 
-    info = client.scheduler_info(n_workers=-1)["workers"]
-    workers = sorted(info, key=lambda addr: (str(info[addr].get("name", addr)), addr))
+    workers = _by_name(client.scheduler_info(n_workers=-1)["workers"])
     parts = sorted(
         (part for held in dmatrix.worker_map.values() for part in held),
         key=lambda part: dmatrix.partition_order[part.key],

@@ -211,17 +211,14 @@ def classification_summary(frame: pd.DataFrame, label: str, classes: list[str]) 
     pred = frame["class_pred"].astype(str).map(index).to_numpy()[ok].astype(int)
     conf = np.zeros((k, k), dtype=np.int64)
     np.add.at(conf, (t, pred), 1)
+    probs = np.column_stack([np.asarray(frame[f"prob_{c}"], float)[ok] for c in classes]).reshape(-1, k)
     hist_pos = np.zeros((k, PROB_BINS), dtype=np.int64)
     hist_neg = np.zeros((k, PROB_BINS), dtype=np.int64)
-    for i, c in enumerate(classes):
-        p = np.asarray(frame[f"prob_{c}"], float)[ok]
-        b = np.clip((p * PROB_BINS).astype(int), 0, PROB_BINS - 1)
+    for i in range(k):
+        b = np.clip((probs[:, i] * PROB_BINS).astype(int), 0, PROB_BINS - 1)
         hist_pos[i] = np.bincount(b[t == i], minlength=PROB_BINS)
         hist_neg[i] = np.bincount(b[t != i], minlength=PROB_BINS)
-    probs = np.column_stack([np.asarray(frame[f"prob_{c}"], float)[ok] for c in classes]).reshape(-1, k)
     p_true = probs[np.arange(len(t)), t]
-    onehot = np.zeros_like(probs)
-    onehot[np.arange(len(t)), t] = 1.0
     top = probs.max(axis=1)
     b = np.clip((top * RELIABILITY_BINS).astype(int), 0, RELIABILITY_BINS - 1)
     return {
@@ -229,14 +226,14 @@ def classification_summary(frame: pd.DataFrame, label: str, classes: list[str]) 
         "pos": hist_pos,
         "neg": hist_neg,
         "log_loss_sum": float(-np.log(np.clip(p_true, 1e-15, 1.0)).sum()),
-        "brier_sum": float(((probs - onehot) ** 2).sum()),
-        "top_n": np.bincount(b, minlength=RELIABILITY_BINS).astype(np.int64),
+        # sum over classes of (p_c - [c is true])^2, without building the one-hot matrix
+        "brier_sum": float((probs**2).sum() - 2 * p_true.sum() + len(t)),
         "top_p": np.bincount(b, weights=top, minlength=RELIABILITY_BINS),
         "top_right": np.bincount(b, weights=(pred == t).astype(float), minlength=RELIABILITY_BINS),
     }
 
 
-CLASSIFICATION_SUMS = ("confusion", "pos", "neg", "log_loss_sum", "brier_sum", "top_n", "top_p", "top_right")
+CLASSIFICATION_SUMS = ("confusion", "pos", "neg", "log_loss_sum", "brier_sum", "top_p", "top_right")
 
 
 def merge_classification(parts: list[dict]) -> dict:

@@ -125,6 +125,11 @@ SPECTROSCOPIC_COLUMNS = {
 }
 
 
+def default_ensemble(task: str) -> str:
+    """The ensemble a task trains unless asked otherwise."""
+    return PHOTOZ_ENSEMBLE if task == "photoz" else CLASSIFY_ENSEMBLE
+
+
 class TrainingError(SurveyEngineError, ValueError):
     """Training data that cannot give a model (the message names the column or the problem)."""
 
@@ -190,7 +195,7 @@ class TrainOptions:
     @property
     def ensemble_layout(self) -> str:
         """The ensemble asked for, or the task's default (``PHOTOZ_ENSEMBLE``, ``CLASSIFY_ENSEMBLE``)."""
-        return self.ensemble or (PHOTOZ_ENSEMBLE if self.task == "photoz" else CLASSIFY_ENSEMBLE)
+        return self.ensemble or default_ensemble(self.task)
 
     @property
     def truth(self) -> str:

@@ -27,7 +27,7 @@ from survey_engine.bench.suites.common import (
     repeat_plan,
 )
 from survey_engine.bench.suites.train import TRAIN_FEATURES
-from survey_engine.ml.options import CLASSIFY_ENSEMBLE, PHOTOZ_ENSEMBLE
+from survey_engine.ml.options import default_ensemble
 
 # The members' models predict 10-20x slower than the defaults: they and the default classifier are
 # measured on at most this many rows (a 10^7-row run of a members' model would take 10-20 minutes
@@ -45,7 +45,7 @@ def bench_model(
     refit (the held-out metrics are the saved model's): its folder and ``metrics.json``."""
     from survey_engine.ml.supervised import TrainOptions, train
 
-    layout = ensemble or (PHOTOZ_ENSEMBLE if task == "photoz" else CLASSIFY_ENSEMBLE)
+    layout = ensemble or default_ensemble(task)
     model = work / f"bench_{task}_model_{layout}{f'_{rounds}_rounds' if rounds else ''}"
     params = {"rounds": rounds} if rounds else {}
     if not (model / "metrics.json").exists():
@@ -163,7 +163,7 @@ def _model_rows(
 
     plan = repeat_plan(n, repeats)
     model, metrics = bench_model(work, client, task, ensemble, rounds)
-    layout = ensemble or (PHOTOZ_ENSEMBLE if task == "photoz" else CLASSIFY_ENSEMBLE)
+    layout = ensemble or default_ensemble(task)
     what = "photo-z" if task == "photoz" else "classification"
     outputs = "z_phot, intervals, p(z)" if task == "photoz" else "class_pred, prob_<class>"
     case = f"{what} ({layout}) on {n} rows ({outputs}), catalog written"
