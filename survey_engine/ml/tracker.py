@@ -12,9 +12,12 @@ one-line error like any other lost peer. ``install()`` puts this in place of xgb
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 import uuid
+
+from distributed.diagnostics.plugin import SchedulerPlugin
 
 # the child: one RabitTracker, its worker arguments as one JSON line, then wait until the workers
 # close the group; it leaves when the scheduler that started it does (never an orphan)
@@ -41,7 +44,36 @@ _STARTED: dict[str, list[str]] = {}
 _STARTED_LOCK = threading.Lock()
 
 
-async def start_tracker_process(token: str, host: str, n_workers: int, port: int, timeout: int) -> dict:
+PLUGIN_NAME = "survey_engine-xgboost-trackers"
+
+
+class StopTrackersOnClose(SchedulerPlugin):
+    """Scheduler plugin: the trackers this scheduler started and nobody stopped (a training's driver
+    thread that outlived its cluster, a client that vanished) are killed when the scheduler closes,
+    so a notebook or test process that runs many clusters keeps no tracker child behind."""
+
+    name = PLUGIN_NAME
+
+    def __init__(self) -> None:
+        self.tokens: set[str] = set()
+
+    async def close(self) -> None:
+        await stop_tracker_processes(sorted(self.tokens), grace_seconds=0.0)
+        self.tokens.clear()
+
+
+def _closing_plugin(scheduler) -> StopTrackersOnClose:
+    plugin = scheduler.plugins.get(PLUGIN_NAME)
+    if plugin is None:
+        plugin = StopTrackersOnClose()
+        scheduler.add_plugin(plugin, name=PLUGIN_NAME)
+    plugin.tokens &= set(_RUNNING)  # those stopped since are no longer its to stop
+    return plugin
+
+
+async def start_tracker_process(
+    token: str, host: str, n_workers: int, port: int, timeout: int, dask_scheduler=None
+) -> dict:
     """Run on the scheduler: start the tracker child and return its worker arguments."""
     import json
 
@@ -65,6 +97,8 @@ async def start_tracker_process(token: str, host: str, n_workers: int, port: int
         await proc.wait()
         raise XGBoostError(f"XGBoost's tracker could not start on {host}: {err[-1] if err else 'no output'}")
     _RUNNING[token] = proc
+    if dask_scheduler is not None:
+        _closing_plugin(dask_scheduler).tokens.add(token)
     # keep reading its error stream, so a chatty tracker can never block on a full pipe
     asyncio.get_running_loop().create_task(proc.stderr.read())
     return json.loads(line)
@@ -85,7 +119,8 @@ async def stop_tracker_processes(tokens: list[str], grace_seconds: float = 2.0) 
         try:
             await asyncio.wait_for(proc.wait(), grace_seconds)
         except asyncio.TimeoutError:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):  # it ended just now
+                proc.kill()
             await proc.wait()
     return ended_badly
 

@@ -61,9 +61,26 @@ def test_the_tracker_listens_from_a_child_of_the_scheduler_and_is_stopped_after_
         assert tracker.stop_trackers(client, since, grace_seconds=0.1) == []
         assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
         # a real training: the booster is trained through a child tracker, which is gone afterwards
+        before = set(tracker._RUNNING)  # (module state: other tests' clusters ran in this process)
         booster = dask_train(client, frame(), ["a", "b"], PARAMS, 20)
         assert booster.num_boosted_rounds() == 20
-        assert tracker._RUNNING == {} and tracker.started_trackers(client) == since
+        assert set(tracker._RUNNING) <= before and tracker.started_trackers(client) == since
+
+
+def test_a_tracker_nobody_stopped_ends_with_its_scheduler():
+    """A training's driver thread can outlive its cluster (a worker lost before the tracker
+    started): the tracker it started then has nobody to stop it. The scheduler's close kills it."""
+    from distributed import Client
+
+    with local_cluster() as cluster, Client(cluster) as client:
+        tracker.install()
+        since = tracker.started_trackers(client)
+        client.sync(tracker.get_rabit_args, client, 2)
+        (token,) = [t for t in tracker.started_trackers(client) if t not in since]
+        proc = tracker._RUNNING[token]
+        assert psutil.Process(proc.pid).is_running()
+    assert token not in tracker._RUNNING
+    assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
 
 
 def test_a_tracker_that_aborts_costs_one_retry_not_the_command(tmp_path, monkeypatch):
