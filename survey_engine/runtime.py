@@ -91,9 +91,20 @@ def dask_client(client=None, n_workers: int | None = None, memory_limit: str | N
                 new_client.register_plugin(quiet_task_failures(), name="survey-engine-quiet-failures")
                 yield new_client
             finally:
-                new_client.close()
+                close_client(new_client)
         finally:
             close_cluster(cluster)
+
+
+def close_client(client) -> None:
+    """Close a Dask client. An error raised by closing itself (distributed's reconnect loop, racing a
+    scheduler that is gone: "RuntimeError: dictionary changed size during iteration") is logged, not
+    raised: raised from a ``finally`` it would replace the job's own outcome, the one-line "lost the
+    Dask scheduler" error or a finished job's summary, with distributed's traceback."""
+    try:
+        client.close()
+    except Exception as exc:  # noqa: BLE001 - the client is being dropped either way
+        logging.getLogger("survey_engine").debug("closing the Dask client: %s: %s", type(exc).__name__, exc)
 
 
 def close_cluster(cluster, timeout: float = WORKER_CLOSE_TIMEOUT) -> None:

@@ -254,3 +254,30 @@ def test_a_heartbeat_failing_while_its_worker_closes_is_not_logged():
     other = _heartbeat_record()
     other.msg = "Compute Failed"  # not this rule's message: kept whatever the status
     assert _DropHeartbeatWhileClosing(types.SimpleNamespace(status=Status.closed)).filter(other)
+
+
+def test_closing_a_client_whose_scheduler_is_gone_never_replaces_the_jobs_own_error():
+    """distributed's close can raise on a client whose scheduler was killed (its reconnect loop races
+    the futures dict: "dictionary changed size during iteration"); raised from the job's ``finally`` it
+    replaced the one-line "lost the Dask scheduler" error (exit 2) with a traceback (exit 1)."""
+    from distributed import Client, LocalCluster
+
+    from survey_engine.runtime import close_client
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster:
+        client = Client(cluster)
+        real_close, raised = client.close, []
+
+        def close_that_raises(*args, **kwargs):  # once: distributed closes again when the client goes
+            real_close(*args, **kwargs)
+            if not raised:
+                raised.append(True)
+                raise RuntimeError("dictionary changed size during iteration")
+
+        client.close = close_that_raises
+        with pytest.raises(ConnectionError, match="the job's own error"):
+            try:
+                raise ConnectionError("the job's own error")
+            finally:
+                close_client(client)
+        assert raised and client.status == "closed"

@@ -152,6 +152,8 @@ def hpc_client(target: str, echo=print):
     """A Client on a dask-jobqueue cluster described by ``target``; the jobs are released at the end."""
     from distributed import Client
 
+    from survey_engine.runtime import close_client
+
     path = config_path(target)
     kind, kwargs, scale = load_config(path)
     cluster = make_cluster(kind, kwargs, load_security(path))
@@ -176,7 +178,7 @@ def hpc_client(target: str, echo=print):
                 echo(f"  {kind}: {want} workers in batch jobs {', '.join(job_ids(cluster))}")
             yield client
         finally:
-            client.close()
+            close_client(client)
     finally:
         with contextlib.suppress(Exception):
             cluster.close()

@@ -79,7 +79,7 @@ def job_client(
             raise JobSpecError(
                 f"the scheduler at {target} has {got} workers after {timeout:g} s; the job wants at least {want}"
             ) from None
-        from survey_engine.runtime import quiet_distributed_logs
+        from survey_engine.runtime import close_client, quiet_distributed_logs
 
         quiet_distributed_logs()  # as on a LocalCluster: no INFO lines (e.g. "Batched Comm Closed" + traceback)
         quiet = _CancelledReconnect()
@@ -89,7 +89,7 @@ def job_client(
         try:
             yield client
         finally:
-            client.close()
+            close_client(client)
             for log_ in logs:
                 log_.removeFilter(quiet)
         return

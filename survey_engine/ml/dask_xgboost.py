@@ -279,7 +279,9 @@ def is_collective_failure(error: BaseException) -> bool:
     )
 
 
-def settle_lost_training(client, lost: str, training, held_before: set) -> None:
+def settle_lost_training(
+    client, lost: str, training, held_before: set, wait_seconds: float | None = None
+) -> list[str]:
     """Make the cluster ready to train again after a ``WorkerLostError`` (message ``lost``, driver
     thread ``training``; call it outside the ``except`` so the failed attempt's frames can go): wait
     for that thread to end (the workers left give up their collective step within
@@ -288,26 +290,72 @@ def settle_lost_training(client, lost: str, training, held_before: set) -> None:
     client took since ``held_before`` (a set of keys): the failed attempt's data, pinned to its
     workers, on the survivors' memory or waiting for ever for the lost one. (The retry's tasks are
     named apart, ``prepare_table(attempt=1)``, so nothing of the failed attempt is waited on.)
-    Raises ``WorkerLostError`` if the thread does not end in time, or if no worker is left."""
+
+    A training still not ended after that wait is unblocked: workers still running its tasks are
+    restarted by their nannies (seen: a survivor left in the collective's bootstrap, in C++, for a peer
+    that died as the ring formed; no XGBoost timeout covers it, and a thread cannot be interrupted, a
+    process can), and its keys are released at once (a task of it rescheduled after the restart waits
+    for ever for data pinned to a worker that is gone; released, the driver's wait ends with a
+    cancellation). The addresses restarted are returned. Raises ``WorkerLostError`` if the thread does
+    not end even so, or if no worker is left. Each wait is ``wait_seconds``, by default a minute longer
+    than a collective step may take."""
     from survey_engine import runtime
 
-    bound = runtime.COLLECTIVE_TIMEOUT_SECONDS + 60
+    bound = runtime.COLLECTIVE_TIMEOUT_SECONDS + 60 if wait_seconds is None else wait_seconds
+    restarted: list[str] = []
     if training is not None:
         training.join(bound)
+        if training.is_alive():
+            restarted = restart_blocked_workers(client, set(client.futures) - held_before)
+            release_since(client, held_before, wake_waiters=True)
+            training.join(bound)
         if training.is_alive():
             raise WorkerLostError(
                 f"{lost} (the workers left stayed blocked in XGBoost's collective step for more than "
                 f"{bound} s, so training was not retried)"
             )
-    stale = list(set(client.futures) - held_before)
-    if stale:
-        # not client.cancel(force=True): distributed's forced cancel trips ``assert ts.who_wants`` on
-        # dependents no client holds, which can drop the client's connection and every future with it
-        client.run_on_scheduler(release_keys, stale, client.id)
+    release_since(client, held_before)
     try:
         client.wait_for_workers(1, timeout=60)
     except TimeoutError:
         raise WorkerLostError(f"{lost} (no worker left to retry on)") from None
+    return restarted
+
+
+def release_since(client, held_before: set, wake_waiters: bool = False) -> None:
+    """Release on the scheduler every key ``client`` took since ``held_before`` (a set of keys). With
+    ``wake_waiters``, their futures are also cancelled on the client, so that a thread waiting on one
+    (a driver's gather) ends: the scheduler does not tell a client about keys it released itself."""
+    stale = list(set(client.futures) - held_before)
+    if not stale:
+        return
+    # not client.cancel(force=True): distributed's forced cancel trips ``assert ts.who_wants`` on
+    # dependents no client holds, which can drop the client's connection and every future with it
+    client.run_on_scheduler(release_keys, stale, client.id)
+    if wake_waiters:
+        client.sync(_cancel_on_client, client, stale)
+
+
+async def _cancel_on_client(client, keys: list) -> None:
+    # on the client's event loop, as distributed's own Client._cancel does
+    for key in keys:
+        state = client.futures.pop(key, None)
+        if state is not None:
+            state.cancel(reason="survey_engine: a training left blocked after a worker was lost")
+
+
+def restart_blocked_workers(client, keys: set) -> list[str]:
+    """Restart (through their nannies) the workers still running any of ``keys``, a failed
+    training's tasks. Returns the addresses restarted; none when no worker runs them, or when they
+    cannot be restarted (no nanny)."""
+    busy = sorted(w for w, running in client.processing().items() if keys.intersection(running))
+    if not busy:
+        return []
+    try:
+        client.restart_workers(busy, timeout=120)
+    except Exception:  # noqa: BLE001 - workers without a nanny: the caller's error says they stayed blocked
+        return []
+    return busy
 
 
 def release_keys(keys: list, client_id: str, dask_scheduler=None) -> None:

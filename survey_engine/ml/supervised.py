@@ -161,8 +161,10 @@ def train(
             lost, training = str(exc), exc.training
         # the failed attempt's data, pinned to the lost worker, is dropped; then train once more from the
         # start on the workers present
-        settle_lost_training(client, lost, training, held_before)
+        restarted = settle_lost_training(client, lost, training, held_before)
         note = f"{lost.split(';')[0]}; retried once on the workers present"
+        if restarted:
+            note += f" (restarted {', '.join(restarted)}, left blocked in XGBoost's collective step)"
         warnings.warn(note, stacklevel=2)
         try:
             return _train_once(table_path, opts, model_out, client, progress, storage_options, t0, [note])

@@ -159,3 +159,49 @@ def test_worker_lost_again_in_the_retry_is_a_clear_error_not_a_hang(tmp_path, mo
     assert killed[1][0] in message and killed[0][0] in message and "already been retried once" in message
     assert "run the same command again" in message and "\n" not in message
     assert failed - killed[1][1] < 30 and not (tmp_path / "m").exists()  # seconds, not a hang
+
+
+def _blocked_on_first_run(marker: str) -> str:
+    """A task that blocks its worker's thread for an hour the first time (as XGBoost's bootstrap did,
+    waiting for a peer that died), and returns at once when run again."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(3600)
+    return "ran again"
+
+
+def test_a_training_left_blocked_is_unblocked_so_it_can_be_retried(tmp_path):
+    """settle_lost_training, when the failed training's driver thread has not ended after the wait:
+    the worker whose thread stays blocked in a task (no timeout ends it) is restarted through its
+    nanny, and the keys are released, which ends the driver's wait on a task that can never run (as
+    one pinned to a worker that is gone); the cluster is then ready to retry, not "stayed blocked"."""
+    from distributed import Client
+
+    from survey_engine.ml.dask_xgboost import settle_lost_training
+
+    with local_cluster() as cluster, Client(cluster) as client:
+        held = set(client.futures)
+        pids = client.run(os.getpid)
+        blocking = client.submit(_blocked_on_first_run, str(tmp_path / "ran"), pure=False)
+        never = client.submit(os.getpid, pure=False, workers=["tcp://127.0.0.1:9"], allow_other_workers=False)
+        deadline = time.monotonic() + 60
+        while not any(client.processing().values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        blocked = sorted(w for w, keys in client.processing().items() if blocking.key in keys)
+        outcome: list = []
+
+        def driver_waits() -> None:
+            try:
+                outcome.append(client.gather([blocking, never]))
+            except BaseException as exc:  # noqa: BLE001 - what ended the wait
+                outcome.append(exc)
+
+        driver = threading.Thread(target=driver_waits, daemon=True)
+        driver.start()
+        restarted = settle_lost_training(client, "lost", driver, held, wait_seconds=3)
+        assert len(blocked) == 1 and restarted == blocked
+        assert not driver.is_alive() and "cancelled" in type(outcome[0]).__name__.lower(), outcome
+        client.wait_for_workers(2, timeout=60)
+        now = client.run(os.getpid)
+        assert pids[blocked[0]] not in now.values()  # a fresh process in place of the blocked one
+        assert all(now.get(w) == pid for w, pid in pids.items() if w not in blocked)  # the other kept
