@@ -56,6 +56,14 @@ def quiet_distributed_logs() -> None:
     logging.getLogger("distributed.shuffle").setLevel(logging.INFO if _VERBOSE else logging.ERROR)
 
 
+def quiet_local_cluster_logs() -> None:
+    """Before starting a LocalCluster in this process: its scheduler's, nannies' and workers' INFO
+    lines hidden unless verbose (``quiet_distributed_logs``, and those loggers follow it)."""
+    quiet_distributed_logs()
+    for name in ("distributed.scheduler", "distributed.nanny", "distributed.core", "distributed.worker"):
+        logging.getLogger(name).setLevel(logging.NOTSET)  # follow "distributed" (set above)
+
+
 @contextmanager
 def dask_client(client=None, n_workers: int | None = None, memory_limit: str | None = "auto") -> Iterator:
     """Use the given client, else the current one, else a LocalCluster (processes) for the block."""
@@ -69,9 +77,7 @@ def dask_client(client=None, n_workers: int | None = None, memory_limit: str | N
     if client is not None:
         yield client
         return
-    quiet_distributed_logs()
-    for name in ("distributed.scheduler", "distributed.nanny", "distributed.core", "distributed.worker"):
-        logging.getLogger(name).setLevel(logging.NOTSET)  # follow "distributed" (set above)
+    quiet_local_cluster_logs()
     with filtered_stderr(None if _VERBOSE else NATIVE_NOISE) as stderr_filter:  # the workers inherit it
         cluster = LocalCluster(
             n_workers=n_workers or default_workers(),

@@ -23,11 +23,11 @@ def quick_report(tmp_path_factory, dachs, client):
         timeout=1800,  # the whole quick bench: about 12 min on 2 quiet cores
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return out, done.stdout
+    return out, done.stdout, done.stderr
 
 
 def test_quick_report_structure_and_agreement(quick_report):
-    out, stdout = quick_report
+    out, stdout, _ = quick_report
     report = json.loads((out / "report.json").read_text())
     assert report["errors"] == {}
     m = report["machine"]
@@ -115,8 +115,15 @@ def test_quick_report_structure_and_agreement(quick_report):
     assert "report.html" in stdout
 
 
+def test_the_bench_prints_no_distributed_info_lines_nor_xgboost_rank_lines(quick_report):
+    """Hidden unless --verbose, as for every other command (the bench's own LocalClusters too)."""
+    _, stdout, stderr = quick_report
+    for text in (stdout, stderr):
+        assert "INFO distributed" not in text and "got rank" not in text, text[-3000:]
+
+
 def test_compare_flags_regressions(quick_report, tmp_path):
-    out, _ = quick_report
+    out, _, _ = quick_report
     same = subprocess.run(
         [sys.executable, "-m", "survey_engine.cli", "bench", "compare", str(out), str(out)],
         capture_output=True,
@@ -145,7 +152,7 @@ def test_compare_flags_regressions(quick_report, tmp_path):
 
 
 def test_merge_replaces_the_rerun_suites(quick_report, tmp_path):
-    out, _ = quick_report
+    out, _, _ = quick_report
     report = json.loads((out / "report.json").read_text())
     rerun = json.loads(json.dumps(report))
     rerun["params"]["suites"] = ["train"]

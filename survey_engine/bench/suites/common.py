@@ -113,19 +113,25 @@ def local_cluster(workers: int):
 
     from distributed import Client, LocalCluster
 
+    from survey_engine.runtime import NATIVE_NOISE, filtered_stderr, is_verbose, quiet_local_cluster_logs
+
     saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    quiet_local_cluster_logs()  # as the stages' own clusters: no INFO lines, no XGBoost "got rank" lines
     try:
         with (
+            filtered_stderr(None if is_verbose() else NATIVE_NOISE) as stderr_filter,
             LocalCluster(
                 n_workers=workers,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",
-                silence_logs=logging.ERROR,
+                silence_logs=logging.INFO if is_verbose() else logging.ERROR,
             ) as cluster,
-            Client(cluster) as client,
         ):
-            yield client
+            if stderr_filter is not None:
+                stderr_filter.release()  # the workers inherited the filter; the driver's output goes straight out
+            with Client(cluster) as client:
+                yield client
     finally:
         for k, v in saved.items():
             if v is None:
