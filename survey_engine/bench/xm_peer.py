@@ -129,10 +129,16 @@ class ToolRuns:
         self.profile: list = []
 
     @staticmethod
+    @contextlib.contextmanager
     def _cluster(workers: int):
+        import dask
+
         from survey_engine.bench.suites.common import local_cluster
 
-        return local_cluster(workers)
+        # the driver pauses this process tree while other tools run (``crossmatch.paused``): no
+        # heartbeat deadline, or a scheduler resumed after a long pause could drop its own workers
+        with dask.config.set({"distributed.scheduler.worker-ttl": None}), local_cluster(workers) as client:
+            yield client
 
     def run_once(self, last: bool) -> dict:
         from survey_engine.bench.measure import PeakMemory

@@ -35,3 +35,44 @@ def test_tools_runs_are_interleaved(tmp_path):
     assert [label for _, label in starts] == ["ckdtree_global", "astropy"] * 3
     truth, other = np.load(tmp_path / "ckdtree_global.npy"), np.load(tmp_path / "astropy.npy")
     assert len(truth) == results["astropy"]["pairs"] > 2500 and np.array_equal(truth, other)
+
+
+def test_the_other_tools_processes_are_paused_while_one_runs():
+    """``paused`` stops a process and its children (a tool's Dask workers) inside the block: they use
+    no CPU there, and run again after it."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from survey_engine.bench.suites.crossmatch import paused
+
+    spin = "import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'while True: pass'])\nwhile True: pass"
+    proc = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        root = psutil.Process(proc.pid)
+        deadline = time.time() + 30
+        while not root.children() and time.time() < deadline:
+            time.sleep(0.05)
+        tree = [root, *root.children()]
+        assert len(tree) == 2
+
+        def cpu() -> float:
+            return sum(sum(p.cpu_times()[:2]) for p in tree)
+
+        time.sleep(0.3)
+        with paused([proc.pid]):
+            time.sleep(0.2)  # the stop has taken effect
+            before = cpu()
+            time.sleep(0.6)
+            assert cpu() - before < 0.05
+            assert all(p.status() == psutil.STATUS_STOPPED for p in tree)
+        before = cpu()
+        time.sleep(0.6)
+        assert cpu() - before > 0.3  # both spinning again
+    finally:
+        for p in psutil.Process(proc.pid).children(recursive=True):
+            p.kill()
+        proc.kill()
+        proc.wait()

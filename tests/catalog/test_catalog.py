@@ -171,3 +171,39 @@ def test_partition_files_encode_by_content_and_read_back_whole(tmp_path):
     for coded in ("flags", "band"):
         assert encodings[coded] & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}, (coded, encodings[coded])
     assert pq.read_table(path).equals(table)
+
+
+@pytest.mark.parametrize("index_in_pandas_metadata", [False, True])
+def test_a_read_only_read_gives_the_same_frame_and_refuses_writes(tmp_path, index_in_pandas_metadata):
+    """``read_partition(read_only=True)`` (the cross-match's reads: no consolidating copy, the index
+    set from its Arrow column) gives the frame of a plain read, value for value and dtype for dtype,
+    nullable and string columns included, whether or not the file's pandas metadata names
+    ``_healpix_29`` as its index; only writing into its numeric columns fails."""
+    from survey_engine.catalog.catalog import read_partition
+
+    n = 1000
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "ra": rng.uniform(0, 360, n),
+            "source_id": np.arange(n, dtype=np.int64),
+            "flags": pd.array(
+                np.where(rng.uniform(size=n) < 0.2, None, rng.integers(0, 4, n)), dtype="Int64"
+            ),
+            "band": np.where(rng.uniform(size=n) < 0.1, None, rng.choice(["g", "r"], n)),
+        },
+        index=pd.Index(np.sort(rng.integers(0, 2**50, n)), name="_healpix_29"),
+    )
+    path = tmp_path / "Npix=0.parquet"
+    if index_in_pandas_metadata:
+        frame.to_parquet(path)
+    else:
+        frame.reset_index().to_parquet(path, index=False)
+    plain = read_partition(path, nullable=("flags",))
+    fast = read_partition(path, nullable=("flags",), read_only=True)
+    pd.testing.assert_frame_equal(fast, plain)
+    pd.testing.assert_frame_equal(plain, frame, check_dtype=False)  # the strings' dtype is pandas' own
+    assert plain.index.name == "_healpix_29" and plain["flags"].isna().sum() == frame["flags"].isna().sum()
+    plain.loc[plain.index[0], "ra"] = -1.0  # a plain read is the caller's to change
+    with pytest.raises(ValueError, match="read-only"):
+        fast.loc[fast.index[0], "ra"] = -1.0

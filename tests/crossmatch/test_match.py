@@ -190,3 +190,13 @@ def test_runs_at_the_same_time_share_one_set_of_reads_dropped_when_the_last_ends
         first.__exit__(None, None, None)  # the first run ends before the second
         assert xt._SHARED_READS is b
     assert xt._SHARED_READS is None  # nothing left behind, whatever order they ended in
+
+
+def test_the_bytes_a_shared_read_is_counted_at_are_pandas_own():
+    from survey_engine.crossmatch.tasks import frame_bytes
+
+    frame = pd.DataFrame(
+        {"ra": np.zeros(1000), "id": np.arange(1000), "flag": np.zeros(1000, np.int8)},
+        index=pd.Index(np.arange(1000, dtype=np.int64), name="_healpix_29"),
+    )
+    assert frame_bytes(frame) == int(frame.memory_usage(index=True, deep=False).sum()) == 1000 * 25
