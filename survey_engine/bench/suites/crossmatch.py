@@ -269,17 +269,19 @@ def paused(pids: list[int]) -> Iterator[None]:
                 pass
 
 
-def _settle(quiet_percent: float = 15.0, longest: float = 5.0) -> float:
-    """Wait (at most ``longest`` seconds) until the machine's CPUs are quiet: the tool that ran last
-    (its workers freeing memory, collecting garbage, trimming) must not run into the next one's
-    clock. Returns the seconds waited."""
+def _settle(quiet_percent: float = 15.0, quiet_windows: int = 5, longest: float = 10.0) -> float:
+    """Wait (at most ``longest`` seconds) until the machine's CPUs have been quiet for
+    ``quiet_windows`` 0.1 s windows in a row: the tool that ran last (its workers freeing memory,
+    collecting garbage) and the resumed process of the next (its cluster catching up on the
+    heartbeats and timers of the pause) must not run into the clock. Returns the seconds waited."""
     import time
 
     import psutil
 
     t0 = time.perf_counter()
-    while psutil.cpu_percent(interval=0.1) > quiet_percent and time.perf_counter() - t0 < longest:
-        pass
+    quiet = 0
+    while quiet < quiet_windows and time.perf_counter() - t0 < longest:
+        quiet = quiet + 1 if psutil.cpu_percent(interval=0.1) <= quiet_percent else 0
     return time.perf_counter() - t0
 
 
