@@ -374,7 +374,9 @@ class CrossmatchMethod:
         ``left`` / ``right`` are indexed by ``_healpix_29`` (the tie-break: equal separations go
         to the smaller right ``_healpix_29``, then the earlier right row); ``lpos`` / ``rpos`` are
         (RA, Dec) arrays in degrees at the common epoch; ``lcoords`` / ``rcoords`` name the stored
-        coordinate columns, which identify a row itself for ``exclude_self``.
+        coordinate columns, which identify a row itself for ``exclude_self``. The frames are only
+        to be read: right ones are shared by the tasks of a run, and numeric columns are read-only
+        views of the Parquet reads (copy one before changing it).
         """
         if len(left) == 0 or len(right) == 0:
             return _empty()
