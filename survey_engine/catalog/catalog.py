@@ -362,13 +362,13 @@ _NULLABLE_DTYPES = {
 }
 
 
-def nullable_frame(table: pa.Table, nullable=(), split_blocks: bool = False) -> pd.DataFrame:
+def nullable_frame(table: pa.Table, nullable=(), read_only: bool = False) -> pd.DataFrame:
     """``table.to_pandas()`` with the integer / boolean columns named in ``nullable`` as pandas
     nullable dtypes (Arrow's plain conversion turns an int column with nulls into float64, and
-    a boolean one into objects, differently in each partition). ``split_blocks``: one block per
-    column, numeric ones read-only views of the Arrow buffers (no consolidating copy: 0.05 instead
-    of 0.35 ms for 3 columns of 100k rows), for frames that are only read."""
-    frame = table.to_pandas(types_mapper=nested_types_mapper, split_blocks=split_blocks)
+    a boolean one into objects, differently in each partition). ``read_only``: for a frame that is
+    only read, one block per column, numeric ones read-only views of the Arrow buffers (no
+    consolidating copy: 0.05 instead of 0.35 ms for 3 columns of 100k rows)."""
+    frame = table.to_pandas(types_mapper=nested_types_mapper, split_blocks=read_only)
     for name in nullable:
         if name in frame.columns and table.schema.field(name).type in _NULLABLE_DTYPES:
             frame[name] = table.column(name).to_pandas(types_mapper=_NULLABLE_DTYPES.get).array
@@ -408,15 +408,16 @@ def read_partition(
         table = read_checked(path, read_columns, expected_rows)
     drop = [c for c in ("Norder", "Dir", "Npix") if c in table.column_names]
     index = table.column(SPATIAL_INDEX_COLUMN) if SPATIAL_INDEX_COLUMN in table.column_names else None
-    if index is not None and index.null_count == 0 and pa.types.is_integer(index.type):
-        # the index set directly from its Arrow column: ``set_index`` copied every other column
-        # to delete this one (a third of the read's time on a narrow cross-match read)
-        frame = nullable_frame(table.drop_columns([*drop, SPATIAL_INDEX_COLUMN]), nullable, read_only)
+    # an integer index without nulls is set from its Arrow column: ``set_index`` copied every other
+    # column to delete this one (a third of the read's time on a narrow cross-match read)
+    direct = index is not None and index.null_count == 0 and pa.types.is_integer(index.type)
+    if direct:
+        drop.append(SPATIAL_INDEX_COLUMN)
+    frame = nullable_frame(table.drop_columns(drop) if drop else table, nullable, read_only)
+    if direct:
         frame.index = pd.Index(index.to_numpy(), name=SPATIAL_INDEX_COLUMN)
-    else:
-        frame = nullable_frame(table.drop_columns(drop) if drop else table, nullable, read_only)
-        if SPATIAL_INDEX_COLUMN in frame.columns:
-            frame = frame.set_index(SPATIAL_INDEX_COLUMN)
+    elif SPATIAL_INDEX_COLUMN in frame.columns:
+        frame = frame.set_index(SPATIAL_INDEX_COLUMN)
     for func in transforms:
         frame = func(frame)
     if keep_columns is not None:

@@ -133,11 +133,11 @@ def _size_rows(
         for label, tool, lay in XM_TOOLS
         if lay in layouts and not missing.get(tool) and allowed(label, tool)
     }
-    # the cross-match kernel's one-time compilation after an install (numba's on-disk cache) is not
-    # part of a cold run, as a peer's byte-compilation at install is not part of its cold run
-    from survey_engine.crossmatch.zones import ensure_compiled
+    # the default kernel's one-time compilation after an install (numba's on-disk cache) is not part
+    # of a cold run, as a peer's byte-compilation at install is not part of its cold run
+    from survey_engine.crossmatch.algorithms import DEFAULT_ALGORITHM, get_algorithm
 
-    ensure_compiled()
+    get_algorithm(DEFAULT_ALGORITHM).prepare()
     # A, B, A, B: no tool measured alone in a quiet spell
     results = interleaved_peers(chosen, 1 + plan["repeats"])
     if isinstance(results["ckdtree_global"], Exception):
