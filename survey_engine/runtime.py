@@ -65,6 +65,27 @@ def quiet_local_cluster_logs() -> None:
 
 
 @contextmanager
+def environment_kept() -> Iterator[None]:
+    """This process's environment as it was before the block, put back after it.
+
+    A Nanny writes its ``distributed.nanny.pre-spawn-environ`` (``MALLOC_TRIM_THRESHOLD_=65536``,
+    ``OMP_NUM_THREADS=1``, ...) into the environment of the process that starts a LocalCluster and
+    never takes it back, so every process started later inherits the workers' settings: a
+    cross-match run in such a child faulted 3x the pages (glibc's malloc with a fixed trim
+    threshold returns and re-maps every large block) and took 1.5x the time, and an OpenMP library
+    loaded later in this process would use one thread."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k not in saved]:
+            del os.environ[key]
+        for key, value in saved.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+
+
+@contextmanager
 def dask_client(client=None, n_workers: int | None = None, memory_limit: str | None = "auto") -> Iterator:
     """Use the given client, else the current one, else a LocalCluster (processes) for the block."""
     from distributed import Client, LocalCluster, get_client
@@ -78,7 +99,10 @@ def dask_client(client=None, n_workers: int | None = None, memory_limit: str | N
         yield client
         return
     quiet_local_cluster_logs()
-    with filtered_stderr(None if _VERBOSE else NATIVE_NOISE) as stderr_filter:  # the workers inherit it
+    with (
+        environment_kept(),
+        filtered_stderr(None if _VERBOSE else NATIVE_NOISE) as stderr_filter,  # the workers inherit it
+    ):
         cluster = LocalCluster(
             n_workers=n_workers or default_workers(),
             threads_per_worker=1,

@@ -281,3 +281,54 @@ def test_closing_a_client_whose_scheduler_is_gone_never_replaces_the_jobs_own_er
             finally:
                 close_client(client)
         assert raised and client.status == "closed"
+
+
+_ENVIRONMENT_SCRIPT = """
+import json, os, subprocess, sys
+from {module} import {name} as cluster
+if __name__ == "__main__":
+    before = dict(os.environ)
+    with cluster({arg}) as client:
+        inside = sorted(k for k in os.environ if os.environ.get(k) != before.get(k))
+        [worker] = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()
+    after = dict(os.environ)
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.environ.get('MALLOC_TRIM_THRESHOLD_'))"],
+        capture_output=True, text=True,
+    ).stdout.strip()
+    print(json.dumps({{"inside": inside, "worker": worker, "same_after": after == before, "child": child}}))
+"""
+
+
+def run_environment_script(module: str, name: str, arg: str) -> dict:
+    """Start and close a LocalCluster through ``module.name`` in a fresh process; what the
+    process's environment was inside, after, and in a child started after."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    done = subprocess.run(
+        [sys.executable, "-c", _ENVIRONMENT_SCRIPT.format(module=module, name=name, arg=arg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_local_cluster_leaves_the_environment_of_its_process_as_it_found_it():
+    """A Nanny writes the workers' settings (MALLOC_TRIM_THRESHOLD_=65536, OMP_NUM_THREADS=1) into
+    the environment of the process that starts it and never takes them back: a process started
+    later inherited them (a cross-match there faulted 3x the pages and ran 1.5x slower). The
+    workers keep their settings; the driver gets its own environment back."""
+    seen = run_environment_script("survey_engine.runtime", "dask_client", "n_workers=1")
+    assert "MALLOC_TRIM_THRESHOLD_" in seen["inside"] and "OMP_NUM_THREADS" in seen["inside"]
+    assert seen["worker"] == "65536"
+    assert seen["same_after"]
+    assert seen["child"] == "None"

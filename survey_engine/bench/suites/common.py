@@ -106,38 +106,37 @@ def local_cluster(workers: int):
     """A fresh LocalCluster of exactly ``workers`` for one measurement (never a client already
     around: the scaling suite needs the worker count it asks for).
 
-    Starting one sets OMP_NUM_THREADS=1 (and the MKL/OpenBLAS twins) in this process's
-    environment, for its workers; an OpenMP library loaded afterwards here (XGBoost) would then
-    never use more than one thread, so the driver's environment is put back on exit."""
-    import os
-
+    Starting one writes the workers' settings into this process's environment (OMP_NUM_THREADS=1,
+    MALLOC_TRIM_THRESHOLD_=65536, ...); an OpenMP library loaded afterwards here (XGBoost) would
+    use one thread, and every tool process started afterwards (the cross-match's, the one-process
+    peers') would inherit them, so the driver's environment is put back on exit
+    (``runtime.environment_kept``)."""
     from distributed import Client, LocalCluster
 
-    from survey_engine.runtime import NATIVE_NOISE, filtered_stderr, is_verbose, quiet_local_cluster_logs
+    from survey_engine.runtime import (
+        NATIVE_NOISE,
+        environment_kept,
+        filtered_stderr,
+        is_verbose,
+        quiet_local_cluster_logs,
+    )
 
-    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
     quiet_local_cluster_logs()  # as the stages' own clusters: no INFO lines, no XGBoost "got rank" lines
-    try:
-        with (
-            filtered_stderr(None if is_verbose() else NATIVE_NOISE) as stderr_filter,
-            LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",
-                silence_logs=logging.INFO if is_verbose() else logging.ERROR,
-            ) as cluster,
-        ):
-            if stderr_filter is not None:
-                stderr_filter.release()  # the workers inherited the filter; the driver's output goes straight out
-            with Client(cluster) as client:
-                yield client
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with (
+        environment_kept(),
+        filtered_stderr(None if is_verbose() else NATIVE_NOISE) as stderr_filter,
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.INFO if is_verbose() else logging.ERROR,
+        ) as cluster,
+    ):
+        if stderr_filter is not None:
+            stderr_filter.release()  # the workers inherited the filter; the driver's output goes straight out
+        with Client(cluster) as client:
+            yield client
 
 
 def peer_environment(threads: int) -> dict:
