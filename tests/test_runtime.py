@@ -293,10 +293,10 @@ if __name__ == "__main__":
         [worker] = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()
     after = dict(os.environ)
     child = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.environ.get('MALLOC_TRIM_THRESHOLD_'))"],
+        [sys.executable, "-c", "import os; print(os.environ.get('MALLOC_TRIM_THRESHOLD_'), os.environ.get('PYTHONHASHSEED'))"],
         capture_output=True, text=True,
     ).stdout.strip()
-    print(json.dumps({{"inside": inside, "worker": worker, "same_after": after == before, "child": child}}))
+    print(json.dumps({{"inside": inside, "worker": worker, "changed_after": sorted(k for k in {{*before, *after}} if before.get(k) != after.get(k)), "child": child}}))
 """
 
 
@@ -309,7 +309,8 @@ def run_environment_script(module: str, name: str, arg: str) -> dict:
     import sys
     from pathlib import Path
 
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    nanny_sets = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "PYTHONHASHSEED", "__DASK_PARENT_PID")
+    env = {k: v for k, v in os.environ.items() if k not in nanny_sets}  # as a user's shell has it
     done = subprocess.run(
         [sys.executable, "-c", _ENVIRONMENT_SCRIPT.format(module=module, name=name, arg=arg)],
         capture_output=True,
@@ -330,5 +331,24 @@ def test_a_local_cluster_leaves_the_environment_of_its_process_as_it_found_it():
     seen = run_environment_script("survey_engine.runtime", "dask_client", "n_workers=1")
     assert "MALLOC_TRIM_THRESHOLD_" in seen["inside"] and "OMP_NUM_THREADS" in seen["inside"]
     assert seen["worker"] == "65536"
-    assert seen["same_after"]
-    assert seen["child"] == "None"
+    assert seen["changed_after"] == []
+    assert seen["child"] == "None None"
+
+
+def test_environment_kept_puts_back_the_nannys_variables_and_only_them(monkeypatch):
+    """A user's own thread setting comes back after a cluster set it to 1; a variable the block
+    set for its own reasons, not one a Nanny writes, stays."""
+    import os
+
+    from survey_engine.runtime import environment_kept
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.delenv("SURVEY_ENGINE_TEST_OTHER", raising=False)
+    with environment_kept():
+        os.environ.update(
+            {"OMP_NUM_THREADS": "1", "MALLOC_TRIM_THRESHOLD_": "65536", "SURVEY_ENGINE_TEST_OTHER": "x"}
+        )
+    assert os.environ["OMP_NUM_THREADS"] == "4"
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
+    assert os.environ.pop("SURVEY_ENGINE_TEST_OTHER") == "x"

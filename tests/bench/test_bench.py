@@ -197,5 +197,5 @@ def test_the_bench_cluster_leaves_no_worker_settings_to_the_tools_started_after_
     seen = run_environment_script("survey_engine.bench.suites.common", "local_cluster", "1")
     assert "MALLOC_TRIM_THRESHOLD_" in seen["inside"]
     assert seen["worker"] == "65536"
-    assert seen["same_after"]
-    assert seen["child"] == "None"
+    assert seen["changed_after"] == []
+    assert seen["child"] == "None None"
