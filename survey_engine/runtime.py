@@ -65,25 +65,23 @@ def quiet_local_cluster_logs() -> None:
 
 
 @contextmanager
-def environment_kept(keys: Sequence[str] | None = None) -> Iterator[None]:
-    """The variables ``keys`` of this process's environment as they were before the block, put back
-    after it; by default those a Nanny sets before it spawns a worker
-    (``distributed.nanny.pre-spawn-environ``: ``MALLOC_TRIM_THRESHOLD_=65536``, ``OMP_NUM_THREADS=1``,
-    ..., ``PYTHONHASHSEED`` and ``__DASK_PARENT_PID``).
+def environment_kept() -> Iterator[None]:
+    """The variables a Nanny sets in this process's environment before it spawns a worker put back,
+    after the block, as they were before it: ``distributed.nanny.pre-spawn-environ``'s
+    (``MALLOC_TRIM_THRESHOLD_=65536``, ``OMP_NUM_THREADS=1``, ...), ``PYTHONHASHSEED`` and
+    ``__DASK_PARENT_PID``.
 
     The Nanny writes them into the environment of the process that starts a LocalCluster and never
     takes them back, so every process started later inherits the workers' settings: a cross-match
     run in such a child faulted 3x the pages (glibc's malloc with a fixed trim threshold returns
     and re-maps every large block) and took 1.5x the time, and an OpenMP library loaded later in
     this process would use one thread. Other variables are left alone."""
-    if keys is None:
-        import dask.config
-        import distributed  # noqa: F401 - registers distributed's configuration defaults
+    import dask.config
+    import distributed  # noqa: F401 - registers distributed's configuration defaults
 
-        # and what the Nanny adds: a fixed hash seed, and its pid (for its children's process titles)
-        spawn = dask.config.get("distributed.nanny.pre-spawn-environ", default=None) or {}
-        keys = [*spawn, "PYTHONHASHSEED", "__DASK_PARENT_PID"]
-    saved = {key: os.environ.get(key) for key in keys}
+    spawn = dask.config.get("distributed.nanny.pre-spawn-environ", default=None) or {}
+    # what the Nanny adds to them: a fixed hash seed, and its pid (for its children's process titles)
+    saved = {key: os.environ.get(key) for key in [*spawn, "PYTHONHASHSEED", "__DASK_PARENT_PID"]}
     try:
         yield
     finally:
