@@ -20,6 +20,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
@@ -642,12 +643,27 @@ class ColumnSlots:
             and all(plain(t) for t in meta.dtypes)
         )
 
-    def put(self, position: int, piece) -> None:
-        start, n = int(self.starts[position]), len(piece)
+    def target(self, position: int) -> "SlotTarget":
+        """Where the task at ``position`` may write its rows itself (``SlotTarget.arrays``), instead
+        of making a frame that ``put`` copies here: no second copy of the result, no fresh memory."""
+        return SlotTarget(self, position)
+
+    def _bounded(self, position: int, n: int) -> int:
+        start = int(self.starts[position])
         if n > self.starts[position + 1] - start:
             raise RuntimeError(
                 f"piece {position} has {n} rows, more than the {int(self.starts[position + 1]) - start} bound for it"
             )
+        return start
+
+    def put(self, position: int, piece) -> None:
+        """Copy ``piece`` into its slot; an ``int`` says that many rows were written there already
+        (through ``target(position)``)."""
+        if isinstance(piece, int):
+            self._bounded(position, piece)
+            self.lengths[position] = piece
+            return
+        start, n = self._bounded(position, len(piece)), len(piece)
         if not piece.columns.equals(self.meta.columns):
             raise RuntimeError(
                 f"piece {position} has columns {list(piece.columns)}, expected {list(self.meta.columns)}"
@@ -679,6 +695,20 @@ class ColumnSlots:
             columns=self.meta.columns,
             copy=False,
         )
+
+
+@dataclass(frozen=True)
+class SlotTarget:
+    """One slot of a ``ColumnSlots``: its task writes its rows into ``arrays(n)`` and returns ``n``."""
+
+    slots: ColumnSlots
+    position: int
+
+    def arrays(self, n: int) -> tuple[dict, object]:
+        """Views of the slot's first ``n`` rows: every column by name, then the index."""
+        start = self.slots._bounded(self.position, n)
+        columns = {c: values[start : start + n] for c, values in self.slots.columns.items()}
+        return columns, self.slots.index[start : start + n]
 
 
 @contextmanager

@@ -55,6 +55,20 @@ def test_column_slots_give_the_pieces_in_order_whatever_the_arrival_order():
     assert not ColumnSlots.usable(pieces[0].assign(name="x"))  # object columns: references, not bytes
     assert not ColumnSlots.usable(pieces[0].astype({"id": "Int64"}))
 
+    # a task may write its rows into its slot itself and hand over only their count
+    slots = ColumnSlots(meta, capacities)
+    for position in (4, 0, 3):
+        slots.put(position, pieces[position])
+    columns, index = slots.target(2).arrays(9)
+    for c in columns:
+        columns[c][:] = pieces[2][c].to_numpy()
+    index[:] = pieces[2].index.to_numpy()
+    slots.put(2, 9)
+    slots.put(1, 0)
+    pd.testing.assert_frame_equal(slots.frame(), pd.concat(pieces))
+    with pytest.raises(RuntimeError, match="piece 1 has 4 rows, more than the 3 bound"):
+        slots.target(1).arrays(4)
+
 
 def test_an_error_inside_the_block_on_the_current_client_passes_through(client):
     """A ValueError raised in the block (e.g. an InputError) reaches the caller unchanged; it used

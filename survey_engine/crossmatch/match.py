@@ -50,7 +50,7 @@ from survey_engine.crossmatch.tasks import (  # noqa: F401
     split_large_tasks,
 )
 from survey_engine.errors import UsageError, option
-from survey_engine.runtime import ColumnSlots, compute_frame, plain_pages, run_tasks
+from survey_engine.runtime import ColumnSlots, compute_frame, local_threads, plain_pages, run_tasks
 
 
 @dataclass
@@ -147,11 +147,14 @@ class CrossmatchResult:
         capacities = self._row_bounds() if ColumnSlots.usable(meta) else None
         slots = ColumnSlots(meta, capacities) if capacities is not None else None
         self.params.method.prepare()
+        calls = self.task_calls()
+        if slots is not None and local_threads(client):  # run here: each task writes its own slot
+            calls = [(*call, slots.target(i)) for i, call in enumerate(calls)]
         with shared_reads():  # tasks run here on threads read each right partition once
             parts = run_tasks(
                 client,
                 match_task,
-                self.task_calls(),
+                calls,
                 "crossmatch",
                 progress=False,
                 sink=slots.put if slots else None,

@@ -243,8 +243,15 @@ def _positions(frame: pd.DataFrame, coords, epoch: EpochSpec | None, target: flo
     return epoch.positions_at(frame, coords[0], coords[1], target)
 
 
-def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.DataFrame) -> pd.DataFrame:
-    """Cross-match one left partition (run on a worker); ``empty`` is the output's empty frame."""
+def match_task(
+    task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.DataFrame, into=None
+) -> pd.DataFrame | int:
+    """Cross-match one left partition (run on a worker); ``empty`` is the output's empty frame.
+
+    ``into`` (a ``runtime.SlotTarget``, for a task run on a thread of the process gathering the
+    result): where the rows can go straight into the result's columns (plain NumPy columns of the
+    output's dtypes, rows already in output order, no unmatched rows to add) they are written there
+    and their count is returned; otherwise the frame, as without it."""
     file_rows = dict(task.file_rows)
     piece = task.row_stop is not None  # a piece of a split partition (split_large_tasks)
     if piece:
@@ -262,7 +269,7 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
     if task.orphan_files and not assigned.all():
         jobs.append((np.flatnonzero(~assigned), task.orphan_files))
     matched = np.zeros(len(left), dtype=bool)
-    pieces = []
+    found = []
     for rows, files in jobs:
         sub = left if len(rows) == len(left) else left.iloc[rows]
         # from the run's shared reads, if any: a right file beside several left partitions is read once
@@ -279,12 +286,53 @@ def match_task(task: MatchTask, p: MatchParams, lcoords, rcoords, empty: pd.Data
             right = _near_rows(right, sub.index.to_numpy(), p.radius_arcsec, task.left_order)
         li, ri, sep = _pairs(sub, right, lcoords, rcoords, p)
         matched[rows[li]] = True
-        pieces.append(_assemble(sub, right, li, ri, sep, p, empty))
-    if p.join in ("left", "outer") and p.how != "one-to-one" and not matched.all():
+        found.append((sub, right, li, ri, sep))
+    with_unmatched = p.join in ("left", "outer") and p.how != "one-to-one" and not matched.all()
+    if into is not None and not with_unmatched:
+        written = _write_into(into, found, p, empty)
+        if written is not None:
+            return written
+    pieces = [_assemble(*pairs, p, empty) for pairs in found]
+    if with_unmatched:
         unmatched = left.iloc[np.flatnonzero(~matched)]
         pieces.append(_assemble(unmatched, None, np.arange(len(unmatched)), None, None, p, empty))
     out = pd.concat(pieces) if pieces else empty
     return sorted_rows(out, empty)
+
+
+def _write_into(into, found: list, p: MatchParams, meta: pd.DataFrame) -> int | None:
+    """The pairs of every right job taken straight into ``into``'s column views (what ``_assemble``,
+    ``concat`` and ``sorted_rows`` would give, row for row); None where that frame is not simply
+    the jobs' rows in turn (the index not strictly increasing: ``sorted_rows`` would reorder) or a
+    column is not a plain NumPy one of the output's dtype: the caller then assembles a frame."""
+    s1, s2 = p.suffixes
+    index = np.concatenate([sub.index.to_numpy()[li] for sub, _, li, _, _ in found]) if found else None
+    if index is None or not len(index) or not bool(np.all(index[1:] > index[:-1])):
+        return None
+    wanted = meta.dtypes.to_dict()
+    sources = []
+    for sub, right, li, ri, sep in found:
+        cols = {f"{c}{s1}": (sub[c].to_numpy(), li) for c in sub.columns}
+        cols.update({f"{c}{s2}": (right[c].to_numpy(), ri) for c in right.columns})
+        cols[f"{SPATIAL_INDEX_COLUMN}{s2}"] = (right.index.to_numpy(), ri)
+        cols["sep_arcsec"] = (np.asarray(sep), None)
+        if cols.keys() != wanted.keys() or any(
+            not isinstance(a, np.ndarray) or a.dtype != wanted[c] for c, (a, _) in cols.items()
+        ):
+            return None
+        sources.append(cols)
+    columns, out_index = into.arrays(len(index))
+    out_index[:] = index
+    start = 0
+    for cols, (_, _, li, _, _) in zip(sources, found):
+        stop = start + len(li)
+        for name, (values, rows) in cols.items():
+            if rows is None:
+                columns[name][start:stop] = values
+            else:  # mode="clip": no buffered copy (the rows are valid); "raise" buffers ``out``
+                np.take(values, rows, out=columns[name][start:stop], mode="clip")
+        start = stop
+    return len(index)
 
 
 def _piece_rows(task: MatchTask, p: MatchParams, lcoords, file_rows: dict) -> pd.DataFrame:
