@@ -47,6 +47,22 @@ def _by_name(info: dict) -> list[str]:
     return sorted(info, key=lambda addr: (str(info[addr].get("name", addr)), addr))
 
 
+def workers_by_name(client, timeout: float = 60) -> list[str]:
+    """The cluster's workers in name order; while there are none (a nanny bringing back a lost
+    one, between two steps of a training), waits ``timeout`` seconds for one, then says so."""
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    if not info:
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError:
+            raise TrainingError(
+                f"the Dask cluster has no workers (none joined within {timeout:g} s); start workers, "
+                "or run again on a working cluster"
+            ) from None
+        info = client.scheduler_info(n_workers=-1)["workers"]
+    return _by_name(info)
+
+
 def placed(client, collection):
     """``collection`` computed with partition i on the (i mod n)-th worker in name order.
 
@@ -57,17 +73,7 @@ def placed(client, collection):
     any cluster with the same number of workers (xgboost ranks workers by name too)."""
     import dask.dataframe as dd
 
-    info = client.scheduler_info(n_workers=-1)["workers"]
-    if not info:  # workers restarting (a nanny bringing back a lost one): wait for them, briefly
-        try:
-            client.wait_for_workers(1, timeout=60)
-        except TimeoutError:
-            raise TrainingError(
-                "the Dask cluster has no workers (none joined within 60 s); start workers, "
-                "or run again on a working cluster"
-            ) from None
-        info = client.scheduler_info(n_workers=-1)["workers"]
-    workers = _by_name(info)
+    workers = workers_by_name(client)
     futures = [
         client.compute(part, workers=[workers[i % len(workers)]], allow_other_workers=False)
         for i, part in enumerate(collection.to_delayed())
@@ -87,7 +93,7 @@ def pinned(client, dmatrix):
     elsewhere is fetched by the worker that trains on it."""
     from collections import defaultdict
 
-    workers = _by_name(client.scheduler_info(n_workers=-1)["workers"])
+    workers = workers_by_name(client)
     parts = sorted(
         (part for held in dmatrix.worker_map.values() for part in held),
         key=lambda part: dmatrix.partition_order[part.key],

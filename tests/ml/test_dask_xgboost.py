@@ -59,3 +59,27 @@ def test_dask_train_with_a_tolerance_keeps_fewer_rounds_and_nearly_the_best_loss
 
     assert fewer.num_boosted_rounds() < best.num_boosted_rounds()
     assert mae(best) <= mae(fewer) <= 1.01 * mae(best) + 1e-12
+
+
+def test_the_placement_waits_for_a_worker_coming_back_and_names_a_cluster_without_any():
+    """Between two steps of a training the cluster may have no worker for a moment (a nanny
+    bringing back a lost one): the placement of the partitions (``placed``, ``pinned``) waits for
+    one; a cluster with none stops with an error that says so (it was a ZeroDivisionError)."""
+    import threading
+
+    from distributed import Client, LocalCluster
+
+    from survey_engine.ml.dask_xgboost import workers_by_name
+    from survey_engine.ml.options import TrainingError
+    from survey_engine.runtime import environment_kept
+
+    with (
+        environment_kept(),
+        LocalCluster(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        with pytest.raises(TrainingError, match="no workers \\(none joined within 1 s\\)"):
+            workers_by_name(client, timeout=1)
+        threading.Timer(1.0, cluster.scale, args=(1,)).start()
+        workers = workers_by_name(client)
+        assert len(workers) == 1 and workers[0].startswith("tcp://127.0.0.1:")
