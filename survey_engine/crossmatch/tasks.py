@@ -304,35 +304,34 @@ def _write_into(into, found: list, p: MatchParams, meta: pd.DataFrame) -> int | 
     """The pairs of every right job taken straight into ``into``'s column views (what ``_assemble``,
     ``concat`` and ``sorted_rows`` would give, row for row); None where that frame is not simply
     the jobs' rows in turn (the index not strictly increasing: ``sorted_rows`` would reorder) or a
-    column is not a plain NumPy one of the output's dtype: the caller then assembles a frame."""
-    s1, s2 = p.suffixes
-    index = np.concatenate([sub.index.to_numpy()[li] for sub, _, li, _, _ in found]) if found else None
-    if index is None or not len(index) or not bool(np.all(index[1:] > index[:-1])):
-        return None
+    column is not a plain NumPy one of the output's dtype: the caller then assembles a frame (and
+    ``ColumnSlots.put`` copies it over whatever was written here)."""
     wanted = meta.dtypes.to_dict()
-    sources = []
-    for sub, right, li, ri, sep in found:
-        cols = {f"{c}{s1}": (sub[c].to_numpy(), li) for c in sub.columns}
-        cols.update({f"{c}{s2}": (right[c].to_numpy(), ri) for c in right.columns})
-        cols[f"{SPATIAL_INDEX_COLUMN}{s2}"] = (right.index.to_numpy(), ri)
-        cols["sep_arcsec"] = (np.asarray(sep), None)
-        if cols.keys() != wanted.keys() or any(
-            not isinstance(a, np.ndarray) or a.dtype != wanted[c] for c, (a, _) in cols.items()
-        ):
-            return None
-        sources.append(cols)
-    columns, out_index = into.arrays(len(index))
-    out_index[:] = index
-    start = 0
-    for cols, (_, _, li, _, _) in zip(sources, found):
-        stop = start + len(li)
+    sources = [_output_sources(sub, right, li, ri, sep, p) for sub, right, li, ri, sep in found]
+    if not sources or any(
+        sub.index.dtype != meta.index.dtype
+        or cols.keys() != wanted.keys()
+        or any(not isinstance(a, np.ndarray) or a.dtype != wanted[c] for c, (a, _) in cols.items())
+        for (sub, *_), cols in zip(found, sources)
+    ):
+        return None
+    ends = np.cumsum([0] + [len(li) for _, _, li, _, _ in found])
+    columns, index = into.arrays(int(ends[-1]))
+    for (sub, _, li, _, _), start, stop in zip(found, ends[:-1], ends[1:]):
+        _take_into(index[start:stop], sub.index.to_numpy(), li)
+    if not bool(np.all(index[1:] > index[:-1])):
+        return None
+    for cols, start, stop in zip(sources, ends[:-1], ends[1:]):
         for name, (values, rows) in cols.items():
-            if rows is None:
-                columns[name][start:stop] = values
-            else:  # mode="clip": no buffered copy (the rows are valid); "raise" buffers ``out``
-                np.take(values, rows, out=columns[name][start:stop], mode="clip")
-        start = stop
-    return len(index)
+            _take_into(columns[name][start:stop], values, rows)
+    return int(ends[-1])
+
+
+def _take_into(out: np.ndarray, values: np.ndarray, rows: np.ndarray | None) -> None:
+    if rows is None:
+        out[:] = values
+    else:  # mode="clip": no buffered copy (the rows are valid); "raise" buffers ``out``
+        np.take(values, rows, out=out, mode="clip")
 
 
 def _piece_rows(task: MatchTask, p: MatchParams, lcoords, file_rows: dict) -> pd.DataFrame:
@@ -451,12 +450,10 @@ def whole_tasks(tasks: list[MatchTask]) -> list[MatchTask]:
 
 
 def _assemble(left, right, li, ri, sep, p: MatchParams, meta: pd.DataFrame) -> pd.DataFrame:
-    s1, s2 = p.suffixes
-    data = _taken(left, li, s1)
-    if right is not None:
-        data.update(_taken(right, ri, s2))
-        data[f"{SPATIAL_INDEX_COLUMN}{s2}"] = right.index.to_numpy()[ri]
-        data["sep_arcsec"] = sep
+    data = {
+        name: values if rows is None else values.take(rows)
+        for name, (values, rows) in _output_sources(left, right, li, ri, sep, p).items()
+    }
     index = pd.Index(left.index.to_numpy()[li], name=SPATIAL_INDEX_COLUMN)
     frame = pd.DataFrame(data, index=index, copy=False)  # one block per column: no stacking copy
     if list(frame.columns) != list(meta.columns):
@@ -465,15 +462,20 @@ def _assemble(left, right, li, ri, sep, p: MatchParams, meta: pd.DataFrame) -> p
     return frame.astype(wrong) if wrong else frame
 
 
-def _taken(frame: pd.DataFrame, rows: np.ndarray, suffix: str) -> dict:
-    """The rows ``rows`` of every column, suffixed; NumPy columns by a plain take, others
-    (strings, nullable) through pandas so that their dtype survives."""
-    out = {}
-    for c in frame.columns:
-        col = frame[c]
-        out[f"{c}{suffix}"] = (
-            col.to_numpy().take(rows) if isinstance(col.dtype, np.dtype) else col.array.take(rows)
-        )
+def _output_sources(left, right, li, ri, sep, p: MatchParams) -> dict[str, tuple]:
+    """Each output column of the pairs (li, ri): its name, the values it is taken from and the rows
+    to take (None: the values as they are). NumPy columns as arrays, others (strings, nullable) as
+    pandas arrays, whose ``take`` keeps their dtype. ``right`` None: the left rows alone."""
+    s1, s2 = p.suffixes
+
+    def values(col: pd.Series):
+        return col.to_numpy() if isinstance(col.dtype, np.dtype) else col.array
+
+    out = {f"{c}{s1}": (values(left[c]), li) for c in left.columns}
+    if right is not None:
+        out.update({f"{c}{s2}": (values(right[c]), ri) for c in right.columns})
+        out[f"{SPATIAL_INDEX_COLUMN}{s2}"] = (right.index.to_numpy(), ri)
+        out["sep_arcsec"] = (np.asarray(sep), None)
     return out
 
 

@@ -39,12 +39,11 @@ class _AddFeatures:
         self.spec, self.keep, self.ra, self.dec = spec, keep, ra, dec
 
     def __call__(self, df):
-        import pandas as pd
+        from survey_engine.features.spec import with_columns
 
         wanted = dict.fromkeys([self.ra, self.dec, *self.keep]) if self.keep is not None else None
         base = df if wanted is None else df[[c for c in wanted if c in df.columns]]
-        feats = self.spec.compute(df)
-        return pd.concat([base.drop(columns=[c for c in feats.columns if c in base.columns]), feats], axis=1)
+        return with_columns(base, self.spec.compute(df))
 
 
 def run_features(args: FeaturesArguments, client=None, progress: bool = True) -> StageResult:

@@ -277,6 +277,15 @@ class FeatureSpec:
         return FeatureSpec(**d)
 
 
+def with_columns(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """``frame`` with ``columns`` (a mapping of arrays, or a frame on the same index) added at its
+    end, a column of the same name replaced: one new frame built in one step, sharing ``frame``'s
+    columns (``assign`` inserts one column at a time, 10x slower for twenty columns)."""
+    added = columns if isinstance(columns, pd.DataFrame) else pd.DataFrame(columns, index=frame.index)
+    kept = frame.drop(columns=[c for c in added.columns if c in frame.columns])
+    return pd.concat([kept, added], axis=1)
+
+
 def galactic(ra_deg: np.ndarray, dec_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Galactic (l, b) in degrees from ICRS (ra, dec), with astropy's ICRS->Galactic rotation."""
     import astropy.units as u
