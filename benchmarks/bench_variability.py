@@ -9,8 +9,9 @@ The same single-band light curves (the r band of mock objects) go through:
 * light-curve alone in one process: its features plus its own periodogram (no Stetson J/L, no Fourier terms),
   with its default grid (up to 20x the mean Nyquist frequency: it cannot see periods much shorter than the
   typical gap between epochs), with our grid (up to 20 / day, the same 2**k points, no refinement), the
-  light curves given as float64 and as float32 (what survey_engine gives its coarse search), and on the
-  2x and 4x finer grids (3 and 6 samples per peak), to see what accuracy light-curve alone reaches;
+  light curves given as float64 and as float32 (what survey_engine gave it before its coarse search moved
+  to finufft), and on the 2x and 4x finer grids (3 and 6 samples per peak), to see what accuracy
+  light-curve alone reaches;
 * feets in one process (synchronous): the overlapping features (Amplitude, Skew, Std, PeriodLS, StetsonK);
 * cesium in one process: the overlapping features (amplitude, skew, std, stetson_j, stetson_k, freq1_freq).
 Reported: light curves per second per core (wall clock; on a machine shared with other work this
@@ -94,10 +95,18 @@ def light_curve_alone(curves):
 def light_curve_on_grid(curves, samples_per_peak: float, single: bool = False):
     """light-curve's features and its FFT periodogram on survey_engine's kind of grid (0 to 20 / day,
     ``2**k`` points, at least ``samples_per_peak`` per peak width), no refinement; ``single``: the
-    periodogram given float32 times (from the first epoch) and values, as survey_engine gives it."""
+    periodogram given float32 times (from the first epoch) and values (as survey_engine gave it
+    before its coarse search moved to finufft)."""
+    import functools
     import math
 
-    from survey_engine.features.variability import TWO_PI, VariabilitySpec, _periodogram, lc_extractor
+    import light_curve as lc
+
+    from survey_engine.features.variability import PEAKS, TWO_PI, VariabilitySpec, lc_extractor
+
+    @functools.cache
+    def periodogram(log2_size: int):  # planned once per grid size, as survey_engine's plans are
+        return lc.Periodogram(peaks=PEAKS, freqs=np.linspace(0.0, TWO_PI * fmax, 2**log2_size + 1), fast=True)
 
     ex, spec = lc_extractor(), VariabilitySpec()
     fmax = 1.0 / spec.min_period
@@ -111,7 +120,7 @@ def light_curve_on_grid(curves, samples_per_peak: float, single: bool = False):
             np.concatenate(
                 [
                     ex(t, m, e, sorted=True, check=False),
-                    _periodogram(k, TWO_PI * fmax)(*x, sorted=True, check=False)[:2],
+                    periodogram(k)(*x, sorted=True, check=False)[:2],
                 ]
             )
         )

@@ -10,6 +10,7 @@ per-worker lines from native libraries, no killed workers at shutdown.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -96,7 +97,7 @@ def environment_kept() -> Iterator[None]:
 @contextmanager
 def dask_client(client=None, n_workers: int | None = None, memory_limit: str | None = "auto") -> Iterator:
     """Use the given client, else the current one, else a LocalCluster (processes) for the block."""
-    from distributed import Client, LocalCluster, get_client
+    from distributed import get_client
 
     if client is None:
         try:
@@ -106,13 +107,25 @@ def dask_client(client=None, n_workers: int | None = None, memory_limit: str | N
     if client is not None:
         yield client
         return
+    with fresh_local_client(n_workers or default_workers(), memory_limit) as new_client:
+        yield new_client
+
+
+@contextmanager
+def fresh_local_client(n_workers: int, memory_limit: str | None = "auto") -> Iterator:
+    """A client of a new LocalCluster of ``n_workers`` processes x 1 thread, for the block: quiet
+    (no INFO lines, native libraries' noise filtered unless verbose), this process's environment put
+    back after the workers' settings were written into it (``environment_kept``), failed tasks'
+    tracebacks kept off the workers' logs, the workers closed before the scheduler on exit."""
+    from distributed import Client, LocalCluster
+
     quiet_local_cluster_logs()
     with (
         environment_kept(),
         filtered_stderr(None if _VERBOSE else NATIVE_NOISE) as stderr_filter,  # the workers inherit it
     ):
         cluster = LocalCluster(
-            n_workers=n_workers or default_workers(),
+            n_workers=n_workers,
             threads_per_worker=1,
             processes=True,
             memory_limit=memory_limit,
@@ -311,17 +324,22 @@ def run_tasks(
     key_prefix: str = "se",
     sink: Callable[[int, object], None] | None = None,
     local: bool = False,
+    threads: int | None = None,
 ) -> list:
     """Submit ``func(*args)`` for each tuple in ``calls``; return results in call order.
 
     With ``sink``, each result is handed to ``sink(position, result)`` as soon as it arrives and
     not kept (the list then holds None). The first failure cancels the rest and re-raises the
     worker's exception unchanged. With ``local``, on a LocalCluster of this process the calls run
-    here on as many threads as it has (``local_threads``), for results this process keeps anyway.
+    here on as many threads as it has (``local_threads``, or ``threads`` where the caller has asked
+    already), for results this process keeps anyway.
     """
     if not calls:
         return []
-    threads = local_threads(client) if local else 0
+    if not local:
+        threads = 0
+    elif threads is None:
+        threads = local_threads(client)
     if threads:
         return run_in_threads(func, calls, threads, desc, progress, sink)
     run_id = uuid.uuid4().hex[
@@ -656,12 +674,16 @@ class ColumnSlots:
             )
         return start
 
+    def written(self, position: int, n: int) -> None:
+        """Record that the task at ``position`` wrote ``n`` rows into its slot itself (``target``)."""
+        self._bounded(position, n)
+        self.lengths[position] = n
+
     def put(self, position: int, piece) -> None:
-        """Copy ``piece`` into its slot; an ``int`` says that many rows were written there already
-        (through ``target(position)``)."""
+        """A task's result arriving (``run_tasks``' sink): a frame is copied into its slot; an ``int``
+        is the row count of a task that wrote its slot itself (``written``)."""
         if isinstance(piece, int):
-            self._bounded(position, piece)
-            self.lengths[position] = piece
+            self.written(position, piece)
             return
         start, n = self._bounded(position, len(piece)), len(piece)
         if not piece.columns.equals(self.meta.columns):
@@ -732,6 +754,61 @@ def plain_pages() -> Iterator[None]:
         yield
     finally:
         _set_madvise_hugepage(previous)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+GLIBC_MMAP_THRESHOLD = 128 * 1024  # its default, fixed once MALLOC_TRIM_THRESHOLD_ is set
+_HEAP_LOCK = threading.Lock()
+_HEAP_USERS = 0
+
+
+@contextmanager
+def heap_allocations(threshold: int = 8 * 1024 * 1024) -> Iterator[None]:
+    """Allocations below ``threshold`` bytes from the heap, not fresh memory maps, and up to that
+    much freed heap kept for reuse, for the block.
+
+    distributed starts its workers with MALLOC_TRIM_THRESHOLD_=65536, which also fixes glibc's mmap
+    threshold at 128 KiB (it no longer adapts): every array of 128 KiB or more is then a new mapping
+    whose pages fault in zeroed, and freed, unmapped at once (and freed heap above 64 KiB is given
+    back at once too). Work that makes such arrays per item pays that each time: the light-curve
+    period search (finufft's transform, a few 128-512 KiB arrays per curve) took 2-3x the CPU in a
+    worker. Only where that variable is set (elsewhere glibc adapts by itself), and only on glibc;
+    both settings are back when the last block exits (the kept heap is then given back by the
+    next free)."""
+    global _HEAP_USERS
+    trim = os.environ.get("MALLOC_TRIM_THRESHOLD_", "")
+    mmap = os.environ.get("MALLOC_MMAP_THRESHOLD_", str(GLIBC_MMAP_THRESHOLD))
+    libc = _glibc() if trim.isdigit() and mmap.isdigit() else None
+    if libc is None:
+        yield
+        return
+    with _HEAP_LOCK:
+        _HEAP_USERS += 1
+        if _HEAP_USERS == 1:
+            libc.mallopt(M_MMAP_THRESHOLD, threshold)
+            libc.mallopt(M_TRIM_THRESHOLD, threshold)
+    try:
+        yield
+    finally:
+        with _HEAP_LOCK:
+            _HEAP_USERS -= 1
+            if _HEAP_USERS == 0:
+                libc.mallopt(M_MMAP_THRESHOLD, int(mmap))
+                libc.mallopt(M_TRIM_THRESHOLD, int(trim))
+
+
+@functools.cache
+def _glibc():
+    """glibc through ctypes (with ``mallopt``), or None elsewhere (macOS, musl)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 - only glibc has it
+        return libc if hasattr(libc, "mallopt") else None
+    except (OSError, AttributeError):
+        return None
 
 
 def compute_frame(ddf):

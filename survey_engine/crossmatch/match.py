@@ -148,7 +148,8 @@ class CrossmatchResult:
         slots = ColumnSlots(meta, capacities) if capacities is not None else None
         self.params.method.prepare()
         calls = self.task_calls()
-        if slots is not None and local_threads(client):  # run here: each task writes its own slot
+        threads = local_threads(client)
+        if slots is not None and threads:  # run here: each task writes its own slot
             calls = [(*call, slots.target(i)) for i, call in enumerate(calls)]
         with shared_reads():  # tasks run here on threads read each right partition once
             parts = run_tasks(
@@ -159,6 +160,7 @@ class CrossmatchResult:
                 progress=False,
                 sink=slots.put if slots else None,
                 local=True,  # on a LocalCluster of this process: threads here, no result sent between processes
+                threads=threads,
             )
         if slots is not None:
             return slots.frame()

@@ -8,7 +8,8 @@ The feature set (``VARIABILITY_FEATURES``, stored with a model so that applicati
 * what it lacks: Stetson J and L (``stetson_j``, ``stetson_l``), with cesium's single-band definitions:
   deltas from the iteratively reweighted Stetson mean, ``J = mean(sign(P) sqrt|P|)`` with
   ``P = delta**2 - 1`` and ``L = J K / 0.798`` (feets' L, with K from the same deltas);
-* a Lomb-Scargle period search (astropy, generalised floating-mean periodogram, errors as weights):
+* a Lomb-Scargle period search (peaks found by a non-uniform FFT (finufft), then measured with the
+  generalised floating-mean periodogram, errors as weights, equal to astropy's):
   ``period`` (days), ``period_power``, ``period_fap`` (Baluev false-alarm probability), and a
   three-harmonic Fourier fit at the best period in the OGLE convention
   ``m(t) = A0 + sum_k A_k cos(2 pi k t / P + phi_k)``: ``fourier_a1``, ``fourier_r21 = A2/A1``,
@@ -24,9 +25,9 @@ that catalog stores it, and ``predict`` refuses a catalog whose features were co
 
 from __future__ import annotations
 
-import functools
 import json
 import math
+import threading
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -35,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from survey_engine.errors import SurveyEngineError
+from survey_engine.runtime import heap_allocations
 
 LC_FEATURE_NAMES = (
     "amplitude",
@@ -70,7 +72,15 @@ ZOOM_POINTS = 21  # then across +-1 of those steps around the best: 40 per coars
 # refinement, FAP, Fourier fit) can change a feature's value for the same options, so that models trained
 # on features of the old search refuse those of the new. 1: the coarse FFT grid at >= 1.5 samples per peak,
 # its 5 best peaks refined 4x then 40x finer (before it, unversioned: 3 samples per peak, no refinement).
-SEARCH_VERSION = 1
+# 2: the same grid and refinement, its peaks found on Schuster's power by a non-uniform FFT (finufft) in
+# place of light-curve's Lomb-Scargle FFT (2-2.4x faster per curve, the same periods to 0.1% within 0.3%).
+SEARCH_VERSION = 2
+COARSE_EPS = (
+    1e-3  # finufft's relative tolerance for the coarse power (a peak finder: 1e-2 chose the same peaks)
+)
+_COARSE_PLANS = (
+    threading.local()
+)  # finufft plans and their arrays by size, one set per thread (``_coarse_work``)
 SPEC_PROPERTY = "se_variability_spec"  # the hats.properties key holding the spec as one line of JSON
 
 
@@ -254,13 +264,71 @@ def fourier_terms(t: np.ndarray, mag: np.ndarray, err: np.ndarray, period: float
     return out
 
 
-@functools.lru_cache(maxsize=16)
-def _periodogram(log2_size: int, max_angular_frequency: float):
-    """light-curve's FFT Lomb-Scargle on the grid ``linspace(0, max, 2**k + 1)`` (reused: planning costs)."""
-    import light_curve as lc
+@dataclass
+class _CoarseWork:
+    """finufft's type-1 plan for one grid size (single precision, ``COARSE_EPS``; its FFT planned once,
+    its points set by each call) and the arrays its every call writes into, allocated once: fresh
+    arrays of this size per light curve cost 3x the transform in a Dask worker, where
+    MALLOC_TRIM_THRESHOLD_ (set by distributed) makes each one a new mapping of zeroed pages."""
 
-    grid = np.linspace(0.0, max_angular_frequency, 2**log2_size + 1)
-    return lc.Periodogram(peaks=PEAKS, freqs=grid, fast=True)
+    plan: object
+    values: np.ndarray  # complex64, the transform
+    power: np.ndarray  # float32
+    scratch: np.ndarray  # float32
+
+
+def _coarse_work(modes: int) -> _CoarseWork:
+    """This thread's ``_CoarseWork`` for ``modes`` modes (a plan holds its points: one per thread)."""
+    works = getattr(_COARSE_PLANS, "works", None)
+    if works is None:
+        works = _COARSE_PLANS.works = {}
+    work = works.get(modes)
+    if work is None:
+        import finufft
+
+        plan = finufft.Plan(
+            1, (modes,), eps=COARSE_EPS, isign=1, nthreads=1, dtype="complex64", upsampfac=1.25
+        )
+        work = works[modes] = _CoarseWork(
+            plan, np.empty(modes, np.complex64), np.empty(modes, np.float32), np.empty(modes, np.float32)
+        )
+    return work
+
+
+def coarse_power(t: np.ndarray, weights: tuple, log2_size: int, max_frequency: float) -> np.ndarray:
+    """Schuster's power ``|sum w y exp(2 pi i f t)|**2`` (``w`` the normalised ``1/err**2``, ``y`` the
+    magnitudes about their weighted mean, from ``_weights``) at ``f = k step`` for ``k < 2**log2_size``,
+    ``step = max_frequency / 2**log2_size``: one non-uniform FFT (finufft, type 1, single precision).
+    The array returned is this thread's, overwritten by its next call of the same size.
+
+    The peak finder of the search: the generalised Lomb-Scargle power differs from it by a slowly
+    varying normalisation, and every peak chosen here is then measured with the exact power."""
+    modes = 2**log2_size
+    step = max_frequency / modes
+    # the phase 2 pi f t of mode k is k x; x is taken mod 2 pi (exact for whole k) into finufft's range
+    x = np.mod((TWO_PI * step) * (t - t[0]), TWO_PI)
+    # shifted by modes / 2 so that finufft's modes -modes/2 .. modes/2 - 1 are k = 0 .. modes - 1
+    strengths = weights[0][:, 1] * np.exp(1j * (modes // 2) * x)
+    work = _coarse_work(modes)
+    work.plan.setpts((x - math.pi).astype(np.float32))
+    work.plan.execute(strengths.astype(np.complex64), out=work.values)
+    parts = work.values.view(np.float32)  # re, im interleaved
+    np.square(parts[0::2], out=work.power)
+    np.square(parts[1::2], out=work.scratch)
+    return np.add(work.power, work.scratch, out=work.power)
+
+
+def coarse_peaks(power: np.ndarray, step: float, fmin: float, fmax: float, count: int = PEAKS) -> np.ndarray:
+    """Frequencies of the ``count`` highest local maxima of ``power`` (at ``k step``) inside [fmin, fmax]."""
+    first, last = max(math.ceil(fmin / step), 1), min(math.floor(fmax / step), len(power) - 2)
+    if last < first:
+        return np.empty(0)
+    inside = power[first - 1 : last + 2]
+    middle = inside[1:-1]
+    k = np.flatnonzero((middle > inside[:-2]) & (middle >= inside[2:]))
+    if len(k) > count:
+        k = k[np.argpartition(middle[k], len(k) - count)[-count:]]
+    return np.sort(k + first) * step
 
 
 def lomb_scargle_power(t: np.ndarray, mag: np.ndarray, err: np.ndarray, frequency: np.ndarray) -> np.ndarray:
@@ -340,9 +408,7 @@ def baluev_fap(power: float, max_frequency: float, t: np.ndarray, err: np.ndarra
     return float(-math.expm1(-tau) + fap_single * math.exp(-tau))
 
 
-def refinement_grid(
-    t: np.ndarray, mag: np.ndarray, err: np.ndarray, spec: VariabilitySpec
-) -> np.ndarray | None:
+def refinement_grid(t: np.ndarray, weights: tuple, spec: VariabilitySpec) -> np.ndarray | None:
     """The frequencies ``period_search`` refines: ``REFINE_POINTS`` across +-1.5 coarse steps around
     each of the coarse periodogram's ``PEAKS`` highest peaks inside [min_period, max_period], shape
     ``(peaks, REFINE_POINTS)``; None where the curve is too short in time or has no peak there."""
@@ -352,14 +418,8 @@ def refinement_grid(
         return None
     fmin, fmax = 1.0 / max_period, 1.0 / spec.min_period
     log2_size = max(10, math.ceil(math.log2(fmax * span * spec.samples_per_peak)))
-    single = [np.asarray(x, dtype=np.float32) for x in (t - t[0], mag, err)]
-    coarse = _periodogram(log2_size, TWO_PI * fmax)(*single, sorted=True, check=False)
     step = fmax / 2**log2_size
-    periods = coarse[0::2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        peaks = 1.0 / periods[np.isfinite(periods) & (periods > 0)]
-    peaks = np.round(peaks / step) * step  # back onto the grid, exactly: float32 rounded the periods
-    peaks = peaks[(peaks >= fmin) & (peaks <= fmax)]
+    peaks = coarse_peaks(coarse_power(t, weights, log2_size, fmax), step, fmin, fmax)
     if not len(peaks):
         return None
     # each peak's np.linspace(lo, hi, REFINE_POINTS), all in one array (the same numbers linspace gives)
@@ -375,10 +435,10 @@ def best_frequency(
 ) -> tuple[float, float] | None:
     """The highest Lomb-Scargle power on ``refinement_grid`` and its frequency, then (``ZOOM_POINTS``)
     on a grid across +-1 of its spacing around that one; None where there is no peak to refine."""
-    fine = refinement_grid(t, mag, err, spec)
+    weights = _weights(mag, err)
+    fine = refinement_grid(t, weights, spec)
     if fine is None:
         return None
-    weights = _weights(mag, err)
     power = _power(t, weights, fine).ravel()
     i = int(np.argmax(power))
     best_f, best_p = float(fine.flat[i]), float(power[i])
@@ -398,8 +458,8 @@ def best_frequency(
 def period_search(t: np.ndarray, mag: np.ndarray, err: np.ndarray, spec: VariabilitySpec) -> dict:
     """Best Lomb-Scargle period, its power and false-alarm probability, and the Fourier terms there.
 
-    The whole frequency range is searched with light-curve's FFT periodogram (at least
-    ``samples_per_peak`` points per peak width 1/span); its ``PEAKS`` highest peaks inside
+    The whole frequency range is searched with Schuster's power by one non-uniform FFT (``coarse_power``,
+    finufft; at least ``samples_per_peak`` points per peak width 1/span); its ``PEAKS`` highest peaks inside
     [min_period, max_period] are refined with the generalised (floating-mean, error-weighted)
     Lomb-Scargle power (``lomb_scargle_power``, equal to astropy's) on a local grid 4x finer, and the
     best point again 10x finer around it (``best_frequency``); the false-alarm probability is
@@ -407,7 +467,9 @@ def period_search(t: np.ndarray, mag: np.ndarray, err: np.ndarray, spec: Variabi
     points, ``k = ceil(log2(span * samples_per_peak / min_period))``, its FFT time linear in
     ``2**k``): at 1.5 samples per peak (1.5-3 after the power of 2) with this two-step refinement
     the mock periods are recovered as at 3 samples with one 20x finer step (RR Lyrae with >= 50
-    epochs: all, both cadences), at 60% of the cost.
+    epochs: all, both cadences), at 60% of the cost. The non-uniform FFT finds the same peaks as
+    light-curve's Lomb-Scargle FFT did (periods to 0.1% within 0.3% on 3,000 dense and 3,000 sparse mock
+    curves) at less than half its time (0.35 against 1.0 ms for a dense curve's 2**15 points).
     This is the one-curve reference; ``period_search_many`` computes the same for many curves at once."""
     best = best_frequency(t, mag, err, spec)
     if best is None:
@@ -559,8 +621,8 @@ def baluev_fap_many(power: np.ndarray, max_frequency: float, flat: FlatCurves) -
 
 
 def period_search_many(flat: FlatCurves, spec: VariabilitySpec) -> dict[str, np.ndarray]:
-    """``period_search`` of every curve: the coarse periodogram and the refinement per curve (light-curve's
-    FFT, then ``lomb_scargle_power``'s few matrix products: laid end to end, the same sums were 3x
+    """``period_search`` of every curve: the coarse periodogram and the refinement per curve (finufft's
+    transform, then ``lomb_scargle_power``'s few matrix products: laid end to end, the same sums were 3x
     slower), the false-alarm probability and the Fourier fit of all curves at once."""
     curves = len(flat.n)
     out = {name: np.full(curves, np.nan) for name in PERIOD_FEATURE_NAMES}
@@ -612,7 +674,7 @@ def flat_curves(curves: list[tuple]) -> tuple[FlatCurves, np.ndarray]:
 def features_of_many(curves: list[tuple], spec: VariabilitySpec | None = None) -> pd.DataFrame:
     """Features of many single-band light curves ``(time, mag, err)``: one row per curve, in order.
 
-    Everything but light-curve's own features and coarse periodogram is computed for all curves at
+    Everything but light-curve's own features and the coarse periodogram is computed for all curves at
     once (``stetson_jkl_many``, ``period_search_many``); the values are those of the per-curve
     functions (``stetson_jkl``, ``period_search``)."""
     spec = spec or VariabilitySpec()
@@ -666,7 +728,8 @@ def partition_features(frame: pd.DataFrame, lc_column: str, spec: VariabilitySpe
         per_band = _curves_from_records(curves, spec, bands)
     pieces = []
     for b, curves_b in per_band.items():
-        feats = features_of_many(curves_b, spec)
+        with heap_allocations():  # in a Dask worker: 3x less CPU (see there)
+            feats = features_of_many(curves_b, spec)
         if b:
             feats.columns = [f"{b}_{c}" for c in feats.columns]
         pieces.append(feats)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import re
 from importlib.util import find_spec
 from pathlib import Path
@@ -110,33 +109,12 @@ def local_cluster(workers: int):
     MALLOC_TRIM_THRESHOLD_=65536, ...); an OpenMP library loaded afterwards here (XGBoost) would
     use one thread, and every tool process started afterwards (the cross-match's, the one-process
     peers') would inherit them, so the driver's environment is put back on exit
-    (``runtime.environment_kept``)."""
-    from distributed import Client, LocalCluster
+    (``runtime.environment_kept``). The stages' own ``runtime.fresh_local_client``: the same quiet
+    logs, the same close."""
+    from survey_engine.runtime import fresh_local_client
 
-    from survey_engine.runtime import (
-        NATIVE_NOISE,
-        environment_kept,
-        filtered_stderr,
-        is_verbose,
-        quiet_local_cluster_logs,
-    )
-
-    quiet_local_cluster_logs()  # as the stages' own clusters: no INFO lines, no XGBoost "got rank" lines
-    with (
-        environment_kept(),
-        filtered_stderr(None if is_verbose() else NATIVE_NOISE) as stderr_filter,
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=logging.INFO if is_verbose() else logging.ERROR,
-        ) as cluster,
-    ):
-        if stderr_filter is not None:
-            stderr_filter.release()  # the workers inherited the filter; the driver's output goes straight out
-        with Client(cluster) as client:
-            yield client
+    with fresh_local_client(workers) as client:
+        yield client
 
 
 def peer_environment(threads: int) -> dict:
