@@ -73,14 +73,13 @@ ZOOM_POINTS = 21  # then across +-1 of those steps around the best: 40 per coars
 # on features of the old search refuse those of the new. 1: the coarse FFT grid at >= 1.5 samples per peak,
 # its 5 best peaks refined 4x then 40x finer (before it, unversioned: 3 samples per peak, no refinement).
 # 2: the same grid and refinement, its peaks found on Schuster's power by a non-uniform FFT (finufft) in
-# place of light-curve's Lomb-Scargle FFT (2-2.4x faster per curve, the same periods to 0.1% within 0.3%).
+# place of light-curve's Lomb-Scargle FFT (the whole search ~2x faster per dense curve, 2.6x per sparse one;
+# the same share of periods to 0.1% within 0.3 points).
 SEARCH_VERSION = 2
-COARSE_EPS = (
-    1e-3  # finufft's relative tolerance for the coarse power (a peak finder: 1e-2 chose the same peaks)
-)
-_COARSE_PLANS = (
-    threading.local()
-)  # finufft plans and their arrays by size, one set per thread (``_coarse_work``)
+# finufft's relative tolerance for the coarse power (a peak finder: 1e-2 chose the same peaks)
+COARSE_EPS = 1e-3
+# finufft plans and their arrays by grid size, one set per thread (``_coarse_work``)
+_COARSE_PLANS = threading.local()
 SPEC_PROPERTY = "se_variability_spec"  # the hats.properties key holding the spec as one line of JSON
 
 
@@ -267,9 +266,9 @@ def fourier_terms(t: np.ndarray, mag: np.ndarray, err: np.ndarray, period: float
 @dataclass
 class _CoarseWork:
     """finufft's type-1 plan for one grid size (single precision, ``COARSE_EPS``; its FFT planned once,
-    its points set by each call) and the arrays its every call writes into, allocated once: fresh
-    arrays of this size per light curve cost 3x the transform in a Dask worker, where
-    MALLOC_TRIM_THRESHOLD_ (set by distributed) makes each one a new mapping of zeroed pages."""
+    its points set by each call) and the arrays its every call writes into, allocated once: in a Dask
+    worker fresh arrays of this size per light curve are new mappings of zeroed pages each
+    (``runtime.heap_allocations``)."""
 
     plan: object
     values: np.ndarray  # complex64, the transform
@@ -469,7 +468,7 @@ def period_search(t: np.ndarray, mag: np.ndarray, err: np.ndarray, spec: Variabi
     the mock periods are recovered as at 3 samples with one 20x finer step (RR Lyrae with >= 50
     epochs: all, both cadences), at 60% of the cost. The non-uniform FFT finds the same peaks as
     light-curve's Lomb-Scargle FFT did (periods to 0.1% within 0.3% on 3,000 dense and 3,000 sparse mock
-    curves) at less than half its time (0.35 against 1.0 ms for a dense curve's 2**15 points).
+    curves) in a fifth of its time (0.21 against 1.0 ms for a dense curve's 2**15 points).
     This is the one-curve reference; ``period_search_many`` computes the same for many curves at once."""
     best = best_frequency(t, mag, err, spec)
     if best is None:
@@ -728,7 +727,7 @@ def partition_features(frame: pd.DataFrame, lc_column: str, spec: VariabilitySpe
         per_band = _curves_from_records(curves, spec, bands)
     pieces = []
     for b, curves_b in per_band.items():
-        with heap_allocations():  # in a Dask worker: 3x less CPU (see there)
+        with heap_allocations():  # in a Dask worker: 2-3x less CPU (see there)
             feats = features_of_many(curves_b, spec)
         if b:
             feats.columns = [f"{b}_{c}" for c in feats.columns]
