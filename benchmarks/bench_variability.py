@@ -98,21 +98,21 @@ def light_curve_on_grid(curves, samples_per_peak: float, single: bool = False):
     periodogram given float32 times (from the first epoch) and values (as survey_engine gave it
     before its coarse search moved to finufft)."""
     import functools
-    import math
 
     import light_curve as lc
 
-    from survey_engine.features.variability import PEAKS, TWO_PI, VariabilitySpec, lc_extractor
+    from survey_engine.features.variability import PEAKS, TWO_PI, VariabilitySpec, coarse_grid, lc_extractor
+
+    ex, spec = lc_extractor(), VariabilitySpec(samples_per_peak=samples_per_peak)
+    fmax = 1.0 / spec.min_period
 
     @functools.cache
     def periodogram(log2_size: int):  # planned once per grid size, as survey_engine's plans are
         return lc.Periodogram(peaks=PEAKS, freqs=np.linspace(0.0, TWO_PI * fmax, 2**log2_size + 1), fast=True)
 
-    ex, spec = lc_extractor(), VariabilitySpec()
-    fmax = 1.0 / spec.min_period
     out = []
     for t, m, e in curves:
-        k = max(10, math.ceil(math.log2(fmax * (t[-1] - t[0]) * samples_per_peak)))
+        k = coarse_grid(t, spec)[2]
         x = (t - t[0], m, e) if single else (t, m, e)
         if single:
             x = tuple(np.asarray(a, dtype=np.float32) for a in x)

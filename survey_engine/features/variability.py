@@ -79,7 +79,7 @@ SEARCH_VERSION = 2
 # finufft's relative tolerance for the coarse power (a peak finder: 1e-2 chose the same peaks)
 COARSE_EPS = 1e-3
 # finufft plans and their arrays by grid size, one set per thread (``_coarse_work``)
-_COARSE_PLANS = threading.local()
+_COARSE_WORK = threading.local()
 SPEC_PROPERTY = "se_variability_spec"  # the hats.properties key holding the spec as one line of JSON
 
 
@@ -278,9 +278,9 @@ class _CoarseWork:
 
 def _coarse_work(modes: int) -> _CoarseWork:
     """This thread's ``_CoarseWork`` for ``modes`` modes (a plan holds its points: one per thread)."""
-    works = getattr(_COARSE_PLANS, "works", None)
+    works = getattr(_COARSE_WORK, "works", None)
     if works is None:
-        works = _COARSE_PLANS.works = {}
+        works = _COARSE_WORK.works = {}
     work = works.get(modes)
     if work is None:
         import finufft
@@ -407,17 +407,27 @@ def baluev_fap(power: float, max_frequency: float, t: np.ndarray, err: np.ndarra
     return float(-math.expm1(-tau) + fap_single * math.exp(-tau))
 
 
-def refinement_grid(t: np.ndarray, weights: tuple, spec: VariabilitySpec) -> np.ndarray | None:
-    """The frequencies ``period_search`` refines: ``REFINE_POINTS`` across +-1.5 coarse steps around
-    each of the coarse periodogram's ``PEAKS`` highest peaks inside [min_period, max_period], shape
-    ``(peaks, REFINE_POINTS)``; None where the curve is too short in time or has no peak there."""
+def coarse_grid(t: np.ndarray, spec: VariabilitySpec) -> tuple[float, float, int, float] | None:
+    """The coarse search of a curve with times ``t`` (sorted): ``(fmin, fmax, log2_size, step)``,
+    frequencies ``k step`` for ``k < 2**log2_size`` up to ``fmax`` (at least ``samples_per_peak``
+    per peak width 1/span), peaks wanted in [fmin, fmax]; None where the span is too short."""
     span = float(t[-1] - t[0])
     max_period = min(spec.max_period or span, span)
     if span <= 0 or max_period <= spec.min_period:
         return None
     fmin, fmax = 1.0 / max_period, 1.0 / spec.min_period
     log2_size = max(10, math.ceil(math.log2(fmax * span * spec.samples_per_peak)))
-    step = fmax / 2**log2_size
+    return fmin, fmax, log2_size, fmax / 2**log2_size
+
+
+def refinement_grid(t: np.ndarray, weights: tuple, spec: VariabilitySpec) -> np.ndarray | None:
+    """The frequencies ``period_search`` refines: ``REFINE_POINTS`` across +-1.5 coarse steps around
+    each of the coarse periodogram's ``PEAKS`` highest peaks inside [min_period, max_period], shape
+    ``(peaks, REFINE_POINTS)``; None where the curve is too short in time or has no peak there."""
+    grid = coarse_grid(t, spec)
+    if grid is None:
+        return None
+    fmin, fmax, log2_size, step = grid
     peaks = coarse_peaks(coarse_power(t, weights, log2_size, fmax), step, fmin, fmax)
     if not len(peaks):
         return None
@@ -670,6 +680,7 @@ def flat_curves(curves: list[tuple]) -> tuple[FlatCurves, np.ndarray]:
     return FlatCurves(t[order], m[order], e[order], start), kept
 
 
+@heap_allocations()  # in a Dask worker 2-3x less CPU (see there): arrays of 128 KiB+ per curve and partition
 def features_of_many(curves: list[tuple], spec: VariabilitySpec | None = None) -> pd.DataFrame:
     """Features of many single-band light curves ``(time, mag, err)``: one row per curve, in order.
 
@@ -727,8 +738,7 @@ def partition_features(frame: pd.DataFrame, lc_column: str, spec: VariabilitySpe
         per_band = _curves_from_records(curves, spec, bands)
     pieces = []
     for b, curves_b in per_band.items():
-        with heap_allocations():  # in a Dask worker: 2-3x less CPU (see there)
-            feats = features_of_many(curves_b, spec)
+        feats = features_of_many(curves_b, spec)
         if b:
             feats.columns = [f"{b}_{c}" for c in feats.columns]
         pieces.append(feats)

@@ -5,7 +5,6 @@ that the exact coarse power with astropy's refinement finds."""
 
 from __future__ import annotations
 
-import math
 import tarfile
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from survey_engine.features.variability import (
     VariabilitySpec,
     _weights,
     baluev_fap,
+    coarse_grid,
     coarse_power,
     fourier_terms,
     lomb_scargle_power,
@@ -104,18 +104,11 @@ def _exact_schuster(t: np.ndarray, m: np.ndarray, e: np.ndarray, modes: int, ste
     return (np.abs(sums.T.ravel()) ** 2)[:modes]
 
 
-def _grid(t: np.ndarray, spec: VariabilitySpec) -> tuple[float, float, int, float]:
-    span = float(t[-1] - t[0])
-    fmin, fmax = 1.0 / min(spec.max_period or span, span), 1.0 / spec.min_period
-    log2_size = max(10, math.ceil(math.log2(fmax * span * spec.samples_per_peak)))
-    return fmin, fmax, log2_size, fmax / 2**log2_size
-
-
 def test_coarse_power_equals_the_direct_sum(curves):
     """finufft's single-precision transform is within 1% of the highest power everywhere on the grid."""
     spec = VariabilitySpec()
     for t, m, e in curves:
-        _, fmax, log2_size, step = _grid(t, spec)
+        _, fmax, log2_size, step = coarse_grid(t, spec)
         exact = _exact_schuster(t, m, e, 2**log2_size, step)
         fast = coarse_power(t, _weights(m, e), log2_size, fmax)
         assert fast.shape == exact.shape
@@ -129,7 +122,7 @@ def _astropy_period_search(t, m, e, spec: VariabilitySpec) -> dict:
     the fast path must equal)."""
     from astropy.timeseries import LombScargle
 
-    fmin, fmax, log2_size, step = _grid(t, spec)
+    fmin, fmax, log2_size, step = coarse_grid(t, spec)
     coarse = _exact_schuster(t, m, e, 2**log2_size, step)
     k = [j for j in range(1, len(coarse) - 1) if coarse[j - 1] < coarse[j] >= coarse[j + 1]]
     k = [j for j in k if fmin <= j * step <= fmax]
