@@ -71,6 +71,10 @@ def test_artifact_and_report(sdss_model):
     )
     html = (out / "report.html").read_text()
     assert "sigma_nmad" in html and "<img src='data:image/png;base64," in html and "random_forest" in html
+    # the headline margin and the p(z) on held-out rows, as in metrics.json (tests/ml/test_report.py)
+    lower = r["headline"]["sigma_nmad_lower_by"]
+    assert f"{abs(lower) * 100:.1f}% {'lower' if lower >= 0 else 'higher'} than the stronger baseline" in html
+    assert f"PIT KS {r['test']['pit_ks']:.4f}" in html and "In bins of photometric redshift" in html
     assert sum(r["importance"].values()) == pytest.approx(1.0)
 
 
