@@ -32,7 +32,8 @@ def _baseline_rows(m: dict, keys: list[str]) -> list[dict]:
     ]
 
 
-NOMINAL_COVERAGE = {"interval_coverage": 0.68, "interval_coverage_95": 0.95}
+# the p(z)'s two intervals: metric key, label, nominal coverage
+INTERVALS = (("interval_coverage", "68%", 0.68), ("interval_coverage_95", "95%", 0.95))
 
 
 def coverage_noise(n: int, nominal: float) -> float:
@@ -44,14 +45,13 @@ def coverage_noise(n: int, nominal: float) -> float:
 def _bin_rows(rows: list[dict], keys: list[str]) -> tuple[list[dict], list[str]]:
     """A bin table's rows with each interval's coverage beside the spread a calibrated p(z) would
     show on the bin's rows (headers kept short: the table has a dozen columns)."""
-    short = {"interval_coverage": "68%", "interval_coverage_95": "95%"}
     out = []
     for r in rows:
         row = {k: r.get(k) for k in keys}
-        for key, nominal in NOMINAL_COVERAGE.items():
+        for key, label, nominal in INTERVALS:
             if key in r:
-                row[f"cov {short[key]}"] = r[key]
-                row[f"se {short[key]}"] = coverage_noise(r.get("n", 0), nominal)
+                row[f"cov {label}"] = r[key]
+                row[f"se {label}"] = coverage_noise(r.get("n", 0), nominal)
         out.append(row)
     extra = [k for k in (out[0] if out else {}) if k not in keys]
     return out, keys + extra
@@ -97,13 +97,8 @@ def _pdf_parts(test: dict) -> list[str]:
         return []
     n = test["n"]
     rows = [
-        {
-            "interval": label,
-            "coverage": test[key],
-            "nominal": NOMINAL_COVERAGE[key],
-            "se": coverage_noise(n, NOMINAL_COVERAGE[key]),
-        }
-        for key, label in (("interval_coverage", "68%"), ("interval_coverage_95", "95%"))
+        {"interval": label, "coverage": test[key], "nominal": nominal, "se": coverage_noise(n, nominal)}
+        for key, label, nominal in INTERVALS
         if key in test
     ]
     parts = [
