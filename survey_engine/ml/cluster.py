@@ -243,10 +243,10 @@ def cluster_catalog(
     storage_options: dict | None = None,
 ) -> dict:
     """Cluster a catalog; write it with ``cluster_id`` to ``out`` (a new collection) plus a summary.
-    ``where`` selects the rows that take part. ``check_margin`` (the CLI's default) stops where the
-    margin is narrower than the clusters' reach; ``build_margin`` builds one as wide instead. Off by
-    default here: in the mock sky, diffuse kinematic groups of QSOs and field stars reach degrees,
-    and a job stage has no ``where`` yet to leave them out. ``catalog_path`` may be remote
+    ``where`` selects the rows that take part. ``check_margin`` stops where the margin is narrower
+    than the clusters' reach; ``build_margin`` builds one as wide instead. The stage (command, job
+    stage, ``se.cluster``: ``ml/arguments.run_cluster``) checks unless ``skip_margin_check``; this
+    function's own default is off for callers that checked already. ``catalog_path`` may be remote
     (``https://``, ``s3://``; ``storage_options`` as in ``open_catalog``)."""
     from survey_engine.runtime import dask_client
 

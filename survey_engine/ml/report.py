@@ -26,7 +26,7 @@ def _fmt(v) -> str:
 
 
 def _baseline_rows(m: dict, keys: list[str]) -> list[dict]:
-    rows = [{"model": "survey_engine (xgboost.dask)", **{k: m["test"][k] for k in keys}}]
+    rows = [{"model": "survey_engine (xgboost.dask)", **{k: m["test"].get(k) for k in keys}}]
     return rows + [
         {"model": name, **{k: b.get(k) for k in keys}} for name, b in m.get("baselines", {}).items()
     ]
@@ -78,7 +78,7 @@ def _headline_html(m: dict, task: str) -> str:
     else:
         line = (
             f"accuracy {h['accuracy']:.4f}, {h['accuracy_gain']:+.4f} against the stronger baseline "
-            f"({name}, {h['baseline_accuracy']:.4f}); macro-F1 {h['macro_f1_gain']:+.4f}"
+            f"({name}, {h['baseline_accuracy']:.4f}); macro-F1 gain {h['macro_f1_gain']:+.4f}"
         )
     return (
         f"<p><b>Headline (held-out rows): {line}.</b> The baselines are the textbook single-process "
@@ -104,8 +104,9 @@ def _pdf_parts(test: dict) -> list[str]:
     parts = [
         "<h2>p(z) on held-out rows</h2>",
         f"<p>Intervals calibrated on rows the boosters never trained on. PIT KS {test.get('pit_ks', float('nan')):.4f}, "
-        f"CRPS {test.get('crps', float('nan')):.5f}. se: the spread of the coverage of a perfectly calibrated p(z) on "
-        "as many rows (binomial); in the tables below, a bin within about 2 se of nominal is as calibrated as its rows can show.</p>",
+        f"CRPS {test.get('crps', float('nan')):.5f}. se: the binomial spread of the coverage of a perfectly calibrated p(z) on "
+        "as many held-out rows (the finite number of calibration rows adds to it); in the tables below, "
+        "read each bin's deviation from nominal in units of its se: a few se is what finite samples give.</p>",
         table_html(rows, ["interval", "coverage", "nominal", "se"]),
     ]
     if test.get("pit_histogram"):

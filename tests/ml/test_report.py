@@ -84,6 +84,13 @@ def test_photoz_report_shows_the_headline_the_baselines_and_the_pdf_s_calibratio
     for title in ("spectroscopic redshift", "photometric redshift", "magnitude"):
         assert f"In bins of {title}" in page
     assert page.count("<th>cov 68%</th><th>se 68%</th><th>cov 95%</th><th>se 95%</th>") == 3
+    # each bin's coverage beside the spread of its own rows (not the whole test set's)
+    for b in test["by_photoz"]:
+        cells = f"<td>{b['interval_coverage']:.4g}</td><td>{coverage_noise(b['n'], 0.68):.4g}</td>"
+        assert (
+            cells + f"<td>{b['interval_coverage_95']:.4g}</td><td>{coverage_noise(b['n'], 0.95):.4g}</td>"
+            in page
+        )
 
 
 def test_a_too_narrow_pdf_shows_in_the_report_and_a_weaker_model_says_higher():
@@ -135,7 +142,16 @@ def test_classifier_report_shows_its_headline_and_probability_quality():
     }
     page = model_report(meta, pd.DataFrame())
     assert (
-        "accuracy 0.9720, +0.0040 against the stronger baseline (random_forest, 0.9680); macro-F1 +0.0070"
+        "accuracy 0.9720, +0.0040 against the stronger baseline (random_forest, 0.9680); macro-F1 gain +0.0070"
         in page
     )
     assert "log_loss 0.0937, brier 0.0410, ece 0.0092" in page
+
+
+def test_a_model_trained_without_baselines_has_a_report_without_a_headline():
+    meta, sample = _photoz_meta(width=1.0)
+    for key in ("baselines", "headline"):
+        del meta["metrics"][key]
+    page = model_report(meta, sample)
+    assert "Headline" not in page and "stronger baseline" not in page
+    assert "<h2>p(z) on held-out rows</h2>" in page and "In bins of photometric redshift" in page
