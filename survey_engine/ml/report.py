@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from survey_engine.catalog.plots import png_html
+from survey_engine.ml.baselines import BASELINE_FOREST, BASELINE_XGBOOST
 
 
 def table_html(rows: list[dict], keys: list[str]) -> str:
@@ -45,16 +46,14 @@ def coverage_noise(n: int, nominal: float) -> float:
 def _bin_rows(rows: list[dict], keys: list[str]) -> tuple[list[dict], list[str]]:
     """A bin table's rows with each interval's coverage beside the spread a calibrated p(z) would
     show on the bin's rows (headers kept short: the table has a dozen columns)."""
-    out = []
-    for r in rows:
-        row = {k: r.get(k) for k in keys}
-        for key, label, nominal in INTERVALS:
-            if key in r:
-                row[f"cov {label}"] = r[key]
-                row[f"se {label}"] = coverage_noise(r.get("n", 0), nominal)
-        out.append(row)
-    extra = [k for k in (out[0] if out else {}) if k not in keys]
-    return out, keys + extra
+    shown = [(key, label, nominal) for key, label, nominal in INTERVALS if any(key in r for r in rows)]
+    out = [
+        {k: r.get(k) for k in keys}
+        | {f"cov {label}": r.get(key) for key, label, _ in shown}
+        | {f"se {label}": coverage_noise(r.get("n", 0), nominal) for _, label, nominal in shown}
+        for r in rows
+    ]
+    return out, keys + [f"{kind} {label}" for _, label, _ in shown for kind in ("cov", "se")]
 
 
 def _settings(params: dict) -> str:
@@ -63,8 +62,6 @@ def _settings(params: dict) -> str:
 
 def _headline_html(m: dict, task: str) -> str:
     """The margin over the stronger textbook baseline, and what the baselines are."""
-    from survey_engine.ml.baselines import BASELINE_FOREST, BASELINE_XGBOOST
-
     h = m.get("headline")
     if not h:
         return ""
@@ -95,7 +92,7 @@ def _pdf_parts(test: dict) -> list[str]:
 
     if "interval_coverage" not in test:
         return []
-    n = test["n"]
+    n, ks = test["n"], test.get("pit_ks", float("nan"))
     rows = [
         {"interval": label, "coverage": test[key], "nominal": nominal, "se": coverage_noise(n, nominal)}
         for key, label, nominal in INTERVALS
@@ -103,7 +100,7 @@ def _pdf_parts(test: dict) -> list[str]:
     ]
     parts = [
         "<h2>p(z) on held-out rows</h2>",
-        f"<p>Intervals calibrated on rows the boosters never trained on. PIT KS {test.get('pit_ks', float('nan')):.4f}, "
+        f"<p>Intervals calibrated on rows the boosters never trained on. PIT KS {ks:.4f}, "
         f"CRPS {test.get('crps', float('nan')):.5f}. se: the binomial spread of the coverage of a perfectly calibrated p(z) on "
         "as many held-out rows (the finite number of calibration rows adds to it); in the tables below, "
         "read each bin's deviation from nominal in units of its se: a few se is what finite samples give.</p>",
@@ -117,7 +114,7 @@ def _pdf_parts(test: dict) -> list[str]:
         ax.set(
             xlabel="PIT",
             ylabel="share of rows",
-            title=f"PIT histogram (KS {test.get('pit_ks', float('nan')):.3f})",
+            title=f"PIT histogram (KS {ks:.3f})",
         )
         parts.append(png_html(fig))
     return parts

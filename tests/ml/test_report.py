@@ -25,22 +25,15 @@ def _photoz_meta(width: float) -> tuple[dict, pd.DataFrame]:
     from scipy import stats
 
     grid = zp[:, None] + width * 0.02 * (1 + zp[:, None]) * stats.norm.ppf(np.asarray(LEVELS))[None, :]
+    # the interval columns as predict writes them (ml/prediction.py), summarised as evaluate does
+    intervals = {"z_phot_lo": 0.16, "z_phot_hi": 0.84, "z_phot_lo95": 0.025, "z_phot_hi95": 0.975}
     frame = pd.DataFrame(grid, columns=list(PDF_COLUMNS)).assign(
-        z_phot=zp, z_spec=zs, r=rng.uniform(17, 22, n)
+        z_phot=zp,
+        z_spec=zs,
+        r=rng.uniform(17, 22, n),
+        **{c: grid[:, LEVELS.index(q)] for c, q in intervals.items()},
     )
-    at = {lvl: PDF_COLUMNS[LEVELS.index(lvl)] for lvl in (0.16, 0.84, 0.025, 0.975)}
-    summary = M.photoz_summary(
-        frame,
-        "z_phot",
-        "z_spec",
-        "r",
-        at[0.16],
-        at[0.84],
-        at[0.025],
-        at[0.975],
-        list(PDF_COLUMNS),
-        list(LEVELS),
-    )
+    summary = M.photoz_summary(frame, "z_phot", "z_spec", "r", *intervals, list(PDF_COLUMNS), list(LEVELS))
     test = M.photoz_metrics_from_summary(summary)
     baselines = {
         "xgboost_single_process": {**test, "sigma_nmad": test["sigma_nmad"] * 1.10},
