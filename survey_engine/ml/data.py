@@ -98,6 +98,16 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def healpix_of(frame: pd.DataFrame, ra: str, dec: str, order: int) -> np.ndarray:
+    """Nested HEALPix pixel of every row (RA wrapped, Dec clipped)."""
+    import cdshealpix
+    from astropy import units as u
+
+    ra_v = np.asarray(frame[ra], dtype=float) % 360.0
+    dec_v = np.clip(np.asarray(frame[dec], dtype=float), -90, 90)
+    return cdshealpix.nested.lonlat_to_healpix(ra_v * u.deg, dec_v * u.deg, order).astype(np.uint64)
+
+
 def assign_folds(
     frame: pd.DataFrame, k: int, seed: int, ra: str | None, dec: str | None, partition: int, order: int = 7
 ) -> np.ndarray:
@@ -105,12 +115,7 @@ def assign_folds(
     7), so neighbours share a fold and do not leak between folds; otherwise by row position."""
     with np.errstate(over="ignore"):
         if ra and dec and ra in frame.columns and dec in frame.columns:
-            import cdshealpix
-            from astropy import units as u
-
-            ra_v = np.asarray(frame[ra], dtype=float) % 360.0
-            dec_v = np.clip(np.asarray(frame[dec], dtype=float), -90, 90)
-            key = cdshealpix.nested.lonlat_to_healpix(ra_v * u.deg, dec_v * u.deg, order).astype(np.uint64)
+            key = healpix_of(frame, ra, dec, order)
         else:
             key = (np.uint64(partition) << np.uint64(32)) + np.arange(len(frame), dtype=np.uint64)
         key = key ^ (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))

@@ -110,6 +110,12 @@ MEMBERS = 4
 # of 3,000-6,000-row calibration sets within about 0.01 of nominal on SDSS and BOSS.
 CALIBRATION_FRACTION = 0.15
 CALIBRATION_SEED = 7919
+# Spatial folds and calibration rows go by HEALPix pixel: order 7 (~0.46 deg) when the labelled rows
+# span at least FOLD_MIN_PIXELS of them, else the first finer order up to 12 (~1.7') that does (a deep
+# field of 0.4 deg^2 spans 2-7 order-7 pixels: whole folds and the calibration share came out empty);
+# rows that span too few even at order 12 are split by row.
+FOLD_ORDERS = (7, 8, 9, 10, 11, 12)
+FOLD_MIN_PIXELS = 200
 CALIBRATION_MAX_ROWS = 200_000
 TASKS = ("photoz", "classify")
 # Column names that hold spectroscopic redshifts: never features of a photometric classifier.

@@ -39,6 +39,7 @@ from survey_engine.errors import UsageError
 
 LEVELS = (0.01, 0.025, 0.05, 0.1, 0.16, 0.25, 0.5, 0.75, 0.84, 0.9, 0.95, 0.975, 0.99)
 PDF_COLUMNS = tuple(f"z_pdf_q{round(level * 1000):03d}" for level in LEVELS)
+INTERVAL_COLUMNS = {"z_phot_lo": 0.16, "z_phot_hi": 0.84, "z_phot_lo95": 0.025, "z_phot_hi95": 0.975}
 MIN_HALF_WIDTH = 1e-3  # in log(1 + z): a floor on a row's scale, where the quantile booster gives none
 ROWS_PER_GROUP = 400  # calibration rows per redshift group (95% offsets need a few hundred)
 MAX_GROUPS = 10
@@ -122,14 +123,18 @@ def fit_calibration(
     hi_missing: np.ndarray | None = None,
     y_missing: np.ndarray | None = None,
     patterns: dict | None = None,
+    target_range: tuple[float, float] | None = None,
 ) -> dict:
     """Calibration offsets from rows the models did not train on (all in log(1 + z)); the
     ``*_missing`` arrays are the same rows with one input column removed at random, and
     ``patterns`` maps a missing-feature code (``missing_code``) to (m, lo, hi, y) of the rows with
-    exactly those features removed."""
+    exactly those features removed. ``target_range``: the labelled rows' log(1 + z) range, which
+    bounds every quantile (default: the calibration rows' own)."""
     if len(y) < 20:
         raise UsageError(f"only {len(y)} calibration rows; at least 20 are needed")
+    low, high = target_range or (float(np.min(y)), float(np.max(y)))
     cal = {"levels": list(LEVELS), "complete": _group_table(m, lo, hi, y, MAX_GROUPS)}
+    cal["range"] = [min(low, float(np.min(y))), max(high, float(np.max(y)))]
     if y_missing is not None and len(y_missing) >= 20:
         cal["missing"] = _group_table(m_missing, lo_missing, hi_missing, y_missing, 4, centred=False)
     cal["patterns"] = {
@@ -154,7 +159,8 @@ def quantile_grid(
     m: np.ndarray, lo: np.ndarray, hi: np.ndarray, calibration: dict, missing: np.ndarray | None = None
 ) -> np.ndarray:
     """Calibrated quantiles (rows x LEVELS) in z, from the models' log(1 + z) median and 16/84%
-    quantiles; ``missing``: each row's ``missing_code`` (or True / False)."""
+    quantiles; ``missing``: each row's ``missing_code`` (or True / False). Within the labelled
+    rows' redshift range (``range``; models calibrated before it was kept are not bounded)."""
     m, lo, hi = (np.asarray(a, dtype=np.float64) for a in (m, lo, hi))
     levels = np.asarray(calibration["levels"])
     out = np.empty((len(m), len(levels)))
@@ -174,6 +180,8 @@ def quantile_grid(
         s = np.asarray(table["offsets"])[np.searchsorted(np.asarray(table["edges"]), m[rows])]
         d_lo, d_hi = _half_widths(m[rows], lo[rows], hi[rows], table.get("normalised", True))
         out[rows] = m[rows, None] + s * np.where(s < 0, d_lo[:, None], d_hi[:, None])
+    if "range" in calibration:  # no mass beyond the labelled redshifts (a wide tail reached z ~ 1e17)
+        out = np.clip(out, *calibration["range"])
     return np.expm1(out)
 
 

@@ -78,7 +78,7 @@ def _photoz_columns(
     X: np.ndarray, meta: dict, models: dict, views, missing: np.ndarray, none: np.ndarray
 ) -> dict:
     """z_phot (median), the 68% and 95% intervals and the p(z) quantile grid (float32)."""
-    from survey_engine.ml.pdf import LEVELS, PDF_COLUMNS, quantile_grid
+    from survey_engine.ml.pdf import INTERVAL_COLUMNS, LEVELS, PDF_COLUMNS, quantile_grid
 
     calibration = meta.get("calibration")
     if not len(X):
@@ -98,10 +98,7 @@ def _photoz_columns(
         at = {level: grid[:, i] for i, level in enumerate(LEVELS)}
         cols = {
             "z_phot": at[0.5],
-            "z_phot_lo": at[0.16],
-            "z_phot_hi": at[0.84],
-            "z_phot_lo95": at[0.025],
-            "z_phot_hi95": at[0.975],
+            **{c: at[level] for c, level in INTERVAL_COLUMNS.items()},
             **{c: grid[:, i] for i, c in enumerate(PDF_COLUMNS)},
         }
     return {k: np.asarray(v).astype(np.float32) for k, v in cols.items()}

@@ -12,10 +12,12 @@ import pandas as pd
 
 from survey_engine.features.spec import FeatureError, FeatureSpec
 from survey_engine.ml.dask_xgboost import placed
-from survey_engine.ml.data import Table, assign_folds
+from survey_engine.ml.data import Table, assign_folds, healpix_of
 from survey_engine.ml.options import (
     CALIBRATION_FRACTION,
     CALIBRATION_SEED,
+    FOLD_MIN_PIXELS,
+    FOLD_ORDERS,
     SPECTROSCOPIC_COLUMNS,
     TrainingError,
     TrainOptions,
@@ -36,8 +38,10 @@ def prepare_partition(
     partition_info=None,
     magnitude: str | None = None,
     attempt: int = 0,
+    order: int = 7,
 ) -> pd.DataFrame:
-    """``attempt`` only names the tasks: a retry's are apart from a failed attempt's."""
+    """``attempt`` only names the tasks: a retry's are apart from a failed attempt's; ``order`` is
+    the HEALPix order of the spatial folds (``fold_order``)."""
     number = partition_info["number"] if partition_info else 0
     if where:
         frame = frame.query(where)
@@ -48,9 +52,9 @@ def prepare_partition(
         labels = frame[truth].astype("string").str.strip()
         y = labels.map({c: i for i, c in enumerate(classes)}).astype("float64").to_numpy(na_value=np.nan)
     feats["_y"] = y
-    feats["_fold"] = assign_folds(frame, folds, seed, ra, dec, number)
+    feats["_fold"] = assign_folds(frame, folds, seed, ra, dec, number, order)
     # calibration rows (photo-z intervals): by sky pixel as the folds, independent of them
-    feats["_cal"] = assign_folds(frame, 100, seed + CALIBRATION_SEED, ra, dec, number) < round(
+    feats["_cal"] = assign_folds(frame, 100, seed + CALIBRATION_SEED, ra, dec, number, order) < round(
         100 * CALIBRATION_FRACTION
     )
     if magnitude:
@@ -86,6 +90,9 @@ def prepare_table(
                 f"{table.path}: --where {opts.where!r} does not apply to these columns: {exc}"
             ) from None
     magnitude = magnitude_column(opts, spec, table)
+    order, spanned = fold_order(table, opts, ra, dec, client) if ra else (None, 0)
+    if order is None:  # too small a patch of sky for spatial folds: by row
+        ra = dec = None
     lenient = replace(spec, text_as_missing=True)  # the placeholder rows Dask makes up hold text ("foo")
     meta = prepare_partition(
         table.frame._meta_nonempty.head(2),
@@ -98,6 +105,7 @@ def prepare_table(
         ra,
         dec,
         magnitude=magnitude,
+        order=order or 7,
     )
     prepared = table.frame.map_partitions(
         prepare_partition,
@@ -114,6 +122,7 @@ def prepare_table(
         align_dataframes=False,
         magnitude=magnitude,
         attempt=attempt,
+        order=order or 7,
     )
     prepared = placed(client, prepared)  # persisted where training wants each partition: no moves later
     n = int(prepared.shape[0].compute())
@@ -127,12 +136,52 @@ def prepare_table(
         )
     info = {
         "rows": n,
-        "positions": bool(ra),
-        "fold_kind": "spatial (HEALPix order 7)" if ra else "random (by row)",
+        "positions": bool(ra) or spanned > 0,
+        "fold_kind": (
+            f"spatial (HEALPix order {order})"
+            if ra
+            else f"random (by row): the labelled rows span only {spanned} HEALPix order-{FOLD_ORDERS[-1]} pixels"
+            if spanned
+            else "random (by row)"
+        ),
         "magnitude_column": magnitude,
         "feature_inputs": spec.inputs_by_feature(table.columns),
     }
     return prepared, spec, classes, info
+
+
+def _pixels(frame: pd.DataFrame, ra: str, dec: str, truth: str, where: str | None, order: int) -> np.ndarray:
+    """The distinct HEALPix pixels at ``order`` of one partition's labelled rows."""
+    if where:
+        frame = frame.query(where)
+    frame = frame[frame[truth].notna() & frame[ra].notna() & frame[dec].notna()]
+    return np.unique(healpix_of(frame, ra, dec, order))
+
+
+def fold_order(table: Table, opts: TrainOptions, ra: str, dec: str, client) -> tuple[int | None, int]:
+    """The coarsest order of ``FOLD_ORDERS`` at which the labelled rows span ``FOLD_MIN_PIXELS``
+    pixels (None: not even at the finest; split by row), and how many they span there. Order 7 is
+    counted first (at most 196,608 pixels over the sky); finer orders only for a small patch."""
+    import dask
+
+    columns = None if opts.where else [ra, dec, opts.truth]
+    parts = (table.frame if columns is None else table.frame[columns]).to_delayed()
+
+    def spanned(order: int) -> np.ndarray:
+        found = client.compute(
+            [dask.delayed(_pixels)(p, ra, dec, opts.truth, opts.where, order) for p in parts], sync=True
+        )
+        return np.unique(np.concatenate([np.zeros(0, np.uint64), *found]))
+
+    finest = FOLD_ORDERS[-1]
+    if len(spanned(FOLD_ORDERS[0])) >= FOLD_MIN_PIXELS:
+        return FOLD_ORDERS[0], 0
+    pixels = spanned(finest)  # a small patch: few enough pixels even at the finest order
+    for order in FOLD_ORDERS[1:]:
+        n = len(np.unique(pixels >> np.uint64(2 * (finest - order))))
+        if n >= FOLD_MIN_PIXELS:
+            return order, 0
+    return None, len(pixels)
 
 
 def _check_inputs(table: Table, opts: TrainOptions, spec: FeatureSpec) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import dask
 import numpy as np
 import pandas as pd
 
@@ -154,7 +155,16 @@ def _fit_photoz(
         # the quantile booster trains its fixed rounds: XGBoost's quantile loss cannot be evaluated on a
         # worker that holds no calibration rows ("Multi-target is not yet supported")
         boosters["quantiles"] = dask_train(client, frame, feats, q, qrounds, topic=topic)
-    calibration = calibrate_photoz(boosters, views, cal_rows.compute(), feats, feature_inputs, seed)
+    span = tuple(float(v) for v in dask.compute(frame["_y"].min(), frame["_y"].max()))
+    calibration = calibrate_photoz(
+        boosters,
+        views,
+        cal_rows.compute(),
+        feats,
+        feature_inputs,
+        seed,
+        span if np.isfinite(span).all() else None,
+    )
     return {"boosters": boosters, "views": views, "calibration": calibration}
 
 
@@ -286,9 +296,11 @@ def calibrate_photoz(
     feats: list[str],
     feature_inputs: dict | None,
     seed: int,
+    target_range: tuple[float, float] | None = None,
 ) -> dict:
     """The p(z) calibration (ml/pdf.py) from rows the boosters did not train on; also from the same
-    rows with one input column taken away, for rows with missing features."""
+    rows with one input column taken away, for rows with missing features. ``target_range``: the
+    training rows' log(1 + z) range (the quantiles stay within it and the calibration rows')."""
     from survey_engine.ml.pdf import fit_calibration, missing_code
 
     if len(cal) > CALIBRATION_MAX_ROWS:
@@ -303,7 +315,7 @@ def calibrate_photoz(
     m, lo, hi = photoz_raw(models, X, views)
     masks = input_masks(feats, feature_inputs)
     if not masks:
-        return fit_calibration(m, lo, hi, y)
+        return fit_calibration(m, lo, hi, y, target_range=target_range)
     patterns = {}
     for mask in masks:  # each input column removed from every calibration row in turn
         Xm = X.copy()
@@ -313,7 +325,7 @@ def calibrate_photoz(
             y,
         )
     mm, mlo, mhi = photoz_raw(models, mask_one_input(X, masks, seed), views)
-    return fit_calibration(m, lo, hi, y, mm, mlo, mhi, y, patterns=patterns)
+    return fit_calibration(m, lo, hi, y, mm, mlo, mhi, y, patterns=patterns, target_range=target_range)
 
 
 def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:

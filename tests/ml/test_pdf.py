@@ -97,3 +97,33 @@ def test_metrics_merge_pit_coverage_and_crps_over_partitions():
     assert sum(b["n"] for b in out["by_photoz"]) == 5000 and all(
         "interval_coverage_95" in b for b in out["by_magnitude"]
     )
+
+
+def test_quantiles_stay_within_the_labelled_redshifts():
+    """Galaxies with a few quasars far above (z 2-6): the upper offsets are many half-widths, and
+    an unbounded tail reached z ~ 1e17 (CRPS 1e10). Bounded by the labelled rows' range, the
+    coverage of every truth in that range is unchanged and the CRPS is finite."""
+    rng = np.random.default_rng(8)
+
+    def rows(n):
+        m = rng.uniform(0.05, 0.4, n)
+        y = m + 0.02 * rng.normal(size=n)
+        qso = rng.random(n) < 0.03
+        y[qso] = np.log1p(rng.uniform(2, 6, qso.sum()))
+        return m, m - 0.02, m + 0.02 * rng.lognormal(0, 1, n), y  # some rows' boosters see a wide upper side
+
+    m, lo, hi, y = rows(3000)
+    cal = fit_calibration(m, lo, hi, y, target_range=(0.0, float(np.log1p(6.5))))
+    assert cal["range"] == [pytest.approx(min(0.0, y.min())), pytest.approx(np.log1p(6.5))]
+    m, lo, hi, y = rows(20_000)
+    bounded = quantile_grid(m, lo, hi, cal)
+    unbounded = quantile_grid(m, lo, hi, {k: v for k, v in cal.items() if k != "range"})
+    assert (
+        unbounded.max() > 1e3 and bounded.max() <= 6.5 + 1e-9 and bounded.min() >= np.expm1(cal["range"][0])
+    )
+    z = np.expm1(y)
+    for a, b in ((0, -1), (4, 8), (1, 11)):
+        inside = (z >= bounded[:, a]) & (z <= bounded[:, b])
+        assert (inside == ((z >= unbounded[:, a]) & (z <= unbounded[:, b]))).all()
+    assert np.isfinite(crps(bounded, z)).all() and crps(bounded, z).mean() < 0.3
+    assert crps(bounded, z).mean() < crps(unbounded, z).mean()

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
+import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
 
 from survey_engine.ml import metrics as M
-from survey_engine.ml.baselines import BASELINE_FOREST, BASELINE_XGBOOST, headline
-from survey_engine.ml.pdf import LEVELS, PDF_COLUMNS
+from survey_engine.ml.baselines import BASELINE_FOREST, BASELINE_XGBOOST, headline, run_baselines
+from survey_engine.ml.pdf import INTERVAL_COLUMNS, LEVELS, PDF_COLUMNS
 from survey_engine.ml.report import coverage_noise, model_report
 
 
@@ -26,7 +28,7 @@ def _photoz_meta(width: float) -> tuple[dict, pd.DataFrame]:
 
     grid = zp[:, None] + width * 0.02 * (1 + zp[:, None]) * stats.norm.ppf(np.asarray(LEVELS))[None, :]
     # the interval columns as predict writes them (ml/prediction.py), summarised as evaluate does
-    intervals = {"z_phot_lo": 0.16, "z_phot_hi": 0.84, "z_phot_lo95": 0.025, "z_phot_hi95": 0.975}
+    intervals = INTERVAL_COLUMNS
     frame = pd.DataFrame(grid, columns=list(PDF_COLUMNS)).assign(
         z_phot=zp,
         z_spec=zs,
@@ -148,3 +150,16 @@ def test_a_model_trained_without_baselines_has_a_report_without_a_headline():
     page = model_report(meta, sample)
     assert "Headline" not in page and "stronger baseline" not in page
     assert "<h2>p(z) on held-out rows</h2>" in page and "In bins of photometric redshift" in page
+
+
+def test_baselines_and_headline_with_nothing_held_out():
+    """A test fold without rows (a warning says so): the baselines say n = 0 and there is no
+    headline, instead of a KeyError after the model was trained."""
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"u-g": rng.normal(size=50), "g-r": rng.normal(size=50), "_y": rng.uniform(0, 1, 50)})
+    train, held_out = dd.from_pandas(rows, npartitions=1), dd.from_pandas(rows.iloc[:0], npartitions=1)
+    opts = SimpleNamespace(task="photoz", seed=0)
+    out = run_baselines(train, held_out, opts, ["u-g", "g-r"], None)
+    assert out == {"xgboost_single_process": {"n": 0}, "random_forest": {"n": 0}}
+    assert headline("photoz", {"n": 0}, out) == {}
+    assert headline("classify", {"n": 0}, out) == {}
