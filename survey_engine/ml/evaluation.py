@@ -20,21 +20,12 @@ def summaries(frame, meta: dict, models: dict, truth: str, magnitude: str | None
     def one(part):
         pred = predict_frame(part, meta, models)
         if meta["task"] == "photoz":
-            from survey_engine.ml.pdf import LEVELS, PDF_COLUMNS
+            from survey_engine.ml.pdf import INTERVAL_COLUMNS, LEVELS, PDF_COLUMNS
 
             pred = pred.assign(**{"_zs": pd.to_numeric(part[truth], errors="coerce")})
             if "z_phot_lo95" in pred.columns:
                 return M.photoz_summary(
-                    pred,
-                    "z_phot",
-                    "_zs",
-                    magnitude,
-                    "z_phot_lo",
-                    "z_phot_hi",
-                    "z_phot_lo95",
-                    "z_phot_hi95",
-                    list(PDF_COLUMNS),
-                    list(LEVELS),
+                    pred, "z_phot", "_zs", magnitude, *INTERVAL_COLUMNS, list(PDF_COLUMNS), list(LEVELS)
                 )
             return M.photoz_summary(pred, "z_phot", "_zs", magnitude, "z_phot_lo", "z_phot_hi")
         pred = pred.assign(_label=part[truth].astype("string").str.strip())

@@ -7,6 +7,7 @@ import numpy as np
 
 from survey_engine.ml.baselines import run_baselines
 from survey_engine.ml.evaluation import evaluate_prepared
+from survey_engine.ml.options import TrainingError
 from survey_engine.ml.training import fit, fitted_meta
 
 SEARCH_GRID = [{"max_depth": d, "eta": e} for d in (5, 7) for e in (0.05, 0.1)]
@@ -50,6 +51,9 @@ def cross_validate(
     folds = []
     for f in range(opts.folds):
         tr, te = prepared[prepared["_fold"] != f], prepared[prepared["_fold"] == f]
+        if not int(te.shape[0].compute()):  # a fold without rows: nothing to evaluate, left out of the means
+            folds.append({"fold": f, "n": 0})
+            continue
         fitted = fit(
             opts.task,
             client,
@@ -90,16 +94,19 @@ def cross_validate(
                 for name, v in run_baselines(tr, te, opts, list(spec.features), classes).items()
             }
         folds.append(row)
+    evaluated = [f for f in folds if f["n"]]
+    if not evaluated:
+        raise TrainingError(f"none of the {opts.folds} cross-validation folds holds labelled rows")
     summary = {}
-    for k in folds[0]:
+    for k in evaluated[0]:
         if k in ("fold", "n", "baselines", "by_redshift"):
             continue
-        vals = np.array([f[k] for f in folds])
-        summary[k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1))}
+        vals = np.array([f[k] for f in evaluated if k in f], dtype=np.float64)
+        summary[k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
     out = {"folds": folds, "summary": summary}
     if opts.baselines:
         out["baselines"] = {
-            name: {k: float(np.mean([f["baselines"][name][k] for f in folds])) for k in base}
-            for name, base in folds[0]["baselines"].items()
+            name: {k: float(np.mean([f["baselines"][name][k] for f in evaluated])) for k in base}
+            for name, base in evaluated[0]["baselines"].items()
         }
     return out

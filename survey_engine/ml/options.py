@@ -111,11 +111,13 @@ MEMBERS = 4
 CALIBRATION_FRACTION = 0.15
 CALIBRATION_SEED = 7919
 # Spatial folds and calibration rows go by HEALPix pixel: order 7 (~0.46 deg) when the labelled rows
-# span at least FOLD_MIN_PIXELS of them, else the first finer order up to 12 (~1.7') that does (a deep
-# field of 0.4 deg^2 spans 2-7 order-7 pixels: whole folds and the calibration share came out empty);
-# rows that span too few even at order 12 are split by row.
+# fill at least FOLD_MIN_PIXELS of them (counted as (sum n)^2 / sum n^2, so a dense deep field in a
+# sparse survey counts as few), else the first finer order up to 12 (~0.86') that does (a deep field
+# of 0.4 deg^2 lies in 2-7 order-7 pixels: whole folds and the calibration share came out empty);
+# rows too crowded even at order 12 are split by row. SDSS DR14 (5k rows) fills 822 order-7 pixels.
 FOLD_ORDERS = (7, 8, 9, 10, 11, 12)
 FOLD_MIN_PIXELS = 200
+FOLD_DENSE_PIXELS = 256  # order-7 pixels counted again at order 12 (at most 262,144 cells in memory)
 CALIBRATION_MAX_ROWS = 200_000
 TASKS = ("photoz", "classify")
 # Column names that hold spectroscopic redshifts: never features of a photometric classifier.

@@ -33,13 +33,18 @@ between the grid's quantiles.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import numpy as np
 
 from survey_engine.errors import UsageError
 
 LEVELS = (0.01, 0.025, 0.05, 0.1, 0.16, 0.25, 0.5, 0.75, 0.84, 0.9, 0.95, 0.975, 0.99)
 PDF_COLUMNS = tuple(f"z_pdf_q{round(level * 1000):03d}" for level in LEVELS)
-INTERVAL_COLUMNS = {"z_phot_lo": 0.16, "z_phot_hi": 0.84, "z_phot_lo95": 0.025, "z_phot_hi95": 0.975}
+# the interval columns and their levels, in photoz_summary's order (68% low, high; 95% low, high)
+INTERVAL_COLUMNS = MappingProxyType(
+    {"z_phot_lo": 0.16, "z_phot_hi": 0.84, "z_phot_lo95": 0.025, "z_phot_hi95": 0.975}
+)
 MIN_HALF_WIDTH = 1e-3  # in log(1 + z): a floor on a row's scale, where the quantile booster gives none
 ROWS_PER_GROUP = 400  # calibration rows per redshift group (95% offsets need a few hundred)
 MAX_GROUPS = 10

@@ -16,6 +16,7 @@ from survey_engine.ml.data import Table, assign_folds, healpix_of
 from survey_engine.ml.options import (
     CALIBRATION_FRACTION,
     CALIBRATION_SEED,
+    FOLD_DENSE_PIXELS,
     FOLD_MIN_PIXELS,
     FOLD_ORDERS,
     SPECTROSCOPIC_COLUMNS,
@@ -46,11 +47,7 @@ def prepare_partition(
     if where:
         frame = frame.query(where)
     feats = spec.compute(frame)
-    if task == "photoz":
-        y = pd.to_numeric(frame[truth], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    else:
-        labels = frame[truth].astype("string").str.strip()
-        y = labels.map({c: i for i, c in enumerate(classes)}).astype("float64").to_numpy(na_value=np.nan)
+    y = _truth_values(frame, task, truth, classes)
     feats["_y"] = y
     feats["_fold"] = assign_folds(frame, folds, seed, ra, dec, number, order)
     # calibration rows (photo-z intervals): by sky pixel as the folds, independent of them
@@ -90,7 +87,7 @@ def prepare_table(
                 f"{table.path}: --where {opts.where!r} does not apply to these columns: {exc}"
             ) from None
     magnitude = magnitude_column(opts, spec, table)
-    order, spanned = fold_order(table, opts, ra, dec, client) if ra else (None, 0)
+    order, filled = fold_order(table, opts, ra, dec, classes, client) if ra else (None, 0.0)
     if order is None:  # too small a patch of sky for spatial folds: by row
         ra = dec = None
     lenient = replace(spec, text_as_missing=True)  # the placeholder rows Dask makes up hold text ("foo")
@@ -136,12 +133,13 @@ def prepare_table(
         )
     info = {
         "rows": n,
-        "positions": bool(ra) or spanned > 0,
+        "positions": bool(ra) or filled > 0,
         "fold_kind": (
             f"spatial (HEALPix order {order})"
             if ra
-            else f"random (by row): the labelled rows span only {spanned} HEALPix order-{FOLD_ORDERS[-1]} pixels"
-            if spanned
+            else f"random (by row): the labelled rows fill only {filled:.0f} HEALPix order-{FOLD_ORDERS[-1]} "
+            f"pixels (fewer than {FOLD_MIN_PIXELS})"
+            if filled
             else "random (by row)"
         ),
         "magnitude_column": magnitude,
@@ -150,38 +148,87 @@ def prepare_table(
     return prepared, spec, classes, info
 
 
-def _pixels(frame: pd.DataFrame, ra: str, dec: str, truth: str, where: str | None, order: int) -> np.ndarray:
-    """The distinct HEALPix pixels at ``order`` of one partition's labelled rows."""
+def _truth_values(frame: pd.DataFrame, task: str, truth: str, classes: list[str] | None) -> np.ndarray:
+    """The target (photo-z) or class index (classify) of every row; NaN where a row has none."""
+    if task == "photoz":
+        return pd.to_numeric(frame[truth], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    labels = frame[truth].astype("string").str.strip()
+    return labels.map({c: i for i, c in enumerate(classes)}).astype("float64").to_numpy(na_value=np.nan)
+
+
+def _pixel_counts(
+    frame: pd.DataFrame,
+    ra: str,
+    dec: str,
+    task: str,
+    truth: str,
+    classes: list[str] | None,
+    where: str | None,
+    order: int,
+    within: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled rows (as ``prepare_partition`` keeps them) per HEALPix pixel at ``order`` in one
+    partition; ``within``: only the rows in these pixels of the coarsest fold order."""
     if where:
         frame = frame.query(where)
-    frame = frame[frame[truth].notna() & frame[ra].notna() & frame[dec].notna()]
-    return np.unique(healpix_of(frame, ra, dec, order))
+    labelled = np.isfinite(_truth_values(frame, task, truth, classes))
+    frame = frame[labelled & frame[ra].notna().to_numpy() & frame[dec].notna().to_numpy()]
+    pixel = healpix_of(frame, ra, dec, order)
+    if within is not None:
+        pixel = pixel[np.isin(pixel >> np.uint64(2 * (order - FOLD_ORDERS[0])), within)]
+    return np.unique(pixel, return_counts=True)
 
 
-def fold_order(table: Table, opts: TrainOptions, ra: str, dec: str, client) -> tuple[int | None, int]:
-    """The coarsest order of ``FOLD_ORDERS`` at which the labelled rows span ``FOLD_MIN_PIXELS``
-    pixels (None: not even at the finest; split by row), and how many they span there. Order 7 is
-    counted first (at most 196,608 pixels over the sky); finer orders only for a small patch."""
+def effective_pixels(counts: np.ndarray) -> float:
+    """(sum n)^2 / sum n^2: how many equally filled pixels would hold the rows, so that a few dense
+    pixels (a deep field inside a sparse survey) do not count as many."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return float(counts.sum() ** 2 / (counts**2).sum()) if counts.sum() else 0.0
+
+
+def _merged(found: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    pixel = np.concatenate([np.zeros(0, np.uint64), *(p.astype(np.uint64) for p, _ in found)])
+    rows = np.concatenate([np.zeros(0, np.int64), *(n for _, n in found)])
+    unique, index = np.unique(pixel, return_inverse=True)
+    return unique, np.bincount(index, weights=rows, minlength=len(unique))
+
+
+def fold_order(
+    table: Table, opts: TrainOptions, ra: str, dec: str, classes: list[str] | None, client
+) -> tuple[int | None, float]:
+    """The coarsest order of ``FOLD_ORDERS`` at which the labelled rows fill at least
+    ``FOLD_MIN_PIXELS`` pixels (``effective_pixels``), and that count; None when not even the
+    finest does (split by row). Order 7 is counted over the whole table (at most 196,608 pixels);
+    if the rows crowd into few of them, the densest ``FOLD_DENSE_PIXELS`` are counted again at the
+    finest order (at most 4**5 cells each) and the others stay whole, which can only undercount."""
     import dask
 
-    columns = None if opts.where else [ra, dec, opts.truth]
-    parts = (table.frame if columns is None else table.frame[columns]).to_delayed()
+    columns = [ra, dec, opts.truth]
+    if opts.where:  # the columns the filter may name (a name it does not use costs a column read)
+        columns += [c for c in table.columns if c in opts.where and c not in columns]
+    parts = table.frame[columns].to_delayed()
 
-    def spanned(order: int) -> np.ndarray:
-        found = client.compute(
-            [dask.delayed(_pixels)(p, ra, dec, opts.truth, opts.where, order) for p in parts], sync=True
-        )
-        return np.unique(np.concatenate([np.zeros(0, np.uint64), *found]))
+    def counted(order: int, within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        tasks = [
+            dask.delayed(_pixel_counts)(p, ra, dec, opts.task, opts.truth, classes, opts.where, order, within)
+            for p in parts
+        ]
+        return _merged(client.compute(tasks, sync=True))
 
-    finest = FOLD_ORDERS[-1]
-    if len(spanned(FOLD_ORDERS[0])) >= FOLD_MIN_PIXELS:
-        return FOLD_ORDERS[0], 0
-    pixels = spanned(finest)  # a small patch: few enough pixels even at the finest order
+    coarse, finest = FOLD_ORDERS[0], FOLD_ORDERS[-1]
+    pixels, rows = counted(coarse)
+    filled = effective_pixels(rows)
+    if filled >= FOLD_MIN_PIXELS:
+        return coarse, filled
+    dense = pixels[np.argsort(rows)[::-1][:FOLD_DENSE_PIXELS]]
+    others = rows[~np.isin(pixels, dense)]
+    fine, fine_rows = counted(finest, dense)
     for order in FOLD_ORDERS[1:]:
-        n = len(np.unique(pixels >> np.uint64(2 * (finest - order))))
-        if n >= FOLD_MIN_PIXELS:
-            return order, 0
-    return None, len(pixels)
+        cells, index = np.unique(fine >> np.uint64(2 * (finest - order)), return_inverse=True)
+        filled = effective_pixels(np.concatenate([np.bincount(index, weights=fine_rows), others]))
+        if filled >= FOLD_MIN_PIXELS:
+            return order, filled
+    return None, filled
 
 
 def _check_inputs(table: Table, opts: TrainOptions, spec: FeatureSpec) -> None:

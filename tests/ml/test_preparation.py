@@ -51,4 +51,37 @@ def test_every_fold_and_the_calibration_share_hold_rows(client, tmp_path, width_
         assert len(np.unique(pixel)) >= FOLD_MIN_PIXELS
         assert (pd.Series(rows["_fold"].to_numpy()).groupby(pixel).nunique() == 1).all()
     else:  # 14" across: too few pixels even at order 12, and the report says so
-        assert "span only" in info["fold_kind"] and info["positions"]
+        assert "fill only" in info["fold_kind"] and info["positions"]
+
+
+def test_a_dense_deep_field_in_a_sparse_survey_is_split_finer(client, tmp_path):
+    """300 rows over 1,600 deg^2 (about 300 order-7 pixels) and 2,700 in a 0.36 deg^2 deep field: a
+    count of pixels says order 7, but then the deep field's few pixels are whole folds."""
+    wide = pd.read_parquet(_field(tmp_path, "wide", 40.0, n=300))
+    deep = pd.read_parquet(_field(tmp_path, "deep", 0.6, n=2700))
+    path = tmp_path / "both.parquet"
+    pd.concat([wide, deep], ignore_index=True).to_parquet(path)
+    opts = TrainOptions("photoz", ["g-r", "r"], target="z_spec")
+    prepared, _, _, info = prepare_table(open_table(str(path)), opts, client)
+    rows = prepared.compute()
+    assert info["fold_kind"] not in ("spatial (HEALPix order 7)",) and info["fold_kind"].startswith("spatial")
+    assert len(rows) == 2700 and rows["_fold"].value_counts().min() > 300
+    frame = pd.read_parquet(path).dropna(subset=["z_spec"])
+    assert len(np.unique(healpix_of(frame, "ra", "dec", 7))) >= FOLD_MIN_PIXELS  # what a plain count saw
+
+
+def test_rows_without_a_usable_target_are_not_counted(client, tmp_path):
+    """20,000 rows over a wide field whose target is text or infinite (the preparation drops them)
+    and 500 labelled rows in a deep field: counted with the unusable rows, order 7 would be taken
+    and the labelled rows would fall in a few whole pixels."""
+    wide = pd.read_parquet(_field(tmp_path, "wide", 40.0, n=20_000)).astype({"z_spec": object})
+    wide["z_spec"] = np.where(np.arange(len(wide)) % 2, "-", "inf")
+    deep = pd.read_parquet(_field(tmp_path, "deep", 0.6, n=500)).dropna(subset=["z_spec"])
+    path = tmp_path / "mixed_targets.parquet"
+    pd.concat([wide, deep.astype({"z_spec": object})]).astype({"z_spec": str}).to_parquet(path)
+    opts = TrainOptions("photoz", ["g-r", "r"], target="z_spec")
+    prepared, _, _, info = prepare_table(open_table(str(path)), opts, client)
+    rows = prepared.compute()
+    assert len(rows) == info["rows"] == 450
+    assert info["fold_kind"].startswith("spatial") and info["fold_kind"] != "spatial (HEALPix order 7)"
+    assert rows["_fold"].value_counts().min() > 40  # 90 a fold on average
