@@ -72,7 +72,7 @@ class TrainArguments:
     )
     cv: int = param(
         0,
-        "also run K-fold cross-validation and report mean and spread",
+        "also run K-fold cross-validation over every labelled row (K folds of its own) and report mean and spread",
         type=int,
         check=(lambda v: v == 0 or v >= 2, "0 or >= 2"),
     )

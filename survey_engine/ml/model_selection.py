@@ -49,8 +49,8 @@ def cross_validate(
     client, prepared, spec, classes, opts, params, device, inputs=None, progress: bool = False
 ) -> dict:
     folds = []
-    for f in range(opts.folds):
-        tr, te = prepared[prepared["_fold"] != f], prepared[prepared["_fold"] == f]
+    for f in range(opts.cv):
+        tr, te = prepared[prepared["_cvfold"] != f], prepared[prepared["_cvfold"] == f]
         if not int(te.shape[0].compute()):  # a fold without rows: nothing to evaluate, left out of the means
             folds.append({"fold": f, "n": 0})
             continue
@@ -66,7 +66,7 @@ def cross_validate(
             opts.members,
             inputs,
             progress,
-            f"cv fold {f + 1}/{opts.folds}",
+            f"cv fold {f + 1}/{opts.cv}",
             ensemble=opts.ensemble_layout,
         )
         meta = fitted_meta(opts, spec, classes, fitted)
@@ -96,7 +96,7 @@ def cross_validate(
         folds.append(row)
     evaluated = [f for f in folds if f["n"]]
     if not evaluated:
-        raise TrainingError(f"none of the {opts.folds} cross-validation folds holds labelled rows")
+        raise TrainingError(f"none of the {opts.cv} cross-validation folds holds labelled rows")
     summary = {}
     for k in evaluated[0]:
         if k in ("fold", "n", "baselines", "by_redshift"):

@@ -198,7 +198,8 @@ class TrainOptions:
 
     @property
     def folds(self) -> int:
-        return max(self.cv, int(round(1 / self.test_fraction)))
+        """Folds of the held-out split (fold 0 is held out); ``--cv K`` has its own K folds."""
+        return int(round(1 / self.test_fraction))
 
     @property
     def ensemble_layout(self) -> str:

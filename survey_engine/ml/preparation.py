@@ -40,6 +40,7 @@ def prepare_partition(
     magnitude: str | None = None,
     attempt: int = 0,
     order: int = 7,
+    cv: int = 0,
 ) -> pd.DataFrame:
     """``attempt`` only names the tasks: a retry's are apart from a failed attempt's; ``order`` is
     the HEALPix order of the spatial folds (``fold_order``)."""
@@ -50,6 +51,8 @@ def prepare_partition(
     y = _truth_values(frame, task, truth, classes)
     feats["_y"] = y
     feats["_fold"] = assign_folds(frame, folds, seed, ra, dec, number, order)
+    if cv:  # --cv K's own folds, by the same hash (K = folds: the same folds)
+        feats["_cvfold"] = assign_folds(frame, cv, seed, ra, dec, number, order)
     # calibration rows (photo-z intervals): by sky pixel as the folds, independent of them
     feats["_cal"] = assign_folds(frame, 100, seed + CALIBRATION_SEED, ra, dec, number, order) < round(
         100 * CALIBRATION_FRACTION
@@ -103,6 +106,7 @@ def prepare_table(
         dec,
         magnitude=magnitude,
         order=order or 7,
+        cv=opts.cv,
     )
     prepared = table.frame.map_partitions(
         prepare_partition,
@@ -120,11 +124,14 @@ def prepare_table(
         magnitude=magnitude,
         attempt=attempt,
         order=order or 7,
+        cv=opts.cv,
     )
     prepared = placed(client, prepared)  # persisted where training wants each partition: no moves later
     n = int(prepared.shape[0].compute())
-    if n < opts.folds:
-        raise TrainingError(f"{table.path}: only {n} labelled rows, fewer than the {opts.folds} folds")
+    if n < max(opts.folds, opts.cv):
+        raise TrainingError(
+            f"{table.path}: only {n} labelled rows, fewer than the {max(opts.folds, opts.cv)} folds"
+        )
     present = prepared[list(spec.features)].count().compute()
     empty = [c for c in spec.features if present[c] == 0]
     if empty:

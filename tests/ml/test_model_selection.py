@@ -20,7 +20,7 @@ def test_a_fold_without_rows_is_left_out_of_the_means(client):
     )
     table = open_table(str(shared_path("classification/sdss_dr14_5k_dev.csv")))
     prepared, spec, classes, _ = prepare_table(table, opts, client)
-    prepared = prepared.assign(_fold=prepared["_fold"].where(prepared["_fold"] != 3, 2))  # fold 3 emptied
+    prepared = prepared.assign(_cvfold=prepared["_cvfold"].where(prepared["_cvfold"] != 3, 2))  # 3 emptied
     out = cross_validate(client, prepared, spec, classes, opts, {"rounds": 40}, "cpu")
     folds = {f["fold"]: f for f in out["folds"]}
     assert sorted(folds) == [0, 1, 2, 3, 4] and folds[3] == {"fold": 3, "n": 0}
@@ -31,3 +31,19 @@ def test_a_fold_without_rows_is_left_out_of_the_means(client):
         for name, base in out["baselines"].items():
             assert base[key] == pytest.approx(np.mean([f["baselines"][name][key] for f in evaluated]))
     assert out["summary"]["accuracy"]["mean"] > 0.9
+
+
+def test_cv_k_has_its_own_k_folds_beside_the_held_out_split(client):
+    """``--cv 3`` gave five folds (as many as the held-out fifth's) and ``--cv 10`` a held-out tenth;
+    now the held-out split follows --test-fraction and the cross-validation has K folds. With K = 5
+    they are the same folds (the results measured before stay as they were)."""
+    table = open_table(str(shared_path("classification/sdss_dr14_5k_dev.csv")))
+    colours = ["u-g", "g-r", "r-i", "i-z"]
+    for k in (3, 5, 10):
+        opts = TrainOptions("classify", colours, label="class", cv=k)
+        rows = prepare_table(table, opts, client)[0].compute()
+        assert opts.folds == 5 and sorted(rows["_fold"].unique()) == [0, 1, 2, 3, 4]
+        assert sorted(rows["_cvfold"].unique()) == list(range(k))
+        assert rows["_cvfold"].value_counts().min() > len(rows) / k / 2
+        if k == 5:
+            assert (rows["_cvfold"] == rows["_fold"]).all()
