@@ -98,13 +98,23 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def placed_rows(frame: pd.DataFrame, ra: str, dec: str) -> np.ndarray:
+    """Rows with a finite position (cdshealpix panics on a NaN Dec)."""
+    ra_v = pd.to_numeric(frame[ra], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    dec_v = pd.to_numeric(frame[dec], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.isfinite(ra_v) & np.isfinite(dec_v)
+
+
 def healpix_of(frame: pd.DataFrame, ra: str, dec: str, order: int) -> np.ndarray:
-    """Nested HEALPix pixel of every row (RA wrapped, Dec clipped)."""
+    """Nested HEALPix pixel of every row (RA wrapped, Dec clipped); the rows must have positions
+    (``placed_rows``)."""
     import cdshealpix
     from astropy import units as u
 
-    ra_v = np.asarray(frame[ra], dtype=float) % 360.0
-    dec_v = np.clip(np.asarray(frame[dec], dtype=float), -90, 90)
+    ra_v = pd.to_numeric(frame[ra], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) % 360.0
+    dec_v = np.clip(
+        pd.to_numeric(frame[dec], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan), -90, 90
+    )
     return cdshealpix.nested.lonlat_to_healpix(ra_v * u.deg, dec_v * u.deg, order).astype(np.uint64)
 
 
@@ -112,11 +122,12 @@ def assign_folds(
     frame: pd.DataFrame, k: int, seed: int, ra: str | None, dec: str | None, partition: int, order: int = 7
 ) -> np.ndarray:
     """Fold number (0..k-1) per row. With positions: by HEALPix pixel at ``order`` (~0.46 deg at
-    7), so neighbours share a fold and do not leak between folds; otherwise by row position."""
+    7), so neighbours share a fold and do not leak between folds; otherwise (and for a row without
+    a finite position) by row position."""
     with np.errstate(over="ignore"):
+        key = (np.uint64(partition) << np.uint64(32)) + np.arange(len(frame), dtype=np.uint64)
         if ra and dec and ra in frame.columns and dec in frame.columns:
-            key = healpix_of(frame, ra, dec, order)
-        else:
-            key = (np.uint64(partition) << np.uint64(32)) + np.arange(len(frame), dtype=np.uint64)
+            placed = placed_rows(frame, ra, dec)
+            key[placed] = healpix_of(frame[placed], ra, dec, order)
         key = key ^ (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
         return (_splitmix(key) % np.uint64(k)).astype(np.int16)

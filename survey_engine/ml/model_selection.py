@@ -102,7 +102,7 @@ def cross_validate(
         if k in ("fold", "n", "baselines", "by_redshift"):
             continue
         vals = np.array([f[k] for f in evaluated if k in f], dtype=np.float64)
-        summary[k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
+        summary[k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else None}
     out = {"folds": folds, "summary": summary}
     if opts.baselines:
         out["baselines"] = {

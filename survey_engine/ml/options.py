@@ -181,9 +181,10 @@ class TrainOptions:
             raise TrainingError("photoz needs --target COLUMN (the spectroscopic redshift)")
         if self.task == "classify" and not self.label:
             raise TrainingError("classify needs --label COLUMN")
-        if not 0.05 <= self.test_fraction <= 0.5:
+        if not 0.05 <= self.test_fraction <= 0.35:  # at least 3 folds: the training rows keep an inner fold
             raise TrainingError(
-                f"{option('--test-fraction', 'test_fraction')} must be within 0.05..0.5, got {self.test_fraction}"
+                f"{option('--test-fraction', 'test_fraction')} must be within 0.05..0.35 (the training rows "
+                f"need two folds of their own, one to stop early on), got {self.test_fraction}"
             )
         if self.cv and self.cv < 2:
             raise TrainingError(f"--cv needs at least 2 folds, got {self.cv}")

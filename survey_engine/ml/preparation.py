@@ -12,7 +12,7 @@ import pandas as pd
 
 from survey_engine.features.spec import FeatureError, FeatureSpec
 from survey_engine.ml.dask_xgboost import placed
-from survey_engine.ml.data import Table, assign_folds, healpix_of
+from survey_engine.ml.data import Table, assign_folds, healpix_of, placed_rows
 from survey_engine.ml.options import (
     CALIBRATION_FRACTION,
     CALIBRATION_SEED,
@@ -90,7 +90,7 @@ def prepare_table(
                 f"{table.path}: --where {opts.where!r} does not apply to these columns: {exc}"
             ) from None
     magnitude = magnitude_column(opts, spec, table)
-    order, filled = fold_order(table, opts, ra, dec, classes, client) if ra else (None, 0.0)
+    order, filled = fold_order(table, opts, spec, ra, dec, classes, client) if ra else (None, 0.0)
     if order is None:  # too small a patch of sky for spatial folds: by row
         ra = dec = None
     lenient = replace(spec, text_as_missing=True)  # the placeholder rows Dask makes up hold text ("foo")
@@ -144,8 +144,8 @@ def prepare_table(
         "fold_kind": (
             f"spatial (HEALPix order {order})"
             if ra
-            else f"random (by row): the labelled rows fill only {filled:.0f} HEALPix order-{FOLD_ORDERS[-1]} "
-            f"pixels (fewer than {FOLD_MIN_PIXELS})"
+            else f"random (by row): the labelled rows are too crowded, as if in {filled:.0f} equally filled "
+            f"HEALPix pixels at order {FOLD_ORDERS[-1]} (fewer than {FOLD_MIN_PIXELS})"
             if filled
             else "random (by row)"
         ),
@@ -172,18 +172,25 @@ def _pixel_counts(
     classes: list[str] | None,
     where: str | None,
     order: int,
+    dropping: FeatureSpec | None = None,
     within: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Labelled rows (as ``prepare_partition`` keeps them) per HEALPix pixel at ``order`` in one
-    partition; ``within``: only the rows in these pixels of the coarsest fold order."""
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Labelled rows (as ``prepare_partition`` keeps them; ``dropping``: the spec of --missing drop)
+    per HEALPix pixel at ``order`` in one partition, and how many have no position (split by row);
+    ``within``: only the rows in these pixels of the coarsest fold order."""
     if where:
         frame = frame.query(where)
-    labelled = np.isfinite(_truth_values(frame, task, truth, classes))
-    frame = frame[labelled & frame[ra].notna().to_numpy() & frame[dec].notna().to_numpy()]
-    pixel = healpix_of(frame, ra, dec, order)
+    kept = np.isfinite(_truth_values(frame, task, truth, classes))
+    if dropping is not None:
+        kept &= dropping.compute(frame)[list(dropping.features)].notna().all(axis=1).to_numpy()
+    placed = placed_rows(frame, ra, dec)
+    unplaced = int((kept & ~placed).sum())
+    pixel = healpix_of(frame[kept & placed], ra, dec, order)
     if within is not None:
         pixel = pixel[np.isin(pixel >> np.uint64(2 * (order - FOLD_ORDERS[0])), within)]
-    return np.unique(pixel, return_counts=True)
+        unplaced = 0
+    pixels, rows = np.unique(pixel, return_counts=True)
+    return pixels, rows, unplaced
 
 
 def effective_pixels(counts: np.ndarray) -> float:
@@ -193,15 +200,19 @@ def effective_pixels(counts: np.ndarray) -> float:
     return float(counts.sum() ** 2 / (counts**2).sum()) if counts.sum() else 0.0
 
 
-def _merged(found: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    pixel = np.concatenate([np.zeros(0, np.uint64), *(p.astype(np.uint64) for p, _ in found)])
-    rows = np.concatenate([np.zeros(0, np.int64), *(n for _, n in found)])
+def _merged(found: list[tuple[np.ndarray, np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """The partitions' counts added up per pixel; rows without a position are cells of one row."""
+    pixel = np.concatenate([np.zeros(0, np.uint64), *(p.astype(np.uint64) for p, _, _ in found)])
+    rows = np.concatenate([np.zeros(0, np.int64), *(n for _, n, _ in found)])
     unique, index = np.unique(pixel, return_inverse=True)
-    return unique, np.bincount(index, weights=rows, minlength=len(unique))
+    unplaced = sum(u for _, _, u in found)
+    return unique, np.concatenate(
+        [np.bincount(index, weights=rows, minlength=len(unique)), np.ones(unplaced)]
+    )
 
 
 def fold_order(
-    table: Table, opts: TrainOptions, ra: str, dec: str, classes: list[str] | None, client
+    table: Table, opts: TrainOptions, spec: FeatureSpec, ra: str, dec: str, classes: list[str] | None, client
 ) -> tuple[int | None, float]:
     """The coarsest order of ``FOLD_ORDERS`` at which the labelled rows fill at least
     ``FOLD_MIN_PIXELS`` pixels (``effective_pixels``), and that count; None when not even the
@@ -210,29 +221,32 @@ def fold_order(
     finest order (at most 4**5 cells each) and the others stay whole, which can only undercount."""
     import dask
 
+    dropping = replace(spec, text_as_missing=True) if spec.missing == "drop" else None
     columns = [ra, dec, opts.truth]
+    if dropping is not None:
+        columns += spec.required_columns(table.columns)
     if opts.where:  # the columns the filter may name (a name it does not use costs a column read)
-        columns += [c for c in table.columns if c in opts.where and c not in columns]
-    parts = table.frame[columns].to_delayed()
+        columns += [c for c in table.columns if c in opts.where]
+    parts = table.frame[list(dict.fromkeys(columns))].to_delayed()
 
     def counted(order: int, within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        tasks = [
-            dask.delayed(_pixel_counts)(p, ra, dec, opts.task, opts.truth, classes, opts.where, order, within)
-            for p in parts
-        ]
-        return _merged(client.compute(tasks, sync=True))
+        args = (ra, dec, opts.task, opts.truth, classes, opts.where, order, dropping, within)
+        return _merged(client.compute([dask.delayed(_pixel_counts)(p, *args) for p in parts], sync=True))
 
     coarse, finest = FOLD_ORDERS[0], FOLD_ORDERS[-1]
     pixels, rows = counted(coarse)
     filled = effective_pixels(rows)
-    if filled >= FOLD_MIN_PIXELS:
-        return coarse, filled
-    dense = pixels[np.argsort(rows)[::-1][:FOLD_DENSE_PIXELS]]
-    others = rows[~np.isin(pixels, dense)]
+    if filled >= FOLD_MIN_PIXELS or not rows.sum():
+        return (coarse if filled >= FOLD_MIN_PIXELS else None), filled
+    placed_counts = rows[: len(pixels)]
+    dense = pixels[np.argsort(placed_counts)[::-1][:FOLD_DENSE_PIXELS]]
+    others = np.concatenate([placed_counts[~np.isin(pixels, dense)], rows[len(pixels) :]])
     fine, fine_rows = counted(finest, dense)
     for order in FOLD_ORDERS[1:]:
-        cells, index = np.unique(fine >> np.uint64(2 * (finest - order)), return_inverse=True)
-        filled = effective_pixels(np.concatenate([np.bincount(index, weights=fine_rows), others]))
+        _, index = np.unique(fine >> np.uint64(2 * (finest - order)), return_inverse=True)
+        filled = effective_pixels(
+            np.concatenate([np.bincount(index, weights=fine_rows[: len(fine)]), others])
+        )
         if filled >= FOLD_MIN_PIXELS:
             return order, filled
     return None, filled

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from survey_engine.ml.data import healpix_of, open_table
-from survey_engine.ml.options import FOLD_MIN_PIXELS, TrainOptions
+from survey_engine.ml.options import FOLD_MIN_PIXELS, TrainingError, TrainOptions
 from survey_engine.ml.preparation import prepare_table
 
 
@@ -51,7 +51,7 @@ def test_every_fold_and_the_calibration_share_hold_rows(client, tmp_path, width_
         assert len(np.unique(pixel)) >= FOLD_MIN_PIXELS
         assert (pd.Series(rows["_fold"].to_numpy()).groupby(pixel).nunique() == 1).all()
     else:  # 14" across: too few pixels even at order 12, and the report says so
-        assert "fill only" in info["fold_kind"] and info["positions"]
+        assert "too crowded" in info["fold_kind"] and info["positions"]
 
 
 def test_a_dense_deep_field_in_a_sparse_survey_is_split_finer(client, tmp_path):
@@ -85,3 +85,40 @@ def test_rows_without_a_usable_target_are_not_counted(client, tmp_path):
     assert len(rows) == info["rows"] == 450
     assert info["fold_kind"].startswith("spatial") and info["fold_kind"] != "spatial (HEALPix order 7)"
     assert rows["_fold"].value_counts().min() > 40  # 90 a fold on average
+
+
+def test_rows_without_a_position_are_split_by_row(client, tmp_path):
+    """A NaN Dec made cdshealpix panic (a BaseException, not an error naming anything) and every
+    NaN-RA row shared one pixel, so one fold; now such rows are split by row, the rest by pixel."""
+    frame = pd.read_parquet(_field(tmp_path, "holes", 40.0))
+    frame.loc[frame.index[:200], "dec"] = np.nan
+    frame.loc[frame.index[200:400], "ra"] = np.nan
+    path = tmp_path / "holes_nan.parquet"
+    frame.to_parquet(path)
+    opts = TrainOptions("photoz", ["g-r", "r"], target="z_spec")
+    prepared, _, _, info = prepare_table(open_table(str(path)), opts, client)
+    rows = prepared.compute()
+    assert len(rows) == info["rows"] == 2700 and info["fold_kind"] == "spatial (HEALPix order 7)"
+    unplaced = rows.loc[rows.index < 400, "_fold"]
+    assert len(unplaced) == 360 and unplaced.value_counts().min() > 36  # 72 a fold on average
+
+
+def test_rows_that_missing_drop_removes_are_not_counted(client, tmp_path):
+    """With --missing drop, 20,000 wide-field rows without g are dropped; the 450 complete ones lie
+    in a deep field, which must be split finer than order 7."""
+    wide = pd.read_parquet(_field(tmp_path, "wide", 40.0, n=20_000)).assign(g=np.nan)
+    deep = pd.read_parquet(_field(tmp_path, "deep", 0.6, n=500))
+    path = tmp_path / "wide_without_g.parquet"
+    pd.concat([wide, deep], ignore_index=True).to_parquet(path)
+    opts = TrainOptions("photoz", ["g-r", "r"], target="z_spec", missing="drop")
+    prepared, _, _, info = prepare_table(open_table(str(path)), opts, client)
+    rows = prepared.compute()
+    assert len(rows) == info["rows"] == 450
+    assert info["fold_kind"].startswith("spatial") and info["fold_kind"] != "spatial (HEALPix order 7)"
+    assert rows["_fold"].value_counts().min() > 40
+
+
+def test_the_held_out_share_leaves_the_training_rows_an_inner_fold():
+    assert TrainOptions("photoz", ["g-r"], target="z", test_fraction=0.35).folds == 3
+    with pytest.raises(TrainingError, match=r"must be within 0.05..0.35"):
+        TrainOptions("photoz", ["g-r"], target="z", test_fraction=0.4)  # two folds: no inner fold
