@@ -41,8 +41,19 @@ def _settle(client, timeout: float = 120) -> None:
     """Until the tasks of a failed write that were already running have finished (threads here; a
     killed process's tasks end with it): they must not write into the next run's staging folder."""
     workers = list(client.cluster.workers.values())  # in this process: their state is at hand
-    deadline = time.time() + timeout
-    while any(w.state.executing_count for w in workers) and time.time() < deadline:
+    scheduler = client.cluster.scheduler
+    deadline, quiet_since = time.time() + timeout, None
+    while time.time() < deadline:  # quiet for half a second: a cancelled task that was queued, not
+        # running, when the write failed may still start before the cancel reaches its worker
+        busy = any(w.state.executing_count or w.state.ready for w in workers) or any(
+            t.state in ("processing", "waiting", "queued") for t in list(scheduler.tasks.values())
+        )
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since > 0.5:
+            return
         time.sleep(0.05)
 
 
