@@ -10,7 +10,6 @@ from pathlib import Path
 
 from survey_engine.arguments import (
     AT_LEAST_1,
-    FRACTION,
     NAME_LIST,
     NAMES,
     POSITIVE,
@@ -68,7 +67,10 @@ class TrainArguments:
     )
     where: str | None = param(None, "pandas query selecting training rows, e.g. \"spec_class == 'GALAXY'\"")
     test_fraction: float = param(
-        0.2, "held-out share (spatial folds when positions exist; default 0.2)", type=float, check=FRACTION
+        0.2,
+        "held-out share, 0.05..0.35 (spatial folds when positions exist; default 0.2)",
+        type=float,
+        check=(lambda v: 0.05 <= v <= 0.35, "within 0.05..0.35 (the training rows keep an inner fold)"),
     )
     cv: int = param(
         0,

@@ -236,8 +236,10 @@ def fold_order(
     coarse, finest = FOLD_ORDERS[0], FOLD_ORDERS[-1]
     pixels, rows = counted(coarse)
     filled = effective_pixels(rows)
-    if filled >= FOLD_MIN_PIXELS or not rows.sum():
-        return (coarse if filled >= FOLD_MIN_PIXELS else None), filled
+    if not len(pixels):  # no labelled row has a position: by row, as without positions
+        return None, 0.0
+    if filled >= FOLD_MIN_PIXELS:
+        return coarse, filled
     placed_counts = rows[: len(pixels)]
     dense = pixels[np.argsort(placed_counts)[::-1][:FOLD_DENSE_PIXELS]]
     others = np.concatenate([placed_counts[~np.isin(pixels, dense)], rows[len(pixels) :]])

@@ -236,6 +236,8 @@ def _fit_classifier(
     k = len(classes)
     # temperature: fit on rows held out of a first ensemble, then train the final one on everything
     inner = frame["_fold"] == frame["_fold"].max()
+    if int(frame["_fold"].nunique().compute()) < 2:  # one fold left (--search on 3 folds): the _cal share
+        inner = frame["_cal"]
     held = frame[inner].compute()
     usable = len(held) >= 20 and held["_y"].nunique() > 1
     early = bool(views and views.get("stacked")) and usable

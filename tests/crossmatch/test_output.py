@@ -55,6 +55,7 @@ def _settle(client, timeout: float = 120) -> None:
         elif time.time() - quiet_since > 0.5:
             return
         time.sleep(0.05)
+    raise TimeoutError(f"the failed write's tasks still ran after {timeout} s")
 
 
 def _rows(path: Path) -> pd.DataFrame:

@@ -122,3 +122,27 @@ def test_the_held_out_share_leaves_the_training_rows_an_inner_fold():
     assert TrainOptions("photoz", ["g-r"], target="z", test_fraction=0.35).folds == 3
     with pytest.raises(TrainingError, match=r"must be within 0.05..0.35"):
         TrainOptions("photoz", ["g-r"], target="z", test_fraction=0.4)  # two folds: no inner fold
+
+
+def test_a_job_spec_with_too_large_a_held_out_share_is_refused_before_it_runs(tmp_path):
+    from pathlib import Path
+
+    from survey_engine.jobs.spec import JobSpecError, load_spec
+
+    text = (Path(__file__).parents[2] / "jobs" / "photoz.yaml").read_text()
+    (tmp_path / "job.yaml").write_text(
+        text.replace("      target: redshift\n", "      target: redshift\n      test_fraction: 0.4\n")
+    )
+    with pytest.raises(JobSpecError, match=r"test_fraction.*0\.05\.\.0\.35"):
+        load_spec(tmp_path / "job.yaml", base=tmp_path)
+
+
+def test_rows_none_of_which_has_a_position_are_split_by_row(client, tmp_path):
+    frame = pd.read_parquet(_field(tmp_path, "nowhere", 40.0)).assign(dec=np.nan)
+    path = tmp_path / "nowhere_nan.parquet"
+    frame.to_parquet(path)
+    opts = TrainOptions("photoz", ["g-r", "r"], target="z_spec")
+    prepared, _, _, info = prepare_table(open_table(str(path)), opts, client)
+    rows = prepared.compute()
+    assert info["fold_kind"] == "random (by row)" and not info["positions"]
+    assert len(rows) == 2700 and rows["_fold"].value_counts().min() > 400

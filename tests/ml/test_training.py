@@ -75,3 +75,30 @@ def test_default_keeps_the_members_quality_at_a_tenth_of_the_trees(client, tmp_p
         cpu[layout] = time.process_time() - start
         assert np.isfinite(out["z_phot"]).all()
     assert cpu["members"] > 5 * cpu[FAST], cpu
+
+
+def test_a_classifier_on_training_rows_of_one_fold_holds_out_its_cal_share(client):
+    """--search on three folds trains on one fold only: the inner fold was then every row and the
+    first ensemble trained on none. Now the rows' _cal share is held out instead."""
+    import dask.dataframe as dd
+
+    from survey_engine.ml.training import _fit_classifier
+
+    rng = np.random.default_rng(2)
+    n = 2000
+    x = rng.normal(size=(n, 2))
+    frame = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "_y": (x[:, 0] + 0.3 * x[:, 1] > 0).astype(float)})
+    frame = frame.assign(_fold=np.int16(2), _cal=rng.random(n) < 0.15)
+    fitted = _fit_classifier(
+        client,
+        dd.from_pandas(frame, npartitions=2),
+        ["a", "b"],
+        None,
+        ["no", "yes"],
+        {"rounds": 30},
+        "cpu",
+        0,
+        None,
+    )
+    assert fitted["temperature"] != 1.0  # fitted on the held-out _cal rows, not skipped for want of rows
+    assert fitted["boosters"]
