@@ -84,6 +84,57 @@ def client():
             yield c
 
 
+@pytest.fixture(scope="module")
+def threads():
+    """A cluster of threads in this process, so that a reader or writer patched by a test is the one
+    the tasks call."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as c,
+    ):
+        yield c
+
+
+class LateTask:
+    """A task function's stand-in for a write that fails while one of its tasks still runs: the first
+    call is held (``started`` set) until ``let_go()``, then runs ``real`` (what it raised kept in
+    ``raised``); every other call waits until the first has started and raises ``failure(args)``.
+    Used on a ``threads`` cluster, where the patched function is the one the tasks call."""
+
+    def __init__(self, real, failure):
+        import threading
+
+        self.real, self.failure = real, failure
+        self.started, self._go, self.ended = threading.Event(), threading.Event(), threading.Event()
+        self.raised: list[BaseException] = []
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, *args, **kw):
+        with self._lock:
+            self._calls += 1
+            first = self._calls == 1
+        if not first:
+            self.started.wait(120)
+            raise self.failure(args)
+        self.started.set()
+        self._go.wait(120)
+        try:
+            return self.real(*args, **kw)
+        except BaseException as exc:
+            self.raised.append(exc)
+            raise
+        finally:
+            self.ended.set()
+
+    def let_go(self) -> None:
+        """Let the held call run, and wait until it has ended."""
+        self._go.set()
+        assert self.ended.wait(120), "the held task did not end"
+
+
 @pytest.fixture(scope="session")
 def gaia_allsky() -> pd.DataFrame:
     """The 482k-row all-sky Gaia DR3 G<10 table."""

@@ -25,6 +25,8 @@ from survey_engine.catalog import layout
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, radec_to_healpix
 from survey_engine.catalog.layout import partition_path
 from survey_engine.catalog.margins import MarginPlan
+from survey_engine.catalog.owner import Owner, publish, unique_tmp
+from survey_engine.catalog.owner import check as check_owner
 from survey_engine.catalog.partitioning import PartitionPlan
 
 RESERVED_COLUMNS = (SPATIAL_INDEX_COLUMN, "Norder", "Dir", "Npix")
@@ -55,10 +57,10 @@ class ShardIndex:
     def index_path(self) -> str:
         return self.path + ".index.npz"
 
-    def save(self) -> None:
-        tmp = self.index_path + ".tmp.npz"
+    def save(self, owner: Owner | None = None) -> None:
+        tmp = f"{unique_tmp(self.index_path)}.npz"  # np.savez adds .npz to a name without it
         np.savez(tmp, parts=self.batch_parts, rows=self.batch_rows)
-        os.replace(tmp, self.index_path)
+        publish(tmp, self.index_path, owner)
 
     @classmethod
     def load(cls, path: str) -> "ShardIndex | None":
@@ -100,10 +102,14 @@ def split_batches(
     main_shard: str | None,
     margin_shard: str | None,
     clean: Callable[[pa.Table], pa.Table] | None = None,
+    owner: Owner | None = None,
 ) -> dict:
-    """Write one chunk's rows, grouped by partition, into shard files. Returns row counts."""
-    main = _ShardWriter(main_shard, spec.schema) if spec.write_main and main_shard else None
-    margin = _ShardWriter(margin_shard, spec.schema) if spec.margin is not None and margin_shard else None
+    """Write one chunk's rows, grouped by partition, into shard files (only while ``owner``'s write
+    owns the staging folder). Returns row counts."""
+    main = _ShardWriter(main_shard, spec.schema, owner) if spec.write_main and main_shard else None
+    margin = (
+        _ShardWriter(margin_shard, spec.schema, owner) if spec.margin is not None and margin_shard else None
+    )
     rows = margin_rows = 0
     try:
         for batch in batches:
@@ -141,9 +147,11 @@ def split_batches(
 class _ShardWriter:
     """Appends partition-grouped record batches to an Arrow IPC file; index saved on close."""
 
-    def __init__(self, path: str, schema: pa.Schema):
+    def __init__(self, path: str, schema: pa.Schema, owner: Owner | None = None):
+        check_owner(owner)
+        self.owner = owner
         self.index = ShardIndex(path)
-        self.tmp = path + ".tmp"
+        self.tmp = str(unique_tmp(path))
         self.sink = pa.OSFile(self.tmp, "wb")
         self.writer = pa.ipc.new_file(self.sink, schema.remove_metadata())
         self.parts: list[int] = []
@@ -165,10 +173,10 @@ class _ShardWriter:
     def close(self) -> None:
         self.writer.close()
         self.sink.close()
-        os.replace(self.tmp, self.index.path)
+        publish(self.tmp, self.index.path, self.owner)
         self.index.batch_parts = np.array(self.parts, dtype=np.int64)
         self.index.batch_rows = np.array(self.rows, dtype=np.int64)
-        self.index.save()
+        self.index.save(self.owner)
 
     def abort(self) -> None:
         try:
@@ -200,6 +208,7 @@ def reduce_partition(
     order: int,
     pix: int,
     id_column: str | None = None,
+    owner: Owner | None = None,
 ) -> int:
     """Concatenate a partition's slices, sort by ``_healpix_29`` (then id), write its parquet file."""
     batches = []
@@ -213,7 +222,7 @@ def reduce_partition(
         pa.Table.from_batches(batches, schema=schema.remove_metadata()) if batches else schema.empty_table()
     )
     table = sort_by_healpix(table, id_column)
-    write_partition_file(table.replace_schema_metadata(schema.metadata), catalog_dir, order, pix)
+    write_partition_file(table.replace_schema_metadata(schema.metadata), catalog_dir, order, pix, owner)
     return table.num_rows
 
 
@@ -233,6 +242,7 @@ def reduce_all(
     desc: str,
     progress: bool,
     only_with_rows: bool = False,
+    owner: Owner | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Reduce shards into one file per partition (files already written are kept: resume).
 
@@ -248,7 +258,7 @@ def reduce_all(
     for p in parts:
         order, pix = int(orders[p]), int(pixels[p])
         if not partition_path(catalog_dir, order, pix).exists():
-            calls.append((slices.get(p, []), schema, str(catalog_dir), order, pix, id_column))
+            calls.append((slices.get(p, []), schema, str(catalog_dir), order, pix, id_column, owner))
     run_tasks(client, reduce_partition, calls, desc, progress)
     Path(catalog_dir).mkdir(parents=True, exist_ok=True)
     rows = sum(int(r) for idx in indexes for r in idx.batch_rows)
@@ -328,16 +338,20 @@ def remove_unfinished_files(folder: str | Path) -> int:
     return removed
 
 
-def write_partition_file(table: pa.Table, catalog_dir: str | Path, order: int, pix: int) -> Path:
-    """Write one partition atomically, with the sorting column recorded as hats does.
+def write_partition_file(
+    table: pa.Table, catalog_dir: str | Path, order: int, pix: int, owner: Owner | None = None
+) -> Path:
+    """Write one partition atomically, with the sorting column recorded as hats does; with
+    ``owner``, only while that write still owns its staging folder (``catalog.owner``).
 
     Dictionary encoding only where values repeat (``dictionary_columns``), and the sorted
     ``_healpix_29`` delta-encoded (a standard Parquet encoding every reader knows: a sixth
     smaller files on a cross-match result). Every page carries a CRC checksum, which readers
     verify (``integrity.read_checked``): a flipped byte is an error, never different rows."""
     final = partition_path(catalog_dir, order, pix)
+    check_owner(owner)  # before anything is made there: the folder may be gone
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = unique_tmp(final)
     delta = (
         {SPATIAL_INDEX_COLUMN: "DELTA_BINARY_PACKED"}
         if SPATIAL_INDEX_COLUMN in table.column_names
@@ -355,7 +369,7 @@ def write_partition_file(table: pa.Table, catalog_dir: str | Path, order: int, p
         column_encoding=delta,
         write_page_checksum=True,
     )
-    os.replace(tmp, final)
+    publish(tmp, final, owner)
     return final
 
 

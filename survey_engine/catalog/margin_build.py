@@ -11,13 +11,14 @@ from survey_engine.catalog import build, layout
 from survey_engine.catalog.catalog import open_catalog
 from survey_engine.catalog.lock import output_lock
 from survey_engine.catalog.margins import MarginPlan, margin_catalog_name
+from survey_engine.catalog.owner import Owner, claim, release
 from survey_engine.catalog.partitioning import PartitionPlan
 from survey_engine.runtime import dask_client, run_tasks, task_value
 
 
-def _split_partition_file(path: str, spec: build.SplitSpec, shard: str) -> dict:
+def _split_partition_file(path: str, spec: build.SplitSpec, shard: str, owner: Owner) -> dict:
     batches = (b for b in _iter_tables(path))
-    return build.split_batches(batches, spec, None, shard)
+    return build.split_batches(batches, spec, None, shard, owner=owner)
 
 
 def _iter_tables(path: str):
@@ -65,6 +66,7 @@ def _build_margin(
     staging = parent / f".{mname}.partial"
     layout.remove_tree(staging, parent)
     (staging / "shards").mkdir(parents=True)
+    owner = claim(staging)  # a task of an earlier, failed build still running writes nothing here
     orders = catalog.partitions.Norder.to_numpy()
     pixels = catalog.partitions.Npix.to_numpy()
     plan = PartitionPlan.from_arrays(orders, pixels, np.zeros(len(orders)))
@@ -81,7 +83,7 @@ def _build_margin(
         run_tasks(
             client,
             _split_partition_file,
-            [(f, spec_f, s) for f, s in zip(files, shards)],
+            [(f, spec_f, s, owner) for f, s in zip(files, shards)],
             "margin split",
             progress,
         )
@@ -98,6 +100,7 @@ def _build_margin(
             "margin reduce",
             progress,
             only_with_rows=True,
+            owner=owner,
         )
     build.finish_catalog(
         out_dir,
@@ -113,6 +116,7 @@ def _build_margin(
             "hats_margin_threshold": float(radius_arcsec),
         },
     )
+    release(staging)
     out_dir.rename(final)
     layout.remove_tree(staging, parent)
     if is_collection:

@@ -21,14 +21,16 @@ from survey_engine.catalog.catalog import Catalog, read_partition
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN
 from survey_engine.catalog.lock import output_lock
 from survey_engine.catalog.margins import margin_catalog_name
+from survey_engine.catalog.owner import Owner, claim, held, release
 from survey_engine.errors import UsageError
 from survey_engine.runtime import dask_client, run_tasks
 
 
 def write_frame_partition(
-    frame: pd.DataFrame, catalog_dir: str | Path, order: int, pix: int
+    frame: pd.DataFrame, catalog_dir: str | Path, order: int, pix: int, owner: Owner | None = None
 ) -> pa.Schema | None:
-    """Write a frame indexed by ``_healpix_29`` as one partition file (sorted); None if empty."""
+    """Write a frame indexed by ``_healpix_29`` as one partition file (sorted); None if empty.
+    With ``owner``, only while that write still owns its staging folder (``catalog.owner``)."""
     if len(frame) == 0:
         return None
     table = pa.Table.from_pandas(frame.reset_index(), preserve_index=False)
@@ -41,7 +43,7 @@ def write_frame_partition(
         not frame.index.is_monotonic_increasing
     ):  # cross-match and transform outputs usually are: no sort and copy
         table = build.sort_by_healpix(table)
-    build.write_partition_file(table, catalog_dir, order, pix)
+    build.write_partition_file(table, catalog_dir, order, pix, owner)
     return table.schema
 
 
@@ -55,7 +57,9 @@ def staged_collection(out: Path, fingerprint: str | None = None) -> Iterator[Pat
 
     With a ``fingerprint`` (what determines the output), a staging folder left by an interrupted
     run with the same fingerprint is kept: its finished partition files (and ``DONE_DIR`` markers)
-    let the re-run resume instead of starting over. Without one, or another one, it starts clean."""
+    let the re-run resume instead of starting over. Without one, or another one, it starts clean.
+    The folder is claimed for this write (``catalog.owner.held(staging)`` gives its tasks the claim): a
+    task of an earlier write that is still running cannot write into it."""
     out = layout.output_path(out)
     with output_lock(out, f"write {out}"):  # one writer at a time: a second one stops here
         if out.exists() and not out.is_dir():
@@ -72,7 +76,9 @@ def staged_collection(out: Path, fingerprint: str | None = None) -> Iterator[Pat
         build.remove_unfinished_files(staging)  # a killed writer's half-written temporaries
         if fingerprint is not None and not marker.is_file():
             layout.atomic_write_text(marker, fingerprint)
+        claim(staging)
         yield staging
+        release(staging)  # from here a late task of this write is refused too
         build.remove_unfinished_files(staging)  # a lost worker's, whose task ran again elsewhere
         marker.unlink(missing_ok=True)
         layout.remove_tree(staging / DONE_DIR, staging)
@@ -126,6 +132,7 @@ def _write_one(
     dec: str,
     nullable=(),
     expected_rows: int | None = None,
+    owner: Owner | None = None,
 ):
     frame = read_partition(src, read_columns, keep_columns, transforms, nullable, expected_rows=expected_rows)
     if len(frame) == 0:
@@ -135,7 +142,7 @@ def _write_one(
             raise UsageError(
                 f"cannot write a catalog without its coordinate column {col!r} (columns: {list(frame.columns)})"
             )
-    return write_frame_partition(frame, out_dir, order, pix)
+    return write_frame_partition(frame, out_dir, order, pix, owner)
 
 
 def _write_single(
@@ -147,6 +154,7 @@ def _write_single(
     progress: bool,
     extra: dict,
     nullable: tuple[str, ...] | None = None,
+    owner: Owner | None = None,
 ) -> int:
     # integer / boolean columns with nulls keep them, with one type in every partition (the
     # margin takes its main catalog's: its rows are some of the main's)
@@ -164,6 +172,7 @@ def _write_single(
             catalog.dec_column,
             nullable,
             rows,
+            owner,
         )
         for f, o, p, rows in zip(
             catalog.partition_files(),
@@ -220,8 +229,9 @@ def write_catalog(
     # a given name is checked; the output folder's own name (made absolute) is one path component
     name = layout.check_name(name, "catalog name") if name is not None else layout.output_path(out).name
     with staged_collection(out) as staging, dask_client(client) as client:
+        owner = held(staging)
         rows = _write_single(
-            catalog, staging / name, name, "object", client, progress, dict(properties or {})
+            catalog, staging / name, name, "object", client, progress, dict(properties or {}), owner=owner
         )
         margins = []
         if catalog.margin is not None:
@@ -235,6 +245,7 @@ def write_catalog(
                 progress,
                 {"hats_primary_table_url": name, "hats_margin_threshold": catalog.margin_radius_arcsec},
                 catalog.nullable_columns,
+                owner,
             )
             margins.append(mname)
         finish_collection(staging, name, margins, {"rows": rows, "derived_from": str(catalog.path)})

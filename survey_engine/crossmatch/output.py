@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from survey_engine.catalog.healpix import pixel_range29
+from survey_engine.catalog.owner import Owner, held, publish, unique_tmp
+from survey_engine.catalog.owner import check as check_owner
 from survey_engine.catalog.writer import (
     DONE_DIR,
     finish_collection,
@@ -23,15 +24,20 @@ from survey_engine.crossmatch.tasks import match_task
 from survey_engine.runtime import dask_client, run_tasks
 
 
-def _match_and_write(task, params, lcoords, rcoords, meta, out_dir: str, done_marker: str):
+def _match_and_write(task, params, lcoords, rcoords, meta, out_dir: str, done_marker: str, owner: Owner):
     """One left partition's matches written as its partition file, then its done-marker (so a
-    re-run after a crash, a full disk or a lost scheduler skips it)."""
+    re-run after a crash, a full disk or a lost scheduler skips it); both only while ``owner``'s
+    write still owns the staging folder (a late task of a failed write must not leave either in the
+    next write's folder)."""
     schema = write_frame_partition(
-        match_task(task, params, lcoords, rcoords, meta), out_dir, task.left_order, task.left_pix
+        match_task(task, params, lcoords, rcoords, meta), out_dir, task.left_order, task.left_pix, owner
     )
-    os.makedirs(os.path.dirname(done_marker), exist_ok=True)
-    with open(done_marker, "w") as marker:
-        marker.write("written" if schema is not None else "empty")
+    marker = Path(done_marker)
+    check_owner(owner)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = unique_tmp(marker)
+    tmp.write_text("written" if schema is not None else "empty")
+    publish(tmp, marker, owner)
     return schema
 
 
@@ -127,10 +133,11 @@ def _match_resumable(client, result, staging: Path, catalog_dir: Path, progress:
         todo.append(i)
     if todo:
         get_algorithm(result.params.algorithm).prepare()  # e.g. compile the kernel once, before the bar
+        owner = held(staging)
         done = run_tasks(
             client,
             _match_and_write,
-            [(*calls[i], str(_done_marker(staging, i, result.tasks[i]))) for i in todo],
+            [(*calls[i], str(_done_marker(staging, i, result.tasks[i])), owner) for i in todo],
             "crossmatch",
             progress,
         )

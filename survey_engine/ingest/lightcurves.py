@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from survey_engine.arguments import AT_LEAST_1, NAME_LIST, param, positive_int
 from survey_engine.catalog import build
 from survey_engine.catalog.catalog import open_catalog
+from survey_engine.catalog.owner import Owner, check, held, publish, unique_tmp
 from survey_engine.catalog.writer import finish_collection, finish_written, staged_collection
 from survey_engine.ingest.readers import InputError, expand_inputs, plan_chunks, read_batches
 from survey_engine.runtime import dask_client, run_tasks, task_value
@@ -148,8 +149,10 @@ def _map_chunk(
     parts: np.ndarray,
     shard_root: str,
     batch_rows: int,
+    owner: Owner | None = None,
 ) -> tuple[int, int]:
-    """Route one input chunk's detections to per-partition shard files; returns (routed, unmatched)."""
+    """Route one input chunk's detections to per-partition shard files; returns (routed, unmatched).
+    Each shard file appears whole, and only while ``owner``'s write owns the staging folder."""
     routed = unmatched = 0
     token = uuid.uuid4().hex[:12]
     for b, batch in enumerate(read_batches(chunk, columns, batch_rows)):
@@ -170,8 +173,11 @@ def _map_chunk(
                 continue
             piece = batch.take(pa.array(order[s:e]))
             path = Path(shard_root) / f"p{p:07d}" / f"{token}-{b:05d}.parquet"
+            check(owner)
             path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(piece, path)
+            tmp = unique_tmp(path)
+            pq.write_table(piece, tmp)
+            publish(tmp, path, owner)
             routed += piece.num_rows
     return routed, unmatched
 
@@ -202,7 +208,13 @@ def _nest(object_table: pa.Table, detections: pa.Table, args: LightcurveArgument
 
 
 def _reduce_partition(
-    object_file: str, shard_dir: str, out_dir: str, order: int, pix: int, args: LightcurveArguments
+    object_file: str,
+    shard_dir: str,
+    out_dir: str,
+    order: int,
+    pix: int,
+    args: LightcurveArguments,
+    owner: Owner | None = None,
 ) -> tuple[pa.Schema, int, int, int]:
     objects = pq.read_table(object_file)
     shard_dir = Path(shard_dir)
@@ -219,7 +231,7 @@ def _reduce_partition(
             empty[args.band] = pa.array([], pa.string())
         detections = pa.table(empty)
     table, with_lc = _nest(objects, detections, args)
-    build.write_partition_file(table, out_dir, order, pix)
+    build.write_partition_file(table, out_dir, order, pix, owner)
     return table.schema, table.num_rows, with_lc, detections.num_rows
 
 
@@ -248,7 +260,10 @@ def attach_lightcurves(args: LightcurveArguments, client=None, progress: bool = 
     name = out.name
     with staged_collection(out) as staging, dask_client(client) as client:
         shard_root = staging / SHARDS_DIR
-        calls = [(chunk, columns, args.id, ids, parts, str(shard_root), args.batch_rows) for chunk in chunks]
+        owner = held(staging)
+        calls = [
+            (chunk, columns, args.id, ids, parts, str(shard_root), args.batch_rows, owner) for chunk in chunks
+        ]
         if len(ids) > 1_000_000:  # send the id table to the cluster once, not inside every task
             # made by tasks, not scattered: a killed worker loses neither (see ``task_value``)
             ids_f, parts_f = task_value(client, ids), task_value(client, parts)
@@ -262,11 +277,17 @@ def attach_lightcurves(args: LightcurveArguments, client=None, progress: bool = 
             )
         catalog_dir = staging / name
         reduce_calls = [
-            (str(f), str(shard_root / f"p{i:07d}"), str(catalog_dir), int(o), int(p), args)
+            (str(f), str(shard_root / f"p{i:07d}"), str(catalog_dir), int(o), int(p), args, owner)
             for i, (f, o, p) in enumerate(zip(files, objects.partitions.Norder, objects.partitions.Npix))
         ]
         reduced = run_tasks(client, _reduce_partition, reduce_calls, "nest light curves", progress)
         shutil.rmtree(shard_root)
+        routed, nested = int(sum(m[0] for m in mapped)), int(sum(r[3] for r in reduced))
+        if nested != routed:  # every routed detection nested once: no shard lost, none from elsewhere
+            raise RuntimeError(
+                f"internal check failed: {routed:,} detections were routed to partitions but {nested:,} "
+                f"were nested into {out}"
+            )
         written = [(c[3], c[4]) for c in reduce_calls]
         props = finish_written(
             catalog_dir,
@@ -279,7 +300,7 @@ def attach_lightcurves(args: LightcurveArguments, client=None, progress: bool = 
             dec_column=objects.dec_column,
             extra={"hats_col_nested": args.lc_column},
         )
-        detections = int(sum(r[3] for r in reduced))
+        detections = nested
         finish_collection(
             staging,
             name,

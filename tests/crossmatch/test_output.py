@@ -16,6 +16,7 @@ from survey_engine.crossmatch import crossmatch
 from survey_engine.crossmatch import output as xm_output
 from survey_engine.ingest.file_import.arguments import ImportArguments
 from survey_engine.ingest.file_import.run import run_import
+from tests.conftest import LateTask
 
 RADIUS = 300.0
 
@@ -79,11 +80,11 @@ def test_an_interrupted_write_resumes_from_its_finished_partitions(sky, tmp_path
     real = xm_output.write_frame_partition
     calls = []
 
-    def disk_fills_up(frame, catalog_dir, order, pix):
+    def disk_fills_up(frame, catalog_dir, order, pix, owner=None):
         calls.append((order, pix))
         if len(calls) > 8:
             raise OSError(errno.ENOSPC, "No space left on device", str(catalog_dir))
-        return real(frame, catalog_dir, order, pix)
+        return real(frame, catalog_dir, order, pix, owner)
 
     monkeypatch.setattr(xm_output, "write_frame_partition", disk_fills_up)
     out = tmp_path / "pairs"
@@ -105,28 +106,37 @@ def test_an_interrupted_write_resumes_from_its_finished_partitions(sky, tmp_path
     pd.testing.assert_frame_equal(_rows(out), _rows(whole))
     assert sorted(published) == sorted(_files(whole))
     assert not partial.exists() and not list(out.rglob(".*tmp-*")) and not list(out.rglob(".done"))
-    assert not (out / ".resume").exists()
+    assert not (out / ".resume").exists() and not (out / ".owner").exists()
 
 
 @pytest.mark.slow
 def test_a_different_match_into_the_same_out_starts_over(sky, tmp_path, threads, monkeypatch):
+    """A failed write's task that is still running when the next write (other radius) starts over in
+    the same ``OUT.partial`` writes nothing there: without the staging folder's owner check its file
+    and done-marker, left there before the new write looks for finished tasks, were taken as done
+    (the first radius's rows published under the second's)."""
     real = xm_output.write_frame_partition
-    calls = []
-
-    def fails_late(frame, catalog_dir, order, pix):
-        calls.append(1)
-        if len(calls) > 5:
-            raise OSError(errno.ENOSPC, "No space left on device", str(catalog_dir))
-        return real(frame, catalog_dir, order, pix)
-
-    monkeypatch.setattr(xm_output, "write_frame_partition", fails_late)
+    late = LateTask(real, lambda args: OSError(errno.ENOSPC, "No space left on device", str(args[1])))
+    monkeypatch.setattr(xm_output, "write_frame_partition", late)
     out = tmp_path / "pairs"
     first = crossmatch(open_catalog(sky), open_catalog(sky), RADIUS, how="knn", k=2, exclude_self=True)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left"):
         first.write(out, client=threads)
-    _settle(threads)
+    assert not late.ended.is_set()  # still running on its worker thread
+
     monkeypatch.setattr(xm_output, "write_frame_partition", real)
-    other = crossmatch(open_catalog(sky), open_catalog(sky), RADIUS / 2, how="knn", k=2, exclude_self=True)
+    real_resumable = xm_output._match_resumable
+
+    def late_task_writes_first(*args):
+        late.let_go()  # staging started over and claimed; nothing of this write done yet
+        return real_resumable(*args)
+
+    monkeypatch.setattr(xm_output, "_match_resumable", late_task_writes_first)
+    # a quarter of the radius: in every partition some second neighbours are farther, so the rows differ
+    other = crossmatch(open_catalog(sky), open_catalog(sky), RADIUS / 4, how="knn", k=2, exclude_self=True)
     other.write(out, client=threads)
+    assert len(late.raised) == 1 and "now belongs to another write" in str(late.raised[0])
+    monkeypatch.setattr(xm_output, "_match_resumable", real_resumable)
     fresh = other.write(tmp_path / "fresh", client=threads)
     pd.testing.assert_frame_equal(_rows(out), _rows(fresh))  # nothing of the first match kept
+    assert sorted(_files(out)) == sorted(_files(fresh))

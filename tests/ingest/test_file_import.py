@@ -8,13 +8,14 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from survey_engine import open_catalog
 from survey_engine.ingest.file_import.arguments import ImportArguments
 from survey_engine.ingest.file_import.run import run_import
 from survey_engine.ingest.readers import InputError
-from tests.conftest import REPO, random_sky, shared_path
+from tests.conftest import REPO, LateTask, random_sky, shared_path
 
 
 def _split_frame(df, n):
@@ -197,3 +198,46 @@ def test_kill_minus_9_then_resume_gives_identical_catalog(tmp_path):
     m_out = open_catalog(out).margin.compute().reset_index()
     m_fresh = open_catalog(fresh).margin.compute().reset_index()
     pd.testing.assert_frame_equal(m_out, m_fresh)
+
+
+def test_a_split_task_of_a_failed_import_writes_nothing_into_the_next_import(tmp_path, threads, monkeypatch):
+    """The next import into the same ``--out`` with other arguments starts over in ``OUT.partial``
+    while a split task of the failed one still runs: that task's shard (the first import's partition
+    plan) must not land there, where the new import would take it for its own finished shard and
+    place the chunk's rows in the wrong partitions (the row count would still agree)."""
+    from survey_engine.catalog import build
+    from survey_engine.ingest.file_import import run as import_run
+
+    src = []  # four files: four split tasks
+    for i, part in enumerate(_split_frame(random_sky(20_000, seed=5), 4)):
+        src.append(tmp_path / f"sky{i}.parquet")
+        part.to_parquet(src[-1])
+    real_split = build.split_batches  # what each split task calls (the task itself is sent pickled)
+    late = LateTask(real_split, lambda args: OSError(28, "No space left on device", str(args[2])))
+    monkeypatch.setattr(build, "split_batches", late)
+    out = tmp_path / "cat"
+    with pytest.raises(InputError, match="no space left on device"):
+        _import(threads, src, out, max_rows=4_000)
+    assert not late.ended.is_set()  # still running on its worker thread
+
+    monkeypatch.setattr(build, "split_batches", real_split)
+    real_stage = import_run._split
+
+    def late_task_writes_first(*args, **kw):
+        late.let_go()  # started over, claimed, histograms done; no shard of its own yet
+        return real_stage(*args, **kw)
+
+    monkeypatch.setattr(import_run, "_split", late_task_writes_first)
+    result = _import(threads, src, out, max_rows=500)
+    assert len(late.raised) == 1 and "now belongs to another write" in str(late.raised[0])
+    assert not result.resumed
+    monkeypatch.setattr(import_run, "_split", real_stage)
+    fresh = _import(threads, src, tmp_path / "fresh", max_rows=500)
+
+    def by_partition(path):
+        files = open_catalog(path).files_by_pixel()
+        return {px: np.sort(pq.read_table(f, columns=["id"])["id"].to_numpy()) for px, f in files.items()}
+
+    got, want = by_partition(result.out), by_partition(fresh.out)
+    assert sorted(got) == sorted(want)
+    assert all(np.array_equal(got[k], want[k]) for k in want)

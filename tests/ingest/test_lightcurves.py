@@ -143,3 +143,32 @@ def test_variability_features_per_band_on_the_cluster(lc_sky, client):
     assert len(rr) >= 40 and (rel < 1e-3).mean() >= 0.95
     const = frame[frame["var_class"] == "CONST"]
     assert const["r_stetson_j"].median() < 1.0 < rr["r_stetson_j"].median()
+
+
+def test_detections_from_elsewhere_among_the_shards_stop_the_build(lc_sky, tmp_path, threads, monkeypatch):
+    """A shard file that no routing task of this build wrote (a late task of an earlier build into
+    the same ``OUT.partial``, say) would add points to light curves: every routed detection is
+    nested exactly once, or the build stops before anything is published."""
+    import shutil
+    from pathlib import Path
+
+    from survey_engine.ingest import lightcurves
+
+    root, _ = lc_sky
+    real = lightcurves._map_chunk
+
+    def and_a_stray_copy(*args):
+        routed = real(*args)
+        shard = next(Path(args[5]).rglob("*.parquet"))  # args[5]: the shard folder
+        shutil.copy(shard, shard.with_name(f"stray-{shard.name}"))
+        return routed
+
+    monkeypatch.setattr(lightcurves, "_map_chunk", and_a_stray_copy)
+    out = tmp_path / "nested"
+    with pytest.raises(RuntimeError, match=r"internal check failed: [\d,]+ detections were routed"):
+        attach_lightcurves(
+            LightcurveArguments(str(root / "objects"), [str(root / "mock" / "detections")], str(out)),
+            client=threads,
+            progress=False,
+        )
+    assert not out.exists()

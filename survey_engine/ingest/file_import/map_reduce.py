@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from survey_engine.catalog import build
 from survey_engine.catalog.healpix import radec_to_healpix
+from survey_engine.catalog.owner import Owner, publish, unique_tmp
 from survey_engine.ingest.readers import (
     CSV_WIDENING,
     CsvTypeError,
@@ -139,7 +140,14 @@ def csv_types_for(schema: pa.Schema) -> dict[str, pa.DataType]:
 
 
 def histogram_chunk(
-    chunk: InputChunk, ra: str, dec: str, order: int, drop_invalid: bool, id_column: str | None, out_path: str
+    chunk: InputChunk,
+    ra: str,
+    dec: str,
+    order: int,
+    drop_invalid: bool,
+    id_column: str | None,
+    out_path: str,
+    owner: Owner | None = None,
 ) -> dict:
     """Map: count rows per HEALPix pixel at ``order`` and record the chunk's schema.
 
@@ -147,8 +155,6 @@ def histogram_chunk(
     column holding 0.5 later, a column empty at first) widens that column's type and the chunk
     is counted again, so a valid CSV of any size imports. A file without rows is recorded as
     empty (``empty``, ``note``): the import skips it and says so."""
-    import os
-
     column_types: dict[str, pa.DataType] = {}
     while True:
         try:
@@ -159,9 +165,9 @@ def histogram_chunk(
             if wider is None or exc.column in column_types and str(column_types[exc.column]) == "string":
                 raise
             column_types[exc.column] = pa.type_for_alias(wider)
-    tmp = out_path + ".tmp.npz"
+    tmp = f"{unique_tmp(out_path)}.npz"  # np.savez adds .npz to a name without it
     np.savez(tmp, **result)
-    os.replace(tmp, out_path)
+    publish(tmp, out_path, owner)  # only while the import that asked still owns its staging folder
     return result
 
 
@@ -208,9 +214,16 @@ def _histogram_pass(chunk, ra, dec, order, drop_invalid, id_column, column_types
 
 
 def split_chunk(
-    chunk: InputChunk, spec: build.SplitSpec, drop_invalid: bool, main_shard: str, margin_shard: str
+    chunk: InputChunk,
+    spec: build.SplitSpec,
+    drop_invalid: bool,
+    main_shard: str,
+    margin_shard: str,
+    owner: Owner | None = None,
 ) -> dict:
     """Split: route one chunk's rows into per-partition slices of its shard files."""
     cleaner = CoordinateCleaner(chunk, spec.ra_column, spec.dec_column, drop_invalid, spec.id_column)
     types = csv_types_for(spec.schema) if chunk.fmt == "csv" else None
-    return build.split_batches(_read_renamed(chunk, types), spec, main_shard, margin_shard, clean=cleaner)
+    return build.split_batches(
+        _read_renamed(chunk, types), spec, main_shard, margin_shard, clean=cleaner, owner=owner
+    )

@@ -4,7 +4,9 @@
 finished chunk), ``shards/`` (Arrow IPC shards whose ``.index.npz`` marks them done) and
 ``collection/`` (the catalog being written; a partition file exists only once complete). A
 re-run with the same arguments reuses every finished piece; a different fingerprint starts over.
-Only when everything is written is ``collection/`` renamed to ``OUT``.
+Only when everything is written is ``collection/`` renamed to ``OUT``. ``.owner`` holds the token
+of the run that owns the folder now (``catalog.owner``): a task of an earlier run still running
+on a live cluster publishes nothing into it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from survey_engine.catalog.build import remove_unfinished_files
 from survey_engine.catalog.layout import publish_folder, remove_tree
+from survey_engine.catalog.owner import claim, release
 
 
 class ResumePlan:
@@ -32,6 +35,8 @@ class ResumePlan:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         if not marker.exists():
             marker.write_text(fingerprint)
+        # this run's claim: a task of an earlier run still running on a live cluster writes nothing here
+        self.owner = claim(self.root)
 
     @property
     def collection_dir(self) -> Path:
@@ -77,6 +82,7 @@ class ResumePlan:
         out = Path(out)
         if out.exists() and any(out.iterdir()):  # checked before the import started: only an empty folder
             raise FileExistsError(f"{out}: not empty; an import writes a new collection")
+        release(self.root)  # from here a late task of this run is refused too
         remove_unfinished_files(self.collection_dir)  # half-written temporaries of a killed worker
         publish_folder(self.collection_dir, out, self.root.parent)
         remove_tree(self.root, self.root.parent)

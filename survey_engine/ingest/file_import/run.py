@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from survey_engine.catalog import build, layout, storage
 from survey_engine.catalog.margins import MarginPlan, margin_catalog_name
+from survey_engine.catalog.owner import Owner
 from survey_engine.catalog.partitioning import plan_partitions_sparse
 from survey_engine.ingest.file_import import map_reduce
 from survey_engine.ingest.file_import.arguments import ImportArguments
@@ -191,6 +192,7 @@ def _run_import(args: ImportArguments, out: Path, fingerprint: str, client, prog
             spec.id_column,
             "reduce",
             progress,
+            owner=resume.owner,
         )
         if main_rows != rows:
             raise RuntimeError(
@@ -224,7 +226,7 @@ def _run_import(args: ImportArguments, out: Path, fingerprint: str, client, prog
         margins = []
         if margin is not None:
             mname, result.margin_rows = _reduce_margin(
-                client, args, margin, margin_idx, spec, collection, progress
+                client, args, margin, margin_idx, spec, collection, progress, resume.owner
             )
             margins.append(mname)
             result.margin_dir = out / mname
@@ -244,7 +246,9 @@ def _run_import(args: ImportArguments, out: Path, fingerprint: str, client, prog
     return result
 
 
-def _reduce_margin(client, args: ImportArguments, margin, margin_idx, spec, collection: Path, progress: bool):
+def _reduce_margin(
+    client, args: ImportArguments, margin, margin_idx, spec, collection: Path, progress: bool, owner: Owner
+):
     """The margin catalog beside the main one: its partitions reduced from the split's margin rows
     (only those with rows written) and its properties; its name and rows."""
     mname = margin_catalog_name(args.name, args.margin_arcsec)
@@ -259,6 +263,7 @@ def _reduce_margin(client, args: ImportArguments, margin, margin_idx, spec, coll
         "margin",
         progress,
         only_with_rows=True,
+        owner=owner,
     )
     build.finish_catalog(
         collection / mname,
@@ -295,6 +300,7 @@ def _histograms(client, args, chunks, resume, progress):
             args.drop_invalid,
             args.id_column,
             str(resume.histogram_path(i)),
+            resume.owner,
         )
         for i in todo
     ]
@@ -325,8 +331,8 @@ def _histograms(client, args, chunks, resume, progress):
     return (args.highest_order, pixels, counts), stats, unify_schemas(schemas), notes
 
 
-def _histogram_task(chunk, ra, dec, order, drop_invalid, id_column, out_path):
-    map_reduce.histogram_chunk(chunk, ra, dec, order, drop_invalid, id_column, out_path)
+def _histogram_task(chunk, ra, dec, order, drop_invalid, id_column, out_path, owner):
+    map_reduce.histogram_chunk(chunk, ra, dec, order, drop_invalid, id_column, out_path, owner)
     return True
 
 
@@ -420,7 +426,14 @@ def _split(client, args, chunks, spec, resume, progress, empty: set[int]):
         # made by a task, not scattered: it survives a killed worker (see ``task_value``)
         spec_future = task_value(client, spec)
         calls = [
-            (chunks[i], spec_future, args.drop_invalid, resume.main_shard(i), resume.margin_shard(i))
+            (
+                chunks[i],
+                spec_future,
+                args.drop_invalid,
+                resume.main_shard(i),
+                resume.margin_shard(i),
+                resume.owner,
+            )
             for i in todo
         ]
         run_tasks(client, map_reduce.split_chunk, calls, "split", progress)

@@ -1,0 +1,97 @@
+"""Which write a staging folder belongs to now, so that a task of an abandoned write never publishes
+into the next write's folder.
+
+A write that fails cancels its tasks, but a task already running on a worker of a live cluster (a
+scheduler given by address, SLURM jobs) runs to its end. The next write into the same ``--out``
+starts over in the same ``OUT.partial`` when its arguments differ, or resumes there: a late task
+of the failed write would otherwise put its partition file (and done-marker) among the new
+write's, where the new write would take it for its own (other arguments, other rows) or publish it
+as a stray file. Each write stamps its staging folder with a fresh token (``claim``) and hands an
+``Owner`` to its tasks; a task checks it before it creates anything there and again just before
+it renames a finished file into place (``publish``), and stops with ``AbandonedWriteError``
+otherwise. What a finished task of the failed write left before the new write began is kept or
+removed by the new write's own resume rules (its fingerprint), as before.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from survey_engine.errors import SurveyEngineError
+
+OWNER_FILE = ".owner"  # in a staging folder: the token of the write that owns it now
+
+
+class AbandonedWriteError(SurveyEngineError, RuntimeError):
+    """A task of a write that has failed or finished tried to write into a staging folder that is
+    no longer its write's (another write owns it now, or it is gone): its result is dropped."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A write's claim on its staging folder, shipped with its tasks (a path and a token)."""
+
+    staging: str
+    token: str
+
+    def check(self) -> None:
+        """Raise ``AbandonedWriteError`` unless the staging folder still belongs to this write."""
+        try:
+            held = Path(self.staging, OWNER_FILE).read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            held = None
+        if held != self.token:
+            raise AbandonedWriteError(
+                f"{self.staging}: "
+                + ("now belongs to another write" if held else "no longer exists (its write ended)")
+                + "; this task's write was abandoned, so its output is dropped and nothing is written"
+            )
+
+
+def check(owner: Owner | None) -> None:
+    """``owner.check()``, or nothing for a write without one (a folder this process owns alone)."""
+    if owner is not None:
+        owner.check()
+
+
+def publish(tmp: str | Path, final: str | Path, owner: Owner | None) -> None:
+    """Rename a finished temporary file into place if the write still owns its folder; otherwise
+    remove the temporary and raise ``AbandonedWriteError``."""
+    try:
+        check(owner)
+    except AbandonedWriteError:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    os.replace(tmp, final)
+
+
+def claim(staging: str | Path) -> Owner:
+    """Make ``staging`` (an existing folder) this write's: a fresh token, written atomically, which
+    every task of an earlier write into it will fail to match."""
+    token = uuid.uuid4().hex
+    path = Path(staging, OWNER_FILE)
+    tmp = path.with_name(f".{OWNER_FILE}.tmp-{os.getpid()}-{token[:8]}")
+    tmp.write_text(token)
+    os.replace(tmp, path)
+    return Owner(str(staging), token)
+
+
+def held(staging: str | Path) -> Owner:
+    """The claim a write made on ``staging`` (``claim``), read back by the process that made it."""
+    return Owner(str(staging), Path(staging, OWNER_FILE).read_text())
+
+
+def release(staging: str | Path) -> None:
+    """Give the folder up before it is published or removed: every task still running is refused."""
+    Path(staging, OWNER_FILE).unlink(missing_ok=True)
+
+
+def unique_tmp(final: str | Path) -> Path:
+    """A temporary name beside ``final`` that no other writer uses (a process's threads, or a late
+    task of an abandoned write writing the same partition): ``.NAME.tmp-PID-XXXXXXXX``, which
+    ``build.remove_unfinished_files`` recognises."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
