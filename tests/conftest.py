@@ -99,23 +99,24 @@ def threads():
 
 class LateTask:
     """A task function's stand-in for a write that fails while one of its tasks still runs: the first
-    call is held (``started`` set) until ``let_go()``, then runs ``real`` (what it raised kept in
-    ``raised``); every other call waits until the first has started and raises ``failure(args)``.
-    Used on a ``threads`` cluster, where the patched function is the one the tasks call."""
+    call (or the first for which ``hold(args)`` is true) is held (``started`` set) until ``let_go()``,
+    then runs ``real`` (what it raised kept in ``raised``); every other call waits until the held
+    one has started and raises ``failure(args)``. Used on a ``threads`` cluster, where the patched
+    function is the one the tasks call."""
 
-    def __init__(self, real, failure):
+    def __init__(self, real, failure, hold=None):
         import threading
 
-        self.real, self.failure = real, failure
+        self.real, self.failure, self.hold = real, failure, hold
         self.started, self._go, self.ended = threading.Event(), threading.Event(), threading.Event()
         self.raised: list[BaseException] = []
-        self._calls = 0
+        self._held = False
         self._lock = threading.Lock()
 
     def __call__(self, *args, **kw):
         with self._lock:
-            self._calls += 1
-            first = self._calls == 1
+            first = not self._held and (self.hold is None or self.hold(args))
+            self._held = self._held or first
         if not first:
             self.started.wait(120)
             raise self.failure(args)

@@ -25,7 +25,7 @@ from survey_engine.catalog import layout
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, radec_to_healpix
 from survey_engine.catalog.layout import partition_path
 from survey_engine.catalog.margins import MarginPlan
-from survey_engine.catalog.owner import Owner, publish, unique_tmp
+from survey_engine.catalog.owner import Owner, make_dirs, publish, unique_tmp
 from survey_engine.catalog.owner import check as check_owner
 from survey_engine.catalog.partitioning import PartitionPlan
 
@@ -58,6 +58,7 @@ class ShardIndex:
         return self.path + ".index.npz"
 
     def save(self, owner: Owner | None = None) -> None:
+        check_owner(owner)
         tmp = f"{unique_tmp(self.index_path)}.npz"  # np.savez adds .npz to a name without it
         np.savez(tmp, parts=self.batch_parts, rows=self.batch_rows)
         publish(tmp, self.index_path, owner)
@@ -106,12 +107,13 @@ def split_batches(
 ) -> dict:
     """Write one chunk's rows, grouped by partition, into shard files (only while ``owner``'s write
     owns the staging folder). Returns row counts."""
-    main = _ShardWriter(main_shard, spec.schema, owner) if spec.write_main and main_shard else None
-    margin = (
-        _ShardWriter(margin_shard, spec.schema, owner) if spec.margin is not None and margin_shard else None
-    )
+    main = margin = None
     rows = margin_rows = 0
     try:
+        if spec.write_main and main_shard:
+            main = _ShardWriter(main_shard, spec.schema, owner)
+        if spec.margin is not None and margin_shard:
+            margin = _ShardWriter(margin_shard, spec.schema, owner)
         for batch in batches:
             if batch.num_rows == 0:
                 continue
@@ -139,7 +141,7 @@ def split_batches(
     except BaseException:
         for writer in (main, margin):
             if writer is not None:
-                writer.abort()
+                writer.abort()  # never raises: the error that stopped the split is the one reported
         raise
     return {"rows": rows, "margin_rows": margin_rows}
 
@@ -152,6 +154,7 @@ class _ShardWriter:
         self.owner = owner
         self.index = ShardIndex(path)
         self.tmp = str(unique_tmp(path))
+        self.closed = False
         self.sink = pa.OSFile(self.tmp, "wb")
         self.writer = pa.ipc.new_file(self.sink, schema.remove_metadata())
         self.parts: list[int] = []
@@ -171,6 +174,7 @@ class _ShardWriter:
                 self.rows.append(rb.num_rows)
 
     def close(self) -> None:
+        self.closed = True
         self.writer.close()
         self.sink.close()
         publish(self.tmp, self.index.path, self.owner)
@@ -179,12 +183,16 @@ class _ShardWriter:
         self.index.save(self.owner)
 
     def abort(self) -> None:
-        try:
-            self.writer.close()
-            self.sink.close()
-        finally:
-            if os.path.exists(self.tmp):
-                os.remove(self.tmp)
+        """Drop the unfinished shard: close what is open (once; a failure to close is beside the
+        point now) and remove the temporary."""
+        if not self.closed:
+            self.closed = True
+            for closing in (self.writer.close, self.sink.close):
+                try:
+                    closing()
+                except Exception:  # noqa: BLE001 - the shard is dropped whatever happens here
+                    pass
+        Path(self.tmp).unlink(missing_ok=True)
 
 
 def gather_partition_slices(indexes: list[ShardIndex]) -> dict[int, list[tuple[str, list[int]]]]:
@@ -349,8 +357,7 @@ def write_partition_file(
     smaller files on a cross-match result). Every page carries a CRC checksum, which readers
     verify (``integrity.read_checked``): a flipped byte is an error, never different rows."""
     final = partition_path(catalog_dir, order, pix)
-    check_owner(owner)  # before anything is made there: the folder may be gone
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(final.parent, owner)  # with an owner, only inside its staging folder, still its own
     tmp = unique_tmp(final)
     delta = (
         {SPATIAL_INDEX_COLUMN: "DELTA_BINARY_PACKED"}

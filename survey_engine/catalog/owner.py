@@ -7,10 +7,13 @@ starts over in the same ``OUT.partial`` when its arguments differ, or resumes th
 of the failed write would otherwise put its partition file (and done-marker) among the new
 write's, where the new write would take it for its own (other arguments, other rows) or publish it
 as a stray file. Each write stamps its staging folder with a fresh token (``claim``) and hands an
-``Owner`` to its tasks; a task checks it before it creates anything there and again just before
-it renames a finished file into place (``publish``), and stops with ``AbandonedWriteError``
-otherwise. What a finished task of the failed write left before the new write began is kept or
-removed by the new write's own resume rules (its fingerprint), as before.
+``Owner`` to its tasks; a task checks it before it creates anything there (``make_dirs``) and
+again just before it renames a finished file into place (``publish``), and stops with
+``AbandonedWriteError`` otherwise. A failed write does not give its folder up: until the next write
+claims it, the failed write's late tasks still finish there, and what they and its finished tasks
+left is kept or removed by the next write's own resume rules (its fingerprint), as before. The last
+check and the rename are two steps (microseconds apart), and on a network file system that caches
+attributes a worker on another host may read a stale token for a moment: a guard, not a lock.
 """
 
 from __future__ import annotations
@@ -66,6 +69,25 @@ def publish(tmp: str | Path, final: str | Path, owner: Owner | None) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     os.replace(tmp, final)
+
+
+def make_dirs(folder: str | Path, owner: Owner | None) -> None:
+    """``folder`` and its parents, as ``mkdir(parents=True)``; with ``owner``, only the levels below
+    its staging folder, which must still be its write's: a folder removed meanwhile (the next write
+    starting over, or this one published) is not made again by a late task."""
+    folder = Path(folder)
+    if owner is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    owner.check()
+    level = Path(owner.staging)
+    try:
+        for part in folder.relative_to(level).parts:
+            level = level / part
+            level.mkdir(exist_ok=True)
+    except FileNotFoundError:
+        owner.check()  # the staging folder went away meanwhile: say so
+        raise
 
 
 def claim(staging: str | Path) -> Owner:

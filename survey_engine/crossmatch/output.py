@@ -10,8 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from survey_engine.catalog.healpix import pixel_range29
-from survey_engine.catalog.owner import Owner, held, publish, unique_tmp
-from survey_engine.catalog.owner import check as check_owner
+from survey_engine.catalog.owner import Owner, held, make_dirs, publish, unique_tmp
 from survey_engine.catalog.writer import (
     DONE_DIR,
     finish_collection,
@@ -33,8 +32,7 @@ def _match_and_write(task, params, lcoords, rcoords, meta, out_dir: str, done_ma
         match_task(task, params, lcoords, rcoords, meta), out_dir, task.left_order, task.left_pix, owner
     )
     marker = Path(done_marker)
-    check_owner(owner)
-    marker.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(marker.parent, owner)
     tmp = unique_tmp(marker)
     tmp.write_text("written" if schema is not None else "empty")
     publish(tmp, marker, owner)

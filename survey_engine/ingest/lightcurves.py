@@ -17,7 +17,6 @@ refused with ``--require-objects``). Atomic like every output: built in ``DIR.pa
 from __future__ import annotations
 
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import pyarrow.parquet as pq
 from survey_engine.arguments import AT_LEAST_1, NAME_LIST, param, positive_int
 from survey_engine.catalog import build
 from survey_engine.catalog.catalog import open_catalog
-from survey_engine.catalog.owner import Owner, check, held, publish, unique_tmp
+from survey_engine.catalog.owner import Owner, held, make_dirs, publish, unique_tmp
 from survey_engine.catalog.writer import finish_collection, finish_written, staged_collection
 from survey_engine.ingest.readers import InputError, expand_inputs, plan_chunks, read_batches
 from survey_engine.runtime import dask_client, run_tasks, task_value
@@ -149,12 +148,14 @@ def _map_chunk(
     parts: np.ndarray,
     shard_root: str,
     batch_rows: int,
+    chunk_index: int,
     owner: Owner | None = None,
 ) -> tuple[int, int]:
     """Route one input chunk's detections to per-partition shard files; returns (routed, unmatched).
-    Each shard file appears whole, and only while ``owner``'s write owns the staging folder."""
+    Each shard file appears whole, and only while ``owner``'s write owns the staging folder; its
+    name is the chunk's and the batch's, so a task run again (a lost worker) replaces its own files
+    instead of adding a second copy of its detections."""
     routed = unmatched = 0
-    token = uuid.uuid4().hex[:12]
     for b, batch in enumerate(read_batches(chunk, columns, batch_rows)):
         det_ids = batch.column(id_column).to_numpy(zero_copy_only=False)
         pos = np.searchsorted(ids, det_ids)
@@ -172,9 +173,8 @@ def _map_chunk(
             if p < 0:
                 continue
             piece = batch.take(pa.array(order[s:e]))
-            path = Path(shard_root) / f"p{p:07d}" / f"{token}-{b:05d}.parquet"
-            check(owner)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path = Path(shard_root) / f"p{p:07d}" / f"c{chunk_index:07d}-{b:05d}.parquet"
+            make_dirs(path.parent, owner)
             tmp = unique_tmp(path)
             pq.write_table(piece, tmp)
             publish(tmp, path, owner)
@@ -262,7 +262,8 @@ def attach_lightcurves(args: LightcurveArguments, client=None, progress: bool = 
         shard_root = staging / SHARDS_DIR
         owner = held(staging)
         calls = [
-            (chunk, columns, args.id, ids, parts, str(shard_root), args.batch_rows, owner) for chunk in chunks
+            (chunk, columns, args.id, ids, parts, str(shard_root), args.batch_rows, i, owner)
+            for i, chunk in enumerate(chunks)
         ]
         if len(ids) > 1_000_000:  # send the id table to the cluster once, not inside every task
             # made by tasks, not scattered: a killed worker loses neither (see ``task_value``)

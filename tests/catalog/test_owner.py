@@ -98,3 +98,35 @@ def test_writes_without_an_owner_are_unchanged(tmp_path):
     assert _everything(tmp_path / "cat") == ["dataset", "dataset/Norder=3", "dataset/Norder=3/Dir=0"] + [
         "dataset/Norder=3/Dir=0/Npix=17.parquet"
     ]
+
+
+def test_a_split_that_loses_its_folder_stops_with_that_error_and_leaves_no_shard(tmp_path):
+    """Main and margin shards of one chunk: the folder changes hands between two batches, so both
+    writers are dropped; the error reported is the ownership one (not a second close's), and no
+    temporary of either is left among the next write's files."""
+    from survey_engine.catalog.margins import MarginPlan
+    from survey_engine.catalog.partitioning import PartitionPlan
+
+    staging = tmp_path / "out.partial"
+    staging.mkdir()
+    late = claim(staging)
+    plan = PartitionPlan.from_arrays(np.zeros(12), np.arange(12), np.zeros(12))
+    schema = pa.schema([("_healpix_29", pa.int64()), ("ra", pa.float64()), ("dec", pa.float64())])
+    spec = build.SplitSpec(plan, "ra", "dec", schema, MarginPlan.build(plan, 600.0))
+    rng = np.random.default_rng(3)
+
+    def batches():
+        for _ in range(2):
+            ra, dec = rng.uniform(0, 360, 1_000), rng.uniform(-89, 89, 1_000)
+            yield pa.table({"ra": ra, "dec": dec})
+            claim(staging)  # the next write starts over after the first batch
+
+    with pytest.raises(AbandonedWriteError, match="now belongs to another write"):
+        build.split_batches(
+            batches(),
+            spec,
+            str(staging / "main_000000.arrow"),
+            str(staging / "margin_000000.arrow"),
+            owner=late,
+        )
+    assert _everything(staging) == [owner.OWNER_FILE]

@@ -172,3 +172,39 @@ def test_detections_from_elsewhere_among_the_shards_stop_the_build(lc_sky, tmp_p
             progress=False,
         )
     assert not out.exists()
+
+
+def test_a_routing_task_run_again_replaces_its_own_shards(lc_sky, tmp_path):
+    """A task run again after its worker was lost writes the same shard files over, so its
+    detections are not nested twice (the files were named by a random token per run)."""
+    from pathlib import Path
+
+    from survey_engine.catalog.owner import claim
+    from survey_engine.ingest import lightcurves
+    from survey_engine.ingest.readers import expand_inputs, plan_chunks
+
+    root, counts = lc_sky
+    args = LightcurveArguments(
+        str(root / "objects"), [str(root / "mock" / "detections")], str(tmp_path / "x")
+    )
+    objects = open_catalog(args.objects, margin=None)
+    ids, parts = lightcurves._object_ids(objects.partition_files(), args.object_id)
+    chunk = plan_chunks(expand_inputs(args.detections), chunk_rows=args.batch_rows)[0]
+    shard_root = tmp_path / "staging" / "shards"
+    shard_root.mkdir(parents=True)
+    owner = claim(tmp_path / "staging")
+    call = (chunk, [args.id, *args.nested_fields()], args.id, ids, parts, str(shard_root), 5_000, 0, owner)
+
+    def shards() -> dict[str, int]:
+        return {
+            str(p.relative_to(shard_root)): pq.read_metadata(p).num_rows
+            for p in shard_root.rglob("*")
+            if p.is_file()
+        }
+
+    routed, unmatched = lightcurves._map_chunk(*call)
+    once = shards()
+    assert routed == sum(once.values()) > 0 and unmatched == 0 and len(once) > 1
+    assert lightcurves._map_chunk(*call) == (routed, unmatched)
+    assert shards() == once
+    assert not [p for p in Path(shard_root).rglob(".*")]  # no temporary left
