@@ -156,7 +156,12 @@ class _ShardWriter:
         self.tmp = str(unique_tmp(path))
         self.closed = False
         self.sink = pa.OSFile(self.tmp, "wb")
-        self.writer = pa.ipc.new_file(self.sink, schema.remove_metadata())
+        try:
+            self.writer = pa.ipc.new_file(self.sink, schema.remove_metadata())
+        except BaseException:
+            self.sink.close()
+            Path(self.tmp).unlink(missing_ok=True)
+            raise
         self.parts: list[int] = []
         self.rows: list[int] = []
 
@@ -185,14 +190,17 @@ class _ShardWriter:
     def abort(self) -> None:
         """Drop the unfinished shard: close what is open (once; a failure to close is beside the
         point now) and remove the temporary."""
-        if not self.closed:
-            self.closed = True
-            for closing in (self.writer.close, self.sink.close):
-                try:
-                    closing()
-                except Exception:  # noqa: BLE001 - the shard is dropped whatever happens here
-                    pass
-        Path(self.tmp).unlink(missing_ok=True)
+        closing = [self.sink.close] if self.closed else [self.writer.close, self.sink.close]
+        self.closed = True
+        for close in closing:  # the sink again even after close() failed half way: it frees the file
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - the shard is dropped whatever happens here
+                pass
+        try:
+            Path(self.tmp).unlink(missing_ok=True)
+        except OSError:
+            pass  # left for remove_unfinished_files; the error that stopped the split is what counts
 
 
 def gather_partition_slices(indexes: list[ShardIndex]) -> dict[int, list[tuple[str, list[int]]]]:

@@ -80,13 +80,26 @@ def make_dirs(folder: str | Path, owner: Owner | None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         return
     owner.check()
-    level = Path(owner.staging)
+    level, made = Path(owner.staging), []
     try:
         for part in folder.relative_to(level).parts:
             level = level / part
-            level.mkdir(exist_ok=True)
+            try:
+                level.mkdir()  # never its parents: the staging folder itself is never made here
+                made.append(level)
+            except FileExistsError:  # there already, or made by another task meanwhile
+                pass
     except FileNotFoundError:
         owner.check()  # the staging folder went away meanwhile: say so
+        raise
+    try:
+        owner.check()  # the folder changed hands meanwhile: take back what was made
+    except AbandonedWriteError:
+        for level in reversed(made):
+            try:
+                level.rmdir()
+            except OSError:
+                pass  # not empty: another write's files are in it now
         raise
 
 

@@ -120,22 +120,23 @@ def _write_files(frame, out: Path, client, progress: bool = True) -> Path:
 def _write_files_locked(frame, out: Path, client, progress: bool) -> Path:
     import dask
 
+    from survey_engine.catalog import owner as ownership
+    from survey_engine.catalog.build import remove_unfinished_files
     from survey_engine.catalog.layout import output_path, publish_folder, remove_tree
-    from survey_engine.catalog.owner import claim, make_dirs, publish, release, unique_tmp
     from survey_engine.runtime import compute_with_progress
 
     out = output_path(out)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     remove_tree(tmp, out.parent)
     tmp.mkdir(parents=True)
-    owner = claim(tmp)  # a late task of an earlier predict of this process writes nothing here
+    owner = ownership.claim(tmp)  # a late task of an earlier predict of this process writes nothing here
 
     def write(part: pd.DataFrame, i: int) -> int:
         path = tmp / f"part-{i:05d}.parquet"
-        make_dirs(tmp, owner)
-        written = unique_tmp(path)
+        ownership.make_dirs(tmp, owner)
+        written = ownership.unique_tmp(path)
         part.to_parquet(written, index=False)
-        publish(written, path, owner)
+        ownership.publish(written, path, owner)
         return len(part)
 
     compute_with_progress(
@@ -144,5 +145,6 @@ def _write_files_locked(frame, out: Path, client, progress: bool) -> Path:
         f"predict {out.name}",
         progress,
     )
-    release(tmp)
+    ownership.release(tmp)
+    remove_unfinished_files(tmp)  # a lost worker's temporary, whose task ran again elsewhere
     return publish_folder(tmp, out, out.parent)

@@ -130,3 +130,27 @@ def test_a_split_that_loses_its_folder_stops_with_that_error_and_leaves_no_shard
             owner=late,
         )
     assert _everything(staging) == [owner.OWNER_FILE]
+
+
+@pytest.mark.parametrize("meanwhile", ["removed", "claimed"])
+def test_folders_are_made_only_while_the_write_owns_its_staging_folder(tmp_path, monkeypatch, meanwhile):
+    """Between the first check and the mkdirs the next write removes the staging folder (it starts
+    over) or claims it: no folder of the late task is left, and its error says what happened."""
+    import shutil
+
+    staging = tmp_path / "out.partial"
+    staging.mkdir()
+    late = claim(staging)
+    real_check, calls = owner.Owner.check, []
+
+    def next_write_acts_after_the_first_check(self):
+        real_check(self)
+        if not calls:
+            calls.append(1)
+            shutil.rmtree(staging) if meanwhile == "removed" else claim(staging)
+
+    monkeypatch.setattr(owner.Owner, "check", next_write_acts_after_the_first_check)
+    message = "no longer exists" if meanwhile == "removed" else "now belongs to another write"
+    with pytest.raises(AbandonedWriteError, match=message):
+        owner.make_dirs(staging / "cat" / "dataset" / "Norder=3", late)
+    assert (not staging.exists()) if meanwhile == "removed" else _everything(staging) == [owner.OWNER_FILE]

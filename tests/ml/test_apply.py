@@ -21,7 +21,10 @@ def _predictions(rows: int, partitions: int, z: float):
 def test_a_late_task_of_a_failed_predict_adds_no_file_to_the_next(tmp_path, threads, monkeypatch):
     """Both runs of one process build in the same ``.OUT.partial-PID``: the failed run's task still
     writing its part must not add it to the next run's files (500 rows of other predictions)."""
+    import threading
+
     import survey_engine.runtime as runtime
+    from survey_engine.catalog import owner
 
     real_write = pd.DataFrame.to_parquet
     late = LateTask(
@@ -30,6 +33,16 @@ def test_a_late_task_of_a_failed_predict_adds_no_file_to_the_next(tmp_path, thre
         hold=lambda args: "part-00001" in str(args[1]),
     )
     monkeypatch.setattr(pd.DataFrame, "to_parquet", lambda frame, *args, **kw: late(frame, *args, **kw))
+    real_publish, refused = owner.publish, threading.Event()
+
+    def publish(tmp, final, claim):
+        try:
+            return real_publish(tmp, final, claim)
+        except owner.AbandonedWriteError:
+            refused.set()
+            raise
+
+    monkeypatch.setattr(owner, "publish", publish)
     out = tmp_path / "predicted"
     with pytest.raises(OSError, match="No space left"):
         apply._write_files(_predictions(1_000, 2, 1.0), out, threads, progress=False)
@@ -40,7 +53,7 @@ def test_a_late_task_of_a_failed_predict_adds_no_file_to_the_next(tmp_path, thre
 
     def late_task_writes_first(*args, **kw):
         late.let_go()  # the next run has made its folder and claimed it; none of its parts written
-        # (the held part is written to its temporary, then refused at the rename)
+        assert refused.wait(120)  # the held part was written to its temporary, then refused
         return real_compute(*args, **kw)
 
     monkeypatch.setattr(runtime, "compute_with_progress", late_task_writes_first)
