@@ -28,7 +28,7 @@ from survey_engine.arguments import AT_LEAST_1, NAME_LIST, param, positive_int
 from survey_engine.catalog import build
 from survey_engine.catalog.catalog import open_catalog
 from survey_engine.catalog.owner import Owner, held, make_dirs, publish, unique_tmp
-from survey_engine.catalog.writer import finish_collection, finish_written, staged_collection
+from survey_engine.catalog.writer import DONE_DIR, finish_collection, finish_written, staged_collection
 from survey_engine.ingest.readers import InputError, expand_inputs, plan_chunks, read_batches
 from survey_engine.runtime import dask_client, run_tasks, task_value
 
@@ -259,7 +259,9 @@ def attach_lightcurves(args: LightcurveArguments, client=None, progress: bool = 
     out = Path(args.out)
     name = out.name
     with staged_collection(out) as staging, dask_client(client) as client:
-        shard_root = staging / SHARDS_DIR
+        # under DONE_DIR, which staged_collection removes after giving the folder up: a straggler of
+        # this build that made shards/ again after the removal below leaves nothing in the output
+        shard_root = staging / DONE_DIR / SHARDS_DIR
         owner = held(staging)
         calls = [
             (chunk, columns, args.id, ids, parts, str(shard_root), args.batch_rows, i, owner)

@@ -45,6 +45,7 @@ def test_every_detection_lands_in_its_object_sorted_by_time(lc_sky, client):
     assert result.detections == counts["detections"] and result.unmatched_detections == 0
     assert result.objects == counts["objects"] == result.objects_with_detections
     cat = open_catalog(root / "nested")
+    assert not [p for p in (root / "nested").rglob("*") if "shards" in p.name or p.name.startswith(".")]
     assert cat.npartitions == open_catalog(root / "objects").npartitions > 1
     source = pd.read_parquet(root / "mock" / "detections")
     seen, mag_sum = 0, 0.0
