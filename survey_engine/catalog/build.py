@@ -25,7 +25,7 @@ from survey_engine.catalog import layout
 from survey_engine.catalog.healpix import SPATIAL_INDEX_COLUMN, radec_to_healpix
 from survey_engine.catalog.layout import partition_path
 from survey_engine.catalog.margins import MarginPlan
-from survey_engine.catalog.owner import Owner, make_dirs, publish, unique_tmp
+from survey_engine.catalog.owner import Owner, publish, unique_tmp, write_file
 from survey_engine.catalog.owner import check as check_owner
 from survey_engine.catalog.partitioning import PartitionPlan
 
@@ -45,6 +45,12 @@ class SplitSpec:
     id_column: str | None = None
 
 
+def save_npz(path: str | Path, **arrays) -> None:
+    """``np.savez`` into exactly ``path`` (given a name, ``np.savez`` appends ``.npz`` to it)."""
+    with open(path, "wb") as file:
+        np.savez(file, **arrays)
+
+
 @dataclass
 class ShardIndex:
     """Which partition each record batch of a shard file belongs to."""
@@ -58,10 +64,9 @@ class ShardIndex:
         return self.path + ".index.npz"
 
     def save(self, owner: Owner | None = None) -> None:
-        check_owner(owner)
-        tmp = f"{unique_tmp(self.index_path)}.npz"  # np.savez adds .npz to a name without it
-        np.savez(tmp, parts=self.batch_parts, rows=self.batch_rows)
-        publish(tmp, self.index_path, owner)
+        write_file(
+            self.index_path, lambda tmp: save_npz(tmp, parts=self.batch_parts, rows=self.batch_rows), owner
+        )
 
     @classmethod
     def load(cls, path: str) -> "ShardIndex | None":
@@ -365,26 +370,27 @@ def write_partition_file(
     smaller files on a cross-match result). Every page carries a CRC checksum, which readers
     verify (``integrity.read_checked``): a flipped byte is an error, never different rows."""
     final = partition_path(catalog_dir, order, pix)
-    make_dirs(final.parent, owner)  # with an owner, only inside its staging folder, still its own
-    tmp = unique_tmp(final)
     delta = (
         {SPATIAL_INDEX_COLUMN: "DELTA_BINARY_PACKED"}
         if SPATIAL_INDEX_COLUMN in table.column_names
         and pa.types.is_integer(table.schema.field(SPATIAL_INDEX_COLUMN).type)
         else None
     )
-    pq.write_table(
-        table,
-        tmp,
-        compression="snappy",
-        row_group_size=max(table.num_rows, 1),
-        sorting_columns=[pq.SortingColumn(0)],
-        write_statistics=True,
-        use_dictionary=dictionary_columns(table),
-        column_encoding=delta,
-        write_page_checksum=True,
+    write_file(
+        final,
+        lambda tmp: pq.write_table(
+            table,
+            tmp,
+            compression="snappy",
+            row_group_size=max(table.num_rows, 1),
+            sorting_columns=[pq.SortingColumn(0)],
+            write_statistics=True,
+            use_dictionary=dictionary_columns(table),
+            column_encoding=delta,
+            write_page_checksum=True,
+        ),
+        owner,
     )
-    publish(tmp, final, owner)
     return final
 
 

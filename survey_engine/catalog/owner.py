@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from survey_engine.catalog.layout import atomic_write_text
 from survey_engine.errors import SurveyEngineError
 
 OWNER_FILE = ".owner"  # in a staging folder: the token of the write that owns it now
@@ -71,6 +73,21 @@ def publish(tmp: str | Path, final: str | Path, owner: Owner | None) -> None:
     os.replace(tmp, final)
 
 
+def write_file(final: str | Path, write: Callable[[Path], object], owner: Owner | None) -> None:
+    """Make ``final`` appear whole, and only while ``owner``'s write owns its staging folder: its
+    folders made (``make_dirs``), ``write(tmp)`` fills a temporary no other writer uses, then
+    ``publish``. The one way a task writes a file into a staging folder."""
+    final = Path(final)
+    make_dirs(final.parent, owner)
+    tmp = unique_tmp(final)
+    try:
+        write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    publish(tmp, final, owner)
+
+
 def make_dirs(folder: str | Path, owner: Owner | None) -> None:
     """``folder`` and its parents, as ``mkdir(parents=True)``; with ``owner``, only the levels below
     its staging folder, which must still be its write's: a folder removed meanwhile (the next write
@@ -107,10 +124,7 @@ def claim(staging: str | Path) -> Owner:
     """Make ``staging`` (an existing folder) this write's: a fresh token, written atomically, which
     every task of an earlier write into it will fail to match."""
     token = uuid.uuid4().hex
-    path = Path(staging, OWNER_FILE)
-    tmp = path.with_name(f".{OWNER_FILE}.tmp-{os.getpid()}-{token[:8]}")
-    tmp.write_text(token)
-    os.replace(tmp, path)
+    atomic_write_text(Path(staging, OWNER_FILE), token)
     return Owner(str(staging), token)
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from survey_engine.catalog.healpix import pixel_range29
-from survey_engine.catalog.owner import Owner, held, make_dirs, publish, unique_tmp
+from survey_engine.catalog.owner import Owner, held, write_file
 from survey_engine.catalog.writer import (
     DONE_DIR,
     finish_collection,
@@ -31,11 +31,7 @@ def _match_and_write(task, params, lcoords, rcoords, meta, out_dir: str, done_ma
     schema = write_frame_partition(
         match_task(task, params, lcoords, rcoords, meta), out_dir, task.left_order, task.left_pix, owner
     )
-    marker = Path(done_marker)
-    make_dirs(marker.parent, owner)
-    tmp = unique_tmp(marker)
-    tmp.write_text("written" if schema is not None else "empty")
-    publish(tmp, marker, owner)
+    write_file(done_marker, lambda tmp: tmp.write_text("written" if schema is not None else "empty"), owner)
     return schema
 
 

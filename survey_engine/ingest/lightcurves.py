@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from survey_engine.arguments import AT_LEAST_1, NAME_LIST, param, positive_int
 from survey_engine.catalog import build
 from survey_engine.catalog.catalog import open_catalog
-from survey_engine.catalog.owner import Owner, held, make_dirs, publish, unique_tmp
+from survey_engine.catalog.owner import Owner, held, write_file
 from survey_engine.catalog.writer import DONE_DIR, finish_collection, finish_written, staged_collection
 from survey_engine.ingest.readers import InputError, expand_inputs, plan_chunks, read_batches
 from survey_engine.runtime import dask_client, run_tasks, task_value
@@ -174,10 +174,7 @@ def _map_chunk(
                 continue
             piece = batch.take(pa.array(order[s:e]))
             path = Path(shard_root) / f"p{p:07d}" / f"c{chunk_index:07d}-{b:05d}.parquet"
-            make_dirs(path.parent, owner)
-            tmp = unique_tmp(path)
-            pq.write_table(piece, tmp)
-            publish(tmp, path, owner)
+            write_file(path, lambda tmp, piece=piece: pq.write_table(piece, tmp), owner)
             routed += piece.num_rows
     return routed, unmatched
 

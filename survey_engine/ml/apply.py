@@ -132,11 +132,9 @@ def _write_files_locked(frame, out: Path, client, progress: bool) -> Path:
     owner = ownership.claim(tmp)  # a late task of an earlier predict of this process writes nothing here
 
     def write(part: pd.DataFrame, i: int) -> int:
-        path = tmp / f"part-{i:05d}.parquet"
-        ownership.make_dirs(tmp, owner)
-        written = ownership.unique_tmp(path)
-        part.to_parquet(written, index=False)
-        ownership.publish(written, path, owner)
+        ownership.write_file(
+            tmp / f"part-{i:05d}.parquet", lambda to: part.to_parquet(to, index=False), owner
+        )
         return len(part)
 
     compute_with_progress(

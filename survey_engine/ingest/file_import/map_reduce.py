@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from survey_engine.catalog import build
 from survey_engine.catalog.healpix import radec_to_healpix
-from survey_engine.catalog.owner import Owner, check, publish, unique_tmp
+from survey_engine.catalog.owner import Owner, write_file
 from survey_engine.ingest.readers import (
     CSV_WIDENING,
     CsvTypeError,
@@ -165,10 +165,8 @@ def histogram_chunk(
             if wider is None or exc.column in column_types and str(column_types[exc.column]) == "string":
                 raise
             column_types[exc.column] = pa.type_for_alias(wider)
-    check(owner)  # before the temporary is made: the staging folder may be another run's now
-    tmp = f"{unique_tmp(out_path)}.npz"  # np.savez adds .npz to a name without it
-    np.savez(tmp, **result)
-    publish(tmp, out_path, owner)  # only while the import that asked still owns its staging folder
+    # only while the import that asked still owns its staging folder
+    write_file(out_path, lambda tmp: build.save_npz(tmp, **result), owner)
     return result
 
 
