@@ -97,6 +97,8 @@ def make_dirs(folder: str | Path, owner: Owner | None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         return
     owner.check()
+    if folder.is_dir():  # the common case (every partition file after its folder's first): nothing to make
+        return
     level, made = Path(owner.staging), []
     try:
         for part in folder.relative_to(level).parts:
