@@ -1,0 +1,213 @@
+"""Photo-z margin study (issue 20's 8% goal): what a robust local regression in colour space adds
+to the package's photo-z model, in one process, against the textbook XGBoost.
+
+    python benchmarks/photoz_margin.py sdss --seeds 0 1 [--weights 0.5] [--copies 8] [--jitter 0.15]
+    python benchmarks/photoz_margin.py boss --seeds 0
+
+A random held-out fifth per seed; the rest split 85% / 15% into fitting and calibration rows as
+``train`` does. Compared, as sigma_NMAD and its margin below the textbook XGBoost (600 trees,
+depth 6, eta 0.05, subsample / colsample 0.8, squared error on z, every training row):
+
+- ``members``: the package's four photo-z members in one process (``MEMBER_PHOTOZ_PARAMS``,
+  absolute error on log(1 + z), each on the features plus one rotation: the principal axes, then
+  random orthogonal ones), their mean;
+- ``student``: today's default, one ``DISTILLED_PARAMS`` booster on the features and all four
+  rotations, trained on the members' mean over the fitting rows, early-stopped on the calibration
+  rows' truth;
+- ``local``: a robust local regression (Beck et al. 2016, MNRAS 460, 1371, with quadratic terms and
+  Huber weights): for each row, the ``k`` nearest fitting rows in standardised feature space, a
+  weighted least-squares fit of log(1 + z) on their offsets and squared offsets, reweighted five
+  times; its value at the row;
+- ``blend``: ``w`` x members + (1 - w) x local, in log(1 + z);
+- ``student+copies``: the student trained on the blend over the fitting rows and ``copies`` jittered
+  copies of them (each feature plus ``jitter`` x its standard deviation x N(0, 1)), so that it
+  learns a smooth teacher from more points than were labelled (prediction cost unchanged).
+
+Writes benchmarks/results/photoz_margin.json. Findings are in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data" / "photoz"
+
+
+def load(which: str) -> tuple[np.ndarray, np.ndarray]:
+    """Features and spectroscopic redshift: SDSS galaxies (4 colours + r, as tests/ml/test_photoz.py)
+    or the BOSS DR10 training files (4 colours, r, i and the g, r, i, z errors, as that test)."""
+    if which == "sdss":
+        d = pd.read_parquet(DATA / "sdss_galaxy_colors_50k.parquet")
+        d = d[d.spec_class == "GALAXY"]
+        m = {b: d[b].to_numpy() for b in "ugriz"}
+        X = np.c_[m["u"] - m["g"], m["g"] - m["r"], m["r"] - m["i"], m["i"] - m["z"], m["r"]]
+        return X, d.redshift.to_numpy()
+    files = sorted((DATA / "annz_boss_dr10" / "train").glob("*.csv"))
+    names = [c.split(":")[1] for c in files[0].open().readline().lstrip("#").strip().split(";")]
+    d = pd.concat([pd.read_csv(f, comment="#", header=None, names=names) for f in files])
+    m = {b: d["MAG_" + b.upper()].to_numpy() for b in "ugriz"}
+    errors = [d["MAGERR_" + b].to_numpy() for b in "GRIZ"]
+    X = np.c_[m["u"] - m["g"], m["g"] - m["r"], m["r"] - m["i"], m["i"] - m["z"], m["r"], m["i"], *errors]
+    return X, d.Z.to_numpy()
+
+
+def sigma_nmad(z_phot: np.ndarray, z_spec: np.ndarray) -> float:
+    dz = (z_phot - z_spec) / (1 + z_spec)
+    return float(1.4826 * np.median(np.abs(dz - np.median(dz))))
+
+
+def local_regression(
+    X_ref: np.ndarray,
+    y_ref: np.ndarray,
+    X: np.ndarray,
+    k: int = 256,
+    reweight: int = 5,
+    huber: float = 0.005,
+    ridge: float = 1e-3,
+    leave_self_out: bool = False,
+) -> np.ndarray:
+    """Robust local quadratic regression of ``y_ref`` at each row of ``X`` on its ``k`` nearest
+    reference rows (standardised by the reference rows). ``leave_self_out``: ``X`` is ``X_ref`` and a
+    row is not its own neighbour (a target for training rows that did not see their own truth)."""
+    from scipy.spatial import cKDTree
+
+    mean, scale = X_ref.mean(0), X_ref.std(0)
+    A, Q = (X_ref - mean) / scale, (X - mean) / scale
+    _, idx = cKDTree(A).query(Q, k=k + int(leave_self_out), workers=-1)
+    idx = idx[:, 1:] if leave_self_out else idx
+    out = np.empty(len(X))
+    for s in range(0, len(X), 4000):
+        near = idx[s : s + 4000]
+        offset = A[near] - Q[s : s + 4000, None, :]
+        D = np.concatenate([np.ones(offset.shape[:2] + (1,)), offset, offset**2], axis=2)
+        y, w = y_ref[near], np.ones(near.shape)
+        penalty = ridge * k * np.eye(D.shape[2])
+        penalty[0, 0] = 0  # the intercept, the value wanted, is not shrunk
+        for _ in range(reweight + 1):
+            G = np.einsum("nki,nk,nkj->nij", D, w, D) + penalty
+            beta = np.linalg.solve(G, np.einsum("nki,nk,nk->ni", D, w, y)[..., None])[..., 0]
+            r = np.abs(y - np.einsum("nki,ni->nk", D, beta))
+            w = np.where(r < huber, 1.0, huber / np.maximum(r, 1e-12))
+        out[s : s + 4000] = beta[:, 0]
+    return out
+
+
+def rotated_views(X_fit: np.ndarray, seed: int, members: int = 4):
+    """As ml/ensemble.fit_views: standardise, then principal axes and random orthogonal rotations."""
+    mean, scale = X_fit.mean(0), X_fit.std(0)
+    _, vecs = np.linalg.eigh(np.corrcoef(X_fit.T))
+    rotations, rng = [vecs[:, ::-1]], np.random.default_rng(seed)
+    for _ in range(1, members):
+        q, r = np.linalg.qr(rng.normal(size=(X_fit.shape[1],) * 2))
+        rotations.append(q * np.sign(np.diag(r)))
+    return lambda X, which: np.hstack([X] + [((X - mean) / scale) @ rotations[i] for i in which])
+
+
+TEXTBOOK = {"rounds": 600, "max_depth": 6, "eta": 0.05, "subsample": 0.8, "colsample_bytree": 0.8}
+
+
+def regressor(params: dict, seed: int, **extra):
+    """An XGBoost regressor with the package's parameter names (ml/options.py), all cores."""
+    import xgboost as xgb
+
+    return xgb.XGBRegressor(
+        n_estimators=params["rounds"],
+        max_depth=params["max_depth"],
+        learning_rate=params["eta"],
+        subsample=params["subsample"],
+        colsample_bytree=params["colsample_bytree"],
+        min_child_weight=params.get("min_child_weight", 1),
+        n_jobs=-1,
+        random_state=seed,
+        **extra,
+    )
+
+
+def one_split(which: str, seed: int, weights: list[float], copies: int, jitter: float) -> dict:
+    from survey_engine.ml.options import DISTILLED_PARAMS, EARLY_STOPPING_ROUNDS, MEMBER_PHOTOZ_PARAMS
+
+    X, z = load(which)
+    y = np.log1p(z)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(z))
+    test, train = order[: len(z) // 5], order[len(z) // 5 :]
+    cal, fit = train[: int(0.15 * len(train))], train[int(0.15 * len(train)) :]
+    textbook = regressor(TEXTBOOK, seed).fit(X[train], z[train])
+    base = sigma_nmad(textbook.predict(X[test]), z[test])
+
+    def margin(log_z: np.ndarray) -> float:
+        return round(1 - sigma_nmad(np.expm1(log_z), z[test]) / base, 4)
+
+    view = rotated_views(X[fit], seed)
+    members = [
+        regressor(MEMBER_PHOTOZ_PARAMS, seed, objective="reg:absoluteerror").fit(view(X[fit], [m]), y[fit])
+        for m in range(4)
+    ]
+
+    def members_mean(Xq: np.ndarray) -> np.ndarray:
+        return np.mean([b.predict(view(Xq, [m])) for m, b in enumerate(members)], axis=0)
+
+    def student(X_teach: np.ndarray, teacher: np.ndarray) -> tuple[float, int]:
+        s = regressor(DISTILLED_PARAMS, seed, eval_metric="mae", early_stopping_rounds=EARLY_STOPPING_ROUNDS)
+        every = range(4)
+        s.fit(view(X_teach, every), teacher, eval_set=[(view(X[cal], every), y[cal])], verbose=False)
+        return margin(s.predict(view(X[test], every))), int(s.best_iteration) + 1
+
+    scale = X[fit].std(0)
+    X_copies = np.vstack(
+        [X[fit]] + [X[fit] + rng.normal(size=X[fit].shape) * scale * jitter for _ in range(copies)]
+    )
+    local_copies = np.r_[
+        local_regression(X[fit], y[fit], X[fit], leave_self_out=True),
+        local_regression(X[fit], y[fit], X_copies[len(fit) :]),
+    ]
+    members_test, local_test = members_mean(X[test]), local_regression(X[fit], y[fit], X[test])
+    members_copies = members_mean(X_copies)
+    result = {
+        "data": which,
+        "seed": seed,
+        "rows": {"fit": len(fit), "calibration": len(cal), "test": len(test)},
+        "textbook_sigma_nmad": round(base, 5),
+        "margin": {
+            "members": margin(members_test),
+            "student": student(X[fit], members_copies[: len(fit)]),
+            "local": margin(local_test),
+        },
+    }
+    for w in weights:
+        result["margin"][f"blend w={w}"] = margin(w * members_test + (1 - w) * local_test)
+        result["margin"][f"student+copies w={w}"] = student(
+            X_copies, w * members_copies + (1 - w) * local_copies
+        )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data", choices=("sdss", "boss"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.5], help="members' share")
+    parser.add_argument("--copies", type=int, default=8, help="jittered copies of the fitting rows")
+    parser.add_argument("--jitter", type=float, default=0.15, help="in each feature's standard deviations")
+    parser.add_argument("--out", default=str(HERE / "results"))
+    args = parser.parse_args()
+    results = []
+    for seed in args.seeds:
+        start = time.perf_counter()
+        results.append(one_split(args.data, seed, args.weights, args.copies, args.jitter))
+        results[-1]["seconds"] = round(time.perf_counter() - start, 1)
+        print(json.dumps(results[-1]), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "photoz_margin.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
