@@ -21,7 +21,8 @@ depth 6, eta 0.05, subsample / colsample 0.8, squared error on z, every training
 - ``blend``: ``w`` x members + (1 - w) x local, in log(1 + z);
 - ``student+copies``: the student trained on the blend over the fitting rows and ``copies`` jittered
   copies of them (each feature plus ``jitter`` x its standard deviation x N(0, 1)), so that it
-  learns a smooth teacher from more points than were labelled (prediction cost unchanged).
+  learns a smooth teacher from more points than were labelled (prediction cost unchanged); with
+  ``--weights 1.0`` the members alone teach it and no local regression of the copies is computed.
 
 Writes benchmarks/results/photoz_margin.json. Findings are in benchmarks/README.md.
 """
@@ -40,27 +41,43 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "photoz"
 
 
-def load(which: str) -> tuple[np.ndarray, np.ndarray]:
-    """Features and spectroscopic redshift: SDSS galaxies (4 colours + r, as tests/ml/test_photoz.py)
-    or the BOSS DR10 training files (4 colours, r, i and the g, r, i, z errors, as that test)."""
-    if which == "sdss":
-        d = pd.read_parquet(DATA / "sdss_galaxy_colors_50k.parquet")
-        d = d[d.spec_class == "GALAXY"]
-        m = {b: d[b].to_numpy() for b in "ugriz"}
-        X = np.c_[m["u"] - m["g"], m["g"] - m["r"], m["r"] - m["i"], m["i"] - m["z"], m["r"]]
-        return X, d.redshift.to_numpy()
-    files = sorted((DATA / "annz_boss_dr10" / "train").glob("*.csv"))
-    names = [c.split(":")[1] for c in files[0].open().readline().lstrip("#").strip().split(";")]
-    d = pd.concat([pd.read_csv(f, comment="#", header=None, names=names) for f in files])
-    m = {b: d["MAG_" + b.upper()].to_numpy() for b in "ugriz"}
-    errors = [d["MAGERR_" + b].to_numpy() for b in "GRIZ"]
-    X = np.c_[m["u"] - m["g"], m["g"] - m["r"], m["r"] - m["i"], m["i"] - m["z"], m["r"], m["i"], *errors]
-    return X, d.Z.to_numpy()
+# (path, features, target, rows kept): the features of tests/ml/test_photoz.py
+SOURCES = {
+    "sdss": (
+        DATA / "sdss_galaxy_colors_50k.parquet",
+        ["u-g", "g-r", "r-i", "i-z", "r"],
+        "redshift",
+        "spec_class == 'GALAXY'",
+    ),
+    "boss": (
+        DATA / "annz_boss_dr10" / "train",
+        ["MAG_U-MAG_G", "MAG_G-MAG_R", "MAG_R-MAG_I", "MAG_I-MAG_Z", "MAG_R", "MAG_I"]
+        + ["MAGERR_G", "MAGERR_R", "MAGERR_I", "MAGERR_Z"],
+        "Z",
+        None,
+    ),
+}
+
+
+def load(which: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Features, spectroscopic redshift and feature names, read and computed as ``train`` does
+    (ml/data.open_table, features/spec.FeatureSpec)."""
+    from survey_engine.features.spec import FeatureSpec
+    from survey_engine.ml.data import open_table
+
+    path, features, target, where = SOURCES[which]
+    frame = open_table(path).frame.compute()
+    frame = frame.query(where) if where else frame
+    X = FeatureSpec(features).compute(frame).to_numpy(dtype=np.float64)
+    if not np.isfinite(X).all():
+        raise ValueError(f"{path}: a feature is missing in some rows; this study needs complete rows")
+    return X, frame[target].to_numpy(dtype=np.float64), features
 
 
 def sigma_nmad(z_phot: np.ndarray, z_spec: np.ndarray) -> float:
-    dz = (z_phot - z_spec) / (1 + z_spec)
-    return float(1.4826 * np.median(np.abs(dz - np.median(dz))))
+    from survey_engine.ml.metrics import photoz_metrics
+
+    return photoz_metrics(z_phot, z_spec)["sigma_nmad"]
 
 
 def local_regression(
@@ -99,17 +116,6 @@ def local_regression(
     return out
 
 
-def rotated_views(X_fit: np.ndarray, seed: int, members: int = 4):
-    """As ml/ensemble.fit_views: standardise, then principal axes and random orthogonal rotations."""
-    mean, scale = X_fit.mean(0), X_fit.std(0)
-    _, vecs = np.linalg.eigh(np.corrcoef(X_fit.T))
-    rotations, rng = [vecs[:, ::-1]], np.random.default_rng(seed)
-    for _ in range(1, members):
-        q, r = np.linalg.qr(rng.normal(size=(X_fit.shape[1],) * 2))
-        rotations.append(q * np.sign(np.diag(r)))
-    return lambda X, which: np.hstack([X] + [((X - mean) / scale) @ rotations[i] for i in which])
-
-
 TEXTBOOK = {"rounds": 600, "max_depth": 6, "eta": 0.05, "subsample": 0.8, "colsample_bytree": 0.8}
 
 
@@ -130,10 +136,20 @@ def regressor(params: dict, seed: int, **extra):
     )
 
 
-def one_split(which: str, seed: int, weights: list[float], copies: int, jitter: float) -> dict:
+def one_split(
+    X: np.ndarray,
+    z: np.ndarray,
+    features: list[str],
+    seed: int,
+    weights: list[float],
+    copies: int,
+    jitter: float,
+) -> dict:
+    import dask.dataframe as dd
+
+    from survey_engine.ml.ensemble import fit_views, member_matrix
     from survey_engine.ml.options import DISTILLED_PARAMS, EARLY_STOPPING_ROUNDS, MEMBER_PHOTOZ_PARAMS
 
-    X, z = load(which)
     y = np.log1p(z)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(z))
@@ -145,33 +161,41 @@ def one_split(which: str, seed: int, weights: list[float], copies: int, jitter: 
     def margin(log_z: np.ndarray) -> float:
         return round(1 - sigma_nmad(np.expm1(log_z), z[test]) / base, 4)
 
-    view = rotated_views(X[fit], seed)
+    # the package's views (ml/ensemble.py): each member sees the features and one rotation of
+    # them, the student all four rotations side by side
+    views = fit_views(
+        dd.from_pandas(pd.DataFrame(X[fit], columns=features), npartitions=1), features, 4, seed
+    )
+    student_views = {**views, "stacked": True}
     members = [
-        regressor(MEMBER_PHOTOZ_PARAMS, seed, objective="reg:absoluteerror").fit(view(X[fit], [m]), y[fit])
+        regressor(MEMBER_PHOTOZ_PARAMS, seed, objective="reg:absoluteerror").fit(
+            member_matrix(X[fit], views, m), y[fit]
+        )
         for m in range(4)
     ]
 
     def members_mean(Xq: np.ndarray) -> np.ndarray:
-        return np.mean([b.predict(view(Xq, [m])) for m, b in enumerate(members)], axis=0)
+        return np.mean([b.predict(member_matrix(Xq, views, m)) for m, b in enumerate(members)], axis=0)
 
     def student(X_teach: np.ndarray, teacher: np.ndarray) -> tuple[float, int]:
         s = regressor(DISTILLED_PARAMS, seed, eval_metric="mae", early_stopping_rounds=EARLY_STOPPING_ROUNDS)
-        every = range(4)
-        s.fit(view(X_teach, every), teacher, eval_set=[(view(X[cal], every), y[cal])], verbose=False)
-        return margin(s.predict(view(X[test], every))), int(s.best_iteration) + 1
+        cal_rows = (member_matrix(X[cal], student_views, 0), y[cal])
+        s.fit(member_matrix(X_teach, student_views, 0), teacher, eval_set=[cal_rows], verbose=False)
+        return margin(s.predict(member_matrix(X[test], student_views, 0))), int(s.best_iteration) + 1
 
     scale = X[fit].std(0)
-    X_copies = np.vstack(
-        [X[fit]] + [X[fit] + rng.normal(size=X[fit].shape) * scale * jitter for _ in range(copies)]
-    )
-    local_copies = np.r_[
-        local_regression(X[fit], y[fit], X[fit], leave_self_out=True),
-        local_regression(X[fit], y[fit], X_copies[len(fit) :]),
-    ]
-    members_test, local_test = members_mean(X[test]), local_regression(X[fit], y[fit], X[test])
-    members_copies = members_mean(X_copies)
+    jittered = [X[fit] + rng.normal(size=X[fit].shape) * scale * jitter for _ in range(copies)]
+    X_copies = np.vstack([X[fit], *jittered])
+    # the local regression of the copies is needed only for a teacher that blends it in; the test
+    # rows and the copies are one query (one standardisation, one tree)
+    blended = any(w < 1 for w in weights)
+    local_other = local_regression(X[fit], y[fit], np.vstack([X[test], *(jittered if blended else [])]))
+    local_test = local_other[: len(test)]
+    if blended:
+        local_fit = local_regression(X[fit], y[fit], X[fit], leave_self_out=True)
+        local_copies = np.r_[local_fit, local_other[len(test) :]]
+    members_test, members_copies = members_mean(X[test]), members_mean(X_copies)
     result = {
-        "data": which,
         "seed": seed,
         "rows": {"fit": len(fit), "calibration": len(cal), "test": len(test)},
         "textbook_sigma_nmad": round(base, 5),
@@ -183,9 +207,8 @@ def one_split(which: str, seed: int, weights: list[float], copies: int, jitter: 
     }
     for w in weights:
         result["margin"][f"blend w={w}"] = margin(w * members_test + (1 - w) * local_test)
-        result["margin"][f"student+copies w={w}"] = student(
-            X_copies, w * members_copies + (1 - w) * local_copies
-        )
+        teacher = members_copies if w == 1 else w * members_copies + (1 - w) * local_copies
+        result["margin"][f"student+copies w={w}"] = student(X_copies, teacher)
     return result
 
 
@@ -198,10 +221,13 @@ def main() -> None:
     parser.add_argument("--jitter", type=float, default=0.15, help="in each feature's standard deviations")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
+    X, z, features = load(args.data)  # once for every seed
     results = []
     for seed in args.seeds:
         start = time.perf_counter()
-        results.append(one_split(args.data, seed, args.weights, args.copies, args.jitter))
+        results.append(
+            {"data": args.data, **one_split(X, z, features, seed, args.weights, args.copies, args.jitter)}
+        )
         results[-1]["seconds"] = round(time.perf_counter() - start, 1)
         print(json.dumps(results[-1]), flush=True)
     out = Path(args.out)
