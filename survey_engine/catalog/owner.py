@@ -28,6 +28,7 @@ from survey_engine.catalog.layout import atomic_write_text
 from survey_engine.errors import SurveyEngineError
 
 OWNER_FILE = ".owner"  # in a staging folder: the token of the write that owns it now
+_CLAIMS: dict[str, Owner] = {}  # the claims this process made, by staging folder (``held``)
 
 
 class AbandonedWriteError(SurveyEngineError, RuntimeError):
@@ -125,18 +126,25 @@ def make_dirs(folder: str | Path, owner: Owner | None) -> None:
 def claim(staging: str | Path) -> Owner:
     """Make ``staging`` (an existing folder) this write's: a fresh token, written atomically, which
     every task of an earlier write into it will fail to match."""
-    token = uuid.uuid4().hex
-    atomic_write_text(Path(staging, OWNER_FILE), token)
-    return Owner(str(staging), token)
+    owner = Owner(str(staging), uuid.uuid4().hex)
+    atomic_write_text(Path(staging, OWNER_FILE), owner.token)
+    _CLAIMS[owner.staging] = owner
+    return owner
 
 
 def held(staging: str | Path) -> Owner:
-    """The claim a write made on ``staging`` (``claim``), read back by the process that made it."""
-    return Owner(str(staging), Path(staging, OWNER_FILE).read_text())
+    """The claim this process made on ``staging`` (``claim``), kept in memory: not read back from the
+    folder, where another write's token may be by then (its tasks then stop, rather than take that
+    write's claim for their own)."""
+    try:
+        return _CLAIMS[str(staging)]
+    except KeyError:
+        raise AbandonedWriteError(f"{staging}: this process holds no claim on it (claim it first)") from None
 
 
 def release(staging: str | Path) -> None:
     """Give the folder up before it is published or removed: every task still running is refused."""
+    _CLAIMS.pop(str(staging), None)
     Path(staging, OWNER_FILE).unlink(missing_ok=True)
 
 

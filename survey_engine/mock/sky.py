@@ -23,7 +23,8 @@ What is in it (column names follow SDSS / Gaia):
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from survey_engine.catalog.build import remove_unfinished_files
+from survey_engine.catalog.layout import atomic_write_text
+from survey_engine.catalog.lock import output_lock
+from survey_engine.catalog.owner import Owner, claim, release, write_file
 from survey_engine.errors import UsageError
 
 BLOCK_ROWS = 250_000
@@ -343,17 +348,51 @@ def block_sizes(rows: int, block_rows: int = BLOCK_ROWS) -> list[int]:
     return [block_rows] * full + ([rest] if rest else [])
 
 
-def _write_block(make_block, seed: int, block: int, rows: int, out_dir: str) -> int:
-    """Block ``block`` as ``out_dir/part-NNNNN.parquet`` (written under a temporary name, then renamed);
-    a block already there is kept (a resumed run). The rows in the file."""
+def _write_block(
+    make_block, seed: int, block: int, rows: int, out_dir: str, owner: Owner | None = None
+) -> int:
+    """Block ``block`` as ``out_dir/part-NNNNN.parquet`` (written under a temporary name, then renamed
+    while ``owner``'s write still owns ``out_dir``); a block already there is kept (a resumed run).
+    The rows in the file."""
     path = Path(out_dir) / f"part-{block:05d}.parquet"
     if path.exists():
         return pq.read_metadata(path).num_rows
     table = pa.Table.from_pandas(make_block(seed, block, rows), preserve_index=False)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, row_group_size=max(table.num_rows, 1), compression="snappy")
-    os.replace(tmp, path)
+    write_file(
+        path,
+        lambda tmp: pq.write_table(table, tmp, row_group_size=max(table.num_rows, 1), compression="snappy"),
+        owner,
+    )
     return table.num_rows
+
+
+@contextmanager
+def mock_folder(out: Path, spec: dict, what: str) -> Iterator[Owner]:
+    """``out`` made ready for a mock writer, which its blocks fill in place: refused when it holds
+    other files or a mock of another ``spec`` (the same spec resumes: its finished blocks are kept,
+    a killed writer's temporaries removed), written by one writer at a time (``OUT.lock``), and
+    claimed for this write, so that a late task of an earlier one puts nothing in it; ``out/mock.json``
+    holds ``spec``. Yields the claim for the tasks."""
+    with output_lock(out, f"write a {what} to {out}"):
+        manifest = out / "mock.json"
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"{out}: exists and is not a folder; choose another --out")
+        if out.exists() and any(out.iterdir()):
+            try:
+                held_spec = json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                held_spec = None
+            if held_spec != spec:
+                raise FileExistsError(
+                    f"{out}: already holds other files (or a {what} with other arguments: "
+                    f"{manifest.name} says {held_spec}); choose another --out"
+                )
+        out.mkdir(parents=True, exist_ok=True)
+        remove_unfinished_files(out)
+        atomic_write_text(manifest, json.dumps(spec))
+        owner = claim(out)
+        yield owner
+        release(out)  # from here a late task of this write is refused too
 
 
 def write_blocks(
@@ -367,23 +406,13 @@ def write_blocks(
     progress: bool = True,
 ) -> list[int]:
     """Stream ``make_block(seed, block, rows)`` for every block of a ``rows``-row sky to
-    ``out/part-NNNNN.parquet``, resumable block by block; ``out/mock.json`` holds ``spec``, and an
-    ``out`` holding another mock (other spec) or other files is refused. The rows of each block."""
+    ``out/part-NNNNN.parquet``, resumable block by block (``mock_folder``). The rows of each block."""
     from survey_engine.runtime import dask_client, run_tasks
 
     if rows < 1:
         raise UsageError(f"--rows must be positive, got {rows}")
-    out = Path(out)
-    manifest = out / "mock.json"
-    if out.exists() and any(out.iterdir()):
-        if not manifest.exists() or json.loads(manifest.read_text()) != spec:
-            raise FileExistsError(
-                f"{out}: already holds other files (or a {what} with other --rows/--seed); choose another --out"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps(spec))
-    calls = [(make_block, seed, b, n, str(out)) for b, n in enumerate(block_sizes(rows))]
-    with dask_client(client) as c:
+    with mock_folder(Path(out), spec, what) as owner, dask_client(client) as c:
+        calls = [(make_block, seed, b, n, str(out), owner) for b, n in enumerate(block_sizes(rows))]
         return list(run_tasks(c, _write_block, calls, what, progress))
 
 

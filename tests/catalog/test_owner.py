@@ -36,6 +36,21 @@ def test_a_claim_holds_until_another_write_claims_the_folder_or_it_is_released(t
     assert _everything(tmp_path) == []
 
 
+def test_held_is_this_process_s_own_claim_not_the_token_found_in_the_folder(tmp_path):
+    """A write hands its tasks ``held(staging)``: if another write (another process) has stamped the
+    folder meanwhile, the tasks get this write's claim, which that stamp refuses, not the other's."""
+    with pytest.raises(AbandonedWriteError, match="holds no claim"):
+        held(tmp_path)
+    mine = claim(tmp_path)
+    (tmp_path / owner.OWNER_FILE).write_text("a-token-of-another-process")
+    assert held(tmp_path) == mine
+    with pytest.raises(AbandonedWriteError, match="now belongs to another write"):
+        held(tmp_path).check()
+    release(tmp_path)
+    with pytest.raises(AbandonedWriteError, match="holds no claim"):
+        held(tmp_path)
+
+
 def test_an_abandoned_write_s_partition_file_is_not_written(tmp_path):
     staging = tmp_path / "out.partial"
     staging.mkdir()

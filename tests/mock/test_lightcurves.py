@@ -54,3 +54,25 @@ def test_rr_lyrae_periods_recovered(cadence):
     rel = np.abs(feats["period"].to_numpy() - rr["period"].to_numpy()) / rr["period"].to_numpy()
     assert enough.sum() >= 40
     assert (rel[enough] < 1e-3).mean() >= 0.95
+
+
+def test_a_second_write_of_other_light_curves_is_refused_and_the_same_one_resumes(tmp_path, client):
+    """Before, a write of fewer objects into the same folder silently left the first write's later
+    blocks beside its own (a mixed catalogue); now the folder says what it holds."""
+    import pandas as pd
+
+    from survey_engine.mock.lightcurves import BLOCK_OBJECTS, write_mock_lightcurves
+
+    out = tmp_path / "lc"
+    n = BLOCK_OBJECTS + 10  # two blocks
+    counts = write_mock_lightcurves(n, out, seed=3, cadence="sparse", client=client, progress=False)
+    objects = pd.read_parquet(out / "objects")
+    assert counts["objects"] == len(objects) == n and objects["object_id"].is_unique
+    assert counts["detections"] == len(pd.read_parquet(out / "detections")) == objects["n_epochs"].sum()
+    with pytest.raises(FileExistsError, match="other arguments"):
+        write_mock_lightcurves(10, out, seed=3, cadence="sparse", client=client, progress=False)
+    first = (out / "detections" / "block-00001.parquet").stat().st_mtime_ns
+    (out / "objects" / "block-00000.parquet").unlink()  # as if killed before that block was whole
+    again = write_mock_lightcurves(n, out, seed=3, cadence="sparse", client=client, progress=False)
+    assert again == counts and (out / "detections" / "block-00001.parquet").stat().st_mtime_ns == first
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "objects"), objects)

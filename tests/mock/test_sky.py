@@ -71,3 +71,28 @@ def test_open_clusters_share_distance_and_motion():
 def test_no_two_rows_share_a_position():
     df = generate_block(4, 0, 250_000)
     assert not df.duplicated(["ra", "dec"]).any()
+
+
+def test_a_late_task_of_an_earlier_write_puts_no_block_in_the_folder(tmp_path):
+    """The folder is claimed per write (``mock_folder``): a block task of a write the next one has
+    replaced is refused before it renames its file in, and leaves no temporary behind; a killed
+    writer's temporaries are removed when the next write of the same sky resumes."""
+    from survey_engine.catalog.owner import AbandonedWriteError
+    from survey_engine.mock.sky import _write_block, mock_folder
+
+    out = tmp_path / "sky"
+    spec = {"rows": 30, "seed": 1}
+    with mock_folder(out, spec, "mock sky") as first:
+        pass
+    (out / ".part-00003.parquet.tmp-123-abcdef01").write_bytes(b"half a file")  # a killed writer's
+    with mock_folder(out, spec, "mock sky") as second:
+        assert not list(out.glob(".*tmp-*"))
+        with pytest.raises(AbandonedWriteError):
+            _write_block(generate_block, 1, 0, 30, str(out), first)
+        assert sorted(p.name for p in out.iterdir()) == [".owner", "mock.json"]
+        assert _write_block(generate_block, 1, 0, 30, str(out), second) == 30
+    assert sorted(p.name for p in out.iterdir()) == ["mock.json", "part-00000.parquet"]
+    assert not (tmp_path / "sky.lock").exists()
+    with pytest.raises(FileExistsError, match="mock.json says"):
+        with mock_folder(out, {"rows": 31, "seed": 1}, "mock sky"):
+            pass
