@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from survey_engine.catalog.build import remove_unfinished_files
+from survey_engine.catalog.build import UNFINISHED_GLOB, remove_unfinished_files
 from survey_engine.catalog.layout import atomic_write_text
 from survey_engine.catalog.lock import output_lock
 from survey_engine.catalog.owner import Owner, claim, release, write_file
@@ -373,19 +373,22 @@ def mock_folder(out: Path, spec: dict, what: str) -> Iterator[Owner]:
     a killed writer's temporaries removed), written by one writer at a time (``OUT.lock``), and
     claimed for this write, so that a late task of an earlier one puts nothing in it; ``out/mock.json``
     holds ``spec``. Yields the claim for the tasks."""
-    with output_lock(out, f"write a {what} to {out}"):
+    with output_lock(out, f"write {what} to {out}"):
         manifest = out / "mock.json"
         if out.exists() and not out.is_dir():
             raise FileExistsError(f"{out}: exists and is not a folder; choose another --out")
-        if out.exists() and any(out.iterdir()):
+        # a killed writer's temporaries alone (even a half-written mock.json) do not make it another's
+        if out.exists() and any(not p.match(UNFINISHED_GLOB) for p in out.iterdir()):
             try:
                 held_spec = json.loads(manifest.read_text())
             except (OSError, ValueError):
-                held_spec = None
+                raise FileExistsError(
+                    f"{out}: already holds other files (no readable {manifest.name}); choose another --out"
+                ) from None
             if held_spec != spec:
                 raise FileExistsError(
-                    f"{out}: already holds other files (or a {what} with other arguments: "
-                    f"{manifest.name} says {held_spec}); choose another --out"
+                    f"{out}: already holds {what} with other arguments ({manifest.name}: {held_spec}); "
+                    "choose another --out"
                 )
         out.mkdir(parents=True, exist_ok=True)
         remove_unfinished_files(out)
@@ -393,6 +396,7 @@ def mock_folder(out: Path, spec: dict, what: str) -> Iterator[Owner]:
         owner = claim(out)
         yield owner
         release(out)  # from here a late task of this write is refused too
+        remove_unfinished_files(out)  # a lost worker's, whose task ran again elsewhere
 
 
 def write_blocks(

@@ -93,6 +93,20 @@ def test_a_late_task_of_an_earlier_write_puts_no_block_in_the_folder(tmp_path):
         assert _write_block(generate_block, 1, 0, 30, str(out), second) == 30
     assert sorted(p.name for p in out.iterdir()) == ["mock.json", "part-00000.parquet"]
     assert not (tmp_path / "sky.lock").exists()
-    with pytest.raises(FileExistsError, match="mock.json says"):
+    with pytest.raises(FileExistsError, match="mock sky with other arguments"):
         with mock_folder(out, {"rows": 31, "seed": 1}, "mock sky"):
+            pass
+    with mock_folder(out, spec, "mock sky"):  # a lost worker's temporary, its task run again elsewhere
+        (out / ".part-00001.parquet.tmp-77-abcdef02").write_bytes(b"half")
+    assert sorted(p.name for p in out.iterdir()) == ["mock.json", "part-00000.parquet"]
+    killed = tmp_path / "killed"  # killed while writing its manifest: the same write starts it again
+    killed.mkdir()
+    (killed / ".mock.json.tmp-9-abcdef03").write_text("{")
+    with mock_folder(killed, spec, "mock sky"):
+        pass
+    assert [p.name for p in killed.iterdir()] == ["mock.json"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already holds other files"):
+        with mock_folder(tmp_path / "other", spec, "mock sky"):
             pass
