@@ -116,9 +116,6 @@ def local_regression(
     return out
 
 
-TEXTBOOK = {"rounds": 600, "max_depth": 6, "eta": 0.05, "subsample": 0.8, "colsample_bytree": 0.8}
-
-
 def regressor(params: dict, seed: int, **extra):
     """An XGBoost regressor with the package's parameter names (ml/options.py), all cores."""
     import xgboost as xgb
@@ -146,7 +143,9 @@ def one_split(
     jitter: float,
 ) -> dict:
     import dask.dataframe as dd
+    import xgboost as xgb
 
+    from survey_engine.ml.baselines import BASELINE_XGBOOST  # the textbook XGBoost of --baselines
     from survey_engine.ml.ensemble import fit_views, member_matrix
     from survey_engine.ml.options import DISTILLED_PARAMS, EARLY_STOPPING_ROUNDS, MEMBER_PHOTOZ_PARAMS
 
@@ -155,7 +154,7 @@ def one_split(
     order = rng.permutation(len(z))
     test, train = order[: len(z) // 5], order[len(z) // 5 :]
     cal, fit = train[: int(0.15 * len(train))], train[int(0.15 * len(train)) :]
-    textbook = regressor(TEXTBOOK, seed).fit(X[train], z[train])
+    textbook = xgb.XGBRegressor(**BASELINE_XGBOOST, n_jobs=-1, random_state=seed).fit(X[train], z[train])
     base = sigma_nmad(textbook.predict(X[test]), z[test])
 
     def margin(log_z: np.ndarray) -> float:

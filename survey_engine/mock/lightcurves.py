@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from survey_engine.catalog.owner import Owner, write_file
 from survey_engine.errors import UsageError
+from survey_engine.mock.sky import mock_folder
 
 BLOCK_OBJECTS = 2_000
 CLASS_FRACTIONS = {
@@ -246,7 +247,6 @@ def write_mock_lightcurves(
     """Write ``out/objects/*.parquet`` and ``out/detections/*.parquet``; returns the row counts.
     Resumable block by block; an ``out`` holding other files or other light curves is refused
     (``mock.sky.mock_folder``)."""
-    from survey_engine.mock.sky import mock_folder
     from survey_engine.runtime import dask_client, run_tasks
 
     if cadence not in CADENCES:
