@@ -17,6 +17,7 @@ from survey_engine.arguments import (
     param,
     positive_int,
 )
+from survey_engine.catalog.row_filter import WHERE_HELP, normalise_where
 
 TASKS = ("photoz", "classify", "anomaly", "pca")
 MISSING_CHOICES = ("nan", "impute", "drop")
@@ -65,7 +66,7 @@ class TrainArguments:
     gpu: bool = param(
         False, "train XGBoost on the GPU (device=cuda); falls back to the CPU with a message", type=bool
     )
-    where: str | None = param(None, "pandas query selecting training rows, e.g. \"spec_class == 'GALAXY'\"")
+    where: str | None = param(None, WHERE_HELP.format("training rows"), convert=normalise_where)
     test_fraction: float = param(
         0.2,
         "held-out share, 0.05..0.35 (spatial folds when positions exist; default 0.2)",
@@ -235,7 +236,7 @@ class EvaluateArguments:
         help="labelled data: a HATS catalog/collection, or files", required=True, ref="catalog"
     )
     truth: str | None = param(None, "truth column (default: the model's target or label)")
-    where: str | None = param(None, "pandas query selecting the rows to evaluate on")
+    where: str | None = param(None, WHERE_HELP.format("the rows to evaluate on"), convert=normalise_where)
     out: str | None = param(
         None, "also write the metrics as JSON here", role="output", yaml=None, job="output_file:metrics.json"
     )
@@ -295,7 +296,7 @@ class ClusterArguments:
     )
     n_clusters: int = param(8, "kmeans", type=int, check=AT_LEAST_1, parse=positive_int)
     where: str | None = param(
-        None, "pandas query selecting the rows that take part, e.g. \"obj_class == 'STAR'\" (others get -1)"
+        None, WHERE_HELP.format("the rows that take part (others get -1)"), convert=normalise_where
     )
     build_margin: bool = param(
         False,

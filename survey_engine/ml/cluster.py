@@ -34,6 +34,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from survey_engine.catalog.row_filter import RowFilterError, check_where, normalise_where
 from survey_engine.errors import SurveyEngineError
 from survey_engine.features.spec import FeatureError, FeatureSpec
 
@@ -250,6 +251,7 @@ def cluster_catalog(
     (``https://``, ``s3://``; ``storage_options`` as in ``open_catalog``)."""
     from survey_engine.runtime import dask_client
 
+    where = normalise_where(where)
     cat, spec, feats, params = _plan(catalog_path, features, method, params, where, storage_options)
     with dask_client(client) as client:
         featured, fcols, centre, scale = _featured_scales(cat, spec, feats, where)
@@ -318,11 +320,9 @@ def _plan(
     feats = list(spec.features)
     if where:
         try:
-            cat.to_dask()._meta_nonempty.query(where)
-        except Exception as exc:
-            raise ClusterError(
-                f"{catalog_path}: --where {where!r} does not apply to these columns: {exc}"
-            ) from None
+            check_where(cat.to_dask()._meta_nonempty, where)
+        except RowFilterError as exc:
+            raise ClusterError(f"{catalog_path}: {exc}") from None
     return cat, spec, feats, params
 
 
@@ -370,6 +370,7 @@ def cluster_assignments(
 
     if method not in ("dbscan", "hdbscan"):
         raise ClusterError(f"cluster_assignments: method must be dbscan or hdbscan, got {method!r}")
+    where = normalise_where(where)
     cat, spec, feats, params = _plan(catalog_path, features, method, params, where, storage_options)
     id_column = _density_id_column(cat, catalog_path, id_column)
     with dask_client(client) as client:

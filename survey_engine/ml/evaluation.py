@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from survey_engine.catalog.row_filter import RowFilterError, check_where, normalise_where
 from survey_engine.features.spec import FeatureError, FeatureSpec
 from survey_engine.ml import metrics as M
 from survey_engine.ml.artifact import ModelError, load_model
@@ -124,13 +125,12 @@ def evaluate(
     mag = meta.get("magnitude_column")
     mag = mag if mag in table.columns else None
     frame = table.frame
+    where = normalise_where(where)
     if where:
         try:
-            frame._meta_nonempty.query(where)
-        except Exception as exc:
-            raise ModelError(
-                f"{table.path}: --where {where!r} does not apply to these columns: {exc}"
-            ) from None
+            check_where(frame._meta_nonempty, where)
+        except RowFilterError as exc:
+            raise ModelError(f"{table.path}: {exc}") from None
         frame = frame.map_partitions(lambda df, q=where: df.query(q), meta=frame._meta)
     with dask_client(client):
         return summaries(frame, meta, models, truth, mag)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from survey_engine.catalog.row_filter import normalise_where
 from survey_engine.errors import SurveyEngineError, option
 
 # Photo-z, ``ensemble="stacked"``: one booster on the features and every member's rotation of them
@@ -175,6 +176,7 @@ class TrainOptions:
     params: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.where = normalise_where(self.where)
         if self.task not in TASKS:
             raise TrainingError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.task == "photoz" and not self.target:

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from survey_engine.catalog.row_filter import RowFilterError, check_where
 from survey_engine.features.spec import FeatureError, FeatureSpec
 from survey_engine.ml.dask_xgboost import placed
 from survey_engine.ml.data import Table, assign_folds, healpix_of, placed_rows
@@ -84,11 +85,9 @@ def prepare_table(
     classes = _label_classes(table, opts) if opts.task == "classify" else None
     if opts.where:
         try:
-            table.frame._meta_nonempty.query(opts.where)
-        except Exception as exc:
-            raise TrainingError(
-                f"{table.path}: --where {opts.where!r} does not apply to these columns: {exc}"
-            ) from None
+            check_where(table.frame._meta_nonempty, opts.where)
+        except RowFilterError as exc:
+            raise TrainingError(f"{table.path}: {exc}") from None
     magnitude = magnitude_column(opts, spec, table)
     order, filled = fold_order(table, opts, spec, ra, dec, classes, client) if ra else (None, 0.0)
     if order is None:  # too small a patch of sky for spatial folds: by row

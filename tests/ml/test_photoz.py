@@ -234,6 +234,24 @@ def test_cli_train_predict_evaluate(mock_catalog, tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp_path / "m.json").read_text())["n"] > 0
+    # --where as an astronomer types it into ADQL (=, AND): the same rows as the pandas spelling
+    evaluate = base + ["evaluate", "--model", str(model), "--catalog", str(out), "--workers", "1"]
+    adql = "obj_class = 'GALAXY' AND redshift >= 0.1"
+    run = subprocess.run(
+        evaluate + ["--where", adql, "--out", str(tmp_path / "w.json")], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    rows = open_catalog(out, margin=None).compute()
+    expected = int(((rows.obj_class == "GALAXY") & (rows.redshift >= 0.1)).sum())
+    assert 0 < expected < len(rows) and json.loads((tmp_path / "w.json").read_text())["n"] == expected
+    # a bare word where text is meant: an error naming the catalog, the word and the fix, no metrics
+    run = subprocess.run(
+        evaluate + ["--where", "obj_class == GALAXY", "--out", str(tmp_path / "bad.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode != 0 and not (tmp_path / "bad.json").exists()
+    assert str(out) in run.stderr and "'GALAXY' is not defined" in run.stderr and "quotes" in run.stderr
 
 
 def test_sdss_one_band_removed_keeps_its_coverage(sdss_model, client):

@@ -1,0 +1,70 @@
+"""Row filters (catalog/row_filter.py): ADQL spellings read as pandas', and filters that cannot
+select rows stopped with a message that names the problem."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from survey_engine.arguments import build
+from survey_engine.catalog.row_filter import RowFilterError, check_where, normalise_where
+from survey_engine.ml.arguments import ClusterArguments, EvaluateArguments, TrainArguments
+from survey_engine.ml.options import TrainOptions
+
+ROWS = pd.DataFrame(
+    {"r": [19.0, 20.5, 22.0, 18.0], "spec_class": ["STAR", "GALAXY", "GALAXY", "QSO"], "good": [1, 1, 0, 1]}
+)
+
+
+@pytest.mark.parametrize(
+    ("typed", "pandas", "kept"),
+    [
+        ("spec_class = 'GALAXY'", "spec_class == 'GALAXY'", [1, 2]),
+        ("r < 21 AND spec_class <> 'STAR'", "r < 21 and spec_class != 'STAR'", [1, 3]),
+        ("NOT (r > 20) Or good = 0", "not (r > 20) or good == 0", [0, 2, 3]),
+        ("r <= 20.5 and r >= 19 and r != 20.5", "r <= 20.5 and r >= 19 and r != 20.5", [0]),
+        # text in quotes is left as written, even where it holds "=", "<>" or "AND"
+        ("spec_class == 'A = B AND C <> D'", "spec_class == 'A = B AND C <> D'", []),
+        ("spec_class.str.startswith('GAL')", "spec_class.str.startswith('GAL')", [1, 2]),
+    ],
+)
+def test_adql_spellings_select_the_rows_pandas_would(typed, pandas, kept):
+    assert normalise_where(typed) == pandas
+    check_where(ROWS, pandas)
+    assert ROWS.query(pandas).index.tolist() == kept
+
+
+@pytest.mark.parametrize("blank", [None, "", "   "])
+def test_no_filter(blank):
+    assert normalise_where(blank) is None
+
+
+@pytest.mark.parametrize(
+    ("where", "says"),
+    [
+        ("spec_class == GALAXY", ["'GALAXY' is not defined", "spec_class", "quotes"]),
+        ("nosuch > 1", ["'nosuch' is not defined", "columns are ['good', 'r', 'spec_class']"]),
+        ("r < 21 && r > 18", ["is not a pandas query", "and / or / not"]),
+        ("r + 1", ["is not a condition", "true or false for each row"]),
+        ("r", ["is not a condition"]),
+    ],
+)
+def test_a_filter_that_cannot_select_rows_says_why(where, says):
+    with pytest.raises(RowFilterError) as err:
+        check_where(ROWS, normalise_where(where))
+    for text in says:
+        assert text in str(err.value)
+
+
+def test_every_door_reads_the_adql_spelling():
+    """The train, evaluate and cluster declarations (CLI, job spec, Python API) and the Python
+    TrainOptions read the same filter the same way."""
+    typed, pandas = "obj_class = 'STAR' AND parallax > 1", "obj_class == 'STAR' and parallax > 1"
+    common = {"catalog": "cat", "where": typed}
+    train = build(
+        TrainArguments, {**common, "task": "photoz", "features": "r", "target": "z", "model_out": "m"}
+    )
+    evaluate = build(EvaluateArguments, {**common, "model": "m"})
+    cluster = build(ClusterArguments, {**common, "features": "pmra", "out": "o"})
+    assert train.where == evaluate.where == cluster.where == pandas
+    assert TrainOptions("photoz", ["r"], target="z", where=typed).where == pandas
