@@ -27,8 +27,8 @@ class RowFilterError(SurveyEngineError, ValueError):
 
 def normalise_where(where: str | None) -> str | None:
     """``where`` as pandas' query reads it: ``=`` -> ``==``, ``<>`` -> ``!=``, ``AND`` / ``OR`` /
-    ``NOT`` in any case -> lower case; text in quotes and everything else unchanged. None or blank
-    -> None (no filter)."""
+    ``NOT`` in any case -> lower case, line breaks -> spaces; text in quotes and everything else
+    unchanged. None or blank -> None (no filter)."""
     if where is None or not str(where).strip():
         return None
     where = str(where).strip()
@@ -36,11 +36,17 @@ def normalise_where(where: str | None) -> str | None:
         tokens = list(tokenize.generate_tokens(io.StringIO(where).readline))
     except (tokenize.TokenError, SyntaxError, IndentationError):
         return where  # left for check_where to report as pandas sees it
+    lines = where.splitlines(keepends=True)
+    line_starts = [0]
+    for line in lines:
+        line_starts.append(line_starts[-1] + len(line))
+
+    def offset(position: tuple[int, int]) -> int:  # tokenize's (line from 1, column) -> index into where
+        return line_starts[position[0] - 1] + position[1]
+
     edits: list[tuple[int, int, str]] = []  # (start, end, replacement) as offsets into ``where``
     for i, tok in enumerate(tokens):
-        if tok.start[0] != 1 or tok.end[0] != 1:
-            continue  # one-line filters only: a multi-line one is left as written
-        start, end = tok.start[1], tok.end[1]
+        start, end = offset(tok.start), offset(tok.end)
         following = tokens[i + 1] if i + 1 < len(tokens) else None
         if tok.type == tokenize.NAME and tok.string.upper() in ADQL_WORDS:
             edits.append((start, end, ADQL_WORDS[tok.string.upper()]))
@@ -48,10 +54,12 @@ def normalise_where(where: str | None) -> str | None:
             edits.append((start, end, "=="))
         elif tok.string == "<" and following is not None and following.string == ">":
             if following.start == tok.end:  # "<>" (Python 3 reads it as two operators)
-                edits.append((start, following.end[1], "!="))
+                edits.append((start, offset(following.end), "!="))
     for start, end, text in sorted(edits, reverse=True):
         where = where[:start] + text + where[end:]
-    return where
+    return " ".join(where.split("\n")).replace(
+        "\r", ""
+    )  # pandas reads one line (a job spec's `|` gives more)
 
 
 def check_where(sample: pd.DataFrame, where: str) -> None:

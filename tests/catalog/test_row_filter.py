@@ -26,6 +26,12 @@ ROWS = pd.DataFrame(
         # text in quotes is left as written, even where it holds "=", "<>" or "AND"
         ("spec_class == 'A = B AND C <> D'", "spec_class == 'A = B AND C <> D'", []),
         ("spec_class.str.startswith('GAL')", "spec_class.str.startswith('GAL')", [1, 2]),
+        # a job spec's multi-line filter: every line read the same way
+        (
+            "r < 21 and (good = 1 or\n spec_class = 'QSO')",
+            "r < 21 and (good == 1 or  spec_class == 'QSO')",
+            [0, 1, 3],
+        ),
     ],
 )
 def test_adql_spellings_select_the_rows_pandas_would(typed, pandas, kept):
