@@ -179,11 +179,23 @@ def run_train(args: TrainArguments, client=None, progress: bool = True) -> Stage
 
     if args.task == "anomaly":
         metrics = train_anomaly(
-            str(args.catalog), args.features, out, seed=args.seed, ebv=args.ebv, client=client
+            str(args.catalog),
+            args.features,
+            out,
+            seed=args.seed,
+            ebv=args.ebv,
+            where=args.where,
+            client=client,
         )
     else:
         metrics = train_pca(
-            str(args.catalog), args.features, out, n_components=args.components, ebv=args.ebv, client=client
+            str(args.catalog),
+            args.features,
+            out,
+            n_components=args.components,
+            ebv=args.ebv,
+            where=args.where,
+            client=client,
         )
     return StageResult(
         f"{json.dumps(metrics, indent=1)}\nmodel written to {out}", metrics, Path(out), metrics

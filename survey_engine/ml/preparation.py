@@ -82,12 +82,12 @@ def prepare_table(
     )
     _check_inputs(table, opts, spec)
     ra, dec = table_positions(table, opts)
-    classes = _label_classes(table, opts) if opts.task == "classify" else None
-    if opts.where:
+    if opts.where:  # before the first read of the rows it selects
         try:
             check_where(table.frame._meta_nonempty, opts.where)
         except RowFilterError as exc:
             raise TrainingError(f"{table.path}: {exc}") from None
+    classes = _label_classes(table, opts) if opts.task == "classify" else None
     magnitude = magnitude_column(opts, spec, table)
     order, filled = fold_order(table, opts, spec, ra, dec, classes, client) if ra else (None, 0.0)
     if order is None:  # too small a patch of sky for spatial folds: by row

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from survey_engine.catalog.row_filter import RowFilterError, check_where, normalise_where
 from survey_engine.features.spec import FeatureError, FeatureSpec
 from survey_engine.ml.artifact import save_model, training_variability_spec
 from survey_engine.ml.data import open_table
@@ -20,14 +21,22 @@ from survey_engine.ml.supervised import TrainingError
 ANOMALY_SAMPLE = 200_000
 
 
-def _features(table, features: list[str], ebv: str | None):
+def _features(table, features: list[str], ebv: str | None, where: str | None = None):
+    """The feature spec and the features of the rows ``where`` selects (all rows without it)."""
     spec = FeatureSpec(features, ebv_column=ebv, missing="impute")
     try:
         spec.plan(table.columns)
     except FeatureError as exc:
         raise TrainingError(f"{table.path}: {exc}") from None
+    frame, where = table.frame, normalise_where(where)
+    if where:
+        try:
+            check_where(frame._meta_nonempty, where)
+        except RowFilterError as exc:
+            raise TrainingError(f"{table.path}: {exc}") from None
+        frame = frame.map_partitions(lambda df, q=where: df.query(q), meta=frame._meta)
     meta = spec.compute(table.frame._meta_nonempty.head(2)).iloc[:0]
-    return spec, table.frame.map_partitions(spec.compute, meta=meta)
+    return spec, frame.map_partitions(spec.compute, meta=meta)
 
 
 def train_anomaly(
@@ -39,8 +48,10 @@ def train_anomaly(
     n_estimators: int = 200,
     sample_rows: int = ANOMALY_SAMPLE,
     ebv: str | None = None,
+    where: str | None = None,
     client=None,
 ) -> dict:
+    """An isolation forest on a sample of the rows ``where`` selects (every row without it)."""
     from sklearn.ensemble import IsolationForest
 
     from survey_engine.runtime import dask_client
@@ -48,7 +59,7 @@ def train_anomaly(
     t0 = time.time()
     table = open_table(table_path)
     with dask_client(client):
-        spec, feats = _features(table, features, ebv)
+        spec, feats = _features(table, features, ebv, where)
         n = int(feats.shape[0].compute())
         if n < 2:
             raise TrainingError(f"{table.path}: {n} rows; an anomaly model needs more")
@@ -83,15 +94,17 @@ def train_pca(
     *,
     n_components: int = 3,
     ebv: str | None = None,
+    where: str | None = None,
     client=None,
 ) -> dict:
+    """Principal components of the standardised features of the rows ``where`` selects."""
     from dask_ml.decomposition import PCA
 
     from survey_engine.runtime import dask_client
 
     table = open_table(table_path)
     with dask_client(client):
-        spec, feats = _features(table, features, ebv)
+        spec, feats = _features(table, features, ebv, where)
         if n_components > len(spec.features):
             raise TrainingError(f"--components {n_components} is more than the {len(spec.features)} features")
         spec.fit(feats.head(100_000, npartitions=-1))

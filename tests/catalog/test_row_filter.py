@@ -12,7 +12,12 @@ from survey_engine.ml.arguments import ClusterArguments, EvaluateArguments, Trai
 from survey_engine.ml.options import TrainOptions
 
 ROWS = pd.DataFrame(
-    {"r": [19.0, 20.5, 22.0, 18.0], "spec_class": ["STAR", "GALAXY", "GALAXY", "QSO"], "good": [1, 1, 0, 1]}
+    {
+        "r": [19.0, 20.5, 22.0, 18.0],
+        "spec_class": ["STAR", "GALAXY", "GALAXY", "QSO"],
+        "good": [1, 1, 0, 1],
+        "o'k": [1, 1, 1, 0],
+    }
 )
 
 
@@ -26,6 +31,17 @@ ROWS = pd.DataFrame(
         # text in quotes is left as written, even where it holds "=", "<>" or "AND"
         ("spec_class == 'A = B AND C <> D'", "spec_class == 'A = B AND C <> D'", []),
         ("spec_class.str.startswith('GAL')", "spec_class.str.startswith('GAL')", [1, 2]),
+        # keyword arguments of a call keep their "=", ADQL's IN / NOT IN read as pandas' in / not in
+        ("spec_class.str.startswith('G', na=False)", "spec_class.str.startswith('G', na=False)", [1, 2]),
+        (
+            "spec_class.str.contains('gal', case=False) AND r = 20.5",
+            "spec_class.str.contains('gal', case=False) and r == 20.5",
+            [1],
+        ),
+        ("spec_class NOT IN ('STAR', 'QSO')", "spec_class not in ('STAR', 'QSO')", [1, 2]),
+        # a backtick-quoted column name (even one holding an apostrophe) is a name, not text
+        ("`o'k` = 1 and spec_class <> 'A = B'", "`o'k` == 1 and spec_class != 'A = B'", [0, 1, 2]),
+        ("r < 19.5 OR\r\nr > 21", "r < 19.5 or r > 21", [0, 2, 3]),
         # a job spec's multi-line filter: every line read the same way
         (
             "r < 21 and (good = 1 or\n spec_class = 'QSO')",
@@ -35,7 +51,7 @@ ROWS = pd.DataFrame(
     ],
 )
 def test_adql_spellings_select_the_rows_pandas_would(typed, pandas, kept):
-    assert normalise_where(typed) == pandas
+    assert normalise_where(typed) == pandas and normalise_where(pandas) == pandas
     check_where(ROWS, pandas)
     assert ROWS.query(pandas).index.tolist() == kept
 
@@ -49,8 +65,12 @@ def test_no_filter(blank):
     ("where", "says"),
     [
         ("spec_class == GALAXY", ["'GALAXY' is not defined", "spec_class", "quotes"]),
-        ("nosuch > 1", ["'nosuch' is not defined", "columns are ['good', 'r', 'spec_class']"]),
+        (
+            "nosuch > 1",
+            ["'nosuch' is not defined", "a column (good, o'k, r, spec_class)", "where= in Python"],
+        ),
         ("r < 21 && r > 18", ["is not a pandas query", "and / or / not"]),
+        ("spec_class > 1", ["does not apply to these columns", "a condition such as"]),
         ("r + 1", ["is not a condition", "true or false for each row"]),
         ("r", ["is not a condition"]),
     ],

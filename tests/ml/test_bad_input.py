@@ -53,6 +53,12 @@ def model(table, client, tmp_path_factory):
         (dict(task="photoz", features=["u-g", "allbad"], target="z"), r"\['allbad'\] are missing"),
         (dict(task="classify", features=["u-g"], label="one"), "single class"),
         (dict(task="photoz", features=["u-g"], target="z", where="u < 10.5"), "fewer than the 5 folds"),
+        # a bad filter is named before the classifier reads its classes through it
+        (
+            dict(task="classify", features=["u-g"], label="cls", where="cls = A"),
+            r"t\.parquet: --where .*'A' is",
+        ),
+        (dict(task="photoz", features=["u-g"], target="z", where="u + 1"), "is not a condition"),
         (dict(task="photoz", features=["u-g", "z"], target="z"), "leaks"),
         (
             dict(task="photoz", features=["u-g"], target="z", magnitude="nosuch"),

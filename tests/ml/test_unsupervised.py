@@ -8,6 +8,7 @@ import pytest
 
 from survey_engine.catalog.catalog import open_catalog
 from survey_engine.ml.apply import predict
+from survey_engine.ml.options import TrainingError
 from survey_engine.ml.unsupervised import train_anomaly, train_pca
 
 
@@ -34,6 +35,17 @@ def test_injected_oddities_score_highest(client, tmp_path):
     )
     top = out.nlargest(10, "anomaly_score")
     assert set(top.row) == set(range(n, n + 10))
+    # --where (ADQL's OR read as pandas' or) selects the rows the forest sees; a bad one names the file
+    typed = "u < 19 OR g > 21"
+    metrics = train_anomaly(
+        str(tmp_path / "t.parquet"), ["u-g"], str(tmp_path / "w"), where=typed, client=client
+    )
+    assert metrics["rows"] == len(df.query("u < 19 or g > 21")) < len(df)
+    with pytest.raises(TrainingError, match=r"t\.parquet: --where .*'nosuch' is not defined"):
+        train_anomaly(
+            str(tmp_path / "t.parquet"), ["u-g"], str(tmp_path / "x"), where="nosuch = 1", client=client
+        )
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow
