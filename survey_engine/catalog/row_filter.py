@@ -1,5 +1,5 @@
 """Row filters (``--where``): a pandas query, also accepted in the spelling astronomers type into
-ADQL (``=``, ``<>``, ``AND`` / ``OR`` / ``NOT``), checked once on a sample of the columns so that a
+ADQL (``=``, ``<>``, ``AND`` / ``OR`` / ``NOT`` / ``IN``), checked once on a sample of the columns so that a
 filter that cannot select rows stops with a message naming what is wrong, before any task runs.
 
     normalise_where("spec_class = 'GALAXY' AND r < 21")  ->  "spec_class == 'GALAXY' and r < 21"
@@ -13,7 +13,7 @@ from survey_engine.errors import SurveyEngineError, option
 
 WHERE_HELP = (
     "pandas query selecting {}, e.g. \"spec_class == 'GALAXY' and r < 21\" (ADQL's =, <> and "
-    "AND / OR / NOT are read as ==, != and and / or / not)"
+    "AND / OR / NOT / IN are read as ==, != and and / or / not / in)"
 )
 ADQL_WORDS = {w: w.lower() for w in ("AND", "OR", "NOT", "IN")}  # any case; pandas wants lower case
 OPERATOR_CHARS = "=<>!"
