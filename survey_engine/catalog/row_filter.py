@@ -125,3 +125,14 @@ def check_where(sample: pd.DataFrame, where: str) -> None:
             f"{flag} {where!r} is not a condition: it must give true or false for each row "
             "(e.g. r < 21), not a value"
         )
+
+
+def filter_rows(frame, where: str | None):
+    """``frame`` (a dask DataFrame) restricted to the rows ``where`` selects, the filter read and
+    checked first (``normalise_where``, ``check_where``: ``RowFilterError``); ``frame`` itself
+    without one."""
+    where = normalise_where(where)
+    if not where:
+        return frame
+    check_where(frame._meta_nonempty, where)
+    return frame.map_partitions(lambda df, q=where: df.query(q), meta=frame._meta)

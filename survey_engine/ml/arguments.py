@@ -177,26 +177,11 @@ def run_train(args: TrainArguments, client=None, progress: bool = True) -> Stage
         return StageResult(line, {"held_out": shown["held_out"]}, Path(out), metrics)
     from survey_engine.ml.unsupervised import train_anomaly, train_pca
 
+    common = {"ebv": args.ebv, "where": args.where, "client": client}
     if args.task == "anomaly":
-        metrics = train_anomaly(
-            str(args.catalog),
-            args.features,
-            out,
-            seed=args.seed,
-            ebv=args.ebv,
-            where=args.where,
-            client=client,
-        )
+        metrics = train_anomaly(str(args.catalog), args.features, out, seed=args.seed, **common)
     else:
-        metrics = train_pca(
-            str(args.catalog),
-            args.features,
-            out,
-            n_components=args.components,
-            ebv=args.ebv,
-            where=args.where,
-            client=client,
-        )
+        metrics = train_pca(str(args.catalog), args.features, out, n_components=args.components, **common)
     return StageResult(
         f"{json.dumps(metrics, indent=1)}\nmodel written to {out}", metrics, Path(out), metrics
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from survey_engine.catalog.row_filter import RowFilterError, check_where, normalise_where
+from survey_engine.catalog.row_filter import RowFilterError, filter_rows
 from survey_engine.features.spec import FeatureError, FeatureSpec
 from survey_engine.ml import metrics as M
 from survey_engine.ml.artifact import ModelError, load_model
@@ -124,13 +124,9 @@ def evaluate(
         raise ModelError(f"{table.path}: no truth column {truth!r} to evaluate against")
     mag = meta.get("magnitude_column")
     mag = mag if mag in table.columns else None
-    frame = table.frame
-    where = normalise_where(where)
-    if where:
-        try:
-            check_where(frame._meta_nonempty, where)
-        except RowFilterError as exc:
-            raise ModelError(f"{table.path}: {exc}") from None
-        frame = frame.map_partitions(lambda df, q=where: df.query(q), meta=frame._meta)
+    try:
+        frame = filter_rows(table.frame, where)
+    except RowFilterError as exc:
+        raise ModelError(f"{table.path}: {exc}") from None
     with dask_client(client):
         return summaries(frame, meta, models, truth, mag)

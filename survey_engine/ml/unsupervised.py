@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from survey_engine.catalog.row_filter import RowFilterError, check_where, normalise_where
+from survey_engine.catalog.row_filter import RowFilterError, filter_rows
 from survey_engine.features.spec import FeatureError, FeatureSpec
 from survey_engine.ml.artifact import save_model, training_variability_spec
 from survey_engine.ml.data import open_table
@@ -28,13 +28,10 @@ def _features(table, features: list[str], ebv: str | None, where: str | None = N
         spec.plan(table.columns)
     except FeatureError as exc:
         raise TrainingError(f"{table.path}: {exc}") from None
-    frame, where = table.frame, normalise_where(where)
-    if where:
-        try:
-            check_where(frame._meta_nonempty, where)
-        except RowFilterError as exc:
-            raise TrainingError(f"{table.path}: {exc}") from None
-        frame = frame.map_partitions(lambda df, q=where: df.query(q), meta=frame._meta)
+    try:
+        frame = filter_rows(table.frame, where)
+    except RowFilterError as exc:
+        raise TrainingError(f"{table.path}: {exc}") from None
     meta = spec.compute(table.frame._meta_nonempty.head(2)).iloc[:0]
     return spec, frame.map_partitions(spec.compute, meta=meta)
 
