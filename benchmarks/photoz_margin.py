@@ -211,6 +211,12 @@ def one_split(
     return result
 
 
+def save_results(results: list[dict], out: str, name: str) -> None:
+    """``results`` as ``out/name`` (JSON, one entry per split), for this study and photoz_through_train."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / name).write_text(json.dumps(results, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data", choices=("sdss", "boss"))
@@ -229,9 +235,7 @@ def main() -> None:
         )
         results[-1]["seconds"] = round(time.perf_counter() - start, 1)
         print(json.dumps(results[-1]), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "photoz_margin.json").write_text(json.dumps(results, indent=1) + "\n")
+    save_results(results, args.out, "photoz_margin.json")
 
 
 if __name__ == "__main__":

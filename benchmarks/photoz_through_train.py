@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from photoz_margin import SOURCES
+from photoz_margin import SOURCES, save_results
 
 HERE = Path(__file__).resolve().parent
 
@@ -77,9 +77,7 @@ def main() -> None:
         for seed in args.seeds:
             results.append(one_seed(args.data, seed, args.ensemble, client))
             print(json.dumps(results[-1]), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "photoz_through_train.json").write_text(json.dumps(results, indent=1) + "\n")
+    save_results(results, args.out, "photoz_through_train.json")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from survey_engine.catalog.row_filter import RowFilterError, check_where, normalise_where
+from survey_engine.catalog.row_filter import RowFilterError, check_where, filter_rows, normalise_where
 from survey_engine.errors import SurveyEngineError
 from survey_engine.features.spec import FeatureError, FeatureSpec
 
@@ -329,8 +329,9 @@ def _plan(
 def _featured_scales(cat, spec, feats: list[str], where: str | None):
     """The rows taking part with their features as ``_f_*`` columns, those columns' names, and the
     features' robust centre and scale over the whole catalog."""
-    selected = cat.to_dask() if not where else cat.to_dask().map_partitions(lambda df: df.query(where))
-    featured = selected.map_partitions(lambda df: pd.concat([df, spec.compute(df).add_prefix("_f_")], axis=1))
+    featured = filter_rows(cat.to_dask(), where).map_partitions(
+        lambda df: pd.concat([df, spec.compute(df).add_prefix("_f_")], axis=1)
+    )
     fcols = [f"_f_{f}" for f in feats]
     centre, scale = robust_scales(featured, fcols)
     return featured, fcols, centre, scale
